@@ -1,0 +1,32 @@
+//! `ptx-emu`: runs the PTX that nvcc emits on the CPU, thread by thread, with
+//! the checks of a sanitizer on and with per-launch counters.
+//!
+//! Layers, bottom up:
+//! - [`types`]: PTX scalar types shared by every layer.
+//! - [`numerics`]: bit-exact scalar semantics (cvt, f16/bf16, rounding modes,
+//!   approximate special functions). Pure functions.
+//! - [`tensor`]: warp-wide tensor-core semantics (`mma.sync`, `ldmatrix`,
+//!   `stmatrix`) on register fragments, per the PTX ISA's fragment tables. Pure.
+//! - [`memory`]: device global memory — allocations, bounds, init shadow.
+//! - [`module`]: PTX text → a lowered, validated module (load errors name the
+//!   instruction and line).
+//! - [`launch`]: executes a kernel over a grid; returns counters and findings.
+//! - [`driver`]: the CUDA driver API with the C ABI of `cuda.h`, exported from
+//!   the `cdylib` (`libcuda.so`, SONAME `libcuda.so.1`).
+
+pub mod counters;
+pub mod driver;
+pub mod findings;
+pub mod launch;
+pub mod memory;
+pub mod module;
+pub mod numerics;
+pub mod tensor;
+pub mod types;
+
+pub use counters::Counters;
+pub use findings::{Finding, FindingKind};
+pub use launch::{launch, CheckOptions, LaunchConfig, LaunchError, LaunchReport};
+pub use memory::{GlobalMemory, MemError};
+pub use module::{KernelInfo, LoadError, Module, ParamInfo};
+pub use types::ScalarType;

@@ -1,0 +1,45 @@
+//! Problem shapes, in LORA.md's names: X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`.
+
+/// One linear layer's LoRA problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LoraShape {
+    /// Tokens (rows of X and Y).
+    pub m: usize,
+    /// Input features (columns of X, W0, A).
+    pub k: usize,
+    /// Output features (rows of W0 and B).
+    pub n: usize,
+    /// Adapter rank.
+    pub r: usize,
+}
+
+impl LoraShape {
+    pub fn x(&self) -> [usize; 2] {
+        [self.m, self.k]
+    }
+    pub fn w0(&self) -> [usize; 2] {
+        [self.n, self.k]
+    }
+    pub fn a(&self) -> [usize; 2] {
+        [self.r, self.k]
+    }
+    pub fn b(&self) -> [usize; 2] {
+        [self.n, self.r]
+    }
+    pub fn p(&self) -> [usize; 2] {
+        [self.m, self.r]
+    }
+    pub fn y(&self) -> [usize; 2] {
+        [self.m, self.n]
+    }
+}
+
+/// `L` stacked adapters: A_all `[L, r_max, K]`, B_all `[N, ...]` as `[L, N, r_max]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MultiAdapterShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub num_adapters: usize,
+    pub r_max: usize,
+}
