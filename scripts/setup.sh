@@ -12,12 +12,15 @@ set -euo pipefail
 # or newer can JIT. A newer nvcc would raise that floor for every user.
 FUSED_LORA_CUDA_WHEELS="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-nvvm==13.0.88"
 FUSED_LORA_LIBCLANG_WHEEL="libclang==18.1.1"
+# CUTLASS's headers, for the emulator's test that runs a CUTLASS Sm80 GEMM.
+# Installed without dependencies: only `cutlass_library/source/include` is used.
+FUSED_LORA_CUTLASS_WHEEL="nvidia-cutlass==4.2.0.0"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 toolchain="$repo_root/.toolchain"
 venv="$toolchain/venv"
 stamp="$toolchain/installed.txt"
-wanted="$FUSED_LORA_CUDA_WHEELS $FUSED_LORA_LIBCLANG_WHEEL"
+wanted="$FUSED_LORA_CUDA_WHEELS $FUSED_LORA_LIBCLANG_WHEEL $FUSED_LORA_CUTLASS_WHEEL"
 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "setup: installing CUDA toolchain wheels and libclang into $toolchain" >&2
@@ -25,7 +28,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     mkdir -p "$toolchain"
     python3 -m venv "$venv"
     # shellcheck disable=SC2086
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $wanted
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $FUSED_LORA_CUDA_WHEELS $FUSED_LORA_LIBCLANG_WHEEL
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps $FUSED_LORA_CUTLASS_WHEEL
     echo "$wanted" > "$stamp"
 fi
 
@@ -40,3 +44,4 @@ fi
 export FUSED_LORA_CUDA_ROOT="$cuda_root"
 export PATH="$cuda_root/bin:$PATH"
 export LIBCLANG_PATH="${LIBCLANG_PATH:-$site/clang/native}"
+export FUSED_LORA_CUTLASS_INCLUDE="$site/cutlass_library/source/include"
