@@ -41,6 +41,10 @@ pub enum LoraError {
     #[error("{op} does not support {dtype}: {reason}")]
     Unsupported { op: &'static str, dtype: DType, reason: &'static str },
 
+    /// The problem of one element of a list argument (e.g. one layer of a merge).
+    #[error("layer {layer}: {error}")]
+    InLayer { layer: usize, error: Box<LoraError> },
+
     /// An error from the CUDA driver.
     #[error("CUDA driver: {0}")]
     Driver(#[from] cudarc::driver::DriverError),

@@ -9,6 +9,10 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod init;
+mod kernels;
+pub mod merge;
+pub(crate) mod params;
+pub mod ptx;
 pub mod reference;
 pub mod shape;
 
@@ -16,4 +20,6 @@ pub use config::{AdapterConfig, Scaling};
 pub use dtype::{DType, LoraDType};
 pub use error::{LoraError, Result};
 pub use init::{Distribution, InitScheme};
+pub use kernels::LoraKernels;
+pub use merge::{Adapter, Direction, FiniteCheck, MergeIntoLayer, MergeLayer};
 pub use shape::{LoraShape, MultiAdapterShape};

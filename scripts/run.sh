@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The one entry point of the README's commands:
+#   scripts/run.sh example [args...]   run the main example
+#   scripts/run.sh test    [args...]   run the whole test suite
+# Both install what a fresh machine lacks (scripts/setup.sh), build the
+# emulator's libcuda.so, and pick the device: the real CUDA driver when the
+# machine has one, the emulator otherwise (FUSED_LORA_EMULATOR=1 forces it).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+. scripts/setup.sh
+
+what="${1:-}"
+shift || true
+
+# The emulator is a driver too: build it first, so the kernel tests always
+# have a device and the emulator's own tests have their library.
+cargo build --release -p ptx-emu
+emulator_dir="$repo_root/target/release"
+
+if [ "${FUSED_LORA_EMULATOR:-0}" != "1" ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
+    echo "run.sh: using the machine's CUDA driver (set FUSED_LORA_EMULATOR=1 to use the emulator)" >&2
+else
+    echo "run.sh: no CUDA driver on this machine; kernels run on the emulator ($emulator_dir/libcuda.so)" >&2
+    export LD_LIBRARY_PATH="$emulator_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+# In these commands a kernel test that finds no device fails instead of skipping.
+export FUSED_LORA_REQUIRE_DEVICE=1
+
+case "$what" in
+    example)
+        exec cargo run --release --example quickstart -- "$@"
+        ;;
+    test)
+        exec cargo test --workspace --release "$@"
+        ;;
+    *)
+        echo "usage: scripts/run.sh example|test [args...]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,66 @@
+//! Loads the crate's PTX into a CUDA context once and hands out kernel functions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{LoraError, Result};
+
+/// One `cuda/<family>.cu` file's PTX.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KernelFamily {
+    pub name: &'static str,
+    pub ptx: &'static str,
+}
+
+pub(crate) const MERGE: KernelFamily = KernelFamily { name: "merge", ptx: crate::ptx::MERGE };
+
+/// The entry point to every kernel: owns the modules loaded into one CUDA
+/// context, loading each kernel family's PTX on first use.
+///
+/// Create one per context and keep it; loading PTX makes the driver
+/// JIT-compile it, which is slow.
+pub struct LoraKernels {
+    ctx: Arc<CudaContext>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+}
+
+impl LoraKernels {
+    pub fn new(ctx: &Arc<CudaContext>) -> Self {
+        LoraKernels { ctx: Arc::clone(ctx), modules: Mutex::new(HashMap::new()) }
+    }
+
+    /// The context the kernels are loaded into.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// `family`'s kernel `name`, loading the family's PTX on first use.
+    pub(crate) fn function(&self, family: KernelFamily, name: &str) -> Result<CudaFunction> {
+        let module = {
+            // A poisoned lock only means another thread panicked mid-insert;
+            // the map itself is still valid.
+            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+            match modules.get(family.name) {
+                Some(module) => Arc::clone(module),
+                None => {
+                    let module = self.ctx.load_module(Ptx::from_src(family.ptx))?;
+                    modules.insert(family.name, Arc::clone(&module));
+                    module
+                }
+            }
+        };
+        Ok(module.load_function(name)?)
+    }
+
+    /// Checks that `stream` belongs to this context.
+    pub(crate) fn check_stream(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        if Arc::ptr_eq(stream.context(), &self.ctx) {
+            Ok(())
+        } else {
+            Err(LoraError::ContextMismatch { what: "stream" })
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! How kernel tests get a device.
+//!
+//! The README's test command (`scripts/run.sh test`) puts a driver on the
+//! library path — the machine's, or the emulator's `libcuda.so` — and sets
+//! `FUSED_LORA_REQUIRE_DEVICE=1`: there, a test that finds no device fails.
+//! Run any other way (plain `cargo test` on a machine without CUDA), kernel
+//! tests skip, and say so on stderr.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaStream};
+use fused_lora::LoraKernels;
+
+/// A context, its default stream and the crate's kernels loaded into it.
+pub struct Device {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub kernels: LoraKernels,
+}
+
+fn required() -> bool {
+    std::env::var("FUSED_LORA_REQUIRE_DEVICE").is_ok_and(|v| v == "1")
+}
+
+fn open() -> Result<Arc<CudaContext>, String> {
+    // SAFETY: only tries to dlopen the driver library; loads nothing else.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no libcuda.so on the library path (run through `scripts/run.sh test` to use the emulator)".into());
+    }
+    CudaContext::new(0).map_err(|e| format!("cuInit/cuDevicePrimaryCtxRetain failed: {e}"))
+}
+
+/// The device, or `None` after a loud skip message when none exists and the
+/// test command does not require one.
+///
+/// # Panics
+/// When `FUSED_LORA_REQUIRE_DEVICE=1` and no device can be opened.
+#[track_caller]
+pub fn device() -> Option<Device> {
+    static CONTEXT: OnceLock<Result<Arc<CudaContext>, String>> = OnceLock::new();
+    match CONTEXT.get_or_init(open) {
+        Ok(ctx) => Some(Device { ctx: Arc::clone(ctx), stream: ctx.default_stream(), kernels: LoraKernels::new(ctx) }),
+        Err(why) if required() => panic!("no CUDA device, and FUSED_LORA_REQUIRE_DEVICE=1: {why}"),
+        Err(why) => {
+            eprintln!("SKIPPED {}: no CUDA device: {why}", std::panic::Location::caller());
+            None
+        }
+    }
+}
+
+/// Whether the driver in use is the emulator (it exports `ptxEmuIsEmulator`).
+pub fn is_emulator() -> bool {
+    // SAFETY: looks a symbol up in the already-loaded driver library.
+    unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() }
+}
