@@ -200,3 +200,25 @@ fn check_same_context<T>(stream: &Arc<CudaStream>, out: &impl DevicePtrMut<T>) -
         Err(LoraError::ContextMismatch { what: "out" })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_must_be_finite_and_non_negative() {
+        assert!(check_spread("bound", 0.0).is_ok());
+        assert!(check_spread("bound", 1e300).is_ok());
+        for bad in [-1e-300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(matches!(check_spread("std", bad), Err(LoraError::InvalidArgument { what: "std", .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lengths_must_match_shapes_without_overflow() {
+        assert!(check_len("a", 12, 3, 4).is_ok());
+        assert!(check_len("b", 0, 0, 4).is_ok());
+        assert!(matches!(check_len("a", 11, 3, 4), Err(LoraError::ShapeMismatch { what: "a", .. })));
+        assert!(check_len("a", 0, usize::MAX, 2).is_err());
+    }
+}

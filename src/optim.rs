@@ -415,3 +415,20 @@ fn check_disjoint(spans: &[Span]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_covers_small_tensors_and_caps_the_grid() {
+        let per_block = (LORA_OPTIM_THREADS * LORA_OPTIM_VECTOR) as usize;
+        for len in [1, 4, 5, per_block - 1, per_block, per_block + 1, 3 * per_block + 7] {
+            let blocks = launch_config(len).grid_dim.0 as usize;
+            assert!(blocks * per_block >= len, "len {len}: {blocks} blocks leave elements out");
+            assert!((blocks - 1) * per_block < len, "len {len}: {blocks} blocks, one would be idle");
+        }
+        // Past the cap the kernel's grid-stride loop takes over.
+        assert_eq!(launch_config(usize::MAX / 8).grid_dim.0 as u64, MAX_BLOCKS);
+    }
+}
