@@ -23,8 +23,9 @@ unsafe impl DeviceRepr for LoraFillParams {}
 
 /// Elements drawn per thread and loop iteration: one Philox call.
 const ELEMENTS_PER_THREAD: u64 = 4;
-/// Enough CTAs to fill any GPU; larger tensors loop (grid-stride).
-const MAX_BLOCKS: u64 = 4096;
+/// About one wave of 256-thread CTAs on an A100/H100 (108/132 SMs of 2048
+/// threads); larger tensors loop (grid-stride) instead of launching more.
+const MAX_BLOCKS: u64 = 1024;
 
 /// Which random fill kernel to run.
 #[derive(Clone, Copy, Debug)]

@@ -193,3 +193,15 @@ fn bad_arguments_are_errors_and_write_nothing() {
         assert!(values.iter().all(|v| v.is_nan()), "a rejected call wrote to its output");
     }
 }
+
+/// More elements than one grid of 1024 CTAs x 256 threads x 4 covers: the
+/// threads loop (grid-stride), and the loop's last lap ends mid-block.
+#[test]
+fn a_fill_larger_than_the_grid_loops() {
+    let Some(dev) = device::device() else { return };
+    let len = 1024 * 256 * 4 + 4 * 1000 + 3;
+    let mut out = poisoned::<bf16>(&dev, len);
+    dev.kernels.fill_uniform(&dev.stream, &mut out, 0.02, 77, 5).unwrap();
+    let expected = reference::init_matrix::<bf16>(Distribution::Uniform { bound: 0.02 }, len, 77, 5).unwrap();
+    assert_bit_identical("grid-stride fill", &dev.stream.clone_dtoh(&out).unwrap(), &expected);
+}

@@ -99,6 +99,48 @@ fn check_step<T: LoraDType>(what: &str, master: &[f32], working: &[T], expected:
     eprintln!("{what}: worst error / bound = {worst:.3}");
 }
 
+/// The SGD error budget of the module docs, accumulated step by step.
+struct SgdBudget {
+    config: SgdConfig,
+    steps: usize,
+    /// The momentum buffer computed with absolute values.
+    buffer_magnitude: Vec<f64>,
+    bound: Vec<f64>,
+}
+
+impl SgdBudget {
+    fn new(config: SgdConfig, len: usize) -> Self {
+        SgdBudget { config, steps: 0, buffer_magnitude: vec![0.0; len], bound: vec![0.0; len] }
+    }
+
+    /// Adds one step: its update's share from the weights before the step,
+    /// the two roundings from the weights after it.
+    fn add_step(&mut self, before: &[f32], grad: &[f64], after: &[f32]) {
+        self.steps += 1;
+        let SgdConfig { lr, momentum, dampening, weight_decay, nesterov } = self.config;
+        for i in 0..before.len() {
+            let d = grad[i].abs() + weight_decay * (before[i] as f64).abs();
+            let update = if momentum != 0.0 {
+                let b = &mut self.buffer_magnitude[i];
+                *b = if self.steps == 1 { d } else { momentum * *b + (1.0 - dampening).abs() * d };
+                if nesterov { d + momentum * *b } else { *b }
+            } else {
+                d
+            };
+            self.bound[i] += C_UPDATE * self.steps as f64 * U32 * lr * update + 2.0 * U32 * (after[i] as f64).abs();
+        }
+    }
+}
+
+fn reference_sgd(config: SgdConfig) -> reference::Sgd {
+    let mut sgd = reference::Sgd::new(config.lr);
+    sgd.momentum = config.momentum;
+    sgd.dampening = config.dampening;
+    sgd.weight_decay = config.weight_decay;
+    sgd.nesterov = config.nesterov;
+    sgd
+}
+
 fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
     let Some(dev) = device::device() else { return };
     for (len, pad) in LAYOUTS {
@@ -106,36 +148,15 @@ fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
         let start: Vec<f32> = uniform(&mut rng, len, 1.0).iter().map(|&x| x as f32).collect();
         let mut tensor = Tensor::<T>::new(&dev, &start, pad);
         let mut state = SgdState::new(&dev.stream, len).unwrap();
-
-        let mut reference = reference::Sgd::new(config.lr);
-        reference.momentum = config.momentum;
-        reference.dampening = config.dampening;
-        reference.weight_decay = config.weight_decay;
-        reference.nesterov = config.nesterov;
+        let mut reference = reference_sgd(config);
         let mut expected = start.clone();
-
-        let (lr, mu, wd) = (config.lr, config.momentum, config.weight_decay);
-        let mut buffer_magnitude = vec![0.0f64; len];
-        let mut bound = vec![0.0f64; len];
+        let mut budget = SgdBudget::new(config, len);
         for step in 1..=STEPS {
             let grad: Vec<T> = uniform(&mut rng, len, 1.0).iter().map(|&g| <T as LoraDType>::from_f64(g)).collect();
             let grad_f64: Vec<f64> = grad.iter().map(|&g| LoraDType::to_f64(g)).collect();
-
-            // The error budget of this step (module docs), from the weights before it.
-            for i in 0..len {
-                let d = grad_f64[i].abs() + wd * (expected[i] as f64).abs();
-                let update = if mu != 0.0 {
-                    buffer_magnitude[i] = if step == 1 { d } else { mu * buffer_magnitude[i] + (1.0 - config.dampening).abs() * d };
-                    if config.nesterov { d + mu * buffer_magnitude[i] } else { buffer_magnitude[i] }
-                } else {
-                    d
-                };
-                bound[i] += C_UPDATE * step as f64 * U32 * lr * update;
-            }
+            let before = expected.clone();
             reference.step(&mut expected, &grad_f64).unwrap();
-            for i in 0..len {
-                bound[i] += 2.0 * U32 * (expected[i] as f64).abs();
-            }
+            budget.add_step(&before, &grad_f64, &expected);
 
             let grad_device = tensor.upload_grad(&dev, &grad);
             {
@@ -146,7 +167,7 @@ fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
             }
             let (got_master, got_working) = tensor.download(&dev);
             let what = format!("sgd {config:?} {} len={len} pad={pad} step {step}", T::DTYPE);
-            check_step(&what, &got_master, &got_working, &expected, &bound);
+            check_step(&what, &got_master, &got_working, &expected, &budget.bound);
         }
     }
 }
@@ -331,4 +352,34 @@ fn bad_steps_are_errors_and_write_nothing() {
     // The first accepted step then starts the momentum buffer at the gradient, as PyTorch does.
     kernels.sgd_step(stream, &sgd_config, &mut master, &mut working, &grad, &mut sgd).unwrap();
     assert!(stream.clone_dtoh(sgd.momentum_buffer()).unwrap().iter().all(|&b| b == 1.0));
+}
+
+/// More elements than one grid of 1024 CTAs x 256 threads x 4 covers: the
+/// threads loop (grid-stride) and the last lap ends in a partial pack.
+#[test]
+fn a_step_larger_than_the_grid_loops() {
+    let Some(dev) = device::device() else { return };
+    let len = 1024 * 256 * 4 + 4 * 300 + 3;
+    let mut rng = rng(7);
+    let start: Vec<f32> = uniform(&mut rng, len, 1.0).iter().map(|&x| x as f32).collect();
+    let mut master = dev.stream.clone_htod(&start).unwrap();
+    let mut working = dev.stream.clone_htod(&vec![f16::NAN; len]).unwrap();
+    let mut state = SgdState::new(&dev.stream, len).unwrap();
+    let config = SgdConfig::with_momentum(0.5, 0.9);
+    let mut reference = reference_sgd(config);
+    let mut expected = start.clone();
+    let mut budget = SgdBudget::new(config, len);
+    for step in 1..=2 {
+        let grad: Vec<f16> = uniform(&mut rng, len, 1.0).iter().map(|&g| f16::from_f64(g)).collect();
+        let grad_f64: Vec<f64> = grad.iter().map(|g| g.to_f64()).collect();
+        let before = expected.clone();
+        reference.step(&mut expected, &grad_f64).unwrap();
+        budget.add_step(&before, &grad_f64, &expected);
+
+        let grad_device = dev.stream.clone_htod(&grad).unwrap();
+        dev.kernels.sgd_step(&dev.stream, &config, &mut master, &mut working, &grad_device, &mut state).unwrap();
+        let got_master = dev.stream.clone_dtoh(&master).unwrap();
+        let got_working = dev.stream.clone_dtoh(&working).unwrap();
+        check_step(&format!("grid-stride sgd step {step}"), &got_master, &got_working, &expected, &budget.bound);
+    }
 }
