@@ -6,6 +6,25 @@
 //! Element `i` of a matrix filled from stream `(seed, offset)` depends on
 //! `(seed, offset, i)` only, not on the launch shape, so the same call gives
 //! the same matrix on every GPU, and on the emulator.
+//!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use fused_lora::{InitScheme, LoraKernels};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = CudaContext::new(0)?;
+//! let stream = ctx.default_stream();
+//! let kernels = LoraKernels::new(&ctx);
+//!
+//! let (r, k, n) = (16, 4096, 4096);
+//! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // A [r, K]
+//! let mut b = stream.alloc_zeros::<bf16>(n * r)?; // B [N, r]
+//! // PEFT's default: A ~ U(-1/sqrt(K), 1/sqrt(K)) from stream (seed 42, offset 0), B = 0.
+//! kernels.init_adapter(&stream, InitScheme::PeftDefault, r, k, n, 42, 0, &mut a, &mut b)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::Arc;
 

@@ -20,6 +20,29 @@
 //!
 //! Call the step once per tensor (A, then B, of every adapter); each call is
 //! one launch, stream-ordered.
+//!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use fused_lora::{AdamWConfig, AdamWState, LoraKernels};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = CudaContext::new(0)?;
+//! let stream = ctx.default_stream();
+//! let kernels = LoraKernels::new(&ctx);
+//!
+//! let (r, k) = (16, 4096);
+//! let mut a_master = stream.alloc_zeros::<f32>(r * k)?; // A [r, K], f32 master
+//! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // the bf16 copy the kernels read
+//! let grad_a = stream.alloc_zeros::<bf16>(r * k)?; // dA from the backward pass
+//! let mut state = AdamWState::new(&stream, r * k)?;
+//! let config = AdamWConfig::new(1e-4);
+//!
+//! kernels.adamw_step(&stream, &config, &mut a_master, &mut a, &grad_a, &mut state)?;
+//! assert_eq!(state.step(), 1);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::Arc;
 
