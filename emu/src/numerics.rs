@@ -3,10 +3,10 @@
 //! scalar and packed arithmetic, f32 arithmetic with directed rounding, and the
 //! approximate special functions. Pure functions on raw bits.
 
-mod arith;
+pub(crate) mod arith;
 mod cvt;
 mod exact;
-mod format;
+pub(crate) mod format;
 mod special;
 
 use crate::types::ScalarType;

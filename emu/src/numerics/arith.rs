@@ -197,3 +197,53 @@ mod tests {
         assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x8000, 0x0000, 0), 0x0000);
     }
 }
+
+/// `Σ a_i·b_i + c` with every product and the sum exact and one rounding to
+/// `out` (the `mma` accumulation model). Inputs are raw bits: the pairs in
+/// `in_fmt`, `c` in `c_fmt`. NaN anywhere, ∞·0 or ∞ − ∞ give `out`'s
+/// canonical NaN.
+pub(crate) fn dot_product(
+    in_fmt: FloatFormat,
+    pairs: impl IntoIterator<Item = (u64, u64)>,
+    c_fmt: FloatFormat,
+    c: u64,
+    out: FloatFormat,
+    dir: Direction,
+) -> u64 {
+    let mut acc = ExactSum::new();
+    let (mut pos_inf, mut neg_inf) = (false, false);
+    for (a, b) in pairs {
+        let (da, db) = (in_fmt.decode(a), in_fmt.decode(b));
+        let neg = sign_of(da) != sign_of(db);
+        match (da, db) {
+            (Decoded::Nan, _) | (_, Decoded::Nan) => return out.canonical_nan(),
+            (Decoded::Inf { .. }, Decoded::Zero { .. }) | (Decoded::Zero { .. }, Decoded::Inf { .. }) => return out.canonical_nan(),
+            (Decoded::Inf { .. }, _) | (_, Decoded::Inf { .. }) => {
+                if neg {
+                    neg_inf = true
+                } else {
+                    pos_inf = true
+                }
+            }
+            _ => {
+                let ((_, sa, ea), (_, sb, eb)) = (term(da), term(db));
+                acc.add_product(neg, sa, ea, sb, eb);
+            }
+        }
+    }
+    match c_fmt.decode(c) {
+        Decoded::Nan => return out.canonical_nan(),
+        Decoded::Inf { neg: true } => neg_inf = true,
+        Decoded::Inf { neg: false } => pos_inf = true,
+        dc => {
+            let (n, s, e) = term(dc);
+            acc.add(n, u128::from(s), e);
+        }
+    }
+    match (pos_inf, neg_inf) {
+        (true, true) => out.canonical_nan(),
+        (true, false) => out.inf(false),
+        (false, true) => out.inf(true),
+        (false, false) => acc.round(out, dir),
+    }
+}
