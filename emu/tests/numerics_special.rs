@@ -74,8 +74,10 @@ fn subnormals_with_and_without_ftz() {
     // A subnormal result is flushed with .ftz: 2^-140.
     assert_eq!(special_f32(Ex2, false, -140.0).to_bits(), 0x0000_0200);
     assert_eq!(special_f32(Ex2, true, -140.0).to_bits(), 0);
-    assert_eq!(special_f32(Rcp, true, 2f32.powi(126)).to_bits(), 0);
-    assert_eq!(special_f32(Rcp, false, 2f32.powi(126)).to_bits(), 0x0020_0000);
+    // 1/2^127 = 2^-127, the largest power of two below the normal range.
+    assert_eq!(special_f32(Rcp, true, 2f32.powi(127)).to_bits(), 0);
+    assert_eq!(special_f32(Rcp, false, 2f32.powi(127)).to_bits(), 0x0040_0000);
+    assert_eq!(special_f32(Rcp, true, 2f32.powi(126)).to_bits(), 0x0080_0000, "2^-126 is normal");
 }
 
 #[test]
