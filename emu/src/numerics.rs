@@ -162,6 +162,8 @@ pub enum FloatOp {
 /// `Min`/`Max` return the non-NaN operand when only one is NaN, with −0 < +0.
 /// Each result is formed exactly and rounded once (`Fma` included).
 /// Another `ty` gives 0.
+// One parameter per PTX operand and modifier, as the executor decodes them.
+#[allow(clippy::too_many_arguments)]
 pub fn half_op(op: FloatOp, ty: ScalarType, rnd: Option<Rounding>, ftz: bool, sat: bool, a: u32, b: u32, c: u32) -> u32 {
     let (fmt, lanes) = match ty {
         ScalarType::F16 => (FloatFormat::F16, 1),

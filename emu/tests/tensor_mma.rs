@@ -260,11 +260,11 @@ fn nan_and_infinity_stay_in_their_rows_and_columns() {
     b[2][6] = 0x7C00; // +∞
     let d = desc(16, F16, F32, F32);
     let got = unpack_cd(F32, &mma_sync(&d, &pack_a(16, F16, &a), &pack_b(16, F16, &b), &pack_cd(F32, &c)));
-    for i in 0..16 {
-        for j in 0..8 {
-            let v = f32::from_bits(got[i][j]);
+    for (i, row) in got.iter().enumerate() {
+        for (j, &bits) in row.iter().enumerate() {
+            let v = f32::from_bits(bits);
             if i == 3 {
-                assert_eq!(got[i][j], 0x7FFF_FFFF, "D[{i}][{j}] is the canonical NaN");
+                assert_eq!(bits, 0x7FFF_FFFF, "D[{i}][{j}] is the canonical NaN");
             } else if j == 6 && a[i][2] != 0 {
                 assert!(v.is_infinite(), "D[{i}][{j}] = {v}");
                 assert_eq!(v.is_sign_negative(), a[i][2] & 0x8000 != 0);

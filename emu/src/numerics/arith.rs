@@ -149,55 +149,6 @@ fn divide(fmt: FloatFormat, dir: Direction, a: u64, b: u64) -> Option<u64> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f32_op(op: FloatOp, dir: Direction, a: f32, b: f32, c: f32) -> f32 {
-        let bits = float_op(FloatFormat::F32, op, dir, a.to_bits().into(), b.to_bits().into(), c.to_bits().into());
-        f32::from_bits(bits as u32)
-    }
-
-    #[test]
-    fn nearest_even_matches_host_f32() {
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            f32::from_bits((state >> 16) as u32)
-        };
-        for _ in 0..20_000 {
-            let (a, b, c) = (next(), next(), next());
-            let cases = [
-                (FloatOp::Add, a + b),
-                (FloatOp::Sub, a - b),
-                (FloatOp::Mul, a * b),
-                (FloatOp::Div, a / b),
-                (FloatOp::Fma, a.mul_add(b, c)),
-            ];
-            for (op, want) in cases {
-                let got = f32_op(op, Direction::NearestEven, a, b, c);
-                if want.is_nan() {
-                    assert!(got.is_nan(), "{op:?} {a:e} {b:e} {c:e}");
-                } else {
-                    assert_eq!(got.to_bits(), want.to_bits(), "{op:?} {a:e} {b:e} {c:e}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn min_max_nan_and_signed_zero() {
-        let f = FloatFormat::F16;
-        assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x7E00, 0x3C00, 0), 0x3C00);
-        assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x3C00, 0x7E01, 0), 0x3C00);
-        assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x7E00, 0xFE00, 0), 0x7FFF);
-        assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x0000, 0x8000, 0), 0x8000);
-        assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x8000, 0x0000, 0), 0x0000);
-    }
-}
-
 /// `Σ a_i·b_i + c` with every product and the sum exact and one rounding to
 /// `out` (the `mma` accumulation model). Inputs are raw bits: the pairs in
 /// `in_fmt`, `c` in `c_fmt`. NaN anywhere, ∞·0 or ∞ − ∞ give `out`'s
@@ -245,5 +196,54 @@ pub(crate) fn dot_product(
         (true, false) => out.inf(false),
         (false, true) => out.inf(true),
         (false, false) => acc.round(out, dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_op(op: FloatOp, dir: Direction, a: f32, b: f32, c: f32) -> f32 {
+        let bits = float_op(FloatFormat::F32, op, dir, a.to_bits().into(), b.to_bits().into(), c.to_bits().into());
+        f32::from_bits(bits as u32)
+    }
+
+    #[test]
+    fn nearest_even_matches_host_f32() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            f32::from_bits((state >> 16) as u32)
+        };
+        for _ in 0..20_000 {
+            let (a, b, c) = (next(), next(), next());
+            let cases = [
+                (FloatOp::Add, a + b),
+                (FloatOp::Sub, a - b),
+                (FloatOp::Mul, a * b),
+                (FloatOp::Div, a / b),
+                (FloatOp::Fma, a.mul_add(b, c)),
+            ];
+            for (op, want) in cases {
+                let got = f32_op(op, Direction::NearestEven, a, b, c);
+                if want.is_nan() {
+                    assert!(got.is_nan(), "{op:?} {a:e} {b:e} {c:e}");
+                } else {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{op:?} {a:e} {b:e} {c:e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_max_nan_and_signed_zero() {
+        let f = FloatFormat::F16;
+        assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x7E00, 0x3C00, 0), 0x3C00);
+        assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x3C00, 0x7E01, 0), 0x3C00);
+        assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x7E00, 0xFE00, 0), 0x7FFF);
+        assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x0000, 0x8000, 0), 0x8000);
+        assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x8000, 0x0000, 0), 0x0000);
     }
 }

@@ -20,13 +20,16 @@ use super::arith::float_op;
 use super::format::{Direction, FloatFormat};
 use super::{FloatOp, SpecialOp};
 
-const CANONICAL_NAN: f32 = f32::from_bits(0x7FFF_FFFF);
+/// The f32 canonical NaN the hardware produces, 0x7FFFFFFF.
+fn canonical_nan() -> f32 {
+    f32::from_bits(0x7FFF_FFFF)
+}
 
 pub(crate) fn special(op: SpecialOp, ftz: bool, x: f32) -> f32 {
     let fmt = FloatFormat::F32;
     let x = if ftz { f32::from_bits(fmt.flush_subnormal(u64::from(x.to_bits())) as u32) } else { x };
     if x.is_nan() {
-        return CANONICAL_NAN;
+        return canonical_nan();
     }
     let r = match op {
         SpecialOp::Ex2 => {
@@ -40,7 +43,7 @@ pub(crate) fn special(op: SpecialOp, ftz: bool, x: f32) -> f32 {
             if x == 0.0 {
                 f32::NEG_INFINITY
             } else if x < 0.0 {
-                CANONICAL_NAN
+                canonical_nan()
             } else {
                 f64::from(x).log2() as f32
             }
@@ -54,7 +57,7 @@ pub(crate) fn special(op: SpecialOp, ftz: bool, x: f32) -> f32 {
                 // ±0 → ±∞
                 f32::INFINITY.copysign(x)
             } else if x < 0.0 {
-                CANONICAL_NAN
+                canonical_nan()
             } else {
                 (1.0 / f64::from(x).sqrt()) as f32
             }
@@ -63,12 +66,12 @@ pub(crate) fn special(op: SpecialOp, ftz: bool, x: f32) -> f32 {
             if x == 0.0 {
                 x
             } else if x < 0.0 {
-                CANONICAL_NAN
+                canonical_nan()
             } else {
                 f64::from(x).sqrt() as f32
             }
         }
-        SpecialOp::Sin | SpecialOp::Cos if x.is_infinite() => CANONICAL_NAN,
+        SpecialOp::Sin | SpecialOp::Cos if x.is_infinite() => canonical_nan(),
         // sin(±0) = ±0 falls out of the f64 sine.
         SpecialOp::Sin => f64::from(x).sin() as f32,
         SpecialOp::Cos => f64::from(x).cos() as f32,

@@ -98,3 +98,47 @@ pub(crate) fn cd_coord(lane: usize, i: usize) -> (usize, usize) {
     let (g, t) = (lane >> 2, lane % 4);
     (g + 8 * usize::from(i >= 2), 2 * t + (i & 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every element of A, B and C/D is held by exactly one (lane, element).
+    #[test]
+    fn each_layout_covers_every_element_once() {
+        for layout in [InputLayout::HalfK16, InputLayout::HalfK8, InputLayout::Tf32K8, InputLayout::Tf32K4] {
+            let k = layout.k();
+            let mut a = vec![0u32; 16 * k];
+            let mut b = vec![0u32; k * 8];
+            for lane in 0..32 {
+                for i in 0..layout.a_elements() {
+                    let (r, c) = layout.a_coord(lane, i);
+                    a[r * k + c] += 1;
+                }
+                for i in 0..layout.b_elements() {
+                    let (r, c) = layout.b_coord(lane, i);
+                    b[r * 8 + c] += 1;
+                }
+            }
+            assert!(a.iter().all(|&n| n == 1), "{layout:?} A");
+            assert!(b.iter().all(|&n| n == 1), "{layout:?} B");
+        }
+        let mut cd = [0u32; 128];
+        for lane in 0..32 {
+            for i in 0..4 {
+                let (r, c) = cd_coord(lane, i);
+                cd[r * 8 + c] += 1;
+            }
+        }
+        assert!(cd.iter().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn register_counts_match_the_isa() {
+        let counts = |l: InputLayout| (l.a_regs(), l.b_regs());
+        assert_eq!(counts(InputLayout::HalfK16), (4, 2));
+        assert_eq!(counts(InputLayout::HalfK8), (2, 1));
+        assert_eq!(counts(InputLayout::Tf32K8), (4, 2));
+        assert_eq!(counts(InputLayout::Tf32K4), (2, 1));
+    }
+}
