@@ -6,8 +6,8 @@
 mod layout;
 mod ldmatrix;
 
-use crate::numerics::arith::dot_product;
-use crate::numerics::format::{Direction, FloatFormat};
+use crate::numerics::arith::{dot_product, dot_product_finite, FiniteOperand};
+use crate::numerics::format::{Decoded, Direction, FloatFormat};
 use crate::types::ScalarType;
 use layout::{cd_coord, InputLayout};
 
@@ -158,11 +158,41 @@ pub fn mma_sync(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fra
     let in_fmt = input_format(desc.a_ty);
     let c_fmt = input_format(desc.c_ty);
     let d_fmt = input_format(desc.d_ty);
+    // Decode every element once; rows of A and columns of B as slices.
+    // Fixed-size arrays: this runs once per warp-level mma, allocation-free.
+    let zero = Decoded::Zero { neg: false };
+    let mut a_rows = [[zero; 16]; 16];
+    let mut b_cols = [[zero; 16]; 8];
+    for r in 0..16 {
+        for kk in 0..k {
+            a_rows[r][kk] = in_fmt.decode(a_m[r][kk]);
+        }
+    }
+    for col in 0..8 {
+        for kk in 0..k {
+            b_cols[col][kk] = in_fmt.decode(b_m[kk][col]);
+        }
+    }
+    // The same as finite operands, `None` for a row/column holding NaN or ∞.
+    let finite = |v: &[Decoded; 16]| {
+        let mut out = [FiniteOperand::default(); 16];
+        for (o, &x) in out.iter_mut().zip(&v[..k]) {
+            *o = FiniteOperand::new(x)?;
+        }
+        Some(out)
+    };
+    let a_finite = a_rows.map(|row| finite(&row));
+    let b_finite = b_cols.map(|col| finite(&col));
     for (lane, regs) in d.iter_mut().enumerate() {
         for i in 0..4 {
             let (r, col) = cd_coord(lane, i);
-            let pairs = (0..k).map(|kk| (a_m[r][kk], b_m[kk][col]));
-            let value = dot_product(in_fmt, pairs, c_fmt, c_m[r][col], d_fmt, Direction::NearestEven) as u32;
+            let acc = c_fmt.decode(c_m[r][col]);
+            let fast = match (&a_finite[r], &b_finite[col], FiniteOperand::new(acc)) {
+                (Some(x), Some(y), Some(z)) => dot_product_finite(&x[..k], &y[..k], z, d_fmt, Direction::NearestEven),
+                _ => None,
+            };
+            let value =
+                fast.unwrap_or_else(|| dot_product(&a_rows[r][..k], &b_cols[col][..k], acc, d_fmt, Direction::NearestEven)) as u32;
             if desc.d_ty == ScalarType::F16 {
                 regs[i / 2] |= (value & 0xFFFF) << (16 * (i & 1));
             } else {

@@ -3,7 +3,7 @@
 //! Modifiers that differ between those (`.ftz`, `.sat`) are applied by the
 //! callers around this core.
 
-use super::exact::ExactSum;
+use super::exact::{exact_zero_is_negative, ExactSum};
 use super::format::{round_to_format, Decoded, Direction, FloatFormat};
 use super::FloatOp;
 
@@ -150,21 +150,33 @@ fn divide(fmt: FloatFormat, dir: Direction, a: u64, b: u64) -> Option<u64> {
 }
 
 /// `Σ a_i·b_i + c` with every product and the sum exact and one rounding to
-/// `out` (the `mma` accumulation model). Inputs are raw bits: the pairs in
-/// `in_fmt`, `c` in `c_fmt`. NaN anywhere, ∞·0 or ∞ − ∞ give `out`'s
-/// canonical NaN.
-pub(crate) fn dot_product(
-    in_fmt: FloatFormat,
-    pairs: impl IntoIterator<Item = (u64, u64)>,
-    c_fmt: FloatFormat,
-    c: u64,
-    out: FloatFormat,
-    dir: Direction,
-) -> u64 {
-    let mut acc = ExactSum::new();
+/// `out` (the `mma` accumulation model). Operands come decoded (the caller
+/// decodes each matrix element once, not once per product). NaN anywhere,
+/// ∞·0 or ∞ − ∞ give `out`'s canonical NaN. Inputs must be f32 or narrower.
+pub(crate) fn dot_product(a: &[Decoded], b: &[Decoded], c: Decoded, out: FloatFormat, dir: Direction) -> u64 {
+    // Nonzero finite terms as (negative, significand, exponent); at most the
+    // k products (k ≤ 16 in `mma`) and C fit inline, more go to ExactSum.
+    let mut terms = [(false, 0u64, 0i32); 17];
+    let mut count = 0;
+    let mut overflowed = false;
+    let (mut saw_pos, mut saw_neg) = (false, false);
     let (mut pos_inf, mut neg_inf) = (false, false);
-    for (a, b) in pairs {
-        let (da, db) = (in_fmt.decode(a), in_fmt.decode(b));
+    let mut push = |neg: bool, sig: u64, exp: i32, count: &mut usize, terms: &mut [(bool, u64, i32); 17]| {
+        if neg {
+            saw_neg = true;
+        } else {
+            saw_pos = true;
+        }
+        if sig != 0 {
+            if *count < terms.len() {
+                terms[*count] = (neg, sig, exp);
+            } else {
+                overflowed = true;
+            }
+            *count += 1;
+        }
+    };
+    for (&da, &db) in a.iter().zip(b) {
         let neg = sign_of(da) != sign_of(db);
         match (da, db) {
             (Decoded::Nan, _) | (_, Decoded::Nan) => return out.canonical_nan(),
@@ -178,25 +190,119 @@ pub(crate) fn dot_product(
             }
             _ => {
                 let ((_, sa, ea), (_, sb, eb)) = (term(da), term(db));
-                acc.add_product(neg, sa, ea, sb, eb);
+                // Significands of f32 and narrower are ≤ 24 bits: the product fits.
+                push(neg, sa.saturating_mul(sb), ea + eb, &mut count, &mut terms);
             }
         }
     }
-    match c_fmt.decode(c) {
+    match c {
         Decoded::Nan => return out.canonical_nan(),
         Decoded::Inf { neg: true } => neg_inf = true,
         Decoded::Inf { neg: false } => pos_inf = true,
         dc => {
             let (n, s, e) = term(dc);
-            acc.add(n, u128::from(s), e);
+            push(n, s, e, &mut count, &mut terms);
         }
     }
     match (pos_inf, neg_inf) {
-        (true, true) => out.canonical_nan(),
-        (true, false) => out.inf(false),
-        (false, true) => out.inf(true),
-        (false, false) => acc.round(out, dir),
+        (true, true) => return out.canonical_nan(),
+        (true, false) => return out.inf(false),
+        (false, true) => return out.inf(true),
+        (false, false) => {}
     }
+    if count == 0 {
+        return out.zero(exact_zero_is_negative(saw_pos, saw_neg, dir));
+    }
+    let terms = &terms[..count.min(17)];
+    let low = terms.iter().map(|t| t.2).min().unwrap_or(0);
+    let high = terms.iter().map(|t| t.2 + 64 - t.1.leading_zeros() as i32).max().unwrap_or(0);
+    if !overflowed && high - low <= 120 {
+        // Fast path: every term fits one i128 window, and 17 of them cannot
+        // carry past bit 125, so this integer sum is exact.
+        let sum: i128 = terms
+            .iter()
+            .map(|&(neg, sig, exp)| {
+                let v = i128::from(sig) << (exp - low) as u32;
+                if neg {
+                    -v
+                } else {
+                    v
+                }
+            })
+            .sum();
+        if sum == 0 {
+            return out.zero(exact_zero_is_negative(saw_pos, saw_neg, dir));
+        }
+        return round_to_format(out, sum < 0, sum.unsigned_abs(), low, false, dir);
+    }
+    let mut acc = ExactSum::new();
+    for (&da, &db) in a.iter().zip(b) {
+        let neg = sign_of(da) != sign_of(db);
+        let ((_, sa, ea), (_, sb, eb)) = (term(da), term(db));
+        acc.add_product(neg, sa, ea, sb, eb);
+    }
+    let (n, s, e) = term(c);
+    acc.add(n, u128::from(s), e);
+    acc.round(out, dir)
+}
+
+/// A finite operand of f32 width or narrower as a signed significand and
+/// exponent (value = `sig · 2^exp`), for the fast dot product below.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FiniteOperand {
+    sig: i64,
+    exp: i32,
+}
+
+impl FiniteOperand {
+    /// `None` for NaN and ±∞. Zeros (either sign) have `sig` 0.
+    pub fn new(d: Decoded) -> Option<Self> {
+        match d {
+            Decoded::Finite { neg, sig, exp } => {
+                let sig = sig as i64;
+                Some(Self { sig: if neg { -sig } else { sig }, exp })
+            }
+            Decoded::Zero { .. } => Some(Self::default()),
+            Decoded::Inf { .. } | Decoded::Nan => None,
+        }
+    }
+}
+
+/// The common case of [`dot_product`] without branching on operand classes:
+/// all operands finite, the terms within a 120-bit window and a nonzero sum.
+/// Returns `None` when that does not hold (the caller then uses
+/// [`dot_product`], which handles everything, signed zeros included).
+pub(crate) fn dot_product_finite(a: &[FiniteOperand], b: &[FiniteOperand], c: FiniteOperand, out: FloatFormat, dir: Direction) -> Option<u64> {
+    let (mut low, mut high) = (i32::MAX, i32::MIN);
+    let mut note = |sig: i64, exp: i32| {
+        if sig != 0 {
+            low = low.min(exp);
+            high = high.max(exp + 64 - sig.unsigned_abs().leading_zeros() as i32);
+        }
+    };
+    for (x, y) in a.iter().zip(b) {
+        // ≤ 24-bit significands: the product fits an i64.
+        note(x.sig * y.sig, x.exp + y.exp);
+    }
+    note(c.sig, c.exp);
+    if low == i32::MAX || high - low > 120 || a.len() > 64 {
+        return None;
+    }
+    // At most 65 terms below 2^120 cannot overflow an i128.
+    let mut sum = i128::from(c.sig) << (c.exp - low).max(0) as u32;
+    if c.sig == 0 {
+        sum = 0;
+    }
+    for (x, y) in a.iter().zip(b) {
+        let p = x.sig * y.sig;
+        if p != 0 {
+            sum += i128::from(p) << (x.exp + y.exp - low) as u32;
+        }
+    }
+    if sum == 0 {
+        return None;
+    }
+    Some(round_to_format(out, sum < 0, sum.unsigned_abs(), low, false, dir))
 }
 
 #[cfg(test)]
@@ -245,5 +351,53 @@ mod tests {
         assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x7E00, 0xFE00, 0), 0x7FFF);
         assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x0000, 0x8000, 0), 0x8000);
         assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x8000, 0x0000, 0), 0x0000);
+    }
+
+    /// Both dot-product paths agree with a plain exact sum, across narrow
+    /// windows (fast paths) and wide ones (the fallback).
+    #[test]
+    fn dot_product_paths_agree_with_exact_sum() {
+        let f = FloatFormat::F32;
+        let mut state = 0xABCD_EF01_2345_6789u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut fast_hits, mut wide) = (0, 0);
+        for round in 0..4000 {
+            // Exponent spread: narrow for half the rounds, full range for the rest.
+            let spread = if round % 2 == 0 { 8 } else { 250 };
+            let mut value = || {
+                let exp = 127 - spread / 2 + (next() % spread) as u64;
+                let exp = exp.clamp(1, 254);
+                (next() & 0x8000_0000) | (exp << 23) | (next() & 0x7F_FFFF)
+            };
+            let a: Vec<Decoded> = (0..16).map(|_| f.decode(value())).collect();
+            let b: Vec<Decoded> = (0..16).map(|_| f.decode(value())).collect();
+            let c = f.decode(value());
+            let mut acc = ExactSum::new();
+            for (&x, &y) in a.iter().zip(&b) {
+                let ((nx, sx, ex), (ny, sy, ey)) = (term(x), term(y));
+                acc.add_product(nx != ny, sx, ex, sy, ey);
+            }
+            let (n, sg, e) = term(c);
+            acc.add(n, u128::from(sg), e);
+            for dir in [Direction::NearestEven, Direction::TowardZero, Direction::Up] {
+                let want = acc.round(f, dir);
+                assert_eq!(dot_product(&a, &b, c, f, dir), want);
+                let fa: Vec<FiniteOperand> = a.iter().map(|&x| FiniteOperand::new(x).unwrap()).collect();
+                let fb: Vec<FiniteOperand> = b.iter().map(|&x| FiniteOperand::new(x).unwrap()).collect();
+                match dot_product_finite(&fa, &fb, FiniteOperand::new(c).unwrap(), f, dir) {
+                    Some(got) => {
+                        assert_eq!(got, want);
+                        fast_hits += 1;
+                    }
+                    None => wide += 1,
+                }
+            }
+        }
+        assert!(fast_hits > 1000 && wide > 1000, "{fast_hits} {wide}");
     }
 }

@@ -109,14 +109,7 @@ impl ExactSum {
             }
         }
         let Some(top_word) = mag.iter().rposition(|&l| l != 0) else {
-            let neg_zero = if self.saw_negative && !self.saw_positive {
-                true
-            } else if self.saw_negative && self.saw_positive {
-                dir == Direction::Down
-            } else {
-                false
-            };
-            return fmt.zero(neg_zero);
+            return fmt.zero(exact_zero_is_negative(self.saw_positive, self.saw_negative, dir));
         };
         let top_bit = top_word as u32 * 64 + 63 - mag[top_word].leading_zeros();
         let word_at = |i: u32| u128::from(mag.get(i as usize).copied().unwrap_or(0));
@@ -132,6 +125,17 @@ impl ExactSum {
             ((window >> b) | above, shift, below_in_word || below_words)
         };
         round_to_format(fmt, neg, sig, LSB_EXP + shift as i32, sticky, dir)
+    }
+}
+
+/// The sign of an exactly zero sum (IEEE 754): −0 only if every term was
+/// negative (zero terms included), or, when terms of both signs cancelled,
+/// if rounding toward −∞.
+pub(crate) fn exact_zero_is_negative(saw_positive: bool, saw_negative: bool, dir: Direction) -> bool {
+    match (saw_positive, saw_negative) {
+        (false, true) => true,
+        (true, true) => dir == Direction::Down,
+        _ => false,
     }
 }
 
