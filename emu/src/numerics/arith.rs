@@ -370,7 +370,7 @@ mod tests {
             // Exponent spread: narrow for half the rounds, full range for the rest.
             let spread = if round % 2 == 0 { 8 } else { 250 };
             let mut value = || {
-                let exp = 127 - spread / 2 + (next() % spread) as u64;
+                let exp = 127 - spread / 2 + next() % spread;
                 let exp = exp.clamp(1, 254);
                 (next() & 0x8000_0000) | (exp << 23) | (next() & 0x7F_FFFF)
             };
