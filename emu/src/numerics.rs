@@ -4,7 +4,7 @@
 //! approximate special functions. Pure functions on raw bits.
 
 pub(crate) mod arith;
-mod cvt;
+mod conversion;
 mod exact;
 pub(crate) mod format;
 mod special;
@@ -82,7 +82,7 @@ pub fn cvt(dst: ScalarType, src: ScalarType, rnd: Option<Rounding>, ftz: bool, s
 
 /// [`cvt`] with every modifier, `.satfinite` included.
 pub fn cvt_with(dst: ScalarType, src: ScalarType, mods: &CvtModifiers, bits: u64) -> u64 {
-    cvt::convert(dst, src, mods, bits)
+    conversion::convert(dst, src, mods, bits)
 }
 
 /// Whether a `cvt` with these types and modifiers is a legal PTX instruction
@@ -95,7 +95,7 @@ pub fn cvt_is_valid(dst: ScalarType, src: ScalarType, rnd: Option<Rounding>, sat
 /// [`cvt_is_valid`] with every modifier (`.ftz` needs an `.f32` side;
 /// `.satfinite` an `.f16`/`.bf16`/`.tf32` destination from `.f32`).
 pub fn cvt_is_valid_with(dst: ScalarType, src: ScalarType, mods: &CvtModifiers) -> Result<(), String> {
-    cvt::is_valid(dst, src, mods)
+    conversion::is_valid(dst, src, mods)
 }
 
 /// `cvt.rn{.relu}{.satfinite}.{f16x2,bf16x2}.f32 d, a, b`: `a` goes to the upper half, `b` to the lower.
@@ -173,7 +173,7 @@ pub fn half_op(op: FloatOp, ty: ScalarType, rnd: Option<Rounding>, ftz: bool, sa
         _ => return 0,
     };
     let flush = ftz && fmt == FloatFormat::F16;
-    let dir = cvt::direction(rnd.unwrap_or(Rounding::Rn));
+    let dir = conversion::direction(rnd.unwrap_or(Rounding::Rn));
     let lane = |shift: u32| {
         let pick = |x: u32| {
             let v = u64::from((x >> shift) & 0xFFFF);
@@ -188,7 +188,7 @@ pub fn half_op(op: FloatOp, ty: ScalarType, rnd: Option<Rounding>, ftz: bool, sa
             r = fmt.flush_subnormal(r);
         }
         if sat {
-            r = cvt::saturate(fmt, r);
+            r = conversion::saturate(fmt, r);
         }
         (r as u32) << shift
     };
@@ -209,12 +209,12 @@ pub fn f32_op_rounded(op: FloatOp, rnd: Rounding, ftz: bool, sat: bool, a: f32, 
             v
         }
     };
-    let mut r = arith::float_op(fmt, op, cvt::direction(rnd), input(a), input(b), input(c));
+    let mut r = arith::float_op(fmt, op, conversion::direction(rnd), input(a), input(b), input(c));
     if ftz {
         r = fmt.flush_subnormal(r);
     }
     if sat {
-        r = cvt::saturate(fmt, r);
+        r = conversion::saturate(fmt, r);
     }
     f32::from_bits(r as u32)
 }

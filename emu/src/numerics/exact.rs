@@ -1,7 +1,7 @@
 //! An exact sum of signed terms `±sig · 2^exp` in a wide two's-complement
 //! fixed-point integer, so that `a + b`, `a·b + c` and the k-term dot
 //! products of `mma` are formed with no rounding at all and then rounded
-//! once by [`round_to_format`](super::format::round_to_format).
+//! once by [`super::format::round_to_format`].
 //!
 //! The window covers every product of two f32 values (subnormals included,
 //! 2^-298) up to sums of many products near f32's top (2^256 each), which is
