@@ -18,7 +18,7 @@ use format::FloatFormat;
 pub enum Rounding {
     /// to nearest, ties to even
     Rn,
-    /// to nearest, ties away from zero (`.rna`, cvt to f16/bf16/tf32 only)
+    /// to nearest, ties away from zero (`.rna`; the ISA has it for `cvt.rna.tf32.f32` only)
     Rna,
     /// toward zero
     Rz,

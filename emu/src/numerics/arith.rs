@@ -281,8 +281,9 @@ pub(crate) fn dot_product_finite(a: &[FiniteOperand], b: &[FiniteOperand], c: Fi
         }
     };
     for (x, y) in a.iter().zip(b) {
-        // ≤ 24-bit significands: the product fits an i64.
-        note(x.sig * y.sig, x.exp + y.exp);
+        // f32-or-narrower significands (≤ 24 bits) always fit; wider ones
+        // would overflow and take the general path.
+        note(x.sig.checked_mul(y.sig)?, x.exp + y.exp);
     }
     note(c.sig, c.exp);
     if low == i32::MAX || high - low > 120 || a.len() > 64 {
@@ -294,7 +295,7 @@ pub(crate) fn dot_product_finite(a: &[FiniteOperand], b: &[FiniteOperand], c: Fi
         sum = 0;
     }
     for (x, y) in a.iter().zip(b) {
-        let p = x.sig * y.sig;
+        let p = x.sig.wrapping_mul(y.sig); // checked above
         if p != 0 {
             sum += i128::from(p) << (x.exp + y.exp - low) as u32;
         }
