@@ -71,7 +71,7 @@ const MULTIPLIERS: [u32; 2] = [0xD251_1F53, 0xCD9E_8D57];
 const WEYL_KEYS: [u32; 2] = [0x9E37_79B9, 0xBB67_AE85];
 const ROUNDS: usize = 10;
 
-const SQRT_HALF: f64 = 0.707_106_781_186_547_6;
+const SQRT_HALF: f64 = std::f64::consts::FRAC_1_SQRT_2;
 const LN_2: f64 = std::f64::consts::LN_2;
 const HALF_PI: f64 = std::f64::consts::FRAC_PI_2;
 
