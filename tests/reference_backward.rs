@@ -5,7 +5,8 @@ mod common;
 
 use common::{assert_close_2d, assert_rel_close, central_difference, random_tensor, rng, weighted_sum};
 use fused_lora::reference::{
-    backward, backward_multi, expand, forward, forward_multi, to_elems, Adapter, Base, Dropout, MultiAdapters, Precision,
+    backward, backward_multi, expand, forward, forward_multi, to_elems, Adapter, Base, Dropout, MultiAdapters,
+    Precision,
 };
 use fused_lora::{LoraShape, MultiAdapterShape};
 use half::bf16;
@@ -72,7 +73,8 @@ fn single_adapter_gradients_match_finite_differences() {
 
         // s·G is the gradient of L with respect to P (through the expand).
         let zero = vec![0.0; c.shape.m * c.shape.n];
-        let loss_p = |p_: &[f64]| weighted_sum(&c.dy, &expand(c.shape, &zero, p_, &c.b, c.s, Precision::Exact).unwrap());
+        let loss_p =
+            |p_: &[f64]| weighted_sum(&c.dy, &expand(c.shape, &zero, p_, &c.b, c.s, Precision::Exact).unwrap());
         let dp = fd(fwd.p.len(), &loss_p, &fwd.p);
         let s_g: Vec<f64> = grads.g.iter().map(|g| c.s * g).collect();
         assert_rel_close(&format!("s·G (p = {p})"), &s_g, &dp, TOL);
@@ -192,8 +194,9 @@ fn multi_adapter_gradients_match_finite_differences() {
         let db: Vec<f64> = (0..c.b_all.len())
             .map(|i| central_difference(&c.b_all, i, STEP, |b| c.loss(&c.x, &c.a_all, b, dropout)))
             .collect();
-        let dx: Vec<f64> =
-            (0..c.x.len()).map(|i| central_difference(&c.x, i, STEP, |x| c.loss(x, &c.a_all, &c.b_all, dropout))).collect();
+        let dx: Vec<f64> = (0..c.x.len())
+            .map(|i| central_difference(&c.x, i, STEP, |x| c.loss(x, &c.a_all, &c.b_all, dropout)))
+            .collect();
         assert_rel_close(&format!("dA_all (p = {p})"), &grads.da, &da, TOL);
         assert_rel_close(&format!("dB_all (p = {p})"), &grads.db, &db, TOL);
         assert_rel_close(&format!("dX (p = {p})"), &grads.dx, &dx, TOL);
@@ -223,14 +226,14 @@ fn multi_backward_padding_is_never_read() {
     let c = multi_case(40);
     let mut a_nan = c.a_all.clone();
     let mut b_nan = c.b_all.clone();
-    for i in 0..a_nan.len() {
+    for (i, v) in a_nan.iter_mut().enumerate() {
         if !c.a_in_rank(i) {
-            a_nan[i] = f64::NAN;
+            *v = f64::NAN;
         }
     }
-    for i in 0..b_nan.len() {
+    for (i, v) in b_nan.iter_mut().enumerate() {
         if !c.b_in_rank(i) {
-            b_nan[i] = f64::NAN;
+            *v = f64::NAN;
         }
     }
     let base = Base { x: &c.x, w0: &c.w0, bias: None };

@@ -62,9 +62,8 @@ fn forward_is_shrink_then_expand() {
     assert_eq!(to_elems::<f16>(&p), to_elems::<f16>(&out.p));
     let zero = vec![f16::ZERO; 4 * 6];
     let y_adapter = expand(shape, &zero, &to_elems::<f16>(&p), &b, 2.0, Precision::Exact).unwrap();
-    let y_base = forward(shape, &base, &Adapter { a: &a, b: &vec![f16::ZERO; 12], scale: 2.0 }, None, Precision::Exact)
-        .unwrap()
-        .y;
+    let y_base =
+        forward(shape, &base, &Adapter { a: &a, b: &[f16::ZERO; 12], scale: 2.0 }, None, Precision::Exact).unwrap().y;
     let sum: Vec<f64> = y_base.iter().zip(&y_adapter).map(|(a, b)| a + b).collect();
     assert_rel_close("Y", &out.y, &sum, 1e-12);
 }
@@ -77,8 +76,14 @@ fn p_is_rounded_to_the_storage_type() {
     let w0 = random_tensor::<bf16>(&mut g, 2 * 64);
     let a = random_tensor::<bf16>(&mut g, 4 * 64);
     let b = random_tensor::<bf16>(&mut g, 2 * 4);
-    let out = forward(shape, &Base { x: &x, w0: &w0, bias: None }, &Adapter { a: &a, b: &b, scale: 1.0 }, None, Precision::Exact)
-        .unwrap();
+    let out = forward(
+        shape,
+        &Base { x: &x, w0: &w0, bias: None },
+        &Adapter { a: &a, b: &b, scale: 1.0 },
+        None,
+        Precision::Exact,
+    )
+    .unwrap();
     for p in &out.p {
         assert_eq!(bf16::from_f64(*p).to_f64(), *p, "P must hold bf16 values");
     }
@@ -157,13 +162,8 @@ fn multi_forward_equals_per_row_single_forward() {
     let dropout = Dropout::new(0.25, 99, 7).unwrap();
     for dropout in [None, Some(&dropout)] {
         let base = Base { x: &c.x, w0: &c.w0, bias: Some(&c.bias) };
-        let adapters = MultiAdapters {
-            a_all: &c.a_all,
-            b_all: &c.b_all,
-            ranks: &c.ranks,
-            scales: &c.scales,
-            indices: &c.indices,
-        };
+        let adapters =
+            MultiAdapters { a_all: &c.a_all, b_all: &c.b_all, ranks: &c.ranks, scales: &c.scales, indices: &c.indices };
         let out = forward_multi(c.shape, &base, &adapters, dropout, Precision::Exact).unwrap();
         assert!(out.y.iter().chain(&out.p).all(|v| v.is_finite()), "NaN padding leaked");
         let (k, n, r_max) = (c.shape.k, c.shape.n, c.shape.r_max);
@@ -176,7 +176,8 @@ fn multi_forward_equals_per_row_single_forward() {
                 l => {
                     let (l, rank) = (l as usize, c.ranks[l as usize]);
                     let a = c.a_all[l * r_max * k..(l * r_max + rank) * k].to_vec();
-                    let b: Vec<f64> = (0..n).flat_map(|col| c.b_all[(l * n + col) * r_max..][..rank].to_vec()).collect();
+                    let b: Vec<f64> =
+                        (0..n).flat_map(|col| c.b_all[(l * n + col) * r_max..][..rank].to_vec()).collect();
                     (a, b, rank, c.scales[l])
                 }
             };
@@ -233,7 +234,8 @@ fn a_rank_above_r_max_is_an_error() {
     let c = multi_case();
     let base = Base { x: &c.x, w0: &c.w0, bias: None };
     let ranks = vec![1, 5, 2];
-    let adapters = MultiAdapters { a_all: &c.a_all, b_all: &c.b_all, ranks: &ranks, scales: &c.scales, indices: &c.indices };
+    let adapters =
+        MultiAdapters { a_all: &c.a_all, b_all: &c.b_all, ranks: &ranks, scales: &c.scales, indices: &c.indices };
     assert!(matches!(
         forward_multi(c.shape, &base, &adapters, None, Precision::Exact),
         Err(LoraError::InvalidArgument { what: "ranks", .. })

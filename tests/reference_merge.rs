@@ -106,7 +106,10 @@ fn safe_mode_refuses_non_finite_results_and_writes_nothing() {
         .iter_mut()
         .map(|l| MergeLayerMut { w: &mut l.w, a: &l.a, b: &l.b, scale: l.scale, n: l.n, k: l.k, r: l.r })
         .collect();
-    assert!(matches!(merge_in_place(&mut targets, MergeDirection::Merge, true), Err(LoraError::NonFinite { layer: 1, .. })));
+    assert!(matches!(
+        merge_in_place(&mut targets, MergeDirection::Merge, true),
+        Err(LoraError::NonFinite { layer: 1, .. })
+    ));
     let after: Vec<Vec<f16>> = layers.iter().map(|l| l.w.clone()).collect();
     assert_eq!(before, after, "safe mode must not write any layer");
     // Without safe mode the overflow goes through as Inf.

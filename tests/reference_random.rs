@@ -1,9 +1,7 @@
 //! Philox-4x32-10 against the published known answers, and the numbers the
 //! crate draws from it: uniforms, normals, dropout masks, init schemes.
 
-use fused_lora::reference::philox::{
-    dropout_keep, normal, philox4x32_10, random_bits, standard_normal, uniform,
-};
+use fused_lora::reference::philox::{dropout_keep, normal, philox4x32_10, random_bits, standard_normal, uniform};
 use fused_lora::reference::{init_adapter, init_matrix, Dropout};
 use fused_lora::{Distribution, InitScheme};
 use half::f16;

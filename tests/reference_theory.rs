@@ -5,7 +5,7 @@
 mod common;
 
 use common::{random_tensor, rng};
-use fused_lora::reference::{backward, forward, init_adapter, Adapter, AdamW, Base, Precision, Sgd};
+use fused_lora::reference::{backward, forward, init_adapter, AdamW, Adapter, Base, Precision, Sgd};
 use fused_lora::{InitScheme, LoraShape};
 
 const RANK: usize = 2;
@@ -136,8 +136,13 @@ fn sgd_alpha_times_k_lr_over_k_init_over_sqrt_k_is_the_same_trajectory() {
     assert!(reference[STEPS - 1] < 0.8 * reference[0], "training must make progress: {reference:?}");
     for k in [4.0f64, 0.25] {
         let root = k.sqrt();
-        let substituted =
-            trajectory(&problem, alpha * k, &Optimizer::Sgd { lr: lr / k }, scaled(&a, 1.0 / root), scaled(&b, 1.0 / root));
+        let substituted = trajectory(
+            &problem,
+            alpha * k,
+            &Optimizer::Sgd { lr: lr / k },
+            scaled(&a, 1.0 / root),
+            scaled(&b, 1.0 / root),
+        );
         let gap = max_relative_gap(&reference, &substituted);
         assert!(gap <= 1e-12, "k = {k}: relative loss gap {gap:e}");
     }

@@ -50,7 +50,8 @@ pub fn backward<E: RefElem>(
     let ranks = [r];
     let scales = [adapter.scale];
     let indices = vec![0i64; m];
-    let adapters = MultiAdapters { a_all: adapter.a, b_all: adapter.b, ranks: &ranks, scales: &scales, indices: &indices };
+    let adapters =
+        MultiAdapters { a_all: adapter.a, b_all: adapter.b, ranks: &ranks, scales: &scales, indices: &indices };
     // One adapter used by every row is exactly the single-adapter problem:
     // the same sums in the same order.
     let MultiGradients { g, da, db, dx } = backward_multi(multi_shape, base, &adapters, dropout, dy, p, precision)?;
@@ -116,7 +117,8 @@ pub fn backward_multi<E: RefElem>(
     let mut dx = vec![0.0; m * k];
     for row in 0..m {
         for kk in 0..k {
-            let base_acc = dot::<E>(precision, (0..n).map(|col| (dy[row * n + col].to_f64(), base.w0[col * k + kk].to_f64())));
+            let base_acc =
+                dot::<E>(precision, (0..n).map(|col| (dy[row * n + col].to_f64(), base.w0[col * k + kk].to_f64())));
             let (scale, factor, lora_acc) = match adapter_of_row(adapters.indices[row]) {
                 None => (0.0, 0.0, 0.0),
                 Some(l) => {

@@ -231,7 +231,8 @@ fn output_row<E: RefElem>(
     y_row: &mut [f64],
 ) {
     for (col, y) in y_row.iter_mut().enumerate().take(n) {
-        let base_acc = dot::<E>(precision, (0..k).map(|kk| (base.x[row * k + kk].to_f64(), base.w0[col * k + kk].to_f64())));
+        let base_acc =
+            dot::<E>(precision, (0..k).map(|kk| (base.x[row * k + kk].to_f64(), base.w0[col * k + kk].to_f64())));
         let bias = base.bias.map_or(0.0, |b| b[col].to_f64());
         let (scale, lora_acc) = match lora {
             None => (0.0, 0.0),

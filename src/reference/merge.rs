@@ -82,7 +82,11 @@ pub fn merge<E: RefElem>(
 ///
 /// # Errors
 /// As [`merge`]; on error no `W` has been modified.
-pub fn merge_in_place<E: RefElem>(layers: &mut [MergeLayerMut<'_, E>], direction: MergeDirection, safe: bool) -> Result<()> {
+pub fn merge_in_place<E: RefElem>(
+    layers: &mut [MergeLayerMut<'_, E>],
+    direction: MergeDirection,
+    safe: bool,
+) -> Result<()> {
     let merged = {
         let views: Vec<MergeLayer<'_, E>> = layers
             .iter()
@@ -98,7 +102,11 @@ pub fn merge_in_place<E: RefElem>(layers: &mut [MergeLayerMut<'_, E>], direction
     Ok(())
 }
 
-fn merge_layer<E: RefElem>(layer: &MergeLayer<'_, E>, direction: MergeDirection, precision: Precision) -> Result<Vec<f64>> {
+fn merge_layer<E: RefElem>(
+    layer: &MergeLayer<'_, E>,
+    direction: MergeDirection,
+    precision: Precision,
+) -> Result<Vec<f64>> {
     let MergeLayer { w, a, b, scale, n, k, r } = *layer;
     check_len("W", w.len(), &[n, k])?;
     check_len("A", a.len(), &[r, k])?;
@@ -109,7 +117,8 @@ fn merge_layer<E: RefElem>(layer: &MergeLayer<'_, E>, direction: MergeDirection,
         for col in 0..k {
             let acc = dot::<E>(precision, (0..r).map(|j| (b[row * r + j].to_f64(), a[j * k + col].to_f64())));
             let w0 = w[row * k + col].to_f64();
-            let value = combine::<E>(precision, || w0 + signed_scale * acc, || w0 as f32 + signed_scale as f32 * acc as f32);
+            let value =
+                combine::<E>(precision, || w0 + signed_scale * acc, || w0 as f32 + signed_scale as f32 * acc as f32);
             out.push(finish::<E>(precision, value));
         }
     }

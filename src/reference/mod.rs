@@ -82,7 +82,11 @@ impl Dropout {
         if (0.0..1.0).contains(&self.p) {
             Ok(())
         } else {
-            Err(LoraError::InvalidArgument { what: "dropout p", value: self.p.to_string(), reason: "must be in [0, 1)" })
+            Err(LoraError::InvalidArgument {
+                what: "dropout p",
+                value: self.p.to_string(),
+                reason: "must be in [0, 1)",
+            })
         }
     }
 

@@ -116,7 +116,11 @@ impl AdamW {
             }
         }
         if eps.is_nan() || eps < 0.0 {
-            return Err(LoraError::InvalidArgument { what: "eps", value: eps.to_string(), reason: "must be non-negative" });
+            return Err(LoraError::InvalidArgument {
+                what: "eps",
+                value: eps.to_string(),
+                reason: "must be non-negative",
+            });
         }
         Ok(AdamW { lr, beta1, beta2, eps, weight_decay, step: 0, m: Vec::new(), v: Vec::new() })
     }

@@ -70,11 +70,8 @@ impl std::fmt::Display for CloseError {
 /// The per-element bounds of the module docs.
 pub fn bounds(exact: &[f64], naive: &[f64], unit_roundoff: f64, floor: f64) -> Vec<f64> {
     let errors: Vec<f64> = exact.iter().zip(naive).map(|(e, n)| (n - e).abs()).collect();
-    let rms = if errors.is_empty() {
-        0.0
-    } else {
-        (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt()
-    };
+    let rms =
+        if errors.is_empty() { 0.0 } else { (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt() };
     exact.iter().zip(&errors).map(|(e, &err)| 2.0 * err.max(unit_roundoff * e.abs()).max(rms) + floor).collect()
 }
 
@@ -100,7 +97,14 @@ pub fn check_close(
         let within = g.is_finite() && e.is_finite() && (g - e).abs() <= bound;
         if !within {
             let position = cols.filter(|&c| c > 0).map(|c| (index / c, index % c));
-            return Err(CloseError::Element(Mismatch { index, position, got: g, expected: e, naive: naive[index], bound }));
+            return Err(CloseError::Element(Mismatch {
+                index,
+                position,
+                got: g,
+                expected: e,
+                naive: naive[index],
+                bound,
+            }));
         }
     }
     Ok(())
