@@ -212,11 +212,28 @@ fn multi_adapter_gradients_match_finite_differences() {
                 assert_eq!(*v, 0.0, "dB_all[{i}] is padding or unused");
             }
         }
-        // G rows with index −1 and G padding are zero.
+        // s_l·G[m] is the gradient of L with respect to P[m] through row m's
+        // expand; G rows with index −1 and G padding are zero.
+        let (n, r_max) = (c.shape.n, c.shape.r_max);
         for row in 0..c.shape.m {
-            let g_row = &grads.g[row * 3..(row + 1) * 3];
-            let rank = usize::try_from(c.indices[row]).map_or(0, |l| c.ranks[l]);
+            let g_row = &grads.g[row * r_max..(row + 1) * r_max];
+            let Ok(l) = usize::try_from(c.indices[row]) else {
+                assert!(g_row.iter().all(|&g| g == 0.0), "G row {row} has index -1");
+                continue;
+            };
+            let rank = c.ranks[l];
             assert!(g_row[rank..].iter().all(|&g| g == 0.0), "G row {row} padding");
+            let b_l: Vec<f64> = (0..n).flat_map(|col| c.b_all[(l * n + col) * r_max..][..rank].to_vec()).collect();
+            let row_shape = LoraShape { m: 1, k: c.shape.k, n, r: rank };
+            let dy_row = &c.dy[row * n..(row + 1) * n];
+            let zero = vec![0.0; n];
+            let loss_p = |p_: &[f64]| {
+                weighted_sum(dy_row, &expand(row_shape, &zero, p_, &b_l, c.scales[l], Precision::Exact).unwrap())
+            };
+            let p_row = &fwd.p[row * r_max..row * r_max + rank];
+            let dp: Vec<f64> = (0..rank).map(|j| central_difference(p_row, j, STEP, loss_p)).collect();
+            let s_g: Vec<f64> = g_row[..rank].iter().map(|g| c.scales[l] * g).collect();
+            assert_rel_close(&format!("s·G row {row} (p = {p})"), &s_g, &dp, TOL);
         }
     }
 }

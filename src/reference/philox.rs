@@ -213,6 +213,14 @@ mod tests {
     }
 
     #[test]
+    fn constants_have_the_documented_bits() {
+        // The device code spells these as hex literals; they must be the same doubles.
+        assert_eq!(SQRT_HALF.to_bits(), 0x3FE6_A09E_667F_3BCD);
+        assert_eq!(LN_2.to_bits(), 0x3FE6_2E42_FEFA_39EF);
+        assert_eq!(HALF_PI.to_bits(), 0x3FF9_21FB_5444_2D18);
+    }
+
+    #[test]
     fn uniform_endpoints() {
         // The largest 24-bit value maps just below 1, zero maps to 0.
         assert_eq!((u32::MAX >> 8) as f32 * (1.0 / 16_777_216.0), 1.0 - 2f32.powi(-24));
