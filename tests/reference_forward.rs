@@ -254,3 +254,15 @@ fn dropout_probability_outside_the_unit_interval_is_an_error() {
         Err(LoraError::InvalidArgument { what: "dropout p", .. })
     ));
 }
+
+#[test]
+fn overflowing_shapes_are_errors_not_panics() {
+    // K = 0 makes every input empty, so only the output sizes can overflow.
+    let shape = LoraShape { m: usize::MAX / 2, k: 0, n: 3, r: 3 };
+    let empty: [f32; 0] = [];
+    let base = Base { x: &empty, w0: &empty, bias: None };
+    let adapter = Adapter { a: &empty, b: &[0.0f32; 9], scale: 1.0 };
+    let result = forward(shape, &base, &adapter, None, Precision::Exact);
+    assert!(matches!(result, Err(LoraError::InvalidArgument { what: "P", .. })), "{result:?}");
+    assert!(shrink(shape, &empty, &empty, 1.0, None, Precision::Exact).is_err());
+}

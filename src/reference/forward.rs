@@ -61,6 +61,7 @@ pub fn shrink<E: RefElem>(
     let LoraShape { m, k, r, .. } = shape;
     check_len("X", x.len(), &[m, k])?;
     check_len("A", a.len(), &[r, k])?;
+    super::element_count("P", &[m, r])?;
     let dropout = active_dropout(dropout)?;
     let x_in = dropped_input(x, m, k, dropout.as_ref());
     let mut p = Vec::with_capacity(m * r);
@@ -117,6 +118,9 @@ pub fn forward<E: RefElem>(
     check_base(base, m, k, n)?;
     check_len("A", adapter.a.len(), &[r, k])?;
     check_len("B", adapter.b.len(), &[n, r])?;
+    // With K = 0 the inputs are empty whatever M, N, r are: bound the outputs too.
+    super::element_count("P", &[m, r])?;
+    super::element_count("Y", &[m, n])?;
     let dropout = active_dropout(dropout)?;
     let x_in = dropped_input(base.x, m, k, dropout.as_ref());
     let mut p = vec![0.0; m * r];
@@ -149,6 +153,7 @@ pub fn forward_multi<E: RefElem>(
     let MultiAdapterShape { m, k, n, r_max, .. } = shape;
     check_base(base, m, k, n)?;
     check_multi(shape, adapters)?;
+    super::element_count("Y", &[m, n])?;
     let dropout = active_dropout(dropout)?;
     let x_in = dropped_input(base.x, m, k, dropout.as_ref());
     let mut p = vec![0.0; m * r_max];
@@ -192,6 +197,8 @@ pub(super) fn check_multi<E: RefElem>(shape: MultiAdapterShape, adapters: &Multi
     check_len("ranks", adapters.ranks.len(), &[num_adapters])?;
     check_len("scales", adapters.scales.len(), &[num_adapters])?;
     check_len("indices", adapters.indices.len(), &[m])?;
+    // P [M, r_max] is allocated even when no adapter exists (L = 0).
+    super::element_count("P", &[m, r_max])?;
     if let Some(&rank) = adapters.ranks.iter().find(|&&rank| rank > r_max) {
         return Err(LoraError::InvalidArgument { what: "ranks", value: rank.to_string(), reason: "exceeds r_max" });
     }

@@ -115,7 +115,7 @@ fn active_dropout(dropout: Option<&Dropout>) -> Result<Option<Dropout>> {
 /// Checks that buffer `what` holds exactly the `shape.iter().product()`
 /// elements its shape needs.
 fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Result<()> {
-    let needed: usize = shape.iter().product();
+    let needed = element_count(what, shape)?;
     if len < needed {
         Err(LoraError::BufferTooSmall { what, needed, len })
     } else if len > needed {
@@ -123,6 +123,15 @@ fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The number of elements of `shape`, or an error if it overflows `usize`.
+fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| LoraError::InvalidArgument {
+        what,
+        value: format!("{shape:?}"),
+        reason: "element count overflows usize",
+    })
 }
 
 /// The dropped-out adapter input X̃ `[M, K]`, as f64 values of `T`:
