@@ -18,6 +18,23 @@
 //!
 //! Both return `Vec<f64>`; in `Naive` mode every value is exactly a `T`.
 //!
+//! # Where `T`-rounding happens (the kernels round at the same points)
+//!
+//! | operation | stored intermediates (rounded to `T`) | final outputs |
+//! | --- | --- | --- |
+//! | [`shrink`] | X̃ | `P = scale·X̃·Aᵀ` |
+//! | [`expand`] | — | `Y' = Y + scale·P·Bᵀ` |
+//! | [`forward`], [`forward_multi`] | X̃, `P = X̃·Aᵀ` (unscaled, as PEFT keeps it) | `Y = X·W0ᵀ + bias + s·P·Bᵀ` |
+//! | [`backward`], [`backward_multi`] | X̃, `G = dY·B` | `dB = s·dYᵀ·P`, `dA = s·Gᵀ·X̃`, `dX = dY·W0 + (s·G·A)⊙mask/(1−p)` |
+//! | [`merge`] | — | `W ± s·B·A` |
+//!
+//! X̃ is `round_T(keep ? (x as f32)·inv_keep : 0)` with `inv_keep = 1/(1 − p)`
+//! in f32 ([`Dropout`]); with no dropout (or `p = 0`) X̃ is X itself. In the
+//! multi-adapter forms a row with index −1 has P and G rows of zero and only
+//! the base term; adapter `l` reads only the first `ranks[l]` rows of `A_l`
+//! and columns of `B_l` (the padding is never touched); `dA_l`, `dB_l` sum
+//! over the rows with index `l`, exact zeros when there are none.
+//!
 //! # Element types
 //!
 //! The storage type is any [`RefElem`]: the crate's kernel types (`f32`,
