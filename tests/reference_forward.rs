@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_close_2d, assert_rel_close, random_tensor, rng};
 use fused_lora::reference::{
-    expand, forward, forward_multi, shrink, to_elems, Adapter, Base, Dropout, MultiAdapters, Precision,
+    expand, forward, forward_multi, shrink, to_elems, to_f64s, Adapter, Base, Dropout, MultiAdapters, Precision,
 };
 use fused_lora::{LoraError, LoraShape, MultiAdapterShape};
 use half::{bf16, f16};
@@ -87,12 +87,8 @@ fn p_is_rounded_to_the_storage_type() {
     for p in &out.p {
         assert_eq!(bf16::from_f64(*p).to_f64(), *p, "P must hold bf16 values");
     }
-    let unrounded = shrink(LoraShape { ..shape }, &to_f64(&x), &to_f64(&a), 1.0, None, Precision::Exact).unwrap();
+    let unrounded = shrink(shape, &to_f64s(&x), &to_f64s(&a), 1.0, None, Precision::Exact).unwrap();
     assert!(out.p.iter().zip(&unrounded).any(|(p, u)| p != u), "rounding must be visible on some element");
-}
-
-fn to_f64<E: fused_lora::reference::RefElem>(v: &[E]) -> Vec<f64> {
-    fused_lora::reference::to_f64s(v)
 }
 
 #[test]
