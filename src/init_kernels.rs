@@ -185,7 +185,8 @@ impl LoraKernels {
         let function = self.function(INIT, &fill.kernel_name(T::DTYPE.kernel_suffix()))?;
         let threads = LORA_INIT_THREADS as u64;
         let blocks = len.div_ceil(ELEMENTS_PER_THREAD).div_ceil(threads).min(MAX_BLOCKS);
-        let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (LORA_INIT_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let config =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (LORA_INIT_THREADS, 1, 1), shared_mem_bytes: 0 };
         let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
         let params = LoraFillParams { out: out_ptr, len, seed, offset, bound, reserved: 0, std_dev };
         let mut launch = stream.launch_builder(&function);

@@ -404,7 +404,12 @@ fn check_non_negative(what: &'static str, value: f64) -> Result<()> {
 }
 
 /// A tensor argument must hold `len` elements and live in `stream`'s context.
-fn check_tensor<E>(stream: &Arc<CudaStream>, what: &'static str, buffer: &impl DeviceSlice<E>, len: usize) -> Result<()> {
+fn check_tensor<E>(
+    stream: &Arc<CudaStream>,
+    what: &'static str,
+    buffer: &impl DeviceSlice<E>,
+    len: usize,
+) -> Result<()> {
     if !Arc::ptr_eq(buffer.stream().context(), stream.context()) {
         return Err(LoraError::ContextMismatch { what });
     }

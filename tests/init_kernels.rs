@@ -44,7 +44,8 @@ fn init_adapter_matches_reference<T: LoraDType + RefElem>() {
                 dev.kernels
                     .init_adapter(&dev.stream, scheme, rank, k, OUTPUTS, seed, offset, &mut a, &mut b)
                     .expect("init_adapter");
-                let (a_ref, b_ref) = reference::init_adapter::<T>(scheme, rank, k, OUTPUTS, seed, offset).expect("reference");
+                let (a_ref, b_ref) =
+                    reference::init_adapter::<T>(scheme, rank, k, OUTPUTS, seed, offset).expect("reference");
                 let what = format!("{scheme:?} {} r={rank} K={k}", T::DTYPE);
                 assert_bit_identical(&format!("{what} A"), &dev.stream.clone_dtoh(&a).unwrap(), &a_ref);
                 assert_bit_identical(&format!("{what} B"), &dev.stream.clone_dtoh(&b).unwrap(), &b_ref);
@@ -69,7 +70,11 @@ fn zero_matrices_are_exactly_zero<T: LoraDType + RefElem>() {
         };
         assert!(bits(&zero).iter().all(|&b| b == 0), "{scheme:?}: zero matrix not all +0.0");
         let nonzero = random.iter().filter(|v| LoraDType::to_f64(**v) != 0.0).count();
-        assert!(nonzero > random.len() * 9 / 10, "{scheme:?}: only {nonzero} of {} random values non-zero", random.len());
+        assert!(
+            nonzero > random.len() * 9 / 10,
+            "{scheme:?}: only {nonzero} of {} random values non-zero",
+            random.len()
+        );
     }
 }
 
@@ -83,7 +88,11 @@ fn fills_match_reference_at_every_tail<T: LoraDType + RefElem>() {
             let mut out = poisoned::<T>(&dev, len);
             dev.kernels.fill(&dev.stream, &mut out, dist, seed, offset).unwrap();
             let expected = reference::init_matrix::<T>(dist, len, seed, offset).unwrap();
-            assert_bit_identical(&format!("{dist:?} {} len={len}", T::DTYPE), &dev.stream.clone_dtoh(&out).unwrap(), &expected);
+            assert_bit_identical(
+                &format!("{dist:?} {} len={len}", T::DTYPE),
+                &dev.stream.clone_dtoh(&out).unwrap(),
+                &expected,
+            );
         }
     }
 }
@@ -123,7 +132,12 @@ macro_rules! per_dtype {
     };
 }
 
-per_dtype!(init_adapter_matches_reference, zero_matrices_are_exactly_zero, fills_match_reference_at_every_tail, fill_into_a_view);
+per_dtype!(
+    init_adapter_matches_reference,
+    zero_matrices_are_exactly_zero,
+    fills_match_reference_at_every_tail,
+    fill_into_a_view
+);
 
 /// Different `(seed, offset)` streams share almost no values.
 #[test]

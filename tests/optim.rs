@@ -60,7 +60,11 @@ impl<T: LoraDType> Tensor<T> {
         let mut padded = vec![0.0f32; pad];
         padded.extend_from_slice(master);
         let working = vec![T::nan(); pad + master.len()];
-        Tensor { master: dev.stream.clone_htod(&padded).unwrap(), working: dev.stream.clone_htod(&working).unwrap(), pad }
+        Tensor {
+            master: dev.stream.clone_htod(&padded).unwrap(),
+            working: dev.stream.clone_htod(&working).unwrap(),
+            pad,
+        }
     }
 
     fn upload_grad(&self, dev: &device::Device, grad: &[T]) -> CudaSlice<T> {
@@ -123,7 +127,11 @@ impl SgdBudget {
             let update = if momentum != 0.0 {
                 let b = &mut self.buffer_magnitude[i];
                 *b = if self.steps == 1 { d } else { momentum * *b + (1.0 - dampening).abs() * d };
-                if nesterov { d + momentum * *b } else { *b }
+                if nesterov {
+                    d + momentum * *b
+                } else {
+                    *b
+                }
             } else {
                 d
             };
@@ -163,7 +171,9 @@ fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
                 let mut master_view = tensor.master.slice_mut(pad..);
                 let mut working_view = tensor.working.slice_mut(pad..);
                 let grad_view = grad_device.slice(pad..);
-                dev.kernels.sgd_step(&dev.stream, &config, &mut master_view, &mut working_view, &grad_view, &mut state).unwrap();
+                dev.kernels
+                    .sgd_step(&dev.stream, &config, &mut master_view, &mut working_view, &grad_view, &mut state)
+                    .unwrap();
             }
             let (got_master, got_working) = tensor.download(&dev);
             let what = format!("sgd {config:?} {} len={len} pad={pad} step {step}", T::DTYPE);
@@ -209,7 +219,9 @@ fn adamw_matches_reference<T: LoraDType + RefElem>(config: AdamWConfig, seed: u6
                 let mut master_view = tensor.master.slice_mut(pad..);
                 let mut working_view = tensor.working.slice_mut(pad..);
                 let grad_view = grad_device.slice(pad..);
-                dev.kernels.adamw_step(&dev.stream, &config, &mut master_view, &mut working_view, &grad_view, &mut state).unwrap();
+                dev.kernels
+                    .adamw_step(&dev.stream, &config, &mut master_view, &mut working_view, &grad_view, &mut state)
+                    .unwrap();
             }
             assert_eq!(state.step(), step as u64);
             let (got_master, got_working) = tensor.download(&dev);
