@@ -17,9 +17,24 @@ namespace init {
 
 constexpr int kPerBlock = 4;  // elements per Philox call
 
-// Stores the first min(4, len - first) of `values` at out[first...].
+template <typename T>
+struct alignas(sizeof(T) * kPerBlock) Pack {
+    T v[kPerBlock];
+};
+
+// Stores the first min(4, len - first) of `values` at out[first...]: one
+// vector store for a whole block on an aligned buffer (a warp then writes one
+// contiguous span), element by element otherwise.
 template <typename T>
 __device__ __forceinline__ void store_block(T* out, uint64_t len, uint64_t first, const float (&values)[kPerBlock]) {
+    const bool aligned = reinterpret_cast<uintptr_t>(out) % sizeof(Pack<T>) == 0;
+    if (aligned && first + kPerBlock <= len) {
+        Pack<T> pack;
+#pragma unroll
+        for (int w = 0; w < kPerBlock; ++w) pack.v[w] = from_f32<T>(values[w]);
+        *reinterpret_cast<Pack<T>*>(out + first) = pack;
+        return;
+    }
 #pragma unroll
     for (int w = 0; w < kPerBlock; ++w) {
         if (first + w < len) out[first + w] = from_f32<T>(values[w]);

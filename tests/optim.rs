@@ -395,3 +395,63 @@ fn a_step_larger_than_the_grid_loops() {
         check_step(&format!("grid-stride sgd step {step}"), &got_master, &got_working, &expected, &budget.bound);
     }
 }
+
+/// The emulator's counters of the last launch in this process, one JSON line
+/// (`None` on a real driver).
+fn last_launch_counters() -> Option<String> {
+    if !device::is_emulator() {
+        return None;
+    }
+    type GetCounters = unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize;
+    // SAFETY: the emulator exports this function with this signature; it
+    // writes at most `len` bytes into the buffer it is given.
+    unsafe {
+        let get = cudarc::driver::sys::culib().get::<GetCounters>(b"ptxEmuGetLastLaunchCountersJson\0").ok()?;
+        let len = get(std::ptr::null_mut(), 0);
+        let mut buffer = vec![0u8; len + 1];
+        get(buffer.as_mut_ptr().cast(), buffer.len());
+        buffer.truncate(len);
+        String::from_utf8(buffer).ok()
+    }
+}
+
+/// The integer value of `"name":` in a counters line.
+fn counter(json: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let start = json.find(&key).unwrap_or_else(|| panic!("no {name} in {json}")) + key.len();
+    let digits: String = json[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("{name} is not a number in {json}"))
+}
+
+/// On aligned buffers every warp moves each array with one 16-byte-per-lane
+/// vector access and touches each 32-byte sector once: the step reads and
+/// writes exactly the bytes it must (the DRAM floor), no more.
+#[test]
+fn aligned_steps_are_vectorised_and_touch_each_sector_once() {
+    let Some(dev) = device::device() else { return };
+    // 5 CTAs: a grid no other test of this file launches, so the counters
+    // read below can be told apart from a concurrent test's launch.
+    let len = 5 * 256 * 4;
+    let mut master = dev.stream.clone_htod(&vec![0.5f32; len]).unwrap();
+    let mut working = dev.stream.clone_htod(&vec![bf16::NAN; len]).unwrap();
+    let grad = dev.stream.clone_htod(&vec![bf16::from_f32(0.25); len]).unwrap();
+    let mut state = AdamWState::new(&dev.stream, len).unwrap();
+    let config = AdamWConfig::new(1e-3);
+    for _attempt in 0..50 {
+        dev.kernels.adamw_step(&dev.stream, &config, &mut master, &mut working, &grad, &mut state).unwrap();
+        dev.stream.synchronize().unwrap();
+        let Some(json) = last_launch_counters() else { return };
+        if !json.contains("\"kernel\":\"lora_adamw_step_bf16\"") || !json.contains("\"grid\":[5,1,1]") {
+            continue; // another test launched in between
+        }
+        let warps = (len / 4 / 32) as u64;
+        // Reads master, m, v (f32) and grad (bf16); writes master, m, v and the working copy.
+        let bytes = (len * (3 * 4 + 2)) as u64;
+        assert_eq!(counter(&json, "global_load_requests"), 4 * warps, "{json}");
+        assert_eq!(counter(&json, "global_store_requests"), 4 * warps, "{json}");
+        assert_eq!(counter(&json, "global_load_sectors"), bytes / 32, "{json}");
+        assert_eq!(counter(&json, "global_store_sectors"), bytes / 32, "{json}");
+        return;
+    }
+    panic!("never saw this test's own launch in the counters");
+}
