@@ -1,13 +1,16 @@
 // Fused optimizer steps over one parameter tensor, in one pass:
-//     read  master (f32), grad (T), state (f32)
+//     read  master (f32), grad (G), state (f32)
 //     write master (f32), state (f32), working copy (T) = round_T(new master)
 // so the f16/bf16 weights the forward pass reads are never stale and never
 // cost a second kernel. All arithmetic in f32.
 //
-// lora_sgd_step_<T>:   torch.optim.SGD (momentum, dampening, Nesterov, coupled
-//                      weight decay g <- g + wd * w).
-// lora_adamw_step_<T>: torch.optim.AdamW (decoupled decay w <- w (1 - lr wd),
-//                      bias-corrected moments, eps added to sqrt(v_hat)).
+// lora_sgd_step_<T>_grad_<G>:   torch.optim.SGD (momentum, dampening, Nesterov, coupled
+//                               weight decay g <- g + wd * w).
+// lora_adamw_step_<T>_grad_<G>: torch.optim.AdamW (decoupled decay
+//                               w <- w (1 - lr wd), bias-corrected moments,
+//                               eps added to sqrt(v_hat)).
+// T is the working copy's type, G the gradient's (T itself as the backward
+// kernels write it, or f32 from an accumulation buffer); both in {f32, f16, bf16}.
 //
 // Each thread takes packs of LORA_OPTIM_VECTOR consecutive elements, grid-
 // stride. A full pack whose arrays are all aligned moves with one vector load
@@ -75,15 +78,15 @@ __device__ __forceinline__ void for_each_pack(uint64_t len, bool all_aligned, St
     }
 }
 
-template <typename T>
+template <typename T, typename G>
 __device__ void sgd_step(const LoraSgdParams& p) {
     const bool use_buffer = p.momentum != 0.0f;
-    const bool all_aligned = pack_aligned<float>(p.master) && pack_aligned<T>(p.working) && pack_aligned<T>(p.grad) &&
+    const bool all_aligned = pack_aligned<float>(p.master) && pack_aligned<T>(p.working) && pack_aligned<G>(p.grad) &&
                              (!use_buffer || pack_aligned<float>(p.momentum_buffer));
     for_each_pack(p.len, all_aligned, [&](uint64_t first, bool vector) {
         float w[kVec], g[kVec], buf[kVec];
         load_pack<float>(p.master, first, p.len, vector, w);
-        load_pack<T>(p.grad, first, p.len, vector, g);
+        load_pack<G>(p.grad, first, p.len, vector, g);
         // The first step's buffer is the gradient itself: the stored one is not read.
         if (use_buffer && !p.first_step) load_pack<float>(p.momentum_buffer, first, p.len, vector, buf);
 #pragma unroll
@@ -101,14 +104,14 @@ __device__ void sgd_step(const LoraSgdParams& p) {
     });
 }
 
-template <typename T>
+template <typename T, typename G>
 __device__ void adamw_step(const LoraAdamWParams& p) {
-    const bool all_aligned = pack_aligned<float>(p.master) && pack_aligned<T>(p.working) && pack_aligned<T>(p.grad) &&
+    const bool all_aligned = pack_aligned<float>(p.master) && pack_aligned<T>(p.working) && pack_aligned<G>(p.grad) &&
                              pack_aligned<float>(p.exp_avg) && pack_aligned<float>(p.exp_avg_sq);
     for_each_pack(p.len, all_aligned, [&](uint64_t first, bool vector) {
         float w[kVec], g[kVec], m[kVec], v[kVec];
         load_pack<float>(p.master, first, p.len, vector, w);
-        load_pack<T>(p.grad, first, p.len, vector, g);
+        load_pack<G>(p.grad, first, p.len, vector, g);
         load_pack<float>(p.exp_avg, first, p.len, vector, m);
         load_pack<float>(p.exp_avg_sq, first, p.len, vector, v);
 #pragma unroll
@@ -128,13 +131,18 @@ __device__ void adamw_step(const LoraAdamWParams& p) {
 }  // namespace optim
 }  // namespace fused_lora
 
-#define STAMP_OPTIM(SUFFIX, TYPE)                                                        \
-    extern "C" __global__ void __launch_bounds__(LORA_OPTIM_THREADS)                     \
-        lora_sgd_step_##SUFFIX(const LoraSgdParams params) {                             \
-        fused_lora::optim::sgd_step<TYPE>(params);                                        \
-    }                                                                                    \
-    extern "C" __global__ void __launch_bounds__(LORA_OPTIM_THREADS)                     \
-        lora_adamw_step_##SUFFIX(const LoraAdamWParams params) {                         \
-        fused_lora::optim::adamw_step<TYPE>(params);                                      \
+#define STAMP_OPTIM(SUFFIX, TYPE, GRAD_SUFFIX, GRAD_TYPE)                                 \
+    extern "C" __global__ void __launch_bounds__(LORA_OPTIM_THREADS)                       \
+        lora_sgd_step_##SUFFIX##_grad_##GRAD_SUFFIX(const LoraSgdParams params) {         \
+        fused_lora::optim::sgd_step<TYPE, GRAD_TYPE>(params);                               \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_OPTIM_THREADS)                       \
+        lora_adamw_step_##SUFFIX##_grad_##GRAD_SUFFIX(const LoraAdamWParams params) {     \
+        fused_lora::optim::adamw_step<TYPE, GRAD_TYPE>(params);                             \
     }
-FUSED_LORA_FOR_EACH_DTYPE(STAMP_OPTIM)
+// Every working-copy type with every gradient type.
+#define STAMP_OPTIM_ALL_GRADS(SUFFIX, TYPE)   \
+    STAMP_OPTIM(SUFFIX, TYPE, f32, float)     \
+    STAMP_OPTIM(SUFFIX, TYPE, f16, __half)    \
+    STAMP_OPTIM(SUFFIX, TYPE, bf16, __nv_bfloat16)
+FUSED_LORA_FOR_EACH_DTYPE(STAMP_OPTIM_ALL_GRADS)

@@ -16,7 +16,7 @@
 typedef struct LoraSgdParams {
     uint64_t master;           /* [len] float, read and written */
     uint64_t working;          /* [len] T, written: round_T(new master) */
-    uint64_t grad;             /* [len] const T */
+    uint64_t grad;             /* [len] const G (the gradient type of the kernel name) */
     uint64_t momentum_buffer;  /* [len] float, read and written; unused when momentum == 0 */
     uint64_t len;
     float lr;
@@ -33,7 +33,7 @@ typedef struct LoraSgdParams {
 typedef struct LoraAdamWParams {
     uint64_t master;      /* [len] float, read and written */
     uint64_t working;     /* [len] T, written: round_T(new master) */
-    uint64_t grad;        /* [len] const T */
+    uint64_t grad;        /* [len] const G (the gradient type of the kernel name) */
     uint64_t exp_avg;     /* [len] float m, read and written */
     uint64_t exp_avg_sq;  /* [len] float v, read and written */
     uint64_t len;

@@ -12,8 +12,10 @@
 //! - [`LoraKernels::adamw_step`]: `torch.optim.AdamW` (bias correction,
 //!   decoupled weight decay `w ← w·(1 − lr·wd)`, ε added to `√v̂`).
 //!
-//! The gradient has the working copy's type `T`: it is what the backward
-//! kernels write for a `T` adapter. All arithmetic is f32 on the device;
+//! The gradient's type `G` is any of f32, f16, bf16, independent of `T`:
+//! `T` itself as the backward kernels write it, or f32 from a gradient
+//! accumulation buffer; it is inferred from the `grad` argument. All
+//! arithmetic is f32 on the device;
 //! scalars that depend on the step count (bias corrections) are computed on
 //! the host in f64, as PyTorch computes them in Python floats, and rounded
 //! once to f32. The state (momentum buffer, Adam's `m` and `v`) is f32.
@@ -229,7 +231,8 @@ impl LoraKernels {
     /// # Arguments
     /// - `master`: `[len]` f32 master weights, updated in place;
     /// - `working`: `[len]` the working copy, overwritten;
-    /// - `grad`: `[len]` the gradient of the working copy;
+    /// - `grad`: `[len]` the gradient of the working copy, in `T` or any other
+    ///   supported type `G`;
     /// - `state`: [`SgdState::new`] for this tensor, carried across steps.
     ///
     /// # Errors
@@ -238,13 +241,13 @@ impl LoraKernels {
     /// - [`LoraError::ContextMismatch`] for a buffer of another context;
     /// - [`LoraError::Aliasing`] if two of the buffers overlap;
     /// - [`LoraError::Driver`] from the launch.
-    pub fn sgd_step<T: LoraDType>(
+    pub fn sgd_step<T: LoraDType, G: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
         config: &SgdConfig,
         master: &mut impl DevicePtrMut<f32>,
         working: &mut impl DevicePtrMut<T>,
-        grad: &impl DevicePtr<T>,
+        grad: &impl DevicePtr<G>,
         state: &mut SgdState,
     ) -> Result<()> {
         config.validate()?;
@@ -267,7 +270,7 @@ impl LoraKernels {
         let mut spans = vec![
             Span::new("master", master_ptr, len, 4),
             Span::new("working", working_ptr, len, T::DTYPE.size_bytes()),
-            Span::new("grad", grad_ptr, len, T::DTYPE.size_bytes()),
+            Span::new("grad", grad_ptr, len, G::DTYPE.size_bytes()),
         ];
         if use_buffer {
             spans.push(Span::new("state", buffer_ptr, len, 4));
@@ -287,12 +290,12 @@ impl LoraKernels {
             nesterov: config.nesterov as i32,
             first_step: (!state.started) as i32,
         };
-        let function = self.function(OPTIM, &format!("lora_sgd_step_{}", T::DTYPE.kernel_suffix()))?;
+        let function = self.function(OPTIM, &kernel_name::<T, G>("sgd_step"))?;
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: every pointer comes from a live buffer of this context
         // holding `len` elements of its type (f32 for master and state, `T`
-        // for working and grad, the type the kernel's name was derived from);
+        // for working, `G` for grad: the types the kernel's name names);
         // the buffers the kernel writes overlap nothing else it touches
         // (`check_disjoint`); the kernel reads and writes indices below `len`
         // only, and reads the buffer only when it was started.
@@ -310,13 +313,13 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::sgd_step`], with [`AdamWConfig::validate`].
-    pub fn adamw_step<T: LoraDType>(
+    pub fn adamw_step<T: LoraDType, G: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
         config: &AdamWConfig,
         master: &mut impl DevicePtrMut<f32>,
         working: &mut impl DevicePtrMut<T>,
-        grad: &impl DevicePtr<T>,
+        grad: &impl DevicePtr<G>,
         state: &mut AdamWState,
     ) -> Result<()> {
         config.validate()?;
@@ -346,7 +349,7 @@ impl LoraKernels {
         check_disjoint(&[
             Span::new("master", master_ptr, len, 4),
             Span::new("working", working_ptr, len, T::DTYPE.size_bytes()),
-            Span::new("grad", grad_ptr, len, T::DTYPE.size_bytes()),
+            Span::new("grad", grad_ptr, len, G::DTYPE.size_bytes()),
             Span::new("state", m_ptr, len, 4),
             Span::new("state", v_ptr, len, 4),
         ])?;
@@ -367,7 +370,7 @@ impl LoraKernels {
             bias_correction2_sqrt: bias_correction2_sqrt as f32,
             eps: config.eps as f32,
         };
-        let function = self.function(OPTIM, &format!("lora_adamw_step_{}", T::DTYPE.kernel_suffix()))?;
+        let function = self.function(OPTIM, &kernel_name::<T, G>("adamw_step"))?;
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: as in `sgd_step`: live buffers of this context, `len`
@@ -377,6 +380,11 @@ impl LoraKernels {
         state.step = step;
         Ok(())
     }
+}
+
+/// `lora_<op>_<T>_grad_<G>`, as `cuda/optim.cu` stamps them.
+fn kernel_name<T: LoraDType, G: LoraDType>(op: &str) -> String {
+    format!("lora_{op}_{}_grad_{}", T::DTYPE.kernel_suffix(), G::DTYPE.kernel_suffix())
 }
 
 fn launch_config(len: usize) -> LaunchConfig {
@@ -448,6 +456,12 @@ fn check_disjoint(spans: &[Span]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_names_follow_the_stamps() {
+        assert_eq!(kernel_name::<half::bf16, f32>("adamw_step"), "lora_adamw_step_bf16_grad_f32");
+        assert_eq!(kernel_name::<f32, half::f16>("sgd_step"), "lora_sgd_step_f32_grad_f16");
+    }
 
     #[test]
     fn launch_covers_small_tensors_and_caps_the_grid() {

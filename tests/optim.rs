@@ -25,7 +25,7 @@
 mod device;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::reference::{self, RefElem};
+use fused_lora::reference;
 use fused_lora::{AdamWConfig, AdamWState, LoraDType, LoraError, SgdConfig, SgdState};
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
@@ -67,8 +67,8 @@ impl<T: LoraDType> Tensor<T> {
         }
     }
 
-    fn upload_grad(&self, dev: &device::Device, grad: &[T]) -> CudaSlice<T> {
-        let mut padded = vec![T::default(); self.pad];
+    fn upload_grad<G: LoraDType>(&self, dev: &device::Device, grad: &[G]) -> CudaSlice<G> {
+        let mut padded = vec![G::default(); self.pad];
         padded.extend_from_slice(grad);
         dev.stream.clone_htod(&padded).unwrap()
     }
@@ -149,7 +149,7 @@ fn reference_sgd(config: SgdConfig) -> reference::Sgd {
     sgd
 }
 
-fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
+fn sgd_matches_reference<T: LoraDType, G: LoraDType>(config: SgdConfig, seed: u64) {
     let Some(dev) = device::device() else { return };
     for (len, pad) in LAYOUTS {
         let mut rng = rng(seed);
@@ -160,7 +160,7 @@ fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
         let mut expected = start.clone();
         let mut budget = SgdBudget::new(config, len);
         for step in 1..=STEPS {
-            let grad: Vec<T> = uniform(&mut rng, len, 1.0).iter().map(|&g| <T as LoraDType>::from_f64(g)).collect();
+            let grad: Vec<G> = uniform(&mut rng, len, 1.0).iter().map(|&g| <G as LoraDType>::from_f64(g)).collect();
             let grad_f64: Vec<f64> = grad.iter().map(|&g| LoraDType::to_f64(g)).collect();
             let before = expected.clone();
             reference.step(&mut expected, &grad_f64).unwrap();
@@ -176,13 +176,13 @@ fn sgd_matches_reference<T: LoraDType + RefElem>(config: SgdConfig, seed: u64) {
                     .unwrap();
             }
             let (got_master, got_working) = tensor.download(&dev);
-            let what = format!("sgd {config:?} {} len={len} pad={pad} step {step}", T::DTYPE);
+            let what = format!("sgd {config:?} {} grad {} len={len} pad={pad} step {step}", T::DTYPE, G::DTYPE);
             check_step(&what, &got_master, &got_working, &expected, &budget.bound);
         }
     }
 }
 
-fn adamw_matches_reference<T: LoraDType + RefElem>(config: AdamWConfig, seed: u64) {
+fn adamw_matches_reference<T: LoraDType, G: LoraDType>(config: AdamWConfig, seed: u64) {
     let Some(dev) = device::device() else { return };
     for (len, pad) in LAYOUTS {
         let mut rng = rng(seed);
@@ -197,7 +197,7 @@ fn adamw_matches_reference<T: LoraDType + RefElem>(config: AdamWConfig, seed: u6
         let (mut m_magnitude, mut v) = (vec![0.0f64; len], vec![0.0f64; len]);
         let mut bound = vec![0.0f64; len];
         for step in 1..=STEPS {
-            let grad: Vec<T> = uniform(&mut rng, len, 1.0).iter().map(|&g| <T as LoraDType>::from_f64(g)).collect();
+            let grad: Vec<G> = uniform(&mut rng, len, 1.0).iter().map(|&g| <G as LoraDType>::from_f64(g)).collect();
             let grad_f64: Vec<f64> = grad.iter().map(|&g| LoraDType::to_f64(g)).collect();
 
             let t = step as i32;
@@ -225,7 +225,7 @@ fn adamw_matches_reference<T: LoraDType + RefElem>(config: AdamWConfig, seed: u6
             }
             assert_eq!(state.step(), step as u64);
             let (got_master, got_working) = tensor.download(&dev);
-            let what = format!("adamw {config:?} {} len={len} pad={pad} step {step}", T::DTYPE);
+            let what = format!("adamw {config:?} {} grad {} len={len} pad={pad} step {step}", T::DTYPE, G::DTYPE);
             check_step(&what, &got_master, &got_working, &expected, &bound);
         }
     }
@@ -248,41 +248,55 @@ fn adamw_configs() -> Vec<AdamWConfig> {
     ]
 }
 
-fn sgd_all_configs<T: LoraDType + RefElem>() {
+fn sgd_all_configs<T: LoraDType, G: LoraDType>() {
     for (i, config) in sgd_configs().into_iter().enumerate() {
-        sgd_matches_reference::<T>(config, 100 + i as u64);
+        sgd_matches_reference::<T, G>(config, 100 + i as u64);
     }
 }
 
-fn adamw_all_configs<T: LoraDType + RefElem>() {
+fn adamw_all_configs<T: LoraDType, G: LoraDType>() {
     for (i, config) in adamw_configs().into_iter().enumerate() {
-        adamw_matches_reference::<T>(config, 200 + i as u64);
+        adamw_matches_reference::<T, G>(config, 200 + i as u64);
     }
 }
 
-macro_rules! per_dtype {
+/// Stamps a test per (working copy, gradient) type pair: each type with its
+/// own gradients, as the backward kernels write them, and with gradients of
+/// another type (f32 from an accumulation buffer, or a narrower one).
+macro_rules! per_type_pair {
     ($($name:ident),*) => {
         $(
             mod $name {
-                use super::*;
                 #[test]
                 fn f32() {
-                    super::$name::<f32>();
+                    super::$name::<f32, f32>();
                 }
                 #[test]
                 fn f16() {
-                    super::$name::<f16>();
+                    super::$name::<half::f16, half::f16>();
                 }
                 #[test]
                 fn bf16() {
-                    super::$name::<bf16>();
+                    super::$name::<half::bf16, half::bf16>();
+                }
+                #[test]
+                fn f16_with_f32_grad() {
+                    super::$name::<half::f16, f32>();
+                }
+                #[test]
+                fn bf16_with_f32_grad() {
+                    super::$name::<half::bf16, f32>();
+                }
+                #[test]
+                fn f32_with_bf16_grad() {
+                    super::$name::<f32, half::bf16>();
                 }
             }
         )*
     };
 }
 
-per_dtype!(sgd_all_configs, adamw_all_configs);
+per_type_pair!(sgd_all_configs, adamw_all_configs);
 
 #[track_caller]
 fn assert_invalid(result: fused_lora::Result<()>, what: &str) {
@@ -441,7 +455,7 @@ fn aligned_steps_are_vectorised_and_touch_each_sector_once() {
         dev.kernels.adamw_step(&dev.stream, &config, &mut master, &mut working, &grad, &mut state).unwrap();
         dev.stream.synchronize().unwrap();
         let Some(json) = last_launch_counters() else { return };
-        if !json.contains("\"kernel\":\"lora_adamw_step_bf16\"") || !json.contains("\"grid\":[5,1,1]") {
+        if !json.contains("\"kernel\":\"lora_adamw_step_bf16_grad_bf16\"") || !json.contains("\"grid\":[5,1,1]") {
             continue; // another test launched in between
         }
         let warps = (len / 4 / 32) as u64;
