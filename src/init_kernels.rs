@@ -119,7 +119,9 @@ impl LoraKernels {
             Distribution::Zero => {
                 self.check_stream(stream)?;
                 check_same_context(stream, out)?;
-                stream.memset_zeros(out)?;
+                if !out.is_empty() {
+                    stream.memset_zeros(out)?;
+                }
                 Ok(())
             }
             Distribution::Uniform { bound } => self.fill_uniform(stream, out, bound, seed, offset),
