@@ -14,11 +14,12 @@
 //!
 //! The gradient's type `G` is any of f32, f16, bf16, independent of `T`:
 //! `T` itself as the backward kernels write it, or f32 from a gradient
-//! accumulation buffer; it is inferred from the `grad` argument. All
-//! arithmetic is f32 on the device;
-//! scalars that depend on the step count (bias corrections) are computed on
-//! the host in f64, as PyTorch computes them in Python floats, and rounded
-//! once to f32. The state (momentum buffer, Adam's `m` and `v`) is f32.
+//! accumulation buffer; it is inferred from the `grad` argument.
+//!
+//! All arithmetic is f32 on the device; the scalars that depend on the step
+//! count (bias corrections) are computed on the host in f64, as PyTorch
+//! computes them in Python floats, and rounded once to f32. The state
+//! (momentum buffer, Adam's `m` and `v`) is f32.
 //!
 //! Call the step once per tensor (A, then B, of every adapter); each call is
 //! one launch, stream-ordered.
