@@ -1,0 +1,157 @@
+//! `cuLaunchKernel`: checks the launch the way a device does, runs it on the
+//! executor to completion, reports findings and keeps the counters.
+
+use super::guard::ffi_guard;
+use super::module::{function_kernel, CUfunction};
+use super::params::pack;
+use super::result::{
+    CUresult, DriverResult, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUDA_ERROR_NOT_FOUND,
+};
+use super::state::{driver, handle_of};
+use super::stream::CUstream;
+use crate::counters::Counters;
+use crate::findings::Finding;
+use crate::launch::{launch, CheckOptions, LaunchConfig, LaunchError};
+use std::ffi::{c_uint, c_void};
+use std::io::Write;
+
+/// Environment variable naming a file to which each launch's counters are
+/// appended as one JSON line.
+pub const COUNTERS_FILE_ENV: &str = "PTX_EMU_COUNTERS_FILE";
+
+/// The driver code for a launch that could not start.
+pub fn launch_error_code(error: &LaunchError) -> CUresult {
+    match error {
+        LaunchError::KernelNotFound(_) => CUDA_ERROR_NOT_FOUND,
+        LaunchError::InvalidConfig(_) | LaunchError::BadParams(_) => CUDA_ERROR_INVALID_VALUE,
+        LaunchError::OutOfResources(_) => CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
+    }
+}
+
+/// The code a launch with these findings returns: the first finding's
+/// (execution stops at the first fault, like the device), or success.
+pub fn findings_result(findings: &[Finding]) -> DriverResult {
+    match findings.first() {
+        Some(finding) => Err(finding.kind.cuda_error_code()),
+        None => Ok(()),
+    }
+}
+
+fn append_counters_line(counters: &Counters) {
+    let Some(path) = std::env::var_os(COUNTERS_FILE_ENV) else { return };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{}", counters.to_json_line()));
+    if let Err(error) = written {
+        eprintln!("ptx-emu: cannot append counters to {}: {error}", path.to_string_lossy());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_kernel(
+    function: CUfunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    dynamic_shared_bytes: u32,
+    stream: CUstream,
+    kernel_params: *const *mut c_void,
+    extra: *const *mut c_void,
+) -> DriverResult {
+    let mut state = driver().lock()?;
+    let context = state.current_healthy()?;
+    state.check_stream(handle_of(stream))?;
+    let (record, kernel) = function_kernel(&state, function)?;
+    // Above the kernel's limit (48 KB minus static by default, raised only
+    // through cuFuncSetAttribute) a device refuses the launch.
+    if dynamic_shared_bytes > record.max_dynamic_shared_bytes {
+        return Err(CUDA_ERROR_INVALID_VALUE);
+    }
+    // SAFETY: the caller passes cuLaunchKernel's documented arrays.
+    let params = unsafe { pack(kernel, kernel_params, extra) }?;
+    let config = LaunchConfig { grid, block, dynamic_shared_bytes };
+    let module = &state.modules[&record.module].module;
+    let outcome = launch(module, &kernel.name, &config, &params, driver().memory(), &CheckOptions::from_env());
+    let report = outcome.map_err(|error| {
+        eprintln!("ptx-emu: {error}");
+        launch_error_code(&error)
+    })?;
+    for finding in &report.findings {
+        eprintln!("ptx-emu: {finding}");
+    }
+    append_counters_line(&report.counters);
+    state.last_counters = Some(report.counters);
+    let result = findings_result(&report.findings);
+    if let Err(code) = result {
+        state.set_sticky_error(context, code);
+    }
+    result
+}
+
+/// Runs to completion before returning; a fault found by the checks is
+/// returned from here and, sticky, from every later call in the context.
+///
+/// # Safety
+/// `kernel_params` and `extra` as cuda.h documents for `cuLaunchKernel`.
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchKernel(
+    function: CUfunction,
+    grid_dim_x: c_uint,
+    grid_dim_y: c_uint,
+    grid_dim_z: c_uint,
+    block_dim_x: c_uint,
+    block_dim_y: c_uint,
+    block_dim_z: c_uint,
+    shared_mem_bytes: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> CUresult {
+    ffi_guard(|| {
+        launch_kernel(
+            function,
+            [grid_dim_x, grid_dim_y, grid_dim_z],
+            [block_dim_x, block_dim_y, block_dim_z],
+            shared_mem_bytes,
+            stream,
+            kernel_params,
+            extra,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::FindingKind;
+
+    fn finding(kind: FindingKind) -> Finding {
+        Finding {
+            kind,
+            kernel: "k".into(),
+            ptx_line: 12,
+            instruction: "st.global.f32 [%rd4], %f1;".into(),
+            cta: [0, 0, 0],
+            thread: [1, 0, 0],
+            address: 0x1000,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn first_finding_decides_the_result() {
+        assert_eq!(findings_result(&[]), Ok(()));
+        assert_eq!(findings_result(&[finding(FindingKind::OutOfBounds)]), Err(700));
+        assert_eq!(findings_result(&[finding(FindingKind::Misaligned), finding(FindingKind::Race)]), Err(716));
+        assert_eq!(findings_result(&[finding(FindingKind::Race)]), Err(719));
+    }
+
+    #[test]
+    fn launch_errors_map_to_driver_codes() {
+        assert_eq!(launch_error_code(&LaunchError::KernelNotFound("k".into())), CUDA_ERROR_NOT_FOUND);
+        assert_eq!(launch_error_code(&LaunchError::InvalidConfig("block 0".into())), CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(launch_error_code(&LaunchError::BadParams("short".into())), CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(launch_error_code(&LaunchError::OutOfResources("smem".into())), CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES);
+    }
+}
