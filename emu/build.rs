@@ -1,7 +1,9 @@
 //! Gives the `cdylib` the SONAME a driver library has (`libcuda.so.1`) and
 //! puts a `libcuda.so.1 -> libcuda.so` link beside it, so that programs
 //! linked with `-lcuda` (which record `libcuda.so.1` as their dependency) and
-//! loaders that open `libcuda.so.1` both find the emulator.
+//! loaders that open `libcuda.so.1` both find the emulator. The link is made
+//! in `target/<profile>/` and in `target/<profile>/deps/`: `cargo build`
+//! puts the library in the first, `cargo test` only in the second.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +12,7 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcuda.so.1");
     if let Some(profile_dir) = profile_dir() {
         link_so_1(&profile_dir);
+        link_so_1(&profile_dir.join("deps"));
     }
 }
 
@@ -25,8 +28,8 @@ fn profile_dir() -> Option<PathBuf> {
 /// Creates the link before the library exists (the build script runs
 /// first); it dangles only until the library is linked. Failing to create
 /// it is not an error: only loaders asking for `.so.1` need it.
-fn link_so_1(profile_dir: &Path) {
-    let link = profile_dir.join("libcuda.so.1");
+fn link_so_1(dir: &Path) {
+    let link = dir.join("libcuda.so.1");
     if std::fs::symlink_metadata(&link).is_ok() {
         return;
     }
