@@ -5,6 +5,7 @@
 
 use cuda::driver::context::*;
 use cuda::driver::device::*;
+use cuda::driver::launch::cuLaunchHostFunc;
 use cuda::driver::module::cuModuleLoadData;
 use cuda::driver::result::*;
 use cuda::driver::stream::*;
@@ -171,6 +172,43 @@ fn streams_and_events() {
         ok(cuStreamDestroy_v2(stream));
         ok(cuStreamDestroy_v2(other));
         assert_eq!(cuStreamSynchronize(stream), CUDA_ERROR_INVALID_HANDLE);
+    }
+    release_primary();
+}
+
+#[test]
+fn limits_cache_config_host_functions() {
+    let primary = primary_context();
+    unsafe {
+        let mut value = 0usize;
+        ok(cuCtxGetLimit(&mut value, 2)); // CU_LIMIT_MALLOC_HEAP_SIZE
+        assert_eq!(value, 8 << 20);
+        ok(cuCtxSetLimit(0, 4096)); // CU_LIMIT_STACK_SIZE
+        ok(cuCtxGetLimit(&mut value, 0));
+        assert_eq!(value, 4096);
+        assert_eq!(cuCtxGetLimit(&mut value, 7), CUDA_ERROR_UNSUPPORTED_LIMIT);
+
+        let mut config = -1;
+        ok(cuCtxSetCacheConfig(1));
+        ok(cuCtxGetCacheConfig(&mut config));
+        assert_eq!(config, 0);
+        assert_eq!(cuCtxSetCacheConfig(9), CUDA_ERROR_INVALID_VALUE);
+
+        let mut stream = null_mut();
+        ok(cuStreamCreate(&mut stream, 0));
+        let mut owner = null_mut();
+        ok(cuStreamGetCtx(stream, &mut owner));
+        assert_eq!(owner, primary);
+
+        // Runs before the call returns: all earlier work is already done.
+        unsafe extern "C" fn bump(counter: *mut c_void) {
+            *counter.cast::<u32>() += 1;
+        }
+        let mut counter = 0u32;
+        ok(cuLaunchHostFunc(stream, Some(bump), (&mut counter as *mut u32).cast()));
+        assert_eq!(counter, 1);
+        assert_eq!(cuLaunchHostFunc(stream, None, null_mut()), CUDA_ERROR_INVALID_VALUE);
+        ok(cuStreamDestroy_v2(stream));
     }
     release_primary();
 }

@@ -5,7 +5,7 @@ use super::device::CUdevice;
 use super::guard::{ffi_guard, write_out};
 use super::result::{
     CUresult, DriverResult, CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_INVALID_DEVICE, CUDA_ERROR_INVALID_VALUE,
-    CUDA_ERROR_NOT_SUPPORTED,
+    CUDA_ERROR_NOT_SUPPORTED, CUDA_ERROR_UNSUPPORTED_LIMIT,
 };
 use super::state::{driver, handle_of, pointer_of, ContextRecord, DeviceState, Handle, PRIMARY_CONTEXT};
 use std::cell::RefCell;
@@ -101,7 +101,7 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(context: *mut CUcontext, devic
         }
         if state.primary_refcount == 0 {
             let flags = state.primary_flags;
-            state.contexts.insert(PRIMARY_CONTEXT, ContextRecord { flags, sticky_error: None });
+            state.contexts.insert(PRIMARY_CONTEXT, ContextRecord::new(flags));
         }
         state.primary_refcount += 1;
         write_out(context, pointer_of(PRIMARY_CONTEXT))
@@ -157,7 +157,7 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxReset_v2(device: CUdevice) -> CUresul
         tear_down(&mut state, PRIMARY_CONTEXT);
         if state.primary_refcount > 0 {
             let flags = state.primary_flags;
-            state.contexts.insert(PRIMARY_CONTEXT, ContextRecord { flags, sticky_error: None });
+            state.contexts.insert(PRIMARY_CONTEXT, ContextRecord::new(flags));
         }
         Ok(())
     })
@@ -170,7 +170,7 @@ fn create_context(context: *mut CUcontext, flags: c_uint, device: CUdevice) -> D
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     let handle = state.new_handle();
-    state.contexts.insert(handle, ContextRecord { flags, sticky_error: None });
+    state.contexts.insert(handle, ContextRecord::new(flags));
     push_current(handle);
     // SAFETY: checked non-null above; the caller guarantees it is writable.
     unsafe { write_out(context, pointer_of(handle)) }
@@ -367,6 +367,95 @@ pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest
     })
 }
 
+/// The default of a `CUlimit` an sm_80 context supports (values of a real
+/// device); the limits the emulator never enforces are only remembered.
+pub fn default_limit(limit: c_uint) -> DriverResult<usize> {
+    Ok(match limit {
+        0 => 1024,      // CU_LIMIT_STACK_SIZE (bytes per thread)
+        1 => 1 << 20,   // CU_LIMIT_PRINTF_FIFO_SIZE
+        2 => 8 << 20,   // CU_LIMIT_MALLOC_HEAP_SIZE
+        3 => 2,         // CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH
+        4 => 2048,      // CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT
+        5 => 64,        // CU_LIMIT_MAX_L2_FETCH_GRANULARITY
+        6 => 0,         // CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+        // SHMEM_SIZE and the CIG limits belong to CUDA-in-graphics contexts.
+        _ => return Err(CUDA_ERROR_UNSUPPORTED_LIMIT),
+    })
+}
+
+/// # Safety
+/// `value` must be null or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_uint) -> CUresult {
+    ffi_guard(|| {
+        let state = driver().lock()?;
+        let handle = state.current()?;
+        let stored = state.contexts[&handle].limits.get(&limit).copied();
+        write_out(value, stored.map_or_else(|| default_limit(limit), Ok)?)
+    })
+}
+
+/// # Safety
+/// Callable from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxSetLimit(limit: c_uint, value: usize) -> CUresult {
+    ffi_guard(|| {
+        let mut state = driver().lock()?;
+        let handle = state.current()?;
+        default_limit(limit)?;
+        if let Some(record) = state.contexts.get_mut(&handle) {
+            record.limits.insert(limit, value);
+        }
+        Ok(())
+    })
+}
+
+/// Always `CU_FUNC_CACHE_PREFER_NONE`: the preference changes nothing here.
+///
+/// # Safety
+/// `config` must be null or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetCacheConfig(config: *mut c_int) -> CUresult {
+    ffi_guard(|| {
+        driver().lock()?.current()?;
+        write_out(config, 0)
+    })
+}
+
+/// Validated and ignored (see `cuCtxGetCacheConfig`).
+///
+/// # Safety
+/// Callable from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxSetCacheConfig(config: c_int) -> CUresult {
+    ffi_guard(|| {
+        driver().lock()?.current()?;
+        if (0..=3).contains(&config) {
+            Ok(())
+        } else {
+            Err(CUDA_ERROR_INVALID_VALUE)
+        }
+    })
+}
+
+/// There is no profiler to start; succeeds so that profiled code runs.
+///
+/// # Safety
+/// Callable from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cuProfilerStart() -> CUresult {
+    ffi_guard(|| driver().lock()?.current().map(|_| ()))
+}
+
+/// See `cuProfilerStart`.
+///
+/// # Safety
+/// Callable from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cuProfilerStop() -> CUresult {
+    ffi_guard(|| driver().lock()?.current().map(|_| ()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +475,13 @@ mod tests {
         assert_eq!(current_context(), None);
         set_current(None);
         assert_eq!(pop_current(), None);
+    }
+
+    #[test]
+    fn limits_have_sm80_defaults() {
+        assert_eq!(default_limit(0), Ok(1024));
+        assert_eq!(default_limit(2), Ok(8 << 20));
+        assert_eq!(default_limit(7), Err(CUDA_ERROR_UNSUPPORTED_LIMIT));
+        assert_eq!(default_limit(100), Err(CUDA_ERROR_UNSUPPORTED_LIMIT));
     }
 }

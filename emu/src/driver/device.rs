@@ -22,7 +22,8 @@ pub const DEVICE_UUID: [u8; 16] = *b"ptx-emu-sm80-dev";
 
 pub const SHARED_BYTES_PER_BLOCK_DEFAULT: u32 = 48 * 1024;
 pub const SHARED_BYTES_PER_BLOCK_OPTIN: u32 = 163 * 1024;
-const SHARED_BYTES_PER_SM: i32 = 164 * 1024;
+pub const SHARED_BYTES_PER_SM: u32 = 164 * 1024;
+pub const RESERVED_SHARED_BYTES_PER_BLOCK: u32 = 1024;
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 /// Default global memory: 40 GiB, an A100-40GB (address space only; host
 /// memory is used as allocations are made).
@@ -75,13 +76,13 @@ pub fn attribute_value(attribute: c_int) -> DriverResult<c_int> {
         76 => 0,                               // COMPUTE_CAPABILITY_MINOR
         78 => 1,                               // STREAM_PRIORITIES_SUPPORTED
         79 | 80 => 1,                          // GLOBAL_ / LOCAL_L1_CACHE_SUPPORTED
-        81 => SHARED_BYTES_PER_SM,             // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+        81 => SHARED_BYTES_PER_SM as c_int,    // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
         82 => 65536,                           // MAX_REGISTERS_PER_MULTIPROCESSOR
         87 => 2,                               // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
         90 => 1,                               // COMPUTE_PREEMPTION_SUPPORTED
         97 => SHARED_BYTES_PER_BLOCK_OPTIN as c_int, // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
         106 => 32,                             // MAX_BLOCKS_PER_MULTIPROCESSOR
-        111 => 1024,                           // RESERVED_SHARED_MEMORY_PER_BLOCK
+        111 => RESERVED_SHARED_BYTES_PER_BLOCK as c_int, // RESERVED_SHARED_MEMORY_PER_BLOCK
         // MEMORY_POOLS_SUPPORTED = 0: cudarc then allocates with cuMemAlloc_v2
         // and frees with cuMemFree_v2, the simplest path.
         115 => 0,

@@ -4,8 +4,10 @@
 use super::guard::ffi_guard;
 use super::module::{function_kernel, CUfunction};
 use super::params::pack;
+use super::occupancy::max_active_blocks;
 use super::result::{
-    CUresult, DriverResult, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUDA_ERROR_NOT_FOUND,
+    CUresult, DriverResult, CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, CUDA_ERROR_INVALID_VALUE,
+    CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUDA_ERROR_NOT_FOUND,
 };
 use super::state::{driver, handle_of};
 use super::stream::CUstream;
@@ -49,8 +51,11 @@ fn append_counters_line(counters: &Counters) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn launch_kernel(
+/// Multiprocessors of the emulated device (attribute MULTIPROCESSOR_COUNT).
+const MULTIPROCESSORS: u64 = 108;
+
+/// A launch as `cuLaunchKernel` describes it.
+struct LaunchRequest {
     function: CUfunction,
     grid: [u32; 3],
     block: [u32; 3],
@@ -58,7 +63,13 @@ fn launch_kernel(
     stream: CUstream,
     kernel_params: *const *mut c_void,
     extra: *const *mut c_void,
-) -> DriverResult {
+    /// `cuLaunchCooperativeKernel`: every block must be resident at once.
+    cooperative: bool,
+}
+
+fn launch_kernel(request: LaunchRequest) -> DriverResult {
+    let LaunchRequest { function, grid, block, dynamic_shared_bytes, stream, kernel_params, extra, cooperative } =
+        request;
     let mut state = driver().lock()?;
     let context = state.current_healthy()?;
     state.check_stream(handle_of(stream))?;
@@ -67,6 +78,14 @@ fn launch_kernel(
     // through cuFuncSetAttribute) a device refuses the launch.
     if dynamic_shared_bytes > record.max_dynamic_shared_bytes {
         return Err(CUDA_ERROR_INVALID_VALUE);
+    }
+    if cooperative {
+        let threads = block.iter().map(|d| u64::from(*d)).product::<u64>();
+        let threads = u32::try_from(threads).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
+        let resident = u64::from(max_active_blocks(kernel, threads, u64::from(dynamic_shared_bytes))?) * MULTIPROCESSORS;
+        if grid.iter().map(|d| u64::from(*d)).product::<u64>() > resident {
+            return Err(CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
+        }
     }
     // SAFETY: the caller passes cuLaunchKernel's documented arrays.
     let params = unsafe { pack(kernel, kernel_params, extra) }?;
@@ -109,15 +128,72 @@ pub unsafe extern "C" fn cuLaunchKernel(
     extra: *mut *mut c_void,
 ) -> CUresult {
     ffi_guard(|| {
-        launch_kernel(
+        launch_kernel(LaunchRequest {
             function,
-            [grid_dim_x, grid_dim_y, grid_dim_z],
-            [block_dim_x, block_dim_y, block_dim_z],
-            shared_mem_bytes,
+            grid: [grid_dim_x, grid_dim_y, grid_dim_z],
+            block: [block_dim_x, block_dim_y, block_dim_z],
+            dynamic_shared_bytes: shared_mem_bytes,
             stream,
             kernel_params,
             extra,
-        )
+            cooperative: false,
+        })
+    })
+}
+
+/// As `cuLaunchKernel`, refusing grids larger than the device could hold
+/// resident at once (`CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE`), as grid-wide
+/// synchronisation requires.
+///
+/// # Safety
+/// `kernel_params` as cuda.h documents for `cuLaunchKernel`.
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchCooperativeKernel(
+    function: CUfunction,
+    grid_dim_x: c_uint,
+    grid_dim_y: c_uint,
+    grid_dim_z: c_uint,
+    block_dim_x: c_uint,
+    block_dim_y: c_uint,
+    block_dim_z: c_uint,
+    shared_mem_bytes: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+) -> CUresult {
+    ffi_guard(|| {
+        launch_kernel(LaunchRequest {
+            function,
+            grid: [grid_dim_x, grid_dim_y, grid_dim_z],
+            block: [block_dim_x, block_dim_y, block_dim_z],
+            dynamic_shared_bytes: shared_mem_bytes,
+            stream,
+            kernel_params,
+            extra: std::ptr::null(),
+            cooperative: true,
+        })
+    })
+}
+
+/// `CUhostFn`: a host function enqueued on a stream.
+pub type CUhostFn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// Everything enqueued before has completed (execution is eager), so the
+/// function runs now, before this returns, outside the driver's lock (it
+/// may not call the driver API, but a misbehaving one must not deadlock it).
+///
+/// # Safety
+/// `function` must be safe to call with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchHostFunc(stream: CUstream, function: CUhostFn, user_data: *mut c_void) -> CUresult {
+    ffi_guard(|| {
+        {
+            let state = driver().lock()?;
+            state.current_healthy()?;
+            state.check_stream(handle_of(stream))?;
+        }
+        let function = function.ok_or(CUDA_ERROR_INVALID_VALUE)?;
+        function(user_data);
+        Ok(())
     })
 }
 

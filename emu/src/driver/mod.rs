@@ -28,6 +28,7 @@ pub mod introspection;
 pub mod launch;
 pub mod memory;
 pub mod module;
+pub mod occupancy;
 mod params;
 pub mod result;
 mod state;

@@ -16,6 +16,7 @@ pub const CUDA_ERROR_NOT_INITIALIZED: CUresult = 3;
 pub const CUDA_ERROR_INVALID_DEVICE: CUresult = 101;
 pub const CUDA_ERROR_INVALID_IMAGE: CUresult = 200;
 pub const CUDA_ERROR_INVALID_CONTEXT: CUresult = 201;
+pub const CUDA_ERROR_UNSUPPORTED_LIMIT: CUresult = 215;
 pub const CUDA_ERROR_INVALID_PTX: CUresult = 218;
 pub const CUDA_ERROR_FILE_NOT_FOUND: CUresult = 301;
 pub const CUDA_ERROR_INVALID_HANDLE: CUresult = 400;
@@ -23,6 +24,7 @@ pub const CUDA_ERROR_NOT_FOUND: CUresult = 500;
 pub const CUDA_ERROR_ILLEGAL_ADDRESS: CUresult = 700;
 pub const CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: CUresult = 701;
 pub const CUDA_ERROR_MISALIGNED_ADDRESS: CUresult = 716;
+pub const CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: CUresult = 720;
 pub const CUDA_ERROR_LAUNCH_FAILED: CUresult = 719;
 pub const CUDA_ERROR_NOT_SUPPORTED: CUresult = 801;
 pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
@@ -147,6 +149,7 @@ const DESCRIPTIONS: &[(CUresult, &CStr)] = &[
     (200, c"device kernel image is invalid (the emulator loads PTX text only)"),
     (201, c"invalid device context"),
     (209, c"no kernel image is available for execution on the device"),
+    (215, c"limit is not supported on this architecture"),
     (218, c"a PTX JIT compilation failed"),
     (301, c"file not found"),
     (400, c"invalid resource handle"),
@@ -159,6 +162,7 @@ const DESCRIPTIONS: &[(CUresult, &CStr)] = &[
     (715, c"an illegal instruction was encountered"),
     (716, c"misaligned address"),
     (719, c"unspecified launch failure"),
+    (720, c"too many blocks in cooperative launch"),
     (801, c"operation not supported"),
     (999, c"unknown error"),
 ];

@@ -32,11 +32,19 @@ const BUILTIN_STREAMS: [Handle; 3] = [0x0, 0x1, 0x2];
 
 pub(crate) struct ContextRecord {
     pub flags: u32,
+    /// `cuCtxSetLimit` values; limits never set read their defaults.
+    pub limits: HashMap<u32, usize>,
     /// The error of the launch that faulted in this context, if any. Sticky:
     /// from then on every call that touches the context returns it, as a
     /// real device does after a kernel fault, until the context is destroyed
     /// (or the primary context released by everyone, or reset).
     pub sticky_error: Option<u32>,
+}
+
+impl ContextRecord {
+    pub fn new(flags: u32) -> Self {
+        ContextRecord { flags, limits: HashMap::new(), sticky_error: None }
+    }
 }
 
 pub(crate) struct ModuleRecord {
@@ -253,7 +261,7 @@ mod tests {
     #[test]
     fn sticky_error_keeps_the_first_fault() {
         let mut state = DeviceState::default();
-        state.contexts.insert(7, ContextRecord { flags: 0, sticky_error: None });
+        state.contexts.insert(7, ContextRecord::new(0));
         assert_eq!(state.check_healthy(7), Ok(()));
         state.set_sticky_error(7, 700);
         state.set_sticky_error(7, 719);
@@ -275,7 +283,7 @@ mod tests {
     fn tear_down_drops_streams_and_events_of_that_context_only() {
         let mut state = DeviceState::default();
         for ctx in [1, 2] {
-            state.contexts.insert(ctx, ContextRecord { flags: 0, sticky_error: None });
+            state.contexts.insert(ctx, ContextRecord::new(0));
         }
         state.streams.insert(0x1000, StreamRecord { context: 1 });
         state.streams.insert(0x1010, StreamRecord { context: 2 });

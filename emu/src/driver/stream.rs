@@ -3,6 +3,7 @@
 //! An event records the host time at which it was recorded: elapsed times
 //! are emulator time, not GPU time.
 
+use super::context::CUcontext;
 use super::guard::{ffi_guard, write_out};
 use super::result::{CUresult, DriverResult, CUDA_ERROR_INVALID_HANDLE, CUDA_ERROR_INVALID_VALUE};
 use super::state::{driver, handle_of, pointer_of, EventRecord, StreamRecord};
@@ -56,6 +57,26 @@ pub unsafe extern "C" fn cuStreamDestroy_v2(stream: CUstream) -> CUresult {
     ffi_guard(|| {
         let mut state = driver().lock()?;
         state.streams.remove(&handle_of(stream)).map(|_| ()).ok_or(CUDA_ERROR_INVALID_HANDLE)
+    })
+}
+
+/// The context a stream belongs to; the built-in streams belong to the
+/// current context.
+///
+/// # Safety
+/// `context` must be null or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetCtx(stream: CUstream, context: *mut CUcontext) -> CUresult {
+    ffi_guard(|| {
+        let state = driver().lock()?;
+        let owner = match state.streams.get(&handle_of(stream)) {
+            Some(record) => record.context,
+            None => {
+                state.check_stream(handle_of(stream))?;
+                state.current()?
+            }
+        };
+        write_out(context, pointer_of(owner))
     })
 }
 
