@@ -1,6 +1,7 @@
 //! `cuLaunchKernel`: checks the launch the way a device does, runs it on the
 //! executor to completion, reports findings and keeps the counters.
 
+use super::device::MAX_THREADS_PER_BLOCK;
 use super::guard::ffi_guard;
 use super::module::{function_kernel, CUfunction};
 use super::params::pack;
@@ -14,6 +15,7 @@ use super::stream::CUstream;
 use crate::counters::Counters;
 use crate::findings::Finding;
 use crate::launch::{launch, CheckOptions, LaunchConfig, LaunchError};
+use crate::module::KernelInfo;
 use std::ffi::{c_uint, c_void};
 use std::io::Write;
 
@@ -27,6 +29,24 @@ pub fn launch_error_code(error: &LaunchError) -> CUresult {
         LaunchError::KernelNotFound(_) => CUDA_ERROR_NOT_FOUND,
         LaunchError::InvalidConfig(_) | LaunchError::BadParams(_) => CUDA_ERROR_INVALID_VALUE,
         LaunchError::OutOfResources(_) => CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
+    }
+}
+
+/// sm_80's launch limits: block dimensions up to (1024, 1024, 64) and 1024
+/// threads (or the kernel's `.maxntid`), grid dimensions up to
+/// (2^31-1, 65535, 65535); none may be zero.
+const MAX_BLOCK_DIMS: [u32; 3] = [1024, 1024, 64];
+const MAX_GRID_DIMS: [u32; 3] = [i32::MAX as u32, 65535, 65535];
+
+/// Refuses, with `CUDA_ERROR_INVALID_VALUE`, the dimensions a device would.
+pub fn check_dimensions(kernel: &KernelInfo, grid: [u32; 3], block: [u32; 3]) -> DriverResult {
+    let within = |dims: [u32; 3], limits: [u32; 3]| dims.iter().zip(limits).all(|(d, limit)| (1..=limit).contains(d));
+    let threads = block.iter().map(|d| u64::from(*d)).product::<u64>();
+    let max_threads = kernel.max_threads_per_block.unwrap_or(MAX_THREADS_PER_BLOCK).min(MAX_THREADS_PER_BLOCK);
+    if within(grid, MAX_GRID_DIMS) && within(block, MAX_BLOCK_DIMS) && threads <= u64::from(max_threads) {
+        Ok(())
+    } else {
+        Err(CUDA_ERROR_INVALID_VALUE)
     }
 }
 
@@ -74,6 +94,7 @@ fn launch_kernel(request: LaunchRequest) -> DriverResult {
     let context = state.current_healthy()?;
     state.check_stream(handle_of(stream))?;
     let (record, kernel) = function_kernel(&state, function)?;
+    check_dimensions(kernel, grid, block)?;
     // Above the kernel's limit (48 KB minus static by default, raised only
     // through cuFuncSetAttribute) a device refuses the launch.
     if dynamic_shared_bytes > record.max_dynamic_shared_bytes {
@@ -221,6 +242,37 @@ mod tests {
         assert_eq!(findings_result(&[finding(FindingKind::OutOfBounds)]), Err(700));
         assert_eq!(findings_result(&[finding(FindingKind::Misaligned), finding(FindingKind::Race)]), Err(716));
         assert_eq!(findings_result(&[finding(FindingKind::Race)]), Err(719));
+    }
+
+    fn kernel(max_threads_per_block: Option<u32>) -> KernelInfo {
+        KernelInfo {
+            name: "k".into(),
+            params: Vec::new(),
+            param_bytes: 0,
+            static_shared_bytes: 0,
+            local_bytes: 0,
+            max_threads_per_block,
+            num_regs: 16,
+        }
+    }
+
+    #[test]
+    fn dimensions_within_sm80_limits() {
+        let any = kernel(None);
+        assert_eq!(check_dimensions(&any, [1, 1, 1], [1, 1, 1]), Ok(()));
+        assert_eq!(check_dimensions(&any, [i32::MAX as u32, 65535, 65535], [1024, 1, 1]), Ok(()));
+        assert_eq!(check_dimensions(&any, [1, 1, 1], [32, 32, 1]), Ok(()));
+        for (grid, block) in [
+            ([0, 1, 1], [32, 1, 1]),
+            ([1, 1, 1], [32, 0, 1]),
+            ([1, 65536, 1], [32, 1, 1]),
+            ([1, 1, 1], [1, 1, 65]),
+            ([1, 1, 1], [64, 32, 1]),
+        ] {
+            assert_eq!(check_dimensions(&any, grid, block), Err(CUDA_ERROR_INVALID_VALUE), "{grid:?} {block:?}");
+        }
+        // A kernel declaring .maxntid 128 refuses larger blocks.
+        assert_eq!(check_dimensions(&kernel(Some(128)), [1, 1, 1], [256, 1, 1]), Err(CUDA_ERROR_INVALID_VALUE));
     }
 
     #[test]

@@ -17,6 +17,13 @@
 //!   `CUDA_ERROR_INVALID_IMAGE`, PTX the executor cannot load is
 //!   `CUDA_ERROR_INVALID_PTX` with the reason on stderr.
 //!
+//! Environment: `PTX_EMU_GLOBAL_MEMORY_BYTES` sets the device's memory
+//! capacity (default 40 GiB); `PTX_EMU_COUNTERS_FILE` names a file to which
+//! each launch's counters are appended as one JSON line; the executor's
+//! check switches (`PTX_EMU_MEMCHECK=0`, ...) apply to every launch.
+//! `ptxEmuIsEmulator` and `ptxEmuGetLastLaunchCountersJson` are extra
+//! exports for tests to find with `dlsym`.
+//!
 //! Every export runs inside [`guard::ffi_guard`]: a panic never crosses the C
 //! ABI and only `CUresult` values that cuda.h defines are returned.
 
