@@ -26,6 +26,13 @@ extern "C" __global__ void block_sum(const int* in, int* sums, int n) {
     if (threadIdx.x == 0) sums[blockIdx.x] = partial[0];
 }
 
+// A module-scope variable with an initialiser (cuModuleGetGlobal).
+__device__ int module_counter = 7;
+
+extern "C" __global__ void bump_counter(int by) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) module_counter += by;
+}
+
 // Deliberately unguarded: threads at or past n write outside `out`.
 extern "C" __global__ void write_past_end(float* out, int n) {
     out[threadIdx.x] = (float)n;
