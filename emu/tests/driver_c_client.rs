@@ -21,7 +21,7 @@ fn c_client_runs_kernels_and_sees_driver_errors() {
         .arg(cuda_include_dir(&find_nvcc()))
         .arg("-L")
         .arg(&lib_dir)
-        .args(["-lcuda", "-o"])
+        .args(["-lcuda", "-ldl", "-o"])
         .arg(&client)
         .status()
         .expect("run gcc");
@@ -31,6 +31,7 @@ fn c_client_runs_kernels_and_sees_driver_errors() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(stdout.starts_with("driver: emulator\n"), "the client did not find the emulator's exports:\n{stdout}");
     for check in ["device", "bad_image", "vec_add", "block_sum", "out_of_bounds"] {
         assert!(stdout.contains(&format!("PASS {check}\n")), "check {check} did not pass:\n{stdout}");
     }

@@ -4,15 +4,26 @@
  * block_sum, write_past_end), runs them, checks every answer here in C, and
  * checks the error paths a driver must report. Prints "PASS <check>" per
  * check; exits non-zero at the first failure.
+ *
+ * It also runs on a real driver: the emulator's own exports are looked up
+ * with dlsym, and the checks that only the emulator can make (counters, an
+ * out-of-bounds write a few bytes past an allocation) are skipped there.
  */
+#define _GNU_SOURCE
 #include <cuda.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Exported by the emulator only. */
-extern int ptxEmuIsEmulator(void);
-extern size_t ptxEmuGetLastLaunchCountersJson(char *buf, size_t len);
+typedef int (*is_emulator_fn)(void);
+typedef size_t (*counters_json_fn)(char *buf, size_t len);
+
+/* The emulator's extra exports, or NULL on a real driver. */
+static is_emulator_fn ptx_emu_is_emulator;
+static counters_json_fn ptx_emu_counters_json;
+
+static int on_emulator(void) { return ptx_emu_is_emulator != NULL && ptx_emu_is_emulator() == 1; }
 
 static void expect_code(CUresult got, CUresult want, const char *what, int line) {
     if (got != want) {
@@ -75,7 +86,6 @@ static void check_device_and_errors(void) {
     EXPECT(cuDeviceGetAttribute(NULL, CU_DEVICE_ATTRIBUTE_WARP_SIZE, device), CUDA_ERROR_INVALID_VALUE);
     CHECK(cuGetErrorName(CUDA_ERROR_ILLEGAL_ADDRESS, &text));
     REQUIRE(strcmp(text, "CUDA_ERROR_ILLEGAL_ADDRESS") == 0);
-    REQUIRE(ptxEmuIsEmulator() == 1);
     printf("PASS device\n");
 }
 
@@ -114,10 +124,12 @@ static void check_vec_add(CUmodule module) {
     CHECK(cuMemcpyDtoH(c, dc, sizeof c));
     for (int i = 0; i < N; i++) REQUIRE(c[i] == a[i] + b[i]);
 
-    char json[4096];
-    size_t needed = ptxEmuGetLastLaunchCountersJson(json, sizeof json);
-    REQUIRE(needed > 0 && needed < sizeof json);
-    REQUIRE(strstr(json, "vec_add") != NULL);
+    if (on_emulator()) {
+        char json[4096];
+        size_t needed = ptx_emu_counters_json(json, sizeof json);
+        REQUIRE(needed > 0 && needed < sizeof json);
+        REQUIRE(strstr(json, "vec_add") != NULL);
+    }
 
     /* The same launch through `extra`: a packed buffer, 8-byte aligned pointers then the int. */
     struct { CUdeviceptr a, b, c; int n; } packed = {db, da, dc, N};
@@ -190,6 +202,12 @@ static void check_block_sum(CUmodule module) {
 
 static void check_out_of_bounds(CUmodule module) {
     enum { N = 64 };
+    if (!on_emulator()) {
+        /* A GPU maps memory in large pages: 256 bytes past a small
+           allocation is usually mapped, so the write need not fault. */
+        printf("SKIP out_of_bounds (real driver)\n");
+        return;
+    }
     CUfunction write_past_end;
     CUdeviceptr out;
     int n = N;
@@ -210,6 +228,9 @@ int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s kernels.ptx\n", argv[0]); return 2; }
     char *ptx = read_file(argv[1]);
     REQUIRE(ptx != NULL);
+    ptx_emu_is_emulator = (is_emulator_fn)dlsym(RTLD_DEFAULT, "ptxEmuIsEmulator");
+    ptx_emu_counters_json = (counters_json_fn)dlsym(RTLD_DEFAULT, "ptxEmuGetLastLaunchCountersJson");
+    printf("driver: %s\n", on_emulator() ? "emulator" : "real");
 
     check_device_and_errors();
     CHECK(cuDeviceGet(&device, 0));
