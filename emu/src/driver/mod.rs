@@ -24,8 +24,9 @@
 //! `ptxEmuIsEmulator` and `ptxEmuGetLastLaunchCountersJson` are extra
 //! exports for tests to find with `dlsym`.
 //!
-//! Every export runs inside [`guard::ffi_guard`]: a panic never crosses the C
-//! ABI and only `CUresult` values that cuda.h defines are returned.
+//! Every export runs inside one guard (`guard::ffi_guard`): a panic never
+//! crosses the C ABI and only `CUresult` values that cuda.h defines are
+//! returned.
 
 pub mod context;
 pub mod device;
