@@ -57,6 +57,9 @@ fn test_values(count: usize, seed: u32) -> Vec<f32> {
 fn run_checks(ptx: &str) -> Result<(), DriverError> {
     let ctx = CudaContext::new(0)?;
     assert_eq!(ctx.compute_capability()?, (8, 0));
+    assert!(ctx.name()?.contains("sm_80"));
+    assert_eq!(ctx.uuid()?.bytes, ctx.uuid()?.bytes);
+    assert!(ctx.total_mem()? > 1 << 30);
     let stream = ctx.default_stream();
     let second = ctx.new_stream()?;
     let module = ctx.load_module(Ptx::from_src(ptx))?;
@@ -122,6 +125,14 @@ fn run_checks(ptx: &str) -> Result<(), DriverError> {
     ctx.synchronize()?;
     let (free, total) = ctx.mem_get_info()?;
     assert!(free < total);
+
+    // Page-locked host memory (cuMemHostAlloc) as a copy source.
+    // SAFETY: the slice is written before it is read.
+    let mut pinned = unsafe { ctx.alloc_pinned::<f32>(n) }?;
+    pinned.as_mut_slice()?.copy_from_slice(&b_host);
+    let mut from_pinned = stream.alloc_zeros::<f32>(n)?;
+    stream.memcpy_htod(&pinned, &mut from_pinned)?;
+    assert_eq!(stream.clone_dtoh(&from_pinned)?, b_host);
 
     // A kernel that writes past its buffer: the launch reports the fault,
     // and, as on a GPU, the context keeps returning it.
