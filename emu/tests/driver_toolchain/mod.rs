@@ -75,9 +75,10 @@ pub fn cuda_include_dir(nvcc: &Path) -> PathBuf {
     nvcc.parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").join("include")
 }
 
-/// A scratch directory for one test's files.
+/// A scratch directory for one test process's files (per process, so that
+/// runners starting one process per test never share a file being written).
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
