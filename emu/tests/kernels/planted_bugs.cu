@@ -1,0 +1,130 @@
+// Kernels with one planted bug each, beside a corrected twin that must run
+// clean. Each bug is one a sanitizer check exists to catch.
+#include <cstdint>
+
+// memcheck: `<=` writes out[n], one element past the end.
+extern "C" __global__ void write_past_end(float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i <= n) out[i] = float(i);
+}
+extern "C" __global__ void write_within_bounds(float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = float(i);
+}
+
+// memcheck: a 4-byte load from `in` shifted by byte_offset; misaligned
+// unless byte_offset is a multiple of 4.
+extern "C" __global__ void load_at_byte_offset(const float* in, float* out, int byte_offset) {
+    int i = threadIdx.x;
+    const float* shifted = reinterpret_cast<const float*>(reinterpret_cast<const char*>(in) + byte_offset);
+    out[i] = shifted[i];
+}
+
+// Plain copy, out[i] = in[i] for i < n: reads a freed buffer or one never
+// written when the test arranges it (memcheck use-after-free, initcheck).
+extern "C" __global__ void copy_f32(const float* in, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = in[i];
+}
+
+// memcheck: thread 63 writes staged[64] of a 64-element shared array.
+extern "C" __global__ void shared_index_past_end(const float* in, float* out) {
+    __shared__ float staged[64];
+    staged[threadIdx.x + 1] = in[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = staged[threadIdx.x];
+}
+extern "C" __global__ void shared_index_wrapped(const float* in, float* out) {
+    __shared__ float staged[64];
+    staged[(threadIdx.x + 1) % 64] = in[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = staged[threadIdx.x];
+}
+
+// racecheck: with 64 threads, each reads the element a thread of the other
+// warp wrote, with no barrier between the write and the read.
+extern "C" __global__ void rotate_without_barrier(const float* in, float* out) {
+    __shared__ float staged[64];
+    staged[threadIdx.x] = in[threadIdx.x];
+    out[threadIdx.x] = staged[(threadIdx.x + 32) % 64];
+}
+extern "C" __global__ void rotate_with_barrier(const float* in, float* out) {
+    __shared__ float staged[64];
+    staged[threadIdx.x] = in[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = staged[(threadIdx.x + 32) % 64];
+}
+
+// initcheck: only the first `written` of 64 shared elements are stored, all 64 read.
+extern "C" __global__ void read_shared_partly_written(const float* in, float* out, int written) {
+    __shared__ float staged[64];
+    if (threadIdx.x < written) staged[threadIdx.x] = in[threadIdx.x];
+    __syncthreads();
+    out[threadIdx.x] = staged[threadIdx.x];
+}
+
+// synccheck: __syncthreads() inside a branch only half of the warp takes.
+extern "C" __global__ void barrier_in_divergent_branch(float* out) {
+    __shared__ float staged[32];
+    staged[threadIdx.x] = float(threadIdx.x);
+    if (threadIdx.x < 16) __syncthreads();
+    out[threadIdx.x] = staged[threadIdx.x ^ 1];
+}
+extern "C" __global__ void barrier_in_uniform_code(float* out) {
+    __shared__ float staged[32];
+    staged[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+    out[threadIdx.x] = staged[threadIdx.x ^ 1];
+}
+
+// synccheck: a full-warp shuffle that only lanes 0-15 reach; the twin names
+// exactly the lanes that reach it in its member mask.
+extern "C" __global__ void shuffle_full_mask_half_warp(const float* in, float* out) {
+    float v = in[threadIdx.x];
+    if (threadIdx.x < 16) v = __shfl_sync(0xffffffffu, v, 0);
+    out[threadIdx.x] = v;
+}
+extern "C" __global__ void shuffle_half_mask_half_warp(const float* in, float* out) {
+    float v = in[threadIdx.x];
+    if (threadIdx.x < 16) v = __shfl_sync(0x0000ffffu, v, 0);
+    out[threadIdx.x] = v;
+}
+
+__device__ __forceinline__ void named_barrier(uint32_t id, uint32_t threads) {
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+// synccheck: 64 threads; warp 0 waits at barrier 1 and warp 1 at barrier 2,
+// each barrier expecting 64 threads, so neither is ever released (a hang on
+// hardware). The twin has both warps meet at barrier 1.
+extern "C" __global__ void barriers_never_complete(float* out) {
+    named_barrier(threadIdx.x < 32 ? 1 : 2, 64);
+    out[threadIdx.x] = 1.0f;
+}
+extern "C" __global__ void barriers_complete(float* out) {
+    named_barrier(1, 64);
+    out[threadIdx.x] = 1.0f;
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Each thread stages 16 bytes of `in` with cp.async over a shared slot it
+// first filled with -1, then copies the slot to `out`. `wait_first` selects the
+// corrected order (wait_group 0 and a barrier before the read); otherwise the
+// slot is read while the asynchronous copy may still be in flight.
+extern "C" __global__ void async_copy_then_read(const float4* in, float4* out, int wait_first) {
+    __shared__ __align__(16) float4 slots[64];
+    slots[threadIdx.x] = make_float4(-1.0f, -1.0f, -1.0f, -1.0f);
+    __syncthreads();
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(&slots[threadIdx.x])),
+                 "l"(&in[threadIdx.x]));
+    asm volatile("cp.async.commit_group;\n" ::);
+    if (wait_first) {
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads();
+    }
+    out[threadIdx.x] = slots[threadIdx.x];
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
