@@ -27,29 +27,36 @@ extern "C" __global__ void copy_f32(const float* in, float* out, int n) {
     if (i < n) out[i] = in[i];
 }
 
-// memcheck: thread 63 writes staged[64] of a 64-element shared array.
+// memcheck: thread 63 reads staged[64] of a 64-element shared array (the
+// kernel's only shared variable, so nothing lies past its end).
 extern "C" __global__ void shared_index_past_end(const float* in, float* out) {
     __shared__ float staged[64];
-    staged[threadIdx.x + 1] = in[threadIdx.x];
+    staged[threadIdx.x] = in[threadIdx.x];
     __syncthreads();
-    out[threadIdx.x] = staged[threadIdx.x];
+    out[threadIdx.x] = staged[threadIdx.x + 1];
 }
 extern "C" __global__ void shared_index_wrapped(const float* in, float* out) {
     __shared__ float staged[64];
-    staged[(threadIdx.x + 1) % 64] = in[threadIdx.x];
+    staged[threadIdx.x] = in[threadIdx.x];
     __syncthreads();
-    out[threadIdx.x] = staged[threadIdx.x];
+    out[threadIdx.x] = staged[(threadIdx.x + 1) % 64];
 }
 
 // racecheck: with 64 threads, each reads the element a thread of the other
-// warp wrote, with no barrier between the write and the read.
+// warp wrote, with no barrier between the write and the read. The array is
+// zeroed behind a barrier first, so the read is never of unwritten bytes: the
+// only fault is the race.
 extern "C" __global__ void rotate_without_barrier(const float* in, float* out) {
     __shared__ float staged[64];
+    staged[threadIdx.x] = 0.0f;
+    __syncthreads();
     staged[threadIdx.x] = in[threadIdx.x];
     out[threadIdx.x] = staged[(threadIdx.x + 32) % 64];
 }
 extern "C" __global__ void rotate_with_barrier(const float* in, float* out) {
     __shared__ float staged[64];
+    staged[threadIdx.x] = 0.0f;
+    __syncthreads();
     staged[threadIdx.x] = in[threadIdx.x];
     __syncthreads();
     out[threadIdx.x] = staged[(threadIdx.x + 32) % 64];
@@ -63,18 +70,15 @@ extern "C" __global__ void read_shared_partly_written(const float* in, float* ou
     out[threadIdx.x] = staged[threadIdx.x];
 }
 
-// synccheck: __syncthreads() inside a branch only half of the warp takes.
+// synccheck: __syncthreads() (an aligned barrier: the whole warp must reach
+// it together) inside a branch only half of the warp takes. One warp.
 extern "C" __global__ void barrier_in_divergent_branch(float* out) {
-    __shared__ float staged[32];
-    staged[threadIdx.x] = float(threadIdx.x);
     if (threadIdx.x < 16) __syncthreads();
-    out[threadIdx.x] = staged[threadIdx.x ^ 1];
+    out[threadIdx.x] = float(threadIdx.x);
 }
 extern "C" __global__ void barrier_in_uniform_code(float* out) {
-    __shared__ float staged[32];
-    staged[threadIdx.x] = float(threadIdx.x);
     __syncthreads();
-    out[threadIdx.x] = staged[threadIdx.x ^ 1];
+    out[threadIdx.x] = float(threadIdx.x);
 }
 
 // synccheck: a full-warp shuffle that only lanes 0-15 reach; the twin names
@@ -110,14 +114,18 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// Each thread stages 16 bytes of `in` with cp.async over a shared slot it
-// first filled with -1, then copies the slot to `out`. `wait_first` selects the
-// corrected order (wait_group 0 and a barrier before the read); otherwise the
-// slot is read while the asynchronous copy may still be in flight.
-extern "C" __global__ void async_copy_then_read(const float4* in, float4* out, int wait_first) {
+// Each thread stages 16 bytes of `in` in its own shared slot with cp.async,
+// then copies the slot to `out`. With `prefill`, the slot first holds -1
+// (written behind a barrier). With `wait_first`, the read comes after
+// cp.async.wait_group 0 and a barrier (the correct order); otherwise the slot
+// is read while the copy is still in flight: it holds the old data, or bytes
+// nothing has written yet.
+extern "C" __global__ void async_copy_then_read(const float4* in, float4* out, int prefill, int wait_first) {
     __shared__ __align__(16) float4 slots[64];
-    slots[threadIdx.x] = make_float4(-1.0f, -1.0f, -1.0f, -1.0f);
-    __syncthreads();
+    if (prefill) {
+        slots[threadIdx.x] = make_float4(-1.0f, -1.0f, -1.0f, -1.0f);
+        __syncthreads();
+    }
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(&slots[threadIdx.x])),
                  "l"(&in[threadIdx.x]));
     asm volatile("cp.async.commit_group;\n" ::);
