@@ -496,6 +496,37 @@ fn tensor_core_gemm_f16() {
     check_tensor_core_gemm("tc_gemm_f16", 128, 64, 160, round_f16);
 }
 
+// ---------------------------------------------------------------- the sources themselves
+
+/// Every test kernel source compiles with nvcc and declares the entries the
+/// tests launch (needs only nvcc, not the emulator).
+#[test]
+fn every_test_kernel_source_compiles_to_ptx() {
+    let expected: [(&str, &[&str]); 5] = [
+        (BASICS, &["vec_add_f32", "saxpy_grid_stride", "grid_coordinates", "warp_reduce_f32", "warp_vote",
+                   "block_reduce_f32", "reverse_dynamic_shared", "atomic_histogram", "sgemm_tiled",
+                   "integer_ops", "call_noinline", "math_functions"]),
+        (HALF, &["half2_add_fma", "bfloat162_add_fma", "convert_half_bfloat16"]),
+        (TENSOR_GEMM, &["tc_gemm_bf16", "tc_gemm_f16"]),
+        ("planted_bugs.cu", &["write_past_end", "write_within_bounds", "load_at_byte_offset", "copy_f32",
+                              "shared_index_past_end", "shared_index_wrapped", "rotate_without_barrier",
+                              "rotate_with_barrier", "read_shared_partly_written", "barrier_in_divergent_branch",
+                              "barrier_in_uniform_code", "shuffle_full_mask_half_warp",
+                              "shuffle_half_mask_half_warp", "barriers_never_complete", "barriers_complete",
+                              "async_copy_then_read"]),
+        ("counted.cu", &["load_with_stride", "broadcast_first", "shared_with_stride", "barrier_rounds"]),
+    ];
+    for (source, entries) in expected {
+        let ptx = common::compile_ptx(source);
+        assert!(ptx.contains(".target sm_80"), "{source}: not compiled for sm_80");
+        for entry in entries {
+            assert!(ptx.contains(&format!(".entry {entry}(")), "{source}: no entry `{entry}`");
+        }
+        let declared = ptx.matches(".entry ").count();
+        assert_eq!(declared, entries.len(), "{source}: an entry without a test, or a test without an entry");
+    }
+}
+
 // ---------------------------------------------------------------- the references themselves
 
 mod reference_checks {
