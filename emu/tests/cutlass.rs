@@ -12,7 +12,8 @@ mod common;
 use std::process::Command;
 
 use common::{
-    assert_gemm_close, build_host_tool, compile_ptx_with, cuda_root, cutlass_include, gemm_f64, Device, Rng,
+    assert_gemm_close, build_host_tool, compile_ptx_with, cuda_root, cutlass_include, gemm_f64,
+    Device, Rng,
 };
 use cuda::LaunchConfig;
 use half::bf16;
@@ -41,7 +42,11 @@ struct LaunchPlan {
 /// Runs the helper for `D[m,n] = A[m,k] B[k,n]` at the given device addresses.
 fn plan_launch(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64) -> LaunchPlan {
     let mut flags = cutlass_flags();
-    flags.extend(["-cudart".to_string(), "static".to_string(), format!("-L{}/lib", cuda_root().display())]);
+    flags.extend([
+        "-cudart".to_string(),
+        "static".to_string(),
+        format!("-L{}/lib", cuda_root().display()),
+    ]);
     let helper = build_host_tool("cutlass_gemm_params.cu", &flags);
     let output = Command::new(&helper)
         .args([m, n, k].map(|v| v.to_string()))
@@ -49,20 +54,31 @@ fn plan_launch(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64) -> LaunchPl
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", helper.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "helper failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "helper failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
     parse_plan(&stdout)
 }
 
 fn parse_plan(text: &str) -> LaunchPlan {
     let field = |name: &str| -> Vec<&str> {
         text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .unwrap_or_else(|| panic!("helper output lacks `{name}`:\n{text}"))
             .split_whitespace()
             .collect()
     };
     let numbers = |name: &str| -> Vec<u32> {
-        field(name).iter().map(|v| v.parse().unwrap_or_else(|_| panic!("bad {name}: {v}"))).collect()
+        field(name)
+            .iter()
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("bad {name}: {v}")))
+            .collect()
     };
     let (grid, block) = (numbers("grid"), numbers("block"));
     let hex = field("params")[0];
@@ -70,7 +86,11 @@ fn parse_plan(text: &str) -> LaunchPlan {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte"))
         .collect();
-    assert_eq!(params.len() as u32, numbers("params_bytes")[0], "params length");
+    assert_eq!(
+        params.len() as u32,
+        numbers("params_bytes")[0],
+        "params length"
+    );
     LaunchPlan {
         config: LaunchConfig {
             grid: [grid[0], grid[1], grid[2]],
@@ -86,23 +106,57 @@ fn parse_plan(text: &str) -> LaunchPlan {
 fn check_cutlass_gemm(m: usize, n: usize, k: usize, seed: u64) {
     let dev = Device::from_ptx(cutlass_ptx());
     let mut rng = Rng::new(seed);
-    let a: Vec<bf16> = rng.uniform_vec(m * k, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
-    let b: Vec<bf16> = rng.uniform_vec(k * n, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
-    let (da, db, dd) = (dev.upload(&a), dev.upload(&b), dev.alloc_poisoned::<f32>(m * n));
+    let a: Vec<bf16> = rng
+        .uniform_vec(m * k, -1.0, 1.0)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let b: Vec<bf16> = rng
+        .uniform_vec(k * n, -1.0, 1.0)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    let (da, db, dd) = (
+        dev.upload(&a),
+        dev.upload(&b),
+        dev.alloc_poisoned::<f32>(m * n),
+    );
 
     let plan = plan_launch(m, n, k, da, db, dd);
     let info = dev.kernel_info(KERNEL);
-    assert_eq!(info.param_bytes as usize, plan.params.len(), "Params size: PTX vs host helper");
+    assert_eq!(
+        info.param_bytes as usize,
+        plan.params.len(),
+        "Params size: PTX vs host helper"
+    );
     // CUTLASS's identity swizzle puts M tiles on x and N tiles on y.
-    assert_eq!(plan.config.grid, [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1], "64x64 tiles");
+    assert_eq!(
+        plan.config.grid,
+        [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1],
+        "64x64 tiles"
+    );
     let params = dev.params(KERNEL).bytes(&plan.params).finish();
     let counters = dev.launch_clean(KERNEL, plan.config, &params);
 
     let to_f64 = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
     let (exact, magnitude) = gemm_f64(m, n, k, &to_f64(&a), &to_f64(&b));
-    assert_gemm_close("CUTLASS D", &dev.download::<f32>(dd, m * n), &exact, &magnitude, k);
-    let mma = counters.tensor_instructions.get("mma.m16n8k16.f32.bf16.bf16.f32").copied().unwrap_or(0);
-    assert!(mma > 0, "no bf16 mma counted: {:?}", counters.tensor_instructions);
+    assert_gemm_close(
+        "CUTLASS D",
+        &dev.download::<f32>(dd, m * n),
+        &exact,
+        &magnitude,
+        k,
+    );
+    let mma = counters
+        .tensor_instructions
+        .get("mma.m16n8k16.f32.bf16.bf16.f32")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        mma > 0,
+        "no bf16 mma counted: {:?}",
+        counters.tensor_instructions
+    );
 }
 
 #[test]
@@ -137,12 +191,26 @@ fn cutlass_kernel_uses_the_ampere_mainloop_and_its_params_match_the_helper() {
         .expect("the entry's parameter declaration");
     let plan = plan_launch(128, 64, 32, 0x1_0000, 0x2_0000, 0x3_0000);
     assert_eq!(plan.params.len(), declared);
-    assert_eq!(plan.config.grid, [2, 1, 1], "M = 128: two tiles on x; N = 64: one on y");
-    assert_eq!(plan.config.block, [128, 1, 1], "4 warps of 32x32 in a 64x64 tile");
+    assert_eq!(
+        plan.config.grid,
+        [2, 1, 1],
+        "M = 128: two tiles on x; N = 64: one on y"
+    );
+    assert_eq!(
+        plan.config.block,
+        [128, 1, 1],
+        "4 warps of 32x32 in a 64x64 tile"
+    );
     // 3 stages of a 64x32 A tile and a 32x64 B tile, bf16.
-    assert_eq!(plan.config.dynamic_shared_bytes, 3 * (64 * 32 + 32 * 64) * 2);
+    assert_eq!(
+        plan.config.dynamic_shared_bytes,
+        3 * (64 * 32 + 32 * 64) * 2
+    );
     // The device addresses appear in the struct (8-byte little-endian pointers).
     for addr in [0x1_0000u64, 0x2_0000, 0x3_0000] {
-        assert!(plan.params.windows(8).any(|w| w == addr.to_le_bytes()), "{addr:#x} not in Params");
+        assert!(
+            plan.params.windows(8).any(|w| w == addr.to_le_bytes()),
+            "{addr:#x} not in Params"
+        );
     }
 }

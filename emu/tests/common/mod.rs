@@ -10,19 +10,27 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cuda::{launch, CheckOptions, Counters, GlobalMemory, KernelInfo, LaunchConfig, LaunchReport, Module};
+use cuda::{
+    launch, CheckOptions, Counters, GlobalMemory, KernelInfo, LaunchConfig, LaunchReport, Module,
+};
 use half::{bf16, f16};
 
 // ---------------------------------------------------------------- toolchain
 
 /// The workspace root (the emulator crate lives in `<root>/emu`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("emu/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("emu/ has a parent")
+        .to_path_buf()
 }
 
 /// `emu/tests/kernels/<name>`.
 pub fn kernel_source(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("kernels").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("kernels")
+        .join(name)
 }
 
 /// Where compiled test kernels are cached.
@@ -31,7 +39,8 @@ fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
     let dir = target.join("ptx-emu-test-kernels");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
 
@@ -60,7 +69,8 @@ fn executable_in_path(name: &str) -> Option<PathBuf> {
 /// nvcc, looked for in order: `$NVCC`, `$FUSED_LORA_CUDA_ROOT/bin`,
 /// `$CUDA_HOME/bin`, `PATH`, the repo-local toolchain of `scripts/setup.sh`.
 pub fn nvcc() -> PathBuf {
-    let from_env = |var: &str, suffix: &str| std::env::var_os(var).map(|v| PathBuf::from(v).join(suffix));
+    let from_env =
+        |var: &str, suffix: &str| std::env::var_os(var).map(|v| PathBuf::from(v).join(suffix));
     let candidates = [
         std::env::var_os("NVCC").map(PathBuf::from),
         from_env("FUSED_LORA_CUDA_ROOT", "bin/nvcc"),
@@ -77,7 +87,11 @@ pub fn nvcc() -> PathBuf {
 
 /// The CUDA toolkit folder holding `bin/nvcc`, `include/`, `lib/`.
 pub fn cuda_root() -> PathBuf {
-    nvcc().parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").to_path_buf()
+    nvcc()
+        .parent()
+        .and_then(Path::parent)
+        .expect("nvcc lives in <root>/bin")
+        .to_path_buf()
 }
 
 /// CUTLASS's include folder: `$FUSED_LORA_CUTLASS_INCLUDE`, or the one the
@@ -108,13 +122,15 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// Cache key of a compile: the source, every header beside it (they may be
 /// included), the compiler path and the flags.
 fn compile_key(source: &Path, flags: &[String]) -> u64 {
-    let mut inputs: Vec<Vec<u8>> = vec![std::fs::read(source)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()))];
-    let mut headers: Vec<PathBuf> = std::fs::read_dir(source.parent().expect("source has a folder"))
-        .expect("kernel folder readable")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("h" | "cuh")))
-        .collect();
+    let mut inputs: Vec<Vec<u8>> =
+        vec![std::fs::read(source)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()))];
+    let mut headers: Vec<PathBuf> =
+        std::fs::read_dir(source.parent().expect("source has a folder"))
+            .expect("kernel folder readable")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("h" | "cuh")))
+            .collect();
     headers.sort();
     for header in headers {
         inputs.push(header.to_string_lossy().into_owned().into_bytes());
@@ -132,7 +148,11 @@ fn compile_key(source: &Path, flags: &[String]) -> u64 {
 /// partial file.
 fn compile_cached(source_name: &str, flags: &[String], extension: &str) -> PathBuf {
     let source = kernel_source(source_name);
-    let stem = source.file_stem().expect("file name").to_string_lossy().into_owned();
+    let stem = source
+        .file_stem()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
     let key = compile_key(&source, flags);
     let output = cache_dir().join(format!("{stem}-{key:016x}.{extension}"));
     if output.is_file() {
@@ -226,7 +246,11 @@ pub fn to_bytes<T: Elem>(data: &[T]) -> Vec<u8> {
 }
 
 pub fn from_bytes<T: Elem>(bytes: &[u8]) -> Vec<T> {
-    assert_eq!(bytes.len() % T::SIZE, 0, "byte count not a multiple of the element size");
+    assert_eq!(
+        bytes.len() % T::SIZE,
+        0,
+        "byte count not a multiple of the element size"
+    );
     bytes.chunks_exact(T::SIZE).map(T::get).collect()
 }
 
@@ -256,13 +280,17 @@ impl Device {
     }
 
     pub fn alloc_unwritten(&self, bytes: u64) -> u64 {
-        self.mem.alloc(bytes).unwrap_or_else(|e| panic!("alloc of {bytes} bytes: {e}"))
+        self.mem
+            .alloc(bytes)
+            .unwrap_or_else(|e| panic!("alloc of {bytes} bytes: {e}"))
     }
 
     pub fn upload<T: Elem>(&self, data: &[T]) -> u64 {
         let bytes = to_bytes(data);
         let addr = self.alloc_unwritten(bytes.len().max(1) as u64);
-        self.mem.write(addr, &bytes).unwrap_or_else(|e| panic!("write: {e}"));
+        self.mem
+            .write(addr, &bytes)
+            .unwrap_or_else(|e| panic!("write: {e}"));
         addr
     }
 
@@ -278,7 +306,9 @@ impl Device {
 
     pub fn download<T: Elem>(&self, addr: u64, count: usize) -> Vec<T> {
         let mut bytes = vec![0u8; count * T::SIZE];
-        self.mem.read(addr, &mut bytes).unwrap_or_else(|e| panic!("read: {e}"));
+        self.mem
+            .read(addr, &mut bytes)
+            .unwrap_or_else(|e| panic!("read: {e}"));
         from_bytes(&bytes)
     }
 
@@ -295,7 +325,13 @@ impl Device {
     }
 
     /// Launches with `opts`; a refused launch fails the test.
-    pub fn launch_with(&self, kernel: &str, config: LaunchConfig, params: &[u8], opts: &CheckOptions) -> LaunchReport {
+    pub fn launch_with(
+        &self,
+        kernel: &str,
+        config: LaunchConfig,
+        params: &[u8],
+        opts: &CheckOptions,
+    ) -> LaunchReport {
         launch(&self.module, kernel, &config, params, &self.mem, opts)
             .unwrap_or_else(|e| panic!("launch of `{kernel}` refused: {e}"))
     }
@@ -313,13 +349,21 @@ impl Device {
 pub fn assert_no_findings(report: &LaunchReport) {
     if !report.findings.is_empty() {
         let listed: Vec<String> = report.findings.iter().map(|f| format!("  {f}")).collect();
-        panic!("expected no finding, got {}:\n{}", report.findings.len(), listed.join("\n"));
+        panic!(
+            "expected no finding, got {}:\n{}",
+            report.findings.len(),
+            listed.join("\n")
+        );
     }
 }
 
 /// 1-D launch.
 pub fn grid_1d(blocks: u32, threads: u32) -> LaunchConfig {
-    LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], dynamic_shared_bytes: 0 }
+    LaunchConfig {
+        grid: [blocks, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_shared_bytes: 0,
+    }
 }
 
 /// Blocks needed to cover `n` with `threads` per block.
@@ -338,14 +382,22 @@ pub struct Params {
 impl Params {
     pub fn new(info: KernelInfo) -> Self {
         let buffer = vec![0u8; info.param_bytes as usize];
-        Params { info, buffer, next: 0 }
+        Params {
+            info,
+            buffer,
+            next: 0,
+        }
     }
 
     /// The next parameter's raw bytes (a by-value struct, or any scalar).
     #[track_caller]
     pub fn bytes(mut self, value: &[u8]) -> Self {
         let Some(param) = self.info.params.get(self.next) else {
-            panic!("kernel `{}` takes only {} parameters", self.info.name, self.info.params.len());
+            panic!(
+                "kernel `{}` takes only {} parameters",
+                self.info.name,
+                self.info.params.len()
+            );
         };
         assert_eq!(
             param.size as usize,
@@ -452,18 +504,37 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64)
         }
         (g - w).abs() > atol + rtol * w.abs()
     };
-    report_first_bad(what, got.len(), |i| bad(got[i], want[i]), |i| {
-        format!("got {:e}, want {:e} (rtol {rtol:e}, atol {atol:e})", got[i], want[i])
-    });
+    report_first_bad(
+        what,
+        got.len(),
+        |i| bad(got[i], want[i]),
+        |i| {
+            format!(
+                "got {:e}, want {:e} (rtol {rtol:e}, atol {atol:e})",
+                got[i], want[i]
+            )
+        },
+    );
 }
 
 /// Bit-for-bit equality (so NaNs compare by payload), naming the first mismatch.
 #[track_caller]
 pub fn assert_bit_exact<T: Elem>(what: &str, got: &[T], want: &[T]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    report_first_bad(what, got.len(), |i| got[i].bits() != want[i].bits(), |i| {
-        format!("got {:?} ({:#x}), want {:?} ({:#x})", got[i], got[i].bits(), want[i], want[i].bits())
-    });
+    report_first_bad(
+        what,
+        got.len(),
+        |i| got[i].bits() != want[i].bits(),
+        |i| {
+            format!(
+                "got {:?} ({:#x}), want {:?} ({:#x})",
+                got[i],
+                got[i].bits(),
+                want[i],
+                want[i].bits()
+            )
+        },
+    );
 }
 
 /// The spacing of f32 values at `|x|` (x rounded to f32 first).
@@ -480,16 +551,36 @@ pub fn f32_ulp(x: f64) -> f64 {
 pub fn assert_within_ulps(what: &str, got: &[f32], want: &[f64], max_ulps: impl Fn(usize) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let ulps = |i: usize| (f64::from(got[i]) - want[i]).abs() / f32_ulp(want[i]);
-    report_first_bad(what, got.len(), |i| !(ulps(i) <= max_ulps(i)), |i| {
-        format!("got {:e}, want {:e}: {:.2} ulps, {} allowed", got[i], want[i], ulps(i), max_ulps(i))
-    });
+    report_first_bad(
+        what,
+        got.len(),
+        |i| ulps(i).is_nan() || ulps(i) > max_ulps(i),
+        |i| {
+            format!(
+                "got {:e}, want {:e}: {:.2} ulps, {} allowed",
+                got[i],
+                want[i],
+                ulps(i),
+                max_ulps(i)
+            )
+        },
+    );
 }
 
 #[track_caller]
-fn report_first_bad(what: &str, len: usize, is_bad: impl Fn(usize) -> bool, describe: impl Fn(usize) -> String) {
+fn report_first_bad(
+    what: &str,
+    len: usize,
+    is_bad: impl Fn(usize) -> bool,
+    describe: impl Fn(usize) -> String,
+) {
     let bad: Vec<usize> = (0..len).filter(|&i| is_bad(i)).collect();
     if let Some(&first) = bad.first() {
-        panic!("{what}: {} of {len} elements wrong; first at index {first}: {}", bad.len(), describe(first));
+        panic!(
+            "{what}: {} of {len} elements wrong; first at index {first}: {}",
+            bad.len(),
+            describe(first)
+        );
     }
 }
 
@@ -525,6 +616,13 @@ pub fn assert_gemm_close(what: &str, got: &[f32], exact: &[f64], magnitude: &[f6
             let g = f64::from(got[i]);
             g.is_nan() || (g - exact[i]).abs() > bound(i)
         },
-        |i| format!("got {:e}, want {:e}, allowed error {:e}", got[i], exact[i], bound(i)),
+        |i| {
+            format!(
+                "got {:e}, want {:e}, allowed error {:e}",
+                got[i],
+                exact[i],
+                bound(i)
+            )
+        },
     );
 }
