@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cuda::{
     launch, CheckOptions, Counters, GlobalMemory, KernelInfo, LaunchConfig, LaunchReport, Module,
@@ -158,7 +159,10 @@ fn compile_cached(source_name: &str, flags: &[String], extension: &str) -> PathB
     if output.is_file() {
         return output;
     }
-    let partial = output.with_extension(format!("{extension}.{}.partial", std::process::id()));
+    // Unique per process and per call: tests of one binary compile in parallel.
+    static COMPILES: AtomicU64 = AtomicU64::new(0);
+    let attempt = COMPILES.fetch_add(1, Ordering::Relaxed);
+    let partial = output.with_extension(format!("{extension}.{}-{attempt}.partial", std::process::id()));
     let result = Command::new(nvcc())
         .args(flags)
         .arg(&source)

@@ -71,14 +71,19 @@ extern "C" __global__ void read_shared_partly_written(const float* in, float* ou
 }
 
 // synccheck: __syncthreads() (an aligned barrier: the whole warp must reach
-// it together) inside a branch only half of the warp takes. One warp.
+// it together) inside a branch only half of the warp takes. One warp: lanes
+// 0-15 wait at the first barrier while lanes 16-31 reach the second, so the
+// barrier is met at two different instructions (and never by the whole warp
+// at once), whether or not exited threads would count as arrived.
 extern "C" __global__ void barrier_in_divergent_branch(float* out) {
     if (threadIdx.x < 16) __syncthreads();
     out[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
 }
 extern "C" __global__ void barrier_in_uniform_code(float* out) {
     __syncthreads();
     out[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
 }
 
 // synccheck: a full-warp shuffle that only lanes 0-15 reach; the twin names
