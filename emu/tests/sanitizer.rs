@@ -9,6 +9,7 @@ use common::{assert_bit_exact, assert_no_findings, grid_1d, Device, Rng};
 use cuda::{CheckOptions, Finding, FindingKind, LaunchReport};
 
 const BUGS: &str = "planted_bugs.cu";
+const ASYNC_BUGS: &str = "async_copy_bugs.cu";
 
 /// Asserts that `report` has a finding, that every finding is of `kind` and
 /// names `kernel`, and that the PTX line each names holds an instruction
@@ -580,7 +581,7 @@ fn synccheck_reports_a_deadlock_instead_of_hanging() {
 
 /// 64 threads, each copying 16 bytes (4 floats) through shared memory.
 fn async_copy_case(prefill: bool, wait_first: bool) -> (Device, Vec<f32>, u64, Vec<u8>) {
-    let dev = Device::load(BUGS);
+    let dev = Device::load(ASYNC_BUGS);
     let input = Rng::new(29).uniform_vec(256, 0.0, 1.0); // never -1
     let (din, dout) = (dev.upload(&input), dev.alloc_poisoned::<f32>(256));
     let params = dev

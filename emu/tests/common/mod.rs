@@ -162,7 +162,10 @@ fn compile_cached(source_name: &str, flags: &[String], extension: &str) -> PathB
     // Unique per process and per call: tests of one binary compile in parallel.
     static COMPILES: AtomicU64 = AtomicU64::new(0);
     let attempt = COMPILES.fetch_add(1, Ordering::Relaxed);
-    let partial = output.with_extension(format!("{extension}.{}-{attempt}.partial", std::process::id()));
+    let partial = output.with_extension(format!(
+        "{extension}.{}-{attempt}.partial",
+        std::process::id()
+    ));
     let result = Command::new(nvcc())
         .args(flags)
         .arg(&source)

@@ -184,19 +184,6 @@ extern "C" __global__ void integer_ops(const uint32_t* a, const uint32_t* b, con
     o[7] = __brev(x);
 }
 
-// ---- calls ------------------------------------------------------------------
-
-// A real call (.func + call in the PTX), not inlined.
-__device__ __noinline__ float horner_cubic(float x, const float* coeffs) {
-    return fmaf(fmaf(fmaf(coeffs[3], x, coeffs[2]), x, coeffs[1]), x, coeffs[0]);
-}
-
-// out[i] = coeffs[0] + x (coeffs[1] + x (coeffs[2] + x coeffs[3])), fused steps.
-extern "C" __global__ void call_noinline(const float* x, const float* coeffs, float* out, int n) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = horner_cubic(x[i], coeffs);
-}
-
 // ---- math library -----------------------------------------------------------
 
 // out[5*i + j]: 0 expf, 1 __expf, 2 rsqrtf(|x|), 3 sqrtf(|x|), 4 tanhf.
