@@ -42,11 +42,13 @@ struct LaunchPlan {
 /// Runs the helper for `D[m,n] = A[m,k] B[k,n]` at the given device addresses.
 fn plan_launch(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64) -> LaunchPlan {
     let mut flags = cutlass_flags();
-    flags.extend([
-        "-cudart".to_string(),
-        "static".to_string(),
-        format!("-L{}/lib", cuda_root().display()),
-    ]);
+    // The static CUDA runtime: `lib/` in the PyPI wheels, `lib64/` in a system toolkit.
+    flags.extend(["-cudart".to_string(), "static".to_string()]);
+    for lib in ["lib", "lib64"].map(|dir| cuda_root().join(dir)) {
+        if lib.is_dir() {
+            flags.push(format!("-L{}", lib.display()));
+        }
+    }
     let helper = build_host_tool("cutlass_gemm_params.cu", &flags);
     let output = Command::new(&helper)
         .args([m, n, k].map(|v| v.to_string()))
