@@ -2,7 +2,7 @@
 //! inputs, f32 accumulation, 3-stage cp.async mainloop, ldmatrix, mma.sync
 //! m16n8k16), compiled by nvcc and run on the emulator with every check on.
 //!
-//! The kernel's Params struct comes from a host helper built from
+//! The kernel's Params struct comes from a host program built from
 //! kernels/cutlass_gemm_params.cu, which fills it exactly as CUTLASS's own
 //! `device::Gemm::initialize` does for the device addresses the test
 //! allocated, and prints the bytes with the grid, block and shared memory.
@@ -32,14 +32,14 @@ fn cutlass_ptx() -> String {
     compile_ptx_with("cutlass_gemm.cu", "compute_80", &cutlass_flags())
 }
 
-/// What the host helper prints for one problem.
+/// What the params program prints for one problem.
 #[derive(Debug)]
 struct LaunchPlan {
     config: LaunchConfig,
     params: Vec<u8>,
 }
 
-/// Runs the helper for `D[m,n] = A[m,k] B[k,n]` at the given device addresses.
+/// Runs the params program for `D[m,n] = A[m,k] B[k,n]` at the given device addresses.
 fn plan_launch(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64) -> LaunchPlan {
     let mut flags = cutlass_flags();
     // The static CUDA runtime: `lib/` in the PyPI wheels, `lib64/` in a system toolkit.
@@ -49,16 +49,16 @@ fn plan_launch(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64) -> LaunchPl
             flags.push(format!("-L{}", lib.display()));
         }
     }
-    let helper = build_host_tool("cutlass_gemm_params.cu", &flags);
-    let output = Command::new(&helper)
+    let params_program = build_host_tool("cutlass_gemm_params.cu", &flags);
+    let output = Command::new(&params_program)
         .args([m, n, k].map(|v| v.to_string()))
         .args([a, b, d].map(|v| format!("{v:#x}")))
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", helper.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", params_program.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "helper failed: {}{}",
+        "params program failed: {}{}",
         stdout,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -72,7 +72,7 @@ fn parse_plan(text: &str) -> LaunchPlan {
                 line.strip_prefix(name)
                     .and_then(|rest| rest.strip_prefix(' '))
             })
-            .unwrap_or_else(|| panic!("helper output lacks `{name}`:\n{text}"))
+            .unwrap_or_else(|| panic!("params program output lacks `{name}`:\n{text}"))
             .split_whitespace()
             .collect()
     };
@@ -129,7 +129,7 @@ fn check_cutlass_gemm(m: usize, n: usize, k: usize, seed: u64, opts: &CheckOptio
     assert_eq!(
         info.param_bytes as usize,
         plan.params.len(),
-        "Params size: PTX vs host helper"
+        "Params size: PTX vs host program"
     );
     // CUTLASS's identity swizzle puts M tiles on x and N tiles on y.
     assert_eq!(
@@ -200,7 +200,7 @@ fn cutlass_sm80_bf16_gemm_with_m_n_k_tails() {
 }
 
 #[test]
-fn cutlass_kernel_uses_the_ampere_mainloop_and_its_params_match_the_helper() {
+fn cutlass_kernel_uses_the_ampere_mainloop_and_its_params_match_the_host_program() {
     let ptx = cutlass_ptx();
     for needed in [
         "cp.async.cg.shared.global",
@@ -210,7 +210,7 @@ fn cutlass_kernel_uses_the_ampere_mainloop_and_its_params_match_the_helper() {
     ] {
         assert!(ptx.contains(needed), "CUTLASS PTX lacks {needed}");
     }
-    // `.param .align 8 .b8 cutlass_gemm_bf16_sm80_param_0[N]`: N must be the helper's byte count.
+    // `.param .align 8 .b8 cutlass_gemm_bf16_sm80_param_0[N]`: N must be the host program's byte count.
     let declared: usize = ptx
         .lines()
         .find_map(|l| l.trim().split(&format!("{KERNEL}_param_0[")).nth(1))

@@ -1,9 +1,9 @@
-//! Shared helpers of the kernel-level tests: find nvcc, compile a test kernel
+//! Shared support of the kernel-level tests: find nvcc, compile a test kernel
 //! to PTX (cached by content hash under `target/`), load it into a fresh
 //! emulated device, move typed buffers in and out, pack kernel parameters by
 //! the kernel's own parameter layout, and compare results.
 //!
-//! Each test binary uses a different subset of these helpers.
+//! Each test binary uses a different subset of these functions.
 #![allow(dead_code)]
 
 use std::fmt::Debug;

@@ -4,7 +4,7 @@
 // The entry `cutlass_gemm_bf16_sm80` is the body of `cutlass::Kernel<GemmKernel>`
 // under a C name, so a driver-API caller needs no mangled name. Its single
 // parameter is the kernel's Params struct; its dynamic shared memory is
-// sizeof(SharedStorage). Both come from the host helper cutlass_gemm_params.cu.
+// sizeof(SharedStorage). Both come from the host program cutlass_gemm_params.cu.
 #include "cutlass_gemm.h"
 
 extern "C" __global__ void cutlass_gemm_bf16_sm80(CutlassGemmBf16Kernel::Params params) {

@@ -2,7 +2,7 @@
 // D[M,N] (f32, row-major) = A[M,K] (bf16, row-major) * B[K,N] (bf16, row-major),
 // f32 accumulation, 3-stage cp.async mainloop with ldmatrix and
 // mma.sync.m16n8k16. Shared by the device source (cutlass_gemm.cu) and the
-// host helper that fills the kernel's Params (cutlass_gemm_params.cu), so the
+// host program that fills the kernel's Params (cutlass_gemm_params.cu), so the
 // two can never disagree on the type.
 #pragma once
 

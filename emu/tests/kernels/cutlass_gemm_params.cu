@@ -1,4 +1,4 @@
-// Host helper for cutlass_gemm.cu: builds the kernel's Params exactly as
+// Host program for cutlass_gemm.cu: builds the kernel's Params exactly as
 // cutlass::gemm::device::Gemm::initialize does, for device buffers that
 // already exist, and prints what a driver-API launch needs. Host code only:
 // it makes no CUDA runtime call. CUTLASS's __device__ variables still
