@@ -1,7 +1,7 @@
-//! Planted bugs (kernels/planted_bugs.cu): each caught by the right check
-//! with the right kind, naming the kernel, the faulting PTX instruction and a
-//! thread that can commit the fault; each corrected twin runs clean; and each
-//! check, switched off, reports nothing.
+//! Planted bugs (kernels/planted_bugs.cu, kernels/async_copy_bugs.cu): each
+//! caught by the right check with the right kind, naming the kernel, the
+//! faulting PTX instruction and a thread that can commit the fault; each
+//! corrected twin runs clean; and each check, switched off, reports nothing.
 
 mod common;
 
