@@ -224,6 +224,11 @@ impl GlobalMemory {
         }
     }
 
+    /// Every live allocation, by base (a launch's view of memory).
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Allocation>> {
+        self.state().allocs.values().cloned().collect()
+    }
+
     /// The live allocation holding all of `[addr, addr+len)`.
     pub(crate) fn find(&self, addr: u64, len: u64) -> Option<Arc<Allocation>> {
         let st = self.state();

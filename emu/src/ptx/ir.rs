@@ -332,10 +332,14 @@ pub(crate) enum Op {
     Stmatrix { num: u8, trans: bool },
     CpAsync { bytes: u8 },
     CpAsyncCommit,
+    /// `cp.async.wait_group keep`; [`WAIT_ALL`] for `cp.async.wait_all`
+    /// (which also covers copies not yet committed to a group).
     CpAsyncWait { keep: u32 },
     /// Ordering, cache and scheduling hints with no effect here.
     Nop,
 }
+
+pub(crate) const WAIT_ALL: u32 = u32::MAX;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Inst {

@@ -842,7 +842,7 @@ fn decode<'o>(
                 return Ok((Op::CpAsyncCommit, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             if m.has("wait_all") {
-                return Ok((Op::CpAsyncWait { keep: 0 }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
+                return Ok((Op::CpAsyncWait { keep: WAIT_ALL }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             if m.has("wait_group") {
                 want(1)?;
