@@ -19,6 +19,12 @@ use crate::memory::{Allocation, GlobalMemory};
 use crate::module::Module;
 use crate::ptx::ir::{BarKind, Class, Kernel, Op, CLASS_COUNT};
 
+/// Whether a `cvt` is one the executor does as a plain Rust cast (and so
+/// needs no validation beyond its types).
+pub(crate) fn cvt_is_plain(dst: crate::types::ScalarType, src: crate::types::ScalarType, rnd: Option<crate::numerics::Rounding>, ftz: bool, sat: bool, relu: bool) -> bool {
+    arith::cvt_fast(dst, src, rnd, ftz, sat, relu, 0).is_some()
+}
+
 /// Findings kept per launch (execution stops at the first; CTAs already
 /// running on other threads may add a few more).
 const MAX_FINDINGS: usize = 4;

@@ -449,16 +449,26 @@ fn parse_instr(p: &mut P) -> Result<Instr, LoadError> {
     }
     let opcode = p.ident()?.to_string();
     let mut operands = Vec::new();
-    if !p.eat_punct(';') {
-        loop {
-            operands.push(parse_operand(p)?);
-            if p.eat_punct(';') {
-                break;
+    let mut parse_operands = || -> Result<(), LoadError> {
+        if !p.eat_punct(';') {
+            loop {
+                operands.push(parse_operand(p)?);
+                if p.eat_punct(';') {
+                    break;
+                }
+                p.expect_punct(',')?;
             }
-            p.expect_punct(',')?;
         }
-    }
+        Ok(())
+    };
+    parse_operands().map_err(|e| err_in(&opcode, e))?;
     Ok(Instr { line, guard, opcode, operands })
+}
+
+/// An operand syntax error inside an instruction names the instruction
+/// (most often it is one whose operand forms are not supported).
+fn err_in(opcode: &str, e: LoadError) -> LoadError {
+    LoadError { line: e.line, message: format!("unsupported instruction `{opcode}`: {}", e.message) }
 }
 
 fn signed_int(p: &mut P) -> Result<Option<i64>, LoadError> {
