@@ -853,8 +853,8 @@ fn decode<'o>(
                 return Ok((Op::CpAsyncWait { keep }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             m.one_of(&["ca", "cg"]).ok_or("cp.async needs .ca or .cg")?;
-            let (dst_space, src_space) = (m.space(), m.space());
-            if (dst_space, src_space) != (Space::Shared, Space::Global) {
+            let dst_shared = m.has("shared") || m.has("shared::cta");
+            if !(dst_shared && m.has("global")) {
                 return Err("cp.async needs .shared.global".into());
             }
             m.parts.retain(|p| !p.starts_with("L2::"));
