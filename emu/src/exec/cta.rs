@@ -92,6 +92,7 @@ pub(crate) struct Cta<'l> {
     pub(crate) stats: Stats,
     /// Scratch for request accounting (sector ids, shared addresses).
     pub(super) scratch: Vec<u64>,
+    pub(super) sectors: Vec<u64>,
 }
 
 pub(super) fn lane_bit(l: usize) -> u32 {
@@ -119,6 +120,7 @@ impl<'l> Cta<'l> {
             clock: 0,
             stats: Stats::new(k.insts.len()),
             scratch: Vec::with_capacity(256),
+            sectors: Vec::with_capacity(256),
         }
     }
 
@@ -234,10 +236,12 @@ impl<'l> Cta<'l> {
         Stop
     }
 
+    #[inline]
     pub(super) fn reg(&self, w: usize, r: u32, lane: usize) -> u64 {
         self.warps[w].regs[r as usize * 32 + lane]
     }
 
+    #[inline]
     fn sreg(&self, w: usize, s: Sreg, lane: usize) -> u64 {
         let tid = self.tid_of(w, lane);
         let xyz = self.thread_xyz(tid);
@@ -266,6 +270,7 @@ impl<'l> Cta<'l> {
         }
     }
 
+    #[inline]
     pub(super) fn val(&self, w: usize, o: &Opd, lane: usize) -> u64 {
         match o {
             Opd::Reg(r) => self.reg(w, *r, lane),
@@ -278,6 +283,7 @@ impl<'l> Cta<'l> {
     }
 
     /// Element `i` of a vector operand (or the operand itself).
+    #[inline]
     pub(super) fn elem(o: &Opd, i: usize) -> &Opd {
         match o {
             Opd::Vec(v) => v.get(i).unwrap_or(&Opd::Sink),
@@ -285,6 +291,7 @@ impl<'l> Cta<'l> {
         }
     }
 
+    #[inline]
     pub(super) fn set(&mut self, w: usize, d: &Opd, lane: usize, v: u64, ty: ScalarType) {
         if let Opd::Reg(r) = d {
             let v = if ty == ScalarType::Pred { (v != 0) as u64 } else { v & mask(bits_of(ty)) };
@@ -292,12 +299,14 @@ impl<'l> Cta<'l> {
         }
     }
 
+    #[inline]
     pub(super) fn write_all(&mut self, w: usize, d: &Opd, exec: u32, out: &[u64; 32], ty: ScalarType) {
         for l in Lanes(exec) {
             self.set(w, d, l, out[l], ty);
         }
     }
 
+    #[inline]
     pub(super) fn advance(&mut self, w: usize, lanes: u32) {
         let warp = &mut self.warps[w];
         for l in Lanes(lanes) {

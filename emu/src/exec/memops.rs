@@ -60,29 +60,38 @@ pub(super) fn shared_wavefronts(acc: &[u64]) -> (u64, u64) {
         5..=8 => 16,
         _ => 8,
     };
+    // At most 32 lanes × 4 words per phase; kept on the stack (hot path).
+    let mut words = [0u64; 128];
     for phase in 0..(32 / lanes_per_phase) {
-        let mut words: Vec<u64> = Vec::new();
+        let mut n = 0;
         for &a in acc {
-            let lane = (a >> 40) as usize;
+            let lane = ((a >> 40) & 0xff) as usize;
             if lane / lanes_per_phase != phase {
                 continue;
             }
             let addr = a & 0xffff_ffff;
             let l = (a >> 32) & 0xff;
             for wd in (addr / 4)..=((addr + l.max(1) - 1) / 4) {
-                words.push(wd);
+                if n < words.len() {
+                    words[n] = wd;
+                    n += 1;
+                }
             }
         }
-        if words.is_empty() {
+        if n == 0 {
             continue;
         }
-        words.sort_unstable();
-        words.dedup();
-        let mut per_bank = [0u64; 32];
-        for wd in &words {
-            per_bank[(wd % 32) as usize] += 1;
+        let ws = &mut words[..n];
+        ws.sort_unstable();
+        let mut per_bank = [0u8; 32];
+        let mut last = u64::MAX;
+        for &wd in ws.iter() {
+            if wd != last {
+                per_bank[(wd % 32) as usize] += 1;
+                last = wd;
+            }
         }
-        total += per_bank.iter().copied().max().unwrap_or(1);
+        total += per_bank.iter().copied().max().unwrap_or(1).max(1) as u64;
         ideal += 1;
     }
     (total, ideal)
@@ -224,6 +233,7 @@ impl<'l> Cta<'l> {
     }
 
     /// Reads `len` ≤ 8 bytes at a resolved address.
+    #[inline]
     pub(super) fn read(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<u64, Stop> {
         let n = len as u64;
         match sp {
@@ -318,7 +328,8 @@ impl<'l> Cta<'l> {
     fn account(&mut self, sp: Space, store: bool) {
         match sp {
             Space::Global | Space::Const | Space::Generic => {
-                let mut sectors: Vec<u64> = Vec::with_capacity(self.scratch.len() * 2);
+                let mut sectors = std::mem::take(&mut self.sectors);
+                sectors.clear();
                 for &a in &self.scratch {
                     let (addr, len) = (a & 0x00ff_ffff_ffff_ffff, a >> 56);
                     for s in (addr >> 5)..=((addr + len.max(1) - 1) >> 5) {
@@ -326,6 +337,7 @@ impl<'l> Cta<'l> {
                     }
                 }
                 let n = count_sectors(&mut sectors);
+                self.sectors = sectors;
                 if store {
                     self.stats.global_store_requests += 1;
                     self.stats.global_store_sectors += n;
@@ -373,8 +385,9 @@ impl<'l> Cta<'l> {
                 if signed_narrow {
                     v = super::arith::sext(v, size * 8) as u64;
                 }
-                let d = Self::elem(&inst.d, i).clone();
-                self.set(w, &d, l, v, store_ty);
+                if let Opd::Reg(r) = Self::elem(&inst.d, i) {
+                    self.warps[w].regs[*r as usize * 32 + l] = v & super::arith::mask(super::arith::bits_of(store_ty));
+                }
             }
         }
         if let Some(sp) = req_space {
