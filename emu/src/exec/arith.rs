@@ -154,7 +154,7 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, carry: &
             };
             let mut r = 0u64;
             for i in 0..bits {
-                let bit = if i < len && pos + i <= bits - 1 { (a >> (pos + i)) & 1 } else { sbit };
+                let bit = if i < len && pos + i < bits { (a >> (pos + i)) & 1 } else { sbit };
                 r |= bit << i;
             }
             r

@@ -5,7 +5,7 @@
 //! their member mask is there.
 
 use super::arith::{self, bits_of, mask, sext};
-use super::race::{Conflict, RaceShadow};
+use super::race::RaceShadow;
 use super::{LaunchCtx, Stats, Stop};
 use crate::findings::FindingKind;
 use crate::numerics;

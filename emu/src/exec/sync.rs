@@ -182,9 +182,9 @@ impl<'l> Cta<'l> {
                 self.stats.ldmatrix_bank_conflicts += conflicts;
                 let frag = tensor::ldmatrix_distribute(*num as u32, *trans, &rows);
                 for l in Lanes(self.warps[w].exists) {
-                    for i in 0..*num as usize {
+                    for (i, v) in frag[l].iter().enumerate().take(*num as usize) {
                         let dst = Self::elem(&inst.d, i).clone();
-                        self.set(w, &dst, l, frag[l][i] as u64, ScalarType::B32);
+                        self.set(w, &dst, l, *v as u64, ScalarType::B32);
                     }
                 }
             }
@@ -353,7 +353,7 @@ impl<'l> Cta<'l> {
                     warp.pc[l] += 1;
                 }
             }
-            if b.expected.is_none_or(|c| c >= self.nthreads) && self.l.opts.racecheck {
+            if b.expected.map_or(true, |c| c >= self.nthreads) && self.l.opts.racecheck {
                 self.race.barrier();
             }
             self.bars[id] = Default::default();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::ir::*;
-use super::parser::{Func, Instr, Operand, PtxModule, Stmt, VarDecl, VarSpace};
+use super::parser::{Func, Instr, Operand, Stmt, VarDecl, VarSpace};
 use crate::module::{KernelInfo, LoadError, ParamInfo};
 use crate::numerics::{self, FloatOp, Rounding, SpecialOp};
 use crate::tensor::{self, MmaDesc};
@@ -124,10 +124,8 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
     for s in body {
         match s {
             Stmt::Instr(_) => n += 1,
-            Stmt::Label(line, l) => {
-                if ctx.labels.insert(l.clone(), n).is_some() {
-                    return Err(err(*line, format!("label `{l}` defined twice")));
-                }
+            Stmt::Label(line, l) if ctx.labels.insert(l.clone(), n).is_some() => {
+                return Err(err(*line, format!("label `{l}` defined twice")));
             }
             _ => {}
         }
@@ -191,12 +189,7 @@ impl<'a> Mods<'a> {
         }
     }
     fn one_of(&mut self, list: &[&'static str]) -> Option<&'static str> {
-        for m in list {
-            if self.has(m) {
-                return Some(m);
-            }
-        }
-        None
+        list.iter().copied().find(|m| self.has(m))
     }
     fn types(&mut self) -> Vec<ScalarType> {
         let mut out = Vec::new();

@@ -57,7 +57,6 @@ pub(crate) struct VarDecl {
     pub name: String,
     /// Product of the array dimensions; `None` for `[]` (extern shared).
     pub count: Option<u64>,
-    pub is_array: bool,
     pub init: Vec<Operand>,
     pub is_extern: bool,
 }
@@ -73,7 +72,7 @@ pub(crate) enum Stmt {
     Label(u32, String),
     Instr(Instr),
     /// `.reg .type name<N>` (count Some(N)) or `.reg .type name` (None).
-    Reg { line: u32, ty: ScalarType, names: Vec<(String, Option<u32>)> },
+    Reg { names: Vec<(String, Option<u32>)> },
     Var(VarDecl),
     ScopeOpen,
     ScopeClose,
@@ -85,7 +84,6 @@ pub(crate) struct Func {
     pub name: String,
     pub is_entry: bool,
     pub params: Vec<VarDecl>,
-    pub rets: Vec<VarDecl>,
     /// `None` for a prototype without body.
     pub body: Option<Vec<Stmt>>,
     pub maxntid: Option<u32>,
@@ -300,7 +298,7 @@ fn parse_var_rest(p: &mut P, space_word: &str, is_extern: bool, line: u32) -> Re
     if align == 0 {
         align = ty.size_bytes() * vec;
     }
-    Ok(VarDecl { line, space, align, ty, vec, name, count, is_array, init, is_extern })
+    Ok(VarDecl { line, space, align, ty, vec, name, count, init, is_extern })
 }
 
 fn parse_init(p: &mut P, out: &mut Vec<Operand>) -> Result<(), LoadError> {
@@ -343,7 +341,10 @@ fn parse_param_list(p: &mut P) -> Result<Vec<VarDecl>, LoadError> {
 }
 
 fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
-    let rets = if !is_entry && p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
+    // Return parameters of a `.func` (only its name and params matter here).
+    if !is_entry && p.is_punct('(') {
+        parse_param_list(p)?;
+    }
     let name = p.ident()?.to_string();
     let params = if p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
     let mut maxntid = None;
@@ -351,7 +352,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
         match p.peek() {
             Some(Tok::Punct(';')) => {
                 p.i += 1;
-                return Ok(Func { line, name, is_entry, params, rets, body: None, maxntid });
+                return Ok(Func { line, name, is_entry, params, body: None, maxntid });
             }
             Some(Tok::Punct('{')) => break,
             Some(Tok::Ident(w)) => {
@@ -408,7 +409,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
             _ => body.push(Stmt::Instr(parse_instr(p)?)),
         }
     }
-    Ok(Func { line, name, is_entry, params, rets, body: Some(body), maxntid })
+    Ok(Func { line, name, is_entry, params, body: Some(body), maxntid })
 }
 
 fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
@@ -420,7 +421,7 @@ fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
         }
         ty = Some(ScalarType::from_suffix(&w[1..]).ok_or_else(|| e(line, format!("unknown type `{w}`")))?);
     }
-    let ty = ty.ok_or_else(|| e(line, ".reg without a type"))?;
+    ty.ok_or_else(|| e(line, ".reg without a type"))?;
     let mut names = Vec::new();
     loop {
         let n = p.ident()?.to_string();
@@ -437,7 +438,7 @@ fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
         }
         p.expect_punct(',')?;
     }
-    Ok(Stmt::Reg { line, ty, names })
+    Ok(Stmt::Reg { names })
 }
 
 fn parse_instr(p: &mut P) -> Result<Instr, LoadError> {
