@@ -294,7 +294,8 @@ impl<'l> Cta<'l> {
     #[inline]
     pub(super) fn set(&mut self, w: usize, d: &Opd, lane: usize, v: u64, ty: ScalarType) {
         if let Opd::Reg(r) = d {
-            let v = if ty == ScalarType::Pred { (v != 0) as u64 } else { v & mask(bits_of(ty)) };
+            // Predicates keep bit 0 (so `not.pred` is a logical not).
+            let v = if ty == ScalarType::Pred { v & 1 } else { v & mask(bits_of(ty)) };
             self.warps[w].regs[*r as usize * 32 + lane] = v;
         }
     }

@@ -73,7 +73,9 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, LoadError> {
             continue;
         }
         let at_line_start = std::mem::replace(&mut line_start, false);
-        if at_line_start && (src[i..].starts_with(".loc") || src[i..].starts_with(".file") || src[i..].starts_with("@@DWARF")) {
+        let rest = &src[i..];
+        let directive = |d: &str| rest.starts_with(d) && rest[d.len()..].starts_with(|c: char| c.is_ascii_whitespace());
+        if at_line_start && (directive(".loc") || directive(".file") || directive("@@DWARF")) {
             while i < b.len() && b[i] != b'\n' {
                 i += 1;
             }
@@ -182,6 +184,7 @@ mod tests {
     #[test]
     fn idents_comments_and_debug_lines() {
         let t = tokenize("ld.global.f32 %f1, [%rd8+4]; // c\n.loc 1 2 3\n/* x\n */ cp.async.cg.shared.global.L2::128B").unwrap();
+        assert_eq!(tokenize(".local .b8 d[4];").unwrap().len(), 7, ".local is not .loc");
         assert_eq!(t[0].tok, Tok::Ident("ld.global.f32".into()));
         assert_eq!(t[5].tok, Tok::Punct('+'));
         let last = t.last().unwrap();
