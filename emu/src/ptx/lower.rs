@@ -481,6 +481,7 @@ fn decode<'o>(
             (Op::Mov, T::B64, c.dst(all[0])?, Opd::Sink, vec![Opd::Imm(0)], Class::Other)
         }
         "ld" | "ldu" | "st" => {
+            let full_hint = m.parts.contains(&"L2::cache_hint");
             m.drop_hints();
             let space = m.space();
             let vec = m.vec();
@@ -489,7 +490,10 @@ fn decode<'o>(
             if ty == T::B128 {
                 return Err(".b128 accesses are not supported".into());
             }
-            want(2)?;
+            // A trailing `.L2::cache_hint` policy operand changes nothing here.
+            if !(n == 2 || (n == 3 && full_hint)) {
+                return Err(format!("expected 2 operands, found {n}"));
+            }
             let c = cx(space, ty);
             let class = space_class(space);
             if base == "st" {
@@ -1185,4 +1189,59 @@ pub(crate) fn initial_bytes(v: &VarDecl) -> Result<Vec<u8>, LoadError> {
         out[at..at + elem].copy_from_slice(&bits.to_le_bytes()[..elem]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::memory::GlobalMemory;
+    use crate::module::Module;
+
+    const HEAD: &str = ".version 9.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .pred %p<3>;\n.reg .b32 %r<9>;\n.reg .b64 %rd<9>;\n";
+
+    fn load_body(body: &str) -> Result<Module, crate::module::LoadError> {
+        let mem = GlobalMemory::new(1 << 20);
+        Module::load(&format!("{HEAD}{body}\nret;\n}}\n"), &mem)
+    }
+
+    #[test]
+    fn every_unknown_form_is_a_load_error_with_its_line() {
+        for (body, needle) in [
+            ("ld.global.weird.f32 %r1, [%rd1];", "ld.global.weird.f32"),
+            ("frobnicate.b32 %r1, %r2;", "frobnicate.b32"),
+            ("add.s32 %r1, %r2, %r99;", "%r99"),
+            ("bra $L_nowhere;", "$L_nowhere"),
+            ("call.uni f, (%r1);", "call.uni"),
+            ("mad.cc.lo.u32 %r1, %r2, %r3, %r4;", "mad.cc.lo.u32"),
+            ("shfl.down.b32 %r1, %r2, 1, 31;", "shfl.down.b32"),
+            ("mbarrier.init.shared.b64 [%rd1], 1;", "mbarrier.init.shared.b64"),
+        ] {
+            let e = load_body(body).err().unwrap_or_else(|| panic!("`{body}` must not load"));
+            assert_eq!(e.line, 9, "{e}");
+            assert!(e.message.contains(needle), "`{body}`: {e}");
+        }
+    }
+
+    #[test]
+    fn kernel_info_layout() {
+        let mem = GlobalMemory::new(1 << 20);
+        let ptx = ".version 9.0\n.target sm_80\n.address_size 64\n.shared .align 8 .b8 g_sh[24];\n\
+            .visible .entry k(.param .u32 a, .param .align 8 .b8 s[20], .param .u16 c) .maxntid 256, 1, 1\n{\n\
+            .local .align 4 .b8 depot[12];\n.shared .align 16 .b8 tile[100];\n.reg .b32 %r<4>;\nret;\n}\n";
+        let m = Module::load(ptx, &mem).unwrap();
+        let k = m.kernel("k").unwrap();
+        let offs: Vec<(u32, u32)> = k.params.iter().map(|p| (p.offset, p.size)).collect();
+        assert_eq!(offs, vec![(0, 4), (8, 20), (28, 2)]);
+        assert_eq!(k.param_bytes, 30);
+        assert_eq!(k.static_shared_bytes, 32 + 100);
+        assert_eq!(k.local_bytes, 12);
+        assert_eq!(k.max_threads_per_block, Some(256));
+        assert_eq!(m.kernels().len(), 1);
+        assert!(m.kernel("nope").is_none());
+    }
+
+    #[test]
+    fn cache_hint_operand_is_accepted() {
+        assert!(load_body("ld.global.L2::cache_hint.u32 %r1, [%rd1], %rd2;").is_ok());
+        assert!(load_body("ld.global.u32 %r1, [%rd1], %rd2;").is_err());
+    }
 }
