@@ -77,6 +77,9 @@ impl Module {
                 if v.is_extern {
                     return Err(LoadError { line: v.line, message: format!("extern variable `{}` cannot be resolved", v.name) });
                 }
+                if v.size_bytes() > mem.capacity() {
+                    return Err(LoadError { line: v.line, message: format!("`{}` does not fit in device memory", v.name) });
+                }
                 let bytes = initial_bytes(v)?;
                 let addr = mem
                     .alloc(bytes.len().max(1) as u64)

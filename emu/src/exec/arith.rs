@@ -68,13 +68,13 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, carry: &
             s as u64
         }
         IntOp::MulLo => a.wrapping_mul(b),
-        IntOp::MulHi => ((wa * wb) >> bits) as u64,
-        IntOp::MulWide => (wa * wb) as u64,
+        IntOp::MulHi => (full_product(wa, wb, signed) >> bits) as u64,
+        IntOp::MulWide => full_product(wa, wb, signed) as u64,
         IntOp::Mul24Lo => (wide(sext24(a, signed), ty) * wide(sext24(b, signed), ty)) as u64,
         IntOp::MadLo => a.wrapping_mul(b).wrapping_add(c),
-        IntOp::MadHi => ((wa * wb) >> bits) as u64 + c,
-        IntOp::MadWide => ((wa * wb) as u64).wrapping_add(c),
-        IntOp::Mad24Lo => (wide(sext24(a, signed), ty) * wide(sext24(b, signed), ty)) as u64 + c,
+        IntOp::MadHi => ((full_product(wa, wb, signed) >> bits) as u64).wrapping_add(c),
+        IntOp::MadWide => (full_product(wa, wb, signed) as u64).wrapping_add(c),
+        IntOp::Mad24Lo => ((wide(sext24(a, signed), ty) * wide(sext24(b, signed), ty)) as u64).wrapping_add(c),
         IntOp::Div => {
             if wb == 0 {
                 u64::MAX
@@ -211,6 +211,16 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, carry: &
         _ => bits,
     };
     r & mask(out_bits)
+}
+
+/// The exact product of two operands of up to 64 bits, as 128 bits
+/// (an unsigned 64×64 product does not fit in i128, so it is formed in u128).
+fn full_product(a: i128, b: i128, signed: bool) -> i128 {
+    if signed {
+        a.wrapping_mul(b)
+    } else {
+        (a as u128).wrapping_mul(b as u128) as i128
+    }
 }
 
 fn sext24(v: u64, signed: bool) -> u64 {
@@ -533,6 +543,9 @@ mod tests {
         assert_eq!(op(IntOp::MulHi, T::S32, (-3i32) as u32 as u64, 0x4000_0000, 0), 0xffff_ffff);
         assert_eq!(op(IntOp::MulWide, T::S32, (-3i32) as u32 as u64, 4, 0), (-12i64) as u64);
         assert_eq!(op(IntOp::MulWide, T::U32, 0xffff_ffff, 2, 0), 0x1_ffff_fffe);
+        assert_eq!(op(IntOp::MulHi, T::U64, u64::MAX, u64::MAX, 0), u64::MAX - 1);
+        assert_eq!(op(IntOp::MulHi, T::S64, u64::MAX, u64::MAX, 0), 0);
+        assert_eq!(op(IntOp::MadHi, T::U64, u64::MAX, u64::MAX, u64::MAX), u64::MAX - 2);
         assert_eq!(op(IntOp::Div, T::U32, 7, 0, 0), 0xffff_ffff);
         assert_eq!(op(IntOp::Div, T::S32, (-7i32) as u32 as u64, 2, 0), (-3i32) as u32 as u64);
         assert_eq!(op(IntOp::Shr, T::S32, 0x8000_0000, 40, 0), 0xffff_ffff);

@@ -381,7 +381,7 @@ impl<'l> Cta<'l> {
             self.misaligned(pc, tid, sp, addr, total)?;
             self.note_access(sp, l, addr, total);
             for i in 0..vec as usize {
-                let mut v = self.read(pc, tid, sp, addr + (i as u64) * size as u64, size)?;
+                let mut v = self.read(pc, tid, sp, addr.wrapping_add(i as u64 * size as u64), size)?;
                 if signed_narrow {
                     v = super::arith::sext(v, size * 8) as u64;
                 }
@@ -409,7 +409,7 @@ impl<'l> Cta<'l> {
             self.note_access(sp, l, addr, total);
             for i in 0..vec as usize {
                 let v = self.val(w, Self::elem(&inst.s[1], i), l);
-                self.write(pc, tid, sp, addr + (i as u64) * size as u64, size, v)?;
+                self.write(pc, tid, sp, addr.wrapping_add(i as u64 * size as u64), size, v)?;
             }
         }
         if let Some(sp) = req_space {
@@ -499,7 +499,7 @@ impl<'l> Cta<'l> {
             }
             let mut data = [0u8; 16];
             for (i, b) in data.iter_mut().enumerate().take(src_size as usize) {
-                *b = self.read(pc, tid, Space::Global, src + i as u64, 1)? as u8;
+                *b = self.read(pc, tid, Space::Global, src.wrapping_add(i as u64), 1)? as u8;
             }
             if src_size > 0 {
                 global_acc.push((src & 0x00ff_ffff_ffff_ffff) | src_size << 56);

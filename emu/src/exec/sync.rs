@@ -173,7 +173,7 @@ impl<'l> Cta<'l> {
                         let addr = self.val(w, &inst.s[0], r);
                         self.matrix_row_check(pc, tid, addr)?;
                         for (k, byte) in rows[r].iter_mut().enumerate() {
-                            *byte = self.read(pc, tid, Space::Shared, addr + k as u64, 1)? as u8;
+                            *byte = self.read(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1)? as u8;
                         }
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
                     }
@@ -205,7 +205,7 @@ impl<'l> Cta<'l> {
                         let addr = self.val(w, &inst.s[0], r);
                         self.matrix_row_check(pc, tid, addr)?;
                         for (k, byte) in rows.get(r).copied().unwrap_or([0; 16]).iter().enumerate() {
-                            self.write(pc, tid, Space::Shared, addr + k as u64, 1, *byte as u64)?;
+                            self.write(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, *byte as u64)?;
                         }
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
                     }

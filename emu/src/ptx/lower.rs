@@ -26,6 +26,11 @@ pub(crate) struct ModuleScope<'a> {
     pub vars: &'a [VarDecl],
 }
 
+/// Far above what nvcc declares; bounds the per-warp register file.
+const MAX_REGISTERS: u64 = 1 << 16;
+/// The hardware's per-thread local memory limit.
+const MAX_LOCAL_BYTES: u64 = 512 * 1024;
+
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a.max(1)) * a.max(1)
 }
@@ -141,6 +146,9 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
             }
             Stmt::Reg { names, .. } => {
                 for (name, count) in names {
+                    if ctx.nregs as u64 + count.unwrap_or(1) as u64 > MAX_REGISTERS {
+                        return Err(err(f.line, format!("`{}` declares more than {MAX_REGISTERS} registers", f.name)));
+                    }
                     match count {
                         Some(c) => (0..*c).for_each(|i| ctx.new_reg(format!("{name}{i}"))),
                         None => ctx.new_reg(name.clone()),
@@ -159,6 +167,12 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
             }
             Stmt::Label(..) | Stmt::Var(_) => {}
         }
+    }
+    if local_end > MAX_LOCAL_BYTES {
+        return Err(err(f.line, format!("`{}` needs {local_end} bytes of local memory per thread (at most {MAX_LOCAL_BYTES})", f.name)));
+    }
+    if shared_end > u32::MAX as u64 / 2 {
+        return Err(err(f.line, format!("`{}` declares {shared_end} bytes of shared memory", f.name)));
     }
     let carry_reg = carry_reg.unwrap_or(ctx.nregs);
     let nregs = ctx.nregs + 1;
@@ -684,13 +698,15 @@ fn decode<'o>(
                 return Err("unknown barrier form".into());
             };
             let c = cx(Space::Generic, T::B32);
-            let (d, s) = if let BarKind::Red(r) = kind {
-                let ty = if r == BarRed::Popc { T::U32 } else { T::Pred };
-                let _ = ty;
+            let (d, s) = if let BarKind::Red(_) = kind {
                 (c.dst(all.first().ok_or("missing destination")?)?, srcs(&c, 1)?)
             } else {
                 (Opd::Sink, srcs(&c, 0)?)
             };
+            let allowed = if matches!(kind, BarKind::Red(_)) { 2..=3 } else { 1..=2 };
+            if !allowed.contains(&s.len()) {
+                return Err("wrong number of barrier operands".into());
+            }
             let ty = if matches!(kind, BarKind::Red(BarRed::Popc)) { T::U32 } else { T::Pred };
             (Op::Bar { kind }, ty, d, Opd::Sink, s, Class::Sync)
         }
@@ -1237,6 +1253,31 @@ mod tests {
         assert_eq!(k.max_threads_per_block, Some(256));
         assert_eq!(m.kernels().len(), 1);
         assert!(m.kernel("nope").is_none());
+    }
+
+    /// Every prefix of a module, and the module with each line dropped,
+    /// loads or fails with an error — never a panic.
+    #[test]
+    fn malformed_text_never_panics() {
+        let full = format!(
+            "{HEAD}.shared .align 4 .b8 sm[64];\nmov.u32 %r1, %tid.x;\nsetp.lt.u32 %p1, %r1, 4;\n@%p1 bra $L_x;\n\
+             ld.param.u64 %rd1, [p];\nshl.b32 %r2, %r1, 2;\nmov.u32 %r3, sm;\nadd.s32 %r4, %r3, %r2;\n\
+             st.shared.u32 [%r4+4], %r1;\nbar.sync 0;\nshfl.sync.bfly.b32 %r5|%p2, %r1, 1, 31, -1;\n\
+             $L_x:\nret;\n}}\n"
+        );
+        let mem = GlobalMemory::new(1 << 20);
+        for end in 0..full.len() {
+            let _ = Module::load(&full[..end], &mem);
+        }
+        let lines: Vec<&str> = full.lines().collect();
+        for skip in 0..lines.len() {
+            let text: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| *l).collect();
+            let _ = Module::load(&text.join("\n"), &mem);
+        }
+        assert!(Module::load(&full, &mem).is_ok());
+        for bad in ["bar.sync;", ".reg .b32 %big<99999999>;", ".local .b8 huge[99999999999];", ".shared .b8 a[4294967296][4294967296];"] {
+            assert!(load_body(bad).is_err(), "`{bad}`");
+        }
     }
 
     #[test]

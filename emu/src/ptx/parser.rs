@@ -63,7 +63,7 @@ pub(crate) struct VarDecl {
 
 impl VarDecl {
     pub fn size_bytes(&self) -> u64 {
-        self.count.unwrap_or(0) * self.ty.size_bytes() as u64 * self.vec as u64
+        self.count.unwrap_or(0).saturating_mul(self.ty.size_bytes() as u64 * self.vec as u64)
     }
 }
 
@@ -286,7 +286,10 @@ fn parse_var_rest(p: &mut P, space_word: &str, is_extern: bool, line: u32) -> Re
         }
         let n = p.int()?;
         p.expect_punct(']')?;
-        count = count.map(|c| c * n);
+        count = count.and_then(|c| c.checked_mul(n));
+        if count.is_none() {
+            return Err(e(line, format!("array `{name}` is too large")));
+        }
     }
     let mut init = Vec::new();
     if p.eat_punct('=') {
