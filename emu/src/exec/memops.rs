@@ -493,7 +493,10 @@ impl<'l> Cta<'l> {
             let (_, src) = resolve(Space::Global, self.val(w, &inst.s[1], l));
             let src_size = inst.s.get(2).map_or(bytes as u64, |o| self.val(w, o, l)).min(bytes as u64);
             self.misaligned(pc, tid, dsp, dst, bytes as u32)?;
-            self.misaligned(pc, tid, Space::Global, src, bytes as u32)?;
+            if src_size > 0 {
+                // A zero-fill copy (src-size 0) never touches its source.
+                self.misaligned(pc, tid, Space::Global, src, bytes as u32)?;
+            }
             if !self.shared_range(pc, tid, dsp, dst, bytes as u64, self.shared.len())? {
                 continue;
             }

@@ -870,8 +870,11 @@ fn decode<'o>(
             if !(dst_shared && m.has("global")) {
                 return Err("cp.async needs .shared.global".into());
             }
+            let policy = m.parts.contains(&"L2::cache_hint") as usize;
             m.parts.retain(|p| !p.starts_with("L2::"));
-            if !(3..=5).contains(&n) {
+            // [dst], [src], cp-size{, src-size}{, cache-policy}
+            let n = n - policy.min(n);
+            if !(3..=4).contains(&n) {
                 return Err("wrong number of operands".into());
             }
             let bytes = match all[2] {
@@ -1284,5 +1287,9 @@ mod tests {
     fn cache_hint_operand_is_accepted() {
         assert!(load_body("ld.global.L2::cache_hint.u32 %r1, [%rd1], %rd2;").is_ok());
         assert!(load_body("ld.global.u32 %r1, [%rd1], %rd2;").is_err());
+        let m = load_body("cp.async.cg.shared.global.L2::cache_hint [%r1], [%rd1], 16, %rd2;").unwrap();
+        assert_eq!(m.kernels[0].insts[0].s.len(), 2, "the policy is not a src-size");
+        let m = load_body("cp.async.cg.shared.global.L2::cache_hint [%r1], [%rd1], 16, %r2, %rd2;").unwrap();
+        assert_eq!(m.kernels[0].insts[0].s.len(), 3);
     }
 }
