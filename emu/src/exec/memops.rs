@@ -235,6 +235,11 @@ impl<'l> Cta<'l> {
     /// Reads `len` ≤ 8 bytes at a resolved address.
     #[inline]
     pub(super) fn read(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<u64, Stop> {
+        self.read_checked(pc, tid, sp, addr, len, true)
+    }
+
+    /// `read`, with the shared-memory initcheck optional (see `Op::Ldmatrix`).
+    pub(super) fn read_checked(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32, shared_initcheck: bool) -> Result<u64, Stop> {
         let n = len as u64;
         match sp {
             Space::Global | Space::Const | Space::Generic => {
@@ -258,7 +263,7 @@ impl<'l> Cta<'l> {
                 }
                 self.race_check(pc, tid, addr, n, false)?;
                 let o = addr as usize;
-                if self.l.opts.initcheck && !self.shared_init[o..o + len as usize].iter().all(|b| *b) {
+                if shared_initcheck && self.l.opts.initcheck && !self.shared_init[o..o + len as usize].iter().all(|b| *b) {
                     return Err(self.report(
                         FindingKind::Uninitialized,
                         pc,

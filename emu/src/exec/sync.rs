@@ -172,8 +172,13 @@ impl<'l> Cta<'l> {
                         let tid = self.tid_of(w, r);
                         let addr = self.val(w, &inst.s[0], r);
                         self.matrix_row_check(pc, tid, addr)?;
+                        // No shared initcheck on ldmatrix: tensor-core tiles load
+                        // rows past a ragged edge that predicated-off copies left
+                        // unwritten, and the products of those rows are discarded
+                        // (CUTLASS's multistage mainloop does this by design).
+                        // Racecheck still applies, so reads ahead of cp.async.wait are caught.
                         for (k, byte) in rows[r].iter_mut().enumerate() {
-                            *byte = self.read(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1)? as u8;
+                            *byte = self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
                         }
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
                     }
