@@ -293,8 +293,9 @@ mod bad_input {
     fn single_layer_error(n: usize, k: usize, rank: usize, scale: f32) -> LoraError {
         let dev = device::device().expect("checked by caller");
         let mut w = dev.stream.clone_htod(&vec![0f32; n * k]).unwrap();
-        let a = dev.stream.clone_htod(&vec![0f32; rank * k]).unwrap();
-        let b = dev.stream.clone_htod(&vec![0f32; n * rank]).unwrap();
+        // A driver refuses zero-byte allocations; rank is checked before any length.
+        let a = dev.stream.clone_htod(&vec![0f32; rank.max(1) * k]).unwrap();
+        let b = dev.stream.clone_htod(&vec![0f32; n * rank.max(1)]).unwrap();
         let mut layers = [MergeLayer { weight: w.as_view_mut(), n, k, adapter: Adapter { a: a.as_view(), b: b.as_view(), rank, scale } }];
         dev.kernels.merge(&dev.stream, &mut layers, Direction::Merge, FiniteCheck::Unchecked).unwrap_err()
     }

@@ -17,11 +17,7 @@ use crate::findings::Finding;
 use crate::launch::{launch, CheckOptions, LaunchConfig, LaunchError};
 use crate::module::KernelInfo;
 use std::ffi::{c_uint, c_void};
-use std::io::Write;
 
-/// Environment variable naming a file to which each launch's counters are
-/// appended as one JSON line.
-pub const COUNTERS_FILE_ENV: &str = "PTX_EMU_COUNTERS_FILE";
 
 /// The driver code for a launch that could not start.
 pub fn launch_error_code(error: &LaunchError) -> CUresult {
@@ -59,16 +55,11 @@ pub fn findings_result(findings: &[Finding]) -> DriverResult {
     }
 }
 
-fn append_counters_line(counters: &Counters) {
-    let Some(path) = std::env::var_os(COUNTERS_FILE_ENV) else { return };
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| writeln!(file, "{}", counters.to_json_line()));
-    if let Err(error) = written {
-        eprintln!("ptx-emu: cannot append counters to {}: {error}", path.to_string_lossy());
-    }
+thread_local! {
+    /// Counters of the calling host thread's most recent launch. Per thread,
+    /// like CUDA's last-error state, so threads launching at the same time
+    /// (tests run in parallel) each read their own.
+    pub(crate) static LAST_COUNTERS: std::cell::RefCell<Option<Counters>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Multiprocessors of the emulated device (attribute MULTIPROCESSOR_COUNT).
@@ -120,8 +111,8 @@ fn launch_kernel(request: LaunchRequest) -> DriverResult {
     for finding in &report.findings {
         eprintln!("ptx-emu: {finding}");
     }
-    append_counters_line(&report.counters);
-    state.last_counters = Some(report.counters);
+    // (`launch` itself appends the counters to PTX_EMU_COUNTERS_FILE.)
+    LAST_COUNTERS.with(|last| *last.borrow_mut() = Some(report.counters));
     let result = findings_result(&report.findings);
     if let Err(code) = result {
         state.set_sticky_error(context, code);

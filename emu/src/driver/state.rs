@@ -11,7 +11,6 @@ use super::device::global_memory_bytes;
 use super::result::{
     DriverResult, CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_INVALID_HANDLE, CUDA_ERROR_NOT_INITIALIZED,
 };
-use crate::counters::Counters;
 use crate::memory::GlobalMemory;
 use crate::module::Module;
 use std::alloc::Layout;
@@ -92,8 +91,6 @@ pub(crate) struct DeviceState {
     pub events: HashMap<Handle, EventRecord>,
     /// Page-locked host allocations (`cuMemAllocHost`): address → layout to free with.
     pub host_allocations: HashMap<usize, Layout>,
-    /// Counters of the most recent launch that ran.
-    pub last_counters: Option<Counters>,
 }
 
 impl DeviceState {
