@@ -33,7 +33,7 @@ impl InputLayout {
         }
     }
 
-    fn packed(self) -> bool {
+    pub fn packed(self) -> bool {
         matches!(self, InputLayout::HalfK16 | InputLayout::HalfK8)
     }
 

@@ -1,0 +1,209 @@
+//! `D = A·B + C` rounded once to D's type (round to nearest even), computed
+//! in plain f64 arithmetic wherever that is provably exact, and with the
+//! exact integer dot product of `numerics` everywhere else.
+//!
+//! Why the f64 path is exact:
+//! 1. A product of two inputs of at most 11 significant bits (f16, tf32;
+//!    bf16 has 8) has at most 22 bits, so it is an f64 exactly — and far from
+//!    f64's overflow and subnormal range (|product| ≥ 2^-272 for tf32).
+//! 2. Each product is a multiple of 2^L and below 2^H in magnitude, with
+//!    `H − L ≤ spread(A row) + spread(B col) + 2p` (p = input precision,
+//!    spread = difference of the largest and smallest binade of the nonzero
+//!    elements; see [`fits_exactly`]). Every partial sum of the k products
+//!    is then a multiple of 2^L below `k · 2^H`; when that is under 2^53 · 2^L
+//!    it is an f64, so every addition is exact, in any order, and `P = Σ a·b`
+//!    comes out exact.
+//! 3. `P + C` is formed with Knuth's TwoSum, which gives the rounded sum `s`
+//!    and its exact error `e`. Forcing the last bit of `s` to 1 when `e ≠ 0`
+//!    ("rounding to odd") keeps enough information for one more rounding to
+//!    any format at least two bits narrower to equal the correct rounding of
+//!    `P + C` (Boldo & Melquiond, "Emulation of FMA and correctly rounded
+//!    sums: proved algorithms using rounding to odd", IEEE TC 2008). So C
+//!    needs no exponent condition at all.
+//! 4. Signed zeros: the sum starts at −0, which leaves every addend's sign
+//!    as it is, and IEEE addition gives −0 for an exact zero only when both
+//!    addends are −0 — the same rule as the exact path (−0 only if every
+//!    term, zero terms included, is negative).
+//!
+//! NaN or ±∞ anywhere in a row of A, a column of B or in C sends that output
+//! to the exact path, as does a spread too wide for step 2.
+
+use super::operands::Operands;
+use crate::numerics::arith::dot_product;
+use crate::numerics::format::{round_to_format, Decoded, Direction, FloatFormat};
+
+/// Spread given to a row or column holding NaN or ±∞, beyond any budget.
+const NOT_FINITE: i32 = 1 << 20;
+/// The biased exponent field of an f64 NaN or ±∞.
+const EXP_ALL_ONES: i32 = 0x7FF;
+
+/// The result matrix `d[row][col]` as D's raw bits (`.f32`, or `.f16` in
+/// the low 16 bits). `precision` is the significant bits of A and B's type.
+pub(crate) fn multiply_accumulate(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
+    let k = ops.k;
+    let budget = spread_budget(precision, k);
+    let row_spread: [i32; 16] = std::array::from_fn(|r| binade_spread(ops.a[r][..k].iter().copied()));
+    let col_spread: [i32; 8] = std::array::from_fn(|col| binade_spread(ops.b[..k].iter().map(|row| row[col])));
+    let mut d = [[0u32; 8]; 16];
+    for (r, d_row) in d.iter_mut().enumerate() {
+        // Eight independent sums side by side: the compiler keeps them in
+        // vector registers. Exact whenever `fits_exactly` holds below.
+        let mut sums = [-0.0f64; 8];
+        for (&x, b_row) in ops.a[r][..k].iter().zip(&ops.b[..k]) {
+            for (sum, &y) in sums.iter_mut().zip(b_row) {
+                *sum += x * y;
+            }
+        }
+        for (col, out) in d_row.iter_mut().enumerate() {
+            let c = ops.c[r][col];
+            *out = if row_spread[r] + col_spread[col] <= budget && c.is_finite() {
+                round_once(sum_rounded_to_odd(sums[col], c), d_fmt)
+            } else {
+                exact_element(ops, r, col, d_fmt)
+            };
+        }
+    }
+    d
+}
+
+/// The largest `spread(A row) + spread(B col)` for which every partial sum
+/// of the k products is an f64: with `|x| < 2^(E+1)` and x a multiple of
+/// `2^(E − p + 1)` for an input of binade E (subnormals have a coarser
+/// quantum, which only helps), a product lies below `2^(Ea + Eb + 2)` and
+/// is a multiple of `2^(Ea + Eb − 2p + 2)`; k of them stay below
+/// `2^(max Ea + max Eb + 2 + log2 k)`. That over the smallest quantum must
+/// not exceed 2^53: `spreadA + spreadB + 2p + log2 k ≤ 53`.
+fn spread_budget(precision: u32, k: usize) -> i32 {
+    53 - 2 * precision as i32 - k.next_power_of_two().trailing_zeros() as i32
+}
+
+/// Largest minus smallest biased f64 exponent over the nonzero elements (0
+/// when all are zero), or [`NOT_FINITE`] when one is NaN or ±∞. The inputs
+/// are never f64 subnormals, so a zero exponent field means a zero.
+fn binade_spread(values: impl Iterator<Item = f64>) -> i32 {
+    let (mut low, mut high) = (i32::MAX, 0);
+    for v in values {
+        let exp = ((v.to_bits() >> 52) & 0x7FF) as i32;
+        high = high.max(exp);
+        if exp != 0 {
+            low = low.min(exp);
+        }
+    }
+    if high == EXP_ALL_ONES {
+        NOT_FINITE
+    } else {
+        (high - low).max(0)
+    }
+}
+
+/// `p + c`, both finite, rounded to odd in f64: the rounded sum itself when
+/// exact or already odd, else its odd neighbour on the side of the exact sum.
+fn sum_rounded_to_odd(p: f64, c: f64) -> f64 {
+    // TwoSum: `error` is exactly (p + c) − sum (no overflow is possible here).
+    let sum = p + c;
+    let c_part = sum - p;
+    let p_part = sum - c_part;
+    let error = (p - p_part) + (c - c_part);
+    let bits = sum.to_bits();
+    if error == 0.0 || bits & 1 == 1 {
+        return sum;
+    }
+    // Inexact, so sum ≠ 0 and the exact value lies strictly between `sum`
+    // and its neighbour toward `error`; on sign-magnitude bits that
+    // neighbour is one step up (larger magnitude) or down.
+    let away_from_zero = (error > 0.0) == (sum > 0.0);
+    f64::from_bits(if away_from_zero { bits + 1 } else { bits - 1 })
+}
+
+/// Rounds an f64 (rounded to odd, see above) to nearest even in `fmt`.
+fn round_once(value: f64, fmt: FloatFormat) -> u32 {
+    if fmt == FloatFormat::F32 {
+        // `as` rounds to nearest even, subnormal results and overflow to ±∞ included.
+        return (value as f32).to_bits();
+    }
+    match FloatFormat::F64.decode(value.to_bits()) {
+        Decoded::Finite { neg, sig, exp } => round_to_format(fmt, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32,
+        Decoded::Zero { neg } => fmt.zero(neg) as u32,
+        // Finite inputs give a finite sum.
+        Decoded::Inf { neg } => fmt.inf(neg) as u32,
+        Decoded::Nan => fmt.canonical_nan() as u32,
+    }
+}
+
+/// One output by the exact integer dot product (any inputs, NaN and ±∞ too).
+fn exact_element(ops: &Operands, r: usize, col: usize, d_fmt: FloatFormat) -> u32 {
+    let k = ops.k;
+    let a: [Decoded; 16] = std::array::from_fn(|kk| decode_exact(ops.a[r][kk]));
+    let b: [Decoded; 16] = std::array::from_fn(|kk| decode_exact(ops.b[kk][col]));
+    dot_product(&a[..k], &b[..k], decode_exact(ops.c[r][col]), d_fmt, Direction::NearestEven) as u32
+}
+
+/// An f64 holding an input or C value, decoded with its significand's
+/// trailing zeros removed: it then has at most 24 bits (the widest type
+/// here, f32), as [`dot_product`] requires of its operands.
+fn decode_exact(value: f64) -> Decoded {
+    match FloatFormat::F64.decode(value.to_bits()) {
+        Decoded::Finite { neg, sig, exp } => {
+            let zeros = sig.trailing_zeros();
+            Decoded::Finite { neg, sig: sig >> zeros, exp: exp + zeros as i32 }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_per_input_type() {
+        assert_eq!(spread_budget(8, 16), 33); // bf16 m16n8k16
+        assert_eq!(spread_budget(11, 16), 27); // f16 m16n8k16
+        assert_eq!(spread_budget(11, 8), 28); // f16 m16n8k8, tf32 m16n8k8
+        assert_eq!(spread_budget(11, 4), 29); // tf32 m16n8k4
+    }
+
+    #[test]
+    fn spread_ignores_zeros_and_flags_non_finite() {
+        assert_eq!(binade_spread([0.0, -0.0].into_iter()), 0);
+        assert_eq!(binade_spread([0.0, 1.0, -0.75, 8.5].into_iter()), 4);
+        assert_eq!(binade_spread([0.0, f64::INFINITY].into_iter()), NOT_FINITE);
+        assert_eq!(binade_spread([1.0, f64::NAN].into_iter()), NOT_FINITE);
+    }
+
+    #[test]
+    fn rounding_to_odd_marks_inexact_sums() {
+        // 1 + 2^-60 is not an f64: rounded to odd it is 1 + 2^-52.
+        assert_eq!(sum_rounded_to_odd(1.0, 2f64.powi(-60)), 1.0 + 2f64.powi(-52));
+        // 1 − 2^-60 lies between 1 − 2^-53 (odd) and 1.
+        assert_eq!(sum_rounded_to_odd(1.0, -(2f64.powi(-60))), 1.0 - 2f64.powi(-53));
+        assert_eq!(sum_rounded_to_odd(-1.0, -(2f64.powi(-60))), -1.0 - 2f64.powi(-52));
+        // Exact sums are left alone.
+        assert_eq!(sum_rounded_to_odd(1.5, 0.25), 1.75);
+        assert_eq!(sum_rounded_to_odd(-0.0, -0.0).to_bits(), (-0.0f64).to_bits());
+        assert_eq!(sum_rounded_to_odd(2.0, -2.0).to_bits(), 0);
+    }
+
+    #[test]
+    fn a_tie_broken_by_a_tiny_remainder() {
+        // 1 + 2^-24 is a tie between f32 neighbours 1 and 1 + 2^-23; a
+        // remainder of ±2^-80 decides it, which plain f64 addition would lose.
+        let tie = 1.0 + 2f64.powi(-24);
+        let up = round_once(sum_rounded_to_odd(tie, 2f64.powi(-80)), FloatFormat::F32);
+        let down = round_once(sum_rounded_to_odd(tie, -(2f64.powi(-80))), FloatFormat::F32);
+        assert_eq!(up, (1.0f32 + f32::EPSILON).to_bits());
+        assert_eq!(down, 1.0f32.to_bits());
+        assert_eq!(round_once(tie, FloatFormat::F32), 1.0f32.to_bits());
+        // The same for f16: 1 + 2^-11 is a tie between 1 and 1 + 2^-10.
+        let tie = 1.0 + 2f64.powi(-11);
+        assert_eq!(round_once(sum_rounded_to_odd(tie, 2f64.powi(-70)), FloatFormat::F16), 0x3C01);
+        assert_eq!(round_once(sum_rounded_to_odd(tie, -(2f64.powi(-70))), FloatFormat::F16), 0x3C00);
+    }
+
+    #[test]
+    fn decode_exact_strips_trailing_zeros() {
+        assert_eq!(decode_exact(1.5), Decoded::Finite { neg: false, sig: 3, exp: -1 });
+        assert_eq!(decode_exact(-8.0), Decoded::Finite { neg: true, sig: 1, exp: 3 });
+        assert_eq!(decode_exact(-0.0), Decoded::Zero { neg: true });
+    }
+}
