@@ -32,35 +32,61 @@ use super::operands::Operands;
 use crate::numerics::arith::dot_product;
 use crate::numerics::format::{round_to_format, Decoded, Direction, FloatFormat};
 
-/// Spread given to a row or column holding NaN or ±∞, beyond any budget.
-const NOT_FINITE: i32 = 1 << 20;
-/// The biased exponent field of an f64 NaN or ±∞.
-const EXP_ALL_ONES: i32 = 0x7FF;
-
 /// The result matrix `d[row][col]` as D's raw bits (`.f32`, or `.f16` in
 /// the low 16 bits). `precision` is the significant bits of A and B's type.
 pub(crate) fn multiply_accumulate(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { multiply_accumulate_avx2(ops, precision, d_fmt) };
+    }
+    multiply_accumulate_portable(ops, precision, d_fmt)
+}
+
+/// The same code compiled for AVX2: four f64 lanes per instruction and
+/// three-operand forms roughly halve the time of the SSE2 baseline build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn multiply_accumulate_avx2(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
+    multiply_accumulate_portable(ops, precision, d_fmt)
+}
+
+#[inline(always)]
+fn multiply_accumulate_portable(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
     let k = ops.k;
     let budget = spread_budget(precision, k);
-    let row_spread: [i32; 16] = std::array::from_fn(|r| binade_spread(ops.a[r][..k].iter().copied()));
-    let col_spread: [i32; 8] = std::array::from_fn(|col| binade_spread(ops.b[..k].iter().map(|row| row[col])));
+    let row_spread = binade_spreads(&ops.a_t[..k]);
+    let col_spread = binade_spreads(&ops.b[..k]);
     let mut d = [[0u32; 8]; 16];
-    for (r, d_row) in d.iter_mut().enumerate() {
-        // Eight independent sums side by side: the compiler keeps them in
-        // vector registers. Exact whenever `fits_exactly` holds below.
-        let mut sums = [-0.0f64; 8];
-        for (&x, b_row) in ops.a[r][..k].iter().zip(&ops.b[..k]) {
-            for (sum, &y) in sums.iter_mut().zip(b_row) {
-                *sum += x * y;
+    // Four rows at a time: 32 independent sums keep the floating-point
+    // adder busy instead of waiting on one chain of additions.
+    for quad in 0..4 {
+        let mut sums = [[-0.0f64; 8]; 4];
+        for (a_col, b_row) in ops.a_t[..k].iter().zip(&ops.b[..k]) {
+            for (i, row_sums) in sums.iter_mut().enumerate() {
+                let x = a_col[4 * quad + i];
+                for c in 0..8 {
+                    row_sums[c] += x * b_row[c];
+                }
             }
         }
-        for (col, out) in d_row.iter_mut().enumerate() {
-            let c = ops.c[r][col];
-            *out = if row_spread[r] + col_spread[col] <= budget && c.is_finite() {
-                round_once(sum_rounded_to_odd(sums[col], c), d_fmt)
-            } else {
-                exact_element(ops, r, col, d_fmt)
-            };
+        for (i, products) in sums.iter().enumerate() {
+            let r = 4 * quad + i;
+            let c_row = &ops.c[r];
+            d[r] = round_row(&row_rounded_to_odd(products, c_row), d_fmt);
+            // A NaN or ±∞ in row r of A, column col of B or in C makes the
+            // sum or C non-finite (finite inputs cannot overflow f64).
+            let mut inexact = 0u32;
+            for col in 0..8 {
+                let fits = row_spread[r] + col_spread[col] <= budget;
+                let finite = products[col].abs() < f64::INFINITY && c_row[col].abs() < f64::INFINITY;
+                inexact |= u32::from(!(fits && finite)) << col;
+            }
+            while inexact != 0 {
+                let col = inexact.trailing_zeros() as usize;
+                d[r][col] = exact_element(ops, r, col, d_fmt);
+                inexact &= inexact - 1;
+            }
         }
     }
     d
@@ -77,27 +103,58 @@ fn spread_budget(precision: u32, k: usize) -> i32 {
     53 - 2 * precision as i32 - k.next_power_of_two().trailing_zeros() as i32
 }
 
-/// Largest minus smallest biased f64 exponent over the nonzero elements (0
-/// when all are zero), or [`NOT_FINITE`] when one is NaN or ±∞. The inputs
-/// are never f64 subnormals, so a zero exponent field means a zero.
-fn binade_spread(values: impl Iterator<Item = f64>) -> i32 {
-    let (mut low, mut high) = (i32::MAX, 0);
-    for v in values {
-        let exp = ((v.to_bits() >> 52) & 0x7FF) as i32;
-        high = high.max(exp);
-        if exp != 0 {
-            low = low.min(exp);
+/// For each of the N lanes (rows of A, columns of B) across `lines`: the
+/// binade of the largest magnitude minus that of the smallest nonzero one,
+/// 0 when all are zero. NaN and ±∞ give meaningless spreads; the caller
+/// catches them through the non-finite sum they cause.
+#[inline(always)]
+fn binade_spreads<const N: usize>(lines: &[[f64; N]]) -> [i32; N] {
+    let mut largest = [0.0f64; N];
+    let mut smallest = [f64::INFINITY; N];
+    for line in lines {
+        // Lane-wise, so the compiler keeps this in vector min/max instructions.
+        for i in 0..N {
+            let magnitude = line[i].abs();
+            let nonzero = if magnitude == 0.0 { f64::INFINITY } else { magnitude };
+            largest[i] = if magnitude > largest[i] { magnitude } else { largest[i] };
+            smallest[i] = if nonzero < smallest[i] { nonzero } else { smallest[i] };
         }
     }
-    if high == EXP_ALL_ONES {
-        NOT_FINITE
-    } else {
-        (high - low).max(0)
+    let binade = |x: f64| (x.to_bits() >> 52) as i32;
+    std::array::from_fn(|i| if smallest[i] == f64::INFINITY { 0 } else { binade(largest[i]) - binade(smallest[i]) })
+}
+
+/// [`sum_rounded_to_odd`] for a row of eight, written lane-wise so that it
+/// compiles to vector instructions.
+#[inline(always)]
+fn row_rounded_to_odd(products: &[f64; 8], c: &[f64; 8]) -> [f64; 8] {
+    let mut out = [0.0; 8];
+    for i in 0..8 {
+        out[i] = sum_rounded_to_odd(products[i], c[i]);
     }
+    out
+}
+
+/// Rounds a row of f64 values (rounded to odd) to nearest even in `fmt`.
+#[inline(always)]
+fn round_row(values: &[f64; 8], fmt: FloatFormat) -> [u32; 8] {
+    let mut out = [0u32; 8];
+    if fmt == FloatFormat::F32 {
+        // `as` rounds to nearest even, subnormal results and overflow to ±∞ included.
+        for i in 0..8 {
+            out[i] = (values[i] as f32).to_bits();
+        }
+    } else {
+        for i in 0..8 {
+            out[i] = round_once(values[i], fmt);
+        }
+    }
+    out
 }
 
 /// `p + c`, both finite, rounded to odd in f64: the rounded sum itself when
 /// exact or already odd, else its odd neighbour on the side of the exact sum.
+#[inline(always)]
 fn sum_rounded_to_odd(p: f64, c: f64) -> f64 {
     // TwoSum: `error` is exactly (p + c) − sum (no overflow is possible here).
     let sum = p + c;
@@ -105,14 +162,14 @@ fn sum_rounded_to_odd(p: f64, c: f64) -> f64 {
     let p_part = sum - c_part;
     let error = (p - p_part) + (c - c_part);
     let bits = sum.to_bits();
-    if error == 0.0 || bits & 1 == 1 {
-        return sum;
-    }
-    // Inexact, so sum ≠ 0 and the exact value lies strictly between `sum`
-    // and its neighbour toward `error`; on sign-magnitude bits that
-    // neighbour is one step up (larger magnitude) or down.
-    let away_from_zero = (error > 0.0) == (sum > 0.0);
-    f64::from_bits(if away_from_zero { bits + 1 } else { bits - 1 })
+    // Inexact and even: then sum ≠ 0 and the exact value lies strictly
+    // between `sum` and its neighbour toward `error`, which is odd; on
+    // sign-magnitude bits that neighbour is one step up (larger magnitude,
+    // when `error` has the sign of `sum`) or down. Branch-free selects.
+    let adjust = u64::from(error != 0.0) & !bits & 1;
+    // +1 or −1 (all ones) from the sign bits; masked to 0 when not adjusting.
+    let step = 1 | ((bits ^ error.to_bits()) as i64 >> 63) as u64;
+    f64::from_bits(bits.wrapping_add(step & adjust.wrapping_neg()))
 }
 
 /// Rounds an f64 (rounded to odd, see above) to nearest even in `fmt`.
@@ -133,7 +190,7 @@ fn round_once(value: f64, fmt: FloatFormat) -> u32 {
 /// One output by the exact integer dot product (any inputs, NaN and ±∞ too).
 fn exact_element(ops: &Operands, r: usize, col: usize, d_fmt: FloatFormat) -> u32 {
     let k = ops.k;
-    let a: [Decoded; 16] = std::array::from_fn(|kk| decode_exact(ops.a[r][kk]));
+    let a: [Decoded; 16] = std::array::from_fn(|kk| decode_exact(ops.a_t[kk][r]));
     let b: [Decoded; 16] = std::array::from_fn(|kk| decode_exact(ops.b[kk][col]));
     dot_product(&a[..k], &b[..k], decode_exact(ops.c[r][col]), d_fmt, Direction::NearestEven) as u32
 }
@@ -164,11 +221,11 @@ mod tests {
     }
 
     #[test]
-    fn spread_ignores_zeros_and_flags_non_finite() {
-        assert_eq!(binade_spread([0.0, -0.0].into_iter()), 0);
-        assert_eq!(binade_spread([0.0, 1.0, -0.75, 8.5].into_iter()), 4);
-        assert_eq!(binade_spread([0.0, f64::INFINITY].into_iter()), NOT_FINITE);
-        assert_eq!(binade_spread([1.0, f64::NAN].into_iter()), NOT_FINITE);
+    fn spreads_ignore_zeros() {
+        let lines = [[0.0, 1.0, 0.0], [-0.0, -0.75, 3.0], [0.0, 8.5, 0.0]];
+        assert_eq!(binade_spreads(&lines), [0, 4, 0]);
+        assert_eq!(binade_spreads(&[[2f64.powi(-140), -(2f64.powi(100))]; 1]), [0, 0]);
+        assert_eq!(binade_spreads(&[[2f64.powi(-140)], [-(2f64.powi(100))]]), [240]);
     }
 
     #[test]

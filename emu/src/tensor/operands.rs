@@ -11,8 +11,9 @@ use crate::types::ScalarType;
 pub(crate) struct Operands {
     /// Depth of the product (columns of A, rows of B).
     pub k: usize,
-    /// `a[row][kk]`, 16 × k used.
-    pub a: [[f64; 16]; 16],
+    /// A transposed, `a_t[kk][row]`, k × 16 used: a column of A is
+    /// contiguous, so per-row quantities are computed sixteen rows abreast.
+    pub a_t: [[f64; 16]; 16],
     /// `b[kk][col]`, k × 8 used: a row of B is contiguous, so the eight
     /// outputs of a row of D accumulate side by side.
     pub b: [[f64; 8]; 16],
@@ -51,7 +52,7 @@ impl Operands {
             for i in 0..layout.a_elements() {
                 let (r, col) = layout.a_coord(lane, i);
                 let slot = layout.slot(i);
-                self.a[r][col] = convert(element(a[lane][slot.reg], slot.half));
+                self.a_t[col][r] = convert(element(a[lane][slot.reg], slot.half));
             }
             for i in 0..layout.b_elements() {
                 let (r, col) = layout.b_coord(lane, i);
