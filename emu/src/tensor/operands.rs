@@ -7,7 +7,6 @@ use super::layout::{cd_coord, InputLayout};
 use super::Fragment;
 use crate::types::ScalarType;
 
-#[derive(Default)]
 pub(crate) struct Operands {
     /// Depth of the product (columns of A, rows of B).
     pub k: usize,
@@ -22,9 +21,14 @@ pub(crate) struct Operands {
 }
 
 impl Operands {
+    pub fn new() -> Self {
+        Self { k: 0, a_t: [[0.0; 16]; 16], b: [[0.0; 8]; 16], c: [[0.0; 8]; 16] }
+    }
+
     /// `layout` must be the one `input_layout` accepted for `ab_ty`; `c_ty`
     /// is `.f16` or `.f32`. Fills `self` in place rather than returning a
     /// new value: moving these 4 KiB costs more than the arithmetic.
+    #[inline(always)]
     pub fn gather(&mut self, layout: InputLayout, ab_ty: ScalarType, c_ty: ScalarType, a: &Fragment, b: &Fragment, c: &Fragment) {
         let ops = self;
         ops.k = layout.k();

@@ -33,6 +33,9 @@ enum Mix {
     /// Binades within ±3 of 1 (spreads far inside every budget: the f64
     /// path), a few signed zeros.
     Narrow,
+    /// Binades within ±12 of 1: row and column spreads around the f64
+    /// path's budgets, on both sides of them.
+    Medium,
     /// Any binade, subnormals included: mostly the exact path.
     Wide,
     /// Mostly subnormals and the smallest normals.
@@ -53,6 +56,7 @@ fn element(rng: &mut Rng, ty: ScalarType, mix: Mix) -> u32 {
     let bias = fmt.bias() as u64;
     let exp = match mix {
         Mix::Narrow => bias - 3 + rng.below(7),
+        Mix::Medium => bias - 12 + rng.below(25),
         Mix::Wide => rng.below(exp_max),
         Mix::Tiny => rng.below(3),
         Mix::Special if rng.chance(5) => exp_max,
@@ -193,9 +197,9 @@ fn descs() -> Vec<MmaDesc> {
 
 #[test]
 fn f64_path_matches_exact_path_on_random_fragments() {
-    let mut rng = Rng(0x5EED_0F_F64_0001);
+    let mut rng = Rng(0x5EED_F640_0001);
     for desc in descs() {
-        for mix in [Mix::Narrow, Mix::Wide, Mix::Tiny, Mix::Special] {
+        for mix in [Mix::Narrow, Mix::Medium, Mix::Wide, Mix::Tiny, Mix::Special] {
             for _ in 0..40 {
                 Case::random(&mut rng, desc, mix).check(&format!("{mix:?}"));
             }
@@ -205,7 +209,7 @@ fn f64_path_matches_exact_path_on_random_fragments() {
 
 #[test]
 fn cancelling_products_and_negative_zero_accumulators() {
-    let mut rng = Rng(0x5EED_0F_F64_0002);
+    let mut rng = Rng(0x5EED_F640_0002);
     for desc in descs() {
         let k = input_layout(&desc).expect("supported").k();
         for round in 0..40 {
@@ -227,10 +231,11 @@ fn cancelling_products_and_negative_zero_accumulators() {
 fn accumulator_cancelling_the_products() {
     // C = −round(A·B): D is the rounding error of A·B alone, a remainder
     // far below C, which only an exact sum gets right.
-    let mut rng = Rng(0x5EED_0F_F64_0003);
+    let mut rng = Rng(0x5EED_F640_0003);
     for desc in descs().into_iter().filter(|d| d.c_ty == F32 && d.d_ty == F32) {
-        for _ in 0..40 {
-            let mut case = Case::random(&mut rng, desc, Mix::Narrow);
+        for round in 0..80 {
+            let mix = if round % 2 == 0 { Mix::Narrow } else { Mix::Medium };
+            let mut case = Case::random(&mut rng, desc, mix);
             case.c = vec![vec![0; 8]; 16];
             case.c = case.run().iter().map(|row| row.iter().map(|&x| x ^ 0x8000_0000).collect()).collect();
             case.check("remainder");
@@ -257,4 +262,24 @@ fn all_negative_zeros_give_negative_zero() {
         case.check("negative zeros");
         assert!(case.run().iter().flatten().all(|&x| x == zero(desc.d_ty)), "{desc:?}");
     }
+}
+
+#[test]
+fn a_spread_beyond_53_bits_is_summed_exactly() {
+    // Row 0: A = 2^24, 2^-24; B column = 1 + 2^-7 twice; C = −2^24·(1 + 2^-7).
+    // The products span 2^-31..2^24, more than an f64 holds, and the result
+    // is exactly the small product 2^-24·(1 + 2^-7).
+    let desc = MmaDesc { m: 16, n: 8, k: 16, a_row: true, b_col: true, d_ty: F32, a_ty: Bf16, b_ty: Bf16, c_ty: F32 };
+    let bf16 = |x: f32| x.to_bits() >> 16;
+    let mut case = Case::random(&mut Rng(11), desc, Mix::Narrow);
+    case.a[0] = vec![0; 16];
+    case.a[0][0] = bf16(2f32.powi(24));
+    case.a[0][1] = bf16(2f32.powi(-24));
+    let b_value = 1.0 + 2f32.powi(-7);
+    for (kk, row) in case.b.iter_mut().enumerate() {
+        row[0] = if kk < 2 { bf16(b_value) } else { 0 };
+    }
+    case.c[0][0] = (-(2f32.powi(24) * b_value)).to_bits();
+    case.check("wide spread");
+    assert_eq!(case.run()[0][0], (2f32.powi(-24) * b_value).to_bits());
 }
