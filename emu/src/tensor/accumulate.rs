@@ -181,6 +181,11 @@ fn round_once(value: f64, fmt: FloatFormat) -> u32 {
         // `as` rounds to nearest even, subnormal results and overflow to ±∞ included.
         return (value as f32).to_bits();
     }
+    if fmt == FloatFormat::F16 {
+        if let Some(bits) = f16_normal_nearest_even(value) {
+            return bits;
+        }
+    }
     match FloatFormat::F64.decode(value.to_bits()) {
         Decoded::Finite { neg, sig, exp } => round_to_format(fmt, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32,
         Decoded::Zero { neg } => fmt.zero(neg) as u32,
@@ -188,6 +193,27 @@ fn round_once(value: f64, fmt: FloatFormat) -> u32 {
         Decoded::Inf { neg } => fmt.inf(neg) as u32,
         Decoded::Nan => fmt.canonical_nan() as u32,
     }
+}
+
+/// `value` rounded to nearest even in f16 when it lies in f16's normal
+/// binades (2^-14 ≤ |value| < 2^16), the common case, on the bits directly;
+/// `None` for zeros, subnormal results and larger values. A carry out of
+/// the kept mantissa moves into the exponent field by itself, up to ∞.
+fn f16_normal_nearest_even(value: f64) -> Option<u32> {
+    const DROPPED: u32 = 52 - 10;
+    let bits = value.to_bits();
+    let exp = ((bits >> 52) & 0x7FF) as i32 - 1023;
+    if !(-14..=15).contains(&exp) {
+        return None;
+    }
+    let mantissa = bits & ((1 << 52) - 1);
+    let kept = mantissa >> DROPPED;
+    let rest = mantissa & ((1 << DROPPED) - 1);
+    let half = 1 << (DROPPED - 1);
+    let up = rest > half || (rest == half && kept & 1 == 1);
+    let magnitude = (((exp + 15) as u64) << 10 | kept) + u64::from(up);
+    let sign = (bits >> 48) & 0x8000;
+    Some((sign | magnitude) as u32)
 }
 
 /// One output by the exact integer dot product (any inputs, NaN and ±∞ too).
@@ -269,6 +295,38 @@ mod tests {
         let tie = 1.0 + 2f64.powi(-11);
         assert_eq!(round_once(sum_rounded_to_odd(tie, 2f64.powi(-70)), FloatFormat::F16), 0x3C01);
         assert_eq!(round_once(sum_rounded_to_odd(tie, -(2f64.powi(-70))), FloatFormat::F16), 0x3C00);
+    }
+
+    #[test]
+    fn f16_rounding_shortcut_matches_the_general_rounding() {
+        let general = |v: f64| match FloatFormat::F64.decode(v.to_bits()) {
+            Decoded::Finite { neg, sig, exp } => round_to_format(FloatFormat::F16, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32,
+            other => panic!("{other:?}"),
+        };
+        let mut state = 0x0123_4567_89AB_CDEFu64;
+        let mut checked = 0;
+        for i in 0..200_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Binades 2^-16 ..= 2^16, and every fourth value an exact tie or a
+            // neighbour of one (low mantissa bits 0 but the 2^41 one).
+            let exp = 1023 - 16 + (state >> 56) % 33;
+            let mut mantissa = state & ((1 << 52) - 1);
+            if i % 4 == 0 {
+                mantissa = (mantissa & !((1 << 42) - 1)) | (1 << 41) | (state >> 60 & 1);
+            }
+            let v = f64::from_bits((state & (1 << 63)) | exp << 52 | mantissa);
+            if let Some(bits) = f16_normal_nearest_even(v) {
+                assert_eq!(bits, general(v), "{v:e}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 150_000, "{checked}");
+        assert_eq!(f16_normal_nearest_even(65520.0), Some(0x7C00));
+        assert_eq!(f16_normal_nearest_even(-65519.0), Some(0xFBFF));
+        assert_eq!(f16_normal_nearest_even(2f64.powi(-15)), None);
+        assert_eq!(f16_normal_nearest_even(0.0), None);
     }
 
     #[test]

@@ -118,7 +118,12 @@ impl Case {
         }
     }
 
+    /// D from [`mma_sync`] (the build the CPU selects).
     fn run(&self) -> Vec<Vec<u32>> {
+        self.run_with(mma_sync)
+    }
+
+    fn run_with(&self, mma: fn(&MmaDesc, &Fragment, &Fragment, &Fragment) -> Fragment) -> Vec<Vec<u32>> {
         let (mut fa, mut fb, mut fc) = ([[0u32; 4]; 32], [[0u32; 4]; 32], [[0u32; 4]; 32]);
         let l = self.layout;
         let place = |regs: &mut [u32; 4], i: usize, bits: u32| {
@@ -143,7 +148,7 @@ impl Case {
                 }
             }
         }
-        let fd = mma_sync(&self.desc, &fa, &fb, &fc);
+        let fd = mma(&self.desc, &fa, &fb, &fc);
         let mut d = vec![vec![0u32; 8]; 16];
         for (lane, regs) in fd.iter().enumerate() {
             for i in 0..4 {
@@ -167,13 +172,17 @@ impl Case {
         dot_product(&a, &b, c, d_fmt, Direction::NearestEven) as u32
     }
 
+    /// Both builds — the one the CPU selects and the portable one without
+    /// fused multiply-adds — against the exact path.
     #[track_caller]
     fn check(&self, what: &str) {
-        let d = self.run();
-        for (r, row) in d.iter().enumerate() {
-            for (col, &got) in row.iter().enumerate() {
-                let want = self.exact(r, col);
-                assert_eq!(got, want, "{what} {:?}: D[{r}][{col}] = {got:#x}, exact {want:#x}", self.desc);
+        let portable: fn(&MmaDesc, &Fragment, &Fragment, &Fragment) -> Fragment = mma_sync_with::<false>;
+        for (build, d) in [("selected", self.run()), ("portable", self.run_with(portable))] {
+            for (r, row) in d.iter().enumerate() {
+                for (col, &got) in row.iter().enumerate() {
+                    let want = self.exact(r, col);
+                    assert_eq!(got, want, "{what} {build} {:?}: D[{r}][{col}] = {got:#x}, exact {want:#x}", self.desc);
+                }
             }
         }
     }
