@@ -92,6 +92,30 @@ impl InputLayout {
     }
 }
 
+impl InputLayout {
+    /// The inverse of [`Self::a_coord`]: (lane, element index) holding A[row][col].
+    pub fn a_source(self, row: usize, col: usize) -> (usize, usize) {
+        let (g, upper) = (row % 8, row / 8);
+        match self {
+            InputLayout::HalfK16 => (4 * g + (col % 8) / 2, (col & 1) + 2 * upper + 4 * (col / 8)),
+            InputLayout::HalfK8 => (4 * g + col / 2, (col & 1) + 2 * upper),
+            InputLayout::Tf32K8 => (4 * g + col % 4, upper + 2 * (col / 4)),
+            InputLayout::Tf32K4 => (4 * g + col, upper),
+        }
+    }
+
+    /// The inverse of [`Self::b_coord`]: (lane, element index) holding B[row][col].
+    pub fn b_source(self, row: usize, col: usize) -> (usize, usize) {
+        let g = col;
+        match self {
+            InputLayout::HalfK16 => (4 * g + (row % 8) / 2, (row & 1) + 2 * (row / 8)),
+            InputLayout::HalfK8 => (4 * g + row / 2, row & 1),
+            InputLayout::Tf32K8 => (4 * g + row % 4, row / 4),
+            InputLayout::Tf32K4 => (4 * g + row, 0),
+        }
+    }
+}
+
 /// (row, col) in C/D (16 × 8) of element `c_i`, i in 0..4, held by `lane`;
 /// for `.f32` `c_i` is register i, for `.f16` half `i & 1` of register `i / 2`.
 pub(crate) fn cd_coord(lane: usize, i: usize) -> (usize, usize) {
@@ -131,6 +155,22 @@ mod tests {
             }
         }
         assert!(cd.iter().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn sources_invert_coordinates() {
+        for layout in [InputLayout::HalfK16, InputLayout::HalfK8, InputLayout::Tf32K8, InputLayout::Tf32K4] {
+            for lane in 0..32 {
+                for i in 0..layout.a_elements() {
+                    let (r, c) = layout.a_coord(lane, i);
+                    assert_eq!(layout.a_source(r, c), (lane, i), "{layout:?} A[{r}][{c}]");
+                }
+                for i in 0..layout.b_elements() {
+                    let (r, c) = layout.b_coord(lane, i);
+                    assert_eq!(layout.b_source(r, c), (lane, i), "{layout:?} B[{r}][{c}]");
+                }
+            }
+        }
     }
 
     #[test]

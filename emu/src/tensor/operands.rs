@@ -51,17 +51,19 @@ impl Operands {
 
     #[inline(always)]
     fn fill_inputs(&mut self, layout: InputLayout, convert: impl Fn(u32) -> f64, a: &Fragment, b: &Fragment) {
-        let element = |reg: u32, half: u32| if layout.packed() { reg >> (16 * half) & 0xFFFF } else { reg };
-        for lane in 0..32 {
-            for i in 0..layout.a_elements() {
-                let (r, col) = layout.a_coord(lane, i);
-                let slot = layout.slot(i);
-                self.a_t[col][r] = convert(element(a[lane][slot.reg], slot.half));
+        let element = |fragment: &Fragment, (lane, i): (usize, usize)| {
+            let slot = layout.slot(i);
+            let reg = fragment[lane][slot.reg];
+            convert(if layout.packed() { reg >> (16 * slot.half) & 0xFFFF } else { reg })
+        };
+        // Destination order, so each row of `a_t` and `b` is written in
+        // one contiguous run.
+        for kk in 0..layout.k() {
+            for (r, x) in self.a_t[kk].iter_mut().enumerate() {
+                *x = element(a, layout.a_source(r, kk));
             }
-            for i in 0..layout.b_elements() {
-                let (r, col) = layout.b_coord(lane, i);
-                let slot = layout.slot(i);
-                self.b[r][col] = convert(element(b[lane][slot.reg], slot.half));
+            for (col, x) in self.b[kk].iter_mut().enumerate() {
+                *x = element(b, layout.b_source(kk, col));
             }
         }
     }
