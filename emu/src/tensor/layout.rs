@@ -69,7 +69,10 @@ impl InputLayout {
         }
     }
 
-    /// (row, col) in A (16 × K) of element `a_i` held by `lane`.
+    /// (row, col) in A (16 × K) of element `a_i` held by `lane`: the ISA's
+    /// table as written. The emulator reads fragments through its inverse,
+    /// [`Self::a_source`], which the tests check against this.
+    #[cfg(test)]
     pub fn a_coord(self, lane: usize, i: usize) -> (usize, usize) {
         let (g, t) = (lane >> 2, lane % 4);
         match self {
@@ -80,7 +83,9 @@ impl InputLayout {
         }
     }
 
-    /// (row, col) in B (K × 8) of element `b_i` held by `lane`.
+    /// (row, col) in B (K × 8) of element `b_i` held by `lane` (the ISA's
+    /// table; see [`Self::a_coord`]).
+    #[cfg(test)]
     pub fn b_coord(self, lane: usize, i: usize) -> (usize, usize) {
         let (g, t) = (lane >> 2, lane % 4);
         match self {
