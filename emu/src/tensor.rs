@@ -13,7 +13,7 @@ mod tests;
 use crate::numerics::format::FloatFormat;
 use crate::types::ScalarType;
 use accumulate::multiply_accumulate;
-use layout::{cd_coord, InputLayout};
+use layout::{cd_source, InputLayout};
 use operands::Operands;
 
 /// `mma.sync.aligned.{shape}.{alayout}.{blayout}.{dtype}.{atype}.{btype}.{ctype}`.
@@ -143,19 +143,18 @@ fn mma_sync_with<const FUSED: bool>(desc: &MmaDesc, a: &Fragment, b: &Fragment, 
     let mut operands = Operands::new();
     operands.gather(layout, desc.a_ty, desc.c_ty, a, b, c);
     let d_fmt = if desc.d_ty == ScalarType::F16 { FloatFormat::F16 } else { FloatFormat::F32 };
-    let result = multiply_accumulate::<FUSED>(&operands, input_precision(desc.a_ty), d_fmt);
     let mut d = [[0u32; 4]; 32];
-    for (lane, regs) in d.iter_mut().enumerate() {
-        for i in 0..4 {
-            let (r, col) = cd_coord(lane, i);
-            let value = result[r][col];
-            if desc.d_ty == ScalarType::F16 {
-                regs[i / 2] |= (value & 0xFFFF) << (16 * (i & 1));
+    let f16_d = desc.d_ty == ScalarType::F16;
+    multiply_accumulate::<FUSED>(&operands, input_precision(desc.a_ty), d_fmt, |r, row| {
+        for (col, &value) in row.iter().enumerate() {
+            let (lane, i) = cd_source(r, col);
+            if f16_d {
+                d[lane][i / 2] |= (value & 0xFFFF) << (16 * (i & 1));
             } else {
-                regs[i] = value;
+                d[lane][i] = value;
             }
         }
-    }
+    });
     d
 }
 

@@ -32,19 +32,19 @@ use super::operands::Operands;
 use crate::numerics::arith::dot_product;
 use crate::numerics::format::{round_to_format, Decoded, Direction, FloatFormat};
 
-/// The result matrix `d[row][col]` as D's raw bits (`.f32`, or `.f16` in
-/// the low 16 bits). `precision` is the significant bits of A and B's type.
+/// Computes D and hands each row to `store_row(row, bits)` as D's raw bits
+/// (`.f32`, or `.f16` in the low 16 bits). `precision` is the significant
+/// bits of A and B's type.
 /// With `FUSED` the products are added with fused multiply-adds: the same
 /// values, as every product and partial sum on this path is exact anyway,
 /// in fewer instructions where the CPU has them (slow where it has not).
 #[inline(always)]
-pub(crate) fn multiply_accumulate<const FUSED: bool>(ops: &Operands, precision: u32, d_fmt: FloatFormat) -> [[u32; 8]; 16] {
+pub(crate) fn multiply_accumulate<const FUSED: bool>(ops: &Operands, precision: u32, d_fmt: FloatFormat, mut store_row: impl FnMut(usize, &[u32; 8])) {
     let k = ops.k;
     let budget = spread_budget(precision, k);
     let row_spread = binade_spreads(&ops.a_t[..k]);
     let col_spread = binade_spreads(&ops.b[..k]);
     let widest_col = col_spread.iter().copied().max().unwrap_or(0);
-    let mut d = [[0u32; 8]; 16];
     // Four rows at a time: 32 independent sums keep the floating-point
     // adder busy instead of waiting on one chain of additions.
     for quad in 0..4 {
@@ -61,7 +61,7 @@ pub(crate) fn multiply_accumulate<const FUSED: bool>(ops: &Operands, precision: 
             let r = 4 * quad + i;
             let c_row = &ops.c[r];
             let rounded = row_rounded_to_odd(products, c_row);
-            d[r] = round_row(&rounded, d_fmt);
+            let mut d_row = round_row(&rounded, d_fmt);
             // A NaN or ±∞ in row r of A, a column of B or in C makes a sum
             // or C non-finite, and then `product + C` too (finite terms
             // cannot overflow f64, so a finite `product + C` means both are).
@@ -69,13 +69,13 @@ pub(crate) fn multiply_accumulate<const FUSED: bool>(ops: &Operands, precision: 
                 for col in 0..8 {
                     let fits = row_spread[r] + col_spread[col] <= budget;
                     if !(fits && products[col].is_finite() && c_row[col].is_finite()) {
-                        d[r][col] = exact_element(ops, r, col, d_fmt);
+                        d_row[col] = exact_element(ops, r, col, d_fmt);
                     }
                 }
             }
+            store_row(r, &d_row);
         }
     }
-    d
 }
 
 /// The largest `spread(A row) + spread(B col)` for which every partial sum

@@ -123,9 +123,15 @@ impl InputLayout {
 
 /// (row, col) in C/D (16 × 8) of element `c_i`, i in 0..4, held by `lane`;
 /// for `.f32` `c_i` is register i, for `.f16` half `i & 1` of register `i / 2`.
+#[cfg(test)]
 pub(crate) fn cd_coord(lane: usize, i: usize) -> (usize, usize) {
     let (g, t) = (lane >> 2, lane % 4);
     (g + 8 * usize::from(i >= 2), 2 * t + (i & 1))
+}
+
+/// The inverse of [`cd_coord`]: (lane, element index) holding C[row][col].
+pub(crate) fn cd_source(row: usize, col: usize) -> (usize, usize) {
+    (4 * (row % 8) + col / 2, (col & 1) + 2 * (row / 8))
 }
 
 #[cfg(test)]
@@ -160,6 +166,12 @@ mod tests {
             }
         }
         assert!(cd.iter().all(|&n| n == 1));
+        for lane in 0..32 {
+            for i in 0..4 {
+                let (r, c) = cd_coord(lane, i);
+                assert_eq!(cd_source(r, c), (lane, i), "C[{r}][{c}]");
+            }
+        }
     }
 
     #[test]

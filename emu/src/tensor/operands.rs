@@ -3,7 +3,7 @@
 //! converts to f64 exactly, signed zeros, subnormals and ±∞ included; a NaN
 //! stays a NaN (its payload does not matter: NaN results are canonical).
 
-use super::layout::{cd_coord, InputLayout};
+use super::layout::{cd_source, InputLayout};
 use super::Fragment;
 use crate::types::ScalarType;
 
@@ -70,10 +70,10 @@ impl Operands {
 
     #[inline(always)]
     fn fill_accumulator(&mut self, read: impl Fn(&[u32; 4], usize) -> f64, c: &Fragment) {
-        for (lane, regs) in c.iter().enumerate() {
-            for i in 0..4 {
-                let (r, col) = cd_coord(lane, i);
-                self.c[r][col] = read(regs, i);
+        for (r, row) in self.c.iter_mut().enumerate() {
+            for (col, x) in row.iter_mut().enumerate() {
+                let (lane, i) = cd_source(r, col);
+                *x = read(&c[lane], i);
             }
         }
     }
