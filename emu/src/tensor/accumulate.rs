@@ -9,10 +9,11 @@
 //! 2. Each product is a multiple of 2^L and below 2^H in magnitude, with
 //!    `H − L ≤ spread(A row) + spread(B col) + 2p` (p = input precision,
 //!    spread = difference of the largest and smallest binade of the nonzero
-//!    elements; see [`fits_exactly`]). Every partial sum of the k products
+//!    elements; see [`spread_budget`]). Every partial sum of the k products
 //!    is then a multiple of 2^L below `k · 2^H`; when that is under 2^53 · 2^L
 //!    it is an f64, so every addition is exact, in any order, and `P = Σ a·b`
-//!    comes out exact.
+//!    comes out exact. Fused multiply-adds give the same `P`: there is no
+//!    rounding for them to skip.
 //! 3. `P + C` is formed with Knuth's TwoSum, which gives the rounded sum `s`
 //!    and its exact error `e`. Forcing the last bit of `s` to 1 when `e ≠ 0`
 //!    ("rounding to odd") keeps enough information for one more rounding to

@@ -71,7 +71,7 @@ impl InputLayout {
 
     /// (row, col) in A (16 × K) of element `a_i` held by `lane`: the ISA's
     /// table as written. The emulator reads fragments through its inverse,
-    /// [`Self::a_source`], which the tests check against this.
+    /// `a_source`, which the tests check against this.
     #[cfg(test)]
     pub fn a_coord(self, lane: usize, i: usize) -> (usize, usize) {
         let (g, t) = (lane >> 2, lane % 4);
@@ -84,7 +84,7 @@ impl InputLayout {
     }
 
     /// (row, col) in B (K × 8) of element `b_i` held by `lane` (the ISA's
-    /// table; see [`Self::a_coord`]).
+    /// table; see `a_coord`).
     #[cfg(test)]
     pub fn b_coord(self, lane: usize, i: usize) -> (usize, usize) {
         let (g, t) = (lane >> 2, lane % 4);
@@ -98,7 +98,8 @@ impl InputLayout {
 }
 
 impl InputLayout {
-    /// The inverse of [`Self::a_coord`]: (lane, element index) holding A[row][col].
+    /// The inverse of `a_coord` (the ISA's table, kept for the tests): the
+    /// (lane, element index) holding `A[row][col]`.
     pub fn a_source(self, row: usize, col: usize) -> (usize, usize) {
         let (g, upper) = (row % 8, row / 8);
         match self {
@@ -109,7 +110,7 @@ impl InputLayout {
         }
     }
 
-    /// The inverse of [`Self::b_coord`]: (lane, element index) holding B[row][col].
+    /// The inverse of `b_coord`: the (lane, element index) holding `B[row][col]`.
     pub fn b_source(self, row: usize, col: usize) -> (usize, usize) {
         let g = col;
         match self {
@@ -129,7 +130,7 @@ pub(crate) fn cd_coord(lane: usize, i: usize) -> (usize, usize) {
     (g + 8 * usize::from(i >= 2), 2 * t + (i & 1))
 }
 
-/// The inverse of [`cd_coord`]: (lane, element index) holding C[row][col].
+/// The inverse of `cd_coord`: the (lane, element index) holding `C[row][col]`.
 pub(crate) fn cd_source(row: usize, col: usize) -> (usize, usize) {
     (4 * (row % 8) + col / 2, (col & 1) + 2 * (row / 8))
 }
