@@ -18,7 +18,6 @@ use crate::launch::{launch, CheckOptions, LaunchConfig, LaunchError};
 use crate::module::KernelInfo;
 use std::ffi::{c_uint, c_void};
 
-
 /// The driver code for a launch that could not start.
 pub fn launch_error_code(error: &LaunchError) -> CUresult {
     match error {
