@@ -89,7 +89,7 @@ impl Module {
                 globals.insert(v.name.clone(), (addr, bytes.len() as u64));
                 syms.insert(v.name.clone(), Sym { space: Space::Global, addr });
             }
-            let scope = ModuleScope { globals: &syms, vars: &tree.vars };
+            let scope = ModuleScope { globals: &syms, vars: &tree.vars, funcs: &tree.funcs };
             tree.funcs.iter().filter(|f| f.is_entry).map(|f| lower_kernel(f, &scope)).collect::<Result<Vec<_>, _>>()
         })();
         match result {

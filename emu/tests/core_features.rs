@@ -153,3 +153,59 @@ fn collectives_in_divergent_branches() {
         assert_eq!(out[32 + t] as u32, same, "match lane {t}");
     }
 }
+
+const CALLS: &str = r#"
+__device__ __noinline__ int clamp_add(int a, int b, int hi) {
+    int s = a + b;
+    if (s > hi) return hi;   // an early return inside the callee
+    return s;
+}
+__device__ __noinline__ int twice_clamped(int a, int hi) {
+    return clamp_add(a, a, hi);  // nested call
+}
+__device__ __noinline__ void store_flag(int* p, int v) { *p = v; }  // no return value
+
+extern "C" __global__ void calls(const int* in, int* out) {
+    int t = threadIdx.x;
+    int acc = 0;
+    for (int i = 0; i < 3; i++) acc = clamp_add(acc, in[t] + i, 100);  // call in a loop
+    out[t] = acc + twice_clamped(in[t], 40);
+    if (t == 0) store_flag(out + blockDim.x, 7);
+}
+"#;
+
+#[test]
+fn noinline_device_functions_are_inlined_at_load() {
+    let ptx = compile(CALLS);
+    assert!(ptx.contains("call.uni"), "the calls were inlined by nvcc");
+    let d = Dev::new(&ptx);
+    let v: Vec<i32> = (0..64).map(|t| t * 3 - 20).collect();
+    let di = upload_i32(&d, &v);
+    let dout = d.zeros(65 * 4);
+    let rep = d.run("calls", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(di), Arg::Ptr(dout)], CheckOptions::default());
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    let out = download_i32(&d, dout, 65);
+    let clamp_add = |a: i32, b: i32, hi: i32| (a + b).min(hi);
+    for t in 0..64 {
+        let mut acc = 0;
+        for i in 0..3 {
+            acc = clamp_add(acc, v[t] + i, 100);
+        }
+        assert_eq!(out[t], acc + clamp_add(v[t], v[t], 40), "thread {t}");
+    }
+    assert_eq!(out[64], 7);
+}
+
+#[test]
+fn recursive_calls_are_a_load_error() {
+    let ptx = ".version 9.0\n.target sm_80\n.address_size 64\n\
+        .func (.param .b32 r) f(.param .b32 n)\n{\n.reg .b32 %r<3>;\nld.param.b32 %r1, [n];\n\
+        { .param .b32 a0;\n.param .b32 r0;\nst.param.b32 [a0], %r1;\ncall.uni (r0), f, (a0);\nld.param.b32 %r2, [r0];\n}\n\
+        st.param.b32 [r], %r2;\nret;\n}\n\
+        .visible .entry k()\n{\n.reg .b32 %r<3>;\n{ .param .b32 a0;\n.param .b32 r0;\nst.param.b32 [a0], 1;\n\
+        call.uni (r0), f, (a0);\n}\nret;\n}\n";
+    let mem = ptx_emu::GlobalMemory::new(1 << 20);
+    let e = ptx_emu::Module::load(ptx, &mem).err().expect("a recursive call must not load");
+    assert!(e.message.contains("recursive") && e.message.contains("call.uni"), "{e}");
+    assert_eq!(e.line, 11, "the call inside `f` that recurses");
+}

@@ -2,6 +2,24 @@
 //! runs on one thread (`cta`), with memory instructions in `memops`, warp
 //! collectives and barriers in `sync`, per-lane arithmetic in `arith` and
 //! racecheck's shadow in `race`.
+//!
+//! Model: each warp runs SIMT over the group of its lanes at the lowest
+//! program counter (per-lane PCs, so divergence and reconvergence behave as
+//! with independent thread scheduling); a warp runs until all its lanes are
+//! blocked or a time slice ends, then the next warp runs. Shared, local and
+//! param memory appear in the generic address space in windows far below
+//! global allocations (`ptx::ir::*_WINDOW`), so a generic access finds its space.
+//!
+//! Known limits of the checks:
+//! - racecheck orders accesses by CTA-wide barriers and, within a warp, by
+//!   collectives and `bar.warp.sync`; a barrier with a thread count below the
+//!   CTA size orders nothing (no false races, possibly missed ones), and per
+//!   byte only the last writer and two readers are remembered.
+//! - shared-memory initcheck does not look at `ldmatrix` rows (tensor-core
+//!   tiles load rows past a ragged edge that predicated-off copies never
+//!   wrote, and discard their products); global initcheck sees everything.
+//! - a kernel that loops forever runs forever (only a state where no thread
+//!   can progress is reported, as a deadlock).
 
 mod arith;
 mod cta;

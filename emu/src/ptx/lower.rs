@@ -24,6 +24,8 @@ pub(crate) struct ModuleScope<'a> {
     pub globals: &'a HashMap<String, Sym>,
     /// Module-scope `.shared`/`.local` declarations, laid out per kernel.
     pub vars: &'a [VarDecl],
+    /// Every function, for inlining calls.
+    pub funcs: &'a [Func],
 }
 
 /// Far above what nvcc declares; bounds the per-warp register file.
@@ -44,7 +46,6 @@ struct Ctx<'a> {
     nregs: u32,
     syms: HashMap<String, Sym>,
     globals: &'a HashMap<String, Sym>,
-    labels: HashMap<String, u32>,
 }
 
 impl Ctx<'_> {
@@ -66,7 +67,7 @@ impl Ctx<'_> {
 /// Lowers the entry `f` of module `m`.
 pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadError> {
     let body = f.body.as_ref().ok_or_else(|| err(f.line, format!("entry `{}` has no body", f.name)))?;
-    let mut ctx = Ctx { scopes: vec![HashMap::new()], nregs: 0, syms: HashMap::new(), globals: m.globals, labels: HashMap::new() };
+    let mut ctx = Ctx { scopes: vec![HashMap::new()], nregs: 0, syms: HashMap::new(), globals: m.globals };
 
     // Parameters, packed in order at their alignment.
     let mut params = Vec::new();
@@ -104,9 +105,8 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
             VarSpace::Global | VarSpace::Const => {
                 return Err(err(v.line, format!("function-scope `{}` in the global/const space is not supported", v.name)))
             }
-            VarSpace::Param => {
-                return Err(err(v.line, "function-scope .param variables are used only by `call`, which is not supported"))
-            }
+            // Call arguments: laid out while emitting (see `Emitter`).
+            VarSpace::Param => {}
         }
         Ok(())
     };
@@ -124,50 +124,10 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         ctx.syms.insert(name.clone(), Sym { space: Space::Shared, addr: dynamic_shared_offset });
     }
 
-    // Labels → instruction indices (one `Inst` per instruction statement).
-    let mut n = 0u32;
-    for s in body {
-        match s {
-            Stmt::Instr(_) => n += 1,
-            Stmt::Label(line, l) if ctx.labels.insert(l.clone(), n).is_some() => {
-                return Err(err(*line, format!("label `{l}` defined twice")));
-            }
-            _ => {}
-        }
-    }
-
-    let mut insts = Vec::with_capacity(n as usize);
-    let mut carry_reg = None;
-    for s in body {
-        match s {
-            Stmt::ScopeOpen => ctx.scopes.push(HashMap::new()),
-            Stmt::ScopeClose => {
-                ctx.scopes.pop();
-            }
-            Stmt::Reg { names, .. } => {
-                for (name, count) in names {
-                    if ctx.nregs as u64 + count.unwrap_or(1) as u64 > MAX_REGISTERS {
-                        return Err(err(f.line, format!("`{}` declares more than {MAX_REGISTERS} registers", f.name)));
-                    }
-                    match count {
-                        Some(c) => (0..*c).for_each(|i| ctx.new_reg(format!("{name}{i}"))),
-                        None => ctx.new_reg(name.clone()),
-                    }
-                }
-            }
-            Stmt::Instr(i) => {
-                let inst = lower_instr(i, &mut ctx, &mut carry_reg).map_err(|m| {
-                    if m.line == 0 {
-                        err(i.line, m.message)
-                    } else {
-                        m
-                    }
-                })?;
-                insts.push(inst);
-            }
-            Stmt::Label(..) | Stmt::Var(_) => {}
-        }
-    }
+    let mut em = Emitter { insts: Vec::new(), carry_reg: None, labels: HashMap::new(), fixups: Vec::new(), local_end, instances: 0, funcs: m.funcs, calls: Vec::new() };
+    em.emit_body(body, &mut ctx, 0, None)?;
+    em.resolve_labels()?;
+    let Emitter { insts, carry_reg, local_end, .. } = em;
     if local_end > MAX_LOCAL_BYTES {
         return Err(err(f.line, format!("`{}` needs {local_end} bytes of local memory per thread (at most {MAX_LOCAL_BYTES})", f.name)));
     }
@@ -186,6 +146,159 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         num_regs: ctx.nregs.min(255),
     };
     Ok(Kernel { info, insts, nregs, carry_reg, dynamic_shared_offset: dynamic_shared_offset as u32 })
+}
+
+/// Call-argument `.param` variables and inlined callees' locals live in
+/// local memory, laid out as they are met.
+fn place_local(v: &VarDecl, ctx: &mut Ctx, local_end: &mut u64) {
+    *local_end = align_up(*local_end, v.align.max(1) as u64);
+    ctx.syms.insert(v.name.clone(), Sym { space: Space::Local, addr: *local_end });
+    *local_end += v.size_bytes();
+}
+
+/// Emits a kernel body, inlining `.func` calls: each call site gets the
+/// callee's body with fresh registers and labels, its parameters bound to the
+/// caller's argument variables, and `ret` turned into a branch past the body.
+struct Emitter<'a> {
+    insts: Vec<Inst>,
+    carry_reg: Option<u32>,
+    /// (body instance, label) → instruction index.
+    labels: HashMap<(u32, String), u32>,
+    /// Branches to patch: (instruction, body instance, label, line).
+    fixups: Vec<(usize, u32, String, u32)>,
+    local_end: u64,
+    instances: u32,
+    funcs: &'a [Func],
+    /// Callees being inlined (recursion is refused).
+    calls: Vec<String>,
+}
+
+/// The label a callee's `ret` branches to (cannot clash with PTX names).
+const RET_LABEL: &str = "<ret>";
+/// Inlining depth beyond which a call chain is refused.
+const MAX_CALL_DEPTH: usize = 16;
+
+impl Emitter<'_> {
+    fn emit_body(&mut self, body: &[Stmt], ctx: &mut Ctx, instance: u32, in_callee: Option<u32>) -> Result<(), LoadError> {
+        for s in body {
+            match s {
+                Stmt::ScopeOpen => ctx.scopes.push(HashMap::new()),
+                Stmt::ScopeClose => {
+                    ctx.scopes.pop();
+                }
+                Stmt::Reg { names, .. } => {
+                    for (name, count) in names {
+                        if ctx.nregs as u64 + count.unwrap_or(1) as u64 > MAX_REGISTERS {
+                            return Err(err(0, format!("more than {MAX_REGISTERS} registers declared")));
+                        }
+                        match count {
+                            Some(c) => (0..*c).for_each(|i| ctx.new_reg(format!("{name}{i}"))),
+                            None => ctx.new_reg(name.clone()),
+                        }
+                    }
+                }
+                Stmt::Label(line, l) => {
+                    if self.labels.insert((instance, l.clone()), self.insts.len() as u32).is_some() {
+                        return Err(err(*line, format!("label `{l}` defined twice")));
+                    }
+                }
+                Stmt::Var(v) => match v.space {
+                    VarSpace::Param => place_local(v, ctx, &mut self.local_end),
+                    // A callee's own locals (the caller's were laid out up front).
+                    VarSpace::Local if in_callee.is_some() => place_local(v, ctx, &mut self.local_end),
+                    VarSpace::Shared if in_callee.is_some() => {
+                        return Err(err(v.line, format!("shared variable `{}` inside a called function is not supported", v.name)))
+                    }
+                    _ => {}
+                },
+                Stmt::Instr(i) if i.opcode == "call" || i.opcode.starts_with("call.") => self.inline_call(i, ctx)?,
+                Stmt::Instr(i) => {
+                    let mut inst = lower_instr(i, ctx, &mut self.carry_reg).map_err(|m| if m.line == 0 { err(i.line, m.message) } else { m })?;
+                    let base = i.opcode.split('.').next().unwrap_or("");
+                    if base == "bra" {
+                        if let Some(Operand::Name(l)) = i.operands.first() {
+                            self.fixups.push((self.insts.len(), instance, l.clone(), i.line));
+                        }
+                    } else if base == "ret" {
+                        if let Some(ret_instance) = in_callee {
+                            // Return from an inlined callee: continue after its body.
+                            inst.op = Op::Bra { target: 0 };
+                            self.fixups.push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
+                        }
+                    }
+                    self.insts.push(inst);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `call{.uni} (ret), f, (a, b);` or `call{.uni} f, (a, b);`
+    fn inline_call(&mut self, i: &Instr, ctx: &mut Ctx) -> Result<(), LoadError> {
+        let fail = |m: String| err(i.line, format!("unsupported instruction `{}`: {m}", i.opcode));
+        if i.guard.is_some() {
+            return Err(fail("predicated calls are not supported".into()));
+        }
+        let names = |o: &Operand| -> Result<Vec<String>, LoadError> {
+            match o {
+                Operand::List(v) => v
+                    .iter()
+                    .map(|x| match x {
+                        Operand::Name(n) => Ok(n.clone()),
+                        _ => Err(fail("call arguments must be .param variables".into())),
+                    })
+                    .collect(),
+                _ => Err(fail("malformed call".into())),
+            }
+        };
+        let (rets, callee, args) = match i.operands.as_slice() {
+            [r @ Operand::List(_), Operand::Name(f), a @ Operand::List(_)] => (names(r)?, f.clone(), names(a)?),
+            [Operand::Name(f), a @ Operand::List(_)] => (Vec::new(), f.clone(), names(a)?),
+            [r @ Operand::List(_), Operand::Name(f)] => (names(r)?, f.clone(), Vec::new()),
+            [Operand::Name(f)] => (Vec::new(), f.clone(), Vec::new()),
+            _ => return Err(fail("indirect or malformed call".into())),
+        };
+        let func = self
+            .funcs
+            .iter()
+            .find(|f| f.name == callee && f.body.is_some() && !f.is_entry)
+            .ok_or_else(|| fail(format!("`{callee}` is not a function defined in this module")))?;
+        if self.calls.contains(&callee) || self.calls.len() >= MAX_CALL_DEPTH {
+            return Err(fail(format!("recursive or too deeply nested call of `{callee}`")));
+        }
+        if func.params.len() != args.len() || func.rets.len() != rets.len() {
+            return Err(fail(format!("`{callee}` called with the wrong number of arguments")));
+        }
+        // Bind the callee's parameter names to the caller's argument variables.
+        let saved_syms = ctx.syms.clone();
+        for (p, a) in func.params.iter().zip(&args).chain(func.rets.iter().zip(&rets)) {
+            let sym = ctx.sym(a).ok_or_else(|| fail(format!("unknown argument `{a}`")))?;
+            ctx.syms.insert(p.name.clone(), sym);
+        }
+        self.instances += 1;
+        let instance = self.instances;
+        self.calls.push(callee);
+        ctx.scopes.push(HashMap::new());
+        let body = func.body.as_deref().unwrap_or(&[]);
+        let r = self.emit_body(body, ctx, instance, Some(instance));
+        ctx.scopes.pop();
+        self.calls.pop();
+        ctx.syms = saved_syms;
+        r?;
+        self.labels.insert((instance, RET_LABEL.to_string()), self.insts.len() as u32);
+        Ok(())
+    }
+
+    fn resolve_labels(&mut self) -> Result<(), LoadError> {
+        for (at, instance, label, line) in &self.fixups {
+            let target = *self
+                .labels
+                .get(&(*instance, label.clone()))
+                .ok_or_else(|| err(*line, format!("unsupported instruction `bra`: unknown label `{label}`")))?;
+            self.insts[*at].op = Op::Bra { target };
+        }
+        Ok(())
+    }
 }
 
 /// The remaining dot-separated modifiers of an opcode, consumed as decoded.
@@ -356,6 +469,7 @@ impl OpdCx<'_, '_> {
             Operand::Vec(v) => Opd::Vec(v.iter().map(|x| self.src(x)).collect::<Result<Vec<_>, _>>()?.into()),
             Operand::Sink => Opd::Sink,
             Operand::Pair(..) => return Err("`a|b` is only allowed as a destination".into()),
+            Operand::List(_) => return Err("a parenthesised list is only allowed in `call`".into()),
         })
     }
     fn dst(&self, o: &Operand) -> Result<Opd, String> {
@@ -508,6 +622,17 @@ fn decode<'o>(
             if !(n == 2 || (n == 3 && full_hint)) {
                 return Err(format!("expected 2 operands, found {n}"));
             }
+            // Call arguments are `.param` variables the caller declared; they
+            // live in local memory (kernel parameters stay in the param space).
+            let addr_opd = if base == "st" { all[0] } else { all[1] };
+            let space = match (space, addr_opd) {
+                (Space::Param, Operand::Addr { base: Some(b), .. })
+                    if ctx.reg(b).is_none() && ctx.sym(b).is_some_and(|s| s.space == Space::Local) =>
+                {
+                    Space::Local
+                }
+                _ => space,
+            };
             let c = cx(space, ty);
             let class = space_class(space);
             if base == "st" {
@@ -659,11 +784,11 @@ fn decode<'o>(
                 return Err("indirect branches are not supported".into());
             }
             want(1)?;
-            let target = match all[0] {
-                Operand::Name(l) => *ctx.labels.get(l).ok_or_else(|| format!("unknown label `{l}`"))?,
-                _ => return Err("branch target must be a label".into()),
-            };
-            (Op::Bra { target }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control)
+            // The target is patched once every label is known (`Emitter`).
+            if !matches!(all[0], Operand::Name(_)) {
+                return Err("branch target must be a label".into());
+            }
+            (Op::Bra { target: 0 }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control)
         }
         "ret" | "exit" => {
             m.has("uni");

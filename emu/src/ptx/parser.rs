@@ -35,6 +35,8 @@ pub(crate) enum Operand {
     Pair(String, String),
     /// `_`
     Sink,
+    /// `(a, b)`: the return and argument lists of `call`.
+    List(Vec<Operand>),
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +86,8 @@ pub(crate) struct Func {
     pub name: String,
     pub is_entry: bool,
     pub params: Vec<VarDecl>,
+    /// Return parameters of a `.func`.
+    pub rets: Vec<VarDecl>,
     /// `None` for a prototype without body.
     pub body: Option<Vec<Stmt>>,
     pub maxntid: Option<u32>,
@@ -344,10 +348,7 @@ fn parse_param_list(p: &mut P) -> Result<Vec<VarDecl>, LoadError> {
 }
 
 fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
-    // Return parameters of a `.func` (only its name and params matter here).
-    if !is_entry && p.is_punct('(') {
-        parse_param_list(p)?;
-    }
+    let rets = if !is_entry && p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
     let name = p.ident()?.to_string();
     let params = if p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
     let mut maxntid = None;
@@ -355,7 +356,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
         match p.peek() {
             Some(Tok::Punct(';')) => {
                 p.i += 1;
-                return Ok(Func { line, name, is_entry, params, body: None, maxntid });
+                return Ok(Func { line, name, is_entry, params, rets, body: None, maxntid });
             }
             Some(Tok::Punct('{')) => break,
             Some(Tok::Ident(w)) => {
@@ -412,7 +413,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
             _ => body.push(Stmt::Instr(parse_instr(p)?)),
         }
     }
-    Ok(Func { line, name, is_entry, params, body: Some(body), maxntid })
+    Ok(Func { line, name, is_entry, params, rets, body: Some(body), maxntid })
 }
 
 fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
@@ -518,6 +519,19 @@ fn parse_operand(p: &mut P) -> Result<Operand, LoadError> {
     }
     if p.eat_punct('!') {
         return Ok(Operand::Not(p.ident()?.to_string()));
+    }
+    if p.eat_punct('(') {
+        let mut v = Vec::new();
+        if p.eat_punct(')') {
+            return Ok(Operand::List(v));
+        }
+        loop {
+            v.push(parse_operand(p)?);
+            if p.eat_punct(')') {
+                return Ok(Operand::List(v));
+            }
+            p.expect_punct(',')?;
+        }
     }
     if let Some(v) = signed_int(p)? {
         return Ok(Operand::Int(v as u64));
