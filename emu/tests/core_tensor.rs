@@ -74,7 +74,6 @@ fn bf16(x: f32) -> u16 {
 }
 
 #[test]
-#[ignore = "needs numerics::half_op and friends (implemented on the emu-numerics branch)"]
 fn half2_fma() {
     let d = Dev::new(&compile(SRC));
     let n = 64;
@@ -111,7 +110,6 @@ fn half_bits(x: f32) -> u16 {
 }
 
 #[test]
-#[ignore = "needs tensor::mma_fragment_regs/mma_sync/ldmatrix_distribute (implemented on the emu-numerics branch)"]
 fn mma_bf16_through_cp_async_and_ldmatrix() {
     let d = Dev::new(&compile(SRC));
     // Small integers / 8 keep every product and sum exact in f32.
@@ -192,7 +190,6 @@ fn compile_cutlass(src: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs numerics/tensor (emu-numerics branch)"]
 fn cutlass_sm80_bf16_gemm_runs_clean_with_every_check() {
     let d = Dev::new(&compile_cutlass(CUTLASS_GEMM));
     let scalar = |k: &str| {
