@@ -333,7 +333,6 @@ mod bad_input {
             adapter: Adapter { a: alias.as_view(), b: b.as_view(), rank: r, scale: 1.0 },
         }];
         let err = dev.kernels.merge(&dev.stream, &mut layers, Direction::Merge, FiniteCheck::Unchecked).unwrap_err();
-        drop(layers);
         alias.leak();
         assert!(matches!(err, LoraError::Aliasing { output: "weight", input: "a" }), "got {err:?}");
     }
