@@ -209,3 +209,27 @@ fn recursive_calls_are_a_load_error() {
     assert!(e.message.contains("recursive") && e.message.contains("call.uni"), "{e}");
     assert_eq!(e.line, 11, "the call inside `f` that recurses");
 }
+
+/// Lane 0 spins on a shared flag that lane 1 sets; the spin loop comes first
+/// in the code, so lowest-PC-first scheduling alone would never run lane 1.
+const HANDOFF_PTX: &str = ".version 9.0\n.target sm_80\n.address_size 64\n\
+    .visible .entry handoff(.param .u64 out)\n{\n.reg .pred %p<4>;\n.reg .b32 %r<4>;\n.reg .b64 %rd<3>;\n\
+    .shared .align 4 .b32 flag;\nmov.u32 %r1, %tid.x;\nsetp.eq.u32 %p1, %r1, 0;\n\
+    @%p1 st.shared.u32 [flag], 0;\nbar.warp.sync -1;\n@!%p1 bra $L_other;\n\
+    $L_spin:\nld.volatile.shared.u32 %r2, [flag];\nsetp.eq.u32 %p2, %r2, 0;\n@%p2 bra $L_spin;\n\
+    ld.param.u64 %rd1, [out];\ncvta.to.global.u64 %rd2, %rd1;\nst.global.u32 [%rd2], %r2;\nbra.uni $L_end;\n\
+    $L_other:\nsetp.eq.u32 %p3, %r1, 1;\n@%p3 st.volatile.shared.u32 [flag], 42;\n$L_end:\nret;\n}\n";
+
+#[test]
+fn a_lane_spinning_on_another_lane_of_its_warp_makes_progress() {
+    let d = Dev::new(HANDOFF_PTX);
+    let out = d.zeros(4);
+    // The spin is a deliberate unordered shared access: racecheck off.
+    let opts = CheckOptions { racecheck: false, ..CheckOptions::default() };
+    let rep = d.run("handoff", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out)], opts);
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    assert_eq!(download_i32(&d, out, 1)[0], 42);
+    // With racecheck on, the flag handoff is reported as the race it is.
+    let rep = d.run("handoff", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out)], CheckOptions::default());
+    assert_eq!(rep.findings[0].kind, ptx_emu::FindingKind::Race);
+}

@@ -16,6 +16,10 @@ use crate::types::ScalarType;
 /// spinning on another warp's progress cannot starve it).
 const SLICE: u32 = 512;
 const NUM_BARRIERS: usize = 16;
+/// Every this many steps a diverged warp runs its highest-PC group instead of
+/// its lowest, so a lane spinning on another lane of its warp cannot starve
+/// it (hardware's independent thread scheduling guarantees that progress).
+const FAIRNESS_PERIOD: u32 = 64;
 
 /// Lanes of a mask, lowest first.
 pub(crate) struct Lanes(pub u32);
@@ -47,6 +51,8 @@ pub(crate) struct Warp {
     pub(super) exited: u32,
     /// Warp synchronisation epoch (racecheck), bumped by collectives.
     pub(super) wsync: u32,
+    /// Scheduling steps taken (see `FAIRNESS_PERIOD`).
+    pub(super) steps: u32,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -145,6 +151,7 @@ impl<'l> Cta<'l> {
                 bar_id: [0; 32],
                 exited: 0,
                 wsync: 0,
+                steps: 0,
             });
         }
         for (i, w) in self.warps.iter_mut().enumerate() {
@@ -155,6 +162,7 @@ impl<'l> Cta<'l> {
             w.bar = 0;
             w.exited = 0;
             w.wsync = 0;
+            w.steps = 0;
             w.pc = [0; 32];
             w.regs.clear();
             w.regs.resize(nregs * 32, 0);
@@ -201,13 +209,18 @@ impl<'l> Cta<'l> {
 
     fn run_warp(&mut self, w: usize) -> Result<(), Stop> {
         for _ in 0..SLICE {
-            let warp = &self.warps[w];
+            let warp = &mut self.warps[w];
             if warp.run == 0 {
                 return Ok(());
             }
+            warp.steps = warp.steps.wrapping_add(1);
+            let warp = &self.warps[w];
             let mut pc = u32::MAX;
             for l in Lanes(warp.run) {
                 pc = pc.min(warp.pc[l]);
+            }
+            if warp.steps % FAIRNESS_PERIOD == 0 {
+                pc = Lanes(warp.run).map(|l| warp.pc[l]).max().unwrap_or(pc);
             }
             let mut group = 0u32;
             for l in Lanes(warp.run | warp.wait) {
