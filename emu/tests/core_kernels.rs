@@ -54,6 +54,14 @@ extern "C" __global__ void int_mix(const int* a, int* out, int n) {
     out[i] = r + (int)(w >> 20) + max(x, -3) + min(x, 3) + abs(x);
 }
 
+extern "C" __global__ void smem_stride(float* out, int stride) {
+    __shared__ float s[32 * 33];
+    int t = threadIdx.x;
+    s[t * stride] = (float)t;
+    __syncwarp();
+    out[t] = s[t * stride];
+}
+
 extern "C" __global__ void ballot_scan(const int* flags, unsigned* ballots, int* ranks) {
     int t = threadIdx.x;
     bool f = flags[t] != 0;
@@ -262,4 +270,21 @@ fn launch_is_deterministic_across_host_thread_counts() {
     assert_eq!(r1.counters, r4.counters);
     assert!(r1.findings.is_empty() && r4.findings.is_empty());
     let _ = FindingKind::Race;
+}
+
+#[test]
+fn shared_bank_conflicts_are_counted_per_request() {
+    let d = dev();
+    let out = d.zeros(32 * 4);
+    let mut conflicts = Vec::new();
+    for stride in [1, 2, 32, 33] {
+        let rep = d.run("smem_stride", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(stride)], CheckOptions::default());
+        assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+        assert_eq!(rep.counters.shared_requests, 2, "one store and one load");
+        assert_eq!(rep.counters.shared_wavefronts, 2 + rep.counters.shared_bank_conflicts);
+        conflicts.push(rep.counters.shared_bank_conflicts);
+    }
+    // Per request: stride 1 and 33 hit 32 distinct banks; stride 2 puts two
+    // words in each of 16 banks; stride 32 puts all 32 in one bank.
+    assert_eq!(conflicts, vec![0, 2 * 1, 2 * 31, 0]);
 }
