@@ -286,5 +286,5 @@ fn shared_bank_conflicts_are_counted_per_request() {
     }
     // Per request: stride 1 and 33 hit 32 distinct banks; stride 2 puts two
     // words in each of 16 banks; stride 32 puts all 32 in one bank.
-    assert_eq!(conflicts, vec![0, 2 * 1, 2 * 31, 0]);
+    assert_eq!(conflicts, vec![0, 2, 2 * 31, 0]);
 }

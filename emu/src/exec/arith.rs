@@ -36,9 +36,12 @@ fn wide(v: u64, ty: ScalarType) -> i128 {
     }
 }
 
-/// One integer operation. `carry` is the carry flag for `.cc` forms (in and
-/// out). Never panics: division by zero gives all ones, overflow wraps.
-pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, carry: &mut u64) -> u64 {
+/// One integer operation on operands `a`, `b`, `c`. `extra` is the carry
+/// flag for the `.cc` forms (in and out), the length operand of `bfi` and the
+/// lookup table of `lop3`. Never panics: division by zero gives all ones,
+/// overflow wraps.
+pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, extra: &mut u64) -> u64 {
+    let carry = extra;
     let bits = bits_of(ty);
     let m = mask(bits);
     let signed = ty.is_signed_int();
@@ -160,8 +163,7 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, carry: &
             r
         }
         IntOp::Bfi => {
-            // bfi d, a(insert), b(base), c(pos), len in `carry` slot is not
-            // used: the caller passes len through `carry`.
+            // bfi d, a (inserted), b (base), c (position), len (in `extra`)
             let pos = (c & 0xff) as u32;
             let len = (*carry & 0xff) as u32;
             let mut r = b;

@@ -233,16 +233,16 @@ impl<'l> Cta<'l> {
     /// One 8-row phase of ldmatrix/stmatrix (rows gathered in `scratch`):
     /// counts it as one shared request and returns its extra wavefronts.
     fn count_matrix_phase(&mut self) -> u64 {
-        // 8 rows of 16 bytes: one phase of up to 32 words.
-        let acc: Vec<u64> = self.scratch.iter().map(|a| (a & 0xffff_ffff_ffff) & !(0xffu64 << 40) | 4 << 32).collect();
-        let mut words = Vec::new();
-        for a in &acc {
+        // 8 rows of 16 bytes are served as one phase of 32 four-byte words:
+        // count them as one 32-lane request of 4-byte accesses.
+        let mut words = [0u64; 32];
+        for (r, a) in self.scratch.iter().take(8).enumerate() {
             let addr = a & 0xffff_ffff;
             for k in 0..4 {
-                words.push(((addr + 4 * k) & 0xffff_ffff) | 4 << 32);
+                words[r * 4 + k] = ((addr + 4 * k as u64) & 0xffff_ffff) | 4 << 32 | ((r * 4 + k) as u64) << 40;
             }
         }
-        let (waves, _) = shared_wavefronts(&words);
+        let (waves, _) = shared_wavefronts(&words[..self.scratch.len().min(8) * 4]);
         self.stats.shared_requests += 1;
         self.stats.shared_wavefronts += waves;
         waves - 1
