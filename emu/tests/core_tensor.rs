@@ -80,14 +80,19 @@ fn half2_fma() {
     let n = 64;
     let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 20.0) * 0.25).collect();
     let ys: Vec<f32> = (0..n).map(|i| (i as f32) * 0.5).collect();
-    let to_h = |v: &[f32]| -> Vec<u8> {
-        v.iter().flat_map(|&f| half_bits(f).to_le_bytes()).collect()
-    };
+    let to_h = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&f| half_bits(f).to_le_bytes()).collect() };
     let dx = d.mem.alloc(2 * n as u64).unwrap();
     d.mem.write(dx, &to_h(&xs)).unwrap();
     let dy = d.mem.alloc(2 * n as u64).unwrap();
     d.mem.write(dy, &to_h(&ys)).unwrap();
-    let rep = d.run("half_axpy", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(dx), Arg::Ptr(dy), Arg::F32(2.0)], CheckOptions::default());
+    let rep = d.run(
+        "half_axpy",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[Arg::Ptr(dx), Arg::Ptr(dy), Arg::F32(2.0)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut out = vec![0u8; 2 * n];
     d.mem.read(dy, &mut out).unwrap();
@@ -119,12 +124,21 @@ fn mma_bf16_through_cp_async_and_ldmatrix() {
     let bt: Vec<f32> = (0..128).map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0).collect();
     let up = |v: &[f32]| {
         let p = d.mem.alloc(2 * v.len() as u64).unwrap();
-        d.mem.write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        d.mem
+            .write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>())
+            .unwrap();
         p
     };
     let (da, db) = (up(&a), up(&bt));
     let dc = d.zeros(16 * 8 * 4);
-    let rep = d.run("mma_bf16_16x8x16", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc)], CheckOptions::default());
+    let rep = d.run(
+        "mma_bf16_16x8x16",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let c = d.download_f32(dc, 128);
     for i in 0..16 {
@@ -172,7 +186,8 @@ extern "C" __global__ void cutlass_threads(int* out) { *out = K::kThreadCount; }
 "#;
 
 fn compile_cutlass(src: &str) -> String {
-    let inc = std::env::var("FUSED_LORA_CUTLASS_INCLUDE").expect("FUSED_LORA_CUTLASS_INCLUDE: run `. scripts/setup.sh` first");
+    let inc = std::env::var("FUSED_LORA_CUTLASS_INCLUDE")
+        .expect("FUSED_LORA_CUTLASS_INCLUDE: run `. scripts/setup.sh` first");
     let dir = std::env::temp_dir().join(format!("ptx-emu-core-cutlass-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cu, ptx) = (dir.join("g.cu"), dir.join("g.ptx"));
@@ -211,14 +226,30 @@ fn cutlass_sm80_bf16_gemm_runs_clean_with_every_check() {
     let b: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 13) as f32 - 6.0) / 8.0).collect();
     let up = |v: &[f32]| {
         let p = d.mem.alloc(2 * v.len() as u64).unwrap();
-        d.mem.write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        d.mem
+            .write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>())
+            .unwrap();
         p
     };
     let (da, db) = (up(&a), up(&b));
     let dc = d.zeros(m * n * 4);
-    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
+    let args = [
+        Arg::Ptr(da),
+        Arg::Ptr(db),
+        Arg::Ptr(dc),
+        Arg::I32(m as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ];
     let grid = [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1];
-    let rep = d.run("cutlass_bf16_gemm", grid, [threads, 1, 1], smem, &args, CheckOptions::default());
+    let rep = d.run(
+        "cutlass_bf16_gemm",
+        grid,
+        [threads, 1, 1],
+        smem,
+        &args,
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:#?}", rep.findings);
     let c = d.download_f32(dc, m * n);
     for i in 0..m {

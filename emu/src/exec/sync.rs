@@ -178,7 +178,8 @@ impl<'l> Cta<'l> {
                         // (CUTLASS's multistage mainloop does this by design).
                         // Racecheck still applies, so reads ahead of cp.async.wait are caught.
                         for (k, byte) in rows[r].iter_mut().enumerate() {
-                            *byte = self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
+                            *byte =
+                                self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
                         }
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
                     }
@@ -225,7 +226,13 @@ impl<'l> Cta<'l> {
 
     fn matrix_row_check(&self, pc: u32, tid: u32, addr: u64) -> Result<(), Stop> {
         if self.l.opts.memcheck && addr % 16 != 0 {
-            return Err(self.report(FindingKind::Misaligned, pc, tid, addr, "ldmatrix/stmatrix row address not 16-byte aligned".into()));
+            return Err(self.report(
+                FindingKind::Misaligned,
+                pc,
+                tid,
+                addr,
+                "ldmatrix/stmatrix row address not 16-byte aligned".into(),
+            ));
         }
         Ok(())
     }
@@ -248,7 +255,15 @@ impl<'l> Cta<'l> {
         waves - 1
     }
 
-    pub(super) fn barrier(&mut self, w: usize, pc: u32, group: u32, exec: u32, inst: &Inst, kind: BarKind) -> Result<(), Stop> {
+    pub(super) fn barrier(
+        &mut self,
+        w: usize,
+        pc: u32,
+        group: u32,
+        exec: u32,
+        inst: &Inst,
+        kind: BarKind,
+    ) -> Result<(), Stop> {
         self.advance(w, group & !exec);
         let Some(first) = Lanes(exec).next() else { return Ok(()) };
         let id = (self.val(w, &inst.s[0], first) & 15) as usize;
@@ -393,7 +408,10 @@ impl<'l> Cta<'l> {
                     b.first_pc,
                     b.first_thread,
                     0,
-                    format!("barrier {id}: {} threads arrived, {want} expected, and no thread can make progress", b.arrived),
+                    format!(
+                        "barrier {id}: {} threads arrived, {want} expected, and no thread can make progress",
+                        b.arrived
+                    ),
                 );
             }
         }
