@@ -25,6 +25,11 @@ extern "C" __global__ void half_axpy(const __half* x, __half* y, float a) {
     y[2 * i + 1] = __high2half(r);
 }
 
+extern "C" __global__ void half_compare(const __half* a, const __nv_bfloat16* b, int* out) {
+    int i = threadIdx.x;
+    out[i] = (__hgt(a[2 * i], a[2 * i + 1]) ? 1 : 0) | (__hle(b[2 * i], b[2 * i + 1]) ? 2 : 0);
+}
+
 // One warp: C[16x8] = A[16x16] (row-major bf16) * B[16x8] (col-major, i.e. B^T row-major) in f32.
 // A and B^T are staged to shared memory with cp.async, read with ldmatrix.
 extern "C" __global__ void mma_bf16_16x8x16(const __nv_bfloat16* A, const __nv_bfloat16* Bt, float* C) {
@@ -100,6 +105,41 @@ fn half2_fma() {
         let got = u16::from_le_bytes([out[2 * i], out[2 * i + 1]]);
         // Exactly representable: 2x + y with quarter steps in a small range.
         assert_eq!(got, half_bits(2.0 * xs[i] + ys[i]), "element {i}");
+    }
+}
+
+#[test]
+#[ignore = "needs numerics::f16_to_f32/bf16_to_f32 (implemented on the emu-numerics branch)"]
+fn half_and_bf16_comparisons() {
+    let d = Dev::new(&compile(SRC));
+    let n = 32;
+    let xs: Vec<f32> = (0..2 * n).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    let ha: Vec<u8> = xs.iter().flat_map(|&x| half_bits(x).to_le_bytes()).collect();
+    let hb: Vec<u8> = xs.iter().rev().flat_map(|&x| bf16(x).to_le_bytes()).collect();
+    let da = d.mem.alloc(ha.len() as u64).unwrap();
+    d.mem.write(da, &ha).unwrap();
+    let db = d.mem.alloc(hb.len() as u64).unwrap();
+    d.mem.write(db, &hb).unwrap();
+    let dout = d.zeros(n * 4);
+    let rep = d.run(
+        "half_compare",
+        [1, 1, 1],
+        [n as u32, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dout)],
+        CheckOptions::default(),
+    );
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    let mut out = vec![0u8; n * 4];
+    d.mem.read(dout, &mut out).unwrap();
+    let ys: Vec<f32> = xs.iter().rev().copied().collect();
+    for i in 0..n {
+        let want = (xs[2 * i] > xs[2 * i + 1]) as i32 | ((ys[2 * i] <= ys[2 * i + 1]) as i32) << 1;
+        assert_eq!(
+            i32::from_le_bytes(out[4 * i..4 * i + 4].try_into().unwrap()),
+            want,
+            "element {i}"
+        );
     }
 }
 

@@ -442,6 +442,9 @@ pub(crate) fn compare(cmp: Cmp, ty: ScalarType, a: u64, b: u64) -> bool {
     let ord: Option<O> = match ty {
         ScalarType::F32 => f32::from_bits(a as u32).partial_cmp(&f32::from_bits(b as u32)),
         ScalarType::F64 => f64::from_bits(a).partial_cmp(&f64::from_bits(b)),
+        // f16/bf16 → f32 is exact, so comparing the widened values is exact.
+        ScalarType::F16 => numerics::f16_to_f32(a as u16).partial_cmp(&numerics::f16_to_f32(b as u16)),
+        ScalarType::Bf16 => numerics::bf16_to_f32(a as u16).partial_cmp(&numerics::bf16_to_f32(b as u16)),
         _ => {
             // Integers: signed per type; `lo/ls/hi/hs` are always unsigned.
             let bits = bits_of(ty);

@@ -895,8 +895,8 @@ fn decode<'o>(
             } else {
                 (one_type(&types)?, T::Pred)
             };
-            if is_half(ty) {
-                return Err("f16/bf16 comparisons are not supported".into());
+            if matches!(ty, T::F16x2 | T::Bf16x2) || (base == "set" && is_half(ty)) {
+                return Err("packed f16x2/bf16x2 comparisons and f16 `set` are not supported".into());
             }
             let c = cx(Space::Generic, ty);
             let (d, d2) = c.dst_pair(all.first().ok_or("missing destination")?)?;
