@@ -28,7 +28,13 @@ pub struct CheckOptions {
 impl Default for CheckOptions {
     /// Every check on, all cores.
     fn default() -> Self {
-        CheckOptions { memcheck: true, racecheck: true, initcheck: true, synccheck: true, threads: 0 }
+        CheckOptions {
+            memcheck: true,
+            racecheck: true,
+            initcheck: true,
+            synccheck: true,
+            threads: 0,
+        }
     }
 }
 
@@ -43,7 +49,10 @@ impl CheckOptions {
             racecheck: !off("PTX_EMU_RACECHECK"),
             initcheck: !off("PTX_EMU_INITCHECK"),
             synccheck: !off("PTX_EMU_SYNCCHECK"),
-            threads: std::env::var("PTX_EMU_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0),
+            threads: std::env::var("PTX_EMU_THREADS")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -96,7 +105,9 @@ pub fn launch(
     mem: &GlobalMemory,
     opts: &CheckOptions,
 ) -> Result<LaunchReport, LaunchError> {
-    let k = module.find_kernel(kernel).ok_or_else(|| LaunchError::KernelNotFound(kernel.to_string()))?;
+    let k = module
+        .find_kernel(kernel)
+        .ok_or_else(|| LaunchError::KernelNotFound(kernel.to_string()))?;
     validate(k, config, params)?;
     let report = crate::exec::run(module, k, config, params, mem, opts);
     if let Ok(path) = std::env::var("PTX_EMU_COUNTERS_FILE") {
@@ -115,23 +126,41 @@ pub const MAX_SHARED_PER_BLOCK: u32 = 227 * 1024;
 fn validate(k: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<(), LaunchError> {
     for d in 0..3 {
         if config.grid[d] == 0 || config.grid[d] > MAX_GRID_DIM[d] {
-            return Err(LaunchError::InvalidConfig(format!("grid dimension {d} is {}", config.grid[d])));
+            return Err(LaunchError::InvalidConfig(format!(
+                "grid dimension {d} is {}",
+                config.grid[d]
+            )));
         }
         if config.block[d] == 0 || config.block[d] > MAX_BLOCK_DIM[d] {
-            return Err(LaunchError::InvalidConfig(format!("block dimension {d} is {}", config.block[d])));
+            return Err(LaunchError::InvalidConfig(format!(
+                "block dimension {d} is {}",
+                config.block[d]
+            )));
         }
     }
     let threads: u64 = config.block.iter().map(|&b| b as u64).product();
-    let limit = k.info.max_threads_per_block.unwrap_or(MAX_THREADS_PER_BLOCK).min(MAX_THREADS_PER_BLOCK);
+    let limit = k
+        .info
+        .max_threads_per_block
+        .unwrap_or(MAX_THREADS_PER_BLOCK)
+        .min(MAX_THREADS_PER_BLOCK);
     if threads > limit as u64 {
-        return Err(LaunchError::InvalidConfig(format!("{threads} threads per block, at most {limit}")));
+        return Err(LaunchError::InvalidConfig(format!(
+            "{threads} threads per block, at most {limit}"
+        )));
     }
     let shared = k.dynamic_shared_offset as u64 + config.dynamic_shared_bytes as u64;
     if shared > MAX_SHARED_PER_BLOCK as u64 {
-        return Err(LaunchError::OutOfResources(format!("{shared} bytes of shared memory, at most {MAX_SHARED_PER_BLOCK}")));
+        return Err(LaunchError::OutOfResources(format!(
+            "{shared} bytes of shared memory, at most {MAX_SHARED_PER_BLOCK}"
+        )));
     }
     if params.len() != k.info.param_bytes as usize {
-        return Err(LaunchError::BadParams(format!("{} bytes of parameters, kernel takes {}", params.len(), k.info.param_bytes)));
+        return Err(LaunchError::BadParams(format!(
+            "{} bytes of parameters, kernel takes {}",
+            params.len(),
+            k.info.param_bytes
+        )));
     }
     Ok(())
 }

@@ -54,6 +54,14 @@ extern "C" __global__ void int_mix(const int* a, int* out, int n) {
     out[i] = r + (int)(w >> 20) + max(x, -3) + min(x, 3) + abs(x);
 }
 
+extern "C" __global__ void smem_stride(float* out, int stride) {
+    __shared__ float s[32 * 33];
+    int t = threadIdx.x;
+    s[t * stride] = (float)t;
+    __syncwarp();
+    out[t] = s[t * stride];
+}
+
 extern "C" __global__ void ballot_scan(const int* flags, unsigned* ballots, int* ranks) {
     int t = threadIdx.x;
     bool f = flags[t] != 0;
@@ -76,7 +84,14 @@ fn vector_add_matches_cpu_and_counts_coalesced_requests() {
     let a = random_f32(n, 1);
     let b = random_f32(n, 2);
     let (da, db, dc) = (d.upload_f32(&a), d.upload_f32(&b), d.zeros(n * 4));
-    let rep = d.run("vadd", [8, 1, 1], [128, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(n as i32)], CheckOptions::default());
+    let rep = d.run(
+        "vadd",
+        [8, 1, 1],
+        [128, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(n as i32)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
     assert_eq!(d.download_f32(dc, n), want);
@@ -98,8 +113,18 @@ fn shuffle_reduction_with_shared_memory_and_atomics() {
     let n = 10_000;
     let a = random_f32(n, 3);
     let (da, dout) = (d.upload_f32(&a), d.zeros(4));
-    let opts = CheckOptions { threads: 3, ..CheckOptions::default() };
-    let rep = d.run("reduce_sum", [5, 1, 1], [256, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(dout), Arg::I32(n as i32)], opts);
+    let opts = CheckOptions {
+        threads: 3,
+        ..CheckOptions::default()
+    };
+    let rep = d.run(
+        "reduce_sum",
+        [5, 1, 1],
+        [256, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(dout), Arg::I32(n as i32)],
+        opts,
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let want: f64 = a.iter().map(|&x| x as f64).sum();
     let got = d.download_f32(dout, 1)[0] as f64;
@@ -130,7 +155,14 @@ fn tiled_gemm_with_ragged_edges() {
     let b = random_f32(k * n, 5);
     let (da, db, dc) = (d.upload_f32(&a), d.upload_f32(&b), d.zeros(m * n * 4));
     let grid = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1];
-    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
+    let args = [
+        Arg::Ptr(da),
+        Arg::Ptr(db),
+        Arg::Ptr(dc),
+        Arg::I32(m as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ];
     let rep = d.run("gemm_tiled", grid, [16, 16, 1], 0, &args, CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_close(&d.download_f32(dc, m * n), &cpu_gemm(&a, &b, m, n, k), 1e-5);
@@ -143,12 +175,21 @@ fn tiled_gemm_with_ragged_edges() {
 fn integer_ops_match_cpu() {
     let d = dev();
     let n = 300;
-    let vals: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(-1_234_567).wrapping_add(i * i * 31 - 77)).collect();
+    let vals: Vec<i32> = (0..n as i32)
+        .map(|i| i.wrapping_mul(-1_234_567).wrapping_add(i * i * 31 - 77))
+        .collect();
     let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
     let da = d.mem.alloc(bytes.len() as u64).unwrap();
     d.mem.write(da, &bytes).unwrap();
     let dout = d.zeros(n * 4);
-    let rep = d.run("int_mix", [3, 1, 1], [128, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(dout), Arg::I32(n as i32)], CheckOptions::default());
+    let rep = d.run(
+        "int_mix",
+        [3, 1, 1],
+        [128, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(dout), Arg::I32(n as i32)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut out = vec![0u8; n * 4];
     d.mem.read(dout, &mut out).unwrap();
@@ -159,10 +200,21 @@ fn integer_ops_match_cpu() {
             let sel = [0x0, 0x4, 0x1, 0x5];
             u32::from_le_bytes([bytes[sel[0]], bytes[sel[1]], bytes[sel[2]], bytes[sel[3]]])
         };
-        let r = (x / 7) ^ (x % 5) ^ ((u >> 3) as i32) ^ (x.wrapping_shl(2)) ^ (u.count_ones() as i32) ^ (u.leading_zeros() as i32)
-            ^ (u.reverse_bits() as i32) ^ (((x as i64 * 12345) >> 32) as i32) ^ perm as i32;
+        let r = (x / 7)
+            ^ (x % 5)
+            ^ ((u >> 3) as i32)
+            ^ (x.wrapping_shl(2))
+            ^ (u.count_ones() as i32)
+            ^ (u.leading_zeros() as i32)
+            ^ (u.reverse_bits() as i32)
+            ^ (((x as i64 * 12345) >> 32) as i32)
+            ^ perm as i32;
         let w = x as i64 * 1_000_003;
-        let want = r.wrapping_add((w >> 20) as i32).wrapping_add(x.max(-3)).wrapping_add(x.min(3)).wrapping_add(x.wrapping_abs());
+        let want = r
+            .wrapping_add((w >> 20) as i32)
+            .wrapping_add(x.max(-3))
+            .wrapping_add(x.min(3))
+            .wrapping_add(x.wrapping_abs());
         let got = i32::from_le_bytes(out[i * 4..i * 4 + 4].try_into().unwrap());
         assert_eq!(got, want, "element {i} (x = {x})");
     }
@@ -178,7 +230,14 @@ fn votes_and_ballots() {
     d.mem.write(df, &bytes).unwrap();
     let db = d.zeros(8);
     let dr = d.zeros((threads + 2) * 4);
-    let rep = d.run("ballot_scan", [1, 1, 1], [threads as u32, 1, 1], 0, &[Arg::Ptr(df), Arg::Ptr(db), Arg::Ptr(dr)], CheckOptions::default());
+    let rep = d.run(
+        "ballot_scan",
+        [1, 1, 1],
+        [threads as u32, 1, 1],
+        0,
+        &[Arg::Ptr(df), Arg::Ptr(db), Arg::Ptr(dr)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut b = [0u8; 8];
     d.mem.read(db, &mut b).unwrap();
@@ -202,7 +261,10 @@ fn unsupported_instruction_fails_to_load_naming_it_and_its_line() {
     let e = Module::load(ptx, &mem).err().expect("must fail");
     assert_eq!(e.line, 8);
     assert!(e.message.contains("tex.2d.v4.f32.f32"), "{e}");
-    let bad_mod = ptx.replace("tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1, %f2}];", "add.rz.f64 %f1, %f2, %f3;");
+    let bad_mod = ptx.replace(
+        "tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1, %f2}];",
+        "add.rz.f64 %f1, %f2, %f3;",
+    );
     let e = Module::load(&bad_mod, &mem).err().expect("must fail");
     assert!(e.message.contains("add.rz.f64") && e.line == 8, "{e}");
 }
@@ -222,7 +284,14 @@ extern "C" __global__ void use_globals(float* out) {
     let (addr, size) = d.module.global("counter").expect("counter");
     assert_eq!(size, 4);
     let dout = d.zeros(16);
-    let rep = d.run("use_globals", [1, 1, 1], [4, 1, 1], 0, &[Arg::Ptr(dout)], CheckOptions::default());
+    let rep = d.run(
+        "use_globals",
+        [1, 1, 1],
+        [4, 1, 1],
+        0,
+        &[Arg::Ptr(dout)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_eq!(d.download_f32(dout, 4), vec![7.5, -10.0, 1.25, 40.0]);
     let mut c = [0u8; 4];
@@ -240,7 +309,14 @@ fn counters_file_gets_one_json_line_per_launch() {
     let a = d.upload_f32(&[1.0; 32]);
     let c = d.zeros(128);
     for _ in 0..2 {
-        d.run("vadd", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(a), Arg::Ptr(a), Arg::Ptr(c), Arg::I32(32)], CheckOptions::default());
+        d.run(
+            "vadd",
+            [1, 1, 1],
+            [32, 1, 1],
+            0,
+            &[Arg::Ptr(a), Arg::Ptr(a), Arg::Ptr(c), Arg::I32(32)],
+            CheckOptions::default(),
+        );
     }
     std::env::remove_var("PTX_EMU_COUNTERS_FILE");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -257,9 +333,53 @@ fn launch_is_deterministic_across_host_thread_counts() {
     let a = d.upload_f32(&random_f32(n, 9));
     let out1 = d.zeros(4);
     let out2 = d.zeros(4);
-    let r1 = d.run("reduce_sum", [7, 1, 1], [128, 1, 1], 0, &[Arg::Ptr(a), Arg::Ptr(out1), Arg::I32(n as i32)], CheckOptions { threads: 1, ..Default::default() });
-    let r4 = d.run("reduce_sum", [7, 1, 1], [128, 1, 1], 0, &[Arg::Ptr(a), Arg::Ptr(out2), Arg::I32(n as i32)], CheckOptions { threads: 4, ..Default::default() });
+    let r1 = d.run(
+        "reduce_sum",
+        [7, 1, 1],
+        [128, 1, 1],
+        0,
+        &[Arg::Ptr(a), Arg::Ptr(out1), Arg::I32(n as i32)],
+        CheckOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    );
+    let r4 = d.run(
+        "reduce_sum",
+        [7, 1, 1],
+        [128, 1, 1],
+        0,
+        &[Arg::Ptr(a), Arg::Ptr(out2), Arg::I32(n as i32)],
+        CheckOptions {
+            threads: 4,
+            ..Default::default()
+        },
+    );
     assert_eq!(r1.counters, r4.counters);
     assert!(r1.findings.is_empty() && r4.findings.is_empty());
     let _ = FindingKind::Race;
+}
+
+#[test]
+fn shared_bank_conflicts_are_counted_per_request() {
+    let d = dev();
+    let out = d.zeros(32 * 4);
+    let mut conflicts = Vec::new();
+    for stride in [1, 2, 32, 33] {
+        let rep = d.run(
+            "smem_stride",
+            [1, 1, 1],
+            [32, 1, 1],
+            0,
+            &[Arg::Ptr(out), Arg::I32(stride)],
+            CheckOptions::default(),
+        );
+        assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+        assert_eq!(rep.counters.shared_requests, 2, "one store and one load");
+        assert_eq!(rep.counters.shared_wavefronts, 2 + rep.counters.shared_bank_conflicts);
+        conflicts.push(rep.counters.shared_bank_conflicts);
+    }
+    // Per request: stride 1 and 33 hit 32 distinct banks; stride 2 puts two
+    // words in each of 16 banks; stride 32 puts all 32 in one bank.
+    assert_eq!(conflicts, vec![0, 2, 2 * 31, 0]);
 }

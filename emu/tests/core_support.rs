@@ -48,7 +48,11 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Compiles CUDA source to PTX for compute_80.
 pub fn compile(src: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("ptx-emu-core-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "ptx-emu-core-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let cu = dir.join("k.cu");
     let ptx = dir.join("k.ptx");
@@ -59,7 +63,11 @@ pub fn compile(src: &str) -> String {
         .arg(&cu)
         .output()
         .expect("running nvcc");
-    assert!(out.status.success(), "nvcc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nvcc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&ptx).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     text
@@ -94,12 +102,25 @@ impl Dev {
     pub fn download_f32(&self, a: u64, n: usize) -> Vec<f32> {
         let mut b = vec![0u8; n * 4];
         self.mem.read(a, &mut b).unwrap();
-        b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        b.chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
 
     /// Launches with parameters packed per the kernel's layout.
-    pub fn run(&self, kernel: &str, grid: [u32; 3], block: [u32; 3], dyn_smem: u32, args: &[Arg], opts: CheckOptions) -> LaunchReport {
-        let info = self.module.kernel(kernel).unwrap_or_else(|| panic!("no kernel {kernel}"));
+    pub fn run(
+        &self,
+        kernel: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dyn_smem: u32,
+        args: &[Arg],
+        opts: CheckOptions,
+    ) -> LaunchReport {
+        let info = self
+            .module
+            .kernel(kernel)
+            .unwrap_or_else(|| panic!("no kernel {kernel}"));
         assert_eq!(info.params.len(), args.len(), "argument count of {kernel}");
         let mut buf = vec![0u8; info.param_bytes as usize];
         for (p, a) in info.params.iter().zip(args) {
@@ -107,7 +128,11 @@ impl Dev {
             assert_eq!(bytes.len(), p.size as usize, "size of {}", p.name);
             buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
-        let cfg = LaunchConfig { grid, block, dynamic_shared_bytes: dyn_smem };
+        let cfg = LaunchConfig {
+            grid,
+            block,
+            dynamic_shared_bytes: dyn_smem,
+        };
         launch(&self.module, kernel, &cfg, &buf, &self.mem, &opts).unwrap()
     }
 }

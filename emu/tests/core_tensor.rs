@@ -25,6 +25,11 @@ extern "C" __global__ void half_axpy(const __half* x, __half* y, float a) {
     y[2 * i + 1] = __high2half(r);
 }
 
+extern "C" __global__ void half_compare(const __half* a, const __nv_bfloat16* b, int* out) {
+    int i = threadIdx.x;
+    out[i] = (__hgt(a[2 * i], a[2 * i + 1]) ? 1 : 0) | (__hle(b[2 * i], b[2 * i + 1]) ? 2 : 0);
+}
+
 // One warp: C[16x8] = A[16x16] (row-major bf16) * B[16x8] (col-major, i.e. B^T row-major) in f32.
 // A and B^T are staged to shared memory with cp.async, read with ldmatrix.
 extern "C" __global__ void mma_bf16_16x8x16(const __nv_bfloat16* A, const __nv_bfloat16* Bt, float* C) {
@@ -79,14 +84,19 @@ fn half2_fma() {
     let n = 64;
     let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 20.0) * 0.25).collect();
     let ys: Vec<f32> = (0..n).map(|i| (i as f32) * 0.5).collect();
-    let to_h = |v: &[f32]| -> Vec<u8> {
-        v.iter().flat_map(|&f| half_bits(f).to_le_bytes()).collect()
-    };
+    let to_h = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&f| half_bits(f).to_le_bytes()).collect() };
     let dx = d.mem.alloc(2 * n as u64).unwrap();
     d.mem.write(dx, &to_h(&xs)).unwrap();
     let dy = d.mem.alloc(2 * n as u64).unwrap();
     d.mem.write(dy, &to_h(&ys)).unwrap();
-    let rep = d.run("half_axpy", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(dx), Arg::Ptr(dy), Arg::F32(2.0)], CheckOptions::default());
+    let rep = d.run(
+        "half_axpy",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[Arg::Ptr(dx), Arg::Ptr(dy), Arg::F32(2.0)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut out = vec![0u8; 2 * n];
     d.mem.read(dy, &mut out).unwrap();
@@ -94,6 +104,40 @@ fn half2_fma() {
         let got = u16::from_le_bytes([out[2 * i], out[2 * i + 1]]);
         // Exactly representable: 2x + y with quarter steps in a small range.
         assert_eq!(got, half_bits(2.0 * xs[i] + ys[i]), "element {i}");
+    }
+}
+
+#[test]
+fn half_and_bf16_comparisons() {
+    let d = Dev::new(&compile(SRC));
+    let n = 32;
+    let xs: Vec<f32> = (0..2 * n).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    let ha: Vec<u8> = xs.iter().flat_map(|&x| half_bits(x).to_le_bytes()).collect();
+    let hb: Vec<u8> = xs.iter().rev().flat_map(|&x| bf16(x).to_le_bytes()).collect();
+    let da = d.mem.alloc(ha.len() as u64).unwrap();
+    d.mem.write(da, &ha).unwrap();
+    let db = d.mem.alloc(hb.len() as u64).unwrap();
+    d.mem.write(db, &hb).unwrap();
+    let dout = d.zeros(n * 4);
+    let rep = d.run(
+        "half_compare",
+        [1, 1, 1],
+        [n as u32, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dout)],
+        CheckOptions::default(),
+    );
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    let mut out = vec![0u8; n * 4];
+    d.mem.read(dout, &mut out).unwrap();
+    let ys: Vec<f32> = xs.iter().rev().copied().collect();
+    for i in 0..n {
+        let want = (xs[2 * i] > xs[2 * i + 1]) as i32 | ((ys[2 * i] <= ys[2 * i + 1]) as i32) << 1;
+        assert_eq!(
+            i32::from_le_bytes(out[4 * i..4 * i + 4].try_into().unwrap()),
+            want,
+            "element {i}"
+        );
     }
 }
 
@@ -117,12 +161,21 @@ fn mma_bf16_through_cp_async_and_ldmatrix() {
     let bt: Vec<f32> = (0..128).map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0).collect();
     let up = |v: &[f32]| {
         let p = d.mem.alloc(2 * v.len() as u64).unwrap();
-        d.mem.write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        d.mem
+            .write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>())
+            .unwrap();
         p
     };
     let (da, db) = (up(&a), up(&bt));
     let dc = d.zeros(16 * 8 * 4);
-    let rep = d.run("mma_bf16_16x8x16", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc)], CheckOptions::default());
+    let rep = d.run(
+        "mma_bf16_16x8x16",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc)],
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let c = d.download_f32(dc, 128);
     for i in 0..16 {
@@ -170,7 +223,8 @@ extern "C" __global__ void cutlass_threads(int* out) { *out = K::kThreadCount; }
 "#;
 
 fn compile_cutlass(src: &str) -> String {
-    let inc = std::env::var("FUSED_LORA_CUTLASS_INCLUDE").expect("FUSED_LORA_CUTLASS_INCLUDE: run `. scripts/setup.sh` first");
+    let inc = std::env::var("FUSED_LORA_CUTLASS_INCLUDE")
+        .expect("FUSED_LORA_CUTLASS_INCLUDE: run `. scripts/setup.sh` first");
     let dir = std::env::temp_dir().join(format!("ptx-emu-core-cutlass-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cu, ptx) = (dir.join("g.cu"), dir.join("g.ptx"));
@@ -208,14 +262,30 @@ fn cutlass_sm80_bf16_gemm_runs_clean_with_every_check() {
     let b: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 13) as f32 - 6.0) / 8.0).collect();
     let up = |v: &[f32]| {
         let p = d.mem.alloc(2 * v.len() as u64).unwrap();
-        d.mem.write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        d.mem
+            .write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>())
+            .unwrap();
         p
     };
     let (da, db) = (up(&a), up(&b));
     let dc = d.zeros(m * n * 4);
-    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
+    let args = [
+        Arg::Ptr(da),
+        Arg::Ptr(db),
+        Arg::Ptr(dc),
+        Arg::I32(m as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ];
     let grid = [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1];
-    let rep = d.run("cutlass_bf16_gemm", grid, [threads, 1, 1], smem, &args, CheckOptions::default());
+    let rep = d.run(
+        "cutlass_bf16_gemm",
+        grid,
+        [threads, 1, 1],
+        smem,
+        &args,
+        CheckOptions::default(),
+    );
     assert!(rep.findings.is_empty(), "{:#?}", rep.findings);
     let c = d.download_f32(dc, m * n);
     for i in 0..m {

@@ -16,6 +16,10 @@ use crate::types::ScalarType;
 /// spinning on another warp's progress cannot starve it).
 const SLICE: u32 = 512;
 const NUM_BARRIERS: usize = 16;
+/// Every this many steps a diverged warp runs its highest-PC group instead of
+/// its lowest, so a lane spinning on another lane of its warp cannot starve
+/// it (hardware's independent thread scheduling guarantees that progress).
+const FAIRNESS_PERIOD: u32 = 64;
 
 /// Lanes of a mask, lowest first.
 pub(crate) struct Lanes(pub u32);
@@ -47,6 +51,8 @@ pub(crate) struct Warp {
     pub(super) exited: u32,
     /// Warp synchronisation epoch (racecheck), bumped by collectives.
     pub(super) wsync: u32,
+    /// Scheduling steps taken (see `FAIRNESS_PERIOD`).
+    pub(super) steps: u32,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -145,6 +151,7 @@ impl<'l> Cta<'l> {
                 bar_id: [0; 32],
                 exited: 0,
                 wsync: 0,
+                steps: 0,
             });
         }
         for (i, w) in self.warps.iter_mut().enumerate() {
@@ -155,6 +162,7 @@ impl<'l> Cta<'l> {
             w.bar = 0;
             w.exited = 0;
             w.wsync = 0;
+            w.steps = 0;
             w.pc = [0; 32];
             w.regs.clear();
             w.regs.resize(nregs * 32, 0);
@@ -168,7 +176,8 @@ impl<'l> Cta<'l> {
             self.race.reset(size);
         }
         self.local.clear();
-        self.local.resize(self.k.info.local_bytes as usize * self.nthreads as usize, 0);
+        self.local
+            .resize(self.k.info.local_bytes as usize * self.nthreads as usize, 0);
         self.bars = [Barrier::default(); NUM_BARRIERS];
         self.pending.truncate(self.nthreads as usize);
         self.pending.iter_mut().for_each(|q| q.clear());
@@ -201,13 +210,18 @@ impl<'l> Cta<'l> {
 
     fn run_warp(&mut self, w: usize) -> Result<(), Stop> {
         for _ in 0..SLICE {
-            let warp = &self.warps[w];
+            let warp = &mut self.warps[w];
             if warp.run == 0 {
                 return Ok(());
             }
+            warp.steps = warp.steps.wrapping_add(1);
+            let warp = &self.warps[w];
             let mut pc = u32::MAX;
             for l in Lanes(warp.run) {
                 pc = pc.min(warp.pc[l]);
+            }
+            if warp.steps % FAIRNESS_PERIOD == 0 {
+                pc = Lanes(warp.run).map(|l| warp.pc[l]).max().unwrap_or(pc);
             }
             let mut group = 0u32;
             for l in Lanes(warp.run | warp.wait) {
@@ -232,7 +246,8 @@ impl<'l> Cta<'l> {
     /// Records a finding and returns the stop signal.
     pub(super) fn report(&self, kind: FindingKind, pc: u32, tid: u32, addr: u64, detail: String) -> Stop {
         let line = self.k.insts.get(pc as usize).map_or(0, |i| i.line);
-        self.l.report(kind, line, self.ctaid, self.thread_xyz(tid), addr, detail);
+        self.l
+            .report(kind, line, self.ctaid, self.thread_xyz(tid), addr, detail);
         Stop
     }
 
@@ -295,7 +310,11 @@ impl<'l> Cta<'l> {
     pub(super) fn set(&mut self, w: usize, d: &Opd, lane: usize, v: u64, ty: ScalarType) {
         if let Opd::Reg(r) = d {
             // Predicates keep bit 0 (so `not.pred` is a logical not).
-            let v = if ty == ScalarType::Pred { v & 1 } else { v & mask(bits_of(ty)) };
+            let v = if ty == ScalarType::Pred {
+                v & 1
+            } else {
+                v & mask(bits_of(ty))
+            };
             self.warps[w].regs[*r as usize * 32 + lane] = v;
         }
     }
@@ -374,10 +393,9 @@ impl<'l> Cta<'l> {
                 } else {
                     for l in Lanes(exec) {
                         out[l] = match &inst.s[0] {
-                            Opd::Vec(sv) => sv
-                                .iter()
-                                .enumerate()
-                                .fold(0, |acc, (i, o)| acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i)),
+                            Opd::Vec(sv) => sv.iter().enumerate().fold(0, |acc, (i, o)| {
+                                acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i)
+                            }),
                             o => self.val(w, o, l),
                         };
                     }
@@ -411,7 +429,11 @@ impl<'l> Cta<'l> {
                     let a = self.val(w, &inst.s[0], l);
                     let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l));
                     let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
-                    out[l] = if ty == ScalarType::F64 { arith::f64_op(*op, a, b, c) } else { arith::f32_op(*op, *rnd, *ftz, *sat, a, b, c) };
+                    out[l] = if ty == ScalarType::F64 {
+                        arith::f64_op(*op, a, b, c)
+                    } else {
+                        arith::f32_op(*op, *rnd, *ftz, *sat, a, b, c)
+                    };
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
@@ -471,12 +493,22 @@ impl<'l> Cta<'l> {
             Op::Slct { cty } => {
                 for l in Lanes(exec) {
                     let c = self.val(w, &inst.s[2], l);
-                    let ge = if *cty == ScalarType::F32 { f32::from_bits(c as u32) >= 0.0 } else { sext(c, 32) >= 0 };
+                    let ge = if *cty == ScalarType::F32 {
+                        f32::from_bits(c as u32) >= 0.0
+                    } else {
+                        sext(c, 32) >= 0
+                    };
                     out[l] = self.val(w, &inst.s[if ge { 0 } else { 1 }], l);
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
-            Op::Cvt { src, rnd, ftz, sat, relu } => {
+            Op::Cvt {
+                src,
+                rnd,
+                ftz,
+                sat,
+                relu,
+            } => {
                 let int = crate::ptx::lower::is_int_cvt(ty, *src);
                 for l in Lanes(exec) {
                     let a = self.val(w, &inst.s[0], l);
@@ -517,7 +549,9 @@ impl<'l> Cta<'l> {
             Op::Isspacep(space) => {
                 for l in Lanes(exec) {
                     let a = self.val(w, &inst.s[0], l);
-                    out[l] = (generic_space(a) == *space || (*space == Space::Const && generic_space(a) == Space::Global)) as u64;
+                    out[l] = (generic_space(a) == *space
+                        || (*space == Space::Const && generic_space(a) == Space::Global))
+                        as u64;
                 }
                 self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
             }
@@ -561,12 +595,23 @@ impl<'l> Cta<'l> {
                 for l in Lanes(exec) {
                     let tid = self.tid_of(w, l);
                     let open = self.groups[tid as usize];
-                    let limit = if *keep == WAIT_ALL { u32::MAX } else { open.saturating_sub(*keep) };
+                    let limit = if *keep == WAIT_ALL {
+                        u32::MAX
+                    } else {
+                        open.saturating_sub(*keep)
+                    };
                     self.land_copies(tid, limit)?;
                 }
             }
             Op::Nop => {}
-            Op::WarpSync | Op::Shfl(_) | Op::Vote(_) | Op::Match { .. } | Op::Redux(_) | Op::Mma { .. } | Op::Ldmatrix { .. } | Op::Stmatrix { .. } => {
+            Op::WarpSync
+            | Op::Shfl(_)
+            | Op::Vote(_)
+            | Op::Match { .. }
+            | Op::Redux(_)
+            | Op::Mma { .. }
+            | Op::Ldmatrix { .. }
+            | Op::Stmatrix { .. } => {
                 unreachable!("collectives are dispatched above")
             }
         }
@@ -594,4 +639,3 @@ pub(crate) fn generic_space(a: u64) -> Space {
     }
     Space::Global
 }
-

@@ -103,9 +103,16 @@ fn atom_apply(op: AtomOp, ty: ScalarType, old: u64, b: u64, c: u64) -> u64 {
         AtomOp::Add => match ty {
             ScalarType::F32 => (f32::from_bits(old as u32) + f32::from_bits(b as u32)).to_bits() as u64,
             ScalarType::F64 => (f64::from_bits(old) + f64::from_bits(b)).to_bits(),
-            ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2 => {
-                numerics::half_op(FloatOp::Add, ty, Some(Rounding::Rn), false, false, old as u32, b as u32, 0) as u64
-            }
+            ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2 => numerics::half_op(
+                FloatOp::Add,
+                ty,
+                Some(Rounding::Rn),
+                false,
+                false,
+                old as u32,
+                b as u32,
+                0,
+            ) as u64,
             _ => old.wrapping_add(b),
         },
         AtomOp::Min | AtomOp::Max if ty == ScalarType::F32 => {
@@ -151,7 +158,11 @@ impl<'l> Cta<'l> {
                 pc,
                 tid,
                 addr,
-                format!("{}-byte {} access at an address not aligned to {len}", len, space_name(sp)),
+                format!(
+                    "{}-byte {} access at an address not aligned to {len}",
+                    len,
+                    space_name(sp)
+                ),
             ));
         }
         Ok(())
@@ -161,7 +172,11 @@ impl<'l> Cta<'l> {
     /// memcheck is off and the access is invalid (it is then skipped).
     fn global_locate(&mut self, pc: u32, tid: u32, addr: u64, len: u64) -> Result<Option<(usize, u64)>, Stop> {
         let allocs = &self.l.allocs;
-        let hit = |i: usize| allocs.get(i).is_some_and(|a| addr >= a.base && addr.wrapping_add(len) <= a.base + a.size && addr.checked_add(len).is_some());
+        let hit = |i: usize| {
+            allocs.get(i).is_some_and(|a| {
+                addr >= a.base && addr.wrapping_add(len) <= a.base + a.size && addr.checked_add(len).is_some()
+            })
+        };
         if !hit(self.cache) {
             let i = allocs.partition_point(|a| a.base <= addr).wrapping_sub(1);
             if !hit(i) {
@@ -197,7 +212,10 @@ impl<'l> Cta<'l> {
             pc,
             tid,
             off,
-            format!("{len}-byte {} access at offset {off:#x} outside the {limit} bytes declared", space_name(sp)),
+            format!(
+                "{len}-byte {} access at offset {off:#x} outside the {limit} bytes declared",
+                space_name(sp)
+            ),
         ))
     }
 
@@ -239,11 +257,21 @@ impl<'l> Cta<'l> {
     }
 
     /// `read`, with the shared-memory initcheck optional (see `Op::Ldmatrix`).
-    pub(super) fn read_checked(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32, shared_initcheck: bool) -> Result<u64, Stop> {
+    pub(super) fn read_checked(
+        &mut self,
+        pc: u32,
+        tid: u32,
+        sp: Space,
+        addr: u64,
+        len: u32,
+        shared_initcheck: bool,
+    ) -> Result<u64, Stop> {
         let n = len as u64;
         match sp {
             Space::Global | Space::Const | Space::Generic => {
-                let Some((i, off)) = self.global_locate(pc, tid, addr, n)? else { return Ok(0) };
+                let Some((i, off)) = self.global_locate(pc, tid, addr, n)? else {
+                    return Ok(0);
+                };
                 let a = &self.l.allocs[i];
                 if self.l.opts.initcheck && !a.is_init(off, n) {
                     return Err(self.report(
@@ -251,7 +279,10 @@ impl<'l> Cta<'l> {
                         pc,
                         tid,
                         addr,
-                        format!("{len}-byte global read of bytes never written (allocation [{:#x}, +{}))", a.base, a.size),
+                        format!(
+                            "{len}-byte global read of bytes never written (allocation [{:#x}, +{}))",
+                            a.base, a.size
+                        ),
                     ));
                 }
                 self.l.touch(i, off, n, false);
@@ -263,7 +294,10 @@ impl<'l> Cta<'l> {
                 }
                 self.race_check(pc, tid, addr, n, false)?;
                 let o = addr as usize;
-                if shared_initcheck && self.l.opts.initcheck && !self.shared_init[o..o + len as usize].iter().all(|b| *b) {
+                if shared_initcheck
+                    && self.l.opts.initcheck
+                    && !self.shared_init[o..o + len as usize].iter().all(|b| *b)
+                {
                     return Err(self.report(
                         FindingKind::Uninitialized,
                         pc,
@@ -297,7 +331,9 @@ impl<'l> Cta<'l> {
         let n = len as u64;
         match sp {
             Space::Global | Space::Const | Space::Generic => {
-                let Some((i, off)) = self.global_locate(pc, tid, addr, n)? else { return Ok(()) };
+                let Some((i, off)) = self.global_locate(pc, tid, addr, n)? else {
+                    return Ok(());
+                };
                 let a = &self.l.allocs[i];
                 a.store(off, len, v);
                 a.set_init(off, n);
@@ -322,7 +358,13 @@ impl<'l> Cta<'l> {
             }
             Space::Param => {
                 if self.l.opts.memcheck {
-                    return Err(self.report(FindingKind::OutOfBounds, pc, tid, addr, "store to kernel parameter space".into()));
+                    return Err(self.report(
+                        FindingKind::OutOfBounds,
+                        pc,
+                        tid,
+                        addr,
+                        "store to kernel parameter space".into(),
+                    ));
                 }
             }
         }
@@ -363,12 +405,22 @@ impl<'l> Cta<'l> {
 
     fn note_access(&mut self, sp: Space, lane: usize, addr: u64, len: u32) {
         match sp {
-            Space::Shared => self.scratch.push((addr & 0xffff_ffff) | (len as u64) << 32 | (lane as u64) << 40),
+            Space::Shared => self
+                .scratch
+                .push((addr & 0xffff_ffff) | (len as u64) << 32 | (lane as u64) << 40),
             _ => self.scratch.push((addr & 0x00ff_ffff_ffff_ffff) | (len as u64) << 56),
         }
     }
 
-    pub(super) fn load(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, space: Space, vec: u8) -> Result<(), Stop> {
+    pub(super) fn load(
+        &mut self,
+        w: usize,
+        pc: u32,
+        exec: u32,
+        inst: &Inst,
+        space: Space,
+        vec: u8,
+    ) -> Result<(), Stop> {
         let ty = inst.ty;
         let size = ty.size_bytes();
         let total = size * vec as u32;
@@ -401,7 +453,15 @@ impl<'l> Cta<'l> {
         Ok(())
     }
 
-    pub(super) fn store(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, space: Space, vec: u8) -> Result<(), Stop> {
+    pub(super) fn store(
+        &mut self,
+        w: usize,
+        pc: u32,
+        exec: u32,
+        inst: &Inst,
+        space: Space,
+        vec: u8,
+    ) -> Result<(), Stop> {
         let size = inst.ty.size_bytes();
         let total = size * vec as u32;
         self.scratch.clear();
@@ -424,7 +484,16 @@ impl<'l> Cta<'l> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn atomic(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, space: Space, op: AtomOp, ret: bool) -> Result<(), Stop> {
+    pub(super) fn atomic(
+        &mut self,
+        w: usize,
+        pc: u32,
+        exec: u32,
+        inst: &Inst,
+        space: Space,
+        op: AtomOp,
+        ret: bool,
+    ) -> Result<(), Stop> {
         let ty = inst.ty;
         let size = ty.size_bytes();
         self.scratch.clear();
@@ -439,7 +508,9 @@ impl<'l> Cta<'l> {
             self.note_access(sp, l, addr, size);
             let old = match sp {
                 Space::Global => {
-                    let Some((i, off)) = self.global_locate(pc, tid, addr, size as u64)? else { continue };
+                    let Some((i, off)) = self.global_locate(pc, tid, addr, size as u64)? else {
+                        continue;
+                    };
                     let a = &self.l.allocs[i];
                     if self.l.opts.initcheck && op != AtomOp::Exch && !a.is_init(off, size as u64) {
                         return Err(self.report(
@@ -447,7 +518,10 @@ impl<'l> Cta<'l> {
                             pc,
                             tid,
                             addr,
-                            format!("atomic on global bytes never written (allocation [{:#x}, +{}))", a.base, a.size),
+                            format!(
+                                "atomic on global bytes never written (allocation [{:#x}, +{}))",
+                                a.base, a.size
+                            ),
                         ));
                     }
                     let old = a.atomic_rmw(off, size, &mut |old| atom_apply(op, ty, old, b, c));
@@ -463,7 +537,13 @@ impl<'l> Cta<'l> {
                     let o = addr as usize;
                     let n = size as usize;
                     if self.l.opts.initcheck && op != AtomOp::Exch && !self.shared_init[o..o + n].iter().all(|b| *b) {
-                        return Err(self.report(FindingKind::Uninitialized, pc, tid, addr, "atomic on shared bytes never written".into()));
+                        return Err(self.report(
+                            FindingKind::Uninitialized,
+                            pc,
+                            tid,
+                            addr,
+                            "atomic on shared bytes never written".into(),
+                        ));
                     }
                     // Atomics are ordered among themselves: no racecheck here.
                     let old = le(&self.shared[o..o + n]);
@@ -473,7 +553,13 @@ impl<'l> Cta<'l> {
                     old
                 }
                 _ => {
-                    return Err(self.report(FindingKind::OutOfBounds, pc, tid, addr, "atomic on a local or param address".into()));
+                    return Err(self.report(
+                        FindingKind::OutOfBounds,
+                        pc,
+                        tid,
+                        addr,
+                        "atomic on a local or param address".into(),
+                    ));
                 }
             };
             if ret {
@@ -496,7 +582,11 @@ impl<'l> Cta<'l> {
             let tid = self.tid_of(w, l);
             let (dsp, dst) = resolve(Space::Shared, self.val(w, &inst.s[0], l));
             let (_, src) = resolve(Space::Global, self.val(w, &inst.s[1], l));
-            let src_size = inst.s.get(2).map_or(bytes as u64, |o| self.val(w, o, l)).min(bytes as u64);
+            let src_size = inst
+                .s
+                .get(2)
+                .map_or(bytes as u64, |o| self.val(w, o, l))
+                .min(bytes as u64);
             self.misaligned(pc, tid, dsp, dst, bytes as u32)?;
             if src_size > 0 {
                 // A zero-fill copy (src-size 0) never touches its source.
@@ -519,7 +609,14 @@ impl<'l> Cta<'l> {
                 }
             }
             let group = self.groups[tid as usize];
-            self.pending[tid as usize].push(PendingCopy { tid, group, dst: dst as u32, len: bytes, data, pc });
+            self.pending[tid as usize].push(PendingCopy {
+                tid,
+                group,
+                dst: dst as u32,
+                len: bytes,
+                data,
+                pc,
+            });
         }
         if !self.scratch.is_empty() {
             self.account(Space::Shared, true);

@@ -39,7 +39,14 @@ use crate::ptx::ir::{BarKind, Class, Kernel, Op, CLASS_COUNT};
 
 /// Whether a `cvt` is one the executor does as a plain Rust cast (and so
 /// needs no validation beyond its types).
-pub(crate) fn cvt_is_plain(dst: crate::types::ScalarType, src: crate::types::ScalarType, rnd: Option<crate::numerics::Rounding>, ftz: bool, sat: bool, relu: bool) -> bool {
+pub(crate) fn cvt_is_plain(
+    dst: crate::types::ScalarType,
+    src: crate::types::ScalarType,
+    rnd: Option<crate::numerics::Rounding>,
+    ftz: bool,
+    sat: bool,
+    relu: bool,
+) -> bool {
     arith::cvt_fast(dst, src, rnd, ftz, sat, relu, 0).is_some()
 }
 
@@ -71,7 +78,10 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub(crate) fn new(n: usize) -> Self {
-        Stats { inst_warp: vec![0; n], ..Default::default() }
+        Stats {
+            inst_warp: vec![0; n],
+            ..Default::default()
+        }
     }
 
     fn add(&mut self, o: &Stats) {
@@ -104,7 +114,9 @@ fn bitmap(size: u64) -> Box<[AtomicU64]> {
 }
 
 fn popcount(b: &OnceLock<Box<[AtomicU64]>>) -> u64 {
-    b.get().map_or(0, |v| v.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum())
+    b.get().map_or(0, |v| {
+        v.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum()
+    })
 }
 
 /// Everything the CTAs of one launch share.
@@ -127,7 +139,15 @@ impl LaunchCtx<'_> {
         self.stop.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn report(&self, kind: FindingKind, line: u32, cta: [u32; 3], thread: [u32; 3], address: u64, detail: String) {
+    pub(crate) fn report(
+        &self,
+        kind: FindingKind,
+        line: u32,
+        cta: [u32; 3],
+        thread: [u32; 3],
+        address: u64,
+        detail: String,
+    ) {
         self.stop.store(true, Ordering::Relaxed);
         let mut f = self.findings.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() < MAX_FINDINGS {
@@ -148,7 +168,11 @@ impl LaunchCtx<'_> {
     pub(crate) fn touch(&self, i: usize, off: u64, len: u64, write: bool) {
         let t = &self.touched[i];
         let size = self.allocs[i].size;
-        let bits = if write { t.written.get_or_init(|| bitmap(size)) } else { t.read.get_or_init(|| bitmap(size)) };
+        let bits = if write {
+            t.written.get_or_init(|| bitmap(size))
+        } else {
+            t.read.get_or_init(|| bitmap(size))
+        };
         let mut b = off;
         while b < off + len {
             let word = &bits[(b / 64) as usize];
@@ -164,7 +188,11 @@ impl LaunchCtx<'_> {
 }
 
 fn host_threads(opts: &CheckOptions, ctas: u64) -> usize {
-    let n = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let n = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
     n.clamp(1, ctas.clamp(1, 1024) as usize)
 }
 
@@ -247,7 +275,10 @@ fn summarise(kernel: &Kernel, config: &LaunchConfig, st: &Stats, touched: &[Touc
         if let Op::Mma { name, .. } = &inst.op {
             *c.tensor_instructions.entry(name.clone()).or_insert(0) += n;
         }
-        if let Op::Bar { kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive } = inst.op {
+        if let Op::Bar {
+            kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive,
+        } = inst.op
+        {
             // counted in `st.barriers` per warp arrival
         }
     }

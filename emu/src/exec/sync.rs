@@ -178,7 +178,8 @@ impl<'l> Cta<'l> {
                         // (CUTLASS's multistage mainloop does this by design).
                         // Racecheck still applies, so reads ahead of cp.async.wait are caught.
                         for (k, byte) in rows[r].iter_mut().enumerate() {
-                            *byte = self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
+                            *byte =
+                                self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
                         }
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
                     }
@@ -225,7 +226,13 @@ impl<'l> Cta<'l> {
 
     fn matrix_row_check(&self, pc: u32, tid: u32, addr: u64) -> Result<(), Stop> {
         if self.l.opts.memcheck && addr % 16 != 0 {
-            return Err(self.report(FindingKind::Misaligned, pc, tid, addr, "ldmatrix/stmatrix row address not 16-byte aligned".into()));
+            return Err(self.report(
+                FindingKind::Misaligned,
+                pc,
+                tid,
+                addr,
+                "ldmatrix/stmatrix row address not 16-byte aligned".into(),
+            ));
         }
         Ok(())
     }
@@ -233,22 +240,30 @@ impl<'l> Cta<'l> {
     /// One 8-row phase of ldmatrix/stmatrix (rows gathered in `scratch`):
     /// counts it as one shared request and returns its extra wavefronts.
     fn count_matrix_phase(&mut self) -> u64 {
-        // 8 rows of 16 bytes: one phase of up to 32 words.
-        let acc: Vec<u64> = self.scratch.iter().map(|a| (a & 0xffff_ffff_ffff) & !(0xffu64 << 40) | 4 << 32).collect();
-        let mut words = Vec::new();
-        for a in &acc {
+        // 8 rows of 16 bytes are served as one phase of 32 four-byte words:
+        // count them as one 32-lane request of 4-byte accesses.
+        let mut words = [0u64; 32];
+        for (r, a) in self.scratch.iter().take(8).enumerate() {
             let addr = a & 0xffff_ffff;
             for k in 0..4 {
-                words.push(((addr + 4 * k) & 0xffff_ffff) | 4 << 32);
+                words[r * 4 + k] = ((addr + 4 * k as u64) & 0xffff_ffff) | 4 << 32 | ((r * 4 + k) as u64) << 40;
             }
         }
-        let (waves, _) = shared_wavefronts(&words);
+        let (waves, _) = shared_wavefronts(&words[..self.scratch.len().min(8) * 4]);
         self.stats.shared_requests += 1;
         self.stats.shared_wavefronts += waves;
         waves - 1
     }
 
-    pub(super) fn barrier(&mut self, w: usize, pc: u32, group: u32, exec: u32, inst: &Inst, kind: BarKind) -> Result<(), Stop> {
+    pub(super) fn barrier(
+        &mut self,
+        w: usize,
+        pc: u32,
+        group: u32,
+        exec: u32,
+        inst: &Inst,
+        kind: BarKind,
+    ) -> Result<(), Stop> {
         self.advance(w, group & !exec);
         let Some(first) = Lanes(exec).next() else { return Ok(()) };
         let id = (self.val(w, &inst.s[0], first) & 15) as usize;
@@ -393,7 +408,10 @@ impl<'l> Cta<'l> {
                     b.first_pc,
                     b.first_thread,
                     0,
-                    format!("barrier {id}: {} threads arrived, {want} expected, and no thread can make progress", b.arrived),
+                    format!(
+                        "barrier {id}: {} threads arrived, {want} expected, and no thread can make progress",
+                        b.arrived
+                    ),
                 );
             }
         }

@@ -68,7 +68,10 @@ pub(crate) enum Opd {
     Imm(u64),
     Sreg(Sreg),
     /// `[base + off]`; without base an absolute (space-relative) address.
-    Addr { base: Option<u32>, off: i64 },
+    Addr {
+        base: Option<u32>,
+        off: i64,
+    },
     Vec(Box<[Opd]>),
     Sink,
 }
@@ -80,8 +83,14 @@ pub(crate) enum IntOp {
     Sub,
     SubSat,
     /// `add.cc`/`addc{.cc}`/`sub.cc`/`subc{.cc}`: carry in, carry out.
-    AddCarry { carry_in: bool, carry_out: bool },
-    SubCarry { carry_in: bool, carry_out: bool },
+    AddCarry {
+        carry_in: bool,
+        carry_out: bool,
+    },
+    SubCarry {
+        carry_in: bool,
+        carry_out: bool,
+    },
     MulLo,
     MulHi,
     MulWide,
@@ -107,14 +116,22 @@ pub(crate) enum IntOp {
     Popc,
     Clz,
     Brev,
-    Bfind { shiftamt: bool },
+    Bfind {
+        shiftamt: bool,
+    },
     Fns,
     Bfe,
     Bfi,
     Prmt(PrmtMode),
     Lop3,
-    Shf { left: bool, wrap: bool },
-    Dp4a { a_signed: bool, b_signed: bool },
+    Shf {
+        left: bool,
+        wrap: bool,
+    },
+    Dp4a {
+        a_signed: bool,
+        b_signed: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,44 +314,108 @@ impl Class {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
     Mov,
-    Ld { space: Space, vec: u8 },
-    St { space: Space, vec: u8 },
+    Ld {
+        space: Space,
+        vec: u8,
+    },
+    St {
+        space: Space,
+        vec: u8,
+    },
     /// `cvta.to.space` (to_generic false) or `cvta.space`.
-    Cvta { to_generic: bool, space: Space },
+    Cvta {
+        to_generic: bool,
+        space: Space,
+    },
     Isspacep(Space),
     Int(IntOp),
-    Setp { cmp: Cmp, comb: Option<BoolOp> },
+    Setp {
+        cmp: Cmp,
+        comb: Option<BoolOp>,
+    },
     /// `set.cmp{.bool}.dtype.stype`; `ty` is the source type.
-    Set { cmp: Cmp, comb: Option<BoolOp>, dty: ScalarType },
+    Set {
+        cmp: Cmp,
+        comb: Option<BoolOp>,
+        dty: ScalarType,
+    },
     Selp,
     /// `slct.dtype.ctype`: `ty` the data type, `cty` the comparand's.
-    Slct { cty: ScalarType },
-    Float { op: FArith, rnd: Option<Rounding>, ftz: bool, sat: bool },
-    Half { op: FloatOp, rnd: Option<Rounding>, ftz: bool, sat: bool },
-    Special { op: SpecialOp, ftz: bool },
+    Slct {
+        cty: ScalarType,
+    },
+    Float {
+        op: FArith,
+        rnd: Option<Rounding>,
+        ftz: bool,
+        sat: bool,
+    },
+    Half {
+        op: FloatOp,
+        rnd: Option<Rounding>,
+        ftz: bool,
+        sat: bool,
+    },
+    Special {
+        op: SpecialOp,
+        ftz: bool,
+    },
     Testp(TestKind),
     /// `ty` is the destination type.
-    Cvt { src: ScalarType, rnd: Option<Rounding>, ftz: bool, sat: bool, relu: bool },
-    CvtPack { rnd: Rounding, relu: bool },
-    Bra { target: u32 },
+    Cvt {
+        src: ScalarType,
+        rnd: Option<Rounding>,
+        ftz: bool,
+        sat: bool,
+        relu: bool,
+    },
+    CvtPack {
+        rnd: Rounding,
+        relu: bool,
+    },
+    Bra {
+        target: u32,
+    },
     Exit,
     Trap,
-    Bar { kind: BarKind },
+    Bar {
+        kind: BarKind,
+    },
     WarpSync,
     Shfl(ShflMode),
     Vote(VoteMode),
-    Match { all: bool },
+    Match {
+        all: bool,
+    },
     Redux(IntOp),
     Activemask,
-    Atom { space: Space, op: AtomOp, ret: bool },
-    Mma { desc: MmaDesc, regs: [u8; 4], name: String },
-    Ldmatrix { num: u8, trans: bool },
-    Stmatrix { num: u8, trans: bool },
-    CpAsync { bytes: u8 },
+    Atom {
+        space: Space,
+        op: AtomOp,
+        ret: bool,
+    },
+    Mma {
+        desc: MmaDesc,
+        regs: [u8; 4],
+        name: String,
+    },
+    Ldmatrix {
+        num: u8,
+        trans: bool,
+    },
+    Stmatrix {
+        num: u8,
+        trans: bool,
+    },
+    CpAsync {
+        bytes: u8,
+    },
     CpAsyncCommit,
     /// `cp.async.wait_group keep`; [`WAIT_ALL`] for `cp.async.wait_all`
     /// (which also covers copies not yet committed to a group).
-    CpAsyncWait { keep: u32 },
+    CpAsyncWait {
+        keep: u32,
+    },
     /// Ordering, cache and scheduling hints with no effect here.
     Nop,
 }

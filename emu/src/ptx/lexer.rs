@@ -90,7 +90,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, LoadError> {
             if i >= b.len() || b[i] != b'"' {
                 return Err(err(line, "unterminated string".into()));
             }
-            out.push(Token { tok: Tok::Str(src[start..i].to_string()), line });
+            out.push(Token {
+                tok: Tok::Str(src[start..i].to_string()),
+                line,
+            });
             i += 1;
             continue;
         }
@@ -116,11 +119,17 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, LoadError> {
                     i += 1;
                 }
             }
-            out.push(Token { tok: Tok::Ident(src[start..i].to_string()), line });
+            out.push(Token {
+                tok: Tok::Ident(src[start..i].to_string()),
+                line,
+            });
             continue;
         }
         if b",;:[]{}()+-|!@=<>*".contains(&c) {
-            out.push(Token { tok: Tok::Punct(c as char), line });
+            out.push(Token {
+                tok: Tok::Punct(c as char),
+                line,
+            });
             i += 1;
             continue;
         }
@@ -183,7 +192,8 @@ mod tests {
 
     #[test]
     fn idents_comments_and_debug_lines() {
-        let t = tokenize("ld.global.f32 %f1, [%rd8+4]; // c\n.loc 1 2 3\n/* x\n */ cp.async.cg.shared.global.L2::128B").unwrap();
+        let t = tokenize("ld.global.f32 %f1, [%rd8+4]; // c\n.loc 1 2 3\n/* x\n */ cp.async.cg.shared.global.L2::128B")
+            .unwrap();
         assert_eq!(tokenize(".local .b8 d[4];").unwrap().len(), 7, ".local is not .loc");
         assert_eq!(t[0].tok, Tok::Ident("ld.global.f32".into()));
         assert_eq!(t[5].tok, Tok::Punct('+'));

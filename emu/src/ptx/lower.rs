@@ -38,7 +38,10 @@ fn align_up(x: u64, a: u64) -> u64 {
 }
 
 fn err(line: u32, m: impl Into<String>) -> LoadError {
-    LoadError { line, message: m.into() }
+    LoadError {
+        line,
+        message: m.into(),
+    }
 }
 
 struct Ctx<'a> {
@@ -66,8 +69,16 @@ impl Ctx<'_> {
 
 /// Lowers the entry `f` of module `m`.
 pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadError> {
-    let body = f.body.as_ref().ok_or_else(|| err(f.line, format!("entry `{}` has no body", f.name)))?;
-    let mut ctx = Ctx { scopes: vec![HashMap::new()], nregs: 0, syms: HashMap::new(), globals: m.globals };
+    let body = f
+        .body
+        .as_ref()
+        .ok_or_else(|| err(f.line, format!("entry `{}` has no body", f.name)))?;
+    let mut ctx = Ctx {
+        scopes: vec![HashMap::new()],
+        nregs: 0,
+        syms: HashMap::new(),
+        globals: m.globals,
+    };
 
     // Parameters, packed in order at their alignment.
     let mut params = Vec::new();
@@ -76,8 +87,19 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         let align = p.align.max(1) as u64;
         off = align_up(off, align);
         let size = p.size_bytes();
-        ctx.syms.insert(p.name.clone(), Sym { space: Space::Param, addr: off });
-        params.push(ParamInfo { name: p.name.clone(), offset: off as u32, size: size as u32, align: align as u32 });
+        ctx.syms.insert(
+            p.name.clone(),
+            Sym {
+                space: Space::Param,
+                addr: off,
+            },
+        );
+        params.push(ParamInfo {
+            name: p.name.clone(),
+            offset: off as u32,
+            size: size as u32,
+            align: align as u32,
+        });
         off += size;
     }
     let param_bytes = off as u32;
@@ -91,26 +113,48 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
             VarSpace::Shared if v.is_extern || v.count.is_none() => extern_shared.push((v.name.clone(), v.align)),
             VarSpace::Shared => {
                 if !v.init.is_empty() {
-                    return Err(err(v.line, format!("shared variable `{}` cannot have an initialiser", v.name)));
+                    return Err(err(
+                        v.line,
+                        format!("shared variable `{}` cannot have an initialiser", v.name),
+                    ));
                 }
                 shared_end = align_up(shared_end, v.align as u64);
-                syms.insert(v.name.clone(), Sym { space: Space::Shared, addr: shared_end });
+                syms.insert(
+                    v.name.clone(),
+                    Sym {
+                        space: Space::Shared,
+                        addr: shared_end,
+                    },
+                );
                 shared_end += v.size_bytes();
             }
             VarSpace::Local => {
                 local_end = align_up(local_end, v.align as u64);
-                syms.insert(v.name.clone(), Sym { space: Space::Local, addr: local_end });
+                syms.insert(
+                    v.name.clone(),
+                    Sym {
+                        space: Space::Local,
+                        addr: local_end,
+                    },
+                );
                 local_end += v.size_bytes();
             }
             VarSpace::Global | VarSpace::Const => {
-                return Err(err(v.line, format!("function-scope `{}` in the global/const space is not supported", v.name)))
+                return Err(err(
+                    v.line,
+                    format!("function-scope `{}` in the global/const space is not supported", v.name),
+                ))
             }
             // Call arguments: laid out while emitting (see `Emitter`).
             VarSpace::Param => {}
         }
         Ok(())
     };
-    for v in m.vars.iter().filter(|v| matches!(v.space, VarSpace::Shared | VarSpace::Local)) {
+    for v in m
+        .vars
+        .iter()
+        .filter(|v| matches!(v.space, VarSpace::Shared | VarSpace::Local))
+    {
         place(v, &mut ctx.syms)?;
     }
     for s in body {
@@ -121,18 +165,47 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
     let dyn_align = extern_shared.iter().map(|(_, a)| *a as u64).max().unwrap_or(16).max(16);
     let dynamic_shared_offset = align_up(shared_end, dyn_align);
     for (name, _) in &extern_shared {
-        ctx.syms.insert(name.clone(), Sym { space: Space::Shared, addr: dynamic_shared_offset });
+        ctx.syms.insert(
+            name.clone(),
+            Sym {
+                space: Space::Shared,
+                addr: dynamic_shared_offset,
+            },
+        );
     }
 
-    let mut em = Emitter { insts: Vec::new(), carry_reg: None, labels: HashMap::new(), fixups: Vec::new(), local_end, instances: 0, funcs: m.funcs, calls: Vec::new() };
+    let mut em = Emitter {
+        insts: Vec::new(),
+        carry_reg: None,
+        labels: HashMap::new(),
+        fixups: Vec::new(),
+        local_end,
+        instances: 0,
+        funcs: m.funcs,
+        calls: Vec::new(),
+    };
     em.emit_body(body, &mut ctx, 0, None)?;
     em.resolve_labels()?;
-    let Emitter { insts, carry_reg, local_end, .. } = em;
+    let Emitter {
+        insts,
+        carry_reg,
+        local_end,
+        ..
+    } = em;
     if local_end > MAX_LOCAL_BYTES {
-        return Err(err(f.line, format!("`{}` needs {local_end} bytes of local memory per thread (at most {MAX_LOCAL_BYTES})", f.name)));
+        return Err(err(
+            f.line,
+            format!(
+                "`{}` needs {local_end} bytes of local memory per thread (at most {MAX_LOCAL_BYTES})",
+                f.name
+            ),
+        ));
     }
     if shared_end > u32::MAX as u64 / 2 {
-        return Err(err(f.line, format!("`{}` declares {shared_end} bytes of shared memory", f.name)));
+        return Err(err(
+            f.line,
+            format!("`{}` declares {shared_end} bytes of shared memory", f.name),
+        ));
     }
     let carry_reg = carry_reg.unwrap_or(ctx.nregs);
     let nregs = ctx.nregs + 1;
@@ -145,14 +218,26 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         max_threads_per_block: f.maxntid,
         num_regs: ctx.nregs.min(255),
     };
-    Ok(Kernel { info, insts, nregs, carry_reg, dynamic_shared_offset: dynamic_shared_offset as u32 })
+    Ok(Kernel {
+        info,
+        insts,
+        nregs,
+        carry_reg,
+        dynamic_shared_offset: dynamic_shared_offset as u32,
+    })
 }
 
 /// Call-argument `.param` variables and inlined callees' locals live in
 /// local memory, laid out as they are met.
 fn place_local(v: &VarDecl, ctx: &mut Ctx, local_end: &mut u64) {
     *local_end = align_up(*local_end, v.align.max(1) as u64);
-    ctx.syms.insert(v.name.clone(), Sym { space: Space::Local, addr: *local_end });
+    ctx.syms.insert(
+        v.name.clone(),
+        Sym {
+            space: Space::Local,
+            addr: *local_end,
+        },
+    );
     *local_end += v.size_bytes();
 }
 
@@ -179,7 +264,13 @@ const RET_LABEL: &str = "<ret>";
 const MAX_CALL_DEPTH: usize = 16;
 
 impl Emitter<'_> {
-    fn emit_body(&mut self, body: &[Stmt], ctx: &mut Ctx, instance: u32, in_callee: Option<u32>) -> Result<(), LoadError> {
+    fn emit_body(
+        &mut self,
+        body: &[Stmt],
+        ctx: &mut Ctx,
+        instance: u32,
+        in_callee: Option<u32>,
+    ) -> Result<(), LoadError> {
         for s in body {
             match s {
                 Stmt::ScopeOpen => ctx.scopes.push(HashMap::new()),
@@ -198,7 +289,11 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Label(line, l) => {
-                    if self.labels.insert((instance, l.clone()), self.insts.len() as u32).is_some() {
+                    if self
+                        .labels
+                        .insert((instance, l.clone()), self.insts.len() as u32)
+                        .is_some()
+                    {
                         return Err(err(*line, format!("label `{l}` defined twice")));
                     }
                 }
@@ -207,13 +302,22 @@ impl Emitter<'_> {
                     // A callee's own locals (the caller's were laid out up front).
                     VarSpace::Local if in_callee.is_some() => place_local(v, ctx, &mut self.local_end),
                     VarSpace::Shared if in_callee.is_some() => {
-                        return Err(err(v.line, format!("shared variable `{}` inside a called function is not supported", v.name)))
+                        return Err(err(
+                            v.line,
+                            format!("shared variable `{}` inside a called function is not supported", v.name),
+                        ))
                     }
                     _ => {}
                 },
                 Stmt::Instr(i) if i.opcode == "call" || i.opcode.starts_with("call.") => self.inline_call(i, ctx)?,
                 Stmt::Instr(i) => {
-                    let mut inst = lower_instr(i, ctx, &mut self.carry_reg).map_err(|m| if m.line == 0 { err(i.line, m.message) } else { m })?;
+                    let mut inst = lower_instr(i, ctx, &mut self.carry_reg).map_err(|m| {
+                        if m.line == 0 {
+                            err(i.line, m.message)
+                        } else {
+                            m
+                        }
+                    })?;
                     let base = i.opcode.split('.').next().unwrap_or("");
                     if base == "bra" {
                         if let Some(Operand::Name(l)) = i.operands.first() {
@@ -223,7 +327,8 @@ impl Emitter<'_> {
                         if let Some(ret_instance) = in_callee {
                             // Return from an inlined callee: continue after its body.
                             inst.op = Op::Bra { target: 0 };
-                            self.fixups.push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
+                            self.fixups
+                                .push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
                         }
                     }
                     self.insts.push(inst);
@@ -285,7 +390,8 @@ impl Emitter<'_> {
         self.calls.pop();
         ctx.syms = saved_syms;
         r?;
-        self.labels.insert((instance, RET_LABEL.to_string()), self.insts.len() as u32);
+        self.labels
+            .insert((instance, RET_LABEL.to_string()), self.insts.len() as u32);
         Ok(())
     }
 
@@ -335,8 +441,25 @@ impl<'a> Mods<'a> {
         self.parts.retain(|p| {
             !(matches!(
                 *p,
-                "ca" | "cg" | "cs" | "lu" | "cv" | "wb" | "wt" | "nc" | "weak" | "volatile" | "relaxed" | "acquire"
-                    | "release" | "acq_rel" | "sc" | "cta" | "gpu" | "sys" | "cluster" | "mmio"
+                "ca" | "cg"
+                    | "cs"
+                    | "lu"
+                    | "cv"
+                    | "wb"
+                    | "wt"
+                    | "nc"
+                    | "weak"
+                    | "volatile"
+                    | "relaxed"
+                    | "acquire"
+                    | "release"
+                    | "acq_rel"
+                    | "sc"
+                    | "cta"
+                    | "gpu"
+                    | "sys"
+                    | "cluster"
+                    | "mmio"
             ) || p.starts_with("L1::")
                 || p.starts_with("L2::"))
         });
@@ -346,7 +469,15 @@ impl<'a> Mods<'a> {
         Rounding::from_suffix(r)
     }
     fn space(&mut self) -> Space {
-        match self.one_of(&["global", "shared", "shared::cta", "local", "param", "const", "param::entry"]) {
+        match self.one_of(&[
+            "global",
+            "shared",
+            "shared::cta",
+            "local",
+            "param",
+            "const",
+            "param::entry",
+        ]) {
             Some("global") => Space::Global,
             Some("shared") | Some("shared::cta") => Space::Shared,
             Some("local") => Space::Local,
@@ -452,15 +583,29 @@ impl OpdCx<'_, '_> {
             }
             Operand::Not(n) => Opd::NotPred(self.reg(n)?),
             Operand::Int(v) => Opd::Imm(*v),
-            Operand::F32(b) => Opd::Imm(if self.ty == ScalarType::F64 { (f32::from_bits(*b) as f64).to_bits() } else { *b as u64 }),
-            Operand::F64(b) => Opd::Imm(if self.ty == ScalarType::F64 { *b } else { (f64::from_bits(*b) as f32).to_bits() as u64 }),
+            Operand::F32(b) => Opd::Imm(if self.ty == ScalarType::F64 {
+                (f32::from_bits(*b) as f64).to_bits()
+            } else {
+                *b as u64
+            }),
+            Operand::F64(b) => Opd::Imm(if self.ty == ScalarType::F64 {
+                *b
+            } else {
+                (f64::from_bits(*b) as f32).to_bits() as u64
+            }),
             Operand::Addr { base, off } => match base {
                 None => Opd::Addr { base: None, off: *off },
                 Some(n) => {
                     if let Some(r) = self.ctx.reg(n) {
-                        Opd::Addr { base: Some(r), off: *off }
+                        Opd::Addr {
+                            base: Some(r),
+                            off: *off,
+                        }
                     } else if let Some(s) = self.ctx.sym(n) {
-                        Opd::Addr { base: None, off: self.sym_addr(s) as i64 + off }
+                        Opd::Addr {
+                            base: None,
+                            off: self.sym_addr(s) as i64 + off,
+                        }
                     } else {
                         return Err(format!("unknown name `{n}` in an address"));
                     }
@@ -476,7 +621,9 @@ impl OpdCx<'_, '_> {
         match o {
             Operand::Name(n) => Ok(Opd::Reg(self.reg(n)?)),
             Operand::Sink => Ok(Opd::Sink),
-            Operand::Vec(v) => Ok(Opd::Vec(v.iter().map(|x| self.dst(x)).collect::<Result<Vec<_>, _>>()?.into())),
+            Operand::Vec(v) => Ok(Opd::Vec(
+                v.iter().map(|x| self.dst(x)).collect::<Result<Vec<_>, _>>()?.into(),
+            )),
             _ => Err(format!("{o:?} cannot be a destination")),
         }
     }
@@ -542,7 +689,10 @@ fn bool_op(m: &mut Mods) -> Option<BoolOp> {
 }
 
 fn is_half(t: ScalarType) -> bool {
-    matches!(t, ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2)
+    matches!(
+        t,
+        ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2
+    )
 }
 
 fn is_int_type(t: ScalarType) -> bool {
@@ -556,22 +706,39 @@ fn lower_instr(i: &Instr, ctx: &mut Ctx, carry_reg: &mut Option<u32>) -> Result<
     let base = parts.next().unwrap_or("");
     let mut m = Mods { parts: parts.collect() };
     let guard = match &i.guard {
-        Some((p, neg)) => Some((ctx.reg(p).ok_or_else(|| err(i.line, format!("undeclared predicate `{p}`")))?, *neg)),
+        Some((p, neg)) => Some((
+            ctx.reg(p)
+                .ok_or_else(|| err(i.line, format!("undeclared predicate `{p}`")))?,
+            *neg,
+        )),
         None => None,
     };
-    if matches!(base, "add" | "sub" | "addc" | "subc" | "mad" | "madc") && (m.parts.contains(&"cc") || base.ends_with('c')) && carry_reg.is_none() {
+    if matches!(base, "add" | "sub" | "addc" | "subc" | "mad" | "madc")
+        && (m.parts.contains(&"cc") || base.ends_with('c'))
+        && carry_reg.is_none()
+    {
         *carry_reg = Some(ctx.nregs);
         ctx.nregs += 1;
     }
     let mut ops = i.operands.iter();
     let decoded = decode(base, &mut m, &mut ops, ctx, i.line).map_err(unsupported)?;
-    m.finish().map_err(|e| err(i.line, format!("unsupported instruction `{full}`: {e}")))?;
+    m.finish()
+        .map_err(|e| err(i.line, format!("unsupported instruction `{full}`: {e}")))?;
     let (op, ty, d, mut d2, s, class) = decoded;
     if matches!(op, Op::Int(IntOp::AddCarry { .. } | IntOp::SubCarry { .. })) {
         // The carry flag lives in one hidden register per kernel.
         d2 = Opd::Reg(carry_reg.unwrap_or(0));
     }
-    Ok(Inst { op, ty, guard, d, d2, s, class, line: i.line })
+    Ok(Inst {
+        op,
+        ty,
+        guard,
+        d,
+        d2,
+        s,
+        class,
+        line: i.line,
+    })
 }
 
 type Decoded = (Op, ScalarType, Opd, Opd, Vec<Opd>, Class);
@@ -601,12 +768,26 @@ fn decode<'o>(
             let ty = one_type(&m.types())?;
             want(2)?;
             let c = cx(Space::Generic, ty);
-            (Op::Mov, ty, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Other)
+            (
+                Op::Mov,
+                ty,
+                c.dst(all[0])?,
+                Opd::Sink,
+                vec![c.src(all[1])?],
+                Class::Other,
+            )
         }
         "createpolicy" => {
             m.parts.clear();
             let c = cx(Space::Generic, T::B64);
-            (Op::Mov, T::B64, c.dst(all[0])?, Opd::Sink, vec![Opd::Imm(0)], Class::Other)
+            (
+                Op::Mov,
+                T::B64,
+                c.dst(all[0])?,
+                Opd::Sink,
+                vec![Opd::Imm(0)],
+                Class::Other,
+            )
         }
         "ld" | "ldu" | "st" => {
             let full_hint = m.parts.contains(&"L2::cache_hint");
@@ -636,9 +817,23 @@ fn decode<'o>(
             let c = cx(space, ty);
             let class = space_class(space);
             if base == "st" {
-                (Op::St { space, vec }, ty, Opd::Sink, Opd::Sink, vec![c.src(all[0])?, c.src(all[1])?], class)
+                (
+                    Op::St { space, vec },
+                    ty,
+                    Opd::Sink,
+                    Opd::Sink,
+                    vec![c.src(all[0])?, c.src(all[1])?],
+                    class,
+                )
             } else {
-                (Op::Ld { space, vec }, ty, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], class)
+                (
+                    Op::Ld { space, vec },
+                    ty,
+                    c.dst(all[0])?,
+                    Opd::Sink,
+                    vec![c.src(all[1])?],
+                    class,
+                )
             }
         }
         "cvta" => {
@@ -650,13 +845,27 @@ fn decode<'o>(
                 return Err("cvta needs a state space".into());
             }
             let c = cx(Space::Generic, ty);
-            (Op::Cvta { to_generic: !to, space }, ty, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Int)
+            (
+                Op::Cvta { to_generic: !to, space },
+                ty,
+                c.dst(all[0])?,
+                Opd::Sink,
+                vec![c.src(all[1])?],
+                Class::Int,
+            )
         }
         "isspacep" => {
             let space = m.space();
             want(2)?;
             let c = cx(Space::Generic, T::B64);
-            (Op::Isspacep(space), T::Pred, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Int)
+            (
+                Op::Isspacep(space),
+                T::Pred,
+                c.dst(all[0])?,
+                Opd::Sink,
+                vec![c.src(all[1])?],
+                Class::Int,
+            )
         }
         "add" | "sub" | "mul" | "mad" | "fma" | "div" | "min" | "max" | "abs" | "neg" | "rem" | "addc" | "subc"
         | "mul24" | "mad24" | "sad" => {
@@ -686,8 +895,8 @@ fn decode<'o>(
             } else {
                 (one_type(&types)?, T::Pred)
             };
-            if is_half(ty) {
-                return Err("f16/bf16 comparisons are not supported".into());
+            if matches!(ty, T::F16x2 | T::Bf16x2) || (base == "set" && is_half(ty)) {
+                return Err("packed f16x2/bf16x2 comparisons and f16 `set` are not supported".into());
             }
             let c = cx(Space::Generic, ty);
             let (d, d2) = c.dst_pair(all.first().ok_or("missing destination")?)?;
@@ -695,7 +904,11 @@ fn decode<'o>(
             if s.len() != 2 + comb.is_some() as usize {
                 return Err("wrong number of operands".into());
             }
-            let op = if base == "set" { Op::Set { cmp, comb, dty } } else { Op::Setp { cmp, comb } };
+            let op = if base == "set" {
+                Op::Set { cmp, comb, dty }
+            } else {
+                Op::Setp { cmp, comb }
+            };
             (op, ty, d, d2, s, class_of_type(ty))
         }
         "selp" => {
@@ -714,7 +927,14 @@ fn decode<'o>(
             let c = cx(Space::Generic, types[0]);
             let mut s = vec![c.src(all[1])?, c.src(all[2])?];
             s.push(cx(Space::Generic, types[1]).src(all[3])?);
-            (Op::Slct { cty: types[1] }, types[0], c.dst(all[0])?, Opd::Sink, s, class_of_type(types[0]))
+            (
+                Op::Slct { cty: types[1] },
+                types[0],
+                c.dst(all[0])?,
+                Opd::Sink,
+                s,
+                class_of_type(types[0]),
+            )
         }
         "sqrt" | "rcp" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" | "copysign" => {
             let ty = one_type(&m.types())?;
@@ -739,14 +959,33 @@ fn decode<'o>(
                 if !matches!(ty, T::F32 | T::F64) {
                     return Err("copysign needs .f32 or .f64".into());
                 }
-                return Ok((Op::Float { op: FArith::Copysign, rnd: None, ftz: false, sat: false }, ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, class));
+                return Ok((
+                    Op::Float {
+                        op: FArith::Copysign,
+                        rnd: None,
+                        ftz: false,
+                        sat: false,
+                    },
+                    ty,
+                    c.dst(all[0])?,
+                    Opd::Sink,
+                    srcs(&c, 1)?,
+                    class,
+                ));
             }
             want(2)?;
             if let Some(op) = special {
                 if ty != T::F32 {
                     return Err(format!("{base} is supported for .f32 only"));
                 }
-                (Op::Special { op, ftz }, ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, Class::Special)
+                (
+                    Op::Special { op, ftz },
+                    ty,
+                    c.dst(all[0])?,
+                    Opd::Sink,
+                    srcs(&c, 1)?,
+                    Class::Special,
+                )
             } else {
                 if !matches!(ty, T::F32 | T::F64) {
                     return Err(format!("{base} needs .f32 or .f64"));
@@ -759,7 +998,19 @@ fn decode<'o>(
                     "rcp" => FArith::Rcp,
                     _ => FArith::Rsqrt,
                 };
-                (Op::Float { op, rnd: None, ftz, sat: false }, ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, class)
+                (
+                    Op::Float {
+                        op,
+                        rnd: None,
+                        ftz,
+                        sat: false,
+                    },
+                    ty,
+                    c.dst(all[0])?,
+                    Opd::Sink,
+                    srcs(&c, 1)?,
+                    class,
+                )
             }
         }
         "testp" => {
@@ -775,7 +1026,14 @@ fn decode<'o>(
             let ty = one_type(&m.types())?;
             want(2)?;
             let c = cx(Space::Generic, ty);
-            (Op::Testp(k), ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, class_of_type(ty))
+            (
+                Op::Testp(k),
+                ty,
+                c.dst(all[0])?,
+                Opd::Sink,
+                srcs(&c, 1)?,
+                class_of_type(ty),
+            )
         }
         "cvt" => decode_cvt(m, &all, ctx)?,
         "bra" | "brx" => {
@@ -788,14 +1046,25 @@ fn decode<'o>(
             if !matches!(all[0], Operand::Name(_)) {
                 return Err("branch target must be a label".into());
             }
-            (Op::Bra { target: 0 }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control)
+            (
+                Op::Bra { target: 0 },
+                T::B32,
+                Opd::Sink,
+                Opd::Sink,
+                vec![],
+                Class::Control,
+            )
         }
         "ret" | "exit" => {
             m.has("uni");
             (Op::Exit, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control)
         }
         "trap" | "brkpt" => (Op::Trap, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control),
-        "call" => return Err("calls of .func are not supported (nvcc usually inlines them; mark the callee __forceinline__)".into()),
+        "call" => {
+            return Err(
+                "calls of .func are not supported (nvcc usually inlines them; mark the callee __forceinline__)".into(),
+            )
+        }
         "bar" | "barrier" => {
             m.has("cta");
             m.has("aligned");
@@ -832,7 +1101,11 @@ fn decode<'o>(
             if !allowed.contains(&s.len()) {
                 return Err("wrong number of barrier operands".into());
             }
-            let ty = if matches!(kind, BarKind::Red(BarRed::Popc)) { T::U32 } else { T::Pred };
+            let ty = if matches!(kind, BarKind::Red(BarRed::Popc)) {
+                T::U32
+            } else {
+                T::Pred
+            };
             (Op::Bar { kind }, ty, d, Opd::Sink, s, Class::Sync)
         }
         "membar" | "fence" => {
@@ -873,7 +1146,14 @@ fn decode<'o>(
             let ty = one_type(&m.types())?;
             want(3)?;
             let c = cx(Space::Generic, ty);
-            (Op::Vote(mode), ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, Class::Collective)
+            (
+                Op::Vote(mode),
+                ty,
+                c.dst(all[0])?,
+                Opd::Sink,
+                srcs(&c, 1)?,
+                Class::Collective,
+            )
         }
         "match" => {
             let all_mode = m.has("all");
@@ -906,13 +1186,27 @@ fn decode<'o>(
             }
             want(3)?;
             let c = cx(Space::Generic, ty);
-            (Op::Redux(op), ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, Class::Collective)
+            (
+                Op::Redux(op),
+                ty,
+                c.dst(all[0])?,
+                Opd::Sink,
+                srcs(&c, 1)?,
+                Class::Collective,
+            )
         }
         "activemask" => {
             m.types();
             want(1)?;
             let c = cx(Space::Generic, T::B32);
-            (Op::Activemask, T::B32, c.dst(all[0])?, Opd::Sink, vec![], Class::Collective)
+            (
+                Op::Activemask,
+                T::B32,
+                c.dst(all[0])?,
+                Opd::Sink,
+                vec![],
+                Class::Collective,
+            )
         }
         "atom" | "red" => {
             m.drop_hints();
@@ -940,7 +1234,11 @@ fn decode<'o>(
             }
             let c = cx(space, ty);
             let ret = base == "atom";
-            let (d, s) = if ret { (c.dst(all.first().ok_or("missing destination")?)?, srcs(&c, 1)?) } else { (Opd::Sink, srcs(&c, 0)?) };
+            let (d, s) = if ret {
+                (c.dst(all.first().ok_or("missing destination")?)?, srcs(&c, 1)?)
+            } else {
+                (Opd::Sink, srcs(&c, 0)?)
+            };
             if s.len() != 2 + (op == AtomOp::Cas) as usize {
                 return Err("wrong number of operands".into());
             }
@@ -967,9 +1265,23 @@ fn decode<'o>(
             want(2)?;
             let c = cx(Space::Shared, T::B32);
             if base == "ldmatrix" {
-                (Op::Ldmatrix { num, trans }, T::B32, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::MemShared)
+                (
+                    Op::Ldmatrix { num, trans },
+                    T::B32,
+                    c.dst(all[0])?,
+                    Opd::Sink,
+                    vec![c.src(all[1])?],
+                    Class::MemShared,
+                )
             } else {
-                (Op::Stmatrix { num, trans }, T::B32, Opd::Sink, Opd::Sink, srcs(&c, 0)?, Class::MemShared)
+                (
+                    Op::Stmatrix { num, trans },
+                    T::B32,
+                    Opd::Sink,
+                    Opd::Sink,
+                    srcs(&c, 0)?,
+                    Class::MemShared,
+                )
             }
         }
         "cp" => {
@@ -980,7 +1292,14 @@ fn decode<'o>(
                 return Ok((Op::CpAsyncCommit, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             if m.has("wait_all") {
-                return Ok((Op::CpAsyncWait { keep: WAIT_ALL }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
+                return Ok((
+                    Op::CpAsyncWait { keep: WAIT_ALL },
+                    T::B32,
+                    Opd::Sink,
+                    Opd::Sink,
+                    vec![],
+                    Class::Sync,
+                ));
             }
             if m.has("wait_group") {
                 want(1)?;
@@ -988,7 +1307,14 @@ fn decode<'o>(
                     Operand::Int(v) => *v as u32,
                     _ => return Err("wait_group needs an immediate".into()),
                 };
-                return Ok((Op::CpAsyncWait { keep }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
+                return Ok((
+                    Op::CpAsyncWait { keep },
+                    T::B32,
+                    Opd::Sink,
+                    Opd::Sink,
+                    vec![],
+                    Class::Sync,
+                ));
             }
             m.one_of(&["ca", "cg"]).ok_or("cp.async needs .ca or .cg")?;
             let dst_shared = m.has("shared") || m.has("shared::cta");
@@ -1027,10 +1353,22 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
     let sat = m.has("sat");
     let mode = m.one_of(&["lo", "hi", "wide"]);
     let op = match (base, mode) {
-        ("add", _) if cc => IntOp::AddCarry { carry_in: false, carry_out: true },
-        ("addc", _) => IntOp::AddCarry { carry_in: true, carry_out: cc },
-        ("sub", _) if cc => IntOp::SubCarry { carry_in: false, carry_out: true },
-        ("subc", _) => IntOp::SubCarry { carry_in: true, carry_out: cc },
+        ("add", _) if cc => IntOp::AddCarry {
+            carry_in: false,
+            carry_out: true,
+        },
+        ("addc", _) => IntOp::AddCarry {
+            carry_in: true,
+            carry_out: cc,
+        },
+        ("sub", _) if cc => IntOp::SubCarry {
+            carry_in: false,
+            carry_out: true,
+        },
+        ("subc", _) => IntOp::SubCarry {
+            carry_in: true,
+            carry_out: cc,
+        },
         ("add", _) if sat => IntOp::AddSat,
         ("sub", _) if sat => IntOp::SubSat,
         ("add", _) => IntOp::Add,
@@ -1063,7 +1401,11 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx { ctx, space: Space::Generic, ty };
+    let c = OpdCx {
+        ctx,
+        space: Space::Generic,
+        ty,
+    };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
     let (d, d2) = if matches!(op, IntOp::AddCarry { .. } | IntOp::SubCarry { .. }) {
         (c.dst(all[0])?, Opd::Reg(0))
@@ -1100,7 +1442,10 @@ fn decode_float(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx:
         if !matches!(r, Rounding::Rn | Rounding::Rz | Rounding::Rm | Rounding::Rp) {
             return Err("integer rounding on float arithmetic".into());
         }
-        if r != Rounding::Rn && (ty == ScalarType::F64 || !matches!(op, FArith::Add | FArith::Sub | FArith::Mul | FArith::Fma | FArith::Div)) {
+        if r != Rounding::Rn
+            && (ty == ScalarType::F64
+                || !matches!(op, FArith::Add | FArith::Sub | FArith::Mul | FArith::Fma | FArith::Div))
+        {
             return Err("directed rounding is supported on f32 add/sub/mul/fma/div only".into());
         }
     }
@@ -1112,9 +1457,20 @@ fn decode_float(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx:
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx { ctx, space: Space::Generic, ty };
+    let c = OpdCx {
+        ctx,
+        space: Space::Generic,
+        ty,
+    };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
-    Ok((Op::Float { op, rnd, ftz, sat }, ty, c.dst(all[0])?, Opd::Sink, s, class_of_type(ty)))
+    Ok((
+        Op::Float { op, rnd, ftz, sat },
+        ty,
+        c.dst(all[0])?,
+        Opd::Sink,
+        s,
+        class_of_type(ty),
+    ))
 }
 
 fn decode_half(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
@@ -1141,9 +1497,20 @@ fn decode_half(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx: 
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx { ctx, space: Space::Generic, ty };
+    let c = OpdCx {
+        ctx,
+        space: Space::Generic,
+        ty,
+    };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
-    Ok((Op::Half { op, rnd, ftz, sat }, ty, c.dst(all[0])?, Opd::Sink, s, Class::Fp16))
+    Ok((
+        Op::Half { op, rnd, ftz, sat },
+        ty,
+        c.dst(all[0])?,
+        Opd::Sink,
+        s,
+        Class::Fp16,
+    ))
 }
 
 fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
@@ -1158,7 +1525,9 @@ fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<
         "popc" => IntOp::Popc,
         "clz" => IntOp::Clz,
         "brev" => IntOp::Brev,
-        "bfind" => IntOp::Bfind { shiftamt: m.has("shiftamt") },
+        "bfind" => IntOp::Bfind {
+            shiftamt: m.has("shiftamt"),
+        },
         "fns" => IntOp::Fns,
         "bfe" => IntOp::Bfe,
         "bfi" => IntOp::Bfi,
@@ -1190,13 +1559,24 @@ fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<
             if types.len() != 2 {
                 return Err("dp4a needs two types".into());
             }
-            let c = OpdCx { ctx, space: Space::Generic, ty: ScalarType::B32 };
+            let c = OpdCx {
+                ctx,
+                space: Space::Generic,
+                ty: ScalarType::B32,
+            };
             let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
             if s.len() != 3 {
                 return Err("expected 4 operands".into());
             }
-            let op = IntOp::Dp4a { a_signed: types[0].is_signed_int(), b_signed: types[1].is_signed_int() };
-            let ty = if types[0].is_signed_int() || types[1].is_signed_int() { ScalarType::S32 } else { ScalarType::U32 };
+            let op = IntOp::Dp4a {
+                a_signed: types[0].is_signed_int(),
+                b_signed: types[1].is_signed_int(),
+            };
+            let ty = if types[0].is_signed_int() || types[1].is_signed_int() {
+                ScalarType::S32
+            } else {
+                ScalarType::U32
+            };
             return Ok((Op::Int(op), ty, c.dst(all[0])?, Opd::Sink, s, Class::Int));
         }
         _ => return Err("unknown opcode".into()),
@@ -1214,7 +1594,11 @@ fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx { ctx, space: Space::Generic, ty };
+    let c = OpdCx {
+        ctx,
+        space: Space::Generic,
+        ty,
+    };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
     Ok((Op::Int(op), ty, c.dst(all[0])?, Opd::Sink, s, Class::Int))
 }
@@ -1235,14 +1619,25 @@ fn decode_cvt(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
         return Err("cvt needs a destination and a source type".into());
     }
     let (dst, src) = (types[0], types[1]);
-    let c = OpdCx { ctx, space: Space::Generic, ty: src };
+    let c = OpdCx {
+        ctx,
+        space: Space::Generic,
+        ty: src,
+    };
     if matches!(dst, ScalarType::F16x2 | ScalarType::Bf16x2) && src == ScalarType::F32 {
         if all.len() != 3 {
             return Err("expected 3 operands".into());
         }
         let rnd = rnd.unwrap_or(Rounding::Rn);
         let s = vec![c.src(all[1])?, c.src(all[2])?];
-        return Ok((Op::CvtPack { rnd, relu }, dst, c.dst(all[0])?, Opd::Sink, s, Class::Conversion));
+        return Ok((
+            Op::CvtPack { rnd, relu },
+            dst,
+            c.dst(all[0])?,
+            Opd::Sink,
+            s,
+            Class::Conversion,
+        ));
     }
     if all.len() != 2 {
         return Err("expected 2 operands".into());
@@ -1256,7 +1651,20 @@ fn decode_cvt(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
     } else {
         numerics::cvt_is_valid(dst, src, rnd, sat, relu)?;
     }
-    Ok((Op::Cvt { src, rnd, ftz, sat, relu }, dst, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Conversion))
+    Ok((
+        Op::Cvt {
+            src,
+            rnd,
+            ftz,
+            sat,
+            relu,
+        },
+        dst,
+        c.dst(all[0])?,
+        Opd::Sink,
+        vec![c.src(all[1])?],
+        Class::Conversion,
+    ))
 }
 
 fn decode_mma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
@@ -1281,17 +1689,33 @@ fn decode_mma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
         [d, c] => [*d, ScalarType::F16, ScalarType::F16, *c],
         _ => return Err("mma needs .dtype.atype.btype.ctype".into()),
     };
-    let desc = MmaDesc { m: dims[0], n: dims[1], k: dims[2], a_row, b_col, d_ty, a_ty, b_ty, c_ty };
+    let desc = MmaDesc {
+        m: dims[0],
+        n: dims[1],
+        k: dims[2],
+        a_row,
+        b_col,
+        d_ty,
+        a_ty,
+        b_ty,
+        c_ty,
+    };
     let (na, nb, nc, nd) = tensor::mma_fragment_regs(&desc)?;
     if all.len() != 4 {
         return Err("expected 4 operands".into());
     }
-    let c = OpdCx { ctx, space: Space::Generic, ty: ScalarType::B32 };
+    let c = OpdCx {
+        ctx,
+        space: Space::Generic,
+        ty: ScalarType::B32,
+    };
     let count = |o: &Opd| if let Opd::Vec(v) = o { v.len() } else { 1 };
     let d = c.dst(all[0])?;
     let s = vec![c.src(all[1])?, c.src(all[2])?, c.src(all[3])?];
     if count(&d) != nd || count(&s[0]) != na || count(&s[1]) != nb || count(&s[2]) != nc {
-        return Err(format!("fragment register counts must be D {nd}, A {na}, B {nb}, C {nc}"));
+        return Err(format!(
+            "fragment register counts must be D {nd}, A {na}, B {nb}, C {nc}"
+        ));
     }
     let name = format!(
         "mma.m{}n{}k{}.{}.{}.{}.{}",
@@ -1324,7 +1748,12 @@ pub(crate) fn initial_bytes(v: &VarDecl) -> Result<Vec<u8>, LoadError> {
             Operand::F32(b) => *b as u64,
             Operand::F64(b) if v.ty == ScalarType::F32 => (f64::from_bits(*b) as f32).to_bits() as u64,
             Operand::F64(b) => *b,
-            _ => return Err(err(v.line, format!("initialiser {o:?} of `{}` is not supported", v.name))),
+            _ => {
+                return Err(err(
+                    v.line,
+                    format!("initialiser {o:?} of `{}` is not supported", v.name),
+                ))
+            }
         };
         let at = k * elem;
         if at + elem > size {
@@ -1359,7 +1788,9 @@ mod tests {
             ("shfl.down.b32 %r1, %r2, 1, 31;", "shfl.down.b32"),
             ("mbarrier.init.shared.b64 [%rd1], 1;", "mbarrier.init.shared.b64"),
         ] {
-            let e = load_body(body).err().unwrap_or_else(|| panic!("`{body}` must not load"));
+            let e = load_body(body)
+                .err()
+                .unwrap_or_else(|| panic!("`{body}` must not load"));
             assert_eq!(e.line, 9, "{e}");
             assert!(e.message.contains(needle), "`{body}`: {e}");
         }
@@ -1399,11 +1830,21 @@ mod tests {
         }
         let lines: Vec<&str> = full.lines().collect();
         for skip in 0..lines.len() {
-            let text: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| *l).collect();
+            let text: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, l)| *l)
+                .collect();
             let _ = Module::load(&text.join("\n"), &mem);
         }
         assert!(Module::load(&full, &mem).is_ok());
-        for bad in ["bar.sync;", ".reg .b32 %big<99999999>;", ".local .b8 huge[99999999999];", ".shared .b8 a[4294967296][4294967296];"] {
+        for bad in [
+            "bar.sync;",
+            ".reg .b32 %big<99999999>;",
+            ".local .b8 huge[99999999999];",
+            ".shared .b8 a[4294967296][4294967296];",
+        ] {
             assert!(load_body(bad).is_err(), "`{bad}`");
         }
     }

@@ -28,7 +28,10 @@ pub(crate) enum Operand {
     F32(u32),
     F64(u64),
     /// `[base+off]`, `[base]`, `[off]`.
-    Addr { base: Option<String>, off: i64 },
+    Addr {
+        base: Option<String>,
+        off: i64,
+    },
     /// `{%r1, %r2}`
     Vec(Vec<Operand>),
     /// `%r1|%p1`: a value and a predicate destination.
@@ -65,7 +68,9 @@ pub(crate) struct VarDecl {
 
 impl VarDecl {
     pub fn size_bytes(&self) -> u64 {
-        self.count.unwrap_or(0).saturating_mul(self.ty.size_bytes() as u64 * self.vec as u64)
+        self.count
+            .unwrap_or(0)
+            .saturating_mul(self.ty.size_bytes() as u64 * self.vec as u64)
     }
 }
 
@@ -74,7 +79,9 @@ pub(crate) enum Stmt {
     Label(u32, String),
     Instr(Instr),
     /// `.reg .type name<N>` (count Some(N)) or `.reg .type name` (None).
-    Reg { names: Vec<(String, Option<u32>)> },
+    Reg {
+        names: Vec<(String, Option<u32>)>,
+    },
     Var(VarDecl),
     ScopeOpen,
     ScopeClose,
@@ -105,7 +112,10 @@ struct P<'a> {
 }
 
 fn e(line: u32, m: impl Into<String>) -> LoadError {
-    LoadError { line, message: m.into() }
+    LoadError {
+        line,
+        message: m.into(),
+    }
 }
 
 impl<'a> P<'a> {
@@ -305,7 +315,17 @@ fn parse_var_rest(p: &mut P, space_word: &str, is_extern: bool, line: u32) -> Re
     if align == 0 {
         align = ty.size_bytes() * vec;
     }
-    Ok(VarDecl { line, space, align, ty, vec, name, count, init, is_extern })
+    Ok(VarDecl {
+        line,
+        space,
+        align,
+        ty,
+        vec,
+        name,
+        count,
+        init,
+        is_extern,
+    })
 }
 
 fn parse_init(p: &mut P, out: &mut Vec<Operand>) -> Result<(), LoadError> {
@@ -348,15 +368,31 @@ fn parse_param_list(p: &mut P) -> Result<Vec<VarDecl>, LoadError> {
 }
 
 fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
-    let rets = if !is_entry && p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
+    let rets = if !is_entry && p.is_punct('(') {
+        parse_param_list(p)?
+    } else {
+        Vec::new()
+    };
     let name = p.ident()?.to_string();
-    let params = if p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
+    let params = if p.is_punct('(') {
+        parse_param_list(p)?
+    } else {
+        Vec::new()
+    };
     let mut maxntid = None;
     loop {
         match p.peek() {
             Some(Tok::Punct(';')) => {
                 p.i += 1;
-                return Ok(Func { line, name, is_entry, params, rets, body: None, maxntid });
+                return Ok(Func {
+                    line,
+                    name,
+                    is_entry,
+                    params,
+                    rets,
+                    body: None,
+                    maxntid,
+                });
             }
             Some(Tok::Punct('{')) => break,
             Some(Tok::Ident(w)) => {
@@ -372,7 +408,12 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
                     _ => return Err(e(p.line(), format!("unsupported function directive `{w}`"))),
                 }
             }
-            _ => return Err(e(p.line(), format!("unexpected {:?} in the header of `{name}`", p.peek()))),
+            _ => {
+                return Err(e(
+                    p.line(),
+                    format!("unexpected {:?} in the header of `{name}`", p.peek()),
+                ))
+            }
         }
     }
     p.expect_punct('{')?;
@@ -413,7 +454,15 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
             _ => body.push(Stmt::Instr(parse_instr(p)?)),
         }
     }
-    Ok(Func { line, name, is_entry, params, rets, body: Some(body), maxntid })
+    Ok(Func {
+        line,
+        name,
+        is_entry,
+        params,
+        rets,
+        body: Some(body),
+        maxntid,
+    })
 }
 
 fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
@@ -467,13 +516,21 @@ fn parse_instr(p: &mut P) -> Result<Instr, LoadError> {
         Ok(())
     };
     parse_operands().map_err(|e| err_in(&opcode, e))?;
-    Ok(Instr { line, guard, opcode, operands })
+    Ok(Instr {
+        line,
+        guard,
+        opcode,
+        operands,
+    })
 }
 
 /// An operand syntax error inside an instruction names the instruction
 /// (most often it is one whose operand forms are not supported).
 fn err_in(opcode: &str, e: LoadError) -> LoadError {
-    LoadError { line: e.line, message: format!("unsupported instruction `{opcode}`: {}", e.message) }
+    LoadError {
+        line: e.line,
+        message: format!("unsupported instruction `{opcode}`: {}", e.message),
+    }
 }
 
 fn signed_int(p: &mut P) -> Result<Option<i64>, LoadError> {
@@ -585,7 +642,10 @@ $L__BB0_2:
     fn parses_declarations_and_statements() {
         let m = parse(&tokenize(SNIPPET).unwrap()).unwrap();
         assert_eq!(m.vars.len(), 2);
-        assert_eq!(m.vars[0].init, vec![Operand::Int(1), Operand::Int((-2i64) as u64), Operand::Int(16)]);
+        assert_eq!(
+            m.vars[0].init,
+            vec![Operand::Int(1), Operand::Int((-2i64) as u64), Operand::Int(16)]
+        );
         assert_eq!(m.vars[0].size_bytes(), 12);
         assert!(m.vars[1].is_extern && m.vars[1].count.is_none());
         let f = &m.funcs[0];
@@ -600,11 +660,26 @@ $L__BB0_2:
             .collect();
         assert_eq!(instrs[0].guard, Some(("%p1".to_string(), true)));
         assert_eq!(instrs[0].line, 15);
-        assert_eq!(instrs[1].operands[0], Operand::Vec(vec![Operand::Name("lo".into()), Operand::Name("hi".into())]));
+        assert_eq!(
+            instrs[1].operands[0],
+            Operand::Vec(vec![Operand::Name("lo".into()), Operand::Name("hi".into())])
+        );
         assert_eq!(instrs[2].operands[0], Operand::Pair("%r15".into(), "%p1".into()));
         assert_eq!(instrs[2].operands[4], Operand::Int(u64::MAX));
-        assert_eq!(instrs[3].operands[1], Operand::Addr { base: Some("%rd1".into()), off: -16 });
-        assert_eq!(instrs[4].operands[0], Operand::Addr { base: Some("tile".into()), off: 4 });
+        assert_eq!(
+            instrs[3].operands[1],
+            Operand::Addr {
+                base: Some("%rd1".into()),
+                off: -16
+            }
+        );
+        assert_eq!(
+            instrs[4].operands[0],
+            Operand::Addr {
+                base: Some("tile".into()),
+                off: 4
+            }
+        );
         assert_eq!(instrs[4].operands[1], Operand::F32(0x3F80_0000));
         assert!(body.iter().any(|s| matches!(s, Stmt::Label(_, l) if l == "$L__BB0_2")));
     }
