@@ -24,10 +24,10 @@ impl FindingKind {
     /// The driver result code the finding surfaces as (EMULATOR.md).
     pub fn cuda_error_code(self) -> u32 {
         match self {
-            FindingKind::OutOfBounds => 700,  // CUDA_ERROR_ILLEGAL_ADDRESS
-            FindingKind::Misaligned => 716,   // CUDA_ERROR_MISALIGNED_ADDRESS
-            FindingKind::Trap => 714,         // CUDA_ERROR_ILLEGAL_INSTRUCTION
-            _ => 719,                         // CUDA_ERROR_LAUNCH_FAILED
+            FindingKind::OutOfBounds => 700, // CUDA_ERROR_ILLEGAL_ADDRESS
+            FindingKind::Misaligned => 716,  // CUDA_ERROR_MISALIGNED_ADDRESS
+            FindingKind::Trap => 715,        // CUDA_ERROR_ILLEGAL_INSTRUCTION
+            _ => 719,                        // CUDA_ERROR_LAUNCH_FAILED
         }
     }
 }

@@ -29,7 +29,20 @@ fn open() -> Result<Arc<CudaContext>, String> {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err("no libcuda.so on the library path (run through `scripts/run.sh test` to use the emulator)".into());
     }
-    CudaContext::new(0).map_err(|e| format!("cuInit/cuDevicePrimaryCtxRetain failed: {e}"))
+    // cudarc panics on a missing symbol; a library without cuInit is not a driver.
+    // SAFETY: looks a symbol up in the library cudarc loaded.
+    if unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn(u32) -> i32>(b"cuInit\0") }.is_err() {
+        return Err("the libcuda.so found exports no cuInit: not a CUDA driver".into());
+    }
+    let ctx = CudaContext::new(0).map_err(|e| format!("cuInit/cuDevicePrimaryCtxRetain failed: {e}"))?;
+    let forced = std::env::var("FUSED_LORA_EMULATOR").is_ok_and(|v| v == "1");
+    if is_emulator() && !forced && std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        eprintln!(
+            "WARNING: kernel tests run on the emulator although this machine has an NVIDIA driver: \
+             cargo put target/release/libcuda.so first on the library path; run `scripts/run.sh test` to test on the GPU"
+        );
+    }
+    Ok(ctx)
 }
 
 /// The device, or `None` after a loud skip message when none exists and the
@@ -54,4 +67,30 @@ pub fn device() -> Option<Device> {
 pub fn is_emulator() -> bool {
     // SAFETY: looks a symbol up in the already-loaded driver library.
     unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() }
+}
+
+/// The counters of the calling thread's most recent launch, when the driver is
+/// the emulator (`None` on a GPU: the counts exist only there). Each field is
+/// described in `ptx_emu::Counters`.
+pub fn last_launch_counters() -> Option<serde_json::Value> {
+    type CountersJson = unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize;
+    // SAFETY: looks a symbol up in the already-loaded driver library; the
+    // export's contract is snprintf's (it writes at most `len` bytes).
+    unsafe {
+        let export = cudarc::driver::sys::culib().get::<CountersJson>(b"ptxEmuGetLastLaunchCountersJson\0").ok()?;
+        let needed = export(std::ptr::null_mut(), 0);
+        if needed == 0 {
+            return None;
+        }
+        let mut buffer = vec![0u8; needed + 1];
+        let written = export(buffer.as_mut_ptr().cast(), buffer.len());
+        buffer.truncate(written);
+        serde_json::from_slice(&buffer).ok()
+    }
+}
+
+/// A named counter of [`last_launch_counters`] as an integer.
+#[track_caller]
+pub fn counter(counters: &serde_json::Value, name: &str) -> u64 {
+    counters[name].as_u64().unwrap_or_else(|| panic!("counter `{name}` missing in {counters}"))
 }
