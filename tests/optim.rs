@@ -25,7 +25,7 @@
 mod device;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::reference;
+use fused_lora::reference::{self, RefElem};
 use fused_lora::{AdamWConfig, AdamWState, LoraDType, LoraError, SgdConfig, SgdState};
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
@@ -85,10 +85,10 @@ impl<T: LoraDType> Tensor<T> {
 #[track_caller]
 fn check_step<T: LoraDType>(what: &str, master: &[f32], working: &[T], expected: &[f32], bound: &[f64]) {
     for (i, (&w, &copy)) in master.iter().zip(working).enumerate() {
-        let rounded = <T as LoraDType>::from_f32(w);
+        let rounded = <T as RefElem>::from_f32(w);
         assert_eq!(
-            LoraDType::to_f64(copy).to_bits(),
-            LoraDType::to_f64(rounded).to_bits(),
+            RefElem::to_f64(copy).to_bits(),
+            RefElem::to_f64(rounded).to_bits(),
             "{what}: working[{i}] = {copy:?} is not round_T(master[{i}] = {w:e})"
         );
     }
@@ -160,8 +160,8 @@ fn sgd_matches_reference<T: LoraDType, G: LoraDType>(config: SgdConfig, seed: u6
         let mut expected = start.clone();
         let mut budget = SgdBudget::new(config, len);
         for step in 1..=STEPS {
-            let grad: Vec<G> = uniform(&mut rng, len, 1.0).iter().map(|&g| <G as LoraDType>::from_f64(g)).collect();
-            let grad_f64: Vec<f64> = grad.iter().map(|&g| LoraDType::to_f64(g)).collect();
+            let grad: Vec<G> = uniform(&mut rng, len, 1.0).iter().map(|&g| <G as RefElem>::from_f64(g)).collect();
+            let grad_f64: Vec<f64> = grad.iter().map(|&g| RefElem::to_f64(g)).collect();
             let before = expected.clone();
             reference.step(&mut expected, &grad_f64).unwrap();
             budget.add_step(&before, &grad_f64, &expected);
@@ -197,8 +197,8 @@ fn adamw_matches_reference<T: LoraDType, G: LoraDType>(config: AdamWConfig, seed
         let (mut m_magnitude, mut v) = (vec![0.0f64; len], vec![0.0f64; len]);
         let mut bound = vec![0.0f64; len];
         for step in 1..=STEPS {
-            let grad: Vec<G> = uniform(&mut rng, len, 1.0).iter().map(|&g| <G as LoraDType>::from_f64(g)).collect();
-            let grad_f64: Vec<f64> = grad.iter().map(|&g| LoraDType::to_f64(g)).collect();
+            let grad: Vec<G> = uniform(&mut rng, len, 1.0).iter().map(|&g| <G as RefElem>::from_f64(g)).collect();
+            let grad_f64: Vec<f64> = grad.iter().map(|&g| RefElem::to_f64(g)).collect();
 
             let t = step as i32;
             let step_size = lr / (1.0 - beta1.powi(t));
@@ -410,33 +410,6 @@ fn a_step_larger_than_the_grid_loops() {
     }
 }
 
-/// The emulator's counters of this thread's last launch, one JSON line
-/// (`None` on a real driver).
-fn last_launch_counters() -> Option<String> {
-    if !device::is_emulator() {
-        return None;
-    }
-    type GetCounters = unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize;
-    // SAFETY: the emulator exports this function with this signature; it
-    // writes at most `len` bytes into the buffer it is given.
-    unsafe {
-        let get = cudarc::driver::sys::culib().get::<GetCounters>(b"ptxEmuGetLastLaunchCountersJson\0").ok()?;
-        let len = get(std::ptr::null_mut(), 0);
-        let mut buffer = vec![0u8; len + 1];
-        get(buffer.as_mut_ptr().cast(), buffer.len());
-        buffer.truncate(len);
-        String::from_utf8(buffer).ok()
-    }
-}
-
-/// The integer value of `"name":` in a counters line.
-fn counter(json: &str, name: &str) -> u64 {
-    let key = format!("\"{name}\":");
-    let start = json.find(&key).unwrap_or_else(|| panic!("no {name} in {json}")) + key.len();
-    let digits: String = json[start..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap_or_else(|_| panic!("{name} is not a number in {json}"))
-}
-
 /// On aligned buffers every warp moves each array with one 16-byte-per-lane
 /// vector access and touches each 32-byte sector once: the step reads and
 /// writes exactly the bytes it must (the DRAM floor), no more.
@@ -451,13 +424,17 @@ fn aligned_steps_are_vectorised_and_touch_each_sector_once() {
     dev.kernels.adamw_step(&dev.stream, &AdamWConfig::new(1e-3), &mut master, &mut working, &grad, &mut state).unwrap();
     dev.stream.synchronize().unwrap();
     // The emulator keeps the counters of each host thread's latest launch.
-    let Some(json) = last_launch_counters() else { return };
-    assert!(json.contains("\"kernel\":\"lora_adamw_step_bf16_grad_bf16\""), "{json}");
+    let Some(counters) = device::last_launch_counters() else { return };
+    assert_eq!(counters["kernel"], "lora_adamw_step_bf16_grad_bf16", "{counters}");
     let warps = (len / 4 / 32) as u64;
     // Reads master, m, v (f32) and grad (bf16); writes master, m, v and the working copy.
     let bytes = (len * (3 * 4 + 2)) as u64;
-    assert_eq!(counter(&json, "global_load_requests"), 4 * warps, "{json}");
-    assert_eq!(counter(&json, "global_store_requests"), 4 * warps, "{json}");
-    assert_eq!(counter(&json, "global_load_sectors"), bytes / 32, "{json}");
-    assert_eq!(counter(&json, "global_store_sectors"), bytes / 32, "{json}");
+    for (name, expected) in [
+        ("global_load_requests", 4 * warps),
+        ("global_store_requests", 4 * warps),
+        ("global_load_sectors", bytes / 32),
+        ("global_store_sectors", bytes / 32),
+    ] {
+        assert_eq!(device::counter(&counters, name), expected, "{name} in {counters}");
+    }
 }
