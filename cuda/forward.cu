@@ -44,18 +44,35 @@ static_assert(kTileK % 16 == 0, "kTileK must be a multiple of 16 for m16n8k16");
 static_assert(kFragsN % 2 == 0, "B fragments are loaded two n8 blocks per ldmatrix.x4");
 
 template <typename T> struct Layout {
-    // Elements per 16-byte chunk: the unit of cp.async.
+    // Elements per 16-byte chunk: the unit of cp.async and of one ldmatrix row.
     static constexpr int kChunk = 16 / sizeof(T);
-    // A row of a tile padded by one chunk: 80 bytes (halves) or 144 bytes
-    // (f32). The 8 row addresses of an ldmatrix phase then fall in 8 distinct
-    // 16-byte bank groups (row * 5 mod 8 is a permutation), so it is
-    // conflict-free; the f32 FMA reads are conflict-free too (see compute_f32).
-    static constexpr int kLd = kTileK + kChunk;
+    static constexpr int kChunksPerRow = kTileK / kChunk;
+    // f16/bf16 rows are 64 bytes, unpadded, with the 4 chunks of row `row`
+    // permuted by XOR with (row / 2) % 4. The 8 row addresses of an ldmatrix
+    // phase (rows r..r+7, one logical chunk) then land in 8 distinct 16-byte
+    // bank groups, and so do the 8 chunks a quarter-warp stores with cp.async
+    // (2 rows x 4 chunks): both conflict-free.
+    // f32 rows are padded by one chunk to 144 bytes instead: the FMA path
+    // reads single floats down a column, which padding spreads over the banks
+    // (see compute_f32), and a quarter-warp's 8 chunks of one row are
+    // conflict-free as they are.
+    static constexpr bool kSwizzled = sizeof(T) == 2;
+    static constexpr int kLd = kSwizzled ? kTileK : kTileK + kChunk;
     // Deeper pipeline for halves; f32 tiles are twice as big and 2 stages fit
     // the 48 KB of static shared memory.
     static constexpr int kStages = sizeof(T) == 2 ? 3 : 2;
     static_assert(kTileK % kChunk == 0, "a tile row is whole 16-byte chunks");
+    static_assert(!kSwizzled || kChunksPerRow == 4, "the XOR swizzle permutes the 4 chunks of a 64-byte row");
     static_assert((kLd * sizeof(T)) % 16 == 0, "tile rows stay 16-byte aligned for cp.async and ldmatrix");
+
+    // Where logical chunk `chunk` of tile row `row` is stored.
+    static __device__ __forceinline__ int chunk_at(int row, int chunk) {
+        return kSwizzled ? chunk ^ ((row >> 1) & 3) : chunk;
+    }
+    // The address of logical element (row, col) in a tile, col a multiple of kChunk.
+    static __device__ __forceinline__ const T* at(const T (*tile)[kLd], int row, int col) {
+        return &tile[row][chunk_at(row, col / kChunk) * kChunk];
+    }
 };
 
 template <typename T> struct Shared {
@@ -86,13 +103,13 @@ template <typename T> struct TileSource {
 template <typename T, int ROWS>
 __device__ __forceinline__ void stage_tile(T (*dst)[Layout<T>::kLd], const TileSource<T>& src, const int* row_adapter) {
     constexpr int kChunk = Layout<T>::kChunk;
-    constexpr int kChunksPerRow = kTileK / kChunk;
+    constexpr int kChunksPerRow = Layout<T>::kChunksPerRow;
     for (int c = threadIdx.x; c < ROWS * kChunksPerRow; c += kThreads) {
         const int row = c / kChunksPerRow;
-        const int col = (c % kChunksPerRow) * kChunk;
+        const int chunk = c % kChunksPerRow;
         const int grow = src.row0 + row;
-        const int gk = src.k0 + col;
-        T* d = &dst[row][col];
+        const int gk = src.k0 + chunk * kChunk;
+        T* d = &dst[row][Layout<T>::chunk_at(row, chunk) * kChunk];
         const bool row_live = grow < src.rows_valid && (!src.masked || row_adapter[row] == src.only_adapter);
         if (!row_live || gk >= src.k_valid) {
             *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
@@ -123,13 +140,13 @@ __device__ __forceinline__ void compute_mma(float (&acc)[kFragsM][kFragsN][4], c
 #pragma unroll
         for (int mi = 0; mi < kFragsM; ++mi) {
             // Lanes 0-15 address rows 0-15 at k, lanes 16-31 the same rows at k + 8.
-            ldmatrix_x4(a[mi], &lhs[warp_m0 + mi * 16 + lane % 16][kk + (lane / 16) * 8]);
+            ldmatrix_x4(a[mi], Layout<T>::at(lhs, warp_m0 + mi * 16 + lane % 16, kk + (lane / 16) * 8));
         }
 #pragma unroll
         for (int nj = 0; nj < kFragsN / 2; ++nj) {
             // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
             uint32_t r[4];
-            ldmatrix_x4(r, &rhs[warp_n0 + nj * 16 + (lane / 16) * 8 + lane % 8][kk + ((lane / 8) % 2) * 8]);
+            ldmatrix_x4(r, Layout<T>::at(rhs, warp_n0 + nj * 16 + (lane / 16) * 8 + lane % 8, kk + ((lane / 8) % 2) * 8));
             b[2 * nj][0] = r[0];
             b[2 * nj][1] = r[1];
             b[2 * nj + 1][0] = r[2];
@@ -169,6 +186,16 @@ __device__ __forceinline__ void compute_f32(float (&acc)[kFragsM][kFragsN][4], c
 #pragma unroll
                     for (int c = 0; c < 2; ++c) acc[mi][ni][2 * h + c] = fmaf(a[mi][h], b[ni][c], acc[mi][ni][2 * h + c]);
     }
+}
+
+template <typename T> struct alignas(2 * sizeof(T)) Pair {
+    T first;
+    T second;
+};
+
+// One aligned 2-element store (4 bytes for halves, 8 for f32).
+template <typename T> __device__ __forceinline__ void store_pair(T* dst, T first, T second) {
+    *reinterpret_cast<Pair<T>*>(dst) = Pair<T>{first, second};
 }
 
 __device__ __forceinline__ int rank_of(const LoraGemmParams& p, int adapter) {
@@ -326,6 +353,10 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     const T* bias = reinterpret_cast<const T*>(p.bias);
     const T* y_in = reinterpret_cast<const T*>(p.y_in);
     T* out = reinterpret_cast<T*>(p.out);
+    // A thread holds 2 adjacent columns of a row: stored as one 2-element
+    // write where the pair is inside the matrix and aligned to its size (N
+    // even), so a quad covers 8 consecutive elements with 4 stores.
+    const bool pair_stores = p.n % 2 == 0;
 #pragma unroll
     for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
@@ -333,17 +364,28 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
             const int m = m0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
             if (m >= p.m) continue;
 #pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni)
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const int n = n0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
-                    if (n >= p.n) continue;
-                    const long long at = static_cast<long long>(m) * p.n + n;
-                    float v = acc[mi][ni][2 * h + c];
-                    if (bias) v += to_f32(bias[n]);
-                    if (y_in) v += to_f32(y_in[at]);
-                    out[at] = from_f32<T>(v);
+            for (int ni = 0; ni < kFragsN; ++ni) {
+                const int n = n0 + warp_n0 + ni * 8 + 2 * (lane % 4);
+                if (n >= p.n) continue;
+                const bool second = n + 1 < p.n;
+                const long long at = static_cast<long long>(m) * p.n + n;
+                float v0 = acc[mi][ni][2 * h];
+                float v1 = acc[mi][ni][2 * h + 1];
+                if (bias) {
+                    v0 += to_f32(bias[n]);
+                    if (second) v1 += to_f32(bias[n + 1]);
                 }
+                if (y_in) {
+                    v0 += to_f32(y_in[at]);
+                    if (second) v1 += to_f32(y_in[at + 1]);
+                }
+                if (second && pair_stores) {
+                    store_pair(out + at, from_f32<T>(v0), from_f32<T>(v1));
+                } else {
+                    out[at] = from_f32<T>(v0);
+                    if (second) out[at + 1] = from_f32<T>(v1);
+                }
+            }
         }
 }
 
