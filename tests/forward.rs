@@ -51,7 +51,6 @@ fn fused_single<T: LoraDType>() {
         let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
         let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
         dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
-        drop(out);
         let p_got = download(stream, &p);
         let what = format!("m={m} k={k} n={n} r={r} bias={with_bias}");
         assert_close(&format!("P {what}"), &p_got, &case.p_reference());
@@ -127,7 +126,6 @@ fn fused_multi<T: LoraDType>() {
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
             let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
             dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward_multi");
-            drop(out);
             status.check(stream).expect("no bad index");
             let p_got = download(stream, &p);
             let what = format!("{mix:?} m={m} bias={with_bias}");
@@ -168,7 +166,6 @@ fn multi_bad_index<T: LoraDType>() {
     let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
     dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("launch");
-    drop(out);
     match status.check(stream) {
         Err(fused_lora::LoraError::AdapterIndexOutOfRange { row: 3, index: 7, num_adapters: 2 }) => {}
         other => panic!("expected the bad index of row 3 to be reported, got {other:?}"),

@@ -118,7 +118,6 @@ fn output_aliasing_an_input_is_refused() {
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: alias.slice_mut(..M * N), p: None };
     let err = dev.kernels.forward(s, &bufs.x.as_view(), &linear, &adapter, &mut out).expect_err("Y aliases W0");
-    drop(out);
     alias.leak();
     assert!(matches!(err, LoraError::Aliasing { output: "y", input: "weight" }), "{err:?}");
 }
@@ -149,7 +148,7 @@ fn bad_adapter_stacks_are_refused() {
     let w = upload(s, &random::<f16>(2, N * K));
     let a = upload(s, &random::<f16>(3, l * r_max * K));
     let b = upload(s, &random::<f16>(4, l * N * r_max));
-    let index = upload(s, &vec![0i32; M]);
+    let index = upload(s, &[0i32; M]);
     let mut status = AdapterStatus::new(s).expect("status");
     let mut y = poisoned::<f16>(s, M * N);
     let linear = Linear { weight: w.as_view(), bias: None, n: N, k: K };
@@ -170,7 +169,7 @@ fn bad_adapter_stacks_are_refused() {
         assert_eq!(named, what, "{err:?}");
     }
     // Index buffer of the wrong length.
-    let short_index = upload(s, &vec![0i32; M - 1]);
+    let short_index = upload(s, &[0i32; M - 1]);
     let ranks = [8usize, 4];
     let scales = [1.0f32, 1.0];
     let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
