@@ -4,12 +4,12 @@
 /// gradient ever reaches A or B from it (THEORY.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InitScheme {
-    /// PEFT's default ("Init[A]"): A ~ Kaiming-uniform with a = √5, i.e.
+    /// PEFT's default ("Init\[A\]"): A ~ Kaiming-uniform with a = √5, i.e.
     /// `U(−1/√K, 1/√K)`; B = 0.
     PeftDefault,
     /// A ~ `N(0, (1/r)²)`; B = 0.
     Gaussian,
-    /// Hayou et al. 2024 "Init[B]": A = 0; B ~ `U(−1/√r, 1/√r)`.
+    /// Hayou et al. 2024 "Init\[B\]": A = 0; B ~ `U(−1/√r, 1/√r)`.
     Reversed,
 }
 

@@ -10,7 +10,7 @@
 //! - [`memory`]: device global memory — allocations, bounds, init shadow.
 //! - [`module`]: PTX text → a lowered, validated module (load errors name the
 //!   instruction and line).
-//! - [`launch`]: executes a kernel over a grid; returns counters and findings.
+//! - [`mod@launch`]: executes a kernel over a grid; returns counters and findings.
 //! - [`driver`]: the CUDA driver API with the C ABI of `cuda.h`, exported from
 //!   the `cdylib` (`libcuda.so`, SONAME `libcuda.so.1`).
 

@@ -1,1 +1,0 @@
-//! The naive CPU reference (f64 accumulation): the truth every kernel is tested against.
