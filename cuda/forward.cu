@@ -249,6 +249,26 @@ __device__ void resolve_row_adapters(const LoraGemmParams& p, int m0, int* row_a
     __syncthreads();
 }
 
+// Split-K epilogue: this split's raw f32 sums, for lora_forward_reduce.
+__device__ __forceinline__ void store_partials(const LoraGemmParams& p, const float (&acc)[kFragsM][kFragsN][4], int row0,
+                                               int col0, int lane) {
+    float* partials = reinterpret_cast<float*>(p.partials) + static_cast<long long>(blockIdx.z) * p.m * p.n;
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = row0 + mi * 16 + lane / 4 + 8 * h;
+            if (m >= p.m) continue;
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int n = col0 + ni * 8 + 2 * (lane % 4) + c;
+                    if (n < p.n) partials[static_cast<long long>(m) * p.n + n] = acc[mi][ni][2 * h + c];
+                }
+        }
+}
+
 template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     using L = Layout<T>;
     constexpr int kStages = L::kStages;
@@ -262,8 +282,14 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     const int warp_n0 = (warp % kWarpsN) * kWarpN;
 
     resolve_row_adapters(p, m0, sm.row_adapter, sm.row_scale, sm.present, sm.first_step, &sm.num_present);
-    const int adapter_steps = sm.first_step[sm.num_present];
-    const int base_steps = p.x ? (p.k + kTileK - 1) / kTileK : 0;
+    // Split-K: split z runs base K-steps [base_begin, base_begin + base_steps);
+    // only split 0 runs the adapter segment (and scales it).
+    const int split = blockIdx.z;
+    const int adapter_steps = split == 0 ? sm.first_step[sm.num_present] : 0;
+    const int all_base_steps = p.x ? (p.k + kTileK - 1) / kTileK : 0;
+    const int steps_per_split = (all_base_steps + p.k_splits - 1) / p.k_splits;
+    const int base_begin = min(split * steps_per_split, all_base_steps);
+    const int base_steps = min(steps_per_split, all_base_steps - base_begin);
     const int total_steps = adapter_steps + base_steps;
 
     const T* x = reinterpret_cast<const T*>(p.x);
@@ -297,7 +323,7 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
                 rhs = {rhs_base, ad_rhs_ld, n0, p.n, k0, rank, ad_rhs_vec, false, 0};
             }
         } else {
-            k0 = (step - adapter_steps) * kTileK;
+            k0 = (base_begin + step - adapter_steps) * kTileK;
             lhs = {x, p.k, m0, p.m, k0, p.k, base_vec, false, 0};
             rhs = {w, p.k, n0, p.n, k0, p.k, base_vec, false, 0};
         }
@@ -350,6 +376,11 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     cp_async_wait<0>();
     if (base_steps == 0 && adapter_steps > 0) scale_rows();
 
+    if (p.k_splits > 1) {
+        store_partials(p, acc, m0 + warp_m0, n0 + warp_n0, lane);
+        return;
+    }
+
     const T* bias = reinterpret_cast<const T*>(p.bias);
     const T* y_in = reinterpret_cast<const T*>(p.y_in);
     T* out = reinterpret_cast<T*>(p.out);
@@ -389,6 +420,19 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
         }
 }
 
+// Sums the splits in a fixed order (deterministic), adds bias and y_in, rounds once.
+template <typename T> __device__ void reduce_splits(const LoraReduceParams& p) {
+    const long long total = static_cast<long long>(p.m) * p.n;
+    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (at >= total) return;
+    const float* partials = reinterpret_cast<const float*>(p.partials);
+    float v = 0.0f;
+    for (int z = 0; z < p.k_splits; ++z) v += partials[z * total + at];
+    if (p.bias) v += to_f32(reinterpret_cast<const T*>(p.bias)[at % p.n]);
+    if (p.y_in) v += to_f32(reinterpret_cast<const T*>(p.y_in)[at]);
+    reinterpret_cast<T*>(p.out)[at] = from_f32<T>(v);
+}
+
 }  // namespace fwd
 }  // namespace fused_lora
 
@@ -398,3 +442,10 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
         fused_lora::fwd::gemm<TYPE>(params);                                               \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_GEMM)
+
+#define STAMP_REDUCE(SUFFIX, TYPE)                                                         \
+    extern "C" __global__ void __launch_bounds__(LORA_FWD_REDUCE_THREADS)                  \
+        lora_forward_reduce_##SUFFIX(const LoraReduceParams params) {                      \
+        fused_lora::fwd::reduce_splits<TYPE>(params);                                      \
+    }
+FUSED_LORA_FOR_EACH_DTYPE(STAMP_REDUCE)

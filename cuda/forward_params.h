@@ -63,6 +63,26 @@ typedef struct LoraGemmParams {
     int32_t num_adapters;   /* L >= 1 */
     int32_t rank;           /* used when ranks == 0 */
     float scale;            /* used when scales == 0 */
+    /* Split-K (the small-M path): gridDim.z == k_splits CTAs share each
+     * output tile, split z taking its share of the base K-steps (split 0 also
+     * the adapter segment). With k_splits > 1 each split stores its raw f32
+     * accumulator to partials and lora_forward_reduce finishes the output. */
+    int32_t k_splits;
+    uint64_t partials;      /* [k_splits, m, n] float, when k_splits > 1 */
 } LoraGemmParams;
+
+/* The second launch of the split-K path:
+ *     out = round_T(sum over z in order of partials[z] + bias[n] + y_in[m, n]) */
+typedef struct LoraReduceParams {
+    uint64_t out;           /* [m, n] T */
+    uint64_t partials;      /* [k_splits, m, n] const float */
+    uint64_t bias;          /* [n] const T, or 0 */
+    uint64_t y_in;          /* [m, n] const T, or 0 */
+    int32_t m;
+    int32_t n;
+    int32_t k_splits;
+} LoraReduceParams;
+
+#define LORA_FWD_REDUCE_THREADS 256
 
 #endif

@@ -195,7 +195,7 @@ impl LoraKernels {
         check_len("b", adapter.b.len(), &[n, r])?;
         check_outputs(stream, out, m, n, r)?;
         check_k_aligned::<T>(k)?;
-        check_grid(m, n)?;
+        check_grid(m)?;
 
         let mut scratch = match out.p {
             Some(_) => None,
@@ -319,7 +319,7 @@ impl LoraKernels {
         check_len("index", rows.index.len(), &[m])?;
         check_outputs(stream, out, m, n, r_max)?;
         check_k_aligned::<T>(k)?;
-        check_grid(m, n)?;
+        check_grid(m)?;
 
         let ranks = stream.clone_htod(&ranks)?;
         let scales = stream.clone_htod(adapters.scales)?;
@@ -429,7 +429,7 @@ impl LoraKernels {
         check_context(stream, "p", p.stream())?;
         check_len("p", p.len(), &[m, rank])?;
         check_k_aligned::<T>(k)?;
-        check_grid(m, rank)?;
+        check_grid(m)?;
         let mut ptrs = Pointers::new::<T>(stream);
         let x_span = ptrs.read("x", x);
         let a_span = ptrs.read("a", a);
@@ -481,7 +481,7 @@ impl LoraKernels {
         check_context(stream, "b", b.stream())?;
         check_context(stream, "y", y.stream())?;
         check_len("y", y.len(), &[m, n])?;
-        check_grid(m, n)?;
+        check_grid(m)?;
         let mut ptrs = Pointers::new::<T>(stream);
         let p_span = ptrs.read("p", p);
         let b_span = ptrs.read("b", b);

@@ -82,12 +82,7 @@ fn fused_without_p<T: LoraDType>() {
 }
 
 fn fused_multi<T: LoraDType>() {
-    let Some(dev) = device::device() else { return };
-    let stream = &dev.stream;
     // Ranks below, at and above the 32-wide K-step, one not a multiple of 8.
-    let ranks = [8usize, 40, 1, 17, 32];
-    let scales = [0.5f32, -1.25, 2.0, 0.125, 1.0];
-    let (k, n, r_max) = (72, 136, 40);
     let mixes = [
         (Mix::NoAdapter, 70),
         (Mix::OneAdapter, 70),
@@ -97,9 +92,23 @@ fn fused_multi<T: LoraDType>() {
         (Mix::Unsorted, 113),
         (Mix::OneAdapterUnused, 33),
     ];
+    run_multi::<T>(&mixes, 72, 136, 1000);
+}
+
+/// Few rows and a long K: the split-K (decode) path, with adapters.
+fn fused_multi_decode<T: LoraDType>() {
+    run_multi::<T>(&[(Mix::Unsorted, 3), (Mix::Zipf, 16)], 1032, 72, 2000);
+}
+
+fn run_multi<T: LoraDType>(mixes: &[(Mix, usize)], k: usize, n: usize, seed0: u64) {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let ranks = [8usize, 40, 1, 17, 32];
+    let scales = [0.5f32, -1.25, 2.0, 0.125, 1.0];
+    let r_max = 40;
     for (i, &(mix, m)) in mixes.iter().enumerate() {
         for with_bias in [false, true] {
-            let seed = 1000 + 10 * i as u64 + with_bias as u64;
+            let seed = seed0 + 10 * i as u64 + with_bias as u64;
             let mut case = MultiCase::<T> {
                 m,
                 k,
@@ -128,7 +137,7 @@ fn fused_multi<T: LoraDType>() {
             dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward_multi");
             status.check(stream).expect("no bad index");
             let p_got = download(stream, &p);
-            let what = format!("{mix:?} m={m} bias={with_bias}");
+            let what = format!("{mix:?} m={m} k={k} n={n} bias={with_bias}");
             assert_close(&format!("P {what}"), &p_got, &case.p_reference());
             assert_close(&format!("Y {what}"), &download(stream, &y), &case.y_reference(&p_got));
         }
@@ -225,4 +234,4 @@ macro_rules! per_dtype {
         mod bf16_kernels { $( #[test] fn $name() { super::$name::<half::bf16>() } )* }
     };
 }
-per_dtype!(fused_single, fused_without_p, fused_multi, multi_bad_index, shrink_alone, expand_alone);
+per_dtype!(fused_single, fused_without_p, fused_multi, fused_multi_decode, multi_bad_index, shrink_alone, expand_alone);
