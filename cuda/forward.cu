@@ -17,6 +17,11 @@
 // 16 bytes and whose base is 16-byte aligned; any other operand (an odd rank
 // stride, say) is loaded element by element — slower, never wrong.
 //
+// Small M (decode): when the output has fewer tiles than the device has SMs,
+// the host splits the base K-steps over gridDim.z CTAs per tile so that every
+// SM streams W0; each split stores its raw f32 sums and lora_forward_reduce
+// adds them in split order (deterministic), adds bias, rounds once.
+//
 // Scale: the adapter segment runs first; when it ends the accumulator rows are
 // multiplied by their adapter's scale (in f32), then the base segment adds on.
 // So Y = round(s.(P.B^T) + X.W0^T + bias): the contract's formula up to f32
