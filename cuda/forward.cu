@@ -18,8 +18,8 @@
 // stride, say) is loaded element by element — slower, never wrong.
 //
 // Small M (decode): when the output has fewer tiles than the device has SMs,
-// the host splits the base K-steps over gridDim.z CTAs per tile so that every
-// SM streams W0; each split stores its raw f32 sums and lora_forward_reduce
+// the host splits the K-steps over gridDim.z CTAs per tile so that every SM
+// streams W0 (or, for a shrink, X and A); each split stores its raw f32 sums and lora_forward_reduce
 // adds them in split order (deterministic), adds bias, rounds once.
 //
 // Scale: the adapter segment runs first; when it ends the accumulator rows are
@@ -287,15 +287,17 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     const int warp_n0 = (warp % kWarpsN) * kWarpN;
 
     resolve_row_adapters(p, m0, sm.row_adapter, sm.row_scale, sm.present, sm.first_step, &sm.num_present);
-    // Split-K: split z runs base K-steps [base_begin, base_begin + base_steps);
-    // only split 0 runs the adapter segment (and scales it).
-    const int split = blockIdx.z;
-    const int adapter_steps = split == 0 ? sm.first_step[sm.num_present] : 0;
-    const int all_base_steps = p.x ? (p.k + kTileK - 1) / kTileK : 0;
-    const int steps_per_split = (all_base_steps + p.k_splits - 1) / p.k_splits;
-    const int base_begin = min(split * steps_per_split, all_base_steps);
-    const int base_steps = min(steps_per_split, all_base_steps - base_begin);
-    const int total_steps = adapter_steps + base_steps;
+    // The virtual K: adapter steps [0, adapter_steps), then base steps.
+    // Split-K: split z runs its share [first, last) of the virtual steps. The
+    // scale multiplies whatever adapter steps a split ran, before any base
+    // step of it; scaling each share and summing is s times the sum.
+    const int adapter_steps = sm.first_step[sm.num_present];
+    const int base_steps = p.x ? (p.k + kTileK - 1) / kTileK : 0;
+    const int all_steps = adapter_steps + base_steps;
+    const int steps_per_split = (all_steps + p.k_splits - 1) / p.k_splits;
+    const int first = min(static_cast<int>(blockIdx.z) * steps_per_split, all_steps);
+    const int last = min(first + steps_per_split, all_steps);
+    const bool ran_adapter_steps = first < adapter_steps;
 
     const T* x = reinterpret_cast<const T*>(p.x);
     const T* w = reinterpret_cast<const T*>(p.w);
@@ -309,8 +311,9 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     const bool ad_rhs_vec = vector_loadable<T>(ad_rhs, ad_rhs_ld) && p.ad_rhs_stride % L::kChunk == 0;
     const bool base_vec = vector_loadable<T>(x, p.k) && vector_loadable<T>(w, p.k);
 
+    // Stages virtual step `step` (if this split has it) into `stage`.
     auto stage_step = [&](int step, int stage) {
-        if (step >= total_steps) return;
+        if (step >= last) return;
         TileSource<T> lhs, rhs;
         int k0 = 0;
         if (step < adapter_steps) {
@@ -328,7 +331,7 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
                 rhs = {rhs_base, ad_rhs_ld, n0, p.n, k0, rank, ad_rhs_vec, false, 0};
             }
         } else {
-            k0 = (base_begin + step - adapter_steps) * kTileK;
+            k0 = (step - adapter_steps) * kTileK;
             lhs = {x, p.k, m0, p.m, k0, p.k, base_vec, false, 0};
             rhs = {w, p.k, n0, p.n, k0, p.k, base_vec, false, 0};
         }
@@ -360,18 +363,18 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
 
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-        stage_step(s, s);
+        stage_step(first + s, s);
         cp_async_commit();
     }
-    for (int step = 0; step < total_steps; ++step) {
-        // Step `step` has landed, and every warp is done with step - 1, whose
+    for (int i = 0; first + i < last; ++i) {
+        // Step i has landed, and every warp is done with step i - 1, whose
         // stage the next load reuses.
         cp_async_wait<kStages - 2>();
         __syncthreads();
-        stage_step(step + kStages - 1, (step + kStages - 1) % kStages);
+        stage_step(first + i + kStages - 1, (i + kStages - 1) % kStages);
         cp_async_commit();
-        if (step == adapter_steps && adapter_steps > 0) scale_rows();
-        const int stage = step % kStages;
+        if (first + i == adapter_steps && ran_adapter_steps) scale_rows();
+        const int stage = i % kStages;
         if constexpr (sizeof(T) == 2) {
             compute_mma<T>(acc, sm.lhs[stage], sm.rhs[stage], warp_m0, warp_n0, lane);
         } else {
@@ -379,7 +382,7 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
         }
     }
     cp_async_wait<0>();
-    if (base_steps == 0 && adapter_steps > 0) scale_rows();
+    if (ran_adapter_steps && last <= adapter_steps) scale_rows();
 
     if (p.k_splits > 1) {
         store_partials(p, acc, m0 + warp_m0, n0 + warp_n0, lane);

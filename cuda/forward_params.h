@@ -64,8 +64,8 @@ typedef struct LoraGemmParams {
     int32_t rank;           /* used when ranks == 0 */
     float scale;            /* used when scales == 0 */
     /* Split-K (the small-M path): gridDim.z == k_splits CTAs share each
-     * output tile, split z taking its share of the base K-steps (split 0 also
-     * the adapter segment). With k_splits > 1 each split stores its raw f32
+     * output tile, split z taking its share of the K-steps (adapter segment
+     * and base segment as one sequence). With k_splits > 1 each split stores its raw f32
      * accumulator to partials and lora_forward_reduce finishes the output. */
     int32_t k_splits;
     uint64_t partials;      /* [k_splits, m, n] float, when k_splits > 1 */

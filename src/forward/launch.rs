@@ -9,7 +9,7 @@ use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernel
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, FORWARD};
-use crate::params::{LoraGemmParams, LoraReduceParams, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N};
+use crate::params::{LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N};
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
 // the header the kernels include.
@@ -46,7 +46,8 @@ fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> usize {
 impl LoraKernels {
     /// Launches `lora_forward_gemm_<T>` over the `[params.m, params.n]` output
     /// (`k_splits` and `partials` are filled in here). When the problem has a
-    /// base segment and too few output tiles to occupy the device, K is split
+    /// long reduction (a shrink's or the base GEMM's K) and too few output
+    /// tiles to occupy the device, K is split
     /// over `gridDim.z` CTAs writing f32 partials to a scratch buffer, and
     /// `lora_forward_reduce_<T>` sums them in a fixed order (deterministic).
     ///
@@ -59,9 +60,13 @@ impl LoraKernels {
     /// must hold values in `1..=` the stride the adapter operands were sized for.
     pub(super) unsafe fn launch_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: &LoraGemmParams) -> Result<()> {
         let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
-        let splits = if params.x != 0 {
+        // The reduction length the splits share: the shrink's K and/or the
+        // base GEMM's K (an expand's K is a rank: short, never split).
+        let shrink_k = if params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32 { params.ad_k as usize } else { 0 };
+        let base_k = if params.x != 0 { k } else { 0 };
+        let splits = if shrink_k + base_k > 0 {
             let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-            k_splits(sms.max(1) as usize, m, n, k)
+            k_splits(sms.max(1) as usize, m, n, shrink_k + base_k)
         } else {
             1
         };
