@@ -235,3 +235,43 @@ macro_rules! per_dtype {
     };
 }
 per_dtype!(fused_single, fused_without_p, fused_multi, fused_multi_decode, multi_bad_index, shrink_alone, expand_alone);
+
+/// The oracle of these tests agrees with the crate's CPU reference
+/// (`fused_lora::reference`, exact mode) on a multi-adapter case with NaN
+/// padding: same P once rounded, same Y for that P. Runs without a device.
+#[test]
+fn oracle_matches_crate_reference() {
+    use fused_lora::reference::{forward_multi, Base, MultiAdapters, Precision};
+    use fused_lora::MultiAdapterShape;
+    type T = half::bf16;
+    let (m, k, n, r_max) = (19, 40, 24, 16);
+    let ranks = vec![16usize, 3, 9];
+    let mut case = MultiCase::<T> {
+        m,
+        k,
+        n,
+        r_max,
+        x: random(1, m * k),
+        w: random(2, n * k),
+        bias: Some(random(3, n)),
+        a: random(4, ranks.len() * r_max * k),
+        b: random(5, ranks.len() * n * r_max),
+        ranks: ranks.clone(),
+        scales: vec![0.5, -2.0, 1.25],
+        index: row_indices(Mix::Zipf, m, ranks.len(), 6),
+    };
+    poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
+    let scales: Vec<f64> = case.scales.iter().map(|&s| s as f64).collect();
+    let indices: Vec<i64> = case.index.iter().map(|&i| i as i64).collect();
+    let shape = MultiAdapterShape { m, k, n, num_adapters: ranks.len(), r_max };
+    let base = Base { x: &case.x, w0: &case.w, bias: case.bias.as_deref() };
+    let adapters = MultiAdapters { a_all: &case.a, b_all: &case.b, ranks: &ranks, scales: &scales, indices: &indices };
+    let truth = forward_multi(shape, &base, &adapters, None, Precision::Exact).expect("reference");
+
+    let p_mine: Vec<T> = case.p_reference().iter().map(|s| T::from_f64(s.exact)).collect();
+    let p_truth: Vec<T> = truth.p.iter().map(|&v| T::from_f64(v)).collect();
+    assert_eq!(p_mine, p_truth, "P rounded to bf16");
+    for (i, (mine, want)) in case.y_reference(&p_truth).iter().zip(&truth.y).enumerate() {
+        assert!((mine.exact - want).abs() <= 1e-12 * (1.0 + mine.magnitude), "Y[{i}]: {} vs {want}", mine.exact);
+    }
+}
