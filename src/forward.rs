@@ -6,6 +6,33 @@
 //! Y = X·W0ᵀ + bias + s·P·Bᵀ      [M, N]   one kernel, Y written once
 //! ```
 //!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use fused_lora::{Adapter, ForwardOutput, Linear, LoraKernels};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = CudaContext::new(0)?;
+//! let stream = ctx.default_stream();
+//! let kernels = LoraKernels::new(&ctx);
+//! let (m, k, n, r) = (16, 4096, 4096, 16);
+//! let x = stream.clone_htod(&vec![bf16::ONE; m * k])?; // X [M, K]
+//! let w0 = stream.clone_htod(&vec![bf16::ZERO; n * k])?; // W0 [N, K]
+//! let a = stream.clone_htod(&vec![bf16::ONE; r * k])?; // A [r, K]
+//! let b = stream.clone_htod(&vec![bf16::ONE; n * r])?; // B [N, r]
+//! let mut y = stream.alloc_zeros::<bf16>(m * n)?; // Y [M, N]
+//! let mut p = stream.alloc_zeros::<bf16>(m * r)?; // P [M, r], kept for backward
+//!
+//! let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+//! let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 2.0 };
+//! let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+//! kernels.forward(&stream, &x.as_view(), &linear, &adapter, &mut out)?;
+//! let y_host: Vec<bf16> = stream.clone_dtoh(&y)?; // synchronises
+//! assert_eq!(y_host[0].to_f32(), 2.0 * (k * r) as f32);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Numerics
 //! f32 accumulation, each stored value rounded once to T. The fused forward
 //! first writes `P = round_T(X·Aᵀ)` (unscaled), then computes
