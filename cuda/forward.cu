@@ -80,9 +80,26 @@ template <typename T> struct Layout {
     }
 };
 
+// The output tile in f32 between the accumulators and the global stores.
+// Rows of 72 floats: a half-warp's float2 writes (4 rows x 8 floats) and a
+// quarter-warp's float4 reads (32 consecutive floats) are both conflict-free.
+constexpr int kOutLd = kTileN + 8;
+// Output elements per thread and store in the epilogue.
+constexpr int kOutVec = 4;
+static_assert(kTileN % kOutVec == 0, "output rows split into whole vectors");
+
+template <typename T> struct Tiles {
+    T lhs[Layout<T>::kStages][kTileM][Layout<T>::kLd];
+    T rhs[Layout<T>::kStages][kTileN][Layout<T>::kLd];
+};
+
 template <typename T> struct Shared {
-    alignas(16) T lhs[Layout<T>::kStages][kTileM][Layout<T>::kLd];
-    alignas(16) T rhs[Layout<T>::kStages][kTileN][Layout<T>::kLd];
+    // The operand tiles are dead once the K loop ends: the output tile
+    // reuses their space.
+    union alignas(16) {
+        Tiles<T> tiles;
+        float out[kTileM][kOutLd];
+    };
     int row_adapter[kTileM];     // validated adapter of each tile row, -1 for none
     float row_scale[kTileM];     // its scale, 0 for none
     int present[kTileM];         // distinct adapters of the tile's rows
@@ -193,15 +210,10 @@ __device__ __forceinline__ void compute_f32(float (&acc)[kFragsM][kFragsN][4], c
     }
 }
 
-template <typename T> struct alignas(2 * sizeof(T)) Pair {
-    T first;
-    T second;
+// kOutVec elements moved as one aligned access (8 bytes for halves, 16 for f32).
+template <typename T> struct alignas(kOutVec * sizeof(T)) Vec {
+    T v[kOutVec];
 };
-
-// One aligned 2-element store (4 bytes for halves, 8 for f32).
-template <typename T> __device__ __forceinline__ void store_pair(T* dst, T first, T second) {
-    *reinterpret_cast<Pair<T>*>(dst) = Pair<T>{first, second};
-}
 
 __device__ __forceinline__ int rank_of(const LoraGemmParams& p, int adapter) {
     return p.ranks ? reinterpret_cast<const int*>(p.ranks)[adapter] : p.rank;
@@ -335,8 +347,8 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
             lhs = {x, p.k, m0, p.m, k0, p.k, base_vec, false, 0};
             rhs = {w, p.k, n0, p.n, k0, p.k, base_vec, false, 0};
         }
-        stage_tile<T, kTileM>(sm.lhs[stage], lhs, sm.row_adapter);
-        stage_tile<T, kTileN>(sm.rhs[stage], rhs, sm.row_adapter);
+        stage_tile<T, kTileM>(sm.tiles.lhs[stage], lhs, sm.row_adapter);
+        stage_tile<T, kTileN>(sm.tiles.rhs[stage], rhs, sm.row_adapter);
     };
 
     float acc[kFragsM][kFragsN][4];
@@ -376,9 +388,9 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
         if (first + i == adapter_steps && ran_adapter_steps) scale_rows();
         const int stage = i % kStages;
         if constexpr (sizeof(T) == 2) {
-            compute_mma<T>(acc, sm.lhs[stage], sm.rhs[stage], warp_m0, warp_n0, lane);
+            compute_mma<T>(acc, sm.tiles.lhs[stage], sm.tiles.rhs[stage], warp_m0, warp_n0, lane);
         } else {
-            compute_f32(acc, sm.lhs[stage], sm.rhs[stage], warp_m0, warp_n0, lane);
+            compute_f32(acc, sm.tiles.lhs[stage], sm.tiles.rhs[stage], warp_m0, warp_n0, lane);
         }
     }
     cp_async_wait<0>();
@@ -389,43 +401,63 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
         return;
     }
 
-    const T* bias = reinterpret_cast<const T*>(p.bias);
-    const T* y_in = reinterpret_cast<const T*>(p.y_in);
-    T* out = reinterpret_cast<T*>(p.out);
-    // A thread holds 2 adjacent columns of a row: stored as one 2-element
-    // write where the pair is inside the matrix and aligned to its size (N
-    // even), so a quad covers 8 consecutive elements with 4 stores.
-    const bool pair_stores = p.n % 2 == 0;
+    // Epilogue through shared memory, so that global stores are whole rows
+    // of the tile: each warp writes 2 rows x 64 consecutive elements per
+    // store instruction (full 32-byte sectors) instead of 8 row fragments.
+    __syncthreads();  // every warp is done reading the operand tiles
 #pragma unroll
     for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int m = m0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
-            if (m >= p.m) continue;
+            const int row = warp_m0 + mi * 16 + lane / 4 + 8 * h;
 #pragma unroll
             for (int ni = 0; ni < kFragsN; ++ni) {
-                const int n = n0 + warp_n0 + ni * 8 + 2 * (lane % 4);
-                if (n >= p.n) continue;
-                const bool second = n + 1 < p.n;
-                const long long at = static_cast<long long>(m) * p.n + n;
-                float v0 = acc[mi][ni][2 * h];
-                float v1 = acc[mi][ni][2 * h + 1];
-                if (bias) {
-                    v0 += to_f32(bias[n]);
-                    if (second) v1 += to_f32(bias[n + 1]);
-                }
-                if (y_in) {
-                    v0 += to_f32(y_in[at]);
-                    if (second) v1 += to_f32(y_in[at + 1]);
-                }
-                if (second && pair_stores) {
-                    store_pair(out + at, from_f32<T>(v0), from_f32<T>(v1));
-                } else {
-                    out[at] = from_f32<T>(v0);
-                    if (second) out[at + 1] = from_f32<T>(v1);
-                }
+                const int col = warp_n0 + ni * 8 + 2 * (lane % 4);
+                *reinterpret_cast<float2*>(&sm.out[row][col]) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
             }
         }
+    __syncthreads();
+
+    const T* bias = reinterpret_cast<const T*>(p.bias);
+    const T* y_in = reinterpret_cast<const T*>(p.y_in);
+    T* out = reinterpret_cast<T*>(p.out);
+    // Whole vectors where they are inside the matrix and aligned: N a
+    // multiple of kOutVec and 16-byte aligned bases; elementwise otherwise.
+    const bool vector_io = p.n % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(y_in) % 16 == 0;
+    constexpr int kVecsPerRow = kTileN / kOutVec;
+    for (int v = threadIdx.x; v < kTileM * kVecsPerRow; v += kThreads) {
+        const int row = v / kVecsPerRow;
+        const int col = (v % kVecsPerRow) * kOutVec;
+        const int m = m0 + row;
+        const int n = n0 + col;
+        if (m >= p.m || n >= p.n) continue;
+        const float4 sums = *reinterpret_cast<const float4*>(&sm.out[row][col]);
+        float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
+        const long long at = static_cast<long long>(m) * p.n + n;
+        const int count = min(kOutVec, p.n - n);
+        if (bias) {
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e)
+                if (e < count) vals[e] += to_f32(bias[n + e]);
+        }
+        if (vector_io && count == kOutVec) {
+            if (y_in) {
+                const Vec<T> prior = *reinterpret_cast<const Vec<T>*>(y_in + at);
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(prior.v[e]);
+            }
+            Vec<T> rounded;
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
+            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+        } else {
+            for (int e = 0; e < count; ++e) {
+                const float prior = y_in ? to_f32(y_in[at + e]) : 0.0f;
+                out[at + e] = from_f32<T>(vals[e] + prior);
+            }
+        }
+    }
 }
 
 // Sums the splits in a fixed order (deterministic), adds bias and y_in, rounds once.

@@ -75,12 +75,11 @@
 //!   shapes, and every input byte is read;
 //! - shared memory: zero bank conflicts, in ldmatrix and in the cp.async and
 //!   other stores (f16/bf16 tiles XOR-swizzled, f32 tiles padded);
-//! - Y written once; stores are 2 elements per thread, so a store instruction
-//!   fills 8 rows × 16 bytes and the counted store sectors are 2× the output
-//!   bytes for 2-byte types (staging the tile through shared memory would
-//!   halve this; not done);
+//! - Y written once, through a shared-memory staging of the output tile so
+//!   each store instruction writes whole row segments: store sectors equal
+//!   the output bytes on aligned shapes;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
-//!   `ptxas_reports_no_spills`); GEMM f16/bf16: 79 and 63 registers, 25.6 KB
+//!   `ptxas_reports_no_spills`); GEMM f16/bf16: 79 and 64 registers, 25.6 KB
 //!   static shared memory; f32: 108 and 96 registers, 37.9 KB.
 //!
 //! # Several adapters

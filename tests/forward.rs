@@ -19,6 +19,8 @@ const FUSED_CASES: &[(usize, usize, usize, usize, bool)] = &[
     (16, 136, 136, 128, true),
     (3, 3584, 72, 8, true),
     (1, 72, 3584, 16, false),
+    // N not a multiple of the 4-element output vectors: elementwise stores.
+    (7, 16, 13, 3, true),
 ];
 
 fn single_case<T: LoraDType>(m: usize, k: usize, n: usize, r: usize, bias: bool, seed: u64) -> MultiCase<T> {
@@ -204,7 +206,7 @@ fn shrink_alone<T: LoraDType>() {
 fn expand_alone<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let stream = &dev.stream;
-    for (i, &(m, n, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (16, 72, 1), (3, 520, 128)].iter().enumerate() {
+    for (i, &(m, n, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (16, 72, 1), (3, 520, 128), (5, 13, 3)].iter().enumerate() {
         let scale = 1.5f32;
         let seed = 400 + i as u64;
         let p_host: Vec<T> = random(seed, m * r);
