@@ -251,6 +251,33 @@ fn deterministic<T: LoraDType>() {
     assert_eq!(runs[0], runs[1], "two runs differ");
 }
 
+/// Y as a view one element into its allocation (not 16-byte aligned): the
+/// epilogue falls back to element stores and still writes every element once.
+fn expand_into_offset_view<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, n, r, scale) = (9usize, 24usize, 8usize, -0.5f32);
+    let p_host: Vec<T> = random(501, m * r);
+    let b_host: Vec<T> = random(502, n * r);
+    let y_host: Vec<T> = random(503, m * n + 1);
+    let (p, b) = (upload(stream, &p_host), upload(stream, &b_host));
+    let mut y = upload(stream, &y_host);
+    dev.kernels.expand(stream, &p.as_view(), &b.as_view(), r, scale, &mut y.slice_mut(1..)).expect("expand");
+    let got = download(stream, &y);
+    assert_eq!(got[0], y_host[0], "the element before the view is untouched");
+    let mut want = Vec::with_capacity(m * n);
+    for row in 0..m {
+        for col in 0..n {
+            let mut sum = Sum::default();
+            for j in 0..r {
+                sum.add_product(p_host[row * r + j].to_f64(), b_host[col * r + j].to_f64());
+            }
+            want.push(Sum::default().plus(y_host[1 + row * n + col].to_f64()).plus_scaled(scale, sum));
+        }
+    }
+    assert_close("expand into an offset view", &got[1..], &want);
+}
+
 macro_rules! per_dtype {
     ($($name:ident),* $(,)?) => {
         mod f32_kernels { $( #[test] fn $name() { super::$name::<f32>() } )* }
@@ -258,7 +285,7 @@ macro_rules! per_dtype {
         mod bf16_kernels { $( #[test] fn $name() { super::$name::<half::bf16>() } )* }
     };
 }
-per_dtype!(fused_single, fused_without_p, fused_multi, fused_multi_decode, deterministic, multi_bad_index, shrink_alone, expand_alone);
+per_dtype!(fused_single, fused_without_p, fused_multi, fused_multi_decode, deterministic, expand_into_offset_view, multi_bad_index, shrink_alone, expand_alone);
 
 /// The oracle of these tests agrees with the crate's CPU reference
 /// (`fused_lora::reference`, exact mode) on a multi-adapter case with NaN
