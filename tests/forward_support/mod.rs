@@ -1,6 +1,6 @@
 //! What the forward tests share: seeded data, the f64 reference of the
 //! forward contract (rounding where the kernels round), the tolerance check of
-//! LORA.md, and upload/download helpers.
+//! LORA.md, and uploads and downloads.
 
 #![allow(dead_code)]
 
