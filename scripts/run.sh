@@ -21,6 +21,9 @@ emulator_dir="$repo_root/target/release"
 
 if [ "${FUSED_LORA_EMULATOR:-0}" != "1" ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
     echo "run.sh: using the machine's CUDA driver (set FUSED_LORA_EMULATOR=1 to use the emulator)" >&2
+    # Keep the emulator built under target/ from shadowing the real driver.
+    export FUSED_LORA_TARGET_DIR="$repo_root/target"
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$repo_root/scripts/system-driver-runner.sh"
 else
     echo "run.sh: no CUDA driver on this machine; kernels run on the emulator ($emulator_dir/libcuda.so)" >&2
     export LD_LIBRARY_PATH="$emulator_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -2,6 +2,8 @@
 
 use half::{bf16, f16};
 
+use crate::reference::RefElem;
+
 /// Which element type a buffer holds; part of every kernel's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -42,43 +44,21 @@ mod sealed {
 }
 
 /// An element type the kernels support. Sealed: the set is fixed by the PTX
-/// the crate ships.
+/// the crate ships. Its conversions to and from f32/f64 and its unit roundoff
+/// come from [`RefElem`], the element trait the CPU reference is written in.
 pub trait LoraDType:
     sealed::Sealed
-    + Copy
-    + Default
-    + Send
-    + Sync
-    + PartialEq
-    + std::fmt::Debug
+    + RefElem
     + cudarc::driver::DeviceRepr
     + cudarc::driver::ValidAsZeroBits
-    + 'static
 {
     const DTYPE: DType;
-    /// Unit roundoff of the type (half an ulp at 1.0): 2⁻²⁴, 2⁻¹¹, 2⁻⁸.
-    const UNIT_ROUNDOFF: f64;
-    /// Rounds an f64 to this type, to nearest even (through f32 for the halves,
-    /// as the kernels do: their f32 accumulator is rounded once).
-    fn from_f64(x: f64) -> Self;
-    fn from_f32(x: f32) -> Self;
-    fn to_f64(self) -> f64;
     fn to_f32(self) -> f32;
     fn nan() -> Self;
 }
 
 impl LoraDType for f32 {
     const DTYPE: DType = DType::F32;
-    const UNIT_ROUNDOFF: f64 = 5.960_464_477_539_063e-8; // 2^-24
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    fn from_f32(x: f32) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
     fn to_f32(self) -> f32 {
         self
     }
@@ -89,18 +69,8 @@ impl LoraDType for f32 {
 
 impl LoraDType for f16 {
     const DTYPE: DType = DType::F16;
-    const UNIT_ROUNDOFF: f64 = 4.882_812_5e-4; // 2^-11
-    fn from_f64(x: f64) -> Self {
-        f16::from_f32(x as f32)
-    }
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn to_f64(self) -> f64 {
-        self.to_f64()
-    }
     fn to_f32(self) -> f32 {
-        self.to_f32()
+        f16::to_f32(self)
     }
     fn nan() -> Self {
         f16::NAN
@@ -109,18 +79,8 @@ impl LoraDType for f16 {
 
 impl LoraDType for bf16 {
     const DTYPE: DType = DType::Bf16;
-    const UNIT_ROUNDOFF: f64 = 3.906_25e-3; // 2^-8
-    fn from_f64(x: f64) -> Self {
-        bf16::from_f32(x as f32)
-    }
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn to_f64(self) -> f64 {
-        self.to_f64()
-    }
     fn to_f32(self) -> f32 {
-        self.to_f32()
+        bf16::to_f32(self)
     }
     fn nan() -> Self {
         bf16::NAN

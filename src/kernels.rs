@@ -58,10 +58,17 @@ impl LoraKernels {
 
     /// Checks that `stream` belongs to this context.
     pub(crate) fn check_stream(&self, stream: &Arc<CudaStream>) -> Result<()> {
-        if Arc::ptr_eq(stream.context(), &self.ctx) {
-            Ok(())
-        } else {
-            Err(LoraError::ContextMismatch { what: "stream" })
-        }
+        check_same_context("stream", stream, &self.ctx)
+    }
+}
+
+/// `Ok` when `buffer_stream` (a buffer's or a stream's) lives in `ctx`.
+/// Compares the driver's context handles, not the `Arc`s: two `CudaContext`
+/// values retaining the same primary context are the same context.
+pub(crate) fn check_same_context(what: &'static str, buffer_stream: &Arc<CudaStream>, ctx: &Arc<CudaContext>) -> Result<()> {
+    if buffer_stream.context().cu_ctx() == ctx.cu_ctx() {
+        Ok(())
+    } else {
+        Err(LoraError::ContextMismatch { what })
     }
 }

@@ -16,7 +16,7 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::kernels::{LoraKernels, MERGE};
+use crate::kernels::{check_same_context, LoraKernels, MERGE};
 use crate::params::{
     LoraMergeLayer, LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE,
     LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE, LoraMergeParams, LORA_MERGE_THREADS, LORA_MERGE_TILE_K,
@@ -231,9 +231,7 @@ fn in_layer(layer: usize, error: LoraError) -> LoraError {
 
 /// Checks a buffer's length and context; the shape is `[rows, cols]`.
 fn check_buffer(stream: &Arc<CudaStream>, what: &'static str, len: usize, buffer_stream: &Arc<CudaStream>, rows: usize, cols: usize) -> Result<()> {
-    if !Arc::ptr_eq(buffer_stream.context(), stream.context()) {
-        return Err(LoraError::ContextMismatch { what });
-    }
+    check_same_context(what, buffer_stream, stream.context())?;
     if len != rows * cols {
         return Err(LoraError::ShapeMismatch { what, expected: vec![rows, cols], got: vec![len] });
     }

@@ -42,6 +42,71 @@ pub struct Counters {
 impl Counters {
     /// One JSON object on one line (no trailing newline).
     pub fn to_json_line(&self) -> String {
-        todo!()
+        let mut j = String::with_capacity(512);
+        j.push('{');
+        j.push_str(&format!("\"kernel\":{}", json_string(&self.kernel)));
+        j.push_str(&format!(",\"grid\":[{},{},{}]", self.grid[0], self.grid[1], self.grid[2]));
+        j.push_str(&format!(",\"block\":[{},{},{}]", self.block[0], self.block[1], self.block[2]));
+        let mut num = |name: &str, v: u64| j.push_str(&format!(",\"{name}\":{v}"));
+        num("thread_instructions", self.thread_instructions);
+        num("warp_instructions", self.warp_instructions);
+        j.push_str(&format!(",\"warp_instructions_by_class\":{}", json_map(&self.warp_instructions_by_class)));
+        j.push_str(&format!(",\"tensor_instructions\":{}", json_map(&self.tensor_instructions)));
+        let fields = [
+            ("global_load_requests", self.global_load_requests),
+            ("global_store_requests", self.global_store_requests),
+            ("global_load_sectors", self.global_load_sectors),
+            ("global_store_sectors", self.global_store_sectors),
+            ("global_bytes_read", self.global_bytes_read),
+            ("global_bytes_written", self.global_bytes_written),
+            ("shared_requests", self.shared_requests),
+            ("shared_wavefronts", self.shared_wavefronts),
+            ("shared_bank_conflicts", self.shared_bank_conflicts),
+            ("ldmatrix_bank_conflicts", self.ldmatrix_bank_conflicts),
+            ("barriers", self.barriers),
+        ];
+        for (name, v) in fields {
+            j.push_str(&format!(",\"{name}\":{v}"));
+        }
+        j.push('}');
+        j
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_map(m: &BTreeMap<String, u64>) -> String {
+    let items: Vec<String> = m.iter().map(|(k, v)| format!("{}:{v}", json_string(k))).collect();
+    format!("{{{}}}", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_has_every_field_and_escapes() {
+        let mut c = Counters { kernel: "k\"1".into(), grid: [2, 1, 1], block: [64, 1, 1], barriers: 7, ..Default::default() };
+        c.warp_instructions_by_class.insert("int".into(), 3);
+        c.tensor_instructions.insert("mma.m16n8k16.f32.bf16.bf16.f32".into(), 5);
+        let j = c.to_json_line();
+        assert!(j.starts_with("{\"kernel\":\"k\\\"1\",\"grid\":[2,1,1],\"block\":[64,1,1]"), "{j}");
+        assert!(j.contains("\"warp_instructions_by_class\":{\"int\":3}"));
+        assert!(j.contains("\"tensor_instructions\":{\"mma.m16n8k16.f32.bf16.bf16.f32\":5}"));
+        assert!(j.ends_with(",\"barriers\":7}"));
+        assert!(!j.contains('\n'));
     }
 }

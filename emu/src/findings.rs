@@ -26,7 +26,7 @@ impl FindingKind {
         match self {
             FindingKind::OutOfBounds => 700,  // CUDA_ERROR_ILLEGAL_ADDRESS
             FindingKind::Misaligned => 716,   // CUDA_ERROR_MISALIGNED_ADDRESS
-            FindingKind::Trap => 714,         // CUDA_ERROR_ILLEGAL_INSTRUCTION
+            FindingKind::Trap => 715,         // CUDA_ERROR_ILLEGAL_INSTRUCTION
             _ => 719,                         // CUDA_ERROR_LAUNCH_FAILED
         }
     }

@@ -4,6 +4,7 @@ use crate::counters::Counters;
 use crate::findings::Finding;
 use crate::memory::GlobalMemory;
 use crate::module::Module;
+use crate::ptx::ir::Kernel;
 
 /// Grid and block dimensions and dynamic shared memory, as in `cuLaunchKernel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +37,14 @@ impl CheckOptions {
     /// `PTX_EMU_RACECHECK=0`, `PTX_EMU_INITCHECK=0`, `PTX_EMU_SYNCCHECK=0`;
     /// `PTX_EMU_THREADS=N` sets the host threads.
     pub fn from_env() -> Self {
-        todo!()
+        let off = |name: &str| std::env::var(name).is_ok_and(|v| v.trim() == "0");
+        CheckOptions {
+            memcheck: !off("PTX_EMU_MEMCHECK"),
+            racecheck: !off("PTX_EMU_RACECHECK"),
+            initcheck: !off("PTX_EMU_INITCHECK"),
+            synccheck: !off("PTX_EMU_SYNCCHECK"),
+            threads: std::env::var("PTX_EMU_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0),
+        }
     }
 }
 
@@ -88,6 +96,50 @@ pub fn launch(
     mem: &GlobalMemory,
     opts: &CheckOptions,
 ) -> Result<LaunchReport, LaunchError> {
-    let _ = (module, kernel, config, params, mem, opts);
-    todo!()
+    let k = module.find_kernel(kernel).ok_or_else(|| LaunchError::KernelNotFound(kernel.to_string()))?;
+    validate(k, config, params)?;
+    let report = crate::exec::run(module, k, config, params, mem, opts);
+    if let Ok(path) = std::env::var("PTX_EMU_COUNTERS_FILE") {
+        append_line(&path, &report.counters.to_json_line());
+    }
+    Ok(report)
+}
+
+/// Device limits the launch is checked against (those of an sm_80/sm_90 part).
+const MAX_THREADS_PER_BLOCK: u32 = 1024;
+const MAX_BLOCK_DIM: [u32; 3] = [1024, 1024, 64];
+const MAX_GRID_DIM: [u32; 3] = [i32::MAX as u32, 65535, 65535];
+/// Shared memory per block an sm_90 part allows with the opt-in attribute.
+pub const MAX_SHARED_PER_BLOCK: u32 = 227 * 1024;
+
+fn validate(k: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<(), LaunchError> {
+    for d in 0..3 {
+        if config.grid[d] == 0 || config.grid[d] > MAX_GRID_DIM[d] {
+            return Err(LaunchError::InvalidConfig(format!("grid dimension {d} is {}", config.grid[d])));
+        }
+        if config.block[d] == 0 || config.block[d] > MAX_BLOCK_DIM[d] {
+            return Err(LaunchError::InvalidConfig(format!("block dimension {d} is {}", config.block[d])));
+        }
+    }
+    let threads: u64 = config.block.iter().map(|&b| b as u64).product();
+    let limit = k.info.max_threads_per_block.unwrap_or(MAX_THREADS_PER_BLOCK).min(MAX_THREADS_PER_BLOCK);
+    if threads > limit as u64 {
+        return Err(LaunchError::InvalidConfig(format!("{threads} threads per block, at most {limit}")));
+    }
+    let shared = k.dynamic_shared_offset as u64 + config.dynamic_shared_bytes as u64;
+    if shared > MAX_SHARED_PER_BLOCK as u64 {
+        return Err(LaunchError::OutOfResources(format!("{shared} bytes of shared memory, at most {MAX_SHARED_PER_BLOCK}")));
+    }
+    if params.len() != k.info.param_bytes as usize {
+        return Err(LaunchError::BadParams(format!("{} bytes of parameters, kernel takes {}", params.len(), k.info.param_bytes)));
+    }
+    Ok(())
+}
+
+fn append_line(path: &str, line: &str) {
+    use std::io::Write;
+    // Counters are diagnostics: failing to record them must not fail the launch.
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
 }

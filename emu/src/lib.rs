@@ -21,6 +21,8 @@ pub mod launch;
 pub mod memory;
 pub mod module;
 pub mod numerics;
+mod ptx;
+mod exec;
 pub mod tensor;
 pub mod types;
 

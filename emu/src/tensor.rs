@@ -3,13 +3,18 @@
 //! Pure functions: the executor gathers the 32 lanes' registers, calls these,
 //! and scatters the results; it does the memory accesses of `ldmatrix`.
 
+mod accumulate;
 mod layout;
 mod ldmatrix;
+mod operands;
+#[cfg(test)]
+mod tests;
 
-use crate::numerics::arith::{dot_product, dot_product_finite, FiniteOperand};
-use crate::numerics::format::{Decoded, Direction, FloatFormat};
+use crate::numerics::format::FloatFormat;
 use crate::types::ScalarType;
-use layout::{cd_coord, InputLayout};
+use accumulate::multiply_accumulate;
+use layout::{cd_source, InputLayout};
+use operands::Operands;
 
 /// `mma.sync.aligned.{shape}.{alayout}.{blayout}.{dtype}.{atype}.{btype}.{ctype}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,35 +101,12 @@ pub fn mma_fragment_regs(desc: &MmaDesc) -> Result<(usize, usize, usize, usize),
 /// `n` from [`mma_fragment_regs`]).
 pub type Fragment = [[u32; 4]; 32];
 
-/// An element's raw bits and format as an mma operand. tf32 operands are
-/// read as f32 patterns with the low 13 bits ignored, as the hardware does.
-fn input_format(ty: ScalarType) -> FloatFormat {
+/// Significant bits of an mma input type (tf32: 10 stored + the implicit one).
+fn input_precision(ty: ScalarType) -> u32 {
     match ty {
-        ScalarType::F16 => FloatFormat::F16,
-        ScalarType::Bf16 => FloatFormat::BF16,
-        ScalarType::F32 | ScalarType::Tf32 => FloatFormat::F32,
-        _ => FloatFormat::F32,
+        ScalarType::Bf16 => 8,
+        _ => 11,
     }
-}
-
-fn read_element(ty: ScalarType, reg: u32, half: u32) -> u64 {
-    match ty {
-        ScalarType::F16 | ScalarType::Bf16 => u64::from((reg >> (16 * half)) & 0xFFFF),
-        ScalarType::Tf32 => u64::from(reg & 0xFFFF_E000),
-        _ => u64::from(reg),
-    }
-}
-
-/// Reads C as a 16 × 8 matrix of raw bits.
-fn gather_accumulator(ty: ScalarType, frag: &Fragment) -> [[u64; 8]; 16] {
-    let mut m = [[0u64; 8]; 16];
-    for (lane, regs) in frag.iter().enumerate() {
-        for i in 0..4 {
-            let (r, c) = cd_coord(lane, i);
-            m[r][c] = if ty == ScalarType::F16 { read_element(ty, regs[i / 2], (i & 1) as u32) } else { u64::from(regs[i]) };
-        }
-    }
-    m
 }
 
 /// `D = A·B + C` for the whole warp. Products are exact, the sum of the k
@@ -135,71 +117,44 @@ fn gather_accumulator(ty: ScalarType, frag: &Fragment) -> [[u64; 8]; 16] {
 /// different magnitudes are involved. NaN results are the canonical NaN.
 /// An unsupported `desc` (see [`mma_fragment_regs`]) gives all zeros.
 pub fn mma_sync(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
-    let mut d = [[0u32; 4]; 32];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { mma_sync_avx2(desc, a, b, c) };
+    }
+    mma_sync_with::<false>(desc, a, b, c)
+}
+
+/// [`mma_sync`] compiled for AVX2 and FMA: four f64 lanes per instruction,
+/// three-operand forms and fused multiply-adds more than halve its time
+/// compared with the baseline x86-64 (SSE2) build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn mma_sync_avx2(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
+    mma_sync_with::<true>(desc, a, b, c)
+}
+
+/// `FUSED`: see [`multiply_accumulate`].
+#[inline(always)]
+fn mma_sync_with<const FUSED: bool>(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
     let Ok(layout) = input_layout(desc) else {
-        return d;
+        return [[0u32; 4]; 32];
     };
-    let k = layout.k();
-    let mut a_m = [[0u64; 16]; 16];
-    let mut b_m = [[0u64; 8]; 16];
-    for lane in 0..32 {
-        for i in 0..layout.a_elements() {
-            let (r, col) = layout.a_coord(lane, i);
-            let slot = layout.slot(i);
-            a_m[r][col] = read_element(desc.a_ty, a[lane][slot.reg], slot.half);
-        }
-        for i in 0..layout.b_elements() {
-            let (r, col) = layout.b_coord(lane, i);
-            let slot = layout.slot(i);
-            b_m[r][col] = read_element(desc.b_ty, b[lane][slot.reg], slot.half);
-        }
-    }
-    let c_m = gather_accumulator(desc.c_ty, c);
-    let in_fmt = input_format(desc.a_ty);
-    let c_fmt = input_format(desc.c_ty);
-    let d_fmt = input_format(desc.d_ty);
-    // Decode every element once; rows of A and columns of B as slices.
-    // Fixed-size arrays: this runs once per warp-level mma, allocation-free.
-    let zero = Decoded::Zero { neg: false };
-    let mut a_rows = [[zero; 16]; 16];
-    let mut b_cols = [[zero; 16]; 8];
-    for r in 0..16 {
-        for kk in 0..k {
-            a_rows[r][kk] = in_fmt.decode(a_m[r][kk]);
-        }
-    }
-    for col in 0..8 {
-        for kk in 0..k {
-            b_cols[col][kk] = in_fmt.decode(b_m[kk][col]);
-        }
-    }
-    // The same as finite operands, `None` for a row/column holding NaN or ∞.
-    let finite = |v: &[Decoded; 16]| {
-        let mut out = [FiniteOperand::default(); 16];
-        for (o, &x) in out.iter_mut().zip(&v[..k]) {
-            *o = FiniteOperand::new(x)?;
-        }
-        Some(out)
-    };
-    let a_finite = a_rows.map(|row| finite(&row));
-    let b_finite = b_cols.map(|col| finite(&col));
-    for (lane, regs) in d.iter_mut().enumerate() {
-        for i in 0..4 {
-            let (r, col) = cd_coord(lane, i);
-            let acc = c_fmt.decode(c_m[r][col]);
-            let fast = match (&a_finite[r], &b_finite[col], FiniteOperand::new(acc)) {
-                (Some(x), Some(y), Some(z)) => dot_product_finite(&x[..k], &y[..k], z, d_fmt, Direction::NearestEven),
-                _ => None,
-            };
-            let value =
-                fast.unwrap_or_else(|| dot_product(&a_rows[r][..k], &b_cols[col][..k], acc, d_fmt, Direction::NearestEven)) as u32;
-            if desc.d_ty == ScalarType::F16 {
-                regs[i / 2] |= (value & 0xFFFF) << (16 * (i & 1));
+    let mut operands = Operands::new();
+    operands.gather(layout, desc.a_ty, desc.c_ty, a, b, c);
+    let d_fmt = if desc.d_ty == ScalarType::F16 { FloatFormat::F16 } else { FloatFormat::F32 };
+    let mut d = [[0u32; 4]; 32];
+    let f16_d = desc.d_ty == ScalarType::F16;
+    multiply_accumulate::<FUSED>(&operands, input_precision(desc.a_ty), d_fmt, |r, row| {
+        for (col, &value) in row.iter().enumerate() {
+            let (lane, i) = cd_source(r, col);
+            if f16_d {
+                d[lane][i / 2] |= (value & 0xFFFF) << (16 * (i & 1));
             } else {
-                regs[i] = value;
+                d[lane][i] = value;
             }
         }
-    }
+    });
     d
 }
 

@@ -90,12 +90,4 @@ mod tests {
         assert_eq!(<bf16 as RefElem>::round_f64(1.0 + 2f64.powi(-8)), 1.0);
         assert_eq!(<f64 as RefElem>::round_f64(0.1), 0.1);
     }
-
-    #[test]
-    fn unit_roundoff_matches_the_crate_dtypes() {
-        use crate::dtype::LoraDType;
-        assert_eq!(<f32 as RefElem>::UNIT_ROUNDOFF, <f32 as LoraDType>::UNIT_ROUNDOFF);
-        assert_eq!(<f16 as RefElem>::UNIT_ROUNDOFF, <f16 as LoraDType>::UNIT_ROUNDOFF);
-        assert_eq!(<bf16 as RefElem>::UNIT_ROUNDOFF, <bf16 as LoraDType>::UNIT_ROUNDOFF);
-    }
 }

@@ -29,7 +29,20 @@ fn open() -> Result<Arc<CudaContext>, String> {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err("no libcuda.so on the library path (run through `scripts/run.sh test` to use the emulator)".into());
     }
-    CudaContext::new(0).map_err(|e| format!("cuInit/cuDevicePrimaryCtxRetain failed: {e}"))
+    // cudarc panics on a missing symbol; a library without cuInit is not a driver.
+    // SAFETY: looks a symbol up in the library cudarc loaded.
+    if unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn(u32) -> i32>(b"cuInit\0") }.is_err() {
+        return Err("the libcuda.so found exports no cuInit: not a CUDA driver".into());
+    }
+    let ctx = CudaContext::new(0).map_err(|e| format!("cuInit/cuDevicePrimaryCtxRetain failed: {e}"))?;
+    let forced = std::env::var("FUSED_LORA_EMULATOR").is_ok_and(|v| v == "1");
+    if is_emulator() && !forced && std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        eprintln!(
+            "WARNING: kernel tests run on the emulator although this machine has an NVIDIA driver: \
+             cargo put target/release/libcuda.so first on the library path; run `scripts/run.sh test` to test on the GPU"
+        );
+    }
+    Ok(ctx)
 }
 
 /// The device, or `None` after a loud skip message when none exists and the

@@ -33,7 +33,7 @@ impl InputLayout {
         }
     }
 
-    fn packed(self) -> bool {
+    pub fn packed(self) -> bool {
         matches!(self, InputLayout::HalfK16 | InputLayout::HalfK8)
     }
 
@@ -69,7 +69,10 @@ impl InputLayout {
         }
     }
 
-    /// (row, col) in A (16 × K) of element `a_i` held by `lane`.
+    /// (row, col) in A (16 × K) of element `a_i` held by `lane`: the ISA's
+    /// table as written. The emulator reads fragments through its inverse,
+    /// `a_source`, which the tests check against this.
+    #[cfg(test)]
     pub fn a_coord(self, lane: usize, i: usize) -> (usize, usize) {
         let (g, t) = (lane >> 2, lane % 4);
         match self {
@@ -80,7 +83,9 @@ impl InputLayout {
         }
     }
 
-    /// (row, col) in B (K × 8) of element `b_i` held by `lane`.
+    /// (row, col) in B (K × 8) of element `b_i` held by `lane` (the ISA's
+    /// table; see `a_coord`).
+    #[cfg(test)]
     pub fn b_coord(self, lane: usize, i: usize) -> (usize, usize) {
         let (g, t) = (lane >> 2, lane % 4);
         match self {
@@ -92,11 +97,42 @@ impl InputLayout {
     }
 }
 
+impl InputLayout {
+    /// The inverse of `a_coord` (the ISA's table, kept for the tests): the
+    /// (lane, element index) holding `A[row][col]`.
+    pub fn a_source(self, row: usize, col: usize) -> (usize, usize) {
+        let (g, upper) = (row % 8, row / 8);
+        match self {
+            InputLayout::HalfK16 => (4 * g + (col % 8) / 2, (col & 1) + 2 * upper + 4 * (col / 8)),
+            InputLayout::HalfK8 => (4 * g + col / 2, (col & 1) + 2 * upper),
+            InputLayout::Tf32K8 => (4 * g + col % 4, upper + 2 * (col / 4)),
+            InputLayout::Tf32K4 => (4 * g + col, upper),
+        }
+    }
+
+    /// The inverse of `b_coord`: the (lane, element index) holding `B[row][col]`.
+    pub fn b_source(self, row: usize, col: usize) -> (usize, usize) {
+        let g = col;
+        match self {
+            InputLayout::HalfK16 => (4 * g + (row % 8) / 2, (row & 1) + 2 * (row / 8)),
+            InputLayout::HalfK8 => (4 * g + row / 2, row & 1),
+            InputLayout::Tf32K8 => (4 * g + row % 4, row / 4),
+            InputLayout::Tf32K4 => (4 * g + row, 0),
+        }
+    }
+}
+
 /// (row, col) in C/D (16 × 8) of element `c_i`, i in 0..4, held by `lane`;
 /// for `.f32` `c_i` is register i, for `.f16` half `i & 1` of register `i / 2`.
+#[cfg(test)]
 pub(crate) fn cd_coord(lane: usize, i: usize) -> (usize, usize) {
     let (g, t) = (lane >> 2, lane % 4);
     (g + 8 * usize::from(i >= 2), 2 * t + (i & 1))
+}
+
+/// The inverse of `cd_coord`: the (lane, element index) holding `C[row][col]`.
+pub(crate) fn cd_source(row: usize, col: usize) -> (usize, usize) {
+    (4 * (row % 8) + col / 2, (col & 1) + 2 * (row / 8))
 }
 
 #[cfg(test)]
@@ -131,6 +167,28 @@ mod tests {
             }
         }
         assert!(cd.iter().all(|&n| n == 1));
+        for lane in 0..32 {
+            for i in 0..4 {
+                let (r, c) = cd_coord(lane, i);
+                assert_eq!(cd_source(r, c), (lane, i), "C[{r}][{c}]");
+            }
+        }
+    }
+
+    #[test]
+    fn sources_invert_coordinates() {
+        for layout in [InputLayout::HalfK16, InputLayout::HalfK8, InputLayout::Tf32K8, InputLayout::Tf32K4] {
+            for lane in 0..32 {
+                for i in 0..layout.a_elements() {
+                    let (r, c) = layout.a_coord(lane, i);
+                    assert_eq!(layout.a_source(r, c), (lane, i), "{layout:?} A[{r}][{c}]");
+                }
+                for i in 0..layout.b_elements() {
+                    let (r, c) = layout.b_coord(lane, i);
+                    assert_eq!(layout.b_source(r, c), (lane, i), "{layout:?} B[{r}][{c}]");
+                }
+            }
+        }
     }
 
     #[test]

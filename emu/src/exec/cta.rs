@@ -1,0 +1,597 @@
+//! One CTA: its warps, shared memory, barriers and pending async copies, and
+//! the scheduler that runs them. Each warp executes SIMT over the group of
+//! lanes at its lowest program counter (independent thread scheduling with
+//! hardware-like reconvergence); warp collectives wait until every lane of
+//! their member mask is there.
+
+use super::arith::{self, bits_of, mask, sext};
+use super::race::RaceShadow;
+use super::{LaunchCtx, Stats, Stop};
+use crate::findings::FindingKind;
+use crate::numerics;
+use crate::ptx::ir::*;
+use crate::types::ScalarType;
+
+/// Warp instructions a warp runs before the scheduler moves on (so a warp
+/// spinning on another warp's progress cannot starve it).
+const SLICE: u32 = 512;
+const NUM_BARRIERS: usize = 16;
+
+/// Lanes of a mask, lowest first.
+pub(crate) struct Lanes(pub u32);
+
+impl Iterator for Lanes {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let l = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(l as usize)
+    }
+}
+
+pub(crate) struct Warp {
+    /// `regs[reg * 32 + lane]`, raw bits zero-extended to 64.
+    pub(super) regs: Vec<u64>,
+    pub(super) pc: [u32; 32],
+    /// Lanes that exist (a partial last warp has fewer than 32).
+    pub(super) exists: u32,
+    pub(super) run: u32,
+    /// Lanes waiting at a warp collective for the rest of its member mask.
+    pub(super) wait: u32,
+    /// Lanes waiting at a CTA barrier (`bar_id` says which).
+    pub(super) bar: u32,
+    pub(super) bar_id: [u8; 32],
+    pub(super) exited: u32,
+    /// Warp synchronisation epoch (racecheck), bumped by collectives.
+    pub(super) wsync: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+pub(super) struct Barrier {
+    pub(super) arrived: u32,
+    pub(super) expected: Option<u32>,
+    pub(super) first_pc: u32,
+    pub(super) first_thread: u32,
+    /// Another PC at which threads wait on the same barrier (divergence).
+    pub(super) other: Option<(u32, u32)>,
+    pub(super) popc: u32,
+    pub(super) any: bool,
+    pub(super) all: bool,
+}
+
+pub(super) struct PendingCopy {
+    pub(super) tid: u32,
+    pub(super) group: u32,
+    pub(super) dst: u32,
+    pub(super) len: u8,
+    pub(super) data: [u8; 16],
+    pub(super) pc: u32,
+}
+
+pub(crate) struct Cta<'l> {
+    pub(super) l: &'l LaunchCtx<'l>,
+    pub(super) k: &'l Kernel,
+    pub(super) ctaid: [u32; 3],
+    pub(super) block: [u32; 3],
+    pub(super) nthreads: u32,
+    pub(super) warps: Vec<Warp>,
+    pub(super) shared: Vec<u8>,
+    pub(super) shared_init: Vec<bool>,
+    pub(super) race: RaceShadow,
+    pub(super) local: Vec<u8>,
+    pub(super) bars: [Barrier; NUM_BARRIERS],
+    pub(super) pending: Vec<Vec<PendingCopy>>,
+    /// Per thread: the `cp.async` group that is open (commits so far).
+    pub(super) groups: Vec<u32>,
+    /// Index into the launch's allocation snapshot of the last global hit.
+    pub(super) cache: usize,
+    pub(super) clock: u64,
+    pub(crate) stats: Stats,
+    /// Scratch for request accounting (sector ids, shared addresses).
+    pub(super) scratch: Vec<u64>,
+    pub(super) sectors: Vec<u64>,
+}
+
+pub(super) fn lane_bit(l: usize) -> u32 {
+    1u32 << l
+}
+
+impl<'l> Cta<'l> {
+    pub(crate) fn new(l: &'l LaunchCtx<'l>) -> Self {
+        let k = l.kernel;
+        Cta {
+            l,
+            k,
+            ctaid: [0; 3],
+            block: l.config.block,
+            nthreads: l.config.block.iter().product(),
+            warps: Vec::new(),
+            shared: Vec::new(),
+            shared_init: Vec::new(),
+            race: RaceShadow::new(),
+            local: Vec::new(),
+            bars: [Barrier::default(); NUM_BARRIERS],
+            pending: Vec::new(),
+            groups: Vec::new(),
+            cache: 0,
+            clock: 0,
+            stats: Stats::new(k.insts.len()),
+            scratch: Vec::with_capacity(256),
+            sectors: Vec::with_capacity(256),
+        }
+    }
+
+    pub(super) fn shared_size(&self) -> usize {
+        self.k.dynamic_shared_offset as usize + self.l.config.dynamic_shared_bytes as usize
+    }
+
+    /// Runs CTA `ctaid` to completion or to its first finding.
+    pub(crate) fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Stop> {
+        self.ctaid = ctaid;
+        let nwarps = self.nthreads.div_ceil(32) as usize;
+        let nregs = self.k.nregs as usize;
+        self.warps.truncate(nwarps);
+        while self.warps.len() < nwarps {
+            self.warps.push(Warp {
+                regs: Vec::new(),
+                pc: [0; 32],
+                exists: 0,
+                run: 0,
+                wait: 0,
+                bar: 0,
+                bar_id: [0; 32],
+                exited: 0,
+                wsync: 0,
+            });
+        }
+        for (i, w) in self.warps.iter_mut().enumerate() {
+            let n = (self.nthreads - 32 * i as u32).min(32);
+            w.exists = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+            w.run = w.exists;
+            w.wait = 0;
+            w.bar = 0;
+            w.exited = 0;
+            w.wsync = 0;
+            w.pc = [0; 32];
+            w.regs.clear();
+            w.regs.resize(nregs * 32, 0);
+        }
+        let size = self.shared_size();
+        self.shared.clear();
+        self.shared.resize(size, 0);
+        self.shared_init.clear();
+        self.shared_init.resize(size, false);
+        if self.l.opts.racecheck {
+            self.race.reset(size);
+        }
+        self.local.clear();
+        self.local.resize(self.k.info.local_bytes as usize * self.nthreads as usize, 0);
+        self.bars = [Barrier::default(); NUM_BARRIERS];
+        self.pending.truncate(self.nthreads as usize);
+        self.pending.iter_mut().for_each(|q| q.clear());
+        self.pending.resize_with(self.nthreads as usize, Vec::new);
+        self.groups.clear();
+        self.groups.resize(self.nthreads as usize, 0);
+
+        loop {
+            let mut progressed = false;
+            for w in 0..nwarps {
+                if self.warps[w].run != 0 {
+                    progressed = true;
+                    self.run_warp(w)?;
+                }
+            }
+            if self.l.stopped() {
+                return Err(Stop);
+            }
+            if self.release_barriers()? {
+                continue;
+            }
+            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) {
+                return Ok(());
+            }
+            if !progressed {
+                return Err(self.stall());
+            }
+        }
+    }
+
+    fn run_warp(&mut self, w: usize) -> Result<(), Stop> {
+        for _ in 0..SLICE {
+            let warp = &self.warps[w];
+            if warp.run == 0 {
+                return Ok(());
+            }
+            let mut pc = u32::MAX;
+            for l in Lanes(warp.run) {
+                pc = pc.min(warp.pc[l]);
+            }
+            let mut group = 0u32;
+            for l in Lanes(warp.run | warp.wait) {
+                if warp.pc[l] == pc {
+                    group |= lane_bit(l);
+                }
+            }
+            self.step(w, pc, group)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn tid_of(&self, w: usize, lane: usize) -> u32 {
+        (w * 32 + lane) as u32
+    }
+
+    pub(super) fn thread_xyz(&self, tid: u32) -> [u32; 3] {
+        let [bx, by, _] = self.block;
+        [tid % bx, (tid / bx) % by, tid / (bx * by)]
+    }
+
+    /// Records a finding and returns the stop signal.
+    pub(super) fn report(&self, kind: FindingKind, pc: u32, tid: u32, addr: u64, detail: String) -> Stop {
+        let line = self.k.insts.get(pc as usize).map_or(0, |i| i.line);
+        self.l.report(kind, line, self.ctaid, self.thread_xyz(tid), addr, detail);
+        Stop
+    }
+
+    #[inline]
+    pub(super) fn reg(&self, w: usize, r: u32, lane: usize) -> u64 {
+        self.warps[w].regs[r as usize * 32 + lane]
+    }
+
+    #[inline]
+    fn sreg(&self, w: usize, s: Sreg, lane: usize) -> u64 {
+        let tid = self.tid_of(w, lane);
+        let xyz = self.thread_xyz(tid);
+        let cfg = self.l.config;
+        match s {
+            Sreg::Tid(d) => xyz[d as usize] as u64,
+            Sreg::Ntid(d) => cfg.block[d as usize] as u64,
+            Sreg::Ctaid(d) => self.ctaid[d as usize] as u64,
+            Sreg::Nctaid(d) => cfg.grid[d as usize] as u64,
+            Sreg::LaneId => lane as u64,
+            Sreg::WarpId => w as u64,
+            Sreg::NWarpId => 64,
+            Sreg::SmId => 0,
+            Sreg::NSmId => 1,
+            Sreg::GridId => 1,
+            Sreg::LaneMaskEq => 1 << lane,
+            Sreg::LaneMaskLt => (1u64 << lane) - 1,
+            Sreg::LaneMaskLe => (1u64 << (lane + 1)) - 1,
+            Sreg::LaneMaskGt => (!((1u64 << (lane + 1)) - 1)) & 0xffff_ffff,
+            Sreg::LaneMaskGe => (!((1u64 << lane) - 1)) & 0xffff_ffff,
+            Sreg::Clock => self.clock & 0xffff_ffff,
+            Sreg::Clock64 => self.clock,
+            Sreg::GlobalTimer => self.clock * 1000,
+            Sreg::DynSmemSize => cfg.dynamic_shared_bytes as u64,
+            Sreg::TotalSmemSize => self.shared_size() as u64,
+        }
+    }
+
+    #[inline]
+    pub(super) fn val(&self, w: usize, o: &Opd, lane: usize) -> u64 {
+        match o {
+            Opd::Reg(r) => self.reg(w, *r, lane),
+            Opd::Imm(v) => *v,
+            Opd::NotPred(r) => (self.reg(w, *r, lane) == 0) as u64,
+            Opd::Sreg(s) => self.sreg(w, *s, lane),
+            Opd::Addr { base, off } => base.map_or(0, |r| self.reg(w, r, lane)).wrapping_add(*off as u64),
+            Opd::Vec(_) | Opd::Sink => 0,
+        }
+    }
+
+    /// Element `i` of a vector operand (or the operand itself).
+    #[inline]
+    pub(super) fn elem(o: &Opd, i: usize) -> &Opd {
+        match o {
+            Opd::Vec(v) => v.get(i).unwrap_or(&Opd::Sink),
+            _ => o,
+        }
+    }
+
+    #[inline]
+    pub(super) fn set(&mut self, w: usize, d: &Opd, lane: usize, v: u64, ty: ScalarType) {
+        if let Opd::Reg(r) = d {
+            // Predicates keep bit 0 (so `not.pred` is a logical not).
+            let v = if ty == ScalarType::Pred { v & 1 } else { v & mask(bits_of(ty)) };
+            self.warps[w].regs[*r as usize * 32 + lane] = v;
+        }
+    }
+
+    #[inline]
+    pub(super) fn write_all(&mut self, w: usize, d: &Opd, exec: u32, out: &[u64; 32], ty: ScalarType) {
+        for l in Lanes(exec) {
+            self.set(w, d, l, out[l], ty);
+        }
+    }
+
+    #[inline]
+    pub(super) fn advance(&mut self, w: usize, lanes: u32) {
+        let warp = &mut self.warps[w];
+        for l in Lanes(lanes) {
+            warp.pc[l] += 1;
+        }
+    }
+
+    pub(super) fn exit_lanes(&mut self, w: usize, lanes: u32) -> Result<(), Stop> {
+        for l in Lanes(lanes) {
+            let tid = self.tid_of(w, l);
+            self.land_copies(tid, u32::MAX)?;
+        }
+        let warp = &mut self.warps[w];
+        warp.run &= !lanes;
+        warp.wait &= !lanes;
+        warp.exited |= lanes;
+        Ok(())
+    }
+
+    /// Executes the instruction at `pc` for `group`.
+    fn step(&mut self, w: usize, pc: u32, group: u32) -> Result<(), Stop> {
+        let k = self.k;
+        let Some(inst) = k.insts.get(pc as usize) else {
+            // Falling off the end of the kernel is a return.
+            return self.exit_lanes(w, group);
+        };
+        self.clock += 1;
+        self.stats.inst_warp[pc as usize] += 1;
+        self.stats.thread_instructions += group.count_ones() as u64;
+        let exec = match inst.guard {
+            None => group,
+            Some((r, neg)) => {
+                let mut m = 0;
+                for l in Lanes(group) {
+                    if (self.reg(w, r, l) != 0) != neg {
+                        m |= lane_bit(l);
+                    }
+                }
+                m
+            }
+        };
+        if inst.is_collective() {
+            return self.collective(w, pc, group, exec, inst);
+        }
+        let ty = inst.ty;
+        let mut out = [0u64; 32];
+        match &inst.op {
+            Op::Mov => {
+                let n = match (&inst.d, &inst.s[0]) {
+                    (_, Opd::Vec(v)) | (Opd::Vec(v), _) => v.len(),
+                    _ => 1,
+                };
+                let ew = bits_of(ty) / n as u32;
+                if let Opd::Vec(dv) = &inst.d {
+                    for l in Lanes(exec) {
+                        let v = self.val(w, &inst.s[0], l);
+                        for (i, d) in dv.iter().enumerate() {
+                            let part = (v >> (ew as usize * i)) & mask(ew);
+                            if let Opd::Reg(r) = d {
+                                self.warps[w].regs[*r as usize * 32 + l] = part;
+                            }
+                        }
+                    }
+                } else {
+                    for l in Lanes(exec) {
+                        out[l] = match &inst.s[0] {
+                            Opd::Vec(sv) => sv
+                                .iter()
+                                .enumerate()
+                                .fold(0, |acc, (i, o)| acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i)),
+                            o => self.val(w, o, l),
+                        };
+                    }
+                    self.write_all(w, &inst.d, exec, &out, ty);
+                }
+            }
+            Op::Int(op) => {
+                let carry_reg = self.k.carry_reg;
+                for l in Lanes(exec) {
+                    let a = self.val(w, &inst.s[0], l);
+                    let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l));
+                    let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
+                    // The fourth operand of bfi (len) and lop3 (lut) travels in `extra`.
+                    let mut extra = match op {
+                        IntOp::Bfi | IntOp::Lop3 => self.val(w, &inst.s[3], l),
+                        _ => self.reg(w, carry_reg, l),
+                    };
+                    out[l] = arith::int_op(*op, ty, a, b, c, &mut extra);
+                    if let IntOp::AddCarry { carry_out: true, .. } | IntOp::SubCarry { carry_out: true, .. } = op {
+                        self.warps[w].regs[carry_reg as usize * 32 + l] = extra;
+                    }
+                }
+                let dty = match op {
+                    IntOp::MulWide | IntOp::MadWide => wide_type(ty),
+                    _ => ty,
+                };
+                self.write_all(w, &inst.d, exec, &out, dty);
+            }
+            Op::Float { op, rnd, ftz, sat } => {
+                for l in Lanes(exec) {
+                    let a = self.val(w, &inst.s[0], l);
+                    let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l));
+                    let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
+                    out[l] = if ty == ScalarType::F64 { arith::f64_op(*op, a, b, c) } else { arith::f32_op(*op, *rnd, *ftz, *sat, a, b, c) };
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Half { op, rnd, ftz, sat } => {
+                for l in Lanes(exec) {
+                    let a = self.val(w, &inst.s[0], l) as u32;
+                    let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l)) as u32;
+                    let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l)) as u32;
+                    out[l] = numerics::half_op(*op, ty, *rnd, *ftz, *sat, a, b, c) as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Special { op, ftz } => {
+                for l in Lanes(exec) {
+                    let a = f32::from_bits(self.val(w, &inst.s[0], l) as u32);
+                    out[l] = numerics::special_f32(*op, *ftz, a).to_bits() as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Testp(kind) => {
+                for l in Lanes(exec) {
+                    out[l] = arith::testp(*kind, ty, self.val(w, &inst.s[0], l)) as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
+            }
+            Op::Setp { cmp, comb } => {
+                let mut out2 = [0u64; 32];
+                for l in Lanes(exec) {
+                    let r = arith::compare(*cmp, ty, self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
+                    let c = inst.s.get(2).is_some_and(|o| self.val(w, o, l) != 0);
+                    out[l] = arith::combine(*comb, r, c) as u64;
+                    out2[l] = arith::combine(*comb, !r, c) as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
+                self.write_all(w, &inst.d2, exec, &out2, ScalarType::Pred);
+            }
+            Op::Set { cmp, comb, dty } => {
+                for l in Lanes(exec) {
+                    let r = arith::compare(*cmp, ty, self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
+                    let c = inst.s.get(2).is_some_and(|o| self.val(w, o, l) != 0);
+                    let t = arith::combine(*comb, r, c);
+                    out[l] = match (*dty, t) {
+                        (ScalarType::F32, true) => 1.0f32.to_bits() as u64,
+                        (_, true) => u64::MAX,
+                        (_, false) => 0,
+                    };
+                }
+                self.write_all(w, &inst.d, exec, &out, *dty);
+            }
+            Op::Selp => {
+                for l in Lanes(exec) {
+                    let c = self.val(w, &inst.s[2], l) != 0;
+                    out[l] = self.val(w, &inst.s[if c { 0 } else { 1 }], l);
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Slct { cty } => {
+                for l in Lanes(exec) {
+                    let c = self.val(w, &inst.s[2], l);
+                    let ge = if *cty == ScalarType::F32 { f32::from_bits(c as u32) >= 0.0 } else { sext(c, 32) >= 0 };
+                    out[l] = self.val(w, &inst.s[if ge { 0 } else { 1 }], l);
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Cvt { src, rnd, ftz, sat, relu } => {
+                let int = crate::ptx::lower::is_int_cvt(ty, *src);
+                for l in Lanes(exec) {
+                    let a = self.val(w, &inst.s[0], l);
+                    out[l] = if int {
+                        arith::cvt_int(ty, *src, *sat, a)
+                    } else {
+                        arith::cvt_fast(ty, *src, *rnd, *ftz, *sat, *relu, a)
+                            .unwrap_or_else(|| numerics::cvt(ty, *src, *rnd, *ftz, *sat, *relu, a))
+                    };
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::CvtPack { rnd, relu } => {
+                for l in Lanes(exec) {
+                    let a = f32::from_bits(self.val(w, &inst.s[0], l) as u32);
+                    let b = f32::from_bits(self.val(w, &inst.s[1], l) as u32);
+                    out[l] = numerics::cvt_pack_f32x2(ty, *rnd, *relu, a, b) as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Cvta { to_generic, space } => {
+                let win = space.window();
+                for l in Lanes(exec) {
+                    let a = self.val(w, &inst.s[0], l);
+                    out[l] = if *to_generic {
+                        a.wrapping_add(win)
+                    } else if win != 0 && a >= win && a < win + WINDOW_SIZE {
+                        a - win
+                    } else if win != 0 {
+                        // Not an address of that space: a later access faults.
+                        a | 0x8000_0000_0000_0000
+                    } else {
+                        a
+                    };
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::Isspacep(space) => {
+                for l in Lanes(exec) {
+                    let a = self.val(w, &inst.s[0], l);
+                    out[l] = (generic_space(a) == *space || (*space == Space::Const && generic_space(a) == Space::Global)) as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
+            }
+            Op::Ld { space, vec } => self.load(w, pc, exec, inst, *space, *vec)?,
+            Op::St { space, vec } => self.store(w, pc, exec, inst, *space, *vec)?,
+            Op::Atom { space, op, ret } => self.atomic(w, pc, exec, inst, *space, *op, *ret)?,
+            Op::Bra { target } => {
+                let warp = &mut self.warps[w];
+                for l in Lanes(group) {
+                    warp.pc[l] = if exec & lane_bit(l) != 0 { *target } else { pc + 1 };
+                }
+                return Ok(());
+            }
+            Op::Exit => {
+                self.advance(w, group & !exec);
+                return self.exit_lanes(w, exec);
+            }
+            Op::Trap => {
+                if let Some(l) = Lanes(exec).next() {
+                    return Err(self.report(FindingKind::Trap, pc, self.tid_of(w, l), 0, "trap executed".into()));
+                }
+            }
+            Op::Bar { kind } => {
+                self.stats.barriers += 1;
+                return self.barrier(w, pc, group, exec, inst, *kind);
+            }
+            Op::Activemask => {
+                for l in Lanes(exec) {
+                    out[l] = group as u64;
+                }
+                self.write_all(w, &inst.d, exec, &out, ty);
+            }
+            Op::CpAsync { bytes } => self.cp_async(w, pc, exec, inst, *bytes)?,
+            Op::CpAsyncCommit => {
+                for l in Lanes(exec) {
+                    let tid = self.tid_of(w, l) as usize;
+                    self.groups[tid] += 1;
+                }
+            }
+            Op::CpAsyncWait { keep } => {
+                for l in Lanes(exec) {
+                    let tid = self.tid_of(w, l);
+                    let open = self.groups[tid as usize];
+                    let limit = if *keep == WAIT_ALL { u32::MAX } else { open.saturating_sub(*keep) };
+                    self.land_copies(tid, limit)?;
+                }
+            }
+            Op::Nop => {}
+            Op::WarpSync | Op::Shfl(_) | Op::Vote(_) | Op::Match { .. } | Op::Redux(_) | Op::Mma { .. } | Op::Ldmatrix { .. } | Op::Stmatrix { .. } => {
+                unreachable!("collectives are dispatched above")
+            }
+        }
+        self.advance(w, group);
+        Ok(())
+    }
+}
+
+fn wide_type(ty: ScalarType) -> ScalarType {
+    match ty {
+        ScalarType::S16 => ScalarType::S32,
+        ScalarType::U16 => ScalarType::U32,
+        ScalarType::S32 => ScalarType::S64,
+        _ => ScalarType::U64,
+    }
+}
+
+/// Which space a generic address points into.
+pub(crate) fn generic_space(a: u64) -> Space {
+    for s in [Space::Shared, Space::Local, Space::Param] {
+        let win = s.window();
+        if a >= win && a < win + WINDOW_SIZE {
+            return s;
+        }
+    }
+    Space::Global
+}
+

@@ -1,0 +1,589 @@
+//! Memory instructions of a CTA: loads, stores, atomics and async copies in
+//! every state space, with memcheck, initcheck and racecheck on each access
+//! and the request/sector/wavefront counting of each warp instruction.
+
+use super::cta::{generic_space, Cta, Lanes, PendingCopy};
+use super::race::Conflict;
+use super::Stop;
+use crate::findings::FindingKind;
+use crate::numerics::{self, FloatOp, Rounding};
+use crate::ptx::ir::*;
+use crate::types::ScalarType;
+
+/// The concrete space and space-relative address of an access.
+fn resolve(space: Space, a: u64) -> (Space, u64) {
+    match space {
+        Space::Generic => {
+            let s = generic_space(a);
+            (s, a - s.window())
+        }
+        Space::Const => (Space::Global, a),
+        s => (s, a),
+    }
+}
+
+fn space_name(s: Space) -> &'static str {
+    match s {
+        Space::Global | Space::Const | Space::Generic => "global",
+        Space::Shared => "shared",
+        Space::Local => "local",
+        Space::Param => "param",
+    }
+}
+
+/// Distinct 32-byte sectors touched by the `(addr, len)` accesses.
+fn count_sectors(acc: &mut [u64]) -> u64 {
+    // Entries are sector ids already; sort and count distinct.
+    acc.sort_unstable();
+    let mut n = 0;
+    let mut last = u64::MAX;
+    for &s in acc.iter() {
+        if s != last {
+            n += 1;
+            last = s;
+        }
+    }
+    n
+}
+
+/// Shared-memory wavefronts of one warp request: accesses are packed as
+/// `addr | len << 32 | lane << 40`. Wider accesses are served in phases
+/// (half-warps for 8 bytes, quarter-warps for 16), each needing as many
+/// wavefronts as the most distinct 4-byte words any one of the 32 banks holds.
+/// Returns `(wavefronts, ideal)`.
+pub(super) fn shared_wavefronts(acc: &[u64]) -> (u64, u64) {
+    let mut total = 0;
+    let mut ideal = 0;
+    let len = acc.iter().map(|a| (a >> 32) & 0xff).max().unwrap_or(4);
+    let lanes_per_phase = match len {
+        0..=4 => 32,
+        5..=8 => 16,
+        _ => 8,
+    };
+    // At most 32 lanes × 4 words per phase; kept on the stack (hot path).
+    let mut words = [0u64; 128];
+    for phase in 0..(32 / lanes_per_phase) {
+        let mut n = 0;
+        for &a in acc {
+            let lane = ((a >> 40) & 0xff) as usize;
+            if lane / lanes_per_phase != phase {
+                continue;
+            }
+            let addr = a & 0xffff_ffff;
+            let l = (a >> 32) & 0xff;
+            for wd in (addr / 4)..=((addr + l.max(1) - 1) / 4) {
+                if n < words.len() {
+                    words[n] = wd;
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        let ws = &mut words[..n];
+        ws.sort_unstable();
+        let mut per_bank = [0u8; 32];
+        let mut last = u64::MAX;
+        for &wd in ws.iter() {
+            if wd != last {
+                per_bank[(wd % 32) as usize] += 1;
+                last = wd;
+            }
+        }
+        total += per_bank.iter().copied().max().unwrap_or(1).max(1) as u64;
+        ideal += 1;
+    }
+    (total, ideal)
+}
+
+fn atom_apply(op: AtomOp, ty: ScalarType, old: u64, b: u64, c: u64) -> u64 {
+    let mut carry = 0;
+    match op {
+        AtomOp::Add => match ty {
+            ScalarType::F32 => (f32::from_bits(old as u32) + f32::from_bits(b as u32)).to_bits() as u64,
+            ScalarType::F64 => (f64::from_bits(old) + f64::from_bits(b)).to_bits(),
+            ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2 => {
+                numerics::half_op(FloatOp::Add, ty, Some(Rounding::Rn), false, false, old as u32, b as u32, 0) as u64
+            }
+            _ => old.wrapping_add(b),
+        },
+        AtomOp::Min | AtomOp::Max if ty == ScalarType::F32 => {
+            let (x, y) = (f32::from_bits(old as u32), f32::from_bits(b as u32));
+            let r = if op == AtomOp::Min { x.min(y) } else { x.max(y) };
+            r.to_bits() as u64
+        }
+        AtomOp::Min => super::arith::int_op(IntOp::Min, ty, old, b, 0, &mut carry),
+        AtomOp::Max => super::arith::int_op(IntOp::Max, ty, old, b, 0, &mut carry),
+        AtomOp::Inc => {
+            if (old as u32) >= (b as u32) {
+                0
+            } else {
+                old + 1
+            }
+        }
+        AtomOp::Dec => {
+            if old as u32 == 0 || (old as u32) > (b as u32) {
+                b
+            } else {
+                old - 1
+            }
+        }
+        AtomOp::And => old & b,
+        AtomOp::Or => old | b,
+        AtomOp::Xor => old ^ b,
+        AtomOp::Exch => b,
+        AtomOp::Cas => {
+            if old == b & super::arith::mask(super::arith::bits_of(ty)) {
+                c
+            } else {
+                old
+            }
+        }
+    }
+}
+
+impl<'l> Cta<'l> {
+    fn misaligned(&self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<(), Stop> {
+        if self.l.opts.memcheck && len > 1 && addr % len as u64 != 0 {
+            return Err(self.report(
+                FindingKind::Misaligned,
+                pc,
+                tid,
+                addr,
+                format!("{}-byte {} access at an address not aligned to {len}", len, space_name(sp)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The allocation index and offset for a global access, or `None` when
+    /// memcheck is off and the access is invalid (it is then skipped).
+    fn global_locate(&mut self, pc: u32, tid: u32, addr: u64, len: u64) -> Result<Option<(usize, u64)>, Stop> {
+        let allocs = &self.l.allocs;
+        let hit = |i: usize| allocs.get(i).is_some_and(|a| addr >= a.base && addr.wrapping_add(len) <= a.base + a.size && addr.checked_add(len).is_some());
+        if !hit(self.cache) {
+            let i = allocs.partition_point(|a| a.base <= addr).wrapping_sub(1);
+            if !hit(i) {
+                if !self.l.opts.memcheck {
+                    return Ok(None);
+                }
+                let near = match self.l.mem.nearest(addr) {
+                    Some((b, s)) => format!("nearest allocation [{b:#x}, +{s})"),
+                    None => "no live allocation".into(),
+                };
+                return Err(self.report(
+                    FindingKind::OutOfBounds,
+                    pc,
+                    tid,
+                    addr,
+                    format!("{len}-byte global access outside every live allocation; {near}"),
+                ));
+            }
+            self.cache = i;
+        }
+        Ok(Some((self.cache, addr - allocs[self.cache].base)))
+    }
+
+    fn shared_range(&self, pc: u32, tid: u32, sp: Space, off: u64, len: u64, limit: usize) -> Result<bool, Stop> {
+        if off.checked_add(len).is_some_and(|e| e <= limit as u64) {
+            return Ok(true);
+        }
+        if !self.l.opts.memcheck {
+            return Ok(false);
+        }
+        Err(self.report(
+            FindingKind::OutOfBounds,
+            pc,
+            tid,
+            off,
+            format!("{len}-byte {} access at offset {off:#x} outside the {limit} bytes declared", space_name(sp)),
+        ))
+    }
+
+    fn race_check(&mut self, pc: u32, tid: u32, off: u64, len: u64, write: bool) -> Result<(), Stop> {
+        if !self.l.opts.racecheck {
+            return Ok(());
+        }
+        let wsync = self.warps[(tid / 32) as usize].wsync;
+        for b in off..off + len {
+            if let Some(c) = self.race.access(b as usize, tid, write, wsync) {
+                let (kind, detail) = match c {
+                    Conflict::With { other, other_wrote } => (
+                        FindingKind::Race,
+                        format!(
+                            "shared {} of byte {b:#x} races with a {} by thread {:?} since the last barrier",
+                            if write { "write" } else { "read" },
+                            if other_wrote { "write" } else { "read" },
+                            self.thread_xyz(other)
+                        ),
+                    ),
+                    Conflict::AsyncPending { other } => (
+                        FindingKind::Race,
+                        format!(
+                            "shared byte {b:#x} is accessed before the cp.async of thread {:?} that writes it was waited for",
+                            self.thread_xyz(other)
+                        ),
+                    ),
+                };
+                return Err(self.report(kind, pc, tid, off, detail));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `len` ≤ 8 bytes at a resolved address.
+    #[inline]
+    pub(super) fn read(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<u64, Stop> {
+        self.read_checked(pc, tid, sp, addr, len, true)
+    }
+
+    /// `read`, with the shared-memory initcheck optional (see `Op::Ldmatrix`).
+    pub(super) fn read_checked(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32, shared_initcheck: bool) -> Result<u64, Stop> {
+        let n = len as u64;
+        match sp {
+            Space::Global | Space::Const | Space::Generic => {
+                let Some((i, off)) = self.global_locate(pc, tid, addr, n)? else { return Ok(0) };
+                let a = &self.l.allocs[i];
+                if self.l.opts.initcheck && !a.is_init(off, n) {
+                    return Err(self.report(
+                        FindingKind::Uninitialized,
+                        pc,
+                        tid,
+                        addr,
+                        format!("{len}-byte global read of bytes never written (allocation [{:#x}, +{}))", a.base, a.size),
+                    ));
+                }
+                self.l.touch(i, off, n, false);
+                Ok(a.load(off, len))
+            }
+            Space::Shared => {
+                if !self.shared_range(pc, tid, sp, addr, n, self.shared.len())? {
+                    return Ok(0);
+                }
+                self.race_check(pc, tid, addr, n, false)?;
+                let o = addr as usize;
+                if shared_initcheck && self.l.opts.initcheck && !self.shared_init[o..o + len as usize].iter().all(|b| *b) {
+                    return Err(self.report(
+                        FindingKind::Uninitialized,
+                        pc,
+                        tid,
+                        addr,
+                        format!("{len}-byte shared read at offset {addr:#x} of bytes never written"),
+                    ));
+                }
+                Ok(le(&self.shared[o..o + len as usize]))
+            }
+            Space::Local => {
+                let lb = self.k.info.local_bytes as usize;
+                if !self.shared_range(pc, tid, sp, addr, n, lb)? {
+                    return Ok(0);
+                }
+                let o = tid as usize * lb + addr as usize;
+                Ok(le(&self.local[o..o + len as usize]))
+            }
+            Space::Param => {
+                let p = self.l.params;
+                if !self.shared_range(pc, tid, sp, addr, n, p.len())? {
+                    return Ok(0);
+                }
+                Ok(le(&p[addr as usize..addr as usize + len as usize]))
+            }
+        }
+    }
+
+    /// Writes the low `len` ≤ 8 bytes of `v` at a resolved address.
+    pub(super) fn write(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32, v: u64) -> Result<(), Stop> {
+        let n = len as u64;
+        match sp {
+            Space::Global | Space::Const | Space::Generic => {
+                let Some((i, off)) = self.global_locate(pc, tid, addr, n)? else { return Ok(()) };
+                let a = &self.l.allocs[i];
+                a.store(off, len, v);
+                a.set_init(off, n);
+                self.l.touch(i, off, n, true);
+            }
+            Space::Shared => {
+                if !self.shared_range(pc, tid, sp, addr, n, self.shared.len())? {
+                    return Ok(());
+                }
+                self.race_check(pc, tid, addr, n, true)?;
+                let o = addr as usize;
+                self.shared[o..o + len as usize].copy_from_slice(&v.to_le_bytes()[..len as usize]);
+                self.shared_init[o..o + len as usize].fill(true);
+            }
+            Space::Local => {
+                let lb = self.k.info.local_bytes as usize;
+                if !self.shared_range(pc, tid, sp, addr, n, lb)? {
+                    return Ok(());
+                }
+                let o = tid as usize * lb + addr as usize;
+                self.local[o..o + len as usize].copy_from_slice(&v.to_le_bytes()[..len as usize]);
+            }
+            Space::Param => {
+                if self.l.opts.memcheck {
+                    return Err(self.report(FindingKind::OutOfBounds, pc, tid, addr, "store to kernel parameter space".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one warp request's accounting (accesses gathered in `scratch`).
+    fn account(&mut self, sp: Space, store: bool) {
+        match sp {
+            Space::Global | Space::Const | Space::Generic => {
+                let mut sectors = std::mem::take(&mut self.sectors);
+                sectors.clear();
+                for &a in &self.scratch {
+                    let (addr, len) = (a & 0x00ff_ffff_ffff_ffff, a >> 56);
+                    for s in (addr >> 5)..=((addr + len.max(1) - 1) >> 5) {
+                        sectors.push(s);
+                    }
+                }
+                let n = count_sectors(&mut sectors);
+                self.sectors = sectors;
+                if store {
+                    self.stats.global_store_requests += 1;
+                    self.stats.global_store_sectors += n;
+                } else {
+                    self.stats.global_load_requests += 1;
+                    self.stats.global_load_sectors += n;
+                }
+            }
+            Space::Shared => {
+                let (waves, ideal) = shared_wavefronts(&self.scratch);
+                self.stats.shared_requests += 1;
+                self.stats.shared_wavefronts += waves;
+                self.stats.shared_bank_conflicts += waves - ideal;
+            }
+            _ => {}
+        }
+    }
+
+    fn note_access(&mut self, sp: Space, lane: usize, addr: u64, len: u32) {
+        match sp {
+            Space::Shared => self.scratch.push((addr & 0xffff_ffff) | (len as u64) << 32 | (lane as u64) << 40),
+            _ => self.scratch.push((addr & 0x00ff_ffff_ffff_ffff) | (len as u64) << 56),
+        }
+    }
+
+    pub(super) fn load(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, space: Space, vec: u8) -> Result<(), Stop> {
+        let ty = inst.ty;
+        let size = ty.size_bytes();
+        let total = size * vec as u32;
+        self.scratch.clear();
+        let mut req_space = None;
+        // Narrow signed loads sign-extend into the 32-bit register they fill.
+        let (store_ty, signed_narrow) = match ty {
+            ScalarType::S8 | ScalarType::S16 => (ScalarType::B32, true),
+            t => (t, false),
+        };
+        for l in Lanes(exec) {
+            let tid = self.tid_of(w, l);
+            let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+            req_space.get_or_insert(sp);
+            self.misaligned(pc, tid, sp, addr, total)?;
+            self.note_access(sp, l, addr, total);
+            for i in 0..vec as usize {
+                let mut v = self.read(pc, tid, sp, addr.wrapping_add(i as u64 * size as u64), size)?;
+                if signed_narrow {
+                    v = super::arith::sext(v, size * 8) as u64;
+                }
+                if let Opd::Reg(r) = Self::elem(&inst.d, i) {
+                    self.warps[w].regs[*r as usize * 32 + l] = v & super::arith::mask(super::arith::bits_of(store_ty));
+                }
+            }
+        }
+        if let Some(sp) = req_space {
+            self.account(sp, false);
+        }
+        Ok(())
+    }
+
+    pub(super) fn store(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, space: Space, vec: u8) -> Result<(), Stop> {
+        let size = inst.ty.size_bytes();
+        let total = size * vec as u32;
+        self.scratch.clear();
+        let mut req_space = None;
+        for l in Lanes(exec) {
+            let tid = self.tid_of(w, l);
+            let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+            req_space.get_or_insert(sp);
+            self.misaligned(pc, tid, sp, addr, total)?;
+            self.note_access(sp, l, addr, total);
+            for i in 0..vec as usize {
+                let v = self.val(w, Self::elem(&inst.s[1], i), l);
+                self.write(pc, tid, sp, addr.wrapping_add(i as u64 * size as u64), size, v)?;
+            }
+        }
+        if let Some(sp) = req_space {
+            self.account(sp, true);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn atomic(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, space: Space, op: AtomOp, ret: bool) -> Result<(), Stop> {
+        let ty = inst.ty;
+        let size = ty.size_bytes();
+        self.scratch.clear();
+        let mut req_space = None;
+        for l in Lanes(exec) {
+            let tid = self.tid_of(w, l);
+            let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+            req_space.get_or_insert(sp);
+            let b = self.val(w, &inst.s[1], l);
+            let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
+            self.misaligned(pc, tid, sp, addr, size)?;
+            self.note_access(sp, l, addr, size);
+            let old = match sp {
+                Space::Global => {
+                    let Some((i, off)) = self.global_locate(pc, tid, addr, size as u64)? else { continue };
+                    let a = &self.l.allocs[i];
+                    if self.l.opts.initcheck && op != AtomOp::Exch && !a.is_init(off, size as u64) {
+                        return Err(self.report(
+                            FindingKind::Uninitialized,
+                            pc,
+                            tid,
+                            addr,
+                            format!("atomic on global bytes never written (allocation [{:#x}, +{}))", a.base, a.size),
+                        ));
+                    }
+                    let old = a.atomic_rmw(off, size, &mut |old| atom_apply(op, ty, old, b, c));
+                    a.set_init(off, size as u64);
+                    self.l.touch(i, off, size as u64, false);
+                    self.l.touch(i, off, size as u64, true);
+                    old
+                }
+                Space::Shared => {
+                    if !self.shared_range(pc, tid, sp, addr, size as u64, self.shared.len())? {
+                        continue;
+                    }
+                    let o = addr as usize;
+                    let n = size as usize;
+                    if self.l.opts.initcheck && op != AtomOp::Exch && !self.shared_init[o..o + n].iter().all(|b| *b) {
+                        return Err(self.report(FindingKind::Uninitialized, pc, tid, addr, "atomic on shared bytes never written".into()));
+                    }
+                    // Atomics are ordered among themselves: no racecheck here.
+                    let old = le(&self.shared[o..o + n]);
+                    let new = atom_apply(op, ty, old, b, c);
+                    self.shared[o..o + n].copy_from_slice(&new.to_le_bytes()[..n]);
+                    self.shared_init[o..o + n].fill(true);
+                    old
+                }
+                _ => {
+                    return Err(self.report(FindingKind::OutOfBounds, pc, tid, addr, "atomic on a local or param address".into()));
+                }
+            };
+            if ret {
+                let d = inst.d.clone();
+                self.set(w, &d, l, old, ty);
+            }
+        }
+        if let Some(sp) = req_space {
+            self.account(sp, !ret);
+        }
+        Ok(())
+    }
+
+    /// `cp.async`: reads the source now, lands in shared memory at the
+    /// `cp.async.wait_*` that covers its group.
+    pub(super) fn cp_async(&mut self, w: usize, pc: u32, exec: u32, inst: &Inst, bytes: u8) -> Result<(), Stop> {
+        self.scratch.clear();
+        let mut global_acc = Vec::new();
+        for l in Lanes(exec) {
+            let tid = self.tid_of(w, l);
+            let (dsp, dst) = resolve(Space::Shared, self.val(w, &inst.s[0], l));
+            let (_, src) = resolve(Space::Global, self.val(w, &inst.s[1], l));
+            let src_size = inst.s.get(2).map_or(bytes as u64, |o| self.val(w, o, l)).min(bytes as u64);
+            self.misaligned(pc, tid, dsp, dst, bytes as u32)?;
+            if src_size > 0 {
+                // A zero-fill copy (src-size 0) never touches its source.
+                self.misaligned(pc, tid, Space::Global, src, bytes as u32)?;
+            }
+            if !self.shared_range(pc, tid, dsp, dst, bytes as u64, self.shared.len())? {
+                continue;
+            }
+            let mut data = [0u8; 16];
+            for (i, b) in data.iter_mut().enumerate().take(src_size as usize) {
+                *b = self.read(pc, tid, Space::Global, src.wrapping_add(i as u64), 1)? as u8;
+            }
+            if src_size > 0 {
+                global_acc.push((src & 0x00ff_ffff_ffff_ffff) | src_size << 56);
+            }
+            self.note_access(Space::Shared, l, dst, bytes as u32);
+            if self.l.opts.racecheck {
+                for b in dst..dst + bytes as u64 {
+                    self.race.set_pending(b as usize, tid);
+                }
+            }
+            let group = self.groups[tid as usize];
+            self.pending[tid as usize].push(PendingCopy { tid, group, dst: dst as u32, len: bytes, data, pc });
+        }
+        if !self.scratch.is_empty() {
+            self.account(Space::Shared, true);
+        }
+        if !global_acc.is_empty() {
+            self.scratch = global_acc;
+            self.account(Space::Global, false);
+        }
+        Ok(())
+    }
+
+    /// Lands `tid`'s pending copies of groups below `limit`, in issue order.
+    pub(super) fn land_copies(&mut self, tid: u32, limit: u32) -> Result<(), Stop> {
+        let queue = &mut self.pending[tid as usize];
+        let n = queue.iter().take_while(|p| p.group < limit).count();
+        if n == 0 {
+            return Ok(());
+        }
+        let landed: Vec<PendingCopy> = queue.drain(..n).collect();
+        for p in landed {
+            let o = p.dst as usize;
+            let len = p.len as usize;
+            if self.l.opts.racecheck {
+                for b in o..o + len {
+                    self.race.clear_pending(b);
+                }
+                self.race_check(p.pc, p.tid, o as u64, len as u64, true)?;
+            }
+            self.shared[o..o + len].copy_from_slice(&p.data[..len]);
+            self.shared_init[o..o + len].fill(true);
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn le(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0, |acc, &x| acc << 8 | x as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(lane: u64, addr: u64, len: u64) -> u64 {
+        addr | len << 32 | lane << 40
+    }
+
+    #[test]
+    fn bank_conflicts() {
+        let linear: Vec<u64> = (0..32).map(|l| pack(l, l * 4, 4)).collect();
+        assert_eq!(shared_wavefronts(&linear), (1, 1));
+        let stride2: Vec<u64> = (0..32).map(|l| pack(l, l * 8, 4)).collect();
+        assert_eq!(shared_wavefronts(&stride2), (2, 1));
+        let broadcast: Vec<u64> = (0..32).map(|l| pack(l, 0, 4)).collect();
+        assert_eq!(shared_wavefronts(&broadcast), (1, 1));
+        let column: Vec<u64> = (0..32).map(|l| pack(l, l * 128, 4)).collect();
+        assert_eq!(shared_wavefronts(&column), (32, 1));
+        let v4: Vec<u64> = (0..32).map(|l| pack(l, l * 16, 16)).collect();
+        assert_eq!(shared_wavefronts(&v4), (4, 4));
+    }
+
+    #[test]
+    fn sectors_count_distinct() {
+        let mut s = vec![3, 1, 3, 2, 1];
+        assert_eq!(count_sectors(&mut s), 3);
+    }
+}

@@ -1,0 +1,272 @@
+//! Kernel execution: a launch spreads its CTAs over host threads; each CTA
+//! runs on one thread (`cta`), with memory instructions in `memops`, warp
+//! collectives and barriers in `sync`, per-lane arithmetic in `arith` and
+//! racecheck's shadow in `race`.
+//!
+//! Model: each warp runs SIMT over the group of its lanes at the lowest
+//! program counter (per-lane PCs, so divergence and reconvergence behave as
+//! with independent thread scheduling); a warp runs until all its lanes are
+//! blocked or a time slice ends, then the next warp runs. Shared, local and
+//! param memory appear in the generic address space in windows far below
+//! global allocations (`ptx::ir::*_WINDOW`), so a generic access finds its space.
+//!
+//! Known limits of the checks:
+//! - racecheck orders accesses by CTA-wide barriers and, within a warp, by
+//!   collectives and `bar.warp.sync`; a barrier with a thread count below the
+//!   CTA size orders nothing (no false races, possibly missed ones), and per
+//!   byte only the last writer and two readers are remembered.
+//! - shared-memory initcheck does not look at `ldmatrix` rows (tensor-core
+//!   tiles load rows past a ragged edge that predicated-off copies never
+//!   wrote, and discard their products); global initcheck sees everything.
+//! - a kernel that loops forever runs forever (only a state where no thread
+//!   can progress is reported, as a deadlock).
+
+mod arith;
+mod cta;
+mod memops;
+mod race;
+mod sync;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::counters::Counters;
+use crate::findings::{Finding, FindingKind};
+use crate::launch::{CheckOptions, LaunchConfig, LaunchReport};
+use crate::memory::{Allocation, GlobalMemory};
+use crate::module::Module;
+use crate::ptx::ir::{BarKind, Class, Kernel, Op, CLASS_COUNT};
+
+/// Whether a `cvt` is one the executor does as a plain Rust cast (and so
+/// needs no validation beyond its types).
+pub(crate) fn cvt_is_plain(dst: crate::types::ScalarType, src: crate::types::ScalarType, rnd: Option<crate::numerics::Rounding>, ftz: bool, sat: bool, relu: bool) -> bool {
+    arith::cvt_fast(dst, src, rnd, ftz, sat, relu, 0).is_some()
+}
+
+/// Findings kept per launch (execution stops at the first; CTAs already
+/// running on other threads may add a few more).
+const MAX_FINDINGS: usize = 4;
+
+/// Unwinds a CTA after a finding (the finding is already recorded).
+#[derive(Debug)]
+pub(crate) struct Stop;
+
+/// Per-host-thread counts, summed at the end so results do not depend on
+/// how CTAs were spread over threads.
+#[derive(Clone, Default)]
+pub(crate) struct Stats {
+    /// Warp-level executions of each instruction (indexed like `Kernel::insts`).
+    pub inst_warp: Vec<u64>,
+    pub thread_instructions: u64,
+    pub global_load_requests: u64,
+    pub global_store_requests: u64,
+    pub global_load_sectors: u64,
+    pub global_store_sectors: u64,
+    pub shared_requests: u64,
+    pub shared_wavefronts: u64,
+    pub shared_bank_conflicts: u64,
+    pub ldmatrix_bank_conflicts: u64,
+    pub barriers: u64,
+}
+
+impl Stats {
+    pub(crate) fn new(n: usize) -> Self {
+        Stats { inst_warp: vec![0; n], ..Default::default() }
+    }
+
+    fn add(&mut self, o: &Stats) {
+        for (a, b) in self.inst_warp.iter_mut().zip(&o.inst_warp) {
+            *a += b;
+        }
+        self.thread_instructions += o.thread_instructions;
+        self.global_load_requests += o.global_load_requests;
+        self.global_store_requests += o.global_store_requests;
+        self.global_load_sectors += o.global_load_sectors;
+        self.global_store_sectors += o.global_store_sectors;
+        self.shared_requests += o.shared_requests;
+        self.shared_wavefronts += o.shared_wavefronts;
+        self.shared_bank_conflicts += o.shared_bank_conflicts;
+        self.ldmatrix_bank_conflicts += o.ldmatrix_bank_conflicts;
+        self.barriers += o.barriers;
+    }
+}
+
+/// Which bytes of one allocation the launch read and wrote (bit per byte,
+/// created on first touch).
+#[derive(Default)]
+struct Touched {
+    read: OnceLock<Box<[AtomicU64]>>,
+    written: OnceLock<Box<[AtomicU64]>>,
+}
+
+fn bitmap(size: u64) -> Box<[AtomicU64]> {
+    (0..size.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+}
+
+fn popcount(b: &OnceLock<Box<[AtomicU64]>>) -> u64 {
+    b.get().map_or(0, |v| v.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum())
+}
+
+/// Everything the CTAs of one launch share.
+pub(crate) struct LaunchCtx<'a> {
+    pub module: &'a Module,
+    pub kernel: &'a Kernel,
+    pub config: &'a LaunchConfig,
+    pub params: &'a [u8],
+    pub mem: &'a GlobalMemory,
+    pub opts: CheckOptions,
+    /// Live allocations at launch, by base (kernels cannot allocate).
+    pub allocs: Vec<Arc<Allocation>>,
+    touched: Vec<Touched>,
+    stop: AtomicBool,
+    findings: Mutex<Vec<Finding>>,
+}
+
+impl LaunchCtx<'_> {
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn report(&self, kind: FindingKind, line: u32, cta: [u32; 3], thread: [u32; 3], address: u64, detail: String) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut f = self.findings.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() < MAX_FINDINGS {
+            f.push(Finding {
+                kind,
+                kernel: self.kernel.info.name.clone(),
+                ptx_line: line,
+                instruction: self.module.line_text(line).to_string(),
+                cta,
+                thread,
+                address,
+                detail,
+            });
+        }
+    }
+
+    /// Marks `[off, off+len)` of allocation `i` as read or written by this launch.
+    pub(crate) fn touch(&self, i: usize, off: u64, len: u64, write: bool) {
+        let t = &self.touched[i];
+        let size = self.allocs[i].size;
+        let bits = if write { t.written.get_or_init(|| bitmap(size)) } else { t.read.get_or_init(|| bitmap(size)) };
+        let mut b = off;
+        while b < off + len {
+            let word = &bits[(b / 64) as usize];
+            let first = b % 64;
+            let n = (64 - first).min(off + len - b);
+            let m = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << first };
+            if word.load(Ordering::Relaxed) & m != m {
+                word.fetch_or(m, Ordering::Relaxed);
+            }
+            b += n;
+        }
+    }
+}
+
+fn host_threads(opts: &CheckOptions, ctas: u64) -> usize {
+    let n = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    n.clamp(1, ctas.clamp(1, 1024) as usize)
+}
+
+/// Runs every CTA of the launch and gathers counters and findings.
+pub(crate) fn run(
+    module: &Module,
+    kernel: &Kernel,
+    config: &LaunchConfig,
+    params: &[u8],
+    mem: &GlobalMemory,
+    opts: &CheckOptions,
+) -> LaunchReport {
+    let allocs = mem.snapshot();
+    let touched = allocs.iter().map(|_| Touched::default()).collect();
+    let ctx = LaunchCtx {
+        module,
+        kernel,
+        config,
+        params,
+        mem,
+        opts: *opts,
+        allocs,
+        touched,
+        stop: AtomicBool::new(false),
+        findings: Mutex::new(Vec::new()),
+    };
+    let [gx, gy, gz] = config.grid.map(|g| g as u64);
+    let total = gx * gy * gz;
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut cta = cta::Cta::new(&ctx);
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed) as u64;
+            if i >= total || ctx.stopped() {
+                break;
+            }
+            let id = [(i % gx) as u32, ((i / gx) % gy) as u32, (i / (gx * gy)) as u32];
+            if cta.run(id).is_err() {
+                break;
+            }
+        }
+        cta.stats
+    };
+    let threads = host_threads(opts, total);
+    let mut stats = Stats::new(kernel.insts.len());
+    if threads == 1 {
+        stats.add(&worker());
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
+            for h in handles {
+                match h.join() {
+                    Ok(st) => stats.add(&st),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+        });
+    }
+    let mut findings = ctx.findings.into_inner().unwrap_or_else(|e| e.into_inner());
+    findings.sort_by_key(|f| (f.cta[2], f.cta[1], f.cta[0], f.thread[2], f.thread[1], f.thread[0]));
+    let counters = summarise(kernel, config, &stats, &ctx.touched);
+    LaunchReport { counters, findings }
+}
+
+fn summarise(kernel: &Kernel, config: &LaunchConfig, st: &Stats, touched: &[Touched]) -> Counters {
+    let mut by_class = [0u64; CLASS_COUNT];
+    let mut c = Counters {
+        kernel: kernel.info.name.clone(),
+        grid: config.grid,
+        block: config.block,
+        thread_instructions: st.thread_instructions,
+        ..Default::default()
+    };
+    for (inst, &n) in kernel.insts.iter().zip(&st.inst_warp) {
+        if n == 0 {
+            continue;
+        }
+        c.warp_instructions += n;
+        by_class[inst.class as usize] += n;
+        if let Op::Mma { name, .. } = &inst.op {
+            *c.tensor_instructions.entry(name.clone()).or_insert(0) += n;
+        }
+        if let Op::Bar { kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive } = inst.op {
+            // counted in `st.barriers` per warp arrival
+        }
+    }
+    for class in Class::ALL {
+        let n = by_class[class as usize];
+        if n > 0 {
+            c.warp_instructions_by_class.insert(class.name().to_string(), n);
+        }
+    }
+    c.global_load_requests = st.global_load_requests;
+    c.global_store_requests = st.global_store_requests;
+    c.global_load_sectors = st.global_load_sectors;
+    c.global_store_sectors = st.global_store_sectors;
+    c.global_bytes_read = touched.iter().map(|t| popcount(&t.read)).sum();
+    c.global_bytes_written = touched.iter().map(|t| popcount(&t.written)).sum();
+    c.shared_requests = st.shared_requests;
+    c.shared_wavefronts = st.shared_wavefronts;
+    c.shared_bank_conflicts = st.shared_bank_conflicts;
+    c.ldmatrix_bank_conflicts = st.ldmatrix_bank_conflicts;
+    c.barriers = st.barriers;
+    c
+}
