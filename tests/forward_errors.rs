@@ -126,7 +126,9 @@ fn output_aliasing_an_input_is_refused() {
 fn buffers_of_another_context_are_refused() {
     let Some(dev) = device::device() else { return };
     let mut bufs = buffers(&dev);
-    let other = CudaContext::new(0).expect("second context handle");
+    // A context of its own (not a second handle on the primary context,
+    // which is the same context).
+    let other = CudaContext::new_non_primary(0, 0).expect("a second context");
     let other_stream = other.default_stream();
     let mut y_elsewhere = poisoned::<f16>(&other_stream, M * N);
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };

@@ -7,6 +7,7 @@ use cudarc::driver::CudaStream;
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
+use crate::kernels::check_same_context;
 
 /// A dimension that must be at least 1 and fit the kernels' 32-bit ints.
 pub(super) fn check_dim(what: &'static str, value: usize) -> Result<i32> {
@@ -26,12 +27,10 @@ pub(super) fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Resu
     }
 }
 
+/// The buffer lives in the stream's context (compared by driver handle: two
+/// handles on the same primary context are the same context).
 pub(super) fn check_context(stream: &Arc<CudaStream>, what: &'static str, buffer_stream: &Arc<CudaStream>) -> Result<()> {
-    if Arc::ptr_eq(buffer_stream.context(), stream.context()) {
-        Ok(())
-    } else {
-        Err(LoraError::ContextMismatch { what })
-    }
+    check_same_context(what, buffer_stream, stream.context())
 }
 
 pub(super) fn check_scale(what: &'static str, scale: f32) -> Result<()> {
