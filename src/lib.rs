@@ -42,6 +42,7 @@
 pub mod config;
 pub mod dtype;
 pub mod error;
+pub mod forward;
 pub mod init;
 pub mod init_kernels;
 mod kernels;
@@ -55,6 +56,7 @@ pub mod shape;
 pub use config::{AdapterConfig, Scaling};
 pub use dtype::{DType, LoraDType};
 pub use error::{LoraError, Result};
+pub use forward::{AdapterStack, AdapterStatus, ForwardOutput, Linear, RowAdapters};
 pub use init::{Distribution, InitScheme};
 pub use kernels::LoraKernels;
 pub use merge::{Adapter, Direction, FiniteCheck, MergeIntoLayer, MergeLayer};

@@ -133,9 +133,7 @@ impl LoraKernels {
             let r = resolve(stream, index, weight, *n, *k, adapter, direction, &mut guards)?;
             resolved.push(r);
         }
-        check_aliasing(&resolved, true)?;
-        number_tiles(&mut resolved);
-        self.launch_merge::<T>(stream, &resolved, check)
+        self.launch_merge::<T>(stream, resolved, true, check)
     }
 
     /// Like [`LoraKernels::merge`], but writes `weight ± s·B·A` to each layer's
@@ -159,12 +157,14 @@ impl LoraKernels {
             let r = resolve_into(stream, index, weight, out, *n, *k, adapter, direction, &mut guards)?;
             resolved.push(r);
         }
-        check_aliasing(&resolved, false)?;
-        number_tiles(&mut resolved);
-        self.launch_merge::<T>(stream, &resolved, check)
+        self.launch_merge::<T>(stream, resolved, false, check)
     }
 
-    fn launch_merge<T: LoraDType>(&self, stream: &Arc<CudaStream>, layers: &[Resolved], check: FiniteCheck) -> Result<()> {
+    /// Checks aliasing, numbers the tiles and launches; `in_place`: each
+    /// layer's output is its weight.
+    fn launch_merge<T: LoraDType>(&self, stream: &Arc<CudaStream>, mut layers: Vec<Resolved>, in_place: bool, check: FiniteCheck) -> Result<()> {
+        check_aliasing(&layers, in_place)?;
+        number_tiles(&mut layers);
         if layers.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,88 @@
+/* Parameters of the forward kernels (shrink, fused forward, expand), shared by
+ * cuda/forward.cu and the Rust side (bindgen), so the layouts cannot drift apart.
+ * Device pointers are uint64_t; 0 means "absent" where a comment says so.
+ *
+ * Every forward operation is one launch of the same tiled GEMM over a
+ * "virtual K": first an optional adapter segment, then an optional base segment,
+ * all into one f32 accumulator per output element:
+ *
+ *     acc  = sum over adapters l present in the tile's rows of
+ *            [row's adapter == l] * lhs_l . rhs_l^T     (adapter segment)
+ *     acc *= scale of the row's adapter                  (0 for rows without one)
+ *     acc += x . w^T                                     (base segment)
+ *     out  = round_T(acc + bias[n] + y_in[m, n])
+ *
+ * - shrink   P = s.X.A^T:          adapter segment in SHRINK mode, no base;
+ * - forward  Y = X.W0^T + b + s.P.B^T: EXPAND mode on P (written by a shrink
+ *            with s = 1 just before), plus the base segment and the bias;
+ * - expand   Y += s.P.B^T:         EXPAND mode, y_in = out = Y. */
+#ifndef FUSED_LORA_FORWARD_PARAMS_H
+#define FUSED_LORA_FORWARD_PARAMS_H
+
+#include <stdint.h>
+
+/* The output tile of one CTA and the K-step of the shared-memory pipeline. */
+#define LORA_FWD_TILE_M 64
+#define LORA_FWD_TILE_N 64
+#define LORA_FWD_TILE_K 32
+#define LORA_FWD_THREADS 128
+
+/* What the adapter segment multiplies. */
+typedef enum LoraAdapterMode {
+    /* No adapter segment. */
+    LORA_ADAPTER_NONE = 0,
+    /* lhs = X [m, ad_k], rhs_l = A_l [n (= r_max), ad_k]; rhs rows past the
+     * adapter's rank are never read (the outputs there are 0). */
+    LORA_ADAPTER_SHRINK = 1,
+    /* lhs = P [m, ad_lhs_ld], rhs_l = B_l [n, ad_rhs_ld]; only the first
+     * rank_l columns of both are read. */
+    LORA_ADAPTER_EXPAND = 2
+} LoraAdapterMode;
+
+typedef struct LoraGemmParams {
+    uint64_t out;           /* [m, n] T: written once */
+    uint64_t y_in;          /* [m, n] const T added in the epilogue, or 0; may equal out */
+    uint64_t bias;          /* [n] const T, or 0 */
+    uint64_t x;             /* [m, k] const T: base lhs, or 0 for no base segment */
+    uint64_t w;             /* [n, k] const T: base rhs */
+    uint64_t ad_lhs;        /* SHRINK: [m, ad_k]; EXPAND: [m, ad_lhs_ld] const T */
+    uint64_t ad_rhs;        /* SHRINK: [L, n, ad_k]; EXPAND: [L, n, ad_rhs_ld] const T */
+    int64_t ad_rhs_stride;  /* elements from one adapter's rhs to the next */
+    uint64_t row_adapter;   /* [m] const int32 in [-1, L), or 0: every row uses adapter 0 */
+    uint64_t ranks;         /* [L] const int32 in [1, r_max], or 0: every adapter has `rank` */
+    uint64_t scales;        /* [L] const float, or 0: every adapter has `scale` */
+    uint64_t status;        /* [1] uint64, or 0: atomicMin of (row << 32 | uint32(index))
+                               over rows whose index is out of range (treated as -1) */
+    int32_t m;
+    int32_t n;
+    int32_t k;
+    int32_t ad_mode;        /* LoraAdapterMode */
+    int32_t ad_k;           /* SHRINK: the reduction length (K) */
+    int32_t ad_lhs_ld;      /* EXPAND: row stride of P (r_max) */
+    int32_t ad_rhs_ld;      /* EXPAND: row stride of B (r_max) */
+    int32_t num_adapters;   /* L >= 1 */
+    int32_t rank;           /* used when ranks == 0 */
+    float scale;            /* used when scales == 0 */
+    /* Split-K (the small-M path): gridDim.z == k_splits CTAs share each
+     * output tile, split z taking its share of the K-steps (adapter segment
+     * and base segment as one sequence). With k_splits > 1 each split stores its raw f32
+     * accumulator to partials and lora_forward_reduce finishes the output. */
+    int32_t k_splits;
+    uint64_t partials;      /* [k_splits, m, n] float, when k_splits > 1 */
+} LoraGemmParams;
+
+/* The second launch of the split-K path:
+ *     out = round_T(sum over z in order of partials[z] + bias[n] + y_in[m, n]) */
+typedef struct LoraReduceParams {
+    uint64_t out;           /* [m, n] T */
+    uint64_t partials;      /* [k_splits, m, n] const float */
+    uint64_t bias;          /* [n] const T, or 0 */
+    uint64_t y_in;          /* [m, n] const T, or 0 */
+    int32_t m;
+    int32_t n;
+    int32_t k_splits;
+} LoraReduceParams;
+
+#define LORA_FWD_REDUCE_THREADS 256
+
+#endif

@@ -1,0 +1,610 @@
+//! The forward pass: shrink, fused forward, expand, for one adapter or one
+//! adapter per row (LORA.md's names and layouts):
+//!
+//! ```text
+//! P = X·Aᵀ                       [M, r]   (written out for the backward pass if asked)
+//! Y = X·W0ᵀ + bias + s·P·Bᵀ      [M, N]   one kernel, Y written once
+//! ```
+//!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use fused_lora::{Adapter, ForwardOutput, Linear, LoraKernels};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = CudaContext::new(0)?;
+//! let stream = ctx.default_stream();
+//! let kernels = LoraKernels::new(&ctx);
+//! let (m, k, n, r) = (16, 4096, 4096, 16);
+//! let x = stream.clone_htod(&vec![bf16::ONE; m * k])?; // X [M, K]
+//! let w0 = stream.clone_htod(&vec![bf16::ZERO; n * k])?; // W0 [N, K]
+//! let a = stream.clone_htod(&vec![bf16::ONE; r * k])?; // A [r, K]
+//! let b = stream.clone_htod(&vec![bf16::ONE; n * r])?; // B [N, r]
+//! let mut y = stream.alloc_zeros::<bf16>(m * n)?; // Y [M, N]
+//! let mut p = stream.alloc_zeros::<bf16>(m * r)?; // P [M, r], kept for backward
+//!
+//! let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+//! let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 2.0 };
+//! let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+//! kernels.forward(&stream, &x.as_view(), &linear, &adapter, &mut out)?;
+//! let y_host: Vec<bf16> = stream.clone_dtoh(&y)?; // synchronises
+//! assert_eq!(y_host[0].to_f32(), 2.0 * (k * r) as f32);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Numerics
+//! f32 accumulation, each stored value rounded once to T. The fused forward
+//! first writes `P = round_T(X·Aᵀ)` (unscaled), then computes
+//! `Y = round_T(s·(P·Bᵀ) + X·W0ᵀ + bias)` from that rounded P: the adapter
+//! K-steps run first on the accumulator, which is then multiplied by s in f32
+//! before the base K-steps add on — the contract's formula up to the order of
+//! f32 additions. [`LoraKernels::shrink`] stores `round_T(s·X·Aᵀ)` and
+//! [`LoraKernels::expand`] stores `round_T(Y + s·P·Bᵀ)`.
+//!
+//! # Alignment rules
+//! - `K` a multiple of 8 for f16/bf16 and of 4 for f32 (rows of X, W0, A are
+//!   then whole 16-byte chunks), and X, W0 and A starting at 16-byte aligned
+//!   device addresses (every cudarc allocation is; a view at an odd offset may
+//!   not be). Anything else is [`LoraError::Misaligned`].
+//! - M, N, r and r_max are free (≥ 1): tails are predicated, and P and B are
+//!   loaded element by element where their row stride (r) is not a multiple
+//!   of 16 bytes.
+//!
+//! # Launches
+//! Every operation is the same tiled GEMM (64×64 output tiles, K-steps of 32
+//! through a cp.async pipeline; f16/bf16 on tensor cores with ldmatrix and
+//! mma.sync m16n8k16, f32 with FMA) over a "virtual K": the adapter K-steps,
+//! then the base K-steps, on one f32 accumulator. [`LoraKernels::forward`]
+//! is two launches: the shrink writing P, then the fused GEMM. With few output
+//! tiles (small M, decode) and a long K, the fused GEMM splits K over several
+//! CTAs per tile so every SM streams W0, and a small second launch sums the
+//! f32 partials in a fixed order (deterministic), adds the bias and rounds.
+//! The shrink splits its K the same way, so that for a few rows all SMs
+//! stream X and A.
+//!
+//! # Counted efficiency (emulator counters, `tests/forward_counters.rs`)
+//! For the fused GEMM launch (f16 and bf16, one-launch path):
+//! - tensor-core instructions: exactly the FLOP minimum
+//!   `⌈M/16⌉·⌈N/8⌉·(⌈K/16⌉ + ⌈r/16⌉)` on tile-aligned shapes (M=128, N=128,
+//!   K=192, r=32: 1792 = 1792); otherwise the padded tile grid's count
+//!   (M=113, N=136, K=200, r=40: 3456 against 2176, tail padding of the 64×64
+//!   tiles and of r up to the 32-wide K-step);
+//! - global loads fully coalesced: sectors × 32 bytes equal the tile-reuse
+//!   minimum (each CTA reads its X/P rows and W0/B rows once) on aligned
+//!   shapes, and every input byte is read;
+//! - shared memory: zero bank conflicts, in ldmatrix and in the cp.async and
+//!   other stores (f16/bf16 tiles XOR-swizzled, f32 tiles padded);
+//! - Y written once, through a shared-memory staging of the output tile so
+//!   each store instruction writes whole row segments: store sectors equal
+//!   the output bytes on aligned shapes;
+//! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
+//!   `ptxas_reports_no_spills`); GEMM f16/bf16: 79 and 64 registers, 25.6 KB
+//!   static shared memory; f32: 108 and 96 registers, 37.9 KB.
+//!
+//! # Several adapters
+//! [`LoraKernels::forward_multi`] takes the adapters stacked ([`AdapterStack`])
+//! and a device buffer of per-row indices. Indices are checked on the device,
+//! where they are read: a row whose index lies outside `[−1, L)` is never used
+//! to address an adapter; it gets the base output only (and a zero P row), and
+//! the [`AdapterStatus`] passed with the call records the first such row.
+//! Call [`AdapterStatus::check`] when you are ready to synchronise.
+
+mod checks;
+mod launch;
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop};
+
+use crate::dtype::LoraDType;
+use crate::error::{LoraError, Result};
+use crate::kernels::LoraKernels;
+use crate::merge::Adapter;
+use crate::params::{LoraAdapterMode_LORA_ADAPTER_EXPAND, LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams};
+
+use checks::{check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
+use launch::check_grid;
+
+/// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
+pub struct Linear<'a, T> {
+    pub weight: CudaView<'a, T>,
+    pub bias: Option<CudaView<'a, T>>,
+    /// Output features N.
+    pub n: usize,
+    /// Input features K.
+    pub k: usize,
+}
+
+/// Where the forward pass writes: Y `[m, n]`, and optionally P (`[m, r]` for
+/// one adapter, `[m, r_max]` for a stack) for the backward pass. Without P, a
+/// scratch P is allocated on the stream for the call.
+pub struct ForwardOutput<'a, T> {
+    pub y: CudaViewMut<'a, T>,
+    pub p: Option<CudaViewMut<'a, T>>,
+}
+
+/// `L` adapters stacked for per-row selection: A_all `[L, r_max, k]`,
+/// B_all `[L, n, r_max]`. Adapter `l` uses the first `ranks[l]` rows of its A
+/// and columns of its B only; the padding is never read (it may hold NaN).
+pub struct AdapterStack<'a, T> {
+    pub a: CudaView<'a, T>,
+    pub b: CudaView<'a, T>,
+    pub r_max: usize,
+    /// Per adapter, its rank in `1..=r_max`.
+    pub ranks: &'a [usize],
+    /// Per adapter, its scale s.
+    pub scales: &'a [f32],
+}
+
+/// The per-row adapter indices of one batch, `[m]` i32 in `[−1, L)` (−1: no
+/// adapter; any order), and where an out-of-range index is reported.
+pub struct RowAdapters<'s, 'a> {
+    pub index: CudaView<'a, i32>,
+    pub status: &'s mut AdapterStatus,
+}
+
+/// A device word in which the kernels record the first row (lowest row
+/// number) whose adapter index was out of range. Stream-ordered: several calls
+/// may share it; [`AdapterStatus::check`] synchronises and reads it.
+pub struct AdapterStatus {
+    word: CudaSlice<u64>,
+    num_adapters: usize,
+}
+
+/// The status word's value while no bad index was seen; a report is
+/// `row << 32 | index as u32`, and the kernels keep the smallest.
+const STATUS_CLEAR: u64 = u64::MAX;
+
+impl AdapterStatus {
+    /// A clear status on `stream`'s context.
+    pub fn new(stream: &Arc<CudaStream>) -> Result<Self> {
+        Ok(AdapterStatus { word: stream.clone_htod(&[STATUS_CLEAR])?, num_adapters: 0 })
+    }
+
+    /// Clears the status (stream-ordered).
+    pub fn reset(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
+        stream.memcpy_htod(&[STATUS_CLEAR], &mut self.word)?;
+        Ok(())
+    }
+
+    /// Waits for `stream` and reports the first bad index recorded since the
+    /// status was created or reset.
+    ///
+    /// # Errors
+    /// [`LoraError::AdapterIndexOutOfRange`] naming the lowest bad row and its
+    /// index; [`LoraError::Driver`] if the copy fails.
+    pub fn check(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        let word = stream.clone_dtoh(&self.word)?;
+        match word.first().copied() {
+            Some(STATUS_CLEAR) | None => Ok(()),
+            Some(report) => Err(LoraError::AdapterIndexOutOfRange {
+                row: (report >> 32) as usize,
+                index: i64::from(report as u32 as i32),
+                num_adapters: self.num_adapters,
+            }),
+        }
+    }
+}
+
+/// Device addresses taken for one call; the guards keep the stream ordering
+/// of each buffer until the launches are enqueued.
+struct Pointers<'s> {
+    stream: &'s CudaStream,
+    guards: Vec<SyncOnDrop<'s>>,
+    elem: usize,
+}
+
+impl<'s> Pointers<'s> {
+    fn new<T: LoraDType>(stream: &'s CudaStream) -> Self {
+        Pointers { stream, guards: Vec::new(), elem: T::DTYPE.size_bytes() }
+    }
+
+    fn read<T, B: DevicePtr<T>>(&mut self, what: &'static str, buffer: &'s B) -> Span {
+        let (address, guard) = buffer.device_ptr(self.stream);
+        self.guards.push(guard);
+        Span::new(what, address, buffer.len() * self.elem)
+    }
+
+    fn write<T, B: DevicePtrMut<T>>(&mut self, what: &'static str, buffer: &'s mut B) -> Span {
+        let len = buffer.len();
+        let (address, guard) = buffer.device_ptr_mut(self.stream);
+        self.guards.push(guard);
+        Span::new(what, address, len * self.elem)
+    }
+}
+
+impl LoraKernels {
+    /// The fused forward pass with one adapter: `P = X·Aᵀ`, then
+    /// `Y = X·W0ᵀ + bias + s·P·Bᵀ`. Two launches on `stream`, no host
+    /// synchronisation: a shrink writing P, then the base GEMM with the adapter
+    /// as extra K-steps on the same accumulator (Y written once).
+    ///
+    /// # Arguments
+    /// - `x`: X `[m, k]` (m = `x.len() / k`);
+    /// - `linear`: W0 `[n, k]`, bias `[n]`;
+    /// - `adapter`: A `[r, k]`, B `[n, r]`, s;
+    /// - `out`: Y `[m, n]`, and P `[m, r]` if wanted.
+    ///
+    /// # Errors
+    /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
+    /// shape's; [`LoraError::Misaligned`] (module docs: alignment rules);
+    /// [`LoraError::InvalidArgument`] for a zero or too large dimension or a
+    /// non-finite scale; [`LoraError::Aliasing`] if Y or P overlaps an input or
+    /// each other; [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
+    pub fn forward<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        linear: &Linear<'_, T>,
+        adapter: &Adapter<'_, T>,
+        out: &mut ForwardOutput<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let (n, k, r) = (linear.n, linear.k, adapter.rank);
+        check_linear(stream, linear)?;
+        let m = rows_of("x", x.len(), k)?;
+        check_context(stream, "x", x.stream())?;
+        let r32 = check_dim("rank", r)?;
+        check_scale("scale", adapter.scale)?;
+        check_context(stream, "a", adapter.a.stream())?;
+        check_context(stream, "b", adapter.b.stream())?;
+        check_len("a", adapter.a.len(), &[r, k])?;
+        check_len("b", adapter.b.len(), &[n, r])?;
+        check_outputs(stream, out, m, n, r)?;
+        check_k_aligned::<T>(k)?;
+        check_grid(m)?;
+
+        let mut scratch = match out.p {
+            Some(_) => None,
+            None => Some(stream.alloc_zeros::<T>(m * r)?),
+        };
+        let mut ptrs = Pointers::new::<T>(stream);
+        let x_span = ptrs.read("x", x);
+        let (w_span, bias_span) = read_linear(&mut ptrs, linear);
+        let a_span = ptrs.read("a", &adapter.a);
+        let b_span = ptrs.read("b", &adapter.b);
+        let y_span = ptrs.write("y", &mut out.y);
+        let p_span = match (&mut out.p, &mut scratch) {
+            (Some(p), _) => ptrs.write("p", p),
+            (None, Some(s)) => ptrs.write("p", s),
+            (None, None) => unreachable!("a scratch P exists whenever out.p is None"),
+        };
+        let inputs = [x_span, w_span, bias_span, a_span, b_span];
+        check_no_alias(&y_span, &inputs)?;
+        check_no_alias(&p_span, &inputs)?;
+        check_no_alias(&y_span, &[p_span])?;
+        check_address("x", x_span.start)?;
+        check_address("weight", w_span.start)?;
+        check_address("a", a_span.start)?;
+
+        let (m32, n32, k32) = (m as i32, n as i32, k as i32);
+        let shrink = LoraGemmParams {
+            out: p_span.start,
+            ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
+            ad_lhs: x_span.start,
+            ad_rhs: a_span.start,
+            ad_k: k32,
+            m: m32,
+            n: r32,
+            num_adapters: 1,
+            rank: r32,
+            scale: 1.0,
+            ..Default::default()
+        };
+        let fused = LoraGemmParams {
+            out: y_span.start,
+            bias: bias_span.start,
+            x: x_span.start,
+            w: w_span.start,
+            k: k32,
+            ad_mode: LoraAdapterMode_LORA_ADAPTER_EXPAND as i32,
+            ad_lhs: p_span.start,
+            ad_lhs_ld: r32,
+            ad_rhs: b_span.start,
+            ad_rhs_ld: r32,
+            m: m32,
+            n: n32,
+            num_adapters: 1,
+            rank: r32,
+            scale: adapter.scale,
+            ..Default::default()
+        };
+        // SAFETY: every address above was taken from a buffer of this context
+        // whose length was checked against its shape; Y and P overlap no input
+        // nor each other; the shrink (which writes P) is ordered before the
+        // fused launch (which reads it) on the same stream.
+        unsafe {
+            self.launch_gemm::<T>(stream, &shrink)?;
+            self.launch_gemm::<T>(stream, &fused)
+        }
+    }
+
+    /// The fused forward pass with one adapter per row, chosen from a stack:
+    /// row m uses adapter `index[m]` (−1: none): `P[m] = X[m]·A_lᵀ` (first
+    /// `ranks[l]` columns; the rest of the row, and rows without an adapter,
+    /// are 0), then `Y[m] = X[m]·W0ᵀ + bias + s_l·P[m]·B_lᵀ`.
+    ///
+    /// # Arguments
+    /// - `x`: X `[m, k]`; `linear`: W0 `[n, k]`, bias `[n]`;
+    /// - `adapters`: A_all `[L, r_max, k]`, B_all `[L, n, r_max]`, ranks and
+    ///   scales `[L]`;
+    /// - `rows`: the indices `[m]` (device, any order) and the status where a
+    ///   bad index is reported (see [`AdapterStatus`]);
+    /// - `out`: Y `[m, n]`, and P `[m, r_max]` if wanted.
+    ///
+    /// # Errors
+    /// As [`LoraKernels::forward`], plus [`LoraError::InvalidArgument`] for a
+    /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
+    /// out of range is not an error of this call (the host cannot see it
+    /// without a synchronisation): it surfaces in [`AdapterStatus::check`].
+    pub fn forward_multi<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        linear: &Linear<'_, T>,
+        adapters: &AdapterStack<'_, T>,
+        rows: &mut RowAdapters<'_, '_>,
+        out: &mut ForwardOutput<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let (n, k, r_max) = (linear.n, linear.k, adapters.r_max);
+        check_linear(stream, linear)?;
+        let m = rows_of("x", x.len(), k)?;
+        check_context(stream, "x", x.stream())?;
+        let r_max32 = check_dim("r_max", r_max)?;
+        let num_adapters = adapters.ranks.len();
+        let l32 = check_dim("ranks.len()", num_adapters)?;
+        if adapters.scales.len() != num_adapters {
+            return Err(LoraError::ShapeMismatch { what: "scales", expected: vec![num_adapters], got: vec![adapters.scales.len()] });
+        }
+        let ranks = adapters
+            .ranks
+            .iter()
+            .map(|&r| if (1..=r_max).contains(&r) { Ok(r as i32) } else {
+                Err(LoraError::InvalidArgument { what: "ranks", value: r.to_string(), reason: "every rank must be in 1..=r_max" })
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        for &s in adapters.scales {
+            check_scale("scales", s)?;
+        }
+        check_context(stream, "a", adapters.a.stream())?;
+        check_context(stream, "b", adapters.b.stream())?;
+        check_context(stream, "index", rows.index.stream())?;
+        check_context(stream, "status", rows.status.word.stream())?;
+        check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
+        check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
+        check_len("index", rows.index.len(), &[m])?;
+        check_outputs(stream, out, m, n, r_max)?;
+        check_k_aligned::<T>(k)?;
+        check_grid(m)?;
+
+        let ranks = stream.clone_htod(&ranks)?;
+        let scales = stream.clone_htod(adapters.scales)?;
+        let mut scratch = match out.p {
+            Some(_) => None,
+            None => Some(stream.alloc_zeros::<T>(m * r_max)?),
+        };
+        rows.status.num_adapters = num_adapters;
+        let mut ptrs = Pointers::new::<T>(stream);
+        let x_span = ptrs.read("x", x);
+        let (w_span, bias_span) = read_linear(&mut ptrs, linear);
+        let a_span = ptrs.read("a", &adapters.a);
+        let b_span = ptrs.read("b", &adapters.b);
+        let index_span = ptrs.read("index", &rows.index);
+        let ranks_span = ptrs.read("ranks", &ranks);
+        let scales_span = ptrs.read("scales", &scales);
+        let status_span = ptrs.write("status", &mut rows.status.word);
+        let y_span = ptrs.write("y", &mut out.y);
+        let p_span = match (&mut out.p, &mut scratch) {
+            (Some(p), _) => ptrs.write("p", p),
+            (None, Some(s)) => ptrs.write("p", s),
+            (None, None) => unreachable!("a scratch P exists whenever out.p is None"),
+        };
+        let inputs = [x_span, w_span, bias_span, a_span, b_span, index_span, status_span];
+        check_no_alias(&y_span, &inputs)?;
+        check_no_alias(&p_span, &inputs)?;
+        check_no_alias(&y_span, &[p_span])?;
+        check_address("x", x_span.start)?;
+        check_address("weight", w_span.start)?;
+        check_address("a", a_span.start)?;
+
+        let (m32, n32, k32) = (m as i32, n as i32, k as i32);
+        let shrink = LoraGemmParams {
+            out: p_span.start,
+            ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
+            ad_lhs: x_span.start,
+            ad_rhs: a_span.start,
+            ad_rhs_stride: (r_max * k) as i64,
+            ad_k: k32,
+            row_adapter: index_span.start,
+            ranks: ranks_span.start,
+            status: status_span.start,
+            m: m32,
+            n: r_max32,
+            num_adapters: l32,
+            rank: r_max32,
+            scale: 1.0,
+            ..Default::default()
+        };
+        let fused = LoraGemmParams {
+            out: y_span.start,
+            bias: bias_span.start,
+            x: x_span.start,
+            w: w_span.start,
+            k: k32,
+            ad_mode: LoraAdapterMode_LORA_ADAPTER_EXPAND as i32,
+            ad_lhs: p_span.start,
+            ad_lhs_ld: r_max32,
+            ad_rhs: b_span.start,
+            ad_rhs_ld: r_max32,
+            ad_rhs_stride: (n * r_max) as i64,
+            row_adapter: index_span.start,
+            ranks: ranks_span.start,
+            scales: scales_span.start,
+            status: status_span.start,
+            m: m32,
+            n: n32,
+            num_adapters: l32,
+            rank: r_max32,
+            scale: 1.0,
+            ..Default::default()
+        };
+        // SAFETY: as in `forward`; in addition the adapter operands hold L
+        // whole adapters of r_max, every rank is in 1..=r_max (checked above),
+        // and the kernel validates each row's index against L before using it
+        // to address an adapter.
+        unsafe {
+            self.launch_gemm::<T>(stream, &shrink)?;
+            self.launch_gemm::<T>(stream, &fused)
+        }
+    }
+
+    /// The shrink alone: `P = s·X·Aᵀ`, one launch on `stream`.
+    ///
+    /// # Arguments
+    /// X `[m, k]`, A `[rank, k]` (k = `a.len() / rank`), P `[m, rank]`.
+    ///
+    /// # Errors
+    /// As [`LoraKernels::forward`].
+    pub fn shrink<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        a: &CudaView<'_, T>,
+        rank: usize,
+        scale: f32,
+        p: &mut CudaViewMut<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let r32 = check_dim("rank", rank)?;
+        let k = rows_of("a", a.len(), rank).map(|_| a.len() / rank)?;
+        let k32 = check_dim("k", k)?;
+        let m = rows_of("x", x.len(), k)?;
+        check_scale("scale", scale)?;
+        check_context(stream, "x", x.stream())?;
+        check_context(stream, "a", a.stream())?;
+        check_context(stream, "p", p.stream())?;
+        check_len("p", p.len(), &[m, rank])?;
+        check_k_aligned::<T>(k)?;
+        check_grid(m)?;
+        let mut ptrs = Pointers::new::<T>(stream);
+        let x_span = ptrs.read("x", x);
+        let a_span = ptrs.read("a", a);
+        let p_span = ptrs.write("p", p);
+        check_no_alias(&p_span, &[x_span, a_span])?;
+        check_address("x", x_span.start)?;
+        check_address("a", a_span.start)?;
+        let params = LoraGemmParams {
+            out: p_span.start,
+            ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
+            ad_lhs: x_span.start,
+            ad_rhs: a_span.start,
+            ad_k: k32,
+            m: m as i32,
+            n: r32,
+            num_adapters: 1,
+            rank: r32,
+            scale,
+            ..Default::default()
+        };
+        // SAFETY: X, A and P were checked against `[m, k]`, `[rank, k]`,
+        // `[m, rank]` on this context, and P overlaps neither input.
+        unsafe { self.launch_gemm::<T>(stream, &params) }
+    }
+
+    /// The expand alone, for callers running their own base GEMM:
+    /// `Y ← Y + s·P·Bᵀ`, one launch on `stream`, Y updated in place.
+    ///
+    /// # Arguments
+    /// P `[m, rank]`, B `[n, rank]` (n = `b.len() / rank`), Y `[m, n]`.
+    ///
+    /// # Errors
+    /// As [`LoraKernels::forward`].
+    pub fn expand<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        p: &CudaView<'_, T>,
+        b: &CudaView<'_, T>,
+        rank: usize,
+        scale: f32,
+        y: &mut CudaViewMut<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let r32 = check_dim("rank", rank)?;
+        let n = rows_of("b", b.len(), rank)?;
+        let m = rows_of("p", p.len(), rank)?;
+        check_scale("scale", scale)?;
+        check_context(stream, "p", p.stream())?;
+        check_context(stream, "b", b.stream())?;
+        check_context(stream, "y", y.stream())?;
+        check_len("y", y.len(), &[m, n])?;
+        check_grid(m)?;
+        let mut ptrs = Pointers::new::<T>(stream);
+        let p_span = ptrs.read("p", p);
+        let b_span = ptrs.read("b", b);
+        let y_span = ptrs.write("y", y);
+        check_no_alias(&y_span, &[p_span, b_span])?;
+        let params = LoraGemmParams {
+            out: y_span.start,
+            y_in: y_span.start,
+            ad_mode: LoraAdapterMode_LORA_ADAPTER_EXPAND as i32,
+            ad_lhs: p_span.start,
+            ad_lhs_ld: r32,
+            ad_rhs: b_span.start,
+            ad_rhs_ld: r32,
+            m: m as i32,
+            n: n as i32,
+            num_adapters: 1,
+            rank: r32,
+            scale,
+            ..Default::default()
+        };
+        // SAFETY: P, B, Y checked against `[m, rank]`, `[n, rank]`, `[m, n]`
+        // on this context; Y overlaps neither P nor B; each Y element is read
+        // and then written by the same thread only, so in place is sound.
+        unsafe { self.launch_gemm::<T>(stream, &params) }
+    }
+}
+
+/// `len / cols` as the row count of a `[rows, cols]` buffer `what`.
+fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
+    check_dim("k", cols)?;
+    if len == 0 || len % cols != 0 {
+        return Err(LoraError::ShapeMismatch { what, expected: vec![len.div_ceil(cols).max(1), cols], got: vec![len] });
+    }
+    check_dim("m", len / cols)?;
+    Ok(len / cols)
+}
+
+fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Linear<'_, T>) -> Result<()> {
+    check_dim("n", linear.n)?;
+    check_dim("k", linear.k)?;
+    check_context(stream, "weight", linear.weight.stream())?;
+    check_len("weight", linear.weight.len(), &[linear.n, linear.k])?;
+    if let Some(bias) = &linear.bias {
+        check_context(stream, "bias", bias.stream())?;
+        check_len("bias", bias.len(), &[linear.n])?;
+    }
+    Ok(())
+}
+
+fn check_outputs<T: LoraDType>(stream: &Arc<CudaStream>, out: &ForwardOutput<'_, T>, m: usize, n: usize, p_cols: usize) -> Result<()> {
+    check_context(stream, "y", out.y.stream())?;
+    check_len("y", out.y.len(), &[m, n])?;
+    if let Some(p) = &out.p {
+        check_context(stream, "p", p.stream())?;
+        check_len("p", p.len(), &[m, p_cols])?;
+    }
+    Ok(())
+}
+
+/// W0's span and the bias's (empty at address 0 when there is none).
+fn read_linear<'s, T: LoraDType>(ptrs: &mut Pointers<'s>, linear: &'s Linear<'_, T>) -> (Span, Span) {
+    let w = ptrs.read("weight", &linear.weight);
+    let bias = match &linear.bias {
+        Some(bias) => ptrs.read("bias", bias),
+        None => Span::new("bias", 0, 0),
+    };
+    (w, bias)
+}

@@ -1,0 +1,138 @@
+//! The one kernel behind every forward operation, how a launch is sized, and
+//! the small-M (decode) path that splits K.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use crate::dtype::LoraDType;
+use crate::error::{LoraError, Result};
+use crate::kernels::{LoraKernels, FORWARD};
+use crate::params::{LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N};
+
+// SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
+// the header the kernels include.
+unsafe impl DeviceRepr for LoraGemmParams {}
+unsafe impl DeviceRepr for LoraReduceParams {}
+
+/// The most CTAs a grid's y dimension may hold.
+const MAX_GRID_Y: u64 = 65_535;
+/// Split-K never leaves a split fewer K-steps than this: below it the
+/// pipeline's fill and the partial sums cost more than the extra CTAs gain.
+const MIN_STEPS_PER_SPLIT: usize = 4;
+/// And never more splits than this (the partials grow with the count).
+const MAX_SPLITS: usize = 16;
+/// CTAs wanted per multiprocessor before splitting stops paying.
+const CTAS_PER_SM: usize = 2;
+
+/// Checks that an `[m, n]` output fits one grid.
+pub(super) fn check_grid(m: usize) -> Result<()> {
+    if (m as u64).div_ceil(LORA_FWD_TILE_M as u64) > MAX_GRID_Y {
+        return Err(LoraError::InvalidArgument { what: "m", value: m.to_string(), reason: "more rows than one launch covers (65535 tiles of 64)" });
+    }
+    Ok(())
+}
+
+/// How many ways to split K so that every multiprocessor streams W0 when
+/// the output has fewer tiles than the device has SMs (decode: small M).
+fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(LORA_FWD_TILE_M as usize) * n.div_ceil(LORA_FWD_TILE_N as usize);
+    let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
+    let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
+    wanted.min(by_steps).clamp(1, MAX_SPLITS)
+}
+
+impl LoraKernels {
+    /// Launches `lora_forward_gemm_<T>` over the `[params.m, params.n]` output
+    /// (`k_splits` and `partials` are filled in here). When the problem has a
+    /// long reduction (a shrink's or the base GEMM's K) and too few output
+    /// tiles to occupy the device, K is split
+    /// over `gridDim.z` CTAs writing f32 partials to a scratch buffer, and
+    /// `lora_forward_reduce_<T>` sums them in a fixed order (deterministic).
+    ///
+    /// # Safety
+    /// Every pointer in `params` must come from a live buffer of this
+    /// context that holds the elements the parameter comments in
+    /// `cuda/forward_params.h` describe for `params.m`, `n`, `k`,
+    /// `num_adapters`, and whose guards outlive the launch's stream work; the
+    /// output must not overlap any input other than `y_in`; `ranks` (when set)
+    /// must hold values in `1..=` the stride the adapter operands were sized for.
+    pub(super) unsafe fn launch_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: &LoraGemmParams) -> Result<()> {
+        let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
+        // The reduction length the splits share: the shrink's K and/or the
+        // base GEMM's K (an expand's K is a rank: short, never split).
+        let shrink_k = if params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32 { params.ad_k as usize } else { 0 };
+        let base_k = if params.x != 0 { k } else { 0 };
+        let splits = if shrink_k + base_k > 0 {
+            let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+            k_splits(sms.max(1) as usize, m, n, shrink_k + base_k)
+        } else {
+            1
+        };
+        let grid_x = (params.n as u32).div_ceil(LORA_FWD_TILE_N);
+        let grid_y = (params.m as u32).div_ceil(LORA_FWD_TILE_M);
+        let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{}", T::DTYPE.kernel_suffix()))?;
+        let config = LaunchConfig { grid_dim: (grid_x, grid_y, splits as u32), block_dim: (LORA_FWD_THREADS, 1, 1), shared_mem_bytes: 0 };
+        if splits == 1 {
+            let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
+            let mut launch = stream.launch_builder(&gemm);
+            launch.arg(&params);
+            // SAFETY: the caller's contract (above) is what the kernel needs:
+            // it reads and writes only inside the extents the parameters describe.
+            unsafe { launch.launch(config) }?;
+            return Ok(());
+        }
+
+        let partials = stream.alloc_zeros::<f32>(splits * m * n)?;
+        let (partials_ptr, _partials_guard) = partials.device_ptr(stream);
+        let split_params = LoraGemmParams { k_splits: splits as i32, partials: partials_ptr, ..*params };
+        let mut launch = stream.launch_builder(&gemm);
+        launch.arg(&split_params);
+        // SAFETY: as above; in addition `partials` holds the [splits, m, n]
+        // floats the splits write, one element per thread and output.
+        unsafe { launch.launch(config) }?;
+
+        let reduce = self.function(FORWARD, &format!("lora_forward_reduce_{}", T::DTYPE.kernel_suffix()))?;
+        let reduce_params = LoraReduceParams {
+            out: params.out,
+            partials: partials_ptr,
+            bias: params.bias,
+            y_in: params.y_in,
+            m: params.m,
+            n: params.n,
+            k_splits: splits as i32,
+        };
+        let blocks = ((m * n) as u64).div_ceil(LORA_FWD_REDUCE_THREADS as u64);
+        let blocks = u32::try_from(blocks).map_err(|_| LoraError::InvalidArgument {
+            what: "m * n",
+            value: (m * n).to_string(),
+            reason: "too many outputs for the split-K reduction grid",
+        })?;
+        let config = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (LORA_FWD_REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&reduce);
+        launch.arg(&reduce_params);
+        // SAFETY: out, bias and y_in are the caller's (checked by its
+        // contract); partials was just written in full by the split launch,
+        // ordered before this one on the same stream.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::k_splits;
+
+    #[test]
+    fn splits_only_when_tiles_are_few_and_k_is_long() {
+        // Decode on a 108-SM device: 1 x 64 tiles, K = 4096 (128 steps): 4 splits.
+        assert_eq!(k_splits(108, 1, 4096, 4096), 4);
+        // Enough tiles already: no split.
+        assert_eq!(k_splits(108, 4096, 4096, 4096), 1);
+        // Short K: no split (fewer than 2 x MIN_STEPS_PER_SPLIT steps).
+        assert_eq!(k_splits(108, 1, 64, 224), 1);
+        // One tile, very long K: capped.
+        assert_eq!(k_splits(108, 1, 64, 1 << 20), 16);
+    }
+}

@@ -1,0 +1,328 @@
+//! The forward kernels on a device (the emulator with every check on, or a
+//! GPU) against the f64 reference, per dtype: fused forward with one adapter,
+//! with one adapter per row, and shrink and expand alone.
+
+mod device;
+mod forward_support;
+
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, RowAdapters};
+use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase, Sum};
+
+/// (m, k, n, r, bias): every M, K/N (odd multiples of 8 included) and r of the
+/// test plan at least once, the big K or N only with few rows.
+const FUSED_CASES: &[(usize, usize, usize, usize, bool)] = &[
+    (1, 8, 8, 1, true),
+    (3, 72, 136, 8, false),
+    (16, 136, 72, 16, true),
+    (113, 520, 136, 40, true),
+    (256, 72, 520, 64, false),
+    (16, 136, 136, 128, true),
+    (3, 3584, 72, 8, true),
+    (1, 72, 3584, 16, false),
+    // N not a multiple of the 4-element output vectors: elementwise stores.
+    (7, 16, 13, 3, true),
+];
+
+fn single_case<T: LoraDType>(m: usize, k: usize, n: usize, r: usize, bias: bool, seed: u64) -> MultiCase<T> {
+    MultiCase {
+        m,
+        k,
+        n,
+        r_max: r,
+        x: random(seed, m * k),
+        w: random(seed + 1, n * k),
+        bias: bias.then(|| random(seed + 2, n)),
+        a: random(seed + 3, r * k),
+        b: random(seed + 4, n * r),
+        ranks: vec![r],
+        scales: vec![0.75],
+        index: vec![0; m],
+    }
+}
+
+fn fused_single<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    for (i, &(m, k, n, r, with_bias)) in FUSED_CASES.iter().enumerate() {
+        let case = single_case::<T>(m, k, n, r, with_bias, 100 + i as u64);
+        let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+        let bias = case.bias.as_ref().map(|v| upload(stream, v));
+        let mut y = poisoned::<T>(stream, m * n);
+        let mut p = poisoned::<T>(stream, m * r);
+        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
+        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+        let p_got = download(stream, &p);
+        let what = format!("m={m} k={k} n={n} r={r} bias={with_bias}");
+        assert_close(&format!("P {what}"), &p_got, &case.p_reference());
+        assert_close(&format!("Y {what}"), &download(stream, &y), &case.y_reference(&p_got));
+    }
+}
+
+/// Without an output P the kernel uses a scratch one: Y must not change.
+fn fused_without_p<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n, r) = (17, 72, 40, 8);
+    let case = single_case::<T>(m, k, n, r, true, 7);
+    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let bias = upload(stream, case.bias.as_ref().expect("bias"));
+    let linear = Linear { weight: w.as_view(), bias: Some(bias.as_view()), n, k };
+    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+    let mut y_with = poisoned::<T>(stream, m * n);
+    let mut y_without = poisoned::<T>(stream, m * n);
+    let mut p = poisoned::<T>(stream, m * r);
+    let mut out = ForwardOutput { y: y_with.as_view_mut(), p: Some(p.as_view_mut()) };
+    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward with P");
+    let mut out = ForwardOutput { y: y_without.as_view_mut(), p: None };
+    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward without P");
+    let with: Vec<f64> = download(stream, &y_with).iter().map(|v| v.to_f64()).collect();
+    let without: Vec<f64> = download(stream, &y_without).iter().map(|v| v.to_f64()).collect();
+    assert!(with.iter().all(|v| v.is_finite()));
+    assert_eq!(with, without, "Y depends on whether P is written out");
+}
+
+fn fused_multi<T: LoraDType>() {
+    // Ranks below, at and above the 32-wide K-step, one not a multiple of 8.
+    let mixes = [
+        (Mix::NoAdapter, 70),
+        (Mix::OneAdapter, 70),
+        (Mix::DistinctPerRow, 5),
+        (Mix::Zipf, 113),
+        (Mix::Skewed, 70),
+        (Mix::Unsorted, 113),
+        (Mix::OneAdapterUnused, 33),
+    ];
+    run_multi::<T>(&mixes, 72, 136, 1000);
+}
+
+/// Few rows and a long K: the split-K (decode) path, with adapters.
+fn fused_multi_decode<T: LoraDType>() {
+    run_multi::<T>(&[(Mix::Unsorted, 3), (Mix::Zipf, 16)], 1032, 72, 2000);
+}
+
+fn run_multi<T: LoraDType>(mixes: &[(Mix, usize)], k: usize, n: usize, seed0: u64) {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let ranks = [8usize, 40, 1, 17, 32];
+    let scales = [0.5f32, -1.25, 2.0, 0.125, 1.0];
+    let r_max = 40;
+    for (i, &(mix, m)) in mixes.iter().enumerate() {
+        for with_bias in [false, true] {
+            let seed = seed0 + 10 * i as u64 + with_bias as u64;
+            let mut case = MultiCase::<T> {
+                m,
+                k,
+                n,
+                r_max,
+                x: random(seed, m * k),
+                w: random(seed + 1, n * k),
+                bias: with_bias.then(|| random(seed + 2, n)),
+                a: random(seed + 3, ranks.len() * r_max * k),
+                b: random(seed + 4, ranks.len() * n * r_max),
+                ranks: ranks.to_vec(),
+                scales: scales.to_vec(),
+                index: row_indices(mix, m, ranks.len(), seed + 5),
+            };
+            poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
+            let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+            let bias = case.bias.as_ref().map(|v| upload(stream, v));
+            let index = upload(stream, &case.index);
+            let mut status = AdapterStatus::new(stream).expect("status");
+            let mut y = poisoned::<T>(stream, m * n);
+            let mut p = poisoned::<T>(stream, m * r_max);
+            let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
+            let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
+            let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+            let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward_multi");
+            status.check(stream).expect("no bad index");
+            let p_got = download(stream, &p);
+            let what = format!("{mix:?} m={m} k={k} n={n} bias={with_bias}");
+            assert_close(&format!("P {what}"), &p_got, &case.p_reference());
+            assert_close(&format!("Y {what}"), &download(stream, &y), &case.y_reference(&p_got));
+        }
+    }
+}
+
+/// A bad index is never dereferenced: the row gets the base output, and the
+/// status names the first bad row.
+fn multi_bad_index<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n, r_max) = (9, 16, 24, 8);
+    let mut case = MultiCase::<T> {
+        m,
+        k,
+        n,
+        r_max,
+        x: random(1, m * k),
+        w: random(2, n * k),
+        bias: None,
+        a: random(3, 2 * r_max * k),
+        b: random(4, 2 * n * r_max),
+        ranks: vec![8, 3],
+        scales: vec![1.5, 0.5],
+        index: vec![0, 1, -1, 7, 1, -5, 0, 2, 1],
+    };
+    poison_padding(&mut case.a, &mut case.b, &case.ranks, r_max, n, k);
+    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let index = upload(stream, &case.index);
+    let mut status = AdapterStatus::new(stream).expect("status");
+    let mut y = poisoned::<T>(stream, m * n);
+    let mut p = poisoned::<T>(stream, m * r_max);
+    let linear = Linear { weight: w.as_view(), bias: None, n, k };
+    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
+    let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+    dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("launch");
+    match status.check(stream) {
+        Err(fused_lora::LoraError::AdapterIndexOutOfRange { row: 3, index: 7, num_adapters: 2 }) => {}
+        other => panic!("expected the bad index of row 3 to be reported, got {other:?}"),
+    }
+    // Rows with a bad index are base-only: the reference treats them so.
+    let p_got = download(stream, &p);
+    assert_close("P with bad rows", &p_got, &case.p_reference());
+    assert_close("Y with bad rows", &download(stream, &y), &case.y_reference(&p_got));
+    status.reset(stream).expect("reset");
+    status.check(stream).expect("clear after reset");
+}
+
+fn shrink_alone<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    for (i, &(m, k, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (256, 8, 1), (3, 520, 128)].iter().enumerate() {
+        let scale = -0.625f32;
+        let case = single_case::<T>(m, k, 8, r, false, 300 + i as u64);
+        let (x, a) = (upload(stream, &case.x), upload(stream, &case.a));
+        let mut p = poisoned::<T>(stream, m * r);
+        dev.kernels.shrink(stream, &x.as_view(), &a.as_view(), r, scale, &mut p.as_view_mut()).expect("shrink");
+        let want: Vec<Sum> = case.p_reference().into_iter().map(|s| Sum::default().plus_scaled(scale, s)).collect();
+        assert_close(&format!("shrink m={m} k={k} r={r}"), &download(stream, &p), &want);
+    }
+}
+
+fn expand_alone<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    for (i, &(m, n, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (16, 72, 1), (3, 520, 128), (5, 13, 3)].iter().enumerate() {
+        let scale = 1.5f32;
+        let seed = 400 + i as u64;
+        let p_host: Vec<T> = random(seed, m * r);
+        let b_host: Vec<T> = random(seed + 1, n * r);
+        let y_host: Vec<T> = random(seed + 2, m * n);
+        let (p, b) = (upload(stream, &p_host), upload(stream, &b_host));
+        let mut y = upload(stream, &y_host);
+        dev.kernels.expand(stream, &p.as_view(), &b.as_view(), r, scale, &mut y.as_view_mut()).expect("expand");
+        let mut want = Vec::with_capacity(m * n);
+        for row in 0..m {
+            for col in 0..n {
+                let mut sum = Sum::default();
+                for j in 0..r {
+                    sum.add_product(p_host[row * r + j].to_f64(), b_host[col * r + j].to_f64());
+                }
+                want.push(Sum::default().plus(y_host[row * n + col].to_f64()).plus_scaled(scale, sum));
+            }
+        }
+        assert_close(&format!("expand m={m} n={n} r={r}"), &download(stream, &y), &want);
+    }
+}
+
+/// Same inputs, bit-identical outputs, on the split-K path too (its partial
+/// sums are added in a fixed order, no atomics).
+fn deterministic<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n, r) = (3, 3584, 72, 16);
+    let case = single_case::<T>(m, k, n, r, true, 77);
+    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let bias = upload(stream, case.bias.as_ref().expect("bias"));
+    let linear = Linear { weight: w.as_view(), bias: Some(bias.as_view()), n, k };
+    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut y = poisoned::<T>(stream, m * n);
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+        runs.push(download(stream, &y));
+    }
+    assert!(runs[0].iter().all(|v| v.to_f64().is_finite()), "every output written");
+    assert_eq!(runs[0], runs[1], "two runs differ");
+}
+
+/// Y as a view one element into its allocation (not 16-byte aligned): the
+/// epilogue falls back to element stores and still writes every element once.
+fn expand_into_offset_view<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, n, r, scale) = (9usize, 24usize, 8usize, -0.5f32);
+    let p_host: Vec<T> = random(501, m * r);
+    let b_host: Vec<T> = random(502, n * r);
+    let y_host: Vec<T> = random(503, m * n + 1);
+    let (p, b) = (upload(stream, &p_host), upload(stream, &b_host));
+    let mut y = upload(stream, &y_host);
+    dev.kernels.expand(stream, &p.as_view(), &b.as_view(), r, scale, &mut y.slice_mut(1..)).expect("expand");
+    let got = download(stream, &y);
+    assert_eq!(got[0], y_host[0], "the element before the view is untouched");
+    let mut want = Vec::with_capacity(m * n);
+    for row in 0..m {
+        for col in 0..n {
+            let mut sum = Sum::default();
+            for j in 0..r {
+                sum.add_product(p_host[row * r + j].to_f64(), b_host[col * r + j].to_f64());
+            }
+            want.push(Sum::default().plus(y_host[1 + row * n + col].to_f64()).plus_scaled(scale, sum));
+        }
+    }
+    assert_close("expand into an offset view", &got[1..], &want);
+}
+
+macro_rules! per_dtype {
+    ($($name:ident),* $(,)?) => {
+        mod f32_kernels { $( #[test] fn $name() { super::$name::<f32>() } )* }
+        mod f16_kernels { $( #[test] fn $name() { super::$name::<half::f16>() } )* }
+        mod bf16_kernels { $( #[test] fn $name() { super::$name::<half::bf16>() } )* }
+    };
+}
+per_dtype!(fused_single, fused_without_p, fused_multi, fused_multi_decode, deterministic, expand_into_offset_view, multi_bad_index, shrink_alone, expand_alone);
+
+/// The oracle of these tests agrees with the crate's CPU reference
+/// (`fused_lora::reference`, exact mode) on a multi-adapter case with NaN
+/// padding: same P once rounded, same Y for that P. Runs without a device.
+#[test]
+fn oracle_matches_crate_reference() {
+    use fused_lora::reference::{forward_multi, Base, MultiAdapters, Precision};
+    use fused_lora::MultiAdapterShape;
+    type T = half::bf16;
+    let (m, k, n, r_max) = (19, 40, 24, 16);
+    let ranks = vec![16usize, 3, 9];
+    let mut case = MultiCase::<T> {
+        m,
+        k,
+        n,
+        r_max,
+        x: random(1, m * k),
+        w: random(2, n * k),
+        bias: Some(random(3, n)),
+        a: random(4, ranks.len() * r_max * k),
+        b: random(5, ranks.len() * n * r_max),
+        ranks: ranks.clone(),
+        scales: vec![0.5, -2.0, 1.25],
+        index: row_indices(Mix::Zipf, m, ranks.len(), 6),
+    };
+    poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
+    let scales: Vec<f64> = case.scales.iter().map(|&s| s as f64).collect();
+    let indices: Vec<i64> = case.index.iter().map(|&i| i as i64).collect();
+    let shape = MultiAdapterShape { m, k, n, num_adapters: ranks.len(), r_max };
+    let base = Base { x: &case.x, w0: &case.w, bias: case.bias.as_deref() };
+    let adapters = MultiAdapters { a_all: &case.a, b_all: &case.b, ranks: &ranks, scales: &scales, indices: &indices };
+    let truth = forward_multi(shape, &base, &adapters, None, Precision::Exact).expect("reference");
+
+    let p_mine: Vec<T> = case.p_reference().iter().map(|s| T::from_f64(s.exact)).collect();
+    let p_truth: Vec<T> = truth.p.iter().map(|&v| T::from_f64(v)).collect();
+    assert_eq!(p_mine, p_truth, "P rounded to bf16");
+    for (i, (mine, want)) in case.y_reference(&p_truth).iter().zip(&truth.y).enumerate() {
+        assert!((mine.exact - want).abs() <= 1e-12 * (1.0 + mine.magnitude), "Y[{i}]: {} vs {want}", mine.exact);
+    }
+}

@@ -1,0 +1,171 @@
+//! Counted efficiency of the fused forward kernel on the emulator (its
+//! per-launch counters; on a real GPU these tests skip): tensor-core
+//! instructions against the FLOP minimum, global loads against the
+//! tile-reuse minimum (fully coalesced: every sector fetched is used),
+//! shared-memory bank conflicts, output sectors.
+
+mod device;
+mod forward_support;
+
+use std::ffi::c_char;
+use std::sync::Mutex;
+
+use cudarc::driver::CudaSlice;
+use fused_lora::{Adapter, ForwardOutput, Linear, LoraDType};
+use half::{bf16, f16};
+
+use forward_support::{poisoned, random, upload};
+
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+const TILE_K: usize = 32;
+/// mma.sync m16n8k16 per CTA per K-step of 32: 4 warps x (2 x 4 fragments) x 2 k16 steps.
+const MMA_PER_CTA_STEP: usize = 64;
+
+/// The last launch's counters as the emulator's JSON line.
+fn last_launch_counters() -> String {
+    type Export = unsafe extern "C" fn(*mut c_char, usize) -> usize;
+    // SAFETY: looks up an export of the already-loaded driver library; its
+    // signature is the emulator's documented one.
+    let export = unsafe { cudarc::driver::sys::culib().get::<Export>(b"ptxEmuGetLastLaunchCountersJson\0") }.expect("emulator export");
+    let mut buffer = vec![0u8; 1 << 16];
+    // SAFETY: the buffer is valid for its length; the export writes at most len - 1 bytes and a NUL.
+    let len = unsafe { export(buffer.as_mut_ptr().cast::<c_char>(), buffer.len()) };
+    assert!(len > 0 && len < buffer.len(), "no counters ({len})");
+    String::from_utf8(buffer[..len].to_vec()).expect("UTF-8 JSON")
+}
+
+/// The number after `"key":` in a flat JSON line.
+fn field(json: &str, key: &str) -> u64 {
+    let start = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 3;
+    json[start..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().expect("a number")
+}
+
+/// The sum of the values of the object `"key":{...}`.
+fn object_sum(json: &str, key: &str) -> u64 {
+    let start = json.find(&format!("\"{key}\":{{")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 4;
+    let end = start + json[start..].find('}').expect("closing brace");
+    json[start..end].split(',').filter(|s| !s.is_empty()).map(|kv| kv.rsplit(':').next().unwrap().parse::<u64>().expect("count")).sum()
+}
+
+struct Shape {
+    m: usize,
+    k: usize,
+    n: usize,
+    r: usize,
+}
+
+/// Runs the fused forward (no bias: its reads are per-element by design) and
+/// returns the counters of its second launch, the fused GEMM.
+fn fused_counters<T: LoraDType>(dev: &device::Device, s: &Shape) -> String {
+    let stream = &dev.stream;
+    let x: CudaSlice<T> = upload(stream, &random::<T>(1, s.m * s.k));
+    let w = upload(stream, &random::<T>(2, s.n * s.k));
+    let a = upload(stream, &random::<T>(3, s.r * s.k));
+    let b = upload(stream, &random::<T>(4, s.n * s.r));
+    let mut y = poisoned::<T>(stream, s.m * s.n);
+    let linear = Linear { weight: w.as_view(), bias: None, n: s.n, k: s.k };
+    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: s.r, scale: 0.5 };
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+    stream.synchronize().expect("sync");
+    last_launch_counters()
+}
+
+/// The emulator keeps one "last launch" per process: tests that read it
+/// must not launch concurrently.
+static LAUNCH_COUNTERS: Mutex<()> = Mutex::new(());
+
+fn counted_efficiency<T: LoraDType>() {
+    let _serial = LAUNCH_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let elem = T::DTYPE.size_bytes() as u64;
+    // K of at most 7 K-steps keeps these on the one-launch path (no split-K
+    // reduction after the GEMM), so the last launch's counters are the GEMM's.
+    for s in [Shape { m: 128, k: 192, n: 128, r: 32 }, Shape { m: 113, k: 200, n: 136, r: 40 }] {
+        let json = fused_counters::<T>(&dev, &s);
+        eprintln!("{} m={} k={} n={} r={}: {json}", T::DTYPE, s.m, s.k, s.n, s.r);
+        let (tiles_m, tiles_n) = (s.m.div_ceil(TILE_M), s.n.div_ceil(TILE_N));
+        let steps = s.r.div_ceil(TILE_K) + s.k.div_ceil(TILE_K);
+
+        // Tensor instructions: exactly the padded tile grid's, which is the
+        // FLOP minimum (ceil to the 16x8x16 shape) apart from tail padding.
+        let mma = object_sum(&json, "tensor_instructions") as usize;
+        assert_eq!(mma, tiles_m * tiles_n * steps * MMA_PER_CTA_STEP, "mma count");
+        let flop_minimum = s.m.div_ceil(16) * s.n.div_ceil(8) * (s.k.div_ceil(16) + s.r.div_ceil(16));
+        let aligned = s.m % TILE_M == 0 && s.n % TILE_N == 0 && s.k % TILE_K == 0 && s.r % TILE_K == 0;
+        if aligned {
+            assert_eq!(mma, flop_minimum, "tile-aligned shapes issue exactly the FLOP minimum");
+        }
+        eprintln!("  mma {mma} vs FLOP minimum {flop_minimum} ({:.3}x)", mma as f64 / flop_minimum as f64);
+
+        // Shared memory: no bank conflict anywhere (ldmatrix, cp.async stores, the rest).
+        assert_eq!(field(&json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts");
+        assert_eq!(field(&json, "shared_bank_conflicts"), 0, "shared bank conflicts");
+
+        // Every input byte is read, each at least once.
+        let inputs = ((s.m * s.k + s.n * s.k + s.m * s.r + s.n * s.r) as u64) * elem;
+        assert_eq!(field(&json, "global_bytes_read"), inputs, "distinct bytes read");
+        let loaded = field(&json, "global_load_sectors") * 32;
+        if aligned {
+            // Tile reuse: each CTA reads its X and P rows and its W0 and B rows
+            // once; with 16-byte loads filling whole sectors this is the traffic.
+            let tile_minimum = ((tiles_n * s.m * (s.k + s.r) + tiles_m * s.n * (s.k + s.r)) as u64) * elem;
+            assert_eq!(loaded, tile_minimum, "global load traffic against the tile-reuse minimum");
+        }
+        let output = (s.m * s.n) as u64 * elem;
+        assert_eq!(field(&json, "global_bytes_written"), output, "Y written once");
+        let stored = field(&json, "global_store_sectors") * 32;
+        // The epilogue stores whole tile rows through shared memory: on
+        // aligned shapes exactly the output's sectors; otherwise at most one
+        // partly used sector at each end of each row segment of a tile.
+        if aligned {
+            assert_eq!(stored, output, "store traffic against the output bytes");
+        } else {
+            assert!(stored <= output + 2 * 32 * (s.m * tiles_n) as u64, "store sectors {stored} B for {output} B");
+        }
+        eprintln!("  loads {loaded} B (inputs {inputs} B), stores {stored} B for {output} B");
+    }
+}
+
+#[test]
+fn counted_efficiency_f16() {
+    counted_efficiency::<f16>();
+}
+
+#[test]
+fn counted_efficiency_bf16() {
+    counted_efficiency::<bf16>();
+}
+
+/// `ptxas -v` on the shipped forward PTX, for sm_80 and sm_90: every entry
+/// point compiles without spills or a stack frame. Skips where no ptxas is
+/// installed (`scripts/setup.sh` puts one on PATH).
+#[test]
+fn ptxas_reports_no_spills() {
+    let dir = std::env::temp_dir().join(format!("fused-lora-forward-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ptx = dir.join("forward.ptx");
+    std::fs::write(&ptx, fused_lora::ptx::FORWARD).expect("write PTX");
+    for arch in ["sm_80", "sm_90"] {
+        let output = match std::process::Command::new("ptxas").args([&format!("-arch={arch}"), "-v", "-o"]).arg(dir.join("forward.cubin")).arg(&ptx).output() {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("SKIPPED: ptxas not runnable ({e}); run `. scripts/setup.sh` first");
+                return;
+            }
+        };
+        let report = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "ptxas failed for {arch}: {report}");
+        let frames: Vec<&str> = report.lines().filter(|l| l.contains("spill stores")).collect();
+        assert!(frames.len() >= 6, "expected one report per entry point for {arch}: {report}");
+        for line in frames {
+            assert!(line.contains("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"), "{arch}: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
