@@ -17,6 +17,7 @@ pub(crate) struct KernelFamily {
 
 pub(crate) const MERGE: KernelFamily = KernelFamily { name: "merge", ptx: crate::ptx::MERGE };
 pub(crate) const FORWARD: KernelFamily = KernelFamily { name: "forward", ptx: crate::ptx::FORWARD };
+pub(crate) const BACKWARD: KernelFamily = KernelFamily { name: "backward", ptx: crate::ptx::BACKWARD };
 
 /// The entry point to every kernel: owns the modules loaded into one CUDA
 /// context, loading each kernel family's PTX on first use.

@@ -39,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod backward;
 pub mod config;
 pub mod dtype;
 pub mod error;
@@ -51,6 +52,7 @@ pub mod ptx;
 pub mod reference;
 pub mod shape;
 
+pub use backward::{BackwardOutput, GradMode};
 pub use config::{AdapterConfig, Scaling};
 pub use dtype::{DType, LoraDType};
 pub use error::{LoraError, Result};
