@@ -164,7 +164,6 @@ fn run<T: LoraDType>(
             dev.kernels.backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, p_arg, &mut out)?;
         }
     }
-    drop(out);
     let got = Got { g: download(stream, &g), da: download(stream, &da), db: download(stream, &db), dx: download(stream, &dx) };
     Ok((got, status))
 }
@@ -269,7 +268,6 @@ fn recomputed_p_matches_kept_p<T: LoraDType>(api: Api) {
             dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward");
         }
     }
-    drop(out);
     case.p = download(stream, &p);
     let initial = Initial::nan(&case);
     let (kept, _) = run(&dev, &case, api, true, &initial, GradMode::Overwrite).expect("backward with P");
@@ -292,7 +290,7 @@ fn multi_adapter_matches_reference<T: LoraDType>() {
         status.check(&dev.stream).expect("no bad index");
         check_against_reference(&format!("{mix:?}"), &case, &got, None);
         for (l, &rank) in ranks.iter().enumerate() {
-            let used = case.index.iter().any(|&idx| idx == l as i32);
+            let used = case.index.contains(&(l as i32));
             let da = &got.da[l * r_max * k..][..r_max * k];
             let db = &got.db[l * n * r_max..][..n * r_max];
             for (j, row) in da.chunks(k).enumerate() {

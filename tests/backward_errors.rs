@@ -130,7 +130,7 @@ fn bad_stacks_are_refused() {
     let Some(dev) = device::device() else { return };
     let s = &dev.stream;
     let mut bufs = buffers(&dev);
-    let index = upload(s, &vec![0i32; M]);
+    let index = upload(s, &[0i32; M]);
     let mut status = AdapterStatus::new(s).expect("status");
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let cases: [(&[usize], &[f32], &str); 3] =
