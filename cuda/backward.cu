@@ -26,6 +26,48 @@
 namespace fused_lora {
 namespace bwd {
 
+// Philox-4x32-10 and the dropout keep test, bit for bit as
+// src/reference/philox.rs (its docs give the keying).
+__device__ __forceinline__ uint4 philox_round(uint4 ctr, uint2 key) {
+    const unsigned long long p0 = 0xD2511F53ull * ctr.x;
+    const unsigned long long p1 = 0xCD9E8D57ull * ctr.z;
+    const unsigned int hi0 = static_cast<unsigned int>(p0 >> 32), lo0 = static_cast<unsigned int>(p0);
+    const unsigned int hi1 = static_cast<unsigned int>(p1 >> 32), lo1 = static_cast<unsigned int>(p1);
+    return make_uint4(hi1 ^ ctr.y ^ key.x, lo1, hi0 ^ ctr.w ^ key.y, lo0);
+}
+
+__device__ __forceinline__ unsigned int random_bits(unsigned long long seed, unsigned long long offset,
+                                                    unsigned long long index) {
+    const unsigned long long block = index / 4;
+    uint4 ctr = make_uint4(static_cast<unsigned int>(block), static_cast<unsigned int>(block >> 32),
+                           static_cast<unsigned int>(offset), static_cast<unsigned int>(offset >> 32));
+    uint2 key = make_uint2(static_cast<unsigned int>(seed), static_cast<unsigned int>(seed >> 32));
+#pragma unroll
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            key.x += 0x9E3779B9u;
+            key.y += 0xBB67AE85u;
+        }
+        ctr = philox_round(ctr, key);
+    }
+    const unsigned int word = static_cast<unsigned int>(index % 4);
+    return word == 0 ? ctr.x : word == 1 ? ctr.y : word == 2 ? ctr.z : ctr.w;
+}
+
+// Whether dropout keeps element (m, k) of the [m, K] adapter input.
+__device__ __forceinline__ bool keeps(const LoraBwdParams& p, int m, int k) {
+    const unsigned long long index = static_cast<unsigned long long>(m) * p.k + k;
+    const float uniform = static_cast<float>(random_bits(p.seed, p.offset, index) >> 8) * (1.0f / 16777216.0f);
+    return uniform >= p.dropout_p;
+}
+
+// X~[m, k]: the adapter's input after dropout, as the forward stored it in T.
+template <typename T> __device__ __forceinline__ float dropped_x(const LoraBwdParams& p, const T* x, int m, int k) {
+    const float v = to_f32(x[static_cast<long long>(m) * p.k + k]);
+    if (!p.dropout) return v;
+    return keeps(p, m, k) ? to_f32(from_f32<T>(v * p.inv_keep)) : 0.0f;
+}
+
 __device__ __forceinline__ int rank_of(const LoraBwdParams& p, int adapter) {
     return p.ranks ? reinterpret_cast<const int*>(p.ranks)[adapter] : p.rank;
 }
@@ -107,13 +149,12 @@ template <typename T> __device__ void rowsum(const LoraBwdParams& p) {
         const bool db = p.reduction == LORA_BWD_REDUCE_DB;
         // dB: dY[m, row] . P[m, col]; dA: G[m, row] . X[m, col].
         const T* lhs = reinterpret_cast<const T*>(db ? p.dy : p.g);
-        const T* rhs = reinterpret_cast<const T*>(db ? p.p : p.x);
         const int lhs_ld = db ? p.n : p.r_max;
-        const int rhs_ld = db ? p.r_max : p.k;
         for (int m = m_begin; m < m_end; ++m) {
             if (adapter_of(p, m) != adapter) continue;
-            acc = fmaf(to_f32(lhs[static_cast<long long>(m) * lhs_ld + row]),
-                       to_f32(rhs[static_cast<long long>(m) * rhs_ld + col]), acc);
+            const float rhs = db ? to_f32(reinterpret_cast<const T*>(p.p)[static_cast<long long>(m) * p.r_max + col])
+                                 : dropped_x(p, reinterpret_cast<const T*>(p.x), m, col);
+            acc = fmaf(to_f32(lhs[static_cast<long long>(m) * lhs_ld + row]), rhs, acc);
         }
     }
     float* partials = reinterpret_cast<float*>(p.partials);
@@ -159,9 +200,19 @@ template <typename T> __device__ void dx(const LoraBwdParams& p) {
         const int rank = rank_of(p, adapter);
         float lora = 0.0f;
         for (int j = 0; j < rank; ++j) lora = fmaf(to_f32(g[j]), to_f32(a[static_cast<long long>(j) * p.k]), lora);
-        value = base + scale_of(p, adapter) * lora;
+        const float factor = !p.dropout ? 1.0f : keeps(p, m, k) ? p.inv_keep : 0.0f;
+        value = base + scale_of(p, adapter) * lora * factor;
     }
     store<T>(p, at, value);
+}
+
+// out [m, k] = X~, for the recompute of P by the forward's shrink.
+template <typename T> __device__ void dropped_input(const LoraBwdParams& p) {
+    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (at >= static_cast<long long>(p.m) * p.k) return;
+    const int m = static_cast<int>(at / p.k);
+    const int k = static_cast<int>(at % p.k);
+    reinterpret_cast<T*>(p.out)[at] = from_f32<T>(dropped_x(p, reinterpret_cast<const T*>(p.x), m, k));
 }
 
 }  // namespace bwd
@@ -181,5 +232,9 @@ template <typename T> __device__ void dx(const LoraBwdParams& p) {
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS) lora_backward_dx_##SUFFIX(const LoraBwdParams p) { \
         fused_lora::bwd::dx<TYPE>(p);                                                                                 \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                    \
+        lora_backward_dropped_input_##SUFFIX(const LoraBwdParams p) {                                                 \
+        fused_lora::bwd::dropped_input<TYPE>(p);                                                                      \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)

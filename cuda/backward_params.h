@@ -11,6 +11,12 @@
  *     dX[m, k]  = round_T(sum_n dY[m, n] . W0[n, k] + s_l . sum_j G[m, j] . A_l[j, k])
  *
  * each plus the old gradient (read as T, added in f32) when `accumulate`.
+ *
+ * With dropout (PEFT lora_dropout on the adapter input), X in dA is
+ * X~[m, k] = keep(m, k) ? round_T(X[m, k] . inv_keep) : 0, and the adapter
+ * term of dX is multiplied by keep(m, k) ? inv_keep : 0, keep drawn from
+ * Philox-4x32-10 keyed by (seed, offset, m.K + k) as in
+ * src/reference/philox.rs.
  * The dA/dB sums over M are split in fixed chunks of LORA_BWD_ROWS_PER_SPLIT
  * rows: each split stores its f32 partial, and a second launch adds the
  * splits in split order (no atomics: bit-identical run to run). */
@@ -55,6 +61,11 @@ typedef struct LoraBwdParams {
     int32_t reduction;      /* LoraBwdReduction, for the rowsum launches */
     int32_t splits;         /* ceil(m / LORA_BWD_ROWS_PER_SPLIT), for the rowsum launches */
     int32_t accumulate;     /* nonzero: out = round_T(old out + gradient) */
+    int32_t dropout;        /* nonzero: the mask below applies */
+    float dropout_p;        /* element kept iff uniform(seed, offset, m.K + k) >= dropout_p */
+    float inv_keep;         /* 1 / (1 - dropout_p), computed in f32 */
+    uint64_t seed;
+    uint64_t offset;
 } LoraBwdParams;
 
 #endif

@@ -36,7 +36,7 @@
 //!     mode: GradMode::Overwrite,
 //! };
 //! // No P kept from the forward: it is recomputed.
-//! kernels.backward(&stream, &dy.as_view(), &x.as_view(), &linear, &adapter, None, &mut out)?;
+//! kernels.backward(&stream, &dy.as_view(), &x.as_view(), &linear, &adapter, None, None, &mut out)?;
 //! # Ok(())
 //! # }
 //! ```
@@ -81,6 +81,7 @@ use crate::forward::launch::check_grid;
 use crate::forward::{check_linear, rows_of, AdapterStack, Linear, Pointers, RowAdapters};
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
+use crate::reference::Dropout;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
     LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_ROWS_PER_SPLIT, LORA_BWD_THREADS,
@@ -109,6 +110,25 @@ pub struct BackwardOutput<'a, T> {
     pub dx: CudaViewMut<'a, T>,
     pub g: Option<CudaViewMut<'a, T>>,
     pub mode: GradMode,
+}
+
+/// The dropout fields of the kernel parameters; `None` or `p == 0`: no mask.
+fn dropout_params(dropout: Option<&Dropout>) -> Result<LoraBwdParams> {
+    let Some(d) = dropout else { return Ok(LoraBwdParams::default()) };
+    if !(0.0..1.0).contains(&d.p) {
+        return Err(LoraError::InvalidArgument { what: "dropout p", value: d.p.to_string(), reason: "must be in [0, 1)" });
+    }
+    if d.p == 0.0 {
+        return Ok(LoraBwdParams::default());
+    }
+    Ok(LoraBwdParams {
+        dropout: 1,
+        dropout_p: d.p,
+        inv_keep: d.inv_keep(),
+        seed: d.seed,
+        offset: d.offset,
+        ..Default::default()
+    })
 }
 
 /// The problem one call describes, after validation.
@@ -159,6 +179,7 @@ impl LoraKernels {
         linear: &Linear<'_, T>,
         adapter: &Adapter<'_, T>,
         p: Option<&CudaView<'_, T>>,
+        dropout: Option<&Dropout>,
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
         self.check_stream(stream)?;
@@ -174,11 +195,12 @@ impl LoraKernels {
         let dims = Dims { m, n, k, r_max: r, num_adapters: 1 };
         self.check_common(stream, dims, dy, x, p, out)?;
 
+        let dropout = dropout_params(dropout)?;
         let base = LoraBwdParams {
             num_adapters: 1,
             rank: r as i32,
             scale: adapter.scale,
-            ..Default::default()
+            ..dropout
         };
         // SAFETY: every buffer was checked against its shape on this context;
         // the single-adapter parameters address adapter 0 only, of rank r.
@@ -209,6 +231,7 @@ impl LoraKernels {
         adapters: &AdapterStack<'_, T>,
         rows: &mut RowAdapters<'_, '_>,
         p: Option<&CudaView<'_, T>>,
+        dropout: Option<&Dropout>,
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
         self.check_stream(stream)?;
@@ -261,6 +284,7 @@ impl LoraKernels {
         let dims = Dims { m, n, k, r_max, num_adapters };
         self.check_common(stream, dims, dy, x, p, out)?;
 
+        let dropout = dropout_params(dropout)?;
         let ranks = stream.clone_htod(&ranks)?;
         let scales = stream.clone_htod(adapters.scales)?;
         rows.status.num_adapters = num_adapters;
@@ -277,7 +301,7 @@ impl LoraKernels {
             num_adapters: num_adapters as i32,
             rank: r_max as i32,
             scale: 1.0,
-            ..Default::default()
+            ..dropout
         };
         // SAFETY: every buffer was checked against its shape on this context;
         // the stack holds L whole adapters of r_max, every rank is in
@@ -377,6 +401,12 @@ impl LoraKernels {
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
         let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
+        // With dropout, P is the shrink of the dropped input: materialised
+        // for the recompute only (dA regenerates the mask on the fly).
+        let mut dropped = match (p, base.dropout != 0) {
+            (None, true) => Some(stream.alloc_zeros::<T>(m * k)?),
+            _ => None,
+        };
 
         let mut ptrs = Pointers::new::<T>(stream);
         let dy_span = ptrs.read("dy", dy);
@@ -407,11 +437,17 @@ impl LoraKernels {
         }
         check_no_alias(&p_span, &outputs)?;
 
+        let dropped_span = dropped.as_mut().map(|d| ptrs.write("dropped x", d));
+        if let Some(dropped) = dropped_span {
+            let params = LoraBwdParams { x: x_span.start, out: dropped.start, m: m as i32, k: k as i32, ..base };
+            // SAFETY: X [m, k] (checked) into the [m, k] scratch just allocated.
+            unsafe { self.launch_backward::<T>(stream, "dropped_input", params, m * k, 1, 1)? };
+        }
         if p.is_none() {
             let shrink = LoraGemmParams {
                 out: p_span.start,
                 ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
-                ad_lhs: x_span.start,
+                ad_lhs: dropped_span.map_or(x_span.start, |d| d.start),
                 ad_rhs: a_span.start,
                 ad_rhs_stride: (r_max * k) as i64,
                 ad_k: k as i32,
@@ -462,6 +498,9 @@ impl LoraKernels {
     }
 
     /// dB or dA: the split partials, then their ordered sum.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::run_backward`], with `params` filled in by it.
     unsafe fn reduce_rows<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -485,6 +524,10 @@ impl LoraKernels {
 
     /// Launches `lora_backward_<name>_<T>` with one thread per element of
     /// `elements` along x, `grid_y` by `grid_z` times.
+    ///
+    /// # Safety
+    /// Every pointer in `params` must address a live buffer of this context
+    /// holding what `cuda/backward_params.h` describes for its dimensions.
     unsafe fn launch_backward<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,

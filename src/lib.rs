@@ -57,6 +57,7 @@ pub use config::{AdapterConfig, Scaling};
 pub use dtype::{DType, LoraDType};
 pub use error::{LoraError, Result};
 pub use forward::{AdapterStack, AdapterStatus, ForwardOutput, Linear, RowAdapters};
+pub use reference::Dropout;
 pub use init::{Distribution, InitScheme};
 pub use kernels::LoraKernels;
 pub use merge::{Adapter, Direction, FiniteCheck, MergeIntoLayer, MergeLayer};

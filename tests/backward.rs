@@ -12,7 +12,7 @@ use common::assert_close_2d;
 use cudarc::driver::CudaSlice;
 use device::Device;
 use forward_support::{download, poison_padding, random, row_indices, upload, Mix};
-use fused_lora::reference::{backward_multi, Base, MultiAdapters, MultiGradients, Precision};
+use fused_lora::reference::{backward_multi, Base, Dropout, MultiAdapters, MultiGradients, Precision};
 use fused_lora::{
     Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraDType, LoraError, MultiAdapterShape,
     RowAdapters,
@@ -34,6 +34,7 @@ struct Case<T> {
     b: Vec<T>,
     p: Vec<T>,
     dy: Vec<T>,
+    dropout: Option<Dropout>,
 }
 
 impl<T: LoraDType> Case<T> {
@@ -53,6 +54,7 @@ impl<T: LoraDType> Case<T> {
             b: random(seed + 3, num_adapters * n * r_max),
             p: random(seed + 4, m * r_max),
             dy: random(seed + 5, m * n),
+            dropout: None,
         }
     }
 
@@ -86,7 +88,7 @@ impl<T: LoraDType> Case<T> {
             MultiAdapters { a_all: &self.a, b_all: &self.b, ranks: &self.ranks, scales: &scales, indices: &indices };
         // The reference must not see the poisoned padding of P either: it
         // reads only the columns inside each row's rank, as the kernels do.
-        backward_multi(shape, &base, &adapters, None, &self.dy, &self.p, precision).expect("reference")
+        backward_multi(shape, &base, &adapters, self.dropout.as_ref(), &self.dy, &self.p, precision).expect("reference")
     }
 }
 
@@ -156,12 +158,12 @@ fn run<T: LoraDType>(
     match api {
         Api::Single => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
-            dev.kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, p_arg, &mut out)?;
+            dev.kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, p_arg, case.dropout.as_ref(), &mut out)?;
         }
         Api::Multi => {
             let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: case.r_max, ranks: &case.ranks, scales: &case.scales };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-            dev.kernels.backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, p_arg, &mut out)?;
+            dev.kernels.backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, p_arg, case.dropout.as_ref(), &mut out)?;
         }
     }
     let got = Got { g: download(stream, &g), da: download(stream, &da), db: download(stream, &db), dx: download(stream, &dx) };
@@ -323,6 +325,53 @@ fn bad_index_is_reported<T: LoraDType>() {
     check_against_reference("bad index", &case, &got, None);
 }
 
+/// Dropout p = 0.25: the mask regenerated from Philox in dA (on X) and dX
+/// (on the adapter term), one adapter and a stack.
+fn dropout_matches_reference<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n) = (70, 24, 16);
+    let mut single = Case::<T>::new(m, k, n, &[6], 6, vec![0; m], 800);
+    single.dropout = Some(Dropout::new(0.25, 0x1234_5678_9abc, 3).expect("dropout"));
+    let (got, _) = run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
+    check_against_reference("dropout, one adapter", &single, &got, None);
+    let index = row_indices(Mix::Zipf, m, 3, 810);
+    let mut multi = Case::<T>::new(m, k, n, &[6, 2, 4], 6, index, 820);
+    multi.dropout = Some(Dropout::new(0.25, 99, 1 << 40).expect("dropout"));
+    multi.poison_padding();
+    let (got, _) = run(&dev, &multi, Api::Multi, true, &Initial::nan(&multi), GradMode::Overwrite).expect("backward");
+    check_against_reference("dropout, stack", &multi, &got, None);
+    // Without the mask the gradients differ: the mask is really applied.
+    let mut plain = multi;
+    plain.dropout = None;
+    let (without, _) = run(&dev, &plain, Api::Multi, true, &Initial::nan(&plain), GradMode::Overwrite).expect("backward");
+    assert_ne!(got.dx, without.dx);
+}
+
+/// With dropout and no P, P is recomputed as the forward's shrink of the
+/// dropped input: the same bits as the shrink of X~ built on the host.
+fn recomputed_p_with_dropout<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n, r) = (20, 32, 24, 6);
+    let mut case = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 900);
+    let dropout = Dropout::new(0.5, 7, 11).expect("dropout");
+    case.dropout = Some(dropout);
+    let dropped: Vec<T> = (0..m * k)
+        .map(|i| {
+            let v = case.x[i].to_f64() as f32;
+            if dropout.keep(i / k, i % k, k) { T::from_f64(f64::from(v * dropout.inv_keep())) } else { T::from_f64(0.0) }
+        })
+        .collect();
+    let (dropped_dev, a) = (upload(stream, &dropped), upload(stream, &case.a));
+    let mut p = upload(stream, &vec![T::nan(); m * r]);
+    dev.kernels.shrink(stream, &dropped_dev.as_view(), &a.as_view(), r, 1.0, &mut p.as_view_mut()).expect("shrink");
+    case.p = download(stream, &p);
+    let initial = Initial::nan(&case);
+    let (kept, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Overwrite).expect("backward with P");
+    let (recomputed, _) = run(&dev, &case, Api::Single, false, &initial, GradMode::Overwrite).expect("backward without P");
+    assert_eq!(kept, recomputed);
+}
+
 macro_rules! per_dtype {
     ($($name:ident => $body:ident;)*) => {
         $(
@@ -344,6 +393,8 @@ per_dtype! {
     accumulate => accumulate_adds_to_old_gradients;
     multi_adapter => multi_adapter_matches_reference;
     bad_index => bad_index_is_reported;
+    dropout => dropout_matches_reference;
+    dropout_recompute => recomputed_p_with_dropout;
 }
 
 #[test]

@@ -62,7 +62,7 @@ fn backward_result(dev: &device::Device, bufs: &mut Buffers, edit: Edit) -> Resu
     let p = if edit.p_short { bufs.p.slice(1..) } else { bufs.p.as_view() };
     let da = if edit.da_short { bufs.da.slice_mut(1..) } else { bufs.da.as_view_mut() };
     let mut out = BackwardOutput { da, db: bufs.db.as_view_mut(), dx: bufs.dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
-    dev.kernels.backward(&dev.stream, &dy, &bufs.x.as_view(), &linear, &adapter, Some(&p), &mut out)
+    dev.kernels.backward(&dev.stream, &dy, &bufs.x.as_view(), &linear, &adapter, Some(&p), None, &mut out)
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn recomputing_p_needs_an_aligned_k() {
     let linear = Linear { weight: w.as_view(), bias: None, n: N, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: R, scale: 1.0 };
     let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Accumulate };
-    let result = dev.kernels.backward(s, &dy.as_view(), &x.as_view(), &linear, &adapter, None, &mut out);
+    let result = dev.kernels.backward(s, &dy.as_view(), &x.as_view(), &linear, &adapter, None, None, &mut out);
     assert!(matches!(result, Err(LoraError::Misaligned { what: "k", .. })), "got {result:?}");
 }
 
@@ -146,7 +146,7 @@ fn bad_stacks_are_refused() {
             mode: GradMode::Overwrite,
         };
         let p = bufs.p.as_view();
-        let result = dev.kernels.backward_multi(s, &bufs.dy.as_view(), &bufs.x.as_view(), &linear, &stack, &mut rows, Some(&p), &mut out);
+        let result = dev.kernels.backward_multi(s, &bufs.dy.as_view(), &bufs.x.as_view(), &linear, &stack, &mut rows, Some(&p), None, &mut out);
         match result {
             Err(LoraError::InvalidArgument { what, .. }) | Err(LoraError::ShapeMismatch { what, .. }) if what == name => {}
             other => panic!("expected an error on {name}, got {other:?}"),
