@@ -15,6 +15,11 @@
 // the splits in split order. No floating-point atomics anywhere, so results
 // are bit-identical run to run.
 //
+// Dropout: the mask is regenerated from Philox-4x32-10 where it is needed
+// (dA's X~ and dX's adapter term), never stored. The generator is written
+// here, bit for bit as src/reference/philox.rs; a shared device header can
+// replace it once one exists.
+//
 // Adapter indices are validated where they are read: a row whose index lies
 // outside [-1, L) never addresses an adapter; it is treated as -1 (G row 0,
 // base-only dX, excluded from every dA/dB) and lora_backward_g reports it

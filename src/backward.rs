@@ -56,11 +56,20 @@
 //! atomics, so two runs give bit-identical gradients.
 //!
 //! # Launches
-//! Five or six launches on the stream, no host synchronisation: the shrink
-//! (only without P), G, dB (partials, then the ordered sum), dA (the same),
+//! Six to eight launches on the stream, no host synchronisation: the shrink
+//! (only without P; after the dropped input is built, with dropout), G, dB (partials, then the ordered sum), dA (the same),
 //! dX. This first form computes each output element with one thread and
 //! FMA, reading every operand in its stored layout (W0 as `[N, K]`, B as
 //! `[N, r]`: no transposed copy); it has no alignment requirement.
+//!
+//! # Dropout
+//! PEFT's `lora_dropout` on the adapter input, as LORA.md states it: pass the
+//! forward's [`Dropout`] (p, seed, offset) and the kernels regenerate the
+//! mask from Philox-4x32-10 (keyed as `fused_lora::reference::philox`), so no
+//! `[M, K]` mask is stored: `dA = s·Gᵀ·X̃` with `X̃ = round_T(X·1/(1−p))` on
+//! kept elements and 0 elsewhere, and the adapter term of dX is multiplied by
+//! the mask over `1 − p`. Without P, it is recomputed as the forward's shrink
+//! of `X̃` (materialised in a scratch `[M, K]` buffer for that launch only).
 //!
 //! # Several adapters
 //! [`LoraKernels::backward_multi`] takes the forward's stack and per-row
@@ -161,13 +170,15 @@ impl LoraKernels {
     /// - `linear`: W0 `[n, k]` (the bias has no gradient here and is ignored);
     /// - `adapter`: A `[r, k]`, B `[n, r]`, s;
     /// - `p`: the forward's P `[m, r]` if it was kept, else `None` (recomputed);
+    /// - `dropout`: the forward's dropout on the adapter input, if any;
     /// - `out`: the gradients and how to store them.
     ///
     /// # Errors
     /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
     /// shape's; [`LoraError::Misaligned`] for a K the forward's shrink cannot
     /// take (only when P is recomputed); [`LoraError::InvalidArgument`] for a
-    /// zero or too large dimension or a non-finite scale;
+    /// zero or too large dimension, a non-finite scale or a dropout p outside
+    /// `[0, 1)`;
     /// [`LoraError::Aliasing`] if an output overlaps an input or another
     /// output; [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
     #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,7 @@ mod device;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraError, RowAdapters};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, Dropout, GradMode, Linear, LoraError, RowAdapters};
 use half::f16;
 
 use forward_support::{poisoned, random, upload};
@@ -151,5 +151,20 @@ fn bad_stacks_are_refused() {
             Err(LoraError::InvalidArgument { what, .. }) | Err(LoraError::ShapeMismatch { what, .. }) if what == name => {}
             other => panic!("expected an error on {name}, got {other:?}"),
         }
+    }
+}
+
+#[test]
+fn a_bad_dropout_probability_is_refused() {
+    let Some(dev) = device::device() else { return };
+    let mut bufs = buffers(&dev);
+    let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
+    let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
+    for p in [1.0, -0.5, f32::NAN] {
+        // The fields are public: a value built without Dropout::new is checked again.
+        let dropout = Dropout { p, seed: 1, offset: 0 };
+        let mut out = BackwardOutput { da: bufs.da.as_view_mut(), db: bufs.db.as_view_mut(), dx: bufs.dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+        let result = dev.kernels.backward(&dev.stream, &bufs.dy.as_view(), &bufs.x.as_view(), &linear, &adapter, None, Some(&dropout), &mut out);
+        assert!(matches!(result, Err(LoraError::InvalidArgument { what: "dropout p", .. })), "p = {p}: got {result:?}");
     }
 }
