@@ -10,8 +10,7 @@
 // the operand allows it (dY.W0, G.A, G^T.X, dY^T.P by rows).
 //
 // Determinism: dA and dB reduce over M, split in fixed chunks of
-// LORA_BWD_ROWS_PER_SPLIT rows (the chunking depends on M only, not on the
-// device); each split stores its f32 partial, and lora_backward_finish adds
+// rows_per_split rows (the chunking depends on M only, not on the device); each split stores its f32 partial, and lora_backward_finish adds
 // the splits in split order. No floating-point atomics anywhere, so results
 // are bit-identical run to run.
 //
@@ -149,8 +148,8 @@ template <typename T> __device__ void rowsum(const LoraBwdParams& p) {
     const int col = static_cast<int>(at % cols);
     float acc = 0.0f;
     if (inside_rank(p, adapter, row, col)) {
-        const int m_begin = split * LORA_BWD_ROWS_PER_SPLIT;
-        const int m_end = min(m_begin + LORA_BWD_ROWS_PER_SPLIT, p.m);
+        const int m_begin = split * p.rows_per_split;
+        const int m_end = min(m_begin + p.rows_per_split, p.m);
         const bool db = p.reduction == LORA_BWD_REDUCE_DB;
         // dB: dY[m, row] . P[m, col]; dA: G[m, row] . X[m, col].
         const T* lhs = reinterpret_cast<const T*>(db ? p.dy : p.g);

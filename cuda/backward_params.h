@@ -17,16 +17,18 @@
  * term of dX is multiplied by keep(m, k) ? inv_keep : 0, keep drawn from
  * Philox-4x32-10 keyed by (seed, offset, m.K + k) as in
  * src/reference/philox.rs.
- * The dA/dB sums over M are split in fixed chunks of LORA_BWD_ROWS_PER_SPLIT
- * rows: each split stores its f32 partial, and a second launch adds the
- * splits in split order (no atomics: bit-identical run to run). */
+ * The dA/dB sums over M are split in fixed chunks of `rows_per_split` rows (at
+ * least LORA_BWD_MIN_ROWS_PER_SPLIT, and at most LORA_BWD_MAX_SPLITS chunks,
+ * chosen from M alone): each split stores its f32 partial, and a second launch
+ * adds the splits in split order (no atomics: bit-identical run to run). */
 #ifndef FUSED_LORA_BACKWARD_PARAMS_H
 #define FUSED_LORA_BACKWARD_PARAMS_H
 
 #include <stdint.h>
 
 #define LORA_BWD_THREADS 256
-#define LORA_BWD_ROWS_PER_SPLIT 64
+#define LORA_BWD_MIN_ROWS_PER_SPLIT 64
+#define LORA_BWD_MAX_SPLITS 64
 
 /* Which reduction over rows a lora_backward_rowsum launch computes. */
 typedef enum LoraBwdReduction {
@@ -59,7 +61,8 @@ typedef struct LoraBwdParams {
     int32_t rank;           /* used when ranks == 0 */
     float scale;            /* used when scales == 0 */
     int32_t reduction;      /* LoraBwdReduction, for the rowsum launches */
-    int32_t splits;         /* ceil(m / LORA_BWD_ROWS_PER_SPLIT), for the rowsum launches */
+    int32_t splits;         /* ceil(m / rows_per_split), for the rowsum launches */
+    int32_t rows_per_split; /* rows of M each split of a rowsum sums */
     int32_t accumulate;     /* nonzero: out = round_T(old out + gradient) */
     int32_t dropout;        /* nonzero: the mask below applies */
     float dropout_p;        /* element kept iff uniform(seed, offset, m.K + k) >= dropout_p */

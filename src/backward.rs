@@ -93,7 +93,7 @@ use crate::merge::Adapter;
 use crate::reference::Dropout;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
-    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_ROWS_PER_SPLIT, LORA_BWD_THREADS,
+    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
 };
 
 // SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
@@ -151,9 +151,16 @@ struct Dims {
 }
 
 impl Dims {
-    /// The fixed row chunks of the dA/dB reductions (from M alone).
+    /// Rows per chunk of the dA/dB reductions: a function of M alone, so the
+    /// summation order (and the result's bits) never depends on the device.
+    /// At most LORA_BWD_MAX_SPLITS chunks, which bounds the f32 partials.
+    fn rows_per_split(&self) -> usize {
+        self.m.div_ceil(LORA_BWD_MAX_SPLITS as usize).max(LORA_BWD_MIN_ROWS_PER_SPLIT as usize)
+    }
+
+    /// The number of row chunks.
     fn splits(&self) -> usize {
-        self.m.div_ceil(LORA_BWD_ROWS_PER_SPLIT as usize)
+        self.m.div_ceil(self.rows_per_split())
     }
 
     /// f32 partials for the larger of the two reductions (the buffer is reused).
@@ -491,6 +498,7 @@ impl LoraKernels {
             k: k as i32,
             r_max: r_max as i32,
             splits: dims.splits() as i32,
+            rows_per_split: dims.rows_per_split() as i32,
             accumulate: i32::from(out.mode == GradMode::Accumulate),
             ..base
         };
@@ -556,5 +564,27 @@ impl LoraKernels {
         // SAFETY: the caller's contract.
         unsafe { launch.launch(config) }?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dims;
+
+    fn dims(m: usize) -> Dims {
+        Dims { m, n: 8, k: 8, r_max: 4, num_adapters: 1 }
+    }
+
+    #[test]
+    fn row_chunks_cover_m_and_stay_few() {
+        // Small M: chunks of 64 rows.
+        assert_eq!((dims(1).rows_per_split(), dims(1).splits()), (64, 1));
+        assert_eq!((dims(130).rows_per_split(), dims(130).splits()), (64, 3));
+        // Large M: at most 64 chunks, together covering every row.
+        for m in [4096, 4097, 100_000, 65_535 * 64] {
+            let d = dims(m);
+            assert!(d.splits() <= 64, "m={m}: {} splits", d.splits());
+            assert!(d.splits() * d.rows_per_split() >= m && (d.splits() - 1) * d.rows_per_split() < m, "m={m}");
+        }
     }
 }
