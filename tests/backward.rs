@@ -215,9 +215,11 @@ fn check_against_reference<T: LoraDType>(what: &str, case: &Case<T>, got: &Got<T
     assert_close_2d::<T>(&format!("dX {what}"), case.k, &to_f64(&got.dx), &dx_e, &dx_n, fl);
 }
 
-/// (m, k, n, r): a single row, tails of every dimension, and M over one
-/// split (64 rows) so the ordered sum of partials runs.
-const SINGLE_CASES: &[(usize, usize, usize, usize)] = &[(1, 8, 8, 1), (7, 16, 13, 3), (70, 40, 24, 8), (130, 24, 40, 16)];
+/// (m, k, n, r): a single row, tails of every dimension, M over one split
+/// (64 rows) so the ordered sum of partials runs, and M past 64 x 64 rows,
+/// where the chunks grow (65 rows) so that there are at most 64.
+const SINGLE_CASES: &[(usize, usize, usize, usize)] =
+    &[(1, 8, 8, 1), (7, 16, 13, 3), (70, 40, 24, 8), (130, 24, 40, 16), (4111, 8, 8, 2)];
 
 fn single_adapter_matches_reference<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
