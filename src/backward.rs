@@ -222,7 +222,7 @@ impl LoraKernels {
         };
         // SAFETY: every buffer was checked against its shape on this context;
         // the single-adapter parameters address adapter 0 only, of rank r.
-        unsafe { self.run_backward(stream, dims, base, dy, x, linear, &adapter.a, &adapter.b, p, None, out) }
+        unsafe { self.run_backward(stream, dims, base, dy, x, linear, &adapter.a, &adapter.b, p, &[], out) }
     }
 
     /// The backward pass with one adapter per row, chosen from a stack as in
@@ -307,10 +307,14 @@ impl LoraKernels {
         let scales = stream.clone_htod(adapters.scales)?;
         rows.status.num_adapters = num_adapters;
         let mut ptrs = Pointers::new::<T>(stream);
+        // `Pointers` sizes spans in elements of T; the index (i32) and the
+        // status word (u64) are sized here for the aliasing checks.
         let index_span = ptrs.read("index", &rows.index);
+        let index_span = Span::new(index_span.what, index_span.start, m * std::mem::size_of::<i32>());
         let ranks_span = ptrs.read("ranks", &ranks);
         let scales_span = ptrs.read("scales", &scales);
         let status_span = ptrs.write("status", &mut rows.status.word);
+        let status_span = Span::new(status_span.what, status_span.start, std::mem::size_of::<u64>());
         let base = LoraBwdParams {
             row_adapter: index_span.start,
             ranks: ranks_span.start,
@@ -337,7 +341,7 @@ impl LoraKernels {
                 &adapters.a,
                 &adapters.b,
                 p,
-                Some(status_span),
+                &[index_span, status_span],
                 out,
             )
         };
@@ -393,7 +397,8 @@ impl LoraKernels {
     /// Every buffer must have been checked against `dims` on this stream's
     /// context; the adapter fields of `base` (index, ranks, scales, status)
     /// must point at live buffers that describe `dims.num_adapters` adapters
-    /// with ranks in `1..=dims.r_max`.
+    /// with ranks in `1..=dims.r_max`; `extra_inputs` are those buffers'
+    /// spans (no output may overlap them).
     #[allow(clippy::too_many_arguments)]
     unsafe fn run_backward<T: LoraDType>(
         &self,
@@ -406,7 +411,7 @@ impl LoraKernels {
         a: &CudaView<'_, T>,
         b: &CudaView<'_, T>,
         p: Option<&CudaView<'_, T>>,
-        status: Option<Span>,
+        extra_inputs: &[Span],
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
         let Dims { m, n, k, r_max, num_adapters } = dims;
@@ -447,7 +452,7 @@ impl LoraKernels {
         let db_span = ptrs.write("db", &mut out.db);
         let dx_span = ptrs.write("dx", &mut out.dx);
         let mut inputs = vec![dy_span, x_span, w_span, a_span, b_span, p_span];
-        inputs.extend(status);
+        inputs.extend_from_slice(extra_inputs);
         let outputs = [g_span, da_span, db_span, dx_span];
         for (i, output) in outputs.iter().enumerate() {
             check_no_alias(output, &inputs)?;
