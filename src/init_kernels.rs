@@ -1,0 +1,247 @@
+//! Adapter initialisation on the device: the schemes of [`InitScheme`], drawn
+//! from Philox-4x32-10 and **bit-identical** to the CPU reference
+//! ([`crate::reference`]'s `init` and `philox` modules, whose docs specify the
+//! arithmetic step by step).
+//!
+//! Element `i` of a matrix filled from stream `(seed, offset)` depends on
+//! `(seed, offset, i)` only, not on the launch shape, so the same call gives
+//! the same matrix on every GPU, and on the emulator.
+//!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use fused_lora::{InitScheme, LoraKernels};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = CudaContext::new(0)?;
+//! let stream = ctx.default_stream();
+//! let kernels = LoraKernels::new(&ctx);
+//!
+//! let (r, k, n) = (16, 4096, 4096);
+//! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // A [r, K]
+//! let mut b = stream.alloc_zeros::<bf16>(n * r)?; // B [N, r]
+//! // PEFT's default: A ~ U(-1/sqrt(K), 1/sqrt(K)) from stream (seed 42, offset 0), B = 0.
+//! kernels.init_adapter(&stream, InitScheme::PeftDefault, r, k, n, 42, 0, &mut a, &mut b)?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaStream, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use crate::dtype::LoraDType;
+use crate::error::{LoraError, Result};
+use crate::init::{Distribution, InitScheme};
+use crate::kernels::{LoraKernels, INIT};
+use crate::params::{LoraFillParams, LORA_INIT_THREADS};
+
+// SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
+// the C header the kernels include.
+unsafe impl DeviceRepr for LoraFillParams {}
+
+/// Elements drawn per thread and loop iteration: one Philox call.
+const ELEMENTS_PER_THREAD: u64 = 4;
+/// About one wave of 256-thread CTAs on an A100/H100 (108/132 SMs of 2048
+/// threads); larger tensors loop (grid-stride) instead of launching more.
+const MAX_BLOCKS: u64 = 1024;
+
+/// Which random fill kernel to run.
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    Uniform,
+    Normal,
+}
+
+impl Fill {
+    fn kernel_name(self, suffix: &str) -> String {
+        match self {
+            Fill::Uniform => format!("lora_fill_uniform_{suffix}"),
+            Fill::Normal => format!("lora_fill_normal_{suffix}"),
+        }
+    }
+}
+
+impl LoraKernels {
+    /// Fills `out` with `U(−bound, bound)`: element `i` is `(2u − 1)·bound`
+    /// in f32 (`bound` rounded to f32 first), `u` the Philox uniform of
+    /// `(seed, offset, i)`, rounded to `T`.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidArgument`] if `bound` is negative or not finite;
+    /// [`LoraError::ContextMismatch`] if `out` or `stream` belongs to another
+    /// context; [`LoraError::Driver`] from the launch.
+    pub fn fill_uniform<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        out: &mut impl DevicePtrMut<T>,
+        bound: f64,
+        seed: u64,
+        offset: u64,
+    ) -> Result<()> {
+        check_spread("bound", bound)?;
+        self.launch_fill(stream, out, Fill::Uniform, bound as f32, 0.0, seed, offset)
+    }
+
+    /// Fills `out` with `N(0, std²)`: element `i` is the Box–Muller deviate of
+    /// `(seed, offset, i)` computed in f64, times `std` in f64, rounded to f32
+    /// and then to `T`. Elements `2j` and `2j + 1` share one pair of uniforms
+    /// (`r·cos θ` and `r·sin θ`).
+    ///
+    /// # Errors
+    /// As [`LoraKernels::fill_uniform`], for `std`.
+    pub fn fill_normal<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        out: &mut impl DevicePtrMut<T>,
+        std: f64,
+        seed: u64,
+        offset: u64,
+    ) -> Result<()> {
+        check_spread("std", std)?;
+        self.launch_fill(stream, out, Fill::Normal, 0.0, std, seed, offset)
+    }
+
+    /// Fills `out` from `distribution` (zero is a memset; the others as
+    /// [`LoraKernels::fill_uniform`] and [`LoraKernels::fill_normal`]).
+    ///
+    /// # Errors
+    /// As [`LoraKernels::fill_uniform`].
+    pub fn fill<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        out: &mut impl DevicePtrMut<T>,
+        distribution: Distribution,
+        seed: u64,
+        offset: u64,
+    ) -> Result<()> {
+        match distribution {
+            Distribution::Zero => {
+                self.check_stream(stream)?;
+                check_same_context(stream, out)?;
+                if !out.is_empty() {
+                    stream.memset_zeros(out)?;
+                }
+                Ok(())
+            }
+            Distribution::Uniform { bound } => self.fill_uniform(stream, out, bound, seed, offset),
+            Distribution::Normal { std } => self.fill_normal(stream, out, std, seed, offset),
+        }
+    }
+
+    /// Initialises an adapter with `scheme`: A `[rank, k]` from stream
+    /// `offset`, B `[n, rank]` from stream `offset + 1` (wrapping), so the two
+    /// never share random numbers. The matrix the scheme makes zero is
+    /// exactly zero.
+    ///
+    /// # Arguments
+    /// - `a`: `[rank, k]` (`lora_A.weight`), `b`: `[n, rank]` (`lora_B.weight`);
+    ///   each holds exactly its shape's elements.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidArgument`] if `rank` or `k` is 0;
+    /// [`LoraError::ShapeMismatch`] if a buffer's length is not its shape's;
+    /// otherwise as [`LoraKernels::fill_uniform`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn init_adapter<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        scheme: InitScheme,
+        rank: usize,
+        k: usize,
+        n: usize,
+        seed: u64,
+        offset: u64,
+        a: &mut impl DevicePtrMut<T>,
+        b: &mut impl DevicePtrMut<T>,
+    ) -> Result<()> {
+        for (what, value) in [("rank", rank), ("k", k)] {
+            if value == 0 {
+                return Err(LoraError::InvalidArgument { what, value: "0".into(), reason: "must be at least 1" });
+            }
+        }
+        check_len("a", a.len(), rank, k)?;
+        check_len("b", b.len(), n, rank)?;
+        let (dist_a, dist_b) = scheme.distributions(rank, k);
+        self.fill(stream, a, dist_a, seed, offset)?;
+        self.fill(stream, b, dist_b, seed, offset.wrapping_add(1))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_fill<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        out: &mut impl DevicePtrMut<T>,
+        fill: Fill,
+        bound: f32,
+        std_dev: f64,
+        seed: u64,
+        offset: u64,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        check_same_context(stream, out)?;
+        let len = out.len() as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        let function = self.function(INIT, &fill.kernel_name(T::DTYPE.kernel_suffix()))?;
+        let threads = LORA_INIT_THREADS as u64;
+        let blocks = len.div_ceil(ELEMENTS_PER_THREAD).div_ceil(threads).min(MAX_BLOCKS);
+        let config =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (LORA_INIT_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
+        let params = LoraFillParams { out: out_ptr, len, seed, offset, bound, reserved: 0, std_dev };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: `out_ptr` is a live buffer of this context holding `len`
+        // elements of `T` (the type the kernel's name was derived from); the
+        // kernel writes only indices below `len` and reads nothing.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+}
+
+fn check_spread(what: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(LoraError::InvalidArgument { what, value: value.to_string(), reason: "must be finite and non-negative" })
+    }
+}
+
+fn check_len(what: &'static str, len: usize, rows: usize, cols: usize) -> Result<()> {
+    match rows.checked_mul(cols) {
+        Some(expected) if expected == len => Ok(()),
+        _ => Err(LoraError::ShapeMismatch { what, expected: vec![rows, cols], got: vec![len] }),
+    }
+}
+
+fn check_same_context<T>(stream: &Arc<CudaStream>, out: &impl DevicePtrMut<T>) -> Result<()> {
+    if Arc::ptr_eq(out.stream().context(), stream.context()) {
+        Ok(())
+    } else {
+        Err(LoraError::ContextMismatch { what: "out" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_must_be_finite_and_non_negative() {
+        assert!(check_spread("bound", 0.0).is_ok());
+        assert!(check_spread("bound", 1e300).is_ok());
+        for bad in [-1e-300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(matches!(check_spread("std", bad), Err(LoraError::InvalidArgument { what: "std", .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lengths_must_match_shapes_without_overflow() {
+        assert!(check_len("a", 12, 3, 4).is_ok());
+        assert!(check_len("b", 0, 0, 4).is_ok());
+        assert!(matches!(check_len("a", 11, 3, 4), Err(LoraError::ShapeMismatch { what: "a", .. })));
+        assert!(check_len("a", 0, usize::MAX, 2).is_err());
+    }
+}
