@@ -14,10 +14,9 @@
 // the splits in split order. No floating-point atomics anywhere, so results
 // are bit-identical run to run.
 //
-// Dropout: the mask is regenerated from Philox-4x32-10 where it is needed
-// (dA's X~ and dX's adapter term), never stored. The generator is written
-// here, bit for bit as src/reference/philox.rs; a shared device header can
-// replace it once one exists.
+// Dropout: the mask is regenerated from Philox-4x32-10 (philox.cuh, bit for
+// bit as src/reference/philox.rs) where it is needed (dA's X~ and dX's
+// adapter term), never stored.
 //
 // Adapter indices are validated where they are read: a row whose index lies
 // outside [-1, L) never addresses an adapter; it is treated as -1 (G row 0,
@@ -26,43 +25,16 @@
 
 #include "backward_params.h"
 #include "dtype.cuh"
+#include "philox.cuh"
 
 namespace fused_lora {
 namespace bwd {
 
-// Philox-4x32-10 and the dropout keep test, bit for bit as
-// src/reference/philox.rs (its docs give the keying).
-__device__ __forceinline__ uint4 philox_round(uint4 ctr, uint2 key) {
-    const unsigned long long p0 = 0xD2511F53ull * ctr.x;
-    const unsigned long long p1 = 0xCD9E8D57ull * ctr.z;
-    const unsigned int hi0 = static_cast<unsigned int>(p0 >> 32), lo0 = static_cast<unsigned int>(p0);
-    const unsigned int hi1 = static_cast<unsigned int>(p1 >> 32), lo1 = static_cast<unsigned int>(p1);
-    return make_uint4(hi1 ^ ctr.y ^ key.x, lo1, hi0 ^ ctr.w ^ key.y, lo0);
-}
-
-__device__ __forceinline__ unsigned int random_bits(unsigned long long seed, unsigned long long offset,
-                                                    unsigned long long index) {
-    const unsigned long long block = index / 4;
-    uint4 ctr = make_uint4(static_cast<unsigned int>(block), static_cast<unsigned int>(block >> 32),
-                           static_cast<unsigned int>(offset), static_cast<unsigned int>(offset >> 32));
-    uint2 key = make_uint2(static_cast<unsigned int>(seed), static_cast<unsigned int>(seed >> 32));
-#pragma unroll
-    for (int round = 0; round < 10; ++round) {
-        if (round > 0) {
-            key.x += 0x9E3779B9u;
-            key.y += 0xBB67AE85u;
-        }
-        ctr = philox_round(ctr, key);
-    }
-    const unsigned int word = static_cast<unsigned int>(index % 4);
-    return word == 0 ? ctr.x : word == 1 ? ctr.y : word == 2 ? ctr.z : ctr.w;
-}
-
 // Whether dropout keeps element (m, k) of the [m, K] adapter input.
 __device__ __forceinline__ bool keeps(const LoraBwdParams& p, int m, int k) {
-    const unsigned long long index = static_cast<unsigned long long>(m) * p.k + k;
-    const float uniform = static_cast<float>(random_bits(p.seed, p.offset, index) >> 8) * (1.0f / 16777216.0f);
-    return uniform >= p.dropout_p;
+    const uint64_t index = static_cast<uint64_t>(m) * p.k + k;
+    const philox::Block bits = philox::bits_of_block(p.seed, p.offset, index / 4);
+    return philox::uniform_from_bits(bits.w[index % 4]) >= p.dropout_p;
 }
 
 // X~[m, k]: the adapter's input after dropout, as the forward stored it in T.
