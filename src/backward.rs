@@ -77,7 +77,7 @@
 //! no row uses gets exact zeros, and the padding past each adapter's rank is
 //! written as 0 (left as it was with [`GradMode::Accumulate`]) and never read
 //! from the inputs. An out-of-range index is reported through
-//! [`AdapterStatus`], as in the forward; such a row gets the base dX only.
+//! [`AdapterStatus`](crate::AdapterStatus), as in the forward; such a row gets the base dX only.
 
 use std::sync::Arc;
 
