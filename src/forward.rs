@@ -90,8 +90,8 @@
 //! the [`AdapterStatus`] passed with the call records the first such row.
 //! Call [`AdapterStatus::check`] when you are ready to synchronise.
 
-mod checks;
-mod launch;
+pub(crate) mod checks;
+pub(crate) mod launch;
 
 use std::sync::Arc;
 
@@ -148,8 +148,8 @@ pub struct RowAdapters<'s, 'a> {
 /// number) whose adapter index was out of range. Stream-ordered: several calls
 /// may share it; [`AdapterStatus::check`] synchronises and reads it.
 pub struct AdapterStatus {
-    word: CudaSlice<u64>,
-    num_adapters: usize,
+    pub(crate) word: CudaSlice<u64>,
+    pub(crate) num_adapters: usize,
 }
 
 /// The status word's value while no bad index was seen; a report is
@@ -189,24 +189,24 @@ impl AdapterStatus {
 
 /// Device addresses taken for one call; the guards keep the stream ordering
 /// of each buffer until the launches are enqueued.
-struct Pointers<'s> {
+pub(crate) struct Pointers<'s> {
     stream: &'s CudaStream,
     guards: Vec<SyncOnDrop<'s>>,
     elem: usize,
 }
 
 impl<'s> Pointers<'s> {
-    fn new<T: LoraDType>(stream: &'s CudaStream) -> Self {
+    pub(crate) fn new<T: LoraDType>(stream: &'s CudaStream) -> Self {
         Pointers { stream, guards: Vec::new(), elem: T::DTYPE.size_bytes() }
     }
 
-    fn read<T, B: DevicePtr<T>>(&mut self, what: &'static str, buffer: &'s B) -> Span {
+    pub(crate) fn read<T, B: DevicePtr<T>>(&mut self, what: &'static str, buffer: &'s B) -> Span {
         let (address, guard) = buffer.device_ptr(self.stream);
         self.guards.push(guard);
         Span::new(what, address, buffer.len() * self.elem)
     }
 
-    fn write<T, B: DevicePtrMut<T>>(&mut self, what: &'static str, buffer: &'s mut B) -> Span {
+    pub(crate) fn write<T, B: DevicePtrMut<T>>(&mut self, what: &'static str, buffer: &'s mut B) -> Span {
         let len = buffer.len();
         let (address, guard) = buffer.device_ptr_mut(self.stream);
         self.guards.push(guard);
@@ -568,7 +568,7 @@ impl LoraKernels {
 }
 
 /// `len / cols` as the row count of a `[rows, cols]` buffer `what`.
-fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
+pub(crate) fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
     check_dim("k", cols)?;
     if len == 0 || len % cols != 0 {
         return Err(LoraError::ShapeMismatch { what, expected: vec![len.div_ceil(cols).max(1), cols], got: vec![len] });
@@ -577,7 +577,7 @@ fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
     Ok(len / cols)
 }
 
-fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Linear<'_, T>) -> Result<()> {
+pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Linear<'_, T>) -> Result<()> {
     check_dim("n", linear.n)?;
     check_dim("k", linear.k)?;
     check_context(stream, "weight", linear.weight.stream())?;

@@ -39,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod backward;
 pub mod config;
 pub mod dtype;
 pub mod error;
@@ -53,10 +54,12 @@ pub mod ptx;
 pub mod reference;
 pub mod shape;
 
+pub use backward::{BackwardOutput, GradMode};
 pub use config::{AdapterConfig, Scaling};
 pub use dtype::{DType, LoraDType};
 pub use error::{LoraError, Result};
 pub use forward::{AdapterStack, AdapterStatus, ForwardOutput, Linear, RowAdapters};
+pub use reference::Dropout;
 pub use init::{Distribution, InitScheme};
 pub use kernels::LoraKernels;
 pub use merge::{Adapter, Direction, FiniteCheck, MergeIntoLayer, MergeLayer};

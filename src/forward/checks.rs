@@ -10,7 +10,7 @@ use crate::error::{LoraError, Result};
 use crate::kernels::check_same_context;
 
 /// A dimension that must be at least 1 and fit the kernels' 32-bit ints.
-pub(super) fn check_dim(what: &'static str, value: usize) -> Result<i32> {
+pub(crate) fn check_dim(what: &'static str, value: usize) -> Result<i32> {
     if value == 0 {
         return Err(LoraError::InvalidArgument { what, value: "0".into(), reason: "must be at least 1" });
     }
@@ -18,7 +18,7 @@ pub(super) fn check_dim(what: &'static str, value: usize) -> Result<i32> {
 }
 
 /// A buffer of exactly `shape`'s element count.
-pub(super) fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+pub(crate) fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Result<()> {
     let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     match expected {
         Some(e) if e == len => Ok(()),
@@ -29,11 +29,11 @@ pub(super) fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Resu
 
 /// The buffer lives in the stream's context (compared by driver handle: two
 /// handles on the same primary context are the same context).
-pub(super) fn check_context(stream: &Arc<CudaStream>, what: &'static str, buffer_stream: &Arc<CudaStream>) -> Result<()> {
+pub(crate) fn check_context(stream: &Arc<CudaStream>, what: &'static str, buffer_stream: &Arc<CudaStream>) -> Result<()> {
     check_same_context(what, buffer_stream, stream.context())
 }
 
-pub(super) fn check_scale(what: &'static str, scale: f32) -> Result<()> {
+pub(crate) fn check_scale(what: &'static str, scale: f32) -> Result<()> {
     if scale.is_finite() {
         Ok(())
     } else {
@@ -42,12 +42,12 @@ pub(super) fn check_scale(what: &'static str, scale: f32) -> Result<()> {
 }
 
 /// Elements per 16-byte load: the K granularity of the vectorised operands.
-pub(super) fn chunk_elements<T: LoraDType>() -> usize {
+pub(crate) fn chunk_elements<T: LoraDType>() -> usize {
     16 / T::DTYPE.size_bytes()
 }
 
 /// K must split rows into whole 16-byte chunks.
-pub(super) fn check_k_aligned<T: LoraDType>(k: usize) -> Result<()> {
+pub(crate) fn check_k_aligned<T: LoraDType>(k: usize) -> Result<()> {
     let chunk = chunk_elements::<T>();
     if k % chunk == 0 {
         Ok(())
@@ -57,7 +57,7 @@ pub(super) fn check_k_aligned<T: LoraDType>(k: usize) -> Result<()> {
 }
 
 /// A device address that 16-byte loads can use.
-pub(super) fn check_address(what: &'static str, address: u64) -> Result<()> {
+pub(crate) fn check_address(what: &'static str, address: u64) -> Result<()> {
     if address % 16 == 0 {
         Ok(())
     } else {
@@ -67,7 +67,7 @@ pub(super) fn check_address(what: &'static str, address: u64) -> Result<()> {
 
 /// The device byte range of a buffer, for the aliasing checks.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Span {
+pub(crate) struct Span {
     pub what: &'static str,
     pub start: u64,
     pub end: u64,
@@ -84,7 +84,7 @@ impl Span {
 }
 
 /// An output must not overlap any input (CTAs read inputs while others write).
-pub(super) fn check_no_alias(output: &Span, inputs: &[Span]) -> Result<()> {
+pub(crate) fn check_no_alias(output: &Span, inputs: &[Span]) -> Result<()> {
     match inputs.iter().find(|input| output.overlaps(input)) {
         Some(input) => Err(LoraError::Aliasing { output: output.what, input: input.what }),
         None => Ok(()),

@@ -27,7 +27,7 @@ const MAX_SPLITS: usize = 16;
 const CTAS_PER_SM: usize = 2;
 
 /// Checks that an `[m, n]` output fits one grid.
-pub(super) fn check_grid(m: usize) -> Result<()> {
+pub(crate) fn check_grid(m: usize) -> Result<()> {
     if (m as u64).div_ceil(LORA_FWD_TILE_M as u64) > MAX_GRID_Y {
         return Err(LoraError::InvalidArgument { what: "m", value: m.to_string(), reason: "more rows than one launch covers (65535 tiles of 64)" });
     }
@@ -58,7 +58,7 @@ impl LoraKernels {
     /// `num_adapters`, and whose guards outlive the launch's stream work; the
     /// output must not overlap any input other than `y_in`; `ranks` (when set)
     /// must hold values in `1..=` the stride the adapter operands were sized for.
-    pub(super) unsafe fn launch_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: &LoraGemmParams) -> Result<()> {
+    pub(crate) unsafe fn launch_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: &LoraGemmParams) -> Result<()> {
         let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
         // The reduction length the splits share: the shrink's K and/or the
         // base GEMM's K (an expand's K is a rank: short, never split).

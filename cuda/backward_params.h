@@ -1,0 +1,74 @@
+/* Parameters of the backward kernels (cuda/backward.cu), shared with the Rust
+ * side through bindgen. Device pointers are uint64_t; 0 means "absent" where
+ * a comment says so.
+ *
+ * One adapter is the stack of one (num_adapters = 1, r_max = rank, every row
+ * adapter 0), so every launch takes the per-row form:
+ *
+ *     G[m, j]   = round_T(sum_n dY[m, n] . B_l[n, j])          l = index[m], j < rank_l
+ *     dB_l[n, j] = round_T(s_l . sum_{m: index[m] = l} dY[m, n] . P[m, j])
+ *     dA_l[j, k] = round_T(s_l . sum_{m: index[m] = l} G[m, j] . X[m, k])
+ *     dX[m, k]  = round_T(sum_n dY[m, n] . W0[n, k] + s_l . sum_j G[m, j] . A_l[j, k])
+ *
+ * each plus the old gradient (read as T, added in f32) when `accumulate`.
+ *
+ * With dropout (PEFT lora_dropout on the adapter input), X in dA is
+ * X~[m, k] = keep(m, k) ? round_T(X[m, k] . inv_keep) : 0, and the adapter
+ * term of dX is multiplied by keep(m, k) ? inv_keep : 0, keep drawn from
+ * Philox-4x32-10 keyed by (seed, offset, m.K + k) as in
+ * src/reference/philox.rs.
+ * The dA/dB sums over M are split in fixed chunks of `rows_per_split` rows (at
+ * least LORA_BWD_MIN_ROWS_PER_SPLIT, and at most LORA_BWD_MAX_SPLITS chunks,
+ * chosen from M alone): each split stores its f32 partial, and a second launch
+ * adds the splits in split order (no atomics: bit-identical run to run). */
+#ifndef FUSED_LORA_BACKWARD_PARAMS_H
+#define FUSED_LORA_BACKWARD_PARAMS_H
+
+#include <stdint.h>
+
+#define LORA_BWD_THREADS 256
+#define LORA_BWD_MIN_ROWS_PER_SPLIT 64
+#define LORA_BWD_MAX_SPLITS 64
+
+/* Which reduction over rows a lora_backward_rowsum launch computes. */
+typedef enum LoraBwdReduction {
+    /* out [L, n, r_max]: dB */
+    LORA_BWD_REDUCE_DB = 0,
+    /* out [L, r_max, k]: dA */
+    LORA_BWD_REDUCE_DA = 1
+} LoraBwdReduction;
+
+typedef struct LoraBwdParams {
+    uint64_t dy;            /* [m, n] const T */
+    uint64_t x;             /* [m, k] const T */
+    uint64_t w;             /* [n, k] const T: W0 in its stored layout */
+    uint64_t a;             /* [L, r_max, k] const T */
+    uint64_t b;             /* [L, n, r_max] const T */
+    uint64_t p;             /* [m, r_max] const T: the forward's projection */
+    uint64_t g;             /* [m, r_max] T: written by lora_backward_g, read after */
+    uint64_t out;           /* the gradient a launch writes (dB, dA or dX) */
+    uint64_t partials;      /* [splits, L, rows, cols] float: rowsum scratch */
+    uint64_t row_adapter;   /* [m] const int32 in [-1, L), or 0: every row uses adapter 0 */
+    uint64_t ranks;         /* [L] const int32 in [1, r_max], or 0: every adapter has `rank` */
+    uint64_t scales;        /* [L] const float, or 0: every adapter has `scale` */
+    uint64_t status;        /* [1] uint64, or 0: atomicMin of (row << 32 | uint32(index))
+                               over rows whose index is out of range (treated as -1) */
+    int32_t m;
+    int32_t n;
+    int32_t k;
+    int32_t r_max;
+    int32_t num_adapters;   /* L >= 1 */
+    int32_t rank;           /* used when ranks == 0 */
+    float scale;            /* used when scales == 0 */
+    int32_t reduction;      /* LoraBwdReduction, for the rowsum launches */
+    int32_t splits;         /* ceil(m / rows_per_split), for the rowsum launches */
+    int32_t rows_per_split; /* rows of M each split of a rowsum sums */
+    int32_t accumulate;     /* nonzero: out = round_T(old out + gradient) */
+    int32_t dropout;        /* nonzero: the mask below applies */
+    float dropout_p;        /* element kept iff uniform(seed, offset, m.K + k) >= dropout_p */
+    float inv_keep;         /* 1 / (1 - dropout_p), computed in f32 */
+    uint64_t seed;
+    uint64_t offset;
+} LoraBwdParams;
+
+#endif

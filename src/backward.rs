@@ -1,0 +1,595 @@
+//! The backward pass: given dY, the gradients of A, B and X (LORA.md's names
+//! and layouts), for one adapter or one adapter per row:
+//!
+//! ```text
+//! G  = dY·B          [M, r]   (an intermediate, rounded to T)
+//! dB = s·dYᵀ·P       [N, r]
+//! dA = s·Gᵀ·X        [r, K]
+//! dX = dY·W0 + s·G·A [M, K]
+//! ```
+//!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use fused_lora::{Adapter, BackwardOutput, GradMode, Linear, LoraKernels};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = CudaContext::new(0)?;
+//! let stream = ctx.default_stream();
+//! let kernels = LoraKernels::new(&ctx);
+//! let (m, k, n, r) = (16, 256, 128, 8);
+//! let x = stream.clone_htod(&vec![bf16::ONE; m * k])?;
+//! let w0 = stream.clone_htod(&vec![bf16::ZERO; n * k])?;
+//! let a = stream.clone_htod(&vec![bf16::ONE; r * k])?;
+//! let b = stream.clone_htod(&vec![bf16::ONE; n * r])?;
+//! let dy = stream.clone_htod(&vec![bf16::ONE; m * n])?;
+//! let (mut da, mut db, mut dx) =
+//!     (stream.alloc_zeros::<bf16>(r * k)?, stream.alloc_zeros::<bf16>(n * r)?, stream.alloc_zeros::<bf16>(m * k)?);
+//!
+//! let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+//! let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 2.0 };
+//! let mut out = BackwardOutput {
+//!     da: da.as_view_mut(),
+//!     db: db.as_view_mut(),
+//!     dx: dx.as_view_mut(),
+//!     g: None,
+//!     mode: GradMode::Overwrite,
+//! };
+//! // No P kept from the forward: it is recomputed.
+//! kernels.backward(&stream, &dy.as_view(), &x.as_view(), &linear, &adapter, None, None, &mut out)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Numerics
+//! f32 accumulation, each stored value rounded once to T, with the rounding
+//! points of `fused_lora::reference::backward`: G is stored in T and the dA
+//! and dX kernels read it from there; dA, dB and dX are rounded once at the
+//! end (after adding the old gradient in f32 with [`GradMode::Accumulate`]).
+//! P, when the caller kept it from the forward, is used as stored; otherwise
+//! the forward's own shrink recomputes it (the same values the forward wrote).
+//!
+//! # Determinism
+//! dA and dB reduce over the rows of M. The sum is split in fixed chunks of
+//! rows (chosen from M alone, not from the device), each chunk's f32 partial
+//! stored, and a second launch adds the chunks in order: no floating-point
+//! atomics, so two runs give bit-identical gradients.
+//!
+//! # Launches
+//! Six to eight launches on the stream, no host synchronisation: the shrink
+//! (only without P; after the dropped input is built, with dropout), G, dB (partials, then the ordered sum), dA (the same),
+//! dX. This first form computes each output element with one thread and
+//! FMA, reading every operand in its stored layout (W0 as `[N, K]`, B as
+//! `[N, r]`: no transposed copy); it has no alignment requirement.
+//!
+//! # Dropout
+//! PEFT's `lora_dropout` on the adapter input, as LORA.md states it: pass the
+//! forward's [`Dropout`] (p, seed, offset) and the kernels regenerate the
+//! mask from Philox-4x32-10 (keyed as `fused_lora::reference::philox`), so no
+//! `[M, K]` mask is stored: `dA = s·Gᵀ·X̃` with `X̃ = round_T(X·1/(1−p))` on
+//! kept elements and 0 elsewhere, and the adapter term of dX is multiplied by
+//! the mask over `1 − p`. Without P, it is recomputed as the forward's shrink
+//! of `X̃` (materialised in a scratch `[M, K]` buffer for that launch only).
+//!
+//! # Several adapters
+//! [`LoraKernels::backward_multi`] takes the forward's stack and per-row
+//! indices. `dA_l` and `dB_l` sum only the rows whose index is `l`; an adapter
+//! no row uses gets exact zeros, and the padding past each adapter's rank is
+//! written as 0 (left as it was with [`GradMode::Accumulate`]) and never read
+//! from the inputs. An out-of-range index is reported through
+//! [`AdapterStatus`](crate::AdapterStatus), as in the forward; such a row gets the base dX only.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg};
+
+use crate::dtype::LoraDType;
+use crate::error::{LoraError, Result};
+use crate::forward::checks::{check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
+use crate::forward::launch::check_grid;
+use crate::forward::{check_linear, rows_of, AdapterStack, Linear, Pointers, RowAdapters};
+use crate::kernels::{LoraKernels, BACKWARD};
+use crate::merge::Adapter;
+use crate::reference::Dropout;
+use crate::params::{
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
+    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
+};
+
+// SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
+// the header the kernels include.
+unsafe impl DeviceRepr for LoraBwdParams {}
+
+/// Whether the gradients overwrite what the output buffers hold or add to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradMode {
+    /// `grad = computed`.
+    Overwrite,
+    /// `grad = round_T(grad + computed)`, the sum taken in f32.
+    Accumulate,
+}
+
+/// Where the backward pass writes. Shapes for one adapter (for a stack:
+/// dA `[L, r_max, k]`, dB `[L, n, r_max]`, G `[m, r_max]`):
+/// dA `[r, k]`, dB `[n, r]`, dX `[m, k]`, and G `[m, r]` if wanted (always
+/// overwritten: it is an intermediate; without it a scratch G is used).
+pub struct BackwardOutput<'a, T> {
+    pub da: CudaViewMut<'a, T>,
+    pub db: CudaViewMut<'a, T>,
+    pub dx: CudaViewMut<'a, T>,
+    pub g: Option<CudaViewMut<'a, T>>,
+    pub mode: GradMode,
+}
+
+/// The dropout fields of the kernel parameters; `None` or `p == 0`: no mask.
+fn dropout_params(dropout: Option<&Dropout>) -> Result<LoraBwdParams> {
+    let Some(d) = dropout else { return Ok(LoraBwdParams::default()) };
+    if !(0.0..1.0).contains(&d.p) {
+        return Err(LoraError::InvalidArgument { what: "dropout p", value: d.p.to_string(), reason: "must be in [0, 1)" });
+    }
+    if d.p == 0.0 {
+        return Ok(LoraBwdParams::default());
+    }
+    Ok(LoraBwdParams {
+        dropout: 1,
+        dropout_p: d.p,
+        inv_keep: d.inv_keep(),
+        seed: d.seed,
+        offset: d.offset,
+        ..Default::default()
+    })
+}
+
+/// The problem one call describes, after validation.
+#[derive(Clone, Copy)]
+struct Dims {
+    m: usize,
+    n: usize,
+    k: usize,
+    r_max: usize,
+    num_adapters: usize,
+}
+
+impl Dims {
+    /// Rows per chunk of the dA/dB reductions: a function of M alone, so the
+    /// summation order (and the result's bits) never depends on the device.
+    /// At most LORA_BWD_MAX_SPLITS chunks, which bounds the f32 partials.
+    fn rows_per_split(&self) -> usize {
+        self.m.div_ceil(LORA_BWD_MAX_SPLITS as usize).max(LORA_BWD_MIN_ROWS_PER_SPLIT as usize)
+    }
+
+    /// The number of row chunks.
+    fn splits(&self) -> usize {
+        self.m.div_ceil(self.rows_per_split())
+    }
+
+    /// f32 partials for the larger of the two reductions (the buffer is reused).
+    fn partial_len(&self) -> usize {
+        self.splits() * self.num_adapters * (self.n * self.r_max).max(self.r_max * self.k)
+    }
+}
+
+impl LoraKernels {
+    /// The backward pass with one adapter: G, dB, dA, dX from dY.
+    ///
+    /// # Arguments
+    /// - `dy`: dY `[m, n]`; `x`: X `[m, k]` (the forward's input);
+    /// - `linear`: W0 `[n, k]` (the bias has no gradient here and is ignored);
+    /// - `adapter`: A `[r, k]`, B `[n, r]`, s;
+    /// - `p`: the forward's P `[m, r]` if it was kept, else `None` (recomputed);
+    /// - `dropout`: the forward's dropout on the adapter input, if any;
+    /// - `out`: the gradients and how to store them.
+    ///
+    /// # Errors
+    /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
+    /// shape's; [`LoraError::Misaligned`] for a K the forward's shrink cannot
+    /// take (only when P is recomputed); [`LoraError::InvalidArgument`] for a
+    /// zero or too large dimension, a non-finite scale or a dropout p outside
+    /// `[0, 1)`;
+    /// [`LoraError::Aliasing`] if an output overlaps an input or another
+    /// output; [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        dy: &CudaView<'_, T>,
+        x: &CudaView<'_, T>,
+        linear: &Linear<'_, T>,
+        adapter: &Adapter<'_, T>,
+        p: Option<&CudaView<'_, T>>,
+        dropout: Option<&Dropout>,
+        out: &mut BackwardOutput<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let (n, k, r) = (linear.n, linear.k, adapter.rank);
+        check_linear(stream, linear)?;
+        let m = rows_of("x", x.len(), k)?;
+        check_dim("rank", r)?;
+        check_scale("scale", adapter.scale)?;
+        check_context(stream, "a", adapter.a.stream())?;
+        check_context(stream, "b", adapter.b.stream())?;
+        check_len("a", adapter.a.len(), &[r, k])?;
+        check_len("b", adapter.b.len(), &[n, r])?;
+        let dims = Dims { m, n, k, r_max: r, num_adapters: 1 };
+        self.check_common(stream, dims, dy, x, p, out)?;
+
+        let dropout = dropout_params(dropout)?;
+        let base = LoraBwdParams {
+            num_adapters: 1,
+            rank: r as i32,
+            scale: adapter.scale,
+            ..dropout
+        };
+        // SAFETY: every buffer was checked against its shape on this context;
+        // the single-adapter parameters address adapter 0 only, of rank r.
+        unsafe { self.run_backward(stream, dims, base, dy, x, linear, &adapter.a, &adapter.b, p, &[], out) }
+    }
+
+    /// The backward pass with one adapter per row, chosen from a stack as in
+    /// [`LoraKernels::forward_multi`]: `dA_l`, `dB_l` sum the rows whose index
+    /// is `l` only; an adapter no row uses gets zeros.
+    ///
+    /// # Arguments
+    /// As [`LoraKernels::backward`], with the stack (A_all `[L, r_max, k]`,
+    /// B_all `[L, n, r_max]`, ranks, scales), the rows' indices and status,
+    /// P `[m, r_max]`, and outputs dA `[L, r_max, k]`, dB `[L, n, r_max]`,
+    /// dX `[m, k]`, G `[m, r_max]`.
+    ///
+    /// # Errors
+    /// As [`LoraKernels::backward`], plus [`LoraError::InvalidArgument`] for a
+    /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
+    /// out of range surfaces in [`AdapterStatus::check`](crate::AdapterStatus::check).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_multi<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        dy: &CudaView<'_, T>,
+        x: &CudaView<'_, T>,
+        linear: &Linear<'_, T>,
+        adapters: &AdapterStack<'_, T>,
+        rows: &mut RowAdapters<'_, '_>,
+        p: Option<&CudaView<'_, T>>,
+        dropout: Option<&Dropout>,
+        out: &mut BackwardOutput<'_, T>,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let (n, k, r_max) = (linear.n, linear.k, adapters.r_max);
+        check_linear(stream, linear)?;
+        let m = rows_of("x", x.len(), k)?;
+        check_dim("r_max", r_max)?;
+        let num_adapters = adapters.ranks.len();
+        check_dim("ranks.len()", num_adapters)?;
+        if adapters.scales.len() != num_adapters {
+            return Err(LoraError::ShapeMismatch {
+                what: "scales",
+                expected: vec![num_adapters],
+                got: vec![adapters.scales.len()],
+            });
+        }
+        let ranks = adapters
+            .ranks
+            .iter()
+            .map(|&r| {
+                if (1..=r_max).contains(&r) {
+                    Ok(r as i32)
+                } else {
+                    Err(LoraError::InvalidArgument {
+                        what: "ranks",
+                        value: r.to_string(),
+                        reason: "every rank must be in 1..=r_max",
+                    })
+                }
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        for &s in adapters.scales {
+            check_scale("scales", s)?;
+        }
+        // The rowsum grid holds one CTA row per adapter.
+        if num_adapters > 65_535 {
+            return Err(LoraError::InvalidArgument {
+                what: "ranks.len()",
+                value: num_adapters.to_string(),
+                reason: "at most 65535 adapters per launch",
+            });
+        }
+        check_context(stream, "a", adapters.a.stream())?;
+        check_context(stream, "b", adapters.b.stream())?;
+        check_context(stream, "index", rows.index.stream())?;
+        check_context(stream, "status", rows.status.word.stream())?;
+        check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
+        check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
+        check_len("index", rows.index.len(), &[m])?;
+        let dims = Dims { m, n, k, r_max, num_adapters };
+        self.check_common(stream, dims, dy, x, p, out)?;
+
+        let dropout = dropout_params(dropout)?;
+        let ranks = stream.clone_htod(&ranks)?;
+        let scales = stream.clone_htod(adapters.scales)?;
+        rows.status.num_adapters = num_adapters;
+        let mut ptrs = Pointers::new::<T>(stream);
+        // `Pointers` sizes spans in elements of T; the index (i32) and the
+        // status word (u64) are sized here for the aliasing checks.
+        let index_span = ptrs.read("index", &rows.index);
+        let index_span = Span::new(index_span.what, index_span.start, m * std::mem::size_of::<i32>());
+        let ranks_span = ptrs.read("ranks", &ranks);
+        let scales_span = ptrs.read("scales", &scales);
+        let status_span = ptrs.write("status", &mut rows.status.word);
+        let status_span = Span::new(status_span.what, status_span.start, std::mem::size_of::<u64>());
+        let base = LoraBwdParams {
+            row_adapter: index_span.start,
+            ranks: ranks_span.start,
+            scales: scales_span.start,
+            status: status_span.start,
+            num_adapters: num_adapters as i32,
+            rank: r_max as i32,
+            scale: 1.0,
+            ..dropout
+        };
+        // SAFETY: every buffer was checked against its shape on this context;
+        // the stack holds L whole adapters of r_max, every rank is in
+        // 1..=r_max, and the kernels validate each row's index against L
+        // before using it to address an adapter. The guards in `ptrs` keep
+        // the index, ranks, scales and status alive past the launches.
+        let result = unsafe {
+            self.run_backward(
+                stream,
+                dims,
+                base,
+                dy,
+                x,
+                linear,
+                &adapters.a,
+                &adapters.b,
+                p,
+                &[index_span, status_span],
+                out,
+            )
+        };
+        drop(ptrs);
+        result
+    }
+
+    /// The checks both entry points share: dY, X, P and the outputs.
+    fn check_common<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        dims: Dims,
+        dy: &CudaView<'_, T>,
+        x: &CudaView<'_, T>,
+        p: Option<&CudaView<'_, T>>,
+        out: &BackwardOutput<'_, T>,
+    ) -> Result<()> {
+        let Dims { m, n, k, r_max, num_adapters } = dims;
+        check_context(stream, "x", x.stream())?;
+        check_context(stream, "dy", dy.stream())?;
+        check_len("dy", dy.len(), &[m, n])?;
+        match p {
+            Some(p) => {
+                check_context(stream, "p", p.stream())?;
+                check_len("p", p.len(), &[m, r_max])?;
+            }
+            // The recompute runs the forward's shrink, with its K rule.
+            None => check_k_aligned::<T>(k)?,
+        }
+        check_context(stream, "da", out.da.stream())?;
+        check_context(stream, "db", out.db.stream())?;
+        check_context(stream, "dx", out.dx.stream())?;
+        check_len("da", out.da.len(), &[num_adapters, r_max, k])?;
+        check_len("db", out.db.len(), &[num_adapters, n, r_max])?;
+        check_len("dx", out.dx.len(), &[m, k])?;
+        if let Some(g) = &out.g {
+            check_context(stream, "g", g.stream())?;
+            check_len("g", g.len(), &[m, r_max])?;
+        }
+        check_grid(m)?;
+        // Every launch is a 1-D grid of one thread per output element.
+        for (what, len) in [("m * k", m * k), ("n * r_max", n * r_max), ("r_max * k", r_max * k), ("m * r_max", m * r_max)] {
+            if len.div_ceil(LORA_BWD_THREADS as usize) > i32::MAX as usize {
+                return Err(LoraError::InvalidArgument { what, value: len.to_string(), reason: "too many elements for one launch" });
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates the scratch buffers, checks aliasing and enqueues the launches.
+    ///
+    /// # Safety
+    /// Every buffer must have been checked against `dims` on this stream's
+    /// context; the adapter fields of `base` (index, ranks, scales, status)
+    /// must point at live buffers that describe `dims.num_adapters` adapters
+    /// with ranks in `1..=dims.r_max`; `extra_inputs` are those buffers'
+    /// spans (no output may overlap them).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_backward<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        dims: Dims,
+        base: LoraBwdParams,
+        dy: &CudaView<'_, T>,
+        x: &CudaView<'_, T>,
+        linear: &Linear<'_, T>,
+        a: &CudaView<'_, T>,
+        b: &CudaView<'_, T>,
+        p: Option<&CudaView<'_, T>>,
+        extra_inputs: &[Span],
+        out: &mut BackwardOutput<'_, T>,
+    ) -> Result<()> {
+        let Dims { m, n, k, r_max, num_adapters } = dims;
+        let mut p_scratch = match p {
+            Some(_) => None,
+            None => Some(stream.alloc_zeros::<T>(m * r_max)?),
+        };
+        let mut g_scratch = match out.g {
+            Some(_) => None,
+            None => Some(stream.alloc_zeros::<T>(m * r_max)?),
+        };
+        let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
+        // With dropout, P is the shrink of the dropped input: materialised
+        // for the recompute only (dA regenerates the mask on the fly).
+        let mut dropped = match (p, base.dropout != 0) {
+            (None, true) => Some(stream.alloc_zeros::<T>(m * k)?),
+            _ => None,
+        };
+
+        let mut ptrs = Pointers::new::<T>(stream);
+        let dy_span = ptrs.read("dy", dy);
+        let x_span = ptrs.read("x", x);
+        let w_span = ptrs.read("weight", &linear.weight);
+        let a_span = ptrs.read("a", a);
+        let b_span = ptrs.read("b", b);
+        let (partials_ptr, _partials_guard) = partials.device_ptr(stream);
+        let p_span = match (p, &mut p_scratch) {
+            (Some(p), _) => ptrs.read("p", p),
+            (None, Some(scratch)) => ptrs.write("p", scratch),
+            (None, None) => unreachable!("a scratch P exists whenever P is not given"),
+        };
+        let g_span = match (&mut out.g, &mut g_scratch) {
+            (Some(g), _) => ptrs.write("g", g),
+            (None, Some(scratch)) => ptrs.write("g", scratch),
+            (None, None) => unreachable!("a scratch G exists whenever out.g is None"),
+        };
+        let da_span = ptrs.write("da", &mut out.da);
+        let db_span = ptrs.write("db", &mut out.db);
+        let dx_span = ptrs.write("dx", &mut out.dx);
+        let mut inputs = vec![dy_span, x_span, w_span, a_span, b_span, p_span];
+        inputs.extend_from_slice(extra_inputs);
+        let outputs = [g_span, da_span, db_span, dx_span];
+        for (i, output) in outputs.iter().enumerate() {
+            check_no_alias(output, &inputs)?;
+            check_no_alias(output, &outputs[i + 1..])?;
+        }
+        check_no_alias(&p_span, &outputs)?;
+
+        let dropped_span = dropped.as_mut().map(|d| ptrs.write("dropped x", d));
+        if let Some(dropped) = dropped_span {
+            let params = LoraBwdParams { x: x_span.start, out: dropped.start, m: m as i32, k: k as i32, ..base };
+            // SAFETY: X [m, k] (checked) into the [m, k] scratch just allocated.
+            unsafe { self.launch_backward::<T>(stream, "dropped_input", params, m * k, 1, 1)? };
+        }
+        if p.is_none() {
+            let shrink = LoraGemmParams {
+                out: p_span.start,
+                ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
+                ad_lhs: dropped_span.map_or(x_span.start, |d| d.start),
+                ad_rhs: a_span.start,
+                ad_rhs_stride: (r_max * k) as i64,
+                ad_k: k as i32,
+                row_adapter: base.row_adapter,
+                ranks: base.ranks,
+                status: base.status,
+                m: m as i32,
+                n: r_max as i32,
+                num_adapters: num_adapters as i32,
+                rank: if base.ranks == 0 { base.rank } else { r_max as i32 },
+                scale: 1.0,
+                ..Default::default()
+            };
+            // SAFETY: the forward's shrink contract: X [m, k], A [L, r_max, k]
+            // (checked), P [m, r_max] (scratch), K aligned (checked).
+            unsafe { self.launch_gemm::<T>(stream, &shrink)? };
+        }
+
+        let params = LoraBwdParams {
+            dy: dy_span.start,
+            x: x_span.start,
+            w: w_span.start,
+            a: a_span.start,
+            b: b_span.start,
+            p: p_span.start,
+            g: g_span.start,
+            partials: partials_ptr,
+            m: m as i32,
+            n: n as i32,
+            k: k as i32,
+            r_max: r_max as i32,
+            splits: dims.splits() as i32,
+            rows_per_split: dims.rows_per_split() as i32,
+            accumulate: i32::from(out.mode == GradMode::Accumulate),
+            ..base
+        };
+        // SAFETY (all launches below): the caller's contract plus the checks
+        // above: each kernel reads and writes only inside the extents
+        // `params` describes, the outputs overlap no input nor each other,
+        // and the launches are ordered on one stream (G before dA and dX,
+        // each rowsum before its finish).
+        unsafe {
+            self.launch_backward::<T>(stream, "g", LoraBwdParams { out: 0, ..params }, m * r_max, 1, 1)?;
+            self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: db_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DB)?;
+            self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: da_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DA)?;
+            self.launch_backward::<T>(stream, "dx", LoraBwdParams { out: dx_span.start, ..params }, m * k, 1, 1)?;
+        }
+        Ok(())
+    }
+
+    /// dB or dA: the split partials, then their ordered sum.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::run_backward`], with `params` filled in by it.
+    unsafe fn reduce_rows<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        dims: Dims,
+        params: LoraBwdParams,
+        reduction: LoraBwdReduction,
+    ) -> Result<()> {
+        let per_adapter = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
+            dims.n * dims.r_max
+        } else {
+            dims.r_max * dims.k
+        };
+        let params = LoraBwdParams { reduction: reduction as i32, ..params };
+        let adapters = dims.num_adapters as u32;
+        // SAFETY: as in `run_backward`.
+        unsafe {
+            self.launch_backward::<T>(stream, "rowsum", params, per_adapter, adapters, dims.splits() as u32)?;
+            self.launch_backward::<T>(stream, "finish", params, per_adapter, adapters, 1)
+        }
+    }
+
+    /// Launches `lora_backward_<name>_<T>` with one thread per element of
+    /// `elements` along x, `grid_y` by `grid_z` times.
+    ///
+    /// # Safety
+    /// Every pointer in `params` must address a live buffer of this context
+    /// holding what `cuda/backward_params.h` describes for its dimensions.
+    unsafe fn launch_backward<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        name: &str,
+        params: LoraBwdParams,
+        elements: usize,
+        grid_y: u32,
+        grid_z: u32,
+    ) -> Result<()> {
+        let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
+        let blocks = elements.div_ceil(LORA_BWD_THREADS as usize) as u32;
+        let config = LaunchConfig { grid_dim: (blocks, grid_y, grid_z), block_dim: (LORA_BWD_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dims;
+
+    fn dims(m: usize) -> Dims {
+        Dims { m, n: 8, k: 8, r_max: 4, num_adapters: 1 }
+    }
+
+    #[test]
+    fn row_chunks_cover_m_and_stay_few() {
+        // Small M: chunks of 64 rows.
+        assert_eq!((dims(1).rows_per_split(), dims(1).splits()), (64, 1));
+        assert_eq!((dims(130).rows_per_split(), dims(130).splits()), (64, 3));
+        // Large M: at most 64 chunks, together covering every row.
+        for m in [4096, 4097, 100_000, 65_535 * 64] {
+            let d = dims(m);
+            assert!(d.splits() <= 64, "m={m}: {} splits", d.splits());
+            assert!(d.splits() * d.rows_per_split() >= m && (d.splits() - 1) * d.rows_per_split() < m, "m={m}");
+        }
+    }
+}

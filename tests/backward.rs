@@ -1,0 +1,411 @@
+//! The backward kernels on a device (the emulator with every check on, or a
+//! GPU) against `fused_lora::reference::backward_multi` (exact and naive, the
+//! tolerance of LORA.md), per dtype: one adapter, per-row adapters (adapters
+//! with no rows, padding poisoned with NaN), accumulation, P recomputed, and
+//! determinism (two runs bit-identical).
+
+mod common;
+mod device;
+mod forward_support;
+
+use common::assert_close_2d;
+use cudarc::driver::CudaSlice;
+use device::Device;
+use forward_support::{download, poison_padding, random, row_indices, upload, Mix};
+use fused_lora::reference::{backward_multi, Base, Dropout, MultiAdapters, MultiGradients, Precision};
+use fused_lora::{
+    Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraDType, LoraError, MultiAdapterShape,
+    RowAdapters,
+};
+use half::{bf16, f16};
+
+/// One backward problem on the host, stacked form (one adapter: L = 1).
+struct Case<T> {
+    m: usize,
+    k: usize,
+    n: usize,
+    r_max: usize,
+    ranks: Vec<usize>,
+    scales: Vec<f32>,
+    index: Vec<i32>,
+    x: Vec<T>,
+    w: Vec<T>,
+    a: Vec<T>,
+    b: Vec<T>,
+    p: Vec<T>,
+    dy: Vec<T>,
+    dropout: Option<Dropout>,
+}
+
+impl<T: LoraDType> Case<T> {
+    fn new(m: usize, k: usize, n: usize, ranks: &[usize], r_max: usize, index: Vec<i32>, seed: u64) -> Self {
+        let num_adapters = ranks.len();
+        Case {
+            m,
+            k,
+            n,
+            r_max,
+            ranks: ranks.to_vec(),
+            scales: (0..num_adapters).map(|l| 0.75 + 0.5 * l as f32).collect(),
+            index,
+            x: random(seed, m * k),
+            w: random(seed + 1, n * k),
+            a: random(seed + 2, num_adapters * r_max * k),
+            b: random(seed + 3, num_adapters * n * r_max),
+            p: random(seed + 4, m * r_max),
+            dy: random(seed + 5, m * n),
+            dropout: None,
+        }
+    }
+
+    fn num_adapters(&self) -> usize {
+        self.ranks.len()
+    }
+
+    fn adapter_of(&self, row: usize) -> Option<usize> {
+        usize::try_from(self.index[row]).ok().filter(|&l| l < self.num_adapters())
+    }
+
+    /// NaN in every element the kernels must not read: A rows and B columns
+    /// past each rank, P columns past the row's rank and P rows without an adapter.
+    fn poison_padding(&mut self) {
+        let (ranks, r_max, n, k) = (self.ranks.clone(), self.r_max, self.n, self.k);
+        poison_padding(&mut self.a, &mut self.b, &ranks, r_max, n, k);
+        for row in 0..self.m {
+            let rank = self.adapter_of(row).map_or(0, |l| ranks[l]);
+            self.p[row * r_max..][rank..r_max].fill(T::nan());
+        }
+    }
+
+    fn reference(&self, precision: Precision) -> MultiGradients {
+        let shape =
+            MultiAdapterShape { m: self.m, k: self.k, n: self.n, num_adapters: self.num_adapters(), r_max: self.r_max };
+        let base = Base { x: &self.x, w0: &self.w, bias: None };
+        let scales: Vec<f64> = self.scales.iter().map(|&s| f64::from(s)).collect();
+        let indices: Vec<i64> =
+            (0..self.m).map(|row| self.adapter_of(row).map_or(-1, |l| l as i64)).collect();
+        let adapters =
+            MultiAdapters { a_all: &self.a, b_all: &self.b, ranks: &self.ranks, scales: &scales, indices: &indices };
+        // The reference must not see the poisoned padding of P either: it
+        // reads only the columns inside each row's rank, as the kernels do.
+        backward_multi(shape, &base, &adapters, self.dropout.as_ref(), &self.dy, &self.p, precision).expect("reference")
+    }
+}
+
+/// The gradients a device run produced, downloaded.
+#[derive(PartialEq, Debug)]
+struct Got<T> {
+    g: Vec<T>,
+    da: Vec<T>,
+    db: Vec<T>,
+    dx: Vec<T>,
+}
+
+/// Initial contents of the gradient buffers.
+struct Initial<T> {
+    da: Vec<T>,
+    db: Vec<T>,
+    dx: Vec<T>,
+}
+
+impl<T: LoraDType> Initial<T> {
+    fn nan(case: &Case<T>) -> Self {
+        let l = case.num_adapters();
+        Initial {
+            da: vec![T::nan(); l * case.r_max * case.k],
+            db: vec![T::nan(); l * case.n * case.r_max],
+            dx: vec![T::nan(); case.m * case.k],
+        }
+    }
+
+    fn random(case: &Case<T>, seed: u64) -> Self {
+        let l = case.num_adapters();
+        Initial {
+            da: random(seed, l * case.r_max * case.k),
+            db: random(seed + 1, l * case.n * case.r_max),
+            dx: random(seed + 2, case.m * case.k),
+        }
+    }
+}
+
+/// How a case is sent to the kernels.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    Single,
+    Multi,
+}
+
+fn run<T: LoraDType>(
+    dev: &Device,
+    case: &Case<T>,
+    api: Api,
+    keep_p: bool,
+    initial: &Initial<T>,
+    mode: GradMode,
+) -> Result<(Got<T>, AdapterStatus), LoraError> {
+    let stream = &dev.stream;
+    let (x, w, a, b, p, dy) =
+        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b), upload(stream, &case.p), upload(stream, &case.dy));
+    let index = upload(stream, &case.index);
+    let (mut da, mut db, mut dx): (CudaSlice<T>, CudaSlice<T>, CudaSlice<T>) =
+        (upload(stream, &initial.da), upload(stream, &initial.db), upload(stream, &initial.dx));
+    let mut g = upload(stream, &vec![T::nan(); case.m * case.r_max]);
+    let linear = Linear { weight: w.as_view(), bias: None, n: case.n, k: case.k };
+    let p_view = p.as_view();
+    let p_arg = keep_p.then_some(&p_view);
+    let mut status = AdapterStatus::new(stream)?;
+    let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: Some(g.as_view_mut()), mode };
+    match api {
+        Api::Single => {
+            let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
+            dev.kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, p_arg, case.dropout.as_ref(), &mut out)?;
+        }
+        Api::Multi => {
+            let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: case.r_max, ranks: &case.ranks, scales: &case.scales };
+            let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+            dev.kernels.backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, p_arg, case.dropout.as_ref(), &mut out)?;
+        }
+    }
+    let got = Got { g: download(stream, &g), da: download(stream, &da), db: download(stream, &db), dx: download(stream, &dx) };
+    Ok((got, status))
+}
+
+fn to_f64<T: LoraDType>(values: &[T]) -> Vec<f64> {
+    values.iter().map(|v| v.to_f64()).collect()
+}
+
+/// The tolerance floor: every gradient is a sum of O(1) products.
+fn floor<T: LoraDType>() -> f64 {
+    T::UNIT_ROUNDOFF * 1e-3
+}
+
+/// `old + reference`, rounded like the kernel's store for the naive side.
+fn plus_old<T: LoraDType>(old: &[T], reference: &[f64], round: bool) -> Vec<f64> {
+    old.iter()
+        .zip(reference)
+        .map(|(o, r)| {
+            let sum = o.to_f64() + r;
+            if round {
+                T::from_f64(f64::from(sum as f32)).to_f64()
+            } else {
+                sum
+            }
+        })
+        .collect()
+}
+
+fn check_against_reference<T: LoraDType>(what: &str, case: &Case<T>, got: &Got<T>, old: Option<&Initial<T>>) {
+    let exact = case.reference(Precision::Exact);
+    let naive = case.reference(Precision::Naive);
+    let fl = floor::<T>();
+    assert_close_2d::<T>(&format!("G {what}"), case.r_max, &to_f64(&got.g), &exact.g, &naive.g, fl);
+    let (da_e, db_e, dx_e, da_n, db_n, dx_n) = match old {
+        None => (exact.da, exact.db, exact.dx, naive.da, naive.db, naive.dx),
+        Some(old) => (
+            plus_old(&old.da, &exact.da, false),
+            plus_old(&old.db, &exact.db, false),
+            plus_old(&old.dx, &exact.dx, false),
+            plus_old(&old.da, &naive.da, true),
+            plus_old(&old.db, &naive.db, true),
+            plus_old(&old.dx, &naive.dx, true),
+        ),
+    };
+    assert_close_2d::<T>(&format!("dA {what}"), case.k, &to_f64(&got.da), &da_e, &da_n, fl);
+    assert_close_2d::<T>(&format!("dB {what}"), case.r_max, &to_f64(&got.db), &db_e, &db_n, fl);
+    assert_close_2d::<T>(&format!("dX {what}"), case.k, &to_f64(&got.dx), &dx_e, &dx_n, fl);
+}
+
+/// (m, k, n, r): a single row, tails of every dimension, M over one split
+/// (64 rows) so the ordered sum of partials runs, and M past 64 x 64 rows,
+/// where the chunks grow (65 rows) so that there are at most 64.
+const SINGLE_CASES: &[(usize, usize, usize, usize)] =
+    &[(1, 8, 8, 1), (7, 16, 13, 3), (70, 40, 24, 8), (130, 24, 40, 16), (4111, 8, 8, 2)];
+
+fn single_adapter_matches_reference<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    for (i, &(m, k, n, r)) in SINGLE_CASES.iter().enumerate() {
+        let case = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 300 + 10 * i as u64);
+        let initial = Initial::nan(&case);
+        let (got, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Overwrite).expect("backward");
+        check_against_reference(&format!("m={m} k={k} n={n} r={r}"), &case, &got, None);
+        // Determinism: a second run gives the same bits.
+        let (again, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Overwrite).expect("backward again");
+        assert_eq!(got, again, "two runs differ for m={m} k={k} n={n} r={r}");
+    }
+}
+
+fn accumulate_adds_to_old_gradients<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let case = Case::<T>::new(70, 24, 16, &[5], 5, vec![0; 70], 400);
+    let initial = Initial::random(&case, 410);
+    let (got, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Accumulate).expect("backward");
+    check_against_reference("accumulate", &case, &got, Some(&initial));
+}
+
+/// Without P the forward's shrink recomputes it: the gradients equal those
+/// computed from the P the forward would have kept, bit for bit.
+fn recomputed_p_matches_kept_p<T: LoraDType>(api: Api) {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n) = (20, 32, 24);
+    let (ranks, index) = match api {
+        Api::Single => (vec![6], vec![0; m]),
+        Api::Multi => (vec![6, 2, 4], row_indices(Mix::Zipf, m, 3, 7)),
+    };
+    let mut case = Case::<T>::new(m, k, n, &ranks, 6, index, 500);
+    // The P the forward writes, from the forward kernels themselves.
+    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let index_dev = upload(stream, &case.index);
+    let mut y = upload(stream, &vec![T::nan(); m * n]);
+    let mut p = upload(stream, &vec![T::nan(); m * case.r_max]);
+    let linear = Linear { weight: w.as_view(), bias: None, n, k };
+    let mut out = fused_lora::ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+    let mut status = AdapterStatus::new(stream).expect("status");
+    match api {
+        Api::Single => {
+            let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: ranks[0], scale: case.scales[0] };
+            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+        }
+        Api::Multi => {
+            let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: 6, ranks: &ranks, scales: &case.scales };
+            let mut rows = RowAdapters { index: index_dev.as_view(), status: &mut status };
+            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward");
+        }
+    }
+    case.p = download(stream, &p);
+    let initial = Initial::nan(&case);
+    let (kept, _) = run(&dev, &case, api, true, &initial, GradMode::Overwrite).expect("backward with P");
+    let (recomputed, _) = run(&dev, &case, api, false, &initial, GradMode::Overwrite).expect("backward without P");
+    assert_eq!(kept, recomputed);
+}
+
+/// L = 3 adapters of ranks 8, 3, 5 (r_max 8), padding NaN, over several
+/// index mixes; adapters without rows and padding get exact zeros.
+fn multi_adapter_matches_reference<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (75, 24, 16, [8, 3, 5], 8);
+    let mixes = [Mix::Zipf, Mix::Skewed, Mix::Unsorted, Mix::OneAdapterUnused, Mix::NoAdapter];
+    for (i, &mix) in mixes.iter().enumerate() {
+        let index = row_indices(mix, m, ranks.len(), 600 + i as u64);
+        let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 610 + 10 * i as u64);
+        case.poison_padding();
+        let initial = Initial::nan(&case);
+        let (got, status) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Overwrite).expect("backward_multi");
+        status.check(&dev.stream).expect("no bad index");
+        check_against_reference(&format!("{mix:?}"), &case, &got, None);
+        for (l, &rank) in ranks.iter().enumerate() {
+            let used = case.index.contains(&(l as i32));
+            let da = &got.da[l * r_max * k..][..r_max * k];
+            let db = &got.db[l * n * r_max..][..n * r_max];
+            for (j, row) in da.chunks(k).enumerate() {
+                if j >= rank || !used {
+                    assert!(row.iter().all(|v| v.to_f64() == 0.0), "{mix:?}: dA of adapter {l}, row {j} not zero");
+                }
+            }
+            for (col, row) in db.chunks(r_max).enumerate() {
+                let from = if used { rank } else { 0 };
+                assert!(row[from..].iter().all(|v| v.to_f64() == 0.0), "{mix:?}: dB of adapter {l}, row {col} not zero");
+            }
+        }
+        let (again, _) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Overwrite).expect("again");
+        assert_eq!(got, again, "{mix:?}: two runs differ");
+    }
+}
+
+/// A row whose index is out of range is reported and treated as no adapter.
+fn bad_index_is_reported<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n) = (9, 16, 8);
+    let index = vec![0, 1, 7, -1, 1, 0, -5, 1, 0];
+    let case = Case::<T>::new(m, k, n, &[4, 2], 4, index, 700);
+    let (got, status) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward");
+    match status.check(&dev.stream) {
+        Err(LoraError::AdapterIndexOutOfRange { row: 2, index: 7, num_adapters: 2 }) => {}
+        other => panic!("expected row 2's index 7 reported, got {other:?}"),
+    }
+    // Case::reference treats out-of-range rows as -1, as the kernels do.
+    check_against_reference("bad index", &case, &got, None);
+}
+
+/// Dropout p = 0.25: the mask regenerated from Philox in dA (on X) and dX
+/// (on the adapter term), one adapter and a stack.
+fn dropout_matches_reference<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n) = (70, 24, 16);
+    let mut single = Case::<T>::new(m, k, n, &[6], 6, vec![0; m], 800);
+    single.dropout = Some(Dropout::new(0.25, 0x1234_5678_9abc, 3).expect("dropout"));
+    let (got, _) = run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
+    check_against_reference("dropout, one adapter", &single, &got, None);
+    let index = row_indices(Mix::Zipf, m, 3, 810);
+    let mut multi = Case::<T>::new(m, k, n, &[6, 2, 4], 6, index, 820);
+    multi.dropout = Some(Dropout::new(0.25, 99, 1 << 40).expect("dropout"));
+    multi.poison_padding();
+    let (got, _) = run(&dev, &multi, Api::Multi, true, &Initial::nan(&multi), GradMode::Overwrite).expect("backward");
+    check_against_reference("dropout, stack", &multi, &got, None);
+    // Without the mask the gradients differ: the mask is really applied.
+    let mut plain = multi;
+    plain.dropout = None;
+    let (without, _) = run(&dev, &plain, Api::Multi, true, &Initial::nan(&plain), GradMode::Overwrite).expect("backward");
+    assert_ne!(got.dx, without.dx);
+}
+
+/// With dropout and no P, P is recomputed as the forward's shrink of the
+/// dropped input: the same bits as the shrink of X~ built on the host.
+fn recomputed_p_with_dropout<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n, r) = (20, 32, 24, 6);
+    let mut case = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 900);
+    let dropout = Dropout::new(0.5, 7, 11).expect("dropout");
+    case.dropout = Some(dropout);
+    let dropped: Vec<T> = (0..m * k)
+        .map(|i| {
+            let v = case.x[i].to_f64() as f32;
+            if dropout.keep(i / k, i % k, k) { T::from_f64(f64::from(v * dropout.inv_keep())) } else { T::from_f64(0.0) }
+        })
+        .collect();
+    let (dropped_dev, a) = (upload(stream, &dropped), upload(stream, &case.a));
+    let mut p = upload(stream, &vec![T::nan(); m * r]);
+    dev.kernels.shrink(stream, &dropped_dev.as_view(), &a.as_view(), r, 1.0, &mut p.as_view_mut()).expect("shrink");
+    case.p = download(stream, &p);
+    let initial = Initial::nan(&case);
+    let (kept, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Overwrite).expect("backward with P");
+    let (recomputed, _) = run(&dev, &case, Api::Single, false, &initial, GradMode::Overwrite).expect("backward without P");
+    assert_eq!(kept, recomputed);
+}
+
+macro_rules! per_dtype {
+    ($($name:ident => $body:ident;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                #[test]
+                fn f32() { let f: fn() = $body::<f32>; f() }
+                #[test]
+                fn f16() { let f: fn() = $body::<f16>; f() }
+                #[test]
+                fn bf16() { let f: fn() = $body::<bf16>; f() }
+            }
+        )*
+    };
+}
+
+per_dtype! {
+    single_adapter => single_adapter_matches_reference;
+    accumulate => accumulate_adds_to_old_gradients;
+    multi_adapter => multi_adapter_matches_reference;
+    bad_index => bad_index_is_reported;
+    dropout => dropout_matches_reference;
+    dropout_recompute => recomputed_p_with_dropout;
+}
+
+#[test]
+fn recomputed_p_single() {
+    recomputed_p_matches_kept_p::<bf16>(Api::Single);
+    recomputed_p_matches_kept_p::<f32>(Api::Single);
+}
+
+#[test]
+fn recomputed_p_multi() {
+    recomputed_p_matches_kept_p::<f16>(Api::Multi);
+}
