@@ -101,7 +101,6 @@ fn loss_and_grads(dev: &device::Device, task: &Task, lora: &Lora) -> (f32, CudaS
     let mut dx = stream.alloc_zeros::<f32>(M * K).unwrap();
     let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
     kernels.backward(stream, &dy.as_view(), &task.x.as_view(), &linear, &adapter, Some(&p.as_view()), None, &mut out).unwrap();
-    drop(out);
     (loss, da, db)
 }
 
