@@ -33,7 +33,7 @@ export FUSED_LORA_REQUIRE_DEVICE=1
 
 case "$what" in
     example)
-        exec cargo run --release --example quickstart -- "$@"
+        exec cargo run --release --example train -- "$@"
         ;;
     test)
         exec cargo test --workspace --release "$@"
