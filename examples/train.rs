@@ -7,6 +7,7 @@
 //!    random) over a sweep of learning rates;
 //! 2. the scale α/r against α/√r (rsLoRA) over ranks;
 //! 3. both A and B zero: the run that never moves;
+//!
 //! and the α·k / learning-rate / initialisation substitution (SGD: lr/k; Adam:
 //! lr/√k), which must reproduce the loss curve.
 //!
