@@ -7,9 +7,6 @@
 mod device;
 mod forward_support;
 
-use std::ffi::c_char;
-use std::sync::Mutex;
-
 use cudarc::driver::CudaSlice;
 use fused_lora::{Adapter, ForwardOutput, Linear, LoraDType};
 use half::{bf16, f16};
@@ -22,30 +19,11 @@ const TILE_K: usize = 32;
 /// mma.sync m16n8k16 per CTA per K-step of 32: 4 warps x (2 x 4 fragments) x 2 k16 steps.
 const MMA_PER_CTA_STEP: usize = 64;
 
-/// The last launch's counters as the emulator's JSON line.
-fn last_launch_counters() -> String {
-    type Export = unsafe extern "C" fn(*mut c_char, usize) -> usize;
-    // SAFETY: looks up an export of the already-loaded driver library; its
-    // signature is the emulator's documented one.
-    let export = unsafe { cudarc::driver::sys::culib().get::<Export>(b"ptxEmuGetLastLaunchCountersJson\0") }.expect("emulator export");
-    let mut buffer = vec![0u8; 1 << 16];
-    // SAFETY: the buffer is valid for its length; the export writes at most len - 1 bytes and a NUL.
-    let len = unsafe { export(buffer.as_mut_ptr().cast::<c_char>(), buffer.len()) };
-    assert!(len > 0 && len < buffer.len(), "no counters ({len})");
-    String::from_utf8(buffer[..len].to_vec()).expect("UTF-8 JSON")
-}
-
-/// The number after `"key":` in a flat JSON line.
-fn field(json: &str, key: &str) -> u64 {
-    let start = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 3;
-    json[start..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().expect("a number")
-}
-
-/// The sum of the values of the object `"key":{...}`.
-fn object_sum(json: &str, key: &str) -> u64 {
-    let start = json.find(&format!("\"{key}\":{{")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 4;
-    let end = start + json[start..].find('}').expect("closing brace");
-    json[start..end].split(',').filter(|s| !s.is_empty()).map(|kv| kv.rsplit(':').next().unwrap().parse::<u64>().expect("count")).sum()
+/// The sum of the counts of the object counter `key` (e.g. tensor
+/// instructions by shape).
+fn object_sum(counters: &serde_json::Value, key: &str) -> u64 {
+    let object = counters[key].as_object().unwrap_or_else(|| panic!("no object {key} in {counters}"));
+    object.values().map(|v| v.as_u64().expect("a count")).sum()
 }
 
 struct Shape {
@@ -57,7 +35,7 @@ struct Shape {
 
 /// Runs the fused forward (no bias: its reads are per-element by design) and
 /// returns the counters of its second launch, the fused GEMM.
-fn fused_counters<T: LoraDType>(dev: &device::Device, s: &Shape) -> String {
+fn fused_counters<T: LoraDType>(dev: &device::Device, s: &Shape) -> serde_json::Value {
     let stream = &dev.stream;
     let x: CudaSlice<T> = upload(stream, &random::<T>(1, s.m * s.k));
     let w = upload(stream, &random::<T>(2, s.n * s.k));
@@ -69,15 +47,10 @@ fn fused_counters<T: LoraDType>(dev: &device::Device, s: &Shape) -> String {
     let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
     dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
     stream.synchronize().expect("sync");
-    last_launch_counters()
+    device::last_launch_counters().expect("the emulator reports every launch")
 }
 
-/// The emulator keeps one "last launch" per process: tests that read it
-/// must not launch concurrently.
-static LAUNCH_COUNTERS: Mutex<()> = Mutex::new(());
-
 fn counted_efficiency<T: LoraDType>() {
-    let _serial = LAUNCH_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
@@ -104,13 +77,13 @@ fn counted_efficiency<T: LoraDType>() {
         eprintln!("  mma {mma} vs FLOP minimum {flop_minimum} ({:.3}x)", mma as f64 / flop_minimum as f64);
 
         // Shared memory: no bank conflict anywhere (ldmatrix, cp.async stores, the rest).
-        assert_eq!(field(&json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts");
-        assert_eq!(field(&json, "shared_bank_conflicts"), 0, "shared bank conflicts");
+        assert_eq!(device::counter(&json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts");
+        assert_eq!(device::counter(&json, "shared_bank_conflicts"), 0, "shared bank conflicts");
 
         // Every input byte is read, each at least once.
         let inputs = ((s.m * s.k + s.n * s.k + s.m * s.r + s.n * s.r) as u64) * elem;
-        assert_eq!(field(&json, "global_bytes_read"), inputs, "distinct bytes read");
-        let loaded = field(&json, "global_load_sectors") * 32;
+        assert_eq!(device::counter(&json, "global_bytes_read"), inputs, "distinct bytes read");
+        let loaded = device::counter(&json, "global_load_sectors") * 32;
         if aligned {
             // Tile reuse: each CTA reads its X and P rows and its W0 and B rows
             // once; with 16-byte loads filling whole sectors this is the traffic.
@@ -118,8 +91,8 @@ fn counted_efficiency<T: LoraDType>() {
             assert_eq!(loaded, tile_minimum, "global load traffic against the tile-reuse minimum");
         }
         let output = (s.m * s.n) as u64 * elem;
-        assert_eq!(field(&json, "global_bytes_written"), output, "Y written once");
-        let stored = field(&json, "global_store_sectors") * 32;
+        assert_eq!(device::counter(&json, "global_bytes_written"), output, "Y written once");
+        let stored = device::counter(&json, "global_store_sectors") * 32;
         // The epilogue stores whole tile rows through shared memory: on
         // aligned shapes exactly the output's sectors; otherwise at most one
         // partly used sector at each end of each row segment of a tile.
