@@ -2,21 +2,43 @@
 // dX = dY.W0 + s.G.A, for one adapter or one adapter per row (the formulas
 // and their rounding points are in backward_params.h).
 //
-// This is the straightforward form: one thread per output element, f32 FMA
-// accumulation in a fixed order, each stored value rounded once. Every
-// operand is read in its stored layout (W0 as [N, K], B as [N, r]); no
-// transposed copy is made. Adjacent threads own adjacent output columns, so
-// the loads along a warp are consecutive in the innermost dimension wherever
-// the operand allows it (dY.W0, G.A, G^T.X, dY^T.P by rows).
+// Two tiled GEMMs do the work, both with 64x64 output tiles, 4 warps of
+// 32x32, the reduction staged in shared memory 32 at a time through a
+// cp.async pipeline (3 stages for f16/bf16, 2 for f32), f16/bf16 on tensor
+// cores (ldmatrix + mma.sync m16n8k16, f32 accumulation), f32 on FMA in the
+// same fragment layout:
 //
-// Determinism: dA and dB reduce over M, split in fixed chunks of
-// rows_per_split rows (the chunking depends on M only, not on the device); each split stores its f32 partial, and lora_backward_finish adds
-// the splits in split order. No floating-point atomics anywhere, so results
-// are bit-identical run to run.
+// - lora_backward_g / lora_backward_dx: "row" GEMMs, one output row per
+//   token. As in the forward, the reduction is virtual: for every adapter
+//   present among the tile's rows, its K-steps with the rows of other
+//   adapters masked to zero, then (dX only) the base K-steps on the same
+//   accumulator. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   each element scaled by its row's s (and the dropout factor), then dY
+//   times W0 [N, K]. The right operand is always read in its stored layout,
+//   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
+//   tiles are copied as they are and transposed by ldmatrix.trans. No
+//   transposed copy of W0 exists anywhere.
+// - lora_backward_rowsum: dB_l = dY^T.P and dA_l = G^T.X~, reductions over
+//   the rows of M whose adapter is l. Both operands are [M, ...] row-major,
+//   so both tiles are reduction-major and both go through ldmatrix.trans.
+//   A CTA owns one output tile of one adapter for one fixed chunk of rows
+//   (a split): it lists its chunk's rows of adapter l in order (a warp
+//   ballot, so the list is the same on every run and device) and gathers
+//   them 32 at a time. Rows of other adapters are never read, so an
+//   adapter costs what its rows cost. Each split stores its f32 partial;
+//   lora_backward_finish adds the splits in split order, scales, rounds
+//   once. No floating-point atomics anywhere: bit-identical run to run.
+//
+// Tails by predication: rows and columns outside a matrix, and an
+// adapter's padding past its rank, read as zero and are never loaded.
+// Operands whose row stride and base allow 16-byte copies use cp.async;
+// any other operand is loaded element by element (slower, never wrong).
+// Warps whose whole 32x32 sub-tile lies past the valid output (a rank of
+// 16 in a 64-wide tile) skip their multiplies.
 //
 // Dropout: the mask is regenerated from Philox-4x32-10 (philox.cuh, bit for
-// bit as src/reference/philox.rs) where it is needed (dA's X~ and dX's
-// adapter term), never stored.
+// bit as src/reference/philox.rs) where it is needed: when X~ is staged for
+// dA, and on dX's adapter term; it is never stored.
 //
 // Adapter indices are validated where they are read: a row whose index lies
 // outside [-1, L) never addresses an adapter; it is treated as -1 (G row 0,
@@ -25,23 +47,68 @@
 
 #include "backward_params.h"
 #include "dtype.cuh"
+#include "mma.cuh"
 #include "philox.cuh"
 
 namespace fused_lora {
 namespace bwd {
 
-// Whether dropout keeps element (m, k) of the [m, K] adapter input.
-__device__ __forceinline__ bool keeps(const LoraBwdParams& p, int m, int k) {
-    const uint64_t index = static_cast<uint64_t>(m) * p.k + k;
-    const philox::Block bits = philox::bits_of_block(p.seed, p.offset, index / 4);
-    return philox::uniform_from_bits(bits.w[index % 4]) >= p.dropout_p;
-}
+constexpr int kTileRows = LORA_BWD_TILE_ROWS;
+constexpr int kTileCols = LORA_BWD_TILE_COLS;
+constexpr int kStep = LORA_BWD_TILE_K;
+constexpr int kThreads = LORA_BWD_GEMM_THREADS;
+constexpr int kWarpRows = 32;
+constexpr int kWarpCols = 32;
+constexpr int kWarpsCols = kTileCols / kWarpCols;
+constexpr int kFragsM = kWarpRows / 16;  // m16 fragments per warp
+constexpr int kFragsN = kWarpCols / 8;   // n8 fragments per warp
+// Rows of one split listed at a time by lora_backward_rowsum.
+constexpr int kWindow = 512;
 
-// X~[m, k]: the adapter's input after dropout, as the forward stored it in T.
-template <typename T> __device__ __forceinline__ float dropped_x(const LoraBwdParams& p, const T* x, int m, int k) {
-    const float v = to_f32(x[static_cast<long long>(m) * p.k + k]);
-    if (!p.dropout) return v;
-    return keeps(p, m, k) ? to_f32(from_f32<T>(v * p.inv_keep)) : 0.0f;
+static_assert((kTileRows / kWarpRows) * (kTileCols / kWarpCols) * 32 == kThreads, "one warp per 32x32 sub-tile");
+static_assert(kStep % 16 == 0 && kWindow % 32 == 0, "whole k16 steps, whole warps of rows");
+
+template <typename T> __host__ __device__ constexpr int stages() { return sizeof(T) == 2 ? 3 : 2; }
+
+// A tile stored reduction-minor: kTileRows rows of kStep reduction elements
+// (the left operand of G and dX: dY or G, one token per row). The layout is
+// the forward's: f16/bf16 rows of 64 bytes with the 4 chunks permuted by
+// XOR with (row / 2) % 4, so ldmatrix phases and cp.async quarter-warps hit
+// 8 distinct bank groups; f32 rows padded to 36 floats for the FMA path's
+// column reads.
+template <typename T> struct RowTile {
+    static constexpr int kChunk = 16 / sizeof(T);
+    static constexpr int kChunksPerRow = kStep / kChunk;
+    static constexpr int kRows = kTileRows;
+    static constexpr bool kSwizzled = sizeof(T) == 2;
+    static constexpr int kLd = kSwizzled ? kStep : kStep + kChunk;
+    static_assert(!kSwizzled || kChunksPerRow == 4, "the XOR swizzle permutes the 4 chunks of a 64-byte row");
+    static __device__ __forceinline__ int chunk_at(int row, int chunk) {
+        return kSwizzled ? chunk ^ ((row >> 1) & 3) : chunk;
+    }
+};
+
+// A tile stored reduction-major: kStep reduction rows of kTileCols elements,
+// copied as the operand is stored (B_l, A_l, W0, P, X, and dY or G as the
+// left operand of dB or dA). f16/bf16 rows are 128 bytes, the 8 chunks of
+// row r permuted by XOR with r % 8: the 8 rows an ldmatrix.trans phase
+// addresses (8 consecutive reduction rows, one logical chunk) then sit in 8
+// distinct bank groups, and a quarter-warp's cp.async writes one whole row.
+// f32 rows need no padding: the FMA path reads 8 consecutive floats of a row
+// per warp (broadcast over the other lanes).
+template <typename T> struct RedTile {
+    static constexpr int kChunk = 16 / sizeof(T);
+    static constexpr int kChunksPerRow = kTileCols / kChunk;
+    static constexpr int kRows = kStep;
+    static constexpr bool kSwizzled = sizeof(T) == 2;
+    static constexpr int kLd = kTileCols;
+    static_assert(!kSwizzled || kChunksPerRow == 8, "the XOR swizzle permutes the 8 chunks of a 128-byte row");
+    static __device__ __forceinline__ int chunk_at(int row, int chunk) { return kSwizzled ? chunk ^ (row & 7) : chunk; }
+};
+
+// The address of logical element (row, col) of a tile, col a multiple of the chunk.
+template <typename Layout, typename T> __device__ __forceinline__ const T* at(const T (*tile)[Layout::kLd], int row, int col) {
+    return &tile[row][Layout::chunk_at(row, col / Layout::kChunk) * Layout::kChunk];
 }
 
 __device__ __forceinline__ int rank_of(const LoraBwdParams& p, int adapter) {
@@ -58,46 +125,557 @@ __device__ __forceinline__ int adapter_of(const LoraBwdParams& p, int m) {
     return adapter >= 0 && adapter < p.num_adapters ? adapter : -1;
 }
 
-template <typename T> __device__ __forceinline__ void store(const LoraBwdParams& p, long long at, float value) {
-    T* out = reinterpret_cast<T*>(p.out);
-    if (p.accumulate) value += to_f32(out[at]);
-    out[at] = from_f32<T>(value);
+// Whether dropout keeps element (m, k) of the [m, K] adapter input.
+__device__ __forceinline__ bool keeps(const LoraBwdParams& p, int m, int k) {
+    const uint64_t index = static_cast<uint64_t>(m) * p.k + k;
+    const philox::Block bits = philox::bits_of_block(p.seed, p.offset, index / 4);
+    // Selected, not indexed: a dynamic index would put the block in local memory.
+    const unsigned word = static_cast<unsigned>(index % 4);
+    const uint32_t chosen = word == 0 ? bits.w[0] : word == 1 ? bits.w[1] : word == 2 ? bits.w[2] : bits.w[3];
+    return philox::uniform_from_bits(chosen) >= p.dropout_p;
 }
 
-// G [m, r_max] = round_T(dY . B_l); zero past the row's rank and for rows
-// without an adapter.
-template <typename T> __device__ void g(const LoraBwdParams& p) {
-    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (at >= static_cast<long long>(p.m) * p.r_max) return;
-    const int m = static_cast<int>(at / p.r_max);
-    const int j = static_cast<int>(at % p.r_max);
-    const int adapter = adapter_of(p, m);
-    if (j == 0 && p.status && p.row_adapter) {
-        const int index = reinterpret_cast<const int*>(p.row_adapter)[m];
-        if (index < -1 || index >= p.num_adapters) {
-            const unsigned long long report = (static_cast<unsigned long long>(m) << 32) | static_cast<unsigned int>(index);
-            atomicMin(reinterpret_cast<unsigned long long*>(p.status), report);
+// X~[m, k] from X[m, k] = v: the adapter's input after dropout, rounded to T
+// as the forward's shrink saw it.
+template <typename T> __device__ __forceinline__ T dropped(const LoraBwdParams& p, T v, int m, int k) {
+    return keeps(p, m, k) ? from_f32<T>(to_f32(v) * p.inv_keep) : from_f32<T>(0.0f);
+}
+
+// One operand window to stage: tile row i is row row_of(i) of a row-major
+// matrix (negative: a zero row), columns [col0, col0 + the tile's width),
+// those >= cols_valid zero.
+template <typename T> struct Source {
+    const T* base;
+    long long ld;
+    int col0;
+    int cols_valid;
+    bool vector_ok;
+};
+
+template <typename T> __device__ __forceinline__ bool vector_loadable(const T* base, long long ld) {
+    return ld % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+}
+
+// kDrop: the operand is X, staged as X~ (element by element: the mask is
+// computed per element).
+template <typename T, typename Layout, bool kDrop = false, typename RowOf>
+__device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& src, const LoraBwdParams& p, RowOf row_of) {
+    constexpr int kChunk = Layout::kChunk;
+    constexpr int kPerRow = Layout::kChunksPerRow;
+    for (int c = threadIdx.x; c < Layout::kRows * kPerRow; c += kThreads) {
+        const int row = c / kPerRow;
+        const int chunk = c % kPerRow;
+        const int grow = row_of(row);
+        const int gcol = src.col0 + chunk * kChunk;
+        T* d = &dst[row][Layout::chunk_at(row, chunk) * kChunk];
+        if (grow < 0 || gcol >= src.cols_valid) {
+            *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+            continue;
+        }
+        const T* s = src.base + static_cast<long long>(grow) * src.ld + gcol;
+        if (src.vector_ok && !kDrop && gcol + kChunk <= src.cols_valid) {
+            cp_async_16(d, s);
+            continue;
+        }
+#pragma unroll
+        for (int e = 0; e < kChunk; ++e) {
+            T v = from_f32<T>(0.0f);
+            if (gcol + e < src.cols_valid) v = kDrop ? dropped(p, s[e], grow, gcol + e) : s[e];
+            d[e] = v;
         }
     }
-    float acc = 0.0f;
-    if (adapter >= 0 && j < rank_of(p, adapter)) {
-        const T* dy = reinterpret_cast<const T*>(p.dy) + static_cast<long long>(m) * p.n;
-        const T* b = reinterpret_cast<const T*>(p.b) + static_cast<long long>(adapter) * p.n * p.r_max + j;
-        for (int n = 0; n < p.n; ++n) acc = fmaf(to_f32(dy[n]), to_f32(b[static_cast<long long>(n) * p.r_max]), acc);
-    }
-    reinterpret_cast<T*>(p.g)[at] = from_f32<T>(acc);
 }
 
-// The [rows, cols] shape of one adapter's dB or dA.
-__device__ __forceinline__ void reduction_shape(const LoraBwdParams& p, int* rows, int* cols) {
-    if (p.reduction == LORA_BWD_REDUCE_DB) {
-        *rows = p.n;
-        *cols = p.r_max;
-    } else {
-        *rows = p.r_max;
-        *cols = p.k;
+using Acc = float[kFragsM][kFragsN][4];
+
+// acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
+// staged step. kLhsTrans: the left tile is reduction-major ([k][rows]).
+template <typename T, bool kLhsTrans, typename LhsTile>
+__device__ __forceinline__ void compute_mma(Acc& acc, const LhsTile lhs, const T (*rhs)[RedTile<T>::kLd], int warp_m0,
+                                            int warp_n0, int lane, int k_len) {
+#pragma unroll
+    for (int kk = 0; kk < kStep; kk += 16) {
+        if (kk >= k_len) break;
+        uint32_t a[kFragsM][4];
+        uint32_t b[kFragsN][2];
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi) {
+            if constexpr (kLhsTrans) {
+                // Matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15),
+                // each stored as 8 k-rows of 8 m.
+                ldmatrix_x4_trans(a[mi], at<RedTile<T>>(lhs, kk + lane % 8 + (lane / 16) * 8,
+                                                        warp_m0 + mi * 16 + ((lane / 8) % 2) * 8));
+            } else {
+                // Lanes 0-15 address rows 0-15 at k, lanes 16-31 the same rows at k + 8.
+                ldmatrix_x4(a[mi], at<RowTile<T>>(lhs, warp_m0 + mi * 16 + lane % 16, kk + (lane / 16) * 8));
+            }
+        }
+#pragma unroll
+        for (int nj = 0; nj < kFragsN / 2; ++nj) {
+            // Matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15).
+            uint32_t r[4];
+            ldmatrix_x4_trans(r, at<RedTile<T>>(rhs, kk + lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + nj * 16 + (lane / 16) * 8));
+            b[2 * nj][0] = r[0];
+            b[2 * nj][1] = r[1];
+            b[2 * nj + 1][0] = r[2];
+            b[2 * nj + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
     }
 }
+
+// f32: FMA in the mma accumulator layout (thread owns rows g, g + 8 and
+// columns 2t, 2t + 1 of each fragment), the reduction in order.
+template <bool kLhsTrans, typename LhsTile>
+__device__ __forceinline__ void compute_f32(Acc& acc, const LhsTile lhs, const float (*rhs)[RedTile<float>::kLd],
+                                            int warp_m0, int warp_n0, int lane, int k_len) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll 4
+    for (int k = 0; k < k_len; ++k) {
+        float a[kFragsM][2], b[kFragsN][2];
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = warp_m0 + mi * 16 + g + 8 * h;
+                if constexpr (kLhsTrans) {
+                    a[mi][h] = lhs[k][row];
+                } else {
+                    a[mi][h] = lhs[row][k];
+                }
+            }
+#pragma unroll
+        for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) b[ni][c] = rhs[k][warp_n0 + ni * 8 + 2 * t + c];
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) acc[mi][ni][2 * h + c] = fmaf(a[mi][h], b[ni][c], acc[mi][ni][2 * h + c]);
+    }
+}
+
+template <typename T, bool kLhsTrans, typename LhsTile>
+__device__ __forceinline__ void compute(Acc& acc, const LhsTile lhs, const T (*rhs)[RedTile<T>::kLd], int warp_m0,
+                                        int warp_n0, int lane, int k_len) {
+    if constexpr (sizeof(T) == 2) {
+        compute_mma<T, kLhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+    } else {
+        compute_f32<kLhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+    }
+}
+
+__device__ __forceinline__ void clear(Acc& acc) {
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+}
+
+// ---------------------------------------------------------------------------
+// G and dX: one output row per token.
+
+// The output tile in f32 between the accumulators and the global stores
+// (rows of 72 floats: the float2 writes and float4 reads are conflict-free).
+constexpr int kOutLd = kTileCols + 8;
+constexpr int kOutVec = 4;
+
+template <typename T> struct alignas(kOutVec * sizeof(T)) Vec {
+    T v[kOutVec];
+};
+
+template <typename T> struct RowGemmShared {
+    // The operand tiles are dead once the reduction ends: the output tile
+    // reuses their space.
+    union alignas(16) {
+        struct {
+            T lhs[stages<T>()][kTileRows][RowTile<T>::kLd];
+            T rhs[stages<T>()][kStep][RedTile<T>::kLd];
+        } tiles;
+        float out[kTileRows][kOutLd];
+    };
+    int row_adapter[kTileRows];     // validated adapter of each tile row, -1 for none
+    float row_scale[kTileRows];     // its scale (dX), 0 for none
+    int present[kTileRows];         // distinct adapters of the tile's rows
+    int first_step[kTileRows + 1];  // prefix sums of their reduction steps
+    int num_present;
+};
+
+// What one virtual reduction step multiplies.
+struct StepInfo {
+    int adapter;     // -1: a base step
+    int k0;          // first reduction index of the step
+    int k_valid;     // reduction length of the segment
+    int cols_valid;  // output columns the right operand has
+};
+
+// Reads, validates and records the adapter of each tile row, then lists the
+// distinct adapters present (in order of first appearance: a fixed
+// summation order) with the reduction steps each needs.
+template <typename T, bool kDx> __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T>& sm) {
+    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
+        const int m = m0 + i;
+        int adapter = -1;
+        if (m < p.m) {
+            const int index = p.row_adapter ? reinterpret_cast<const int*>(p.row_adapter)[m] : 0;
+            if ((index < -1 || index >= p.num_adapters) && p.status) {
+                const unsigned long long report = (static_cast<unsigned long long>(m) << 32) | static_cast<unsigned int>(index);
+                atomicMin(reinterpret_cast<unsigned long long*>(p.status), report);
+            }
+            adapter = adapter_of(p, m);
+        }
+        sm.row_adapter[i] = adapter;
+        sm.row_scale[i] = adapter >= 0 ? scale_of(p, adapter) : 0.0f;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int count = 0;
+        sm.first_step[0] = 0;
+        for (int i = 0; i < kTileRows; ++i) {
+            const int adapter = sm.row_adapter[i];
+            if (adapter < 0) continue;
+            bool seen = false;
+            for (int j = 0; j < count && !seen; ++j) seen = sm.present[j] == adapter;
+            if (seen) continue;
+            // G reduces over N, dX's adapter term over the adapter's rank.
+            const int length = kDx ? rank_of(p, adapter) : p.n;
+            sm.present[count] = adapter;
+            sm.first_step[count + 1] = sm.first_step[count] + (length + kStep - 1) / kStep;
+            ++count;
+        }
+        sm.num_present = count;
+    }
+    __syncthreads();
+}
+
+// G [m, r_max] = round_T(dY . B_l) (kDx false), or
+// dX [m, k] = round_T(s_l . (G . A_l) (. mask / (1 - p)) + dY . W0) (kDx true).
+template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p) {
+    constexpr int kStages = stages<T>();
+    __shared__ RowGemmShared<T> sm;
+
+    const int m0 = blockIdx.y * kTileRows;
+    const int c0 = blockIdx.x * kTileCols;
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    const int warp_m0 = (warp / kWarpsCols) * kWarpRows;
+    const int warp_n0 = (warp % kWarpsCols) * kWarpCols;
+    const int cols = kDx ? p.k : p.r_max;
+
+    resolve_rows<T, kDx>(p, m0, sm);
+    const int adapter_steps = sm.first_step[sm.num_present];
+    const int base_steps = kDx ? (p.n + kStep - 1) / kStep : 0;
+    const int all_steps = adapter_steps + base_steps;
+
+    const T* dy = reinterpret_cast<const T*>(p.dy);
+    const T* g = reinterpret_cast<const T*>(p.g);
+    const T* w = reinterpret_cast<const T*>(p.w);
+    const T* a = reinterpret_cast<const T*>(p.a);
+    const T* b = reinterpret_cast<const T*>(p.b);
+    // Adapter l's right operand: A_l [r_max, k] or B_l [n, r_max].
+    const T* ad_rhs = kDx ? a : b;
+    const long long ad_rhs_ld = kDx ? p.k : p.r_max;
+    const long long ad_rhs_stride = static_cast<long long>(kDx ? p.k : p.n) * p.r_max;
+    const bool ad_rhs_vec = vector_loadable(ad_rhs, ad_rhs_ld) && ad_rhs_stride % (16 / sizeof(T)) == 0;
+    const T* ad_lhs = kDx ? g : dy;
+    const long long ad_lhs_ld = kDx ? p.r_max : p.n;
+    const bool ad_lhs_vec = vector_loadable(ad_lhs, ad_lhs_ld);
+    const bool base_vec = vector_loadable(dy, static_cast<long long>(p.n)) && vector_loadable(w, static_cast<long long>(p.k));
+
+    auto info = [&](int step) {
+        if (step < adapter_steps) {
+            int i = 0;
+            while (sm.first_step[i + 1] <= step) ++i;
+            const int adapter = sm.present[i];
+            const int rank = rank_of(p, adapter);
+            return StepInfo{adapter, (step - sm.first_step[i]) * kStep, kDx ? rank : p.n, kDx ? p.k : rank};
+        }
+        return StepInfo{-1, (step - adapter_steps) * kStep, p.n, p.k};
+    };
+
+    auto stage_step = [&](int step, int s) {
+        if (step >= all_steps) return;
+        const StepInfo at_step = info(step);
+        const int k0 = at_step.k0;
+        const int k_valid = at_step.k_valid;
+        const int adapter = at_step.adapter;
+        Source<T> lhs, rhs;
+        if (adapter >= 0) {
+            lhs = {ad_lhs, ad_lhs_ld, k0, k_valid, ad_lhs_vec};
+            rhs = {ad_rhs + adapter * ad_rhs_stride, ad_rhs_ld, c0, at_step.cols_valid, ad_rhs_vec};
+        } else {
+            lhs = {dy, p.n, k0, p.n, base_vec};
+            rhs = {w, p.k, c0, p.k, base_vec};
+        }
+        // Left rows: the tile's tokens, only those of the step's adapter.
+        stage<T, RowTile<T>>(sm.tiles.lhs[s], lhs, p, [&](int i) {
+            const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
+            return live ? m0 + i : -1;
+        });
+        // Right rows: the reduction index.
+        stage<T, RedTile<T>>(sm.tiles.rhs[s], rhs, p, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
+    };
+
+    float acc[kFragsM][kFragsN][4];
+    clear(acc);
+    // dX: the finished adapter term, kept apart while the base term
+    // accumulates, then added to it: base + s.(G.A) as the contract and the
+    // reference's same-precision computation order it.
+    float adapter_term[kFragsM][kFragsN][4];
+    clear(adapter_term);
+
+    // dX: the adapter term times its row's scale and, with dropout, the
+    // mask over 1 - p.
+    auto scale_adapter_term = [&]() {
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = warp_m0 + mi * 16 + lane / 4 + 8 * h;
+                const float s = sm.row_scale[row];
+#pragma unroll
+                for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        float& value = acc[mi][ni][2 * h + c];
+                        value *= s;
+                        const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
+                        if (p.dropout && s != 0.0f && col < p.k)
+                            value = keeps(p, m0 + row, col) ? value * p.inv_keep : 0.0f;
+                    }
+            }
+    };
+
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+        stage_step(s, s);
+        cp_async_commit();
+    }
+    for (int step = 0; step < all_steps; ++step) {
+        // Step `step` has landed, and every warp is done with step - 1,
+        // whose stage the next copy reuses.
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        stage_step(step + kStages - 1, (step + kStages - 1) % kStages);
+        cp_async_commit();
+        if (kDx && step == adapter_steps && adapter_steps > 0) {
+            scale_adapter_term();
+#pragma unroll
+            for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        adapter_term[mi][ni][e] = acc[mi][ni][e];
+                        acc[mi][ni][e] = 0.0f;
+                    }
+        }
+        const StepInfo at_step = info(step);
+        const int s = step % kStages;
+        // Warp-uniform: a sub-tile entirely past the right operand's columns
+        // stays zero.
+        if (c0 + warp_n0 < at_step.cols_valid)
+            compute<T, false>(acc, sm.tiles.lhs[s], sm.tiles.rhs[s], warp_m0, warp_n0, lane,
+                              min(kStep, at_step.k_valid - at_step.k0));
+    }
+    cp_async_wait<0>();
+    // dX always has base steps (N >= 1), so the adapter term was set aside above.
+    if (kDx) {
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[mi][ni][e] += adapter_term[mi][ni][e];
+    }
+
+    // Epilogue through shared memory so global stores are whole row segments.
+    __syncthreads();
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int row = warp_m0 + mi * 16 + lane / 4 + 8 * h;
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni) {
+                const int col = warp_n0 + ni * 8 + 2 * (lane % 4);
+                *reinterpret_cast<float2*>(&sm.out[row][col]) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+            }
+        }
+    __syncthreads();
+
+    T* out = reinterpret_cast<T*>(kDx ? p.out : p.g);
+    const bool accumulate = kDx && p.accumulate;
+    const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+    constexpr int kVecsPerRow = kTileCols / kOutVec;
+    for (int v = threadIdx.x; v < kTileRows * kVecsPerRow; v += kThreads) {
+        const int row = v / kVecsPerRow;
+        const int col = (v % kVecsPerRow) * kOutVec;
+        const int m = m0 + row;
+        const int c = c0 + col;
+        if (m >= p.m || c >= cols) continue;
+        const float4 sums = *reinterpret_cast<const float4*>(&sm.out[row][col]);
+        float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
+        const long long pos = static_cast<long long>(m) * cols + c;
+        const int count = min(kOutVec, cols - c);
+        if (vector_io && count == kOutVec) {
+            if (accumulate) {
+                const Vec<T> prior = *reinterpret_cast<const Vec<T>*>(out + pos);
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(prior.v[e]);
+            }
+            Vec<T> rounded;
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
+            *reinterpret_cast<Vec<T>*>(out + pos) = rounded;
+        } else {
+            for (int e = 0; e < count; ++e) {
+                const float prior = accumulate ? to_f32(out[pos + e]) : 0.0f;
+                out[pos + e] = from_f32<T>(vals[e] + prior);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dA and dB: reductions over the rows of each adapter.
+
+template <typename T> struct RowsumShared {
+    T lhs[stages<T>()][kStep][RedTile<T>::kLd];
+    T rhs[stages<T>()][kStep][RedTile<T>::kLd];
+    int rows[kWindow];  // the window's rows of this CTA's adapter, in order
+    int count;
+};
+
+// The [rows, cols] shape of one adapter's dB ([n, r_max]) or dA ([r_max, k]).
+template <bool kDa> __device__ __forceinline__ int out_rows(const LoraBwdParams& p) { return kDa ? p.r_max : p.n; }
+template <bool kDa> __device__ __forceinline__ int out_cols(const LoraBwdParams& p) { return kDa ? p.k : p.r_max; }
+
+// Split blockIdx.z's f32 partial of adapter blockIdx.y's dB (dY^T . P) or
+// dA (G^T . X~), one 64x64 output tile (blockIdx.x), over the split's rows
+// whose adapter is blockIdx.y.
+template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
+    constexpr int kStages = stages<T>();
+    __shared__ RowsumShared<T> sm;
+
+    const int rows = out_rows<kDa>(p);
+    const int cols = out_cols<kDa>(p);
+    const int col_tiles = (cols + kTileCols - 1) / kTileCols;
+    const int r0 = (blockIdx.x / col_tiles) * kTileRows;
+    const int c0 = (blockIdx.x % col_tiles) * kTileCols;
+    const int adapter = blockIdx.y;
+    const int split = blockIdx.z;
+    const int rank = rank_of(p, adapter);
+    // Outside the adapter's rank nothing is computed: lora_backward_finish
+    // never reads those partials.
+    const int rows_valid = kDa ? rank : p.n;
+    const int cols_valid = kDa ? p.k : rank;
+    if (r0 >= rows_valid || c0 >= cols_valid) return;
+
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    const int warp_m0 = (warp / kWarpsCols) * kWarpRows;
+    const int warp_n0 = (warp % kWarpsCols) * kWarpCols;
+    const bool warp_live = r0 + warp_m0 < rows_valid && c0 + warp_n0 < cols_valid;
+
+    // dB: dY[m, n] . P[m, j]; dA: G[m, j] . X~[m, k].
+    const T* lhs_base = reinterpret_cast<const T*>(kDa ? p.g : p.dy);
+    const long long lhs_ld = kDa ? p.r_max : p.n;
+    const T* rhs_base = reinterpret_cast<const T*>(kDa ? p.x : p.p);
+    const long long rhs_ld = kDa ? p.k : p.r_max;
+    const Source<T> lhs{lhs_base, lhs_ld, r0, rows_valid, vector_loadable(lhs_base, lhs_ld)};
+    const Source<T> rhs{rhs_base, rhs_ld, c0, cols_valid, vector_loadable(rhs_base, rhs_ld)};
+    const bool drop = kDa && p.dropout != 0;
+
+    float acc[kFragsM][kFragsN][4];
+    clear(acc);
+
+    const int m_begin = split * p.rows_per_split;
+    const int m_end = min(m_begin + p.rows_per_split, p.m);
+    for (int window = m_begin; window < m_end; window += kWindow) {
+        const int window_end = min(window + kWindow, m_end);
+        // List the window's rows of this adapter, in increasing m.
+        if (warp == 0) {
+            int count = 0;
+            for (int m0 = window; m0 < window_end; m0 += 32) {
+                const int m = m0 + lane;
+                const bool mine = m < window_end && adapter_of(p, m) == adapter;
+                const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+                if (mine) sm.rows[count + __popc(ballot & ((1u << lane) - 1u))] = m;
+                count += __popc(ballot);
+            }
+            if (lane == 0) sm.count = count;
+        }
+        __syncthreads();
+        const int count = sm.count;
+        const int steps = (count + kStep - 1) / kStep;
+        auto stage_step = [&](int step, int s) {
+            if (step >= steps) return;
+            auto row_of = [&](int i) {
+                const int at = step * kStep + i;
+                return at < count ? sm.rows[at] : -1;
+            };
+            stage<T, RedTile<T>>(sm.lhs[s], lhs, p, row_of);
+            if (drop) {
+                stage<T, RedTile<T>, true>(sm.rhs[s], rhs, p, row_of);
+            } else {
+                stage<T, RedTile<T>>(sm.rhs[s], rhs, p, row_of);
+            }
+        };
+#pragma unroll
+        for (int s = 0; s < kStages - 1; ++s) {
+            stage_step(s, s);
+            cp_async_commit();
+        }
+        for (int step = 0; step < steps; ++step) {
+            cp_async_wait<kStages - 2>();
+            __syncthreads();
+            stage_step(step + kStages - 1, (step + kStages - 1) % kStages);
+            cp_async_commit();
+            const int s = step % kStages;
+            if (warp_live)
+                compute<T, true>(acc, sm.lhs[s], sm.rhs[s], warp_m0, warp_n0, lane, min(kStep, count - step * kStep));
+        }
+        cp_async_wait<0>();
+        // Every warp is done with the list and the tiles before the next window.
+        __syncthreads();
+    }
+
+    // The partial, straight from the fragments: each quad of lanes writes
+    // 8 consecutive floats (one 32-byte sector) of a row.
+    float* partials = reinterpret_cast<float*>(p.partials) +
+                      (static_cast<long long>(split) * p.num_adapters + adapter) * rows * cols;
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int row = r0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
+            if (row >= rows_valid) continue;
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni) {
+                const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4);
+                float* dst = partials + static_cast<long long>(row) * cols + col;
+                if (col + 1 < cols_valid && cols % 2 == 0) {
+                    *reinterpret_cast<float2*>(dst) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+                } else {
+                    if (col < cols_valid) dst[0] = acc[mi][ni][2 * h];
+                    if (col + 1 < cols_valid) dst[1] = acc[mi][ni][2 * h + 1];
+                }
+            }
+        }
+}
+
+// ---------------------------------------------------------------------------
+// Elementwise launches.
 
 // Whether (row, col) of adapter l's gradient lies inside its rank (the rest
 // is padding: never computed).
@@ -106,80 +684,29 @@ __device__ __forceinline__ bool inside_rank(const LoraBwdParams& p, int adapter,
     return j < rank_of(p, adapter);
 }
 
-// Split blockIdx.z's f32 partial of adapter blockIdx.y's dB or dA over its
-// chunk of rows, only rows whose adapter is blockIdx.y.
-template <typename T> __device__ void rowsum(const LoraBwdParams& p) {
-    int rows, cols;
-    reduction_shape(p, &rows, &cols);
-    const long long per_adapter = static_cast<long long>(rows) * cols;
-    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (at >= per_adapter) return;
-    const int adapter = blockIdx.y;
-    const int split = blockIdx.z;
-    const int row = static_cast<int>(at / cols);
-    const int col = static_cast<int>(at % cols);
-    float acc = 0.0f;
-    if (inside_rank(p, adapter, row, col)) {
-        const int m_begin = split * p.rows_per_split;
-        const int m_end = min(m_begin + p.rows_per_split, p.m);
-        const bool db = p.reduction == LORA_BWD_REDUCE_DB;
-        // dB: dY[m, row] . P[m, col]; dA: G[m, row] . X[m, col].
-        const T* lhs = reinterpret_cast<const T*>(db ? p.dy : p.g);
-        const int lhs_ld = db ? p.n : p.r_max;
-        for (int m = m_begin; m < m_end; ++m) {
-            if (adapter_of(p, m) != adapter) continue;
-            const float rhs = db ? to_f32(reinterpret_cast<const T*>(p.p)[static_cast<long long>(m) * p.r_max + col])
-                                 : dropped_x(p, reinterpret_cast<const T*>(p.x), m, col);
-            acc = fmaf(to_f32(lhs[static_cast<long long>(m) * lhs_ld + row]), rhs, acc);
-        }
-    }
-    float* partials = reinterpret_cast<float*>(p.partials);
-    partials[(static_cast<long long>(split) * p.num_adapters + adapter) * per_adapter + at] = acc;
-}
-
 // Adds the splits in split order, scales, rounds once. Padding past an
 // adapter's rank is written as 0 (or left as it was, when accumulating).
 template <typename T> __device__ void finish(const LoraBwdParams& p) {
-    int rows, cols;
-    reduction_shape(p, &rows, &cols);
+    const bool db = p.reduction == LORA_BWD_REDUCE_DB;
+    const int rows = db ? p.n : p.r_max;
+    const int cols = db ? p.r_max : p.k;
     const long long per_adapter = static_cast<long long>(rows) * cols;
     const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (at >= per_adapter) return;
     const int adapter = blockIdx.y;
     const long long out_at = static_cast<long long>(adapter) * per_adapter + at;
+    T* out = reinterpret_cast<T*>(p.out);
     if (!inside_rank(p, adapter, static_cast<int>(at / cols), static_cast<int>(at % cols))) {
-        if (!p.accumulate) reinterpret_cast<T*>(p.out)[out_at] = from_f32<T>(0.0f);
+        if (!p.accumulate) out[out_at] = from_f32<T>(0.0f);
         return;
     }
     const float* partials = reinterpret_cast<const float*>(p.partials);
     float sum = 0.0f;
     for (int split = 0; split < p.splits; ++split)
         sum += partials[(static_cast<long long>(split) * p.num_adapters + adapter) * per_adapter + at];
-    store<T>(p, out_at, scale_of(p, adapter) * sum);
-}
-
-// dX [m, k] = round_T(dY . W0 + s_l . G . A_l), W0 read as stored ([n, k]).
-template <typename T> __device__ void dx(const LoraBwdParams& p) {
-    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (at >= static_cast<long long>(p.m) * p.k) return;
-    const int m = static_cast<int>(at / p.k);
-    const int k = static_cast<int>(at % p.k);
-    const T* dy = reinterpret_cast<const T*>(p.dy) + static_cast<long long>(m) * p.n;
-    const T* w = reinterpret_cast<const T*>(p.w) + k;
-    float base = 0.0f;
-    for (int n = 0; n < p.n; ++n) base = fmaf(to_f32(dy[n]), to_f32(w[static_cast<long long>(n) * p.k]), base);
-    const int adapter = adapter_of(p, m);
-    float value = base;
-    if (adapter >= 0) {
-        const T* g = reinterpret_cast<const T*>(p.g) + static_cast<long long>(m) * p.r_max;
-        const T* a = reinterpret_cast<const T*>(p.a) + static_cast<long long>(adapter) * p.r_max * p.k + k;
-        const int rank = rank_of(p, adapter);
-        float lora = 0.0f;
-        for (int j = 0; j < rank; ++j) lora = fmaf(to_f32(g[j]), to_f32(a[static_cast<long long>(j) * p.k]), lora);
-        const float factor = !p.dropout ? 1.0f : keeps(p, m, k) ? p.inv_keep : 0.0f;
-        value = base + scale_of(p, adapter) * lora * factor;
-    }
-    store<T>(p, at, value);
+    float value = scale_of(p, adapter) * sum;
+    if (p.accumulate) value += to_f32(out[out_at]);
+    out[out_at] = from_f32<T>(value);
 }
 
 // out [m, k] = X~, for the recompute of P by the forward's shrink.
@@ -188,29 +715,34 @@ template <typename T> __device__ void dropped_input(const LoraBwdParams& p) {
     if (at >= static_cast<long long>(p.m) * p.k) return;
     const int m = static_cast<int>(at / p.k);
     const int k = static_cast<int>(at % p.k);
-    reinterpret_cast<T*>(p.out)[at] = from_f32<T>(dropped_x(p, reinterpret_cast<const T*>(p.x), m, k));
+    reinterpret_cast<T*>(p.out)[at] = dropped(p, reinterpret_cast<const T*>(p.x)[at], m, k);
 }
 
 }  // namespace bwd
 }  // namespace fused_lora
 
-#define STAMP_BACKWARD(SUFFIX, TYPE)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS) lora_backward_g_##SUFFIX(const LoraBwdParams p) {  \
-        fused_lora::bwd::g<TYPE>(p);                                                                                  \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                    \
-        lora_backward_rowsum_##SUFFIX(const LoraBwdParams p) {                                                        \
-        fused_lora::bwd::rowsum<TYPE>(p);                                                                             \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                    \
-        lora_backward_finish_##SUFFIX(const LoraBwdParams p) {                                                        \
-        fused_lora::bwd::finish<TYPE>(p);                                                                             \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS) lora_backward_dx_##SUFFIX(const LoraBwdParams p) { \
-        fused_lora::bwd::dx<TYPE>(p);                                                                                 \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                    \
-        lora_backward_dropped_input_##SUFFIX(const LoraBwdParams p) {                                                 \
-        fused_lora::bwd::dropped_input<TYPE>(p);                                                                      \
+#define STAMP_BACKWARD(SUFFIX, TYPE)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS) lora_backward_g_##SUFFIX(const LoraBwdParams p) { \
+        fused_lora::bwd::row_gemm<TYPE, false>(p);                                                                       \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                                                  \
+        lora_backward_dx_##SUFFIX(const LoraBwdParams p) {                                                               \
+        fused_lora::bwd::row_gemm<TYPE, true>(p);                                                                        \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                                                  \
+        lora_backward_db_partials_##SUFFIX(const LoraBwdParams p) {                                                      \
+        fused_lora::bwd::rowsum<TYPE, false>(p);                                                                         \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                                                  \
+        lora_backward_da_partials_##SUFFIX(const LoraBwdParams p) {                                                      \
+        fused_lora::bwd::rowsum<TYPE, true>(p);                                                                          \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
+        lora_backward_finish_##SUFFIX(const LoraBwdParams p) {                                                           \
+        fused_lora::bwd::finish<TYPE>(p);                                                                                \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
+        lora_backward_dropped_input_##SUFFIX(const LoraBwdParams p) {                                                    \
+        fused_lora::bwd::dropped_input<TYPE>(p);                                                                         \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)

@@ -26,11 +26,20 @@
 
 #include <stdint.h>
 
+/* Threads of the elementwise launches (the ordered sum of the splits, the dropped input). */
 #define LORA_BWD_THREADS 256
 #define LORA_BWD_MIN_ROWS_PER_SPLIT 64
 #define LORA_BWD_MAX_SPLITS 64
 
-/* Which reduction over rows a lora_backward_rowsum launch computes. */
+/* The tiled launches (G, dX, and the split partials of dA and dB): a CTA of
+ * LORA_BWD_GEMM_THREADS threads owns a LORA_BWD_TILE_ROWS x LORA_BWD_TILE_COLS
+ * output tile and walks the reduction LORA_BWD_TILE_K at a time. */
+#define LORA_BWD_GEMM_THREADS 128
+#define LORA_BWD_TILE_ROWS 64
+#define LORA_BWD_TILE_COLS 64
+#define LORA_BWD_TILE_K 32
+
+/* Which reduction over rows a lora_backward_rowsum or lora_backward_finish launch computes. */
 typedef enum LoraBwdReduction {
     /* out [L, n, r_max]: dB */
     LORA_BWD_REDUCE_DB = 0,

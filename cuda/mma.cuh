@@ -35,6 +35,16 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) 
                  : "r"(shared_address(smem)));
 }
 
+// The same, each 8x8 matrix transposed on the way: lane i addresses row
+// i % 8 of matrix i / 8 as stored, and receives the fragment of its
+// transpose. Loads mma fragments from tiles stored reduction-major ([k][m]
+// or [k][n], 8 contiguous m or n per 16-byte row).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address(smem)));
+}
+
 // d = a * b + d for one 16x8x16 step; a row-major 16x16, b "col" 16x8 (stored
 // n-major, k contiguous: exactly a row-major [n, k] weight tile).
 template <typename T> struct Mma;

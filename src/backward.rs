@@ -57,10 +57,16 @@
 //!
 //! # Launches
 //! Six to eight launches on the stream, no host synchronisation: the shrink
-//! (only without P; after the dropped input is built, with dropout), G, dB (partials, then the ordered sum), dA (the same),
-//! dX. This first form computes each output element with one thread and
-//! FMA, reading every operand in its stored layout (W0 as `[N, K]`, B as
-//! `[N, r]`: no transposed copy); it has no alignment requirement.
+//! (only without P; after the dropped input is built, with dropout), G, dB
+//! (split partials, then their ordered sum), dA (the same), dX. G, dX and
+//! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
+//! with f32 accumulation, f32 on FMA); every operand is read in its stored
+//! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
+//! transposed on their way into the tensor cores, no transposed copy is
+//! made). dX is fused the way the forward is: the adapter term `s·G·A` and
+//! the base term `dY·W0` on one accumulator, dX written once. There is no
+//! alignment requirement: operands whose row stride and base allow 16-byte
+//! copies take the fast path, others are loaded element by element.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input, as LORA.md states it: pass the
@@ -93,8 +99,13 @@ use crate::merge::Adapter;
 use crate::reference::Dropout;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
-    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
+    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT,
+    LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
+
+/// The output tile of the tiled launches.
+const TILE_ROWS: usize = LORA_BWD_TILE_ROWS as usize;
+const TILE_COLS: usize = LORA_BWD_TILE_COLS as usize;
 
 // SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
 // the header the kernels include.
@@ -512,11 +523,14 @@ impl LoraKernels {
         // `params` describes, the outputs overlap no input nor each other,
         // and the launches are ordered on one stream (G before dA and dX,
         // each rowsum before its finish).
+        let row_tiles = m.div_ceil(TILE_ROWS) as u32;
         unsafe {
-            self.launch_backward::<T>(stream, "g", LoraBwdParams { out: 0, ..params }, m * r_max, 1, 1)?;
+            // G reports bad indices; dX reads the same rows and stays quiet.
+            self.launch_tiled::<T>(stream, "g", LoraBwdParams { out: 0, ..params }, (r_max.div_ceil(TILE_COLS) as u32, row_tiles, 1))?;
             self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: db_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DB)?;
             self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: da_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DA)?;
-            self.launch_backward::<T>(stream, "dx", LoraBwdParams { out: dx_span.start, ..params }, m * k, 1, 1)?;
+            let dx_params = LoraBwdParams { out: dx_span.start, status: 0, ..params };
+            self.launch_tiled::<T>(stream, "dx", dx_params, (k.div_ceil(TILE_COLS) as u32, row_tiles, 1))?;
         }
         Ok(())
     }
@@ -532,18 +546,40 @@ impl LoraKernels {
         params: LoraBwdParams,
         reduction: LoraBwdReduction,
     ) -> Result<()> {
-        let per_adapter = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
-            dims.n * dims.r_max
+        let (name, rows, cols) = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
+            ("db_partials", dims.n, dims.r_max)
         } else {
-            dims.r_max * dims.k
+            ("da_partials", dims.r_max, dims.k)
         };
         let params = LoraBwdParams { reduction: reduction as i32, ..params };
         let adapters = dims.num_adapters as u32;
+        let tiles = (rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS)) as u32;
         // SAFETY: as in `run_backward`.
         unsafe {
-            self.launch_backward::<T>(stream, "rowsum", params, per_adapter, adapters, dims.splits() as u32)?;
-            self.launch_backward::<T>(stream, "finish", params, per_adapter, adapters, 1)
+            self.launch_tiled::<T>(stream, name, params, (tiles, adapters, dims.splits() as u32))?;
+            self.launch_backward::<T>(stream, "finish", params, rows * cols, adapters, 1)
         }
+    }
+
+    /// Launches the tiled kernel `lora_backward_<name>_<T>` over `grid`, one
+    /// CTA per 64x64 output tile (and per adapter and split for the partials).
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`].
+    unsafe fn launch_tiled<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        name: &str,
+        params: LoraBwdParams,
+        grid: (u32, u32, u32),
+    ) -> Result<()> {
+        let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
+        let config = LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
     }
 
     /// Launches `lora_backward_<name>_<T>` with one thread per element of

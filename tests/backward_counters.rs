@@ -1,67 +1,289 @@
-//! Counted memory traffic of the dX launch on the emulator (its per-launch
-//! counters; on a real GPU this test skips): with one thread per output
-//! element and a warp spanning 32 consecutive columns of one row, every load
-//! request of W0 (read in its stored `[N, K]` layout) and of A touches exactly
-//! the sectors of 32 consecutive elements, dY and G are one broadcast sector
-//! per request, and dX is stored in whole sectors.
+//! Counted efficiency of the backward's tiled launches on the emulator (its
+//! per-launch counters; on a real GPU these tests skip): for G, dX and the
+//! dA/dB split partials, tensor-core instructions against the FLOP minimum,
+//! global loads against the tile-reuse minimum (every sector fetched is
+//! used), shared-memory bank conflicts, stores against the output bytes; and
+//! `ptxas -v` for spills.
+//!
+//! The model behind the exact counts: a CTA owns a 64×64 output tile as four
+//! 32×32 warp sub-tiles and walks the reduction 32 at a time; a warp whose
+//! sub-tile lies entirely past the valid output (a rank of 16 in a 64-wide
+//! tile) skips its multiplies, and a reduction step shorter than 32 (a rank of
+//! 16 as dX's adapter segment) issues only its k16 halves.
 
 mod device;
 mod forward_support;
 
-use fused_lora::{Adapter, BackwardOutput, GradMode, Linear, LoraDType};
+use cudarc::driver::CudaSlice;
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraDType, RowAdapters};
 use half::{bf16, f16};
+use serde_json::Value;
 
 use forward_support::{poisoned, random, upload};
 
-const SECTOR: usize = 32;
-const WARP: usize = 32;
+const TILE: usize = 64;
+const STEP: usize = 32;
+const WARP_TILE: usize = 32;
+/// mma.sync m16n8k16 per live warp per k16 step: 2 x 4 fragments.
+const MMA_PER_WARP_K16: usize = 8;
+const SECTOR: u64 = 32;
 
-fn dx_traffic<T: LoraDType>() {
-    let Some(dev) = device::device() else { return };
-    if !device::is_emulator() {
-        eprintln!("SKIPPED: counters exist on the emulator only");
-        return;
-    }
-    let s = &dev.stream;
-    // K a multiple of the warp width, so every warp covers 32 columns of one row.
-    let (m, k, n, r) = (16, 64, 24, 8);
-    let (dy, x, w, a, b, p) = (
-        upload(s, &random::<T>(1, m * n)),
-        upload(s, &random::<T>(2, m * k)),
-        upload(s, &random::<T>(3, n * k)),
-        upload(s, &random::<T>(4, r * k)),
-        upload(s, &random::<T>(5, n * r)),
-        upload(s, &random::<T>(6, m * r)),
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    m: usize,
+    k: usize,
+    n: usize,
+    r: usize,
+}
+
+/// The sum of the counts of the object counter `key` (tensor instructions by shape).
+fn object_sum(counters: &Value, key: &str) -> u64 {
+    let object = counters[key].as_object().unwrap_or_else(|| panic!("no object {key} in {counters}"));
+    object.values().map(|v| v.as_u64().expect("a count")).sum()
+}
+
+/// The launch of `lora_backward_<name>_<dtype>` among `launches`.
+fn launch<'a, T: LoraDType>(launches: &'a [Value], name: &str) -> &'a Value {
+    let kernel = format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
+    let found: Vec<&Value> = launches.iter().filter(|l| l["kernel"] == kernel.as_str()).collect();
+    assert_eq!(found.len(), 1, "one launch of {kernel} in {launches:?}");
+    found[0]
+}
+
+/// Row splits of the dA/dB reductions for M (src/backward.rs, `Dims`).
+fn rows_per_split(m: usize) -> usize {
+    m.div_ceil(64).max(64)
+}
+
+/// Warps of a 2x2 grid of 32x32 sub-tiles that have valid rows and columns.
+fn live_warps(rows_valid: usize, cols_valid: usize) -> usize {
+    rows_valid.min(TILE).div_ceil(WARP_TILE) * cols_valid.min(TILE).div_ceil(WARP_TILE)
+}
+
+/// Runs the single-adapter backward with P kept and returns the counters of
+/// its six launches (G, dB partials and sum, dA partials and sum, dX).
+fn backward_launches<T: LoraDType>(dev: &device::Device, s: Shape) -> Vec<Value> {
+    let stream = &dev.stream;
+    let Shape { m, k, n, r } = s;
+    let (dy, x, w, a, b, p): (CudaSlice<T>, _, _, _, _, _) = (
+        upload(stream, &random::<T>(1, m * n)),
+        upload(stream, &random::<T>(2, m * k)),
+        upload(stream, &random::<T>(3, n * k)),
+        upload(stream, &random::<T>(4, r * k)),
+        upload(stream, &random::<T>(5, n * r)),
+        upload(stream, &random::<T>(6, m * r)),
     );
-    let (mut da, mut db, mut dx) = (poisoned::<T>(s, r * k), poisoned::<T>(s, n * r), poisoned::<T>(s, m * k));
+    let (mut da, mut db, mut dx) = (poisoned::<T>(stream, r * k), poisoned::<T>(stream, n * r), poisoned::<T>(stream, m * k));
     let linear = Linear { weight: w.as_view(), bias: None, n, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.5 };
     let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
     let p_view = p.as_view();
-    dev.kernels.backward(s, &dy.as_view(), &x.as_view(), &linear, &adapter, Some(&p_view), None, &mut out).expect("backward");
-    s.synchronize().expect("sync");
-    // dX is the last launch of the call.
-    let counters = device::last_launch_counters().expect("emulator counters");
-    let elem = T::DTYPE.size_bytes();
-    let warps = m * k / WARP;
-    // Per warp: n steps of (dY broadcast + a 32-wide W0 row segment), r steps of (G broadcast + a 32-wide A row segment).
-    let row_segment = WARP * elem / SECTOR;
-    let expected_loads = warps * (n + r) * (1 + row_segment);
-    assert_eq!(device::counter(&counters, "global_load_sectors"), expected_loads as u64, "{counters}");
-    assert_eq!(device::counter(&counters, "global_store_sectors"), (m * k * elem / SECTOR) as u64, "{counters}");
+    dev.kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, Some(&p_view), None, &mut out).expect("backward");
+    stream.synchronize().expect("sync");
+    device::recent_launch_counters(6).expect("the emulator reports every launch")
+}
+
+/// What one tiled launch is expected to count.
+struct Expected {
+    name: &'static str,
+    /// mma.sync instructions of the tile model above.
+    mma: usize,
+    /// The FLOP minimum in m16n8k16 instructions (rounded up per dimension).
+    flop_minimum: usize,
+    /// Bytes the tile grid must load: each CTA its operand rows once.
+    loads: u64,
+    /// Bytes written.
+    stores: u64,
+}
+
+fn expected<T: LoraDType>(s: Shape) -> [Expected; 4] {
+    let Shape { m, k, n, r } = s;
+    let elem = T::DTYPE.size_bytes() as u64;
+    let splits = m.div_ceil(rows_per_split(m));
+    let steps_per_split = rows_per_split(m).min(m).div_ceil(STEP);
+    let (tiles_m, tiles_k, tiles_n, tiles_r) = (m.div_ceil(TILE), k.div_ceil(TILE), n.div_ceil(TILE), r.div_ceil(TILE));
+    let k16 = |len: usize| len.div_ceil(16);
+    [
+        // G [m, r] = dY [m, n] . B [n, r]: the tile's columns are the rank.
+        Expected {
+            name: "g",
+            mma: tiles_m * tiles_r * n.div_ceil(STEP) * 2 * live_warps(TILE, r) * MMA_PER_WARP_K16,
+            flop_minimum: m.div_ceil(16) * r.div_ceil(8) * k16(n),
+            loads: (tiles_r * m * n + tiles_m * n * r) as u64 * elem,
+            stores: (m * r) as u64 * elem,
+        },
+        // dB partials [n, r] per split: dY^T . P over the split's rows.
+        Expected {
+            name: "db_partials",
+            mma: tiles_n * tiles_r * splits * steps_per_split * 2 * live_warps(TILE, r) * MMA_PER_WARP_K16,
+            flop_minimum: n.div_ceil(16) * r.div_ceil(8) * k16(m),
+            loads: (tiles_r * m * n + tiles_n * m * r) as u64 * elem,
+            stores: (splits * n * r * 4) as u64,
+        },
+        // dA partials [r, k] per split: G^T . X over the split's rows.
+        Expected {
+            name: "da_partials",
+            mma: tiles_r * tiles_k * splits * steps_per_split * 2 * live_warps(r, TILE) * MMA_PER_WARP_K16,
+            flop_minimum: r.div_ceil(16) * k.div_ceil(8) * k16(m),
+            loads: (tiles_k * m * r + tiles_r * m * k) as u64 * elem,
+            stores: (splits * r * k * 4) as u64,
+        },
+        // dX [m, k] = G . A + dY . W0: the rank's k16 steps, then N's.
+        Expected {
+            name: "dx",
+            mma: tiles_m * tiles_k * 4 * MMA_PER_WARP_K16 * (k16(r) + n.div_ceil(STEP) * 2),
+            flop_minimum: m.div_ceil(16) * k.div_ceil(8) * (k16(r) + k16(n)),
+            loads: (tiles_k * m * (r + n) + tiles_m * (r + n) * k) as u64 * elem,
+            stores: (m * k) as u64 * elem,
+        },
+    ]
+}
+
+fn counted_efficiency<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    // Tile-aligned shapes (M, K, N multiples of 64), two row splits, a rank
+    // narrower than a tile and one exactly a tile.
+    for s in [Shape { m: 128, k: 128, n: 192, r: 16 }, Shape { m: 128, k: 64, n: 128, r: 64 }] {
+        let launches = backward_launches::<T>(&dev, s);
+        for e in expected::<T>(s) {
+            let json = launch::<T>(&launches, e.name);
+            let context = format!("{} {:?} {}: {json}", T::DTYPE, s, e.name);
+            let mma = object_sum(json, "tensor_instructions") as usize;
+            if T::DTYPE.size_bytes() == 2 {
+                assert_eq!(mma, e.mma, "tensor instructions, {context}");
+                // The rank fills whole 32-wide warp sub-tiles at r = 64 (the
+                // minimum exactly); at r = 16 a warp's 32 columns or rows are
+                // half padding, so twice the minimum, never more.
+                assert!(mma >= e.flop_minimum && mma <= 2 * e.flop_minimum, "{context}");
+                if s.r % WARP_TILE == 0 {
+                    assert_eq!(mma, e.flop_minimum, "tile-aligned: the FLOP minimum, {context}");
+                }
+            } else {
+                assert_eq!(mma, 0, "f32 runs on FMA, {context}");
+            }
+            eprintln!("{context}\n  mma {mma} vs FLOP minimum {}", e.flop_minimum);
+
+            assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
+            assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
+            let loaded = device::counter(json, "global_load_sectors") * SECTOR;
+            assert_eq!(loaded, e.loads, "load traffic against the tile-reuse minimum, {context}");
+            assert_eq!(device::counter(json, "global_bytes_written"), e.stores, "bytes written, {context}");
+            let stored = device::counter(json, "global_store_sectors") * SECTOR;
+            assert_eq!(stored, e.stores, "stores are whole sectors, {context}");
+        }
+    }
 }
 
 #[test]
-fn dx_traffic_f32() {
-    dx_traffic::<f32>();
+fn counted_efficiency_f32() {
+    counted_efficiency::<f32>();
 }
 
 #[test]
-fn dx_traffic_f16() {
-    dx_traffic::<f16>();
+fn counted_efficiency_f16() {
+    counted_efficiency::<f16>();
 }
 
 #[test]
-fn dx_traffic_bf16() {
-    dx_traffic::<bf16>();
+fn counted_efficiency_bf16() {
+    counted_efficiency::<bf16>();
+}
+
+/// With several adapters the dA/dB partials read each row once per output
+/// tile, whatever the number of adapters: a CTA gathers only its adapter's
+/// rows. Four adapters over contiguous and interleaved rows against one.
+#[test]
+fn rowsum_traffic_does_not_grow_with_adapters() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    type T = bf16;
+    let stream = &dev.stream;
+    let s = Shape { m: 128, k: 128, n: 128, r: 16 };
+    let Shape { m, k, n, r } = s;
+    let adapters = 4;
+    let single = backward_launches::<T>(&dev, s);
+    let (dy, x, w, a, b, p): (CudaSlice<T>, _, _, _, _, _) = (
+        upload(stream, &random::<T>(1, m * n)),
+        upload(stream, &random::<T>(2, m * k)),
+        upload(stream, &random::<T>(3, n * k)),
+        upload(stream, &random::<T>(4, adapters * r * k)),
+        upload(stream, &random::<T>(5, adapters * n * r)),
+        upload(stream, &random::<T>(6, m * r)),
+    );
+    let ranks = vec![r; adapters];
+    let scales = vec![0.5; adapters];
+    let linear = Linear { weight: w.as_view(), bias: None, n, k };
+    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: r, ranks: &ranks, scales: &scales };
+    for (layout, indices) in [
+        ("contiguous", (0..m).map(|i| (i * adapters / m) as i32).collect::<Vec<_>>()),
+        ("interleaved", (0..m).map(|i| (i % adapters) as i32).collect()),
+    ] {
+        let index = upload(stream, &indices);
+        let mut status = AdapterStatus::new(stream).expect("status");
+        let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+        let (mut da, mut db, mut dx) =
+            (poisoned::<T>(stream, adapters * r * k), poisoned::<T>(stream, adapters * n * r), poisoned::<T>(stream, m * k));
+        let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+        let p_view = p.as_view();
+        dev.kernels
+            .backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, Some(&p_view), None, &mut out)
+            .expect("backward_multi");
+        stream.synchronize().expect("sync");
+        let multi = device::recent_launch_counters(6).expect("counters");
+        for name in ["db_partials", "da_partials"] {
+            let one = device::counter(launch::<T>(&single, name), "global_load_sectors");
+            let many = launch::<T>(&multi, name);
+            let ctas = many["grid"].as_array().expect("grid").iter().map(|d| d.as_u64().expect("dim")).product::<u64>();
+            // Per CTA beyond the single adapter's reads: its split's 64
+            // indices (8 sectors) and its adapter's rank and scale (a sector
+            // per warp at most).
+            let overhead = ctas * (8 + 4);
+            let loads = device::counter(many, "global_load_sectors");
+            assert!(
+                loads <= one + overhead,
+                "{layout} {name}: {loads} sectors with {adapters} adapters, {one} with one (+ {overhead} allowed): {many}"
+            );
+            assert_eq!(device::counter(many, "ldmatrix_bank_conflicts"), 0, "{layout} {name}");
+        }
+    }
+}
+
+/// `ptxas -v` on the shipped backward PTX, for sm_80 and sm_90: the tiled
+/// entry points compile without spills. Skips where no ptxas is installed
+/// (`scripts/setup.sh` puts one on PATH).
+#[test]
+fn ptxas_reports_no_spills() {
+    let dir = std::env::temp_dir().join(format!("fused-lora-backward-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ptx = dir.join("backward.ptx");
+    std::fs::write(&ptx, fused_lora::ptx::BACKWARD).expect("write PTX");
+    for arch in ["sm_80", "sm_90"] {
+        let output = match std::process::Command::new("ptxas")
+            .args([&format!("-arch={arch}"), "-v", "-o"])
+            .arg(dir.join("backward.cubin"))
+            .arg(&ptx)
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("SKIPPED: ptxas not runnable ({e}); run `. scripts/setup.sh` first");
+                return;
+            }
+        };
+        let report = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "ptxas failed for {arch}: {report}");
+        let spills: Vec<&str> = report.lines().filter(|l| l.contains("spill stores")).collect();
+        assert!(spills.len() >= 18, "expected one report per entry point for {arch}: {report}");
+        for line in spills {
+            assert!(line.contains("0 bytes spill stores, 0 bytes spill loads"), "{arch}: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,17 +73,29 @@ pub fn is_emulator() -> bool {
 /// the emulator (`None` on a GPU: the counts exist only there). Each field is
 /// described in `ptx_emu::Counters`.
 pub fn last_launch_counters() -> Option<serde_json::Value> {
-    type CountersJson = unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize;
+    recent_launch_counter(0)
+}
+
+/// The counters of the calling thread's last `count` launches, oldest first
+/// (`None` on a GPU, or when the thread made fewer launches); the emulator
+/// keeps 32.
+pub fn recent_launch_counters(count: usize) -> Option<Vec<serde_json::Value>> {
+    (0..count).rev().map(recent_launch_counter).collect()
+}
+
+/// The counters of the launch `back` launches before the calling thread's last.
+fn recent_launch_counter(back: usize) -> Option<serde_json::Value> {
+    type CountersJson = unsafe extern "C" fn(usize, *mut std::ffi::c_char, usize) -> usize;
     // SAFETY: looks a symbol up in the already-loaded driver library; the
     // export's contract is snprintf's (it writes at most `len` bytes).
     unsafe {
-        let export = cudarc::driver::sys::culib().get::<CountersJson>(b"ptxEmuGetLastLaunchCountersJson\0").ok()?;
-        let needed = export(std::ptr::null_mut(), 0);
+        let export = cudarc::driver::sys::culib().get::<CountersJson>(b"ptxEmuGetRecentLaunchCountersJson\0").ok()?;
+        let needed = export(back, std::ptr::null_mut(), 0);
         if needed == 0 {
             return None;
         }
         let mut buffer = vec![0u8; needed + 1];
-        let written = export(buffer.as_mut_ptr().cast(), buffer.len());
+        let written = export(back, buffer.as_mut_ptr().cast(), buffer.len());
         buffer.truncate(written);
         serde_json::from_slice(&buffer).ok()
     }

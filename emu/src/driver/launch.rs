@@ -54,11 +54,16 @@ pub fn findings_result(findings: &[Finding]) -> DriverResult {
     }
 }
 
+/// How many of a thread's launches [`RECENT_COUNTERS`] keeps: enough for
+/// every launch of one library call (a backward pass makes up to eight).
+pub(crate) const RECENT_LAUNCHES: usize = 32;
+
 thread_local! {
-    /// Counters of the calling host thread's most recent launch. Per thread,
-    /// like CUDA's last-error state, so threads launching at the same time
-    /// (tests run in parallel) each read their own.
-    pub(crate) static LAST_COUNTERS: std::cell::RefCell<Option<Counters>> = const { std::cell::RefCell::new(None) };
+    /// Counters of the calling host thread's most recent launches, oldest
+    /// first. Per thread, like CUDA's last-error state, so threads launching
+    /// at the same time (tests run in parallel) each read their own.
+    pub(crate) static RECENT_COUNTERS: std::cell::RefCell<std::collections::VecDeque<Counters>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
 /// Multiprocessors of the emulated device (attribute MULTIPROCESSOR_COUNT).
@@ -111,7 +116,13 @@ fn launch_kernel(request: LaunchRequest) -> DriverResult {
         eprintln!("ptx-emu: {finding}");
     }
     // (`launch` itself appends the counters to PTX_EMU_COUNTERS_FILE.)
-    LAST_COUNTERS.with(|last| *last.borrow_mut() = Some(report.counters));
+    RECENT_COUNTERS.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if recent.len() == RECENT_LAUNCHES {
+            recent.pop_front();
+        }
+        recent.push_back(report.counters);
+    });
     let result = findings_result(&report.findings);
     if let Err(code) = result {
         state.set_sticky_error(context, code);

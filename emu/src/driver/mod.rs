@@ -21,8 +21,9 @@
 //! capacity (default 40 GiB); `PTX_EMU_COUNTERS_FILE` names a file to which
 //! each launch's counters are appended as one JSON line; the executor's
 //! check switches (`PTX_EMU_MEMCHECK=0`, ...) apply to every launch.
-//! `ptxEmuIsEmulator` and `ptxEmuGetLastLaunchCountersJson` are extra
-//! exports for tests to find with `dlsym`.
+//! `ptxEmuIsEmulator`, `ptxEmuGetLastLaunchCountersJson` and
+//! `ptxEmuGetRecentLaunchCountersJson` are extra exports for tests to find
+//! with `dlsym`.
 //!
 //! Every export runs inside one guard (`guard::ffi_guard`): a panic never
 //! crosses the C ABI and only `CUresult` values that cuda.h defines are
