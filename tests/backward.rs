@@ -217,9 +217,21 @@ fn check_against_reference<T: LoraDType>(what: &str, case: &Case<T>, got: &Got<T
 
 /// (m, k, n, r): a single row, tails of every dimension, M over one split
 /// (64 rows) so the ordered sum of partials runs, and M past 64 x 64 rows,
-/// where the chunks grow (65 rows) so that there are at most 64.
-const SINGLE_CASES: &[(usize, usize, usize, usize)] =
-    &[(1, 8, 8, 1), (7, 16, 13, 3), (70, 40, 24, 8), (130, 24, 40, 16), (4111, 8, 8, 2)];
+/// where the chunks grow (65 rows) so that there are at most 64; several
+/// 64-wide output tiles in every direction with tails (K = 136, N = 72, M =
+/// 150), a rank past one warp's 32 (40: dX's second adapter step is 8 long)
+/// and past one tile (72); an odd K and odd N (every operand loaded element
+/// by element: no 16-byte rows).
+const SINGLE_CASES: &[(usize, usize, usize, usize)] = &[
+    (1, 8, 8, 1),
+    (7, 16, 13, 3),
+    (70, 40, 24, 8),
+    (130, 24, 40, 16),
+    (4111, 8, 8, 2),
+    (150, 136, 72, 40),
+    (33, 72, 100, 72),
+    (45, 37, 29, 5),
+];
 
 fn single_adapter_matches_reference<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
@@ -281,6 +293,31 @@ fn recomputed_p_matches_kept_p<T: LoraDType>(api: Api) {
 
 /// L = 3 adapters of ranks 8, 3, 5 (r_max 8), padding NaN, over several
 /// index mixes; adapters without rows and padding get exact zeros.
+/// The row splits hold more rows than one listing window (512) of the
+/// dA/dB partials once M > 64 x 512: a stack of two adapters over 33 000
+/// interleaved rows (rows of the same adapter in both windows of a split).
+fn many_rows_per_split<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (33_000, 8, 8, [2, 1], 2);
+    let index: Vec<i32> = (0..m).map(|row| [0, 1, 0, -1][row % 4]).collect();
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 630);
+    case.poison_padding();
+    let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    check_against_reference("33 000 rows", &case, &got, None);
+}
+
+/// Ranks past a 64-wide tile in a stack (r_max = 80): dA has two row tiles,
+/// dB two column tiles, and each adapter's rank cuts one of them.
+fn multi_adapter_wide_ranks<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (96, 80, 48, [80, 33, 64], 80);
+    let index = row_indices(Mix::Unsorted, m, ranks.len(), 640);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 650);
+    case.poison_padding();
+    let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    check_against_reference("wide ranks", &case, &got, None);
+}
+
 fn multi_adapter_matches_reference<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let (m, k, n, ranks, r_max) = (75, 24, 16, [8, 3, 5], 8);
@@ -331,11 +368,15 @@ fn bad_index_is_reported<T: LoraDType>() {
 /// (on the adapter term), one adapter and a stack.
 fn dropout_matches_reference<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
-    let (m, k, n) = (70, 24, 16);
-    let mut single = Case::<T>::new(m, k, n, &[6], 6, vec![0; m], 800);
-    single.dropout = Some(Dropout::new(0.25, 0x1234_5678_9abc, 3).expect("dropout"));
-    let (got, _) = run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
-    check_against_reference("dropout, one adapter", &single, &got, None);
+    // Two column tiles of dX and dA with a tail (K = 72): the mask is keyed
+    // by the global column.
+    let (m, k, n) = (70, 72, 16);
+    for p in [0.0, 0.1, 0.5] {
+        let mut single = Case::<T>::new(m, k, n, &[6], 6, vec![0; m], 800);
+        single.dropout = Some(Dropout::new(p, 0x1234_5678_9abc, 3).expect("dropout"));
+        let (got, _) = run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
+        check_against_reference(&format!("dropout p={p}, one adapter"), &single, &got, None);
+    }
     let index = row_indices(Mix::Zipf, m, 3, 810);
     let mut multi = Case::<T>::new(m, k, n, &[6, 2, 4], 6, index, 820);
     multi.dropout = Some(Dropout::new(0.25, 99, 1 << 40).expect("dropout"));
@@ -396,6 +437,8 @@ per_dtype! {
     multi_adapter => multi_adapter_matches_reference;
     bad_index => bad_index_is_reported;
     dropout => dropout_matches_reference;
+    many_rows => many_rows_per_split;
+    wide_ranks => multi_adapter_wide_ranks;
     dropout_recompute => recomputed_p_with_dropout;
 }
 
