@@ -357,6 +357,28 @@ template <typename T, bool kDx> __device__ void resolve_rows(const LoraBwdParams
     __syncthreads();
 }
 
+// Split epilogue of G or dX: this split's raw f32 sums, for lora_backward_sum_splits.
+template <bool kDx>
+__device__ __forceinline__ void store_split(const LoraBwdParams& p, const float (&acc)[kFragsM][kFragsN][4], int row0,
+                                            int col0, int lane) {
+    const int cols = kDx ? p.k : p.r_max;
+    float* partials = reinterpret_cast<float*>(p.partials) + static_cast<long long>(blockIdx.z) * p.m * cols;
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = row0 + mi * 16 + lane / 4 + 8 * h;
+            if (m >= p.m) continue;
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int col = col0 + ni * 8 + 2 * (lane % 4) + c;
+                    if (col < cols) partials[static_cast<long long>(m) * cols + col] = acc[mi][ni][2 * h + c];
+                }
+        }
+}
+
 // G [m, r_max] = round_T(dY . B_l) (kDx false), or
 // dX [m, k] = round_T(s_l . (G . A_l) (. mask / (1 - p)) + dY . W0) (kDx true).
 template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p) {
@@ -375,6 +397,12 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     const int adapter_steps = sm.first_step[sm.num_present];
     const int base_steps = kDx ? (p.n + kStep - 1) / kStep : 0;
     const int all_steps = adapter_steps + base_steps;
+    // Split z runs its share [first, last) of the steps; the adapter term is
+    // scaled wherever its steps end inside a share, so the shares sum to
+    // s.(G.A) + dY.W0.
+    const int steps_per_split = (all_steps + p.k_splits - 1) / p.k_splits;
+    const int first = min(static_cast<int>(blockIdx.z) * steps_per_split, all_steps);
+    const int last = min(first + steps_per_split, all_steps);
 
     const T* dy = reinterpret_cast<const T*>(p.dy);
     const T* g = reinterpret_cast<const T*>(p.g);
@@ -403,7 +431,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     };
 
     auto stage_step = [&](int step, int s) {
-        if (step >= all_steps) return;
+        if (step >= last) return;
         const StepInfo at_step = info(step);
         const int k0 = at_step.k0;
         const int k_valid = at_step.k_valid;
@@ -434,8 +462,8 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     clear(adapter_term);
 
     // dX: the adapter term times its row's scale and, with dropout, the
-    // mask over 1 - p.
-    auto scale_adapter_term = [&]() {
+    // mask over 1 - p, set aside from the accumulator.
+    auto finish_adapter_term = [&]() {
 #pragma unroll
         for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
@@ -451,36 +479,27 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
                         const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
                         if (p.dropout && s != 0.0f && col < p.k)
                             value = keeps(p, m0 + row, col) ? value * p.inv_keep : 0.0f;
+                        adapter_term[mi][ni][2 * h + c] = value;
+                        value = 0.0f;
                     }
             }
     };
 
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-        stage_step(s, s);
+        stage_step(first + s, s);
         cp_async_commit();
     }
-    for (int step = 0; step < all_steps; ++step) {
+    for (int step = first; step < last; ++step) {
         // Step `step` has landed, and every warp is done with step - 1,
         // whose stage the next copy reuses.
         cp_async_wait<kStages - 2>();
         __syncthreads();
-        stage_step(step + kStages - 1, (step + kStages - 1) % kStages);
+        stage_step(step + kStages - 1, (step - first + kStages - 1) % kStages);
         cp_async_commit();
-        if (kDx && step == adapter_steps && adapter_steps > 0) {
-            scale_adapter_term();
-#pragma unroll
-            for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < kFragsN; ++ni)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        adapter_term[mi][ni][e] = acc[mi][ni][e];
-                        acc[mi][ni][e] = 0.0f;
-                    }
-        }
+        if (kDx && step == adapter_steps && first < adapter_steps) finish_adapter_term();
         const StepInfo at_step = info(step);
-        const int s = step % kStages;
+        const int s = (step - first) % kStages;
         // Warp-uniform: a sub-tile entirely past the right operand's columns
         // stays zero.
         if (c0 + warp_n0 < at_step.cols_valid)
@@ -488,14 +507,20 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
                               min(kStep, at_step.k_valid - at_step.k0));
     }
     cp_async_wait<0>();
-    // dX always has base steps (N >= 1), so the adapter term was set aside above.
     if (kDx) {
+        // A share of adapter steps only (split) sets its term aside here.
+        if (first < adapter_steps && last <= adapter_steps) finish_adapter_term();
 #pragma unroll
         for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
             for (int ni = 0; ni < kFragsN; ++ni)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) acc[mi][ni][e] += adapter_term[mi][ni][e];
+    }
+
+    if (p.k_splits > 1) {
+        store_split<kDx>(p, acc, m0 + warp_m0, c0 + warp_n0, lane);
+        return;
     }
 
     // Epilogue through shared memory so global stores are whole row segments.
@@ -709,6 +734,22 @@ template <typename T> __device__ void finish(const LoraBwdParams& p) {
     out[out_at] = from_f32<T>(value);
 }
 
+// G or dX after a split reduction: the splits' sums added in split order
+// (deterministic), plus the old dX when accumulating, rounded once.
+template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
+    const bool dx = p.reduction == LORA_BWD_REDUCE_DX;
+    const int cols = dx ? p.k : p.r_max;
+    const long long total = static_cast<long long>(p.m) * cols;
+    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (at >= total) return;
+    const float* partials = reinterpret_cast<const float*>(p.partials);
+    float sum = 0.0f;
+    for (int z = 0; z < p.k_splits; ++z) sum += partials[z * total + at];
+    T* out = reinterpret_cast<T*>(dx ? p.out : p.g);
+    if (dx && p.accumulate) sum += to_f32(out[at]);
+    out[at] = from_f32<T>(sum);
+}
+
 // out [m, k] = X~, for the recompute of P by the forward's shrink.
 template <typename T> __device__ void dropped_input(const LoraBwdParams& p) {
     const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -740,6 +781,10 @@ template <typename T> __device__ void dropped_input(const LoraBwdParams& p) {
     extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
         lora_backward_finish_##SUFFIX(const LoraBwdParams p) {                                                           \
         fused_lora::bwd::finish<TYPE>(p);                                                                                \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
+        lora_backward_sum_splits_##SUFFIX(const LoraBwdParams p) {                                                      \
+        fused_lora::bwd::sum_splits<TYPE>(p);                                                                           \
     }                                                                                                                    \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
         lora_backward_dropped_input_##SUFFIX(const LoraBwdParams p) {                                                    \

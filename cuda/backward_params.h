@@ -17,6 +17,10 @@
  * term of dX is multiplied by keep(m, k) ? inv_keep : 0, keep drawn from
  * Philox-4x32-10 keyed by (seed, offset, m.K + k) as in
  * src/reference/philox.rs.
+ * Small M (decode): when G or dX has fewer output tiles than the device
+ * has SMs, the reduction steps of each tile are split over k_splits CTAs,
+ * whose f32 partials a second launch adds in split order.
+ *
  * The dA/dB sums over M are split in fixed chunks of `rows_per_split` rows (at
  * least LORA_BWD_MIN_ROWS_PER_SPLIT, and at most LORA_BWD_MAX_SPLITS chunks,
  * chosen from M alone): each split stores its f32 partial, and a second launch
@@ -39,12 +43,16 @@
 #define LORA_BWD_TILE_COLS 64
 #define LORA_BWD_TILE_K 32
 
-/* Which reduction over rows a lora_backward_rowsum or lora_backward_finish launch computes. */
+/* Which gradient a lora_backward_*_partials, lora_backward_finish or lora_backward_sum_splits launch finishes. */
 typedef enum LoraBwdReduction {
     /* out [L, n, r_max]: dB */
     LORA_BWD_REDUCE_DB = 0,
     /* out [L, r_max, k]: dA */
-    LORA_BWD_REDUCE_DA = 1
+    LORA_BWD_REDUCE_DA = 1,
+    /* lora_backward_sum_splits: G [m, r_max] */
+    LORA_BWD_REDUCE_G = 2,
+    /* lora_backward_sum_splits: out [m, k], dX */
+    LORA_BWD_REDUCE_DX = 3
 } LoraBwdReduction;
 
 typedef struct LoraBwdParams {
@@ -72,6 +80,10 @@ typedef struct LoraBwdParams {
     int32_t reduction;      /* LoraBwdReduction, for the rowsum launches */
     int32_t splits;         /* ceil(m / rows_per_split), for the rowsum launches */
     int32_t rows_per_split; /* rows of M each split of a rowsum sums */
+    int32_t k_splits;       /* G and dX: CTAs (gridDim.z) sharing one tile's reduction
+                               steps; > 1: each stores raw f32 sums in `partials`
+                               ([k_splits, m, cols]) and lora_backward_sum_splits
+                               adds them in split order */
     int32_t accumulate;     /* nonzero: out = round_T(old out + gradient) */
     int32_t dropout;        /* nonzero: the mask below applies */
     float dropout_p;        /* element kept iff uniform(seed, offset, m.K + k) >= dropout_p */

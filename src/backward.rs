@@ -87,19 +87,20 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg};
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::forward::checks::{check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
-use crate::forward::launch::check_grid;
+use crate::forward::launch::{check_grid, k_splits};
 use crate::forward::{check_linear, rows_of, AdapterStack, Linear, Pointers, RowAdapters};
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::reference::Dropout;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
-    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT,
+    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G, LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT,
     LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
 
@@ -523,16 +524,49 @@ impl LoraKernels {
         // `params` describes, the outputs overlap no input nor each other,
         // and the launches are ordered on one stream (G before dA and dX,
         // each rowsum before its finish).
-        let row_tiles = m.div_ceil(TILE_ROWS) as u32;
         unsafe {
             // G reports bad indices; dX reads the same rows and stays quiet.
-            self.launch_tiled::<T>(stream, "g", LoraBwdParams { out: 0, ..params }, (r_max.div_ceil(TILE_COLS) as u32, row_tiles, 1))?;
+            self.row_gemm::<T>(stream, LoraBwdParams { out: 0, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_G)?;
             self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: db_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DB)?;
             self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: da_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DA)?;
             let dx_params = LoraBwdParams { out: dx_span.start, status: 0, ..params };
-            self.launch_tiled::<T>(stream, "dx", dx_params, (k.div_ceil(TILE_COLS) as u32, row_tiles, 1))?;
+            self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
         }
         Ok(())
+    }
+
+    /// G (`which` = REDUCE_G, into `params.g`) or dX (REDUCE_DX, into
+    /// `params.out`): one CTA per 64×64 tile of the `[m, cols]` output, and
+    /// with fewer tiles than the device has SMs (small M), the reduction
+    /// steps split over several CTAs per tile whose f32 partials a second
+    /// launch adds in split order.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::run_backward`], with `params` filled in by it.
+    unsafe fn row_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: LoraBwdParams, which: LoraBwdReduction) -> Result<()> {
+        let dx = which == LoraBwdReduction_LORA_BWD_REDUCE_DX;
+        let (name, m, n, r_max, k) = (if dx { "dx" } else { "g" }, params.m as usize, params.n as usize, params.r_max as usize, params.k as usize);
+        let cols = if dx { k } else { r_max };
+        // G reduces over N (once per adapter in a tile), dX over N plus the rank.
+        let reduction = if dx { n + r_max } else { n };
+        let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let splits = k_splits(sms.max(1) as usize, m, cols, reduction);
+        let grid = (cols.div_ceil(TILE_COLS) as u32, m.div_ceil(TILE_ROWS) as u32, splits as u32);
+        let params = LoraBwdParams { reduction: which as i32, k_splits: splits as i32, ..params };
+        if splits == 1 {
+            // SAFETY: the caller's contract.
+            return unsafe { self.launch_tiled::<T>(stream, name, params, grid) };
+        }
+        let partials = stream.alloc_zeros::<f32>(splits * m * cols)?;
+        let (partials_ptr, _partials_guard) = partials.device_ptr(stream);
+        let params = LoraBwdParams { partials: partials_ptr, ..params };
+        // SAFETY: the caller's contract; `partials` holds the [splits, m,
+        // cols] floats the splits write, and the sum reads them after, in
+        // stream order.
+        unsafe {
+            self.launch_tiled::<T>(stream, name, params, grid)?;
+            self.launch_backward::<T>(stream, "sum_splits", params, m * cols, 1, 1)
+        }
     }
 
     /// dB or dA: the split partials, then their ordered sum.

@@ -221,7 +221,8 @@ fn check_against_reference<T: LoraDType>(what: &str, case: &Case<T>, got: &Got<T
 /// 64-wide output tiles in every direction with tails (K = 136, N = 72, M =
 /// 150), a rank past one warp's 32 (40: dX's second adapter step is 8 long)
 /// and past one tile (72); an odd K and odd N (every operand loaded element
-/// by element: no 16-byte rows).
+/// by element: no 16-byte rows); decode (M = 3, N = 1024: G and dX each
+/// have one tile, so their reduction splits over several CTAs).
 const SINGLE_CASES: &[(usize, usize, usize, usize)] = &[
     (1, 8, 8, 1),
     (7, 16, 13, 3),
@@ -231,6 +232,7 @@ const SINGLE_CASES: &[(usize, usize, usize, usize)] = &[
     (150, 136, 72, 40),
     (33, 72, 100, 72),
     (45, 37, 29, 5),
+    (3, 64, 1024, 8),
 ];
 
 fn single_adapter_matches_reference<T: LoraDType>() {
@@ -316,6 +318,19 @@ fn multi_adapter_wide_ranks<T: LoraDType>() {
     case.poison_padding();
     let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     check_against_reference("wide ranks", &case, &got, None);
+}
+
+/// Decode with a stack: G and dX split their reduction over two CTAs, the
+/// first holding exactly the three adapters' rank steps (3 + 3 + 2 of 32)
+/// and the second the base steps, so the adapter term is finished at the end
+/// of one split and the other adds none.
+fn decode_split_multi<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (6, 64, 256, [72, 65, 40], 72);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, vec![0, 1, 2, 0, -1, 2], 660);
+    case.poison_padding();
+    let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    check_against_reference("decode, split", &case, &got, None);
 }
 
 fn multi_adapter_matches_reference<T: LoraDType>() {
@@ -439,6 +454,7 @@ per_dtype! {
     dropout => dropout_matches_reference;
     many_rows => many_rows_per_split;
     wide_ranks => multi_adapter_wide_ranks;
+    decode_split => decode_split_multi;
     dropout_recompute => recomputed_p_with_dropout;
 }
 

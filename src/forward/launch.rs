@@ -36,7 +36,9 @@ pub(crate) fn check_grid(m: usize) -> Result<()> {
 
 /// How many ways to split K so that every multiprocessor streams W0 when
 /// the output has fewer tiles than the device has SMs (decode: small M).
-fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> usize {
+/// The backward's G and dX launches (the same 64x64 tiles and 32-long
+/// steps) split by the same rule.
+pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(LORA_FWD_TILE_M as usize) * n.div_ceil(LORA_FWD_TILE_N as usize);
     let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
     let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
