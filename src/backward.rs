@@ -394,7 +394,8 @@ impl LoraKernels {
             check_len("g", g.len(), &[m, r_max])?;
         }
         check_grid(m)?;
-        // Every launch is a 1-D grid of one thread per output element.
+        // The elementwise launches (the ordered sums, the dropped input) are
+        // 1-D grids of one thread per element.
         for (what, len) in [("m * k", m * k), ("n * r_max", n * r_max), ("r_max * k", r_max * k), ("m * r_max", m * r_max)] {
             if len.div_ceil(LORA_BWD_THREADS as usize) > i32::MAX as usize {
                 return Err(LoraError::InvalidArgument { what, value: len.to_string(), reason: "too many elements for one launch" });
