@@ -230,6 +230,20 @@ fn launch_checks_counters_and_sticky_fault() {
         let json = std::str::from_utf8(&json[..needed]).unwrap();
         assert!(json.starts_with('{') && json.contains("vec_add"), "{json}");
 
+        // The thread's recent launches, newest first: a second launch with
+        // another grid; the one before it is still there.
+        ok(cuLaunchKernel(vec_add, 2, 1, 1, 128, 1, 1, 0, null_mut(), params.as_mut_ptr(), null_mut()));
+        let recent = |back: usize| {
+            let needed = ptxEmuGetRecentLaunchCountersJson(back, null_mut(), 0);
+            let mut json = vec![0u8; needed + 1];
+            assert_eq!(ptxEmuGetRecentLaunchCountersJson(back, json.as_mut_ptr().cast(), json.len()), needed);
+            String::from_utf8(json[..needed].to_vec()).unwrap()
+        };
+        assert!(recent(0).contains("\"grid\":[2,1,1]"), "{}", recent(0));
+        assert!(recent(1).contains("\"grid\":[3,1,1]"), "{}", recent(1));
+        // Older than this thread's history (two launches): nothing.
+        assert_eq!(ptxEmuGetRecentLaunchCountersJson(2, null_mut(), 0), 0);
+
         // A fault: returned by the launch, then by everything in the context.
         let write_past_end = function(module, "write_past_end");
         let mut small: CUdeviceptr = 0;
