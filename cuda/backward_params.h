@@ -23,8 +23,9 @@
  *
  * The dA/dB sums over M are split in fixed chunks of `rows_per_split` rows (at
  * least LORA_BWD_MIN_ROWS_PER_SPLIT, and at most LORA_BWD_MAX_SPLITS chunks,
- * chosen from M alone): each split stores its f32 partial, and a second launch
- * adds the splits in split order (no atomics: bit-identical run to run). */
+ * chosen from the shape alone, never from the device): each split stores its
+ * f32 partial, and a second launch adds the splits in split order (no
+ * atomics: bit-identical run to run). */
 #ifndef FUSED_LORA_BACKWARD_PARAMS_H
 #define FUSED_LORA_BACKWARD_PARAMS_H
 

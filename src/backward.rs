@@ -51,7 +51,7 @@
 //!
 //! # Determinism
 //! dA and dB reduce over the rows of M. The sum is split in fixed chunks of
-//! rows (chosen from M alone, not from the device), each chunk's f32 partial
+//! rows (chosen from the shape alone, not from the device), each chunk's f32 partial
 //! stored, and a second launch adds the chunks in order: no floating-point
 //! atomics, so two runs give bit-identical gradients.
 //!
@@ -184,22 +184,49 @@ struct Dims {
     num_adapters: usize,
 }
 
+/// CTAs a dA or dB launch aims for (output tiles × adapters × row chunks):
+/// enough to occupy a large GPU several times over. A constant, not the
+/// device's SM count, so that the row chunks, and with them the summation
+/// order and the result's bits, are the same on every device.
+const ROW_SPLIT_TARGET_CTAS: usize = 1024;
+
 impl Dims {
-    /// Rows per chunk of the dA/dB reductions: a function of M alone, so the
-    /// summation order (and the result's bits) never depends on the device.
-    /// At most LORA_BWD_MAX_SPLITS chunks, which bounds the f32 partials.
-    fn rows_per_split(&self) -> usize {
-        self.m.div_ceil(LORA_BWD_MAX_SPLITS as usize).max(LORA_BWD_MIN_ROWS_PER_SPLIT as usize)
+    /// The `[rows, cols]` of one adapter's dB (`[n, r_max]`) or dA (`[r_max, k]`).
+    fn reduction_shape(&self, reduction: LoraBwdReduction) -> (usize, usize) {
+        if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
+            (self.n, self.r_max)
+        } else {
+            (self.r_max, self.k)
+        }
     }
 
-    /// The number of row chunks.
-    fn splits(&self) -> usize {
-        self.m.div_ceil(self.rows_per_split())
+    /// Rows per chunk of a dA/dB reduction: as many chunks as keep the launch
+    /// near [`ROW_SPLIT_TARGET_CTAS`] (few when the output has many tiles, so
+    /// the f32 partials stay small against dY and X), at most
+    /// LORA_BWD_MAX_SPLITS, and at least LORA_BWD_MIN_ROWS_PER_SPLIT rows each.
+    /// A function of the shape alone.
+    fn rows_per_split(&self, reduction: LoraBwdReduction) -> usize {
+        let (rows, cols) = self.reduction_shape(reduction);
+        let ctas_per_chunk = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS) * self.num_adapters;
+        let chunks = (ROW_SPLIT_TARGET_CTAS / ctas_per_chunk).clamp(1, LORA_BWD_MAX_SPLITS as usize);
+        self.m.div_ceil(chunks).max(LORA_BWD_MIN_ROWS_PER_SPLIT as usize)
+    }
+
+    /// The number of row chunks of a dA/dB reduction.
+    fn splits(&self, reduction: LoraBwdReduction) -> usize {
+        self.m.div_ceil(self.rows_per_split(reduction))
     }
 
     /// f32 partials for the larger of the two reductions (the buffer is reused).
     fn partial_len(&self) -> usize {
-        self.splits() * self.num_adapters * (self.n * self.r_max).max(self.r_max * self.k)
+        [LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DA]
+            .into_iter()
+            .map(|reduction| {
+                let (rows, cols) = self.reduction_shape(reduction);
+                self.splits(reduction) * self.num_adapters * rows * cols
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -537,8 +564,6 @@ impl LoraKernels {
             n: n as i32,
             k: k as i32,
             r_max: r_max as i32,
-            splits: dims.splits() as i32,
-            rows_per_split: dims.rows_per_split() as i32,
             accumulate: i32::from(out.mode == GradMode::Accumulate),
             ..base
         };
@@ -603,17 +628,20 @@ impl LoraKernels {
         params: LoraBwdParams,
         reduction: LoraBwdReduction,
     ) -> Result<()> {
-        let (name, rows, cols) = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
-            ("db_partials", dims.n, dims.r_max)
-        } else {
-            ("da_partials", dims.r_max, dims.k)
+        let name = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB { "db_partials" } else { "da_partials" };
+        let (rows, cols) = dims.reduction_shape(reduction);
+        let splits = dims.splits(reduction);
+        let params = LoraBwdParams {
+            reduction: reduction as i32,
+            splits: splits as i32,
+            rows_per_split: dims.rows_per_split(reduction) as i32,
+            ..params
         };
-        let params = LoraBwdParams { reduction: reduction as i32, ..params };
         let adapters = dims.num_adapters as u32;
         let tiles = (rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS)) as u32;
         // SAFETY: as in `run_backward`.
         unsafe {
-            self.launch_tiled::<T>(stream, name, params, (tiles, adapters, dims.splits() as u32))?;
+            self.launch_tiled::<T>(stream, name, params, (tiles, adapters, splits as u32))?;
             self.launch_backward::<T>(stream, "finish", params, rows * cols, adapters, 1)
         }
     }
@@ -668,21 +696,40 @@ impl LoraKernels {
 #[cfg(test)]
 mod tests {
     use super::Dims;
+    use crate::params::{LoraBwdReduction_LORA_BWD_REDUCE_DA as DA, LoraBwdReduction_LORA_BWD_REDUCE_DB as DB};
 
-    fn dims(m: usize) -> Dims {
-        Dims { m, n: 8, k: 8, r_max: 4, num_adapters: 1 }
+    fn dims(m: usize, n: usize, k: usize, r_max: usize, num_adapters: usize) -> Dims {
+        Dims { m, n, k, r_max, num_adapters }
     }
 
     #[test]
     fn row_chunks_cover_m_and_stay_few() {
         // Small M: chunks of 64 rows.
-        assert_eq!((dims(1).rows_per_split(), dims(1).splits()), (64, 1));
-        assert_eq!((dims(130).rows_per_split(), dims(130).splits()), (64, 3));
-        // Large M: at most 64 chunks, together covering every row.
+        let small = |m| dims(m, 8, 8, 4, 1);
+        assert_eq!((small(1).rows_per_split(DB), small(1).splits(DB)), (64, 1));
+        assert_eq!((small(130).rows_per_split(DA), small(130).splits(DA)), (64, 3));
+        // Large M, one output tile: at most 64 chunks, together covering every row.
         for m in [4096, 4097, 100_000, 65_535 * 64] {
-            let d = dims(m);
-            assert!(d.splits() <= 64, "m={m}: {} splits", d.splits());
-            assert!(d.splits() * d.rows_per_split() >= m && (d.splits() - 1) * d.rows_per_split() < m, "m={m}");
+            let d = small(m);
+            for reduction in [DA, DB] {
+                let (splits, rows) = (d.splits(reduction), d.rows_per_split(reduction));
+                assert_eq!(splits, 64, "m={m}");
+                assert!(splits * rows >= m && (splits - 1) * rows < m, "m={m}");
+            }
         }
+    }
+
+    #[test]
+    fn many_output_tiles_take_few_chunks() {
+        // dB [4096, 16]: 64 tiles, so 16 chunks keep the grid at 1024 CTAs;
+        // dA [16, 14336]: 224 tiles, 4 chunks.
+        let d = dims(4096, 4096, 14_336, 16, 1);
+        assert_eq!((d.splits(DB), d.rows_per_split(DB)), (16, 256));
+        assert_eq!((d.splits(DA), d.rows_per_split(DA)), (4, 1024));
+        // 32 adapters on 64 tiles: one chunk, whatever M.
+        let multi = dims(2048, 4096, 4096, 16, 32);
+        assert_eq!((multi.splits(DB), multi.rows_per_split(DB)), (1, 2048));
+        // The partials hold the larger of the two reductions.
+        assert_eq!(d.partial_len(), (16 * 4096 * 16).max(4 * 16 * 14_336));
     }
 }

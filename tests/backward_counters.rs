@@ -50,9 +50,10 @@ fn launch<'a, T: LoraDType>(launches: &'a [Value], name: &str) -> &'a Value {
     found[0]
 }
 
-/// Row splits of the dA/dB reductions for M (src/backward.rs, `Dims`).
-fn rows_per_split(m: usize) -> usize {
-    m.div_ceil(64).max(64)
+/// Rows per split of a dA/dB reduction over M whose output has `tiles`
+/// tiles, one adapter (src/backward.rs, `Dims::rows_per_split`).
+fn rows_per_split(m: usize, tiles: usize) -> usize {
+    m.div_ceil((1024 / tiles).clamp(1, 64)).max(64)
 }
 
 /// Warps of a 2x2 grid of 32x32 sub-tiles that have valid rows and columns.
@@ -99,9 +100,14 @@ struct Expected {
 fn expected<T: LoraDType>(s: Shape) -> [Expected; 4] {
     let Shape { m, k, n, r } = s;
     let elem = T::DTYPE.size_bytes() as u64;
-    let splits = m.div_ceil(rows_per_split(m));
-    let steps_per_split = rows_per_split(m).min(m).div_ceil(STEP);
     let (tiles_m, tiles_k, tiles_n, tiles_r) = (m.div_ceil(TILE), k.div_ceil(TILE), n.div_ceil(TILE), r.div_ceil(TILE));
+    // (splits, reduction steps per split) over M; M a multiple of the split.
+    let split = |tiles: usize| {
+        let rows = rows_per_split(m, tiles).min(m);
+        (m / rows, rows.div_ceil(STEP))
+    };
+    let (db_splits, db_steps) = split(tiles_n * tiles_r);
+    let (da_splits, da_steps) = split(tiles_r * tiles_k);
     let k16 = |len: usize| len.div_ceil(16);
     [
         // G [m, r] = dY [m, n] . B [n, r]: the tile's columns are the rank.
@@ -115,18 +121,18 @@ fn expected<T: LoraDType>(s: Shape) -> [Expected; 4] {
         // dB partials [n, r] per split: dY^T . P over the split's rows.
         Expected {
             name: "db_partials",
-            mma: tiles_n * tiles_r * splits * steps_per_split * 2 * live_warps(TILE, r) * MMA_PER_WARP_K16,
+            mma: tiles_n * tiles_r * db_splits * db_steps * 2 * live_warps(TILE, r) * MMA_PER_WARP_K16,
             flop_minimum: n.div_ceil(16) * r.div_ceil(8) * k16(m),
             loads: (tiles_r * m * n + tiles_n * m * r) as u64 * elem,
-            stores: (splits * n * r * 4) as u64,
+            stores: (db_splits * n * r * 4) as u64,
         },
         // dA partials [r, k] per split: G^T . X over the split's rows.
         Expected {
             name: "da_partials",
-            mma: tiles_r * tiles_k * splits * steps_per_split * 2 * live_warps(r, TILE) * MMA_PER_WARP_K16,
+            mma: tiles_r * tiles_k * da_splits * da_steps * 2 * live_warps(r, TILE) * MMA_PER_WARP_K16,
             flop_minimum: r.div_ceil(16) * k.div_ceil(8) * k16(m),
             loads: (tiles_k * m * r + tiles_r * m * k) as u64 * elem,
-            stores: (splits * r * k * 4) as u64,
+            stores: (da_splits * r * k * 4) as u64,
         },
         // dX [m, k] = G . A + dY . W0: the rank's k16 steps, then N's.
         Expected {
