@@ -2,11 +2,10 @@
 // dX = dY.W0 + s.G.A, for one adapter or one adapter per row (the formulas
 // and their rounding points are in backward_params.h).
 //
-// Two tiled GEMMs do the work, both with 64x64 output tiles, 4 warps of
-// 32x32, the reduction staged in shared memory 32 at a time through a
-// cp.async pipeline (3 stages for f16/bf16, 2 for f32), f16/bf16 on tensor
-// cores (ldmatrix + mma.sync m16n8k16, f32 accumulation), f32 on FMA in the
-// same fragment layout:
+// Two tiled GEMMs do the work, on the forward's machinery (tiles.cuh: 64x64
+// output tiles, 4 warps of 32x32, the reduction staged in shared memory 32
+// at a time through a cp.async pipeline, f16/bf16 on tensor cores with f32
+// accumulation, f32 on FMA in the same fragment layout):
 //
 // - lora_backward_g / lora_backward_dx: "row" GEMMs, one output row per
 //   token. As in the forward, the reduction is virtual: for every adapter
@@ -47,69 +46,21 @@
 
 #include "backward_params.h"
 #include "dtype.cuh"
-#include "mma.cuh"
 #include "philox.cuh"
+#include "tiles.cuh"
 
 namespace fused_lora {
 namespace bwd {
 
-constexpr int kTileRows = LORA_BWD_TILE_ROWS;
-constexpr int kTileCols = LORA_BWD_TILE_COLS;
-constexpr int kStep = LORA_BWD_TILE_K;
-constexpr int kThreads = LORA_BWD_GEMM_THREADS;
-constexpr int kWarpRows = 32;
-constexpr int kWarpCols = 32;
-constexpr int kWarpsCols = kTileCols / kWarpCols;
-constexpr int kFragsM = kWarpRows / 16;  // m16 fragments per warp
-constexpr int kFragsN = kWarpCols / 8;   // n8 fragments per warp
-// Rows of one split listed at a time by lora_backward_rowsum.
+using namespace tiles;
+
+static_assert(LORA_BWD_TILE_ROWS == kTileRows && LORA_BWD_TILE_COLS == kTileCols && LORA_BWD_TILE_K == kStep &&
+                  LORA_BWD_GEMM_THREADS == kThreads,
+              "backward_params.h describes the shared tiles");
+
+// Rows of one split listed at a time by the dA/dB partials.
 constexpr int kWindow = 512;
-
-static_assert((kTileRows / kWarpRows) * (kTileCols / kWarpCols) * 32 == kThreads, "one warp per 32x32 sub-tile");
-static_assert(kStep % 16 == 0 && kWindow % 32 == 0, "whole k16 steps, whole warps of rows");
-
-template <typename T> __host__ __device__ constexpr int stages() { return sizeof(T) == 2 ? 3 : 2; }
-
-// A tile stored reduction-minor: kTileRows rows of kStep reduction elements
-// (the left operand of G and dX: dY or G, one token per row). The layout is
-// the forward's: f16/bf16 rows of 64 bytes with the 4 chunks permuted by
-// XOR with (row / 2) % 4, so ldmatrix phases and cp.async quarter-warps hit
-// 8 distinct bank groups; f32 rows padded to 36 floats for the FMA path's
-// column reads.
-template <typename T> struct RowTile {
-    static constexpr int kChunk = 16 / sizeof(T);
-    static constexpr int kChunksPerRow = kStep / kChunk;
-    static constexpr int kRows = kTileRows;
-    static constexpr bool kSwizzled = sizeof(T) == 2;
-    static constexpr int kLd = kSwizzled ? kStep : kStep + kChunk;
-    static_assert(!kSwizzled || kChunksPerRow == 4, "the XOR swizzle permutes the 4 chunks of a 64-byte row");
-    static __device__ __forceinline__ int chunk_at(int row, int chunk) {
-        return kSwizzled ? chunk ^ ((row >> 1) & 3) : chunk;
-    }
-};
-
-// A tile stored reduction-major: kStep reduction rows of kTileCols elements,
-// copied as the operand is stored (B_l, A_l, W0, P, X, and dY or G as the
-// left operand of dB or dA). f16/bf16 rows are 128 bytes, the 8 chunks of
-// row r permuted by XOR with r % 8: the 8 rows an ldmatrix.trans phase
-// addresses (8 consecutive reduction rows, one logical chunk) then sit in 8
-// distinct bank groups, and a quarter-warp's cp.async writes one whole row.
-// f32 rows need no padding: the FMA path reads 8 consecutive floats of a row
-// per warp (broadcast over the other lanes).
-template <typename T> struct RedTile {
-    static constexpr int kChunk = 16 / sizeof(T);
-    static constexpr int kChunksPerRow = kTileCols / kChunk;
-    static constexpr int kRows = kStep;
-    static constexpr bool kSwizzled = sizeof(T) == 2;
-    static constexpr int kLd = kTileCols;
-    static_assert(!kSwizzled || kChunksPerRow == 8, "the XOR swizzle permutes the 8 chunks of a 128-byte row");
-    static __device__ __forceinline__ int chunk_at(int row, int chunk) { return kSwizzled ? chunk ^ (row & 7) : chunk; }
-};
-
-// The address of logical element (row, col) of a tile, col a multiple of the chunk.
-template <typename Layout, typename T> __device__ __forceinline__ const T* at(const T (*tile)[Layout::kLd], int row, int col) {
-    return &tile[row][Layout::chunk_at(row, col / Layout::kChunk) * Layout::kChunk];
-}
+static_assert(kWindow % 32 == 0, "whole warps of rows");
 
 __device__ __forceinline__ int rank_of(const LoraBwdParams& p, int adapter) {
     return p.ranks ? reinterpret_cast<const int*>(p.ranks)[adapter] : p.rank;
@@ -141,157 +92,14 @@ template <typename T> __device__ __forceinline__ T dropped(const LoraBwdParams& 
     return keeps(p, m, k) ? from_f32<T>(to_f32(v) * p.inv_keep) : from_f32<T>(0.0f);
 }
 
-// One operand window to stage: tile row i is row row_of(i) of a row-major
-// matrix (negative: a zero row), columns [col0, col0 + the tile's width),
-// those >= cols_valid zero.
-template <typename T> struct Source {
-    const T* base;
-    long long ld;
-    int col0;
-    int cols_valid;
-    bool vector_ok;
+// The element load of X as X~ (staging X for dA with dropout).
+struct DroppedLoad {
+    const LoraBwdParams& p;
+    template <typename T> __device__ __forceinline__ T operator()(const T* at, int m, int k) const { return dropped(p, *at, m, k); }
 };
-
-template <typename T> __device__ __forceinline__ bool vector_loadable(const T* base, long long ld) {
-    return ld % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
-}
-
-// kDrop: the operand is X, staged as X~ (element by element: the mask is
-// computed per element).
-template <typename T, typename Layout, bool kDrop = false, typename RowOf>
-__device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& src, const LoraBwdParams& p, RowOf row_of) {
-    constexpr int kChunk = Layout::kChunk;
-    constexpr int kPerRow = Layout::kChunksPerRow;
-    for (int c = threadIdx.x; c < Layout::kRows * kPerRow; c += kThreads) {
-        const int row = c / kPerRow;
-        const int chunk = c % kPerRow;
-        const int grow = row_of(row);
-        const int gcol = src.col0 + chunk * kChunk;
-        T* d = &dst[row][Layout::chunk_at(row, chunk) * kChunk];
-        if (grow < 0 || gcol >= src.cols_valid) {
-            *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-            continue;
-        }
-        const T* s = src.base + static_cast<long long>(grow) * src.ld + gcol;
-        if (src.vector_ok && !kDrop && gcol + kChunk <= src.cols_valid) {
-            cp_async_16(d, s);
-            continue;
-        }
-#pragma unroll
-        for (int e = 0; e < kChunk; ++e) {
-            T v = from_f32<T>(0.0f);
-            if (gcol + e < src.cols_valid) v = kDrop ? dropped(p, s[e], grow, gcol + e) : s[e];
-            d[e] = v;
-        }
-    }
-}
-
-using Acc = float[kFragsM][kFragsN][4];
-
-// acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
-// staged step. kLhsTrans: the left tile is reduction-major ([k][rows]).
-template <typename T, bool kLhsTrans, typename LhsTile>
-__device__ __forceinline__ void compute_mma(Acc& acc, const LhsTile lhs, const T (*rhs)[RedTile<T>::kLd], int warp_m0,
-                                            int warp_n0, int lane, int k_len) {
-#pragma unroll
-    for (int kk = 0; kk < kStep; kk += 16) {
-        if (kk >= k_len) break;
-        uint32_t a[kFragsM][4];
-        uint32_t b[kFragsN][2];
-#pragma unroll
-        for (int mi = 0; mi < kFragsM; ++mi) {
-            if constexpr (kLhsTrans) {
-                // Matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15),
-                // each stored as 8 k-rows of 8 m.
-                ldmatrix_x4_trans(a[mi], at<RedTile<T>>(lhs, kk + lane % 8 + (lane / 16) * 8,
-                                                        warp_m0 + mi * 16 + ((lane / 8) % 2) * 8));
-            } else {
-                // Lanes 0-15 address rows 0-15 at k, lanes 16-31 the same rows at k + 8.
-                ldmatrix_x4(a[mi], at<RowTile<T>>(lhs, warp_m0 + mi * 16 + lane % 16, kk + (lane / 16) * 8));
-            }
-        }
-#pragma unroll
-        for (int nj = 0; nj < kFragsN / 2; ++nj) {
-            // Matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15).
-            uint32_t r[4];
-            ldmatrix_x4_trans(r, at<RedTile<T>>(rhs, kk + lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + nj * 16 + (lane / 16) * 8));
-            b[2 * nj][0] = r[0];
-            b[2 * nj][1] = r[1];
-            b[2 * nj + 1][0] = r[2];
-            b[2 * nj + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
-    }
-}
-
-// f32: FMA in the mma accumulator layout (thread owns rows g, g + 8 and
-// columns 2t, 2t + 1 of each fragment), the reduction in order.
-template <bool kLhsTrans, typename LhsTile>
-__device__ __forceinline__ void compute_f32(Acc& acc, const LhsTile lhs, const float (*rhs)[RedTile<float>::kLd],
-                                            int warp_m0, int warp_n0, int lane, int k_len) {
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll 4
-    for (int k = 0; k < k_len; ++k) {
-        float a[kFragsM][2], b[kFragsN][2];
-#pragma unroll
-        for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = warp_m0 + mi * 16 + g + 8 * h;
-                if constexpr (kLhsTrans) {
-                    a[mi][h] = lhs[k][row];
-                } else {
-                    a[mi][h] = lhs[row][k];
-                }
-            }
-#pragma unroll
-        for (int ni = 0; ni < kFragsN; ++ni)
-#pragma unroll
-            for (int c = 0; c < 2; ++c) b[ni][c] = rhs[k][warp_n0 + ni * 8 + 2 * t + c];
-#pragma unroll
-        for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni)
-#pragma unroll
-                for (int h = 0; h < 2; ++h)
-#pragma unroll
-                    for (int c = 0; c < 2; ++c) acc[mi][ni][2 * h + c] = fmaf(a[mi][h], b[ni][c], acc[mi][ni][2 * h + c]);
-    }
-}
-
-template <typename T, bool kLhsTrans, typename LhsTile>
-__device__ __forceinline__ void compute(Acc& acc, const LhsTile lhs, const T (*rhs)[RedTile<T>::kLd], int warp_m0,
-                                        int warp_n0, int lane, int k_len) {
-    if constexpr (sizeof(T) == 2) {
-        compute_mma<T, kLhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
-    } else {
-        compute_f32<kLhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
-    }
-}
-
-__device__ __forceinline__ void clear(Acc& acc) {
-#pragma unroll
-    for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < kFragsN; ++ni)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
-}
 
 // ---------------------------------------------------------------------------
 // G and dX: one output row per token.
-
-// The output tile in f32 between the accumulators and the global stores
-// (rows of 72 floats: the float2 writes and float4 reads are conflict-free).
-constexpr int kOutLd = kTileCols + 8;
-constexpr int kOutVec = 4;
-
-template <typename T> struct alignas(kOutVec * sizeof(T)) Vec {
-    T v[kOutVec];
-};
 
 template <typename T> struct RowGemmShared {
     // The operand tiles are dead once the reduction ends: the output tile
@@ -301,7 +109,7 @@ template <typename T> struct RowGemmShared {
             T lhs[stages<T>()][kTileRows][RowTile<T>::kLd];
             T rhs[stages<T>()][kStep][RedTile<T>::kLd];
         } tiles;
-        float out[kTileRows][kOutLd];
+        OutTile out;
     };
     int row_adapter[kTileRows];     // validated adapter of each tile row, -1 for none
     float row_scale[kTileRows];     // its scale (dX), 0 for none
@@ -355,28 +163,6 @@ template <typename T, bool kDx> __device__ void resolve_rows(const LoraBwdParams
         sm.num_present = count;
     }
     __syncthreads();
-}
-
-// Split epilogue of G or dX: this split's raw f32 sums, for lora_backward_sum_splits.
-template <bool kDx>
-__device__ __forceinline__ void store_split(const LoraBwdParams& p, const float (&acc)[kFragsM][kFragsN][4], int row0,
-                                            int col0, int lane) {
-    const int cols = kDx ? p.k : p.r_max;
-    float* partials = reinterpret_cast<float*>(p.partials) + static_cast<long long>(blockIdx.z) * p.m * cols;
-#pragma unroll
-    for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int m = row0 + mi * 16 + lane / 4 + 8 * h;
-            if (m >= p.m) continue;
-#pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni)
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const int col = col0 + ni * 8 + 2 * (lane % 4) + c;
-                    if (col < cols) partials[static_cast<long long>(m) * cols + col] = acc[mi][ni][2 * h + c];
-                }
-        }
 }
 
 // G [m, r_max] = round_T(dY . B_l) (kDx false), or
@@ -445,12 +231,12 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
             rhs = {w, p.k, c0, p.k, base_vec};
         }
         // Left rows: the tile's tokens, only those of the step's adapter.
-        stage<T, RowTile<T>>(sm.tiles.lhs[s], lhs, p, [&](int i) {
+        stage<T, RowTile<T>>(sm.tiles.lhs[s], lhs, [&](int i) {
             const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
             return live ? m0 + i : -1;
         });
         // Right rows: the reduction index.
-        stage<T, RedTile<T>>(sm.tiles.rhs[s], rhs, p, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
+        stage<T, RedTile<T>>(sm.tiles.rhs[s], rhs, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
     };
 
     float acc[kFragsM][kFragsN][4];
@@ -503,7 +289,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         // Warp-uniform: a sub-tile entirely past the right operand's columns
         // stays zero.
         if (c0 + warp_n0 < at_step.cols_valid)
-            compute<T, false>(acc, sm.tiles.lhs[s], sm.tiles.rhs[s], warp_m0, warp_n0, lane,
+            compute<T, false, true>(acc, sm.tiles.lhs[s], sm.tiles.rhs[s], warp_m0, warp_n0, lane,
                               min(kStep, at_step.k_valid - at_step.k0));
     }
     cp_async_wait<0>();
@@ -519,23 +305,15 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     }
 
     if (p.k_splits > 1) {
-        store_split<kDx>(p, acc, m0 + warp_m0, c0 + warp_n0, lane);
+        // This split's raw sums, for lora_backward_sum_splits.
+        float* partials = reinterpret_cast<float*>(p.partials) + static_cast<long long>(blockIdx.z) * p.m * cols;
+        store_fragments(partials, cols, p.m, cols, acc, m0 + warp_m0, c0 + warp_n0, lane);
         return;
     }
 
     // Epilogue through shared memory so global stores are whole row segments.
-    __syncthreads();
-#pragma unroll
-    for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int row = warp_m0 + mi * 16 + lane / 4 + 8 * h;
-#pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni) {
-                const int col = warp_n0 + ni * 8 + 2 * (lane % 4);
-                *reinterpret_cast<float2*>(&sm.out[row][col]) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
-            }
-        }
+    __syncthreads();  // every warp is done reading the operand tiles
+    stage_output(sm.out, acc, warp_m0, warp_n0, lane);
     __syncthreads();
 
     T* out = reinterpret_cast<T*>(kDx ? p.out : p.g);
@@ -649,11 +427,11 @@ template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
                 const int at = step * kStep + i;
                 return at < count ? sm.rows[at] : -1;
             };
-            stage<T, RedTile<T>>(sm.lhs[s], lhs, p, row_of);
+            stage<T, RedTile<T>>(sm.lhs[s], lhs, row_of);
             if (drop) {
-                stage<T, RedTile<T>, true>(sm.rhs[s], rhs, p, row_of);
+                stage<T, RedTile<T>, true>(sm.rhs[s], rhs, row_of, DroppedLoad{p});
             } else {
-                stage<T, RedTile<T>>(sm.rhs[s], rhs, p, row_of);
+                stage<T, RedTile<T>>(sm.rhs[s], rhs, row_of);
             }
         };
 #pragma unroll
@@ -668,35 +446,16 @@ template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
             cp_async_commit();
             const int s = step % kStages;
             if (warp_live)
-                compute<T, true>(acc, sm.lhs[s], sm.rhs[s], warp_m0, warp_n0, lane, min(kStep, count - step * kStep));
+                compute<T, true, true>(acc, sm.lhs[s], sm.rhs[s], warp_m0, warp_n0, lane, min(kStep, count - step * kStep));
         }
         cp_async_wait<0>();
         // Every warp is done with the list and the tiles before the next window.
         __syncthreads();
     }
 
-    // The partial, straight from the fragments: each quad of lanes writes
-    // 8 consecutive floats (one 32-byte sector) of a row.
     float* partials = reinterpret_cast<float*>(p.partials) +
                       (static_cast<long long>(split) * p.num_adapters + adapter) * rows * cols;
-#pragma unroll
-    for (int mi = 0; mi < kFragsM; ++mi)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int row = r0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
-            if (row >= rows_valid) continue;
-#pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni) {
-                const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4);
-                float* dst = partials + static_cast<long long>(row) * cols + col;
-                if (col + 1 < cols_valid && cols % 2 == 0) {
-                    *reinterpret_cast<float2*>(dst) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
-                } else {
-                    if (col < cols_valid) dst[0] = acc[mi][ni][2 * h];
-                    if (col + 1 < cols_valid) dst[1] = acc[mi][ni][2 * h + 1];
-                }
-            }
-        }
+    store_fragments(partials, cols, rows_valid, cols_valid, acc, r0 + warp_m0, c0 + warp_n0, lane);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,305 @@
+// The tiled GEMM machinery the forward and backward kernels share: a CTA of
+// 4 warps owns a 64x64 output tile, each warp a 32x32 sub-tile held as 2 x 4
+// mma.sync m16n8k16 accumulator fragments (f32); the reduction is staged in
+// shared memory 32 elements at a time (cp.async, 3 stages for f16/bf16, 2
+// for f32). f16/bf16 multiply on tensor cores; f32 multiplies with FMA in the
+// same fragment layout, so everything around the multiply is shared.
+//
+// An operand tile is stored in shared memory in one of two layouts, the
+// layout it has in global memory, so a tile is copied as is:
+// - RowTile: 64 rows of 32 reduction elements (rows contiguous in the
+//   reduction: X and W0 in the forward, dY and G as the left operand of the
+//   backward's G and dX);
+// - RedTile: 32 reduction rows of 64 elements (operands stored
+//   reduction-major: B, A, W0 as the backward reads them, P, X, dY, G over M).
+// The multiply reads RowTiles with ldmatrix and RedTiles with ldmatrix.trans.
+#pragma once
+
+#include <stdint.h>
+
+#include "dtype.cuh"
+#include "mma.cuh"
+
+namespace fused_lora {
+namespace tiles {
+
+constexpr int kTileRows = 64;
+constexpr int kTileCols = 64;
+constexpr int kStep = 32;
+constexpr int kThreads = 128;
+constexpr int kWarpRows = 32;
+constexpr int kWarpCols = 32;
+constexpr int kWarpsCols = kTileCols / kWarpCols;
+constexpr int kFragsM = kWarpRows / 16;  // m16 fragments per warp
+constexpr int kFragsN = kWarpCols / 8;   // n8 fragments per warp
+
+static_assert((kTileRows / kWarpRows) * (kTileCols / kWarpCols) * 32 == kThreads, "one warp per 32x32 sub-tile");
+static_assert(kStep % 16 == 0, "whole k16 steps");
+static_assert(kFragsN % 2 == 0, "right fragments are loaded two n8 blocks per ldmatrix.x4");
+
+// Pipeline depth: f32 tiles are twice as big, and 2 stages fit the 48 KB of
+// static shared memory.
+template <typename T> __host__ __device__ constexpr int stages() { return sizeof(T) == 2 ? 3 : 2; }
+
+// kTileRows rows of kStep reduction elements. f16/bf16 rows are 64 bytes,
+// unpadded, with the 4 chunks of row `row` permuted by XOR with (row / 2) % 4:
+// the 8 row addresses of an ldmatrix phase (rows r..r+7, one logical chunk)
+// then land in 8 distinct 16-byte bank groups, and so do the 8 chunks a
+// quarter-warp stores with cp.async (2 rows x 4 chunks). f32 rows are padded
+// to 36 floats instead: the FMA path reads single floats down a column
+// (8 rows g of a warp 36 floats apart: banks 4g + k, distinct).
+template <typename T> struct RowTile {
+    static constexpr int kChunk = 16 / sizeof(T);
+    static constexpr int kChunksPerRow = kStep / kChunk;
+    static constexpr int kRows = kTileRows;
+    static constexpr bool kSwizzled = sizeof(T) == 2;
+    static constexpr int kLd = kSwizzled ? kStep : kStep + kChunk;
+    static_assert(!kSwizzled || kChunksPerRow == 4, "the XOR swizzle permutes the 4 chunks of a 64-byte row");
+    static_assert((kLd * sizeof(T)) % 16 == 0, "tile rows stay 16-byte aligned for cp.async and ldmatrix");
+    static __device__ __forceinline__ int chunk_at(int row, int chunk) {
+        return kSwizzled ? chunk ^ ((row >> 1) & 3) : chunk;
+    }
+};
+
+// kStep reduction rows of kTileCols elements. f16/bf16 rows are 128 bytes,
+// the 8 chunks of row r permuted by XOR with r % 8: the 8 rows an
+// ldmatrix.trans phase addresses (8 consecutive reduction rows, one logical
+// chunk) sit in 8 distinct bank groups, and a quarter-warp's cp.async writes
+// one whole row. f32 rows need no padding: the FMA path reads 8 consecutive
+// floats of a row per warp (broadcast over the other lanes).
+template <typename T> struct RedTile {
+    static constexpr int kChunk = 16 / sizeof(T);
+    static constexpr int kChunksPerRow = kTileCols / kChunk;
+    static constexpr int kRows = kStep;
+    static constexpr bool kSwizzled = sizeof(T) == 2;
+    static constexpr int kLd = kTileCols;
+    static_assert(!kSwizzled || kChunksPerRow == 8, "the XOR swizzle permutes the 8 chunks of a 128-byte row");
+    static __device__ __forceinline__ int chunk_at(int row, int chunk) { return kSwizzled ? chunk ^ (row & 7) : chunk; }
+};
+
+// The address of logical element (row, col) of a tile, col a multiple of the chunk.
+template <typename Layout, typename T> __device__ __forceinline__ const T* at(const T (*tile)[Layout::kLd], int row, int col) {
+    return &tile[row][Layout::chunk_at(row, col / Layout::kChunk) * Layout::kChunk];
+}
+
+// One operand window to stage: tile row i is row row_of(i) of a row-major
+// matrix (negative: a zero row), columns [col0, col0 + the tile's width),
+// those >= cols_valid zero.
+template <typename T> struct Source {
+    const T* base;
+    long long ld;
+    int col0;
+    int cols_valid;
+    bool vector_ok;
+};
+
+// Whether rows of stride `ld` from `base` can be copied in 16-byte chunks.
+template <typename T> __device__ __forceinline__ bool vector_loadable(const T* base, long long ld) {
+    return ld % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+}
+
+// The plain element load of the element path.
+struct PlainLoad {
+    template <typename T> __device__ __forceinline__ T operator()(const T* at, int, int) const { return *at; }
+};
+
+// Copies one tile: whole 16-byte chunks with cp.async where the source
+// allows, element by element through load(address, row, col) otherwise, and
+// always when kElementwise (a load that transforms, e.g. dropout); zeros
+// outside the window.
+template <typename T, typename Layout, bool kElementwise = false, typename RowOf, typename Load = PlainLoad>
+__device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& src, RowOf row_of, Load load = Load()) {
+    constexpr int kChunk = Layout::kChunk;
+    constexpr int kPerRow = Layout::kChunksPerRow;
+    for (int c = threadIdx.x; c < Layout::kRows * kPerRow; c += kThreads) {
+        const int row = c / kPerRow;
+        const int chunk = c % kPerRow;
+        const int grow = row_of(row);
+        const int gcol = src.col0 + chunk * kChunk;
+        T* d = &dst[row][Layout::chunk_at(row, chunk) * kChunk];
+        if (grow < 0 || gcol >= src.cols_valid) {
+            *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+            continue;
+        }
+        const T* s = src.base + static_cast<long long>(grow) * src.ld + gcol;
+        if (src.vector_ok && !kElementwise && gcol + kChunk <= src.cols_valid) {
+            cp_async_16(d, s);
+            continue;
+        }
+#pragma unroll
+        for (int e = 0; e < kChunk; ++e) d[e] = gcol + e < src.cols_valid ? load(s + e, grow, gcol + e) : from_f32<T>(0.0f);
+    }
+}
+
+using Acc = float[kFragsM][kFragsN][4];
+
+__device__ __forceinline__ void clear(Acc& acc) {
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+}
+
+// The tile types of a left (rows) or right (columns) operand.
+template <typename T, bool kTrans> using LeftTile = const T (*)[(kTrans ? RedTile<T>::kLd : RowTile<T>::kLd)];
+template <typename T, bool kTrans> using RightTile = const T (*)[(kTrans ? RedTile<T>::kLd : RowTile<T>::kLd)];
+
+// acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
+// staged step, on tensor cores. kLhsTrans / kRhsTrans: that tile is a
+// RedTile (reduction-major), else a RowTile.
+template <typename T, bool kLhsTrans, bool kRhsTrans>
+__device__ __forceinline__ void compute_mma(Acc& acc, LeftTile<T, kLhsTrans> lhs, RightTile<T, kRhsTrans> rhs, int warp_m0,
+                                            int warp_n0, int lane, int k_len) {
+#pragma unroll
+    for (int kk = 0; kk < kStep; kk += 16) {
+        if (kk >= k_len) break;
+        uint32_t a[kFragsM][4];
+        uint32_t b[kFragsN][2];
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi) {
+            if constexpr (kLhsTrans) {
+                // Matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15),
+                // each stored as 8 k-rows of 8 m.
+                ldmatrix_x4_trans(a[mi], at<RedTile<T>>(lhs, kk + lane % 8 + (lane / 16) * 8,
+                                                        warp_m0 + mi * 16 + ((lane / 8) % 2) * 8));
+            } else {
+                // Lanes 0-15 address rows 0-15 at k, lanes 16-31 the same rows at k + 8.
+                ldmatrix_x4(a[mi], at<RowTile<T>>(lhs, warp_m0 + mi * 16 + lane % 16, kk + (lane / 16) * 8));
+            }
+        }
+#pragma unroll
+        for (int nj = 0; nj < kFragsN / 2; ++nj) {
+            // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+            uint32_t r[4];
+            if constexpr (kRhsTrans) {
+                ldmatrix_x4_trans(r, at<RedTile<T>>(rhs, kk + lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + nj * 16 + (lane / 16) * 8));
+            } else {
+                ldmatrix_x4(r, at<RowTile<T>>(rhs, warp_n0 + nj * 16 + (lane / 16) * 8 + lane % 8, kk + ((lane / 8) % 2) * 8));
+            }
+            b[2 * nj][0] = r[0];
+            b[2 * nj][1] = r[1];
+            b[2 * nj + 1][0] = r[2];
+            b[2 * nj + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+    }
+}
+
+// f32: FMA in the mma accumulator layout (thread owns rows g, g + 8 and
+// columns 2t, 2t + 1 of each fragment), the reduction in order. RowTile
+// reads go down a column (padding spreads them over the banks), RedTile
+// reads are 8 consecutive floats of a row.
+template <bool kLhsTrans, bool kRhsTrans>
+__device__ __forceinline__ void compute_f32(Acc& acc, LeftTile<float, kLhsTrans> lhs, RightTile<float, kRhsTrans> rhs,
+                                            int warp_m0, int warp_n0, int lane, int k_len) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll 4
+    for (int k = 0; k < k_len; ++k) {
+        float a[kFragsM][2], b[kFragsN][2];
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = warp_m0 + mi * 16 + g + 8 * h;
+                if constexpr (kLhsTrans) {
+                    a[mi][h] = lhs[k][row];
+                } else {
+                    a[mi][h] = lhs[row][k];
+                }
+            }
+#pragma unroll
+        for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+                const int col = warp_n0 + ni * 8 + 2 * t + c;
+                if constexpr (kRhsTrans) {
+                    b[ni][c] = rhs[k][col];
+                } else {
+                    b[ni][c] = rhs[col][k];
+                }
+            }
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) acc[mi][ni][2 * h + c] = fmaf(a[mi][h], b[ni][c], acc[mi][ni][2 * h + c]);
+    }
+}
+
+template <typename T, bool kLhsTrans, bool kRhsTrans>
+__device__ __forceinline__ void compute(Acc& acc, LeftTile<T, kLhsTrans> lhs, RightTile<T, kRhsTrans> rhs, int warp_m0,
+                                        int warp_n0, int lane, int k_len) {
+    if constexpr (sizeof(T) == 2) {
+        compute_mma<T, kLhsTrans, kRhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+    } else {
+        compute_f32<kLhsTrans, kRhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+    }
+}
+
+// The output tile in f32 between the accumulators and the global stores.
+// Rows of 72 floats: a half-warp's float2 writes (4 rows x 8 floats) and a
+// quarter-warp's float4 reads (32 consecutive floats) are both conflict-free.
+constexpr int kOutLd = kTileCols + 8;
+// Output elements per thread and store in the epilogue.
+constexpr int kOutVec = 4;
+static_assert(kTileCols % kOutVec == 0, "output rows split into whole vectors");
+using OutTile = float[kTileRows][kOutLd];
+
+// kOutVec elements moved as one aligned access (8 bytes for halves, 16 for f32).
+template <typename T> struct alignas(kOutVec * sizeof(T)) Vec {
+    T v[kOutVec];
+};
+
+// The accumulators into the output tile (the caller synchronises before
+// and after: the tile usually reuses the operand tiles' space).
+__device__ __forceinline__ void stage_output(OutTile& out, const Acc& acc, int warp_m0, int warp_n0, int lane) {
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int row = warp_m0 + mi * 16 + lane / 4 + 8 * h;
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni) {
+                const int col = warp_n0 + ni * 8 + 2 * (lane % 4);
+                *reinterpret_cast<float2*>(&out[row][col]) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+            }
+        }
+}
+
+// A split's raw f32 sums straight from the fragments into a row-major f32
+// matrix of row stride `ld` at `partials`: the warp's rows from row0 and
+// columns from col0, those inside [0, rows) x [0, cols). Each quad of lanes
+// writes 8 consecutive floats (one 32-byte sector) of a row, as float2 where
+// aligned.
+__device__ __forceinline__ void store_fragments(float* partials, long long ld, int rows, int cols, const Acc& acc, int row0,
+                                                int col0, int lane) {
+#pragma unroll
+    for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = row0 + mi * 16 + lane / 4 + 8 * h;
+            if (m >= rows) continue;
+#pragma unroll
+            for (int ni = 0; ni < kFragsN; ++ni) {
+                const int n = col0 + ni * 8 + 2 * (lane % 4);
+                float* dst = partials + m * ld + n;
+                if (n + 1 < cols && reinterpret_cast<uintptr_t>(dst) % 8 == 0) {
+                    *reinterpret_cast<float2*>(dst) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+                } else {
+                    if (n < cols) dst[0] = acc[mi][ni][2 * h];
+                    if (n + 1 < cols) dst[1] = acc[mi][ni][2 * h + 1];
+                }
+            }
+        }
+}
+
+}  // namespace tiles
+}  // namespace fused_lora
