@@ -3,7 +3,7 @@
 
 extern crate cuda as ptx_emu;
 
-#[path = "core_support.rs"]
+#[path = "core_support/mod.rs"]
 mod support;
 
 use ptx_emu::CheckOptions;

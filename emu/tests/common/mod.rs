@@ -18,13 +18,11 @@ use half::{bf16, f16};
 
 // ---------------------------------------------------------------- toolchain
 
-/// The workspace root (the emulator crate lives in `<root>/emu`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("emu/ has a parent")
-        .to_path_buf()
-}
+#[path = "../toolchain/mod.rs"]
+mod toolchain;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use toolchain::{cuda_root, nvcc, repo_root};
+use toolchain::toolchain_site_packages;
 
 /// `emu/tests/kernels/<name>`.
 pub fn kernel_source(name: &str) -> PathBuf {
@@ -43,56 +41,6 @@ fn cache_dir() -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
-}
-
-/// The repo-local toolchain's `site-packages` folders (python version unknown).
-fn toolchain_site_packages() -> Vec<PathBuf> {
-    let lib = repo_root().join(".toolchain/venv/lib");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-                .map(|e| e.path().join("site-packages"))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
-}
-
-fn executable_in_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// nvcc, looked for in order: `$NVCC`, `$FUSED_LORA_CUDA_ROOT/bin`,
-/// `$CUDA_HOME/bin`, `PATH`, the repo-local toolchain of `scripts/setup.sh`.
-pub fn nvcc() -> PathBuf {
-    let from_env =
-        |var: &str, suffix: &str| std::env::var_os(var).map(|v| PathBuf::from(v).join(suffix));
-    let candidates = [
-        std::env::var_os("NVCC").map(PathBuf::from),
-        from_env("FUSED_LORA_CUDA_ROOT", "bin/nvcc"),
-        from_env("CUDA_HOME", "bin/nvcc"),
-        executable_in_path("nvcc"),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .chain(toolchain_site_packages().into_iter().map(|site| site.join("nvidia/cu13/bin/nvcc")))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("nvcc not found (NVCC, FUSED_LORA_CUDA_ROOT, CUDA_HOME, PATH, .toolchain): run scripts/setup.sh"))
-}
-
-/// The CUDA toolkit folder holding `bin/nvcc`, `include/`, `lib/`.
-pub fn cuda_root() -> PathBuf {
-    nvcc()
-        .parent()
-        .and_then(Path::parent)
-        .expect("nvcc lives in <root>/bin")
-        .to_path_buf()
 }
 
 /// CUTLASS's include folder: `$FUSED_LORA_CUTLASS_INCLUDE`, or the one the

@@ -39,36 +39,9 @@ extern "C" __global__ void write_past_end(float* out, int n) {
 }
 "#;
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("emu/ has a parent").to_path_buf()
-}
-
-/// nvcc: `$NVCC`, `$FUSED_LORA_CUDA_ROOT/bin/nvcc`, `PATH`, then the
-/// repo-local toolchain that `scripts/setup.sh` installs.
-pub fn find_nvcc() -> PathBuf {
-    let candidates = std::env::var_os("NVCC")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(std::env::var_os("FUSED_LORA_CUDA_ROOT").map(|root| Path::new(&root).join("bin/nvcc")))
-        .chain(std::env::var_os("PATH").into_iter().flat_map(|path| {
-            std::env::split_paths(&path).map(|dir| dir.join("nvcc")).collect::<Vec<_>>()
-        }))
-        .chain(toolchain_nvcc());
-    candidates
-        .into_iter()
-        .find(|candidate| candidate.is_file())
-        .expect("nvcc not found: set NVCC or FUSED_LORA_CUDA_ROOT, or run `. scripts/setup.sh`")
-}
-
-fn toolchain_nvcc() -> Vec<PathBuf> {
-    let lib = repo_root().join(".toolchain/venv/lib");
-    let Ok(entries) = std::fs::read_dir(&lib) else { return Vec::new() };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("python3"))
-        .map(|entry| entry.path().join("site-packages/nvidia/cu13/bin/nvcc"))
-        .collect()
-}
+#[path = "../toolchain/mod.rs"]
+mod toolchain;
+pub use toolchain::{nvcc as find_nvcc, repo_root};
 
 /// The CUDA headers (`cuda.h`) beside nvcc's `bin/`.
 pub fn cuda_include_dir(nvcc: &Path) -> PathBuf {

@@ -5,44 +5,14 @@
 #[allow(unused_extern_crates)]
 extern crate cuda as ptx_emu;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ptx_emu::{launch, CheckOptions, GlobalMemory, LaunchConfig, LaunchReport, Module};
 
-/// nvcc from `NVCC`, `FUSED_LORA_CUDA_ROOT/bin`, `PATH`, or the repo's
-/// pip-installed toolchain, in that order.
-pub fn nvcc() -> PathBuf {
-    if let Ok(p) = std::env::var("NVCC") {
-        return PathBuf::from(p);
-    }
-    if let Ok(root) = std::env::var("FUSED_LORA_CUDA_ROOT") {
-        let p = Path::new(&root).join("bin/nvcc");
-        if p.exists() {
-            return p;
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("nvcc");
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let lib = repo.join(".toolchain/venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for e in entries.flatten() {
-            let p = e.path().join("site-packages/nvidia/cu13/bin/nvcc");
-            if e.file_name().to_string_lossy().starts_with("python3") && p.exists() {
-                return p;
-            }
-        }
-    }
-    panic!("nvcc not found (NVCC, FUSED_LORA_CUDA_ROOT, PATH, .toolchain): run `. scripts/setup.sh` first");
-}
+#[path = "../toolchain/mod.rs"]
+mod toolchain;
+pub use toolchain::nvcc;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
