@@ -250,10 +250,13 @@ fn single_adapter_matches_reference<T: LoraDType>() {
 
 fn accumulate_adds_to_old_gradients<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
-    let case = Case::<T>::new(70, 24, 16, &[5], 5, vec![0; 70], 400);
-    let initial = Initial::random(&case, 410);
-    let (got, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Accumulate).expect("backward");
-    check_against_reference("accumulate", &case, &got, Some(&initial));
+    // The one-launch path, and decode (G and dX through the split sum).
+    for (m, k, n) in [(70, 24, 16), (2, 64, 1024)] {
+        let case = Case::<T>::new(m, k, n, &[5], 5, vec![0; m], 400);
+        let initial = Initial::random(&case, 410);
+        let (got, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Accumulate).expect("backward");
+        check_against_reference(&format!("accumulate m={m} n={n}"), &case, &got, Some(&initial));
+    }
 }
 
 /// Without P the forward's shrink recomputes it: the gradients equal those
