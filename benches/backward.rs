@@ -44,7 +44,8 @@ fn gpu() -> Result<Arc<CudaContext>, String> {
         return Err("no CUDA driver on this machine".into());
     }
     // SAFETY: looks a symbol up in the loaded driver library.
-    let emulated = unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() };
+    let emulated =
+        unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() };
     if emulated {
         return Err("the driver is the CPU emulator, whose timings say nothing about a GPU".into());
     }
@@ -96,8 +97,17 @@ impl Problem {
     }
 }
 
-fn problem(stream: &Arc<CudaStream>, m: usize, k: usize, n: usize, r: usize, adapters: usize) -> Result<Problem, String> {
-    let fill = |len: usize, step: f32| -> Vec<bf16> { (0..len).map(|i| bf16::from_f32(((i % 17) as f32 - 8.0) * step)).collect() };
+fn problem(
+    stream: &Arc<CudaStream>,
+    m: usize,
+    k: usize,
+    n: usize,
+    r: usize,
+    adapters: usize,
+) -> Result<Problem, String> {
+    let fill = |len: usize, step: f32| -> Vec<bf16> {
+        (0..len).map(|i| bf16::from_f32(((i % 17) as f32 - 8.0) * step)).collect()
+    };
     let index: Vec<i32> = (0..m).map(|row| (row * adapters / m) as i32).collect();
     let driver = |e: cudarc::driver::DriverError| e.to_string();
     Ok(Problem {
@@ -137,9 +147,12 @@ fn crate_backward(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem,
     };
     if pr.ranks.len() == 1 {
         let adapter = Adapter { a: pr.a.as_view(), b: pr.b.as_view(), rank: pr.r, scale: SCALE };
-        kernels.backward(stream, &pr.dy.as_view(), &pr.x.as_view(), &linear, &adapter, p, None, &mut out).expect("backward");
+        kernels
+            .backward(stream, &pr.dy.as_view(), &pr.x.as_view(), &linear, &adapter, p, None, &mut out)
+            .expect("backward");
     } else {
-        let stack = AdapterStack { a: pr.a.as_view(), b: pr.b.as_view(), r_max: pr.r, ranks: &pr.ranks, scales: &pr.scales };
+        let stack =
+            AdapterStack { a: pr.a.as_view(), b: pr.b.as_view(), r_max: pr.r, ranks: &pr.ranks, scales: &pr.scales };
         let mut rows = RowAdapters { index: pr.index.as_view(), status: &mut pr.status };
         kernels
             .backward_multi(stream, &pr.dy.as_view(), &pr.x.as_view(), &linear, &stack, &mut rows, p, None, &mut out)
@@ -264,6 +277,36 @@ fn run_group(
     group.finish();
 }
 
+/// The largest difference between two gradients, against the larger one's
+/// largest magnitude.
+fn relative_difference(stream: &Arc<CudaStream>, got: &CudaSlice<bf16>, want: &CudaSlice<bf16>) -> f32 {
+    let (got, want) = (stream.clone_dtoh(got).expect("download"), stream.clone_dtoh(want).expect("download"));
+    let scale = got.iter().chain(&want).map(|v| v.to_f32().abs()).fold(0.0, f32::max).max(f32::MIN_POSITIVE);
+    got.iter().zip(&want).map(|(g, w)| (g.to_f32() - w.to_f32()).abs()).fold(0.0, f32::max) / scale
+}
+
+/// Before any timing: the cuBLAS baseline must compute the gradients the
+/// crate does (loosely: both round G and the outputs to bf16), else its
+/// transpositions are wrong and comparing times would mean nothing.
+fn check_baseline(engines: &Engines, stream: &Arc<CudaStream>) {
+    if engines.blas.is_none() {
+        return;
+    }
+    let (_, k, n) = PROJECTIONS[0];
+    let mut ours = problem(stream, TOKENS[0], k, n, RANKS[0], 1).expect("allocate the problem");
+    let mut theirs = problem(stream, TOKENS[0], k, n, RANKS[0], 1).expect("allocate the problem");
+    fused_p_kept(engines, stream, &mut ours);
+    unfused(engines, stream, &mut theirs);
+    for (what, got, want) in [("dA", &ours.da, &theirs.da), ("dB", &ours.db, &theirs.db), ("dX", &ours.dx, &theirs.dx)]
+    {
+        let difference = relative_difference(stream, got, want);
+        assert!(
+            difference <= 2e-2,
+            "{what}: the crate and the cuBLAS baseline differ by {difference} of the largest value"
+        );
+    }
+}
+
 fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
     // SAFETY: only tries to dlopen libcublas.
@@ -274,7 +317,9 @@ fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
         None
     };
     let engines = Engines { kernels: LoraKernels::new(ctx), blas };
-    let single: Vec<(usize, usize, usize)> = RANKS.iter().flat_map(|&r| TOKENS.iter().map(move |&m| (m, r, 1))).collect();
+    check_baseline(&engines, &stream);
+    let single: Vec<(usize, usize, usize)> =
+        RANKS.iter().flat_map(|&r| TOKENS.iter().map(move |&m| (m, r, 1))).collect();
     for &(name, k, n) in PROJECTIONS {
         run_group(c, &engines, &stream, format!("backward bf16 {name}"), (k, n), &single);
     }

@@ -88,7 +88,15 @@ struct Case {
 impl Case {
     /// Random data from `seed`, uniform in [−1, 1); the padding of the stack
     /// (A rows and B columns past each rank) is NaN.
-    fn new(name: &'static str, m: usize, k: usize, n: usize, ranks: &[usize], index: Option<Vec<i32>>, seed: u64) -> Self {
+    fn new(
+        name: &'static str,
+        m: usize,
+        k: usize,
+        n: usize,
+        ranks: &[usize],
+        index: Option<Vec<i32>>,
+        seed: u64,
+    ) -> Self {
         let r_max = *ranks.iter().max().expect("at least one adapter");
         let num_adapters = ranks.len();
         let mut a = random(seed + 2, num_adapters * r_max * k);
@@ -151,10 +159,17 @@ fn forward(dev: &Device, case: &Case, x: &[f32], a: &[f32], b: &[f32]) -> (Vec<f
         Some(index) => {
             let index = upload(stream, index);
             let mut status = AdapterStatus::new(stream).expect("status");
-            let stack =
-                AdapterStack { a: a.as_view(), b: b.as_view(), r_max: case.r_max, ranks: &case.ranks, scales: &case.scales };
+            let stack = AdapterStack {
+                a: a.as_view(),
+                b: b.as_view(),
+                r_max: case.r_max,
+                ranks: &case.ranks,
+                scales: &case.scales,
+            };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward_multi");
+            dev.kernels
+                .forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out)
+                .expect("forward_multi");
             status.check(stream).expect("every index in range");
         }
     }
@@ -175,8 +190,13 @@ struct Grads<T> {
 /// One backward run with the case's data, P kept (`Some`) or recomputed.
 fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]>) -> Grads<T> {
     let stream = &dev.stream;
-    let (x, w, a, b, dy) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b), upload(stream, &case.dy));
+    let (x, w, a, b, dy) = (
+        upload(stream, case.x),
+        upload(stream, case.w),
+        upload(stream, case.a),
+        upload(stream, case.b),
+        upload(stream, case.dy),
+    );
     let l = case.ranks.len();
     let mut da = upload(stream, &vec![T::nan(); l * case.r_max * case.k]);
     let mut db = upload(stream, &vec![T::nan(); l * case.n * case.r_max]);
@@ -196,17 +216,41 @@ fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]
         None => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
             dev.kernels
-                .backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, p_view.as_ref(), case.dropout, &mut out)
+                .backward(
+                    stream,
+                    &dy.as_view(),
+                    &x.as_view(),
+                    &linear,
+                    &adapter,
+                    p_view.as_ref(),
+                    case.dropout,
+                    &mut out,
+                )
                 .expect("backward");
         }
         Some(index) => {
             let index = upload(stream, index);
             let mut status = AdapterStatus::new(stream).expect("status");
-            let stack =
-                AdapterStack { a: a.as_view(), b: b.as_view(), r_max: case.r_max, ranks: case.ranks, scales: case.scales };
+            let stack = AdapterStack {
+                a: a.as_view(),
+                b: b.as_view(),
+                r_max: case.r_max,
+                ranks: case.ranks,
+                scales: case.scales,
+            };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
             dev.kernels
-                .backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, p_view.as_ref(), case.dropout, &mut out)
+                .backward_multi(
+                    stream,
+                    &dy.as_view(),
+                    &x.as_view(),
+                    &linear,
+                    &stack,
+                    &mut rows,
+                    p_view.as_ref(),
+                    case.dropout,
+                    &mut out,
+                )
                 .expect("backward_multi");
             status.check(stream).expect("every index in range");
         }
@@ -366,7 +410,8 @@ fn fd_error_bound(case: &Case, x: &[f64], a: &[f64], b: &[f64], w: &[f64], dy: &
 fn gradient_error_bound(case: &Case, mags: &Magnitudes, param: Param) -> f64 {
     let Magnitudes { x, w, a, b, dy } = mags;
     let (m_len, k_len, n_len) = (case.m, case.k, case.n);
-    let g_mag = |m: usize, l: usize, j: usize| -> f64 { (0..n_len).map(|n| dy[m * n_len + n] * b[case.b_at(l, n, j)]).sum() };
+    let g_mag =
+        |m: usize, l: usize, j: usize| -> f64 { (0..n_len).map(|n| dy[m * n_len + n] * b[case.b_at(l, n, j)]).sum() };
     match param {
         Param::X { m, k } => {
             let base: f64 = (0..n_len).map(|n| dy[m * n_len + n] * w[n * k_len + k]).sum();
@@ -491,7 +536,11 @@ fn check_parameter(dev: &Device, case: &mut Case, y0: &[f32], grads: &[(&str, Gr
     for (i, (p, q)) in y_plus.iter().zip(y_minus).enumerate() {
         let (row, col) = (i / case.n, i % case.n);
         if !affected.contains(row, col) {
-            assert_eq!(p.to_bits(), q.to_bits(), "{name}: Y[{row},{col}] changed with {param:?}, which it does not depend on");
+            assert_eq!(
+                p.to_bits(),
+                q.to_bits(),
+                "{name}: Y[{row},{col}] changed with {param:?}, which it does not depend on"
+            );
         }
     }
     let (l_plus, e_plus) = loss(&case.dy, y_plus);
