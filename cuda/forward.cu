@@ -30,8 +30,11 @@
 // Dropout: a shrink with `dropout` set stages its X tile element by element
 // as X~ = keep ? round_T(X . inv_keep) : 0, the mask regenerated from
 // Philox-4x32-10 (philox.cuh, bit for bit as src/reference/philox.rs and as
-// backward.cu's `keeps`) at the global (m, k). The mask is never stored, and
-// the launches without dropout take the cp.async path unchanged.
+// backward.cu's `keeps`) at the global (m, k). The mask is never stored.
+// Dropout is a separate entry point (lora_forward_gemm_dropout_<T>, chosen by
+// the host when `dropout` is set): the Philox code would otherwise raise the
+// register count, and so lower the occupancy, of every launch without it;
+// lora_forward_gemm_<T> compiles exactly as it would with no dropout at all.
 
 #include "dtype.cuh"
 #include "forward_params.h"
@@ -158,7 +161,11 @@ __device__ __forceinline__ void stage_dropped_chunk(T* d, const T* s, const Drop
             block = index / 4;
             bits = philox::bits_of_block(mask.seed, mask.offset, block);
         }
-        const bool keep = philox::uniform_from_bits(bits.w[index % 4]) >= mask.p;
+        // Selected, not indexed: a dynamic index into `bits.w` would put the
+        // block in local memory (a stack frame).
+        const int word = static_cast<int>(index % 4);
+        const uint32_t drawn = word == 0 ? bits.w[0] : word == 1 ? bits.w[1] : word == 2 ? bits.w[2] : bits.w[3];
+        const bool keep = philox::uniform_from_bits(drawn) >= mask.p;
         d[e] = e < count && keep ? from_f32<T>(to_f32(s[e]) * mask.inv_keep) : from_f32<T>(0.0f);
     }
 }
@@ -331,7 +338,7 @@ __device__ __forceinline__ void store_partials(const LoraGemmParams& p, const fl
         }
 }
 
-template <typename T> __device__ void gemm(const LoraGemmParams& p) {
+template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& p) {
     using L = Layout<T>;
     constexpr int kStages = L::kStages;
     __shared__ Shared<T> sm;
@@ -367,7 +374,7 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     // Every adapter's rhs starts ad_rhs_stride elements after the previous.
     const bool ad_rhs_vec = vector_loadable<T>(ad_rhs, ad_rhs_ld) && p.ad_rhs_stride % L::kChunk == 0;
     const bool base_vec = vector_loadable<T>(x, p.k) && vector_loadable<T>(w, p.k);
-    const bool dropped = shrink && p.dropout;
+    const bool dropped = kDropout && shrink && p.dropout;
     const DropoutMask mask{p.dropout_p, p.inv_keep, p.seed, p.offset};
 
     // Stages virtual step `step` (if this split has it) into `stage`.
@@ -526,7 +533,11 @@ template <typename T> __device__ void reduce_splits(const LoraReduceParams& p) {
 #define STAMP_GEMM(SUFFIX, TYPE)                                                           \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_##SUFFIX(const LoraGemmParams params) {                          \
-        fused_lora::fwd::gemm<TYPE>(params);                                               \
+        fused_lora::fwd::gemm<TYPE, false>(params);                                        \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
+        lora_forward_gemm_dropout_##SUFFIX(const LoraGemmParams params) {                  \
+        fused_lora::fwd::gemm<TYPE, true>(params);                                         \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_GEMM)
 
