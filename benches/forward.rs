@@ -91,7 +91,7 @@ fn fused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let linear = Linear { weight: pr.w.as_view(), bias: None, n: pr.n, k: pr.k };
     let adapter = Adapter { a: pr.a.as_view(), b: pr.b.as_view(), rank: RANK, scale: 2.0 };
     let mut out = ForwardOutput { y: pr.y.as_view_mut(), p: Some(pr.p.as_view_mut()) };
-    kernels.forward(stream, &pr.x.as_view(), &linear, &adapter, &mut out).expect("fused forward");
+    kernels.forward(stream, &pr.x.as_view(), &linear, &adapter, None, &mut out).expect("fused forward");
 }
 
 fn base_only(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
@@ -100,7 +100,7 @@ fn base_only(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let stack = AdapterStack { a: pr.a.as_view(), b: pr.b.as_view(), r_max: RANK, ranks: &[RANK], scales: &[2.0] };
     let mut rows = RowAdapters { index: pr.none.as_view(), status: &mut pr.status };
     let mut out = ForwardOutput { y: pr.y.as_view_mut(), p: Some(pr.p.as_view_mut()) };
-    kernels.forward_multi(stream, &pr.x.as_view(), &linear, &stack, &mut rows, &mut out).expect("base GEMM");
+    kernels.forward_multi(stream, &pr.x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("base GEMM");
 }
 
 /// `Y = X·W0ᵀ` by cuBLAS. cuBLAS is column-major: row-major Y `[M, N]` is a

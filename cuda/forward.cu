@@ -26,10 +26,20 @@
 // multiplied by their adapter's scale (in f32), then the base segment adds on.
 // So Y = round(s.(P.B^T) + X.W0^T + bias): the contract's formula up to f32
 // accumulation order, with P used exactly as stored (already rounded to T).
+//
+// Dropout: a shrink with `dropout` set stages its X tile element by element
+// as X~ = keep ? round_T(X . inv_keep) : 0, the mask regenerated from
+// Philox-4x32-10 (philox.cuh, bit for bit as src/reference/philox.rs and as
+// backward.cu's `keeps`) at the global (m, k). The mask is never stored.
+// Dropout is a separate entry point (lora_forward_gemm_dropout_<T>, chosen by
+// the host when `dropout` is set): the Philox code would otherwise raise the
+// register count, and so lower the occupancy, of every launch without it;
+// lora_forward_gemm_<T> compiles exactly as it would with no dropout at all.
 
 #include "dtype.cuh"
 #include "forward_params.h"
 #include "mma.cuh"
+#include "philox.cuh"
 
 namespace fused_lora {
 namespace fwd {
@@ -110,6 +120,7 @@ template <typename T> struct Shared {
 // One operand tile to stage: rows [row0, row0 + ROWS) of a row-major matrix,
 // columns [k0, k0 + kTileK); rows >= rows_valid and columns >= k_valid read as
 // zero, and so do rows whose adapter is not `only_adapter` (when masked).
+// With `dropped`, the elements are the dropout's X~ (see stage_dropped_chunk).
 template <typename T> struct TileSource {
     const T* base;
     long long ld;
@@ -120,10 +131,48 @@ template <typename T> struct TileSource {
     bool vector_ok;
     bool masked;
     int only_adapter;
+    bool dropped;
 };
 
+// The dropout of a shrink's lhs, as LoraGemmParams describes it.
+struct DropoutMask {
+    float p;
+    float inv_keep;
+    uint64_t seed;
+    uint64_t offset;
+};
+
+// Elements [gk, gk + count) of row grow of X, as X~: Philox yields 4 keep
+// decisions per block (elements 4j .. 4j + 3 of the stream), so the block is
+// drawn once per run of 4 consecutive indices. The product is one f32
+// multiply (nothing to contract into an FMA), rounded to T once, as the
+// reference's `dropout_scaled`.
+template <typename T>
+__device__ __forceinline__ void stage_dropped_chunk(T* d, const T* s, const DropoutMask& mask, int grow, int gk, long long k_len,
+                                                    int count) {
+    constexpr int kChunk = Layout<T>::kChunk;
+    const uint64_t index0 = static_cast<uint64_t>(grow) * static_cast<uint64_t>(k_len) + static_cast<uint64_t>(gk);
+    uint64_t block = index0 / 4;
+    philox::Block bits = philox::bits_of_block(mask.seed, mask.offset, block);
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) {
+        const uint64_t index = index0 + e;
+        if (index / 4 != block) {
+            block = index / 4;
+            bits = philox::bits_of_block(mask.seed, mask.offset, block);
+        }
+        // Selected, not indexed: a dynamic index into `bits.w` would put the
+        // block in local memory (a stack frame).
+        const int word = static_cast<int>(index % 4);
+        const uint32_t drawn = word == 0 ? bits.w[0] : word == 1 ? bits.w[1] : word == 2 ? bits.w[2] : bits.w[3];
+        const bool keep = philox::uniform_from_bits(drawn) >= mask.p;
+        d[e] = e < count && keep ? from_f32<T>(to_f32(s[e]) * mask.inv_keep) : from_f32<T>(0.0f);
+    }
+}
+
 template <typename T, int ROWS>
-__device__ __forceinline__ void stage_tile(T (*dst)[Layout<T>::kLd], const TileSource<T>& src, const int* row_adapter) {
+__device__ __forceinline__ void stage_tile(T (*dst)[Layout<T>::kLd], const TileSource<T>& src, const int* row_adapter,
+                                           const DropoutMask& mask) {
     constexpr int kChunk = Layout<T>::kChunk;
     constexpr int kChunksPerRow = Layout<T>::kChunksPerRow;
     for (int c = threadIdx.x; c < ROWS * kChunksPerRow; c += kThreads) {
@@ -138,7 +187,10 @@ __device__ __forceinline__ void stage_tile(T (*dst)[Layout<T>::kLd], const TileS
             continue;
         }
         const T* s = src.base + static_cast<long long>(grow) * src.ld + gk;
-        if (src.vector_ok && gk + kChunk <= src.k_valid) {
+        if (src.dropped) {
+            // The shrink's lhs is [m, ad_k] dense: ld is K, the mask's row length.
+            stage_dropped_chunk<T>(d, s, mask, grow, gk, src.ld, min(kChunk, src.k_valid - gk));
+        } else if (src.vector_ok && gk + kChunk <= src.k_valid) {
             cp_async_16(d, s);
         } else {
 #pragma unroll
@@ -286,7 +338,7 @@ __device__ __forceinline__ void store_partials(const LoraGemmParams& p, const fl
         }
 }
 
-template <typename T> __device__ void gemm(const LoraGemmParams& p) {
+template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& p) {
     using L = Layout<T>;
     constexpr int kStages = L::kStages;
     __shared__ Shared<T> sm;
@@ -322,6 +374,8 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
     // Every adapter's rhs starts ad_rhs_stride elements after the previous.
     const bool ad_rhs_vec = vector_loadable<T>(ad_rhs, ad_rhs_ld) && p.ad_rhs_stride % L::kChunk == 0;
     const bool base_vec = vector_loadable<T>(x, p.k) && vector_loadable<T>(w, p.k);
+    const bool dropped = kDropout && shrink && p.dropout;
+    const DropoutMask mask{p.dropout_p, p.inv_keep, p.seed, p.offset};
 
     // Stages virtual step `step` (if this split has it) into `stage`.
     auto stage_step = [&](int step, int stage) {
@@ -336,19 +390,19 @@ template <typename T> __device__ void gemm(const LoraGemmParams& p) {
             k0 = (step - sm.first_step[i]) * kTileK;
             const T* rhs_base = ad_rhs + static_cast<long long>(adapter) * p.ad_rhs_stride;
             if (shrink) {
-                lhs = {ad_lhs, ad_lhs_ld, m0, p.m, k0, p.ad_k, ad_lhs_vec, true, adapter};
-                rhs = {rhs_base, ad_rhs_ld, n0, min(rank, p.n), k0, p.ad_k, ad_rhs_vec, false, 0};
+                lhs = {ad_lhs, ad_lhs_ld, m0, p.m, k0, p.ad_k, ad_lhs_vec, true, adapter, dropped};
+                rhs = {rhs_base, ad_rhs_ld, n0, min(rank, p.n), k0, p.ad_k, ad_rhs_vec, false, 0, false};
             } else {
-                lhs = {ad_lhs, ad_lhs_ld, m0, p.m, k0, rank, ad_lhs_vec, true, adapter};
-                rhs = {rhs_base, ad_rhs_ld, n0, p.n, k0, rank, ad_rhs_vec, false, 0};
+                lhs = {ad_lhs, ad_lhs_ld, m0, p.m, k0, rank, ad_lhs_vec, true, adapter, false};
+                rhs = {rhs_base, ad_rhs_ld, n0, p.n, k0, rank, ad_rhs_vec, false, 0, false};
             }
         } else {
             k0 = (step - adapter_steps) * kTileK;
-            lhs = {x, p.k, m0, p.m, k0, p.k, base_vec, false, 0};
-            rhs = {w, p.k, n0, p.n, k0, p.k, base_vec, false, 0};
+            lhs = {x, p.k, m0, p.m, k0, p.k, base_vec, false, 0, false};
+            rhs = {w, p.k, n0, p.n, k0, p.k, base_vec, false, 0, false};
         }
-        stage_tile<T, kTileM>(sm.tiles.lhs[stage], lhs, sm.row_adapter);
-        stage_tile<T, kTileN>(sm.tiles.rhs[stage], rhs, sm.row_adapter);
+        stage_tile<T, kTileM>(sm.tiles.lhs[stage], lhs, sm.row_adapter, mask);
+        stage_tile<T, kTileN>(sm.tiles.rhs[stage], rhs, sm.row_adapter, mask);
     };
 
     float acc[kFragsM][kFragsN][4];
@@ -479,7 +533,11 @@ template <typename T> __device__ void reduce_splits(const LoraReduceParams& p) {
 #define STAMP_GEMM(SUFFIX, TYPE)                                                           \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_##SUFFIX(const LoraGemmParams params) {                          \
-        fused_lora::fwd::gemm<TYPE>(params);                                               \
+        fused_lora::fwd::gemm<TYPE, false>(params);                                        \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
+        lora_forward_gemm_dropout_##SUFFIX(const LoraGemmParams params) {                  \
+        fused_lora::fwd::gemm<TYPE, true>(params);                                         \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_GEMM)
 

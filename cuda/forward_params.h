@@ -15,7 +15,14 @@
  * - shrink   P = s.X.A^T:          adapter segment in SHRINK mode, no base;
  * - forward  Y = X.W0^T + b + s.P.B^T: EXPAND mode on P (written by a shrink
  *            with s = 1 just before), plus the base segment and the bias;
- * - expand   Y += s.P.B^T:         EXPAND mode, y_in = out = Y. */
+ * - expand   Y += s.P.B^T:         EXPAND mode, y_in = out = Y.
+ *
+ * Dropout (PEFT lora_dropout on the adapter input) applies to a SHRINK's lhs
+ * only: with `dropout` set, lhs[m, k] is read as
+ *     X~[m, k] = keep(m, k) ? round_T(X[m, k] . inv_keep) : 0,
+ * keep drawn from Philox-4x32-10 keyed by (seed, offset, m.ad_k + k) as in
+ * src/reference/philox.rs (m, k global indices). The base segment always
+ * reads the undropped X. */
 #ifndef FUSED_LORA_FORWARD_PARAMS_H
 #define FUSED_LORA_FORWARD_PARAMS_H
 
@@ -53,6 +60,8 @@ typedef struct LoraGemmParams {
     uint64_t scales;        /* [L] const float, or 0: every adapter has `scale` */
     uint64_t status;        /* [1] uint64, or 0: atomicMin of (row << 32 | uint32(index))
                                over rows whose index is out of range (treated as -1) */
+    uint64_t seed;          /* dropout: Philox key */
+    uint64_t offset;        /* dropout: Philox counter words 2-3 */
     int32_t m;
     int32_t n;
     int32_t k;
@@ -63,6 +72,9 @@ typedef struct LoraGemmParams {
     int32_t num_adapters;   /* L >= 1 */
     int32_t rank;           /* used when ranks == 0 */
     float scale;            /* used when scales == 0 */
+    int32_t dropout;        /* nonzero (SHRINK only): the adapter lhs is X~, see above */
+    float dropout_p;        /* element kept iff uniform(seed, offset, m.ad_k + k) >= dropout_p */
+    float inv_keep;         /* 1 / (1 - dropout_p), computed in f32 */
     /* Split-K (the small-M path): gridDim.z == k_splits CTAs share each
      * output tile, split z taking its share of the K-steps (adapter segment
      * and base segment as one sequence). With k_splits > 1 each split stores its raw f32

@@ -130,7 +130,7 @@ fn train(kernels: &LoraKernels, stream: &Arc<CudaStream>, task: &Task, run: &Run
     let mut losses = Vec::with_capacity(STEPS);
     for _ in 0..STEPS {
         let adapter = Adapter { a: t.a.as_view(), b: t.b.as_view(), rank: r, scale: run.scale };
-        kernels.forward(stream, &task.x.as_view(), &linear, &adapter, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })?;
+        kernels.forward(stream, &task.x.as_view(), &linear, &adapter, None, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })?;
         let out: Vec<bf16> = stream.clone_dtoh(&y)?;
         let count = (M * N) as f32;
         let residual: Vec<f32> = out.iter().zip(&task.target).map(|(y, t)| y.to_f32() - t).collect();

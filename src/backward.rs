@@ -157,13 +157,7 @@ pub struct BackwardOutput<'a, T> {
 
 /// The dropout fields of the kernel parameters; `None` or `p == 0`: no mask.
 fn dropout_params(dropout: Option<&Dropout>) -> Result<LoraBwdParams> {
-    let Some(d) = dropout else { return Ok(LoraBwdParams::default()) };
-    if !(0.0..1.0).contains(&d.p) {
-        return Err(LoraError::InvalidArgument { what: "dropout p", value: d.p.to_string(), reason: "must be in [0, 1)" });
-    }
-    if d.p == 0.0 {
-        return Ok(LoraBwdParams::default());
-    }
+    let Some(d) = crate::dropout::active_dropout(dropout)? else { return Ok(LoraBwdParams::default()) };
     Ok(LoraBwdParams {
         dropout: 1,
         dropout_p: d.p,

@@ -26,7 +26,7 @@
 //! let linear = Linear { weight: w0.as_view(), bias: None, n, k };
 //! let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 2.0 };
 //! let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-//! kernels.forward(&stream, &x.as_view(), &linear, &adapter, &mut out)?;
+//! kernels.forward(&stream, &x.as_view(), &linear, &adapter, None, &mut out)?;
 //! let y_host: Vec<bf16> = stream.clone_dtoh(&y)?; // synchronises
 //! assert_eq!(y_host[0].to_f32(), 2.0 * (k * r) as f32);
 //! # Ok(())
@@ -41,6 +41,18 @@
 //! before the base K-steps add on — the contract's formula up to the order of
 //! f32 additions. [`LoraKernels::shrink`] stores `round_T(s·X·Aᵀ)` and
 //! [`LoraKernels::expand`] stores `round_T(Y + s·P·Bᵀ)`.
+//!
+//! # Dropout
+//! PEFT's `lora_dropout` on the adapter input: pass a [`Dropout`] (p, seed,
+//! offset) and the shrink reads `X̃[m, k] = keep(m, k) ? round_T(X[m, k]·inv_keep) : 0`
+//! instead of X, the mask drawn on the device from Philox-4x32-10 keyed by
+//! `(seed, offset, m·K + k)`, bit for bit the CPU reference's
+//! ([`crate::reference::forward`]) and the one [`LoraKernels::backward`]
+//! regenerates from the same [`Dropout`]. P is then `round_T(X̃·Aᵀ)`; the base
+//! term uses the undropped X. The mask is never stored; the dropped tiles are
+//! staged element by element (no cp.async for X in that launch). `None` or
+//! `p = 0`: no mask, the plain path. [`LoraKernels::shrink`] takes no dropout:
+//! it is the plain GEMM `s·X·Aᵀ` of whatever input it is given.
 //!
 //! # Alignment rules
 //! - `K` a multiple of 8 for f16/bf16 and of 4 for f32 (rows of X, W0, A are
@@ -80,7 +92,10 @@
 //!   the output bytes on aligned shapes;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
 //!   `ptxas_reports_no_spills`); GEMM f16/bf16: 79 and 64 registers, 25.6 KB
-//!   static shared memory; f32: 108 and 96 registers, 37.9 KB.
+//!   static shared memory; f32: 108 and 96 registers, 37.9 KB. The shrink
+//!   with dropout is its own entry point (`lora_forward_gemm_dropout_<T>`),
+//!   so the Philox code leaves these counts as they are; it takes 79–80 and
+//!   80 registers for f16/bf16, 118 and 94 for f32, no spills either.
 //!
 //! # Several adapters
 //! [`LoraKernels::forward_multi`] takes the adapters stacked ([`AdapterStack`])
@@ -97,11 +112,13 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop};
 
+use crate::dropout::shrink_dropout;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::LoraKernels;
 use crate::merge::Adapter;
 use crate::params::{LoraAdapterMode_LORA_ADAPTER_EXPAND, LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams};
+use crate::reference::Dropout;
 
 use checks::{check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
 use launch::check_grid;
@@ -224,23 +241,28 @@ impl LoraKernels {
     /// - `x`: X `[m, k]` (m = `x.len() / k`);
     /// - `linear`: W0 `[n, k]`, bias `[n]`;
     /// - `adapter`: A `[r, k]`, B `[n, r]`, s;
+    /// - `dropout`: dropout on the adapter input, if any (module docs:
+    ///   dropout); keep it for the backward pass;
     /// - `out`: Y `[m, n]`, and P `[m, r]` if wanted.
     ///
     /// # Errors
     /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
     /// shape's; [`LoraError::Misaligned`] (module docs: alignment rules);
-    /// [`LoraError::InvalidArgument`] for a zero or too large dimension or a
-    /// non-finite scale; [`LoraError::Aliasing`] if Y or P overlaps an input or
-    /// each other; [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
+    /// [`LoraError::InvalidArgument`] for a zero or too large dimension, a
+    /// non-finite scale or a dropout p outside `[0, 1)`;
+    /// [`LoraError::Aliasing`] if Y or P overlaps an input or each other;
+    /// [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
     pub fn forward<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
         x: &CudaView<'_, T>,
         linear: &Linear<'_, T>,
         adapter: &Adapter<'_, T>,
+        dropout: Option<&Dropout>,
         out: &mut ForwardOutput<'_, T>,
     ) -> Result<()> {
         self.check_stream(stream)?;
+        let dropout = shrink_dropout(dropout)?;
         let (n, k, r) = (linear.n, linear.k, adapter.rank);
         check_linear(stream, linear)?;
         let m = rows_of("x", x.len(), k)?;
@@ -290,7 +312,7 @@ impl LoraKernels {
             num_adapters: 1,
             rank: r32,
             scale: 1.0,
-            ..Default::default()
+            ..dropout
         };
         let fused = LoraGemmParams {
             out: y_span.start,
@@ -331,6 +353,8 @@ impl LoraKernels {
     ///   scales `[L]`;
     /// - `rows`: the indices `[m]` (device, any order) and the status where a
     ///   bad index is reported (see [`AdapterStatus`]);
+    /// - `dropout`: dropout on the adapter input, if any, for every row alike
+    ///   (the mask index is `m·K + k` whatever the row's adapter);
     /// - `out`: Y `[m, n]`, and P `[m, r_max]` if wanted.
     ///
     /// # Errors
@@ -338,6 +362,9 @@ impl LoraKernels {
     /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
     /// out of range is not an error of this call (the host cannot see it
     /// without a synchronisation): it surfaces in [`AdapterStatus::check`].
+    // The arguments mirror `backward_multi`'s: grouping them into a struct
+    // would only move the list into a literal at every call site.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_multi<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -345,9 +372,11 @@ impl LoraKernels {
         linear: &Linear<'_, T>,
         adapters: &AdapterStack<'_, T>,
         rows: &mut RowAdapters<'_, '_>,
+        dropout: Option<&Dropout>,
         out: &mut ForwardOutput<'_, T>,
     ) -> Result<()> {
         self.check_stream(stream)?;
+        let dropout = shrink_dropout(dropout)?;
         let (n, k, r_max) = (linear.n, linear.k, adapters.r_max);
         check_linear(stream, linear)?;
         let m = rows_of("x", x.len(), k)?;
@@ -425,7 +454,7 @@ impl LoraKernels {
             num_adapters: l32,
             rank: r_max32,
             scale: 1.0,
-            ..Default::default()
+            ..dropout
         };
         let fused = LoraGemmParams {
             out: y_span.start,

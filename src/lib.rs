@@ -42,6 +42,7 @@
 pub mod backward;
 pub mod config;
 pub mod dtype;
+pub(crate) mod dropout;
 pub mod error;
 pub mod forward;
 pub mod init;

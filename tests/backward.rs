@@ -281,12 +281,12 @@ fn recomputed_p_matches_kept_p<T: LoraDType>(api: Api) {
     match api {
         Api::Single => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: ranks[0], scale: case.scales[0] };
-            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
         }
         Api::Multi => {
             let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: 6, ranks: &ranks, scales: &case.scales };
             let mut rows = RowAdapters { index: index_dev.as_view(), status: &mut status };
-            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward");
+            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward");
         }
     }
     case.p = download(stream, &p);

@@ -52,7 +52,7 @@ fn fused_single<T: LoraDType>() {
         let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
         let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
         let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
         let p_got = download(stream, &p);
         let what = format!("m={m} k={k} n={n} r={r} bias={with_bias}");
         assert_close(&format!("P {what}"), &p_got, &case.p_reference());
@@ -74,9 +74,9 @@ fn fused_without_p<T: LoraDType>() {
     let mut y_without = poisoned::<T>(stream, m * n);
     let mut p = poisoned::<T>(stream, m * r);
     let mut out = ForwardOutput { y: y_with.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward with P");
+    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward with P");
     let mut out = ForwardOutput { y: y_without.as_view_mut(), p: None };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward without P");
+    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward without P");
     let with: Vec<f64> = download(stream, &y_with).iter().map(|v| v.to_f64()).collect();
     let without: Vec<f64> = download(stream, &y_without).iter().map(|v| v.to_f64()).collect();
     assert!(with.iter().all(|v| v.is_finite()));
@@ -136,7 +136,7 @@ fn run_multi<T: LoraDType>(mixes: &[(Mix, usize)], k: usize, n: usize, seed0: u6
             let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
             let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("forward_multi");
+            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward_multi");
             status.check(stream).expect("no bad index");
             let p_got = download(stream, &p);
             let what = format!("{mix:?} m={m} k={k} n={n} bias={with_bias}");
@@ -176,7 +176,7 @@ fn multi_bad_index<T: LoraDType>() {
     let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
     let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect("launch");
+    dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("launch");
     match status.check(stream) {
         Err(fused_lora::LoraError::AdapterIndexOutOfRange { row: 3, index: 7, num_adapters: 2 }) => {}
         other => panic!("expected the bad index of row 3 to be reported, got {other:?}"),
@@ -244,7 +244,7 @@ fn deterministic<T: LoraDType>() {
     for _ in 0..2 {
         let mut y = poisoned::<T>(stream, m * n);
         let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
         runs.push(download(stream, &y));
     }
     assert!(runs[0].iter().all(|v| v.to_f64().is_finite()), "every output written");

@@ -45,7 +45,7 @@ fn fused_counters<T: LoraDType>(dev: &device::Device, s: &Shape) -> serde_json::
     let linear = Linear { weight: w.as_view(), bias: None, n: s.n, k: s.k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: s.r, scale: 0.5 };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, &mut out).expect("forward");
+    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
     stream.synchronize().expect("sync");
     device::last_launch_counters().expect("the emulator reports every launch")
 }

@@ -43,7 +43,7 @@ fn forward_error(dev: &device::Device, bufs: &mut Buffers, rank: usize, scale: f
     let linear = Linear { weight: bufs.w.as_view(), bias: Some(bufs.bias.as_view()), n, k };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank, scale };
     let mut out = ForwardOutput { y: bufs.y.as_view_mut(), p: Some(bufs.p.as_view_mut()) };
-    dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, &mut out).expect_err("bad input accepted")
+    dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("bad input accepted")
 }
 
 #[test]
@@ -58,11 +58,11 @@ fn wrong_shapes_are_named() {
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: bufs.y.slice_mut(1..), p: None };
-    let err = dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, &mut out).expect_err("short Y");
+    let err = dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("short Y");
     assert!(matches!(err, LoraError::ShapeMismatch { what: "y", .. }), "{err:?}");
     // X not a whole number of rows.
     let mut out = ForwardOutput { y: bufs.y.as_view_mut(), p: None };
-    let err = dev.kernels.forward(&dev.stream, &bufs.x.slice(1..), &linear, &adapter, &mut out).expect_err("ragged X");
+    let err = dev.kernels.forward(&dev.stream, &bufs.x.slice(1..), &linear, &adapter, None, &mut out).expect_err("ragged X");
     assert!(matches!(err, LoraError::ShapeMismatch { what: "x", .. }), "{err:?}");
 }
 
@@ -88,7 +88,7 @@ fn misalignment_is_refused() {
     let linear = Linear { weight: w.as_view(), bias: None, n: N, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-    let err = dev.kernels.forward(s, &x.as_view(), &linear, &adapter, &mut out).expect_err("K = 12");
+    let err = dev.kernels.forward(s, &x.as_view(), &linear, &adapter, None, &mut out).expect_err("K = 12");
     assert!(matches!(err, LoraError::Misaligned { what: "k", value: 12, multiple_of: 8 }), "{err:?}");
 
     // X starting one element into an allocation: not 16-byte aligned.
@@ -97,7 +97,7 @@ fn misalignment_is_refused() {
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: y.slice_mut(..), p: None };
-    let err = dev.kernels.forward(s, &x_big.slice(1..), &linear, &adapter, &mut out).expect_err("offset X");
+    let err = dev.kernels.forward(s, &x_big.slice(1..), &linear, &adapter, None, &mut out).expect_err("offset X");
     assert!(matches!(err, LoraError::Misaligned { what: "x", multiple_of: 16, .. }), "{err:?}");
 }
 
@@ -117,7 +117,7 @@ fn output_aliasing_an_input_is_refused() {
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: alias.slice_mut(..M * N), p: None };
-    let err = dev.kernels.forward(s, &bufs.x.as_view(), &linear, &adapter, &mut out).expect_err("Y aliases W0");
+    let err = dev.kernels.forward(s, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("Y aliases W0");
     alias.leak();
     assert!(matches!(err, LoraError::Aliasing { output: "y", input: "weight" }), "{err:?}");
 }
@@ -134,10 +134,10 @@ fn buffers_of_another_context_are_refused() {
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: y_elsewhere.as_view_mut(), p: None };
-    let err = dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, &mut out).expect_err("Y elsewhere");
+    let err = dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("Y elsewhere");
     assert!(matches!(err, LoraError::ContextMismatch { what: "y" }), "{err:?}");
     let mut out = ForwardOutput { y: bufs.y.as_view_mut(), p: None };
-    let err = dev.kernels.forward(&other_stream, &bufs.x.as_view(), &linear, &adapter, &mut out).expect_err("stream elsewhere");
+    let err = dev.kernels.forward(&other_stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("stream elsewhere");
     assert!(matches!(err, LoraError::ContextMismatch { what: "stream" }), "{err:?}");
 }
 
@@ -163,7 +163,7 @@ fn bad_adapter_stacks_are_refused() {
         let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
         let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
         let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-        let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect_err("bad stack");
+        let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect_err("bad stack");
         let named = match &err {
             LoraError::InvalidArgument { what, .. } | LoraError::ShapeMismatch { what, .. } => *what,
             _ => "",
@@ -177,6 +177,6 @@ fn bad_adapter_stacks_are_refused() {
     let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
     let mut rows = RowAdapters { index: short_index.as_view(), status: &mut status };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-    let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, &mut out).expect_err("short index");
+    let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect_err("short index");
     assert!(matches!(err, LoraError::ShapeMismatch { what: "index", .. }), "{err:?}");
 }

@@ -87,7 +87,7 @@ fn loss_and_grads(dev: &device::Device, task: &Task, lora: &Lora) -> (f32, CudaS
     let mut y = stream.alloc_zeros::<f32>(M * N).unwrap();
     let mut p = stream.alloc_zeros::<f32>(M * R).unwrap();
     kernels
-        .forward(stream, &task.x.as_view(), &linear, &adapter, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })
+        .forward(stream, &task.x.as_view(), &linear, &adapter, None, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })
         .unwrap();
     let y: Vec<f32> = stream.clone_dtoh(&y).unwrap();
     let count = (M * N) as f32;

@@ -46,7 +46,8 @@ pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> 
 }
 
 impl LoraKernels {
-    /// Launches `lora_forward_gemm_<T>` over the `[params.m, params.n]` output
+    /// Launches `lora_forward_gemm_<T>` (`lora_forward_gemm_dropout_<T>` for
+    /// a shrink with `params.dropout` set) over the `[params.m, params.n]` output
     /// (`k_splits` and `partials` are filled in here). When the problem has a
     /// long reduction (a shrink's or the base GEMM's K) and too few output
     /// tiles to occupy the device, K is split
@@ -74,7 +75,11 @@ impl LoraKernels {
         };
         let grid_x = (params.n as u32).div_ceil(LORA_FWD_TILE_N);
         let grid_y = (params.m as u32).div_ceil(LORA_FWD_TILE_M);
-        let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{}", T::DTYPE.kernel_suffix()))?;
+        // Dropout has its own entry point, so the Philox code costs the
+        // launches without it no registers (cuda/forward.cu).
+        let dropped = params.dropout != 0 && params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32;
+        let variant = if dropped { "gemm_dropout" } else { "gemm" };
+        let gemm = self.function(FORWARD, &format!("lora_forward_{variant}_{}", T::DTYPE.kernel_suffix()))?;
         let config = LaunchConfig { grid_dim: (grid_x, grid_y, splits as u32), block_dim: (LORA_FWD_THREADS, 1, 1), shared_mem_bytes: 0 };
         if splits == 1 {
             let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
