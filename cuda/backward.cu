@@ -509,15 +509,6 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
     out[at] = from_f32<T>(sum);
 }
 
-// out [m, k] = X~, for the recompute of P by the forward's shrink.
-template <typename T> __device__ void dropped_input(const LoraBwdParams& p) {
-    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (at >= static_cast<long long>(p.m) * p.k) return;
-    const int m = static_cast<int>(at / p.k);
-    const int k = static_cast<int>(at % p.k);
-    reinterpret_cast<T*>(p.out)[at] = dropped(p, reinterpret_cast<const T*>(p.x)[at], m, k);
-}
-
 }  // namespace bwd
 }  // namespace fused_lora
 
@@ -544,9 +535,5 @@ template <typename T> __device__ void dropped_input(const LoraBwdParams& p) {
     extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
         lora_backward_sum_splits_##SUFFIX(const LoraBwdParams p) {                                                      \
         fused_lora::bwd::sum_splits<TYPE>(p);                                                                           \
-    }                                                                                                                    \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
-        lora_backward_dropped_input_##SUFFIX(const LoraBwdParams p) {                                                    \
-        fused_lora::bwd::dropped_input<TYPE>(p);                                                                         \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)

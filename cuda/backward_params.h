@@ -31,7 +31,7 @@
 
 #include <stdint.h>
 
-/* Threads of the elementwise launches (the ordered sum of the splits, the dropped input). */
+/* Threads of the elementwise launches (the ordered sums of split partials). */
 #define LORA_BWD_THREADS 256
 #define LORA_BWD_MIN_ROWS_PER_SPLIT 64
 #define LORA_BWD_MAX_SPLITS 64

@@ -56,9 +56,9 @@
 //! atomics, so two runs give bit-identical gradients.
 //!
 //! # Launches
-//! Six to eight launches on the stream, no host synchronisation: the shrink
-//! (only without P; after the dropped input is built, with dropout), G, dB
-//! (split partials, then their ordered sum), dA (the same), dX. G, dX and
+//! Five to ten launches on the stream, no host synchronisation: the shrink
+//! (only without P), G, dB (split partials, then their ordered sum), dA (the
+//! same), dX; G, dX and the shrink add a split sum on the decode path. G, dX and
 //! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
 //! with f32 accumulation, f32 on FMA); every operand is read in its stored
 //! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
@@ -96,8 +96,9 @@
 //! mask from Philox-4x32-10 (keyed as `fused_lora::reference::philox`), so no
 //! `[M, K]` mask is stored: `dA = s·Gᵀ·X̃` with `X̃ = round_T(X·1/(1−p))` on
 //! kept elements and 0 elsewhere, and the adapter term of dX is multiplied by
-//! the mask over `1 − p`. Without P, it is recomputed as the forward's shrink
-//! of `X̃` (materialised in a scratch `[M, K]` buffer for that launch only).
+//! the mask over `1 − p`. Without P, it is recomputed by the forward's shrink
+//! with the same dropout (the mask applied as X is staged; X̃ is never
+//! stored).
 //!
 //! # Several adapters
 //! [`LoraKernels::backward_multi`] takes the forward's stack and per-row
@@ -437,8 +438,8 @@ impl LoraKernels {
             check_len("g", g.len(), &[m, r_max])?;
         }
         check_grid(m)?;
-        // The elementwise launches (the ordered sums, the dropped input) are
-        // 1-D grids of one thread per element.
+        // The elementwise launches (the ordered sums) are 1-D grids of one
+        // thread per element.
         for (what, len) in [("m * k", m * k), ("n * r_max", n * r_max), ("r_max * k", r_max * k), ("m * r_max", m * r_max)] {
             if len.div_ceil(LORA_BWD_THREADS as usize) > i32::MAX as usize {
                 return Err(LoraError::InvalidArgument { what, value: len.to_string(), reason: "too many elements for one launch" });
@@ -480,13 +481,6 @@ impl LoraKernels {
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
         let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
-        // With dropout, P is the shrink of the dropped input: materialised
-        // for the recompute only (dA regenerates the mask on the fly).
-        let mut dropped = match (p, base.dropout != 0) {
-            (None, true) => Some(stream.alloc_zeros::<T>(m * k)?),
-            _ => None,
-        };
-
         let mut ptrs = Pointers::new::<T>(stream);
         let dy_span = ptrs.read("dy", dy);
         let x_span = ptrs.read("x", x);
@@ -516,17 +510,13 @@ impl LoraKernels {
         }
         check_no_alias(&p_span, &outputs)?;
 
-        let dropped_span = dropped.as_mut().map(|d| ptrs.write("dropped x", d));
-        if let Some(dropped) = dropped_span {
-            let params = LoraBwdParams { x: x_span.start, out: dropped.start, m: m as i32, k: k as i32, ..base };
-            // SAFETY: X [m, k] (checked) into the [m, k] scratch just allocated.
-            unsafe { self.launch_backward::<T>(stream, "dropped_input", params, m * k, 1, 1)? };
-        }
         if p.is_none() {
+            // The forward's own shrink, with the forward's dropout on its
+            // input: the P the forward wrote, bit for bit.
             let shrink = LoraGemmParams {
                 out: p_span.start,
                 ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
-                ad_lhs: dropped_span.map_or(x_span.start, |d| d.start),
+                ad_lhs: x_span.start,
                 ad_rhs: a_span.start,
                 ad_rhs_stride: (r_max * k) as i64,
                 ad_k: k as i32,
@@ -538,6 +528,11 @@ impl LoraKernels {
                 num_adapters: num_adapters as i32,
                 rank: if base.ranks == 0 { base.rank } else { r_max as i32 },
                 scale: 1.0,
+                dropout: base.dropout,
+                dropout_p: base.dropout_p,
+                inv_keep: base.inv_keep,
+                seed: base.seed,
+                offset: base.offset,
                 ..Default::default()
             };
             // SAFETY: the forward's shrink contract: X [m, k], A [L, r_max, k]
