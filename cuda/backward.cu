@@ -35,9 +35,8 @@
 // Warps whose whole 32x32 sub-tile lies past the valid output (a rank of
 // 16 in a 64-wide tile) skip their multiplies.
 //
-// Dropout: the mask is regenerated from Philox-4x32-10 (philox.cuh, bit for
-// bit as src/reference/philox.rs) where it is needed: when X~ is staged for
-// dA, and on dX's adapter term; it is never stored.
+// Dropout: the mask is regenerated (dropout.cuh) where it is needed: when
+// X~ is staged for dA, and on dX's adapter term; it is never stored.
 //
 // Adapter indices are validated where they are read: a row whose index lies
 // outside [-1, L) never addresses an adapter; it is treated as -1 (G row 0,
@@ -46,7 +45,7 @@
 
 #include "backward_params.h"
 #include "dtype.cuh"
-#include "philox.cuh"
+#include "dropout.cuh"
 #include "tiles.cuh"
 
 namespace fused_lora {
@@ -76,27 +75,10 @@ __device__ __forceinline__ int adapter_of(const LoraBwdParams& p, int m) {
     return adapter >= 0 && adapter < p.num_adapters ? adapter : -1;
 }
 
-// Whether dropout keeps element (m, k) of the [m, K] adapter input.
-__device__ __forceinline__ bool keeps(const LoraBwdParams& p, int m, int k) {
-    const uint64_t index = static_cast<uint64_t>(m) * p.k + k;
-    const philox::Block bits = philox::bits_of_block(p.seed, p.offset, index / 4);
-    // Selected, not indexed: a dynamic index would put the block in local memory.
-    const unsigned word = static_cast<unsigned>(index % 4);
-    const uint32_t chosen = word == 0 ? bits.w[0] : word == 1 ? bits.w[1] : word == 2 ? bits.w[2] : bits.w[3];
-    return philox::uniform_from_bits(chosen) >= p.dropout_p;
+// The dropout of the adapter input the launch describes (dropout.cuh).
+__device__ __forceinline__ DropoutMask mask_of(const LoraBwdParams& p) {
+    return DropoutMask{p.dropout_p, p.inv_keep, p.seed, p.offset, p.k};
 }
-
-// X~[m, k] from X[m, k] = v: the adapter's input after dropout, rounded to T
-// as the forward's shrink saw it.
-template <typename T> __device__ __forceinline__ T dropped(const LoraBwdParams& p, T v, int m, int k) {
-    return keeps(p, m, k) ? from_f32<T>(to_f32(v) * p.inv_keep) : from_f32<T>(0.0f);
-}
-
-// The element load of X as X~ (staging X for dA with dropout).
-struct DroppedLoad {
-    const LoraBwdParams& p;
-    template <typename T> __device__ __forceinline__ T operator()(const T* at, int m, int k) const { return dropped(p, *at, m, k); }
-};
 
 // ---------------------------------------------------------------------------
 // G and dX: one output row per token.
@@ -264,7 +246,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
                         value *= s;
                         const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
                         if (p.dropout && s != 0.0f && col < p.k)
-                            value = keeps(p, m0 + row, col) ? value * p.inv_keep : 0.0f;
+                            value = mask_of(p).keeps(m0 + row, col) ? value * p.inv_keep : 0.0f;
                         adapter_term[mi][ni][2 * h + c] = value;
                         value = 0.0f;
                     }
@@ -429,7 +411,7 @@ template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
             };
             stage<T, RedTile<T>>(sm.lhs[s], lhs, row_of);
             if (drop) {
-                stage<T, RedTile<T>, true>(sm.rhs[s], rhs, row_of, DroppedLoad{p});
+                stage<T, RedTile<T>, true>(sm.rhs[s], rhs, row_of, mask_of(p));
             } else {
                 stage<T, RedTile<T>>(sm.rhs[s], rhs, row_of);
             }

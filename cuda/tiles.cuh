@@ -98,17 +98,22 @@ template <typename T> __device__ __forceinline__ bool vector_loadable(const T* b
     return ld % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
 }
 
-// The plain element load of the element path.
+// The element path's load of one chunk: d[0, N) from s, zeros past count.
 struct PlainLoad {
-    template <typename T> __device__ __forceinline__ T operator()(const T* at, int, int) const { return *at; }
+    template <typename T, int N> __device__ __forceinline__ void load(T* d, const T* s, int, int, int count) const {
+#pragma unroll
+        for (int e = 0; e < N; ++e) d[e] = e < count ? s[e] : from_f32<T>(0.0f);
+    }
 };
 
 // Copies one tile: whole 16-byte chunks with cp.async where the source
-// allows, element by element through load(address, row, col) otherwise, and
-// always when kElementwise (a load that transforms, e.g. dropout); zeros
-// outside the window.
-template <typename T, typename Layout, bool kElementwise = false, typename RowOf, typename Load = PlainLoad>
-__device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& src, RowOf row_of, Load load = Load()) {
+// allows, otherwise chunk by chunk through
+// `loader.load<T, kChunk>(dst, src, row, col, count)`, and always so when
+// kElementwise (a loader that transforms, e.g. DropoutMask); zeros outside
+// the window.
+template <typename T, typename Layout, bool kElementwise = false, typename RowOf, typename Loader = PlainLoad>
+__device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& src, RowOf row_of,
+                                      const Loader& loader = Loader()) {
     constexpr int kChunk = Layout::kChunk;
     constexpr int kPerRow = Layout::kChunksPerRow;
     for (int c = threadIdx.x; c < Layout::kRows * kPerRow; c += kThreads) {
@@ -124,10 +129,9 @@ __device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& sr
         const T* s = src.base + static_cast<long long>(grow) * src.ld + gcol;
         if (src.vector_ok && !kElementwise && gcol + kChunk <= src.cols_valid) {
             cp_async_16(d, s);
-            continue;
+        } else {
+            loader.template load<T, kChunk>(d, s, grow, gcol, min(kChunk, src.cols_valid - gcol));
         }
-#pragma unroll
-        for (int e = 0; e < kChunk; ++e) d[e] = gcol + e < src.cols_valid ? load(s + e, grow, gcol + e) : from_f32<T>(0.0f);
     }
 }
 

@@ -91,11 +91,11 @@
 //!   each store instruction writes whole row segments: store sectors equal
 //!   the output bytes on aligned shapes;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
-//!   `ptxas_reports_no_spills`); GEMM f16/bf16: 79 and 64 registers, 25.6 KB
+//!   `tests/ptxas.rs`); GEMM f16/bf16: 78 and 72 registers, 25.6 KB
 //!   static shared memory; f32: 108 and 96 registers, 37.9 KB. The shrink
 //!   with dropout is its own entry point (`lora_forward_gemm_dropout_<T>`),
-//!   so the Philox code leaves these counts as they are; it takes 79–80 and
-//!   80 registers for f16/bf16, 118 and 94 for f32, no spills either.
+//!   so the Philox code leaves these counts as they are; it takes 79 and 64
+//!   registers for f16/bf16, 116 and 95 for f32, no spills either.
 //!
 //! # Several adapters
 //! [`LoraKernels::forward_multi`] takes the adapters stacked ([`AdapterStack`])
