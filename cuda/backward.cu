@@ -127,23 +127,9 @@ template <typename T, bool kDx> __device__ void resolve_rows(const LoraBwdParams
         sm.row_scale[i] = adapter >= 0 ? scale_of(p, adapter) : 0.0f;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int count = 0;
-        sm.first_step[0] = 0;
-        for (int i = 0; i < kTileRows; ++i) {
-            const int adapter = sm.row_adapter[i];
-            if (adapter < 0) continue;
-            bool seen = false;
-            for (int j = 0; j < count && !seen; ++j) seen = sm.present[j] == adapter;
-            if (seen) continue;
-            // G reduces over N, dX's adapter term over the adapter's rank.
-            const int length = kDx ? rank_of(p, adapter) : p.n;
-            sm.present[count] = adapter;
-            sm.first_step[count + 1] = sm.first_step[count] + (length + kStep - 1) / kStep;
-            ++count;
-        }
-        sm.num_present = count;
-    }
+    // G reduces over N, dX's adapter term over the adapter's rank.
+    list_present(sm.row_adapter, sm.present, sm.first_step, &sm.num_present,
+                 [&](int adapter) { return ((kDx ? rank_of(p, adapter) : p.n) + kStep - 1) / kStep; });
     __syncthreads();
 }
 
@@ -299,36 +285,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     __syncthreads();
 
     T* out = reinterpret_cast<T*>(kDx ? p.out : p.g);
-    const bool accumulate = kDx && p.accumulate;
-    const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
-    constexpr int kVecsPerRow = kTileCols / kOutVec;
-    for (int v = threadIdx.x; v < kTileRows * kVecsPerRow; v += kThreads) {
-        const int row = v / kVecsPerRow;
-        const int col = (v % kVecsPerRow) * kOutVec;
-        const int m = m0 + row;
-        const int c = c0 + col;
-        if (m >= p.m || c >= cols) continue;
-        const float4 sums = *reinterpret_cast<const float4*>(&sm.out[row][col]);
-        float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
-        const long long pos = static_cast<long long>(m) * cols + c;
-        const int count = min(kOutVec, cols - c);
-        if (vector_io && count == kOutVec) {
-            if (accumulate) {
-                const Vec<T> prior = *reinterpret_cast<const Vec<T>*>(out + pos);
-#pragma unroll
-                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(prior.v[e]);
-            }
-            Vec<T> rounded;
-#pragma unroll
-            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
-            *reinterpret_cast<Vec<T>*>(out + pos) = rounded;
-        } else {
-            for (int e = 0; e < count; ++e) {
-                const float prior = accumulate ? to_f32(out[pos + e]) : 0.0f;
-                out[pos + e] = from_f32<T>(vals[e] + prior);
-            }
-        }
-    }
+    store_output(sm.out, out, kDx && p.accumulate ? out : nullptr, static_cast<const T*>(nullptr), m0, c0, p.m, cols);
 }
 
 // ---------------------------------------------------------------------------

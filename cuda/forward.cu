@@ -105,24 +105,10 @@ __device__ void resolve_row_adapters(const LoraGemmParams& p, int m0, int* row_a
         row_scale[i] = scale;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        // Serial on purpose: at most kTileM rows, and the list order (first
-        // appearance) fixes the summation order, so results are deterministic.
-        int count = 0;
-        first_step[0] = 0;
-        for (int i = 0; i < kTileM; ++i) {
-            const int adapter = row_adapter[i];
-            if (adapter < 0) continue;
-            bool seen = false;
-            for (int j = 0; j < count && !seen; ++j) seen = present[j] == adapter;
-            if (seen) continue;
-            const int k_len = p.ad_mode == LORA_ADAPTER_EXPAND ? rank_of(p, adapter) : p.ad_k;
-            present[count] = adapter;
-            first_step[count + 1] = first_step[count] + (k_len + kTileK - 1) / kTileK;
-            ++count;
-        }
-        *num_present = count;
-    }
+    list_present(row_adapter, present, first_step, num_present, [&](int adapter) {
+        const int k_len = p.ad_mode == LORA_ADAPTER_EXPAND ? rank_of(p, adapter) : p.ad_k;
+        return (k_len + kTileK - 1) / kTileK;
+    });
     __syncthreads();
 }
 
@@ -254,46 +240,8 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     stage_output(sm.out, acc, warp_m0, warp_n0, lane);
     __syncthreads();
 
-    const T* bias = reinterpret_cast<const T*>(p.bias);
-    const T* y_in = reinterpret_cast<const T*>(p.y_in);
-    T* out = reinterpret_cast<T*>(p.out);
-    // Whole vectors where they are inside the matrix and aligned: N a
-    // multiple of kOutVec and 16-byte aligned bases; elementwise otherwise.
-    const bool vector_io = p.n % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
-                           reinterpret_cast<uintptr_t>(y_in) % 16 == 0;
-    constexpr int kVecsPerRow = kTileN / kOutVec;
-    for (int v = threadIdx.x; v < kTileM * kVecsPerRow; v += kThreads) {
-        const int row = v / kVecsPerRow;
-        const int col = (v % kVecsPerRow) * kOutVec;
-        const int m = m0 + row;
-        const int n = n0 + col;
-        if (m >= p.m || n >= p.n) continue;
-        const float4 sums = *reinterpret_cast<const float4*>(&sm.out[row][col]);
-        float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
-        const long long at = static_cast<long long>(m) * p.n + n;
-        const int count = min(kOutVec, p.n - n);
-        if (bias) {
-#pragma unroll
-            for (int e = 0; e < kOutVec; ++e)
-                if (e < count) vals[e] += to_f32(bias[n + e]);
-        }
-        if (vector_io && count == kOutVec) {
-            if (y_in) {
-                const Vec<T> prior = *reinterpret_cast<const Vec<T>*>(y_in + at);
-#pragma unroll
-                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(prior.v[e]);
-            }
-            Vec<T> rounded;
-#pragma unroll
-            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
-            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
-        } else {
-            for (int e = 0; e < count; ++e) {
-                const float prior = y_in ? to_f32(y_in[at + e]) : 0.0f;
-                out[at + e] = from_f32<T>(vals[e] + prior);
-            }
-        }
-    }
+    store_output(sm.out, reinterpret_cast<T*>(p.out), reinterpret_cast<const T*>(p.y_in),
+                 reinterpret_cast<const T*>(p.bias), m0, n0, p.m, p.n);
 }
 
 // Sums the splits in a fixed order (deterministic), adds bias and y_in, rounds once.

@@ -278,6 +278,77 @@ __device__ __forceinline__ void stage_output(OutTile& out, const Acc& acc, int w
         }
 }
 
+// Writes the staged output tile (tile row i, column j is out[m0 + i][c0 + j]
+// of the [rows, cols] row-major `out`): plus `bias[col]` and `prior[m][col]`
+// where given (`prior` may equal `out`: each element is read before it is
+// written, by the same thread), added in f32 and rounded to T once. Each warp
+// stores 2 rows x 64 consecutive elements per instruction (whole 32-byte
+// sectors); whole kOutVec vectors where the row length and the bases allow,
+// element by element otherwise.
+template <typename T>
+__device__ __forceinline__ void store_output(const OutTile& tile, T* out, const T* prior, const T* bias, int m0, int c0,
+                                             int rows, int cols) {
+    const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(prior) % 16 == 0;
+    constexpr int kVecsPerRow = kTileCols / kOutVec;
+    for (int v = threadIdx.x; v < kTileRows * kVecsPerRow; v += kThreads) {
+        const int row = v / kVecsPerRow;
+        const int col = (v % kVecsPerRow) * kOutVec;
+        const int m = m0 + row;
+        const int c = c0 + col;
+        if (m >= rows || c >= cols) continue;
+        const float4 sums = *reinterpret_cast<const float4*>(&tile[row][col]);
+        float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
+        const long long at = static_cast<long long>(m) * cols + c;
+        const int count = min(kOutVec, cols - c);
+        if (bias) {
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e)
+                if (e < count) vals[e] += to_f32(bias[c + e]);
+        }
+        if (vector_io && count == kOutVec) {
+            if (prior) {
+                const Vec<T> old = *reinterpret_cast<const Vec<T>*>(prior + at);
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(old.v[e]);
+            }
+            Vec<T> rounded;
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
+            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+        } else {
+            for (int e = 0; e < count; ++e) {
+                const float old = prior ? to_f32(prior[at + e]) : 0.0f;
+                out[at + e] = from_f32<T>(vals[e] + old);
+            }
+        }
+    }
+}
+
+// The distinct adapters among a tile's validated row adapters (-1: none), in
+// order of first appearance, and the prefix sums of the reduction steps each
+// needs (`steps_of(adapter)`). Serial on purpose: at most kTileRows rows, and
+// the list order fixes the summation order, so results are deterministic.
+// Thread 0 writes; the caller synchronises before and after.
+template <typename StepsOf>
+__device__ __forceinline__ void list_present(const int* row_adapter, int* present, int* first_step, int* num_present,
+                                             StepsOf steps_of) {
+    if (threadIdx.x != 0) return;
+    int count = 0;
+    first_step[0] = 0;
+    for (int i = 0; i < kTileRows; ++i) {
+        const int adapter = row_adapter[i];
+        if (adapter < 0) continue;
+        bool seen = false;
+        for (int j = 0; j < count && !seen; ++j) seen = present[j] == adapter;
+        if (seen) continue;
+        present[count] = adapter;
+        first_step[count + 1] = first_step[count] + steps_of(adapter);
+        ++count;
+    }
+    *num_present = count;
+}
+
 // A split's raw f32 sums straight from the fragments into a row-major f32
 // matrix of row stride `ld` at `partials`: the warp's rows from row0 and
 // columns from col0, those inside [0, rows) x [0, cols). Each quad of lanes
