@@ -15,13 +15,17 @@
 //! Without a GPU (no driver, or the emulator, whose timings say nothing about
 //! a GPU) every bench says it is skipped and why, and `cargo bench` succeeds.
 
+mod support;
+
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraKernels, RowAdapters};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, RowAdapters};
 use half::bf16;
+
+use support::Engines;
 
 /// (name, K, N) from PERF.md's table.
 const PROJECTIONS: &[(&str, usize, usize)] = &[
@@ -36,28 +40,6 @@ const STACKED_ADAPTERS: usize = 32;
 const STACKED_TOKENS: usize = 2048;
 const STACKED_RANK: usize = 16;
 const SCALE: f32 = 2.0;
-
-/// A real GPU's context, or why there is none.
-fn gpu() -> Result<Arc<CudaContext>, String> {
-    // SAFETY: only tries to dlopen the driver library.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err("no CUDA driver on this machine".into());
-    }
-    // SAFETY: looks a symbol up in the loaded driver library.
-    let emulated =
-        unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() };
-    if emulated {
-        return Err("the driver is the CPU emulator, whose timings say nothing about a GPU".into());
-    }
-    CudaContext::new(0).map_err(|e| format!("no usable CUDA device: {e}"))
-}
-
-/// What a variant may use.
-struct Engines {
-    kernels: LoraKernels,
-    /// `None` when libcublas cannot be loaded.
-    blas: Option<CudaBlas>,
-}
 
 /// One way of computing the backward pass.
 type Variant = fn(&Engines, &Arc<CudaStream>, &mut Problem);
@@ -309,14 +291,7 @@ fn check_baseline(engines: &Engines, stream: &Arc<CudaStream>) {
 
 fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
-    // SAFETY: only tries to dlopen libcublas.
-    let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
-        CudaBlas::new(Arc::clone(&stream)).map_err(|e| eprintln!("cuBLAS cases skipped: {e}")).ok()
-    } else {
-        eprintln!("cuBLAS cases skipped: libcublas not found on the library path");
-        None
-    };
-    let engines = Engines { kernels: LoraKernels::new(ctx), blas };
+    let engines = Engines::new(ctx, &stream);
     check_baseline(&engines, &stream);
     let single: Vec<(usize, usize, usize)> =
         RANKS.iter().flat_map(|&r| TOKENS.iter().map(move |&m| (m, r, 1))).collect();
@@ -329,12 +304,5 @@ fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
 }
 
 fn main() {
-    match gpu() {
-        Ok(ctx) => {
-            let mut criterion = Criterion::default().configure_from_args();
-            bench_backward(&mut criterion, &ctx);
-            criterion.final_summary();
-        }
-        Err(why) => eprintln!("backward benches skipped: {why}"),
-    }
+    support::run_on_gpu("backward", bench_backward);
 }

@@ -9,13 +9,17 @@
 //! Without a GPU (no driver, or the emulator, whose timings say nothing about
 //! a GPU) every bench says it is skipped and why, and `cargo bench` succeeds.
 
+mod support;
+
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraKernels, RowAdapters};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, RowAdapters};
 use half::bf16;
+
+use support::Engines;
 
 /// (name, K, N) from PERF.md's table.
 const PROJECTIONS: &[(&str, usize, usize)] = &[
@@ -27,27 +31,6 @@ const PROJECTIONS: &[(&str, usize, usize)] = &[
 ];
 const TOKENS: &[usize] = &[1, 16, 128, 2048];
 const RANK: usize = 16;
-
-/// A real GPU's context, or why there is none.
-fn gpu() -> Result<Arc<CudaContext>, String> {
-    // SAFETY: only tries to dlopen the driver library.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err("no CUDA driver on this machine".into());
-    }
-    // SAFETY: looks a symbol up in the loaded driver library.
-    let emulated = unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() };
-    if emulated {
-        return Err("the driver is the CPU emulator, whose timings say nothing about a GPU".into());
-    }
-    CudaContext::new(0).map_err(|e| format!("no usable CUDA device: {e}"))
-}
-
-/// What a variant may use.
-struct Engines {
-    kernels: LoraKernels,
-    /// `None` when libcublas cannot be loaded.
-    blas: Option<CudaBlas>,
-}
 
 /// One way of computing the forward pass.
 type Variant = fn(&Engines, &Arc<CudaStream>, &mut Problem);
@@ -135,14 +118,7 @@ fn unfused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
 
 fn bench_forward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
-    // SAFETY: only tries to dlopen libcublas.
-    let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
-        CudaBlas::new(Arc::clone(&stream)).map_err(|e| eprintln!("cuBLAS cases skipped: {e}")).ok()
-    } else {
-        eprintln!("cuBLAS cases skipped: libcublas not found on the library path");
-        None
-    };
-    let engines = Engines { kernels: LoraKernels::new(ctx), blas };
+    let engines = Engines::new(ctx, &stream);
     for &(name, k, n) in PROJECTIONS {
         let mut group = c.benchmark_group(format!("forward bf16 r={RANK} {name}"));
         for &m in TOKENS {
@@ -172,12 +148,5 @@ fn bench_forward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
 }
 
 fn main() {
-    match gpu() {
-        Ok(ctx) => {
-            let mut criterion = Criterion::default().configure_from_args();
-            bench_forward(&mut criterion, &ctx);
-            criterion.final_summary();
-        }
-        Err(why) => eprintln!("forward benches skipped: {why}"),
-    }
+    support::run_on_gpu("forward", bench_forward);
 }
