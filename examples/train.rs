@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use fused_lora::reference::philox::uniform_symmetric;
+use fused_lora::reference::synthetic::SyntheticTask;
 use fused_lora::{
     Adapter, AdamWConfig, AdamWState, AdapterConfig, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels,
     Scaling, SgdConfig, SgdState,
@@ -41,15 +41,11 @@ const ALPHA: f32 = 16.0;
 /// A loss above this (or not finite) counts as diverged; the run stops there.
 const DIVERGED: f32 = 1.0e4;
 
-/// The frozen problem.
+/// The frozen problem on the device, and its targets.
 struct Task {
     x: CudaSlice<bf16>,
     w0: CudaSlice<bf16>,
-    target: Vec<f32>,
-}
-
-fn uniform(len: usize, bound: f32, offset: u64) -> Vec<f32> {
-    (0..len as u64).map(|i| uniform_symmetric(2026, offset, i, bound)).collect()
+    host: SyntheticTask,
 }
 
 fn bf16s(values: &[f32]) -> Vec<bf16> {
@@ -57,22 +53,9 @@ fn bf16s(values: &[f32]) -> Vec<bf16> {
 }
 
 fn task(stream: &Arc<CudaStream>) -> Result<Task, Box<dyn Error>> {
-    // Stored in bf16; the target is computed from the stored values.
-    let x: Vec<f32> = bf16s(&uniform(M * K, 1.0, 0)).iter().map(|v| v.to_f32()).collect();
-    let w0: Vec<f32> = bf16s(&uniform(N * K, 1.0 / (K as f32).sqrt(), 1)).iter().map(|v| v.to_f32()).collect();
-    let (u, v) = (uniform(N * HIDDEN_RANK, 0.5, 2), uniform(HIDDEN_RANK * K, 0.5, 3));
-    let target = (0..M * N)
-        .map(|at| {
-            let (m, n) = (at / N, at % N);
-            (0..K)
-                .map(|k| {
-                    let delta: f64 = (0..HIDDEN_RANK).map(|j| u[n * HIDDEN_RANK + j] as f64 * v[j * K + k] as f64).sum();
-                    x[m * K + k] as f64 * (w0[n * K + k] as f64 + delta)
-                })
-                .sum::<f64>() as f32
-        })
-        .collect();
-    Ok(Task { x: stream.clone_htod(&bf16s(&x))?, w0: stream.clone_htod(&bf16s(&w0))?, target })
+    // Stored in bf16; the targets are computed from the stored values.
+    let host = SyntheticTask::new(M, K, N, HIDDEN_RANK, 2026, 1.0 / (K as f32).sqrt(), |v| bf16::from_f32(v).to_f32());
+    Ok(Task { x: stream.clone_htod(&bf16s(&host.x))?, w0: stream.clone_htod(&bf16s(&host.w0))?, host })
 }
 
 /// How a run starts.
@@ -131,15 +114,13 @@ fn train(kernels: &LoraKernels, stream: &Arc<CudaStream>, task: &Task, run: &Run
     for _ in 0..STEPS {
         let adapter = Adapter { a: t.a.as_view(), b: t.b.as_view(), rank: r, scale: run.scale };
         kernels.forward(stream, &task.x.as_view(), &linear, &adapter, None, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })?;
-        let out: Vec<bf16> = stream.clone_dtoh(&y)?;
-        let count = (M * N) as f32;
-        let residual: Vec<f32> = out.iter().zip(&task.target).map(|(y, t)| y.to_f32() - t).collect();
-        let loss = residual.iter().map(|d| d * d).sum::<f32>() / count;
+        let out: Vec<f32> = stream.clone_dtoh(&y)?.iter().map(|v: &bf16| v.to_f32()).collect();
+        let (loss, dy) = task.host.mse(&out);
         losses.push(loss);
         if !loss.is_finite() || loss > DIVERGED {
             break;
         }
-        let dy = stream.clone_htod(&bf16s(&residual.iter().map(|d| 2.0 * d / count).collect::<Vec<_>>()))?;
+        let dy = stream.clone_htod(&bf16s(&dy))?;
         let mut grads = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
         kernels.backward(stream, &dy.as_view(), &task.x.as_view(), &linear, &adapter, Some(&p.as_view()), None, &mut grads)?;
         match run.optimizer {

@@ -17,6 +17,7 @@ mod device;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream};
+use fused_lora::reference::synthetic::SyntheticTask;
 use fused_lora::{
     Adapter, AdamWConfig, AdamWState, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels, SgdConfig,
     SgdState,
@@ -28,35 +29,16 @@ const N: usize = 48;
 const R: usize = 4;
 const STEPS: usize = 20;
 
-/// The frozen problem: inputs, base weight and the target outputs.
+/// The frozen problem on the device, and its targets.
 struct Task {
     x: CudaSlice<f32>,
     w0: CudaSlice<f32>,
-    target: Vec<f32>,
-}
-
-/// Deterministic values in (-bound, bound) from the crate's Philox.
-fn values(len: usize, bound: f32, offset: u64) -> Vec<f32> {
-    (0..len as u64).map(|i| fused_lora::reference::philox::uniform_symmetric(99, offset, i, bound)).collect()
+    host: SyntheticTask,
 }
 
 fn task(stream: &Arc<CudaStream>) -> Task {
-    let x = values(M * K, 1.0, 0);
-    let w0 = values(N * K, 0.1, 1);
-    // Hidden low-rank update U·V (U [N, R], V [R, K]) the adapter should learn.
-    let (u, v) = (values(N * R, 0.5, 2), values(R * K, 0.5, 3));
-    let target = (0..M * N)
-        .map(|at| {
-            let (m, n) = (at / N, at % N);
-            (0..K)
-                .map(|k| {
-                    let delta: f64 = (0..R).map(|j| u[n * R + j] as f64 * v[j * K + k] as f64).sum();
-                    x[m * K + k] as f64 * (w0[n * K + k] as f64 + delta)
-                })
-                .sum::<f64>() as f32
-        })
-        .collect();
-    Task { x: stream.clone_htod(&x).unwrap(), w0: stream.clone_htod(&w0).unwrap(), target }
+    let host = SyntheticTask::new(M, K, N, R, 99, 0.1, |v| v);
+    Task { x: stream.clone_htod(&host.x).unwrap(), w0: stream.clone_htod(&host.w0).unwrap(), host }
 }
 
 /// One adapter under training: f32 master weights are the working copy too.
@@ -90,10 +72,7 @@ fn loss_and_grads(dev: &device::Device, task: &Task, lora: &Lora) -> (f32, CudaS
         .forward(stream, &task.x.as_view(), &linear, &adapter, None, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })
         .unwrap();
     let y: Vec<f32> = stream.clone_dtoh(&y).unwrap();
-    let count = (M * N) as f32;
-    let residual: Vec<f32> = y.iter().zip(&task.target).map(|(y, t)| y - t).collect();
-    let loss = residual.iter().map(|d| d * d).sum::<f32>() / count;
-    let dy: Vec<f32> = residual.iter().map(|d| 2.0 * d / count).collect();
+    let (loss, dy) = task.host.mse(&y);
     let dy = stream.clone_htod(&dy).unwrap();
 
     let mut da = stream.alloc_zeros::<f32>(R * K).unwrap();

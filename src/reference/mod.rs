@@ -56,6 +56,7 @@ mod init;
 mod merge;
 mod optim;
 pub mod philox;
+pub mod synthetic;
 pub mod tolerance;
 
 pub use backward::{backward, backward_multi, Gradients, MultiGradients};
