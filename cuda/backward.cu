@@ -210,8 +210,8 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     float acc[kFragsM][kFragsN][4];
     clear(acc);
     // dX: the finished adapter term, kept apart while the base term
-    // accumulates, then added to it: base + s.(G.A) as the contract and the
-    // reference's same-precision computation order it.
+    // accumulates, then added to it: base + s.(G.A), the order of the
+    // contract's formula and of the reference's same-precision computation.
     float adapter_term[kFragsM][kFragsN][4];
     clear(adapter_term);
 
@@ -258,7 +258,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         // stays zero.
         if (c0 + warp_n0 < at_step.cols_valid)
             compute<T, false, true>(acc, sm.tiles.lhs[s], sm.tiles.rhs[s], warp_m0, warp_n0, lane,
-                              min(kStep, at_step.k_valid - at_step.k0));
+                                    min(kStep, at_step.k_valid - at_step.k0));
     }
     cp_async_wait<0>();
     if (kDx) {

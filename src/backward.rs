@@ -51,9 +51,10 @@
 //!
 //! # Determinism
 //! dA and dB reduce over the rows of M. The sum is split in fixed chunks of
-//! rows (chosen from the shape alone, not from the device), each chunk's f32 partial
-//! stored, and a second launch adds the chunks in order: no floating-point
-//! atomics, so two runs give bit-identical gradients.
+//! rows (chosen from the shape alone, not from the device), each chunk's f32
+//! partial stored, and a second launch adds the chunks in order; the decode
+//! path's split sums of G and dX are added in order too. No floating-point
+//! atomics anywhere, so two runs give bit-identical gradients.
 //!
 //! # Launches
 //! Five to ten launches on the stream, no host synchronisation: the shrink
@@ -181,8 +182,10 @@ struct Dims {
 
 /// CTAs a dA or dB launch aims for (output tiles × adapters × row chunks):
 /// enough to occupy a large GPU several times over. A constant, not the
-/// device's SM count, so that the row chunks, and with them the summation
-/// order and the result's bits, are the same on every device.
+/// device's SM count, so that the row chunks, and with them the order in
+/// which dA and dB are summed, are the same on every device. (G and dX on the
+/// decode path split by the device's SM count, as the forward does: bits can
+/// differ between devices there, never between runs.)
 const ROW_SPLIT_TARGET_CTAS: usize = 1024;
 
 impl Dims {
