@@ -126,22 +126,10 @@ fn run_multi<T: LoraDType>(mixes: &[(Mix, usize)], k: usize, n: usize, seed0: u6
                 index: row_indices(mix, m, ranks.len(), seed + 5),
             };
             poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
-            let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-            let bias = case.bias.as_ref().map(|v| upload(stream, v));
-            let index = upload(stream, &case.index);
-            let mut status = AdapterStatus::new(stream).expect("status");
-            let mut y = poisoned::<T>(stream, m * n);
-            let mut p = poisoned::<T>(stream, m * r_max);
-            let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-            let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
-            let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-            let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward_multi");
-            status.check(stream).expect("no bad index");
-            let p_got = download(stream, &p);
+            let (p_got, y_got) = case.run(&dev.kernels, stream, None).expect("forward_multi");
             let what = format!("{mix:?} m={m} k={k} n={n} bias={with_bias}");
             assert_close(&format!("P {what}"), &p_got, &case.p_reference());
-            assert_close(&format!("Y {what}"), &download(stream, &y), &case.y_reference(&p_got));
+            assert_close(&format!("Y {what}"), &y_got, &case.y_reference(&p_got));
         }
     }
 }

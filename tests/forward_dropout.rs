@@ -8,10 +8,7 @@ mod device;
 mod forward_support;
 
 use fused_lora::reference::{self, Base, MultiAdapters, Precision};
-use fused_lora::{
-    Adapter, AdapterStack, AdapterStatus, Dropout, ForwardOutput, Linear, LoraDType, LoraError, LoraShape, MultiAdapterShape,
-    RowAdapters,
-};
+use fused_lora::{Adapter, Dropout, ForwardOutput, Linear, LoraDType, LoraError, LoraShape, MultiAdapterShape};
 use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase};
 
 /// The drop probabilities of the plan: none (p = 0 is "no mask"), light, heavy.
@@ -83,26 +80,6 @@ fn run_single<T: LoraDType>(dev: &device::Device, case: &MultiCase<T>, dropout: 
     Ok((download(stream, &p), download(stream, &y)))
 }
 
-/// Runs `forward_multi` on `case` with `dropout`, returning (P, Y); the
-/// status must report no bad index.
-fn run_multi<T: LoraDType>(dev: &device::Device, case: &MultiCase<T>, dropout: Option<&Dropout>) -> Result<(Vec<T>, Vec<T>), LoraError> {
-    let stream = &dev.stream;
-    let (m, k, n, r_max) = (case.m, case.k, case.n, case.r_max);
-    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-    let bias = case.bias.as_ref().map(|v| upload(stream, v));
-    let index = upload(stream, &case.index);
-    let mut status = AdapterStatus::new(stream).expect("status");
-    let mut y = poisoned::<T>(stream, m * n);
-    let mut p = poisoned::<T>(stream, m * r_max);
-    let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
-    let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-    let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, dropout, &mut out)?;
-    status.check(stream).expect("no bad index");
-    Ok((download(stream, &p), download(stream, &y)))
-}
-
 /// P against the shrink of X̃, Y against the undropped base plus s·P·Bᵀ.
 #[track_caller]
 fn assert_forward_close<T: LoraDType>(what: &str, case: &MultiCase<T>, dropout: &Dropout, p: &[T], y: &[T]) {
@@ -147,7 +124,7 @@ fn multi_matches_reference<T: LoraDType>() {
         poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
         for (j, &p) in PROBABILITIES.iter().enumerate() {
             let dropout = Dropout::new(p, 77 + j as u64, 1 << 40).expect("valid p");
-            let (p_got, y_got) = run_multi(&dev, &case, Some(&dropout)).expect("forward_multi");
+            let (p_got, y_got) = case.run(&dev.kernels, &dev.stream, Some(&dropout)).expect("forward_multi");
             assert_forward_close(&format!("multi {mix:?} m={m} k={k} n={n} p={p}"), &case, &dropout, &p_got, &y_got);
         }
     }
@@ -197,7 +174,7 @@ fn mask_is_bit_exact<T: LoraDType>() {
         let adapters = MultiAdapters { a_all: &multi.a, b_all: &multi.b, ranks: &ranks, scales: &scales, indices: &indices };
         let shape = MultiAdapterShape { m, k, n, num_adapters: 2, r_max: k };
         let truth = reference::forward_multi(shape, &base, &adapters, Some(&dropout), Precision::Exact).expect("reference");
-        let (p_got, y_got) = run_multi(&dev, &multi, Some(&dropout)).expect("forward_multi");
+        let (p_got, y_got) = multi.run(&dev.kernels, &dev.stream, Some(&dropout)).expect("forward_multi");
         assert_bits("forward_multi", &p_got, &truth.p);
         assert_forward_close(&format!("identity multi m={m} k={k}"), &multi, &dropout, &p_got, &y_got);
     }
@@ -239,7 +216,7 @@ fn invalid_p_is_rejected<T: LoraDType>() {
     let multi = MultiCase::<T> { index: vec![0, -1, 0, 0, -1], ..single_case::<T>(5, 16, 8, 4, 500) };
     for p in [1.0f32, 1.5, -0.1, f32::NAN, f32::INFINITY] {
         let dropout = Dropout { p, seed: 1, offset: 2 };
-        for (api, result) in [("forward", run_single(&dev, &single, Some(&dropout))), ("forward_multi", run_multi(&dev, &multi, Some(&dropout)))] {
+        for (api, result) in [("forward", run_single(&dev, &single, Some(&dropout))), ("forward_multi", multi.run(&dev.kernels, &dev.stream, Some(&dropout)))] {
             match result {
                 Err(LoraError::InvalidArgument { what: "dropout p", .. }) => {}
                 other => panic!("{api} with p = {p}: {other:?}"),

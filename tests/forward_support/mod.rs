@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream};
-use fused_lora::LoraDType;
+use fused_lora::reference::Dropout;
+use fused_lora::{AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, LoraError, LoraKernels, RowAdapters};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -102,6 +103,27 @@ pub struct MultiCase<T> {
     pub ranks: Vec<usize>,
     pub scales: Vec<f32>,
     pub index: Vec<i32>,
+}
+
+impl<T: LoraDType> MultiCase<T> {
+    /// Runs `forward_multi` on the case (with `dropout`), outputs poisoned
+    /// first, and returns (P, Y); the status must report no bad index.
+    pub fn run(&self, kernels: &LoraKernels, stream: &Arc<CudaStream>, dropout: Option<&Dropout>) -> Result<(Vec<T>, Vec<T>), LoraError> {
+        let (m, k, n, r_max) = (self.m, self.k, self.n, self.r_max);
+        let (x, w, a, b) = (upload(stream, &self.x), upload(stream, &self.w), upload(stream, &self.a), upload(stream, &self.b));
+        let bias = self.bias.as_ref().map(|v| upload(stream, v));
+        let index = upload(stream, &self.index);
+        let mut status = AdapterStatus::new(stream).expect("status");
+        let mut y = poisoned::<T>(stream, m * n);
+        let mut p = poisoned::<T>(stream, m * r_max);
+        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
+        let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &self.ranks, scales: &self.scales };
+        let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+        kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, dropout, &mut out)?;
+        status.check(stream).expect("no bad index");
+        Ok((download(stream, &p), download(stream, &y)))
+    }
 }
 
 impl<T: LoraDType> MultiCase<T> {
