@@ -114,6 +114,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg};
 
+use crate::dropout::MaskFields;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::forward::checks::{check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
@@ -155,19 +156,6 @@ pub struct BackwardOutput<'a, T> {
     pub dx: CudaViewMut<'a, T>,
     pub g: Option<CudaViewMut<'a, T>>,
     pub mode: GradMode,
-}
-
-/// The dropout fields of the kernel parameters; `None` or `p == 0`: no mask.
-fn dropout_params(dropout: Option<&Dropout>) -> Result<LoraBwdParams> {
-    let Some(d) = crate::dropout::active_dropout(dropout)? else { return Ok(LoraBwdParams::default()) };
-    Ok(LoraBwdParams {
-        dropout: 1,
-        dropout_p: d.p,
-        inv_keep: d.inv_keep(),
-        seed: d.seed,
-        offset: d.offset,
-        ..Default::default()
-    })
 }
 
 /// The problem one call describes, after validation.
@@ -272,7 +260,7 @@ impl LoraKernels {
         let dims = Dims { m, n, k, r_max: r, num_adapters: 1 };
         self.check_common(stream, dims, dy, x, p, out)?;
 
-        let dropout = dropout_params(dropout)?;
+        let dropout = MaskFields::new(dropout)?.backward();
         let base = LoraBwdParams {
             num_adapters: 1,
             rank: r as i32,
@@ -361,7 +349,7 @@ impl LoraKernels {
         let dims = Dims { m, n, k, r_max, num_adapters };
         self.check_common(stream, dims, dy, x, p, out)?;
 
-        let dropout = dropout_params(dropout)?;
+        let dropout = MaskFields::new(dropout)?.backward();
         let ranks = stream.clone_htod(&ranks)?;
         let scales = stream.clone_htod(adapters.scales)?;
         rows.status.num_adapters = num_adapters;
@@ -531,12 +519,7 @@ impl LoraKernels {
                 num_adapters: num_adapters as i32,
                 rank: if base.ranks == 0 { base.rank } else { r_max as i32 },
                 scale: 1.0,
-                dropout: base.dropout,
-                dropout_p: base.dropout_p,
-                inv_keep: base.inv_keep,
-                seed: base.seed,
-                offset: base.offset,
-                ..Default::default()
+                ..MaskFields::of_backward(&base).gemm()
             };
             // SAFETY: the forward's shrink contract: X [m, k], A [L, r_max, k]
             // (checked), P [m, r_max] (scratch), K aligned (checked).

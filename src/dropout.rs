@@ -4,39 +4,60 @@
 //! filled from the same validated value).
 
 use crate::error::Result;
-use crate::params::LoraGemmParams;
+use crate::params::{LoraBwdParams, LoraGemmParams};
+pub(crate) use crate::reference::active_dropout;
 use crate::reference::Dropout;
 
-/// The dropout the kernels must apply: `None` when there is none or `p == 0`
-/// (no mask at all, the kernels' plain path).
-///
-/// # Errors
-/// [`crate::LoraError::InvalidArgument`] for `p` outside `[0, 1)` (NaN included).
-pub(crate) fn active_dropout(dropout: Option<&Dropout>) -> Result<Option<Dropout>> {
-    let Some(d) = dropout else { return Ok(None) };
-    // `Dropout::new` holds the rule (0 ≤ p < 1), shared with the CPU reference.
-    let d = Dropout::new(d.p, d.seed, d.offset)?;
-    Ok((d.p > 0.0).then_some(d))
+/// The dropout fields the forward's and the backward's parameter structs
+/// both carry (same names, same meaning): the one place that fills them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct MaskFields {
+    pub dropout: i32,
+    pub dropout_p: f32,
+    pub inv_keep: f32,
+    pub seed: u64,
+    pub offset: u64,
 }
 
-/// A [`LoraGemmParams`] with only the dropout fields set, to complete a
-/// SHRINK launch's parameters (`..shrink_dropout(dropout)?`): the shrink then
-/// reads X̃ instead of X as its lhs.
+impl MaskFields {
+    /// The fields for an optional dropout, validated ([`active_dropout`]):
+    /// all clear (no mask) for `None` or `p == 0`.
+    ///
+    /// # Errors
+    /// [`crate::LoraError::InvalidArgument`] for `p` outside `[0, 1)` (NaN included).
+    pub(crate) fn new(dropout: Option<&Dropout>) -> Result<Self> {
+        Ok(match active_dropout(dropout)? {
+            None => MaskFields::default(),
+            Some(d) => MaskFields { dropout: 1, dropout_p: d.p, inv_keep: d.inv_keep(), seed: d.seed, offset: d.offset },
+        })
+    }
+
+    /// The fields a backward launch carries.
+    pub(crate) fn of_backward(p: &LoraBwdParams) -> Self {
+        MaskFields { dropout: p.dropout, dropout_p: p.dropout_p, inv_keep: p.inv_keep, seed: p.seed, offset: p.offset }
+    }
+
+    /// A [`LoraGemmParams`] with only these fields set, to complete a SHRINK
+    /// launch's parameters (`..fields.gemm()`): the shrink then reads X̃
+    /// instead of X as its lhs.
+    pub(crate) fn gemm(self) -> LoraGemmParams {
+        let MaskFields { dropout, dropout_p, inv_keep, seed, offset } = self;
+        LoraGemmParams { dropout, dropout_p, inv_keep, seed, offset, ..Default::default() }
+    }
+
+    /// A [`LoraBwdParams`] with only these fields set.
+    pub(crate) fn backward(self) -> LoraBwdParams {
+        let MaskFields { dropout, dropout_p, inv_keep, seed, offset } = self;
+        LoraBwdParams { dropout, dropout_p, inv_keep, seed, offset, ..Default::default() }
+    }
+}
+
+/// [`MaskFields::new`] as a [`LoraGemmParams`] (`..shrink_dropout(dropout)?`).
 ///
 /// # Errors
-/// As [`active_dropout`].
+/// As [`MaskFields::new`].
 pub(crate) fn shrink_dropout(dropout: Option<&Dropout>) -> Result<LoraGemmParams> {
-    Ok(match active_dropout(dropout)? {
-        None => LoraGemmParams::default(),
-        Some(d) => LoraGemmParams {
-            dropout: 1,
-            dropout_p: d.p,
-            inv_keep: d.inv_keep(),
-            seed: d.seed,
-            offset: d.offset,
-            ..Default::default()
-        },
-    })
+    Ok(MaskFields::new(dropout)?.gemm())
 }
 
 #[cfg(test)]
@@ -60,6 +81,14 @@ mod tests {
         assert_eq!(params.dropout_p, 0.25);
         assert_eq!(params.inv_keep, 1.0 / 0.75);
         assert_eq!((params.seed, params.offset), (d.seed, d.offset));
+    }
+
+    #[test]
+    fn backward_fields_carry_the_same_mask_to_the_shrink() {
+        let d = Dropout { p: 0.5, seed: 99, offset: 1 << 40 };
+        let fields = MaskFields::new(Some(&d)).expect("accepted");
+        assert_eq!(MaskFields::of_backward(&fields.backward()), fields);
+        assert_eq!(fields.gemm().inv_keep, 2.0);
     }
 
     #[test]

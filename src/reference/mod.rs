@@ -120,7 +120,8 @@ impl Dropout {
 }
 
 /// A validated optional dropout: `None` and `p == 0` both mean "no mask".
-fn active_dropout(dropout: Option<&Dropout>) -> Result<Option<Dropout>> {
+/// The kernels' wrappers validate with it too (`crate::dropout`).
+pub(crate) fn active_dropout(dropout: Option<&Dropout>) -> Result<Option<Dropout>> {
     match dropout {
         None => Ok(None),
         Some(d) => {
