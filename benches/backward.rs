@@ -14,27 +14,26 @@
 //!
 //! Without a GPU (no driver, or the emulator, whose timings say nothing about
 //! a GPU) every bench says it is skipped and why, and `cargo bench` succeeds.
+//! `cargo test --benches` runs the dry run (see `support`): every variant of
+//! every case once, on a small stand-in shape, checked against the CPU
+//! reference (the crate's kernels bit for bit).
 
 mod support;
 
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, RowAdapters};
+use fused_lora::reference::{self, Precision};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, MultiAdapterShape, RowAdapters};
 use half::bf16;
 
+use support::shapes::{self, fill, PROJECTIONS, RANKS};
 use support::Engines;
 
-/// (name, K, N) from PERF.md's table.
-const PROJECTIONS: &[(&str, usize, usize)] = &[
-    ("llama3-8b q/o 4096->4096", 4096, 4096),
-    ("llama3-8b gate/up 4096->14336", 4096, 14336),
-    ("llama3-8b down 14336->4096", 14336, 4096),
-];
-const TOKENS: &[usize] = &[16, 2048];
-const RANKS: &[usize] = &[16, 64];
+/// Tokens per batch: decode-sized, and two training batches.
+const TOKENS: &[usize] = &[16, 2048, 4096];
 /// The stacked case: this many adapters, on the first projection, M = 2048, r = 16.
 const STACKED_ADAPTERS: usize = 32;
 const STACKED_TOKENS: usize = 2048;
@@ -87,18 +86,15 @@ fn problem(
     r: usize,
     adapters: usize,
 ) -> Result<Problem, String> {
-    let fill = |len: usize, step: f32| -> Vec<bf16> {
-        (0..len).map(|i| bf16::from_f32(((i % 17) as f32 - 8.0) * step)).collect()
-    };
     let index: Vec<i32> = (0..m).map(|row| (row * adapters / m) as i32).collect();
     let driver = |e: cudarc::driver::DriverError| e.to_string();
     Ok(Problem {
-        dy: stream.clone_htod(&fill(m * n, 0.01)).map_err(driver)?,
-        x: stream.clone_htod(&fill(m * k, 0.01)).map_err(driver)?,
-        w: stream.clone_htod(&fill(n * k, 0.001)).map_err(driver)?,
-        a: stream.clone_htod(&fill(adapters * r * k, 0.001)).map_err(driver)?,
-        b: stream.clone_htod(&fill(adapters * n * r, 0.01)).map_err(driver)?,
-        p: stream.clone_htod(&fill(m * r, 0.01)).map_err(driver)?,
+        dy: stream.clone_htod(&fill(m * n, 0)).map_err(driver)?,
+        x: stream.clone_htod(&fill(m * k, 1)).map_err(driver)?,
+        w: stream.clone_htod(&fill(n * k, 2)).map_err(driver)?,
+        a: stream.clone_htod(&fill(adapters * r * k, 3)).map_err(driver)?,
+        b: stream.clone_htod(&fill(adapters * n * r, 4)).map_err(driver)?,
+        p: stream.clone_htod(&fill(m * r, 5)).map_err(driver)?,
         g: stream.alloc_zeros(m * r).map_err(driver)?,
         da: stream.alloc_zeros(adapters * r * k).map_err(driver)?,
         db: stream.alloc_zeros(adapters * n * r).map_err(driver)?,
@@ -222,49 +218,39 @@ fn unfused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     gemm_row_major(blas, (m, k, r), SCALE, &pr.g, Op::AsIs, &pr.a, Op::AsIs, 1.0, &mut pr.dx);
 }
 
-/// One group per projection, over `(M, r, adapters)`; one problem is alive
-/// at a time (the largest holds ≈ 250 MB).
-fn run_group(
-    c: &mut Criterion,
-    engines: &Engines,
-    stream: &Arc<CudaStream>,
-    title: String,
-    (k, n): (usize, usize),
-    shapes: &[(usize, usize, usize)],
-) {
-    let mut group = c.benchmark_group(title);
-    for &(m, r, adapters) in shapes {
-        let mut pr = problem(stream, m, k, n, r, adapters).expect("allocate the problem");
-        group.throughput(Throughput::Elements(pr.flops()));
-        let one_adapter = pr.adapters() == 1;
-        // (label, variant, needs cuBLAS, one adapter only)
-        let cases: [(&str, Variant, bool, bool); 4] = [
-            ("fused, P kept", fused_p_kept, false, false),
-            ("fused, P recomputed", fused_p_recomputed, false, false),
-            ("dX base alone: dY*W0 (cuBLAS)", cublas_base, true, false),
-            ("unfused: 5 cuBLAS GEMMs", unfused, true, true),
-        ];
-        for (label, run, needs_blas, single_only) in cases {
-            if (needs_blas && engines.blas.is_none()) || (single_only && !one_adapter) {
-                continue;
-            }
-            group.bench_function(BenchmarkId::new(label, format!("M={m} r={r}")), |bencher| {
-                bencher.iter(|| {
-                    run(engines, stream, &mut pr);
-                    stream.synchronize().expect("synchronise");
-                })
-            });
+/// (label, variant, needs cuBLAS, one adapter only)
+const VARIANTS: [(&str, Variant, bool, bool); 4] = [
+    (shapes::BWD_FUSED_P_KEPT, fused_p_kept, false, false),
+    (shapes::BWD_FUSED_P_RECOMPUTED, fused_p_recomputed, false, false),
+    (shapes::BWD_CUBLAS_BASE, cublas_base, true, false),
+    (shapes::BWD_UNFUSED, unfused, true, true),
+];
+
+/// One group per case; one problem is alive at a time (the largest holds
+/// ≈ 500 MB).
+fn run_group(c: &mut Criterion, engines: &Engines, stream: &Arc<CudaStream>, group: String, mut pr: Problem) {
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(pr.flops()));
+    let one_adapter = pr.adapters() == 1;
+    for (label, run, needs_blas, single_only) in VARIANTS {
+        if (needs_blas && engines.blas.is_none()) || (single_only && !one_adapter) {
+            continue;
         }
+        group.bench_function(label, |bencher| {
+            bencher.iter(|| {
+                run(engines, stream, &mut pr);
+                stream.synchronize().expect("synchronise");
+            })
+        });
     }
     group.finish();
 }
 
 /// The largest difference between two gradients, against the larger one's
 /// largest magnitude.
-fn relative_difference(stream: &Arc<CudaStream>, got: &CudaSlice<bf16>, want: &CudaSlice<bf16>) -> f32 {
-    let (got, want) = (stream.clone_dtoh(got).expect("download"), stream.clone_dtoh(want).expect("download"));
-    let scale = got.iter().chain(&want).map(|v| v.to_f32().abs()).fold(0.0, f32::max).max(f32::MIN_POSITIVE);
-    got.iter().zip(&want).map(|(g, w)| (g.to_f32() - w.to_f32()).abs()).fold(0.0, f32::max) / scale
+fn relative_difference(got: &[bf16], want: &[bf16]) -> f32 {
+    let scale = got.iter().chain(want).map(|v| v.to_f32().abs()).fold(0.0, f32::max).max(f32::MIN_POSITIVE);
+    got.iter().zip(want).map(|(g, w)| (g.to_f32() - w.to_f32()).abs()).fold(0.0, f32::max) / scale
 }
 
 /// Before any timing: the cuBLAS baseline must compute the gradients the
@@ -281,7 +267,8 @@ fn check_baseline(engines: &Engines, stream: &Arc<CudaStream>) {
     unfused(engines, stream, &mut theirs);
     for (what, got, want) in [("dA", &ours.da, &theirs.da), ("dB", &ours.db, &theirs.db), ("dX", &ours.dx, &theirs.dx)]
     {
-        let difference = relative_difference(stream, got, want);
+        let (got, want) = (stream.clone_dtoh(got).expect("download"), stream.clone_dtoh(want).expect("download"));
+        let difference = relative_difference(&got, &want);
         assert!(
             difference <= 2e-2,
             "{what}: the crate and the cuBLAS baseline differ by {difference} of the largest value"
@@ -293,16 +280,114 @@ fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
     let engines = Engines::new(ctx, &stream);
     check_baseline(&engines, &stream);
-    let single: Vec<(usize, usize, usize)> =
-        RANKS.iter().flat_map(|&r| TOKENS.iter().map(move |&m| (m, r, 1))).collect();
     for &(name, k, n) in PROJECTIONS {
-        run_group(c, &engines, &stream, format!("backward bf16 {name}"), (k, n), &single);
+        for &r in RANKS {
+            for &m in TOKENS {
+                let pr = problem(&stream, m, k, n, r, 1).expect("allocate the problem");
+                run_group(c, &engines, &stream, shapes::backward_group(name, m, r), pr);
+            }
+        }
     }
     let (name, k, n) = PROJECTIONS[0];
-    let stacked = [(STACKED_TOKENS, STACKED_RANK, STACKED_ADAPTERS)];
-    run_group(c, &engines, &stream, format!("backward bf16 {name}, {STACKED_ADAPTERS} adapters"), (k, n), &stacked);
+    let pr = problem(&stream, STACKED_TOKENS, k, n, STACKED_RANK, STACKED_ADAPTERS).expect("allocate the problem");
+    let group = format!("{}, {STACKED_ADAPTERS} adapters", shapes::backward_group(name, STACKED_TOKENS, STACKED_RANK));
+    run_group(c, &engines, &stream, group, pr);
+}
+
+/// The reference gradients of `pr` (dA, dB, dX, each rounded to bf16
+/// once), with P as given or, when `recompute`, as the forward computes it.
+fn reference_gradients(stream: &Arc<CudaStream>, pr: &Problem, recompute: bool) -> [Vec<bf16>; 3] {
+    let host = |s: &CudaSlice<bf16>| stream.clone_dtoh(s).expect("download");
+    let (dy, x, w, a, b) = (host(&pr.dy), host(&pr.x), host(&pr.w), host(&pr.a), host(&pr.b));
+    let (m, k, n, r, l) = (pr.m, pr.k, pr.n, pr.r, pr.adapters());
+    let indices: Vec<i64> = (0..m).map(|row| (row * l / m) as i64).collect();
+    let p: Vec<bf16> = if recompute {
+        // P = round(X·A_lᵀ) per row, A_l the row's adapter: exact sums, one rounding.
+        (0..m * r)
+            .map(|i| {
+                let (row, j) = (i / r, i % r);
+                let a_row = &a[(indices[row] as usize * r + j) * k..][..k];
+                bf16::from_f64(x[row * k..][..k].iter().zip(a_row).map(|(xv, av)| xv.to_f64() * av.to_f64()).sum())
+            })
+            .collect()
+    } else {
+        host(&pr.p)
+    };
+    let base = reference::Base { x: &x, w0: &w, bias: None };
+    let scales: Vec<f64> = pr.scales.iter().map(|&s| f64::from(s)).collect();
+    let adapters =
+        reference::MultiAdapters { a_all: &a, b_all: &b, ranks: &pr.ranks, scales: &scales, indices: &indices };
+    let shape = MultiAdapterShape { m, k, n, num_adapters: l, r_max: r };
+    let grads = reference::backward_multi(shape, &base, &adapters, None, &dy, &p, Precision::Exact)
+        .expect("reference backward");
+    let round = |v: &[f64]| v.iter().map(|&v| bf16::from_f64(v)).collect::<Vec<_>>();
+    [round(&grads.da), round(&grads.db), round(&grads.dx)]
+}
+
+fn dry_backward(ctx: &Arc<CudaContext>) {
+    let stream = ctx.default_stream();
+    let engines = Engines::new(ctx, &stream);
+    let mut cases = std::collections::BTreeSet::new();
+    for &(_, k, n) in PROJECTIONS {
+        for &r in RANKS {
+            for &m in TOKENS {
+                let (m, k, n) = shapes::dry_shape(m, k, n);
+                cases.insert((m, k, n, r, 1));
+            }
+        }
+    }
+    let (_, k, n) = PROJECTIONS[0];
+    let (m, k, n) = shapes::dry_shape(STACKED_TOKENS, k, n);
+    cases.insert((m, k, n, STACKED_RANK, STACKED_ADAPTERS.min(m)));
+    for (m, k, n, r, adapters) in cases {
+        let mut pr = problem(&stream, m, k, n, r, adapters).expect("allocate the problem");
+        for (label, run, needs_blas, single_only) in VARIANTS {
+            if single_only && adapters != 1 {
+                continue;
+            }
+            if needs_blas && engines.blas.is_none() {
+                support::say_once(&format!("dry run: {label} skipped (no cuBLAS on this device)"));
+                continue;
+            }
+            for out in [&mut pr.da, &mut pr.db, &mut pr.dx] {
+                let len = out.len();
+                *out = stream.clone_htod(&vec![bf16::NAN; len]).expect("poison the outputs");
+            }
+            run(&engines, &stream, &mut pr);
+            stream.synchronize().expect("synchronise");
+            let want = reference_gradients(&stream, &pr, label == shapes::BWD_FUSED_P_RECOMPUTED);
+            let outputs = [("dA", &pr.da), ("dB", &pr.db), ("dX", &pr.dx)];
+            for ((what, got), want) in outputs.into_iter().zip(&want) {
+                if label == shapes::BWD_CUBLAS_BASE && what != "dX" {
+                    continue; // dY·W0 alone writes only dX
+                }
+                let got = stream.clone_dtoh(got).expect("download");
+                let case = format!("dry run, M={m} K={k} N={n} r={r} adapters={adapters}, {label}, {what}");
+                if needs_blas {
+                    // cuBLAS may reduce in lower precision; dY·W0 alone lacks the adapter term of dX.
+                    let want = if label == shapes::BWD_CUBLAS_BASE { base_dx(&stream, &pr) } else { want.clone() };
+                    let difference = relative_difference(&got, &want);
+                    assert!(difference <= 2e-2, "{case}: off by {difference} of the largest value");
+                } else if let Some(i) = got.iter().zip(want).position(|(g, w)| g.to_bits() != w.to_bits()) {
+                    panic!("{case}: element {i} = {}, reference {}", got[i], want[i]);
+                }
+            }
+        }
+    }
+}
+
+/// `round(dY·W0)`, what the cuBLAS base variant writes into dX.
+fn base_dx(stream: &Arc<CudaStream>, pr: &Problem) -> Vec<bf16> {
+    let (dy, w) = (stream.clone_dtoh(&pr.dy).expect("download"), stream.clone_dtoh(&pr.w).expect("download"));
+    let (m, k, n) = (pr.m, pr.k, pr.n);
+    (0..m * k)
+        .map(|i| {
+            let (row, col) = (i / k, i % k);
+            bf16::from_f64((0..n).map(|j| dy[row * n + j].to_f64() * w[j * k + col].to_f64()).sum())
+        })
+        .collect()
 }
 
 fn main() {
-    support::run_on_gpu("backward", bench_backward);
+    support::run_on_gpu("backward", bench_backward, dry_backward);
 }

@@ -8,29 +8,29 @@
 //!
 //! Without a GPU (no driver, or the emulator, whose timings say nothing about
 //! a GPU) every bench says it is skipped and why, and `cargo bench` succeeds.
+//! `cargo test --benches` runs the dry run (see `support`): every variant of
+//! every case once, on a small stand-in shape, checked bit for bit against
+//! the CPU reference.
 
 mod support;
 
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, RowAdapters};
+use fused_lora::reference::{self, Precision};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraShape, RowAdapters};
 use half::bf16;
 
+use support::shapes::{self, fill};
 use support::Engines;
 
-/// (name, K, N) from PERF.md's table.
-const PROJECTIONS: &[(&str, usize, usize)] = &[
-    ("llama3-8b q/o 4096->4096", 4096, 4096),
-    ("llama3-8b k/v 4096->1024", 4096, 1024),
-    ("llama3-8b gate/up 4096->14336", 4096, 14336),
-    ("llama3-8b down 14336->4096", 14336, 4096),
-    ("qwen2.5-7b 3584->18944", 3584, 18944),
-];
-const TOKENS: &[usize] = &[1, 16, 128, 2048];
-const RANK: usize = 16;
+/// Beyond the report's projections: Qwen2.5-7B's widest one.
+const EXTRA_PROJECTIONS: &[(&str, usize, usize)] = &[("qwen2.5-7b 3584->18944", 3584, 18944)];
+/// Tokens per batch: decode (1, 16), small prefill (128), training (2048, 4096).
+const TOKENS: &[usize] = &[1, 16, 128, 2048, 4096];
+const SCALE: f32 = 2.0;
 
 /// One way of computing the forward pass.
 type Variant = fn(&Engines, &Arc<CudaStream>, &mut Problem);
@@ -47,32 +47,31 @@ struct Problem {
     m: usize,
     k: usize,
     n: usize,
+    r: usize,
 }
 
-fn problem(stream: &Arc<CudaStream>, m: usize, k: usize, n: usize) -> Result<Problem, cudarc::driver::DriverError> {
-    let fill = |len: usize, step: f32| -> Vec<bf16> { (0..len).map(|i| bf16::from_f32(((i % 17) as f32 - 8.0) * step)).collect() };
+fn problem(stream: &Arc<CudaStream>, m: usize, k: usize, n: usize, r: usize) -> Result<Problem, String> {
+    let driver = |e: cudarc::driver::DriverError| e.to_string();
     Ok(Problem {
-        x: stream.clone_htod(&fill(m * k, 0.01))?,
-        w: stream.clone_htod(&fill(n * k, 0.001))?,
-        a: stream.clone_htod(&fill(RANK * k, 0.001))?,
-        b: stream.clone_htod(&fill(n * RANK, 0.01))?,
-        y: stream.alloc_zeros(m * n)?,
-        p: stream.alloc_zeros(m * RANK)?,
-        none: stream.clone_htod(&vec![-1i32; m])?,
-        status: AdapterStatus::new(stream).map_err(|e| match e {
-            fused_lora::LoraError::Driver(d) => d,
-            other => panic!("{other}"),
-        })?,
+        x: stream.clone_htod(&fill(m * k, 0)).map_err(driver)?,
+        w: stream.clone_htod(&fill(n * k, 3)).map_err(driver)?,
+        a: stream.clone_htod(&fill(r * k, 5)).map_err(driver)?,
+        b: stream.clone_htod(&fill(n * r, 7)).map_err(driver)?,
+        y: stream.alloc_zeros(m * n).map_err(driver)?,
+        p: stream.alloc_zeros(m * r).map_err(driver)?,
+        none: stream.clone_htod(&vec![-1i32; m]).map_err(driver)?,
+        status: AdapterStatus::new(stream).map_err(|e| e.to_string())?,
         m,
         k,
         n,
+        r,
     })
 }
 
 fn fused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let kernels = &engines.kernels;
     let linear = Linear { weight: pr.w.as_view(), bias: None, n: pr.n, k: pr.k };
-    let adapter = Adapter { a: pr.a.as_view(), b: pr.b.as_view(), rank: RANK, scale: 2.0 };
+    let adapter = Adapter { a: pr.a.as_view(), b: pr.b.as_view(), rank: pr.r, scale: SCALE };
     let mut out = ForwardOutput { y: pr.y.as_view_mut(), p: Some(pr.p.as_view_mut()) };
     kernels.forward(stream, &pr.x.as_view(), &linear, &adapter, None, &mut out).expect("fused forward");
 }
@@ -80,7 +79,9 @@ fn fused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
 fn base_only(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let kernels = &engines.kernels;
     let linear = Linear { weight: pr.w.as_view(), bias: None, n: pr.n, k: pr.k };
-    let stack = AdapterStack { a: pr.a.as_view(), b: pr.b.as_view(), r_max: RANK, ranks: &[RANK], scales: &[2.0] };
+    let ranks = [pr.r];
+    let scales = [SCALE];
+    let stack = AdapterStack { a: pr.a.as_view(), b: pr.b.as_view(), r_max: pr.r, ranks: &ranks, scales: &scales };
     let mut rows = RowAdapters { index: pr.none.as_view(), status: &mut pr.status };
     let mut out = ForwardOutput { y: pr.y.as_view_mut(), p: Some(pr.p.as_view_mut()) };
     kernels.forward_multi(stream, &pr.x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("base GEMM");
@@ -112,41 +113,131 @@ fn cublas_base(engines: &Engines, _stream: &Arc<CudaStream>, pr: &mut Problem) {
 fn unfused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let kernels = &engines.kernels;
     cublas_base(engines, stream, pr);
-    kernels.shrink(stream, &pr.x.as_view(), &pr.a.as_view(), RANK, 1.0, &mut pr.p.as_view_mut()).expect("shrink");
-    kernels.expand(stream, &pr.p.as_view(), &pr.b.as_view(), RANK, 2.0, &mut pr.y.as_view_mut()).expect("expand");
+    let r = pr.r;
+    kernels.shrink(stream, &pr.x.as_view(), &pr.a.as_view(), r, 1.0, &mut pr.p.as_view_mut()).expect("shrink");
+    kernels.expand(stream, &pr.p.as_view(), &pr.b.as_view(), r, SCALE, &mut pr.y.as_view_mut()).expect("expand");
+}
+
+/// (label, variant, needs cuBLAS, what it computes)
+const VARIANTS: [(&str, Variant, bool, Computes); 4] = [
+    (shapes::FUSED, fused, false, Computes::Fused),
+    (shapes::CUBLAS_BASE, cublas_base, true, Computes::Base),
+    (shapes::OWN_BASE, base_only, false, Computes::Base),
+    (shapes::UNFUSED, unfused, true, Computes::BaseThenExpand),
+];
+
+fn all_projections() -> impl Iterator<Item = &'static (&'static str, usize, usize)> {
+    shapes::PROJECTIONS.iter().chain(EXTRA_PROJECTIONS)
 }
 
 fn bench_forward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
     let engines = Engines::new(ctx, &stream);
-    for &(name, k, n) in PROJECTIONS {
-        let mut group = c.benchmark_group(format!("forward bf16 r={RANK} {name}"));
-        for &m in TOKENS {
-            let mut pr = problem(&stream, m, k, n).expect("allocate the problem");
-            let flops = 2 * m * n * k + 2 * m * RANK * k + 2 * m * n * RANK;
-            group.throughput(Throughput::Elements(flops as u64));
-            let cases: [(&str, Variant, bool); 4] = [
-                ("fused", fused, false),
-                ("base GEMM alone (cuBLAS)", cublas_base, true),
-                ("base GEMM alone (this crate)", base_only, false),
-                ("unfused: cuBLAS + shrink + expand", unfused, true),
-            ];
-            for (label, run, needs_blas) in cases {
-                if needs_blas && engines.blas.is_none() {
-                    continue;
+    for &(name, k, n) in all_projections() {
+        for &r in shapes::RANKS {
+            for &m in TOKENS {
+                let mut pr = problem(&stream, m, k, n, r).expect("allocate the problem");
+                let mut group = c.benchmark_group(shapes::forward_group(name, m, r));
+                let flops = 2 * m * n * k + 2 * m * r * k + 2 * m * n * r;
+                group.throughput(Throughput::Elements(flops as u64));
+                for (label, run, needs_blas, _) in VARIANTS {
+                    if needs_blas && engines.blas.is_none() {
+                        continue;
+                    }
+                    group.bench_function(label, |bencher| {
+                        bencher.iter(|| {
+                            run(&engines, &stream, &mut pr);
+                            stream.synchronize().expect("synchronise");
+                        })
+                    });
                 }
-                group.bench_with_input(BenchmarkId::new(label, format!("M={m}")), &m, |bencher, _| {
-                    bencher.iter(|| {
-                        run(&engines, &stream, &mut pr);
-                        stream.synchronize().expect("synchronise");
-                    })
-                });
+                group.finish();
             }
         }
-        group.finish();
+    }
+}
+
+/// What a variant computes, as the reference gives it.
+#[derive(Clone, Copy, PartialEq)]
+enum Computes {
+    /// `round(X·W0ᵀ + s·P·Bᵀ)`, one rounding.
+    Fused,
+    /// `round(X·W0ᵀ)`.
+    Base,
+    /// `round(round(X·W0ᵀ) + s·P·Bᵀ)`: the base GEMM's output is rounded
+    /// before the expand adds to it.
+    BaseThenExpand,
+}
+
+/// The reference Y for `computes`. With the bench's inputs every f32 sum
+/// of the crate's kernels is exact (see `shapes::fill`), so their Y must
+/// equal it bit for bit.
+fn reference_y(stream: &Arc<CudaStream>, pr: &Problem, computes: Computes) -> Vec<bf16> {
+    let host = |s: &CudaSlice<bf16>| stream.clone_dtoh(s).expect("download");
+    let (x, w, a, b) = (host(&pr.x), host(&pr.w), host(&pr.a), host(&pr.b));
+    let shape = LoraShape { m: pr.m, k: pr.k, n: pr.n, r: pr.r };
+    let base = reference::Base { x: &x, w0: &w, bias: None };
+    let run = |scale: f64| {
+        let adapter = reference::Adapter { a: &a, b: &b, scale };
+        reference::forward(shape, &base, &adapter, None, Precision::Exact).expect("reference forward").y
+    };
+    let (plain, full) = (run(0.0), run(f64::from(SCALE)));
+    let round = |v: f64| bf16::from_f64(v).to_f64();
+    plain
+        .iter()
+        .zip(&full)
+        .map(|(&p, &f)| match computes {
+            Computes::Fused => bf16::from_f64(f),
+            Computes::Base => bf16::from_f64(p),
+            Computes::BaseThenExpand => bf16::from_f64(round(p) + (f - p)),
+        })
+        .collect()
+}
+
+/// The dry run's check: the crate's kernels bit for bit; cuBLAS, which may
+/// reduce in lower precision, within 2 % of the largest value (the backward
+/// bench's baseline check).
+fn check_y(what: &str, got: &[bf16], want: &[bf16], uses_cublas: bool) {
+    if uses_cublas {
+        let scale = want.iter().map(|v| v.to_f32().abs()).fold(f32::MIN_POSITIVE, f32::max);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let difference = (g.to_f32() - w.to_f32()).abs() / scale;
+            assert!(difference <= 2e-2, "{what}: Y[{i}] = {g}, reference {w} (off by {difference} of the largest)");
+        }
+    } else if let Some(i) = got.iter().zip(want).position(|(g, w)| g.to_bits() != w.to_bits()) {
+        panic!("{what}: Y[{i}] = {}, reference {}", got[i], want[i]);
+    }
+}
+
+fn dry_forward(ctx: &Arc<CudaContext>) {
+    let stream = ctx.default_stream();
+    let engines = Engines::new(ctx, &stream);
+    let mut done = std::collections::BTreeSet::new();
+    for &(name, k, n) in all_projections() {
+        for &r in shapes::RANKS {
+            for &m in TOKENS {
+                let (m, k, n) = shapes::dry_shape(m, k, n);
+                if !done.insert((m, k, n, r)) {
+                    continue;
+                }
+                let mut pr = problem(&stream, m, k, n, r).expect("allocate the problem");
+                for (label, run, needs_blas, computes) in VARIANTS {
+                    if needs_blas && engines.blas.is_none() {
+                        support::say_once(&format!("dry run: {label} skipped (no cuBLAS on this device)"));
+                        continue;
+                    }
+                    pr.y = stream.clone_htod(&vec![bf16::NAN; m * n]).expect("poison Y");
+                    run(&engines, &stream, &mut pr);
+                    stream.synchronize().expect("synchronise");
+                    let got = stream.clone_dtoh(&pr.y).expect("download Y");
+                    let what = format!("dry run, {name} as M={m} K={k} N={n} r={r}, {label}");
+                    check_y(&what, &got, &reference_y(&stream, &pr, computes), needs_blas);
+                }
+            }
+        }
     }
 }
 
 fn main() {
-    support::run_on_gpu("forward", bench_forward);
+    support::run_on_gpu("forward", bench_forward, dry_forward);
 }

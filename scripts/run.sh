@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The one entry point of the README's commands:
 #   scripts/run.sh example [args...]   run the main example
-#   scripts/run.sh test    [args...]   run the whole test suite
+#   scripts/run.sh test    [args...]   run the whole test suite (with no
+#                                      args: also the benches' dry run)
+#   scripts/run.sh report  [args...]   the modeled performance report (always
+#                                      on the emulator: it counts and models)
 # Both install what a fresh machine lacks (scripts/setup.sh), build the
 # emulator's libcuda.so, and pick the device: the real CUDA driver when the
 # machine has one, the emulator otherwise (FUSED_LORA_EMULATOR=1 forces it).
@@ -18,6 +21,11 @@ shift || true
 # have a device and the emulator's own tests have their library.
 cargo build --release -p ptx-emu
 emulator_dir="$repo_root/target/release"
+
+# The report counts launches: it needs the emulator whatever the machine has.
+if [ "$what" = "report" ]; then
+    export FUSED_LORA_EMULATOR=1
+fi
 
 if [ "${FUSED_LORA_EMULATOR:-0}" != "1" ] && ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
     echo "run.sh: using the machine's CUDA driver (set FUSED_LORA_EMULATOR=1 to use the emulator)" >&2
@@ -36,10 +44,19 @@ case "$what" in
         exec cargo run --release --example train -- "$@"
         ;;
     test)
-        exec cargo test --workspace --release "$@"
+        if [ "$#" -gt 0 ]; then
+            exec cargo test --workspace --release "$@"
+        fi
+        cargo test --workspace --release
+        # The benches in criterion's test mode: every case's variants once, on
+        # small stand-in shapes, checked against the reference (their dry run).
+        exec cargo test --release --benches
+        ;;
+    report)
+        exec cargo run --release --example perf_report -- "$@"
         ;;
     *)
-        echo "usage: scripts/run.sh example|test [args...]" >&2
+        echo "usage: scripts/run.sh example|test|report [args...]" >&2
         exit 2
         ;;
 esac

@@ -1,0 +1,56 @@
+//! The benchmarked shapes and case names, in one place for the benches and
+//! the performance report (`examples/perf_report`), which joins criterion's
+//! measurements with its modeled times by these names.
+
+// Each user takes what it needs: the report no dry-run helpers, each bench
+// only its own variant names.
+#![allow(dead_code)]
+
+/// (name, K, N): PERF.md's Llama-3-8B projections.
+pub const PROJECTIONS: &[(&str, usize, usize)] = &[
+    ("llama3-8b q/o 4096->4096", 4096, 4096),
+    ("llama3-8b k/v 4096->1024", 4096, 1024),
+    ("llama3-8b gate/up 4096->14336", 4096, 14336),
+    ("llama3-8b down 14336->4096", 14336, 4096),
+];
+/// Tokens per batch the report models (decode-sized and training-sized).
+pub const REPORT_TOKENS: &[usize] = &[16, 4096];
+/// Adapter ranks the benches and the report cover.
+pub const RANKS: &[usize] = &[16, 64];
+
+/// Forward variants (criterion function ids).
+pub const FUSED: &str = "fused";
+pub const CUBLAS_BASE: &str = "base GEMM alone (cuBLAS)";
+pub const OWN_BASE: &str = "base GEMM alone (this crate)";
+pub const UNFUSED: &str = "unfused: cuBLAS + shrink + expand";
+/// Backward variants.
+pub const BWD_FUSED_P_KEPT: &str = "fused, P kept";
+pub const BWD_FUSED_P_RECOMPUTED: &str = "fused, P recomputed";
+pub const BWD_CUBLAS_BASE: &str = "dX base alone: dY*W0 (cuBLAS)";
+pub const BWD_UNFUSED: &str = "unfused: 5 cuBLAS GEMMs";
+
+/// The criterion group of one forward case.
+pub fn forward_group(projection: &str, m: usize, r: usize) -> String {
+    format!("forward bf16 {projection} M={m} r={r}")
+}
+
+/// The criterion group of one backward case.
+pub fn backward_group(projection: &str, m: usize, r: usize) -> String {
+    format!("backward bf16 {projection} M={m} r={r}")
+}
+
+/// The small stand-in of a case that the dry run (`cargo test --benches`)
+/// executes on any device, the emulator included: K and N divided by 64,
+/// M at most 32. Every variant's code path runs, on shapes the emulator
+/// finishes in seconds.
+pub fn dry_shape(m: usize, k: usize, n: usize) -> (usize, usize, usize) {
+    (m.min(32), (k / 64).max(16), (n / 64).max(16))
+}
+
+/// Bench inputs: multiples of 1/8 in [-1, 1]. Every product of two is a
+/// multiple of 1/64, and the sums of the dry run's shapes stay below 2^24
+/// such steps, so f32 accumulation in any order is exact and each output
+/// is the exact value rounded once: the dry run compares bit for bit.
+pub fn fill(len: usize, phase: usize) -> Vec<half::bf16> {
+    (0..len).map(|i| half::bf16::from_f32(((i + phase) % 17) as f32 / 8.0 - 1.0)).collect()
+}

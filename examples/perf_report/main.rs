@@ -1,0 +1,245 @@
+//! The performance report: modeled GPU time of the crate's forward and
+//! backward next to NVIDIA's CUTLASS GEMM of the same shape and the roofline
+//! floor, for PERF.md's Llama-3-8B projections (bf16, M = 16 and 4096,
+//! r = 16 and 64).
+//!
+//! Runs on the emulator only (`scripts/run.sh report`): every launch is
+//! executed on a sample of its CTAs (`PTX_EMU_SAMPLE_CTAS`, 8 unless set),
+//! counted, extrapolated to the whole grid and modeled on A100 and H100
+//! (`PTX_EMU_MODEL`; docs/perf-model.md says how). The times are a model,
+//! never a measurement, and are labelled so everywhere they appear.
+//!
+//! Writes `target/perf-report/report.csv` (one row per case and GPU),
+//! `launches.csv` (every launch: grid, CTAs run, warp instructions per mma,
+//! modeled time, bound, registers, CTAs per SM), `launches.jsonl` (the
+//! emulator's raw lines), and `report.svg` (grouped bars per case), and
+//! prints the table.
+//!
+//! Options: `--quick` (one small shape, for the test suite's dry run),
+//! `--out DIR`, and `--measured CRITERION_DIR`, which instead joins a
+//! finished report's CSV with criterion's measurements of the same cases
+//! (`scripts/gpu-report.sh`) into a markdown table.
+
+mod cases;
+mod cutlass;
+mod launches;
+mod measured;
+mod output;
+/// The benches' shapes and case names: the report joins their measurements by these.
+#[path = "../../benches/support/shapes.rs"]
+mod shapes;
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cudarc::driver::CudaContext;
+use fused_lora::LoraKernels;
+
+use cases::Case;
+use launches::{sum_on, Launch, LaunchLog};
+use output::Row;
+
+/// `--quick`: one small shape, enough to run every step of the report.
+const QUICK: &[(&str, usize, usize)] = &[("quick 512->384", 512, 384)];
+const QUICK_TOKENS: &[usize] = &[16, 256];
+const QUICK_RANKS: &[usize] = &[16];
+const GPUS: &str = "a100,h100";
+const DEFAULT_SAMPLES: &str = "8";
+
+struct Options {
+    quick: bool,
+    out: PathBuf,
+    measured: Option<PathBuf>,
+}
+
+fn options() -> Result<Options, Box<dyn Error>> {
+    let mut o = Options { quick: false, out: PathBuf::from("target/perf-report"), measured: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => o.quick = true,
+            "--out" => o.out = args.next().ok_or("--out needs a directory")?.into(),
+            "--measured" => o.measured = Some(args.next().ok_or("--measured needs criterion's directory")?.into()),
+            other => return Err(format!("unknown option {other} (known: --quick, --out DIR, --measured DIR)").into()),
+        }
+    }
+    Ok(o)
+}
+
+/// The emulator's settings for the report, unless the caller chose others.
+/// Set before the first driver call: the emulator reads them when it launches.
+fn configure_emulator(log: &Path) {
+    let set_default = |name: &str, value: &str| {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    };
+    set_default("PTX_EMU_MODEL", GPUS);
+    set_default("PTX_EMU_SAMPLE_CTAS", DEFAULT_SAMPLES);
+    std::env::set_var("PTX_EMU_COUNTERS_FILE", log);
+}
+
+fn is_emulator() -> bool {
+    // SAFETY: only tries to dlopen the driver and look one symbol up.
+    unsafe {
+        cudarc::driver::sys::is_culib_present()
+            && cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok()
+    }
+}
+
+/// The roofline of one GPU as the model's table gives it.
+struct Ceiling {
+    gpu: String,
+    flops_per_s: f64,
+    bytes_per_s: f64,
+}
+
+impl Ceiling {
+    fn floor_us(&self, flops: f64, bytes: f64) -> f64 {
+        (flops / self.flops_per_s).max(bytes / self.bytes_per_s) * 1e6
+    }
+}
+
+/// The modeled GPUs' bf16 tensor rate and DRAM bandwidth, from the emulator.
+fn ceilings() -> Result<Vec<Ceiling>, Box<dyn Error>> {
+    type Export = unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize;
+    // SAFETY: looks an export up in the loaded emulator; its contract is
+    // snprintf's (writes at most `len` bytes, returns the length needed).
+    let json = unsafe {
+        let export = cudarc::driver::sys::culib()
+            .get::<Export>(b"ptxEmuModelCeilingsJson\0")
+            .map_err(|e| format!("the emulator exports no model ceilings: {e}"))?;
+        let needed = export(std::ptr::null_mut(), 0);
+        let mut buffer = vec![0u8; needed + 1];
+        let written = export(buffer.as_mut_ptr().cast(), buffer.len());
+        buffer.truncate(written);
+        serde_json::from_slice::<serde_json::Value>(&buffer)?
+    };
+    let wanted = std::env::var("PTX_EMU_MODEL").unwrap_or_default();
+    let mut out = Vec::new();
+    for gpu in wanted.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        let c = &json[gpu];
+        let number = |key: &str| c[key].as_f64().ok_or_else(|| format!("no `{key}` for {gpu} in {json}"));
+        out.push(Ceiling {
+            gpu: gpu.to_string(),
+            flops_per_s: number("bf16_mma_sync_flops_per_s")?,
+            bytes_per_s: number("dram_bytes_per_s")?,
+        });
+    }
+    Ok(out)
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    let (projections, tokens, ranks) = if quick { (QUICK, QUICK_TOKENS, QUICK_RANKS) } else { (shapes::PROJECTIONS, shapes::REPORT_TOKENS, shapes::RANKS) };
+    let mut all = Vec::new();
+    for &(projection, k, n) in projections {
+        for &m in tokens {
+            for &r in ranks {
+                all.push(Case { projection, m, k, n, r });
+            }
+        }
+    }
+    all
+}
+
+/// Runs `what`, then returns the launches it made, saying how long the
+/// emulator took.
+fn counted(
+    log: &mut LaunchLog,
+    step: &mut usize,
+    steps: usize,
+    label: &str,
+    what: impl FnOnce() -> Result<(), Box<dyn Error>>,
+) -> Result<Vec<Launch>, Box<dyn Error>> {
+    *step += 1;
+    eprint!("[{:>2}/{steps}] {label} … ", *step);
+    let start = Instant::now();
+    what()?;
+    let launches = log.take()?;
+    let sampled: u64 = launches.iter().map(|l| l.sampled_ctas).sum();
+    let total: u64 = launches.iter().map(|l| l.total_ctas).sum();
+    eprintln!("{} launches, {sampled} of {total} CTAs run, {:.1} s", launches.len(), start.elapsed().as_secs_f64());
+    if launches.is_empty() {
+        return Err(format!("{label}: no launch recorded in {}", log.path().display()).into());
+    }
+    Ok(launches)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let opts = options()?;
+    std::fs::create_dir_all(&opts.out)?;
+    if let Some(criterion) = &opts.measured {
+        return measured::write_markdown(&opts.out, criterion);
+    }
+    let log_path = opts.out.join("launches.jsonl");
+    configure_emulator(&log_path);
+    if !is_emulator() {
+        return Err("the report models launches on the emulator: run `scripts/run.sh report` \
+                    (FUSED_LORA_EMULATOR=1 picks the emulator on a machine with a GPU)"
+            .into());
+    }
+    let ctx = CudaContext::new(0)?;
+    let stream = ctx.default_stream();
+    let kernels = LoraKernels::new(&ctx);
+    let ceilings = ceilings()?;
+    let gpus: Vec<String> = ceilings.iter().map(|c| c.gpu.clone()).collect();
+    eprintln!("perf report: compiling NVIDIA CUTLASS's Sm80 GEMM (once) …");
+    let cutlass = cutlass::Cutlass::build(&ctx, &opts.out.join("cutlass"))?;
+    let mut log = LaunchLog::create(&log_path)?;
+
+    let cases = cases(opts.quick);
+    let gemm_shapes: std::collections::BTreeSet<(usize, usize, usize)> =
+        cases.iter().flat_map(|c| [(c.m, c.n, c.k), (c.m, c.k, c.n)]).collect();
+    let steps = gemm_shapes.len() + 2 * cases.len();
+    let mut step = 0;
+    let started = Instant::now();
+    let mut cutlass_launches = std::collections::BTreeMap::new();
+    let mut every_launch: Vec<(String, Launch)> = Vec::new();
+    for &shape in &gemm_shapes {
+        let (m, n, k) = shape;
+        let label = format!("CUTLASS GEMM M={m} N={n} K={k}");
+        let launches = counted(&mut log, &mut step, steps, &label, || cutlass.gemm(&stream, shape))?;
+        every_launch.extend(launches.iter().map(|l| (label.clone(), l.clone())));
+        cutlass_launches.insert(shape, launches);
+    }
+    let mut rows = Vec::new();
+    for case in &cases {
+        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
+        let forward = counted(&mut log, &mut step, steps, &format!("forward  {name}"), || {
+            cases::forward(&kernels, &stream, case)
+        })?;
+        let backward = counted(&mut log, &mut step, steps, &format!("backward {name}"), || {
+            cases::backward(&kernels, &stream, case)
+        })?;
+        every_launch.extend(forward.iter().map(|l| (format!("forward {name}"), l.clone())));
+        every_launch.extend(backward.iter().map(|l| (format!("backward {name}"), l.clone())));
+        for ceiling in &ceilings {
+            let gpu = &ceiling.gpu;
+            rows.push(Row {
+                case: *case,
+                gpu: gpu.clone(),
+                forward: sum_on(&forward, gpu)?,
+                backward: sum_on(&backward, gpu)?,
+                cutlass: sum_on(&cutlass_launches[&(case.m, case.n, case.k)], gpu)?.us,
+                cutlass_dx: sum_on(&cutlass_launches[&(case.m, case.k, case.n)], gpu)?.us,
+                forward_floor: ceiling.floor_us(case.forward_flops(), case.forward_bytes()),
+                backward_floor: ceiling.floor_us(case.backward_flops(), case.backward_bytes()),
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.gpu.cmp(&b.gpu).then(a.label().cmp(&b.label())));
+    let table = output::table(&rows);
+    println!("\n{table}");
+    output::write_csv(&opts.out.join("report.csv"), &rows)?;
+    output::write_svg(&opts.out.join("report.svg"), &rows, &gpus)?;
+    output::write_launches_csv(&opts.out.join("launches.csv"), &every_launch, &gpus)?;
+    println!(
+        "modeled times (not measured on a GPU); {} s on the emulator; wrote {}, {} and {}",
+        started.elapsed().as_secs(),
+        opts.out.join("report.csv").display(),
+        opts.out.join("report.svg").display(),
+        log_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The report's rows, and how they are printed, stored (CSV) and drawn (SVG).
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cases::Case;
+use crate::launches::{Launch, Summed};
+
+/// One case on one modeled GPU.
+pub struct Row {
+    pub case: Case,
+    pub gpu: String,
+    pub forward: Summed,
+    pub backward: Summed,
+    /// CUTLASS's base GEMM of the forward's shape, `[M, K]·[K, N]`.
+    pub cutlass: f64,
+    /// CUTLASS's GEMM of dX's shape, `[M, N]·[N, K]`.
+    pub cutlass_dx: f64,
+    pub forward_floor: f64,
+    pub backward_floor: f64,
+}
+
+impl Row {
+    pub fn label(&self) -> String {
+        format!("{} M={} r={}", self.case.projection, self.case.m, self.case.r)
+    }
+}
+
+pub const CSV_HEADER: &str = "projection,m,k,n,r,gpu,forward_us,forward_bound,forward_slowest_kernel,cutlass_us,forward_over_cutlass,forward_floor_us,forward_over_floor,backward_us,backward_bound,backward_slowest_kernel,cutlass_dx_us,backward_over_cutlass_dx,backward_floor_us,backward_over_floor";
+
+pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn Error>> {
+    let mut csv = String::from(CSV_HEADER);
+    csv.push('\n');
+    for r in rows {
+        let c = &r.case;
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{:.3},{},{},{:.3},{:.4},{:.3},{:.4},{:.3},{},{},{:.3},{:.4},{:.3},{:.4}",
+            c.projection,
+            c.m,
+            c.k,
+            c.n,
+            c.r,
+            r.gpu,
+            r.forward.us,
+            r.forward.bound,
+            r.forward.slowest,
+            r.cutlass,
+            r.forward.us / r.cutlass,
+            r.forward_floor,
+            r.forward.us / r.forward_floor,
+            r.backward.us,
+            r.backward.bound,
+            r.backward.slowest,
+            r.cutlass_dx,
+            r.backward.us / r.cutlass_dx,
+            r.backward_floor,
+            r.backward.us / r.backward_floor,
+        )?;
+    }
+    Ok(std::fs::write(path, csv)?)
+}
+
+/// The table as printed (and as README shows it): modeled microseconds.
+pub fn table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<22} {:<5} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8}",
+        "case (bf16, modeled)",
+        "gpu",
+        "fwd us",
+        "CUTLASS",
+        "ratio",
+        "floor",
+        "ratio",
+        "binds",
+        "bwd us",
+        "CUTLASS",
+        "ratio",
+        "floor",
+        "ratio",
+        "binds",
+    );
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "{:<22} {:<5} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8}",
+            r.label(),
+            r.gpu,
+            r.forward.us,
+            r.cutlass,
+            r.forward.us / r.cutlass,
+            r.forward_floor,
+            r.forward.us / r.forward_floor,
+            r.forward.bound,
+            r.backward.us,
+            r.cutlass_dx,
+            r.backward.us / r.cutlass_dx,
+            r.backward_floor,
+            r.backward.us / r.backward_floor,
+            r.backward.bound,
+        );
+    }
+    t
+}
+
+const BARS: [(&str, &str); 4] =
+    [("forward", "#1f77b4"), ("CUTLASS GEMM", "#7f7f7f"), ("forward floor", "#2ca02c"), ("backward", "#d62728")];
+
+/// Grouped bars per case, one panel per GPU, modeled µs on a log scale.
+pub fn write_svg(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<dyn Error>> {
+    let groups: Vec<&Row> = rows.iter().filter(|r| Some(&r.gpu) == gpus.first()).collect();
+    let (bar_w, gap, panel_h, left, top) = (9.0, 14.0, 260.0, 60.0, 40.0);
+    let group_w = BARS.len() as f64 * bar_w + gap;
+    let width = left + groups.len() as f64 * group_w + 40.0;
+    let height = top + gpus.len() as f64 * (panel_h + 130.0) + 30.0;
+    let values = rows.iter().flat_map(|r| [r.forward.us, r.cutlass, r.forward_floor, r.backward.us]);
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (lo.max(1e-3).log10().floor(), hi.max(1e-3).log10().ceil().max(lo.log10().floor() + 1.0));
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"10\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"18\" font-size=\"13\" font-weight=\"bold\">fused-lora vs CUTLASS Sm80 GEMM, bf16 — modeled time (µs, log scale), not measured on a GPU</text>\n"
+    );
+    for (i, (name, colour)) in BARS.iter().enumerate() {
+        let x = left + i as f64 * 130.0;
+        writeln!(svg, "<rect x=\"{x}\" y=\"26\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"35\">{name}</text>", x + 14.0)?;
+    }
+    for (p, gpu) in gpus.iter().enumerate() {
+        let y0 = top + 20.0 + p as f64 * (panel_h + 130.0);
+        let y_of = |v: f64| y0 + panel_h - (v.max(1e-3).log10() - lo) / (hi - lo) * panel_h;
+        writeln!(svg, "<text x=\"{left}\" y=\"{}\" font-size=\"12\" font-weight=\"bold\">{gpu}</text>", y0 - 4.0)?;
+        for decade in lo as i32..=hi as i32 {
+            let y = y_of(10f64.powi(decade));
+            writeln!(svg, "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>", width - 30.0)?;
+            writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">1e{decade}</text>", left - 4.0, y + 3.0)?;
+        }
+        for (g, row) in rows.iter().filter(|r| &r.gpu == gpu).enumerate() {
+            let gx = left + 6.0 + g as f64 * group_w;
+            let values = [row.forward.us, row.cutlass, row.forward_floor, row.backward.us];
+            for (b, (&v, (_, colour))) in values.iter().zip(BARS.iter()).enumerate() {
+                let (x, y) = (gx + b as f64 * bar_w, y_of(v));
+                writeln!(
+                    svg,
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{v:.1} us</title></rect>",
+                    bar_w - 1.0,
+                    (y0 + panel_h - y).max(0.5)
+                )?;
+            }
+            let (lx, ly) = (gx + 2.0 * bar_w, y0 + panel_h + 8.0);
+            writeln!(
+                svg,
+                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" transform=\"rotate(60 {lx:.1} {ly:.1})\">{}</text>",
+                row.label()
+            )?;
+        }
+    }
+    svg.push_str("</svg>\n");
+    Ok(std::fs::write(path, svg)?)
+}
+
+/// Every launch of the report, one CSV line each, with what the model used.
+pub fn write_launches_csv(path: &Path, launches: &[(String, Launch)], gpus: &[String]) -> Result<(), Box<dyn Error>> {
+    let mut csv = String::from("case,kernel,grid,total_ctas,sampled_ctas,warp_instructions,mma,warp_instructions_per_mma");
+    for gpu in gpus {
+        write!(csv, ",{gpu}_us,{gpu}_bound,{gpu}_registers,{gpu}_ctas_per_sm")?;
+    }
+    csv.push('\n');
+    for (case, l) in launches {
+        let per_mma = if l.mma > 0 { format!("{:.2}", l.warp_instructions as f64 / l.mma as f64) } else { String::new() };
+        write!(
+            csv,
+            "{case},{},{}x{}x{},{},{},{},{},{per_mma}",
+            l.kernel, l.grid[0], l.grid[1], l.grid[2], l.total_ctas, l.sampled_ctas, l.warp_instructions, l.mma
+        )?;
+        for gpu in gpus {
+            match l.modeled.get(gpu) {
+                Some(m) => write!(csv, ",{:.3},{},{},{}", m.us, m.bound, m.registers, m.ctas_per_sm)?,
+                None => csv.push_str(",,,,"),
+            }
+        }
+        csv.push('\n');
+    }
+    Ok(std::fs::write(path, csv)?)
+}
