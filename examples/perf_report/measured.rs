@@ -25,7 +25,7 @@ fn criterion_means(dir: &Path) -> Result<BTreeMap<String, f64>, Box<dyn Error>> 
                 continue;
             }
             let in_new = entry.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "new");
-            if !in_new || entry.file_name().is_none_or(|n| n != "benchmark.json") {
+            if !in_new || entry.file_name().map_or(true, |n| n != "benchmark.json") {
                 continue;
             }
             let bench: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&entry)?)?;
