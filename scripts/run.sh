@@ -2,9 +2,12 @@
 # The one entry point of the README's commands:
 #   scripts/run.sh example [args...]   run the main example
 #   scripts/run.sh test    [args...]   run the whole test suite (with no
-#                                      args: also the benches' dry run)
+#                                      args: also scripts/gpu-report.sh's dry
+#                                      run, which runs the benches' dry run)
 #   scripts/run.sh report  [args...]   the modeled performance report (always
 #                                      on the emulator: it counts and models)
+#   scripts/run.sh bench   [args...]   cargo bench on the device picked as for
+#                                      the tests (scripts/gpu-report.sh uses it)
 # Both install what a fresh machine lacks (scripts/setup.sh), build the
 # emulator's libcuda.so, and pick the device: the real CUDA driver when the
 # machine has one, the emulator otherwise (FUSED_LORA_EMULATOR=1 forces it).
@@ -48,15 +51,20 @@ case "$what" in
             exec cargo test --workspace --release "$@"
         fi
         cargo test --workspace --release
-        # The benches in criterion's test mode: every case's variants once, on
-        # small stand-in shapes, checked against the reference (their dry run).
-        exec cargo test --release --benches
+        # The GPU report's dry run: each of its steps on the emulator, small —
+        # the benches in criterion's test mode (every case's variants once, on
+        # small stand-in shapes, checked against the reference), the modeled
+        # report on one small shape, and the measured-vs-modeled join.
+        exec scripts/gpu-report.sh --dry "$repo_root/target/gpu-report-dry"
         ;;
     report)
         exec cargo run --release --example perf_report -- "$@"
         ;;
+    bench)
+        exec cargo bench "$@"
+        ;;
     *)
-        echo "usage: scripts/run.sh example|test|report [args...]" >&2
+        echo "usage: scripts/run.sh example|test|report|bench [args...]" >&2
         exit 2
         ;;
 esac
