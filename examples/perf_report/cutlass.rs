@@ -1,6 +1,6 @@
 //! NVIDIA's CUTLASS Sm80 bf16 GEMM as the baseline: the kernel the
-//! emulator's own tests run (`emu/tests/kernels/cutlass_gemm.cu`), here in
-//! CUTLASS's 128×128×32 configuration (64×64 warp tiles, 3 stages), compiled
+//! emulator's own tests run (`emu/tests/kernels/cutlass_gemm.cu`), in its
+//! 128×128×32 configuration (64×64 warp tiles, 3 stages), compiled
 //! by the toolchain's nvcc and launched through the same driver API as the
 //! crate's kernels. Its `Params` struct comes from the host program
 //! `cutlass_gemm_params.cu`, which fills it as CUTLASS's `device::Gemm` does.
@@ -15,9 +15,9 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DevicePtr, LaunchCon
 use cudarc::nvrtc::Ptx;
 use half::bf16;
 
-const KERNEL: &str = "cutlass_gemm_bf16_sm80";
-/// The tile configuration the sources select with `-DCUTLASS_GEMM_CTA_TILE`.
-const CTA_TILE: u32 = 128;
+const KERNEL: &str = "cutlass_gemm_bf16_sm80_128x128";
+/// The configuration, as the planner names it.
+const TILE: &str = "128x128";
 /// Kernel parameters travel in a fixed buffer at least as large as `Params`.
 const PARAMS_WORDS: usize = 256;
 /// Dynamic shared memory a kernel may use without opting in.
@@ -73,7 +73,6 @@ impl Cutlass {
         let common = [
             "-std=c++17".to_string(),
             "--expt-relaxed-constexpr".to_string(),
-            format!("-DCUTLASS_GEMM_CTA_TILE={CTA_TILE}"),
             format!("-I{}", include.display()),
         ];
         let ptx_path = cache.join("cutlass_gemm.ptx");
@@ -102,7 +101,8 @@ impl Cutlass {
     fn plan(&self, (m, n, k): (usize, usize, usize), a: u64, b: u64, d: u64) -> Result<Plan, Box<dyn Error>> {
         let output = run(Command::new(&self.planner)
             .args([m, n, k].map(|v| v.to_string()))
-            .args([a, b, d].map(|v| format!("{v:#x}"))))?;
+            .args([a, b, d].map(|v| format!("{v:#x}")))
+            .arg(TILE))?;
         let text = String::from_utf8(output.stdout)?;
         let field = |name: &str| -> Result<Vec<&str>, Box<dyn Error>> {
             let line = text
