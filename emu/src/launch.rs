@@ -131,7 +131,16 @@ pub fn launch(
     validate(k, config, params)?;
     let report = crate::exec::run(module, k, config, params, mem, opts);
     if let Ok(path) = std::env::var("PTX_EMU_COUNTERS_FILE") {
-        append_line(&path, &report.counters.to_json_line());
+        let mut line = report.counters.to_json_line();
+        let gpus = crate::model::gpus_from_env();
+        if let Some(model) = crate::model::model_json(module, &k.info, config, &report.counters, &gpus) {
+            // `"model"` goes inside the counters object.
+            line.pop();
+            line.push_str(",\"model\":");
+            line.push_str(&model);
+            line.push('}');
+        }
+        append_line(&path, &line);
     }
     Ok(report)
 }

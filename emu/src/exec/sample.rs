@@ -39,6 +39,7 @@ impl Plan {
         self.stratum_sampled.iter().sum()
     }
 
+    #[cfg(test)]
     pub(crate) fn total(&self) -> u64 {
         self.stratum_size.iter().sum()
     }
