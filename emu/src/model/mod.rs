@@ -147,16 +147,27 @@ pub fn dram_bytes(c: &Counters, gpu: &Gpu) -> f64 {
     read + written + extra
 }
 
-/// The latency bound of the busiest SM, in cycles: the larger of
-/// - issue under low occupancy: a warp issues at most once per
-///   `dependent_issue_cycles`, so a scheduler with `w` resident warps issues
-///   at most `min(1, w / dependent_issue_cycles)` per clock;
+/// Most SM-local pipes (tensor, shared memory, issue) one scheduler keeps
+/// busy at once.
+const SM_PIPES: f64 = 3.0;
+
+/// The latency bound of the busiest SM, in cycles: what too few resident
+/// warps cannot hide. The largest of
+/// - dependent issue: a warp issues at most once per `dependent_issue_cycles`,
+///   so a scheduler with `w` resident warps issues at most
+///   `min(1, w / dependent_issue_cycles)` per clock;
+/// - pipe overlap: a warp executes in order and sits in one scheduler's
+///   partition, so the tensor pipe, the shared-memory pipe and the issue port
+///   of a partition are busy at the same time only with work from different
+///   warps: with `w` warps per scheduler, the SM-local times (`sm_pipes`,
+///   busiest SM) overlap at most `min(w, 3)`-fold (and with fewer warps than
+///   schedulers, the idle partitions' pipes are lost);
 /// - memory round trips: each barrier interval of a warp waits for the
 ///   global loads staged in it, one `memory_latency_cycles` per interval
 ///   (loads between two barriers overlap; multistage pipelines that keep
 ///   loads in flight across barriers are charged too much here), for each
 ///   round of resident CTAs the SM runs.
-pub fn latency_cycles(c: &Counters, gpu: &Gpu, ctas_per_sm: u32, warps_per_cta: u32) -> f64 {
+pub fn latency_cycles(c: &Counters, gpu: &Gpu, ctas_per_sm: u32, warps_per_cta: u32, sm_pipes: [f64; 3]) -> f64 {
     let total = c.total_ctas.max(1) as f64;
     let busiest = (c.total_ctas.max(1)).div_ceil(gpu.sms as u64) as f64;
     let resident = (ctas_per_sm.max(1) as f64).min(busiest);
@@ -164,6 +175,7 @@ pub fn latency_cycles(c: &Counters, gpu: &Gpu, ctas_per_sm: u32, warps_per_cta: 
     let warps_per_scheduler = resident * warps_per_cta as f64 / gpu.issue_per_clock_per_sm;
     let issue_rate = gpu.issue_per_clock_per_sm * (warps_per_scheduler / gpu.dependent_issue_cycles).min(1.0);
     let issue = busiest * (c.warp_instructions as f64 / total) / issue_rate;
+    let overlap = sm_pipes.iter().sum::<f64>() / warps_per_scheduler.min(SM_PIPES);
     let memory = if c.global_load_requests > 0 {
         let warps = total * warps_per_cta as f64;
         let intervals = c.barriers as f64 / warps + 1.0;
@@ -171,7 +183,7 @@ pub fn latency_cycles(c: &Counters, gpu: &Gpu, ctas_per_sm: u32, warps_per_cta: 
     } else {
         0.0
     };
-    issue.max(memory)
+    issue.max(overlap).max(memory)
 }
 
 /// Models the launch `c` of a kernel with resources `res` on `gpu`.
@@ -196,13 +208,23 @@ pub fn model_launch(c: &Counters, gpu: &Gpu, res: &KernelResources) -> Estimate 
     let dram_cycles = dram / gpu.dram_bytes_per_s * clock_hz;
 
     // Cycles of each resource: per-SM ones on the busiest SM, device ones whole.
+    let sm_pipes = [
+        busiest * per_cta(tensor_cycles_total),
+        busiest * per_cta(issue_total),
+        busiest * per_cta(shared_total),
+    ];
+    let latency = if ctas_per_sm == 0 {
+        f64::INFINITY
+    } else {
+        latency_cycles(c, gpu, ctas_per_sm, warps_per_cta, sm_pipes)
+    };
     let cycles: [(&'static str, f64); 6] = [
-        ("tensor", busiest * per_cta(tensor_cycles_total)),
-        ("issue", busiest * per_cta(issue_total)),
-        ("shared", busiest * per_cta(shared_total)),
+        ("tensor", sm_pipes[0]),
+        ("issue", sm_pipes[1]),
+        ("shared", sm_pipes[2]),
         ("l2", l2_cycles),
         ("dram", dram_cycles),
-        ("latency", if ctas_per_sm == 0 { f64::INFINITY } else { latency_cycles(c, gpu, ctas_per_sm, warps_per_cta) }),
+        ("latency", latency),
     ];
     let to_us = |cy: f64| cy / clock_hz * 1e6;
     let (mut bound, mut worst) = ("launch", 0.0f64);
