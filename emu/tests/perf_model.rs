@@ -6,7 +6,7 @@
 mod common;
 mod cutlass_support;
 
-use common::{Device, Rng};
+use common::{cuda_root, Device, Rng};
 use cuda::model::{self, gpus, KernelResources};
 use cuda::{CheckOptions, Counters};
 use cutlass_support::{cutlass_ptx, plan_launch_tiled, Tile};
@@ -47,6 +47,17 @@ fn run_cutlass_with_shared(
 
 fn run_cutlass(dev: &Device, tile: Tile, shape: (usize, usize, usize), opts: &CheckOptions) -> Counters {
     run_cutlass_with_shared(dev, tile, shape, opts).0
+}
+
+/// Points the model at the toolchain's ptxas (`scripts/run.sh` also puts it
+/// on PATH; plain `cargo test` may not).
+fn use_toolchain_ptxas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("PTX_EMU_PTXAS").is_none() {
+            std::env::set_var("PTX_EMU_PTXAS", cuda_root().join("bin").join("ptxas"));
+        }
+    });
 }
 
 fn resources(dev: &Device, tile: Tile, gpu: &model::Gpu, c: &Counters, dynamic_shared: u32) -> KernelResources {
@@ -199,6 +210,7 @@ const CALIBRATION: [Calibration; 4] = [
 
 #[test]
 fn calibration_against_published_a100_gemm() {
+    use_toolchain_ptxas();
     let dev = Device::from_ptx(cutlass_ptx());
     let gpu = &gpus::A100;
     let mut table = String::from("| M x N x K | CTAs (run) | modeled us | modeled TFLOP/s | bound | published TFLOP/s | error |\n");
