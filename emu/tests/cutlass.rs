@@ -12,7 +12,7 @@ mod cutlass_support;
 
 use common::{assert_gemm_close, assert_no_findings, gemm_f64, Device, Rng};
 use cutlass_support::{cutlass_ptx, plan_launch};
-use cuda::{CheckOptions, FindingKind, LaunchConfig};
+use cuda::{CheckOptions, FindingKind};
 use half::bf16;
 
 const KERNEL: &str = "cutlass_gemm_bf16_sm80";

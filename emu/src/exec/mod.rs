@@ -179,8 +179,9 @@ fn announce_sampling(limit: u64) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         eprintln!(
-            "ptx-emu: CTA sampling is on ({limit} CTAs per launch, PTX_EMU_SAMPLE_CTAS or CheckOptions::sample_ctas): \
-             launches with more CTAs run only a sample, their outputs are INCOMPLETE, their counters are extrapolated to the whole grid"
+            "ptx-emu: CTA sampling is on ({limit} CTAs per launch, PTX_EMU_SAMPLE_CTAS or \
+             CheckOptions::sample_ctas): launches with more CTAs run only a sample, their outputs are \
+             INCOMPLETE, their counters are extrapolated to the whole grid"
         );
     });
 }

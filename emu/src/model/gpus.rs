@@ -132,9 +132,17 @@ mod tests {
 
     #[test]
     fn peaks_match_the_datasheets() {
-        assert!((A100.peak_16bit_tflops() - 312.0).abs() < 1.0, "{}", A100.peak_16bit_tflops());
+        assert!(
+            (A100.peak_16bit_tflops() - 312.0).abs() < 1.0,
+            "{}",
+            A100.peak_16bit_tflops()
+        );
         // mma.sync on Hopper: half the wgmma datasheet rate (989.4 / 2).
-        assert!((H100.peak_16bit_tflops() - 494.7).abs() < 1.0, "{}", H100.peak_16bit_tflops());
+        assert!(
+            (H100.peak_16bit_tflops() - 494.7).abs() < 1.0,
+            "{}",
+            H100.peak_16bit_tflops()
+        );
         assert_eq!(by_name("H200").map(|g| g.dram_bytes_per_s), Some(4800e9));
         assert_eq!(by_name("v100"), None);
     }

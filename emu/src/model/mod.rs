@@ -103,7 +103,9 @@ pub struct Estimate {
 /// and the per-clock-per-SM rate of its operand type on `gpu`.
 fn mma_cost(name: &str, gpu: &Gpu) -> (f64, f64) {
     let parts: Vec<&str> = name.split('.').collect();
-    let shape = parts.iter().find(|p| p.starts_with('m') && p.contains('n') && p.contains('k'));
+    let shape = parts
+        .iter()
+        .find(|p| p.starts_with('m') && p.contains('n') && p.contains('k'));
     let fma = shape
         .and_then(|s| {
             let m: f64 = s[1..s.find('n')?].parse().ok()?;
@@ -263,12 +265,22 @@ pub fn model_launch(c: &Counters, gpu: &Gpu, res: &KernelResources) -> Estimate 
 impl Estimate {
     /// The estimate as a JSON object (the counters line's `model.<gpu>`).
     pub fn to_json(&self) -> String {
-        let num = |v: f64| if v.is_finite() { format!("{v:.6}") } else { "null".to_string() };
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.6}")
+            } else {
+                "null".to_string()
+            }
+        };
         let util: Vec<String> = ["issue", "tensor", "shared", "l2", "dram"]
             .iter()
             .map(|k| format!("\"{k}\":{}", num(self.utilization.get(k).copied().unwrap_or(0.0))))
             .collect();
-        let res_us: Vec<String> = self.resource_us.iter().map(|(k, v)| format!("\"{k}\":{}", num(*v))).collect();
+        let res_us: Vec<String> = self
+            .resource_us
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{}", num(*v)))
+            .collect();
         format!(
             "{{\"us\":{},\"bound\":\"{}\",\"utilization\":{{{}}},\"resource_us\":{{{}}},\"registers\":{},\
              \"registers_source\":\"{}\",\"static_shared\":{},\"dynamic_shared\":{},\"ctas_per_sm\":{},\

@@ -61,7 +61,12 @@ fn run(ptx: &str, arch: &str, hash: u64) -> Report {
     let output = output.map_err(|e| format!("cannot run ptxas: {e}"))?;
     let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        let first = text.lines().find(|l| l.contains("error")).unwrap_or("").trim().to_string();
+        let first = text
+            .lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
         return Err(format!("ptxas -arch={arch} failed: {first}"));
     }
     Ok(parse(&text))
@@ -78,7 +83,9 @@ pub fn parse(text: &str) -> HashMap<String, PtxasEntry> {
             continue;
         }
         let Some(name) = &current else { continue };
-        let Some(used) = line.split("Used ").nth(1) else { continue };
+        let Some(used) = line.split("Used ").nth(1) else {
+            continue;
+        };
         let registers = used.split_whitespace().next().and_then(|n| n.parse().ok());
         let smem = line
             .split(',')
@@ -113,7 +120,19 @@ mod tests {
             ptxas info    : Compiling entry function 'b' for 'sm_80'\n\
             ptxas info    : Used 40 registers, used 1 barriers, 4352 bytes smem, 380 bytes cmem[0]\n";
         let e = parse(text);
-        assert_eq!(e["a"], PtxasEntry { registers: 96, static_shared_bytes: 0 });
-        assert_eq!(e["b"], PtxasEntry { registers: 40, static_shared_bytes: 4352 });
+        assert_eq!(
+            e["a"],
+            PtxasEntry {
+                registers: 96,
+                static_shared_bytes: 0
+            }
+        );
+        assert_eq!(
+            e["b"],
+            PtxasEntry {
+                registers: 40,
+                static_shared_bytes: 4352
+            }
+        );
     }
 }

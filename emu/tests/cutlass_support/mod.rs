@@ -90,10 +90,7 @@ pub fn plan_launch_tiled(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64, t
 fn parse_plan(text: &str) -> LaunchPlan {
     let field = |name: &str| -> Vec<&str> {
         text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .unwrap_or_else(|| panic!("params program output lacks `{name}`:\n{text}"))
             .split_whitespace()
             .collect()
@@ -110,11 +107,7 @@ fn parse_plan(text: &str) -> LaunchPlan {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte"))
         .collect();
-    assert_eq!(
-        params.len() as u32,
-        numbers("params_bytes")[0],
-        "params length"
-    );
+    assert_eq!(params.len() as u32, numbers("params_bytes")[0], "params length");
     LaunchPlan {
         config: LaunchConfig {
             grid: [grid[0], grid[1], grid[2]],
@@ -124,4 +117,3 @@ fn parse_plan(text: &str) -> LaunchPlan {
         params,
     }
 }
-
