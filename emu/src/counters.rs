@@ -37,6 +37,12 @@ pub struct Counters {
     pub ldmatrix_bank_conflicts: u64,
     /// CTA barriers executed (warp-level: one per warp per barrier instruction).
     pub barriers: u64,
+    /// CTAs in the grid, and CTAs actually executed (equal unless sampled).
+    pub total_ctas: u64,
+    pub sampled_ctas: u64,
+    /// Whether only a sample of the CTAs ran; every count above is then the
+    /// extrapolation to the whole grid (`PTX_EMU_SAMPLE_CTAS`).
+    pub sampled: bool,
 }
 
 impl Counters {
@@ -80,6 +86,10 @@ impl Counters {
         for (name, v) in fields {
             j.push_str(&format!(",\"{name}\":{v}"));
         }
+        j.push_str(&format!(
+            ",\"total_ctas\":{},\"sampled_ctas\":{},\"sampled\":{}",
+            self.total_ctas, self.sampled_ctas, self.sampled
+        ));
         j.push('}');
         j
     }
@@ -127,7 +137,8 @@ mod tests {
         );
         assert!(j.contains("\"warp_instructions_by_class\":{\"int\":3}"));
         assert!(j.contains("\"tensor_instructions\":{\"mma.m16n8k16.f32.bf16.bf16.f32\":5}"));
-        assert!(j.ends_with(",\"barriers\":7}"));
+        assert!(j.contains(",\"barriers\":7,"));
+        assert!(j.ends_with(",\"total_ctas\":0,\"sampled_ctas\":0,\"sampled\":false}"), "{j}");
         assert!(!j.contains('\n'));
     }
 }

@@ -23,6 +23,10 @@ pub struct CheckOptions {
     pub synccheck: bool,
     /// Host threads running independent CTAs (0 = all cores).
     pub threads: usize,
+    /// Run only about this many CTAs of a larger grid and extrapolate the
+    /// counters to the whole grid (`exec::sample` says which CTAs and how).
+    /// The launch's outputs are then incomplete: for counting only.
+    pub sample_ctas: Option<u32>,
 }
 
 impl Default for CheckOptions {
@@ -34,6 +38,7 @@ impl Default for CheckOptions {
             initcheck: true,
             synccheck: true,
             threads: 0,
+            sample_ctas: None,
         }
     }
 }
@@ -41,7 +46,8 @@ impl Default for CheckOptions {
 impl CheckOptions {
     /// Every check on unless switched off: `PTX_EMU_MEMCHECK=0`,
     /// `PTX_EMU_RACECHECK=0`, `PTX_EMU_INITCHECK=0`, `PTX_EMU_SYNCCHECK=0`;
-    /// `PTX_EMU_THREADS=N` sets the host threads.
+    /// `PTX_EMU_THREADS=N` sets the host threads; `PTX_EMU_SAMPLE_CTAS=N`
+    /// samples grids of more than N CTAs (see [`CheckOptions::sample_ctas`]).
     pub fn from_env() -> Self {
         let off = |name: &str| std::env::var(name).is_ok_and(|v| v.trim() == "0");
         CheckOptions {
@@ -53,6 +59,20 @@ impl CheckOptions {
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
+            sample_ctas: sample_ctas_from_env(),
+        }
+    }
+}
+
+/// `PTX_EMU_SAMPLE_CTAS` as a positive count; anything else is ignored with a
+/// warning (a sampled launch must never happen by accident).
+fn sample_ctas_from_env() -> Option<u32> {
+    let v = std::env::var("PTX_EMU_SAMPLE_CTAS").ok()?;
+    match v.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            eprintln!("ptx-emu: ignoring PTX_EMU_SAMPLE_CTAS={v:?}: not a positive CTA count");
+            None
         }
     }
 }
@@ -111,7 +131,16 @@ pub fn launch(
     validate(k, config, params)?;
     let report = crate::exec::run(module, k, config, params, mem, opts);
     if let Ok(path) = std::env::var("PTX_EMU_COUNTERS_FILE") {
-        append_line(&path, &report.counters.to_json_line());
+        let mut line = report.counters.to_json_line();
+        let gpus = crate::model::gpus_from_env();
+        if let Some(model) = crate::model::model_json(module, &k.info, config, &report.counters, &gpus) {
+            // `"model"` goes inside the counters object.
+            line.pop();
+            line.push_str(",\"model\":");
+            line.push_str(&model);
+            line.push('}');
+        }
+        append_line(&path, &line);
     }
     Ok(report)
 }

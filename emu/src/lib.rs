@@ -10,7 +10,9 @@
 //! - [`memory`]: device global memory — allocations, bounds, init shadow.
 //! - [`module`]: PTX text → a lowered, validated module (load errors name the
 //!   instruction and line).
-//! - [`mod@launch`]: executes a kernel over a grid; returns counters and findings.
+//! - [`mod@launch`]: executes a kernel over a grid (or a sample of its CTAs);
+//!   returns counters and findings.
+//! - [`model`]: a modeled A100/H100/H200 time per launch from its counters.
 //! - [`driver`]: the CUDA driver API with the C ABI of `cuda.h`, exported from
 //!   the `cdylib` (`libcuda.so`, SONAME `libcuda.so.1`).
 
@@ -19,6 +21,7 @@ pub mod driver;
 pub mod findings;
 pub mod launch;
 pub mod memory;
+pub mod model;
 pub mod module;
 pub mod numerics;
 mod ptx;

@@ -148,6 +148,11 @@ impl Module {
         self.kernels.iter().find(|k| k.info.name == name)
     }
 
+    /// The module's PTX text.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
     /// The PTX text of 1-based `line`.
     pub(crate) fn line_text(&self, line: u32) -> &str {
         self.lines.get(line.wrapping_sub(1) as usize).map_or("", |s| s.as_str())

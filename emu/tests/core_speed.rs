@@ -126,6 +126,7 @@ fn gemm_256_throughput_unchecked() {
         initcheck: false,
         synccheck: false,
         threads: 1,
+        sample_ctas: None,
     };
     let cpu0 = thread_cpu_seconds();
     let rep = d.run("gemm_tiled", [16, 16, 1], [16, 16, 1], 0, &args, opts);

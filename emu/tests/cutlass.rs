@@ -8,100 +8,14 @@
 //! allocated, and prints the bytes with the grid, block and shared memory.
 
 mod common;
+mod cutlass_support;
 
-use std::process::Command;
-
-use common::{
-    assert_gemm_close, assert_no_findings, build_host_tool, compile_ptx_with, cuda_root,
-    cutlass_include, gemm_f64, Device, Rng,
-};
-use cuda::{CheckOptions, FindingKind, LaunchConfig};
+use common::{assert_gemm_close, assert_no_findings, gemm_f64, Device, Rng};
+use cutlass_support::{cutlass_ptx, plan_launch};
+use cuda::{CheckOptions, FindingKind};
 use half::bf16;
 
 const KERNEL: &str = "cutlass_gemm_bf16_sm80";
-
-fn cutlass_flags() -> Vec<String> {
-    vec![
-        "-std=c++17".to_string(),
-        "--expt-relaxed-constexpr".to_string(),
-        format!("-I{}", cutlass_include().display()),
-    ]
-}
-
-fn cutlass_ptx() -> String {
-    compile_ptx_with("cutlass_gemm.cu", "compute_80", &cutlass_flags())
-}
-
-/// What the params program prints for one problem.
-#[derive(Debug)]
-struct LaunchPlan {
-    config: LaunchConfig,
-    params: Vec<u8>,
-}
-
-/// Runs the params program for `D[m,n] = A[m,k] B[k,n]` at the given device addresses.
-fn plan_launch(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64) -> LaunchPlan {
-    let mut flags = cutlass_flags();
-    // The static CUDA runtime: `lib/` in the PyPI wheels, `lib64/` in a system toolkit.
-    flags.extend(["-cudart".to_string(), "static".to_string()]);
-    for lib in ["lib", "lib64"].map(|dir| cuda_root().join(dir)) {
-        if lib.is_dir() {
-            flags.push(format!("-L{}", lib.display()));
-        }
-    }
-    let params_program = build_host_tool("cutlass_gemm_params.cu", &flags);
-    let output = Command::new(&params_program)
-        .args([m, n, k].map(|v| v.to_string()))
-        .args([a, b, d].map(|v| format!("{v:#x}")))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", params_program.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "params program failed: {}{}",
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_plan(&stdout)
-}
-
-fn parse_plan(text: &str) -> LaunchPlan {
-    let field = |name: &str| -> Vec<&str> {
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .unwrap_or_else(|| panic!("params program output lacks `{name}`:\n{text}"))
-            .split_whitespace()
-            .collect()
-    };
-    let numbers = |name: &str| -> Vec<u32> {
-        field(name)
-            .iter()
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("bad {name}: {v}")))
-            .collect()
-    };
-    let (grid, block) = (numbers("grid"), numbers("block"));
-    let hex = field("params")[0];
-    let params: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte"))
-        .collect();
-    assert_eq!(
-        params.len() as u32,
-        numbers("params_bytes")[0],
-        "params length"
-    );
-    LaunchPlan {
-        config: LaunchConfig {
-            grid: [grid[0], grid[1], grid[2]],
-            block: [block[0], block[1], block[2]],
-            dynamic_shared_bytes: numbers("shared_bytes")[0],
-        },
-        params,
-    }
-}
 
 /// Runs the CUTLASS GEMM on seeded bf16 inputs with the checks of `opts`,
 /// asserts no finding, and compares with the f64 product of the same bf16 values.

@@ -100,7 +100,7 @@ fn no_checks() -> CheckOptions {
         racecheck: false,
         initcheck: false,
         synccheck: false,
-        threads: 0,
+        ..CheckOptions::default()
     }
 }
 

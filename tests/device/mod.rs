@@ -45,13 +45,29 @@ fn open() -> Result<Arc<CudaContext>, String> {
     Ok(ctx)
 }
 
+/// Why kernel tests must not run in this environment: the emulator's CTA
+/// sampling (`PTX_EMU_SAMPLE_CTAS`) runs only some CTAs of each launch, so
+/// outputs are incomplete and every result check would be meaningless.
+pub fn sampling_refusal() -> Option<String> {
+    std::env::var("PTX_EMU_SAMPLE_CTAS").ok().filter(|v| !v.trim().is_empty()).map(|v| {
+        format!(
+            "PTX_EMU_SAMPLE_CTAS={v} is set: the emulator would run only a sample of each launch's CTAs \
+             and leave outputs incomplete; kernel tests refuse to run sampled (unset it; sampling is for counting only)"
+        )
+    })
+}
+
 /// The device, or `None` after a loud skip message when none exists and the
 /// test command does not require one.
 ///
 /// # Panics
-/// When `FUSED_LORA_REQUIRE_DEVICE=1` and no device can be opened.
+/// When `FUSED_LORA_REQUIRE_DEVICE=1` and no device can be opened, and always
+/// when CTA sampling is on ([`sampling_refusal`]).
 #[track_caller]
 pub fn device() -> Option<Device> {
+    if let Some(why) = sampling_refusal() {
+        panic!("{why}");
+    }
     static CONTEXT: OnceLock<Result<Arc<CudaContext>, String>> = OnceLock::new();
     match CONTEXT.get_or_init(open) {
         Ok(ctx) => Some(Device { ctx: Arc::clone(ctx), stream: ctx.default_stream(), kernels: LoraKernels::new(ctx) }),

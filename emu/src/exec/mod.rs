@@ -25,6 +25,7 @@ mod arith;
 mod cta;
 mod memops;
 mod race;
+mod sample;
 mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +78,25 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
+    /// Every count times `num / den`, rounded (a stratum's sample standing
+    /// for the whole stratum).
+    fn scaled(&self, num: u64, den: u64) -> Stats {
+        let f = |v: u64| sample::scale(v, num, den);
+        Stats {
+            inst_warp: self.inst_warp.iter().map(|&v| f(v)).collect(),
+            thread_instructions: f(self.thread_instructions),
+            global_load_requests: f(self.global_load_requests),
+            global_store_requests: f(self.global_store_requests),
+            global_load_sectors: f(self.global_load_sectors),
+            global_store_sectors: f(self.global_store_sectors),
+            shared_requests: f(self.shared_requests),
+            shared_wavefronts: f(self.shared_wavefronts),
+            shared_bank_conflicts: f(self.shared_bank_conflicts),
+            ldmatrix_bank_conflicts: f(self.ldmatrix_bank_conflicts),
+            barriers: f(self.barriers),
+        }
+    }
+
     pub(crate) fn new(n: usize) -> Self {
         Stats {
             inst_warp: vec![0; n],
@@ -117,6 +137,53 @@ fn popcount(b: &OnceLock<Box<[AtomicU64]>>) -> u64 {
     b.get().map_or(0, |v| {
         v.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum()
     })
+}
+
+/// Bytes from the first to the last byte set (0 when none is).
+fn span(b: &OnceLock<Box<[AtomicU64]>>) -> u64 {
+    let Some(v) = b.get() else { return 0 };
+    let words: Vec<u64> = v.iter().map(|w| w.load(Ordering::Relaxed)).collect();
+    let first = words.iter().position(|&w| w != 0);
+    let last = words.iter().rposition(|&w| w != 0);
+    match (first, last) {
+        (Some(f), Some(l)) => {
+            let lo = f as u64 * 64 + words[f].trailing_zeros() as u64;
+            let hi = l as u64 * 64 + 63 - words[l].leading_zeros() as u64;
+            hi - lo + 1
+        }
+        _ => 0,
+    }
+}
+
+/// Unique bytes of one direction (read or written) over the launch: exact
+/// when every CTA ran; under sampling, per allocation, the sample's bytes
+/// scaled by `total / sampled` and capped at the span the sample touched
+/// (see `sample`).
+fn unique_bytes(touched: &[Touched], write: bool, total: u64, sampled: u64) -> u64 {
+    touched
+        .iter()
+        .map(|t| {
+            let b = if write { &t.written } else { &t.read };
+            let n = popcount(b);
+            if sampled >= total {
+                n
+            } else {
+                sample::scale(n, total, sampled).min(span(b)).max(n)
+            }
+        })
+        .sum()
+}
+
+/// Says once per process that launches are sampled.
+fn announce_sampling(limit: u64) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        eprintln!(
+            "ptx-emu: CTA sampling is on ({limit} CTAs per launch, PTX_EMU_SAMPLE_CTAS or \
+             CheckOptions::sample_ctas): launches with more CTAs run only a sample, their outputs are \
+             INCOMPLETE, their counters are extrapolated to the whole grid"
+        );
+    });
 }
 
 /// Everything the CTAs of one launch share.
@@ -221,43 +288,91 @@ pub(crate) fn run(
     };
     let [gx, gy, gz] = config.grid.map(|g| g as u64);
     let total = gx * gy * gz;
+    let plan = sample::plan(config.grid, opts.sample_ctas.map(u64::from));
+    if plan.is_some() {
+        announce_sampling(opts.sample_ctas.map_or(0, u64::from));
+    }
+    let runs = plan.as_ref().map_or(total, |p| p.ctas.len() as u64);
     let next = AtomicUsize::new(0);
+    let n_insts = kernel.insts.len();
+    // Per stratum (one when the whole grid runs), summed over host threads.
     let worker = || {
         let mut cta = cta::Cta::new(&ctx);
+        let mut per_stratum: Vec<Stats> = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed) as u64;
-            if i >= total || ctx.stopped() {
+            if i >= runs || ctx.stopped() {
                 break;
             }
-            let id = [(i % gx) as u32, ((i / gx) % gy) as u32, (i / (gx * gy)) as u32];
-            if cta.run(id).is_err() {
+            let (id, stratum) = match &plan {
+                Some(p) => p.ctas[i as usize],
+                None => ([(i % gx) as u32, ((i / gx) % gy) as u32, (i / (gx * gy)) as u32], 0),
+            };
+            let failed = cta.run(id).is_err();
+            if plan.is_some() {
+                if per_stratum.is_empty() {
+                    per_stratum = (0..sample::STRATA).map(|_| Stats::new(n_insts)).collect();
+                }
+                per_stratum[stratum].add(&std::mem::replace(&mut cta.stats, Stats::new(n_insts)));
+            }
+            if failed {
                 break;
             }
         }
-        cta.stats
+        if plan.is_none() {
+            per_stratum.push(cta.stats);
+        }
+        per_stratum
     };
-    let threads = host_threads(opts, total);
-    let mut stats = Stats::new(kernel.insts.len());
+    let threads = host_threads(opts, runs);
+    let mut strata: Vec<Stats> = (0..sample::STRATA).map(|_| Stats::new(n_insts)).collect();
+    let mut gather = |parts: Vec<Stats>| {
+        for (s, st) in parts.iter().enumerate() {
+            strata[s].add(st);
+        }
+    };
     if threads == 1 {
-        stats.add(&worker());
+        gather(worker());
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
             for h in handles {
                 match h.join() {
-                    Ok(st) => stats.add(&st),
+                    Ok(st) => gather(st),
                     Err(p) => std::panic::resume_unwind(p),
                 }
             }
         });
     }
+    let mut stats = Stats::new(n_insts);
+    match &plan {
+        Some(p) => {
+            for (s, st) in strata.iter().enumerate() {
+                if p.stratum_sampled[s] > 0 {
+                    stats.add(&st.scaled(p.stratum_size[s], p.stratum_sampled[s]));
+                }
+            }
+        }
+        None => stats.add(&strata[0]),
+    }
+    let sampled = plan.as_ref().map_or(total, |p| p.sampled());
     let mut findings = ctx.findings.into_inner().unwrap_or_else(|e| e.into_inner());
     findings.sort_by_key(|f| (f.cta[2], f.cta[1], f.cta[0], f.thread[2], f.thread[1], f.thread[0]));
-    let counters = summarise(kernel, config, &stats, &ctx.touched);
+    let mut counters = summarise(kernel, config, &stats, &ctx.touched, total, sampled);
+    counters.total_ctas = total;
+    counters.sampled_ctas = sampled;
+    counters.sampled = sampled < total;
     LaunchReport { counters, findings }
 }
 
-fn summarise(kernel: &Kernel, config: &LaunchConfig, st: &Stats, touched: &[Touched]) -> Counters {
+fn summarise(
+    kernel: &Kernel,
+    config: &LaunchConfig,
+    st: &Stats,
+    touched: &[Touched],
+    total: u64,
+    sampled: u64,
+) -> Counters {
     let mut by_class = [0u64; CLASS_COUNT];
     let mut c = Counters {
         kernel: kernel.info.name.clone(),
@@ -292,8 +407,8 @@ fn summarise(kernel: &Kernel, config: &LaunchConfig, st: &Stats, touched: &[Touc
     c.global_store_requests = st.global_store_requests;
     c.global_load_sectors = st.global_load_sectors;
     c.global_store_sectors = st.global_store_sectors;
-    c.global_bytes_read = touched.iter().map(|t| popcount(&t.read)).sum();
-    c.global_bytes_written = touched.iter().map(|t| popcount(&t.written)).sum();
+    c.global_bytes_read = unique_bytes(touched, false, total, sampled);
+    c.global_bytes_written = unique_bytes(touched, true, total, sampled);
     c.shared_requests = st.shared_requests;
     c.shared_wavefronts = st.shared_wavefronts;
     c.shared_bank_conflicts = st.shared_bank_conflicts;

@@ -14,3 +14,12 @@ extern "C" __global__ void cutlass_gemm_bf16_sm80(CutlassGemmBf16Kernel::Params 
     CutlassGemmBf16Kernel op;
     op(params, *shared_storage);
 }
+
+// The 128x128x32 configuration (CutlassGemmBf16Large), same calling convention.
+extern "C" __global__ void cutlass_gemm_bf16_sm80_128x128(CutlassGemmBf16LargeKernel::Params params) {
+    extern __shared__ int shared_storage_base[];
+    auto* shared_storage =
+        reinterpret_cast<CutlassGemmBf16LargeKernel::SharedStorage*>(shared_storage_base);
+    CutlassGemmBf16LargeKernel op;
+    op(params, *shared_storage);
+}

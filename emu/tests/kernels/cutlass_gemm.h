@@ -24,3 +24,21 @@ using CutlassGemmBf16 = cutlass::gemm::device::Gemm<
     3>;  // stages
 
 using CutlassGemmBf16Kernel = CutlassGemmBf16::GemmKernel;
+
+// The same GEMM with CUTLASS's larger Sm80 configuration: 128x128x32 CTA
+// tile, 64x64x32 warp tiles (4 warps), 3 stages. The model's calibration runs
+// this one (emu/tests/perf_model.rs).
+using CutlassGemmBf16Large = cutlass::gemm::device::Gemm<
+    cutlass::bfloat16_t, cutlass::layout::RowMajor,
+    cutlass::bfloat16_t, cutlass::layout::RowMajor,
+    float, cutlass::layout::RowMajor,
+    float,
+    cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,
+    cutlass::gemm::GemmShape<128, 128, 32>,
+    cutlass::gemm::GemmShape<64, 64, 32>,
+    cutlass::gemm::GemmShape<16, 8, 16>,
+    cutlass::epilogue::thread::LinearCombination<float, 4, float, float>,
+    cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<>,
+    3>;
+
+using CutlassGemmBf16LargeKernel = CutlassGemmBf16Large::GemmKernel;

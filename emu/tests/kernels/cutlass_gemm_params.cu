@@ -6,7 +6,8 @@
 //
 // Build: nvcc -std=c++17 -arch=sm_80 --expt-relaxed-constexpr -cudart static \
 //             -L$FUSED_LORA_CUDA_ROOT/lib -I$FUSED_LORA_CUTLASS_INCLUDE cutlass_gemm_params.cu -o cutlass_gemm_params
-// Usage: cutlass_gemm_params M N K A B D      (A, B, D: device addresses, hex or decimal)
+// Usage: cutlass_gemm_params M N K A B D [64x64|128x128]
+//   (A, B, D: device addresses, hex or decimal; the CTA tile configuration, 64x64 by default)
 //   computes D = A * B (alpha 1, beta 0; D also serves as the unread C).
 // Output, one item per line:
 //   grid X Y Z
@@ -25,20 +26,10 @@
 
 static uint64_t parse_u64(const char* text) { return std::strtoull(text, nullptr, 0); }
 
-int main(int argc, char** argv) {
-    if (argc != 7) {
-        std::fprintf(stderr, "usage: %s M N K A B D\n", argv[0]);
-        return 2;
-    }
-    const int m = int(parse_u64(argv[1]));
-    const int n = int(parse_u64(argv[2]));
-    const int k = int(parse_u64(argv[3]));
-    auto* a = reinterpret_cast<cutlass::bfloat16_t*>(parse_u64(argv[4]));
-    auto* b = reinterpret_cast<cutlass::bfloat16_t*>(parse_u64(argv[5]));
-    auto* d = reinterpret_cast<float*>(parse_u64(argv[6]));
-
-    using Gemm = CutlassGemmBf16;
-    using Kernel = CutlassGemmBf16Kernel;
+// Fills and prints the Params of configuration `Gemm` for D = A * B.
+template <class Gemm>
+static int emit(int m, int n, int k, cutlass::bfloat16_t* a, cutlass::bfloat16_t* b, float* d) {
+    using Kernel = typename Gemm::GemmKernel;
     cutlass::gemm::GemmCoord problem(m, n, k);
     // Row-major leading dimensions: A is [M, K], B is [K, N], D is [M, N].
     typename Gemm::Arguments args(problem, {a, k}, {b, n}, {d, n}, {d, n}, {1.0f, 0.0f});
@@ -76,4 +67,22 @@ int main(int argc, char** argv) {
     for (unsigned char byte : bytes) std::printf("%02x", byte);
     std::printf("\n");
     return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 7 && argc != 8) {
+        std::fprintf(stderr, "usage: %s M N K A B D [64x64|128x128]\n", argv[0]);
+        return 2;
+    }
+    const int m = int(parse_u64(argv[1]));
+    const int n = int(parse_u64(argv[2]));
+    const int k = int(parse_u64(argv[3]));
+    auto* a = reinterpret_cast<cutlass::bfloat16_t*>(parse_u64(argv[4]));
+    auto* b = reinterpret_cast<cutlass::bfloat16_t*>(parse_u64(argv[5]));
+    auto* d = reinterpret_cast<float*>(parse_u64(argv[6]));
+    const char* tile = argc == 8 ? argv[7] : "64x64";
+    if (std::strcmp(tile, "64x64") == 0) return emit<CutlassGemmBf16>(m, n, k, a, b, d);
+    if (std::strcmp(tile, "128x128") == 0) return emit<CutlassGemmBf16Large>(m, n, k, a, b, d);
+    std::fprintf(stderr, "unknown tile configuration %s\n", tile);
+    return 2;
 }
