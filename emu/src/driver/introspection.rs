@@ -48,3 +48,61 @@ pub unsafe extern "C" fn ptxEmuGetRecentLaunchCountersJson(back: usize, buffer: 
     }
     json.len()
 }
+
+/// The model's ceilings for every GPU it knows, as one JSON object keyed by
+/// the names `PTX_EMU_MODEL` takes: SMs, clock, the dense 16-bit `mma.sync`
+/// rate in FLOP/s, DRAM bytes per second and L2 bytes. A report's roofline
+/// floor uses the same numbers as the model, from one table
+/// (`crate::model::gpus`).
+///
+/// Works like `snprintf` (see [`ptxEmuGetRecentLaunchCountersJson`]).
+///
+/// # Safety
+/// `buffer` must be null or valid for `len` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn ptxEmuModelCeilingsJson(buffer: *mut c_char, len: usize) -> usize {
+    let entries: Vec<String> = crate::model::gpus::ALL
+        .iter()
+        .map(|g| {
+            format!(
+                "\"{}\":{{\"sms\":{},\"clock_ghz\":{},\"bf16_mma_sync_flops_per_s\":{},\"dram_bytes_per_s\":{},\"l2_bytes\":{}}}",
+                g.name,
+                g.sms,
+                g.clock_ghz,
+                g.peak_16bit_tflops() * 1e12,
+                g.dram_bytes_per_s,
+                g.l2_bytes
+            )
+        })
+        .collect();
+    let json = format!("{{{}}}", entries.join(","));
+    if !buffer.is_null() && len > 0 {
+        let copied = json.len().min(len - 1);
+        std::ptr::copy_nonoverlapping(json.as_ptr(), buffer.cast::<u8>(), copied);
+        *buffer.add(copied) = 0;
+    }
+    json.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceilings_name_every_gpu_with_its_rates() {
+        // SAFETY: a null buffer asks only for the length; then a buffer of that length plus the NUL.
+        let json = unsafe {
+            let needed = ptxEmuModelCeilingsJson(std::ptr::null_mut(), 0);
+            let mut buffer = vec![0u8; needed + 1];
+            let written = ptxEmuModelCeilingsJson(buffer.as_mut_ptr().cast(), buffer.len());
+            assert_eq!(written, needed);
+            String::from_utf8(buffer[..written].to_vec()).expect("utf-8")
+        };
+        for gpu in crate::model::gpus::ALL {
+            let rate = gpu.peak_16bit_tflops() * 1e12;
+            assert!(json.contains(&format!("\"{}\":{{\"sms\":{}", gpu.name, gpu.sms)), "{json}");
+            assert!(json.contains(&format!("\"bf16_mma_sync_flops_per_s\":{rate}")), "{json}");
+            assert!(json.contains(&format!("\"dram_bytes_per_s\":{}", gpu.dram_bytes_per_s)), "{json}");
+        }
+    }
+}
