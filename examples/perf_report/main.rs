@@ -12,8 +12,8 @@
 //! Writes `target/perf-report/report.csv` (one row per case and GPU),
 //! `launches.csv` (every launch: grid, CTAs run, warp instructions per mma,
 //! modeled time, bound, registers, CTAs per SM), `launches.jsonl` (the
-//! emulator's raw lines), and `report.svg` (grouped bars per case), and
-//! prints the table.
+//! emulator's raw lines), `report.md` (the table as markdown) and
+//! `report.svg` (grouped bars per case), and prints the table.
 //!
 //! Options: `--quick` (one small shape, for the test suite's dry run),
 //! `--out DIR`, and `--measured CRITERION_DIR`, which instead joins a
@@ -234,6 +234,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     output::write_csv(&opts.out.join("report.csv"), &rows)?;
     output::write_svg(&opts.out.join("report.svg"), &rows, &gpus)?;
     output::write_launches_csv(&opts.out.join("launches.csv"), &every_launch, &gpus)?;
+    output::write_markdown(&opts.out.join("report.md"), &rows, &gpus)?;
     println!(
         "modeled times (not measured on a GPU); {} s on the emulator; wrote {}, {} and {}",
         started.elapsed().as_secs(),

@@ -183,3 +183,41 @@ pub fn write_launches_csv(path: &Path, launches: &[(String, Launch)], gpus: &[St
     }
     Ok(std::fs::write(path, csv)?)
 }
+
+/// The table as markdown (for README and notes): one line per case, each
+/// GPU's modeled forward and backward against CUTLASS and the floor.
+pub fn write_markdown(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<dyn Error>> {
+    let mut md = String::from("| case (bf16) |");
+    let mut rule = String::from("| --- |");
+    for gpu in gpus {
+        write!(
+            md,
+            " {gpu} fwd µs | fwd / CUTLASS | fwd / floor | fwd binds | {gpu} bwd µs | bwd / CUTLASS dX | bwd / floor |"
+        )?;
+        rule.push_str(" ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+    }
+    writeln!(md, "\n{rule}")?;
+    let first = gpus.first().ok_or("no GPU modeled")?;
+    for row in rows.iter().filter(|r| &r.gpu == first) {
+        write!(md, "| {} |", row.label())?;
+        for gpu in gpus {
+            let r = rows
+                .iter()
+                .find(|r| &r.gpu == gpu && r.label() == row.label())
+                .ok_or_else(|| format!("{} not modeled on {gpu}", row.label()))?;
+            write!(
+                md,
+                " {:.1} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.2} |",
+                r.forward.us,
+                r.forward.us / r.cutlass,
+                r.forward.us / r.forward_floor,
+                r.forward.bound,
+                r.backward.us,
+                r.backward.us / r.cutlass_dx,
+                r.backward.us / r.backward_floor
+            )?;
+        }
+        md.push('\n');
+    }
+    Ok(std::fs::write(path, md)?)
+}
