@@ -81,26 +81,23 @@ pub fn write_markdown(out: &Path, criterion: &Path) -> Result<(), Box<dyn Error>
         rule.push_str(" ---: | ---: |");
     }
     writeln!(md, "All times in µs.\n\n{head}\n{rule}")?;
-    for &(projection, _, _) in shapes::PROJECTIONS {
-        for &m in shapes::REPORT_TOKENS {
-            for &r in shapes::RANKS {
-                let fwd = |f: &str| means.get(&format!("{}/{f}", shapes::forward_group(projection, m, r))).copied();
-                let bwd = |f: &str| means.get(&format!("{}/{f}", shapes::backward_group(projection, m, r))).copied();
-                let mut line = format!(
-                    "| {projection} M={m} r={r} | {} | {} | {} | {} | {} |",
-                    cell(fwd(shapes::FUSED)),
-                    cell(fwd(shapes::CUBLAS_BASE)),
-                    cell(fwd(shapes::UNFUSED)),
-                    cell(bwd(shapes::BWD_FUSED_P_KEPT)),
-                    cell(bwd(shapes::BWD_UNFUSED)),
-                );
-                for gpu in &gpus {
-                    let modeled = modeled.get(&(projection.to_string(), m, r, gpu.to_string()));
-                    line.push_str(&format!(" {} | {} |", cell(modeled.map(|v| v.0)), cell(modeled.map(|v| v.1))));
-                }
-                writeln!(md, "{line}")?;
-            }
+    let cases: std::collections::BTreeSet<(&String, usize, usize)> = modeled.keys().map(|k| (&k.0, k.1, k.2)).collect();
+    for (projection, m, r) in cases {
+        let fwd = |f: &str| means.get(&format!("{}/{f}", shapes::forward_group(projection, m, r))).copied();
+        let bwd = |f: &str| means.get(&format!("{}/{f}", shapes::backward_group(projection, m, r))).copied();
+        let mut line = format!(
+            "| {projection} M={m} r={r} | {} | {} | {} | {} | {} |",
+            cell(fwd(shapes::FUSED)),
+            cell(fwd(shapes::CUBLAS_BASE)),
+            cell(fwd(shapes::UNFUSED)),
+            cell(bwd(shapes::BWD_FUSED_P_KEPT)),
+            cell(bwd(shapes::BWD_UNFUSED)),
+        );
+        for gpu in &gpus {
+            let modeled = modeled.get(&(projection.to_string(), m, r, gpu.to_string()));
+            line.push_str(&format!(" {} | {} |", cell(modeled.map(|v| v.0)), cell(modeled.map(|v| v.1))));
         }
+        writeln!(md, "{line}")?;
     }
     let path = out.join("measured-vs-modeled.md");
     std::fs::write(&path, md)?;

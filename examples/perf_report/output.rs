@@ -114,8 +114,9 @@ pub fn write_svg(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<d
     let groups: Vec<&Row> = rows.iter().filter(|r| Some(&r.gpu) == gpus.first()).collect();
     let (bar_w, gap, panel_h, left, top) = (9.0, 14.0, 260.0, 60.0, 40.0);
     let group_w = BARS.len() as f64 * bar_w + gap;
-    let width = left + groups.len() as f64 * group_w + 40.0;
-    let height = top + gpus.len() as f64 * (panel_h + 130.0) + 30.0;
+    let (label_h, right) = (150.0, 110.0);
+    let width = left + groups.len() as f64 * group_w + right;
+    let height = top + gpus.len() as f64 * (panel_h + label_h) + 30.0;
     let values = rows.iter().flat_map(|r| [r.forward.us, r.cutlass, r.forward_floor, r.backward.us]);
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = (lo.max(1e-3).log10().floor(), hi.max(1e-3).log10().ceil().max(lo.log10().floor() + 1.0));
@@ -127,12 +128,12 @@ pub fn write_svg(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<d
         writeln!(svg, "<rect x=\"{x}\" y=\"26\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"35\">{name}</text>", x + 14.0)?;
     }
     for (p, gpu) in gpus.iter().enumerate() {
-        let y0 = top + 20.0 + p as f64 * (panel_h + 130.0);
+        let y0 = top + 20.0 + p as f64 * (panel_h + label_h);
         let y_of = |v: f64| y0 + panel_h - (v.max(1e-3).log10() - lo) / (hi - lo) * panel_h;
         writeln!(svg, "<text x=\"{left}\" y=\"{}\" font-size=\"12\" font-weight=\"bold\">{gpu}</text>", y0 - 4.0)?;
         for decade in lo as i32..=hi as i32 {
             let y = y_of(10f64.powi(decade));
-            writeln!(svg, "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>", width - 30.0)?;
+            writeln!(svg, "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>", width - right)?;
             writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">1e{decade}</text>", left - 4.0, y + 3.0)?;
         }
         for (g, row) in rows.iter().filter(|r| &r.gpu == gpu).enumerate() {
@@ -150,8 +151,8 @@ pub fn write_svg(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<d
             let (lx, ly) = (gx + 2.0 * bar_w, y0 + panel_h + 8.0);
             writeln!(
                 svg,
-                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" transform=\"rotate(60 {lx:.1} {ly:.1})\">{}</text>",
-                row.label()
+                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" transform=\"rotate(50 {lx:.1} {ly:.1})\">{}</text>",
+                short_label(row)
             )?;
         }
     }
@@ -220,4 +221,10 @@ pub fn write_markdown(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), 
         md.push('\n');
     }
     Ok(std::fs::write(path, md)?)
+}
+
+/// A case's label without the model's name, short enough for the chart.
+fn short_label(row: &Row) -> String {
+    let projection = row.case.projection.split_once(' ').map_or(row.case.projection, |(_, rest)| rest);
+    format!("{projection} M={} r={}", row.case.m, row.case.r)
 }
