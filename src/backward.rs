@@ -117,9 +117,12 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, D
 use crate::dropout::MaskFields;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::forward::checks::{check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
 use crate::forward::launch::{check_grid, k_splits};
-use crate::forward::{check_linear, rows_of, AdapterStack, Linear, Pointers, RowAdapters};
+use crate::forward::{check_linear, AdapterStack, Linear, RowAdapters};
+use crate::validate::{
+    check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
+    Span,
+};
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::reference::Dropout;
@@ -345,23 +348,19 @@ impl LoraKernels {
         check_context(stream, "status", rows.status.word.stream())?;
         check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
         check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
-        check_len("index", rows.index.len(), &[m])?;
+        check_rows("x", m, "index", rows.index.len(), 1)?;
         let dims = Dims { m, n, k, r_max, num_adapters };
         self.check_common(stream, dims, dy, x, p, out)?;
 
         let dropout = MaskFields::new(dropout)?.backward();
         let ranks = stream.clone_htod(&ranks)?;
         let scales = stream.clone_htod(adapters.scales)?;
-        rows.status.num_adapters = num_adapters;
-        let mut ptrs = Pointers::new::<T>(stream);
-        // `Pointers` sizes spans in elements of T; the index (i32) and the
-        // status word (u64) are sized here for the aliasing checks.
+        rows.status.record(num_adapters)?;
+        let mut ptrs = Pointers::new(stream);
         let index_span = ptrs.read("index", &rows.index);
-        let index_span = Span::new(index_span.what, index_span.start, m * std::mem::size_of::<i32>());
         let ranks_span = ptrs.read("ranks", &ranks);
         let scales_span = ptrs.read("scales", &scales);
         let status_span = ptrs.write("status", &mut rows.status.word);
-        let status_span = Span::new(status_span.what, status_span.start, std::mem::size_of::<u64>());
         let base = LoraBwdParams {
             row_adapter: index_span.start,
             ranks: ranks_span.start,
@@ -409,11 +408,11 @@ impl LoraKernels {
         let Dims { m, n, k, r_max, num_adapters } = dims;
         check_context(stream, "x", x.stream())?;
         check_context(stream, "dy", dy.stream())?;
-        check_len("dy", dy.len(), &[m, n])?;
+        check_rows("x", m, "dy", dy.len(), n)?;
         match p {
             Some(p) => {
                 check_context(stream, "p", p.stream())?;
-                check_len("p", p.len(), &[m, r_max])?;
+                check_rows("x", m, "p", p.len(), r_max)?;
             }
             // The recompute runs the forward's shrink, with its K rule.
             None => check_k_aligned::<T>(k)?,
@@ -423,10 +422,10 @@ impl LoraKernels {
         check_context(stream, "dx", out.dx.stream())?;
         check_len("da", out.da.len(), &[num_adapters, r_max, k])?;
         check_len("db", out.db.len(), &[num_adapters, n, r_max])?;
-        check_len("dx", out.dx.len(), &[m, k])?;
+        check_rows("x", m, "dx", out.dx.len(), k)?;
         if let Some(g) = &out.g {
             check_context(stream, "g", g.stream())?;
-            check_len("g", g.len(), &[m, r_max])?;
+            check_rows("x", m, "g", g.len(), r_max)?;
         }
         check_grid(m)?;
         // The elementwise launches (the ordered sums) are 1-D grids of one
@@ -472,7 +471,7 @@ impl LoraKernels {
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
         let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let dy_span = ptrs.read("dy", dy);
         let x_span = ptrs.read("x", x);
         let w_span = ptrs.read("weight", &linear.weight);

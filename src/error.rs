@@ -21,6 +21,18 @@ pub enum LoraError {
     #[error("`{what}` = {value} must be a multiple of {multiple_of}")]
     Misaligned { what: &'static str, value: usize, multiple_of: usize },
 
+    /// A buffer whose device address breaks the alignment its loads need
+    /// (e.g. a view starting one element into an allocation).
+    #[error("buffer `{what}` starts at device address {address:#x}, which is not {alignment}-byte aligned")]
+    MisalignedAddress { what: &'static str, address: u64, alignment: u64 },
+
+    /// Two operands that share the row count M (X, Y, dY, dX, P, G, the row
+    /// indices) hold different numbers of rows. M is not an argument: it is
+    /// read from `first`'s length, so either operand may be the wrong one,
+    /// and both are named with their row counts.
+    #[error("`{first}` holds {first_rows} rows but `{second}` holds {second_rows}; operands that share M must agree")]
+    RowsDisagree { first: &'static str, first_rows: usize, second: &'static str, second_rows: usize },
+
     /// A per-row adapter index outside `[-1, L)`.
     #[error("adapter index {index} at row {row} out of range [-1, {num_adapters})")]
     AdapterIndexOutOfRange { row: usize, index: i64, num_adapters: usize },

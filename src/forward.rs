@@ -58,7 +58,8 @@
 //! - `K` a multiple of 8 for f16/bf16 and of 4 for f32 (rows of X, W0, A are
 //!   then whole 16-byte chunks), and X, W0 and A starting at 16-byte aligned
 //!   device addresses (every cudarc allocation is; a view at an odd offset may
-//!   not be). Anything else is [`LoraError::Misaligned`].
+//!   not be). Anything else is [`LoraError::Misaligned`] (K) or
+//!   [`LoraError::MisalignedAddress`] (an address).
 //! - M, N, r and r_max are free (≥ 1): tails are predicated, and P and B are
 //!   loaded element by element where their row stride (r) is not a multiple
 //!   of 16 bytes.
@@ -105,12 +106,11 @@
 //! the [`AdapterStatus`] passed with the call records the first such row.
 //! Call [`AdapterStatus::check`] when you are ready to synchronise.
 
-pub(crate) mod checks;
 pub(crate) mod launch;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceSlice};
 
 use crate::dropout::shrink_dropout;
 use crate::dtype::LoraDType;
@@ -120,7 +120,10 @@ use crate::merge::Adapter;
 use crate::params::{LoraAdapterMode_LORA_ADAPTER_EXPAND, LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams};
 use crate::reference::Dropout;
 
-use checks::{check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
+use crate::validate::{
+    check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale,
+    cols_of, rows_of, Pointers, Span,
+};
 use launch::check_grid;
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
@@ -164,9 +167,14 @@ pub struct RowAdapters<'s, 'a> {
 /// A device word in which the kernels record the first row (lowest row
 /// number) whose adapter index was out of range. Stream-ordered: several calls
 /// may share it; [`AdapterStatus::check`] synchronises and reads it.
+///
+/// A status reports against one number of adapters L: the calls that share it
+/// between two resets must all pass stacks of the same L (a call with another
+/// L is refused), so the range a report names is the one the bad index broke.
 pub struct AdapterStatus {
     pub(crate) word: CudaSlice<u64>,
-    pub(crate) num_adapters: usize,
+    /// The L of the calls recorded since creation or the last reset.
+    pub(crate) num_adapters: Option<usize>,
 }
 
 /// The status word's value while no bad index was seen; a report is
@@ -175,14 +183,47 @@ const STATUS_CLEAR: u64 = u64::MAX;
 
 impl AdapterStatus {
     /// A clear status on `stream`'s context.
+    ///
+    /// # Errors
+    /// [`LoraError::Driver`] if the allocation or the copy fails.
     pub fn new(stream: &Arc<CudaStream>) -> Result<Self> {
-        Ok(AdapterStatus { word: stream.clone_htod(&[STATUS_CLEAR])?, num_adapters: 0 })
+        Ok(AdapterStatus { word: stream.clone_htod(&[STATUS_CLEAR])?, num_adapters: None })
     }
 
-    /// Clears the status (stream-ordered).
+    /// Clears the status (stream-ordered); the next call may use any L.
+    ///
+    /// # Errors
+    /// [`LoraError::Driver`] if the copy fails.
     pub fn reset(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
         stream.memcpy_htod(&[STATUS_CLEAR], &mut self.word)?;
+        self.num_adapters = None;
         Ok(())
+    }
+
+    /// The number of adapters L of the calls recorded since the last reset
+    /// (`None` before the first).
+    pub fn num_adapters(&self) -> Option<usize> {
+        self.num_adapters
+    }
+
+    /// Records that a call with `num_adapters` adapters reports here.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidArgument`] naming `status` if it already records
+    /// calls with another L.
+    pub(crate) fn record(&mut self, num_adapters: usize) -> Result<()> {
+        match self.num_adapters {
+            Some(recorded) if recorded != num_adapters => Err(LoraError::InvalidArgument {
+                what: "status",
+                value: format!("records calls with {recorded} adapters, this call has {num_adapters}"),
+                reason: "a status reports against one number of adapters: reset it between stacks of different L, \
+                         or use one status per stack",
+            }),
+            _ => {
+                self.num_adapters = Some(num_adapters);
+                Ok(())
+            }
+        }
     }
 
     /// Waits for `stream` and reports the first bad index recorded since the
@@ -198,36 +239,9 @@ impl AdapterStatus {
             Some(report) => Err(LoraError::AdapterIndexOutOfRange {
                 row: (report >> 32) as usize,
                 index: i64::from(report as u32 as i32),
-                num_adapters: self.num_adapters,
+                num_adapters: self.num_adapters.unwrap_or(0),
             }),
         }
-    }
-}
-
-/// Device addresses taken for one call; the guards keep the stream ordering
-/// of each buffer until the launches are enqueued.
-pub(crate) struct Pointers<'s> {
-    stream: &'s CudaStream,
-    guards: Vec<SyncOnDrop<'s>>,
-    elem: usize,
-}
-
-impl<'s> Pointers<'s> {
-    pub(crate) fn new<T: LoraDType>(stream: &'s CudaStream) -> Self {
-        Pointers { stream, guards: Vec::new(), elem: T::DTYPE.size_bytes() }
-    }
-
-    pub(crate) fn read<T, B: DevicePtr<T>>(&mut self, what: &'static str, buffer: &'s B) -> Span {
-        let (address, guard) = buffer.device_ptr(self.stream);
-        self.guards.push(guard);
-        Span::new(what, address, buffer.len() * self.elem)
-    }
-
-    pub(crate) fn write<T, B: DevicePtrMut<T>>(&mut self, what: &'static str, buffer: &'s mut B) -> Span {
-        let len = buffer.len();
-        let (address, guard) = buffer.device_ptr_mut(self.stream);
-        self.guards.push(guard);
-        Span::new(what, address, len * self.elem)
     }
 }
 
@@ -281,7 +295,7 @@ impl LoraKernels {
             Some(_) => None,
             None => Some(stream.alloc_zeros::<T>(m * r)?),
         };
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let x_span = ptrs.read("x", x);
         let (w_span, bias_span) = read_linear(&mut ptrs, linear);
         let a_span = ptrs.read("a", &adapter.a);
@@ -403,7 +417,7 @@ impl LoraKernels {
         check_context(stream, "status", rows.status.word.stream())?;
         check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
         check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
-        check_len("index", rows.index.len(), &[m])?;
+        check_rows("x", m, "index", rows.index.len(), 1)?;
         check_outputs(stream, out, m, n, r_max)?;
         check_k_aligned::<T>(k)?;
         check_grid(m)?;
@@ -414,8 +428,8 @@ impl LoraKernels {
             Some(_) => None,
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
-        rows.status.num_adapters = num_adapters;
-        let mut ptrs = Pointers::new::<T>(stream);
+        rows.status.record(num_adapters)?;
+        let mut ptrs = Pointers::new(stream);
         let x_span = ptrs.read("x", x);
         let (w_span, bias_span) = read_linear(&mut ptrs, linear);
         let a_span = ptrs.read("a", &adapters.a);
@@ -507,17 +521,17 @@ impl LoraKernels {
     ) -> Result<()> {
         self.check_stream(stream)?;
         let r32 = check_dim("rank", rank)?;
-        let k = rows_of("a", a.len(), rank).map(|_| a.len() / rank)?;
+        let k = cols_of("a", a.len(), rank)?;
         let k32 = check_dim("k", k)?;
         let m = rows_of("x", x.len(), k)?;
         check_scale("scale", scale)?;
         check_context(stream, "x", x.stream())?;
         check_context(stream, "a", a.stream())?;
         check_context(stream, "p", p.stream())?;
-        check_len("p", p.len(), &[m, rank])?;
+        check_rows("x", m, "p", p.len(), rank)?;
         check_k_aligned::<T>(k)?;
         check_grid(m)?;
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let x_span = ptrs.read("x", x);
         let a_span = ptrs.read("a", a);
         let p_span = ptrs.write("p", p);
@@ -567,9 +581,9 @@ impl LoraKernels {
         check_context(stream, "p", p.stream())?;
         check_context(stream, "b", b.stream())?;
         check_context(stream, "y", y.stream())?;
-        check_len("y", y.len(), &[m, n])?;
+        check_rows("p", m, "y", y.len(), n)?;
         check_grid(m)?;
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let p_span = ptrs.read("p", p);
         let b_span = ptrs.read("b", b);
         let y_span = ptrs.write("y", y);
@@ -596,16 +610,6 @@ impl LoraKernels {
     }
 }
 
-/// `len / cols` as the row count of a `[rows, cols]` buffer `what`.
-pub(crate) fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
-    check_dim("k", cols)?;
-    if len == 0 || len % cols != 0 {
-        return Err(LoraError::ShapeMismatch { what, expected: vec![len.div_ceil(cols).max(1), cols], got: vec![len] });
-    }
-    check_dim("m", len / cols)?;
-    Ok(len / cols)
-}
-
 pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Linear<'_, T>) -> Result<()> {
     check_dim("n", linear.n)?;
     check_dim("k", linear.k)?;
@@ -620,10 +624,10 @@ pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Line
 
 fn check_outputs<T: LoraDType>(stream: &Arc<CudaStream>, out: &ForwardOutput<'_, T>, m: usize, n: usize, p_cols: usize) -> Result<()> {
     check_context(stream, "y", out.y.stream())?;
-    check_len("y", out.y.len(), &[m, n])?;
+    check_rows("x", m, "y", out.y.len(), n)?;
     if let Some(p) = &out.p {
         check_context(stream, "p", p.stream())?;
-        check_len("p", p.len(), &[m, p_cols])?;
+        check_rows("x", m, "p", p.len(), p_cols)?;
     }
     Ok(())
 }

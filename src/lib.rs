@@ -54,6 +54,7 @@ pub(crate) mod params;
 pub mod ptx;
 pub mod reference;
 pub mod shape;
+mod validate;
 
 pub use backward::{BackwardOutput, GradMode};
 pub use config::{AdapterConfig, Scaling};

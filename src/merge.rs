@@ -16,7 +16,8 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::kernels::{check_same_context, LoraKernels, MERGE};
+use crate::kernels::{LoraKernels, MERGE};
+use crate::validate::{check_context, check_dim, check_len, Span};
 use crate::params::{
     LoraMergeLayer, LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE,
     LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE, LoraMergeParams, LORA_MERGE_THREADS, LORA_MERGE_TILE_K,
@@ -74,22 +75,6 @@ pub struct MergeIntoLayer<'a, T> {
     pub n: usize,
     pub k: usize,
     pub adapter: Adapter<'a, T>,
-}
-
-/// A device byte range, for the aliasing checks.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: u64,
-    end: u64,
-}
-
-impl Span {
-    fn new(ptr: u64, elements: usize, elem_size: usize) -> Self {
-        Span { start: ptr, end: ptr + (elements * elem_size) as u64 }
-    }
-    fn overlaps(&self, other: &Span) -> bool {
-        self.start < other.end && other.start < self.end
-    }
 }
 
 /// What the launch needs to know of one layer, after validation.
@@ -231,18 +216,8 @@ fn in_layer(layer: usize, error: LoraError) -> LoraError {
 
 /// Checks a buffer's length and context; the shape is `[rows, cols]`.
 fn check_buffer(stream: &Arc<CudaStream>, what: &'static str, len: usize, buffer_stream: &Arc<CudaStream>, rows: usize, cols: usize) -> Result<()> {
-    check_same_context(what, buffer_stream, stream.context())?;
-    if len != rows * cols {
-        return Err(LoraError::ShapeMismatch { what, expected: vec![rows, cols], got: vec![len] });
-    }
-    Ok(())
-}
-
-fn check_dim(what: &'static str, value: usize) -> Result<i32> {
-    if value == 0 {
-        return Err(LoraError::InvalidArgument { what, value: "0".into(), reason: "must be at least 1" });
-    }
-    i32::try_from(value).map_err(|_| LoraError::InvalidArgument { what, value: value.to_string(), reason: "must fit in a 32-bit int" })
+    check_context(stream, what, buffer_stream)?;
+    check_len(what, len, &[rows, cols])
 }
 
 /// Validates one layer's dimensions, adapter and scale, and fills the kernel
@@ -289,7 +264,7 @@ fn resolve<'a, T: LoraDType>(
     desc.out = w_ptr;
     desc.a = a_ptr;
     desc.b = b_ptr;
-    Ok(spans(desc, w_ptr, w_ptr, T::DTYPE.size_bytes()))
+    Ok(spans::<T>(desc, w_ptr, w_ptr))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -316,17 +291,17 @@ fn resolve_into<'a, T: LoraDType>(
     desc.out = out_ptr;
     desc.a = a_ptr;
     desc.b = b_ptr;
-    Ok(spans(desc, w_ptr, out_ptr, T::DTYPE.size_bytes()))
+    Ok(spans::<T>(desc, w_ptr, out_ptr))
 }
 
-fn spans(desc: LoraMergeLayer, w_ptr: u64, out_ptr: u64, elem: usize) -> Resolved {
+fn spans<T>(desc: LoraMergeLayer, w_ptr: u64, out_ptr: u64) -> Resolved {
     let (n, k, r) = (desc.n as usize, desc.k as usize, desc.r as usize);
     Resolved {
         desc,
-        weight: Span::new(w_ptr, n * k, elem),
-        out: Span::new(out_ptr, n * k, elem),
-        a: Span::new(desc.a, r * k, elem),
-        b: Span::new(desc.b, n * r, elem),
+        weight: Span::of::<T>("weight", w_ptr, n * k),
+        out: Span::of::<T>("out", out_ptr, n * k),
+        a: Span::of::<T>("a", desc.a, r * k),
+        b: Span::of::<T>("b", desc.b, n * r),
     }
 }
 
