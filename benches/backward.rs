@@ -1,4 +1,4 @@
-//! Backward-pass benches over PERF.md's shapes, on a GPU: bf16, ranks 16 and
+//! Backward-pass benches over docs/performance.md's shapes, on a GPU: bf16, ranks 16 and
 //! 64, the Llama-3-8B projections 4096→4096, 4096→14336 and 14336→4096, M =
 //! 16 (decode-sized) and 2048 (training) tokens, with P kept from the forward
 //! (and, for comparison, recomputed). Against them, what a user gets without
@@ -27,7 +27,7 @@ use half::bf16;
 
 use support::Engines;
 
-/// (name, K, N) from PERF.md's table.
+/// (name, K, N) from docs/performance.md's table.
 const PROJECTIONS: &[(&str, usize, usize)] = &[
     ("llama3-8b q/o 4096->4096", 4096, 4096),
     ("llama3-8b gate/up 4096->14336", 4096, 14336),

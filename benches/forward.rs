@@ -1,4 +1,4 @@
-//! Forward-pass benches over PERF.md's shapes, on a GPU: the fused forward
+//! Forward-pass benches over docs/performance.md's shapes, on a GPU: the fused forward
 //! against the base GEMM alone (cuBLAS, and this crate's own kernel with every
 //! row's adapter index at −1) and against the unfused path a user would write
 //! (cuBLAS GEMM, then this crate's shrink, then expand). Throughput is counted
@@ -21,7 +21,7 @@ use half::bf16;
 
 use support::Engines;
 
-/// (name, K, N) from PERF.md's table.
+/// (name, K, N) from docs/performance.md's table.
 const PROJECTIONS: &[(&str, usize, usize)] = &[
     ("llama3-8b q/o 4096->4096", 4096, 4096),
     ("llama3-8b k/v 4096->1024", 4096, 1024),

@@ -1,6 +1,6 @@
 //! The main example: fine-tunes LoRA adapters on a synthetic task with this
 //! crate's kernels (init, fused forward, backward, optimizer steps) — on the GPU
-//! if there is one, on the emulator if not — and answers THEORY.md's three
+//! if there is one, on the emulator if not — and answers docs/theory.md's three
 //! questions with measurements:
 //!
 //! 1. Init[A] (A random, B = 0; PEFT's default) against Init[B] (A = 0, B

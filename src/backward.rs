@@ -1,4 +1,4 @@
-//! The backward pass: given dY, the gradients of A, B and X (LORA.md's names
+//! The backward pass: given dY, the gradients of A, B and X (docs/contract.md's names
 //! and layouts), for one adapter or one adapter per row:
 //!
 //! ```text
@@ -92,7 +92,7 @@
 //!   (`tests/ptxas.rs`).
 //!
 //! # Dropout
-//! PEFT's `lora_dropout` on the adapter input, as LORA.md states it: pass the
+//! PEFT's `lora_dropout` on the adapter input, as docs/contract.md states it: pass the
 //! forward's [`Dropout`] (p, seed, offset) and the kernels regenerate the
 //! mask from Philox-4x32-10 (keyed as `fused_lora::reference::philox`), so no
 //! `[M, K]` mask is stored: `dA = s·Gᵀ·X̃` with `X̃ = round_T(X·1/(1−p))` on

@@ -3,7 +3,7 @@
 
 use crate::error::{LoraError, Result};
 
-/// How `α` and the rank `r` give the scale `s` (LORA.md).
+/// How `α` and the rank `r` give the scale `s` (docs/contract.md).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Scaling {
     /// `s = α / r` — the LoRA paper and PEFT's default.

@@ -1,5 +1,5 @@
 //! The forward pass: shrink, fused forward, expand, for one adapter or one
-//! adapter per row (LORA.md's names and layouts):
+//! adapter per row (docs/contract.md's names and layouts):
 //!
 //! ```text
 //! P = X·Aᵀ                       [M, r]   (written out for the backward pass if asked)

@@ -1,7 +1,7 @@
-//! The initialisation schemes of LORA.md (THEORY.md says why they matter).
+//! The initialisation schemes of docs/contract.md (docs/theory.md says why they matter).
 
 /// How A `[r, K]` and B `[N, r]` start. Both-zero is deliberately absent: no
-/// gradient ever reaches A or B from it (THEORY.md §3).
+/// gradient ever reaches A or B from it (docs/theory.md, question 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InitScheme {
     /// PEFT's default ("Init\[A\]"): A ~ Kaiming-uniform with a = √5, i.e.

@@ -1,4 +1,4 @@
-//! Problem shapes, in LORA.md's names: X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`.
+//! Problem shapes, in docs/contract.md's names: X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`.
 
 /// One linear layer's LoRA problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
 //! The backward kernels on a device (the emulator with every check on, or a
 //! GPU) against `fused_lora::reference::backward_multi` (exact and naive, the
-//! tolerance of LORA.md), per dtype: one adapter, per-row adapters (adapters
+//! tolerance of docs/contract.md), per dtype: one adapter, per-row adapters (adapters
 //! with no rows, padding poisoned with NaN), accumulation, P recomputed, and
 //! determinism (two runs bit-identical).
 

@@ -1,4 +1,4 @@
-//! THEORY.md's identities, asserted with the crate's own kernels (init,
+//! docs/theory.md's identities, asserted with the crate's own kernels (init,
 //! forward, backward, SGD and AdamW steps) on a small synthetic regression:
 //! a frozen random base W0, a hidden low-rank target, MSE loss.
 //!

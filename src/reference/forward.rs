@@ -23,7 +23,7 @@ pub struct Adapter<'a, E> {
     pub scale: f64,
 }
 
-/// `L` stacked adapters with one adapter index per row (LORA.md).
+/// `L` stacked adapters with one adapter index per row (docs/contract.md).
 #[derive(Clone, Copy, Debug)]
 pub struct MultiAdapters<'a, E> {
     /// `[L, r_max, K]`; rows at and past `ranks[l]` are padding, never read.

@@ -1,7 +1,7 @@
 //! The naive CPU reference: the truth every kernel is tested against.
 //!
 //! Obviously correct beats fast here: plain loops over row-major slices, in
-//! LORA.md's names and layouts (X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`).
+//! docs/contract.md's names and layouts (X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`).
 //!
 //! # Two references per operation
 //!

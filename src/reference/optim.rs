@@ -1,5 +1,5 @@
 //! Optimizers in f64 on master weights (f32, or f64 for exact algebra), with
-//! PyTorch's semantics, so fused optimizer kernels and the THEORY.md checks
+//! PyTorch's semantics, so fused optimizer kernels and the docs/theory.md checks
 //! have one definition to follow.
 
 use crate::error::{LoraError, Result};

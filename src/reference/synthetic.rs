@@ -1,5 +1,5 @@
 //! A synthetic regression task for training experiments with the kernels
-//! (the main example, and the THEORY.md identities in the tests): inputs X
+//! (the main example, and the docs/theory.md identities in the tests): inputs X
 //! `[m, k]` and a frozen base W0 `[n, k]` drawn with Philox, and the targets
 //! of a hidden low-rank update U·V (U `[n, h]`, V `[h, k]`) that an adapter
 //! can learn: `target = X·(W0 + U·V)ᵀ`, under a mean-squared-error loss.

@@ -1,4 +1,4 @@
-//! The test tolerance of LORA.md: a kernel's error against the exact
+//! The test tolerance of docs/contract.md: a kernel's error against the exact
 //! reference may be at most twice the error of a naive same-precision CPU
 //! computation, plus a small absolute floor; NaN never passes.
 //!
@@ -9,7 +9,7 @@
 //! ```
 //!
 //! - `max_j |naive_j − exact_j|`: "the error of the naive computation" of
-//!   LORA.md, measured as computations' errors are, over the whole tensor (max
+//!   docs/contract.md, measured as computations' errors are, over the whole tensor (max
 //!   norm). A per-element reading is too strict: a valid f32 accumulation in
 //!   another order than the naive loop's lands, on a few elements, at 2–3 ulp
 //!   where the naive loop happened to be within one (seen: the merge kernel,

@@ -1,6 +1,6 @@
 //! What the forward tests share: seeded data, the f64 reference of the
 //! forward contract (rounding where the kernels round), the tolerance check of
-//! LORA.md, and uploads and downloads.
+//! docs/contract.md, and uploads and downloads.
 
 #![allow(dead_code)]
 
@@ -75,7 +75,7 @@ impl Sum {
     }
 }
 
-/// LORA.md's rule: |got − exact| ≤ 2·|naive − exact| + floor per element, the
+/// docs/contract.md's rule: |got − exact| ≤ 2·|naive − exact| + floor per element, the
 /// naive result being rounded to T like the kernel's; NaN never passes.
 #[track_caller]
 pub fn assert_close<T: LoraDType>(what: &str, got: &[T], want: &[Sum]) {
@@ -224,7 +224,7 @@ pub fn poison_padding<T: LoraDType>(a: &mut [T], b: &mut [T], ranks: &[usize], r
     }
 }
 
-/// Index mixes of STYLE.md for `m` rows over `num_adapters` adapters.
+/// Index mixes of docs/contract.md ("How results are tested") for `m` rows over `num_adapters` adapters.
 #[derive(Clone, Copy, Debug)]
 pub enum Mix {
     /// Every row −1: base only.
