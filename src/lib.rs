@@ -38,6 +38,38 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # The dependencies in the API
+//!
+//! Buffers, streams and contexts in this API are [`cudarc`]'s types, and the
+//! f16/bf16 elements are [`half`]'s. Both crates are re-exported, so a
+//! dependent names exactly the versions this crate was built with and does not
+//! have to keep a `cudarc` or `half` requirement of its own in step:
+//!
+//! ```
+//! use fused_lora::cudarc::driver::{CudaSlice, CudaStream};
+//! use fused_lora::half::bf16;
+//! use fused_lora::{LoraDType, Result};
+//! use std::sync::Arc;
+//!
+//! /// Uploads `host` as bf16, through the same cudarc the kernels take.
+//! fn upload(stream: &Arc<CudaStream>, host: &[f32]) -> Result<CudaSlice<bf16>> {
+//!     let converted: Vec<bf16> = host.iter().map(|&v| bf16::from_f32(v)).collect();
+//!     Ok(stream.clone_htod(&converted)?)
+//! }
+//!
+//! assert_eq!(bf16::from_f32(1.5).to_f32(), 1.5);
+//! assert_eq!(<bf16 as LoraDType>::DTYPE, fused_lora::DType::Bf16);
+//! # let _ = upload;
+//! ```
+
+/// The CUDA driver bindings this crate is built on (its buffer, stream and
+/// context types appear in every entry point), re-exported so dependents use
+/// the same version.
+pub use cudarc;
+/// The `f16` and `bf16` element types the kernels take, re-exported so
+/// dependents use the same version.
+pub use half;
 
 pub mod backward;
 pub mod config;
