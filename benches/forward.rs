@@ -112,7 +112,7 @@ fn cublas_base(engines: &Engines, _stream: &Arc<CudaStream>, pr: &mut Problem) {
 fn unfused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let kernels = &engines.kernels;
     cublas_base(engines, stream, pr);
-    kernels.shrink(stream, &pr.x.as_view(), &pr.a.as_view(), RANK, 1.0, &mut pr.p.as_view_mut()).expect("shrink");
+    kernels.shrink(stream, &pr.x.as_view(), &pr.a.as_view(), RANK, &mut pr.p.as_view_mut()).expect("shrink");
     kernels.expand(stream, &pr.p.as_view(), &pr.b.as_view(), RANK, 2.0, &mut pr.y.as_view_mut()).expect("expand");
 }
 

@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use cudarc::driver::CudaContext;
-//! use fused_lora::{Adapter, BackwardOutput, GradMode, Linear, LoraKernels};
+//! use fused_lora::{Adapter, BackwardInputs, BackwardOutput, GradMode, Linear, LoraKernels};
 //! use half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +36,8 @@
 //!     mode: GradMode::Overwrite,
 //! };
 //! // No P kept from the forward: it is recomputed.
-//! kernels.backward(&stream, &dy.as_view(), &x.as_view(), &linear, &adapter, None, None, &mut out)?;
+//! let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: None, dropout: None };
+//! kernels.backward(&stream, &inputs, &linear, &adapter, &mut out)?;
 //! # Ok(())
 //! # }
 //! ```
@@ -219,15 +220,32 @@ impl Dims {
     }
 }
 
+/// What the backward pass reads besides the layer and the adapter: named
+/// fields, so that dY and X (both `[m, …]` views of T), or P and the dropout,
+/// cannot be swapped by position.
+pub struct BackwardInputs<'a, T> {
+    /// dY `[m, n]`: the gradient of the forward's output Y.
+    pub dy: CudaView<'a, T>,
+    /// X `[m, k]`: the forward's input. M is read from its length.
+    pub x: CudaView<'a, T>,
+    /// P = X·Aᵀ (unscaled, as [`LoraKernels::forward`] or
+    /// [`LoraKernels::shrink`] writes it), `[m, r]` (`[m, r_max]` for a
+    /// stack), if the forward kept it; `None`: recomputed.
+    pub p: Option<CudaView<'a, T>>,
+    /// The forward's dropout on the adapter input, if it had one: the mask is
+    /// regenerated from it.
+    pub dropout: Option<Dropout>,
+}
+
 impl LoraKernels {
     /// The backward pass with one adapter: G, dB, dA, dX from dY.
     ///
     /// # Arguments
-    /// - `dy`: dY `[m, n]`; `x`: X `[m, k]` (the forward's input);
-    /// - `linear`: W0 `[n, k]` (the bias has no gradient here and is ignored);
+    /// - `inputs`: dY `[m, n]`, X `[m, k]`, the kept P `[m, r]` or `None`,
+    ///   the forward's dropout (see [`BackwardInputs`]);
+    /// - `linear`: the forward's W0 `[n, k]` (the bias gets no gradient and
+    ///   is not read);
     /// - `adapter`: A `[r, k]`, B `[n, r]`, s;
-    /// - `p`: the forward's P `[m, r]` if it was kept, else `None` (recomputed);
-    /// - `dropout`: the forward's dropout on the adapter input, if any;
     /// - `out`: the gradients and how to store them.
     ///
     /// # Errors
@@ -238,18 +256,16 @@ impl LoraKernels {
     /// `[0, 1)`;
     /// [`LoraError::Aliasing`] if an output overlaps an input or another
     /// output; [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
-    #[allow(clippy::too_many_arguments)]
     pub fn backward<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
-        dy: &CudaView<'_, T>,
-        x: &CudaView<'_, T>,
+        inputs: &BackwardInputs<'_, T>,
         linear: &Linear<'_, T>,
         adapter: &Adapter<'_, T>,
-        p: Option<&CudaView<'_, T>>,
-        dropout: Option<&Dropout>,
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
+        let BackwardInputs { dy, x, p, dropout } = inputs;
+        let (p, dropout) = (p.as_ref(), dropout.as_ref());
         self.check_stream(stream)?;
         let (n, k, r) = (linear.n, linear.k, adapter.rank);
         check_linear(stream, linear)?;
@@ -282,26 +298,24 @@ impl LoraKernels {
     /// # Arguments
     /// As [`LoraKernels::backward`], with the stack (A_all `[L, r_max, k]`,
     /// B_all `[L, n, r_max]`, ranks, scales), the rows' indices and status,
-    /// P `[m, r_max]`, and outputs dA `[L, r_max, k]`, dB `[L, n, r_max]`,
-    /// dX `[m, k]`, G `[m, r_max]`.
+    /// P `[m, r_max]` in `inputs`, and outputs dA `[L, r_max, k]`, dB
+    /// `[L, n, r_max]`, dX `[m, k]`, G `[m, r_max]`.
     ///
     /// # Errors
     /// As [`LoraKernels::backward`], plus [`LoraError::InvalidArgument`] for a
     /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
     /// out of range surfaces in [`AdapterStatus::check`](crate::AdapterStatus::check).
-    #[allow(clippy::too_many_arguments)]
     pub fn backward_multi<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
-        dy: &CudaView<'_, T>,
-        x: &CudaView<'_, T>,
+        inputs: &BackwardInputs<'_, T>,
         linear: &Linear<'_, T>,
         adapters: &AdapterStack<'_, T>,
         rows: &mut RowAdapters<'_, '_>,
-        p: Option<&CudaView<'_, T>>,
-        dropout: Option<&Dropout>,
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
+        let BackwardInputs { dy, x, p, dropout } = inputs;
+        let (p, dropout) = (p.as_ref(), dropout.as_ref());
         self.check_stream(stream)?;
         let (n, k, r_max) = (linear.n, linear.k, adapters.r_max);
         check_linear(stream, linear)?;

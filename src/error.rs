@@ -57,6 +57,11 @@ pub enum LoraError {
     #[error("layer {layer}: {error}")]
     InLayer { layer: usize, error: Box<LoraError> },
 
+    /// The problem of one adapter of a list (e.g. one slot of a
+    /// [`crate::PackedAdapters`]).
+    #[error("adapter {adapter}: {error}")]
+    InAdapter { adapter: usize, error: Box<LoraError> },
+
     /// An error from the CUDA driver.
     #[error("CUDA driver: {0}")]
     Driver(#[from] cudarc::driver::DriverError),

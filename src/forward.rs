@@ -39,8 +39,9 @@
 //! `Y = round_T(s·(P·Bᵀ) + X·W0ᵀ + bias)` from that rounded P: the adapter
 //! K-steps run first on the accumulator, which is then multiplied by s in f32
 //! before the base K-steps add on — the contract's formula up to the order of
-//! f32 additions. [`LoraKernels::shrink`] stores `round_T(s·X·Aᵀ)` and
-//! [`LoraKernels::expand`] stores `round_T(Y + s·P·Bᵀ)`.
+//! f32 additions. [`LoraKernels::shrink`] stores the same `P = round_T(X·Aᵀ)`
+//! (P has one meaning everywhere: unscaled; the scale enters where P is
+//! used) and [`LoraKernels::expand`] stores `round_T(Y + s·P·Bᵀ)`.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input: pass a [`Dropout`] (p, seed,
@@ -52,7 +53,7 @@
 //! term uses the undropped X. The mask is never stored; the dropped tiles are
 //! staged element by element (no cp.async for X in that launch). `None` or
 //! `p = 0`: no mask, the plain path. [`LoraKernels::shrink`] takes no dropout:
-//! it is the plain GEMM `s·X·Aᵀ` of whatever input it is given.
+//! it is the plain GEMM `X·Aᵀ` of whatever input it is given.
 //!
 //! # Alignment rules
 //! - `K` a multiple of 8 for f16/bf16 and of 4 for f32 (rows of X, W0, A are
@@ -503,7 +504,10 @@ impl LoraKernels {
         }
     }
 
-    /// The shrink alone: `P = s·X·Aᵀ`, one launch on `stream`.
+    /// The shrink alone: `P = X·Aᵀ`, one launch on `stream` — the same P the
+    /// forward keeps (unscaled), so it may be given to
+    /// [`LoraKernels::backward`] or to [`LoraKernels::expand`], which applies
+    /// the scale.
     ///
     /// # Arguments
     /// X `[m, k]`, A `[rank, k]` (k = `a.len() / rank`), P `[m, rank]`.
@@ -516,7 +520,6 @@ impl LoraKernels {
         x: &CudaView<'_, T>,
         a: &CudaView<'_, T>,
         rank: usize,
-        scale: f32,
         p: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         self.check_stream(stream)?;
@@ -524,7 +527,6 @@ impl LoraKernels {
         let k = cols_of("a", a.len(), rank)?;
         let k32 = check_dim("k", k)?;
         let m = rows_of("x", x.len(), k)?;
-        check_scale("scale", scale)?;
         check_context(stream, "x", x.stream())?;
         check_context(stream, "a", a.stream())?;
         check_context(stream, "p", p.stream())?;
@@ -548,7 +550,7 @@ impl LoraKernels {
             n: r32,
             num_adapters: 1,
             rank: r32,
-            scale,
+            scale: 1.0,
             ..Default::default()
         };
         // SAFETY: X, A and P were checked against `[m, k]`, `[rank, k]`,

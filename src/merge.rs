@@ -17,7 +17,8 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, MERGE};
-use crate::validate::{check_context, check_dim, check_len, Span};
+use crate::config::AdapterConfig;
+use crate::validate::{check_context, check_dim, check_len, cols_of, Span};
 use crate::params::{
     LoraMergeLayer, LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE,
     LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE, LoraMergeParams, LORA_MERGE_THREADS, LORA_MERGE_TILE_K,
@@ -57,6 +58,31 @@ pub struct Adapter<'a, T> {
     pub rank: usize,
     /// The scale s (e.g. [`crate::AdapterConfig::scale`]); the direction gives the sign.
     pub scale: f32,
+}
+
+impl<'a, T> Adapter<'a, T> {
+    /// The adapter `config` describes, on its device buffers A `[rank, k]`
+    /// and B `[n, rank]`: the rank and the scale s come from the config
+    /// ([`AdapterConfig::scale`]), so they cannot disagree with it.
+    ///
+    /// # Errors
+    /// [`LoraError::ShapeMismatch`] if A's or B's length is not a whole
+    /// number of rank-wide rows or columns (K and N are checked against the
+    /// layer where the adapter is used).
+    pub fn new(config: &AdapterConfig, a: CudaView<'a, T>, b: CudaView<'a, T>) -> Result<Self> {
+        let rank = config.rank();
+        cols_of("a", a.len(), rank)?;
+        rows_of_b(b.len(), rank)?;
+        Ok(Adapter { a, b, rank, scale: config.scale() })
+    }
+}
+
+/// B `[n, rank]` with n implied: a whole number of rank-wide rows.
+fn rows_of_b(len: usize, rank: usize) -> Result<usize> {
+    if len == 0 || len % rank != 0 {
+        return Err(LoraError::ShapeMismatch { what: "b", expected: vec![len.div_ceil(rank).max(1), rank], got: vec![len] });
+    }
+    Ok(len / rank)
 }
 
 /// One layer updated in place: `weight` `[n, k]`.

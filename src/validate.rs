@@ -45,6 +45,14 @@ pub(crate) fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Resu
     }
 }
 
+/// The element count of `shape`, or the error for one `usize` cannot hold.
+pub(crate) fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| LoraError::InvalidArgument { what, value: format!("{shape:?}"), reason: "too many elements" })
+}
+
 /// `len / cols`: the row count of a `[rows, cols]` buffer `what` whose row
 /// count is not given but implied by its length.
 pub(crate) fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {

@@ -8,8 +8,8 @@ mod forward_support;
 
 use cudarc::driver::{CudaContext, CudaSlice, DevicePtr};
 use fused_lora::{
-    AdamWConfig, AdamWState, Adapter, AdapterStack, AdapterStatus, BackwardOutput, Distribution, ForwardOutput,
-    GradMode, InitScheme, Linear, LoraError, RowAdapters, SgdConfig, SgdState,
+    AdamWConfig, AdamWState, Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, Distribution,
+    ForwardOutput, GradMode, InitScheme, Linear, LoraError, RowAdapters, SgdConfig, SgdState,
 };
 use half::{bf16, f16};
 
@@ -415,12 +415,14 @@ fn a_short_x_is_named_with_the_operand_it_disagrees_with() {
         .kernels
         .backward(
             s,
-            &dy.as_view(),
-            &x.as_view(),
+            &BackwardInputs {
+                dy: dy.as_view(),
+                x: x.as_view(),
+                p: None,
+                dropout: None,
+            },
             &linear,
             &adapter,
-            None,
-            None,
             &mut grads,
         )
         .expect_err("short X");
@@ -449,7 +451,7 @@ fn a_ragged_a_is_shown_in_its_own_layout() {
     let mut p = poisoned::<f16>(s, M * r);
     let err = dev
         .kernels
-        .shrink(s, &x.as_view(), &a.as_view(), r, 1.0, &mut p.as_view_mut())
+        .shrink(s, &x.as_view(), &a.as_view(), r, &mut p.as_view_mut())
         .expect_err("ragged A");
     match err {
         LoraError::ShapeMismatch {

@@ -4,7 +4,7 @@ use super::philox;
 use super::RefElem;
 use crate::error::{LoraError, Result};
 use crate::init::{Distribution, InitScheme};
-use crate::validate::{check_len, non_negative_f32_param};
+use crate::validate::{element_count, non_negative_f32_param};
 
 /// `len` elements drawn from `dist`, element `i` from `(seed, offset, i)`
 /// (see [`philox`] for the exact arithmetic).
@@ -53,12 +53,4 @@ pub fn init_adapter<E: RefElem>(
     let a = init_matrix(dist_a, a_len, seed, offset)?;
     let b = init_matrix(dist_b, b_len, seed, offset.wrapping_add(1))?;
     Ok((a, b))
-}
-
-/// The element count of `shape`, or the error for one `usize` cannot hold.
-fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
-    let len = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let len = len.ok_or_else(|| LoraError::InvalidArgument { what, value: format!("{shape:?}"), reason: "too many elements" })?;
-    check_len(what, len, shape)?;
-    Ok(len)
 }
