@@ -155,10 +155,15 @@ pub enum GradMode {
 /// dA `[r, k]`, dB `[n, r]`, dX `[m, k]`, and G `[m, r]` if wanted (always
 /// overwritten: it is an intermediate; without it a scratch G is used).
 pub struct BackwardOutput<'a, T> {
+    /// dA `[r, k]` (`[L, r_max, k]` for a stack).
     pub da: CudaViewMut<'a, T>,
+    /// dB `[n, r]` (`[L, n, r_max]` for a stack).
     pub db: CudaViewMut<'a, T>,
+    /// dX `[m, k]`.
     pub dx: CudaViewMut<'a, T>,
+    /// G = dY·B `[m, r]` (`[m, r_max]`), if wanted; always overwritten.
     pub g: Option<CudaViewMut<'a, T>>,
+    /// Whether dA, dB and dX are overwritten or added to.
     pub mode: GradMode,
 }
 

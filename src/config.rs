@@ -41,14 +41,17 @@ impl AdapterConfig {
         Ok(AdapterConfig { rank, alpha, scaling })
     }
 
+    /// The rank r.
     pub fn rank(&self) -> usize {
         self.rank
     }
 
+    /// α.
     pub fn alpha(&self) -> f32 {
         self.alpha
     }
 
+    /// How α and r give the scale.
     pub fn scaling(&self) -> Scaling {
         self.scaling
     }

@@ -129,7 +129,9 @@ use launch::check_grid;
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
 pub struct Linear<'a, T> {
+    /// W0 `[n, k]`.
     pub weight: CudaView<'a, T>,
+    /// The bias `[n]`, if any.
     pub bias: Option<CudaView<'a, T>>,
     /// Output features N.
     pub n: usize,
@@ -141,7 +143,9 @@ pub struct Linear<'a, T> {
 /// one adapter, `[m, r_max]` for a stack) for the backward pass. Without P, a
 /// scratch P is allocated on the stream for the call.
 pub struct ForwardOutput<'a, T> {
+    /// Y `[m, n]`, overwritten.
     pub y: CudaViewMut<'a, T>,
+    /// P = X·Aᵀ (unscaled) `[m, r]` (`[m, r_max]` for a stack), kept for the backward pass if given.
     pub p: Option<CudaViewMut<'a, T>>,
 }
 
@@ -149,8 +153,11 @@ pub struct ForwardOutput<'a, T> {
 /// B_all `[L, n, r_max]`. Adapter `l` uses the first `ranks[l]` rows of its A
 /// and columns of its B only; the padding is never read (it may hold NaN).
 pub struct AdapterStack<'a, T> {
+    /// A_all `[L, r_max, k]`.
     pub a: CudaView<'a, T>,
+    /// B_all `[L, n, r_max]`.
     pub b: CudaView<'a, T>,
+    /// The slot width: the largest rank the stack may hold.
     pub r_max: usize,
     /// Per adapter, its rank in `1..=r_max`.
     pub ranks: &'a [usize],
@@ -161,7 +168,9 @@ pub struct AdapterStack<'a, T> {
 /// The per-row adapter indices of one batch, `[m]` i32 in `[−1, L)` (−1: no
 /// adapter; any order), and where an out-of-range index is reported.
 pub struct RowAdapters<'s, 'a> {
+    /// The adapter index of each row, `[m]`, on the device.
     pub index: CudaView<'a, i32>,
+    /// Where an out-of-range index is reported.
     pub status: &'s mut AdapterStatus,
 }
 

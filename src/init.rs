@@ -16,11 +16,18 @@ pub enum InitScheme {
 /// The distribution one matrix is drawn from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Distribution {
+    /// Every element 0.
     Zero,
     /// Uniform on `(-bound, bound)`.
-    Uniform { bound: f64 },
-    /// Normal with mean 0 and this standard deviation.
-    Normal { std: f64 },
+    Uniform {
+        /// The half-width of the interval.
+        bound: f64,
+    },
+    /// Normal with mean 0 and standard deviation `std`.
+    Normal {
+        /// The standard deviation.
+        std: f64,
+    },
 }
 
 impl InitScheme {

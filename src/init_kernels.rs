@@ -69,10 +69,10 @@ impl LoraKernels {
     /// `(seed, offset, i)`, rounded to `T`.
     ///
     /// # Errors
-    /// [`LoraError::InvalidArgument`] if `bound` is negative or not finite as
+    /// [`LoraError::InvalidArgument`](crate::LoraError::InvalidArgument) if `bound` is negative or not finite as
     /// an f32 (the precision the draw is made in);
-    /// [`LoraError::ContextMismatch`] if `out` or `stream` belongs to another
-    /// context; [`LoraError::Driver`] from the launch.
+    /// [`LoraError::ContextMismatch`](crate::LoraError::ContextMismatch) if `out` or `stream` belongs to another
+    /// context; [`LoraError::Driver`](crate::LoraError::Driver) from the launch.
     pub fn fill_uniform<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -154,9 +154,9 @@ impl LoraKernels {
     ///   each holds exactly its shape's elements.
     ///
     /// # Errors
-    /// [`LoraError::InvalidArgument`] if `rank` or `k` is 0;
-    /// [`LoraError::ShapeMismatch`] if a buffer's length is not its shape's;
-    /// [`LoraError::Aliasing`] if A and B overlap; otherwise as
+    /// [`LoraError::InvalidArgument`](crate::LoraError::InvalidArgument) if `rank` or `k` is 0;
+    /// [`LoraError::ShapeMismatch`](crate::LoraError::ShapeMismatch) if a buffer's length is not its shape's;
+    /// [`LoraError::Aliasing`](crate::LoraError::Aliasing) if A and B overlap; otherwise as
     /// [`LoraKernels::fill_uniform`], naming `a` or `b`.
     #[allow(clippy::too_many_arguments)]
     pub fn init_adapter<T: LoraDType>(

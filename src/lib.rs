@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! # fused-lora
 //!
 //! Hand-written CUDA kernels for LoRA (low-rank adaptation), wrapped in safe

@@ -52,7 +52,9 @@ pub enum FiniteCheck {
 
 /// The adapter of one layer: A `[r, k]`, B `[n, r]` and the scale `s`.
 pub struct Adapter<'a, T> {
+    /// A `[r, k]` (`lora_A.weight`).
     pub a: CudaView<'a, T>,
+    /// B `[n, r]` (`lora_B.weight`).
     pub b: CudaView<'a, T>,
     /// Rank r.
     pub rank: usize,
@@ -87,19 +89,28 @@ fn rows_of_b(len: usize, rank: usize) -> Result<usize> {
 
 /// One layer updated in place: `weight` `[n, k]`.
 pub struct MergeLayer<'a, T> {
+    /// W `[n, k]`, updated in place.
     pub weight: CudaViewMut<'a, T>,
+    /// Output features N.
     pub n: usize,
+    /// Input features K.
     pub k: usize,
+    /// The adapter merged into (or out of) W.
     pub adapter: Adapter<'a, T>,
 }
 
 /// One layer whose update goes to a separate buffer: `out = weight ± s·B·A`,
 /// both `[n, k]`; `weight` is left untouched.
 pub struct MergeIntoLayer<'a, T> {
+    /// W `[n, k]`, read only.
     pub weight: CudaView<'a, T>,
+    /// Where `W ± s·B·A` is written, `[n, k]`.
     pub out: CudaViewMut<'a, T>,
+    /// Output features N.
     pub n: usize,
+    /// Input features K.
     pub k: usize,
+    /// The adapter merged into (or out of) W.
     pub adapter: Adapter<'a, T>,
 }
 

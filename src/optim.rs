@@ -78,10 +78,15 @@ const MAX_BLOCKS: u64 = 1024;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum factor (0: none).
     pub momentum: f64,
+    /// Dampening of the momentum.
     pub dampening: f64,
+    /// Weight decay (L2 penalty, coupled).
     pub weight_decay: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
 }
 
@@ -130,10 +135,15 @@ impl SgdConfig {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
+    /// Learning rate.
     pub lr: f64,
+    /// β1, the first moment's decay.
     pub beta1: f64,
+    /// β2, the second moment's decay.
     pub beta2: f64,
+    /// ε, added to the denominator.
     pub eps: f64,
+    /// Decoupled weight decay.
     pub weight_decay: f64,
 }
 
@@ -200,6 +210,7 @@ impl SgdState {
         self.momentum_buffer.len()
     }
 
+    /// Never true: a state is for at least one element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -228,10 +239,12 @@ impl AdamWState {
         Ok(AdamWState { exp_avg: stream.alloc_zeros(len)?, exp_avg_sq: stream.alloc_zeros(len)?, step: 0 })
     }
 
+    /// The number of elements of the tensor this state belongs to.
     pub fn len(&self) -> usize {
         self.exp_avg.len()
     }
 
+    /// Never true: a state is for at least one element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -83,7 +83,9 @@ pub enum Precision {
 pub struct Dropout {
     /// Drop probability, in `[0, 1)`; `0` means no mask at all.
     pub p: f32,
+    /// The Philox key (with `offset`) the mask is drawn from.
     pub seed: u64,
+    /// The Philox stream offset.
     pub offset: u64,
 }
 

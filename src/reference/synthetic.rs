@@ -10,8 +10,11 @@ use super::philox::uniform_symmetric;
 /// storage the caller chose).
 #[derive(Clone, Debug)]
 pub struct SyntheticTask {
+    /// Rows M.
     pub m: usize,
+    /// Input features K.
     pub k: usize,
+    /// Output features N.
     pub n: usize,
     /// X `[m, k]`, uniform in (−1, 1).
     pub x: Vec<f32>,

@@ -30,9 +30,13 @@ pub struct Mismatch {
     pub index: usize,
     /// `(row, col)` when the tensor was described as 2-D.
     pub position: Option<(usize, usize)>,
+    /// The value compared.
     pub got: f64,
+    /// The exact (f64) reference value.
     pub expected: f64,
+    /// The naive same-precision computation's value.
     pub naive: f64,
+    /// The bound `|got − expected|` had to stay within.
     pub bound: f64,
 }
 
@@ -40,7 +44,14 @@ pub struct Mismatch {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CloseError {
     /// `got`, `exact` and `naive` do not have the same number of elements.
-    Length { got: usize, exact: usize, naive: usize },
+    Length {
+        /// Elements compared.
+        got: usize,
+        /// Elements of the exact reference.
+        exact: usize,
+        /// Elements of the naive computation.
+        naive: usize,
+    },
     /// An element outside its bound, or not finite.
     Element(Mismatch),
 }
