@@ -65,10 +65,8 @@ impl<T: LoraDType> PackedAdapters<T> {
         check_dim("k", k)?;
         check_dim("adapters.len()", adapters.len())?;
         for (index, adapter) in adapters.iter().enumerate() {
-            check_adapter(stream, n, k, adapter).map_err(|error| LoraError::InAdapter {
-                adapter: index,
-                error: Box::new(error),
-            })?;
+            check_adapter(stream, n, k, adapter)
+                .map_err(|error| LoraError::InAdapter { adapter: index, error: Box::new(error) })?;
         }
         let num_adapters = adapters.len();
         let r_max = adapters.iter().map(|adapter| adapter.rank).max().unwrap_or(1);
@@ -86,10 +84,7 @@ impl<T: LoraDType> PackedAdapters<T> {
             } else {
                 for row in 0..n {
                     let dst = b_slot + row * r_max;
-                    stream.memcpy_dtod(
-                        &adapter.b.slice(row * r..(row + 1) * r),
-                        &mut b_all.slice_mut(dst..dst + r),
-                    )?;
+                    stream.memcpy_dtod(&adapter.b.slice(row * r..(row + 1) * r), &mut b_all.slice_mut(dst..dst + r))?;
                 }
             }
         }

@@ -14,11 +14,7 @@ use crate::kernels::check_same_context;
 /// A dimension that must be at least 1 and fit the kernels' 32-bit ints.
 pub(crate) fn check_dim(what: &'static str, value: usize) -> Result<i32> {
     if value == 0 {
-        return Err(LoraError::InvalidArgument {
-            what,
-            value: "0".into(),
-            reason: "must be at least 1",
-        });
+        return Err(LoraError::InvalidArgument { what, value: "0".into(), reason: "must be at least 1" });
     }
     i32::try_from(value).map_err(|_| LoraError::InvalidArgument {
         what,
@@ -32,25 +28,18 @@ pub(crate) fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Resu
     let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     match expected {
         Some(e) if e == len => Ok(()),
-        Some(_) => Err(LoraError::ShapeMismatch {
-            what,
-            expected: shape.to_vec(),
-            got: vec![len],
-        }),
-        None => Err(LoraError::InvalidArgument {
-            what,
-            value: format!("{shape:?}"),
-            reason: "too many elements",
-        }),
+        Some(_) => Err(LoraError::ShapeMismatch { what, expected: shape.to_vec(), got: vec![len] }),
+        None => Err(LoraError::InvalidArgument { what, value: format!("{shape:?}"), reason: "too many elements" }),
     }
 }
 
 /// The element count of `shape`, or the error for one `usize` cannot hold.
 pub(crate) fn element_count(what: &'static str, shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| LoraError::InvalidArgument { what, value: format!("{shape:?}"), reason: "too many elements" })
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| LoraError::InvalidArgument {
+        what,
+        value: format!("{shape:?}"),
+        reason: "too many elements",
+    })
 }
 
 /// `len / cols`: the row count of a `[rows, cols]` buffer `what` whose row
@@ -58,11 +47,7 @@ pub(crate) fn element_count(what: &'static str, shape: &[usize]) -> Result<usize
 pub(crate) fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
     check_dim("k", cols)?;
     if len == 0 || len % cols != 0 {
-        return Err(LoraError::ShapeMismatch {
-            what,
-            expected: vec![len.div_ceil(cols).max(1), cols],
-            got: vec![len],
-        });
+        return Err(LoraError::ShapeMismatch { what, expected: vec![len.div_ceil(cols).max(1), cols], got: vec![len] });
     }
     check_dim("m", len / cols)?;
     Ok(len / cols)
@@ -74,11 +59,7 @@ pub(crate) fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usi
 pub(crate) fn cols_of(what: &'static str, len: usize, rows: usize) -> Result<usize> {
     check_dim("rank", rows)?;
     if len == 0 || len % rows != 0 {
-        return Err(LoraError::ShapeMismatch {
-            what,
-            expected: vec![rows, len.div_ceil(rows).max(1)],
-            got: vec![len],
-        });
+        return Err(LoraError::ShapeMismatch { what, expected: vec![rows, len.div_ceil(rows).max(1)], got: vec![len] });
     }
     Ok(len / rows)
 }
@@ -90,20 +71,11 @@ pub(crate) fn cols_of(what: &'static str, len: usize, rows: usize) -> Result<usi
 /// both operands ([`LoraError::RowsDisagree`]), since either may be the wrong one.
 pub(crate) fn check_rows(source: &'static str, m: usize, what: &'static str, len: usize, cols: usize) -> Result<()> {
     if len % cols != 0 || len == 0 {
-        return Err(LoraError::ShapeMismatch {
-            what,
-            expected: vec![m, cols],
-            got: vec![len],
-        });
+        return Err(LoraError::ShapeMismatch { what, expected: vec![m, cols], got: vec![len] });
     }
     let rows = len / cols;
     if rows != m {
-        return Err(LoraError::RowsDisagree {
-            first: source,
-            first_rows: m,
-            second: what,
-            second_rows: rows,
-        });
+        return Err(LoraError::RowsDisagree { first: source, first_rows: m, second: what, second_rows: rows });
     }
     Ok(())
 }
@@ -123,11 +95,7 @@ pub(crate) fn check_scale(what: &'static str, scale: f32) -> Result<()> {
     if scale.is_finite() {
         Ok(())
     } else {
-        Err(LoraError::InvalidArgument {
-            what,
-            value: scale.to_string(),
-            reason: "must be finite",
-        })
+        Err(LoraError::InvalidArgument { what, value: scale.to_string(), reason: "must be finite" })
     }
 }
 
@@ -135,11 +103,7 @@ pub(crate) fn check_scale(what: &'static str, scale: f32) -> Result<()> {
 /// there too (1e39 is a finite f64 but an infinite f32). Returns the f32.
 pub(crate) fn f32_param(what: &'static str, value: f64) -> Result<f32> {
     if !value.is_finite() {
-        return Err(LoraError::InvalidArgument {
-            what,
-            value: value.to_string(),
-            reason: "must be finite",
-        });
+        return Err(LoraError::InvalidArgument { what, value: value.to_string(), reason: "must be finite" });
     }
     let rounded = value as f32;
     if rounded.is_finite() {
@@ -159,11 +123,7 @@ pub(crate) fn non_negative_f32_param(what: &'static str, value: f64) -> Result<f
     if value >= 0.0 {
         Ok(rounded)
     } else {
-        Err(LoraError::InvalidArgument {
-            what,
-            value: value.to_string(),
-            reason: "must be non-negative",
-        })
+        Err(LoraError::InvalidArgument { what, value: value.to_string(), reason: "must be non-negative" })
     }
 }
 
@@ -178,11 +138,7 @@ pub(crate) fn check_k_aligned<T: LoraDType>(k: usize) -> Result<()> {
     if k % chunk == 0 {
         Ok(())
     } else {
-        Err(LoraError::Misaligned {
-            what: "k",
-            value: k,
-            multiple_of: chunk,
-        })
+        Err(LoraError::Misaligned { what: "k", value: k, multiple_of: chunk })
     }
 }
 
@@ -192,11 +148,7 @@ pub(crate) fn check_address(what: &'static str, address: u64) -> Result<()> {
     if address % ALIGNMENT == 0 {
         Ok(())
     } else {
-        Err(LoraError::MisalignedAddress {
-            what,
-            address,
-            alignment: ALIGNMENT,
-        })
+        Err(LoraError::MisalignedAddress { what, address, alignment: ALIGNMENT })
     }
 }
 
@@ -210,11 +162,7 @@ pub(crate) struct Span {
 
 impl Span {
     pub fn new(what: &'static str, address: u64, bytes: usize) -> Self {
-        Span {
-            what,
-            start: address,
-            end: address + bytes as u64,
-        }
+        Span { what, start: address, end: address + bytes as u64 }
     }
 
     /// `len` elements of `E` at `address`: each buffer sized by its own
@@ -231,10 +179,7 @@ impl Span {
 /// An output must not overlap any input (CTAs read inputs while others write).
 pub(crate) fn check_no_alias(output: &Span, inputs: &[Span]) -> Result<()> {
     match inputs.iter().find(|input| output.overlaps(input)) {
-        Some(input) => Err(LoraError::Aliasing {
-            output: output.what,
-            input: input.what,
-        }),
+        Some(input) => Err(LoraError::Aliasing { output: output.what, input: input.what }),
         None => Ok(()),
     }
 }
@@ -245,10 +190,7 @@ pub(crate) fn check_no_alias(output: &Span, inputs: &[Span]) -> Result<()> {
 pub(crate) fn check_disjoint(spans: &[Span]) -> Result<()> {
     for (i, a) in spans.iter().enumerate() {
         if let Some(b) = spans[i + 1..].iter().find(|b| a.overlaps(b)) {
-            return Err(LoraError::Aliasing {
-                output: a.what,
-                input: b.what,
-            });
+            return Err(LoraError::Aliasing { output: a.what, input: b.what });
         }
     }
     Ok(())
@@ -264,10 +206,7 @@ pub(crate) struct Pointers<'s> {
 
 impl<'s> Pointers<'s> {
     pub(crate) fn new(stream: &'s CudaStream) -> Self {
-        Pointers {
-            stream,
-            guards: Vec::new(),
-        }
+        Pointers { stream, guards: Vec::new() }
     }
 
     pub(crate) fn read<E, B: DevicePtr<E>>(&mut self, what: &'static str, buffer: &'s B) -> Span {
@@ -293,15 +232,9 @@ mod tests {
         assert_eq!(f32_param("lr", 1e-3).ok(), Some(1e-3f32));
         assert_eq!(f32_param("lr", 3.4e38).ok(), Some(3.4e38f32));
         for bad in [1e39, -1e39, 3.5e38, f64::NAN, f64::INFINITY] {
-            assert!(
-                matches!(f32_param("lr", bad), Err(LoraError::InvalidArgument { what: "lr", .. })),
-                "{bad}"
-            );
+            assert!(matches!(f32_param("lr", bad), Err(LoraError::InvalidArgument { what: "lr", .. })), "{bad}");
         }
-        assert!(matches!(
-            non_negative_f32_param("eps", -1e-9),
-            Err(LoraError::InvalidArgument { what: "eps", .. })
-        ));
+        assert!(matches!(non_negative_f32_param("eps", -1e-9), Err(LoraError::InvalidArgument { what: "eps", .. })));
     }
 
     #[test]
@@ -310,13 +243,7 @@ mod tests {
         let index = Span::of::<i32>("index", 0x100, 4);
         let y = Span::of::<half::f16>("y", 0x10c, 2);
         assert!(y.overlaps(&index));
-        assert!(matches!(
-            check_no_alias(&y, &[index]),
-            Err(LoraError::Aliasing {
-                output: "y",
-                input: "index"
-            })
-        ));
+        assert!(matches!(check_no_alias(&y, &[index]), Err(LoraError::Aliasing { output: "y", input: "index" })));
     }
 
     #[test]
@@ -324,22 +251,12 @@ mod tests {
         assert!(check_rows("x", 4, "y", 4 * 16, 16).is_ok());
         assert!(matches!(
             check_rows("x", 4, "y", 5 * 16, 16),
-            Err(LoraError::RowsDisagree {
-                first: "x",
-                first_rows: 4,
-                second: "y",
-                second_rows: 5
-            })
+            Err(LoraError::RowsDisagree { first: "x", first_rows: 4, second: "y", second_rows: 5 })
         ));
-        assert!(matches!(
-            check_rows("x", 4, "y", 17, 16),
-            Err(LoraError::ShapeMismatch { what: "y", .. })
-        ));
+        assert!(matches!(check_rows("x", 4, "y", 17, 16), Err(LoraError::ShapeMismatch { what: "y", .. })));
         // A [r, K] with K implied: the shape reads [r, K], not [K, r].
         match cols_of("a", 4 * 16 - 1, 4) {
-            Err(LoraError::ShapeMismatch {
-                what: "a", expected, ..
-            }) => assert_eq!(expected, vec![4, 16]),
+            Err(LoraError::ShapeMismatch { what: "a", expected, .. }) => assert_eq!(expected, vec![4, 16]),
             other => panic!("{other:?}"),
         }
     }
@@ -347,10 +264,7 @@ mod tests {
     #[test]
     fn lengths_must_match_shapes_without_overflow() {
         assert!(check_len("a", 12, &[3, 4]).is_ok());
-        assert!(matches!(
-            check_len("a", 11, &[3, 4]),
-            Err(LoraError::ShapeMismatch { what: "a", .. })
-        ));
+        assert!(matches!(check_len("a", 11, &[3, 4]), Err(LoraError::ShapeMismatch { what: "a", .. })));
         assert!(check_len("a", 0, &[usize::MAX, 2]).is_err());
     }
 }

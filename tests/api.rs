@@ -38,29 +38,18 @@ fn packing_lays_adapters_of_different_ranks_into_zero_padded_slots() {
     let s = &dev.stream;
     let (k, n) = (16, 5);
     let ranks = [3usize, 8, 1];
-    let hosts: Vec<(Vec<bf16>, Vec<bf16>)> = ranks
-        .iter()
-        .enumerate()
-        .map(|(l, &r)| (random(10 + l as u64, r * k), random(20 + l as u64, n * r)))
-        .collect();
+    let hosts: Vec<(Vec<bf16>, Vec<bf16>)> =
+        ranks.iter().enumerate().map(|(l, &r)| (random(10 + l as u64, r * k), random(20 + l as u64, n * r))).collect();
     let device: Vec<_> = hosts.iter().map(|(a, b)| (upload(s, a), upload(s, b))).collect();
     let adapters: Vec<Adapter<'_, bf16>> = device
         .iter()
         .zip(ranks)
         .enumerate()
-        .map(|(l, ((a, b), rank))| Adapter {
-            a: a.as_view(),
-            b: b.as_view(),
-            rank,
-            scale: 0.5 + l as f32,
-        })
+        .map(|(l, ((a, b), rank))| Adapter { a: a.as_view(), b: b.as_view(), rank, scale: 0.5 + l as f32 })
         .collect();
     let packed = PackedAdapters::pack(s, n, k, &adapters).expect("pack");
     let r_max = 8;
-    assert_eq!(
-        (packed.num_adapters(), packed.r_max(), packed.n(), packed.k()),
-        (3, r_max, n, k)
-    );
+    assert_eq!((packed.num_adapters(), packed.r_max(), packed.n(), packed.k()), (3, r_max, n, k));
     assert_eq!(packed.ranks(), &ranks);
     assert_eq!(packed.scales(), &[0.5, 1.5, 2.5]);
     let (a_all, b_all) = (download(s, packed.a()), download(s, packed.b()));
@@ -84,44 +73,22 @@ fn packing_lays_adapters_of_different_ranks_into_zero_padded_slots() {
     let m = 4;
     let x = upload(s, &random::<bf16>(30, m * k));
     let w = upload(s, &random::<bf16>(31, n * k));
-    let linear = Linear {
-        weight: w.as_view(),
-        bias: None,
-        n,
-        k,
-    };
+    let linear = Linear { weight: w.as_view(), bias: None, n, k };
     let index = upload(s, &[2i32, 0, -1, 1]);
     let mut status = AdapterStatus::new(s).expect("status");
     let mut y = poisoned::<bf16>(s, m * n);
     let stack = packed.stack();
-    let mut rows = RowAdapters {
-        index: index.as_view(),
-        status: &mut status,
-    };
-    let mut out = ForwardOutput {
-        y: y.as_view_mut(),
-        p: None,
-    };
-    dev.kernels
-        .forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)
-        .expect("forward_multi");
+    let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+    dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward_multi");
     status.check(s).expect("indices in range");
     let y_multi = download(s, &y);
     for (row, l) in [(0usize, 2usize), (1, 0), (3, 1)] {
         let mut y_one = poisoned::<bf16>(s, m * n);
-        let mut out = ForwardOutput {
-            y: y_one.as_view_mut(),
-            p: None,
-        };
-        dev.kernels
-            .forward(s, &x.as_view(), &linear, &adapters[l], None, &mut out)
-            .expect("forward");
+        let mut out = ForwardOutput { y: y_one.as_view_mut(), p: None };
+        dev.kernels.forward(s, &x.as_view(), &linear, &adapters[l], None, &mut out).expect("forward");
         let y_one = download(s, &y_one);
-        assert_eq!(
-            &y_multi[row * n..(row + 1) * n],
-            &y_one[row * n..(row + 1) * n],
-            "row {row}, adapter {l}"
-        );
+        assert_eq!(&y_multi[row * n..(row + 1) * n], &y_one[row * n..(row + 1) * n], "row {row}, adapter {l}");
     }
 }
 
@@ -135,35 +102,17 @@ fn packing_names_the_bad_adapter() {
     let a1 = upload(s, &random::<bf16>(3, 4 * k));
     let b1 = upload(s, &random::<bf16>(4, n * 4 - 1));
     let adapters = [
-        Adapter {
-            a: a0.as_view(),
-            b: b0.as_view(),
-            rank: 2,
-            scale: 1.0,
-        },
-        Adapter {
-            a: a1.as_view(),
-            b: b1.as_view(),
-            rank: 4,
-            scale: 1.0,
-        },
+        Adapter { a: a0.as_view(), b: b0.as_view(), rank: 2, scale: 1.0 },
+        Adapter { a: a1.as_view(), b: b1.as_view(), rank: 4, scale: 1.0 },
     ];
-    let err = PackedAdapters::pack(s, n, k, &adapters)
-        .err()
-        .expect("adapter 1's B is short");
+    let err = PackedAdapters::pack(s, n, k, &adapters).err().expect("adapter 1's B is short");
     match err {
         LoraError::InAdapter { adapter: 1, error } => {
-            assert!(
-                matches!(*error, LoraError::ShapeMismatch { what: "b", .. }),
-                "{error:?}"
-            )
+            assert!(matches!(*error, LoraError::ShapeMismatch { what: "b", .. }), "{error:?}")
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        PackedAdapters::<bf16>::pack(s, n, k, &[]),
-        Err(LoraError::InvalidArgument { .. })
-    ));
+    assert!(matches!(PackedAdapters::<bf16>::pack(s, n, k, &[]), Err(LoraError::InvalidArgument { .. })));
 }
 
 /// P has one meaning: the shrink writes exactly the P the forward keeps
@@ -177,29 +126,12 @@ fn the_shrink_writes_the_p_the_forward_keeps() {
     let w = upload(s, &random::<bf16>(2, n * k));
     let a = upload(s, &random::<bf16>(3, r * k));
     let b = upload(s, &random::<bf16>(4, n * r));
-    let linear = Linear {
-        weight: w.as_view(),
-        bias: None,
-        n,
-        k,
-    };
-    let adapter = Adapter {
-        a: a.as_view(),
-        b: b.as_view(),
-        rank: r,
-        scale: 3.0,
-    };
+    let linear = Linear { weight: w.as_view(), bias: None, n, k };
+    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 3.0 };
     let (mut y, mut p_forward, mut p_shrink) = (poisoned::<bf16>(s, m * n), poisoned(s, m * r), poisoned(s, m * r));
-    let mut out = ForwardOutput {
-        y: y.as_view_mut(),
-        p: Some(p_forward.as_view_mut()),
-    };
-    dev.kernels
-        .forward(s, &x.as_view(), &linear, &adapter, None, &mut out)
-        .expect("forward");
-    dev.kernels
-        .shrink(s, &x.as_view(), &a.as_view(), r, &mut p_shrink.as_view_mut())
-        .expect("shrink");
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p_forward.as_view_mut()) };
+    dev.kernels.forward(s, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+    dev.kernels.shrink(s, &x.as_view(), &a.as_view(), r, &mut p_shrink.as_view_mut()).expect("shrink");
     let (p_forward, p_shrink): (Vec<bf16>, Vec<bf16>) = (download(s, &p_forward), download(s, &p_shrink));
     assert!(p_forward.iter().all(|v| v.is_finite()));
     assert_eq!(p_forward, p_shrink);

@@ -50,42 +50,14 @@ fn output_overlapping_index_is_refused<T: fused_lora::LoraDType>() {
     // once), read as halves: Y starts 2·M bytes in, inside the M i32 indices.
     let mut alias: CudaSlice<T> = unsafe { s.upgrade_device_ptr(index_address, room * 2) };
     let mut status = AdapterStatus::new(s).expect("status");
-    let linear = Linear {
-        weight: w.as_view(),
-        bias: None,
-        n: N,
-        k: K,
-    };
+    let linear = Linear { weight: w.as_view(), bias: None, n: N, k: K };
     let (ranks, scales) = ([4usize, 2], [1.0f32, 0.5]);
-    let stack = AdapterStack {
-        a: a.as_view(),
-        b: b.as_view(),
-        r_max,
-        ranks: &ranks,
-        scales: &scales,
-    };
-    let mut rows = RowAdapters {
-        index: index_then_room.slice(..M),
-        status: &mut status,
-    };
-    let mut out = ForwardOutput {
-        y: alias.slice_mut(M..M + M * N),
-        p: None,
-    };
-    let result = dev
-        .kernels
-        .forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out);
+    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
+    let mut rows = RowAdapters { index: index_then_room.slice(..M), status: &mut status };
+    let mut out = ForwardOutput { y: alias.slice_mut(M..M + M * N), p: None };
+    let result = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out);
     alias.leak();
-    assert!(
-        matches!(
-            result,
-            Err(LoraError::Aliasing {
-                output: "y",
-                input: "index"
-            })
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(LoraError::Aliasing { output: "y", input: "index" })), "{result:?}");
 }
 
 #[test]
@@ -111,12 +83,7 @@ fn a_status_reports_against_one_number_of_adapters() {
     let a = upload(s, &random::<f16>(3, 3 * r_max * K));
     let b = upload(s, &random::<f16>(4, 3 * N * r_max));
     let mut y = poisoned::<f16>(s, M * N);
-    let linear = Linear {
-        weight: w.as_view(),
-        bias: None,
-        n: N,
-        k: K,
-    };
+    let linear = Linear { weight: w.as_view(), bias: None, n: N, k: K };
     let mut status = AdapterStatus::new(s).expect("status");
     let run = |l: usize, index: &[i32], status: &mut AdapterStatus, y: &mut CudaSlice<f16>| {
         let (ranks, scales) = (vec![r_max; l], vec![1.0f32; l]);
@@ -128,16 +95,9 @@ fn a_status_reports_against_one_number_of_adapters() {
             scales: &scales,
         };
         let index = upload(s, index);
-        let mut rows = RowAdapters {
-            index: index.as_view(),
-            status,
-        };
-        let mut out = ForwardOutput {
-            y: y.as_view_mut(),
-            p: None,
-        };
-        dev.kernels
-            .forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)
+        let mut rows = RowAdapters { index: index.as_view(), status };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+        dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)
     };
     // L = 2, row 1 uses adapter 2: out of range.
     run(2, &[0, 2, 1, -1, 0], &mut status, &mut y).expect("L = 2");
@@ -146,14 +106,7 @@ fn a_status_reports_against_one_number_of_adapters() {
     assert_eq!(invalid_what(run(3, &[0, 1, 2, -1, 0], &mut status, &mut y)), "status");
     let report = status.check(s);
     assert!(
-        matches!(
-            report,
-            Err(LoraError::AdapterIndexOutOfRange {
-                row: 1,
-                index: 2,
-                num_adapters: 2
-            })
-        ),
+        matches!(report, Err(LoraError::AdapterIndexOutOfRange { row: 1, index: 2, num_adapters: 2 })),
         "{report:?}"
     );
     // After a reset, L = 3 is accepted and its (valid) indices report nothing.
@@ -180,31 +133,20 @@ fn a_second_handle_on_the_primary_context_is_the_same_context() {
     let grad = upload(&s2, &vec![0.5f32; len]);
     let mut sgd = SgdState::new(&s2, len).expect("sgd state");
     dev.kernels
-        .sgd_step(
-            s,
-            &SgdConfig::with_momentum(0.1, 0.9),
-            &mut master,
-            &mut working,
-            &grad,
-            &mut sgd,
-        )
+        .sgd_step(s, &SgdConfig::with_momentum(0.1, 0.9), &mut master, &mut working, &grad, &mut sgd)
         .expect("sgd");
     // The first momentum step: b = g, w ← w − lr·b.
     let want = 1.0f32 - 0.1f32 * 0.5f32;
     assert!(download(s, &working).iter().all(|&w| w == want), "sgd result");
 
     let mut adam = AdamWState::new(&s2, len).expect("adamw state");
-    dev.kernels
-        .adamw_step(s, &AdamWConfig::new(1e-3), &mut master, &mut working, &grad, &mut adam)
-        .expect("adamw");
+    dev.kernels.adamw_step(s, &AdamWConfig::new(1e-3), &mut master, &mut working, &grad, &mut adam).expect("adamw");
     assert_eq!(adam.step(), 1);
 
     let (r, n) = (4, 8);
     let mut a = poisoned::<f32>(&s2, r * K);
     let mut b = poisoned::<f32>(&s2, n * r);
-    dev.kernels
-        .init_adapter(s, InitScheme::PeftDefault, r, K, n, 7, 0, &mut a, &mut b)
-        .expect("init_adapter");
+    dev.kernels.init_adapter(s, InitScheme::PeftDefault, r, K, n, 7, 0, &mut a, &mut b).expect("init_adapter");
     let (want_a, want_b) = fused_lora::reference::init_adapter::<f32>(InitScheme::PeftDefault, r, K, n, 7, 0).unwrap();
     assert_eq!(download(s, &a), want_a);
     assert_eq!(download(s, &b), want_b);
@@ -212,9 +154,7 @@ fn a_second_handle_on_the_primary_context_is_the_same_context() {
     let mut out = poisoned::<f32>(&s2, len);
     dev.kernels.fill_uniform(s, &mut out, 0.5, 1, 2).expect("fill_uniform");
     dev.kernels.fill_normal(s, &mut out, 0.5, 1, 2).expect("fill_normal");
-    dev.kernels
-        .fill(s, &mut out, Distribution::Zero, 1, 2)
-        .expect("fill zero");
+    dev.kernels.fill(s, &mut out, Distribution::Zero, 1, 2).expect("fill zero");
     assert!(download(s, &out).iter().all(|&v| v == 0.0));
 }
 
@@ -233,67 +173,32 @@ fn hyperparameters_beyond_f32_are_refused() {
     let k = &dev.kernels;
 
     let lr = SgdConfig::new(1e39);
-    assert_eq!(
-        invalid_what(k.sgd_step(s, &lr, &mut master, &mut working, &grad, &mut sgd)),
-        "lr"
-    );
-    let decay = SgdConfig {
-        weight_decay: 1e42,
-        ..SgdConfig::new(0.1)
-    };
-    assert_eq!(
-        invalid_what(k.sgd_step(s, &decay, &mut master, &mut working, &grad, &mut sgd)),
-        "weight_decay"
-    );
-    let decay = AdamWConfig {
-        weight_decay: 1e42,
-        ..AdamWConfig::new(1e-3)
-    };
-    assert_eq!(
-        invalid_what(k.adamw_step(s, &decay, &mut master, &mut working, &grad, &mut adam)),
-        "weight_decay"
-    );
+    assert_eq!(invalid_what(k.sgd_step(s, &lr, &mut master, &mut working, &grad, &mut sgd)), "lr");
+    let decay = SgdConfig { weight_decay: 1e42, ..SgdConfig::new(0.1) };
+    assert_eq!(invalid_what(k.sgd_step(s, &decay, &mut master, &mut working, &grad, &mut sgd)), "weight_decay");
+    let decay = AdamWConfig { weight_decay: 1e42, ..AdamWConfig::new(1e-3) };
+    assert_eq!(invalid_what(k.adamw_step(s, &decay, &mut master, &mut working, &grad, &mut adam)), "weight_decay");
     // Each finite in f32, their product not: the decay factor 1 − lr·wd.
-    let product = AdamWConfig {
-        lr: 1e20,
-        weight_decay: 1e20,
-        ..AdamWConfig::new(1e-3)
-    };
+    let product = AdamWConfig { lr: 1e20, weight_decay: 1e20, ..AdamWConfig::new(1e-3) };
     assert_eq!(
         invalid_what(k.adamw_step(s, &product, &mut master, &mut working, &grad, &mut adam)),
         "1 - lr * weight_decay"
     );
     // lr / (1 − β1) at the first step.
-    let step = AdamWConfig {
-        lr: 3e38,
-        weight_decay: 0.0,
-        ..AdamWConfig::new(1e-3)
-    };
-    assert_eq!(
-        invalid_what(k.adamw_step(s, &step, &mut master, &mut working, &grad, &mut adam)),
-        "lr / (1 - beta1^t)"
-    );
+    let step = AdamWConfig { lr: 3e38, weight_decay: 0.0, ..AdamWConfig::new(1e-3) };
+    assert_eq!(invalid_what(k.adamw_step(s, &step, &mut master, &mut working, &grad, &mut adam)), "lr / (1 - beta1^t)");
     assert_eq!(adam.step(), 0, "a refused step does not count");
     assert!(download(s, &master).iter().all(|&w| w == 1.0), "nothing written");
 
     let mut out = poisoned::<f32>(s, len);
     assert_eq!(invalid_what(k.fill_uniform(s, &mut out, 3.5e38, 1, 0)), "bound");
     assert_eq!(invalid_what(k.fill_normal(s, &mut out, 1e39, 1, 0)), "std");
-    assert_eq!(
-        invalid_what(k.fill(s, &mut out, Distribution::Uniform { bound: 3.5e38 }, 1, 0)),
-        "bound"
-    );
+    assert_eq!(invalid_what(k.fill(s, &mut out, Distribution::Uniform { bound: 3.5e38 }, 1, 0)), "bound");
     // The largest f32 bound is fine, and every element stays finite.
-    k.fill_uniform(s, &mut out, f32::MAX as f64, 1, 0)
-        .expect("f32::MAX bound");
+    k.fill_uniform(s, &mut out, f32::MAX as f64, 1, 0).expect("f32::MAX bound");
     assert!(download(s, &out).iter().all(|v| v.is_finite()));
     assert_eq!(
-        invalid_what(fused_lora::reference::init_matrix::<f32>(
-            Distribution::Uniform { bound: 3.5e38 },
-            4,
-            1,
-            0
-        )),
+        invalid_what(fused_lora::reference::init_matrix::<f32>(Distribution::Uniform { bound: 3.5e38 }, 4, 1, 0)),
         "bound"
     );
 }
@@ -314,20 +219,9 @@ fn init_adapter_refuses_overlapping_a_and_b() {
     let mut a = both.slice_mut(..r * K);
     // B starts 4 elements before A ends.
     let mut b = alias.slice_mut(r * K - 4..r * K - 4 + n * r);
-    let result = dev
-        .kernels
-        .init_adapter(s, InitScheme::PeftDefault, r, K, n, 3, 0, &mut a, &mut b);
+    let result = dev.kernels.init_adapter(s, InitScheme::PeftDefault, r, K, n, 3, 0, &mut a, &mut b);
     alias.leak();
-    assert!(
-        matches!(
-            result,
-            Err(LoraError::Aliasing {
-                output: "a",
-                input: "b"
-            })
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(LoraError::Aliasing { output: "a", input: "b" })), "{result:?}");
     assert!(download(s, &both).iter().all(|v| v.is_nan()), "nothing written");
 }
 
@@ -361,49 +255,18 @@ fn a_short_x_is_named_with_the_operand_it_disagrees_with() {
     let a = upload(s, &random::<f16>(3, r * K));
     let b = upload(s, &random::<f16>(4, N * r));
     let mut y = poisoned::<f16>(s, M * N);
-    let linear = Linear {
-        weight: w.as_view(),
-        bias: None,
-        n: N,
-        k: K,
-    };
-    let adapter = Adapter {
-        a: a.as_view(),
-        b: b.as_view(),
-        rank: r,
-        scale: 1.0,
-    };
-    let mut out = ForwardOutput {
-        y: y.as_view_mut(),
-        p: None,
-    };
-    let err = dev
-        .kernels
-        .forward(s, &x.as_view(), &linear, &adapter, None, &mut out)
-        .expect_err("short X");
+    let linear = Linear { weight: w.as_view(), bias: None, n: N, k: K };
+    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 1.0 };
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+    let err = dev.kernels.forward(s, &x.as_view(), &linear, &adapter, None, &mut out).expect_err("short X");
     assert!(
-        matches!(
-            err,
-            LoraError::RowsDisagree {
-                first: "x",
-                first_rows: 4,
-                second: "y",
-                second_rows: 5
-            }
-        ),
+        matches!(err, LoraError::RowsDisagree { first: "x", first_rows: 4, second: "y", second_rows: 5 }),
         "{err:?}"
     );
-    assert_eq!(
-        err.to_string(),
-        "`x` holds 4 rows but `y` holds 5; operands that share M must agree"
-    );
+    assert_eq!(err.to_string(), "`x` holds 4 rows but `y` holds 5; operands that share M must agree");
 
     let dy = upload(s, &random::<f16>(5, M * N));
-    let (mut da, mut db, mut dx) = (
-        poisoned::<f16>(s, r * K),
-        poisoned::<f16>(s, N * r),
-        poisoned::<f16>(s, M * K),
-    );
+    let (mut da, mut db, mut dx) = (poisoned::<f16>(s, r * K), poisoned::<f16>(s, N * r), poisoned::<f16>(s, M * K));
     let mut grads = BackwardOutput {
         da: da.as_view_mut(),
         db: db.as_view_mut(),
@@ -415,27 +278,14 @@ fn a_short_x_is_named_with_the_operand_it_disagrees_with() {
         .kernels
         .backward(
             s,
-            &BackwardInputs {
-                dy: dy.as_view(),
-                x: x.as_view(),
-                p: None,
-                dropout: None,
-            },
+            &BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: None, dropout: None },
             &linear,
             &adapter,
             &mut grads,
         )
         .expect_err("short X");
     assert!(
-        matches!(
-            err,
-            LoraError::RowsDisagree {
-                first: "x",
-                first_rows: 4,
-                second: "dy",
-                second_rows: 5
-            }
-        ),
+        matches!(err, LoraError::RowsDisagree { first: "x", first_rows: 4, second: "dy", second_rows: 5 }),
         "{err:?}"
     );
 }
@@ -449,16 +299,9 @@ fn a_ragged_a_is_shown_in_its_own_layout() {
     let x = upload(s, &random::<f16>(1, M * K));
     let a = upload(s, &random::<f16>(2, r * K - 1));
     let mut p = poisoned::<f16>(s, M * r);
-    let err = dev
-        .kernels
-        .shrink(s, &x.as_view(), &a.as_view(), r, &mut p.as_view_mut())
-        .expect_err("ragged A");
+    let err = dev.kernels.shrink(s, &x.as_view(), &a.as_view(), r, &mut p.as_view_mut()).expect_err("ragged A");
     match err {
-        LoraError::ShapeMismatch {
-            what: "a",
-            expected,
-            got,
-        } => {
+        LoraError::ShapeMismatch { what: "a", expected, got } => {
             assert_eq!((expected, got), (vec![r, K], vec![r * K - 1]));
         }
         other => panic!("{other:?}"),
@@ -473,9 +316,7 @@ fn init_adapter_names_the_operand_of_another_context() {
     let (r, n) = (4, 8);
     let mut a = poisoned::<f32>(&other.default_stream(), r * K);
     let mut b = poisoned::<f32>(&dev.stream, n * r);
-    let err = dev
-        .kernels
-        .init_adapter(&dev.stream, InitScheme::PeftDefault, r, K, n, 1, 0, &mut a, &mut b);
+    let err = dev.kernels.init_adapter(&dev.stream, InitScheme::PeftDefault, r, K, n, 1, 0, &mut a, &mut b);
     assert!(matches!(err, Err(LoraError::ContextMismatch { what: "a" })), "{err:?}");
 }
 
@@ -494,32 +335,12 @@ fn a_misaligned_address_is_reported_as_an_address() {
         let (address, _guard) = x.device_ptr(s);
         address + 2
     };
-    let linear = Linear {
-        weight: w.as_view(),
-        bias: None,
-        n: N,
-        k: K,
-    };
-    let adapter = Adapter {
-        a: a.as_view(),
-        b: b.as_view(),
-        rank: r,
-        scale: 1.0,
-    };
-    let mut out = ForwardOutput {
-        y: y.as_view_mut(),
-        p: None,
-    };
-    let err = dev
-        .kernels
-        .forward(s, &x.slice(1..), &linear, &adapter, None, &mut out)
-        .expect_err("offset X");
+    let linear = Linear { weight: w.as_view(), bias: None, n: N, k: K };
+    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 1.0 };
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+    let err = dev.kernels.forward(s, &x.slice(1..), &linear, &adapter, None, &mut out).expect_err("offset X");
     match &err {
-        LoraError::MisalignedAddress {
-            what: "x",
-            address,
-            alignment: 16,
-        } => assert_eq!(*address, x_address),
+        LoraError::MisalignedAddress { what: "x", address, alignment: 16 } => assert_eq!(*address, x_address),
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains(&format!("{x_address:#x}")), "{err}");
