@@ -8,12 +8,14 @@
 //! dX = dY·W0 + s·G·A [M, K]
 //! ```
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{Adapter, BackwardInputs, BackwardOutput, GradMode, Linear, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
@@ -255,7 +257,8 @@ impl LoraKernels {
     ///
     /// # Errors
     /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
-    /// shape's; [`LoraError::Misaligned`] for a K the forward's shrink cannot
+    /// shape's; [`LoraError::RowsDisagree`] when dY, P, dX or G holds another
+    /// number of rows than X; [`LoraError::Misaligned`] for a K the forward's shrink cannot
     /// take (only when P is recomputed); [`LoraError::InvalidArgument`] for a
     /// zero or too large dimension, a non-finite scale or a dropout p outside
     /// `[0, 1)`;
@@ -308,7 +311,8 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::backward`], plus [`LoraError::InvalidArgument`] for a
-    /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
+    /// rank outside `1..=r_max`, ranks/scales of different lengths, or a
+    /// status that records calls with another number of adapters. An index
     /// out of range surfaces in [`AdapterStatus::check`](crate::AdapterStatus::check).
     pub fn backward_multi<T: LoraDType>(
         &self,

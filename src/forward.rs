@@ -6,16 +6,18 @@
 //! Y = X·W0ᵀ + bias + s·P·Bᵀ      [M, N]   one kernel, Y written once
 //! ```
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{Adapter, ForwardOutput, Linear, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
-//! let (m, k, n, r) = (16, 4096, 4096, 16);
+//! let (m, k, n, r) = (16, 256, 128, 16);
 //! let x = stream.clone_htod(&vec![bf16::ONE; m * k])?; // X [M, K]
 //! let w0 = stream.clone_htod(&vec![bf16::ZERO; n * k])?; // W0 [N, K]
 //! let a = stream.clone_htod(&vec![bf16::ONE; r * k])?; // A [r, K]
@@ -271,7 +273,9 @@ impl LoraKernels {
     ///
     /// # Errors
     /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
-    /// shape's; [`LoraError::Misaligned`] (module docs: alignment rules);
+    /// shape's; [`LoraError::RowsDisagree`] when Y or P holds another number
+    /// of rows than X; [`LoraError::Misaligned`] or
+    /// [`LoraError::MisalignedAddress`] (module docs: alignment rules);
     /// [`LoraError::InvalidArgument`] for a zero or too large dimension, a
     /// non-finite scale or a dropout p outside `[0, 1)`;
     /// [`LoraError::Aliasing`] if Y or P overlaps an input or each other;
@@ -383,9 +387,46 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::forward`], plus [`LoraError::InvalidArgument`] for a
-    /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
+    /// rank outside `1..=r_max`, ranks/scales of different lengths, or a
+    /// status that records calls with another number of adapters (see
+    /// [`AdapterStatus`]); [`LoraError::RowsDisagree`] for an index buffer of
+    /// another length than X's rows. An index
     /// out of range is not an error of this call (the host cannot see it
     /// without a synchronisation): it surfaces in [`AdapterStatus::check`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::f16;
+    /// use fused_lora::{Adapter, AdapterStatus, ForwardOutput, Linear, PackedAdapters, RowAdapters};
+    ///
+    /// let (m, k, n) = (4, 64, 32);
+    /// let x = stream.clone_htod(&vec![f16::ONE; m * k])?;
+    /// let w0 = stream.clone_htod(&vec![f16::ZERO; n * k])?;
+    /// let (a0, b0) = (stream.clone_htod(&vec![f16::ONE; 2 * k])?, stream.clone_htod(&vec![f16::ONE; n * 2])?);
+    /// let (a1, b1) = (stream.clone_htod(&vec![f16::ONE; 8 * k])?, stream.clone_htod(&vec![f16::ONE; n * 8])?);
+    /// let adapters = [
+    ///     Adapter { a: a0.as_view(), b: b0.as_view(), rank: 2, scale: 1.0 },
+    ///     Adapter { a: a1.as_view(), b: b1.as_view(), rank: 8, scale: 0.5 },
+    /// ];
+    /// let packed = PackedAdapters::pack(&stream, n, k, &adapters)?;
+    /// let index = stream.clone_htod(&[1i32, -1, 0, 1])?; // row 1: base layer only
+    /// let mut status = AdapterStatus::new(&stream)?;
+    /// let mut y = stream.alloc_zeros::<f16>(m * n)?;
+    /// let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+    /// let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    /// let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+    /// kernels.forward_multi(&stream, &x.as_view(), &linear, &packed.stack(), &mut rows, None, &mut out)?;
+    /// status.check(&stream)?; // synchronises; Err if a row's index was out of range
+    /// let y: Vec<f16> = stream.clone_dtoh(&y)?;
+    /// assert_eq!([y[0].to_f32(), y[n].to_f32(), y[2 * n].to_f32()], [0.5 * (8 * k) as f32, 0.0, (2 * k) as f32]);
+    /// # Ok(())
+    /// # }
+    /// ```
     // The arguments mirror `backward_multi`'s: grouping them into a struct
     // would only move the list into a literal at every call site.
     #[allow(clippy::too_many_arguments)]
@@ -523,6 +564,25 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::forward`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    ///
+    /// let (m, k, r) = (3, 64, 4);
+    /// let x = stream.clone_htod(&vec![bf16::ONE; m * k])?;
+    /// let a = stream.clone_htod(&vec![bf16::ONE; r * k])?;
+    /// let mut p = stream.alloc_zeros::<bf16>(m * r)?;
+    /// kernels.shrink(&stream, &x.as_view(), &a.as_view(), r, &mut p.as_view_mut())?;
+    /// assert!(stream.clone_dtoh(&p)?.iter().all(|v| v.to_f32() == k as f32)); // unscaled
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shrink<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -575,6 +635,25 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::forward`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    ///
+    /// let (m, n, r) = (3, 32, 4);
+    /// let p = stream.clone_htod(&vec![bf16::ONE; m * r])?; // P = X·Aᵀ, e.g. from `shrink`
+    /// let b = stream.clone_htod(&vec![bf16::ONE; n * r])?;
+    /// let mut y = stream.clone_htod(&vec![bf16::ONE; m * n])?; // the caller's base output
+    /// kernels.expand(&stream, &p.as_view(), &b.as_view(), r, 0.5, &mut y.as_view_mut())?;
+    /// assert!(stream.clone_dtoh(&y)?.iter().all(|v| v.to_f32() == 1.0 + 0.5 * r as f32));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn expand<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,

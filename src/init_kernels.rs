@@ -7,17 +7,19 @@
 //! `(seed, offset, i)` only, not on the launch shape, so the same call gives
 //! the same matrix on every GPU, and on the emulator.
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{InitScheme, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
 //!
-//! let (r, k, n) = (16, 4096, 4096);
+//! let (r, k, n) = (16, 256, 128);
 //! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // A [r, K]
 //! let mut b = stream.alloc_zeros::<bf16>(n * r)?; // B [N, r]
 //! // PEFT's default: A ~ U(-1/sqrt(K), 1/sqrt(K)) from stream (seed 42, offset 0), B = 0.
@@ -73,6 +75,22 @@ impl LoraKernels {
     /// an f32 (the precision the draw is made in);
     /// [`LoraError::ContextMismatch`](crate::LoraError::ContextMismatch) if `out` or `stream` belongs to another
     /// context; [`LoraError::Driver`](crate::LoraError::Driver) from the launch.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// let mut out = stream.alloc_zeros::<f32>(1000)?;
+    /// kernels.fill_uniform(&stream, &mut out, 0.5, 42, 0)?;
+    /// let host = stream.clone_dtoh(&out)?;
+    /// assert!(host.iter().all(|v| v.abs() <= 0.5));
+    /// assert_eq!(host, fused_lora::reference::init_matrix::<f32>(fused_lora::Distribution::Uniform { bound: 0.5 }, 1000, 42, 0)?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fill_uniform<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -92,6 +110,20 @@ impl LoraKernels {
     /// # Errors
     /// As [`LoraKernels::fill_uniform`], for `std` (the deviates are rounded
     /// to f32, so a `std` beyond f32's range could only give infinities).
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// let mut out = stream.alloc_zeros::<f32>(1000)?;
+    /// kernels.fill_normal(&stream, &mut out, 0.02, 7, 3)?;
+    /// assert_eq!(stream.clone_dtoh(&out)?, fused_lora::reference::init_matrix::<f32>(fused_lora::Distribution::Normal { std: 0.02 }, 1000, 7, 3)?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fill_normal<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -108,6 +140,20 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::fill_uniform`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// let mut out = stream.clone_htod(&vec![1.0f32; 64])?;
+    /// kernels.fill(&stream, &mut out, fused_lora::Distribution::Zero, 0, 0)?;
+    /// assert!(stream.clone_dtoh(&out)?.iter().all(|&v| v == 0.0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fill<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,

@@ -140,6 +140,27 @@ impl LoraKernels {
     /// - [`LoraError::NonFinite`] with [`FiniteCheck::RefuseNonFinite`] when a
     ///   result would be NaN or ±Inf (nothing is written);
     /// - [`LoraError::Driver`] from the launch.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::f16;
+    /// use fused_lora::{Adapter, Direction, FiniteCheck, MergeLayer};
+    ///
+    /// let (n, k, r) = (16, 32, 2);
+    /// let mut w = stream.clone_htod(&vec![f16::ONE; n * k])?;
+    /// let (a, b) = (stream.clone_htod(&vec![f16::ONE; r * k])?, stream.clone_htod(&vec![f16::ONE; n * r])?);
+    /// let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.25 };
+    /// let mut layers = [MergeLayer { weight: w.as_view_mut(), n, k, adapter }];
+    /// kernels.merge(&stream, &mut layers, Direction::Unmerge, FiniteCheck::Unchecked)?;
+    /// assert!(stream.clone_dtoh(&w)?.iter().all(|v| v.to_f32() == 0.5)); // 1 − 0.25·2
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn merge<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -164,6 +185,28 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::merge`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    /// use fused_lora::{Adapter, Direction, FiniteCheck, MergeIntoLayer};
+    ///
+    /// let (n, k, r) = (16, 32, 2);
+    /// let w = stream.clone_htod(&vec![bf16::ONE; n * k])?;
+    /// let mut merged = stream.alloc_zeros::<bf16>(n * k)?;
+    /// let (a, b) = (stream.clone_htod(&vec![bf16::ONE; r * k])?, stream.clone_htod(&vec![bf16::ONE; n * r])?);
+    /// let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.5 };
+    /// let mut layers = [MergeIntoLayer { weight: w.as_view(), out: merged.as_view_mut(), n, k, adapter }];
+    /// kernels.merge_into(&stream, &mut layers, Direction::Merge, FiniteCheck::RefuseNonFinite)?;
+    /// assert!(stream.clone_dtoh(&merged)?.iter().all(|v| v.to_f32() == 2.0)); // 1 + 0.5·2; W untouched
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn merge_into<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,

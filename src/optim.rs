@@ -24,17 +24,19 @@
 //! Call the step once per tensor (A, then B, of every adapter); each call is
 //! one launch, stream-ordered.
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{AdamWConfig, AdamWState, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
 //!
-//! let (r, k) = (16, 4096);
+//! let (r, k) = (16, 256);
 //! let mut a_master = stream.alloc_zeros::<f32>(r * k)?; // A [r, K], f32 master
 //! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // the bf16 copy the kernels read
 //! let grad_a = stream.alloc_zeros::<bf16>(r * k)?; // dA from the backward pass
@@ -282,6 +284,27 @@ impl LoraKernels {
     /// - [`LoraError::ContextMismatch`] for a buffer of another context;
     /// - [`LoraError::Aliasing`] if two of the buffers overlap;
     /// - [`LoraError::Driver`] from the launch.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    /// use fused_lora::{SgdConfig, SgdState};
+    ///
+    /// let len = 64;
+    /// let mut master = stream.clone_htod(&vec![1.0f32; len])?;
+    /// let mut working = stream.alloc_zeros::<bf16>(len)?;
+    /// let grad = stream.clone_htod(&vec![bf16::from_f32(0.5); len])?;
+    /// let mut state = SgdState::new(&stream, len)?;
+    /// kernels.sgd_step(&stream, &SgdConfig::with_momentum(0.5, 0.9), &mut master, &mut working, &grad, &mut state)?;
+    /// assert!(stream.clone_dtoh(&master)?.iter().all(|&w| w == 0.75)); // 1 − 0.5·0.5
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sgd_step<T: LoraDType, G: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
