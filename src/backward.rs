@@ -314,6 +314,47 @@ impl LoraKernels {
     /// rank outside `1..=r_max`, ranks/scales of different lengths, or a
     /// status that records calls with another number of adapters. An index
     /// out of range surfaces in [`AdapterStatus::check`](crate::AdapterStatus::check).
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::f16;
+    /// use fused_lora::{Adapter, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, PackedAdapters, RowAdapters};
+    ///
+    /// let (m, k, n) = (4, 64, 32);
+    /// let (a0, b0) = (stream.clone_htod(&vec![f16::ONE; 2 * k])?, stream.clone_htod(&vec![f16::ONE; n * 2])?);
+    /// let (a1, b1) = (stream.clone_htod(&vec![f16::ONE; 4 * k])?, stream.clone_htod(&vec![f16::ONE; n * 4])?);
+    /// let adapters = [
+    ///     Adapter { a: a0.as_view(), b: b0.as_view(), rank: 2, scale: 1.0 },
+    ///     Adapter { a: a1.as_view(), b: b1.as_view(), rank: 4, scale: 0.5 },
+    /// ];
+    /// let packed = PackedAdapters::pack(&stream, n, k, &adapters)?;
+    /// let (l, r_max) = (packed.num_adapters(), packed.r_max());
+    /// let x = stream.clone_htod(&vec![f16::ONE; m * k])?;
+    /// let w0 = stream.clone_htod(&vec![f16::ZERO; n * k])?;
+    /// let dy = stream.clone_htod(&vec![f16::ONE; m * n])?;
+    /// let index = stream.clone_htod(&[0i32, 0, -1, 0])?; // adapter 1 is used by no row
+    /// let mut status = AdapterStatus::new(&stream)?;
+    /// let (mut da, mut db, mut dx) =
+    ///     (stream.alloc_zeros::<f16>(l * r_max * k)?, stream.alloc_zeros::<f16>(l * n * r_max)?, stream.alloc_zeros::<f16>(m * k)?);
+    /// let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+    /// let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: None, dropout: None }; // P recomputed
+    /// let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    /// let mut grads =
+    ///     BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+    /// kernels.backward_multi(&stream, &inputs, &linear, &packed.stack(), &mut rows, &mut grads)?;
+    /// status.check(&stream)?;
+    /// let db: Vec<f16> = stream.clone_dtoh(&db)?;
+    /// // dB_0 = s·dYᵀ·P over the three rows of adapter 0 (P = k); adapter 1's gradient is zero.
+    /// assert_eq!(db[0].to_f32(), 3.0 * k as f32);
+    /// assert!(db[n * r_max..].iter().all(|v| v.to_f32() == 0.0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn backward_multi<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
