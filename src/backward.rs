@@ -121,7 +121,7 @@ use crate::dropout::MaskFields;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::forward::launch::{check_grid, k_splits};
-use crate::forward::{check_linear, AdapterStack, Linear, RowAdapters};
+use crate::forward::{check_linear, check_stack, AdapterStack, Linear, RowAdapters};
 use crate::validate::{
     check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
     Span,
@@ -370,34 +370,8 @@ impl LoraKernels {
         let (n, k, r_max) = (linear.n, linear.k, adapters.r_max);
         check_linear(stream, linear)?;
         let m = rows_of("x", x.len(), k)?;
-        check_dim("r_max", r_max)?;
-        let num_adapters = adapters.ranks.len();
-        check_dim("ranks.len()", num_adapters)?;
-        if adapters.scales.len() != num_adapters {
-            return Err(LoraError::ShapeMismatch {
-                what: "scales",
-                expected: vec![num_adapters],
-                got: vec![adapters.scales.len()],
-            });
-        }
-        let ranks = adapters
-            .ranks
-            .iter()
-            .map(|&r| {
-                if (1..=r_max).contains(&r) {
-                    Ok(r as i32)
-                } else {
-                    Err(LoraError::InvalidArgument {
-                        what: "ranks",
-                        value: r.to_string(),
-                        reason: "every rank must be in 1..=r_max",
-                    })
-                }
-            })
-            .collect::<Result<Vec<i32>>>()?;
-        for &s in adapters.scales {
-            check_scale("scales", s)?;
-        }
+        let ranks = check_stack(stream, adapters, rows, m, n, k)?;
+        let num_adapters = ranks.len();
         // The rowsum grid holds one CTA row per adapter.
         if num_adapters > 65_535 {
             return Err(LoraError::InvalidArgument {
@@ -406,13 +380,6 @@ impl LoraKernels {
                 reason: "at most 65535 adapters per launch",
             });
         }
-        check_context(stream, "a", adapters.a.stream())?;
-        check_context(stream, "b", adapters.b.stream())?;
-        check_context(stream, "index", rows.index.stream())?;
-        check_context(stream, "status", rows.status.word.stream())?;
-        check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
-        check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
-        check_rows("x", m, "index", rows.index.len(), 1)?;
         let dims = Dims { m, n, k, r_max, num_adapters };
         self.check_common(stream, dims, dy, x, p, out)?;
 

@@ -446,29 +446,9 @@ impl LoraKernels {
         check_linear(stream, linear)?;
         let m = rows_of("x", x.len(), k)?;
         check_context(stream, "x", x.stream())?;
-        let r_max32 = check_dim("r_max", r_max)?;
-        let num_adapters = adapters.ranks.len();
-        let l32 = check_dim("ranks.len()", num_adapters)?;
-        if adapters.scales.len() != num_adapters {
-            return Err(LoraError::ShapeMismatch { what: "scales", expected: vec![num_adapters], got: vec![adapters.scales.len()] });
-        }
-        let ranks = adapters
-            .ranks
-            .iter()
-            .map(|&r| if (1..=r_max).contains(&r) { Ok(r as i32) } else {
-                Err(LoraError::InvalidArgument { what: "ranks", value: r.to_string(), reason: "every rank must be in 1..=r_max" })
-            })
-            .collect::<Result<Vec<i32>>>()?;
-        for &s in adapters.scales {
-            check_scale("scales", s)?;
-        }
-        check_context(stream, "a", adapters.a.stream())?;
-        check_context(stream, "b", adapters.b.stream())?;
-        check_context(stream, "index", rows.index.stream())?;
-        check_context(stream, "status", rows.status.word.stream())?;
-        check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
-        check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
-        check_rows("x", m, "index", rows.index.len(), 1)?;
+        let ranks = check_stack(stream, adapters, rows, m, n, k)?;
+        let num_adapters = ranks.len();
+        let (r_max32, l32) = (r_max as i32, num_adapters as i32);
         check_outputs(stream, out, m, n, r_max)?;
         check_k_aligned::<T>(k)?;
         check_grid(m)?;
@@ -698,6 +678,52 @@ impl LoraKernels {
         // and then written by the same thread only, so in place is sound.
         unsafe { self.launch_gemm::<T>(stream, &params) }
     }
+}
+
+/// The checks a stack and its rows' indices pass before a per-row launch
+/// (shared by the forward and the backward): r_max and L at least 1 and in
+/// range, one scale per rank, every rank in `1..=r_max`, finite scales, A_all
+/// `[L, r_max, k]`, B_all `[L, n, r_max]`, one index per row of X, all on the
+/// stream's context. Returns the ranks as the kernels take them.
+pub(crate) fn check_stack<T>(
+    stream: &Arc<CudaStream>,
+    adapters: &AdapterStack<'_, T>,
+    rows: &RowAdapters<'_, '_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Vec<i32>> {
+    let r_max = adapters.r_max;
+    check_dim("r_max", r_max)?;
+    let num_adapters = adapters.ranks.len();
+    check_dim("ranks.len()", num_adapters)?;
+    check_len("scales", adapters.scales.len(), &[num_adapters])?;
+    let ranks = adapters
+        .ranks
+        .iter()
+        .map(|&r| {
+            if (1..=r_max).contains(&r) {
+                Ok(r as i32)
+            } else {
+                Err(LoraError::InvalidArgument {
+                    what: "ranks",
+                    value: r.to_string(),
+                    reason: "every rank must be in 1..=r_max",
+                })
+            }
+        })
+        .collect::<Result<Vec<i32>>>()?;
+    for &s in adapters.scales {
+        check_scale("scales", s)?;
+    }
+    check_context(stream, "a", adapters.a.stream())?;
+    check_context(stream, "b", adapters.b.stream())?;
+    check_context(stream, "index", rows.index.stream())?;
+    check_context(stream, "status", rows.status.word.stream())?;
+    check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
+    check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
+    check_rows("x", m, "index", rows.index.len(), 1)?;
+    Ok(ranks)
 }
 
 pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Linear<'_, T>) -> Result<()> {
