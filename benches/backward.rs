@@ -1,4 +1,4 @@
-//! Backward-pass benches over PERF.md's shapes, on a GPU: bf16, ranks 16 and
+//! Backward-pass benches over docs/performance.md's shapes, on a GPU: bf16, ranks 16 and
 //! 64, the Llama-3-8B projections 4096→4096, 4096→14336 and 14336→4096, M =
 //! 16 (decode-sized) and 2048 (training) tokens, with P kept from the forward
 //! (and, for comparison, recomputed). Against them, what a user gets without
@@ -26,7 +26,9 @@ use criterion::{Criterion, Throughput};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use fused_lora::reference::{self, Precision};
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, MultiAdapterShape, RowAdapters};
+use fused_lora::{
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, MultiAdapterShape, RowAdapters,
+};
 use half::bf16;
 
 use support::shapes::{self, fill, PROJECTIONS, RANKS};
@@ -114,8 +116,12 @@ fn problem(
 fn crate_backward(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem, keep_p: bool) {
     let kernels = &engines.kernels;
     let linear = Linear { weight: pr.w.as_view(), bias: None, n: pr.n, k: pr.k };
-    let p = pr.p.as_view();
-    let p = keep_p.then_some(&p);
+    let inputs = BackwardInputs {
+        dy: pr.dy.as_view(),
+        x: pr.x.as_view(),
+        p: keep_p.then(|| pr.p.as_view()),
+        dropout: None,
+    };
     let mut out = BackwardOutput {
         da: pr.da.as_view_mut(),
         db: pr.db.as_view_mut(),
@@ -125,16 +131,12 @@ fn crate_backward(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem,
     };
     if pr.ranks.len() == 1 {
         let adapter = Adapter { a: pr.a.as_view(), b: pr.b.as_view(), rank: pr.r, scale: SCALE };
-        kernels
-            .backward(stream, &pr.dy.as_view(), &pr.x.as_view(), &linear, &adapter, p, None, &mut out)
-            .expect("backward");
+        kernels.backward(stream, &inputs, &linear, &adapter, &mut out).expect("backward");
     } else {
         let stack =
             AdapterStack { a: pr.a.as_view(), b: pr.b.as_view(), r_max: pr.r, ranks: &pr.ranks, scales: &pr.scales };
         let mut rows = RowAdapters { index: pr.index.as_view(), status: &mut pr.status };
-        kernels
-            .backward_multi(stream, &pr.dy.as_view(), &pr.x.as_view(), &linear, &stack, &mut rows, p, None, &mut out)
-            .expect("backward_multi");
+        kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out).expect("backward_multi");
     }
 }
 

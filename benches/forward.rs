@@ -1,4 +1,4 @@
-//! Forward-pass benches over PERF.md's shapes, on a GPU: the fused forward
+//! Forward-pass benches over docs/performance.md's shapes, on a GPU: the fused forward
 //! against the base GEMM alone (cuBLAS, and this crate's own kernel with every
 //! row's adapter index at −1) and against the unfused path a user would write
 //! (cuBLAS GEMM, then this crate's shrink, then expand). Throughput is counted
@@ -114,7 +114,7 @@ fn unfused(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem) {
     let kernels = &engines.kernels;
     cublas_base(engines, stream, pr);
     let r = pr.r;
-    kernels.shrink(stream, &pr.x.as_view(), &pr.a.as_view(), r, 1.0, &mut pr.p.as_view_mut()).expect("shrink");
+    kernels.shrink(stream, &pr.x.as_view(), &pr.a.as_view(), r, &mut pr.p.as_view_mut()).expect("shrink");
     kernels.expand(stream, &pr.p.as_view(), &pr.b.as_view(), r, SCALE, &mut pr.y.as_view_mut()).expect("expand");
 }
 

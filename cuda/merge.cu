@@ -2,7 +2,7 @@
 //     out <- W + scale * B * A        (merge: scale = +s, unmerge: scale = -s)
 // W, out: [n, k]; A: [r, k]; B: [n, r]; row-major, T in {float, half, bf16}.
 //
-// The product is accumulated in f32 and each output rounded once to T (LORA.md).
+// The product is accumulated in f32 and each output rounded once to T (docs/contract.md).
 // Grid: one CTA per LORA_MERGE_TILE_N x LORA_MERGE_TILE_K tile, tiles of all
 // layers concatenated; a CTA finds its layer by binary search on first_tile.
 

@@ -1,6 +1,6 @@
 //! The main example: fine-tunes LoRA adapters on a synthetic task with this
 //! crate's kernels (init, fused forward, backward, optimizer steps) — on the GPU
-//! if there is one, on the emulator if not — and answers THEORY.md's three
+//! if there is one, on the emulator if not — and answers docs/theory.md's three
 //! questions with measurements:
 //!
 //! 1. Init[A] (A random, B = 0; PEFT's default) against Init[B] (A = 0, B
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use fused_lora::reference::synthetic::SyntheticTask;
 use fused_lora::{
-    Adapter, AdamWConfig, AdamWState, AdapterConfig, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels,
+    Adapter, AdamWConfig, AdamWState, AdapterConfig, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels,
     Scaling, SgdConfig, SgdState,
 };
 use half::bf16;
@@ -122,7 +122,8 @@ fn train(kernels: &LoraKernels, stream: &Arc<CudaStream>, task: &Task, run: &Run
         }
         let dy = stream.clone_htod(&bf16s(&dy))?;
         let mut grads = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
-        kernels.backward(stream, &dy.as_view(), &task.x.as_view(), &linear, &adapter, Some(&p.as_view()), None, &mut grads)?;
+        let inputs = BackwardInputs { dy: dy.as_view(), x: task.x.as_view(), p: Some(p.as_view()), dropout: None };
+        kernels.backward(stream, &inputs, &linear, &adapter, &mut grads)?;
         match run.optimizer {
             Optimizer::Sgd { lr } => {
                 let config = SgdConfig::new(lr);

@@ -1,4 +1,4 @@
-//! The backward pass: given dY, the gradients of A, B and X (LORA.md's names
+//! The backward pass: given dY, the gradients of A, B and X (docs/contract.md's names
 //! and layouts), for one adapter or one adapter per row:
 //!
 //! ```text
@@ -8,12 +8,14 @@
 //! dX = dY·W0 + s·G·A [M, K]
 //! ```
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
-//! use fused_lora::{Adapter, BackwardOutput, GradMode, Linear, LoraKernels};
-//! use half::bf16;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
+//! use fused_lora::{Adapter, BackwardInputs, BackwardOutput, GradMode, Linear, LoraKernels};
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
@@ -36,7 +38,8 @@
 //!     mode: GradMode::Overwrite,
 //! };
 //! // No P kept from the forward: it is recomputed.
-//! kernels.backward(&stream, &dy.as_view(), &x.as_view(), &linear, &adapter, None, None, &mut out)?;
+//! let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: None, dropout: None };
+//! kernels.backward(&stream, &inputs, &linear, &adapter, &mut out)?;
 //! # Ok(())
 //! # }
 //! ```
@@ -92,7 +95,7 @@
 //!   (`tests/ptxas.rs`).
 //!
 //! # Dropout
-//! PEFT's `lora_dropout` on the adapter input, as LORA.md states it: pass the
+//! PEFT's `lora_dropout` on the adapter input, as docs/contract.md states it: pass the
 //! forward's [`Dropout`] (p, seed, offset) and the kernels regenerate the
 //! mask from Philox-4x32-10 (keyed as `fused_lora::reference::philox`), so no
 //! `[M, K]` mask is stored: `dA = s·Gᵀ·X̃` with `X̃ = round_T(X·1/(1−p))` on
@@ -117,9 +120,12 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, D
 use crate::dropout::MaskFields;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::forward::checks::{check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
 use crate::forward::launch::{check_grid, k_splits};
-use crate::forward::{check_linear, rows_of, AdapterStack, Linear, Pointers, RowAdapters};
+use crate::forward::{check_linear, check_stack, AdapterStack, Linear, RowAdapters};
+use crate::validate::{
+    check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
+    Span,
+};
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::reference::Dropout;
@@ -151,10 +157,15 @@ pub enum GradMode {
 /// dA `[r, k]`, dB `[n, r]`, dX `[m, k]`, and G `[m, r]` if wanted (always
 /// overwritten: it is an intermediate; without it a scratch G is used).
 pub struct BackwardOutput<'a, T> {
+    /// dA `[r, k]` (`[L, r_max, k]` for a stack).
     pub da: CudaViewMut<'a, T>,
+    /// dB `[n, r]` (`[L, n, r_max]` for a stack).
     pub db: CudaViewMut<'a, T>,
+    /// dX `[m, k]`.
     pub dx: CudaViewMut<'a, T>,
+    /// G = dY·B `[m, r]` (`[m, r_max]`), if wanted; always overwritten.
     pub g: Option<CudaViewMut<'a, T>>,
+    /// Whether dA, dB and dX are overwritten or added to.
     pub mode: GradMode,
 }
 
@@ -216,37 +227,53 @@ impl Dims {
     }
 }
 
+/// What the backward pass reads besides the layer and the adapter: named
+/// fields, so that dY and X (both `[m, …]` views of T), or P and the dropout,
+/// cannot be swapped by position.
+pub struct BackwardInputs<'a, T> {
+    /// dY `[m, n]`: the gradient of the forward's output Y.
+    pub dy: CudaView<'a, T>,
+    /// X `[m, k]`: the forward's input. M is read from its length.
+    pub x: CudaView<'a, T>,
+    /// P = X·Aᵀ (unscaled, as [`LoraKernels::forward`] or
+    /// [`LoraKernels::shrink`] writes it), `[m, r]` (`[m, r_max]` for a
+    /// stack), if the forward kept it; `None`: recomputed.
+    pub p: Option<CudaView<'a, T>>,
+    /// The forward's dropout on the adapter input, if it had one: the mask is
+    /// regenerated from it.
+    pub dropout: Option<Dropout>,
+}
+
 impl LoraKernels {
     /// The backward pass with one adapter: G, dB, dA, dX from dY.
     ///
     /// # Arguments
-    /// - `dy`: dY `[m, n]`; `x`: X `[m, k]` (the forward's input);
-    /// - `linear`: W0 `[n, k]` (the bias has no gradient here and is ignored);
+    /// - `inputs`: dY `[m, n]`, X `[m, k]`, the kept P `[m, r]` or `None`,
+    ///   the forward's dropout (see [`BackwardInputs`]);
+    /// - `linear`: the forward's W0 `[n, k]` (the bias gets no gradient and
+    ///   is not read);
     /// - `adapter`: A `[r, k]`, B `[n, r]`, s;
-    /// - `p`: the forward's P `[m, r]` if it was kept, else `None` (recomputed);
-    /// - `dropout`: the forward's dropout on the adapter input, if any;
     /// - `out`: the gradients and how to store them.
     ///
     /// # Errors
     /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
-    /// shape's; [`LoraError::Misaligned`] for a K the forward's shrink cannot
+    /// shape's; [`LoraError::RowsDisagree`] when dY, P, dX or G holds another
+    /// number of rows than X; [`LoraError::Misaligned`] for a K the forward's shrink cannot
     /// take (only when P is recomputed); [`LoraError::InvalidArgument`] for a
     /// zero or too large dimension, a non-finite scale or a dropout p outside
     /// `[0, 1)`;
     /// [`LoraError::Aliasing`] if an output overlaps an input or another
     /// output; [`LoraError::ContextMismatch`]; [`LoraError::Driver`].
-    #[allow(clippy::too_many_arguments)]
     pub fn backward<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
-        dy: &CudaView<'_, T>,
-        x: &CudaView<'_, T>,
+        inputs: &BackwardInputs<'_, T>,
         linear: &Linear<'_, T>,
         adapter: &Adapter<'_, T>,
-        p: Option<&CudaView<'_, T>>,
-        dropout: Option<&Dropout>,
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
+        let BackwardInputs { dy, x, p, dropout } = inputs;
+        let (p, dropout) = (p.as_ref(), dropout.as_ref());
         self.check_stream(stream)?;
         let (n, k, r) = (linear.n, linear.k, adapter.rank);
         check_linear(stream, linear)?;
@@ -279,58 +306,72 @@ impl LoraKernels {
     /// # Arguments
     /// As [`LoraKernels::backward`], with the stack (A_all `[L, r_max, k]`,
     /// B_all `[L, n, r_max]`, ranks, scales), the rows' indices and status,
-    /// P `[m, r_max]`, and outputs dA `[L, r_max, k]`, dB `[L, n, r_max]`,
-    /// dX `[m, k]`, G `[m, r_max]`.
+    /// P `[m, r_max]` in `inputs`, and outputs dA `[L, r_max, k]`, dB
+    /// `[L, n, r_max]`, dX `[m, k]`, G `[m, r_max]`.
     ///
     /// # Errors
     /// As [`LoraKernels::backward`], plus [`LoraError::InvalidArgument`] for a
-    /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
+    /// rank outside `1..=r_max`, ranks/scales of different lengths, or a
+    /// status that records calls with another number of adapters. An index
     /// out of range surfaces in [`AdapterStatus::check`](crate::AdapterStatus::check).
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::f16;
+    /// use fused_lora::{Adapter, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, PackedAdapters, RowAdapters};
+    ///
+    /// let (m, k, n) = (4, 64, 32);
+    /// let (a0, b0) = (stream.clone_htod(&vec![f16::ONE; 2 * k])?, stream.clone_htod(&vec![f16::ONE; n * 2])?);
+    /// let (a1, b1) = (stream.clone_htod(&vec![f16::ONE; 4 * k])?, stream.clone_htod(&vec![f16::ONE; n * 4])?);
+    /// let adapters = [
+    ///     Adapter { a: a0.as_view(), b: b0.as_view(), rank: 2, scale: 1.0 },
+    ///     Adapter { a: a1.as_view(), b: b1.as_view(), rank: 4, scale: 0.5 },
+    /// ];
+    /// let packed = PackedAdapters::pack(&stream, n, k, &adapters)?;
+    /// let (l, r_max) = (packed.num_adapters(), packed.r_max());
+    /// let x = stream.clone_htod(&vec![f16::ONE; m * k])?;
+    /// let w0 = stream.clone_htod(&vec![f16::ZERO; n * k])?;
+    /// let dy = stream.clone_htod(&vec![f16::ONE; m * n])?;
+    /// let index = stream.clone_htod(&[0i32, 0, -1, 0])?; // adapter 1 is used by no row
+    /// let mut status = AdapterStatus::new(&stream)?;
+    /// let (mut da, mut db, mut dx) =
+    ///     (stream.alloc_zeros::<f16>(l * r_max * k)?, stream.alloc_zeros::<f16>(l * n * r_max)?, stream.alloc_zeros::<f16>(m * k)?);
+    /// let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+    /// let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: None, dropout: None }; // P recomputed
+    /// let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    /// let mut grads =
+    ///     BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+    /// kernels.backward_multi(&stream, &inputs, &linear, &packed.stack(), &mut rows, &mut grads)?;
+    /// status.check(&stream)?;
+    /// let db: Vec<f16> = stream.clone_dtoh(&db)?;
+    /// // dB_0 = s·dYᵀ·P over the three rows of adapter 0 (P = k); adapter 1's gradient is zero.
+    /// assert_eq!(db[0].to_f32(), 3.0 * k as f32);
+    /// assert!(db[n * r_max..].iter().all(|v| v.to_f32() == 0.0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn backward_multi<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
-        dy: &CudaView<'_, T>,
-        x: &CudaView<'_, T>,
+        inputs: &BackwardInputs<'_, T>,
         linear: &Linear<'_, T>,
         adapters: &AdapterStack<'_, T>,
         rows: &mut RowAdapters<'_, '_>,
-        p: Option<&CudaView<'_, T>>,
-        dropout: Option<&Dropout>,
         out: &mut BackwardOutput<'_, T>,
     ) -> Result<()> {
+        let BackwardInputs { dy, x, p, dropout } = inputs;
+        let (p, dropout) = (p.as_ref(), dropout.as_ref());
         self.check_stream(stream)?;
         let (n, k, r_max) = (linear.n, linear.k, adapters.r_max);
         check_linear(stream, linear)?;
         let m = rows_of("x", x.len(), k)?;
-        check_dim("r_max", r_max)?;
-        let num_adapters = adapters.ranks.len();
-        check_dim("ranks.len()", num_adapters)?;
-        if adapters.scales.len() != num_adapters {
-            return Err(LoraError::ShapeMismatch {
-                what: "scales",
-                expected: vec![num_adapters],
-                got: vec![adapters.scales.len()],
-            });
-        }
-        let ranks = adapters
-            .ranks
-            .iter()
-            .map(|&r| {
-                if (1..=r_max).contains(&r) {
-                    Ok(r as i32)
-                } else {
-                    Err(LoraError::InvalidArgument {
-                        what: "ranks",
-                        value: r.to_string(),
-                        reason: "every rank must be in 1..=r_max",
-                    })
-                }
-            })
-            .collect::<Result<Vec<i32>>>()?;
-        for &s in adapters.scales {
-            check_scale("scales", s)?;
-        }
+        let ranks = check_stack(stream, adapters, rows, m, n, k)?;
+        let num_adapters = ranks.len();
         // The rowsum grid holds one CTA row per adapter.
         if num_adapters > 65_535 {
             return Err(LoraError::InvalidArgument {
@@ -339,29 +380,18 @@ impl LoraKernels {
                 reason: "at most 65535 adapters per launch",
             });
         }
-        check_context(stream, "a", adapters.a.stream())?;
-        check_context(stream, "b", adapters.b.stream())?;
-        check_context(stream, "index", rows.index.stream())?;
-        check_context(stream, "status", rows.status.word.stream())?;
-        check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
-        check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
-        check_len("index", rows.index.len(), &[m])?;
         let dims = Dims { m, n, k, r_max, num_adapters };
         self.check_common(stream, dims, dy, x, p, out)?;
 
         let dropout = MaskFields::new(dropout)?.backward();
         let ranks = stream.clone_htod(&ranks)?;
         let scales = stream.clone_htod(adapters.scales)?;
-        rows.status.num_adapters = num_adapters;
-        let mut ptrs = Pointers::new::<T>(stream);
-        // `Pointers` sizes spans in elements of T; the index (i32) and the
-        // status word (u64) are sized here for the aliasing checks.
+        rows.status.record(num_adapters)?;
+        let mut ptrs = Pointers::new(stream);
         let index_span = ptrs.read("index", &rows.index);
-        let index_span = Span::new(index_span.what, index_span.start, m * std::mem::size_of::<i32>());
         let ranks_span = ptrs.read("ranks", &ranks);
         let scales_span = ptrs.read("scales", &scales);
         let status_span = ptrs.write("status", &mut rows.status.word);
-        let status_span = Span::new(status_span.what, status_span.start, std::mem::size_of::<u64>());
         let base = LoraBwdParams {
             row_adapter: index_span.start,
             ranks: ranks_span.start,
@@ -409,11 +439,11 @@ impl LoraKernels {
         let Dims { m, n, k, r_max, num_adapters } = dims;
         check_context(stream, "x", x.stream())?;
         check_context(stream, "dy", dy.stream())?;
-        check_len("dy", dy.len(), &[m, n])?;
+        check_rows("x", m, "dy", dy.len(), n)?;
         match p {
             Some(p) => {
                 check_context(stream, "p", p.stream())?;
-                check_len("p", p.len(), &[m, r_max])?;
+                check_rows("x", m, "p", p.len(), r_max)?;
             }
             // The recompute runs the forward's shrink, with its K rule.
             None => check_k_aligned::<T>(k)?,
@@ -423,10 +453,10 @@ impl LoraKernels {
         check_context(stream, "dx", out.dx.stream())?;
         check_len("da", out.da.len(), &[num_adapters, r_max, k])?;
         check_len("db", out.db.len(), &[num_adapters, n, r_max])?;
-        check_len("dx", out.dx.len(), &[m, k])?;
+        check_rows("x", m, "dx", out.dx.len(), k)?;
         if let Some(g) = &out.g {
             check_context(stream, "g", g.stream())?;
-            check_len("g", g.len(), &[m, r_max])?;
+            check_rows("x", m, "g", g.len(), r_max)?;
         }
         check_grid(m)?;
         // The elementwise launches (the ordered sums) are 1-D grids of one
@@ -472,7 +502,7 @@ impl LoraKernels {
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
         let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let dy_span = ptrs.read("dy", dy);
         let x_span = ptrs.read("x", x);
         let w_span = ptrs.read("weight", &linear.weight);

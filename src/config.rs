@@ -3,7 +3,7 @@
 
 use crate::error::{LoraError, Result};
 
-/// How `α` and the rank `r` give the scale `s` (LORA.md).
+/// How `α` and the rank `r` give the scale `s` (docs/contract.md).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Scaling {
     /// `s = α / r` — the LoRA paper and PEFT's default.
@@ -41,14 +41,17 @@ impl AdapterConfig {
         Ok(AdapterConfig { rank, alpha, scaling })
     }
 
+    /// The rank r.
     pub fn rank(&self) -> usize {
         self.rank
     }
 
+    /// α.
     pub fn alpha(&self) -> f32 {
         self.alpha
     }
 
+    /// How α and r give the scale.
     pub fn scaling(&self) -> Scaling {
         self.scaling
     }

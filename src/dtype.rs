@@ -7,8 +7,11 @@ use crate::reference::RefElem;
 /// Which element type a buffer holds; part of every kernel's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// `f32`.
     F32,
+    /// `half::f16`.
     F16,
+    /// `half::bf16`.
     Bf16,
 }
 
@@ -22,6 +25,7 @@ impl DType {
         }
     }
 
+    /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 => 4,
@@ -52,8 +56,11 @@ pub trait LoraDType:
     + cudarc::driver::DeviceRepr
     + cudarc::driver::ValidAsZeroBits
 {
+    /// The [`DType`] tag of this type.
     const DTYPE: DType;
+    /// The value as an f32 (exact for every supported type).
     fn to_f32(self) -> f32;
+    /// A quiet NaN, for poisoning outputs.
     fn nan() -> Self;
 }
 

@@ -1,21 +1,23 @@
 //! The forward pass: shrink, fused forward, expand, for one adapter or one
-//! adapter per row (LORA.md's names and layouts):
+//! adapter per row (docs/contract.md's names and layouts):
 //!
 //! ```text
 //! P = X·Aᵀ                       [M, r]   (written out for the backward pass if asked)
 //! Y = X·W0ᵀ + bias + s·P·Bᵀ      [M, N]   one kernel, Y written once
 //! ```
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{Adapter, ForwardOutput, Linear, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
-//! let (m, k, n, r) = (16, 4096, 4096, 16);
+//! let (m, k, n, r) = (16, 256, 128, 16);
 //! let x = stream.clone_htod(&vec![bf16::ONE; m * k])?; // X [M, K]
 //! let w0 = stream.clone_htod(&vec![bf16::ZERO; n * k])?; // W0 [N, K]
 //! let a = stream.clone_htod(&vec![bf16::ONE; r * k])?; // A [r, K]
@@ -39,8 +41,9 @@
 //! `Y = round_T(s·(P·Bᵀ) + X·W0ᵀ + bias)` from that rounded P: the adapter
 //! K-steps run first on the accumulator, which is then multiplied by s in f32
 //! before the base K-steps add on — the contract's formula up to the order of
-//! f32 additions. [`LoraKernels::shrink`] stores `round_T(s·X·Aᵀ)` and
-//! [`LoraKernels::expand`] stores `round_T(Y + s·P·Bᵀ)`.
+//! f32 additions. [`LoraKernels::shrink`] stores the same `P = round_T(X·Aᵀ)`
+//! (P has one meaning everywhere: unscaled; the scale enters where P is
+//! used) and [`LoraKernels::expand`] stores `round_T(Y + s·P·Bᵀ)`.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input: pass a [`Dropout`] (p, seed,
@@ -52,13 +55,14 @@
 //! term uses the undropped X. The mask is never stored; the dropped tiles are
 //! staged element by element (no cp.async for X in that launch). `None` or
 //! `p = 0`: no mask, the plain path. [`LoraKernels::shrink`] takes no dropout:
-//! it is the plain GEMM `s·X·Aᵀ` of whatever input it is given.
+//! it is the plain GEMM `X·Aᵀ` of whatever input it is given.
 //!
 //! # Alignment rules
 //! - `K` a multiple of 8 for f16/bf16 and of 4 for f32 (rows of X, W0, A are
 //!   then whole 16-byte chunks), and X, W0 and A starting at 16-byte aligned
 //!   device addresses (every cudarc allocation is; a view at an odd offset may
-//!   not be). Anything else is [`LoraError::Misaligned`].
+//!   not be). Anything else is [`LoraError::Misaligned`] (K) or
+//!   [`LoraError::MisalignedAddress`] (an address).
 //! - M, N, r and r_max are free (≥ 1): tails are predicated, and P and B are
 //!   loaded element by element where their row stride (r) is not a multiple
 //!   of 16 bytes.
@@ -105,12 +109,11 @@
 //! the [`AdapterStatus`] passed with the call records the first such row.
 //! Call [`AdapterStatus::check`] when you are ready to synchronise.
 
-pub(crate) mod checks;
 pub(crate) mod launch;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceSlice};
 
 use crate::dropout::shrink_dropout;
 use crate::dtype::LoraDType;
@@ -120,12 +123,17 @@ use crate::merge::Adapter;
 use crate::params::{LoraAdapterMode_LORA_ADAPTER_EXPAND, LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams};
 use crate::reference::Dropout;
 
-use checks::{check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_scale, Span};
+use crate::validate::{
+    check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale,
+    cols_of, rows_of, Pointers, Span,
+};
 use launch::check_grid;
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
 pub struct Linear<'a, T> {
+    /// W0 `[n, k]`.
     pub weight: CudaView<'a, T>,
+    /// The bias `[n]`, if any.
     pub bias: Option<CudaView<'a, T>>,
     /// Output features N.
     pub n: usize,
@@ -137,7 +145,9 @@ pub struct Linear<'a, T> {
 /// one adapter, `[m, r_max]` for a stack) for the backward pass. Without P, a
 /// scratch P is allocated on the stream for the call.
 pub struct ForwardOutput<'a, T> {
+    /// Y `[m, n]`, overwritten.
     pub y: CudaViewMut<'a, T>,
+    /// P = X·Aᵀ (unscaled) `[m, r]` (`[m, r_max]` for a stack), kept for the backward pass if given.
     pub p: Option<CudaViewMut<'a, T>>,
 }
 
@@ -145,8 +155,11 @@ pub struct ForwardOutput<'a, T> {
 /// B_all `[L, n, r_max]`. Adapter `l` uses the first `ranks[l]` rows of its A
 /// and columns of its B only; the padding is never read (it may hold NaN).
 pub struct AdapterStack<'a, T> {
+    /// A_all `[L, r_max, k]`.
     pub a: CudaView<'a, T>,
+    /// B_all `[L, n, r_max]`.
     pub b: CudaView<'a, T>,
+    /// The slot width: the largest rank the stack may hold.
     pub r_max: usize,
     /// Per adapter, its rank in `1..=r_max`.
     pub ranks: &'a [usize],
@@ -157,16 +170,23 @@ pub struct AdapterStack<'a, T> {
 /// The per-row adapter indices of one batch, `[m]` i32 in `[−1, L)` (−1: no
 /// adapter; any order), and where an out-of-range index is reported.
 pub struct RowAdapters<'s, 'a> {
+    /// The adapter index of each row, `[m]`, on the device.
     pub index: CudaView<'a, i32>,
+    /// Where an out-of-range index is reported.
     pub status: &'s mut AdapterStatus,
 }
 
 /// A device word in which the kernels record the first row (lowest row
 /// number) whose adapter index was out of range. Stream-ordered: several calls
 /// may share it; [`AdapterStatus::check`] synchronises and reads it.
+///
+/// A status reports against one number of adapters L: the calls that share it
+/// between two resets must all pass stacks of the same L (a call with another
+/// L is refused), so the range a report names is the one the bad index broke.
 pub struct AdapterStatus {
     pub(crate) word: CudaSlice<u64>,
-    pub(crate) num_adapters: usize,
+    /// The L of the calls recorded since creation or the last reset.
+    pub(crate) num_adapters: Option<usize>,
 }
 
 /// The status word's value while no bad index was seen; a report is
@@ -175,14 +195,47 @@ const STATUS_CLEAR: u64 = u64::MAX;
 
 impl AdapterStatus {
     /// A clear status on `stream`'s context.
+    ///
+    /// # Errors
+    /// [`LoraError::Driver`] if the allocation or the copy fails.
     pub fn new(stream: &Arc<CudaStream>) -> Result<Self> {
-        Ok(AdapterStatus { word: stream.clone_htod(&[STATUS_CLEAR])?, num_adapters: 0 })
+        Ok(AdapterStatus { word: stream.clone_htod(&[STATUS_CLEAR])?, num_adapters: None })
     }
 
-    /// Clears the status (stream-ordered).
+    /// Clears the status (stream-ordered); the next call may use any L.
+    ///
+    /// # Errors
+    /// [`LoraError::Driver`] if the copy fails.
     pub fn reset(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
         stream.memcpy_htod(&[STATUS_CLEAR], &mut self.word)?;
+        self.num_adapters = None;
         Ok(())
+    }
+
+    /// The number of adapters L of the calls recorded since the last reset
+    /// (`None` before the first).
+    pub fn num_adapters(&self) -> Option<usize> {
+        self.num_adapters
+    }
+
+    /// Records that a call with `num_adapters` adapters reports here.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidArgument`] naming `status` if it already records
+    /// calls with another L.
+    pub(crate) fn record(&mut self, num_adapters: usize) -> Result<()> {
+        match self.num_adapters {
+            Some(recorded) if recorded != num_adapters => Err(LoraError::InvalidArgument {
+                what: "status",
+                value: format!("records calls with {recorded} adapters, this call has {num_adapters}"),
+                reason: "a status reports against one number of adapters: reset it between stacks of different L, \
+                         or use one status per stack",
+            }),
+            _ => {
+                self.num_adapters = Some(num_adapters);
+                Ok(())
+            }
+        }
     }
 
     /// Waits for `stream` and reports the first bad index recorded since the
@@ -198,36 +251,9 @@ impl AdapterStatus {
             Some(report) => Err(LoraError::AdapterIndexOutOfRange {
                 row: (report >> 32) as usize,
                 index: i64::from(report as u32 as i32),
-                num_adapters: self.num_adapters,
+                num_adapters: self.num_adapters.unwrap_or(0),
             }),
         }
-    }
-}
-
-/// Device addresses taken for one call; the guards keep the stream ordering
-/// of each buffer until the launches are enqueued.
-pub(crate) struct Pointers<'s> {
-    stream: &'s CudaStream,
-    guards: Vec<SyncOnDrop<'s>>,
-    elem: usize,
-}
-
-impl<'s> Pointers<'s> {
-    pub(crate) fn new<T: LoraDType>(stream: &'s CudaStream) -> Self {
-        Pointers { stream, guards: Vec::new(), elem: T::DTYPE.size_bytes() }
-    }
-
-    pub(crate) fn read<T, B: DevicePtr<T>>(&mut self, what: &'static str, buffer: &'s B) -> Span {
-        let (address, guard) = buffer.device_ptr(self.stream);
-        self.guards.push(guard);
-        Span::new(what, address, buffer.len() * self.elem)
-    }
-
-    pub(crate) fn write<T, B: DevicePtrMut<T>>(&mut self, what: &'static str, buffer: &'s mut B) -> Span {
-        let len = buffer.len();
-        let (address, guard) = buffer.device_ptr_mut(self.stream);
-        self.guards.push(guard);
-        Span::new(what, address, len * self.elem)
     }
 }
 
@@ -247,7 +273,9 @@ impl LoraKernels {
     ///
     /// # Errors
     /// [`LoraError::ShapeMismatch`] for a buffer whose length is not its
-    /// shape's; [`LoraError::Misaligned`] (module docs: alignment rules);
+    /// shape's; [`LoraError::RowsDisagree`] when Y or P holds another number
+    /// of rows than X; [`LoraError::Misaligned`] or
+    /// [`LoraError::MisalignedAddress`] (module docs: alignment rules);
     /// [`LoraError::InvalidArgument`] for a zero or too large dimension, a
     /// non-finite scale or a dropout p outside `[0, 1)`;
     /// [`LoraError::Aliasing`] if Y or P overlaps an input or each other;
@@ -281,7 +309,7 @@ impl LoraKernels {
             Some(_) => None,
             None => Some(stream.alloc_zeros::<T>(m * r)?),
         };
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let x_span = ptrs.read("x", x);
         let (w_span, bias_span) = read_linear(&mut ptrs, linear);
         let a_span = ptrs.read("a", &adapter.a);
@@ -359,9 +387,46 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::forward`], plus [`LoraError::InvalidArgument`] for a
-    /// rank outside `1..=r_max` or ranks/scales of different lengths. An index
+    /// rank outside `1..=r_max`, ranks/scales of different lengths, or a
+    /// status that records calls with another number of adapters (see
+    /// [`AdapterStatus`]); [`LoraError::RowsDisagree`] for an index buffer of
+    /// another length than X's rows. An index
     /// out of range is not an error of this call (the host cannot see it
     /// without a synchronisation): it surfaces in [`AdapterStatus::check`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::f16;
+    /// use fused_lora::{Adapter, AdapterStatus, ForwardOutput, Linear, PackedAdapters, RowAdapters};
+    ///
+    /// let (m, k, n) = (4, 64, 32);
+    /// let x = stream.clone_htod(&vec![f16::ONE; m * k])?;
+    /// let w0 = stream.clone_htod(&vec![f16::ZERO; n * k])?;
+    /// let (a0, b0) = (stream.clone_htod(&vec![f16::ONE; 2 * k])?, stream.clone_htod(&vec![f16::ONE; n * 2])?);
+    /// let (a1, b1) = (stream.clone_htod(&vec![f16::ONE; 8 * k])?, stream.clone_htod(&vec![f16::ONE; n * 8])?);
+    /// let adapters = [
+    ///     Adapter { a: a0.as_view(), b: b0.as_view(), rank: 2, scale: 1.0 },
+    ///     Adapter { a: a1.as_view(), b: b1.as_view(), rank: 8, scale: 0.5 },
+    /// ];
+    /// let packed = PackedAdapters::pack(&stream, n, k, &adapters)?;
+    /// let index = stream.clone_htod(&[1i32, -1, 0, 1])?; // row 1: base layer only
+    /// let mut status = AdapterStatus::new(&stream)?;
+    /// let mut y = stream.alloc_zeros::<f16>(m * n)?;
+    /// let linear = Linear { weight: w0.as_view(), bias: None, n, k };
+    /// let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    /// let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+    /// kernels.forward_multi(&stream, &x.as_view(), &linear, &packed.stack(), &mut rows, None, &mut out)?;
+    /// status.check(&stream)?; // synchronises; Err if a row's index was out of range
+    /// let y: Vec<f16> = stream.clone_dtoh(&y)?;
+    /// assert_eq!([y[0].to_f32(), y[n].to_f32(), y[2 * n].to_f32()], [0.5 * (8 * k) as f32, 0.0, (2 * k) as f32]);
+    /// # Ok(())
+    /// # }
+    /// ```
     // The arguments mirror `backward_multi`'s: grouping them into a struct
     // would only move the list into a literal at every call site.
     #[allow(clippy::too_many_arguments)]
@@ -381,29 +446,9 @@ impl LoraKernels {
         check_linear(stream, linear)?;
         let m = rows_of("x", x.len(), k)?;
         check_context(stream, "x", x.stream())?;
-        let r_max32 = check_dim("r_max", r_max)?;
-        let num_adapters = adapters.ranks.len();
-        let l32 = check_dim("ranks.len()", num_adapters)?;
-        if adapters.scales.len() != num_adapters {
-            return Err(LoraError::ShapeMismatch { what: "scales", expected: vec![num_adapters], got: vec![adapters.scales.len()] });
-        }
-        let ranks = adapters
-            .ranks
-            .iter()
-            .map(|&r| if (1..=r_max).contains(&r) { Ok(r as i32) } else {
-                Err(LoraError::InvalidArgument { what: "ranks", value: r.to_string(), reason: "every rank must be in 1..=r_max" })
-            })
-            .collect::<Result<Vec<i32>>>()?;
-        for &s in adapters.scales {
-            check_scale("scales", s)?;
-        }
-        check_context(stream, "a", adapters.a.stream())?;
-        check_context(stream, "b", adapters.b.stream())?;
-        check_context(stream, "index", rows.index.stream())?;
-        check_context(stream, "status", rows.status.word.stream())?;
-        check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
-        check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
-        check_len("index", rows.index.len(), &[m])?;
+        let ranks = check_stack(stream, adapters, rows, m, n, k)?;
+        let num_adapters = ranks.len();
+        let (r_max32, l32) = (r_max as i32, num_adapters as i32);
         check_outputs(stream, out, m, n, r_max)?;
         check_k_aligned::<T>(k)?;
         check_grid(m)?;
@@ -414,8 +459,8 @@ impl LoraKernels {
             Some(_) => None,
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
-        rows.status.num_adapters = num_adapters;
-        let mut ptrs = Pointers::new::<T>(stream);
+        rows.status.record(num_adapters)?;
+        let mut ptrs = Pointers::new(stream);
         let x_span = ptrs.read("x", x);
         let (w_span, bias_span) = read_linear(&mut ptrs, linear);
         let a_span = ptrs.read("a", &adapters.a);
@@ -489,35 +534,55 @@ impl LoraKernels {
         }
     }
 
-    /// The shrink alone: `P = s·X·Aᵀ`, one launch on `stream`.
+    /// The shrink alone: `P = X·Aᵀ`, one launch on `stream` — the same P the
+    /// forward keeps (unscaled), so it may be given to
+    /// [`LoraKernels::backward`] or to [`LoraKernels::expand`], which applies
+    /// the scale.
     ///
     /// # Arguments
     /// X `[m, k]`, A `[rank, k]` (k = `a.len() / rank`), P `[m, rank]`.
     ///
     /// # Errors
     /// As [`LoraKernels::forward`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    ///
+    /// let (m, k, r) = (3, 64, 4);
+    /// let x = stream.clone_htod(&vec![bf16::ONE; m * k])?;
+    /// let a = stream.clone_htod(&vec![bf16::ONE; r * k])?;
+    /// let mut p = stream.alloc_zeros::<bf16>(m * r)?;
+    /// kernels.shrink(&stream, &x.as_view(), &a.as_view(), r, &mut p.as_view_mut())?;
+    /// assert!(stream.clone_dtoh(&p)?.iter().all(|v| v.to_f32() == k as f32)); // unscaled
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shrink<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
         x: &CudaView<'_, T>,
         a: &CudaView<'_, T>,
         rank: usize,
-        scale: f32,
         p: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         self.check_stream(stream)?;
         let r32 = check_dim("rank", rank)?;
-        let k = rows_of("a", a.len(), rank).map(|_| a.len() / rank)?;
+        let k = cols_of("a", a.len(), rank)?;
         let k32 = check_dim("k", k)?;
         let m = rows_of("x", x.len(), k)?;
-        check_scale("scale", scale)?;
         check_context(stream, "x", x.stream())?;
         check_context(stream, "a", a.stream())?;
         check_context(stream, "p", p.stream())?;
-        check_len("p", p.len(), &[m, rank])?;
+        check_rows("x", m, "p", p.len(), rank)?;
         check_k_aligned::<T>(k)?;
         check_grid(m)?;
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let x_span = ptrs.read("x", x);
         let a_span = ptrs.read("a", a);
         let p_span = ptrs.write("p", p);
@@ -534,7 +599,7 @@ impl LoraKernels {
             n: r32,
             num_adapters: 1,
             rank: r32,
-            scale,
+            scale: 1.0,
             ..Default::default()
         };
         // SAFETY: X, A and P were checked against `[m, k]`, `[rank, k]`,
@@ -550,6 +615,25 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::forward`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    ///
+    /// let (m, n, r) = (3, 32, 4);
+    /// let p = stream.clone_htod(&vec![bf16::ONE; m * r])?; // P = X·Aᵀ, e.g. from `shrink`
+    /// let b = stream.clone_htod(&vec![bf16::ONE; n * r])?;
+    /// let mut y = stream.clone_htod(&vec![bf16::ONE; m * n])?; // the caller's base output
+    /// kernels.expand(&stream, &p.as_view(), &b.as_view(), r, 0.5, &mut y.as_view_mut())?;
+    /// assert!(stream.clone_dtoh(&y)?.iter().all(|v| v.to_f32() == 1.0 + 0.5 * r as f32));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn expand<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -567,9 +651,9 @@ impl LoraKernels {
         check_context(stream, "p", p.stream())?;
         check_context(stream, "b", b.stream())?;
         check_context(stream, "y", y.stream())?;
-        check_len("y", y.len(), &[m, n])?;
+        check_rows("p", m, "y", y.len(), n)?;
         check_grid(m)?;
-        let mut ptrs = Pointers::new::<T>(stream);
+        let mut ptrs = Pointers::new(stream);
         let p_span = ptrs.read("p", p);
         let b_span = ptrs.read("b", b);
         let y_span = ptrs.write("y", y);
@@ -596,14 +680,50 @@ impl LoraKernels {
     }
 }
 
-/// `len / cols` as the row count of a `[rows, cols]` buffer `what`.
-pub(crate) fn rows_of(what: &'static str, len: usize, cols: usize) -> Result<usize> {
-    check_dim("k", cols)?;
-    if len == 0 || len % cols != 0 {
-        return Err(LoraError::ShapeMismatch { what, expected: vec![len.div_ceil(cols).max(1), cols], got: vec![len] });
+/// The checks a stack and its rows' indices pass before a per-row launch
+/// (shared by the forward and the backward): r_max and L at least 1 and in
+/// range, one scale per rank, every rank in `1..=r_max`, finite scales, A_all
+/// `[L, r_max, k]`, B_all `[L, n, r_max]`, one index per row of X, all on the
+/// stream's context. Returns the ranks as the kernels take them.
+pub(crate) fn check_stack<T>(
+    stream: &Arc<CudaStream>,
+    adapters: &AdapterStack<'_, T>,
+    rows: &RowAdapters<'_, '_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Vec<i32>> {
+    let r_max = adapters.r_max;
+    check_dim("r_max", r_max)?;
+    let num_adapters = adapters.ranks.len();
+    check_dim("ranks.len()", num_adapters)?;
+    check_len("scales", adapters.scales.len(), &[num_adapters])?;
+    let ranks = adapters
+        .ranks
+        .iter()
+        .map(|&r| {
+            if (1..=r_max).contains(&r) {
+                Ok(r as i32)
+            } else {
+                Err(LoraError::InvalidArgument {
+                    what: "ranks",
+                    value: r.to_string(),
+                    reason: "every rank must be in 1..=r_max",
+                })
+            }
+        })
+        .collect::<Result<Vec<i32>>>()?;
+    for &s in adapters.scales {
+        check_scale("scales", s)?;
     }
-    check_dim("m", len / cols)?;
-    Ok(len / cols)
+    check_context(stream, "a", adapters.a.stream())?;
+    check_context(stream, "b", adapters.b.stream())?;
+    check_context(stream, "index", rows.index.stream())?;
+    check_context(stream, "status", rows.status.word.stream())?;
+    check_len("a", adapters.a.len(), &[num_adapters, r_max, k])?;
+    check_len("b", adapters.b.len(), &[num_adapters, n, r_max])?;
+    check_rows("x", m, "index", rows.index.len(), 1)?;
+    Ok(ranks)
 }
 
 pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Linear<'_, T>) -> Result<()> {
@@ -620,10 +740,10 @@ pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Line
 
 fn check_outputs<T: LoraDType>(stream: &Arc<CudaStream>, out: &ForwardOutput<'_, T>, m: usize, n: usize, p_cols: usize) -> Result<()> {
     check_context(stream, "y", out.y.stream())?;
-    check_len("y", out.y.len(), &[m, n])?;
+    check_rows("x", m, "y", out.y.len(), n)?;
     if let Some(p) = &out.p {
         check_context(stream, "p", p.stream())?;
-        check_len("p", p.len(), &[m, p_cols])?;
+        check_rows("x", m, "p", p.len(), p_cols)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! The initialisation schemes of LORA.md (THEORY.md says why they matter).
+//! The initialisation schemes of docs/contract.md (docs/theory.md says why they matter).
 
 /// How A `[r, K]` and B `[N, r]` start. Both-zero is deliberately absent: no
-/// gradient ever reaches A or B from it (THEORY.md §3).
+/// gradient ever reaches A or B from it (docs/theory.md, question 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InitScheme {
     /// PEFT's default ("Init\[A\]"): A ~ Kaiming-uniform with a = √5, i.e.
@@ -16,11 +16,18 @@ pub enum InitScheme {
 /// The distribution one matrix is drawn from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Distribution {
+    /// Every element 0.
     Zero,
     /// Uniform on `(-bound, bound)`.
-    Uniform { bound: f64 },
-    /// Normal with mean 0 and this standard deviation.
-    Normal { std: f64 },
+    Uniform {
+        /// The half-width of the interval.
+        bound: f64,
+    },
+    /// Normal with mean 0 and standard deviation `std`.
+    Normal {
+        /// The standard deviation.
+        std: f64,
+    },
 }
 
 impl InitScheme {

@@ -7,17 +7,19 @@
 //! `(seed, offset, i)` only, not on the launch shape, so the same call gives
 //! the same matrix on every GPU, and on the emulator.
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{InitScheme, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
 //!
-//! let (r, k, n) = (16, 4096, 4096);
+//! let (r, k, n) = (16, 256, 128);
 //! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // A [r, K]
 //! let mut b = stream.alloc_zeros::<bf16>(n * r)?; // B [N, r]
 //! // PEFT's default: A ~ U(-1/sqrt(K), 1/sqrt(K)) from stream (seed 42, offset 0), B = 0.
@@ -31,10 +33,11 @@ use std::sync::Arc;
 use cudarc::driver::{CudaStream, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use crate::dtype::LoraDType;
-use crate::error::{LoraError, Result};
+use crate::error::Result;
 use crate::init::{Distribution, InitScheme};
 use crate::kernels::{LoraKernels, INIT};
 use crate::params::{LoraFillParams, LORA_INIT_THREADS};
+use crate::validate::{check_context, check_dim, check_disjoint, check_len, non_negative_f32_param, Span};
 
 // SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
 // the C header the kernels include.
@@ -68,9 +71,26 @@ impl LoraKernels {
     /// `(seed, offset, i)`, rounded to `T`.
     ///
     /// # Errors
-    /// [`LoraError::InvalidArgument`] if `bound` is negative or not finite;
-    /// [`LoraError::ContextMismatch`] if `out` or `stream` belongs to another
-    /// context; [`LoraError::Driver`] from the launch.
+    /// [`LoraError::InvalidArgument`](crate::LoraError::InvalidArgument) if `bound` is negative or not finite as
+    /// an f32 (the precision the draw is made in);
+    /// [`LoraError::ContextMismatch`](crate::LoraError::ContextMismatch) if `out` or `stream` belongs to another
+    /// context; [`LoraError::Driver`](crate::LoraError::Driver) from the launch.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// let mut out = stream.alloc_zeros::<f32>(1000)?;
+    /// kernels.fill_uniform(&stream, &mut out, 0.5, 42, 0)?;
+    /// let host = stream.clone_dtoh(&out)?;
+    /// assert!(host.iter().all(|v| v.abs() <= 0.5));
+    /// assert_eq!(host, fused_lora::reference::init_matrix::<f32>(fused_lora::Distribution::Uniform { bound: 0.5 }, 1000, 42, 0)?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fill_uniform<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -79,8 +99,7 @@ impl LoraKernels {
         seed: u64,
         offset: u64,
     ) -> Result<()> {
-        check_spread("bound", bound)?;
-        self.launch_fill(stream, out, Fill::Uniform, bound as f32, 0.0, seed, offset)
+        self.fill_named(stream, "out", out, Distribution::Uniform { bound }, seed, offset)
     }
 
     /// Fills `out` with `N(0, std²)`: element `i` is the Box–Muller deviate of
@@ -89,7 +108,22 @@ impl LoraKernels {
     /// (`r·cos θ` and `r·sin θ`).
     ///
     /// # Errors
-    /// As [`LoraKernels::fill_uniform`], for `std`.
+    /// As [`LoraKernels::fill_uniform`], for `std` (the deviates are rounded
+    /// to f32, so a `std` beyond f32's range could only give infinities).
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// let mut out = stream.alloc_zeros::<f32>(1000)?;
+    /// kernels.fill_normal(&stream, &mut out, 0.02, 7, 3)?;
+    /// assert_eq!(stream.clone_dtoh(&out)?, fused_lora::reference::init_matrix::<f32>(fused_lora::Distribution::Normal { std: 0.02 }, 1000, 7, 3)?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fill_normal<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -98,8 +132,7 @@ impl LoraKernels {
         seed: u64,
         offset: u64,
     ) -> Result<()> {
-        check_spread("std", std)?;
-        self.launch_fill(stream, out, Fill::Normal, 0.0, std, seed, offset)
+        self.fill_named(stream, "out", out, Distribution::Normal { std }, seed, offset)
     }
 
     /// Fills `out` from `distribution` (zero is a memset; the others as
@@ -107,6 +140,20 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::fill_uniform`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// let mut out = stream.clone_htod(&vec![1.0f32; 64])?;
+    /// kernels.fill(&stream, &mut out, fused_lora::Distribution::Zero, 0, 0)?;
+    /// assert!(stream.clone_dtoh(&out)?.iter().all(|&v| v == 0.0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fill<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -115,17 +162,31 @@ impl LoraKernels {
         seed: u64,
         offset: u64,
     ) -> Result<()> {
-        match distribution {
-            Distribution::Zero => {
-                self.check_stream(stream)?;
-                check_same_context(stream, out)?;
+        self.fill_named(stream, "out", out, distribution, seed, offset)
+    }
+
+    /// [`LoraKernels::fill`] of the buffer the caller calls `what` (errors name it).
+    fn fill_named<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        what: &'static str,
+        out: &mut impl DevicePtrMut<T>,
+        distribution: Distribution,
+        seed: u64,
+        offset: u64,
+    ) -> Result<()> {
+        let fill = FillSpread::of(distribution)?;
+        self.check_stream(stream)?;
+        check_context(stream, what, out.stream())?;
+        match fill {
+            FillSpread::Zero => {
                 if !out.is_empty() {
                     stream.memset_zeros(out)?;
                 }
                 Ok(())
             }
-            Distribution::Uniform { bound } => self.fill_uniform(stream, out, bound, seed, offset),
-            Distribution::Normal { std } => self.fill_normal(stream, out, std, seed, offset),
+            FillSpread::Uniform(bound) => self.launch_fill(stream, out, Fill::Uniform, bound, 0.0, seed, offset),
+            FillSpread::Normal(std) => self.launch_fill(stream, out, Fill::Normal, 0.0, std, seed, offset),
         }
     }
 
@@ -139,9 +200,10 @@ impl LoraKernels {
     ///   each holds exactly its shape's elements.
     ///
     /// # Errors
-    /// [`LoraError::InvalidArgument`] if `rank` or `k` is 0;
-    /// [`LoraError::ShapeMismatch`] if a buffer's length is not its shape's;
-    /// otherwise as [`LoraKernels::fill_uniform`].
+    /// [`LoraError::InvalidArgument`](crate::LoraError::InvalidArgument) if `rank` or `k` is 0;
+    /// [`LoraError::ShapeMismatch`](crate::LoraError::ShapeMismatch) if a buffer's length is not its shape's;
+    /// [`LoraError::Aliasing`](crate::LoraError::Aliasing) if A and B overlap; otherwise as
+    /// [`LoraKernels::fill_uniform`], naming `a` or `b`.
     #[allow(clippy::too_many_arguments)]
     pub fn init_adapter<T: LoraDType>(
         &self,
@@ -155,16 +217,26 @@ impl LoraKernels {
         a: &mut impl DevicePtrMut<T>,
         b: &mut impl DevicePtrMut<T>,
     ) -> Result<()> {
-        for (what, value) in [("rank", rank), ("k", k)] {
-            if value == 0 {
-                return Err(LoraError::InvalidArgument { what, value: "0".into(), reason: "must be at least 1" });
-            }
-        }
-        check_len("a", a.len(), rank, k)?;
-        check_len("b", b.len(), n, rank)?;
+        check_dim("rank", rank)?;
+        check_dim("k", k)?;
+        self.check_stream(stream)?;
+        check_context(stream, "a", a.stream())?;
+        check_context(stream, "b", b.stream())?;
+        check_len("a", a.len(), &[rank, k])?;
+        check_len("b", b.len(), &[n, rank])?;
+        let (a_len, b_len) = (a.len(), b.len());
+        let a_span = {
+            let (address, _guard) = a.device_ptr_mut(stream);
+            Span::of::<T>("a", address, a_len)
+        };
+        let b_span = {
+            let (address, _guard) = b.device_ptr_mut(stream);
+            Span::of::<T>("b", address, b_len)
+        };
+        check_disjoint(&[a_span, b_span])?;
         let (dist_a, dist_b) = scheme.distributions(rank, k);
-        self.fill(stream, a, dist_a, seed, offset)?;
-        self.fill(stream, b, dist_b, seed, offset.wrapping_add(1))
+        self.fill_named(stream, "a", a, dist_a, seed, offset)?;
+        self.fill_named(stream, "b", b, dist_b, seed, offset.wrapping_add(1))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -178,8 +250,6 @@ impl LoraKernels {
         seed: u64,
         offset: u64,
     ) -> Result<()> {
-        self.check_stream(stream)?;
-        check_same_context(stream, out)?;
         let len = out.len() as u64;
         if len == 0 {
             return Ok(());
@@ -201,47 +271,43 @@ impl LoraKernels {
     }
 }
 
-fn check_spread(what: &'static str, value: f64) -> Result<()> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(LoraError::InvalidArgument { what, value: value.to_string(), reason: "must be finite and non-negative" })
-    }
+/// A distribution's spread as the kernels take it, validated: a bound the
+/// draw multiplies in f32, a std it multiplies in f64 before rounding to f32.
+/// Both must be non-negative and finite as f32s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum FillSpread {
+    Zero,
+    Uniform(f32),
+    Normal(f64),
 }
 
-fn check_len(what: &'static str, len: usize, rows: usize, cols: usize) -> Result<()> {
-    match rows.checked_mul(cols) {
-        Some(expected) if expected == len => Ok(()),
-        _ => Err(LoraError::ShapeMismatch { what, expected: vec![rows, cols], got: vec![len] }),
-    }
-}
-
-fn check_same_context<T>(stream: &Arc<CudaStream>, out: &impl DevicePtrMut<T>) -> Result<()> {
-    if Arc::ptr_eq(out.stream().context(), stream.context()) {
-        Ok(())
-    } else {
-        Err(LoraError::ContextMismatch { what: "out" })
+impl FillSpread {
+    pub(crate) fn of(distribution: Distribution) -> Result<Self> {
+        Ok(match distribution {
+            Distribution::Zero => FillSpread::Zero,
+            Distribution::Uniform { bound } => FillSpread::Uniform(non_negative_f32_param("bound", bound)?),
+            Distribution::Normal { std } => {
+                non_negative_f32_param("std", std)?;
+                FillSpread::Normal(std)
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::LoraError;
 
     #[test]
-    fn spreads_must_be_finite_and_non_negative() {
-        assert!(check_spread("bound", 0.0).is_ok());
-        assert!(check_spread("bound", 1e300).is_ok());
-        for bad in [-1e-300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert!(matches!(check_spread("std", bad), Err(LoraError::InvalidArgument { what: "std", .. })), "{bad}");
+    fn spreads_must_be_non_negative_and_finite_in_f32() {
+        assert_eq!(FillSpread::of(Distribution::Uniform { bound: 0.0 }).ok(), Some(FillSpread::Uniform(0.0)));
+        assert_eq!(FillSpread::of(Distribution::Normal { std: 3.0e38 }).ok(), Some(FillSpread::Normal(3.0e38)));
+        for bad in [-1e-300, 3.5e38, 1e300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let err = FillSpread::of(Distribution::Uniform { bound: bad });
+            assert!(matches!(err, Err(LoraError::InvalidArgument { what: "bound", .. })), "{bad}");
+            let err = FillSpread::of(Distribution::Normal { std: bad });
+            assert!(matches!(err, Err(LoraError::InvalidArgument { what: "std", .. })), "{bad}");
         }
-    }
-
-    #[test]
-    fn lengths_must_match_shapes_without_overflow() {
-        assert!(check_len("a", 12, 3, 4).is_ok());
-        assert!(check_len("b", 0, 0, 4).is_ok());
-        assert!(matches!(check_len("a", 11, 3, 4), Err(LoraError::ShapeMismatch { what: "a", .. })));
-        assert!(check_len("a", 0, usize::MAX, 2).is_err());
     }
 }

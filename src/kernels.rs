@@ -32,6 +32,7 @@ pub struct LoraKernels {
 }
 
 impl LoraKernels {
+    /// Kernels for `ctx`; nothing is loaded until the first call that needs a kernel family.
     pub fn new(ctx: &Arc<CudaContext>) -> Self {
         LoraKernels { ctx: Arc::clone(ctx), modules: Mutex::new(HashMap::new()) }
     }

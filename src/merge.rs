@@ -16,7 +16,9 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::kernels::{check_same_context, LoraKernels, MERGE};
+use crate::kernels::{LoraKernels, MERGE};
+use crate::config::AdapterConfig;
+use crate::validate::{check_context, check_dim, check_len, cols_of, Span};
 use crate::params::{
     LoraMergeLayer, LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE,
     LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE, LoraMergeParams, LORA_MERGE_THREADS, LORA_MERGE_TILE_K,
@@ -50,7 +52,9 @@ pub enum FiniteCheck {
 
 /// The adapter of one layer: A `[r, k]`, B `[n, r]` and the scale `s`.
 pub struct Adapter<'a, T> {
+    /// A `[r, k]` (`lora_A.weight`).
     pub a: CudaView<'a, T>,
+    /// B `[n, r]` (`lora_B.weight`).
     pub b: CudaView<'a, T>,
     /// Rank r.
     pub rank: usize,
@@ -58,38 +62,56 @@ pub struct Adapter<'a, T> {
     pub scale: f32,
 }
 
+impl<'a, T> Adapter<'a, T> {
+    /// The adapter `config` describes, on its device buffers A `[rank, k]`
+    /// and B `[n, rank]`: the rank and the scale s come from the config
+    /// ([`AdapterConfig::scale`]), so they cannot disagree with it.
+    ///
+    /// # Errors
+    /// [`LoraError::ShapeMismatch`] if A's or B's length is not a whole
+    /// number of rank-wide rows or columns (K and N are checked against the
+    /// layer where the adapter is used).
+    pub fn new(config: &AdapterConfig, a: CudaView<'a, T>, b: CudaView<'a, T>) -> Result<Self> {
+        let rank = config.rank();
+        cols_of("a", a.len(), rank)?;
+        rows_of_b(b.len(), rank)?;
+        Ok(Adapter { a, b, rank, scale: config.scale() })
+    }
+}
+
+/// B `[n, rank]` with n implied: a whole number of rank-wide rows.
+fn rows_of_b(len: usize, rank: usize) -> Result<usize> {
+    if len == 0 || len % rank != 0 {
+        return Err(LoraError::ShapeMismatch { what: "b", expected: vec![len.div_ceil(rank).max(1), rank], got: vec![len] });
+    }
+    Ok(len / rank)
+}
+
 /// One layer updated in place: `weight` `[n, k]`.
 pub struct MergeLayer<'a, T> {
+    /// W `[n, k]`, updated in place.
     pub weight: CudaViewMut<'a, T>,
+    /// Output features N.
     pub n: usize,
+    /// Input features K.
     pub k: usize,
+    /// The adapter merged into (or out of) W.
     pub adapter: Adapter<'a, T>,
 }
 
 /// One layer whose update goes to a separate buffer: `out = weight ± s·B·A`,
 /// both `[n, k]`; `weight` is left untouched.
 pub struct MergeIntoLayer<'a, T> {
+    /// W `[n, k]`, read only.
     pub weight: CudaView<'a, T>,
+    /// Where `W ± s·B·A` is written, `[n, k]`.
     pub out: CudaViewMut<'a, T>,
+    /// Output features N.
     pub n: usize,
+    /// Input features K.
     pub k: usize,
+    /// The adapter merged into (or out of) W.
     pub adapter: Adapter<'a, T>,
-}
-
-/// A device byte range, for the aliasing checks.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: u64,
-    end: u64,
-}
-
-impl Span {
-    fn new(ptr: u64, elements: usize, elem_size: usize) -> Self {
-        Span { start: ptr, end: ptr + (elements * elem_size) as u64 }
-    }
-    fn overlaps(&self, other: &Span) -> bool {
-        self.start < other.end && other.start < self.end
-    }
 }
 
 /// What the launch needs to know of one layer, after validation.
@@ -118,6 +140,27 @@ impl LoraKernels {
     /// - [`LoraError::NonFinite`] with [`FiniteCheck::RefuseNonFinite`] when a
     ///   result would be NaN or ±Inf (nothing is written);
     /// - [`LoraError::Driver`] from the launch.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::f16;
+    /// use fused_lora::{Adapter, Direction, FiniteCheck, MergeLayer};
+    ///
+    /// let (n, k, r) = (16, 32, 2);
+    /// let mut w = stream.clone_htod(&vec![f16::ONE; n * k])?;
+    /// let (a, b) = (stream.clone_htod(&vec![f16::ONE; r * k])?, stream.clone_htod(&vec![f16::ONE; n * r])?);
+    /// let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.25 };
+    /// let mut layers = [MergeLayer { weight: w.as_view_mut(), n, k, adapter }];
+    /// kernels.merge(&stream, &mut layers, Direction::Unmerge, FiniteCheck::Unchecked)?;
+    /// assert!(stream.clone_dtoh(&w)?.iter().all(|v| v.to_f32() == 0.5)); // 1 − 0.25·2
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn merge<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -142,6 +185,28 @@ impl LoraKernels {
     ///
     /// # Errors
     /// As [`LoraKernels::merge`].
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    /// use fused_lora::{Adapter, Direction, FiniteCheck, MergeIntoLayer};
+    ///
+    /// let (n, k, r) = (16, 32, 2);
+    /// let w = stream.clone_htod(&vec![bf16::ONE; n * k])?;
+    /// let mut merged = stream.alloc_zeros::<bf16>(n * k)?;
+    /// let (a, b) = (stream.clone_htod(&vec![bf16::ONE; r * k])?, stream.clone_htod(&vec![bf16::ONE; n * r])?);
+    /// let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.5 };
+    /// let mut layers = [MergeIntoLayer { weight: w.as_view(), out: merged.as_view_mut(), n, k, adapter }];
+    /// kernels.merge_into(&stream, &mut layers, Direction::Merge, FiniteCheck::RefuseNonFinite)?;
+    /// assert!(stream.clone_dtoh(&merged)?.iter().all(|v| v.to_f32() == 2.0)); // 1 + 0.5·2; W untouched
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn merge_into<T: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -231,18 +296,8 @@ fn in_layer(layer: usize, error: LoraError) -> LoraError {
 
 /// Checks a buffer's length and context; the shape is `[rows, cols]`.
 fn check_buffer(stream: &Arc<CudaStream>, what: &'static str, len: usize, buffer_stream: &Arc<CudaStream>, rows: usize, cols: usize) -> Result<()> {
-    check_same_context(what, buffer_stream, stream.context())?;
-    if len != rows * cols {
-        return Err(LoraError::ShapeMismatch { what, expected: vec![rows, cols], got: vec![len] });
-    }
-    Ok(())
-}
-
-fn check_dim(what: &'static str, value: usize) -> Result<i32> {
-    if value == 0 {
-        return Err(LoraError::InvalidArgument { what, value: "0".into(), reason: "must be at least 1" });
-    }
-    i32::try_from(value).map_err(|_| LoraError::InvalidArgument { what, value: value.to_string(), reason: "must fit in a 32-bit int" })
+    check_context(stream, what, buffer_stream)?;
+    check_len(what, len, &[rows, cols])
 }
 
 /// Validates one layer's dimensions, adapter and scale, and fills the kernel
@@ -289,7 +344,7 @@ fn resolve<'a, T: LoraDType>(
     desc.out = w_ptr;
     desc.a = a_ptr;
     desc.b = b_ptr;
-    Ok(spans(desc, w_ptr, w_ptr, T::DTYPE.size_bytes()))
+    Ok(spans::<T>(desc, w_ptr, w_ptr))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -316,17 +371,17 @@ fn resolve_into<'a, T: LoraDType>(
     desc.out = out_ptr;
     desc.a = a_ptr;
     desc.b = b_ptr;
-    Ok(spans(desc, w_ptr, out_ptr, T::DTYPE.size_bytes()))
+    Ok(spans::<T>(desc, w_ptr, out_ptr))
 }
 
-fn spans(desc: LoraMergeLayer, w_ptr: u64, out_ptr: u64, elem: usize) -> Resolved {
+fn spans<T>(desc: LoraMergeLayer, w_ptr: u64, out_ptr: u64) -> Resolved {
     let (n, k, r) = (desc.n as usize, desc.k as usize, desc.r as usize);
     Resolved {
         desc,
-        weight: Span::new(w_ptr, n * k, elem),
-        out: Span::new(out_ptr, n * k, elem),
-        a: Span::new(desc.a, r * k, elem),
-        b: Span::new(desc.b, n * r, elem),
+        weight: Span::of::<T>("weight", w_ptr, n * k),
+        out: Span::of::<T>("out", out_ptr, n * k),
+        a: Span::of::<T>("a", desc.a, r * k),
+        b: Span::of::<T>("b", desc.b, n * r),
     }
 }
 

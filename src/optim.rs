@@ -24,17 +24,19 @@
 //! Call the step once per tensor (A, then B, of every adapter); each call is
 //! one launch, stream-ordered.
 //!
-//! ```no_run
-//! use cudarc::driver::CudaContext;
+//! ```
+//! use fused_lora::cudarc::driver::CudaContext;
 //! use fused_lora::{AdamWConfig, AdamWState, LoraKernels};
-//! use half::bf16;
+//! use fused_lora::half::bf16;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Without a CUDA driver (plain `cargo test` on a machine without one) there is nothing to run.
+//! # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
 //! let ctx = CudaContext::new(0)?;
 //! let stream = ctx.default_stream();
 //! let kernels = LoraKernels::new(&ctx);
 //!
-//! let (r, k) = (16, 4096);
+//! let (r, k) = (16, 256);
 //! let mut a_master = stream.alloc_zeros::<f32>(r * k)?; // A [r, K], f32 master
 //! let mut a = stream.alloc_zeros::<bf16>(r * k)?; // the bf16 copy the kernels read
 //! let grad_a = stream.alloc_zeros::<bf16>(r * k)?; // dA from the backward pass
@@ -57,6 +59,7 @@ use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, OPTIM};
 use crate::params::{LoraAdamWParams, LoraSgdParams, LORA_OPTIM_THREADS, LORA_OPTIM_VECTOR};
+use crate::validate::{check_context, check_disjoint, check_len, f32_param, non_negative_f32_param, Span};
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
 // the C header the kernels include.
@@ -77,10 +80,15 @@ const MAX_BLOCKS: u64 = 1024;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum factor (0: none).
     pub momentum: f64,
+    /// Dampening of the momentum.
     pub dampening: f64,
+    /// Weight decay (L2 penalty, coupled).
     pub weight_decay: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
 }
 
@@ -95,17 +103,20 @@ impl SgdConfig {
         SgdConfig { momentum, ..SgdConfig::new(lr) }
     }
 
-    /// Checks the ranges PyTorch checks, plus finiteness.
+    /// Checks the ranges PyTorch checks, plus finiteness in f32, the
+    /// precision the kernel computes in (an `lr` of 1e39 is a finite f64 but
+    /// would be an infinite f32).
     ///
     /// # Errors
-    /// [`LoraError::InvalidArgument`] for a non-finite value, a negative `lr`,
-    /// `momentum` or `weight_decay`, or Nesterov without momentum or with
-    /// dampening.
+    /// [`LoraError::InvalidArgument`] for a value that is not finite as an
+    /// f32, a negative `lr`, `momentum` or `weight_decay`, or Nesterov without
+    /// momentum or with dampening.
     pub fn validate(&self) -> Result<()> {
-        check_non_negative("lr", self.lr)?;
-        check_non_negative("momentum", self.momentum)?;
-        check_finite("dampening", self.dampening)?;
-        check_non_negative("weight_decay", self.weight_decay)?;
+        non_negative_f32_param("lr", self.lr)?;
+        non_negative_f32_param("momentum", self.momentum)?;
+        f32_param("dampening", self.dampening)?;
+        f32_param("1 - dampening", 1.0 - self.dampening)?;
+        non_negative_f32_param("weight_decay", self.weight_decay)?;
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
             return Err(LoraError::InvalidArgument {
                 what: "nesterov",
@@ -126,10 +137,15 @@ impl SgdConfig {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
+    /// Learning rate.
     pub lr: f64,
+    /// β1, the first moment's decay.
     pub beta1: f64,
+    /// β2, the second moment's decay.
     pub beta2: f64,
+    /// ε, added to the denominator.
     pub eps: f64,
+    /// Decoupled weight decay.
     pub weight_decay: f64,
 }
 
@@ -139,18 +155,37 @@ impl AdamWConfig {
         AdamWConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
     }
 
+    /// Checks the ranges PyTorch checks, plus finiteness in f32 of every
+    /// value and of the scalars the kernel receives: the decay factor
+    /// `1 − lr·weight_decay` and the largest step size `lr / (1 − β1)`.
+    ///
     /// # Errors
-    /// [`LoraError::InvalidArgument`] for a non-finite value, a negative `lr`,
-    /// `eps` or `weight_decay`, or a β outside `[0, 1)`.
+    /// [`LoraError::InvalidArgument`] for a value that is not finite as an
+    /// f32 (alone or in those two scalars), a negative `lr`, `eps` or
+    /// `weight_decay`, or a β outside `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
-        check_non_negative("lr", self.lr)?;
+        non_negative_f32_param("lr", self.lr)?;
         for (what, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
                 return Err(LoraError::InvalidArgument { what, value: beta.to_string(), reason: "must be in [0, 1)" });
             }
         }
-        check_non_negative("eps", self.eps)?;
-        check_non_negative("weight_decay", self.weight_decay)
+        non_negative_f32_param("eps", self.eps)?;
+        non_negative_f32_param("weight_decay", self.weight_decay)?;
+        self.decay()?;
+        // The bias correction 1 − β1ᵗ is smallest at t = 1.
+        self.step_size(1.0 - self.beta1)?;
+        Ok(())
+    }
+
+    /// `1 − lr·weight_decay` as the kernel's f32.
+    fn decay(&self) -> Result<f32> {
+        f32_param("1 - lr * weight_decay", 1.0 - self.lr * self.weight_decay)
+    }
+
+    /// `lr / bias_correction1` as the kernel's f32.
+    fn step_size(&self, bias_correction1: f64) -> Result<f32> {
+        f32_param("lr / (1 - beta1^t)", self.lr / bias_correction1)
     }
 }
 
@@ -165,8 +200,10 @@ impl SgdState {
     /// State for a tensor of `len` elements, on `stream`'s context.
     ///
     /// # Errors
-    /// [`LoraError::Driver`] if the allocation fails.
+    /// [`LoraError::InvalidArgument`] if `len` is 0 (an empty tensor has
+    /// nothing to optimise); [`LoraError::Driver`] if the allocation fails.
     pub fn new(stream: &Arc<CudaStream>, len: usize) -> Result<Self> {
+        check_state_len(len)?;
         Ok(SgdState { momentum_buffer: stream.alloc_zeros(len)?, started: false })
     }
 
@@ -175,6 +212,7 @@ impl SgdState {
         self.momentum_buffer.len()
     }
 
+    /// Never true: a state is for at least one element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -196,15 +234,19 @@ impl AdamWState {
     /// Zero moments for a tensor of `len` elements, on `stream`'s context.
     ///
     /// # Errors
-    /// [`LoraError::Driver`] if an allocation fails.
+    /// [`LoraError::InvalidArgument`] if `len` is 0 (an empty tensor has
+    /// nothing to optimise); [`LoraError::Driver`] if an allocation fails.
     pub fn new(stream: &Arc<CudaStream>, len: usize) -> Result<Self> {
+        check_state_len(len)?;
         Ok(AdamWState { exp_avg: stream.alloc_zeros(len)?, exp_avg_sq: stream.alloc_zeros(len)?, step: 0 })
     }
 
+    /// The number of elements of the tensor this state belongs to.
     pub fn len(&self) -> usize {
         self.exp_avg.len()
     }
 
+    /// Never true: a state is for at least one element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -242,6 +284,27 @@ impl LoraKernels {
     /// - [`LoraError::ContextMismatch`] for a buffer of another context;
     /// - [`LoraError::Aliasing`] if two of the buffers overlap;
     /// - [`LoraError::Driver`] from the launch.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # if !unsafe { fused_lora::cudarc::driver::sys::is_culib_present() } { return Ok(()); }
+    /// # let ctx = fused_lora::cudarc::driver::CudaContext::new(0)?;
+    /// # let stream = ctx.default_stream();
+    /// # let kernels = fused_lora::LoraKernels::new(&ctx);
+    /// use fused_lora::half::bf16;
+    /// use fused_lora::{SgdConfig, SgdState};
+    ///
+    /// let len = 64;
+    /// let mut master = stream.clone_htod(&vec![1.0f32; len])?;
+    /// let mut working = stream.alloc_zeros::<bf16>(len)?;
+    /// let grad = stream.clone_htod(&vec![bf16::from_f32(0.5); len])?;
+    /// let mut state = SgdState::new(&stream, len)?;
+    /// kernels.sgd_step(&stream, &SgdConfig::with_momentum(0.5, 0.9), &mut master, &mut working, &grad, &mut state)?;
+    /// assert!(stream.clone_dtoh(&master)?.iter().all(|&w| w == 0.75)); // 1 − 0.5·0.5
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sgd_step<T: LoraDType, G: LoraDType>(
         &self,
         stream: &Arc<CudaStream>,
@@ -258,23 +321,20 @@ impl LoraKernels {
         check_tensor(stream, "working", working, len)?;
         check_tensor(stream, "grad", grad, len)?;
         check_tensor(stream, "state", &state.momentum_buffer, len)?;
+        // The state's length is never 0 (`SgdState::new`), so neither is `len`.
         let use_buffer = config.momentum != 0.0;
-        if len == 0 {
-            state.started |= use_buffer;
-            return Ok(());
-        }
 
         let (master_ptr, _master_guard) = master.device_ptr_mut(stream);
         let (working_ptr, _working_guard) = working.device_ptr_mut(stream);
         let (grad_ptr, _grad_guard) = grad.device_ptr(stream);
         let (buffer_ptr, _buffer_guard) = state.momentum_buffer.device_ptr_mut(stream);
         let mut spans = vec![
-            Span::new("master", master_ptr, len, 4),
-            Span::new("working", working_ptr, len, T::DTYPE.size_bytes()),
-            Span::new("grad", grad_ptr, len, G::DTYPE.size_bytes()),
+            Span::of::<f32>("master", master_ptr, len),
+            Span::of::<T>("working", working_ptr, len),
+            Span::of::<G>("grad", grad_ptr, len),
         ];
         if use_buffer {
-            spans.push(Span::new("state", buffer_ptr, len, 4));
+            spans.push(Span::of::<f32>("state", buffer_ptr, len));
         }
         check_disjoint(&spans)?;
 
@@ -331,16 +391,15 @@ impl LoraKernels {
         check_tensor(stream, "grad", grad, len)?;
         check_tensor(stream, "state", &state.exp_avg, len)?;
         check_tensor(stream, "state", &state.exp_avg_sq, len)?;
+        // The state's length is never 0 (`AdamWState::new`), so neither is `len`.
         let step = state.step + 1;
-        if len == 0 {
-            state.step = step;
-            return Ok(());
-        }
 
         // As PyTorch: Python floats (f64) for everything that depends on t.
         let t = i32::try_from(step).unwrap_or(i32::MAX);
         let bias_correction1 = 1.0 - config.beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - config.beta2.powi(t)).sqrt();
+        let step_size = config.step_size(bias_correction1)?;
+        let decay = config.decay()?;
 
         let (master_ptr, _master_guard) = master.device_ptr_mut(stream);
         let (working_ptr, _working_guard) = working.device_ptr_mut(stream);
@@ -348,11 +407,11 @@ impl LoraKernels {
         let (m_ptr, _m_guard) = state.exp_avg.device_ptr_mut(stream);
         let (v_ptr, _v_guard) = state.exp_avg_sq.device_ptr_mut(stream);
         check_disjoint(&[
-            Span::new("master", master_ptr, len, 4),
-            Span::new("working", working_ptr, len, T::DTYPE.size_bytes()),
-            Span::new("grad", grad_ptr, len, G::DTYPE.size_bytes()),
-            Span::new("state", m_ptr, len, 4),
-            Span::new("state", v_ptr, len, 4),
+            Span::of::<f32>("master", master_ptr, len),
+            Span::of::<T>("working", working_ptr, len),
+            Span::of::<G>("grad", grad_ptr, len),
+            Span::of::<f32>("state", m_ptr, len),
+            Span::of::<f32>("state", v_ptr, len),
         ])?;
 
         let params = LoraAdamWParams {
@@ -362,12 +421,12 @@ impl LoraKernels {
             exp_avg: m_ptr,
             exp_avg_sq: v_ptr,
             len: len as u64,
-            decay: (1.0 - config.lr * config.weight_decay) as f32,
+            decay,
             beta1: config.beta1 as f32,
             one_minus_beta1: (1.0 - config.beta1) as f32,
             beta2: config.beta2 as f32,
             one_minus_beta2: (1.0 - config.beta2) as f32,
-            step_size: (config.lr / bias_correction1) as f32,
+            step_size,
             bias_correction2_sqrt: bias_correction2_sqrt as f32,
             eps: config.eps as f32,
         };
@@ -395,63 +454,24 @@ fn launch_config(len: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (LORA_OPTIM_THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-fn check_finite(what: &'static str, value: f64) -> Result<()> {
-    if value.is_finite() {
-        Ok(())
-    } else {
-        Err(LoraError::InvalidArgument { what, value: value.to_string(), reason: "must be finite" })
-    }
-}
-
-fn check_non_negative(what: &'static str, value: f64) -> Result<()> {
-    check_finite(what, value)?;
-    if value >= 0.0 {
-        Ok(())
-    } else {
-        Err(LoraError::InvalidArgument { what, value: value.to_string(), reason: "must be non-negative" })
-    }
-}
-
-/// A tensor argument must hold `len` elements and live in `stream`'s context.
-fn check_tensor<E>(
-    stream: &Arc<CudaStream>,
-    what: &'static str,
-    buffer: &impl DeviceSlice<E>,
-    len: usize,
-) -> Result<()> {
-    if !Arc::ptr_eq(buffer.stream().context(), stream.context()) {
-        return Err(LoraError::ContextMismatch { what });
-    }
-    if buffer.len() != len {
-        return Err(LoraError::ShapeMismatch { what, expected: vec![len], got: vec![buffer.len()] });
+/// Optimizer state exists for tensors of at least one element.
+fn check_state_len(len: usize) -> Result<()> {
+    if len == 0 {
+        return Err(LoraError::InvalidArgument {
+            what: "len",
+            value: "0".into(),
+            reason: "optimizer state is for a tensor of at least one element",
+        });
     }
     Ok(())
 }
 
-/// A named device byte range, for the aliasing check.
-struct Span {
-    what: &'static str,
-    start: u64,
-    end: u64,
-}
-
-impl Span {
-    fn new(what: &'static str, ptr: u64, elements: usize, elem_size: usize) -> Self {
-        Span { what, start: ptr, end: ptr + (elements * elem_size) as u64 }
-    }
-}
-
-/// The kernel reads every array and writes most of them, element by element
-/// in an order nobody controls: any overlap makes the result a race.
-fn check_disjoint(spans: &[Span]) -> Result<()> {
-    for (i, a) in spans.iter().enumerate() {
-        for b in &spans[i + 1..] {
-            if a.start < b.end && b.start < a.end {
-                return Err(LoraError::Aliasing { output: a.what, input: b.what });
-            }
-        }
-    }
-    Ok(())
+/// A tensor argument must hold `len` elements and live in `stream`'s context
+/// (the driver's context: a second `CudaContext` handle on the same primary
+/// context is the same context).
+fn check_tensor<E>(stream: &Arc<CudaStream>, what: &'static str, buffer: &impl DeviceSlice<E>, len: usize) -> Result<()> {
+    check_context(stream, what, buffer.stream())?;
+    check_len(what, buffer.len(), &[len])
 }
 
 #[cfg(test)]

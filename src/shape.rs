@@ -1,4 +1,4 @@
-//! Problem shapes, in LORA.md's names: X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`.
+//! Problem shapes, in docs/contract.md's names: X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`.
 
 /// One linear layer's LoRA problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,21 +14,27 @@ pub struct LoraShape {
 }
 
 impl LoraShape {
+    /// X `[m, k]`.
     pub fn x(&self) -> [usize; 2] {
         [self.m, self.k]
     }
+    /// W0 `[n, k]`.
     pub fn w0(&self) -> [usize; 2] {
         [self.n, self.k]
     }
+    /// A `[r, k]`.
     pub fn a(&self) -> [usize; 2] {
         [self.r, self.k]
     }
+    /// B `[n, r]`.
     pub fn b(&self) -> [usize; 2] {
         [self.n, self.r]
     }
+    /// P `[m, r]`.
     pub fn p(&self) -> [usize; 2] {
         [self.m, self.r]
     }
+    /// Y `[m, n]`.
     pub fn y(&self) -> [usize; 2] {
         [self.m, self.n]
     }
@@ -37,9 +43,14 @@ impl LoraShape {
 /// `L` stacked adapters: A_all `[L, r_max, K]`, B_all `[N, ...]` as `[L, N, r_max]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MultiAdapterShape {
+    /// Tokens (rows of X and Y).
     pub m: usize,
+    /// Input features.
     pub k: usize,
+    /// Output features.
     pub n: usize,
+    /// The number of adapters L.
     pub num_adapters: usize,
+    /// The slot width: the largest rank.
     pub r_max: usize,
 }

@@ -1,6 +1,6 @@
 //! The backward kernels on a device (the emulator with every check on, or a
 //! GPU) against `fused_lora::reference::backward_multi` (exact and naive, the
-//! tolerance of LORA.md), per dtype: one adapter, per-row adapters (adapters
+//! tolerance of docs/contract.md), per dtype: one adapter, per-row adapters (adapters
 //! with no rows, padding poisoned with NaN), accumulation, P recomputed, and
 //! determinism (two runs bit-identical).
 
@@ -14,7 +14,7 @@ use device::Device;
 use forward_support::{download, poison_padding, random, row_indices, upload, Mix};
 use fused_lora::reference::{backward_multi, Base, Dropout, MultiAdapters, MultiGradients, Precision};
 use fused_lora::{
-    Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraDType, LoraError, MultiAdapterShape,
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, LoraError, MultiAdapterShape,
     RowAdapters,
 };
 use half::{bf16, f16};
@@ -151,19 +151,18 @@ fn run<T: LoraDType>(
         (upload(stream, &initial.da), upload(stream, &initial.db), upload(stream, &initial.dx));
     let mut g = upload(stream, &vec![T::nan(); case.m * case.r_max]);
     let linear = Linear { weight: w.as_view(), bias: None, n: case.n, k: case.k };
-    let p_view = p.as_view();
-    let p_arg = keep_p.then_some(&p_view);
+    let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: keep_p.then(|| p.as_view()), dropout: case.dropout };
     let mut status = AdapterStatus::new(stream)?;
     let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: Some(g.as_view_mut()), mode };
     match api {
         Api::Single => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
-            dev.kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, p_arg, case.dropout.as_ref(), &mut out)?;
+            dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out)?;
         }
         Api::Multi => {
             let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: case.r_max, ranks: &case.ranks, scales: &case.scales };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-            dev.kernels.backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, p_arg, case.dropout.as_ref(), &mut out)?;
+            dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)?;
         }
     }
     let got = Got { g: download(stream, &g), da: download(stream, &da), db: download(stream, &db), dx: download(stream, &dx) };
@@ -425,7 +424,7 @@ fn recomputed_p_with_dropout<T: LoraDType>() {
         .collect();
     let (dropped_dev, a) = (upload(stream, &dropped), upload(stream, &case.a));
     let mut p = upload(stream, &vec![T::nan(); m * r]);
-    dev.kernels.shrink(stream, &dropped_dev.as_view(), &a.as_view(), r, 1.0, &mut p.as_view_mut()).expect("shrink");
+    dev.kernels.shrink(stream, &dropped_dev.as_view(), &a.as_view(), r, &mut p.as_view_mut()).expect("shrink");
     case.p = download(stream, &p);
     let initial = Initial::nan(&case);
     let (kept, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Overwrite).expect("backward with P");

@@ -15,7 +15,7 @@ mod device;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardOutput, GradMode, Linear, LoraDType, RowAdapters};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, RowAdapters};
 use half::{bf16, f16};
 use serde_json::Value;
 
@@ -78,8 +78,8 @@ fn backward_launches<T: LoraDType>(dev: &device::Device, s: Shape) -> Vec<Value>
     let linear = Linear { weight: w.as_view(), bias: None, n, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.5 };
     let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
-    let p_view = p.as_view();
-    dev.kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, Some(&p_view), None, &mut out).expect("backward");
+    let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
+    dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out).expect("backward");
     stream.synchronize().expect("sync");
     device::recent_launch_counters(6).expect("the emulator reports every launch")
 }
@@ -237,9 +237,9 @@ fn rowsum_traffic_does_not_grow_with_adapters() {
         let (mut da, mut db, mut dx) =
             (poisoned::<T>(stream, adapters * r * k), poisoned::<T>(stream, adapters * n * r), poisoned::<T>(stream, m * k));
         let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
-        let p_view = p.as_view();
+        let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
         dev.kernels
-            .backward_multi(stream, &dy.as_view(), &x.as_view(), &linear, &stack, &mut rows, Some(&p_view), None, &mut out)
+            .backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)
             .expect("backward_multi");
         stream.synchronize().expect("sync");
         let multi = device::recent_launch_counters(6).expect("counters");

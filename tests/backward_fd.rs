@@ -211,7 +211,12 @@ fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]
     let mut dx = upload(stream, &vec![T::nan(); case.m * case.k]);
     let mut g = upload(stream, &vec![T::nan(); case.m * case.r_max]);
     let p = p.map(|p| upload(stream, p));
-    let p_view = p.as_ref().map(|p| p.as_view());
+    let inputs = fused_lora::BackwardInputs {
+        dy: dy.as_view(),
+        x: x.as_view(),
+        p: p.as_ref().map(|p| p.as_view()),
+        dropout: case.dropout.copied(),
+    };
     let linear = Linear { weight: w.as_view(), bias: None, n: case.n, k: case.k };
     let mut out = BackwardOutput {
         da: da.as_view_mut(),
@@ -224,16 +229,7 @@ fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]
         None => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
             dev.kernels
-                .backward(
-                    stream,
-                    &dy.as_view(),
-                    &x.as_view(),
-                    &linear,
-                    &adapter,
-                    p_view.as_ref(),
-                    case.dropout,
-                    &mut out,
-                )
+                .backward(stream, &inputs, &linear, &adapter, &mut out)
                 .expect("backward");
         }
         Some(index) => {
@@ -248,17 +244,7 @@ fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]
             };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
             dev.kernels
-                .backward_multi(
-                    stream,
-                    &dy.as_view(),
-                    &x.as_view(),
-                    &linear,
-                    &stack,
-                    &mut rows,
-                    p_view.as_ref(),
-                    case.dropout,
-                    &mut out,
-                )
+                .backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)
                 .expect("backward_multi");
             status.check(stream).expect("every index in range");
         }

@@ -98,7 +98,7 @@ fn misalignment_is_refused() {
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: y.slice_mut(..), p: None };
     let err = dev.kernels.forward(s, &x_big.slice(1..), &linear, &adapter, None, &mut out).expect_err("offset X");
-    assert!(matches!(err, LoraError::Misaligned { what: "x", multiple_of: 16, .. }), "{err:?}");
+    assert!(matches!(err, LoraError::MisalignedAddress { what: "x", alignment: 16, .. }), "{err:?}");
 }
 
 #[test]
@@ -178,5 +178,8 @@ fn bad_adapter_stacks_are_refused() {
     let mut rows = RowAdapters { index: short_index.as_view(), status: &mut status };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
     let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect_err("short index");
-    assert!(matches!(err, LoraError::ShapeMismatch { what: "index", .. }), "{err:?}");
+    assert!(
+        matches!(err, LoraError::RowsDisagree { first: "x", first_rows: M, second: "index", second_rows } if second_rows == M - 1),
+        "{err:?}"
+    );
 }

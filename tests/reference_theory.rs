@@ -1,4 +1,4 @@
-//! THEORY.md's identities on the reference, f64 end to end: step-0 gradient
+//! docs/theory.md's identities on the reference, f64 end to end: step-0 gradient
 //! asymmetry of the init schemes, the both-zero fixed point, and the
 //! α / learning-rate / init substitution for SGD and Adam.
 

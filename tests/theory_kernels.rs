@@ -1,4 +1,4 @@
-//! THEORY.md's identities, asserted with the crate's own kernels (init,
+//! docs/theory.md's identities, asserted with the crate's own kernels (init,
 //! forward, backward, SGD and AdamW steps) on a small synthetic regression:
 //! a frozen random base W0, a hidden low-rank target, MSE loss.
 //!
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaStream};
 use fused_lora::reference::synthetic::SyntheticTask;
 use fused_lora::{
-    Adapter, AdamWConfig, AdamWState, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels, SgdConfig,
+    Adapter, AdamWConfig, AdamWState, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels, SgdConfig,
     SgdState,
 };
 
@@ -79,7 +79,8 @@ fn loss_and_grads(dev: &device::Device, task: &Task, lora: &Lora) -> (f32, CudaS
     let mut db = stream.alloc_zeros::<f32>(N * R).unwrap();
     let mut dx = stream.alloc_zeros::<f32>(M * K).unwrap();
     let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
-    kernels.backward(stream, &dy.as_view(), &task.x.as_view(), &linear, &adapter, Some(&p.as_view()), None, &mut out).unwrap();
+    let inputs = BackwardInputs { dy: dy.as_view(), x: task.x.as_view(), p: Some(p.as_view()), dropout: None };
+    kernels.backward(stream, &inputs, &linear, &adapter, &mut out).unwrap();
     (loss, da, db)
 }
 

@@ -6,7 +6,7 @@
 // only its own variant names.
 #![allow(dead_code)]
 
-/// (name, K, N): PERF.md's Llama-3-8B projections.
+/// (name, K, N): docs/performance.md's Llama-3-8B projections.
 pub const PROJECTIONS: &[(&str, usize, usize)] = &[
     ("llama3-8b q/o 4096->4096", 4096, 4096),
     ("llama3-8b k/v 4096->1024", 4096, 1024),

@@ -1,4 +1,4 @@
-//! Per-launch counters (EMULATOR.md "What it counts"). Deterministic: the same
+//! Per-launch counters (docs/emulator.md, "Counters"). Deterministic: the same
 //! launch gives the same counts whatever the number of host threads.
 
 use std::collections::BTreeMap;

@@ -21,7 +21,7 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    /// The driver result code the finding surfaces as (EMULATOR.md).
+    /// The driver result code the finding surfaces as (docs/emulator.md).
     pub fn cuda_error_code(self) -> u32 {
         match self {
             FindingKind::OutOfBounds => 700, // CUDA_ERROR_ILLEGAL_ADDRESS

@@ -9,10 +9,10 @@ use std::error::Error;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream};
-use fused_lora::{Adapter, BackwardOutput, ForwardOutput, GradMode, Linear, LoraKernels};
+use fused_lora::{Adapter, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, Linear, LoraKernels};
 use half::bf16;
 
-/// One adapted projection of PERF.md's table, as the report runs it.
+/// One adapted projection of docs/performance.md's table, as the report runs it.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
     pub projection: &'static str,
@@ -83,7 +83,7 @@ pub fn backward(kernels: &LoraKernels, stream: &Arc<CudaStream>, c: &Case) -> Re
     let mut dx = zeros(stream, c.m * c.k)?;
     let linear = Linear { weight: w.as_view(), bias: None, n: c.n, k: c.k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: c.r, scale: 2.0 };
-    let p = p.as_view();
+    let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
     let mut out = BackwardOutput {
         da: da.as_view_mut(),
         db: db.as_view_mut(),
@@ -91,7 +91,7 @@ pub fn backward(kernels: &LoraKernels, stream: &Arc<CudaStream>, c: &Case) -> Re
         g: None,
         mode: GradMode::Overwrite,
     };
-    kernels.backward(stream, &dy.as_view(), &x.as_view(), &linear, &adapter, Some(&p), None, &mut out)?;
+    kernels.backward(stream, &inputs, &linear, &adapter, &mut out)?;
     stream.synchronize()?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The performance report: modeled GPU time of the crate's forward and
 //! backward next to NVIDIA's CUTLASS GEMM of the same shape and the roofline
-//! floor, for PERF.md's Llama-3-8B projections (bf16, M = 16 and 4096,
+//! floor, for docs/performance.md's Llama-3-8B projections (bf16, M = 16 and 4096,
 //! r = 16 and 64).
 //!
 //! Runs on the emulator only (`scripts/run.sh report`): every launch is

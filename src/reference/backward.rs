@@ -24,9 +24,13 @@ pub struct Gradients {
 /// index −1 (in `g`) and adapters no row uses are exact zeros.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MultiGradients {
+    /// G `[M, r_max]`, rounded to the element type.
     pub g: Vec<f64>,
+    /// dA.
     pub da: Vec<f64>,
+    /// dB.
     pub db: Vec<f64>,
+    /// dX `[M, K]`.
     pub dx: Vec<f64>,
 }
 

@@ -14,7 +14,9 @@ pub trait RefElem: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 
     /// Rounds to nearest even, through f32 for the halves as the kernels do
     /// (their f32 accumulator is rounded once).
     fn from_f64(x: f64) -> Self;
+    /// `x` rounded to this type.
     fn from_f32(x: f32) -> Self;
+    /// The value as an f64 (exact).
     fn to_f64(self) -> f64;
     /// `from_f64(x).to_f64()`: the value a stored intermediate holds.
     fn round_f64(x: f64) -> f64 {

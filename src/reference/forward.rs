@@ -18,12 +18,15 @@ pub struct Base<'a, E> {
 /// One adapter: `A [r, K]`, `B [N, r]` and its scale `s`.
 #[derive(Clone, Copy, Debug)]
 pub struct Adapter<'a, E> {
+    /// A `[r, K]`.
     pub a: &'a [E],
+    /// B `[N, r]`.
     pub b: &'a [E],
+    /// The scale s.
     pub scale: f64,
 }
 
-/// `L` stacked adapters with one adapter index per row (LORA.md).
+/// `L` stacked adapters with one adapter index per row (docs/contract.md).
 #[derive(Clone, Copy, Debug)]
 pub struct MultiAdapters<'a, E> {
     /// `[L, r_max, K]`; rows at and past `ranks[l]` are padding, never read.
@@ -42,7 +45,9 @@ pub struct MultiAdapters<'a, E> {
 /// `[M, r_max]`), the unscaled projection kept for backward, always rounded to `T`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForwardOutput {
+    /// Y `[M, N]`.
     pub y: Vec<f64>,
+    /// P `[M, r]` (or `[M, r_max]`), unscaled.
     pub p: Vec<f64>,
 }
 

@@ -34,9 +34,13 @@ pub struct MergeLayer<'a, E> {
     pub a: &'a [E],
     /// `[N, r]`
     pub b: &'a [E],
+    /// The scale s; the direction gives the sign.
     pub scale: f64,
+    /// Output features N.
     pub n: usize,
+    /// Input features K.
     pub k: usize,
+    /// Rank r.
     pub r: usize,
 }
 
@@ -45,11 +49,17 @@ pub struct MergeLayer<'a, E> {
 pub struct MergeLayerMut<'a, E> {
     /// `[N, K]`, overwritten with the merged weight.
     pub w: &'a mut [E],
+    /// `[r, K]`
     pub a: &'a [E],
+    /// `[N, r]`
     pub b: &'a [E],
+    /// The scale s; the direction gives the sign.
     pub scale: f64,
+    /// Output features N.
     pub n: usize,
+    /// Input features K.
     pub k: usize,
+    /// Rank r.
     pub r: usize,
 }
 

@@ -1,7 +1,7 @@
 //! The naive CPU reference: the truth every kernel is tested against.
 //!
 //! Obviously correct beats fast here: plain loops over row-major slices, in
-//! LORA.md's names and layouts (X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`).
+//! docs/contract.md's names and layouts (X `[M, K]`, W0 `[N, K]`, A `[r, K]`, B `[N, r]`).
 //!
 //! # Two references per operation
 //!
@@ -83,7 +83,9 @@ pub enum Precision {
 pub struct Dropout {
     /// Drop probability, in `[0, 1)`; `0` means no mask at all.
     pub p: f32,
+    /// The Philox key (with `offset`) the mask is drawn from.
     pub seed: u64,
+    /// The Philox stream offset.
     pub offset: u64,
 }
 

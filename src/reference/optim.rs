@@ -1,5 +1,5 @@
 //! Optimizers in f64 on master weights (f32, or f64 for exact algebra), with
-//! PyTorch's semantics, so fused optimizer kernels and the THEORY.md checks
+//! PyTorch's semantics, so fused optimizer kernels and the docs/theory.md checks
 //! have one definition to follow.
 
 use crate::error::{LoraError, Result};
@@ -7,7 +7,9 @@ use crate::error::{LoraError, Result};
 /// A master-weight element: read as f64, the update computed in f64, stored
 /// back rounded once.
 pub trait MasterWeight: Copy {
+    /// The value as an f64.
     fn to_f64(self) -> f64;
+    /// `x` rounded once to this type.
     fn from_f64(x: f64) -> Self;
 }
 
@@ -43,10 +45,15 @@ fn check_lengths(params: usize, grads: usize) -> Result<()> {
 /// `momentum = 0` is plain SGD (no buffer).
 #[derive(Clone, Debug)]
 pub struct Sgd {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum factor (0: none).
     pub momentum: f64,
+    /// Dampening of the momentum.
     pub dampening: f64,
+    /// Weight decay (coupled).
     pub weight_decay: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
     buffer: Option<Vec<f64>>,
 }
@@ -96,10 +103,15 @@ impl Sgd {
 /// `w ← w − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)`.
 #[derive(Clone, Debug)]
 pub struct AdamW {
+    /// Learning rate.
     pub lr: f64,
+    /// β1.
     pub beta1: f64,
+    /// β2.
     pub beta2: f64,
+    /// ε.
     pub eps: f64,
+    /// Decoupled weight decay.
     pub weight_decay: f64,
     step: u32,
     m: Vec<f64>,

@@ -1,5 +1,5 @@
 //! A synthetic regression task for training experiments with the kernels
-//! (the main example, and the THEORY.md identities in the tests): inputs X
+//! (the main example, and the docs/theory.md identities in the tests): inputs X
 //! `[m, k]` and a frozen base W0 `[n, k]` drawn with Philox, and the targets
 //! of a hidden low-rank update U·V (U `[n, h]`, V `[h, k]`) that an adapter
 //! can learn: `target = X·(W0 + U·V)ᵀ`, under a mean-squared-error loss.
@@ -10,8 +10,11 @@ use super::philox::uniform_symmetric;
 /// storage the caller chose).
 #[derive(Clone, Debug)]
 pub struct SyntheticTask {
+    /// Rows M.
     pub m: usize,
+    /// Input features K.
     pub k: usize,
+    /// Output features N.
     pub n: usize,
     /// X `[m, k]`, uniform in (−1, 1).
     pub x: Vec<f32>,

@@ -1,4 +1,4 @@
-//! The test tolerance of LORA.md: a kernel's error against the exact
+//! The test tolerance of docs/contract.md: a kernel's error against the exact
 //! reference may be at most twice the error of a naive same-precision CPU
 //! computation, plus a small absolute floor; NaN never passes.
 //!
@@ -9,7 +9,7 @@
 //! ```
 //!
 //! - `max_j |naive_j − exact_j|`: "the error of the naive computation" of
-//!   LORA.md, measured as computations' errors are, over the whole tensor (max
+//!   docs/contract.md, measured as computations' errors are, over the whole tensor (max
 //!   norm). A per-element reading is too strict: a valid f32 accumulation in
 //!   another order than the naive loop's lands, on a few elements, at 2–3 ulp
 //!   where the naive loop happened to be within one (seen: the merge kernel,
@@ -30,9 +30,13 @@ pub struct Mismatch {
     pub index: usize,
     /// `(row, col)` when the tensor was described as 2-D.
     pub position: Option<(usize, usize)>,
+    /// The value compared.
     pub got: f64,
+    /// The exact (f64) reference value.
     pub expected: f64,
+    /// The naive same-precision computation's value.
     pub naive: f64,
+    /// The bound `|got − expected|` had to stay within.
     pub bound: f64,
 }
 
@@ -40,7 +44,14 @@ pub struct Mismatch {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CloseError {
     /// `got`, `exact` and `naive` do not have the same number of elements.
-    Length { got: usize, exact: usize, naive: usize },
+    Length {
+        /// Elements compared.
+        got: usize,
+        /// Elements of the exact reference.
+        exact: usize,
+        /// Elements of the naive computation.
+        naive: usize,
+    },
     /// An element outside its bound, or not finite.
     Element(Mismatch),
 }

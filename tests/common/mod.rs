@@ -1,5 +1,5 @@
 //! Helpers shared by the crate's integration tests: seeded random tensors and
-//! the tolerance assertion of LORA.md.
+//! the tolerance assertion of docs/contract.md.
 //!
 //! Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
