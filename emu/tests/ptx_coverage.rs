@@ -601,3 +601,26 @@ fn assert_child_process() {
         assert_eq!(cuCtxSynchronize(), 710, "the error is sticky");
     }
 }
+
+// ---------------------------------------------------------------- WARP_SZ
+
+#[test]
+fn warp_size_constant_in_half2_shuffles() {
+    let dev = device();
+    let warps = 6;
+    let mut rng = Rng::new(49);
+    // Small integers: every partial sum is exact in f16, so any order agrees.
+    let x: Vec<f16> = (0..64 * warps)
+        .map(|_| f16::from_f32((rng.next_u32() % 17) as f32 - 8.0))
+        .collect();
+    let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f16>(2 * warps));
+    let params = dev.params("half2_warp_sum").ptr(dx).ptr(dout).finish();
+    dev.launch_clean("half2_warp_sum", grid_1d(2, 96), &params);
+    let want: Vec<f16> = (0..warps)
+        .flat_map(|w| {
+            let lane_sum = |k: usize| (0..32).map(|l| x[2 * (32 * w + l) + k].to_f32()).sum::<f32>();
+            [f16::from_f32(lane_sum(0)), f16::from_f32(lane_sum(1))]
+        })
+        .collect();
+    assert_bit_exact("warp sums", &dev.download::<f16>(dout, 2 * warps), &want);
+}

@@ -242,3 +242,17 @@ extern "C" __global__ void checked_double(const float* x, float* out, float limi
     assert(x[i] < limit);
     out[i] = 2.0f * x[i];
 }
+
+// ---------------------------------------------------------------- WARP_SZ
+
+// out[warp] = the f16x2 sum of the warp's 32 pairs, by __shfl_xor_sync on
+// __half2 (cuda_fp16.h forms its shuffle clamp from the ISA constant WARP_SZ);
+// each lane adds in the same butterfly order, so every lane ends equal.
+extern "C" __global__ void half2_warp_sum(const __half2* x, __half2* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    __half2 v = x[i];
+    for (int mask = 16; mask > 0; mask >>= 1) {
+        v = __hadd2(v, __shfl_xor_sync(0xffffffffu, v, mask));
+    }
+    if (threadIdx.x % 32 == 0) out[i / 32] = v;
+}
