@@ -1940,6 +1940,7 @@ pub(crate) fn initial_bytes(v: &VarDecl) -> Result<Vec<u8>, LoadError> {
 mod tests {
     use crate::memory::GlobalMemory;
     use crate::module::Module;
+    use crate::ptx::ir::{Op, Opd, Space};
 
     const HEAD: &str = ".version 9.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .pred %p<3>;\n.reg .b32 %r<9>;\n.reg .b64 %rd<9>;\n";
 
@@ -1959,12 +1960,61 @@ mod tests {
             ("mad.cc.wide.u32 %rd1, %r2, %r3, %rd4;", "mad.cc.wide.u32"),
             ("shfl.down.b32 %r1, %r2, 1, 31;", "shfl.down.b32"),
             ("mbarrier.init.shared.b64 [%rd1], 1;", "mbarrier.init.shared.b64"),
+            ("brx.idx %r1, $nowhere;", "$nowhere"),
+            (
+                "ld.global.v4.b128 {%rd1, %rd2, %rd3, %rd4}, [%rd5];",
+                "ld.global.v4.b128",
+            ),
+            ("set.gt.f16x2.f32 %r1, %r2, %r3;", "set.gt.f16x2.f32"),
+            ("mov.b128 %rd1, 5;", "mov.b128"),
         ] {
             let e = load_body(body)
                 .err()
                 .unwrap_or_else(|| panic!("`{body}` must not load"));
             assert_eq!(e.line, 9, "{e}");
             assert!(e.message.contains(needle), "`{body}`: {e}");
+        }
+    }
+
+    /// Inline-asm shapes: nested scopes redeclaring a name, `.reg` with its
+    /// type glued on, a `.branchtargets` list, `.b128` registers (two slots).
+    #[test]
+    fn scopes_branch_targets_and_b128_registers() {
+        let m = load_body(
+            "{ .reg.b32 t; mov.b32 t, 1; { .reg .b32 t; mov.b32 t, 2; } add.u32 %r1, t, 0; }\n\
+             ts: .branchtargets $A, $B;\nbrx.idx.uni %r1, ts;\n$A:\nbra.uni $B;\n$B:\n\
+             { .reg .b128 q<2>; mov.b128 q0, {%rd1, %rd2}; mov.b128 q1, q0; st.global.b128 [%rd3], q1; }",
+        )
+        .unwrap();
+        let k = &m.kernels[0];
+        let movs: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Mov).map(|i| &i.d).collect();
+        assert_ne!(movs[0], movs[1], "the inner `t` is a register of its own");
+        assert_eq!(
+            k.insts[2].s[0], *movs[0],
+            "after the inner scope, `t` is the outer one again"
+        );
+        let brx = k.insts.iter().find(|i| matches!(i.op, Op::BrxIdx { .. })).unwrap();
+        assert_eq!(brx.op, Op::BrxIdx { targets: vec![4, 5] });
+        let st = k.insts.iter().find(|i| matches!(i.op, Op::St { .. })).unwrap();
+        assert_eq!(
+            st.op,
+            Op::St {
+                space: Space::Global,
+                vec: 2
+            }
+        );
+        let copies: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Copy).map(|i| &i.d).collect();
+        assert_eq!(st.s[1], *copies[1], "st.b128 stores both halves of q1");
+        match (copies[0], copies[1]) {
+            (Opd::Vec(q0), Opd::Vec(q1)) => {
+                assert_eq!((q0.len(), q1.len()), (2, 2));
+                let (Opd::Reg(lo), Opd::Reg(hi)) = (&q1[0], &q1[1]) else {
+                    panic!("{q1:?}")
+                };
+                assert_eq!(hi - lo, 1, "a .b128 register is two consecutive slots");
+                assert_eq!(q0[1], Opd::Reg(lo - 1), "q0 lies just below q1");
+            }
+            other => panic!("{other:?}"),
         }
     }
 
