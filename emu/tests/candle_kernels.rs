@@ -817,3 +817,103 @@ fn dequantize_q8_0_f32() {
     dev.launch_clean("dequantize_block_q8_0_f32", grid_1d(nb32.div_ceil(8) as u32, 32), &p);
     assert_bit_exact("dequantize q8_0", &dev.download::<f32>(dout, nb32 * 32), &want);
 }
+
+/// candle's quantized matmul-vector path: `quantize_q8_1` (warp max/sum
+/// shuffles, f16 scales) and `mul_mat_vec_q8_0_q8_1_cuda1` (dp4a dot
+/// products, a 4-warp shared-memory reduction), launched as candle does.
+#[test]
+fn quantized_q8_0_matvec_through_q8_1() {
+    let dev = device("quantized");
+    let (nrows, ncols) = (5usize, 256usize);
+    let padded = ncols.next_multiple_of(512); // candle's MATRIX_ROW_PADDING
+    let mut rng = Rng::new(14);
+    // Weights: q8_0 blocks (f16 scale + 32 int8), row-major.
+    let mut wx = Vec::new();
+    let mut w = vec![(0f32, [0i8; 32]); nrows * ncols / 32];
+    for blk in w.iter_mut() {
+        let d = f16::from_f32(rng.uniform(0.001, 0.05));
+        let mut qs = [0i8; 32];
+        qs.iter_mut().for_each(|q| *q = rng.next_u32() as i8);
+        wx.extend(d.to_le_bytes());
+        wx.extend(qs.iter().map(|q| *q as u8));
+        *blk = (d.to_f32(), qs);
+    }
+    let y = rng.uniform_vec(ncols, -2.0, 2.0);
+
+    let (dy, dyq) = (dev.upload(&y), dev.alloc_poisoned::<u8>(padded / 32 * 36));
+    let p = dev
+        .params("quantize_q8_1")
+        .ptr(dy)
+        .ptr(dyq)
+        .i32(ncols as i32)
+        .i32(padded as i32)
+        .finish();
+    dev.launch_clean(
+        "quantize_q8_1",
+        config([(padded / 256) as u32, 1, 1], [256, 1, 1], 0),
+        &p,
+    );
+    // q8_1 of y: per 32 values d = max|y| / 127 (as f16), q = round(y / d).
+    let yq = dev.download::<u8>(dyq, padded / 32 * 36);
+    let mut want_q = Vec::new();
+    for b in 0..padded / 32 {
+        let vals: Vec<f32> = (0..32).map(|i| y.get(32 * b + i).copied().unwrap_or(0.0)).collect();
+        let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let qs: Vec<i8> = vals
+            .iter()
+            .map(|v| if amax == 0.0 { 0 } else { (v / d).round() as i8 })
+            .collect();
+        let block = &yq[36 * b..36 * b + 36];
+        assert_eq!(&block[0..2], &f16::from_f32(d).to_le_bytes(), "q8_1 block {b}: scale");
+        let got_sum = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let want_sum: f32 = vals.iter().sum();
+        assert!(
+            (got_sum - want_sum).abs() <= 2e-3 * want_sum.abs().max(1.0),
+            "q8_1 block {b}: sum {got_sum} vs {want_sum}"
+        );
+        assert_eq!(
+            block[4..].iter().map(|q| *q as i8).collect::<Vec<_>>(),
+            qs,
+            "q8_1 block {b}: quants"
+        );
+        want_q.push((f16::from_f32(d).to_f32(), qs));
+    }
+
+    let (dwx, dout) = (dev.upload(&wx), dev.alloc_poisoned::<f32>(nrows));
+    let p = dev
+        .params("mul_mat_vec_q8_0_q8_1_cuda1")
+        .ptr(dwx)
+        .ptr(dyq)
+        .ptr(dout)
+        .i32(ncols as i32)
+        .i32(nrows as i32)
+        .i32(padded as i32)
+        .i32(nrows as i32)
+        .finish();
+    dev.launch_clean(
+        "mul_mat_vec_q8_0_q8_1_cuda1",
+        config([nrows as u32, 1, 1], [32, 4, 1], 0),
+        &p,
+    );
+    let blocks_per_row = ncols / 32;
+    let want: Vec<f64> = (0..nrows)
+        .map(|r| {
+            (0..blocks_per_row)
+                .map(|b| {
+                    let (dx, qx) = &w[r * blocks_per_row + b];
+                    let (dy, qy) = &want_q[b];
+                    let dot: i32 = qx.iter().zip(qy).map(|(a, c)| i32::from(*a) * i32::from(*c)).sum();
+                    f64::from(*dx) * f64::from(*dy) * f64::from(dot)
+                })
+                .sum()
+        })
+        .collect();
+    assert_close(
+        "q8_0 x q8_1 matvec",
+        &dev.download::<f32>(dout, nrows),
+        &want,
+        1e-5,
+        1e-5,
+    );
+}
