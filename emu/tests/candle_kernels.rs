@@ -917,3 +917,33 @@ fn quantized_q8_0_matvec_through_q8_1() {
         1e-5,
     );
 }
+
+/// bf16 unary kernels: `hexp` (cuda_bf16.h's inline asm) and silu in bf16
+/// arithmetic. Each bf16 rounding is at most 2^-9 relative and silu rounds
+/// three times (exp, 1 + e, the quotient), so 2^-7 bounds the error.
+#[test]
+fn unary_exp_and_silu_bf16() {
+    let dev = device("unary");
+    let n = 1200;
+    let mut rng = Rng::new(15);
+    let x: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.uniform(-8.0, 8.0))).collect();
+    let dx = dev.upload(&x);
+    for (kernel, f) in [
+        ("uexp_bf16", f64::exp as fn(f64) -> f64),
+        ("usilu_bf16", |v: f64| v / (1.0 + (-v).exp())),
+    ] {
+        let dout = dev.alloc_poisoned::<bf16>(n);
+        let p = dev
+            .params(kernel)
+            .u64(n as u64)
+            .u64(1)
+            .ptr(0)
+            .ptr(dx)
+            .ptr(dout)
+            .finish();
+        dev.launch_clean(kernel, for_num_elems(n), &p);
+        let got: Vec<f32> = dev.download::<bf16>(dout, n).iter().map(|v| v.to_f32()).collect();
+        let want: Vec<f64> = x.iter().map(|v| f(f64::from(v.to_f32()))).collect();
+        assert_close(kernel, &got, &want, 2f64.powi(-7), 1e-6);
+    }
+}
