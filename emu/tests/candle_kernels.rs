@@ -947,3 +947,72 @@ fn unary_exp_and_silu_bf16() {
         assert_close(kernel, &got, &want, 2f64.powi(-7), 1e-6);
     }
 }
+
+/// The bf16 normalisations candle-nn's layers run: f32 accumulation and one
+/// rounding to bf16 at the end (at most 2^-9 relative), so 2^-8 bounds them.
+#[test]
+fn rmsnorm_and_layernorm_bf16() {
+    let dev = device("reduce");
+    let (rows, cols) = (4usize, 640usize);
+    let n = rows * cols;
+    let mut rng = Rng::new(16);
+    let mut bf =
+        |k: usize, lo: f32, hi: f32| -> Vec<bf16> { (0..k).map(|_| bf16::from_f32(rng.uniform(lo, hi))).collect() };
+    let (x, alpha, beta) = (bf(n, -3.0, 3.0), bf(cols, 0.5, 1.5), bf(cols, -0.5, 0.5));
+    let f = |v: &bf16| f64::from(v.to_f32());
+    let (dx, da, db) = (dev.upload(&x), dev.upload(&alpha), dev.upload(&beta));
+    let eps = 1e-5f32;
+    let cfg = grid_1d(rows as u32, 32);
+    let rows_of = |r: usize| x[r * cols..(r + 1) * cols].iter().map(f).collect::<Vec<f64>>();
+
+    let dout = dev.alloc_poisoned::<bf16>(n);
+    let p = dev
+        .params("rmsnorm_bf16")
+        .ptr(dx)
+        .ptr(dout)
+        .ptr(da)
+        .i32(cols as i32)
+        .i32(32)
+        .f32(eps)
+        .finish();
+    dev.launch_clean("rmsnorm_bf16", cfg, &p);
+    let want: Vec<f64> = (0..rows)
+        .flat_map(|r| {
+            let row = rows_of(r);
+            let scale = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / cols as f64 + f64::from(eps)).sqrt();
+            row.iter()
+                .zip(&alpha)
+                .map(|(v, a)| v * scale * f(a))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let got: Vec<f32> = dev.download::<bf16>(dout, n).iter().map(|v| v.to_f32()).collect();
+    assert_close("rmsnorm_bf16", &got, &want, 2f64.powi(-8), 1e-6);
+
+    let dout = dev.alloc_poisoned::<bf16>(n);
+    let p = dev
+        .params("layernorm_bf16")
+        .ptr(dx)
+        .ptr(dout)
+        .ptr(da)
+        .ptr(db)
+        .i32(cols as i32)
+        .i32(32)
+        .f32(eps)
+        .finish();
+    dev.launch_clean("layernorm_bf16", cfg, &p);
+    let want: Vec<f64> = (0..rows)
+        .flat_map(|r| {
+            let row = rows_of(r);
+            let mean = row.iter().sum::<f64>() / cols as f64;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cols as f64;
+            let inv = 1.0 / (var + f64::from(eps)).sqrt();
+            (0..cols)
+                .map(|c| (row[c] - mean) * inv * f(&alpha[c]) + f(&beta[c]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let got: Vec<f32> = dev.download::<bf16>(dout, n).iter().map(|v| v.to_f32()).collect();
+    // The f32 E[x²] − E[x]² variance adds ~1e-4 absolute on values of order 1.
+    assert_close("layernorm_bf16", &got, &want, 2f64.powi(-8), 1e-4);
+}
