@@ -18,6 +18,9 @@ pub enum FindingKind {
     Deadlock,
     /// A trap (`trap`, `brkpt`) or an unrecoverable execution fault.
     Trap,
+    /// A device-side `assert` failed (`__assertfail`); the detail is the line
+    /// the CUDA runtime prints for it.
+    Assert,
 }
 
 impl FindingKind {
@@ -27,6 +30,7 @@ impl FindingKind {
             FindingKind::OutOfBounds => 700, // CUDA_ERROR_ILLEGAL_ADDRESS
             FindingKind::Misaligned => 716,  // CUDA_ERROR_MISALIGNED_ADDRESS
             FindingKind::Trap => 715,        // CUDA_ERROR_ILLEGAL_INSTRUCTION
+            FindingKind::Assert => 710,      // CUDA_ERROR_ASSERT
             _ => 719,                        // CUDA_ERROR_LAUNCH_FAILED
         }
     }

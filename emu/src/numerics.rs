@@ -147,6 +147,9 @@ pub enum FloatOp {
     Fma,
     Min,
     Max,
+    /// `min.NaN`/`max.NaN`: a NaN operand gives the canonical NaN.
+    MinNaN,
+    MaxNaN,
     Neg,
     Abs,
     /// `div` (f32 with `.rn/.rz/.rm/.rp` through [`f32_op_rounded`])
@@ -159,7 +162,8 @@ pub enum FloatOp {
 /// subnormal inputs and results (bf16 has no `.ftz` in these instructions, so
 /// it is ignored there); `sat` clamps to [0, 1] with NaN → +0; NaN results are
 /// the canonical NaN (0x7FFF for both f16 and bf16) as the ISA specifies, and
-/// `Min`/`Max` return the non-NaN operand when only one is NaN, with −0 < +0.
+/// `Min`/`Max` return the non-NaN operand when only one is NaN, with −0 < +0
+/// (`MinNaN`/`MaxNaN` return the canonical NaN when either is NaN).
 /// Each result is formed exactly and rounded once (`Fma` included).
 /// Another `ty` gives 0.
 // One parameter per PTX operand and modifier, as the executor decodes them.
@@ -217,6 +221,21 @@ pub fn f32_op_rounded(op: FloatOp, rnd: Rounding, ftz: bool, sat: bool, a: f32, 
         r = conversion::saturate(fmt, r);
     }
     f32::from_bits(r as u32)
+}
+
+/// f64 `add/sub/mul/fma/div` with an explicit rounding mode (for
+/// `.rz/.rm/.rp`; `.rn` is plain Rust arithmetic). Exact result, one rounding;
+/// NaN results are the canonical 0x7FFFFFFFFFFFFFFF.
+pub fn f64_op_rounded(op: FloatOp, rnd: Rounding, a: f64, b: f64, c: f64) -> f64 {
+    let bits = arith::float_op(
+        FloatFormat::F64,
+        op,
+        conversion::direction(rnd),
+        a.to_bits(),
+        b.to_bits(),
+        c.to_bits(),
+    );
+    f64::from_bits(bits)
 }
 
 /// Approximate special functions (`.approx.f32`, `.approx.ftz.f32`).

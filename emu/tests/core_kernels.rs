@@ -263,10 +263,10 @@ fn unsupported_instruction_fails_to_load_naming_it_and_its_line() {
     assert!(e.message.contains("tex.2d.v4.f32.f32"), "{e}");
     let bad_mod = ptx.replace(
         "tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1, %f2}];",
-        "add.rz.f64 %f1, %f2, %f3;",
+        "sqrt.rz.f64 %f1, %f2;",
     );
     let e = Module::load(&bad_mod, &mem).err().expect("must fail");
-    assert!(e.message.contains("add.rz.f64") && e.line == 8, "{e}");
+    assert!(e.message.contains("sqrt.rz.f64") && e.line == 8, "{e}");
 }
 
 #[test]

@@ -74,6 +74,24 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, extra: &
             }
             s as u64
         }
+        IntOp::MadCarry {
+            hi,
+            carry_in,
+            carry_out,
+        } => {
+            let product = full_product(wa, wb, signed) as u128;
+            let half = if hi {
+                (product >> bits) as u64 & m
+            } else {
+                product as u64 & m
+            };
+            let cin = if carry_in { *carry & 1 } else { 0 };
+            let s = half as u128 + (c & m) as u128 + cin as u128;
+            if carry_out {
+                *carry = (s >> bits) as u64 & 1;
+            }
+            s as u64
+        }
         IntOp::MulLo => a.wrapping_mul(b),
         IntOp::MulHi => (full_product(wa, wb, signed) >> bits) as u64,
         IntOp::MulWide => full_product(wa, wb, signed) as u64,
@@ -404,9 +422,23 @@ pub(crate) fn f32_op(op: FArith, rnd: Option<Rounding>, ftz: bool, sat: bool, a:
     r.to_bits() as u64
 }
 
-/// f64 arithmetic on raw bits (round to nearest only; load rejects others).
-pub(crate) fn f64_op(op: FArith, a: u64, b: u64, c: u64) -> u64 {
+/// f64 arithmetic on raw bits; directed rounding (`.rz/.rm/.rp`) on
+/// add/sub/mul/fma/div only (load rejects it elsewhere).
+pub(crate) fn f64_op(op: FArith, rnd: Option<Rounding>, a: u64, b: u64, c: u64) -> u64 {
     let (x, y, z) = (f64::from_bits(a), f64::from_bits(b), f64::from_bits(c));
+    if let Some(r) = rnd.filter(|r| *r != Rounding::Rn) {
+        let fop = match op {
+            FArith::Add => Some(FloatOp::Add),
+            FArith::Sub => Some(FloatOp::Sub),
+            FArith::Mul => Some(FloatOp::Mul),
+            FArith::Fma => Some(FloatOp::Fma),
+            FArith::Div => Some(FloatOp::Div),
+            _ => None,
+        };
+        if let Some(fop) = fop {
+            return numerics::f64_op_rounded(fop, r, x, y, z).to_bits();
+        }
+    }
     let r = match op {
         FArith::Add => x + y,
         FArith::Sub => x - y,
@@ -473,6 +505,32 @@ pub(crate) fn compare(cmp: Cmp, ty: ScalarType, a: u64, b: u64) -> bool {
             Cmp::Num => true,
             Cmp::Nan => false,
         },
+    }
+}
+
+/// The element type of a packed half-precision type (`.f16x2` → `.f16`).
+pub(crate) fn packed_half(ty: ScalarType) -> Option<ScalarType> {
+    match ty {
+        ScalarType::F16x2 => Some(ScalarType::F16),
+        ScalarType::Bf16x2 => Some(ScalarType::Bf16),
+        _ => None,
+    }
+}
+
+/// What `set` writes for a comparison result `t` into an element of `dty`:
+/// 1.0 in the float formats, all ones in the integer ones (per 16-bit half
+/// for the packed forms), 0 when false.
+pub(crate) fn set_result(dty: ScalarType, t: bool) -> u64 {
+    if !t {
+        return 0;
+    }
+    match dty {
+        ScalarType::F32 => 1.0f32.to_bits() as u64,
+        ScalarType::F16 | ScalarType::F16x2 => 0x3C00,
+        ScalarType::Bf16 | ScalarType::Bf16x2 => 0x3F80,
+        // A packed source fills each 16-bit half of a .u32/.s32 result.
+        ScalarType::U32 | ScalarType::S32 | ScalarType::B32 => 0xffff_ffff,
+        _ => u64::MAX,
     }
 }
 
@@ -668,6 +726,41 @@ mod tests {
             ),
             3
         );
+        // 64×64 → 128 with mad.lo.cc / madc.hi: (2^64-1)² + (2^64-1) = 2^128 - 2^64.
+        let mut carry = 0;
+        let madc = |hi, carry_in, carry_out| IntOp::MadCarry {
+            hi,
+            carry_in,
+            carry_out,
+        };
+        assert_eq!(
+            int_op(
+                madc(false, false, true),
+                T::U64,
+                u64::MAX,
+                u64::MAX,
+                u64::MAX,
+                &mut carry
+            ),
+            0
+        );
+        assert_eq!(carry, 1);
+        assert_eq!(
+            int_op(madc(true, true, false), T::U64, u64::MAX, u64::MAX, 0, &mut carry),
+            u64::MAX
+        );
+        let mut carry = 1;
+        assert_eq!(
+            int_op(madc(true, true, true), T::U32, 0xffff_ffff, 0xffff_ffff, 0, &mut carry),
+            0xffff_ffff
+        );
+        assert_eq!(carry, 0);
+        let mut carry = 1;
+        assert_eq!(
+            int_op(madc(true, true, true), T::U32, 0xffff_ffff, 0xffff_ffff, 1, &mut carry),
+            0
+        );
+        assert_eq!(carry, 1);
         let mut lut = 0x96; // a ^ b ^ c
         assert_eq!(int_op(IntOp::Lop3, T::B32, 0b1100, 0b1010, 0b0110, &mut lut), 0b0000);
         let mut len = 4;
@@ -695,6 +788,14 @@ mod tests {
             f32_op(FArith::Div, None, false, false, b(0.0), b(0.0), 0),
             CANONICAL_NAN32 as u64
         );
+        let d = |x: f64| x.to_bits();
+        let third_down = f64_op(FArith::Div, Some(Rounding::Rz), d(1.0), d(3.0), 0);
+        let third_up = f64_op(FArith::Div, Some(Rounding::Rp), d(1.0), d(3.0), 0);
+        assert_eq!(third_up, third_down + 1, "1/3 lies between two adjacent f64s");
+        assert_eq!(f64_op(FArith::Add, Some(Rounding::Rm), d(1.0), d(1e-30), 0), d(1.0));
+        assert_eq!(f64_op(FArith::Add, Some(Rounding::Rp), d(1.0), d(1e-30), 0), d(1.0) + 1);
+        assert_eq!(f64_op(FArith::Add, Some(Rounding::Rz), d(-1.0), d(-1e-30), 0), d(-1.0));
+        assert_eq!(f64_op(FArith::Mul, Some(Rounding::Rn), d(3.0), d(0.1), 0), d(3.0 * 0.1));
         assert!(compare(Cmp::Ltu, T::F32, b(f32::NAN), b(1.0)));
         assert!(!compare(Cmp::Lt, T::F32, b(f32::NAN), b(1.0)));
         assert!(!compare(Cmp::Ne, T::F32, b(f32::NAN), b(1.0)));

@@ -414,7 +414,10 @@ impl<'l> Cta<'l> {
                         _ => self.reg(w, carry_reg, l),
                     };
                     out[l] = arith::int_op(*op, ty, a, b, c, &mut extra);
-                    if let IntOp::AddCarry { carry_out: true, .. } | IntOp::SubCarry { carry_out: true, .. } = op {
+                    if let IntOp::AddCarry { carry_out: true, .. }
+                    | IntOp::SubCarry { carry_out: true, .. }
+                    | IntOp::MadCarry { carry_out: true, .. } = op
+                    {
                         self.warps[w].regs[carry_reg as usize * 32 + l] = extra;
                     }
                 }
@@ -430,7 +433,7 @@ impl<'l> Cta<'l> {
                     let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l));
                     let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
                     out[l] = if ty == ScalarType::F64 {
-                        arith::f64_op(*op, a, b, c)
+                        arith::f64_op(*op, *rnd, a, b, c)
                     } else {
                         arith::f32_op(*op, *rnd, *ftz, *sat, a, b, c)
                     };
@@ -461,24 +464,37 @@ impl<'l> Cta<'l> {
             }
             Op::Setp { cmp, comb } => {
                 let mut out2 = [0u64; 32];
+                let half = arith::packed_half(ty);
                 for l in Lanes(exec) {
-                    let r = arith::compare(*cmp, ty, self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
+                    let (a, b) = (self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
                     let c = inst.s.get(2).is_some_and(|o| self.val(w, o, l) != 0);
-                    out[l] = arith::combine(*comb, r, c) as u64;
-                    out2[l] = arith::combine(*comb, !r, c) as u64;
+                    if let Some(h) = half {
+                        // Packed: `p` takes the lower halves' result, `q` the upper's.
+                        out[l] = arith::combine(*comb, arith::compare(*cmp, h, a & 0xffff, b & 0xffff), c) as u64;
+                        out2[l] = arith::combine(*comb, arith::compare(*cmp, h, a >> 16 & 0xffff, b >> 16 & 0xffff), c)
+                            as u64;
+                    } else {
+                        let r = arith::compare(*cmp, ty, a, b);
+                        out[l] = arith::combine(*comb, r, c) as u64;
+                        out2[l] = arith::combine(*comb, !r, c) as u64;
+                    }
                 }
                 self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
                 self.write_all(w, &inst.d2, exec, &out2, ScalarType::Pred);
             }
             Op::Set { cmp, comb, dty } => {
+                let half = arith::packed_half(ty);
                 for l in Lanes(exec) {
-                    let r = arith::compare(*cmp, ty, self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
+                    let (a, b) = (self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
                     let c = inst.s.get(2).is_some_and(|o| self.val(w, o, l) != 0);
-                    let t = arith::combine(*comb, r, c);
-                    out[l] = match (*dty, t) {
-                        (ScalarType::F32, true) => 1.0f32.to_bits() as u64,
-                        (_, true) => u64::MAX,
-                        (_, false) => 0,
+                    out[l] = match half {
+                        // Packed: each 16-bit half of the result from its own comparison.
+                        Some(h) => (0..2).fold(0, |acc, i| {
+                            let (x, y) = (a >> (16 * i) & 0xffff, b >> (16 * i) & 0xffff);
+                            let t = arith::combine(*comb, arith::compare(*cmp, h, x, y), c);
+                            acc | (arith::set_result(*dty, t) & 0xffff) << (16 * i)
+                        }),
+                        None => arith::set_result(*dty, arith::combine(*comb, arith::compare(*cmp, ty, a, b), c)),
                     };
                 }
                 self.write_all(w, &inst.d, exec, &out, *dty);
@@ -565,6 +581,40 @@ impl<'l> Cta<'l> {
                 }
                 return Ok(());
             }
+            Op::BrxIdx { targets } => {
+                let mut next = [pc + 1; 32];
+                for l in Lanes(exec) {
+                    let index = self.val(w, &inst.s[0], l) as u32;
+                    match targets.get(index as usize) {
+                        Some(t) => next[l] = *t,
+                        // The ISA leaves an out-of-range index undefined: stop loudly.
+                        None => {
+                            let detail = format!("brx.idx index {index} outside its {} targets", targets.len());
+                            return Err(self.report(FindingKind::Trap, pc, self.tid_of(w, l), 0, detail));
+                        }
+                    }
+                }
+                let warp = &mut self.warps[w];
+                for l in Lanes(group) {
+                    warp.pc[l] = next[l];
+                }
+                return Ok(());
+            }
+            Op::Copy => {
+                if let (Opd::Vec(dv), Opd::Vec(sv)) = (&inst.d, &inst.s[0]) {
+                    for l in Lanes(exec) {
+                        let vals: Vec<u64> = sv.iter().map(|o| self.val(w, o, l)).collect();
+                        for (d, v) in dv.iter().zip(vals) {
+                            self.set(w, d, l, v, ScalarType::B64);
+                        }
+                    }
+                }
+            }
+            Op::AssertFail => {
+                if let Some(l) = Lanes(exec).next() {
+                    return Err(self.assert_fail(w, pc, exec, l, inst));
+                }
+            }
             Op::Exit => {
                 self.advance(w, group & !exec);
                 return self.exit_lanes(w, exec);
@@ -617,6 +667,63 @@ impl<'l> Cta<'l> {
         }
         self.advance(w, group);
         Ok(())
+    }
+}
+
+/// Longest string `__assertfail` reads from a device pointer (a guard against
+/// a pointer to bytes with no terminating NUL).
+const MAX_ASSERT_STRING: u64 = 4096;
+
+impl Cta<'_> {
+    /// A device-side `assert` failed in the lanes `exec` (`first` among them):
+    /// prints, for each lane, the line the CUDA runtime prints —
+    /// `file:line: function: block: [x,y,z], thread: [x,y,z] Assertion `cond` failed.` —
+    /// and stops the launch with an `Assert` finding (CUDA_ERROR_ASSERT).
+    fn assert_fail(&mut self, w: usize, pc: u32, exec: u32, first: usize, inst: &Inst) -> Stop {
+        let mut first_message = String::new();
+        for l in Lanes(exec) {
+            let tid = self.tid_of(w, l);
+            let mut args = [0u64; 4];
+            for (i, arg) in args.iter_mut().enumerate() {
+                let len = if i == 2 { 4 } else { 8 };
+                let addr = self.val(w, &inst.s[i], l);
+                match self.read(pc, tid, Space::Local, addr, len) {
+                    Ok(v) => *arg = v,
+                    Err(stop) => return stop,
+                }
+            }
+            let [message, file, line, function] = args;
+            let [bx, by, bz] = self.ctaid;
+            let [tx, ty, tz] = self.thread_xyz(tid);
+            let text = format!(
+                "{}:{line}: {}: block: [{bx},{by},{bz}], thread: [{tx},{ty},{tz}] Assertion `{}` failed.",
+                self.c_string(file),
+                self.c_string(function),
+                self.c_string(message),
+            );
+            eprintln!("{text}");
+            if l == first {
+                first_message = text;
+            }
+        }
+        self.report(FindingKind::Assert, pc, self.tid_of(w, first), 0, first_message)
+    }
+
+    /// The NUL-terminated string at a generic address in global memory
+    /// (`<unreadable>` when it is not there).
+    fn c_string(&self, addr: u64) -> String {
+        let mut bytes = Vec::new();
+        let mut byte = [0u8];
+        while (bytes.len() as u64) < MAX_ASSERT_STRING {
+            if generic_space(addr) != Space::Global || self.l.mem.read(addr + bytes.len() as u64, &mut byte).is_err() {
+                return "<unreadable>".into();
+            }
+            if byte[0] == 0 {
+                break;
+            }
+            bytes.push(byte[0]);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 

@@ -16,6 +16,8 @@ pub(crate) fn float_op(fmt: FloatFormat, op: FloatOp, dir: Direction, a: u64, b:
         FloatOp::Neg => a ^ fmt.sign_bit(),
         FloatOp::Abs => a & !fmt.sign_bit(),
         FloatOp::Min | FloatOp::Max => min_max(fmt, op == FloatOp::Min, a, b),
+        FloatOp::MinNaN | FloatOp::MaxNaN if fmt.is_nan(a) || fmt.is_nan(b) => nan,
+        FloatOp::MinNaN | FloatOp::MaxNaN => min_max(fmt, op == FloatOp::MinNaN, a, b),
         FloatOp::Add => fma_like(fmt, dir, None, a, b).unwrap_or(nan),
         FloatOp::Sub => fma_like(fmt, dir, None, a, b ^ fmt.sign_bit()).unwrap_or(nan),
         FloatOp::Mul => multiply(fmt, dir, a, b).unwrap_or(nan),
@@ -292,6 +294,10 @@ mod tests {
         assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x7E00, 0xFE00, 0), 0x7FFF);
         assert_eq!(float_op(f, FloatOp::Min, Direction::NearestEven, 0x0000, 0x8000, 0), 0x8000);
         assert_eq!(float_op(f, FloatOp::Max, Direction::NearestEven, 0x8000, 0x0000, 0), 0x0000);
+        assert_eq!(float_op(f, FloatOp::MinNaN, Direction::NearestEven, 0x7E00, 0x3C00, 0), 0x7FFF);
+        assert_eq!(float_op(f, FloatOp::MaxNaN, Direction::NearestEven, 0x3C00, 0xFE01, 0), 0x7FFF);
+        assert_eq!(float_op(f, FloatOp::MaxNaN, Direction::NearestEven, 0x3C00, 0x4000, 0), 0x4000);
+        assert_eq!(float_op(f, FloatOp::MinNaN, Direction::NearestEven, 0x0000, 0x8000, 0), 0x8000);
     }
 
     /// Both dot-product paths agree with a plain exact sum, across narrow

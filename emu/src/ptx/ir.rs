@@ -91,6 +91,13 @@ pub(crate) enum IntOp {
         carry_in: bool,
         carry_out: bool,
     },
+    /// `mad{.lo,.hi}.cc`/`madc{.lo,.hi}{.cc}`: the low or high half of the
+    /// product plus the addend, with carry in and out.
+    MadCarry {
+        hi: bool,
+        carry_in: bool,
+        carry_out: bool,
+    },
     MulLo,
     MulHi,
     MulWide,
@@ -376,6 +383,16 @@ pub(crate) enum Op {
     Bra {
         target: u32,
     },
+    /// `brx.idx index, tlist`: jump to `targets[index]` (resolved like `Bra`).
+    BrxIdx {
+        targets: Vec<u32>,
+    },
+    /// Element-wise copy of 64-bit register slots: `d` and `s[0]` are vectors
+    /// of equal length (how `mov.b128` moves its two halves).
+    Copy,
+    /// `call __assertfail, (message, file, line, function, char_size)`: the
+    /// five operands address the caller's argument variables in local memory.
+    AssertFail,
     Exit,
     Trap,
     Bar {

@@ -58,9 +58,11 @@ impl Ctx<'_> {
     fn sym(&self, name: &str) -> Option<Sym> {
         self.syms.get(name).or_else(|| self.globals.get(name)).copied()
     }
-    fn new_reg(&mut self, name: String) {
+    /// Declares `name` in the innermost scope (shadowing outer ones); a
+    /// `.b128` register takes two consecutive 64-bit slots (low half first).
+    fn new_reg(&mut self, name: String, ty: ScalarType) {
         let idx = self.nregs;
-        self.nregs += 1;
+        self.nregs += if ty == ScalarType::B128 { 2 } else { 1 };
         if let Some(s) = self.scopes.last_mut() {
             s.insert(name, idx);
         }
@@ -179,6 +181,8 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         carry_reg: None,
         labels: HashMap::new(),
         fixups: Vec::new(),
+        target_lists: HashMap::new(),
+        brx_fixups: Vec::new(),
         local_end,
         instances: 0,
         funcs: m.funcs,
@@ -251,6 +255,10 @@ struct Emitter<'a> {
     labels: HashMap<(u32, String), u32>,
     /// Branches to patch: (instruction, body instance, label, line).
     fixups: Vec<(usize, u32, String, u32)>,
+    /// `.branchtargets` lists: (body instance, name) → labels.
+    target_lists: HashMap<(u32, String), (u32, Vec<String>)>,
+    /// `brx.idx` to patch: (instruction, body instance, list name, line).
+    brx_fixups: Vec<(usize, u32, String, u32)>,
     local_end: u64,
     instances: u32,
     funcs: &'a [Func],
@@ -260,6 +268,8 @@ struct Emitter<'a> {
 
 /// The label a callee's `ret` branches to (cannot clash with PTX names).
 const RET_LABEL: &str = "<ret>";
+/// The CUDA runtime's device-side assertion handler (`assert` in device code).
+const ASSERT_FAIL: &str = "__assertfail";
 /// Inlining depth beyond which a call chain is refused.
 const MAX_CALL_DEPTH: usize = 16;
 
@@ -277,14 +287,14 @@ impl Emitter<'_> {
                 Stmt::ScopeClose => {
                     ctx.scopes.pop();
                 }
-                Stmt::Reg { names, .. } => {
+                Stmt::Reg { ty, names } => {
                     for (name, count) in names {
-                        if ctx.nregs as u64 + count.unwrap_or(1) as u64 > MAX_REGISTERS {
+                        if ctx.nregs as u64 + 2 * count.unwrap_or(1) as u64 > MAX_REGISTERS {
                             return Err(err(0, format!("more than {MAX_REGISTERS} registers declared")));
                         }
                         match count {
-                            Some(c) => (0..*c).for_each(|i| ctx.new_reg(format!("{name}{i}"))),
-                            None => ctx.new_reg(name.clone()),
+                            Some(c) => (0..*c).for_each(|i| ctx.new_reg(format!("{name}{i}"), *ty)),
+                            None => ctx.new_reg(name.clone(), *ty),
                         }
                     }
                 }
@@ -295,6 +305,15 @@ impl Emitter<'_> {
                         .is_some()
                     {
                         return Err(err(*line, format!("label `{l}` defined twice")));
+                    }
+                }
+                Stmt::BranchTargets { line, name, labels } => {
+                    if self
+                        .target_lists
+                        .insert((instance, name.clone()), (*line, labels.clone()))
+                        .is_some()
+                    {
+                        return Err(err(*line, format!("branch target list `{name}` defined twice")));
                     }
                 }
                 Stmt::Var(v) => match v.space {
@@ -322,6 +341,10 @@ impl Emitter<'_> {
                     if base == "bra" {
                         if let Some(Operand::Name(l)) = i.operands.first() {
                             self.fixups.push((self.insts.len(), instance, l.clone(), i.line));
+                        }
+                    } else if base == "brx" {
+                        if let Some(Operand::Name(l)) = i.operands.get(1) {
+                            self.brx_fixups.push((self.insts.len(), instance, l.clone(), i.line));
                         }
                     } else if base == "ret" {
                         if let Some(ret_instance) = in_callee {
@@ -363,6 +386,9 @@ impl Emitter<'_> {
             [Operand::Name(f)] => (Vec::new(), f.clone(), Vec::new()),
             _ => return Err(fail("indirect or malformed call".into())),
         };
+        if callee == ASSERT_FAIL && rets.is_empty() {
+            return self.assert_fail(i, ctx, &args);
+        }
         let func = self
             .funcs
             .iter()
@@ -395,7 +421,63 @@ impl Emitter<'_> {
         Ok(())
     }
 
+    /// `call __assertfail, (message, file, line, function, char_size)`, the
+    /// device-side `assert` of the CUDA runtime: one instruction that reads
+    /// its arguments from the caller's `.param` variables (local memory).
+    fn assert_fail(&mut self, i: &Instr, ctx: &Ctx, args: &[String]) -> Result<(), LoadError> {
+        let fail = |m: String| err(i.line, format!("unsupported instruction `{}`: {m}", i.opcode));
+        if args.len() != 5 {
+            return Err(fail(format!("`{ASSERT_FAIL}` takes 5 arguments, found {}", args.len())));
+        }
+        let s = args
+            .iter()
+            .map(|a| match ctx.sym(a) {
+                Some(Sym {
+                    space: Space::Local,
+                    addr,
+                }) => Ok(Opd::Addr {
+                    base: None,
+                    off: addr as i64,
+                }),
+                _ => Err(fail(format!("argument `{a}` is not a .param variable of the caller"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insts.push(Inst {
+            op: Op::AssertFail,
+            ty: ScalarType::B64,
+            guard: None,
+            d: Opd::Sink,
+            d2: Opd::Sink,
+            s,
+            class: Class::Control,
+            line: i.line,
+        });
+        Ok(())
+    }
+
     fn resolve_labels(&mut self) -> Result<(), LoadError> {
+        for (at, instance, list, line) in &self.brx_fixups {
+            let unknown = |what: &str, name: &str| {
+                err(
+                    *line,
+                    format!("unsupported instruction `brx.idx`: unknown {what} `{name}`"),
+                )
+            };
+            let (_, labels) = self
+                .target_lists
+                .get(&(*instance, list.clone()))
+                .ok_or_else(|| unknown("branch target list", list))?;
+            let targets = labels
+                .iter()
+                .map(|l| {
+                    self.labels
+                        .get(&(*instance, l.clone()))
+                        .copied()
+                        .ok_or_else(|| unknown("label", l))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.insts[*at].op = Op::BrxIdx { targets };
+        }
         for (at, instance, label, line) in &self.fixups {
             let target = *self
                 .labels
@@ -574,6 +656,9 @@ impl OpdCx<'_, '_> {
                     Opd::Reg(r)
                 } else if let Some(s) = sreg(n) {
                     Opd::Sreg(s)
+                } else if n == "WARP_SZ" {
+                    // The ISA's predefined constant: the warp size.
+                    Opd::Imm(32)
                 } else if let Some(s) = self.ctx.sym(n) {
                     // `mov %r, var`: the address of `var` in its own space.
                     Opd::Imm(s.addr)
@@ -725,7 +810,10 @@ fn lower_instr(i: &Instr, ctx: &mut Ctx, carry_reg: &mut Option<u32>) -> Result<
     m.finish()
         .map_err(|e| err(i.line, format!("unsupported instruction `{full}`: {e}")))?;
     let (op, ty, d, mut d2, s, class) = decoded;
-    if matches!(op, Op::Int(IntOp::AddCarry { .. } | IntOp::SubCarry { .. })) {
+    if matches!(
+        op,
+        Op::Int(IntOp::AddCarry { .. } | IntOp::SubCarry { .. } | IntOp::MadCarry { .. })
+    ) {
         // The carry flag lives in one hidden register per kernel.
         d2 = Opd::Reg(carry_reg.unwrap_or(0));
     }
@@ -768,6 +856,12 @@ fn decode<'o>(
             let ty = one_type(&m.types())?;
             want(2)?;
             let c = cx(Space::Generic, ty);
+            if ty == T::B128 {
+                // Two 64-bit halves: `%q` ↔ `{lo, hi}` or `%q` ↔ `%q`.
+                let d = halves_of_128(c.dst(all[0])?, 1)?;
+                let s = halves_of_128(c.src(all[1])?, 1)?;
+                return Ok((Op::Copy, T::B64, d, Opd::Sink, vec![s], Class::Other));
+            }
             (
                 Op::Mov,
                 ty,
@@ -795,9 +889,16 @@ fn decode<'o>(
             let space = m.space();
             let vec = m.vec();
             m.has("unified");
-            let ty = one_type(&m.types())?;
-            if ty == T::B128 {
-                return Err(".b128 accesses are not supported".into());
+            let mut ty = one_type(&m.types())?;
+            let mut vec = vec;
+            // A `.b128` access moves the two 64-bit halves of each register.
+            let wide = ty == T::B128;
+            if wide {
+                if vec > 2 {
+                    return Err(".b128 accesses are at most .v2".into());
+                }
+                ty = T::B64;
+                vec *= 2;
             }
             // A trailing `.L2::cache_hint` policy operand changes nothing here.
             if !(n == 2 || (n == 3 && full_hint)) {
@@ -816,20 +917,27 @@ fn decode<'o>(
             };
             let c = cx(space, ty);
             let class = space_class(space);
+            let data = |o: Opd| {
+                if wide {
+                    halves_of_128(o, vec as usize / 2)
+                } else {
+                    Ok(o)
+                }
+            };
             if base == "st" {
                 (
                     Op::St { space, vec },
                     ty,
                     Opd::Sink,
                     Opd::Sink,
-                    vec![c.src(all[0])?, c.src(all[1])?],
+                    vec![c.src(all[0])?, data(c.src(all[1])?)?],
                     class,
                 )
             } else {
                 (
                     Op::Ld { space, vec },
                     ty,
-                    c.dst(all[0])?,
+                    data(c.dst(all[0])?)?,
                     Opd::Sink,
                     vec![c.src(all[1])?],
                     class,
@@ -868,7 +976,7 @@ fn decode<'o>(
             )
         }
         "add" | "sub" | "mul" | "mad" | "fma" | "div" | "min" | "max" | "abs" | "neg" | "rem" | "addc" | "subc"
-        | "mul24" | "mad24" | "sad" => {
+        | "madc" | "mul24" | "mad24" | "sad" => {
             let ty = one_type(&m.types())?;
             if is_half(ty) {
                 decode_half(base, m, ty, &all, ctx)?
@@ -895,8 +1003,19 @@ fn decode<'o>(
             } else {
                 (one_type(&types)?, T::Pred)
             };
-            if matches!(ty, T::F16x2 | T::Bf16x2) || (base == "set" && is_half(ty)) {
-                return Err("packed f16x2/bf16x2 comparisons and f16 `set` are not supported".into());
+            let packed = matches!(ty, T::F16x2 | T::Bf16x2);
+            if base == "set" && (is_half(dty) || packed) {
+                // Half-precision `set`: an .f16/.bf16 result is 1.0 or 0.0 in its
+                // format; a packed source compares each half on its own.
+                let ok = match (dty, ty) {
+                    (T::F16 | T::Bf16, _) => !packed,
+                    (T::F16x2, T::F16x2) | (T::Bf16x2, T::Bf16x2) => true,
+                    (T::U32 | T::S32, _) => packed,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!("set to .{dty:?} from .{ty:?} is not a PTX form"));
+                }
             }
             let c = cx(Space::Generic, ty);
             let (d, d2) = c.dst_pair(all.first().ok_or("missing destination")?)?;
@@ -1036,11 +1155,28 @@ fn decode<'o>(
             )
         }
         "cvt" => decode_cvt(m, &all, ctx)?,
-        "bra" | "brx" => {
-            m.has("uni");
-            if base == "brx" {
-                return Err("indirect branches are not supported".into());
+        "brx" => {
+            if !m.has("idx") {
+                return Err("brx needs .idx".into());
             }
+            m.has("uni");
+            want(2)?;
+            if !matches!(all[1], Operand::Name(_)) {
+                return Err("the target list must be a .branchtargets name".into());
+            }
+            let c = cx(Space::Generic, T::U32);
+            // The targets are filled in once every label is known (`Emitter`).
+            (
+                Op::BrxIdx { targets: Vec::new() },
+                T::U32,
+                Opd::Sink,
+                Opd::Sink,
+                vec![c.src(all[0])?],
+                Class::Control,
+            )
+        }
+        "bra" => {
+            m.has("uni");
             want(1)?;
             // The target is patched once every label is known (`Emitter`).
             if !matches!(all[0], Operand::Name(_)) {
@@ -1345,6 +1481,29 @@ fn decode<'o>(
     })
 }
 
+/// The 64-bit halves of `n` `.b128` values, low half first: a `.b128`
+/// register (two consecutive slots), a vector of `n` of them, or (for one
+/// value) a `{lo, hi}` pair of 64-bit operands.
+fn halves_of_128(o: Opd, n: usize) -> Result<Opd, String> {
+    let pair = |o: &Opd| match o {
+        Opd::Reg(r) => Ok([Opd::Reg(*r), Opd::Reg(r + 1)]),
+        Opd::Sink => Ok([Opd::Sink, Opd::Sink]),
+        _ => Err("a .b128 operand must be a .b128 register or a {lo, hi} pair".to_string()),
+    };
+    match o {
+        Opd::Vec(v) if n == 1 && v.len() == 2 && !matches!(v[0], Opd::Vec(_)) => Ok(Opd::Vec(v)),
+        Opd::Vec(v) if v.len() == n => {
+            let mut out = Vec::with_capacity(2 * n);
+            for x in v.iter() {
+                out.extend(pair(x)?);
+            }
+            Ok(Opd::Vec(out.into()))
+        }
+        o if n == 1 => Ok(Opd::Vec(pair(&o)?.to_vec().into())),
+        _ => Err(format!("expected {n} .b128 operands")),
+    }
+}
+
 fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
     if !is_int_type(ty) {
         return Err(format!(".{ty:?} is not an integer type"));
@@ -1377,6 +1536,16 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
         ("mul", Some("wide")) => IntOp::MulWide,
         ("mul", _) => IntOp::MulLo,
         ("mul24", Some("lo")) => IntOp::Mul24Lo,
+        ("mad", Some(half @ ("lo" | "hi"))) if cc => IntOp::MadCarry {
+            hi: half == "hi",
+            carry_in: false,
+            carry_out: true,
+        },
+        ("madc", Some(half @ ("lo" | "hi"))) => IntOp::MadCarry {
+            hi: half == "hi",
+            carry_in: true,
+            carry_out: cc,
+        },
         ("mad", Some("hi")) if !cc => IntOp::MadHi,
         ("mad", Some("wide")) if !cc => IntOp::MadWide,
         ("mad", Some("lo")) if !cc => IntOp::MadLo,
@@ -1395,7 +1564,7 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
     }
     let arity = match op {
         IntOp::Abs | IntOp::Neg => 1,
-        IntOp::MadLo | IntOp::MadHi | IntOp::MadWide | IntOp::Mad24Lo | IntOp::Sad => 3,
+        IntOp::MadLo | IntOp::MadHi | IntOp::MadWide | IntOp::Mad24Lo | IntOp::Sad | IntOp::MadCarry { .. } => 3,
         _ => 2,
     };
     if all.len() != arity + 1 {
@@ -1407,7 +1576,10 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
         ty,
     };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
-    let (d, d2) = if matches!(op, IntOp::AddCarry { .. } | IntOp::SubCarry { .. }) {
+    let (d, d2) = if matches!(
+        op,
+        IntOp::AddCarry { .. } | IntOp::SubCarry { .. } | IntOp::MadCarry { .. }
+    ) {
         (c.dst(all[0])?, Opd::Reg(0))
     } else {
         (c.dst(all[0])?, Opd::Sink)
@@ -1442,11 +1614,8 @@ fn decode_float(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx:
         if !matches!(r, Rounding::Rn | Rounding::Rz | Rounding::Rm | Rounding::Rp) {
             return Err("integer rounding on float arithmetic".into());
         }
-        if r != Rounding::Rn
-            && (ty == ScalarType::F64
-                || !matches!(op, FArith::Add | FArith::Sub | FArith::Mul | FArith::Fma | FArith::Div))
-        {
-            return Err("directed rounding is supported on f32 add/sub/mul/fma/div only".into());
+        if r != Rounding::Rn && !matches!(op, FArith::Add | FArith::Sub | FArith::Mul | FArith::Fma | FArith::Div) {
+            return Err("directed rounding is supported on add/sub/mul/fma/div only".into());
         }
     }
     let arity = match op {
@@ -1477,12 +1646,15 @@ fn decode_half(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx: 
     let rnd = m.rounding();
     let ftz = m.has("ftz");
     let sat = m.has("sat");
+    let nan = m.has("NaN");
     m.has("noftz");
     let op = match base {
         "add" => FloatOp::Add,
         "sub" => FloatOp::Sub,
         "mul" => FloatOp::Mul,
         "fma" => FloatOp::Fma,
+        "min" if nan => FloatOp::MinNaN,
+        "max" if nan => FloatOp::MaxNaN,
         "min" => FloatOp::Min,
         "max" => FloatOp::Max,
         "neg" => FloatOp::Neg,
@@ -1768,6 +1940,7 @@ pub(crate) fn initial_bytes(v: &VarDecl) -> Result<Vec<u8>, LoadError> {
 mod tests {
     use crate::memory::GlobalMemory;
     use crate::module::Module;
+    use crate::ptx::ir::{Op, Opd, Space};
 
     const HEAD: &str = ".version 9.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .pred %p<3>;\n.reg .b32 %r<9>;\n.reg .b64 %rd<9>;\n";
 
@@ -1784,15 +1957,64 @@ mod tests {
             ("add.s32 %r1, %r2, %r99;", "%r99"),
             ("bra $L_nowhere;", "$L_nowhere"),
             ("call.uni f, (%r1);", "call.uni"),
-            ("mad.cc.lo.u32 %r1, %r2, %r3, %r4;", "mad.cc.lo.u32"),
+            ("mad.cc.wide.u32 %rd1, %r2, %r3, %rd4;", "mad.cc.wide.u32"),
             ("shfl.down.b32 %r1, %r2, 1, 31;", "shfl.down.b32"),
             ("mbarrier.init.shared.b64 [%rd1], 1;", "mbarrier.init.shared.b64"),
+            ("brx.idx %r1, $nowhere;", "$nowhere"),
+            (
+                "ld.global.v4.b128 {%rd1, %rd2, %rd3, %rd4}, [%rd5];",
+                "ld.global.v4.b128",
+            ),
+            ("set.gt.f16x2.f32 %r1, %r2, %r3;", "set.gt.f16x2.f32"),
+            ("mov.b128 %rd1, 5;", "mov.b128"),
         ] {
             let e = load_body(body)
                 .err()
                 .unwrap_or_else(|| panic!("`{body}` must not load"));
             assert_eq!(e.line, 9, "{e}");
             assert!(e.message.contains(needle), "`{body}`: {e}");
+        }
+    }
+
+    /// Inline-asm shapes: nested scopes redeclaring a name, `.reg` with its
+    /// type glued on, a `.branchtargets` list, `.b128` registers (two slots).
+    #[test]
+    fn scopes_branch_targets_and_b128_registers() {
+        let m = load_body(
+            "{ .reg.b32 t; mov.b32 t, 1; { .reg .b32 t; mov.b32 t, 2; } add.u32 %r1, t, 0; }\n\
+             ts: .branchtargets $A, $B;\nbrx.idx.uni %r1, ts;\n$A:\nbra.uni $B;\n$B:\n\
+             { .reg .b128 q<2>; mov.b128 q0, {%rd1, %rd2}; mov.b128 q1, q0; st.global.b128 [%rd3], q1; }",
+        )
+        .unwrap();
+        let k = &m.kernels[0];
+        let movs: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Mov).map(|i| &i.d).collect();
+        assert_ne!(movs[0], movs[1], "the inner `t` is a register of its own");
+        assert_eq!(
+            k.insts[2].s[0], *movs[0],
+            "after the inner scope, `t` is the outer one again"
+        );
+        let brx = k.insts.iter().find(|i| matches!(i.op, Op::BrxIdx { .. })).unwrap();
+        assert_eq!(brx.op, Op::BrxIdx { targets: vec![4, 5] });
+        let st = k.insts.iter().find(|i| matches!(i.op, Op::St { .. })).unwrap();
+        assert_eq!(
+            st.op,
+            Op::St {
+                space: Space::Global,
+                vec: 2
+            }
+        );
+        let copies: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Copy).map(|i| &i.d).collect();
+        assert_eq!(st.s[1], *copies[1], "st.b128 stores both halves of q1");
+        match (copies[0], copies[1]) {
+            (Opd::Vec(q0), Opd::Vec(q1)) => {
+                assert_eq!((q0.len(), q1.len()), (2, 2));
+                let (Opd::Reg(lo), Opd::Reg(hi)) = (&q1[0], &q1[1]) else {
+                    panic!("{q1:?}")
+                };
+                assert_eq!(hi - lo, 1, "a .b128 register is two consecutive slots");
+                assert_eq!(q0[1], Opd::Reg(lo - 1), "q0 lies just below q1");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -77,9 +77,16 @@ impl VarDecl {
 #[derive(Clone, Debug)]
 pub(crate) enum Stmt {
     Label(u32, String),
+    /// `name: .branchtargets L0, L1, ...;` — the target list of `brx.idx`.
+    BranchTargets {
+        line: u32,
+        name: String,
+        labels: Vec<String>,
+    },
     Instr(Instr),
     /// `.reg .type name<N>` (count Some(N)) or `.reg .type name` (None).
     Reg {
+        ty: ScalarType,
         names: Vec<(String, Option<u32>)>,
     },
     Var(VarDecl),
@@ -438,10 +445,29 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
             }
             Some(Tok::Ident(w)) if matches!(p.peek_at(1), Some(Tok::Punct(':'))) => {
                 p.i += 2;
-                body.push(Stmt::Label(line, w.clone()));
+                if matches!(p.peek(), Some(Tok::Ident(d)) if d == ".branchtargets") {
+                    p.i += 1;
+                    let mut labels = vec![p.ident()?.to_string()];
+                    while p.eat_punct(',') {
+                        labels.push(p.ident()?.to_string());
+                    }
+                    p.expect_punct(';')?;
+                    body.push(Stmt::BranchTargets {
+                        line,
+                        name: w.clone(),
+                        labels,
+                    });
+                } else {
+                    body.push(Stmt::Label(line, w.clone()));
+                }
             }
             Some(Tok::Ident(w)) if w.starts_with('.') => {
                 p.i += 1;
+                // Inline asm may glue the type to the directive: `.reg.b32 f, C;`.
+                if let Some(ty) = w.strip_prefix(".reg.") {
+                    body.push(parse_reg_typed(p, line, Some(ty))?);
+                    continue;
+                }
                 match w.as_str() {
                     ".reg" => body.push(parse_reg(p, line)?),
                     ".pragma" => p.skip_statement()?,
@@ -466,15 +492,25 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
 }
 
 fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
-    let mut ty = None;
+    parse_reg_typed(p, line, None)
+}
+
+/// `.reg` after its directive word; `glued` is a type suffix written onto the
+/// directive itself (`.reg.b32` → `Some("b32")`).
+fn parse_reg_typed(p: &mut P, line: u32, glued: Option<&str>) -> Result<Stmt, LoadError> {
+    let mut words: Vec<&str> = glued.map(|g| g.split('.').collect()).unwrap_or_default();
     while let Some(w) = p.peek_ident().filter(|w| w.starts_with('.') && !w.starts_with("%")) {
         p.i += 1;
-        if w == ".v2" || w == ".v4" {
+        words.extend(w[1..].split('.'));
+    }
+    let mut ty = None;
+    for w in words {
+        if w == "v2" || w == "v4" {
             return Err(e(line, "vector register declarations are not supported"));
         }
-        ty = Some(ScalarType::from_suffix(&w[1..]).ok_or_else(|| e(line, format!("unknown type `{w}`")))?);
+        ty = Some(ScalarType::from_suffix(w).ok_or_else(|| e(line, format!("unknown type `.{w}`")))?);
     }
-    ty.ok_or_else(|| e(line, ".reg without a type"))?;
+    let ty = ty.ok_or_else(|| e(line, ".reg without a type"))?;
     let mut names = Vec::new();
     loop {
         let n = p.ident()?.to_string();
@@ -491,7 +527,7 @@ fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
         }
         p.expect_punct(',')?;
     }
-    Ok(Stmt::Reg { names })
+    Ok(Stmt::Reg { ty, names })
 }
 
 fn parse_instr(p: &mut P) -> Result<Instr, LoadError> {

@@ -11,18 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cuda::{
-    launch, CheckOptions, Counters, GlobalMemory, KernelInfo, LaunchConfig, LaunchReport, Module,
-};
+use cuda::{launch, CheckOptions, Counters, GlobalMemory, KernelInfo, LaunchConfig, LaunchReport, Module};
 use half::{bf16, f16};
 
 // ---------------------------------------------------------------- toolchain
 
 #[path = "../toolchain/mod.rs"]
 mod toolchain;
+use toolchain::toolchain_site_packages;
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use toolchain::{cuda_root, nvcc, repo_root};
-use toolchain::toolchain_site_packages;
 
 /// `emu/tests/kernels/<name>`.
 pub fn kernel_source(name: &str) -> PathBuf {
@@ -38,8 +36,7 @@ fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
     let dir = target.join("ptx-emu-test-kernels");
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
 
@@ -72,14 +69,12 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// included), the compiler path and the flags.
 fn compile_key(source: &Path, flags: &[String]) -> u64 {
     let mut inputs: Vec<Vec<u8>> =
-        vec![std::fs::read(source)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()))];
-    let mut headers: Vec<PathBuf> =
-        std::fs::read_dir(source.parent().expect("source has a folder"))
-            .expect("kernel folder readable")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("h" | "cuh")))
-            .collect();
+        vec![std::fs::read(source).unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()))];
+    let mut headers: Vec<PathBuf> = std::fs::read_dir(source.parent().expect("source has a folder"))
+        .expect("kernel folder readable")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("h" | "cuh")))
+        .collect();
     headers.sort();
     for header in headers {
         inputs.push(header.to_string_lossy().into_owned().into_bytes());
@@ -96,13 +91,14 @@ fn compile_key(source: &Path, flags: &[String]) -> u64 {
 /// name and renamed, so parallel tests compiling the same kernel never see a
 /// partial file.
 fn compile_cached(source_name: &str, flags: &[String], extension: &str) -> PathBuf {
-    let source = kernel_source(source_name);
-    let stem = source
-        .file_stem()
-        .expect("file name")
-        .to_string_lossy()
-        .into_owned();
-    let key = compile_key(&source, flags);
+    compile_cached_at(&kernel_source(source_name), flags, extension)
+}
+
+/// [`compile_cached`] for a source anywhere (headers beside it count in the key).
+fn compile_cached_at(source: &Path, flags: &[String], extension: &str) -> PathBuf {
+    let source_name = source.display();
+    let stem = source.file_stem().expect("file name").to_string_lossy().into_owned();
+    let key = compile_key(source, flags);
     let output = cache_dir().join(format!("{stem}-{key:016x}.{extension}"));
     if output.is_file() {
         return output;
@@ -110,13 +106,10 @@ fn compile_cached(source_name: &str, flags: &[String], extension: &str) -> PathB
     // Unique per process and per call: tests of one binary compile in parallel.
     static COMPILES: AtomicU64 = AtomicU64::new(0);
     let attempt = COMPILES.fetch_add(1, Ordering::Relaxed);
-    let partial = output.with_extension(format!(
-        "{extension}.{}-{attempt}.partial",
-        std::process::id()
-    ));
+    let partial = output.with_extension(format!("{extension}.{}-{attempt}.partial", std::process::id()));
     let result = Command::new(nvcc())
         .args(flags)
-        .arg(&source)
+        .arg(source)
         .arg("-o")
         .arg(&partial)
         .output()
@@ -136,6 +129,13 @@ pub fn compile_ptx_with(source_name: &str, arch: &str, extra_flags: &[String]) -
     let mut flags = vec!["-ptx".to_string(), format!("-arch={arch}")];
     flags.extend_from_slice(extra_flags);
     let path = compile_cached(source_name, &flags, "ptx");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// `source` (any path) compiled by nvcc with exactly `flags` plus `-o`, the
+/// PTX text cached under `target/` like the test kernels.
+pub fn compile_ptx_at(source: &Path, flags: &[String]) -> String {
+    let path = compile_cached_at(source, flags, "ptx");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -243,9 +243,7 @@ impl Device {
     pub fn upload<T: Elem>(&self, data: &[T]) -> u64 {
         let bytes = to_bytes(data);
         let addr = self.alloc_unwritten(bytes.len().max(1) as u64);
-        self.mem
-            .write(addr, &bytes)
-            .unwrap_or_else(|e| panic!("write: {e}"));
+        self.mem.write(addr, &bytes).unwrap_or_else(|e| panic!("write: {e}"));
         addr
     }
 
@@ -261,9 +259,7 @@ impl Device {
 
     pub fn download<T: Elem>(&self, addr: u64, count: usize) -> Vec<T> {
         let mut bytes = vec![0u8; count * T::SIZE];
-        self.mem
-            .read(addr, &mut bytes)
-            .unwrap_or_else(|e| panic!("read: {e}"));
+        self.mem.read(addr, &mut bytes).unwrap_or_else(|e| panic!("read: {e}"));
         from_bytes(&bytes)
     }
 
@@ -280,13 +276,7 @@ impl Device {
     }
 
     /// Launches with `opts`; a refused launch fails the test.
-    pub fn launch_with(
-        &self,
-        kernel: &str,
-        config: LaunchConfig,
-        params: &[u8],
-        opts: &CheckOptions,
-    ) -> LaunchReport {
+    pub fn launch_with(&self, kernel: &str, config: LaunchConfig, params: &[u8], opts: &CheckOptions) -> LaunchReport {
         launch(&self.module, kernel, &config, params, &self.mem, opts)
             .unwrap_or_else(|e| panic!("launch of `{kernel}` refused: {e}"))
     }
@@ -337,11 +327,7 @@ pub struct Params {
 impl Params {
     pub fn new(info: KernelInfo) -> Self {
         let buffer = vec![0u8; info.param_bytes as usize];
-        Params {
-            info,
-            buffer,
-            next: 0,
-        }
+        Params { info, buffer, next: 0 }
     }
 
     /// The next parameter's raw bytes (a by-value struct, or any scalar).
@@ -377,6 +363,11 @@ impl Params {
 
     #[track_caller]
     pub fn u32(self, v: u32) -> Self {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    #[track_caller]
+    pub fn u64(self, v: u64) -> Self {
         self.bytes(&v.to_le_bytes())
     }
 
@@ -463,12 +454,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64)
         what,
         got.len(),
         |i| bad(got[i], want[i]),
-        |i| {
-            format!(
-                "got {:e}, want {:e} (rtol {rtol:e}, atol {atol:e})",
-                got[i], want[i]
-            )
-        },
+        |i| format!("got {:e}, want {:e} (rtol {rtol:e}, atol {atol:e})", got[i], want[i]),
     );
 }
 
@@ -523,12 +509,7 @@ pub fn assert_within_ulps(what: &str, got: &[f32], want: &[f64], max_ulps: impl 
 }
 
 #[track_caller]
-fn report_first_bad(
-    what: &str,
-    len: usize,
-    is_bad: impl Fn(usize) -> bool,
-    describe: impl Fn(usize) -> String,
-) {
+fn report_first_bad(what: &str, len: usize, is_bad: impl Fn(usize) -> bool, describe: impl Fn(usize) -> String) {
     let bad: Vec<usize> = (0..len).filter(|&i| is_bad(i)).collect();
     if let Some(&first) = bad.first() {
         panic!(
@@ -571,13 +552,6 @@ pub fn assert_gemm_close(what: &str, got: &[f32], exact: &[f64], magnitude: &[f6
             let g = f64::from(got[i]);
             g.is_nan() || (g - exact[i]).abs() > bound(i)
         },
-        |i| {
-            format!(
-                "got {:e}, want {:e}, allowed error {:e}",
-                got[i],
-                exact[i],
-                bound(i)
-            )
-        },
+        |i| format!("got {:e}, want {:e}, allowed error {:e}", got[i], exact[i], bound(i)),
     );
 }
