@@ -45,7 +45,8 @@ pub fn stamp(cuda_dir: &Path, compute_cap: &str) -> Result<String, String> {
     let entries = fs::read_dir(cuda_dir).map_err(|e| format!("cannot read {}: {e}", cuda_dir.display()))?;
     let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
-    let mut lines = vec![HEADER.to_string(), format!("compute_cap {compute_cap}"), format!("nvcc_flags {}", NVCC_FLAGS.join(" "))];
+    let mut lines =
+        vec![HEADER.to_string(), format!("compute_cap {compute_cap}"), format!("nvcc_flags {}", NVCC_FLAGS.join(" "))];
     for path in files {
         let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -58,7 +59,10 @@ pub fn stamp(cuda_dir: &Path, compute_cap: &str) -> Result<String, String> {
 /// message that names the stale inputs.
 pub fn differences(expected: &str, actual: &str) -> Vec<String> {
     let only_in = |a: &str, b: &str, sign: char| {
-        a.lines().filter(|line| !b.lines().any(|other| other == *line)).map(|line| format!("{sign} {line}")).collect::<Vec<_>>()
+        a.lines()
+            .filter(|line| !b.lines().any(|other| other == *line))
+            .map(|line| format!("{sign} {line}"))
+            .collect::<Vec<_>>()
     };
     let mut out = only_in(expected, actual, '-');
     out.extend(only_in(actual, expected, '+'));

@@ -40,7 +40,9 @@ fn packaged_crate_builds_without_nvcc_or_libclang_and_runs_a_kernel() {
     let _ = std::fs::remove_dir_all(work.join(format!("fused-lora-{}", env!("CARGO_PKG_VERSION"))));
     run("unpack", Command::new("tar").arg("-xzf").arg(&crate_file).arg("-C").arg(&work));
     std::fs::rename(work.join(format!("fused-lora-{}", env!("CARGO_PKG_VERSION"))), &unpacked).expect("rename");
-    for shipped in ["generated/SOURCES", "generated/params.rs", "generated/ptx/merge.ptx", "cuda/merge.cu", "build/stamp.rs"] {
+    for shipped in
+        ["generated/SOURCES", "generated/params.rs", "generated/ptx/merge.ptx", "cuda/merge.cu", "build/stamp.rs"]
+    {
         assert!(unpacked.join(shipped).is_file(), "the package lacks {shipped}");
     }
     assert!(!unpacked.join(".toolchain").exists(), "the package carries the repo-local toolchain");
@@ -95,7 +97,9 @@ fn write_nvcc_stub(dir: &Path, marker: &Path) {
 /// test`) or the system has a CUDA driver for the dependent to load.
 fn driver_on_library_path() -> bool {
     let on_path = std::env::var_os("LD_LIBRARY_PATH")
-        .map(|p| std::env::split_paths(&p).any(|dir| dir.join("libcuda.so").exists() || dir.join("libcuda.so.1").exists()))
+        .map(|p| {
+            std::env::split_paths(&p).any(|dir| dir.join("libcuda.so").exists() || dir.join("libcuda.so.1").exists())
+        })
         .unwrap_or(false);
     on_path || Path::new("/proc/driver/nvidia/version").exists()
 }

@@ -47,11 +47,26 @@ fn runs_a_driver_client_on_the_emulator_with_counters() {
     let counters = dir.join("counters.jsonl");
     let _ = std::fs::remove_file(&counters);
 
-    let output = runner().arg("run").arg("--counters").arg(&counters).arg("--").arg(&client).arg(&ptx).output().expect("run ptx-emu");
+    let output = runner()
+        .arg("run")
+        .arg("--counters")
+        .arg(&counters)
+        .arg("--")
+        .arg(&client)
+        .arg(&ptx)
+        .output()
+        .expect("run ptx-emu");
     let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "client under the runner failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "client under the runner failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
     assert!(stdout.starts_with("driver: emulator\n") && stdout.ends_with("ALL PASSED\n"), "{stdout}");
-    assert!(stderr.lines().any(|l| l.starts_with("ptx-emu: ") && l.contains("write_past_end")), "memcheck is on by default:\n{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("ptx-emu: ") && l.contains("write_past_end")),
+        "memcheck is on by default:\n{stderr}"
+    );
     let counters = std::fs::read_to_string(&counters).expect("--counters reached the emulator: the file exists");
     assert!(counters.lines().any(|l| l.contains("\"kernel\":\"vec_add\"")), "no vec_add launch counted:\n{counters}");
 }
@@ -69,7 +84,11 @@ fn flags_become_emulator_variables_and_the_library_comes_first() {
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     let var = |name: &str| {
-        stdout.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("{name} not set:\n{stdout}")).to_string()
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} not set:\n{stdout}"))
+            .to_string()
     };
     for check in ["MEMCHECK", "RACECHECK", "INITCHECK", "SYNCCHECK"] {
         assert_eq!(var(&format!("PTX_EMU_{check}")), "0");

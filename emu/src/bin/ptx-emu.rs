@@ -162,7 +162,11 @@ fn build_into_cache(exe: &Path) -> Result<PathBuf, String> {
             source.display()
         ));
     }
-    let cache = cache_root()?.join(format!("{}-{:016x}", env!("CARGO_PKG_VERSION"), fnv1a64(source.as_os_str().as_encoded_bytes())));
+    let cache = cache_root()?.join(format!(
+        "{}-{:016x}",
+        env!("CARGO_PKG_VERSION"),
+        fnv1a64(source.as_os_str().as_encoded_bytes())
+    ));
     let lib_dir = cache.join("release");
     if has_library(&lib_dir) && !is_newer(exe, &lib_dir.join("libcuda.so")) {
         return Ok(lib_dir);
