@@ -102,6 +102,7 @@ fn use_shipped(generated_dir: &Path, kernels: &[&PathBuf], out_dir: &Path) {
     copy_file(&generated_dir.join("params.rs"), &out_dir.join("params.rs"));
 }
 
+/// Why the shipped copy cannot be used, and the command that fixes it.
 fn stale_message(shipped: &str, wanted: &str) -> String {
     let what = if shipped.is_empty() {
         "generated/SOURCES is missing".to_string()
@@ -109,8 +110,8 @@ fn stale_message(shipped: &str, wanted: &str) -> String {
         format!("generated/ does not match cuda/ ({})", stamp::differences(shipped, wanted).join("; "))
     };
     format!(
-        "{what}: building the kernels from cuda/ with nvcc and bindgen instead of the shipped copy; \
-         refresh the copy with `{}` and commit generated/",
+        "{what}, so the kernels are built from cuda/ with nvcc and bindgen; \
+         refresh the shipped copy with `{}` and commit generated/",
         stamp::REFRESH_COMMAND
     )
 }
