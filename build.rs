@@ -1,46 +1,137 @@
-//! Compiles every `cuda/*.cu` to PTX with nvcc and generates the Rust side of
-//! the C parameter structs in `cuda/*.h` with bindgen, all into `OUT_DIR`:
+//! Provides the kernels' PTX and the Rust side of the C parameter structs in
+//! `cuda/*.h`, in `OUT_DIR`:
 //!
-//! - `OUT_DIR/<stem>.ptx` for each kernel family;
-//! - `OUT_DIR/ptx.rs`: one `include_str!` constant per family (`MERGE`, ...);
+//! - `OUT_DIR/ptx.rs`: one `include_str!` constant per kernel family (`MERGE`, ...);
 //! - `OUT_DIR/params.rs`: the `#[repr(C)]` structs the kernels take by value.
 //!
-//! Nothing generated lands in `src/`. Where nvcc and libclang come from, in
-//! order: explicit environment variables, the usual CUDA locations, `PATH`, and
-//! finally the repo-local `.toolchain/` that `scripts/setup.sh` installs.
+//! Both come from `generated/`, which the package ships (PTX for `compute_80`
+//! from nvcc, bindgen's output, and `SOURCES`, the stamp of the `cuda/` they
+//! were made from), so a dependent builds without nvcc or libclang. They are
+//! made from `cuda/` instead, with nvcc and bindgen, when
+//!
+//! - `generated/` does not match `cuda/` (a warning names the stale inputs and
+//!   `scripts/refresh-generated.sh`; without nvcc this is an error);
+//! - `CUDA_COMPUTE_CAP` asks for another target than `compute_80`;
+//! - the `from-source` feature is on (what the refresh script builds with).
+//!
+//! Where nvcc and libclang come from, in order: explicit environment variables,
+//! the usual CUDA locations, `PATH`, and finally the repo-local `.toolchain/`
+//! that `scripts/setup.sh` installs. Only the variables that change the output
+//! rerun this script; `PATH` does not.
+
+#[path = "build/stamp.rs"]
+mod stamp;
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// PTX for this virtual architecture runs on every GPU from sm_80 (A100) up:
-/// the driver JIT-compiles it for the device at load time.
-const DEFAULT_COMPUTE_CAP: &str = "80";
-
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let cuda_dir = manifest_dir.join("cuda");
+    let generated_dir = manifest_dir.join("generated");
 
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "CUDA_COMPUTE_CAP", "LIBCLANG_PATH", "BINDGEN_EXTRA_CLANG_ARGS"] {
-        println!("cargo:rerun-if-env-changed={var}");
-    }
-    // The directory itself, so that adding or removing a file reruns this script.
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    // The directories themselves, so that adding or removing a file reruns this script.
     println!("cargo:rerun-if-changed={}", cuda_dir.display());
-
+    println!("cargo:rerun-if-changed={}", generated_dir.display());
+    println!("cargo:rerun-if-changed={}", generated_dir.join("ptx").display());
     let sources = list_files(&cuda_dir);
-    for path in &sources {
+    for path in
+        sources.iter().chain(&list_files_if_any(&generated_dir)).chain(&list_files_if_any(&generated_dir.join("ptx")))
+    {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     let kernels: Vec<&PathBuf> = sources.iter().filter(|p| has_extension(p, "cu")).collect();
     let headers: Vec<&PathBuf> = sources.iter().filter(|p| has_extension(p, "h")).collect();
 
-    let nvcc = find_nvcc(&manifest_dir).unwrap_or_else(|tried| fail(&missing_nvcc_message(&tried)));
     let compute_cap = compute_cap();
+    let wanted_stamp = stamp::stamp(&cuda_dir, stamp::SHIPPED_COMPUTE_CAP).unwrap_or_else(|e| fail(&e));
+    let shipped_stamp = fs::read_to_string(generated_dir.join("SOURCES")).unwrap_or_default();
+    let fresh = shipped_stamp == wanted_stamp;
+    let from_source = env::var_os("CARGO_FEATURE_FROM_SOURCE").is_some();
+
+    if fresh && !from_source && compute_cap == stamp::SHIPPED_COMPUTE_CAP {
+        use_shipped(&generated_dir, &kernels, &out_dir);
+        return;
+    }
+
+    let reason = if from_source {
+        "the `from-source` feature asks to build the kernels from cuda/".to_string()
+    } else if !fresh {
+        let stale = stale_message(&shipped_stamp, &wanted_stamp);
+        println!("cargo:warning={}", stale.replace('\n', " "));
+        stale
+    } else {
+        format!("CUDA_COMPUTE_CAP={compute_cap} asks for compute_{compute_cap} PTX; the shipped PTX is compute_80")
+    };
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "LIBCLANG_PATH", "BINDGEN_EXTRA_CLANG_ARGS"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let nvcc =
+        find_nvcc(&manifest_dir).unwrap_or_else(|tried| fail(&format!("{reason}.\n{}", missing_nvcc_message(&tried))));
     compile_all_ptx(&nvcc, &compute_cap, &cuda_dir, &kernels, &out_dir);
-    write_ptx_constants(&kernels, &out_dir);
-    generate_param_bindings(&manifest_dir, &cuda_dir, &headers, &out_dir);
+    write_ptx_constants(&kernels, |stem| out_dir.join(format!("{stem}.ptx")), &out_dir);
+    if fresh && !from_source {
+        // Only the target changed: the shipped bindings still match cuda/*.h.
+        copy_file(&generated_dir.join("params.rs"), &out_dir.join("params.rs"));
+    } else {
+        generate_param_bindings(&manifest_dir, &cuda_dir, &headers, &out_dir);
+    }
+    // What scripts/refresh-generated.sh copies into generated/ with the rest.
+    let made_stamp = stamp::stamp(&cuda_dir, &compute_cap).unwrap_or_else(|e| fail(&e));
+    write_if_changed(&out_dir.join("SOURCES"), &made_stamp);
+}
+
+/// The shipped PTX and bindings, which match `cuda/`: no tool runs.
+fn use_shipped(generated_dir: &Path, kernels: &[&PathBuf], out_dir: &Path) {
+    let ptx_dir = generated_dir.join("ptx");
+    for src in kernels {
+        let ptx = ptx_dir.join(format!("{}.ptx", file_stem(src)));
+        if !ptx.is_file() {
+            fail(&format!(
+                "{} is missing although generated/SOURCES lists its source; run `{}`",
+                ptx.display(),
+                stamp::REFRESH_COMMAND
+            ));
+        }
+    }
+    write_ptx_constants(kernels, |stem| ptx_dir.join(format!("{stem}.ptx")), out_dir);
+    copy_file(&generated_dir.join("params.rs"), &out_dir.join("params.rs"));
+}
+
+/// Why the shipped copy cannot be used, and the command that fixes it.
+fn stale_message(shipped: &str, wanted: &str) -> String {
+    let what = if shipped.is_empty() {
+        "generated/SOURCES is missing".to_string()
+    } else {
+        format!("generated/ does not match cuda/ ({})", stamp::differences(shipped, wanted).join("; "))
+    };
+    format!(
+        "{what}, so the kernels are built from cuda/ with nvcc and bindgen; \
+         refresh the shipped copy with `{}` and commit generated/",
+        stamp::REFRESH_COMMAND
+    )
+}
+
+fn copy_file(from: &Path, to: &Path) {
+    let contents = fs::read_to_string(from)
+        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}; run `{}`", from.display(), stamp::REFRESH_COMMAND)));
+    write_if_changed(to, &contents);
+}
+
+fn list_files_if_any(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_dir() {
+        list_files(dir)
+    } else {
+        Vec::new()
+    }
+}
+
+fn file_stem(path: &Path) -> &str {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or_else(|| fail(&format!("bad file name {}", path.display())))
 }
 
 /// Every regular file directly in `dir`, sorted, so the build is reproducible.
@@ -62,9 +153,11 @@ fn fail(message: &str) -> ! {
 
 /// `CUDA_COMPUTE_CAP` as `80`, `8.0`, `sm_90` or `90a`; the default is 80.
 fn compute_cap() -> String {
-    let raw = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| DEFAULT_COMPUTE_CAP.to_string());
+    let raw = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| stamp::SHIPPED_COMPUTE_CAP.to_string());
     let cap: String = raw.trim().trim_start_matches("sm_").trim_start_matches("compute_").replace('.', "");
-    let valid = cap.len() >= 2 && cap[..2].chars().all(|c| c.is_ascii_digit()) && cap[2..].chars().all(|c| c.is_ascii_alphabetic());
+    let valid = cap.len() >= 2
+        && cap[..2].chars().all(|c| c.is_ascii_digit())
+        && cap[2..].chars().all(|c| c.is_ascii_alphabetic());
     if !valid || cap[..2].parse::<u32>().unwrap_or(0) < 80 {
         fail(&format!(
             "CUDA_COMPUTE_CAP={raw:?} is not a compute capability of 8.0 or newer (examples: 80, 86, 90, 90a); \
@@ -148,15 +241,11 @@ fn compile_all_ptx(nvcc: &Path, compute_cap: &str, cuda_dir: &Path, kernels: &[&
 }
 
 fn compile_ptx(nvcc: &Path, compute_cap: &str, cuda_dir: &Path, src: &Path, out_dir: &Path) -> Result<(), String> {
-    let stem = src.file_stem().and_then(|s| s.to_str()).ok_or_else(|| format!("bad file name {}", src.display()))?;
-    let out = out_dir.join(format!("{stem}.ptx"));
+    let out = out_dir.join(format!("{}.ptx", file_stem(src)));
     let output = Command::new(nvcc)
         .arg("-ptx")
         .arg(format!("-arch=compute_{compute_cap}"))
-        .args(["-std=c++17", "-O3", "-lineinfo", "--expt-relaxed-constexpr"])
-        // Keep IEEE semantics: the numerics contract (one rounding per output,
-        // bit-identical Philox draws on CPU and GPU) forbids fast-math.
-        .args(["-ftz=false", "-prec-div=true", "-prec-sqrt=true"])
+        .args(stamp::NVCC_FLAGS)
         .arg("-I")
         .arg(cuda_dir)
         .arg("-o")
@@ -172,16 +261,57 @@ fn compile_ptx(nvcc: &Path, compute_cap: &str, cuda_dir: &Path, src: &Path, out_
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    Ok(())
+    let ptx = fs::read_to_string(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
+    fs::write(&out, portable_file_names(&ptx, cuda_dir)).map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
-fn write_ptx_constants(kernels: &[&PathBuf], out_dir: &Path) {
+/// The `.file` directives `-lineinfo` writes name absolute paths (this
+/// checkout, the toolkit's install folder). Only debuggers read them, so they
+/// are made relative (`cuda/tiles.cuh`, `<include>/cuda_fp16.hpp`): the
+/// PTX is then the same wherever it is built, and the shipped copy can be
+/// compared byte for byte and reveals no build machine's paths.
+fn portable_file_names(ptx: &str, cuda_dir: &Path) -> String {
+    let cuda_prefix = format!("{}/", cuda_dir.display());
+    let mut out = String::with_capacity(ptx.len());
+    for line in ptx.split_inclusive('\n') {
+        let quoted = line.trim_start().starts_with(".file").then(|| {
+            let open = line.find('"')?;
+            let close = open + 1 + line[open + 1..].find('"')?;
+            Some((open, close))
+        });
+        match quoted.flatten() {
+            Some((open, close)) => {
+                let path = &line[open + 1..close];
+                let portable = if let Some(rest) = path.strip_prefix(&cuda_prefix) {
+                    format!("cuda/{rest}")
+                } else if let Some(at) = path.rfind("/include/") {
+                    format!("<include>{}", &path[at + "/include".len()..])
+                } else {
+                    format!("<other>/{}", path.rsplit('/').next().unwrap_or(path))
+                };
+                out.push_str(&line[..=open]);
+                out.push_str(&portable);
+                out.push_str(&line[close..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// `ptx.rs`: one constant per kernel family, holding the PTX file that
+/// `ptx_path` names for its stem (an absolute path, so either the shipped
+/// copy or `OUT_DIR`).
+fn write_ptx_constants(kernels: &[&PathBuf], ptx_path: impl Fn(&str) -> PathBuf, out_dir: &Path) {
     let mut code = String::from("// Generated by build.rs: the PTX of each `cuda/*.cu`.\n");
     for src in kernels {
-        let stem = src.file_stem().and_then(|s| s.to_str()).expect("checked in compile_ptx");
-        let name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let stem = file_stem(src);
+        let name: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let path = ptx_path(stem).to_string_lossy().into_owned();
+        // `{:?}` writes a Rust string literal, escapes included.
         code.push_str(&format!(
-            "/// PTX compiled from `cuda/{stem}.cu`.\npub const {name}: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\"));\n"
+            "/// PTX compiled from `cuda/{stem}.cu`.\npub const {name}: &str = include_str!({path:?});\n"
         ));
     }
     write_if_changed(&out_dir.join("ptx.rs"), &code);
@@ -236,7 +366,8 @@ enum LibclangSource {
 }
 
 fn find_libclang(manifest_dir: &Path) -> Option<LibclangSource> {
-    let system_dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
+    let system_dirs =
+        ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
     let has_libclang = |dir: &Path| {
         fs::read_dir(dir)
             .map(|entries| entries.filter_map(|e| e.ok()).any(|e| is_libclang_c_api(&e.file_name().to_string_lossy())))
@@ -263,7 +394,9 @@ fn find_libclang(manifest_dir: &Path) -> Option<LibclangSource> {
 fn is_libclang_c_api(name: &str) -> bool {
     name == "libclang.so"
         || name.starts_with("libclang.so.")
-        || name.strip_prefix("libclang-").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains(".so"))
+        || name
+            .strip_prefix("libclang-")
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains(".so"))
 }
 
 fn gcc_include_dir() -> Option<String> {
