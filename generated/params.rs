@@ -69,47 +69,29 @@ const _: () = {
     ["Offset of field: LoraBwdParams::p"][::std::mem::offset_of!(LoraBwdParams, p) - 40usize];
     ["Offset of field: LoraBwdParams::g"][::std::mem::offset_of!(LoraBwdParams, g) - 48usize];
     ["Offset of field: LoraBwdParams::out"][::std::mem::offset_of!(LoraBwdParams, out) - 56usize];
-    ["Offset of field: LoraBwdParams::partials"]
-        [::std::mem::offset_of!(LoraBwdParams, partials) - 64usize];
-    ["Offset of field: LoraBwdParams::row_adapter"]
-        [::std::mem::offset_of!(LoraBwdParams, row_adapter) - 72usize];
-    ["Offset of field: LoraBwdParams::ranks"]
-        [::std::mem::offset_of!(LoraBwdParams, ranks) - 80usize];
-    ["Offset of field: LoraBwdParams::scales"]
-        [::std::mem::offset_of!(LoraBwdParams, scales) - 88usize];
-    ["Offset of field: LoraBwdParams::status"]
-        [::std::mem::offset_of!(LoraBwdParams, status) - 96usize];
+    ["Offset of field: LoraBwdParams::partials"][::std::mem::offset_of!(LoraBwdParams, partials) - 64usize];
+    ["Offset of field: LoraBwdParams::row_adapter"][::std::mem::offset_of!(LoraBwdParams, row_adapter) - 72usize];
+    ["Offset of field: LoraBwdParams::ranks"][::std::mem::offset_of!(LoraBwdParams, ranks) - 80usize];
+    ["Offset of field: LoraBwdParams::scales"][::std::mem::offset_of!(LoraBwdParams, scales) - 88usize];
+    ["Offset of field: LoraBwdParams::status"][::std::mem::offset_of!(LoraBwdParams, status) - 96usize];
     ["Offset of field: LoraBwdParams::m"][::std::mem::offset_of!(LoraBwdParams, m) - 104usize];
     ["Offset of field: LoraBwdParams::n"][::std::mem::offset_of!(LoraBwdParams, n) - 108usize];
     ["Offset of field: LoraBwdParams::k"][::std::mem::offset_of!(LoraBwdParams, k) - 112usize];
-    ["Offset of field: LoraBwdParams::r_max"]
-        [::std::mem::offset_of!(LoraBwdParams, r_max) - 116usize];
-    ["Offset of field: LoraBwdParams::num_adapters"]
-        [::std::mem::offset_of!(LoraBwdParams, num_adapters) - 120usize];
-    ["Offset of field: LoraBwdParams::rank"]
-        [::std::mem::offset_of!(LoraBwdParams, rank) - 124usize];
-    ["Offset of field: LoraBwdParams::scale"]
-        [::std::mem::offset_of!(LoraBwdParams, scale) - 128usize];
-    ["Offset of field: LoraBwdParams::reduction"]
-        [::std::mem::offset_of!(LoraBwdParams, reduction) - 132usize];
-    ["Offset of field: LoraBwdParams::splits"]
-        [::std::mem::offset_of!(LoraBwdParams, splits) - 136usize];
+    ["Offset of field: LoraBwdParams::r_max"][::std::mem::offset_of!(LoraBwdParams, r_max) - 116usize];
+    ["Offset of field: LoraBwdParams::num_adapters"][::std::mem::offset_of!(LoraBwdParams, num_adapters) - 120usize];
+    ["Offset of field: LoraBwdParams::rank"][::std::mem::offset_of!(LoraBwdParams, rank) - 124usize];
+    ["Offset of field: LoraBwdParams::scale"][::std::mem::offset_of!(LoraBwdParams, scale) - 128usize];
+    ["Offset of field: LoraBwdParams::reduction"][::std::mem::offset_of!(LoraBwdParams, reduction) - 132usize];
+    ["Offset of field: LoraBwdParams::splits"][::std::mem::offset_of!(LoraBwdParams, splits) - 136usize];
     ["Offset of field: LoraBwdParams::rows_per_split"]
         [::std::mem::offset_of!(LoraBwdParams, rows_per_split) - 140usize];
-    ["Offset of field: LoraBwdParams::k_splits"]
-        [::std::mem::offset_of!(LoraBwdParams, k_splits) - 144usize];
-    ["Offset of field: LoraBwdParams::accumulate"]
-        [::std::mem::offset_of!(LoraBwdParams, accumulate) - 148usize];
-    ["Offset of field: LoraBwdParams::dropout"]
-        [::std::mem::offset_of!(LoraBwdParams, dropout) - 152usize];
-    ["Offset of field: LoraBwdParams::dropout_p"]
-        [::std::mem::offset_of!(LoraBwdParams, dropout_p) - 156usize];
-    ["Offset of field: LoraBwdParams::inv_keep"]
-        [::std::mem::offset_of!(LoraBwdParams, inv_keep) - 160usize];
-    ["Offset of field: LoraBwdParams::seed"]
-        [::std::mem::offset_of!(LoraBwdParams, seed) - 168usize];
-    ["Offset of field: LoraBwdParams::offset"]
-        [::std::mem::offset_of!(LoraBwdParams, offset) - 176usize];
+    ["Offset of field: LoraBwdParams::k_splits"][::std::mem::offset_of!(LoraBwdParams, k_splits) - 144usize];
+    ["Offset of field: LoraBwdParams::accumulate"][::std::mem::offset_of!(LoraBwdParams, accumulate) - 148usize];
+    ["Offset of field: LoraBwdParams::dropout"][::std::mem::offset_of!(LoraBwdParams, dropout) - 152usize];
+    ["Offset of field: LoraBwdParams::dropout_p"][::std::mem::offset_of!(LoraBwdParams, dropout_p) - 156usize];
+    ["Offset of field: LoraBwdParams::inv_keep"][::std::mem::offset_of!(LoraBwdParams, inv_keep) - 160usize];
+    ["Offset of field: LoraBwdParams::seed"][::std::mem::offset_of!(LoraBwdParams, seed) - 168usize];
+    ["Offset of field: LoraBwdParams::offset"][::std::mem::offset_of!(LoraBwdParams, offset) - 176usize];
 };
 pub const LoraAdapterMode_LORA_ADAPTER_NONE: LoraAdapterMode = 0;
 pub const LoraAdapterMode_LORA_ADAPTER_SHRINK: LoraAdapterMode = 1;
@@ -153,57 +135,34 @@ const _: () = {
     ["Size of LoraGemmParams"][::std::mem::size_of::<LoraGemmParams>() - 176usize];
     ["Alignment of LoraGemmParams"][::std::mem::align_of::<LoraGemmParams>() - 8usize];
     ["Offset of field: LoraGemmParams::out"][::std::mem::offset_of!(LoraGemmParams, out) - 0usize];
-    ["Offset of field: LoraGemmParams::y_in"]
-        [::std::mem::offset_of!(LoraGemmParams, y_in) - 8usize];
-    ["Offset of field: LoraGemmParams::bias"]
-        [::std::mem::offset_of!(LoraGemmParams, bias) - 16usize];
+    ["Offset of field: LoraGemmParams::y_in"][::std::mem::offset_of!(LoraGemmParams, y_in) - 8usize];
+    ["Offset of field: LoraGemmParams::bias"][::std::mem::offset_of!(LoraGemmParams, bias) - 16usize];
     ["Offset of field: LoraGemmParams::x"][::std::mem::offset_of!(LoraGemmParams, x) - 24usize];
     ["Offset of field: LoraGemmParams::w"][::std::mem::offset_of!(LoraGemmParams, w) - 32usize];
-    ["Offset of field: LoraGemmParams::ad_lhs"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_lhs) - 40usize];
-    ["Offset of field: LoraGemmParams::ad_rhs"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_rhs) - 48usize];
-    ["Offset of field: LoraGemmParams::ad_rhs_stride"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_rhs_stride) - 56usize];
-    ["Offset of field: LoraGemmParams::row_adapter"]
-        [::std::mem::offset_of!(LoraGemmParams, row_adapter) - 64usize];
-    ["Offset of field: LoraGemmParams::ranks"]
-        [::std::mem::offset_of!(LoraGemmParams, ranks) - 72usize];
-    ["Offset of field: LoraGemmParams::scales"]
-        [::std::mem::offset_of!(LoraGemmParams, scales) - 80usize];
-    ["Offset of field: LoraGemmParams::status"]
-        [::std::mem::offset_of!(LoraGemmParams, status) - 88usize];
-    ["Offset of field: LoraGemmParams::seed"]
-        [::std::mem::offset_of!(LoraGemmParams, seed) - 96usize];
-    ["Offset of field: LoraGemmParams::offset"]
-        [::std::mem::offset_of!(LoraGemmParams, offset) - 104usize];
+    ["Offset of field: LoraGemmParams::ad_lhs"][::std::mem::offset_of!(LoraGemmParams, ad_lhs) - 40usize];
+    ["Offset of field: LoraGemmParams::ad_rhs"][::std::mem::offset_of!(LoraGemmParams, ad_rhs) - 48usize];
+    ["Offset of field: LoraGemmParams::ad_rhs_stride"][::std::mem::offset_of!(LoraGemmParams, ad_rhs_stride) - 56usize];
+    ["Offset of field: LoraGemmParams::row_adapter"][::std::mem::offset_of!(LoraGemmParams, row_adapter) - 64usize];
+    ["Offset of field: LoraGemmParams::ranks"][::std::mem::offset_of!(LoraGemmParams, ranks) - 72usize];
+    ["Offset of field: LoraGemmParams::scales"][::std::mem::offset_of!(LoraGemmParams, scales) - 80usize];
+    ["Offset of field: LoraGemmParams::status"][::std::mem::offset_of!(LoraGemmParams, status) - 88usize];
+    ["Offset of field: LoraGemmParams::seed"][::std::mem::offset_of!(LoraGemmParams, seed) - 96usize];
+    ["Offset of field: LoraGemmParams::offset"][::std::mem::offset_of!(LoraGemmParams, offset) - 104usize];
     ["Offset of field: LoraGemmParams::m"][::std::mem::offset_of!(LoraGemmParams, m) - 112usize];
     ["Offset of field: LoraGemmParams::n"][::std::mem::offset_of!(LoraGemmParams, n) - 116usize];
     ["Offset of field: LoraGemmParams::k"][::std::mem::offset_of!(LoraGemmParams, k) - 120usize];
-    ["Offset of field: LoraGemmParams::ad_mode"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_mode) - 124usize];
-    ["Offset of field: LoraGemmParams::ad_k"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_k) - 128usize];
-    ["Offset of field: LoraGemmParams::ad_lhs_ld"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_lhs_ld) - 132usize];
-    ["Offset of field: LoraGemmParams::ad_rhs_ld"]
-        [::std::mem::offset_of!(LoraGemmParams, ad_rhs_ld) - 136usize];
-    ["Offset of field: LoraGemmParams::num_adapters"]
-        [::std::mem::offset_of!(LoraGemmParams, num_adapters) - 140usize];
-    ["Offset of field: LoraGemmParams::rank"]
-        [::std::mem::offset_of!(LoraGemmParams, rank) - 144usize];
-    ["Offset of field: LoraGemmParams::scale"]
-        [::std::mem::offset_of!(LoraGemmParams, scale) - 148usize];
-    ["Offset of field: LoraGemmParams::dropout"]
-        [::std::mem::offset_of!(LoraGemmParams, dropout) - 152usize];
-    ["Offset of field: LoraGemmParams::dropout_p"]
-        [::std::mem::offset_of!(LoraGemmParams, dropout_p) - 156usize];
-    ["Offset of field: LoraGemmParams::inv_keep"]
-        [::std::mem::offset_of!(LoraGemmParams, inv_keep) - 160usize];
-    ["Offset of field: LoraGemmParams::k_splits"]
-        [::std::mem::offset_of!(LoraGemmParams, k_splits) - 164usize];
-    ["Offset of field: LoraGemmParams::partials"]
-        [::std::mem::offset_of!(LoraGemmParams, partials) - 168usize];
+    ["Offset of field: LoraGemmParams::ad_mode"][::std::mem::offset_of!(LoraGemmParams, ad_mode) - 124usize];
+    ["Offset of field: LoraGemmParams::ad_k"][::std::mem::offset_of!(LoraGemmParams, ad_k) - 128usize];
+    ["Offset of field: LoraGemmParams::ad_lhs_ld"][::std::mem::offset_of!(LoraGemmParams, ad_lhs_ld) - 132usize];
+    ["Offset of field: LoraGemmParams::ad_rhs_ld"][::std::mem::offset_of!(LoraGemmParams, ad_rhs_ld) - 136usize];
+    ["Offset of field: LoraGemmParams::num_adapters"][::std::mem::offset_of!(LoraGemmParams, num_adapters) - 140usize];
+    ["Offset of field: LoraGemmParams::rank"][::std::mem::offset_of!(LoraGemmParams, rank) - 144usize];
+    ["Offset of field: LoraGemmParams::scale"][::std::mem::offset_of!(LoraGemmParams, scale) - 148usize];
+    ["Offset of field: LoraGemmParams::dropout"][::std::mem::offset_of!(LoraGemmParams, dropout) - 152usize];
+    ["Offset of field: LoraGemmParams::dropout_p"][::std::mem::offset_of!(LoraGemmParams, dropout_p) - 156usize];
+    ["Offset of field: LoraGemmParams::inv_keep"][::std::mem::offset_of!(LoraGemmParams, inv_keep) - 160usize];
+    ["Offset of field: LoraGemmParams::k_splits"][::std::mem::offset_of!(LoraGemmParams, k_splits) - 164usize];
+    ["Offset of field: LoraGemmParams::partials"][::std::mem::offset_of!(LoraGemmParams, partials) - 168usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -220,18 +179,13 @@ pub struct LoraReduceParams {
 const _: () = {
     ["Size of LoraReduceParams"][::std::mem::size_of::<LoraReduceParams>() - 48usize];
     ["Alignment of LoraReduceParams"][::std::mem::align_of::<LoraReduceParams>() - 8usize];
-    ["Offset of field: LoraReduceParams::out"]
-        [::std::mem::offset_of!(LoraReduceParams, out) - 0usize];
-    ["Offset of field: LoraReduceParams::partials"]
-        [::std::mem::offset_of!(LoraReduceParams, partials) - 8usize];
-    ["Offset of field: LoraReduceParams::bias"]
-        [::std::mem::offset_of!(LoraReduceParams, bias) - 16usize];
-    ["Offset of field: LoraReduceParams::y_in"]
-        [::std::mem::offset_of!(LoraReduceParams, y_in) - 24usize];
+    ["Offset of field: LoraReduceParams::out"][::std::mem::offset_of!(LoraReduceParams, out) - 0usize];
+    ["Offset of field: LoraReduceParams::partials"][::std::mem::offset_of!(LoraReduceParams, partials) - 8usize];
+    ["Offset of field: LoraReduceParams::bias"][::std::mem::offset_of!(LoraReduceParams, bias) - 16usize];
+    ["Offset of field: LoraReduceParams::y_in"][::std::mem::offset_of!(LoraReduceParams, y_in) - 24usize];
     ["Offset of field: LoraReduceParams::m"][::std::mem::offset_of!(LoraReduceParams, m) - 32usize];
     ["Offset of field: LoraReduceParams::n"][::std::mem::offset_of!(LoraReduceParams, n) - 36usize];
-    ["Offset of field: LoraReduceParams::k_splits"]
-        [::std::mem::offset_of!(LoraReduceParams, k_splits) - 40usize];
+    ["Offset of field: LoraReduceParams::k_splits"][::std::mem::offset_of!(LoraReduceParams, k_splits) - 40usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -250,16 +204,11 @@ const _: () = {
     ["Alignment of LoraFillParams"][::std::mem::align_of::<LoraFillParams>() - 8usize];
     ["Offset of field: LoraFillParams::out"][::std::mem::offset_of!(LoraFillParams, out) - 0usize];
     ["Offset of field: LoraFillParams::len"][::std::mem::offset_of!(LoraFillParams, len) - 8usize];
-    ["Offset of field: LoraFillParams::seed"]
-        [::std::mem::offset_of!(LoraFillParams, seed) - 16usize];
-    ["Offset of field: LoraFillParams::offset"]
-        [::std::mem::offset_of!(LoraFillParams, offset) - 24usize];
-    ["Offset of field: LoraFillParams::bound"]
-        [::std::mem::offset_of!(LoraFillParams, bound) - 32usize];
-    ["Offset of field: LoraFillParams::reserved"]
-        [::std::mem::offset_of!(LoraFillParams, reserved) - 36usize];
-    ["Offset of field: LoraFillParams::std_dev"]
-        [::std::mem::offset_of!(LoraFillParams, std_dev) - 40usize];
+    ["Offset of field: LoraFillParams::seed"][::std::mem::offset_of!(LoraFillParams, seed) - 16usize];
+    ["Offset of field: LoraFillParams::offset"][::std::mem::offset_of!(LoraFillParams, offset) - 24usize];
+    ["Offset of field: LoraFillParams::bound"][::std::mem::offset_of!(LoraFillParams, bound) - 32usize];
+    ["Offset of field: LoraFillParams::reserved"][::std::mem::offset_of!(LoraFillParams, reserved) - 36usize];
+    ["Offset of field: LoraFillParams::std_dev"][::std::mem::offset_of!(LoraFillParams, std_dev) - 40usize];
 };
 pub const LoraMergeMode_LORA_MERGE_WRITE: LoraMergeMode = 0;
 pub const LoraMergeMode_LORA_MERGE_CHECK: LoraMergeMode = 1;
@@ -286,13 +235,11 @@ const _: () = {
     ["Offset of field: LoraMergeLayer::out"][::std::mem::offset_of!(LoraMergeLayer, out) - 8usize];
     ["Offset of field: LoraMergeLayer::a"][::std::mem::offset_of!(LoraMergeLayer, a) - 16usize];
     ["Offset of field: LoraMergeLayer::b"][::std::mem::offset_of!(LoraMergeLayer, b) - 24usize];
-    ["Offset of field: LoraMergeLayer::scale"]
-        [::std::mem::offset_of!(LoraMergeLayer, scale) - 32usize];
+    ["Offset of field: LoraMergeLayer::scale"][::std::mem::offset_of!(LoraMergeLayer, scale) - 32usize];
     ["Offset of field: LoraMergeLayer::n"][::std::mem::offset_of!(LoraMergeLayer, n) - 36usize];
     ["Offset of field: LoraMergeLayer::k"][::std::mem::offset_of!(LoraMergeLayer, k) - 40usize];
     ["Offset of field: LoraMergeLayer::r"][::std::mem::offset_of!(LoraMergeLayer, r) - 44usize];
-    ["Offset of field: LoraMergeLayer::first_tile"]
-        [::std::mem::offset_of!(LoraMergeLayer, first_tile) - 48usize];
+    ["Offset of field: LoraMergeLayer::first_tile"][::std::mem::offset_of!(LoraMergeLayer, first_tile) - 48usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -307,16 +254,12 @@ pub struct LoraMergeParams {
 const _: () = {
     ["Size of LoraMergeParams"][::std::mem::size_of::<LoraMergeParams>() - 32usize];
     ["Alignment of LoraMergeParams"][::std::mem::align_of::<LoraMergeParams>() - 8usize];
-    ["Offset of field: LoraMergeParams::layers"]
-        [::std::mem::offset_of!(LoraMergeParams, layers) - 0usize];
+    ["Offset of field: LoraMergeParams::layers"][::std::mem::offset_of!(LoraMergeParams, layers) - 0usize];
     ["Offset of field: LoraMergeParams::nonfinite_flags"]
         [::std::mem::offset_of!(LoraMergeParams, nonfinite_flags) - 8usize];
-    ["Offset of field: LoraMergeParams::num_layers"]
-        [::std::mem::offset_of!(LoraMergeParams, num_layers) - 16usize];
-    ["Offset of field: LoraMergeParams::mode"]
-        [::std::mem::offset_of!(LoraMergeParams, mode) - 20usize];
-    ["Offset of field: LoraMergeParams::total_tiles"]
-        [::std::mem::offset_of!(LoraMergeParams, total_tiles) - 24usize];
+    ["Offset of field: LoraMergeParams::num_layers"][::std::mem::offset_of!(LoraMergeParams, num_layers) - 16usize];
+    ["Offset of field: LoraMergeParams::mode"][::std::mem::offset_of!(LoraMergeParams, mode) - 20usize];
+    ["Offset of field: LoraMergeParams::total_tiles"][::std::mem::offset_of!(LoraMergeParams, total_tiles) - 24usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -337,25 +280,19 @@ pub struct LoraSgdParams {
 const _: () = {
     ["Size of LoraSgdParams"][::std::mem::size_of::<LoraSgdParams>() - 64usize];
     ["Alignment of LoraSgdParams"][::std::mem::align_of::<LoraSgdParams>() - 8usize];
-    ["Offset of field: LoraSgdParams::master"]
-        [::std::mem::offset_of!(LoraSgdParams, master) - 0usize];
-    ["Offset of field: LoraSgdParams::working"]
-        [::std::mem::offset_of!(LoraSgdParams, working) - 8usize];
+    ["Offset of field: LoraSgdParams::master"][::std::mem::offset_of!(LoraSgdParams, master) - 0usize];
+    ["Offset of field: LoraSgdParams::working"][::std::mem::offset_of!(LoraSgdParams, working) - 8usize];
     ["Offset of field: LoraSgdParams::grad"][::std::mem::offset_of!(LoraSgdParams, grad) - 16usize];
     ["Offset of field: LoraSgdParams::momentum_buffer"]
         [::std::mem::offset_of!(LoraSgdParams, momentum_buffer) - 24usize];
     ["Offset of field: LoraSgdParams::len"][::std::mem::offset_of!(LoraSgdParams, len) - 32usize];
     ["Offset of field: LoraSgdParams::lr"][::std::mem::offset_of!(LoraSgdParams, lr) - 40usize];
-    ["Offset of field: LoraSgdParams::momentum"]
-        [::std::mem::offset_of!(LoraSgdParams, momentum) - 44usize];
+    ["Offset of field: LoraSgdParams::momentum"][::std::mem::offset_of!(LoraSgdParams, momentum) - 44usize];
     ["Offset of field: LoraSgdParams::one_minus_dampening"]
         [::std::mem::offset_of!(LoraSgdParams, one_minus_dampening) - 48usize];
-    ["Offset of field: LoraSgdParams::weight_decay"]
-        [::std::mem::offset_of!(LoraSgdParams, weight_decay) - 52usize];
-    ["Offset of field: LoraSgdParams::nesterov"]
-        [::std::mem::offset_of!(LoraSgdParams, nesterov) - 56usize];
-    ["Offset of field: LoraSgdParams::first_step"]
-        [::std::mem::offset_of!(LoraSgdParams, first_step) - 60usize];
+    ["Offset of field: LoraSgdParams::weight_decay"][::std::mem::offset_of!(LoraSgdParams, weight_decay) - 52usize];
+    ["Offset of field: LoraSgdParams::nesterov"][::std::mem::offset_of!(LoraSgdParams, nesterov) - 56usize];
+    ["Offset of field: LoraSgdParams::first_step"][::std::mem::offset_of!(LoraSgdParams, first_step) - 60usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -379,32 +316,21 @@ pub struct LoraAdamWParams {
 const _: () = {
     ["Size of LoraAdamWParams"][::std::mem::size_of::<LoraAdamWParams>() - 80usize];
     ["Alignment of LoraAdamWParams"][::std::mem::align_of::<LoraAdamWParams>() - 8usize];
-    ["Offset of field: LoraAdamWParams::master"]
-        [::std::mem::offset_of!(LoraAdamWParams, master) - 0usize];
-    ["Offset of field: LoraAdamWParams::working"]
-        [::std::mem::offset_of!(LoraAdamWParams, working) - 8usize];
-    ["Offset of field: LoraAdamWParams::grad"]
-        [::std::mem::offset_of!(LoraAdamWParams, grad) - 16usize];
-    ["Offset of field: LoraAdamWParams::exp_avg"]
-        [::std::mem::offset_of!(LoraAdamWParams, exp_avg) - 24usize];
-    ["Offset of field: LoraAdamWParams::exp_avg_sq"]
-        [::std::mem::offset_of!(LoraAdamWParams, exp_avg_sq) - 32usize];
-    ["Offset of field: LoraAdamWParams::len"]
-        [::std::mem::offset_of!(LoraAdamWParams, len) - 40usize];
-    ["Offset of field: LoraAdamWParams::decay"]
-        [::std::mem::offset_of!(LoraAdamWParams, decay) - 48usize];
-    ["Offset of field: LoraAdamWParams::beta1"]
-        [::std::mem::offset_of!(LoraAdamWParams, beta1) - 52usize];
+    ["Offset of field: LoraAdamWParams::master"][::std::mem::offset_of!(LoraAdamWParams, master) - 0usize];
+    ["Offset of field: LoraAdamWParams::working"][::std::mem::offset_of!(LoraAdamWParams, working) - 8usize];
+    ["Offset of field: LoraAdamWParams::grad"][::std::mem::offset_of!(LoraAdamWParams, grad) - 16usize];
+    ["Offset of field: LoraAdamWParams::exp_avg"][::std::mem::offset_of!(LoraAdamWParams, exp_avg) - 24usize];
+    ["Offset of field: LoraAdamWParams::exp_avg_sq"][::std::mem::offset_of!(LoraAdamWParams, exp_avg_sq) - 32usize];
+    ["Offset of field: LoraAdamWParams::len"][::std::mem::offset_of!(LoraAdamWParams, len) - 40usize];
+    ["Offset of field: LoraAdamWParams::decay"][::std::mem::offset_of!(LoraAdamWParams, decay) - 48usize];
+    ["Offset of field: LoraAdamWParams::beta1"][::std::mem::offset_of!(LoraAdamWParams, beta1) - 52usize];
     ["Offset of field: LoraAdamWParams::one_minus_beta1"]
         [::std::mem::offset_of!(LoraAdamWParams, one_minus_beta1) - 56usize];
-    ["Offset of field: LoraAdamWParams::beta2"]
-        [::std::mem::offset_of!(LoraAdamWParams, beta2) - 60usize];
+    ["Offset of field: LoraAdamWParams::beta2"][::std::mem::offset_of!(LoraAdamWParams, beta2) - 60usize];
     ["Offset of field: LoraAdamWParams::one_minus_beta2"]
         [::std::mem::offset_of!(LoraAdamWParams, one_minus_beta2) - 64usize];
-    ["Offset of field: LoraAdamWParams::step_size"]
-        [::std::mem::offset_of!(LoraAdamWParams, step_size) - 68usize];
+    ["Offset of field: LoraAdamWParams::step_size"][::std::mem::offset_of!(LoraAdamWParams, step_size) - 68usize];
     ["Offset of field: LoraAdamWParams::bias_correction2_sqrt"]
         [::std::mem::offset_of!(LoraAdamWParams, bias_correction2_sqrt) - 72usize];
-    ["Offset of field: LoraAdamWParams::eps"]
-        [::std::mem::offset_of!(LoraAdamWParams, eps) - 76usize];
+    ["Offset of field: LoraAdamWParams::eps"][::std::mem::offset_of!(LoraAdamWParams, eps) - 76usize];
 };
