@@ -16,7 +16,9 @@
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
 //   tiles are copied as they are and transposed by ldmatrix.trans. No
-//   transposed copy of W0 exists anywhere.
+//   transposed copy of W0 exists anywhere. Each segment is entered once,
+//   setting up per-thread copy plans (tiles.cuh, ChunkCopy): a whole step
+//   is one comparison and the plans' predicated cp.async.
 // - lora_backward_rowsum: dB_l = dY^T.P and dA_l = G^T.X~, reductions over
 //   the rows of M whose adapter is l. Both operands are [M, ...] row-major,
 //   so both tiles are reduction-major and both go through ldmatrix.trans.

@@ -10,7 +10,10 @@
 // multiply on tensor cores (ldmatrix + mma.sync m16n8k16, f32
 // accumulation); f32 multiplies with FMA in the same fragment layout, so the
 // epilogue is shared. Both operands are RowTiles: X rows and W0 rows are
-// contiguous in K.
+// contiguous in K. The producer enters each segment of the virtual K once,
+// setting up per-thread copy plans (tiles.cuh, ChunkCopy); a whole K-step is
+// then one comparison and four predicated cp.async per thread (f16/bf16),
+// and the multiply's ldmatrix addresses are set up once per kernel.
 //
 // Tails by predication: rows past M or N, and K-steps past the segment's
 // length, are zero-filled in shared memory; nothing outside a matrix, and no

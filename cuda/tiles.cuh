@@ -13,6 +13,13 @@
 // - RedTile: 32 reduction rows of 64 elements (operands stored
 //   reduction-major: B, A, W0 as the backward reads them, P, X, dY, G over M).
 // The multiply reads RowTiles with ldmatrix and RedTiles with ldmatrix.trans.
+//
+// Main loops stay lean (a few instructions per mma in the steady state):
+// whole steps are copied through per-thread plans set up once per
+// reduction segment (ChunkCopy: predicated zero-fill cp.async, addresses
+// advanced by a constant), and ldmatrix addresses are per-lane offsets set
+// up once plus immediates (FragmentRows); everything else (partial steps,
+// unaligned operands, gathered rows, element-wise transforms) takes stage().
 #pragma once
 
 #include <stdint.h>
