@@ -202,6 +202,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     int seg_whole_end = 0;  // ... and where its whole steps end
     int seg_adapter = -1;   // its adapter, -1 for the base
     int fast_end = first;   // steps before this are whole steps of two plans
+    int seg_k_len = 0;      // the segment's reduction length
     bool lhs_plan = false, rhs_plan = false;
     ChunkCopy<T, RowTile<T>> lhs_copy;
     ChunkCopy<T, RedTile<T>> rhs_copy;
@@ -234,6 +235,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         Source<T> lhs, rhs;
         sources(seg_adapter, k0, lhs, rhs);
         seg_whole_end = seg_begin + lhs.cols_valid / kStep;
+        seg_k_len = lhs.cols_valid;
         lhs_plan = lhs.vector_ok;
         // A right chunk is then wholly inside the columns or wholly outside.
         rhs_plan = rhs.vector_ok && rhs.cols_valid % RedTile<T>::kChunk == 0;
@@ -266,6 +268,14 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
             return;
         }
         const int k0 = (step - seg_begin) * kStep;
+        // The last, partial step of a segment whose length is whole chunks
+        // (a rank of 16, say): the plans, with the rows or chunks past it zero.
+        const int k_left = seg_k_len - k0;
+        if (!whole && lhs_plan && rhs_plan && k_left % RowTile<T>::kChunk == 0) {
+            lhs_copy.copy_partial(at, k_left);
+            rhs_copy.copy_partial(at + kRhsOffset, k_left);
+            return;
+        }
         const int adapter = seg_adapter;
         Source<T> lhs, rhs;
         sources(adapter, k0, lhs, rhs);

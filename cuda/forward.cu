@@ -174,6 +174,7 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     int seg_adapter = -1;   // its adapter, -1 for the base
     int fast_end = first;   // steps before this are whole steps of two plans
     int rhs_rows = p.n;     // rows of its right operand
+    int seg_k_len = 0;      // its reduction length
     Source<T> lhs_src{}, rhs_src{};
     bool lhs_plan = false, rhs_plan = false;
     ChunkCopy<T, RowTile<T>> lhs_copy, rhs_copy;
@@ -212,6 +213,7 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
             lhs_plan = rhs_plan = base_vec;
         }
         seg_whole_end = seg_begin + k_len / kTileK;
+        seg_k_len = k_len;
         fast_end = lhs_plan && rhs_plan ? min(seg_whole_end, last) : step;
         lhs_src = Source<T>{lhs_base, lhs_ld, 0, k_len, lhs_plan};
         rhs_src = Source<T>{rhs_base, rhs_ld, 0, k_len, rhs_plan};
@@ -237,6 +239,19 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
         if (step >= seg_end) enter_segment(step);
         const bool whole = step < seg_whole_end;
         const uint32_t at = slots + slot * kSlotBytes;
+        if (step < fast_end) {
+            lhs_copy.copy(at);
+            rhs_copy.copy(at + kRhsOffset);
+            return;
+        }
+        // The last, partial step of a segment whose length is whole chunks
+        // (a rank of 16, say): the plans, with the chunks past it zero.
+        const int k_left = seg_k_len - (step - seg_begin) * kTileK;
+        if (!whole && lhs_plan && rhs_plan && k_left % RowTile<T>::kChunk == 0) {
+            lhs_copy.copy_partial(at, k_left);
+            rhs_copy.copy_partial(at + kRhsOffset, k_left);
+            return;
+        }
         if (whole && lhs_plan) {
             lhs_copy.copy(at);
         } else {

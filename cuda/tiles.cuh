@@ -68,6 +68,7 @@ template <typename T> struct RowTile {
     }
     // Rows this many apart share their swizzle: byte offsets differ by a constant.
     static constexpr int kSwizzlePeriod = kSwizzled ? 8 : 1;
+    static constexpr bool kReductionInRows = false;
 };
 
 // kStep reduction rows of kTileCols elements. f16/bf16 rows are 128 bytes,
@@ -85,6 +86,7 @@ template <typename T> struct RedTile {
     static_assert(!kSwizzled || kChunksPerRow == 8, "the XOR swizzle permutes the 8 chunks of a 128-byte row");
     static __device__ __forceinline__ int chunk_at(int row, int chunk) { return kSwizzled ? chunk ^ (row & 7) : chunk; }
     static constexpr int kSwizzlePeriod = kSwizzled ? 8 : 1;
+    static constexpr bool kReductionInRows = true;
 };
 
 // The address of logical element (row, col) of a tile, col a multiple of the chunk.
@@ -192,6 +194,23 @@ template <typename T, typename Layout> struct ChunkCopy {
         dst = byte_offset<Layout, T>(row, col);
 #pragma unroll
         for (int i = 0; i < kCount; ++i) bytes[i] = live(row + i * kRowsApart, col) ? 16 : 0;
+    }
+
+    // Copies a segment's last, partial step into the tile at shared address
+    // `tile`: only chunks whose reduction indices lie below `k_left` (the
+    // elements left in the segment; a multiple of the chunk when the
+    // reduction runs along a row). The rest zero-fill.
+    __device__ __forceinline__ void copy_partial(uint32_t tile, int k_left) {
+        const int row = threadIdx.x / kPerRow;
+        const int col = (threadIdx.x % kPerRow) * Layout::kChunk;
+        uint64_t from = src;
+#pragma unroll
+        for (int i = 0; i < kCount; ++i) {
+            const bool inside = Layout::kReductionInRows ? row + i * kRowsApart < k_left : col < k_left;
+            cp_async_16_zfill(tile + dst + i * kDstApart, from, inside ? bytes[i] : 0);
+            from += apart;
+        }
+        src += advance;
     }
 
     // Copies the next step into the tile at shared address `tile`.
