@@ -444,6 +444,42 @@ __device__ __forceinline__ void store_output(const OutTile& tile, T* out, const 
     const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
                            reinterpret_cast<uintptr_t>(prior) % 16 == 0;
     constexpr int kVecsPerRow = kTileCols / kOutVec;
+    static_assert(kThreads % kVecsPerRow == 0 && (kTileRows * kVecsPerRow) % kThreads == 0, "whole passes of rows");
+    if (vector_io && m0 + kTileRows <= rows && c0 + kTileCols <= cols) {
+        // A whole tile of whole vectors (every tile but the edges): the same
+        // vectors per thread as below (one column, rows kRowsApart apart),
+        // with the bias read once and no bounds.
+        constexpr int kRowsApart = kThreads / kVecsPerRow;
+        const int row0 = threadIdx.x / kVecsPerRow;
+        const int col = (threadIdx.x % kVecsPerRow) * kOutVec;
+        float add[kOutVec] = {};
+        if (bias) {
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) add[e] = to_f32(bias[c0 + col + e]);
+        }
+        const long long at0 = static_cast<long long>(m0 + row0) * cols + c0 + col;
+        const long long apart = static_cast<long long>(kRowsApart) * cols;
+#pragma unroll 1
+        for (int i = 0; i < kTileRows / kRowsApart; ++i) {
+            const float4 sums = *reinterpret_cast<const float4*>(&tile[row0 + i * kRowsApart][col]);
+            float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
+            if (bias) {
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += add[e];
+            }
+            const long long at = at0 + i * apart;
+            if (prior) {
+                const Vec<T> old = *reinterpret_cast<const Vec<T>*>(prior + at);
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(old.v[e]);
+            }
+            Vec<T> rounded;
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
+            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+        }
+        return;
+    }
     for (int v = threadIdx.x; v < kTileRows * kVecsPerRow; v += kThreads) {
         const int row = v / kVecsPerRow;
         const int col = (v % kVecsPerRow) * kOutVec;
@@ -480,13 +516,32 @@ __device__ __forceinline__ void store_output(const OutTile& tile, T* out, const 
 
 // The distinct adapters among a tile's validated row adapters (-1: none), in
 // order of first appearance, and the prefix sums of the reduction steps each
-// needs (`steps_of(adapter)`). Serial on purpose: at most kTileRows rows, and
-// the list order fixes the summation order, so results are deterministic.
-// Thread 0 writes; the caller synchronises before and after.
+// needs (`steps_of(adapter)`). The list order fixes the summation order, so
+// results are deterministic. Warp 0 first checks (one vote) whether the
+// tile's rows use the first row's adapter or none, the common case (one
+// adapter, or rows grouped by adapter): then the list is that adapter;
+// otherwise thread 0 walks the rows serially. Warp 0 writes; the caller
+// synchronises before and after.
 template <typename StepsOf>
 __device__ __forceinline__ void list_present(const int* row_adapter, int* present, int* first_step, int* num_present,
                                              StepsOf steps_of) {
-    if (threadIdx.x != 0) return;
+    static_assert(kTileRows % 32 == 0, "whole warps of rows");
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    const int first = row_adapter[0];
+    bool uniform = true;
+#pragma unroll
+    for (int i = lane; i < kTileRows; i += 32) uniform = uniform && (row_adapter[i] == first || row_adapter[i] < 0);
+    if (__all_sync(0xffffffffu, uniform) && first >= 0) {
+        if (lane == 0) {
+            present[0] = first;
+            first_step[0] = 0;
+            first_step[1] = steps_of(first);
+            *num_present = 1;
+        }
+        return;
+    }
+    if (lane != 0) return;
     int count = 0;
     first_step[0] = 0;
     for (int i = 0; i < kTileRows; ++i) {
