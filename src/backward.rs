@@ -93,9 +93,9 @@
 //!   and 3 shared wavefronts per mma.sync (CUTLASS's Sm80 GEMM on the same
 //!   tiles: 5.08, 4 and 3); asserted at most 5;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
-//!   (`tests/ptxas.rs`); dX f16/bf16 159 and 145 registers (it holds the
-//!   adapter term apart from the base accumulator: 3 CTAs per SM), G 96 and
-//!   114.
+//!   (`tests/ptxas.rs`); sm_80 and sm_90: dX f16/bf16 159 and 144 registers
+//!   (it holds the adapter term apart from the base accumulator: 3 CTAs per
+//!   SM), G 115 and 116.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input, as LORA.md states it: pass the
