@@ -125,8 +125,10 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     constexpr int kStages = stages<T>();
     __shared__ Shared<T> sm;
 
-    const int m0 = blockIdx.y * kTileM;
-    const int n0 = blockIdx.x * kTileN;
+    int tile_m, tile_n;
+    grouped_tile(tile_m, tile_n);
+    const int m0 = tile_m * kTileM;
+    const int n0 = tile_n * kTileN;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int warp_m0 = (warp / kWarpsCols) * kWarpRows;

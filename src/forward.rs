@@ -98,12 +98,17 @@
 //!   64×64 tiles with 32×32 warp tiles: 5.08, 4 and 3; emu/tests/cutlass.rs);
 //!   asserted at most 5;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
-//!   `tests/ptxas.rs`); GEMM f16/bf16: 95 registers on both (5 CTAs per SM
-//!   by registers), 25.6 KB static shared memory; f32: 126 registers on
+//!   `tests/ptxas.rs`); GEMM f16/bf16: 91 and 96 registers (5 CTAs per SM
+//!   by registers), 25.6 KB static shared memory; f32: 128 registers on
 //!   both, 37.9 KB. The shrink with dropout is its own entry point
 //!   (`lora_forward_gemm_dropout_<T>`), so the Philox code leaves these
-//!   counts as they are; it takes 96 registers for f16/bf16, 120 and 128
+//!   counts as they are; it takes 114 and 125 registers for f16/bf16, 128
 //!   for f32, no spills either.
+//!
+//! CTAs take their output tiles in groups of 8 tile rows, column by column
+//! (`grouped_tile` in `cuda/tiles.cuh`), so the CTAs resident together share
+//! a few X row blocks and W0 column blocks in L2; the order changes no
+//! result. (Not measurable on the emulator, which models no L2.)
 //!
 //! # Several adapters
 //! [`LoraKernels::forward_multi`] takes the adapters stacked ([`AdapterStack`])
