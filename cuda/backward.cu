@@ -16,7 +16,9 @@
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
 //   tiles are copied as they are and transposed by ldmatrix.trans. No
-//   transposed copy of W0 exists anywhere.
+//   transposed copy of W0 exists anywhere. Each segment is entered once,
+//   setting up per-thread copy plans (tiles.cuh, ChunkCopy): a whole step
+//   is one comparison and the plans' predicated cp.async.
 // - lora_backward_rowsum: dB_l = dY^T.P and dA_l = G^T.X~, reductions over
 //   the rows of M whose adapter is l. Both operands are [M, ...] row-major,
 //   so both tiles are reduction-major and both go through ldmatrix.trans.
@@ -83,14 +85,18 @@ __device__ __forceinline__ DropoutMask mask_of(const LoraBwdParams& p) {
 // ---------------------------------------------------------------------------
 // G and dX: one output row per token.
 
+// One pipeline slot: a step's two operand tiles, adjacent so that one
+// shared address locates both.
+template <typename T> struct RowGemmSlot {
+    T lhs[kTileRows][RowTile<T>::kLd];
+    T rhs[kStep][RedTile<T>::kLd];
+};
+
 template <typename T> struct RowGemmShared {
     // The operand tiles are dead once the reduction ends: the output tile
     // reuses their space.
     union alignas(16) {
-        struct {
-            T lhs[stages<T>()][kTileRows][RowTile<T>::kLd];
-            T rhs[stages<T>()][kStep][RedTile<T>::kLd];
-        } tiles;
+        RowGemmSlot<T> slot[stages<T>()];
         OutTile out;
     };
     int row_adapter[kTileRows];     // validated adapter of each tile row, -1 for none
@@ -184,27 +190,120 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         return StepInfo{-1, (step - adapter_steps) * kStep, p.n, p.k};
     };
 
-    auto stage_step = [&](int step, int s) {
-        if (step >= last) return;
-        const StepInfo at_step = info(step);
-        const int k0 = at_step.k0;
-        const int k_valid = at_step.k_valid;
-        const int adapter = at_step.adapter;
-        Source<T> lhs, rhs;
+    // The producer walks the steps in order, one segment (an adapter's
+    // steps, then the base's) at a time. Entering a segment sets up its
+    // windows and the per-thread copy plans; within it, a whole step of
+    // operands that allow 16-byte copies is a plan's copy, anything else
+    // (the partial last step of a segment, unaligned operands) goes through
+    // `stage`. Left rows are the tile's tokens, only those of the step's
+    // adapter; right rows the reduction index, right columns the output's.
+    int seg_begin = 0;      // step where the current segment starts
+    int seg_end = first;    // ... and ends (entering one at `first` sets it up)
+    int seg_whole_end = 0;  // ... and where its whole steps end
+    int seg_adapter = -1;   // its adapter, -1 for the base
+    int fast_end = first;   // steps before this are whole steps of two plans
+    int seg_k_len = 0;      // the segment's reduction length
+    bool lhs_plan = false, rhs_plan = false;
+    ChunkCopy<T, RowTile<T>> lhs_copy;
+    ChunkCopy<T, RedTile<T>> rhs_copy;
+
+    // The windows of the segment of `adapter` (-1: the base), at reduction index k0.
+    auto sources = [&](int adapter, int k0, Source<T>& lhs, Source<T>& rhs) {
         if (adapter >= 0) {
-            lhs = {ad_lhs, ad_lhs_ld, k0, k_valid, ad_lhs_vec};
-            rhs = {ad_rhs + adapter * ad_rhs_stride, ad_rhs_ld, c0, at_step.cols_valid, ad_rhs_vec};
+            const int rank = rank_of(p, adapter);
+            lhs = {ad_lhs, ad_lhs_ld, k0, kDx ? rank : p.n, ad_lhs_vec};
+            rhs = {ad_rhs + adapter * ad_rhs_stride, ad_rhs_ld, c0, kDx ? p.k : rank, ad_rhs_vec};
         } else {
             lhs = {dy, p.n, k0, p.n, base_vec};
             rhs = {w, p.k, c0, p.k, base_vec};
         }
-        // Left rows: the tile's tokens, only those of the step's adapter.
-        stage<T, RowTile<T>>(sm.tiles.lhs[s], lhs, [&](int i) {
-            const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
-            return live ? m0 + i : -1;
-        });
-        // Right rows: the reduction index.
-        stage<T, RedTile<T>>(sm.tiles.rhs[s], rhs, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
+    };
+
+    auto enter_segment = [&](int step) {
+        if (step < adapter_steps) {
+            int i = 0;
+            while (sm.first_step[i + 1] <= step) ++i;
+            seg_begin = sm.first_step[i];
+            seg_end = sm.first_step[i + 1];
+            seg_adapter = sm.present[i];
+        } else {
+            seg_begin = adapter_steps;
+            seg_end = all_steps;
+            seg_adapter = -1;
+        }
+        const int k0 = (step - seg_begin) * kStep;
+        Source<T> lhs, rhs;
+        sources(seg_adapter, k0, lhs, rhs);
+        seg_whole_end = seg_begin + lhs.cols_valid / kStep;
+        seg_k_len = lhs.cols_valid;
+        lhs_plan = lhs.vector_ok;
+        // A right chunk is then wholly inside the columns or wholly outside.
+        rhs_plan = rhs.vector_ok && rhs.cols_valid % RedTile<T>::kChunk == 0;
+        fast_end = lhs_plan && rhs_plan ? min(seg_whole_end, last) : step;
+        const int adapter = seg_adapter;
+        if (lhs_plan)
+            lhs_copy.setup(lhs.base + static_cast<long long>(m0) * lhs.ld + k0, lhs.ld, kStep, [&](int row, int) {
+                return m0 + row < p.m && (adapter < 0 || sm.row_adapter[row] == adapter);
+            });
+        if (rhs_plan)
+            rhs_copy.setup(rhs.base + static_cast<long long>(k0) * rhs.ld + c0, rhs.ld, kStep * rhs.ld,
+                           [&](int, int col) { return c0 + col < rhs.cols_valid; });
+    };
+
+    using Slot = RowGemmSlot<T>;
+    const uint32_t slots = shared_address(&sm.slot[0]);
+    constexpr uint32_t kSlotBytes = sizeof(Slot);
+    constexpr uint32_t kRhsOffset = offsetof(Slot, rhs);
+
+    // Stages a step that is not a whole step of two plans (or enters a
+    // segment) into slot `slot`.
+    auto stage_other = [&](int step, int slot) {
+        if (step >= last) return;
+        if (step >= seg_end) enter_segment(step);
+        const bool whole = step < seg_whole_end;
+        const uint32_t at = slots + slot * kSlotBytes;
+        if (step < fast_end) {
+            lhs_copy.copy(at);
+            rhs_copy.copy(at + kRhsOffset);
+            return;
+        }
+        const int k0 = (step - seg_begin) * kStep;
+        // The last, partial step of a segment whose length is whole chunks
+        // (a rank of 16, say): the plans, with the rows or chunks past it zero.
+        const int k_left = seg_k_len - k0;
+        if (!whole && lhs_plan && rhs_plan && k_left % RowTile<T>::kChunk == 0) {
+            lhs_copy.copy_partial(at, k_left);
+            rhs_copy.copy_partial(at + kRhsOffset, k_left);
+            return;
+        }
+        const int adapter = seg_adapter;
+        Source<T> lhs, rhs;
+        sources(adapter, k0, lhs, rhs);
+        if (whole && lhs_plan) {
+            lhs_copy.copy(at);
+        } else {
+            stage<T, RowTile<T>>(sm.slot[slot].lhs, lhs, [&](int i) {
+                const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
+                return live ? m0 + i : -1;
+            });
+        }
+        if (whole && rhs_plan) {
+            rhs_copy.copy(at + kRhsOffset);
+        } else {
+            const int k_valid = lhs.cols_valid;
+            stage<T, RedTile<T>>(sm.slot[slot].rhs, rhs, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
+        }
+    };
+    // Stages step `step` (if this split has it) into slot `slot`: the
+    // steady state is one comparison and the two plans' copies.
+    auto stage_step = [&](int step, int slot) {
+        if (step < fast_end) {
+            const uint32_t at = slots + slot * kSlotBytes;
+            lhs_copy.copy(at);
+            rhs_copy.copy(at + kRhsOffset);
+        } else {
+            stage_other(step, slot);
+        }
     };
 
     float acc[kFragsM][kFragsN][4];
@@ -239,26 +338,44 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
             }
     };
 
+    const WarpMultiply<T, false, true> multiply(warp_m0, warp_n0, lane);
+    // Base steps: the warp's columns and the base's last step, once.
+    const bool base_live = c0 + warp_n0 < p.k;
+    const int base_last_len = p.n - (base_steps - 1) * kStep;
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
         stage_step(first + s, s);
         cp_async_commit();
     }
+    // dX: the step before which the adapter term is set aside (none: -1).
+    const int finish_at = static_cast<int>(opaque(first < adapter_steps ? adapter_steps : -1));
+    // Pipeline slots as rotating counters: `read` holds step `step`, `write`
+    // receives step + kStages - 1.
+    int read = 0, write = kStages - 1;
     for (int step = first; step < last; ++step) {
         // Step `step` has landed, and every warp is done with step - 1,
         // whose stage the next copy reuses.
         cp_async_wait<kStages - 2>();
         __syncthreads();
-        stage_step(step + kStages - 1, (step - first + kStages - 1) % kStages);
+        stage_step(step + kStages - 1, write);
         cp_async_commit();
-        if (kDx && step == adapter_steps && first < adapter_steps) finish_adapter_term();
-        const StepInfo at_step = info(step);
-        const int s = (step - first) % kStages;
+        if (kDx && step == finish_at) finish_adapter_term();
         // Warp-uniform: a sub-tile entirely past the right operand's columns
-        // stays zero.
-        if (c0 + warp_n0 < at_step.cols_valid)
-            compute<T, false, true>(acc, sm.tiles.lhs[s], sm.tiles.rhs[s], warp_m0, warp_n0, lane,
-                                    min(kStep, at_step.k_valid - at_step.k0));
+        // stays zero. Every base step but the last is a whole one.
+        if (step >= adapter_steps && step < all_steps - 1) {
+            if (base_live) multiply(acc, sm.slot[read].lhs, sm.slot[read].rhs, kStep);
+        } else {
+            bool live = base_live;
+            int k_len = min(kStep, base_last_len);
+            if (step < adapter_steps) {
+                const StepInfo at_step = info(step);
+                live = c0 + warp_n0 < at_step.cols_valid;
+                k_len = min(kStep, at_step.k_valid - at_step.k0);
+            }
+            if (live) multiply(acc, sm.slot[read].lhs, sm.slot[read].rhs, k_len);
+        }
+        read = read == kStages - 1 ? 0 : read + 1;
+        write = write == kStages - 1 ? 0 : write + 1;
     }
     cp_async_wait<0>();
     if (kDx) {
@@ -340,6 +457,7 @@ template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
 
     float acc[kFragsM][kFragsN][4];
     clear(acc);
+    const WarpMultiply<T, true, true> multiply(warp_m0, warp_n0, lane);
 
     const int m_begin = split * p.rows_per_split;
     const int m_end = min(m_begin + p.rows_per_split, p.m);
@@ -384,8 +502,7 @@ template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
             stage_step(step + kStages - 1, (step + kStages - 1) % kStages);
             cp_async_commit();
             const int s = step % kStages;
-            if (warp_live)
-                compute<T, true, true>(acc, sm.lhs[s], sm.rhs[s], warp_m0, warp_n0, lane, min(kStep, count - step * kStep));
+            if (warp_live) multiply(acc, sm.lhs[s], sm.rhs[s], min(kStep, count - step * kStep));
         }
         cp_async_wait<0>();
         // Every warp is done with the list and the tiles before the next window.

@@ -10,7 +10,10 @@
 // multiply on tensor cores (ldmatrix + mma.sync m16n8k16, f32
 // accumulation); f32 multiplies with FMA in the same fragment layout, so the
 // epilogue is shared. Both operands are RowTiles: X rows and W0 rows are
-// contiguous in K.
+// contiguous in K. The producer enters each segment of the virtual K once,
+// setting up per-thread copy plans (tiles.cuh, ChunkCopy); a whole K-step is
+// then one comparison and four predicated cp.async per thread (f16/bf16),
+// and the multiply's ldmatrix addresses are set up once per kernel.
 //
 // Tails by predication: rows past M or N, and K-steps past the segment's
 // length, are zero-filled in shared memory; nothing outside a matrix, and no
@@ -55,9 +58,15 @@ constexpr int kTileM = kTileRows;
 constexpr int kTileN = kTileCols;
 constexpr int kTileK = kStep;
 
+// One pipeline slot: a step's two operand tiles, adjacent so that one
+// shared address locates both.
+template <typename T> struct Slot {
+    T lhs[kTileM][RowTile<T>::kLd];
+    T rhs[kTileN][RowTile<T>::kLd];
+};
+
 template <typename T> struct Tiles {
-    T lhs[stages<T>()][kTileM][RowTile<T>::kLd];
-    T rhs[stages<T>()][kTileN][RowTile<T>::kLd];
+    Slot<T> slot[stages<T>()];
 };
 static_assert(RowTile<float>::kRows == kTileN, "W0 tiles are RowTiles of kTileN rows");
 
@@ -116,8 +125,10 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     constexpr int kStages = stages<T>();
     __shared__ Shared<T> sm;
 
-    const int m0 = blockIdx.y * kTileM;
-    const int n0 = blockIdx.x * kTileN;
+    int tile_m, tile_n;
+    grouped_tile(tile_m, tile_n);
+    const int m0 = tile_m * kTileM;
+    const int n0 = tile_n * kTileN;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int warp_m0 = (warp / kWarpsCols) * kWarpRows;
@@ -151,42 +162,132 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     // The shrink's lhs is [m, ad_k] dense: the mask's row length is ad_k.
     const DropoutMask mask{p.dropout_p, p.inv_keep, p.seed, p.offset, p.ad_k};
 
-    // Stages virtual step `step` (if this split has it) into pipeline slot `slot`. Rows
-    // past M or N read as zero, and so do the lhs rows of other adapters in
-    // an adapter step; columns past the segment's length likewise.
-    auto stage_step = [&](int step, int slot) {
-        if (step >= last) return;
-        Source<T> lhs, rhs;
-        int rhs_rows = p.n;
-        int only_adapter = -1;
+    // The producer walks the virtual steps in order, one segment (an
+    // adapter's steps, then the base's) at a time. Entering a segment sets
+    // up its windows and the per-thread copy plans; within it, a whole step
+    // of operands that allow 16-byte copies is a plan's copy (a few
+    // instructions per chunk), anything else (the partial last step of a
+    // segment, unaligned operands, the dropout mask) goes through `stage`.
+    // Rows past M or N read as zero, and so do the lhs rows of other adapters
+    // in an adapter step; columns past the segment's length likewise.
+    int seg_begin = 0;      // virtual step where the current segment starts
+    int seg_end = first;    // ... and ends (entering one at `first` sets it up)
+    int seg_whole_end = 0;  // ... and where its whole steps end
+    int seg_adapter = -1;   // its adapter, -1 for the base
+    int fast_end = first;   // steps before this are whole steps of two plans
+    int rhs_rows = p.n;     // rows of its right operand
+    int seg_k_len = 0;      // its reduction length
+    Source<T> lhs_src{}, rhs_src{};
+    bool lhs_plan = false, rhs_plan = false;
+    ChunkCopy<T, RowTile<T>> lhs_copy, rhs_copy;
+
+    auto enter_segment = [&](int step) {
+        int k_len;
+        const T* lhs_base;
+        const T* rhs_base;
+        long long lhs_ld, rhs_ld;
         if (step < adapter_steps) {
             int i = 0;
             while (sm.first_step[i + 1] <= step) ++i;
-            only_adapter = sm.present[i];
-            const int rank = rank_of(p, only_adapter);
-            const int k0 = (step - sm.first_step[i]) * kTileK;
-            const T* rhs_base = ad_rhs + static_cast<long long>(only_adapter) * p.ad_rhs_stride;
+            seg_begin = sm.first_step[i];
+            seg_end = sm.first_step[i + 1];
+            seg_adapter = sm.present[i];
+            const int rank = rank_of(p, seg_adapter);
             // A shrink reduces over K (its rhs rows are the rank), an expand over the rank.
-            const int k_len = shrink ? p.ad_k : rank;
-            if (shrink) rhs_rows = min(rank, p.n);
-            lhs = Source<T>{ad_lhs, ad_lhs_ld, k0, k_len, ad_lhs_vec};
-            rhs = Source<T>{rhs_base, ad_rhs_ld, k0, k_len, ad_rhs_vec};
+            k_len = shrink ? p.ad_k : rank;
+            rhs_rows = shrink ? min(rank, p.n) : p.n;
+            lhs_base = ad_lhs;
+            lhs_ld = ad_lhs_ld;
+            rhs_base = ad_rhs + static_cast<long long>(seg_adapter) * p.ad_rhs_stride;
+            rhs_ld = ad_rhs_ld;
+            lhs_plan = ad_lhs_vec && !dropped;
+            rhs_plan = ad_rhs_vec;
         } else {
-            const int k0 = (step - adapter_steps) * kTileK;
-            lhs = Source<T>{x, p.k, k0, p.k, base_vec};
-            rhs = Source<T>{w, p.k, k0, p.k, base_vec};
+            seg_begin = adapter_steps;
+            seg_end = all_steps;
+            seg_adapter = -1;
+            k_len = p.k;
+            rhs_rows = p.n;
+            lhs_base = x;
+            lhs_ld = p.k;
+            rhs_base = w;
+            rhs_ld = p.k;
+            lhs_plan = rhs_plan = base_vec;
         }
-        auto lhs_row = [&](int i) {
-            const bool live = m0 + i < p.m && (only_adapter < 0 || sm.row_adapter[i] == only_adapter);
-            return live ? m0 + i : -1;
-        };
-        auto rhs_row = [&](int i) { return n0 + i < rhs_rows ? n0 + i : -1; };
-        if (dropped && only_adapter >= 0) {
-            stage<T, RowTile<T>, true>(sm.tiles.lhs[slot], lhs, lhs_row, mask);
+        seg_whole_end = seg_begin + k_len / kTileK;
+        seg_k_len = k_len;
+        fast_end = lhs_plan && rhs_plan ? min(seg_whole_end, last) : step;
+        lhs_src = Source<T>{lhs_base, lhs_ld, 0, k_len, lhs_plan};
+        rhs_src = Source<T>{rhs_base, rhs_ld, 0, k_len, rhs_plan};
+        const int k0 = (step - seg_begin) * kTileK;
+        const int adapter = seg_adapter;
+        if (lhs_plan)
+            lhs_copy.setup(lhs_base + static_cast<long long>(m0) * lhs_ld + k0, lhs_ld, kTileK, [&](int row, int) {
+                return m0 + row < p.m && (adapter < 0 || sm.row_adapter[row] == adapter);
+            });
+        if (rhs_plan)
+            rhs_copy.setup(rhs_base + static_cast<long long>(n0) * rhs_ld + k0, rhs_ld, kTileK,
+                           [&](int row, int) { return n0 + row < rhs_rows; });
+    };
+
+    const uint32_t slots = shared_address(&sm.tiles.slot[0]);
+    constexpr uint32_t kSlotBytes = sizeof(Slot<T>);
+    constexpr uint32_t kRhsOffset = offsetof(Slot<T>, rhs);
+
+    // Stages a step that is not a whole step of two plans (or enters a
+    // segment) into slot `slot`.
+    auto stage_other = [&](int step, int slot) {
+        if (step >= last) return;
+        if (step >= seg_end) enter_segment(step);
+        const bool whole = step < seg_whole_end;
+        const uint32_t at = slots + slot * kSlotBytes;
+        if (step < fast_end) {
+            lhs_copy.copy(at);
+            rhs_copy.copy(at + kRhsOffset);
+            return;
+        }
+        // The last, partial step of a segment whose length is whole chunks
+        // (a rank of 16, say): the plans, with the chunks past it zero.
+        const int k_left = seg_k_len - (step - seg_begin) * kTileK;
+        if (!whole && lhs_plan && rhs_plan && k_left % RowTile<T>::kChunk == 0) {
+            lhs_copy.copy_partial(at, k_left);
+            rhs_copy.copy_partial(at + kRhsOffset, k_left);
+            return;
+        }
+        if (whole && lhs_plan) {
+            lhs_copy.copy(at);
         } else {
-            stage<T, RowTile<T>>(sm.tiles.lhs[slot], lhs, lhs_row);
+            Source<T> lhs = lhs_src;
+            lhs.col0 = (step - seg_begin) * kTileK;
+            const int adapter = seg_adapter;
+            auto lhs_row = [&](int i) {
+                const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
+                return live ? m0 + i : -1;
+            };
+            if (dropped && adapter >= 0) {
+                stage<T, RowTile<T>, true>(sm.tiles.slot[slot].lhs, lhs, lhs_row, mask);
+            } else {
+                stage<T, RowTile<T>>(sm.tiles.slot[slot].lhs, lhs, lhs_row);
+            }
         }
-        stage<T, RowTile<T>>(sm.tiles.rhs[slot], rhs, rhs_row);
+        if (whole && rhs_plan) {
+            rhs_copy.copy(at + kRhsOffset);
+        } else {
+            Source<T> rhs = rhs_src;
+            rhs.col0 = (step - seg_begin) * kTileK;
+            stage<T, RowTile<T>>(sm.tiles.slot[slot].rhs, rhs, [&](int i) { return n0 + i < rhs_rows ? n0 + i : -1; });
+        }
+    };
+    // Stages virtual step `step` (if this split has it) into slot `slot`:
+    // the steady state is one comparison and the two plans' copies.
+    auto stage_step = [&](int step, int slot) {
+        if (step < fast_end) {
+            const uint32_t at = slots + slot * kSlotBytes;
+            lhs_copy.copy(at);
+            rhs_copy.copy(at + kRhsOffset);
+        } else {
+            stage_other(step, slot);
+        }
     };
 
     float acc[kFragsM][kFragsN][4];
@@ -206,22 +307,29 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
             }
     };
 
+    const WarpMultiply<T, false, false> multiply(warp_m0, warp_n0, lane);
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
         stage_step(first + s, s);
         cp_async_commit();
     }
-    for (int i = 0; first + i < last; ++i) {
-        // Step i has landed, and every warp is done with step i - 1, whose
-        // stage the next load reuses.
+    // The step before which the adapter term is scaled (none: -1).
+    const int scale_at = static_cast<int>(opaque(ran_adapter_steps ? adapter_steps : -1));
+    // Pipeline slots as rotating counters: `read` holds step `step`, `write`
+    // receives step + kStages - 1.
+    int read = 0, write = kStages - 1;
+    for (int step = first; step < last; ++step) {
+        // The step has landed, and every warp is done with the previous
+        // one, whose slot the next copy reuses.
         cp_async_wait<kStages - 2>();
         __syncthreads();
-        stage_step(first + i + kStages - 1, (i + kStages - 1) % kStages);
+        stage_step(step + kStages - 1, write);
         cp_async_commit();
-        if (first + i == adapter_steps && ran_adapter_steps) scale_rows();
-        const int stage = i % kStages;
+        if (step == scale_at) scale_rows();
         // Whole steps: tails are zero-filled, so the counts stay those of the tile grid.
-        compute<T, false, false>(acc, sm.tiles.lhs[stage], sm.tiles.rhs[stage], warp_m0, warp_n0, lane, kTileK);
+        multiply(acc, sm.tiles.slot[read].lhs, sm.tiles.slot[read].rhs, kTileK);
+        read = read == kStages - 1 ? 0 : read + 1;
+        write = write == kStages - 1 ? 0 : write + 1;
     }
     cp_async_wait<0>();
     if (ran_adapter_steps && last <= adapter_steps) scale_rows();

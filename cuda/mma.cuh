@@ -21,6 +21,13 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
                  "l"(__cvta_generic_to_global(gmem)));
 }
 
+// 16 bytes to shared address `smem`, of which the first `src_bytes` (0 or 16)
+// come from the global-space address `gmem` and the rest are zeros: a
+// predicated copy without a branch. With src_bytes 0 the source is never read.
+__device__ __forceinline__ void cp_async_16_zfill(uint32_t smem, uint64_t gmem, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 // Waits until at most N of this thread's committed groups are still in flight.
@@ -35,6 +42,14 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) 
                  : "r"(shared_address(smem)));
 }
 
+// The same from shared-space address `smem` + kOffset bytes, the offset an
+// immediate of the instruction (no address arithmetic of its own).
+template <int kOffset = 0> __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4+%5];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem), "n"(kOffset));
+}
+
 // The same, each 8x8 matrix transposed on the way: lane i addresses row
 // i % 8 of matrix i / 8 as stored, and receives the fragment of its
 // transpose. Loads mma fragments from tiles stored reduction-major ([k][m]
@@ -43,6 +58,33 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(shared_address(smem)));
+}
+
+template <int kOffset = 0> __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t smem) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4+%5];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem), "n"(kOffset));
+}
+
+// x, as a value the compiler cannot recompute: per-thread offsets set up once
+// stay in registers instead of being rebuilt from threadIdx in every
+// iteration of a main loop.
+__device__ __forceinline__ uint32_t opaque(uint32_t x) {
+    uint32_t y;
+    asm volatile("mov.b32 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+
+// Calls f(Index<0>()), ..., f(Index<N - 1>()): a loop whose index is a
+// constant expression (an instruction's immediate operand).
+template <int I> struct Index {
+    static constexpr int value = I;
+};
+template <int N, int I = 0, typename F> __device__ __forceinline__ void static_for(F&& f) {
+    if constexpr (I < N) {
+        f(Index<I>());
+        static_for<N, I + 1>(f);
+    }
 }
 
 // d = a * b + d for one 16x8x16 step; a row-major 16x16, b "col" 16x8 (stored

@@ -13,6 +13,13 @@
 // - RedTile: 32 reduction rows of 64 elements (operands stored
 //   reduction-major: B, A, W0 as the backward reads them, P, X, dY, G over M).
 // The multiply reads RowTiles with ldmatrix and RedTiles with ldmatrix.trans.
+//
+// Main loops stay lean (a few instructions per mma in the steady state):
+// whole steps are copied through per-thread plans set up once per
+// reduction segment (ChunkCopy: predicated zero-fill cp.async, addresses
+// advanced by a constant), and ldmatrix addresses are per-lane offsets set
+// up once plus immediates (FragmentRows); everything else (partial steps,
+// unaligned operands, gathered rows, element-wise transforms) takes stage().
 #pragma once
 
 #include <stdint.h>
@@ -59,6 +66,9 @@ template <typename T> struct RowTile {
     static __device__ __forceinline__ int chunk_at(int row, int chunk) {
         return kSwizzled ? chunk ^ ((row >> 1) & 3) : chunk;
     }
+    // Rows this many apart share their swizzle: byte offsets differ by a constant.
+    static constexpr int kSwizzlePeriod = kSwizzled ? 8 : 1;
+    static constexpr bool kReductionInRows = false;
 };
 
 // kStep reduction rows of kTileCols elements. f16/bf16 rows are 128 bytes,
@@ -75,11 +85,19 @@ template <typename T> struct RedTile {
     static constexpr int kLd = kTileCols;
     static_assert(!kSwizzled || kChunksPerRow == 8, "the XOR swizzle permutes the 8 chunks of a 128-byte row");
     static __device__ __forceinline__ int chunk_at(int row, int chunk) { return kSwizzled ? chunk ^ (row & 7) : chunk; }
+    static constexpr int kSwizzlePeriod = kSwizzled ? 8 : 1;
+    static constexpr bool kReductionInRows = true;
 };
 
 // The address of logical element (row, col) of a tile, col a multiple of the chunk.
 template <typename Layout, typename T> __device__ __forceinline__ const T* at(const T (*tile)[Layout::kLd], int row, int col) {
     return &tile[row][Layout::chunk_at(row, col / Layout::kChunk) * Layout::kChunk];
+}
+
+// The byte offset of logical element (row, col) from the start of a tile, col a multiple of the chunk.
+template <typename Layout, typename T> __device__ __forceinline__ uint32_t byte_offset(int row, int col) {
+    return static_cast<uint32_t>((row * Layout::kLd + Layout::chunk_at(row, col / Layout::kChunk) * Layout::kChunk) *
+                                 sizeof(T));
 }
 
 // One operand window to stage: tile row i is row row_of(i) of a row-major
@@ -135,6 +153,78 @@ __device__ __forceinline__ void stage(T (*dst)[Layout::kLd], const Source<T>& sr
     }
 }
 
+// The steady-state copy of one operand tile: whole 16-byte chunks with
+// cp.async, as a plan each thread sets up once per reduction segment, so a
+// K-step costs a few instructions per chunk (CUTLASS's iterators work the
+// same way). The chunks a thread copies (c = threadIdx.x + i.kThreads) share
+// one column of chunks and lie kRowsApart rows apart, a multiple of the
+// swizzle period: one global address, one stride between its chunks and one
+// shared offset describe them all, and a step moves the global address by a
+// constant. Chunks outside the window (rows past the matrix or of another
+// adapter, columns past the segment) zero-fill (src-size 0) and never read
+// global memory. Only whole steps of operands that allow 16-byte copies go
+// through a plan; a segment's partial last step and any other operand take
+// `stage`.
+template <typename T, typename Layout> struct ChunkCopy {
+    static constexpr int kPerRow = Layout::kChunksPerRow;
+    static constexpr int kRowsApart = kThreads / kPerRow;
+    static constexpr int kCount = Layout::kRows / kRowsApart;
+    static constexpr uint32_t kDstApart = kRowsApart * Layout::kLd * sizeof(T);
+    static_assert(kThreads % kPerRow == 0 && Layout::kRows % kRowsApart == 0, "whole rows of chunks per pass");
+    static_assert(kRowsApart % Layout::kSwizzlePeriod == 0, "a thread's chunks share their swizzle");
+
+    uint64_t src;            // global address of the thread's first chunk in the next step
+    uint64_t apart;          // bytes from one of its chunks to the next
+    uint64_t advance;        // bytes from one step to the next
+    uint32_t dst;            // shared byte offset of its first chunk within a tile
+    uint32_t bytes[kCount];  // 16, or 0 for a chunk outside the window
+
+    // `origin`: the element at tile position (0, 0) of the next step (it
+    // may lie outside the matrix: only live chunks are read); `ld`: the row
+    // stride; `step`: elements from one step's origin to the next;
+    // `live(row, col)`: whether the chunk at tile position (row, col) lies
+    // inside the window.
+    template <typename Live>
+    __device__ __forceinline__ void setup(const T* origin, long long ld, long long step, Live live) {
+        const int row = threadIdx.x / kPerRow;
+        const int col = (threadIdx.x % kPerRow) * Layout::kChunk;
+        src = static_cast<uint64_t>(__cvta_generic_to_global(origin + row * ld + col));
+        apart = static_cast<uint64_t>(kRowsApart * ld * static_cast<long long>(sizeof(T)));
+        advance = static_cast<uint64_t>(step * static_cast<long long>(sizeof(T)));
+        dst = byte_offset<Layout, T>(row, col);
+#pragma unroll
+        for (int i = 0; i < kCount; ++i) bytes[i] = live(row + i * kRowsApart, col) ? 16 : 0;
+    }
+
+    // Copies a segment's last, partial step into the tile at shared address
+    // `tile`: only chunks whose reduction indices lie below `k_left` (the
+    // elements left in the segment; a multiple of the chunk when the
+    // reduction runs along a row). The rest zero-fill.
+    __device__ __forceinline__ void copy_partial(uint32_t tile, int k_left) {
+        const int row = threadIdx.x / kPerRow;
+        const int col = (threadIdx.x % kPerRow) * Layout::kChunk;
+        uint64_t from = src;
+#pragma unroll
+        for (int i = 0; i < kCount; ++i) {
+            const bool inside = Layout::kReductionInRows ? row + i * kRowsApart < k_left : col < k_left;
+            cp_async_16_zfill(tile + dst + i * kDstApart, from, inside ? bytes[i] : 0);
+            from += apart;
+        }
+        src += advance;
+    }
+
+    // Copies the next step into the tile at shared address `tile`.
+    __device__ __forceinline__ void copy(uint32_t tile) {
+        uint64_t from = src;
+#pragma unroll
+        for (int i = 0; i < kCount; ++i) {
+            cp_async_16_zfill(tile + dst + i * kDstApart, from, bytes[i]);
+            from += apart;
+        }
+        src += advance;
+    }
+};
+
 using Acc = float[kFragsM][kFragsN][4];
 
 __device__ __forceinline__ void clear(Acc& acc) {
@@ -146,52 +236,123 @@ __device__ __forceinline__ void clear(Acc& acc) {
             for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
 }
 
+// Tile rows per group of the CTA order below.
+constexpr int kGroupRows = 8;
+
+// The output tile (row, column) of this CTA in a grid of gridDim.y tile rows
+// by gridDim.x tile columns. Consecutive CTAs (in blockIdx order) walk a
+// group of kGroupRows tile rows column by column, so the CTAs resident at
+// one time read a few left row blocks and a few right column blocks, which
+// stay in L2, instead of one row block against every column block. A
+// bijection of the grid, fixed for a shape: results do not depend on it.
+// (The fused forward uses it; in dX it would raise the register count
+// from 159 to 219, ptxas keeping the dropout mask's per-element counters
+// apart, so dX keeps the plain order.)
+__device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col) {
+    const int cols = gridDim.x;
+    const int id = blockIdx.y * cols + blockIdx.x;
+    const int per_group = kGroupRows * cols;
+    const int group = id / per_group;
+    const int first_row = group * kGroupRows;
+    const int group_rows = min(static_cast<int>(gridDim.y) - first_row, kGroupRows);
+    const int in_group = id - group * per_group;
+    // Opaque: computed once, never recomputed from the divisions.
+    tile_row = static_cast<int>(opaque(first_row + in_group % group_rows));
+    tile_col = static_cast<int>(opaque(in_group / group_rows));
+}
+
 // The tile types of a left (rows) or right (columns) operand.
 template <typename T, bool kTrans> using LeftTile = const T (*)[(kTrans ? RedTile<T>::kLd : RowTile<T>::kLd)];
 template <typename T, bool kTrans> using RightTile = const T (*)[(kTrans ? RedTile<T>::kLd : RowTile<T>::kLd)];
 
-// acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
-// staged step, on tensor cores. kLhsTrans / kRhsTrans: that tile is a
-// RedTile (reduction-major), else a RowTile.
-template <typename T, bool kLhsTrans, bool kRhsTrans>
-__device__ __forceinline__ void compute_mma(Acc& acc, LeftTile<T, kLhsTrans> lhs, RightTile<T, kRhsTrans> rhs, int warp_m0,
-                                            int warp_n0, int lane, int k_len) {
+// Where a lane's ldmatrix rows lie in a tile, as byte offsets computed once
+// per kernel. A RowTile (rows m or n, reduction contiguous) is indexed by the
+// k16 step: the m16/n16 blocks lie a constant 16 rows further (16 is a
+// multiple of the swizzle period). A RedTile (reduction rows) is indexed by
+// the block: the second k16 step lies a constant 16 rows further.
+template <typename T, bool kTrans, int kBlocks> struct FragmentRows {
+    static constexpr int kEntries = kTrans ? kBlocks : kStep / 16;
+    static constexpr uint32_t kRowBytes = (kTrans ? RedTile<T>::kLd : RowTile<T>::kLd) * sizeof(T);
+    static_assert(16 % (kTrans ? RedTile<T>::kSwizzlePeriod : RowTile<T>::kSwizzlePeriod) == 0, "16 rows keep the swizzle");
+    uint32_t off[kEntries];
+
+};
+
+// Left fragments: lanes 0-15 address rows 0-15 at k, lanes 16-31 the same
+// rows at k + 8 (RowTile); stored reduction-major, matrices (m 0-7, k 0-7),
+// (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15), each 8 k-rows of 8 m
+// (RedTile).
+template <typename T, bool kTrans> __device__ __forceinline__ FragmentRows<T, kTrans, kFragsM> left_rows(int warp_m0, int lane) {
+    FragmentRows<T, kTrans, kFragsM> rows;
 #pragma unroll
-    for (int kk = 0; kk < kStep; kk += 16) {
-        if (kk >= k_len) break;
+    for (int e = 0; e < rows.kEntries; ++e) {
+        if constexpr (kTrans) {
+            rows.off[e] = opaque(byte_offset<RedTile<T>, T>(lane % 8 + (lane / 16) * 8, warp_m0 + e * 16 + ((lane / 8) % 2) * 8));
+        } else {
+            rows.off[e] = opaque(byte_offset<RowTile<T>, T>(warp_m0 + lane % 16, e * 16 + (lane / 16) * 8));
+        }
+    }
+    return rows;
+}
+
+// Right fragments, two n8 blocks per ldmatrix.x4: matrices (n 0-7, k 0-7),
+// (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+template <typename T, bool kTrans>
+__device__ __forceinline__ FragmentRows<T, kTrans, kFragsN / 2> right_rows(int warp_n0, int lane) {
+    FragmentRows<T, kTrans, kFragsN / 2> rows;
+#pragma unroll
+    for (int e = 0; e < rows.kEntries; ++e) {
+        if constexpr (kTrans) {
+            rows.off[e] = opaque(byte_offset<RedTile<T>, T>(lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + e * 16 + (lane / 16) * 8));
+        } else {
+            rows.off[e] = opaque(byte_offset<RowTile<T>, T>(warp_n0 + (lane / 16) * 8 + lane % 8, e * 16 + ((lane / 8) % 2) * 8));
+        }
+    }
+    return rows;
+}
+
+// One ldmatrix.x4 of a left or right operand: block `kBlock` (m16 or a pair
+// of n8) at k16 step kKk / 16, from the tile at shared address `tile`. The
+// register part of the address is the tile plus the lane's offset for the
+// varying index, the constant part an immediate.
+template <typename T, bool kTrans, int kBlocks, int kBlock, int kKk>
+__device__ __forceinline__ void load_fragment(uint32_t (&r)[4], uint32_t tile, const FragmentRows<T, kTrans, kBlocks>& rows) {
+    using Rows = FragmentRows<T, kTrans, kBlocks>;
+    if constexpr (kTrans) {
+        ldmatrix_x4_trans<kKk * Rows::kRowBytes>(r, tile + rows.off[kBlock]);
+    } else {
+        ldmatrix_x4<kBlock * 16 * Rows::kRowBytes>(r, tile + rows.off[kKk / 16]);
+    }
+}
+
+// acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
+// staged step, on tensor cores; lhs and rhs are the tiles' shared addresses.
+template <typename T, bool kLhsTrans, bool kRhsTrans>
+__device__ __forceinline__ void compute_mma(Acc& acc, uint32_t lhs, uint32_t rhs,
+                                            const FragmentRows<T, kLhsTrans, kFragsM>& lhs_rows,
+                                            const FragmentRows<T, kRhsTrans, kFragsN / 2>& rhs_rows, int k_len) {
+    static_for<kStep / 16>([&](auto k16) {
+        constexpr int kk = decltype(k16)::value * 16;
+        if (kk >= k_len) return;
         uint32_t a[kFragsM][4];
         uint32_t b[kFragsN][2];
-#pragma unroll
-        for (int mi = 0; mi < kFragsM; ++mi) {
-            if constexpr (kLhsTrans) {
-                // Matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15),
-                // each stored as 8 k-rows of 8 m.
-                ldmatrix_x4_trans(a[mi], at<RedTile<T>>(lhs, kk + lane % 8 + (lane / 16) * 8,
-                                                        warp_m0 + mi * 16 + ((lane / 8) % 2) * 8));
-            } else {
-                // Lanes 0-15 address rows 0-15 at k, lanes 16-31 the same rows at k + 8.
-                ldmatrix_x4(a[mi], at<RowTile<T>>(lhs, warp_m0 + mi * 16 + lane % 16, kk + (lane / 16) * 8));
-            }
-        }
-#pragma unroll
-        for (int nj = 0; nj < kFragsN / 2; ++nj) {
-            // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+        static_for<kFragsM>([&](auto mi) {
+            load_fragment<T, kLhsTrans, kFragsM, decltype(mi)::value, kk>(a[decltype(mi)::value], lhs, lhs_rows);
+        });
+        static_for<kFragsN / 2>([&](auto nj) {
+            constexpr int j = decltype(nj)::value;
             uint32_t r[4];
-            if constexpr (kRhsTrans) {
-                ldmatrix_x4_trans(r, at<RedTile<T>>(rhs, kk + lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + nj * 16 + (lane / 16) * 8));
-            } else {
-                ldmatrix_x4(r, at<RowTile<T>>(rhs, warp_n0 + nj * 16 + (lane / 16) * 8 + lane % 8, kk + ((lane / 8) % 2) * 8));
-            }
-            b[2 * nj][0] = r[0];
-            b[2 * nj][1] = r[1];
-            b[2 * nj + 1][0] = r[2];
-            b[2 * nj + 1][1] = r[3];
-        }
+            load_fragment<T, kRhsTrans, kFragsN / 2, j, kk>(r, rhs, rhs_rows);
+            b[2 * j][0] = r[0];
+            b[2 * j][1] = r[1];
+            b[2 * j + 1][0] = r[2];
+            b[2 * j + 1][1] = r[3];
+        });
 #pragma unroll
         for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
             for (int ni = 0; ni < kFragsN; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
-    }
+    });
 }
 
 // f32: FMA in the mma accumulator layout (thread owns rows g, g + 8 and
@@ -238,15 +399,32 @@ __device__ __forceinline__ void compute_f32(Acc& acc, LeftTile<float, kLhsTrans>
     }
 }
 
-template <typename T, bool kLhsTrans, bool kRhsTrans>
-__device__ __forceinline__ void compute(Acc& acc, LeftTile<T, kLhsTrans> lhs, RightTile<T, kRhsTrans> rhs, int warp_m0,
-                                        int warp_n0, int lane, int k_len) {
-    if constexpr (sizeof(T) == 2) {
-        compute_mma<T, kLhsTrans, kRhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
-    } else {
-        compute_f32<kLhsTrans, kRhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+// One warp's share of a step's multiply: acc += lhs . rhs over the first
+// k_len (<= kStep) reduction elements of two staged tiles; kLhsTrans /
+// kRhsTrans: that tile is a RedTile (reduction-major), else a RowTile.
+// f16/bf16 on tensor cores through addresses set up once; f32 on FMA.
+template <typename T, bool kLhsTrans, bool kRhsTrans> struct WarpMultiply {
+    int warp_m0, warp_n0, lane;
+    FragmentRows<T, kLhsTrans, kFragsM> lhs_rows;
+    FragmentRows<T, kRhsTrans, kFragsN / 2> rhs_rows;
+
+    __device__ __forceinline__ WarpMultiply(int warp_m0, int warp_n0, int lane)
+        : warp_m0(warp_m0), warp_n0(warp_n0), lane(lane) {
+        if constexpr (sizeof(T) == 2) {
+            lhs_rows = left_rows<T, kLhsTrans>(warp_m0, lane);
+            rhs_rows = right_rows<T, kRhsTrans>(warp_n0, lane);
+        }
     }
-}
+
+    __device__ __forceinline__ void operator()(Acc& acc, LeftTile<T, kLhsTrans> lhs, RightTile<T, kRhsTrans> rhs,
+                                               int k_len) const {
+        if constexpr (sizeof(T) == 2) {
+            compute_mma<T, kLhsTrans, kRhsTrans>(acc, shared_address(lhs), shared_address(rhs), lhs_rows, rhs_rows, k_len);
+        } else {
+            compute_f32<kLhsTrans, kRhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+        }
+    }
+};
 
 // The output tile in f32 between the accumulators and the global stores.
 // Rows of 72 floats: a half-warp's float2 writes (4 rows x 8 floats) and a
@@ -291,6 +469,42 @@ __device__ __forceinline__ void store_output(const OutTile& tile, T* out, const 
     const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
                            reinterpret_cast<uintptr_t>(prior) % 16 == 0;
     constexpr int kVecsPerRow = kTileCols / kOutVec;
+    static_assert(kThreads % kVecsPerRow == 0 && (kTileRows * kVecsPerRow) % kThreads == 0, "whole passes of rows");
+    if (vector_io && m0 + kTileRows <= rows && c0 + kTileCols <= cols) {
+        // A whole tile of whole vectors (every tile but the edges): the same
+        // vectors per thread as below (one column, rows kRowsApart apart),
+        // with the bias read once and no bounds.
+        constexpr int kRowsApart = kThreads / kVecsPerRow;
+        const int row0 = threadIdx.x / kVecsPerRow;
+        const int col = (threadIdx.x % kVecsPerRow) * kOutVec;
+        float add[kOutVec] = {};
+        if (bias) {
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) add[e] = to_f32(bias[c0 + col + e]);
+        }
+        const long long at0 = static_cast<long long>(m0 + row0) * cols + c0 + col;
+        const long long apart = static_cast<long long>(kRowsApart) * cols;
+#pragma unroll 1
+        for (int i = 0; i < kTileRows / kRowsApart; ++i) {
+            const float4 sums = *reinterpret_cast<const float4*>(&tile[row0 + i * kRowsApart][col]);
+            float vals[kOutVec] = {sums.x, sums.y, sums.z, sums.w};
+            if (bias) {
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += add[e];
+            }
+            const long long at = at0 + i * apart;
+            if (prior) {
+                const Vec<T> old = *reinterpret_cast<const Vec<T>*>(prior + at);
+#pragma unroll
+                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(old.v[e]);
+            }
+            Vec<T> rounded;
+#pragma unroll
+            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
+            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+        }
+        return;
+    }
     for (int v = threadIdx.x; v < kTileRows * kVecsPerRow; v += kThreads) {
         const int row = v / kVecsPerRow;
         const int col = (v % kVecsPerRow) * kOutVec;
@@ -327,13 +541,32 @@ __device__ __forceinline__ void store_output(const OutTile& tile, T* out, const 
 
 // The distinct adapters among a tile's validated row adapters (-1: none), in
 // order of first appearance, and the prefix sums of the reduction steps each
-// needs (`steps_of(adapter)`). Serial on purpose: at most kTileRows rows, and
-// the list order fixes the summation order, so results are deterministic.
-// Thread 0 writes; the caller synchronises before and after.
+// needs (`steps_of(adapter)`). The list order fixes the summation order, so
+// results are deterministic. Warp 0 first checks (one vote) whether the
+// tile's rows use the first row's adapter or none, the common case (one
+// adapter, or rows grouped by adapter): then the list is that adapter;
+// otherwise thread 0 walks the rows serially. Warp 0 writes; the caller
+// synchronises before and after.
 template <typename StepsOf>
 __device__ __forceinline__ void list_present(const int* row_adapter, int* present, int* first_step, int* num_present,
                                              StepsOf steps_of) {
-    if (threadIdx.x != 0) return;
+    static_assert(kTileRows % 32 == 0, "whole warps of rows");
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    const int first = row_adapter[0];
+    bool uniform = true;
+#pragma unroll
+    for (int i = lane; i < kTileRows; i += 32) uniform = uniform && (row_adapter[i] == first || row_adapter[i] < 0);
+    if (__all_sync(0xffffffffu, uniform) && first >= 0) {
+        if (lane == 0) {
+            present[0] = first;
+            first_step[0] = 0;
+            first_step[1] = steps_of(first);
+            *num_present = 1;
+        }
+        return;
+    }
+    if (lane != 0) return;
     int count = 0;
     first_step[0] = 0;
     for (int i = 0; i < kTileRows; ++i) {

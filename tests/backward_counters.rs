@@ -2,8 +2,9 @@
 //! per-launch counters; on a real GPU these tests skip): for G, dX and the
 //! dA/dB split partials, tensor-core instructions against the FLOP minimum,
 //! global loads against the tile-reuse minimum (every sector fetched is
-//! used), shared-memory bank conflicts, stores against the output bytes.
-//! (Spills: `tests/ptxas.rs`.)
+//! used), shared-memory bank conflicts, stores against the output bytes,
+//! and the instructions dX's reduction loop issues per mma in its steady
+//! state. (Spills: `tests/ptxas.rs`.)
 //!
 //! The model behind the exact counts: a CTA owns a 64×64 output tile as four
 //! 32×32 warp sub-tiles and walks the reduction 32 at a time; a warp whose
@@ -259,4 +260,49 @@ fn rowsum_traffic_does_not_grow_with_adapters() {
             assert_eq!(device::counter(many, "ldmatrix_bank_conflicts"), 0, "{layout} {name}");
         }
     }
+}
+
+/// The most warp instructions dX's reduction loop may issue per mma.sync in
+/// its steady state (the base GEMM dY . W0: tile copies, ldmatrix, mma,
+/// pipeline bookkeeping). NVIDIA's CUTLASS Sm80 GEMM on the same tiles
+/// issues 5.08 (emu/tests/cutlass.rs); dX 4.56 (21.75 before the copy plans).
+const STEADY_STATE_PER_MMA: f64 = 5.0;
+
+/// dX's steady state as the difference of two backward runs that differ
+/// only in N (dX's base reduction), both short enough to run unsplit.
+fn dx_steady_state<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let (m, k, r) = (128, 128, 16);
+    let short = backward_launches::<T>(&dev, Shape { m, k, n: 64, r });
+    let long = backward_launches::<T>(&dev, Shape { m, k, n: 192, r });
+    let (short, long) = (launch::<T>(&short, "dx"), launch::<T>(&long, "dx"));
+    assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
+    let warp = device::counter(long, "warp_instructions") - device::counter(short, "warp_instructions");
+    let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
+    let sectors = device::counter(long, "global_load_sectors") - device::counter(short, "global_load_sectors");
+    let wavefronts = device::counter(long, "shared_wavefronts") - device::counter(short, "shared_wavefronts");
+    let tiles = m.div_ceil(TILE) * k.div_ceil(TILE);
+    assert_eq!(mma as usize, tiles * (192 - 64) / STEP * 2 * 4 * MMA_PER_WARP_K16, "4 more reduction steps per tile");
+    let per_mma = warp as f64 / mma as f64;
+    eprintln!(
+        "{} dX steady state per mma: {per_mma:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
+        T::DTYPE,
+        sectors as f64 / mma as f64,
+        wavefronts as f64 / mma as f64
+    );
+    assert!(per_mma <= STEADY_STATE_PER_MMA, "{per_mma:.2} warp instructions per mma in dX's reduction loop");
+}
+
+#[test]
+fn dx_steady_state_f16() {
+    dx_steady_state::<f16>();
+}
+
+#[test]
+fn dx_steady_state_bf16() {
+    dx_steady_state::<bf16>();
 }

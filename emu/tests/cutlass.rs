@@ -156,3 +156,42 @@ fn cutlass_kernel_uses_the_ampere_mainloop_and_its_params_match_the_host_program
         );
     }
 }
+
+/// The reference point for kernels built on the same tiles (fused-lora's
+/// tests/forward_counters.rs and tests/backward_counters.rs): the CUTLASS
+/// mainloop's steady state per mma.sync (warp instructions, global load
+/// sectors, shared wavefronts), as the difference of two launches that
+/// differ only in K (the extra K-steps all sit in the middle of the
+/// pipeline).
+#[test]
+fn cutlass_steady_state_per_mma() {
+    let dev = Device::from_ptx(cutlass_ptx());
+    let (m, n) = (128, 128);
+    let counters = |k: usize| {
+        let (da, db) = (
+            dev.upload(&vec![bf16::ONE; m * k]),
+            dev.upload(&vec![bf16::ONE; k * n]),
+        );
+        let dd = dev.alloc_poisoned::<f32>(m * n);
+        let plan = plan_launch(m, n, k, da, db, dd);
+        let params = dev.params(KERNEL).bytes(&plan.params).finish();
+        let report = dev.launch_with(KERNEL, plan.config, &params, &CheckOptions::default());
+        assert_no_findings(&report);
+        report.counters
+    };
+    let (short, long) = (counters(64), counters(224));
+    let mma = |c: &cuda::Counters| c.tensor_instructions.values().sum::<u64>();
+    let extra_mma = mma(&long) - mma(&short);
+    // 4 tiles of 64x64, 5 more K-steps of 32, 64 mma per tile and step.
+    assert_eq!(extra_mma, 4 * 5 * 64);
+    let per = |a: u64, b: u64| (a - b) as f64 / extra_mma as f64;
+    let warp = per(long.warp_instructions, short.warp_instructions);
+    eprintln!(
+        "CUTLASS steady state per mma: {warp:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
+        per(long.global_load_sectors, short.global_load_sectors),
+        per(long.shared_wavefronts, short.shared_wavefronts)
+    );
+    // About 5 instructions around each mma at this 64x64 tile with 32x32
+    // warp tiles (fused-lora's kernels on the same tiles are held to 5).
+    assert!((4.0..6.0).contains(&warp), "{warp:.2} warp instructions per mma");
+}
