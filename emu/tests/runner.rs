@@ -137,3 +137,32 @@ fn the_command_status_comes_back_and_mistakes_are_refused() {
         assert!(text(&output).1.starts_with("ptx-emu: "), "{wrong:?}: no message");
     }
 }
+
+/// As after `cargo install --path emu`: no library beside the runner, so it
+/// builds one from its source into the cache, once.
+#[test]
+fn builds_the_library_into_its_cache_when_none_is_beside_it() {
+    let dir = scratch_dir("runner_install");
+    let alone = dir.join("bin").join("ptx-emu");
+    std::fs::create_dir_all(alone.parent().expect("bin/")).expect("create bin/");
+    std::fs::copy(env!("CARGO_BIN_EXE_ptx-emu"), &alone).expect("copy the runner");
+    let cache = dir.join("cache");
+    let run_alone = |args: &[&str]| {
+        let mut command = Command::new(&alone);
+        command.env_remove("LD_LIBRARY_PATH").env_remove("PTX_EMU_LIB_DIR").env("PTX_EMU_CACHE_DIR", &cache);
+        command.args(args).output().expect("run the copied runner")
+    };
+
+    let first = run_alone(&["lib-dir"]);
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "{stderr}");
+    let lib_dir = PathBuf::from(stdout.trim());
+    assert!(lib_dir.starts_with(&cache) && lib_dir.join("libcuda.so").is_file(), "{lib_dir:?}");
+    assert!(stderr.contains("building the emulated driver"), "{stderr}");
+
+    let second = run_alone(&["run", "--", "sh", "-c", "echo $LD_LIBRARY_PATH"]);
+    let (stdout, stderr) = text(&second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(!stderr.contains("building"), "built again:\n{stderr}");
+    assert_eq!(stdout.trim(), lib_dir.to_str().expect("utf-8 path"));
+}
