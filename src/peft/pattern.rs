@@ -98,3 +98,45 @@ impl ModuleSelector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_keys_match_at_a_dot_boundary_or_the_whole_name() {
+        let key = PatternKey::new("q_proj").unwrap();
+        assert!(key.matches("model.layers.0.self_attn.q_proj"));
+        assert!(key.matches("q_proj"));
+        assert!(!key.matches("model.layers.0.self_attn.xq_proj"));
+        assert!(!key.matches("model.layers.0.self_attn.q_proj.base_layer"));
+        // The key is a regular expression, unescaped, as in PEFT.
+        let key = PatternKey::new(r"layers\.[01]\.mlp\..*_proj").unwrap();
+        assert!(key.matches("model.layers.1.mlp.up_proj"));
+        assert!(!key.matches("model.layers.2.mlp.up_proj"));
+        // An alternation stays inside the key's group.
+        let key = PatternKey::new("q_proj|v_proj").unwrap();
+        assert!(key.matches("a.v_proj") && !key.matches("a.v_proj.x"));
+        assert!(PatternKey::new("(?<=x)q").is_err(), "look-behind is Python-only");
+    }
+
+    #[test]
+    fn the_first_key_in_order_wins() {
+        let patterns = vec![(PatternKey::new("q_proj").unwrap(), 2), (PatternKey::new("layers.1.q_proj").unwrap(), 4)];
+        assert_eq!(pattern_value(&patterns, "m.layers.1.q_proj"), Some(&2));
+        assert_eq!(pattern_value(&patterns[1..], "m.layers.1.q_proj"), Some(&4));
+        assert_eq!(pattern_value(&patterns, "m.layers.1.k_proj"), None);
+    }
+
+    #[test]
+    fn selectors_follow_peft_target_rules() {
+        let names = ModuleSelector::Names(vec!["q_proj".into(), "layers.1.mlp".into()]);
+        assert!(names.selects("q_proj") && names.selects("m.layers.0.q_proj") && names.selects("m.layers.1.mlp"));
+        assert!(!names.selects("m.layers.0.xq_proj") && !names.selects("m.layers.0.mlp") && !names.selects("q_proj.x"));
+        // A string is a full match, not a search.
+        let regex = ModuleSelector::from_regex(r".*\.(q|v)_proj").unwrap();
+        assert!(regex.selects("m.layers.0.v_proj") && !regex.selects("m.layers.0.v_proj2"));
+        assert!(matches!(ModuleSelector::from_regex("all-linear"), Ok(ModuleSelector::AllLinear)));
+        assert!(!ModuleSelector::Nothing.selects("q_proj"));
+    }
+}
