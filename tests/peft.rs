@@ -403,27 +403,53 @@ fn malformed_directories_name_the_file_and_the_tensor() {
     assert!(matches!(&err, LoraError::Io { file, .. } if file.ends_with("adapter_config.json")), "{err:?}");
 }
 
+/// Adapters of a serving set may adapt different modules: where one has no
+/// adapter, its slot is zero (rank 1, scale 0) and its rows get the base
+/// output, bit for bit. A module of different N or K, or a name given twice,
+/// is refused.
 #[test]
-fn serving_sets_refuse_adapters_of_other_modules() {
+fn serving_sets_of_different_modules_give_base_rows_where_an_adapter_is_absent() {
     let Some(dev) = device::device() else { return };
+    let s = &dev.stream;
+    let (m, n, k) = (4, 8, 16);
     let config = config_json(&[("r", "2")]);
-    let qv = adapter_dir(
+    let qv_dir = adapter_dir(
         &config,
-        &pair(Q0, Dtype::F32, 2, 8, 16, 1).into_iter().chain(pair(V0, Dtype::F32, 2, 8, 16, 2)).collect::<Vec<_>>(),
+        &pair(Q0, Dtype::F32, 2, n, k, 1).into_iter().chain(pair(V0, Dtype::F32, 2, n, k, 2)).collect::<Vec<_>>(),
     );
-    let q_only = adapter_dir(&config, &pair(Q0, Dtype::F32, 2, 8, 16, 3));
-    let q_wide = adapter_dir(&config, &pair(Q0, Dtype::F32, 2, 16, 16, 3));
-    let (qv, q_only, q_wide) = (
-        PeftAdapter::<bf16>::load(qv.path()).expect("qv"),
-        PeftAdapter::<bf16>::load(q_only.path()).expect("q"),
-        PeftAdapter::<bf16>::load(q_wide.path()).expect("q wide"),
-    );
-    let err = ServingSet::pack(&dev.stream, &[("qv", &qv), ("q", &q_only)]).err().expect("missing module");
-    assert!(matches!(&err, LoraError::InAdapter { adapter: 1, .. }) && err.to_string().contains(V0), "{err}");
-    let err = ServingSet::pack(&dev.stream, &[("q", &q_only), ("wide", &q_wide)]).err().expect("other n");
+    let q_dir = adapter_dir(&config, &pair(Q0, Dtype::F32, 2, n, k, 3));
+    let wide_dir = adapter_dir(&config, &pair(Q0, Dtype::F32, 2, 2 * n, k, 3));
+    let qv = PeftAdapter::<bf16>::load(qv_dir.path()).expect("qv");
+    let q_only = PeftAdapter::<bf16>::load(q_dir.path()).expect("q");
+    let q_wide = PeftAdapter::<bf16>::load(wide_dir.path()).expect("q wide");
+
+    let set = ServingSet::pack(s, &[("qv", &qv), ("q", &q_only)]).expect("pack");
+    let v = set.layer(V0).expect("v_proj is served");
+    assert_eq!((v.ranks(), v.scales()), (&[2, 1][..], &[8.0, 0.0][..]));
+    let x = upload(s, &random::<bf16>(60, m * k));
+    let w = upload(s, &random::<bf16>(61, n * k));
+    let linear = Linear { weight: w.as_view(), bias: None, n, k };
+    let run = |index: &[i32]| {
+        let index = upload(s, index);
+        let mut status = AdapterStatus::new(s).expect("status");
+        let mut y = poisoned::<bf16>(s, m * n);
+        let stack = v.stack();
+        let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+        dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward_multi");
+        status.check(s).expect("indices in range");
+        download(s, &y).iter().map(|e| e.to_bits()).collect::<Vec<_>>()
+    };
+    let (with_q, base, with_qv) = (run(&[1; 4]), run(&[-1; 4]), run(&[0; 4]));
+    assert_eq!(with_q, base, "rows of the adapter without v_proj get the base output");
+    assert_ne!(with_qv, base, "rows of the adapter with v_proj do not");
+
+    let err = ServingSet::pack(s, &[("q", &q_only), ("wide", &q_wide)]).err().expect("other n");
     assert!(matches!(&err, LoraError::InAdapter { adapter: 1, .. }) && err.to_string().contains(Q0), "{err}");
-    let err = ServingSet::pack(&dev.stream, &[("q", &q_only), ("q", &q_only)]).err().expect("same name");
+    let err = ServingSet::pack(s, &[("q", &q_only), ("q", &q_only)]).err().expect("same name");
     assert!(matches!(err, LoraError::InvalidArgument { what: "adapter name", .. }), "{err}");
+    let err = ServingSet::<bf16>::pack(s, &[]).err().expect("empty");
+    assert!(matches!(err, LoraError::InvalidArgument { what: "adapters", .. }), "{err}");
 }
 
 /// Three adapters of ranks 2, 5 and 8 (different α, one rsLoRA, stored in

@@ -63,24 +63,30 @@ pub struct ServingSet<T> {
 }
 
 impl<T: LoraDType> ServingSet<T> {
-    /// Packs `adapters` (name, adapter), slot l for the l-th, on `stream`.
-    /// Every adapter must have the same modules, each of the same N and K
-    /// in every adapter.
+    /// Packs `adapters` (name, adapter), slot l for the l-th, on `stream`:
+    /// one stack per module any of them adapts. An adapter without a module
+    /// gets a zero slot there (rank 1, A = B = 0, scale 0), so its rows get
+    /// the base layer's output plus an exact zero, as PEFT leaves a module it
+    /// does not target; [`PackedAdapters::ranks`] and
+    /// [`PackedAdapters::scales`] show such a slot as rank 1, scale 0. A
+    /// module must have the same N and K in every adapter that has it.
     ///
     /// # Errors
     /// [`LoraError::InvalidArgument`] for no adapters or a name given twice;
-    /// [`LoraError::InAdapter`] wrapping a [`LoraError::PeftFormat`] for an
-    /// adapter whose modules, N or K differ from the first adapter's;
-    /// [`LoraError::Driver`] from the copies.
+    /// [`LoraError::InAdapter`] wrapping a [`LoraError::PeftFormat`] naming
+    /// the module, for an adapter whose N or K of a module differ from an
+    /// earlier adapter's; [`LoraError::Driver`] from the copies.
     pub fn pack(stream: &Arc<CudaStream>, adapters: &[(&str, &PeftAdapter<T>)]) -> Result<Self> {
-        let Some((_, first)) = adapters.first() else {
+        if adapters.is_empty() {
             return Err(LoraError::InvalidArgument {
                 what: "adapters",
                 value: "[]".into(),
                 reason: "must not be empty",
             });
-        };
+        }
         let mut index = HashMap::new();
+        // Each module's [n, k], from the first adapter that has it.
+        let mut shapes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for (slot, (name, adapter)) in adapters.iter().enumerate() {
             if index.insert((*name).to_owned(), slot).is_some() {
                 return Err(LoraError::InvalidArgument {
@@ -89,17 +95,31 @@ impl<T: LoraDType> ServingSet<T> {
                     reason: "given twice",
                 });
             }
-            check_same_modules(first, adapter)
-                .map_err(|error| LoraError::InAdapter { adapter: slot, error: Box::new(error) })?;
+            for (module, m) in &adapter.modules {
+                let (n, k) = *shapes.entry(module.as_str()).or_insert((m.n, m.k));
+                if (m.n, m.k) != (n, k) {
+                    let error = LoraError::PeftFormat {
+                        file: adapter.config.file.clone(),
+                        item: module.clone(),
+                        reason: format!("[n, k] = [{}, {}], but an earlier adapter's is [{n}, {k}]", m.n, m.k),
+                    };
+                    return Err(LoraError::InAdapter { adapter: slot, error: Box::new(error) });
+                }
+            }
         }
         let mut layers = BTreeMap::new();
-        for (module, reference) in &first.modules {
-            let uploaded: Vec<DeviceModule<T>> =
-                adapters.iter().map(|(_, adapter)| adapter.modules[module].upload(stream)).collect::<Result<_>>()?;
+        for (module, &(n, k)) in &shapes {
+            let uploaded: Vec<DeviceModule<T>> = adapters
+                .iter()
+                .map(|(_, adapter)| match adapter.modules.get(*module) {
+                    Some(m) => m.upload(stream),
+                    None => zero_slot(stream, n, k),
+                })
+                .collect::<Result<_>>()?;
             let views: Vec<Adapter<'_, T>> = uploaded.iter().map(DeviceModule::adapter).collect();
-            // The packing copies are stream-ordered: the uploads may be freed
-            // once they are enqueued, as cudarc frees on the stream too.
-            layers.insert(module.clone(), PackedAdapters::pack(stream, reference.n, reference.k, &views)?);
+            // The packing copies are stream-ordered, and cudarc frees the
+            // uploads on the same stream, after them.
+            layers.insert((*module).to_owned(), PackedAdapters::pack(stream, n, k, &views)?);
         }
         Ok(ServingSet { names: adapters.iter().map(|(name, _)| (*name).to_owned()).collect(), index, layers })
     }
@@ -125,29 +145,7 @@ impl<T: LoraDType> ServingSet<T> {
     }
 }
 
-/// `adapter` has `first`'s modules, with the same N and K.
-fn check_same_modules<T>(first: &PeftAdapter<T>, adapter: &PeftAdapter<T>) -> Result<()> {
-    let file = adapter.config.file.clone();
-    let format = |item: &str, reason: String| LoraError::PeftFormat { file: file.clone(), item: item.into(), reason };
-    for (name, module) in &first.modules {
-        let Some(other) = adapter.modules.get(name) else {
-            return Err(format(
-                name,
-                "module missing: every adapter of a serving set must have the same modules".into(),
-            ));
-        };
-        if (other.n, other.k) != (module.n, module.k) {
-            return Err(format(
-                name,
-                format!("[n, k] = [{}, {}], but the first adapter's is [{}, {}]", other.n, other.k, module.n, module.k),
-            ));
-        }
-    }
-    if let Some(extra) = adapter.modules.keys().find(|name| !first.modules.contains_key(*name)) {
-        return Err(format(
-            extra,
-            "module not in the first adapter: every adapter of a serving set must have the same modules".into(),
-        ));
-    }
-    Ok(())
+/// The slot of an adapter without the module: rank 1, zero A and B, scale 0.
+fn zero_slot<T: LoraDType>(stream: &Arc<CudaStream>, n: usize, k: usize) -> Result<DeviceModule<T>> {
+    Ok(DeviceModule { a: stream.alloc_zeros(k)?, b: stream.alloc_zeros(n)?, rank: 1, scale: 0.0, n, k })
 }
