@@ -23,7 +23,7 @@ use forward_support::{download, poisoned, random, upload};
 /// The config PEFT 0.13+ writes for a LoRA adapter, with `fields` replacing
 /// the values of the keys they name (raw JSON); keys sorted, indent 2.
 fn config_json(fields: &[(&str, &str)]) -> String {
-    let defaults: [(&str, &str); 24] = [
+    let defaults: [(&str, &str); 25] = [
         ("alpha_pattern", "{}"),
         ("auto_mapping", "null"),
         ("base_model_name_or_path", "\"tiny-llama\""),
@@ -45,6 +45,7 @@ fn config_json(fields: &[(&str, &str)]) -> String {
         ("rank_pattern", "{}"),
         ("revision", "null"),
         ("target_modules", "[\n    \"v_proj\",\n    \"q_proj\"\n  ]"),
+        ("target_parameters", "null"),
         ("task_type", "\"CAUSAL_LM\""),
         ("use_dora", "false"),
         ("use_rslora", "false"),
@@ -313,6 +314,7 @@ fn unsupported_options_are_refused_by_name() {
         ("bias", "\"all\""),
         ("peft_type", "\"IA3\""),
         ("modules_to_save", "[\n    \"score\"\n  ]"),
+        ("target_parameters", "[\n    \"experts.gate_up_proj\"\n  ]"),
     ] {
         let err = load_err(&config_json(&[(key, value)]), &tensors);
         assert_unsupported(&err, key);

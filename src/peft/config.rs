@@ -45,6 +45,8 @@ struct RawConfig {
     lora_bias: bool,
     #[serde(default)]
     modules_to_save: Option<Vec<String>>,
+    #[serde(default)]
+    target_parameters: Option<Vec<String>>,
 }
 
 fn default_rank() -> usize {
@@ -165,6 +167,12 @@ impl PeftConfig {
         }
         if let Some(modules) = raw.modules_to_save.filter(|m| !m.is_empty()) {
             return Err(unsupported("modules_to_save", format!("{modules:?} (fully trained modules are not LoRA)")));
+        }
+        if let Some(parameters) = raw.target_parameters.filter(|p| !p.is_empty()) {
+            return Err(unsupported(
+                "target_parameters",
+                format!("{parameters:?} (LoRA on bare parameters is not implemented)"),
+            ));
         }
         if raw.r == 0 {
             return Err(format("r", "0 (the rank must be at least 1)".into()));

@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Not supported, and refused by name: DoRA (`use_dora`), trained biases
-//! (`bias`, `lora_bias`), `modules_to_save`, other PEFT types, weights in a
+//! (`bias`, `lora_bias`), `modules_to_save`, `target_parameters`, other PEFT types, weights in a
 //! `.bin` pickle, embedding or convolution adapters.
 
 mod adapter;
