@@ -149,6 +149,41 @@ pub enum LoraError {
         error: Box<LoraError>,
     },
 
+    /// A PEFT adapter directory asks for something this crate does not
+    /// implement (`use_dora`, a `bias` other than `"none"`, a `peft_type`
+    /// other than LORA, weights in a `.bin` pickle, a non-LoRA tensor).
+    #[error("{file}: unsupported PEFT option `{option}` = {value}")]
+    PeftUnsupported {
+        /// The file the option was read from (or expected in).
+        file: std::path::PathBuf,
+        /// The option (a config key, or a tensor's name).
+        option: String,
+        /// Its value, as text.
+        value: String,
+    },
+
+    /// A PEFT adapter file that cannot be read as PEFT writes it: bad JSON,
+    /// a truncated safetensors file, a missing `lora_A`/`lora_B`, a tensor of
+    /// the wrong shape or rank.
+    #[error("{file}: `{item}`: {reason}")]
+    PeftFormat {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What in it is wrong: a tensor's name, a config key, or the file itself.
+        item: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A file of a PEFT adapter directory could not be read.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
     /// An error from the CUDA driver.
     #[error("CUDA driver: {0}")]
     Driver(#[from] cudarc::driver::DriverError),

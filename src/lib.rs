@@ -104,6 +104,7 @@ mod kernels;
 pub mod merge;
 pub mod optim;
 pub mod packed;
+pub mod peft;
 pub(crate) mod params;
 pub mod ptx;
 pub mod reference;
