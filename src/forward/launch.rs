@@ -10,8 +10,9 @@ use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, FORWARD};
 use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
-    LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N,
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_BIG_SHARED_BYTES,
+    LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K,
+    LORA_FWD_TILE_M, LORA_FWD_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -52,19 +53,17 @@ pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> 
     wanted.min(by_steps).clamp(1, MAX_SPLITS)
 }
 
-/// The dynamic shared memory the 128x128 tile's launch reserves
-/// (`LORA_FWD_BIG_SHARED_BYTES` in cuda/forward_params.h: 4 pipeline slots of
-/// two 128 x 32 tiles, or the 128 x 136 f32 output tile, plus the per-row
-/// adapter lists).
-const BIG_SHARED_BYTES: u32 = 72 * 1024;
-
 /// The CTA tile of one fused-GEMM launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ForwardTile {
     /// 64 x 64, 32 x 32 warp tiles (`lora_forward_gemm_<T>`).
     Small,
     /// 128 x 128, 64 x 64 warp tiles (`lora_forward_gemm_<T>_128x128`):
-    /// half the L2 sectors and shared wavefronts per mma, a quarter of the CTAs.
+    /// half the L2 sectors and shared wavefronts per mma, a quarter of the
+    /// CTAs. 239 registers (ptxas, sm_80; no spills) and 72 KB of dynamic
+    /// shared memory (`LORA_FWD_BIG_SHARED_BYTES`: 4 pipeline slots of two
+    /// 128 x 32 tiles, or the 128 x 136 f32 output tile, plus the per-row
+    /// adapter lists): 2 CTAs per SM on A100 and H100, limited by registers.
     Big,
 }
 
@@ -132,7 +131,7 @@ impl LoraKernels {
             // Above the 48 KB a launch gets by default: opt in.
             gemm.set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                BIG_SHARED_BYTES as i32,
+                LORA_FWD_BIG_SHARED_BYTES as i32,
             )?;
             let grid =
                 ((params.n as u32).div_ceil(LORA_FWD_BIG_TILE_N), (params.m as u32).div_ceil(LORA_FWD_BIG_TILE_M), 1);
@@ -141,7 +140,7 @@ impl LoraKernels {
                 LaunchConfig {
                     grid_dim: grid,
                     block_dim: (LORA_FWD_THREADS, 1, 1),
-                    shared_mem_bytes: BIG_SHARED_BYTES,
+                    shared_mem_bytes: LORA_FWD_BIG_SHARED_BYTES,
                 },
             )
         } else {
