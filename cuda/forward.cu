@@ -6,7 +6,11 @@
 //
 // Tiles (tiles.cuh, shared with the backward): a CTA of 4 warps owns a 64x64
 // output tile, each warp 32x32; K is staged in shared memory 32 at a time
-// through a cp.async pipeline (3 stages for f16/bf16, 2 for f32). f16/bf16
+// through a cp.async pipeline (3 stages for f16/bf16, 2 for f32). Large
+// grids of f16/bf16 take lora_forward_gemm_<T>_128x128 instead (Tile128:
+// 64x64 warp tiles, 4 stages, dynamic shared memory; the host picks it,
+// src/forward/launch.rs): the same code on a bigger tile, so the same bits,
+// with half the L2 sectors and shared wavefronts per mma. f16/bf16
 // multiply on tensor cores (ldmatrix + mma.sync m16n8k16, f32
 // accumulation); f32 multiplies with FMA in the same fragment layout, so the
 // epilogue is shared. Both operands are RowTiles: X rows and W0 rows are
@@ -51,38 +55,55 @@ namespace fwd {
 
 using namespace tiles;
 
-static_assert(LORA_FWD_TILE_M == kTileRows && LORA_FWD_TILE_N == kTileCols && LORA_FWD_TILE_K == kStep &&
-                  LORA_FWD_THREADS == kThreads,
-              "forward_params.h describes the shared tiles");
-constexpr int kTileM = kTileRows;
-constexpr int kTileN = kTileCols;
+static_assert(LORA_FWD_TILE_M == Tile64::kRows && LORA_FWD_TILE_N == Tile64::kCols && LORA_FWD_TILE_K == kStep &&
+                  LORA_FWD_THREADS == Tile64::kThreads,
+              "forward_params.h describes the small tiles");
+static_assert(LORA_FWD_BIG_TILE_M == Tile128::kRows && LORA_FWD_BIG_TILE_N == Tile128::kCols &&
+                  LORA_FWD_THREADS == Tile128::kThreads,
+              "forward_params.h describes the big tiles");
 constexpr int kTileK = kStep;
 
 // One pipeline slot: a step's two operand tiles, adjacent so that one
 // shared address locates both.
-template <typename T> struct Slot {
-    T lhs[kTileM][RowTile<T>::kLd];
-    T rhs[kTileN][RowTile<T>::kLd];
+template <typename T, typename Cfg> struct Slot {
+    T lhs[Cfg::kRows][RowTile<T>::kLd];
+    T rhs[Cfg::kCols][RowTile<T>::kLd];
 };
 
-template <typename T> struct Tiles {
-    Slot<T> slot[stages<T>()];
+template <typename T, typename Cfg> struct Tiles {
+    Slot<T, Cfg> slot[Cfg::template stages<T>()];
 };
-static_assert(RowTile<float>::kRows == kTileN, "W0 tiles are RowTiles of kTileN rows");
 
-template <typename T> struct Shared {
+template <typename T, typename Cfg> struct Shared {
     // The operand tiles are dead once the K loop ends: the output tile
     // reuses their space.
     union alignas(16) {
-        Tiles<T> tiles;
-        OutTile out;
+        Tiles<T, Cfg> tiles;
+        typename Cfg::OutTile out;
     };
-    int row_adapter[kTileM];     // validated adapter of each tile row, -1 for none
-    float row_scale[kTileM];     // its scale, 0 for none
-    int present[kTileM];         // distinct adapters of the tile's rows
-    int first_step[kTileM + 1];  // prefix sums of their K-step counts
+    int row_adapter[Cfg::kRows];     // validated adapter of each tile row, -1 for none
+    float row_scale[Cfg::kRows];     // its scale, 0 for none
+    int present[Cfg::kRows];         // distinct adapters of the tile's rows
+    int first_step[Cfg::kRows + 1];  // prefix sums of their K-step counts
     int num_present;
 };
+
+// A configuration's shared memory: static when it fits the 48 KB a launch
+// gets without opting in (Tile64), dynamic otherwise (Tile128: the host
+// launches it with LORA_FWD_BIG_SHARED_BYTES, opted in through the
+// function's maximum dynamic shared size).
+template <typename T, typename Cfg> constexpr bool kDynamicShared = sizeof(Shared<T, Cfg>) > 48 * 1024;
+
+template <typename T, typename Cfg> __device__ __forceinline__ Shared<T, Cfg>& shared_storage() {
+    if constexpr (kDynamicShared<T, Cfg>) {
+        static_assert(sizeof(Shared<T, Cfg>) <= LORA_FWD_BIG_SHARED_BYTES, "the host's launch reserves enough");
+        extern __shared__ __align__(16) unsigned char dynamic_shared[];
+        return *reinterpret_cast<Shared<T, Cfg>*>(dynamic_shared);
+    } else {
+        __shared__ Shared<T, Cfg> sm;
+        return sm;
+    }
+}
 
 __device__ __forceinline__ int rank_of(const LoraGemmParams& p, int adapter) {
     return p.ranks ? reinterpret_cast<const int*>(p.ranks)[adapter] : p.rank;
@@ -90,6 +111,7 @@ __device__ __forceinline__ int rank_of(const LoraGemmParams& p, int adapter) {
 
 // Reads, validates and records the adapter of each tile row, then lists the
 // distinct adapters present with the K-steps each needs.
+template <int kTileM>
 __device__ void resolve_row_adapters(const LoraGemmParams& p, int m0, int* row_adapter, float* row_scale, int* present,
                                      int* first_step, int* num_present) {
     for (int i = threadIdx.x; i < kTileM; i += kThreads) {
@@ -114,16 +136,25 @@ __device__ void resolve_row_adapters(const LoraGemmParams& p, int m0, int* row_a
         row_scale[i] = scale;
     }
     __syncthreads();
-    list_present(row_adapter, present, first_step, num_present, [&](int adapter) {
+    list_present<kTileM>(row_adapter, present, first_step, num_present, [&](int adapter) {
         const int k_len = p.ad_mode == LORA_ADAPTER_EXPAND ? rank_of(p, adapter) : p.ad_k;
         return (k_len + kTileK - 1) / kTileK;
     });
     __syncthreads();
 }
 
-template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& p) {
-    constexpr int kStages = stages<T>();
-    __shared__ Shared<T> sm;
+template <typename T, bool kDropout, typename Cfg> __device__ void gemm(const LoraGemmParams& p) {
+    constexpr int kStages = Cfg::template stages<T>();
+    constexpr int kTileM = Cfg::kRows;
+    constexpr int kTileN = Cfg::kCols;
+    constexpr int kWarpRows = Cfg::kWarpRows;
+    constexpr int kWarpCols = Cfg::kWarpCols;
+    constexpr int kWarpsCols = Cfg::kWarpsCols;
+    constexpr int kFragsM = Cfg::kFragsM;
+    constexpr int kFragsN = Cfg::kFragsN;
+    using LhsTile = RowTile<T, kTileM>;
+    using RhsTile = RowTile<T, kTileN>;
+    Shared<T, Cfg>& sm = shared_storage<T, Cfg>();
 
     int tile_m, tile_n;
     grouped_tile(tile_m, tile_n);
@@ -134,7 +165,7 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     const int warp_m0 = (warp / kWarpsCols) * kWarpRows;
     const int warp_n0 = (warp % kWarpsCols) * kWarpCols;
 
-    resolve_row_adapters(p, m0, sm.row_adapter, sm.row_scale, sm.present, sm.first_step, &sm.num_present);
+    resolve_row_adapters<kTileM>(p, m0, sm.row_adapter, sm.row_scale, sm.present, sm.first_step, &sm.num_present);
     // The virtual K: adapter steps [0, adapter_steps), then base steps.
     // Split-K: split z runs its share [first, last) of the virtual steps. The
     // scale multiplies whatever adapter steps a split ran, before any base
@@ -179,7 +210,8 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     int seg_k_len = 0;      // its reduction length
     Source<T> lhs_src{}, rhs_src{};
     bool lhs_plan = false, rhs_plan = false;
-    ChunkCopy<T, RowTile<T>> lhs_copy, rhs_copy;
+    ChunkCopy<T, LhsTile> lhs_copy;
+    ChunkCopy<T, RhsTile> rhs_copy;
 
     auto enter_segment = [&](int step) {
         int k_len;
@@ -231,8 +263,9 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
     };
 
     const uint32_t slots = shared_address(&sm.tiles.slot[0]);
-    constexpr uint32_t kSlotBytes = sizeof(Slot<T>);
-    constexpr uint32_t kRhsOffset = offsetof(Slot<T>, rhs);
+    using SlotT = Slot<T, Cfg>;
+    constexpr uint32_t kSlotBytes = sizeof(SlotT);
+    constexpr uint32_t kRhsOffset = offsetof(SlotT, rhs);
 
     // Stages a step that is not a whole step of two plans (or enters a
     // segment) into slot `slot`.
@@ -265,9 +298,9 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
                 return live ? m0 + i : -1;
             };
             if (dropped && adapter >= 0) {
-                stage<T, RowTile<T>, true>(sm.tiles.slot[slot].lhs, lhs, lhs_row, mask);
+                stage<T, LhsTile, true>(sm.tiles.slot[slot].lhs, lhs, lhs_row, mask);
             } else {
-                stage<T, RowTile<T>>(sm.tiles.slot[slot].lhs, lhs, lhs_row);
+                stage<T, LhsTile>(sm.tiles.slot[slot].lhs, lhs, lhs_row);
             }
         }
         if (whole && rhs_plan) {
@@ -275,7 +308,7 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
         } else {
             Source<T> rhs = rhs_src;
             rhs.col0 = (step - seg_begin) * kTileK;
-            stage<T, RowTile<T>>(sm.tiles.slot[slot].rhs, rhs, [&](int i) { return n0 + i < rhs_rows ? n0 + i : -1; });
+            stage<T, RhsTile>(sm.tiles.slot[slot].rhs, rhs, [&](int i) { return n0 + i < rhs_rows ? n0 + i : -1; });
         }
     };
     // Stages virtual step `step` (if this split has it) into slot `slot`:
@@ -307,7 +340,7 @@ template <typename T, bool kDropout> __device__ void gemm(const LoraGemmParams& 
             }
     };
 
-    const WarpMultiply<T, false, false> multiply(warp_m0, warp_n0, lane);
+    const WarpMultiply<T, false, false, Cfg> multiply(warp_m0, warp_n0, lane);
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
         stage_step(first + s, s);
@@ -371,13 +404,23 @@ template <typename T> __device__ void reduce_splits(const LoraReduceParams& p) {
 #define STAMP_GEMM(SUFFIX, TYPE)                                                           \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_##SUFFIX(const LoraGemmParams params) {                          \
-        fused_lora::fwd::gemm<TYPE, false>(params);                                        \
+        fused_lora::fwd::gemm<TYPE, false, fused_lora::tiles::Tile64>(params);             \
     }                                                                                      \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_dropout_##SUFFIX(const LoraGemmParams params) {                  \
-        fused_lora::fwd::gemm<TYPE, true>(params);                                         \
+        fused_lora::fwd::gemm<TYPE, true, fused_lora::tiles::Tile64>(params);              \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_GEMM)
+
+// The 128x128 tile (f16/bf16; no dropout variant: a dropout shrink's output
+// is rank wide, never a big grid).
+#define STAMP_GEMM_BIG(SUFFIX, TYPE)                                                       \
+    extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
+        lora_forward_gemm_##SUFFIX##_128x128(const LoraGemmParams params) {                \
+        fused_lora::fwd::gemm<TYPE, false, fused_lora::tiles::Tile128>(params);            \
+    }
+STAMP_GEMM_BIG(f16, __half)
+STAMP_GEMM_BIG(bf16, __nv_bfloat16)
 
 #define STAMP_REDUCE(SUFFIX, TYPE)                                                         \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_REDUCE_THREADS)                  \

@@ -33,6 +33,12 @@
 #define LORA_FWD_TILE_N 64
 #define LORA_FWD_TILE_K 32
 #define LORA_FWD_THREADS 128
+/* The big tile (lora_forward_gemm_<f16|bf16>_128x128, the same threads and
+ * K-step) and the dynamic shared memory its launch reserves (pipeline slots
+ * and output tile in one union, plus the per-row adapter lists). */
+#define LORA_FWD_BIG_TILE_M 128
+#define LORA_FWD_BIG_TILE_N 128
+#define LORA_FWD_BIG_SHARED_BYTES (72 * 1024)
 
 /* What the adapter segment multiplies. */
 typedef enum LoraAdapterMode {

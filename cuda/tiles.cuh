@@ -1,8 +1,10 @@
-// The tiled GEMM machinery the forward and backward kernels share: a CTA of
-// 4 warps owns a 64x64 output tile, each warp a 32x32 sub-tile held as 2 x 4
-// mma.sync m16n8k16 accumulator fragments (f32); the reduction is staged in
-// shared memory 32 elements at a time (cp.async, 3 stages for f16/bf16, 2
-// for f32). f16/bf16 multiply on tensor cores; f32 multiplies with FMA in the
+// The tiled GEMM machinery the forward and backward kernels share, for a
+// tile configuration (TileConfig): a CTA of 4 warps owns a 64x64 output
+// tile (Tile64), each warp a 32x32 sub-tile held as 2 x 4 mma.sync m16n8k16
+// accumulator fragments (f32), or a 128x128 tile (Tile128, the fused
+// forward on large grids) of 64x64 warp tiles (4 x 8 fragments); the
+// reduction is staged in shared memory 32 elements at a time (cp.async,
+// 3 or 4 stages for f16/bf16, 2 for f32). f16/bf16 multiply on tensor cores; f32 multiplies with FMA in the
 // same fragment layout, so everything around the multiply is shared.
 //
 // An operand tile is stored in shared memory in one of two layouts, the
@@ -30,35 +32,84 @@
 namespace fused_lora {
 namespace tiles {
 
-constexpr int kTileRows = 64;
-constexpr int kTileCols = 64;
+// A tile configuration: a CTA of (kRows / kWarpRows) x (kCols / kWarpCols)
+// warps owns a kRows x kCols output tile, each warp a kWarpRows x kWarpCols
+// sub-tile of m16n8 accumulator fragments; the reduction is staged kStep
+// (32) elements at a time through a pipeline of kStages16 (f16/bf16) or
+// kStages32 (f32) slots. Each output element's reduction order (step by
+// step, k16 by k16, one mma or FMA chain) does not depend on the
+// configuration: it changes which CTA and warp compute an element, never
+// how, so every configuration gives the same bits.
+template <int kRows_, int kCols_, int kWarpRows_, int kWarpCols_, int kStages16, int kStages32> struct TileConfig {
+    static constexpr int kRows = kRows_;
+    static constexpr int kCols = kCols_;
+    static constexpr int kWarpRows = kWarpRows_;
+    static constexpr int kWarpCols = kWarpCols_;
+    static constexpr int kWarpsCols = kCols / kWarpCols;
+    static constexpr int kThreads = (kRows / kWarpRows) * kWarpsCols * 32;
+    static constexpr int kFragsM = kWarpRows / 16;  // m16 fragments per warp
+    static constexpr int kFragsN = kWarpCols / 8;   // n8 fragments per warp
+    using Acc = float[kFragsM][kFragsN][4];
+    // The output tile in f32 between the accumulators and the global stores.
+    // Rows of kCols + 8 floats: a half-warp's float2 writes (4 rows x 8
+    // floats) and a quarter-warp's float4 reads (32 consecutive floats) are
+    // both conflict-free.
+    static constexpr int kOutLd = kCols + 8;
+    using OutTile = float[kRows][kOutLd];
+    template <typename T> static __host__ __device__ constexpr int stages() { return sizeof(T) == 2 ? kStages16 : kStages32; }
+
+    static_assert(kRows % kWarpRows == 0 && kCols % kWarpCols == 0, "whole warp tiles");
+    // The copy plans (ChunkCopy) and stage() stride chunks by 128 threads,
+    // and the f16/bf16 RowTile swizzle needs a thread's chunks a multiple of
+    // 8 rows apart (32 rows of 4 chunks per pass): the shared layouts are
+    // written for 4 warps.
+    static_assert(kThreads == 128, "the copy plans and layouts assume 4 warps");
+    static_assert(kWarpRows % 16 == 0 && kWarpCols % 16 == 0, "whole m16 blocks and pairs of n8 blocks (ldmatrix.x4)");
+    static_assert(kRows % 32 == 0, "whole warps of rows in the adapter vote (list_present)");
+    static_assert(kStages16 >= 2 && kStages32 >= 2, "a pipeline needs a slot to fill while one is read");
+};
+
+// 64x64 CTA tile, 32x32 warp tiles: 2 x 4 fragments (32 accumulators per
+// thread), 3 stages (f16/bf16) or 2 (f32) in static shared memory. Small grids.
+using Tile64 = TileConfig<64, 64, 32, 32, 3, 2>;
+// 128x128 CTA tile, 64x64 warp tiles: 4 x 8 fragments (128 accumulators
+// per thread); each staged element feeds twice the mma of Tile64, so half
+// the L2 sectors and shared wavefronts per mma. 4 stages of f16/bf16
+// (64 KB) fit under the f32 output tile that shares their space (68 KB):
+// the 4th stage is free. Dynamic shared memory, opted in above 48 KB.
+using Tile128 = TileConfig<128, 128, 64, 64, 4, 2>;
+
+// The configuration the backward uses, under its constants' old names.
+constexpr int kTileRows = Tile64::kRows;
+constexpr int kTileCols = Tile64::kCols;
 constexpr int kStep = 32;
 constexpr int kThreads = 128;
-constexpr int kWarpRows = 32;
-constexpr int kWarpCols = 32;
-constexpr int kWarpsCols = kTileCols / kWarpCols;
-constexpr int kFragsM = kWarpRows / 16;  // m16 fragments per warp
-constexpr int kFragsN = kWarpCols / 8;   // n8 fragments per warp
+constexpr int kWarpRows = Tile64::kWarpRows;
+constexpr int kWarpCols = Tile64::kWarpCols;
+constexpr int kWarpsCols = Tile64::kWarpsCols;
+constexpr int kFragsM = Tile64::kFragsM;
+constexpr int kFragsN = Tile64::kFragsN;
+// Floats of padding at the end of an output tile row (TileConfig::kOutLd).
+constexpr int kOutPad = 8;
 
-static_assert((kTileRows / kWarpRows) * (kTileCols / kWarpCols) * 32 == kThreads, "one warp per 32x32 sub-tile");
 static_assert(kStep % 16 == 0, "whole k16 steps");
 static_assert(kFragsN % 2 == 0, "right fragments are loaded two n8 blocks per ldmatrix.x4");
 
-// Pipeline depth: f32 tiles are twice as big, and 2 stages fit the 48 KB of
-// static shared memory.
-template <typename T> __host__ __device__ constexpr int stages() { return sizeof(T) == 2 ? 3 : 2; }
+// Pipeline depth of Tile64: f32 tiles are twice as big, and 2 stages fit
+// the 48 KB of static shared memory.
+template <typename T> __host__ __device__ constexpr int stages() { return Tile64::stages<T>(); }
 
-// kTileRows rows of kStep reduction elements. f16/bf16 rows are 64 bytes,
+// kRows (a CTA tile's rows or columns) rows of kStep reduction elements. f16/bf16 rows are 64 bytes,
 // unpadded, with the 4 chunks of row `row` permuted by XOR with (row / 2) % 4:
 // the 8 row addresses of an ldmatrix phase (rows r..r+7, one logical chunk)
 // then land in 8 distinct 16-byte bank groups, and so do the 8 chunks a
 // quarter-warp stores with cp.async (2 rows x 4 chunks). f32 rows are padded
 // to 36 floats instead: the FMA path reads single floats down a column
 // (8 rows g of a warp 36 floats apart: banks 4g + k, distinct).
-template <typename T> struct RowTile {
+template <typename T, int kRows_ = kTileRows> struct RowTile {
     static constexpr int kChunk = 16 / sizeof(T);
     static constexpr int kChunksPerRow = kStep / kChunk;
-    static constexpr int kRows = kTileRows;
+    static constexpr int kRows = kRows_;
     static constexpr bool kSwizzled = sizeof(T) == 2;
     static constexpr int kLd = kSwizzled ? kStep : kStep + kChunk;
     static_assert(!kSwizzled || kChunksPerRow == 4, "the XOR swizzle permutes the 4 chunks of a 64-byte row");
@@ -225,13 +276,13 @@ template <typename T, typename Layout> struct ChunkCopy {
     }
 };
 
-using Acc = float[kFragsM][kFragsN][4];
+using Acc = Tile64::Acc;
 
-__device__ __forceinline__ void clear(Acc& acc) {
+template <int kFM, int kFN> __device__ __forceinline__ void clear(float (&acc)[kFM][kFN][4]) {
 #pragma unroll
-    for (int mi = 0; mi < kFragsM; ++mi)
+    for (int mi = 0; mi < kFM; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < kFragsN; ++ni)
+        for (int ni = 0; ni < kFN; ++ni)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
 }
@@ -282,8 +333,9 @@ template <typename T, bool kTrans, int kBlocks> struct FragmentRows {
 // rows at k + 8 (RowTile); stored reduction-major, matrices (m 0-7, k 0-7),
 // (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15), each 8 k-rows of 8 m
 // (RedTile).
-template <typename T, bool kTrans> __device__ __forceinline__ FragmentRows<T, kTrans, kFragsM> left_rows(int warp_m0, int lane) {
-    FragmentRows<T, kTrans, kFragsM> rows;
+template <typename T, bool kTrans, int kFM = kFragsM>
+__device__ __forceinline__ FragmentRows<T, kTrans, kFM> left_rows(int warp_m0, int lane) {
+    FragmentRows<T, kTrans, kFM> rows;
 #pragma unroll
     for (int e = 0; e < rows.kEntries; ++e) {
         if constexpr (kTrans) {
@@ -297,9 +349,9 @@ template <typename T, bool kTrans> __device__ __forceinline__ FragmentRows<T, kT
 
 // Right fragments, two n8 blocks per ldmatrix.x4: matrices (n 0-7, k 0-7),
 // (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
-template <typename T, bool kTrans>
-__device__ __forceinline__ FragmentRows<T, kTrans, kFragsN / 2> right_rows(int warp_n0, int lane) {
-    FragmentRows<T, kTrans, kFragsN / 2> rows;
+template <typename T, bool kTrans, int kPairs = kFragsN / 2>
+__device__ __forceinline__ FragmentRows<T, kTrans, kPairs> right_rows(int warp_n0, int lane) {
+    FragmentRows<T, kTrans, kPairs> rows;
 #pragma unroll
     for (int e = 0; e < rows.kEntries; ++e) {
         if constexpr (kTrans) {
@@ -327,8 +379,8 @@ __device__ __forceinline__ void load_fragment(uint32_t (&r)[4], uint32_t tile, c
 
 // acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
 // staged step, on tensor cores; lhs and rhs are the tiles' shared addresses.
-template <typename T, bool kLhsTrans, bool kRhsTrans>
-__device__ __forceinline__ void compute_mma(Acc& acc, uint32_t lhs, uint32_t rhs,
+template <typename T, bool kLhsTrans, bool kRhsTrans, int kFragsM, int kFragsN>
+__device__ __forceinline__ void compute_mma(float (&acc)[kFragsM][kFragsN][4], uint32_t lhs, uint32_t rhs,
                                             const FragmentRows<T, kLhsTrans, kFragsM>& lhs_rows,
                                             const FragmentRows<T, kRhsTrans, kFragsN / 2>& rhs_rows, int k_len) {
     static_for<kStep / 16>([&](auto k16) {
@@ -359,8 +411,8 @@ __device__ __forceinline__ void compute_mma(Acc& acc, uint32_t lhs, uint32_t rhs
 // columns 2t, 2t + 1 of each fragment), the reduction in order. RowTile
 // reads go down a column (padding spreads them over the banks), RedTile
 // reads are 8 consecutive floats of a row.
-template <bool kLhsTrans, bool kRhsTrans>
-__device__ __forceinline__ void compute_f32(Acc& acc, LeftTile<float, kLhsTrans> lhs, RightTile<float, kRhsTrans> rhs,
+template <bool kLhsTrans, bool kRhsTrans, int kFragsM, int kFragsN>
+__device__ __forceinline__ void compute_f32(float (&acc)[kFragsM][kFragsN][4], LeftTile<float, kLhsTrans> lhs, RightTile<float, kRhsTrans> rhs,
                                             int warp_m0, int warp_n0, int lane, int k_len) {
     const int g = lane / 4, t = lane % 4;
 #pragma unroll 4
@@ -403,21 +455,21 @@ __device__ __forceinline__ void compute_f32(Acc& acc, LeftTile<float, kLhsTrans>
 // k_len (<= kStep) reduction elements of two staged tiles; kLhsTrans /
 // kRhsTrans: that tile is a RedTile (reduction-major), else a RowTile.
 // f16/bf16 on tensor cores through addresses set up once; f32 on FMA.
-template <typename T, bool kLhsTrans, bool kRhsTrans> struct WarpMultiply {
+template <typename T, bool kLhsTrans, bool kRhsTrans, typename Cfg = Tile64> struct WarpMultiply {
     int warp_m0, warp_n0, lane;
-    FragmentRows<T, kLhsTrans, kFragsM> lhs_rows;
-    FragmentRows<T, kRhsTrans, kFragsN / 2> rhs_rows;
+    FragmentRows<T, kLhsTrans, Cfg::kFragsM> lhs_rows;
+    FragmentRows<T, kRhsTrans, Cfg::kFragsN / 2> rhs_rows;
 
     __device__ __forceinline__ WarpMultiply(int warp_m0, int warp_n0, int lane)
         : warp_m0(warp_m0), warp_n0(warp_n0), lane(lane) {
         if constexpr (sizeof(T) == 2) {
-            lhs_rows = left_rows<T, kLhsTrans>(warp_m0, lane);
-            rhs_rows = right_rows<T, kRhsTrans>(warp_n0, lane);
+            lhs_rows = left_rows<T, kLhsTrans, Cfg::kFragsM>(warp_m0, lane);
+            rhs_rows = right_rows<T, kRhsTrans, Cfg::kFragsN / 2>(warp_n0, lane);
         }
     }
 
-    __device__ __forceinline__ void operator()(Acc& acc, LeftTile<T, kLhsTrans> lhs, RightTile<T, kRhsTrans> rhs,
-                                               int k_len) const {
+    __device__ __forceinline__ void operator()(typename Cfg::Acc& acc, LeftTile<T, kLhsTrans> lhs,
+                                               RightTile<T, kRhsTrans> rhs, int k_len) const {
         if constexpr (sizeof(T) == 2) {
             compute_mma<T, kLhsTrans, kRhsTrans>(acc, shared_address(lhs), shared_address(rhs), lhs_rows, rhs_rows, k_len);
         } else {
@@ -426,14 +478,11 @@ template <typename T, bool kLhsTrans, bool kRhsTrans> struct WarpMultiply {
     }
 };
 
-// The output tile in f32 between the accumulators and the global stores.
-// Rows of 72 floats: a half-warp's float2 writes (4 rows x 8 floats) and a
-// quarter-warp's float4 reads (32 consecutive floats) are both conflict-free.
-constexpr int kOutLd = kTileCols + 8;
+// Tile64's output tile (see TileConfig).
+constexpr int kOutLd = Tile64::kOutLd;
 // Output elements per thread and store in the epilogue.
 constexpr int kOutVec = 4;
-static_assert(kTileCols % kOutVec == 0, "output rows split into whole vectors");
-using OutTile = float[kTileRows][kOutLd];
+using OutTile = Tile64::OutTile;
 
 // kOutVec elements moved as one aligned access (8 bytes for halves, 16 for f32).
 template <typename T> struct alignas(kOutVec * sizeof(T)) Vec {
@@ -442,7 +491,9 @@ template <typename T> struct alignas(kOutVec * sizeof(T)) Vec {
 
 // The accumulators into the output tile (the caller synchronises before
 // and after: the tile usually reuses the operand tiles' space).
-__device__ __forceinline__ void stage_output(OutTile& out, const Acc& acc, int warp_m0, int warp_n0, int lane) {
+template <int kR, int kLd, int kFragsM, int kFragsN>
+__device__ __forceinline__ void stage_output(float (&out)[kR][kLd], const float (&acc)[kFragsM][kFragsN][4], int warp_m0,
+                                             int warp_n0, int lane) {
 #pragma unroll
     for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
@@ -463,9 +514,11 @@ __device__ __forceinline__ void stage_output(OutTile& out, const Acc& acc, int w
 // stores 2 rows x 64 consecutive elements per instruction (whole 32-byte
 // sectors); whole kOutVec vectors where the row length and the bases allow,
 // element by element otherwise.
-template <typename T>
-__device__ __forceinline__ void store_output(const OutTile& tile, T* out, const T* prior, const T* bias, int m0, int c0,
-                                             int rows, int cols) {
+template <typename T, int kTileRows, int kLd>
+__device__ __forceinline__ void store_output(const float (&tile)[kTileRows][kLd], T* out, const T* prior, const T* bias,
+                                             int m0, int c0, int rows, int cols) {
+    constexpr int kTileCols = kLd - kOutPad;
+    static_assert(kTileCols % kOutVec == 0, "output rows split into whole vectors");
     const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
                            reinterpret_cast<uintptr_t>(prior) % 16 == 0;
     constexpr int kVecsPerRow = kTileCols / kOutVec;
@@ -547,7 +600,7 @@ __device__ __forceinline__ void store_output(const OutTile& tile, T* out, const 
 // adapter, or rows grouped by adapter): then the list is that adapter;
 // otherwise thread 0 walks the rows serially. Warp 0 writes; the caller
 // synchronises before and after.
-template <typename StepsOf>
+template <int kTileRows = tiles::kTileRows, typename StepsOf>
 __device__ __forceinline__ void list_present(const int* row_adapter, int* present, int* first_step, int* num_present,
                                              StepsOf steps_of) {
     static_assert(kTileRows % 32 == 0, "whole warps of rows");
@@ -587,8 +640,9 @@ __device__ __forceinline__ void list_present(const int* row_adapter, int* presen
 // columns from col0, those inside [0, rows) x [0, cols). Each quad of lanes
 // writes 8 consecutive floats (one 32-byte sector) of a row, as float2 where
 // aligned.
-__device__ __forceinline__ void store_fragments(float* partials, long long ld, int rows, int cols, const Acc& acc, int row0,
-                                                int col0, int lane) {
+template <int kFragsM, int kFragsN>
+__device__ __forceinline__ void store_fragments(float* partials, long long ld, int rows, int cols,
+                                                const float (&acc)[kFragsM][kFragsN][4], int row0, int col0, int lane) {
 #pragma unroll
     for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll

@@ -5,8 +5,10 @@
 mod device;
 mod forward_support;
 
+use forward_support::{
+    assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase, Sum,
+};
 use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, RowAdapters};
-use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase, Sum};
 
 /// (m, k, n, r, bias): every M, K/N (odd multiples of 8 included) and r of the
 /// test plan at least once, the big K or N only with few rows.
@@ -45,7 +47,8 @@ fn fused_single<T: LoraDType>() {
     let stream = &dev.stream;
     for (i, &(m, k, n, r, with_bias)) in FUSED_CASES.iter().enumerate() {
         let case = single_case::<T>(m, k, n, r, with_bias, 100 + i as u64);
-        let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+        let (x, w, a, b) =
+            (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
         let bias = case.bias.as_ref().map(|v| upload(stream, v));
         let mut y = poisoned::<T>(stream, m * n);
         let mut p = poisoned::<T>(stream, m * r);
@@ -66,7 +69,8 @@ fn fused_without_p<T: LoraDType>() {
     let stream = &dev.stream;
     let (m, k, n, r) = (17, 72, 40, 8);
     let case = single_case::<T>(m, k, n, r, true, 7);
-    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let (x, w, a, b) =
+        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
     let bias = upload(stream, case.bias.as_ref().expect("bias"));
     let linear = Linear { weight: w.as_view(), bias: Some(bias.as_view()), n, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
@@ -155,7 +159,8 @@ fn multi_bad_index<T: LoraDType>() {
         index: vec![0, 1, -1, 7, 1, -5, 0, 2, 1],
     };
     poison_padding(&mut case.a, &mut case.b, &case.ranks, r_max, n, k);
-    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let (x, w, a, b) =
+        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
     let index = upload(stream, &case.index);
     let mut status = AdapterStatus::new(stream).expect("status");
     let mut y = poisoned::<T>(stream, m * n);
@@ -193,7 +198,9 @@ fn shrink_alone<T: LoraDType>() {
 fn expand_alone<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let stream = &dev.stream;
-    for (i, &(m, n, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (16, 72, 1), (3, 520, 128), (5, 13, 3)].iter().enumerate() {
+    for (i, &(m, n, r)) in
+        [(1usize, 3584usize, 16usize), (113, 136, 40), (16, 72, 1), (3, 520, 128), (5, 13, 3)].iter().enumerate()
+    {
         let scale = 1.5f32;
         let seed = 400 + i as u64;
         let p_host: Vec<T> = random(seed, m * r);
@@ -223,7 +230,8 @@ fn deterministic<T: LoraDType>() {
     let stream = &dev.stream;
     let (m, k, n, r) = (3, 3584, 72, 16);
     let case = single_case::<T>(m, k, n, r, true, 77);
-    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let (x, w, a, b) =
+        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
     let bias = upload(stream, case.bias.as_ref().expect("bias"));
     let linear = Linear { weight: w.as_view(), bias: Some(bias.as_view()), n, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
@@ -272,7 +280,91 @@ macro_rules! per_dtype {
         mod bf16_kernels { $( #[test] fn $name() { super::$name::<half::bf16>() } )* }
     };
 }
-per_dtype!(fused_single, fused_without_p, fused_multi, fused_multi_decode, deterministic, expand_into_offset_view, multi_bad_index, shrink_alone, expand_alone);
+per_dtype!(
+    fused_single,
+    fused_without_p,
+    fused_multi,
+    fused_multi_decode,
+    deterministic,
+    expand_into_offset_view,
+    multi_bad_index,
+    shrink_alone,
+    expand_alone
+);
+
+/// The 128x128 tile (taken when its grid gives every SM a CTA; the emulator
+/// has 108) gives the same bits as the 64x64 tile: the full problem against
+/// the same rows fed 128 at a time (a grid too small for the big tile), with
+/// adapters mixed within tiles, bias, and K, N, M and rank tails; the full
+/// run is also checked against the reference.
+fn big_tile_same_bits<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n, r_max) = (1500, 104, 1160, 40);
+    let ranks = [8usize, 40, 1, 17, 32];
+    let mut case = MultiCase::<T> {
+        m,
+        k,
+        n,
+        r_max,
+        x: random(501, m * k),
+        w: random(502, n * k),
+        bias: Some(random(503, n)),
+        a: random(504, ranks.len() * r_max * k),
+        b: random(505, ranks.len() * n * r_max),
+        ranks: ranks.to_vec(),
+        scales: vec![0.5, -1.25, 2.0, 0.125, 1.0],
+        index: row_indices(Mix::Unsorted, m, ranks.len(), 506),
+    };
+    poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
+    let (p_full, y_full) = case.run(&dev.kernels, stream, None).expect("forward_multi");
+    let kernels = |launches: usize| -> Vec<String> {
+        device::recent_launch_counters(launches)
+            .map(|all| all.iter().map(|c| c["kernel"].as_str().unwrap_or_default().to_string()).collect())
+            .unwrap_or_default()
+    };
+    if device::is_emulator() {
+        let names = kernels(2);
+        assert!(names.iter().any(|k| k.ends_with("_128x128")), "the big tile for {m} x {n}: {names:?}");
+    }
+    assert_close("P", &p_full, &case.p_reference());
+    assert_close("Y", &y_full, &case.y_reference(&p_full));
+
+    const ROWS: usize = 128;
+    for m0 in (0..m).step_by(ROWS) {
+        let rows = ROWS.min(m - m0);
+        let slice = MultiCase::<T> {
+            m: rows,
+            x: case.x[m0 * k..(m0 + rows) * k].to_vec(),
+            w: case.w.clone(),
+            bias: case.bias.clone(),
+            a: case.a.clone(),
+            b: case.b.clone(),
+            ranks: case.ranks.clone(),
+            scales: case.scales.clone(),
+            index: case.index[m0..m0 + rows].to_vec(),
+            ..case
+        };
+        let (p, y) = slice.run(&dev.kernels, stream, None).expect("forward_multi");
+        if device::is_emulator() {
+            let names = kernels(2);
+            assert!(names.iter().all(|k| !k.ends_with("_128x128")), "the small tile for {rows} rows: {names:?}");
+        }
+        let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p), bits(&p_full[m0 * r_max..(m0 + rows) * r_max]), "P rows {m0}..");
+        assert_eq!(bits(&y), bits(&y_full[m0 * n..(m0 + rows) * n]), "Y rows {m0}..");
+    }
+}
+
+#[test]
+fn big_tile_same_bits_f16() {
+    big_tile_same_bits::<half::f16>();
+}
+
+#[test]
+fn big_tile_same_bits_bf16() {
+    big_tile_same_bits::<half::bf16>();
+}
 
 /// The oracle of these tests agrees with the crate's CPU reference
 /// (`fused_lora::reference`, exact mode) on a multi-adapter case with NaN

@@ -14,11 +14,24 @@ use half::{bf16, f16};
 
 use forward_support::{poisoned, random, upload};
 
-const TILE_M: usize = 64;
-const TILE_N: usize = 64;
 const TILE_K: usize = 32;
-/// mma.sync m16n8k16 per CTA per K-step of 32: 4 warps x (2 x 4 fragments) x 2 k16 steps.
-const MMA_PER_CTA_STEP: usize = 64;
+
+/// A CTA tile configuration of the fused GEMM.
+#[derive(Clone, Copy)]
+struct Tile {
+    m: usize,
+    n: usize,
+    /// mma.sync m16n8k16 per CTA per K-step of 32.
+    mma_per_step: usize,
+    /// The entry point's name ends so.
+    kernel_suffix: &'static str,
+}
+
+/// 64x64 (`lora_forward_gemm_f16`, `_bf16`): 4 warps x (2 x 4 fragments) x 2 k16 steps.
+const SMALL: Tile = Tile { m: 64, n: 64, mma_per_step: 64, kernel_suffix: "16" };
+/// 128x128: 4 warps x (4 x 8 fragments) x 2 k16 steps; taken when its grid
+/// gives each of the emulator's 108 SMs a CTA (src/forward/launch.rs).
+const BIG: Tile = Tile { m: 128, n: 128, mma_per_step: 256, kernel_suffix: "_128x128" };
 
 /// The sum of the counts of the object counter `key` (e.g. tensor
 /// instructions by shape).
@@ -51,27 +64,24 @@ fn fused_counters<T: LoraDType>(dev: &device::Device, s: &Shape) -> serde_json::
     device::last_launch_counters().expect("the emulator reports every launch")
 }
 
-fn counted_efficiency<T: LoraDType>() {
-    let Some(dev) = device::device() else { return };
-    if !device::is_emulator() {
-        eprintln!("SKIPPED: launch counters exist only on the emulator");
-        return;
-    }
+/// Checks the counters of one fused-GEMM launch against the minimum for
+/// its tile configuration.
+fn check_counts<T: LoraDType>(dev: &device::Device, s: &Shape, tile: Tile) {
     let elem = T::DTYPE.size_bytes() as u64;
-    // K of at most 7 K-steps keeps these on the one-launch path (no split-K
-    // reduction after the GEMM), so the last launch's counters are the GEMM's.
-    for s in [Shape { m: 128, k: 192, n: 128, r: 32 }, Shape { m: 113, k: 200, n: 136, r: 40 }] {
-        let json = fused_counters::<T>(&dev, &s);
-        eprintln!("{} m={} k={} n={} r={}: {json}", T::DTYPE, s.m, s.k, s.n, s.r);
-        let (tiles_m, tiles_n) = (s.m.div_ceil(TILE_M), s.n.div_ceil(TILE_N));
+    let json = fused_counters::<T>(dev, s);
+    eprintln!("{} m={} k={} n={} r={}: {json}", T::DTYPE, s.m, s.k, s.n, s.r);
+    let kernel = json["kernel"].as_str().expect("kernel name");
+    assert!(kernel.ends_with(tile.kernel_suffix), "{kernel}: the {}x{} tile expected", tile.m, tile.n);
+    {
+        let (tiles_m, tiles_n) = (s.m.div_ceil(tile.m), s.n.div_ceil(tile.n));
         let steps = s.r.div_ceil(TILE_K) + s.k.div_ceil(TILE_K);
 
         // Tensor instructions: exactly the padded tile grid's, which is the
         // FLOP minimum (ceil to the 16x8x16 shape) apart from tail padding.
         let mma = object_sum(&json, "tensor_instructions") as usize;
-        assert_eq!(mma, tiles_m * tiles_n * steps * MMA_PER_CTA_STEP, "mma count");
+        assert_eq!(mma, tiles_m * tiles_n * steps * tile.mma_per_step, "mma count");
         let flop_minimum = s.m.div_ceil(16) * s.n.div_ceil(8) * (s.k.div_ceil(16) + s.r.div_ceil(16));
-        let aligned = s.m % TILE_M == 0 && s.n % TILE_N == 0 && s.k % TILE_K == 0 && s.r % TILE_K == 0;
+        let aligned = s.m % tile.m == 0 && s.n % tile.n == 0 && s.k % TILE_K == 0 && s.r % TILE_K == 0;
         if aligned {
             assert_eq!(mma, flop_minimum, "tile-aligned shapes issue exactly the FLOP minimum");
         }
@@ -106,6 +116,39 @@ fn counted_efficiency<T: LoraDType>() {
     }
 }
 
+fn counted_efficiency<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    // K of at most 7 K-steps keeps these on the one-launch path (no split-K
+    // reduction after the GEMM), so the last launch's counters are the GEMM's.
+    for s in [Shape { m: 128, k: 192, n: 128, r: 32 }, Shape { m: 113, k: 200, n: 136, r: 40 }] {
+        check_counts::<T>(&dev, &s, SMALL);
+    }
+}
+
+/// The 128x128 tile: 12 x 9 tiles, one per SM of the emulated device.
+fn counted_efficiency_big<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    check_counts::<T>(&dev, &Shape { m: 1536, k: 128, n: 1152, r: 32 }, BIG);
+}
+
+#[test]
+fn counted_efficiency_big_f16() {
+    counted_efficiency_big::<f16>();
+}
+
+#[test]
+fn counted_efficiency_big_bf16() {
+    counted_efficiency_big::<bf16>();
+}
+
 #[test]
 fn counted_efficiency_f16() {
     counted_efficiency::<f16>();
@@ -124,31 +167,92 @@ fn counted_efficiency_bf16() {
 /// this kernel 4.00 (18.31 before the copy plans).
 const STEADY_STATE_PER_MMA: f64 = 5.0;
 
+/// Per mma of a K loop's steady state: warp instructions, global load
+/// sectors, shared wavefronts.
+struct PerMma {
+    warp: f64,
+    sectors: f64,
+    wavefronts: f64,
+}
+
 /// The steady state as the difference of two launches that differ only in
 /// K (everything per tile is the same; the extra K-steps are all in the
-/// middle of the pipeline), both short enough for the one-launch path.
+/// middle of the pipeline), both short enough for the one-launch path; on
+/// an `m` x `n` output whose tiles are `tile`.
+fn steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, n: usize, tile: Tile) -> PerMma {
+    let short = fused_counters::<T>(dev, &Shape { m, k: 64, n, r: 16 });
+    let long = fused_counters::<T>(dev, &Shape { m, k: 224, n, r: 16 });
+    assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
+    for json in [&short, &long] {
+        let kernel = json["kernel"].as_str().expect("kernel name");
+        assert!(kernel.ends_with(tile.kernel_suffix), "{kernel}: the {}x{} tile expected", tile.m, tile.n);
+    }
+    let warp = device::counter(&long, "warp_instructions") - device::counter(&short, "warp_instructions");
+    let mma = object_sum(&long, "tensor_instructions") - object_sum(&short, "tensor_instructions");
+    let sectors = device::counter(&long, "global_load_sectors") - device::counter(&short, "global_load_sectors");
+    let wavefronts = device::counter(&long, "shared_wavefronts") - device::counter(&short, "shared_wavefronts");
+    let tiles = m.div_ceil(tile.m) * n.div_ceil(tile.n);
+    assert_eq!(mma as usize, tiles * (224 - 64) / TILE_K * tile.mma_per_step, "5 more K-steps per tile");
+    let per = PerMma {
+        warp: warp as f64 / mma as f64,
+        sectors: sectors as f64 / mma as f64,
+        wavefronts: wavefronts as f64 / mma as f64,
+    };
+    eprintln!(
+        "{} {}x{} steady state per mma: {:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
+        T::DTYPE,
+        tile.m,
+        tile.n,
+        per.warp,
+        per.sectors,
+        per.wavefronts
+    );
+    assert!(per.warp <= STEADY_STATE_PER_MMA, "{:.2} warp instructions per mma in the K loop", per.warp);
+    per
+}
+
 fn steady_state<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
         return;
     }
-    let short = fused_counters::<T>(&dev, &Shape { m: 128, k: 64, n: 128, r: 16 });
-    let long = fused_counters::<T>(&dev, &Shape { m: 128, k: 224, n: 128, r: 16 });
-    assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
-    let warp = device::counter(&long, "warp_instructions") - device::counter(&short, "warp_instructions");
-    let mma = object_sum(&long, "tensor_instructions") - object_sum(&short, "tensor_instructions");
-    let sectors = device::counter(&long, "global_load_sectors") - device::counter(&short, "global_load_sectors");
-    let wavefronts = device::counter(&long, "shared_wavefronts") - device::counter(&short, "shared_wavefronts");
-    assert_eq!(mma as usize, 4 * (224 - 64) / TILE_K * MMA_PER_CTA_STEP, "4 tiles, 5 more K-steps each");
-    let per_mma = warp as f64 / mma as f64;
-    eprintln!(
-        "{} steady state per mma: {per_mma:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
-        T::DTYPE,
-        sectors as f64 / mma as f64,
-        wavefronts as f64 / mma as f64
+    steady_state_of::<T>(&dev, 128, 128, SMALL);
+}
+
+/// The 128x128 tile's steady state (12 x 9 tiles: one per emulated SM),
+/// and what it saves against the 64x64 tile's: each staged element feeds
+/// twice the mma, so half the load sectors and shared wavefronts per mma.
+fn steady_state_big<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let small = steady_state_of::<T>(&dev, 128, 128, SMALL);
+    let big = steady_state_of::<T>(&dev, 1536, 1152, BIG);
+    assert!(
+        big.sectors <= 0.5 * small.sectors + 1e-9,
+        "load sectors per mma {:.3} vs {:.3}",
+        big.sectors,
+        small.sectors
     );
-    assert!(per_mma <= STEADY_STATE_PER_MMA, "{per_mma:.2} warp instructions per mma in the K loop");
+    assert!(
+        big.wavefronts <= 0.55 * small.wavefronts,
+        "shared wavefronts per mma {:.3} vs {:.3}",
+        big.wavefronts,
+        small.wavefronts
+    );
+}
+
+#[test]
+fn steady_state_big_f16() {
+    steady_state_big::<f16>();
+}
+
+#[test]
+fn steady_state_big_bf16() {
+    steady_state_big::<bf16>();
 }
 
 #[test]

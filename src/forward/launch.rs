@@ -3,13 +3,17 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, FORWARD};
-use crate::params::{LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N};
+use crate::params::{
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_BIG_SHARED_BYTES,
+    LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K,
+    LORA_FWD_TILE_M, LORA_FWD_TILE_N,
+};
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
 // the header the kernels include.
@@ -29,7 +33,11 @@ const CTAS_PER_SM: usize = 2;
 /// Checks that an `[m, n]` output fits one grid.
 pub(crate) fn check_grid(m: usize) -> Result<()> {
     if (m as u64).div_ceil(LORA_FWD_TILE_M as u64) > MAX_GRID_Y {
-        return Err(LoraError::InvalidArgument { what: "m", value: m.to_string(), reason: "more rows than one launch covers (65535 tiles of 64)" });
+        return Err(LoraError::InvalidArgument {
+            what: "m",
+            value: m.to_string(),
+            reason: "more rows than one launch covers (65535 tiles of 64)",
+        });
     }
     Ok(())
 }
@@ -43,6 +51,44 @@ pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> 
     let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
     let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
     wanted.min(by_steps).clamp(1, MAX_SPLITS)
+}
+
+/// The CTA tile of one fused-GEMM launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ForwardTile {
+    /// 64 x 64, 32 x 32 warp tiles (`lora_forward_gemm_<T>`).
+    Small,
+    /// 128 x 128, 64 x 64 warp tiles (`lora_forward_gemm_<T>_128x128`):
+    /// half the L2 sectors and shared wavefronts per mma, a quarter of the
+    /// CTAs. 239 registers (ptxas, sm_80; no spills) and 72 KB of dynamic
+    /// shared memory (`LORA_FWD_BIG_SHARED_BYTES`: 4 pipeline slots of two
+    /// 128 x 32 tiles, or the 128 x 136 f32 output tile, plus the per-row
+    /// adapter lists): 2 CTAs per SM on A100 and H100, limited by registers.
+    Big,
+}
+
+/// Picks the tile for an `[m, n]` output on a device of `multiprocessors`
+/// SMs; deterministic for a shape and device, and the results are the same
+/// bits either way (each output element's reduction order does not depend on
+/// the tile). The 128x128 tile when it exists for the type (f16/bf16; `half`),
+/// the launch is not split over K, has no dropout (a dropout shrink's output
+/// is rank wide), and its grid still gives every SM at least one CTA: then it
+/// moves half the bytes per mma, and every SM is busy. Otherwise (small
+/// grids, decode) 64x64, whose 4x more CTAs fill the device.
+pub(crate) fn forward_tile(
+    multiprocessors: usize,
+    m: usize,
+    n: usize,
+    half: bool,
+    splits: usize,
+    dropped: bool,
+) -> ForwardTile {
+    let big_tiles = m.div_ceil(LORA_FWD_BIG_TILE_M as usize) * n.div_ceil(LORA_FWD_BIG_TILE_N as usize);
+    if half && splits == 1 && !dropped && big_tiles >= multiprocessors {
+        ForwardTile::Big
+    } else {
+        ForwardTile::Small
+    }
 }
 
 impl LoraKernels {
@@ -61,26 +107,52 @@ impl LoraKernels {
     /// `num_adapters`, and whose guards outlive the launch's stream work; the
     /// output must not overlap any input other than `y_in`; `ranks` (when set)
     /// must hold values in `1..=` the stride the adapter operands were sized for.
-    pub(crate) unsafe fn launch_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: &LoraGemmParams) -> Result<()> {
+    pub(crate) unsafe fn launch_gemm<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: &LoraGemmParams,
+    ) -> Result<()> {
         let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
         // The reduction length the splits share: the shrink's K and/or the
         // base GEMM's K (an expand's K is a rank: short, never split).
-        let shrink_k = if params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32 { params.ad_k as usize } else { 0 };
+        let shrink_k =
+            if params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32 { params.ad_k as usize } else { 0 };
         let base_k = if params.x != 0 { k } else { 0 };
-        let splits = if shrink_k + base_k > 0 {
-            let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-            k_splits(sms.max(1) as usize, m, n, shrink_k + base_k)
-        } else {
-            1
-        };
-        let grid_x = (params.n as u32).div_ceil(LORA_FWD_TILE_N);
-        let grid_y = (params.m as u32).div_ceil(LORA_FWD_TILE_M);
+        let sms =
+            self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        let splits = if shrink_k + base_k > 0 { k_splits(sms, m, n, shrink_k + base_k) } else { 1 };
         // Dropout has its own entry point, so the Philox code costs the
         // launches without it no registers (cuda/forward.cu).
         let dropped = params.dropout != 0 && params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32;
-        let variant = if dropped { "gemm_dropout" } else { "gemm" };
-        let gemm = self.function(FORWARD, &format!("lora_forward_{variant}_{}", T::DTYPE.kernel_suffix()))?;
-        let config = LaunchConfig { grid_dim: (grid_x, grid_y, splits as u32), block_dim: (LORA_FWD_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let suffix = T::DTYPE.kernel_suffix();
+        let tile = forward_tile(sms, m, n, T::DTYPE.size_bytes() == 2, splits, dropped);
+        let (gemm, config) = if tile == ForwardTile::Big {
+            let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{suffix}_128x128"))?;
+            // Above the 48 KB a launch gets by default: opt in.
+            gemm.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                LORA_FWD_BIG_SHARED_BYTES as i32,
+            )?;
+            let grid =
+                ((params.n as u32).div_ceil(LORA_FWD_BIG_TILE_N), (params.m as u32).div_ceil(LORA_FWD_BIG_TILE_M), 1);
+            (
+                gemm,
+                LaunchConfig {
+                    grid_dim: grid,
+                    block_dim: (LORA_FWD_THREADS, 1, 1),
+                    shared_mem_bytes: LORA_FWD_BIG_SHARED_BYTES,
+                },
+            )
+        } else {
+            let variant = if dropped { "gemm_dropout" } else { "gemm" };
+            let gemm = self.function(FORWARD, &format!("lora_forward_{variant}_{suffix}"))?;
+            let grid = (
+                (params.n as u32).div_ceil(LORA_FWD_TILE_N),
+                (params.m as u32).div_ceil(LORA_FWD_TILE_M),
+                splits as u32,
+            );
+            (gemm, LaunchConfig { grid_dim: grid, block_dim: (LORA_FWD_THREADS, 1, 1), shared_mem_bytes: 0 })
+        };
         if splits == 1 {
             let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
             let mut launch = stream.launch_builder(&gemm);
@@ -116,7 +188,8 @@ impl LoraKernels {
             value: (m * n).to_string(),
             reason: "too many outputs for the split-K reduction grid",
         })?;
-        let config = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (LORA_FWD_REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let config =
+            LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (LORA_FWD_REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 };
         let mut launch = stream.launch_builder(&reduce);
         launch.arg(&reduce_params);
         // SAFETY: out, bias and y_in are the caller's (checked by its
@@ -129,7 +202,7 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::k_splits;
+    use super::{forward_tile, k_splits, ForwardTile};
 
     #[test]
     fn splits_only_when_tiles_are_few_and_k_is_long() {
@@ -141,5 +214,20 @@ mod tests {
         assert_eq!(k_splits(108, 1, 64, 224), 1);
         // One tile, very long K: capped.
         assert_eq!(k_splits(108, 1, 64, 1 << 20), 16);
+    }
+
+    #[test]
+    fn big_tile_only_where_its_grid_fills_the_device() {
+        // 4096 x 4096 on 108 SMs: 1024 big tiles.
+        assert_eq!(forward_tile(108, 4096, 4096, true, 1, false), ForwardTile::Big);
+        // 1024 x 1024: 64 big tiles would leave 44 SMs idle.
+        assert_eq!(forward_tile(108, 1024, 1024, true, 1, false), ForwardTile::Small);
+        // Exactly one per SM: 12 x 9 tiles.
+        assert_eq!(forward_tile(108, 1536, 1152, true, 1, false), ForwardTile::Big);
+        assert_eq!(forward_tile(132, 1536, 1152, true, 1, false), ForwardTile::Small);
+        // f32, split K, dropout: always 64x64.
+        assert_eq!(forward_tile(108, 4096, 4096, false, 1, false), ForwardTile::Small);
+        assert_eq!(forward_tile(108, 4096, 4096, true, 2, false), ForwardTile::Small);
+        assert_eq!(forward_tile(108, 4096, 4096, true, 1, true), ForwardTile::Small);
     }
 }
