@@ -27,7 +27,8 @@ use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use fused_lora::reference::{self, Precision};
 use fused_lora::{
-    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, MultiAdapterShape, RowAdapters,
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, MultiAdapterShape,
+    RowAdapters,
 };
 use half::bf16;
 
@@ -116,12 +117,8 @@ fn problem(
 fn crate_backward(engines: &Engines, stream: &Arc<CudaStream>, pr: &mut Problem, keep_p: bool) {
     let kernels = &engines.kernels;
     let linear = Linear { weight: pr.w.as_view(), bias: None, n: pr.n, k: pr.k };
-    let inputs = BackwardInputs {
-        dy: pr.dy.as_view(),
-        x: pr.x.as_view(),
-        p: keep_p.then(|| pr.p.as_view()),
-        dropout: None,
-    };
+    let inputs =
+        BackwardInputs { dy: pr.dy.as_view(), x: pr.x.as_view(), p: keep_p.then(|| pr.p.as_view()), dropout: None };
     let mut out = BackwardOutput {
         da: pr.da.as_view_mut(),
         db: pr.db.as_view_mut(),

@@ -11,12 +11,15 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use fused_lora::reference::{self, MergeDirection, Precision};
-use fused_lora::{Adapter, AdapterConfig, Direction, FiniteCheck, LoraDType, LoraError, LoraKernels, MergeLayer, Scaling};
+use fused_lora::{
+    Adapter, AdapterConfig, Direction, FiniteCheck, LoraDType, LoraError, LoraKernels, MergeLayer, Scaling,
+};
 use half::bf16;
 
 /// `(out_features, in_features)` of the layers merged together: a slice of a
 /// transformer block, scaled down so the emulator runs it in seconds.
-const LAYERS: &[(&str, usize, usize)] = &[("q_proj", 256, 256), ("k_proj", 64, 256), ("v_proj", 64, 256), ("o_proj", 256, 256)];
+const LAYERS: &[(&str, usize, usize)] =
+    &[("q_proj", 256, 256), ("k_proj", 64, 256), ("v_proj", 64, 256), ("o_proj", 256, 256)];
 
 struct Layer<T> {
     name: &'static str,
@@ -38,7 +41,14 @@ fn make_layers<T: LoraDType>(rank: usize) -> Vec<Layer<T>> {
         .enumerate()
         .map(|(i, &(name, n, k))| {
             let offset = 3 * i as u64;
-            Layer { name, n, k, w: values(n * k, 0.05, offset), a: values(rank * k, 0.05, offset + 1), b: values(n * rank, 0.05, offset + 2) }
+            Layer {
+                name,
+                n,
+                k,
+                w: values(n * k, 0.05, offset),
+                a: values(rank * k, 0.05, offset + 1),
+                b: values(n * rank, 0.05, offset + 2),
+            }
         })
         .collect()
 }
@@ -52,8 +62,10 @@ fn run_merge<T: LoraDType>(
     config: &AdapterConfig,
     direction: Direction,
 ) -> Result<Vec<Vec<T>>, Box<dyn Error>> {
-    let adapters: Vec<(CudaSlice<T>, CudaSlice<T>)> =
-        layers.iter().map(|l| Ok((stream.clone_htod(&l.a)?, stream.clone_htod(&l.b)?))).collect::<Result<_, LoraError>>()?;
+    let adapters: Vec<(CudaSlice<T>, CudaSlice<T>)> = layers
+        .iter()
+        .map(|l| Ok((stream.clone_htod(&l.a)?, stream.clone_htod(&l.b)?)))
+        .collect::<Result<_, LoraError>>()?;
     let mut batch: Vec<MergeLayer<'_, T>> = weights
         .iter_mut()
         .zip(layers)
@@ -76,14 +88,26 @@ fn max_relative_error<T: LoraDType>(got: &[T], exact: &[f64]) -> f64 {
     got.iter().zip(exact).fold(0f64, |m, (g, e)| m.max((g.to_f64() - e).abs())) / scale
 }
 
-fn demo<T: LoraDType>(kernels: &LoraKernels, stream: &Arc<CudaStream>, config: &AdapterConfig) -> Result<(), Box<dyn Error>> {
+fn demo<T: LoraDType>(
+    kernels: &LoraKernels,
+    stream: &Arc<CudaStream>,
+    config: &AdapterConfig,
+) -> Result<(), Box<dyn Error>> {
     let layers = make_layers::<T>(config.rank());
     let mut weights: Vec<CudaSlice<T>> = layers.iter().map(|l| stream.clone_htod(&l.w)).collect::<Result<_, _>>()?;
 
     let merged = run_merge(kernels, stream, &layers, &mut weights, config, Direction::Merge)?;
     let views: Vec<reference::MergeLayer<'_, T>> = layers
         .iter()
-        .map(|l| reference::MergeLayer { w: &l.w, a: &l.a, b: &l.b, scale: config.scale() as f64, n: l.n, k: l.k, r: config.rank() })
+        .map(|l| reference::MergeLayer {
+            w: &l.w,
+            a: &l.a,
+            b: &l.b,
+            scale: config.scale() as f64,
+            n: l.n,
+            k: l.k,
+            r: config.rank(),
+        })
         .collect();
     let exact = reference::merge(&views, MergeDirection::Merge, true, Precision::Exact)?;
 
@@ -91,7 +115,8 @@ fn demo<T: LoraDType>(kernels: &LoraKernels, stream: &Arc<CudaStream>, config: &
     println!("\n{} weights, rank {}, s = {}:", T::DTYPE, config.rank(), config.scale());
     println!("  {:<8} {:>10} {:>26} {:>28}", "layer", "shape", "merge: max rel. error", "unmerge: elements changed");
     for (i, layer) in layers.iter().enumerate() {
-        let changed = unmerged[i].iter().zip(&layer.w).filter(|(u, w)| u.to_f64().to_bits() != w.to_f64().to_bits()).count();
+        let changed =
+            unmerged[i].iter().zip(&layer.w).filter(|(u, w)| u.to_f64().to_bits() != w.to_f64().to_bits()).count();
         println!(
             "  {:<8} {:>10} {:>26.3e} {:>20} of {:<7}",
             layer.name,
@@ -106,7 +131,9 @@ fn demo<T: LoraDType>(kernels: &LoraKernels, stream: &Arc<CudaStream>, config: &
 
 fn main() -> Result<(), Box<dyn Error>> {
     let ctx = CudaContext::new(0).map_err(|e| {
-        format!("no CUDA device ({e}); run through `scripts/run.sh example`, which uses the emulator when there is no GPU")
+        format!(
+            "no CUDA device ({e}); run through `scripts/run.sh example`, which uses the emulator when there is no GPU"
+        )
     })?;
     let stream = ctx.default_stream();
     let kernels = LoraKernels::new(&ctx);

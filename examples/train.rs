@@ -27,8 +27,8 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use fused_lora::reference::synthetic::SyntheticTask;
 use fused_lora::{
-    Adapter, AdamWConfig, AdamWState, AdapterConfig, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels,
-    Scaling, SgdConfig, SgdState,
+    AdamWConfig, AdamWState, Adapter, AdapterConfig, BackwardInputs, BackwardOutput, ForwardOutput, GradMode,
+    InitScheme, Linear, LoraKernels, Scaling, SgdConfig, SgdState,
 };
 use half::bf16;
 
@@ -92,13 +92,19 @@ struct Trainee {
 }
 
 fn start(kernels: &LoraKernels, stream: &Arc<CudaStream>, run: &Run) -> Result<Trainee, Box<dyn Error>> {
-    let (r, mut a, mut b) = (run.rank, stream.alloc_zeros::<f32>(run.rank * K)?, stream.alloc_zeros::<f32>(N * run.rank)?);
+    let (r, mut a, mut b) =
+        (run.rank, stream.alloc_zeros::<f32>(run.rank * K)?, stream.alloc_zeros::<f32>(N * run.rank)?);
     if let Init::Scheme(scheme) = run.init {
         kernels.init_adapter(stream, scheme, r, K, N, 11, 0, &mut a, &mut b)?;
     }
     let scaled = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| x * run.init_factor).collect() };
     let (a, b) = (scaled(stream.clone_dtoh(&a)?), scaled(stream.clone_dtoh(&b)?));
-    Ok(Trainee { a: stream.clone_htod(&bf16s(&a))?, b: stream.clone_htod(&bf16s(&b))?, master_a: stream.clone_htod(&a)?, master_b: stream.clone_htod(&b)? })
+    Ok(Trainee {
+        a: stream.clone_htod(&bf16s(&a))?,
+        b: stream.clone_htod(&bf16s(&b))?,
+        master_a: stream.clone_htod(&a)?,
+        master_b: stream.clone_htod(&b)?,
+    })
 }
 
 /// Trains one run; the losses before each step (shorter if it diverged).
@@ -109,11 +115,19 @@ fn train(kernels: &LoraKernels, stream: &Arc<CudaStream>, task: &Task, run: &Run
     let (mut adam_a, mut adam_b) = (AdamWState::new(stream, r * K)?, AdamWState::new(stream, N * r)?);
     let linear = Linear { weight: task.w0.as_view(), bias: None, n: N, k: K };
     let (mut y, mut p) = (stream.alloc_zeros::<bf16>(M * N)?, stream.alloc_zeros::<bf16>(M * r)?);
-    let (mut da, mut db, mut dx) = (stream.alloc_zeros::<bf16>(r * K)?, stream.alloc_zeros::<bf16>(N * r)?, stream.alloc_zeros::<bf16>(M * K)?);
+    let (mut da, mut db, mut dx) =
+        (stream.alloc_zeros::<bf16>(r * K)?, stream.alloc_zeros::<bf16>(N * r)?, stream.alloc_zeros::<bf16>(M * K)?);
     let mut losses = Vec::with_capacity(STEPS);
     for _ in 0..STEPS {
         let adapter = Adapter { a: t.a.as_view(), b: t.b.as_view(), rank: r, scale: run.scale };
-        kernels.forward(stream, &task.x.as_view(), &linear, &adapter, None, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })?;
+        kernels.forward(
+            stream,
+            &task.x.as_view(),
+            &linear,
+            &adapter,
+            None,
+            &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) },
+        )?;
         let out: Vec<f32> = stream.clone_dtoh(&y)?.iter().map(|v: &bf16| v.to_f32()).collect();
         let (loss, dy) = task.host.mse(&out);
         losses.push(loss);
@@ -121,7 +135,13 @@ fn train(kernels: &LoraKernels, stream: &Arc<CudaStream>, task: &Task, run: &Run
             break;
         }
         let dy = stream.clone_htod(&bf16s(&dy))?;
-        let mut grads = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+        let mut grads = BackwardOutput {
+            da: da.as_view_mut(),
+            db: db.as_view_mut(),
+            dx: dx.as_view_mut(),
+            g: None,
+            mode: GradMode::Overwrite,
+        };
         let inputs = BackwardInputs { dy: dy.as_view(), x: task.x.as_view(), p: Some(p.as_view()), dropout: None };
         kernels.backward(stream, &inputs, &linear, &adapter, &mut grads)?;
         match run.optimizer {
@@ -189,8 +209,22 @@ fn runs() -> Result<Vec<Run>, Box<dyn Error>> {
         ("Adam", Optimizer::Adam { lr: 0.01, eps: 1e-8 }, Optimizer::Adam { lr: 0.005, eps: 2e-8 }),
     ] {
         let experiment = "4 alpha*k / lr / init substitution (k=4)";
-        let base = Run { experiment, label: format!("{name}: alpha"), init: Init::Scheme(InitScheme::PeftDefault), rank: r, scale: s, init_factor: 1.0, optimizer };
-        let sub = Run { label: format!("{name}: 4*alpha, init/2, lr substituted"), scale: 4.0 * s, init_factor: 0.5, optimizer: substituted, ..base };
+        let base = Run {
+            experiment,
+            label: format!("{name}: alpha"),
+            init: Init::Scheme(InitScheme::PeftDefault),
+            rank: r,
+            scale: s,
+            init_factor: 1.0,
+            optimizer,
+        };
+        let sub = Run {
+            label: format!("{name}: 4*alpha, init/2, lr substituted"),
+            scale: 4.0 * s,
+            init_factor: 0.5,
+            optimizer: substituted,
+            ..base
+        };
         runs.push(base);
         runs.push(sub);
     }
@@ -216,11 +250,13 @@ fn write_csv(path: &Path, runs: &[Run], losses: &[Vec<f32>]) -> Result<(), Box<d
 
 /// One panel per experiment, log10(loss) against the step.
 fn write_svg(path: &Path, runs: &[Run], losses: &[Vec<f32>]) -> Result<(), Box<dyn Error>> {
-    let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+    let colours =
+        ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
     let (panel_w, panel_h, pad, plot_h) = (520.0, 380.0, 50.0, 260.0);
     let mut experiments: Vec<&str> = runs.iter().map(|r| r.experiment).collect();
     experiments.dedup();
-    let finite: Vec<f32> = losses.iter().flatten().copied().filter(|l| l.is_finite() && *l > 0.0 && *l <= DIVERGED).collect();
+    let finite: Vec<f32> =
+        losses.iter().flatten().copied().filter(|l| l.is_finite() && *l > 0.0 && *l <= DIVERGED).collect();
     let lo = finite.iter().fold(f32::MAX, |m, &l| m.min(l)).log10().floor();
     let hi = finite.iter().fold(f32::MIN, |m, &l| m.max(l)).log10().ceil().max(lo + 1.0);
     let mut svg = format!(
@@ -231,14 +267,25 @@ fn write_svg(path: &Path, runs: &[Run], losses: &[Vec<f32>]) -> Result<(), Box<d
     for (e, experiment) in experiments.iter().enumerate() {
         let (ox, oy) = ((e % 2) as f64 * panel_w, (e / 2) as f64 * panel_h);
         let (x0, y0, w, h) = (ox + pad, oy + 30.0, panel_w - 2.0 * pad, plot_h);
-        writeln!(svg, "<text x=\"{}\" y=\"{}\" font-size=\"13\" font-weight=\"bold\">{experiment}</text>", ox + pad, oy + 20.0)?;
+        writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" font-size=\"13\" font-weight=\"bold\">{experiment}</text>",
+            ox + pad,
+            oy + 20.0
+        )?;
         writeln!(svg, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{w}\" height=\"{h}\" fill=\"none\" stroke=\"#444\"/>")?;
         for decade in lo as i32..=hi as i32 {
             let y = y0 + h * (hi as f64 - decade as f64) / (hi - lo) as f64;
             writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">1e{decade}</text>", x0 - 4.0, y + 4.0)?;
             writeln!(svg, "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>", x0 + w)?;
         }
-        writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step (0–{})</text>", x0 + w / 2.0, y0 + h + 16.0, STEPS - 1)?;
+        writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step (0–{})</text>",
+            x0 + w / 2.0,
+            y0 + h + 16.0,
+            STEPS - 1
+        )?;
         for (i, (run, curve)) in runs.iter().zip(losses).filter(|(r, _)| r.experiment == *experiment).enumerate() {
             let colour = colours[i % colours.len()];
             let points: Vec<String> = curve
@@ -247,11 +294,19 @@ fn write_svg(path: &Path, runs: &[Run], losses: &[Vec<f32>]) -> Result<(), Box<d
                 .filter(|(_, l)| l.is_finite() && **l > 0.0)
                 .map(|(s, l)| {
                     let y = (l.min(DIVERGED).log10() as f64).clamp(lo as f64, hi as f64);
-                    format!("{:.1},{:.1}", x0 + w * s as f64 / (STEPS - 1) as f64, y0 + h * (hi as f64 - y) / (hi - lo) as f64)
+                    format!(
+                        "{:.1},{:.1}",
+                        x0 + w * s as f64 / (STEPS - 1) as f64,
+                        y0 + h * (hi as f64 - y) / (hi - lo) as f64
+                    )
                 })
                 .collect();
             let dash = if run.label.contains("substituted") { " stroke-dasharray=\"6 4\"" } else { "" };
-            writeln!(svg, "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"{dash}/>", points.join(" "))?;
+            writeln!(
+                svg,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"{dash}/>",
+                points.join(" ")
+            )?;
             // Legend below the axis label, two columns.
             let ly = y0 + h + 34.0 + 13.0 * (i / 2) as f64;
             let lx = x0 + (i % 2) as f64 * (w / 2.0);
@@ -269,20 +324,30 @@ fn summary(runs: &[Run], losses: &[Vec<f32>]) {
         let end = if curve.len() < STEPS { format!("diverged@{}", curve.len() - 1) } else { format!("{last:.4e}") };
         println!("{:<44} {:<40} {:>12.4e} {:>12}", run.experiment, run.label, curve[0], end);
     }
-    let sub: Vec<&Vec<f32>> = runs.iter().zip(losses).filter(|(r, _)| r.experiment.starts_with('4')).map(|(_, l)| l).collect();
+    let sub: Vec<&Vec<f32>> =
+        runs.iter().zip(losses).filter(|(r, _)| r.experiment.starts_with('4')).map(|(_, l)| l).collect();
     for (name, pair) in ["SGD", "Adam"].iter().zip(sub.chunks(2)) {
-        let identical = pair[0].len() == pair[1].len() && pair[0].iter().zip(pair[1]).all(|(a, b)| a.to_bits() == b.to_bits());
-        println!("substitution under {name}: loss curves {}", if identical { "bit-identical at every step" } else { "DIFFER" });
+        let identical =
+            pair[0].len() == pair[1].len() && pair[0].iter().zip(pair[1]).all(|(a, b)| a.to_bits() == b.to_bits());
+        println!(
+            "substitution under {name}: loss curves {}",
+            if identical { "bit-identical at every step" } else { "DIFFER" }
+        );
     }
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
     let ctx = CudaContext::new(0).map_err(|e| {
-        format!("no CUDA device ({e}); run through `scripts/run.sh example`, which uses the emulator when there is no GPU")
+        format!(
+            "no CUDA device ({e}); run through `scripts/run.sh example`, which uses the emulator when there is no GPU"
+        )
     })?;
     let stream = ctx.default_stream();
     let kernels = LoraKernels::new(&ctx);
-    println!("device: {}; task: M={M} K={K} N={N}, hidden rank {HIDDEN_RANK}, {STEPS} steps, bf16 weights", ctx.name()?);
+    println!(
+        "device: {}; task: M={M} K={K} N={N}, hidden rank {HIDDEN_RANK}, {STEPS} steps, bf16 weights",
+        ctx.name()?
+    );
     let task = task(&stream)?;
     let runs = runs()?;
     let mut losses = Vec::with_capacity(runs.len());

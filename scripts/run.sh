@@ -2,13 +2,15 @@
 # The one entry point of the README's commands:
 #   scripts/run.sh example [args...]   run the main example
 #   scripts/run.sh test    [args...]   run the whole test suite (with no
-#                                      args: also scripts/gpu-report.sh's dry
-#                                      run, which runs the benches' dry run)
+#                                      args: first cargo fmt --check and
+#                                      clippy -D warnings, last
+#                                      scripts/gpu-report.sh's dry run, which
+#                                      runs the benches' dry run)
 #   scripts/run.sh report  [args...]   the modeled performance report (always
 #                                      on the emulator: it counts and models)
 #   scripts/run.sh bench   [args...]   cargo bench on the device picked as for
 #                                      the tests (scripts/gpu-report.sh uses it)
-# Both install what a fresh machine lacks (scripts/setup.sh), build the
+# All install what a fresh machine lacks (scripts/setup.sh), build the
 # emulator's libcuda.so, and pick the device: the real CUDA driver when the
 # machine has one, the emulator otherwise (FUSED_LORA_EMULATOR=1 forces it).
 set -euo pipefail
@@ -50,6 +52,10 @@ case "$what" in
         if [ "$#" -gt 0 ]; then
             exec cargo test --workspace --release "$@"
         fi
+        # The habits Rust users expect, checked first (they fail fast):
+        # the tree formatted as rustfmt.toml says, and clippy clean.
+        cargo fmt --all --check
+        cargo clippy --workspace --release --all-targets -- -D warnings
         cargo test --workspace --release
         # The GPU report's dry run: each of its steps on the emulator, small —
         # the benches in criterion's test mode (every case's variants once, on

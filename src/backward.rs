@@ -121,24 +121,27 @@
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUdevice_attribute;
-use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg,
+};
 
 use crate::dropout::MaskFields;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::forward::launch::{check_grid, k_splits};
 use crate::forward::{check_linear, check_stack, AdapterStack, Linear, RowAdapters};
+use crate::kernels::{LoraKernels, BACKWARD};
+use crate::merge::Adapter;
+use crate::params::{
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
+    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G,
+    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
+    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+};
+use crate::reference::Dropout;
 use crate::validate::{
     check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
     Span,
-};
-use crate::kernels::{LoraKernels, BACKWARD};
-use crate::merge::Adapter;
-use crate::reference::Dropout;
-use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
-    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G, LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT,
-    LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
 
 /// The output tile of the tiled launches.
@@ -294,12 +297,7 @@ impl LoraKernels {
         self.check_common(stream, dims, dy, x, p, out)?;
 
         let dropout = MaskFields::new(dropout)?.backward();
-        let base = LoraBwdParams {
-            num_adapters: 1,
-            rank: r as i32,
-            scale: adapter.scale,
-            ..dropout
-        };
+        let base = LoraBwdParams { num_adapters: 1, rank: r as i32, scale: adapter.scale, ..dropout };
         // SAFETY: every buffer was checked against its shape on this context;
         // the single-adapter parameters address adapter 0 only, of rank r.
         unsafe { self.run_backward(stream, dims, base, dy, x, linear, &adapter.a, &adapter.b, p, &[], out) }
@@ -467,9 +465,15 @@ impl LoraKernels {
         check_grid(m)?;
         // The elementwise launches (the ordered sums) are 1-D grids of one
         // thread per element.
-        for (what, len) in [("m * k", m * k), ("n * r_max", n * r_max), ("r_max * k", r_max * k), ("m * r_max", m * r_max)] {
+        for (what, len) in
+            [("m * k", m * k), ("n * r_max", n * r_max), ("r_max * k", r_max * k), ("m * r_max", m * r_max)]
+        {
             if len.div_ceil(LORA_BWD_THREADS as usize) > i32::MAX as usize {
-                return Err(LoraError::InvalidArgument { what, value: len.to_string(), reason: "too many elements for one launch" });
+                return Err(LoraError::InvalidArgument {
+                    what,
+                    value: len.to_string(),
+                    reason: "too many elements for one launch",
+                });
             }
         }
         Ok(())
@@ -586,8 +590,18 @@ impl LoraKernels {
         unsafe {
             // G reports bad indices; dX reads the same rows and stays quiet.
             self.row_gemm::<T>(stream, LoraBwdParams { out: 0, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_G)?;
-            self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: db_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DB)?;
-            self.reduce_rows::<T>(stream, dims, LoraBwdParams { out: da_span.start, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_DA)?;
+            self.reduce_rows::<T>(
+                stream,
+                dims,
+                LoraBwdParams { out: db_span.start, ..params },
+                LoraBwdReduction_LORA_BWD_REDUCE_DB,
+            )?;
+            self.reduce_rows::<T>(
+                stream,
+                dims,
+                LoraBwdParams { out: da_span.start, ..params },
+                LoraBwdReduction_LORA_BWD_REDUCE_DA,
+            )?;
             let dx_params = LoraBwdParams { out: dx_span.start, status: 0, ..params };
             self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
         }
@@ -602,9 +616,20 @@ impl LoraKernels {
     ///
     /// # Safety
     /// As [`LoraKernels::run_backward`], with `params` filled in by it.
-    unsafe fn row_gemm<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: LoraBwdParams, which: LoraBwdReduction) -> Result<()> {
+    unsafe fn row_gemm<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: LoraBwdParams,
+        which: LoraBwdReduction,
+    ) -> Result<()> {
         let dx = which == LoraBwdReduction_LORA_BWD_REDUCE_DX;
-        let (name, m, n, r_max, k) = (if dx { "dx" } else { "g" }, params.m as usize, params.n as usize, params.r_max as usize, params.k as usize);
+        let (name, m, n, r_max, k) = (
+            if dx { "dx" } else { "g" },
+            params.m as usize,
+            params.n as usize,
+            params.r_max as usize,
+            params.k as usize,
+        );
         let cols = if dx { k } else { r_max };
         // G reduces over N (once per adapter in a tile), dX over N plus the rank.
         let reduction = if dx { n + r_max } else { n };
@@ -695,7 +720,11 @@ impl LoraKernels {
     ) -> Result<()> {
         let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
         let blocks = elements.div_ceil(LORA_BWD_THREADS as usize) as u32;
-        let config = LaunchConfig { grid_dim: (blocks, grid_y, grid_z), block_dim: (LORA_BWD_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let config = LaunchConfig {
+            grid_dim: (blocks, grid_y, grid_z),
+            block_dim: (LORA_BWD_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.

@@ -31,11 +31,19 @@ impl AdapterConfig {
             return Err(LoraError::InvalidArgument { what: "rank", value: "0".into(), reason: "must be at least 1" });
         }
         if !alpha.is_finite() {
-            return Err(LoraError::InvalidArgument { what: "alpha", value: alpha.to_string(), reason: "must be finite" });
+            return Err(LoraError::InvalidArgument {
+                what: "alpha",
+                value: alpha.to_string(),
+                reason: "must be finite",
+            });
         }
         if let Scaling::Fixed(s) = scaling {
             if !s.is_finite() {
-                return Err(LoraError::InvalidArgument { what: "scale", value: s.to_string(), reason: "must be finite" });
+                return Err(LoraError::InvalidArgument {
+                    what: "scale",
+                    value: s.to_string(),
+                    reason: "must be finite",
+                });
             }
         }
         Ok(AdapterConfig { rank, alpha, scaling })

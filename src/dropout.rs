@@ -28,7 +28,9 @@ impl MaskFields {
     pub(crate) fn new(dropout: Option<&Dropout>) -> Result<Self> {
         Ok(match active_dropout(dropout)? {
             None => MaskFields::default(),
-            Some(d) => MaskFields { dropout: 1, dropout_p: d.p, inv_keep: d.inv_keep(), seed: d.seed, offset: d.offset },
+            Some(d) => {
+                MaskFields { dropout: 1, dropout_p: d.p, inv_keep: d.inv_keep(), seed: d.seed, offset: d.offset }
+            }
         })
     }
 

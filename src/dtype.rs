@@ -50,12 +50,7 @@ mod sealed {
 /// An element type the kernels support. Sealed: the set is fixed by the PTX
 /// the crate ships. Its conversions to and from f32/f64 and its unit roundoff
 /// come from [`RefElem`], the element trait the CPU reference is written in.
-pub trait LoraDType:
-    sealed::Sealed
-    + RefElem
-    + cudarc::driver::DeviceRepr
-    + cudarc::driver::ValidAsZeroBits
-{
+pub trait LoraDType: sealed::Sealed + RefElem + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits {
     /// The [`DType`] tag of this type.
     const DTYPE: DType;
     /// The value as an f32 (exact for every supported type).

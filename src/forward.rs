@@ -751,7 +751,13 @@ pub(crate) fn check_linear<T: LoraDType>(stream: &Arc<CudaStream>, linear: &Line
     Ok(())
 }
 
-fn check_outputs<T: LoraDType>(stream: &Arc<CudaStream>, out: &ForwardOutput<'_, T>, m: usize, n: usize, p_cols: usize) -> Result<()> {
+fn check_outputs<T: LoraDType>(
+    stream: &Arc<CudaStream>,
+    out: &ForwardOutput<'_, T>,
+    m: usize,
+    n: usize,
+    p_cols: usize,
+) -> Result<()> {
     check_context(stream, "y", out.y.stream())?;
     check_rows("x", m, "y", out.y.len(), n)?;
     if let Some(p) = &out.p {

@@ -38,9 +38,7 @@ impl InitScheme {
                 (Distribution::Uniform { bound: 1.0 / (k_in as f64).sqrt() }, Distribution::Zero)
             }
             InitScheme::Gaussian => (Distribution::Normal { std: 1.0 / rank as f64 }, Distribution::Zero),
-            InitScheme::Reversed => {
-                (Distribution::Zero, Distribution::Uniform { bound: 1.0 / (rank as f64).sqrt() })
-            }
+            InitScheme::Reversed => (Distribution::Zero, Distribution::Uniform { bound: 1.0 / (rank as f64).sqrt() }),
         }
     }
 }

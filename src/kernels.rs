@@ -69,7 +69,11 @@ impl LoraKernels {
 /// `Ok` when `buffer_stream` (a buffer's or a stream's) lives in `ctx`.
 /// Compares the driver's context handles, not the `Arc`s: two `CudaContext`
 /// values retaining the same primary context are the same context.
-pub(crate) fn check_same_context(what: &'static str, buffer_stream: &Arc<CudaStream>, ctx: &Arc<CudaContext>) -> Result<()> {
+pub(crate) fn check_same_context(
+    what: &'static str,
+    buffer_stream: &Arc<CudaStream>,
+    ctx: &Arc<CudaContext>,
+) -> Result<()> {
     if buffer_stream.context().cu_ctx() == ctx.cu_ctx() {
         Ok(())
     } else {

@@ -12,18 +12,21 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg, SyncOnDrop};
+use cudarc::driver::{
+    CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg,
+    SyncOnDrop,
+};
 
+use crate::config::AdapterConfig;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, MERGE};
-use crate::config::AdapterConfig;
-use crate::validate::{check_context, check_dim, check_len, cols_of, Span};
 use crate::params::{
     LoraMergeLayer, LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE,
     LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE, LoraMergeParams, LORA_MERGE_THREADS, LORA_MERGE_TILE_K,
     LORA_MERGE_TILE_N,
 };
+use crate::validate::{check_context, check_dim, check_len, cols_of, Span};
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from the
 // same C header the kernels include.
@@ -82,7 +85,11 @@ impl<'a, T> Adapter<'a, T> {
 /// B `[n, rank]` with n implied: a whole number of rank-wide rows.
 fn rows_of_b(len: usize, rank: usize) -> Result<usize> {
     if len == 0 || len % rank != 0 {
-        return Err(LoraError::ShapeMismatch { what: "b", expected: vec![len.div_ceil(rank).max(1), rank], got: vec![len] });
+        return Err(LoraError::ShapeMismatch {
+            what: "b",
+            expected: vec![len.div_ceil(rank).max(1), rank],
+            got: vec![len],
+        });
     }
     Ok(len / rank)
 }
@@ -227,7 +234,13 @@ impl LoraKernels {
 
     /// Checks aliasing, numbers the tiles and launches; `in_place`: each
     /// layer's output is its weight.
-    fn launch_merge<T: LoraDType>(&self, stream: &Arc<CudaStream>, mut layers: Vec<Resolved>, in_place: bool, check: FiniteCheck) -> Result<()> {
+    fn launch_merge<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        mut layers: Vec<Resolved>,
+        in_place: bool,
+        check: FiniteCheck,
+    ) -> Result<()> {
         check_aliasing(&layers, in_place)?;
         number_tiles(&mut layers);
         if layers.is_empty() {
@@ -245,11 +258,17 @@ impl LoraKernels {
         let descs = stream.clone_htod(&descs)?;
         let flags = stream.alloc_zeros::<i32>(layers.len())?;
         let function = self.function(MERGE, &format!("lora_merge_{}", T::DTYPE.kernel_suffix()))?;
-        let config = LaunchConfig { grid_dim: (total_tiles as u32, 1, 1), block_dim: (LORA_MERGE_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let config = LaunchConfig {
+            grid_dim: (total_tiles as u32, 1, 1),
+            block_dim: (LORA_MERGE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
 
         let modes = match check {
             FiniteCheck::Unchecked => vec![LoraMergeMode_LORA_MERGE_WRITE],
-            FiniteCheck::RefuseNonFinite => vec![LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE],
+            FiniteCheck::RefuseNonFinite => {
+                vec![LoraMergeMode_LORA_MERGE_CHECK, LoraMergeMode_LORA_MERGE_WRITE_IF_FINITE]
+            }
         };
         {
             let (descs_ptr, _descs_guard) = descs.device_ptr(stream);
@@ -295,14 +314,27 @@ fn in_layer(layer: usize, error: LoraError) -> LoraError {
 }
 
 /// Checks a buffer's length and context; the shape is `[rows, cols]`.
-fn check_buffer(stream: &Arc<CudaStream>, what: &'static str, len: usize, buffer_stream: &Arc<CudaStream>, rows: usize, cols: usize) -> Result<()> {
+fn check_buffer(
+    stream: &Arc<CudaStream>,
+    what: &'static str,
+    len: usize,
+    buffer_stream: &Arc<CudaStream>,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
     check_context(stream, what, buffer_stream)?;
     check_len(what, len, &[rows, cols])
 }
 
 /// Validates one layer's dimensions, adapter and scale, and fills the kernel
 /// descriptor (pointers filled by the caller).
-fn describe<T>(stream: &Arc<CudaStream>, n: usize, k: usize, adapter: &Adapter<'_, T>, direction: Direction) -> Result<LoraMergeLayer> {
+fn describe<T>(
+    stream: &Arc<CudaStream>,
+    n: usize,
+    k: usize,
+    adapter: &Adapter<'_, T>,
+    direction: Direction,
+) -> Result<LoraMergeLayer> {
     let n32 = check_dim("n", n)?;
     let k32 = check_dim("k", k)?;
     let r32 = check_dim("rank", adapter.rank)?;
@@ -312,7 +344,11 @@ fn describe<T>(stream: &Arc<CudaStream>, n: usize, k: usize, adapter: &Adapter<'
         reason: "too many elements",
     })?;
     if !adapter.scale.is_finite() {
-        return Err(LoraError::InvalidArgument { what: "scale", value: adapter.scale.to_string(), reason: "must be finite" });
+        return Err(LoraError::InvalidArgument {
+            what: "scale",
+            value: adapter.scale.to_string(),
+            reason: "must be finite",
+        });
     }
     check_buffer(stream, "a", adapter.a.len(), adapter.a.stream(), adapter.rank, k)?;
     check_buffer(stream, "b", adapter.b.len(), adapter.b.stream(), n, adapter.rank)?;
@@ -398,7 +434,10 @@ fn check_aliasing(layers: &[Resolved], in_place: bool) -> Result<()> {
                 return Err(LoraError::Aliasing { output: if in_place { "weight" } else { "out" }, input: "b" });
             }
             if i != j && li.out.overlaps(&lj.out) {
-                return Err(LoraError::Aliasing { output: if in_place { "weight" } else { "out" }, input: "another layer's output" });
+                return Err(LoraError::Aliasing {
+                    output: if in_place { "weight" } else { "out" },
+                    input: "another layer's output",
+                });
             }
             if !in_place && li.out.overlaps(&lj.weight) {
                 return Err(LoraError::Aliasing { output: "out", input: "weight" });

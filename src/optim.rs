@@ -469,7 +469,12 @@ fn check_state_len(len: usize) -> Result<()> {
 /// A tensor argument must hold `len` elements and live in `stream`'s context
 /// (the driver's context: a second `CudaContext` handle on the same primary
 /// context is the same context).
-fn check_tensor<E>(stream: &Arc<CudaStream>, what: &'static str, buffer: &impl DeviceSlice<E>, len: usize) -> Result<()> {
+fn check_tensor<E>(
+    stream: &Arc<CudaStream>,
+    what: &'static str,
+    buffer: &impl DeviceSlice<E>,
+    len: usize,
+) -> Result<()> {
     check_context(stream, what, buffer.stream())?;
     check_len(what, buffer.len(), &[len])
 }

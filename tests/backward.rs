@@ -14,8 +14,8 @@ use device::Device;
 use forward_support::{download, poison_padding, random, row_indices, upload, Mix};
 use fused_lora::reference::{backward_multi, Base, Dropout, MultiAdapters, MultiGradients, Precision};
 use fused_lora::{
-    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, LoraError, MultiAdapterShape,
-    RowAdapters,
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, LoraError,
+    MultiAdapterShape, RowAdapters,
 };
 use half::{bf16, f16};
 
@@ -82,8 +82,7 @@ impl<T: LoraDType> Case<T> {
             MultiAdapterShape { m: self.m, k: self.k, n: self.n, num_adapters: self.num_adapters(), r_max: self.r_max };
         let base = Base { x: &self.x, w0: &self.w, bias: None };
         let scales: Vec<f64> = self.scales.iter().map(|&s| f64::from(s)).collect();
-        let indices: Vec<i64> =
-            (0..self.m).map(|row| self.adapter_of(row).map_or(-1, |l| l as i64)).collect();
+        let indices: Vec<i64> = (0..self.m).map(|row| self.adapter_of(row).map_or(-1, |l| l as i64)).collect();
         let adapters =
             MultiAdapters { a_all: &self.a, b_all: &self.b, ranks: &self.ranks, scales: &scales, indices: &indices };
         // The reference must not see the poisoned padding of P either: it
@@ -144,28 +143,52 @@ fn run<T: LoraDType>(
     mode: GradMode,
 ) -> Result<(Got<T>, AdapterStatus), LoraError> {
     let stream = &dev.stream;
-    let (x, w, a, b, p, dy) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b), upload(stream, &case.p), upload(stream, &case.dy));
+    let (x, w, a, b, p, dy) = (
+        upload(stream, &case.x),
+        upload(stream, &case.w),
+        upload(stream, &case.a),
+        upload(stream, &case.b),
+        upload(stream, &case.p),
+        upload(stream, &case.dy),
+    );
     let index = upload(stream, &case.index);
     let (mut da, mut db, mut dx): (CudaSlice<T>, CudaSlice<T>, CudaSlice<T>) =
         (upload(stream, &initial.da), upload(stream, &initial.db), upload(stream, &initial.dx));
     let mut g = upload(stream, &vec![T::nan(); case.m * case.r_max]);
     let linear = Linear { weight: w.as_view(), bias: None, n: case.n, k: case.k };
-    let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: keep_p.then(|| p.as_view()), dropout: case.dropout };
+    let inputs =
+        BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: keep_p.then(|| p.as_view()), dropout: case.dropout };
     let mut status = AdapterStatus::new(stream)?;
-    let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: Some(g.as_view_mut()), mode };
+    let mut out = BackwardOutput {
+        da: da.as_view_mut(),
+        db: db.as_view_mut(),
+        dx: dx.as_view_mut(),
+        g: Some(g.as_view_mut()),
+        mode,
+    };
     match api {
         Api::Single => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
             dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out)?;
         }
         Api::Multi => {
-            let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: case.r_max, ranks: &case.ranks, scales: &case.scales };
+            let stack = AdapterStack {
+                a: a.as_view(),
+                b: b.as_view(),
+                r_max: case.r_max,
+                ranks: &case.ranks,
+                scales: &case.scales,
+            };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
             dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)?;
         }
     }
-    let got = Got { g: download(stream, &g), da: download(stream, &da), db: download(stream, &db), dx: download(stream, &dx) };
+    let got = Got {
+        g: download(stream, &g),
+        da: download(stream, &da),
+        db: download(stream, &db),
+        dx: download(stream, &dx),
+    };
     Ok((got, status))
 }
 
@@ -270,7 +293,8 @@ fn recomputed_p_matches_kept_p<T: LoraDType>(api: Api) {
     };
     let mut case = Case::<T>::new(m, k, n, &ranks, 6, index, 500);
     // The P the forward writes, from the forward kernels themselves.
-    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let (x, w, a, b) =
+        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
     let index_dev = upload(stream, &case.index);
     let mut y = upload(stream, &vec![T::nan(); m * n]);
     let mut p = upload(stream, &vec![T::nan(); m * case.r_max]);
@@ -285,7 +309,9 @@ fn recomputed_p_matches_kept_p<T: LoraDType>(api: Api) {
         Api::Multi => {
             let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: 6, ranks: &ranks, scales: &case.scales };
             let mut rows = RowAdapters { index: index_dev.as_view(), status: &mut status };
-            dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward");
+            dev.kernels
+                .forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)
+                .expect("forward");
         }
     }
     case.p = download(stream, &p);
@@ -306,7 +332,8 @@ fn many_rows_per_split<T: LoraDType>() {
     let index: Vec<i32> = (0..m).map(|row| [0, 1, 0, -1][row % 4]).collect();
     let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 630);
     case.poison_padding();
-    let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    let (got, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     check_against_reference("33 000 rows", &case, &got, None);
 }
 
@@ -318,7 +345,8 @@ fn multi_adapter_wide_ranks<T: LoraDType>() {
     let index = row_indices(Mix::Unsorted, m, ranks.len(), 640);
     let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 650);
     case.poison_padding();
-    let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    let (got, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     check_against_reference("wide ranks", &case, &got, None);
 }
 
@@ -331,7 +359,8 @@ fn decode_split_multi<T: LoraDType>() {
     let (m, k, n, ranks, r_max) = (6, 64, 256, [72, 65, 40], 72);
     let mut case = Case::<T>::new(m, k, n, &ranks, r_max, vec![0, 1, 2, 0, -1, 2], 660);
     case.poison_padding();
-    let (got, _) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    let (got, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     check_against_reference("decode, split", &case, &got, None);
 }
 
@@ -358,7 +387,10 @@ fn multi_adapter_matches_reference<T: LoraDType>() {
             }
             for (col, row) in db.chunks(r_max).enumerate() {
                 let from = if used { rank } else { 0 };
-                assert!(row[from..].iter().all(|v| v.to_f64() == 0.0), "{mix:?}: dB of adapter {l}, row {col} not zero");
+                assert!(
+                    row[from..].iter().all(|v| v.to_f64() == 0.0),
+                    "{mix:?}: dB of adapter {l}, row {col} not zero"
+                );
             }
         }
         let (again, _) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Overwrite).expect("again");
@@ -372,7 +404,8 @@ fn bad_index_is_reported<T: LoraDType>() {
     let (m, k, n) = (9, 16, 8);
     let index = vec![0, 1, 7, -1, 1, 0, -5, 1, 0];
     let case = Case::<T>::new(m, k, n, &[4, 2], 4, index, 700);
-    let (got, status) = run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward");
+    let (got, status) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward");
     match status.check(&dev.stream) {
         Err(LoraError::AdapterIndexOutOfRange { row: 2, index: 7, num_adapters: 2 }) => {}
         other => panic!("expected row 2's index 7 reported, got {other:?}"),
@@ -391,7 +424,8 @@ fn dropout_matches_reference<T: LoraDType>() {
     for p in [0.0, 0.1, 0.5] {
         let mut single = Case::<T>::new(m, k, n, &[6], 6, vec![0; m], 800);
         single.dropout = Some(Dropout::new(p, 0x1234_5678_9abc, 3).expect("dropout"));
-        let (got, _) = run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
+        let (got, _) =
+            run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
         check_against_reference(&format!("dropout p={p}, one adapter"), &single, &got, None);
     }
     let index = row_indices(Mix::Zipf, m, 3, 810);
@@ -403,7 +437,8 @@ fn dropout_matches_reference<T: LoraDType>() {
     // Without the mask the gradients differ: the mask is really applied.
     let mut plain = multi;
     plain.dropout = None;
-    let (without, _) = run(&dev, &plain, Api::Multi, true, &Initial::nan(&plain), GradMode::Overwrite).expect("backward");
+    let (without, _) =
+        run(&dev, &plain, Api::Multi, true, &Initial::nan(&plain), GradMode::Overwrite).expect("backward");
     assert_ne!(got.dx, without.dx);
 }
 
@@ -419,7 +454,11 @@ fn recomputed_p_with_dropout<T: LoraDType>() {
     let dropped: Vec<T> = (0..m * k)
         .map(|i| {
             let v = case.x[i].to_f64() as f32;
-            if dropout.keep(i / k, i % k, k) { T::from_f64(f64::from(v * dropout.inv_keep())) } else { T::from_f64(0.0) }
+            if dropout.keep(i / k, i % k, k) {
+                T::from_f64(f64::from(v * dropout.inv_keep()))
+            } else {
+                T::from_f64(0.0)
+            }
         })
         .collect();
     let (dropped_dev, a) = (upload(stream, &dropped), upload(stream, &case.a));
@@ -428,7 +467,8 @@ fn recomputed_p_with_dropout<T: LoraDType>() {
     case.p = download(stream, &p);
     let initial = Initial::nan(&case);
     let (kept, _) = run(&dev, &case, Api::Single, true, &initial, GradMode::Overwrite).expect("backward with P");
-    let (recomputed, _) = run(&dev, &case, Api::Single, false, &initial, GradMode::Overwrite).expect("backward without P");
+    let (recomputed, _) =
+        run(&dev, &case, Api::Single, false, &initial, GradMode::Overwrite).expect("backward without P");
     assert_eq!(kept, recomputed);
 }
 

@@ -16,7 +16,9 @@ mod device;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, RowAdapters};
+use fused_lora::{
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, RowAdapters,
+};
 use half::{bf16, f16};
 use serde_json::Value;
 
@@ -75,10 +77,17 @@ fn backward_launches<T: LoraDType>(dev: &device::Device, s: Shape) -> Vec<Value>
         upload(stream, &random::<T>(5, n * r)),
         upload(stream, &random::<T>(6, m * r)),
     );
-    let (mut da, mut db, mut dx) = (poisoned::<T>(stream, r * k), poisoned::<T>(stream, n * r), poisoned::<T>(stream, m * k));
+    let (mut da, mut db, mut dx) =
+        (poisoned::<T>(stream, r * k), poisoned::<T>(stream, n * r), poisoned::<T>(stream, m * k));
     let linear = Linear { weight: w.as_view(), bias: None, n, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.5 };
-    let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+    let mut out = BackwardOutput {
+        da: da.as_view_mut(),
+        db: db.as_view_mut(),
+        dx: dx.as_view_mut(),
+        g: None,
+        mode: GradMode::Overwrite,
+    };
     let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
     dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out).expect("backward");
     stream.synchronize().expect("sync");
@@ -235,13 +244,20 @@ fn rowsum_traffic_does_not_grow_with_adapters() {
         let index = upload(stream, &indices);
         let mut status = AdapterStatus::new(stream).expect("status");
         let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-        let (mut da, mut db, mut dx) =
-            (poisoned::<T>(stream, adapters * r * k), poisoned::<T>(stream, adapters * n * r), poisoned::<T>(stream, m * k));
-        let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+        let (mut da, mut db, mut dx) = (
+            poisoned::<T>(stream, adapters * r * k),
+            poisoned::<T>(stream, adapters * n * r),
+            poisoned::<T>(stream, m * k),
+        );
+        let mut out = BackwardOutput {
+            da: da.as_view_mut(),
+            db: db.as_view_mut(),
+            dx: dx.as_view_mut(),
+            g: None,
+            mode: GradMode::Overwrite,
+        };
         let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
-        dev.kernels
-            .backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)
-            .expect("backward_multi");
+        dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out).expect("backward_multi");
         stream.synchronize().expect("sync");
         let multi = device::recent_launch_counters(6).expect("counters");
         for name in ["db_partials", "da_partials"] {

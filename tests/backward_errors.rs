@@ -5,7 +5,10 @@ mod device;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, Dropout, GradMode, Linear, LoraError, RowAdapters};
+use fused_lora::{
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, Dropout, GradMode, Linear, LoraError,
+    RowAdapters,
+};
 use half::f16;
 
 use forward_support::{poisoned, random, upload};
@@ -61,7 +64,8 @@ fn backward_result(dev: &device::Device, bufs: &mut Buffers, edit: Edit) -> Resu
     let dy = if edit.dy_short { bufs.dy.slice(1..) } else { bufs.dy.as_view() };
     let p = if edit.p_short { bufs.p.slice(1..) } else { bufs.p.as_view() };
     let da = if edit.da_short { bufs.da.slice_mut(1..) } else { bufs.da.as_view_mut() };
-    let mut out = BackwardOutput { da, db: bufs.db.as_view_mut(), dx: bufs.dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+    let mut out =
+        BackwardOutput { da, db: bufs.db.as_view_mut(), dx: bufs.dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
     let inputs = BackwardInputs { dy, x: bufs.x.as_view(), p: Some(p), dropout: None };
     dev.kernels.backward(&dev.stream, &inputs, &linear, &adapter, &mut out)
 }
@@ -121,7 +125,13 @@ fn recomputing_p_needs_an_aligned_k() {
     let (mut da, mut db, mut dx) = (poisoned::<f16>(s, R * k), poisoned::<f16>(s, N * R), poisoned::<f16>(s, M * k));
     let linear = Linear { weight: w.as_view(), bias: None, n: N, k };
     let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: R, scale: 1.0 };
-    let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Accumulate };
+    let mut out = BackwardOutput {
+        da: da.as_view_mut(),
+        db: db.as_view_mut(),
+        dx: dx.as_view_mut(),
+        g: None,
+        mode: GradMode::Accumulate,
+    };
     let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: None, dropout: None };
     let result = dev.kernels.backward(s, &inputs, &linear, &adapter, &mut out);
     assert!(matches!(result, Err(LoraError::Misaligned { what: "k", .. })), "got {result:?}");
@@ -147,10 +157,12 @@ fn bad_stacks_are_refused() {
             g: None,
             mode: GradMode::Overwrite,
         };
-        let inputs = BackwardInputs { dy: bufs.dy.as_view(), x: bufs.x.as_view(), p: Some(bufs.p.as_view()), dropout: None };
+        let inputs =
+            BackwardInputs { dy: bufs.dy.as_view(), x: bufs.x.as_view(), p: Some(bufs.p.as_view()), dropout: None };
         let result = dev.kernels.backward_multi(s, &inputs, &linear, &stack, &mut rows, &mut out);
         match result {
-            Err(LoraError::InvalidArgument { what, .. }) | Err(LoraError::ShapeMismatch { what, .. }) if what == name => {}
+            Err(LoraError::InvalidArgument { what, .. }) | Err(LoraError::ShapeMismatch { what, .. })
+                if what == name => {}
             other => panic!("expected an error on {name}, got {other:?}"),
         }
     }
@@ -165,7 +177,13 @@ fn a_bad_dropout_probability_is_refused() {
     for p in [1.0, -0.5, f32::NAN] {
         // The fields are public: a value built without Dropout::new is checked again.
         let dropout = Dropout { p, seed: 1, offset: 0 };
-        let mut out = BackwardOutput { da: bufs.da.as_view_mut(), db: bufs.db.as_view_mut(), dx: bufs.dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+        let mut out = BackwardOutput {
+            da: bufs.da.as_view_mut(),
+            db: bufs.db.as_view_mut(),
+            dx: bufs.dx.as_view_mut(),
+            g: None,
+            mode: GradMode::Overwrite,
+        };
         let inputs = BackwardInputs { dy: bufs.dy.as_view(), x: bufs.x.as_view(), p: None, dropout: Some(dropout) };
         let result = dev.kernels.backward(&dev.stream, &inputs, &linear, &adapter, &mut out);
         assert!(matches!(result, Err(LoraError::InvalidArgument { what: "dropout p", .. })), "p = {p}: got {result:?}");

@@ -155,7 +155,9 @@ fn forward(dev: &Device, case: &Case, x: &[f32], a: &[f32], b: &[f32]) -> (Vec<f
     match &case.index {
         None => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
-            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, case.dropout.as_ref(), &mut out).expect("forward");
+            dev.kernels
+                .forward(stream, &x.as_view(), &linear, &adapter, case.dropout.as_ref(), &mut out)
+                .expect("forward");
         }
         Some(index) => {
             let index = upload(stream, index);
@@ -228,9 +230,7 @@ fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]
     match case.index {
         None => {
             let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
-            dev.kernels
-                .backward(stream, &inputs, &linear, &adapter, &mut out)
-                .expect("backward");
+            dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out).expect("backward");
         }
         Some(index) => {
             let index = upload(stream, index);
@@ -243,9 +243,7 @@ fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]
                 scales: case.scales,
             };
             let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-            dev.kernels
-                .backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)
-                .expect("backward_multi");
+            dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out).expect("backward_multi");
             status.check(stream).expect("every index in range");
         }
     }

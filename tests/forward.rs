@@ -185,7 +185,8 @@ fn multi_bad_index<T: LoraDType>() {
 fn shrink_alone<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let stream = &dev.stream;
-    for (i, &(m, k, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (256, 8, 1), (3, 520, 128)].iter().enumerate() {
+    for (i, &(m, k, r)) in [(1usize, 3584usize, 16usize), (113, 136, 40), (256, 8, 1), (3, 520, 128)].iter().enumerate()
+    {
         let case = single_case::<T>(m, k, 8, r, false, 300 + i as u64);
         let (x, a) = (upload(stream, &case.x), upload(stream, &case.a));
         let mut p = poisoned::<T>(stream, m * r);

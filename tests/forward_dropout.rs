@@ -7,9 +7,9 @@
 mod device;
 mod forward_support;
 
+use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase};
 use fused_lora::reference::{self, Base, MultiAdapters, Precision};
 use fused_lora::{Adapter, Dropout, ForwardOutput, Linear, LoraDType, LoraError, LoraShape, MultiAdapterShape};
-use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase};
 
 /// The drop probabilities of the plan: none (p = 0 is "no mask"), light, heavy.
 const PROBABILITIES: [f32; 3] = [0.0, 0.1, 0.5];
@@ -27,7 +27,11 @@ fn dropped<T: LoraDType>(x: &[T], m: usize, k: usize, dropout: &Dropout) -> Vec<
     for row in 0..m {
         for col in 0..k {
             let v = x[row * k + col];
-            out.push(if dropout.keep(row, col, k) { T::from_f32(v.to_f64() as f32 * inv_keep) } else { T::from_f64(0.0) });
+            out.push(if dropout.keep(row, col, k) {
+                T::from_f32(v.to_f64() as f32 * inv_keep)
+            } else {
+                T::from_f64(0.0)
+            });
         }
     }
     out
@@ -66,10 +70,15 @@ fn with_dropped_input<T: LoraDType>(case: &MultiCase<T>, dropout: &Dropout) -> M
 }
 
 /// Runs `forward` on `case` with `dropout`, returning (P, Y).
-fn run_single<T: LoraDType>(dev: &device::Device, case: &MultiCase<T>, dropout: Option<&Dropout>) -> Result<(Vec<T>, Vec<T>), LoraError> {
+fn run_single<T: LoraDType>(
+    dev: &device::Device,
+    case: &MultiCase<T>,
+    dropout: Option<&Dropout>,
+) -> Result<(Vec<T>, Vec<T>), LoraError> {
     let stream = &dev.stream;
     let (m, k, n, r) = (case.m, case.k, case.n, case.r_max);
-    let (x, w, a, b) = (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+    let (x, w, a, b) =
+        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
     let bias = case.bias.as_ref().map(|v| upload(stream, v));
     let mut y = poisoned::<T>(stream, m * n);
     let mut p = poisoned::<T>(stream, m * r);
@@ -171,9 +180,11 @@ fn mask_is_bit_exact<T: LoraDType>() {
         };
         let scales: Vec<f64> = multi.scales.iter().map(|&s| s as f64).collect();
         let indices: Vec<i64> = multi.index.iter().map(|&l| l as i64).collect();
-        let adapters = MultiAdapters { a_all: &multi.a, b_all: &multi.b, ranks: &ranks, scales: &scales, indices: &indices };
+        let adapters =
+            MultiAdapters { a_all: &multi.a, b_all: &multi.b, ranks: &ranks, scales: &scales, indices: &indices };
         let shape = MultiAdapterShape { m, k, n, num_adapters: 2, r_max: k };
-        let truth = reference::forward_multi(shape, &base, &adapters, Some(&dropout), Precision::Exact).expect("reference");
+        let truth =
+            reference::forward_multi(shape, &base, &adapters, Some(&dropout), Precision::Exact).expect("reference");
         let (p_got, y_got) = multi.run(&dev.kernels, &dev.stream, Some(&dropout)).expect("forward_multi");
         assert_bits("forward_multi", &p_got, &truth.p);
         assert_forward_close(&format!("identity multi m={m} k={k}"), &multi, &dropout, &p_got, &y_got);
@@ -216,7 +227,10 @@ fn invalid_p_is_rejected<T: LoraDType>() {
     let multi = MultiCase::<T> { index: vec![0, -1, 0, 0, -1], ..single_case::<T>(5, 16, 8, 4, 500) };
     for p in [1.0f32, 1.5, -0.1, f32::NAN, f32::INFINITY] {
         let dropout = Dropout { p, seed: 1, offset: 2 };
-        for (api, result) in [("forward", run_single(&dev, &single, Some(&dropout))), ("forward_multi", multi.run(&dev.kernels, &dev.stream, Some(&dropout)))] {
+        for (api, result) in [
+            ("forward", run_single(&dev, &single, Some(&dropout))),
+            ("forward_multi", multi.run(&dev.kernels, &dev.stream, Some(&dropout))),
+        ] {
             match result {
                 Err(LoraError::InvalidArgument { what: "dropout p", .. }) => {}
                 other => panic!("{api} with p = {p}: {other:?}"),
@@ -232,7 +246,13 @@ macro_rules! per_dtype {
         mod bf16_kernels { $( #[test] fn $name() { super::$name::<half::bf16>() } )* }
     };
 }
-per_dtype!(single_matches_reference, multi_matches_reference, mask_is_bit_exact, seed_and_offset_change_the_mask, invalid_p_is_rejected);
+per_dtype!(
+    single_matches_reference,
+    multi_matches_reference,
+    mask_is_bit_exact,
+    seed_and_offset_change_the_mask,
+    invalid_p_is_rejected
+);
 
 /// The host X̃ these tests build agrees with the crate's CPU reference: its
 /// shrink, rounded, is the reference's dropped P. Runs without a device.

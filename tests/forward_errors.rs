@@ -43,7 +43,9 @@ fn forward_error(dev: &device::Device, bufs: &mut Buffers, rank: usize, scale: f
     let linear = Linear { weight: bufs.w.as_view(), bias: Some(bufs.bias.as_view()), n, k };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank, scale };
     let mut out = ForwardOutput { y: bufs.y.as_view_mut(), p: Some(bufs.p.as_view_mut()) };
-    dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("bad input accepted")
+    dev.kernels
+        .forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out)
+        .expect_err("bad input accepted")
 }
 
 #[test]
@@ -51,18 +53,23 @@ fn wrong_shapes_are_named() {
     let Some(dev) = device::device() else { return };
     let mut bufs = buffers(&dev);
     // N = 25 does not match W0's 24 rows.
-    assert!(matches!(forward_error(&dev, &mut bufs, R, 1.0, N + 1, K), LoraError::ShapeMismatch { what: "weight", .. }));
+    assert!(matches!(
+        forward_error(&dev, &mut bufs, R, 1.0, N + 1, K),
+        LoraError::ShapeMismatch { what: "weight", .. }
+    ));
     // Rank 3 does not match A's 4 rows.
     assert!(matches!(forward_error(&dev, &mut bufs, R - 1, 1.0, N, K), LoraError::ShapeMismatch { what: "a", .. }));
     // Y one element short.
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: bufs.y.slice_mut(1..), p: None };
-    let err = dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("short Y");
+    let err =
+        dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("short Y");
     assert!(matches!(err, LoraError::ShapeMismatch { what: "y", .. }), "{err:?}");
     // X not a whole number of rows.
     let mut out = ForwardOutput { y: bufs.y.as_view_mut(), p: None };
-    let err = dev.kernels.forward(&dev.stream, &bufs.x.slice(1..), &linear, &adapter, None, &mut out).expect_err("ragged X");
+    let err =
+        dev.kernels.forward(&dev.stream, &bufs.x.slice(1..), &linear, &adapter, None, &mut out).expect_err("ragged X");
     assert!(matches!(err, LoraError::ShapeMismatch { what: "x", .. }), "{err:?}");
 }
 
@@ -70,7 +77,10 @@ fn wrong_shapes_are_named() {
 fn bad_values_are_named() {
     let Some(dev) = device::device() else { return };
     let mut bufs = buffers(&dev);
-    assert!(matches!(forward_error(&dev, &mut bufs, R, f32::NAN, N, K), LoraError::InvalidArgument { what: "scale", .. }));
+    assert!(matches!(
+        forward_error(&dev, &mut bufs, R, f32::NAN, N, K),
+        LoraError::InvalidArgument { what: "scale", .. }
+    ));
     assert!(matches!(forward_error(&dev, &mut bufs, 0, 1.0, N, K), LoraError::InvalidArgument { what: "rank", .. }));
 }
 
@@ -134,10 +144,16 @@ fn buffers_of_another_context_are_refused() {
     let linear = Linear { weight: bufs.w.as_view(), bias: None, n: N, k: K };
     let adapter = Adapter { a: bufs.a.as_view(), b: bufs.b.as_view(), rank: R, scale: 1.0 };
     let mut out = ForwardOutput { y: y_elsewhere.as_view_mut(), p: None };
-    let err = dev.kernels.forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("Y elsewhere");
+    let err = dev
+        .kernels
+        .forward(&dev.stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out)
+        .expect_err("Y elsewhere");
     assert!(matches!(err, LoraError::ContextMismatch { what: "y" }), "{err:?}");
     let mut out = ForwardOutput { y: bufs.y.as_view_mut(), p: None };
-    let err = dev.kernels.forward(&other_stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out).expect_err("stream elsewhere");
+    let err = dev
+        .kernels
+        .forward(&other_stream, &bufs.x.as_view(), &linear, &adapter, None, &mut out)
+        .expect_err("stream elsewhere");
     assert!(matches!(err, LoraError::ContextMismatch { what: "stream" }), "{err:?}");
 }
 
@@ -163,7 +179,10 @@ fn bad_adapter_stacks_are_refused() {
         let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
         let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
         let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-        let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect_err("bad stack");
+        let err = dev
+            .kernels
+            .forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)
+            .expect_err("bad stack");
         let named = match &err {
             LoraError::InvalidArgument { what, .. } | LoraError::ShapeMismatch { what, .. } => *what,
             _ => "",
@@ -177,7 +196,10 @@ fn bad_adapter_stacks_are_refused() {
     let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
     let mut rows = RowAdapters { index: short_index.as_view(), status: &mut status };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-    let err = dev.kernels.forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect_err("short index");
+    let err = dev
+        .kernels
+        .forward_multi(s, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)
+        .expect_err("short index");
     assert!(
         matches!(err, LoraError::RowsDisagree { first: "x", first_rows: M, second: "index", second_rows } if second_rows == M - 1),
         "{err:?}"

@@ -23,10 +23,7 @@ fn kernel_tests_refuse_a_sampled_emulator() {
         .expect("rerun the test binary");
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "a sampled run was not refused:\n{text}");
-    assert!(
-        text.contains("PTX_EMU_SAMPLE_CTAS=4 is set"),
-        "refused for another reason:\n{text}"
-    );
+    assert!(text.contains("PTX_EMU_SAMPLE_CTAS=4 is set"), "refused for another reason:\n{text}");
 }
 
 #[test]

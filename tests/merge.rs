@@ -48,7 +48,11 @@ fn host_layers<T: LoraDType>(seed: u64, shapes: &[(usize, usize, usize)]) -> Vec
         .collect()
 }
 
-fn reference_merge<T: LoraDType>(layers: &[HostLayer<T>], direction: MergeDirection, precision: Precision) -> Vec<Vec<f64>> {
+fn reference_merge<T: LoraDType>(
+    layers: &[HostLayer<T>],
+    direction: MergeDirection,
+    precision: Precision,
+) -> Vec<Vec<f64>> {
     let views: Vec<reference::MergeLayer<'_, T>> = layers
         .iter()
         .map(|l| reference::MergeLayer { w: &l.w, a: &l.a, b: &l.b, scale: l.scale as f64, n: l.n, k: l.k, r: l.r })
@@ -149,7 +153,14 @@ fn check_merge_into_leaves_weight<T: LoraDType>() {
     let naive = reference_merge(&host, MergeDirection::Merge, Precision::Naive);
     for (i, (out, d)) in outs.iter().zip(&buffers).enumerate() {
         let got: Vec<T> = dev.stream.clone_dtoh(out).unwrap();
-        assert_close_2d::<T>(&format!("out of layer {i}"), host[i].k, &to_f64(&got), &exact[i], &naive[i], floor::<T>());
+        assert_close_2d::<T>(
+            &format!("out of layer {i}"),
+            host[i].k,
+            &to_f64(&got),
+            &exact[i],
+            &naive[i],
+            floor::<T>(),
+        );
         let weight: Vec<T> = dev.stream.clone_dtoh(&d.w).unwrap();
         assert!(weight == host[i].w, "merge_into modified the weight of layer {i}");
     }
@@ -162,7 +173,8 @@ fn check_unmerge_after_merge<T: LoraDType>() {
     let host = host_layers::<T>(13, LAYERS);
     let mut buffers = upload(&dev.stream, &host);
     let merged = merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Merge, FiniteCheck::Unchecked).unwrap();
-    let round_trip = merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Unmerge, FiniteCheck::Unchecked).unwrap();
+    let round_trip =
+        merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Unmerge, FiniteCheck::Unchecked).unwrap();
     let merged_host: Vec<HostLayer<T>> = host
         .iter()
         .zip(merged)
@@ -171,7 +183,14 @@ fn check_unmerge_after_merge<T: LoraDType>() {
     let exact = reference_merge(&merged_host, MergeDirection::Unmerge, Precision::Exact);
     let naive = reference_merge(&merged_host, MergeDirection::Unmerge, Precision::Naive);
     for (i, layer) in round_trip.iter().enumerate() {
-        assert_close_2d::<T>(&format!("unmerged layer {i}"), host[i].k, &to_f64(layer), &exact[i], &naive[i], floor::<T>());
+        assert_close_2d::<T>(
+            &format!("unmerged layer {i}"),
+            host[i].k,
+            &to_f64(layer),
+            &exact[i],
+            &naive[i],
+            floor::<T>(),
+        );
     }
 }
 
@@ -179,8 +198,22 @@ fn check_unmerge_after_merge<T: LoraDType>() {
 fn check_deterministic<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let host = host_layers::<T>(17, LAYERS);
-    let first = merge_in_place_on_device(&dev, &host, &mut upload(&dev.stream, &host), Direction::Merge, FiniteCheck::Unchecked).unwrap();
-    let second = merge_in_place_on_device(&dev, &host, &mut upload(&dev.stream, &host), Direction::Merge, FiniteCheck::Unchecked).unwrap();
+    let first = merge_in_place_on_device(
+        &dev,
+        &host,
+        &mut upload(&dev.stream, &host),
+        Direction::Merge,
+        FiniteCheck::Unchecked,
+    )
+    .unwrap();
+    let second = merge_in_place_on_device(
+        &dev,
+        &host,
+        &mut upload(&dev.stream, &host),
+        Direction::Merge,
+        FiniteCheck::Unchecked,
+    )
+    .unwrap();
     for (i, (a, b)) in first.iter().zip(&second).enumerate() {
         let bits_equal = a.iter().zip(b).all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits());
         assert!(bits_equal, "layer {i}: two runs differ");
@@ -202,14 +235,16 @@ fn check_refuses_non_finite<T: LoraDType>(overflowing_weight: f32) {
     l.scale = overflowing_weight;
 
     let mut buffers = upload(&dev.stream, &host);
-    let err = merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Merge, FiniteCheck::RefuseNonFinite).unwrap_err();
+    let err = merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Merge, FiniteCheck::RefuseNonFinite)
+        .unwrap_err();
     assert!(matches!(err, LoraError::NonFinite { op: "merge", layer: 1 }), "got {err:?}");
     for (i, (d, h)) in buffers.iter().zip(&host).enumerate() {
         let w: Vec<T> = dev.stream.clone_dtoh(&d.w).unwrap();
         assert!(w == h.w, "refused merge wrote layer {i}");
     }
 
-    let written = merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Merge, FiniteCheck::Unchecked).unwrap();
+    let written =
+        merge_in_place_on_device(&dev, &host, &mut buffers, Direction::Merge, FiniteCheck::Unchecked).unwrap();
     let value = written[1][2 * host[1].k + 3].to_f64();
     assert!(value.is_infinite() && value > 0.0, "unchecked merge should write +Inf, wrote {value}");
 }
@@ -274,7 +309,12 @@ mod bad_input {
                 weight: d.w.as_view_mut(),
                 n: h.n,
                 k: h.k,
-                adapter: Adapter { a: if i == 1 { short_a.as_view() } else { d.a.as_view() }, b: d.b.as_view(), rank: h.r, scale: 1.0 },
+                adapter: Adapter {
+                    a: if i == 1 { short_a.as_view() } else { d.a.as_view() },
+                    b: d.b.as_view(),
+                    rank: h.r,
+                    scale: 1.0,
+                },
             })
             .collect();
         let err = dev.kernels.merge(&dev.stream, &mut layers, Direction::Merge, FiniteCheck::Unchecked).unwrap_err();
@@ -296,7 +336,12 @@ mod bad_input {
         // A driver refuses zero-byte allocations; rank is checked before any length.
         let a = dev.stream.clone_htod(&vec![0f32; rank.max(1) * k]).unwrap();
         let b = dev.stream.clone_htod(&vec![0f32; n * rank.max(1)]).unwrap();
-        let mut layers = [MergeLayer { weight: w.as_view_mut(), n, k, adapter: Adapter { a: a.as_view(), b: b.as_view(), rank, scale } }];
+        let mut layers = [MergeLayer {
+            weight: w.as_view_mut(),
+            n,
+            k,
+            adapter: Adapter { a: a.as_view(), b: b.as_view(), rank, scale },
+        }];
         dev.kernels.merge(&dev.stream, &mut layers, Direction::Merge, FiniteCheck::Unchecked).unwrap_err()
     }
 

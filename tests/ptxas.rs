@@ -41,7 +41,10 @@ fn every_entry_point_compiles_without_spills_or_stack() {
             let frames: Vec<&str> = report.lines().filter(|l| l.contains("spill stores")).collect();
             assert_eq!(frames.len(), entries, "one report per entry point of {name} for {arch}: {report}");
             for line in frames {
-                assert!(line.contains("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"), "{name} {arch}: {line}");
+                assert!(
+                    line.contains("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"),
+                    "{name} {arch}: {line}"
+                );
             }
         }
     }

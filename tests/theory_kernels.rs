@@ -19,8 +19,8 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaStream};
 use fused_lora::reference::synthetic::SyntheticTask;
 use fused_lora::{
-    Adapter, AdamWConfig, AdamWState, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear, LoraKernels, SgdConfig,
-    SgdState,
+    AdamWConfig, AdamWState, Adapter, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, InitScheme, Linear,
+    LoraKernels, SgdConfig, SgdState,
 };
 
 const M: usize = 32;
@@ -69,7 +69,14 @@ fn loss_and_grads(dev: &device::Device, task: &Task, lora: &Lora) -> (f32, CudaS
     let mut y = stream.alloc_zeros::<f32>(M * N).unwrap();
     let mut p = stream.alloc_zeros::<f32>(M * R).unwrap();
     kernels
-        .forward(stream, &task.x.as_view(), &linear, &adapter, None, &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) })
+        .forward(
+            stream,
+            &task.x.as_view(),
+            &linear,
+            &adapter,
+            None,
+            &mut ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) },
+        )
         .unwrap();
     let y: Vec<f32> = stream.clone_dtoh(&y).unwrap();
     let (loss, dy) = task.host.mse(&y);
@@ -78,7 +85,13 @@ fn loss_and_grads(dev: &device::Device, task: &Task, lora: &Lora) -> (f32, CudaS
     let mut da = stream.alloc_zeros::<f32>(R * K).unwrap();
     let mut db = stream.alloc_zeros::<f32>(N * R).unwrap();
     let mut dx = stream.alloc_zeros::<f32>(M * K).unwrap();
-    let mut out = BackwardOutput { da: da.as_view_mut(), db: db.as_view_mut(), dx: dx.as_view_mut(), g: None, mode: GradMode::Overwrite };
+    let mut out = BackwardOutput {
+        da: da.as_view_mut(),
+        db: db.as_view_mut(),
+        dx: dx.as_view_mut(),
+        g: None,
+        mode: GradMode::Overwrite,
+    };
     let inputs = BackwardInputs { dy: dy.as_view(), x: task.x.as_view(), p: Some(p.as_view()), dropout: None };
     kernels.backward(stream, &inputs, &linear, &adapter, &mut out).unwrap();
     (loss, da, db)
@@ -121,7 +134,8 @@ fn both_zero_adapters_never_move() {
     let Some(dev) = device::device() else { return };
     let task = task(&dev.stream);
     let mut lora = adapter(&dev.stream, &vec![0.0; R * K], &vec![0.0; N * R], 2.0);
-    let (mut state_a, mut state_b) = (SgdState::new(&dev.stream, R * K).unwrap(), SgdState::new(&dev.stream, N * R).unwrap());
+    let (mut state_a, mut state_b) =
+        (SgdState::new(&dev.stream, R * K).unwrap(), SgdState::new(&dev.stream, N * R).unwrap());
     let config = SgdConfig::new(0.5);
     let mut losses = Vec::new();
     for _ in 0..STEPS {
@@ -141,7 +155,14 @@ enum Optimizer {
 }
 
 /// Trains from `(a, b)` with scale `scale`; returns the losses and the final A, B.
-fn trajectory(dev: &device::Device, task: &Task, a: &[f32], b: &[f32], scale: f32, optimizer: &Optimizer) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn trajectory(
+    dev: &device::Device,
+    task: &Task,
+    a: &[f32],
+    b: &[f32],
+    scale: f32,
+    optimizer: &Optimizer,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let stream = &dev.stream;
     let mut lora = adapter(stream, a, b, scale);
     let (mut sgd_a, mut sgd_b) = (SgdState::new(stream, R * K).unwrap(), SgdState::new(stream, N * R).unwrap());

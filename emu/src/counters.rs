@@ -51,25 +51,13 @@ impl Counters {
         let mut j = String::with_capacity(512);
         j.push('{');
         j.push_str(&format!("\"kernel\":{}", json_string(&self.kernel)));
-        j.push_str(&format!(
-            ",\"grid\":[{},{},{}]",
-            self.grid[0], self.grid[1], self.grid[2]
-        ));
-        j.push_str(&format!(
-            ",\"block\":[{},{},{}]",
-            self.block[0], self.block[1], self.block[2]
-        ));
+        j.push_str(&format!(",\"grid\":[{},{},{}]", self.grid[0], self.grid[1], self.grid[2]));
+        j.push_str(&format!(",\"block\":[{},{},{}]", self.block[0], self.block[1], self.block[2]));
         let mut num = |name: &str, v: u64| j.push_str(&format!(",\"{name}\":{v}"));
         num("thread_instructions", self.thread_instructions);
         num("warp_instructions", self.warp_instructions);
-        j.push_str(&format!(
-            ",\"warp_instructions_by_class\":{}",
-            json_map(&self.warp_instructions_by_class)
-        ));
-        j.push_str(&format!(
-            ",\"tensor_instructions\":{}",
-            json_map(&self.tensor_instructions)
-        ));
+        j.push_str(&format!(",\"warp_instructions_by_class\":{}", json_map(&self.warp_instructions_by_class)));
+        j.push_str(&format!(",\"tensor_instructions\":{}", json_map(&self.tensor_instructions)));
         let fields = [
             ("global_load_requests", self.global_load_requests),
             ("global_store_requests", self.global_store_requests),
@@ -121,20 +109,12 @@ mod tests {
 
     #[test]
     fn json_line_has_every_field_and_escapes() {
-        let mut c = Counters {
-            kernel: "k\"1".into(),
-            grid: [2, 1, 1],
-            block: [64, 1, 1],
-            barriers: 7,
-            ..Default::default()
-        };
+        let mut c =
+            Counters { kernel: "k\"1".into(), grid: [2, 1, 1], block: [64, 1, 1], barriers: 7, ..Default::default() };
         c.warp_instructions_by_class.insert("int".into(), 3);
         c.tensor_instructions.insert("mma.m16n8k16.f32.bf16.bf16.f32".into(), 5);
         let j = c.to_json_line();
-        assert!(
-            j.starts_with("{\"kernel\":\"k\\\"1\",\"grid\":[2,1,1],\"block\":[64,1,1]"),
-            "{j}"
-        );
+        assert!(j.starts_with("{\"kernel\":\"k\\\"1\",\"grid\":[2,1,1],\"block\":[64,1,1]"), "{j}");
         assert!(j.contains("\"warp_instructions_by_class\":{\"int\":3}"));
         assert!(j.contains("\"tensor_instructions\":{\"mma.m16n8k16.f32.bf16.bf16.f32\":5}"));
         assert!(j.contains(",\"barriers\":7,"));

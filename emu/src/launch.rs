@@ -55,10 +55,7 @@ impl CheckOptions {
             racecheck: !off("PTX_EMU_RACECHECK"),
             initcheck: !off("PTX_EMU_INITCHECK"),
             synccheck: !off("PTX_EMU_SYNCCHECK"),
-            threads: std::env::var("PTX_EMU_THREADS")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
+            threads: std::env::var("PTX_EMU_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             sample_ctas: sample_ctas_from_env(),
         }
     }
@@ -125,9 +122,7 @@ pub fn launch(
     mem: &GlobalMemory,
     opts: &CheckOptions,
 ) -> Result<LaunchReport, LaunchError> {
-    let k = module
-        .find_kernel(kernel)
-        .ok_or_else(|| LaunchError::KernelNotFound(kernel.to_string()))?;
+    let k = module.find_kernel(kernel).ok_or_else(|| LaunchError::KernelNotFound(kernel.to_string()))?;
     validate(k, config, params)?;
     let report = crate::exec::run(module, k, config, params, mem, opts);
     if let Ok(path) = std::env::var("PTX_EMU_COUNTERS_FILE") {
@@ -155,28 +150,16 @@ pub const MAX_SHARED_PER_BLOCK: u32 = 227 * 1024;
 fn validate(k: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<(), LaunchError> {
     for d in 0..3 {
         if config.grid[d] == 0 || config.grid[d] > MAX_GRID_DIM[d] {
-            return Err(LaunchError::InvalidConfig(format!(
-                "grid dimension {d} is {}",
-                config.grid[d]
-            )));
+            return Err(LaunchError::InvalidConfig(format!("grid dimension {d} is {}", config.grid[d])));
         }
         if config.block[d] == 0 || config.block[d] > MAX_BLOCK_DIM[d] {
-            return Err(LaunchError::InvalidConfig(format!(
-                "block dimension {d} is {}",
-                config.block[d]
-            )));
+            return Err(LaunchError::InvalidConfig(format!("block dimension {d} is {}", config.block[d])));
         }
     }
     let threads: u64 = config.block.iter().map(|&b| b as u64).product();
-    let limit = k
-        .info
-        .max_threads_per_block
-        .unwrap_or(MAX_THREADS_PER_BLOCK)
-        .min(MAX_THREADS_PER_BLOCK);
+    let limit = k.info.max_threads_per_block.unwrap_or(MAX_THREADS_PER_BLOCK).min(MAX_THREADS_PER_BLOCK);
     if threads > limit as u64 {
-        return Err(LaunchError::InvalidConfig(format!(
-            "{threads} threads per block, at most {limit}"
-        )));
+        return Err(LaunchError::InvalidConfig(format!("{threads} threads per block, at most {limit}")));
     }
     let shared = k.dynamic_shared_offset as u64 + config.dynamic_shared_bytes as u64;
     if shared > MAX_SHARED_PER_BLOCK as u64 {

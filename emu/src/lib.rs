@@ -18,6 +18,7 @@
 
 pub mod counters;
 pub mod driver;
+mod exec;
 pub mod findings;
 pub mod launch;
 pub mod memory;
@@ -25,7 +26,6 @@ pub mod model;
 pub mod module;
 pub mod numerics;
 mod ptx;
-mod exec;
 pub mod tensor;
 pub mod types;
 

@@ -30,10 +30,7 @@ impl std::fmt::Display for MemError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MemError::OutOfMemory { requested, available } => {
-                write!(
-                    f,
-                    "out of device memory: requested {requested} bytes, {available} available"
-                )
+                write!(f, "out of device memory: requested {requested} bytes, {available} available")
             }
             MemError::NotAnAllocation { addr } => write!(f, "{addr:#x} is not the base of a live allocation"),
             MemError::OutOfBounds { addr, len } => {
@@ -74,12 +71,7 @@ impl Allocation {
     fn new(base: u64, size: u64) -> Allocation {
         let words = (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
         let init = (0..size).map(|_| AtomicU8::new(0)).collect();
-        Allocation {
-            base,
-            size,
-            words,
-            init,
-        }
+        Allocation { base, size, words, init }
     }
 
     fn load_byte(&self, off: u64) -> u8 {
@@ -182,14 +174,7 @@ pub struct GlobalMemory {
 impl GlobalMemory {
     /// A device with `capacity` bytes of global memory.
     pub fn new(capacity: u64) -> Self {
-        GlobalMemory {
-            capacity,
-            state: RwLock::new(State {
-                allocs: BTreeMap::new(),
-                next_base: FIRST_BASE,
-                used: 0,
-            }),
-        }
+        GlobalMemory { capacity, state: RwLock::new(State { allocs: BTreeMap::new(), next_base: FIRST_BASE, used: 0 }) }
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -213,10 +198,7 @@ impl GlobalMemory {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let available = self.capacity - st.used;
         if size > available || size > isize::MAX as u64 / 2 {
-            return Err(MemError::OutOfMemory {
-                requested: size,
-                available,
-            });
+            return Err(MemError::OutOfMemory { requested: size, available });
         }
         let base = st.next_base;
         // Leave a gap of at least one alignment unit so that running off the
@@ -300,9 +282,8 @@ impl GlobalMemory {
         let d = self.find_range(dst, len)?;
         let (so, dof) = (src - s.base, dst - d.base);
         // Through a buffer, so overlapping ranges copy as memmove does.
-        let bytes: Vec<(u8, u8)> = (0..len)
-            .map(|i| (s.load_byte(so + i), s.init[(so + i) as usize].load(Ordering::Relaxed)))
-            .collect();
+        let bytes: Vec<(u8, u8)> =
+            (0..len).map(|i| (s.load_byte(so + i), s.init[(so + i) as usize].load(Ordering::Relaxed))).collect();
         for (i, (b, init)) in bytes.into_iter().enumerate() {
             d.store_byte(dof + i as u64, b);
             d.init[dof as usize + i].store(init, Ordering::Relaxed);
@@ -316,9 +297,7 @@ impl GlobalMemory {
         if !matches!(elem_size, 1 | 2 | 4) {
             return Err(MemError::OutOfBounds { addr, len: 0 });
         }
-        let len = count
-            .checked_mul(elem_size as u64)
-            .ok_or(MemError::OutOfBounds { addr, len: u64::MAX })?;
+        let len = count.checked_mul(elem_size as u64).ok_or(MemError::OutOfBounds { addr, len: u64::MAX })?;
         let a = self.find_range(addr, len)?;
         let off = addr - a.base;
         let bytes = value.to_le_bytes();
@@ -378,10 +357,7 @@ mod tests {
         let mut o = [0u8; 8];
         m.read(b + 20, &mut o).unwrap();
         assert_eq!(o, [0xB2, 0xA1, 0xB2, 0xA1, 0xB2, 0xA1, 0xB2, 0xA1]);
-        assert_eq!(
-            m.write(a + 60, &[0; 8]),
-            Err(MemError::OutOfBounds { addr: a + 60, len: 8 })
-        );
+        assert_eq!(m.write(a + 60, &[0; 8]), Err(MemError::OutOfBounds { addr: a + 60, len: 8 }));
     }
 
     #[test]

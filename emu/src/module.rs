@@ -73,11 +73,7 @@ impl Module {
         let mut syms = HashMap::new();
         let mut allocated = Vec::new();
         let result = (|| {
-            for v in tree
-                .vars
-                .iter()
-                .filter(|v| matches!(v.space, VarSpace::Global | VarSpace::Const))
-            {
+            for v in tree.vars.iter().filter(|v| matches!(v.space, VarSpace::Global | VarSpace::Const)) {
                 if v.is_extern {
                     return Err(LoadError {
                         line: v.line,
@@ -91,41 +87,19 @@ impl Module {
                     });
                 }
                 let bytes = initial_bytes(v)?;
-                let addr = mem.alloc(bytes.len().max(1) as u64).map_err(|e| LoadError {
-                    line: v.line,
-                    message: format!("allocating `{}`: {e}", v.name),
-                })?;
+                let addr = mem
+                    .alloc(bytes.len().max(1) as u64)
+                    .map_err(|e| LoadError { line: v.line, message: format!("allocating `{}`: {e}", v.name) })?;
                 allocated.push(addr);
-                mem.write(addr, &bytes).map_err(|e| LoadError {
-                    line: v.line,
-                    message: e.to_string(),
-                })?;
+                mem.write(addr, &bytes).map_err(|e| LoadError { line: v.line, message: e.to_string() })?;
                 globals.insert(v.name.clone(), (addr, bytes.len() as u64));
-                syms.insert(
-                    v.name.clone(),
-                    Sym {
-                        space: Space::Global,
-                        addr,
-                    },
-                );
+                syms.insert(v.name.clone(), Sym { space: Space::Global, addr });
             }
-            let scope = ModuleScope {
-                globals: &syms,
-                vars: &tree.vars,
-                funcs: &tree.funcs,
-            };
-            tree.funcs
-                .iter()
-                .filter(|f| f.is_entry)
-                .map(|f| lower_kernel(f, &scope))
-                .collect::<Result<Vec<_>, _>>()
+            let scope = ModuleScope { globals: &syms, vars: &tree.vars, funcs: &tree.funcs };
+            tree.funcs.iter().filter(|f| f.is_entry).map(|f| lower_kernel(f, &scope)).collect::<Result<Vec<_>, _>>()
         })();
         match result {
-            Ok(kernels) => Ok(Module {
-                kernels,
-                globals,
-                lines: ptx.lines().map(|l| l.trim().to_string()).collect(),
-            }),
+            Ok(kernels) => Ok(Module { kernels, globals, lines: ptx.lines().map(|l| l.trim().to_string()).collect() }),
             Err(e) => {
                 for a in allocated {
                     let _ = mem.free(a);

@@ -76,7 +76,15 @@ pub struct CvtModifiers {
 /// f32 patterns with the low 13 bits zero.
 /// For `.f16x2`/`.bf16x2` destinations from two f32 (`cvt.rn.f16x2.f32 d, a, b`)
 /// use [`cvt_pack_f32x2`].
-pub fn cvt(dst: ScalarType, src: ScalarType, rnd: Option<Rounding>, ftz: bool, sat: bool, relu: bool, bits: u64) -> u64 {
+pub fn cvt(
+    dst: ScalarType,
+    src: ScalarType,
+    rnd: Option<Rounding>,
+    ftz: bool,
+    sat: bool,
+    relu: bool,
+    bits: u64,
+) -> u64 {
     cvt_with(dst, src, &CvtModifiers { rnd, ftz, sat, relu, satfinite: false }, bits)
 }
 
@@ -88,7 +96,13 @@ pub fn cvt_with(dst: ScalarType, src: ScalarType, mods: &CvtModifiers, bits: u64
 /// Whether a `cvt` with these types and modifiers is a legal PTX instruction
 /// this emulator supports; `Err` says why not (used at module load).
 /// `.f16x2`/`.bf16x2` destinations are checked as the two-source `.f32` form.
-pub fn cvt_is_valid(dst: ScalarType, src: ScalarType, rnd: Option<Rounding>, sat: bool, relu: bool) -> Result<(), String> {
+pub fn cvt_is_valid(
+    dst: ScalarType,
+    src: ScalarType,
+    rnd: Option<Rounding>,
+    sat: bool,
+    relu: bool,
+) -> Result<(), String> {
     cvt_is_valid_with(dst, src, &CvtModifiers { rnd, ftz: false, sat, relu, satfinite: false })
 }
 
@@ -168,7 +182,16 @@ pub enum FloatOp {
 /// Another `ty` gives 0.
 // One parameter per PTX operand and modifier, as the executor decodes them.
 #[allow(clippy::too_many_arguments)]
-pub fn half_op(op: FloatOp, ty: ScalarType, rnd: Option<Rounding>, ftz: bool, sat: bool, a: u32, b: u32, c: u32) -> u32 {
+pub fn half_op(
+    op: FloatOp,
+    ty: ScalarType,
+    rnd: Option<Rounding>,
+    ftz: bool,
+    sat: bool,
+    a: u32,
+    b: u32,
+    c: u32,
+) -> u32 {
     let (fmt, lanes) = match ty {
         ScalarType::F16 => (FloatFormat::F16, 1),
         ScalarType::F16x2 => (FloatFormat::F16, 2),
@@ -227,14 +250,7 @@ pub fn f32_op_rounded(op: FloatOp, rnd: Rounding, ftz: bool, sat: bool, a: f32, 
 /// `.rz/.rm/.rp`; `.rn` is plain Rust arithmetic). Exact result, one rounding;
 /// NaN results are the canonical 0x7FFFFFFFFFFFFFFF.
 pub fn f64_op_rounded(op: FloatOp, rnd: Rounding, a: f64, b: f64, c: f64) -> f64 {
-    let bits = arith::float_op(
-        FloatFormat::F64,
-        op,
-        conversion::direction(rnd),
-        a.to_bits(),
-        b.to_bits(),
-        c.to_bits(),
-    );
+    let bits = arith::float_op(FloatFormat::F64, op, conversion::direction(rnd), a.to_bits(), b.to_bits(), c.to_bits());
     f64::from_bits(bits)
 }
 

@@ -68,7 +68,8 @@ fn input_layout(desc: &MmaDesc) -> Result<InputLayout, String> {
     let accumulators_ok = match desc.a_ty {
         // f16 inputs may accumulate in f16 or f32, chosen separately for C and D.
         ScalarType::F16 => {
-            matches!(desc.c_ty, ScalarType::F16 | ScalarType::F32) && matches!(desc.d_ty, ScalarType::F16 | ScalarType::F32)
+            matches!(desc.c_ty, ScalarType::F16 | ScalarType::F32)
+                && matches!(desc.d_ty, ScalarType::F16 | ScalarType::F32)
         }
         _ => desc.c_ty == ScalarType::F32 && desc.d_ty == ScalarType::F32,
     };

@@ -74,10 +74,7 @@ impl ScalarType {
     }
 
     pub fn is_signed_int(self) -> bool {
-        matches!(
-            self,
-            ScalarType::S8 | ScalarType::S16 | ScalarType::S32 | ScalarType::S64
-        )
+        matches!(self, ScalarType::S8 | ScalarType::S16 | ScalarType::S32 | ScalarType::S64)
     }
 
     pub fn is_float(self) -> bool {

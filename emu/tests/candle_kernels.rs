@@ -24,19 +24,8 @@ const VERSION: &str = "0.11.1";
 
 /// candle-kernels' PTX modules (its `ALL_IDS`): every `.cu` of its `src/`
 /// except those its build compiles into a static library instead.
-const MODULES: [&str; 11] = [
-    "affine",
-    "binary",
-    "cast",
-    "conv",
-    "fill",
-    "indexing",
-    "quantized",
-    "reduce",
-    "sort",
-    "ternary",
-    "unary",
-];
+const MODULES: [&str; 11] =
+    ["affine", "binary", "cast", "conv", "fill", "indexing", "quantized", "reduce", "sort", "ternary", "unary"];
 
 /// The nvcc flags of candle-kernels' build (`cudaforge`'s `build_ptx` with
 /// the crate's own arguments), for a compute capability 8.0 device.
@@ -144,11 +133,7 @@ fn for_num_elems(n: usize) -> LaunchConfig {
 }
 
 fn config(grid: [u32; 3], block: [u32; 3], dynamic_shared_bytes: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid,
-        block,
-        dynamic_shared_bytes,
-    }
+    LaunchConfig { grid, block, dynamic_shared_bytes }
 }
 
 // ---------------------------------------------------------------- loading
@@ -174,24 +159,8 @@ fn every_module_loads() {
         ("conv", &["conv1d_f32", "conv2d_f32", "im2col_f32"]),
         ("fill", &["fill_f32", "copy2d_f32"]),
         ("indexing", &["is_u32_f32", "gather_u32_f32", "ia_u32_f32"]),
-        (
-            "quantized",
-            &[
-                "dequantize_block_q8_0_f32",
-                "quantize_q8_1",
-                "mul_mat_vec_q8_0_q8_1_cuda1",
-            ],
-        ),
-        (
-            "reduce",
-            &[
-                "fast_sum_f32",
-                "softmax_f32",
-                "rmsnorm_f32",
-                "layernorm_f32",
-                "rope_f32",
-            ],
-        ),
+        ("quantized", &["dequantize_block_q8_0_f32", "quantize_q8_1", "mul_mat_vec_q8_0_q8_1_cuda1"]),
+        ("reduce", &["fast_sum_f32", "softmax_f32", "rmsnorm_f32", "layernorm_f32", "rope_f32"]),
         ("sort", &["asort_asc_f32", "asort_desc_bf16"]),
         ("ternary", &["where_u8_f32"]),
         ("unary", &["ugelu_f32", "uexp_f32", "usilu_bf16"]),
@@ -214,16 +183,7 @@ fn affine_f32() {
     let x = Rng::new(1).uniform_vec(n, -4.0, 4.0);
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f32>(n));
     let (mul, add) = (1.5f32, -0.25f32);
-    let p = dev
-        .params("affine_f32")
-        .u64(n as u64)
-        .u64(1)
-        .ptr(0)
-        .ptr(dx)
-        .ptr(dout)
-        .f32(mul)
-        .f32(add)
-        .finish();
+    let p = dev.params("affine_f32").u64(n as u64).u64(1).ptr(0).ptr(dx).ptr(dout).f32(mul).f32(add).finish();
     dev.launch_clean("affine_f32", for_num_elems(n), &p);
     let want: Vec<f64> = x.iter().map(|v| f64::from(*v) * 1.5 - 0.25).collect();
     assert_close("affine", &dev.download::<f32>(dout, n), &want, 1e-6, 1e-6);
@@ -238,21 +198,8 @@ fn binary_add_f32_broadcast_and_bf16_maximum() {
     let mut rng = Rng::new(2);
     let (lhs, rhs) = (rng.uniform_vec(n, -3.0, 3.0), rng.uniform_vec(cols, -3.0, 3.0));
     let info: Vec<u64> = [rows as u64, cols as u64, cols as u64, 1, 0, 1].to_vec();
-    let (di, dl, dr, dout) = (
-        dev.upload(&info),
-        dev.upload(&lhs),
-        dev.upload(&rhs),
-        dev.alloc_poisoned::<f32>(n),
-    );
-    let p = dev
-        .params("badd_f32")
-        .u64(n as u64)
-        .u64(2)
-        .ptr(di)
-        .ptr(dl)
-        .ptr(dr)
-        .ptr(dout)
-        .finish();
+    let (di, dl, dr, dout) = (dev.upload(&info), dev.upload(&lhs), dev.upload(&rhs), dev.alloc_poisoned::<f32>(n));
+    let p = dev.params("badd_f32").u64(n as u64).u64(2).ptr(di).ptr(dl).ptr(dr).ptr(dout).finish();
     dev.launch_clean("badd_f32", for_num_elems(n), &p);
     let want: Vec<f32> = (0..n).map(|i| lhs[i] + rhs[i % cols]).collect();
     assert_bit_exact("badd_f32", &dev.download::<f32>(dout, n), &want);
@@ -270,15 +217,7 @@ fn binary_add_f32_broadcast_and_bf16_maximum() {
     };
     let (a, b) = (bits(&mut rng), bits(&mut rng));
     let (da, db, dout) = (dev.upload(&a), dev.upload(&b), dev.alloc_poisoned::<bf16>(n));
-    let p = dev
-        .params("bmaximum_bf16")
-        .u64(n as u64)
-        .u64(1)
-        .ptr(0)
-        .ptr(da)
-        .ptr(db)
-        .ptr(dout)
-        .finish();
+    let p = dev.params("bmaximum_bf16").u64(n as u64).u64(1).ptr(0).ptr(da).ptr(db).ptr(dout).finish();
     dev.launch_clean("bmaximum_bf16", for_num_elems(n), &p);
     let want: Vec<bf16> = a
         .iter()
@@ -307,21 +246,9 @@ fn binary_add_f32_broadcast_and_bf16_maximum() {
     let a: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.uniform(-8.0, 8.0))).collect();
     let b: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.uniform(-8.0, 8.0))).collect();
     let (da, db, dout) = (dev.upload(&a), dev.upload(&b), dev.alloc_poisoned::<bf16>(n));
-    let p = dev
-        .params("badd_bf16")
-        .u64(n as u64)
-        .u64(1)
-        .ptr(0)
-        .ptr(da)
-        .ptr(db)
-        .ptr(dout)
-        .finish();
+    let p = dev.params("badd_bf16").u64(n as u64).u64(1).ptr(0).ptr(da).ptr(db).ptr(dout).finish();
     dev.launch_clean("badd_bf16", for_num_elems(n), &p);
-    let want: Vec<bf16> = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| bf16::from_f32(x.to_f32() + y.to_f32()))
-        .collect();
+    let want: Vec<bf16> = a.iter().zip(&b).map(|(x, y)| bf16::from_f32(x.to_f32() + y.to_f32())).collect();
     assert_bit_exact("badd_bf16", &dev.download::<bf16>(dout, n), &want);
 }
 
@@ -332,33 +259,16 @@ fn cast_bf16_f32_both_ways() {
     let mut rng = Rng::new(3);
     let x: Vec<bf16> = (0..n).map(|_| bf16::from_bits((rng.next_u32() >> 16) as u16)).collect();
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f32>(n));
-    let p = dev
-        .params("cast_bf16_f32")
-        .u64(n as u64)
-        .u64(1)
-        .ptr(0)
-        .ptr(dx)
-        .ptr(dout)
-        .finish();
+    let p = dev.params("cast_bf16_f32").u64(n as u64).u64(1).ptr(0).ptr(dx).ptr(dout).finish();
     dev.launch_clean("cast_bf16_f32", for_num_elems(n), &p);
     let got = dev.download::<f32>(dout, n);
     for (i, (g, v)) in got.iter().zip(&x).enumerate() {
         let w = v.to_f32();
-        assert!(
-            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-            "[{i}] {v}: got {g}, want {w}"
-        );
+        assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "[{i}] {v}: got {g}, want {w}");
     }
     let y = rng.uniform_vec(n, -1e4, 1e4);
     let (dy, dout) = (dev.upload(&y), dev.alloc_poisoned::<bf16>(n));
-    let p = dev
-        .params("cast_f32_bf16")
-        .u64(n as u64)
-        .u64(1)
-        .ptr(0)
-        .ptr(dy)
-        .ptr(dout)
-        .finish();
+    let p = dev.params("cast_f32_bf16").u64(n as u64).u64(1).ptr(0).ptr(dy).ptr(dout).finish();
     dev.launch_clean("cast_f32_bf16", for_num_elems(n), &p);
     let want: Vec<bf16> = y.iter().map(|v| bf16::from_f32(*v)).collect();
     assert_bit_exact("cast_f32_bf16", &dev.download::<bf16>(dout, n), &want);
@@ -379,14 +289,7 @@ fn unary_gelu_and_exp_f32() {
         ("uexp_f32", f64::exp),
     ] {
         let dout = dev.alloc_poisoned::<f32>(n);
-        let p = dev
-            .params(kernel)
-            .u64(n as u64)
-            .u64(1)
-            .ptr(0)
-            .ptr(dx)
-            .ptr(dout)
-            .finish();
+        let p = dev.params(kernel).u64(n as u64).u64(1).ptr(0).ptr(dx).ptr(dout).finish();
         dev.launch_clean(kernel, for_num_elems(n), &p);
         let want: Vec<f64> = x.iter().map(|v| f(f64::from(*v))).collect();
         assert_close(kernel, &dev.download::<f32>(dout, n), &want, 1e-5, 1e-6);
@@ -406,15 +309,7 @@ fn fast_sum_max_argmax_f32_over_rows() {
     // candle: one block per output, block = min(1024, el_to_sum).next_power_of_two().
     let cfg = grid_1d(rows as u32, (cols as u32).min(1024).next_power_of_two());
     let launch = |kernel: &str, dout: u64| {
-        let p = dev
-            .params(kernel)
-            .u64(n as u64)
-            .u64(cols as u64)
-            .u64(2)
-            .ptr(di)
-            .ptr(dx)
-            .ptr(dout)
-            .finish();
+        let p = dev.params(kernel).u64(n as u64).u64(cols as u64).u64(2).ptr(di).ptr(dx).ptr(dout).finish();
         dev.launch_clean(kernel, cfg, &p);
     };
     let row = |r: usize| &x[r * cols..(r + 1) * cols];
@@ -424,15 +319,12 @@ fn fast_sum_max_argmax_f32_over_rows() {
     assert_close("fast_sum_f32", &dev.download::<f32>(dsum, rows), &want, 1e-5, 1e-5);
     let dmax = dev.alloc_poisoned::<f32>(rows);
     launch("fast_max_f32", dmax);
-    let want: Vec<f32> = (0..rows)
-        .map(|r| row(r).iter().copied().fold(f32::MIN, f32::max))
-        .collect();
+    let want: Vec<f32> = (0..rows).map(|r| row(r).iter().copied().fold(f32::MIN, f32::max)).collect();
     assert_bit_exact("fast_max_f32", &dev.download::<f32>(dmax, rows), &want);
     let darg = dev.alloc_poisoned::<u32>(rows);
     launch("fast_argmax_f32", darg);
-    let want: Vec<u32> = (0..rows)
-        .map(|r| (0..cols).max_by(|&a, &b| row(r)[a].total_cmp(&row(r)[b])).unwrap() as u32)
-        .collect();
+    let want: Vec<u32> =
+        (0..rows).map(|r| (0..cols).max_by(|&a, &b| row(r)[a].total_cmp(&row(r)[b])).unwrap() as u32).collect();
     assert_bit_exact("fast_argmax_f32", &dev.download::<u32>(darg, rows), &want);
 }
 
@@ -452,13 +344,7 @@ fn softmax_f32_rows() {
         let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
         want.extend(row.iter().map(|v| (v - m).exp() / s));
     }
-    assert_close(
-        "softmax_f32",
-        &dev.download::<f32>(dout, rows * cols),
-        &want,
-        1e-5,
-        1e-7,
-    );
+    assert_close("softmax_f32", &dev.download::<f32>(dout, rows * cols), &want, 1e-5, 1e-7);
 }
 
 /// rmsnorm and layernorm as candle-nn launches them: one block per row, 32
@@ -478,15 +364,8 @@ fn rmsnorm_and_layernorm_f32() {
         let cfg = grid_1d(rows as u32, block);
 
         let dout = dev.alloc_poisoned::<f32>(n);
-        let p = dev
-            .params("rmsnorm_f32")
-            .ptr(dx)
-            .ptr(dout)
-            .ptr(da)
-            .i32(cols as i32)
-            .i32(block as i32)
-            .f32(eps)
-            .finish();
+        let p =
+            dev.params("rmsnorm_f32").ptr(dx).ptr(dout).ptr(da).i32(cols as i32).i32(block as i32).f32(eps).finish();
         dev.launch_clean("rmsnorm_f32", cfg, &p);
         let mut want = Vec::new();
         for r in 0..rows {
@@ -495,13 +374,7 @@ fn rmsnorm_and_layernorm_f32() {
             let scale = 1.0 / (ms + f64::from(eps)).sqrt();
             want.extend(row.iter().zip(&alpha).map(|(v, a)| v * scale * f64::from(*a)));
         }
-        assert_close(
-            &format!("rmsnorm {rows}x{cols}"),
-            &dev.download::<f32>(dout, n),
-            &want,
-            1e-5,
-            1e-6,
-        );
+        assert_close(&format!("rmsnorm {rows}x{cols}"), &dev.download::<f32>(dout, n), &want, 1e-5, 1e-6);
 
         let dout = dev.alloc_poisoned::<f32>(n);
         let p = dev
@@ -524,13 +397,7 @@ fn rmsnorm_and_layernorm_f32() {
             want.extend((0..cols).map(|c| (row[c] - mean) * inv * f64::from(alpha[c]) + f64::from(beta[c])));
         }
         // The kernel forms the variance as E[x²] − E[x]² in f32: a few 1e-6 of cancellation.
-        assert_close(
-            &format!("layernorm {rows}x{cols}"),
-            &dev.download::<f32>(dout, n),
-            &want,
-            1e-4,
-            1e-4,
-        );
+        assert_close(&format!("layernorm {rows}x{cols}"), &dev.download::<f32>(dout, n), &want, 1e-4, 1e-4);
     }
 }
 
@@ -575,16 +442,8 @@ fn rope_f32_and_interleaved() {
     assert_close("rope_f32", &dev.download::<f32>(dout, n), &want, 1e-6, 1e-6);
 
     let dout = dev.alloc_poisoned::<f32>(n);
-    let p = dev
-        .params("rope_i_f32")
-        .ptr(dx)
-        .ptr(dc)
-        .ptr(ds)
-        .ptr(dout)
-        .u32(bh as u32)
-        .u32((t * d) as u32)
-        .u32(0)
-        .finish();
+    let p =
+        dev.params("rope_i_f32").ptr(dx).ptr(dc).ptr(ds).ptr(dout).u32(bh as u32).u32((t * d) as u32).u32(0).finish();
     dev.launch_clean("rope_i_f32", for_num_elems(n / 2), &p);
     let want: Vec<f64> = (0..n)
         .map(|i| {
@@ -656,16 +515,8 @@ fn index_select_and_its_assert() {
     assert_eq!(finding.kind, FindingKind::Assert, "{finding}");
     assert_eq!(finding.kind.cuda_error_code(), 710);
     assert!(finding.detail.contains("indexing.cu:"), "{}", finding.detail);
-    assert!(
-        finding.detail.contains(": block: [0,0,0], thread: ["),
-        "{}",
-        finding.detail
-    );
-    assert!(
-        finding.detail.ends_with("Assertion `ids[id_i] < src_dim_size` failed."),
-        "{}",
-        finding.detail
-    );
+    assert!(finding.detail.contains(": block: [0,0,0], thread: ["), "{}", finding.detail);
+    assert!(finding.detail.ends_with("Assertion `ids[id_i] < src_dim_size` failed."), "{}", finding.detail);
 }
 
 #[test]
@@ -682,23 +533,9 @@ fn fill_and_where_f32() {
     let cond: Vec<u8> = (0..n).map(|_| (rng.next_u32() % 2) as u8).collect();
     let (t, f) = (rng.uniform_vec(n, -1.0, 1.0), rng.uniform_vec(n, 2.0, 3.0));
     let info = contiguous_info(&[n]).into_iter().chain([1, 1]).collect::<Vec<u64>>();
-    let (di, dc, dt, df, dout) = (
-        dev.upload(&info),
-        dev.upload(&cond),
-        dev.upload(&t),
-        dev.upload(&f),
-        dev.alloc_poisoned::<f32>(n),
-    );
-    let p = dev
-        .params("where_u8_f32")
-        .u64(n as u64)
-        .u64(1)
-        .ptr(di)
-        .ptr(dc)
-        .ptr(dt)
-        .ptr(df)
-        .ptr(dout)
-        .finish();
+    let (di, dc, dt, df, dout) =
+        (dev.upload(&info), dev.upload(&cond), dev.upload(&t), dev.upload(&f), dev.alloc_poisoned::<f32>(n));
+    let p = dev.params("where_u8_f32").u64(n as u64).u64(1).ptr(di).ptr(dc).ptr(dt).ptr(df).ptr(dout).finish();
     dev.launch_clean("where_u8_f32", for_num_elems(n), &p);
     let want: Vec<f32> = (0..n).map(|i| if cond[i] != 0 { t[i] } else { f[i] }).collect();
     assert_bit_exact("where_u8_f32", &dev.download::<f32>(dout, n), &want);
@@ -715,17 +552,11 @@ fn conv1d_f32_with_padding_and_stride() {
     let mut rng = Rng::new(11);
     let src = rng.uniform_vec(b * c_in * l_in, -1.0, 1.0);
     let kernel = rng.uniform_vec(c_out * c_in * k, -1.0, 1.0);
-    let info: Vec<u64> = contiguous_info(&[b, c_in, l_in])
-        .into_iter()
-        .chain(contiguous_info(&[c_out, c_in, k]))
-        .collect();
+    let info: Vec<u64> =
+        contiguous_info(&[b, c_in, l_in]).into_iter().chain(contiguous_info(&[c_out, c_in, k])).collect();
     let numel = b * c_out * l_out;
-    let (di, ds, dk, dout) = (
-        dev.upload(&info),
-        dev.upload(&src),
-        dev.upload(&kernel),
-        dev.alloc_poisoned::<f32>(numel),
-    );
+    let (di, ds, dk, dout) =
+        (dev.upload(&info), dev.upload(&src), dev.upload(&kernel), dev.alloc_poisoned::<f32>(numel));
     let p = dev
         .params("conv1d_f32")
         .u64(src.len() as u64)
@@ -768,19 +599,9 @@ fn argsort_f32_ascending() {
     let pad = cols.next_power_of_two();
     let x = Rng::new(12).uniform_vec(rows * cols, -50.0, 50.0);
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<u32>(rows * cols));
-    let p = dev
-        .params("asort_asc_f32")
-        .ptr(dx)
-        .ptr(dout)
-        .i32(cols as i32)
-        .i32(pad as i32)
-        .finish();
+    let p = dev.params("asort_asc_f32").ptr(dx).ptr(dout).i32(cols as i32).i32(pad as i32).finish();
     // candle: one block per row, ncols_pad threads, ncols_pad ints of shared memory.
-    dev.launch_clean(
-        "asort_asc_f32",
-        config([rows as u32, 1, 1], [pad as u32, 1, 1], (pad * 4) as u32),
-        &p,
-    );
+    dev.launch_clean("asort_asc_f32", config([rows as u32, 1, 1], [pad as u32, 1, 1], (pad * 4) as u32), &p);
     let mut want = Vec::new();
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
@@ -808,12 +629,7 @@ fn dequantize_q8_0_f32() {
     // One CTA dequantises 256 values; the output covers whole CTAs.
     let out_len = nb32.div_ceil(8) * 256;
     let (dq, dout) = (dev.upload(&blocks), dev.alloc_poisoned::<f32>(out_len));
-    let p = dev
-        .params("dequantize_block_q8_0_f32")
-        .ptr(dq)
-        .ptr(dout)
-        .i32(nb32 as i32)
-        .finish();
+    let p = dev.params("dequantize_block_q8_0_f32").ptr(dq).ptr(dout).i32(nb32 as i32).finish();
     dev.launch_clean("dequantize_block_q8_0_f32", grid_1d(nb32.div_ceil(8) as u32, 32), &p);
     assert_bit_exact("dequantize q8_0", &dev.download::<f32>(dout, nb32 * 32), &want);
 }
@@ -841,18 +657,8 @@ fn quantized_q8_0_matvec_through_q8_1() {
     let y = rng.uniform_vec(ncols, -2.0, 2.0);
 
     let (dy, dyq) = (dev.upload(&y), dev.alloc_poisoned::<u8>(padded / 32 * 36));
-    let p = dev
-        .params("quantize_q8_1")
-        .ptr(dy)
-        .ptr(dyq)
-        .i32(ncols as i32)
-        .i32(padded as i32)
-        .finish();
-    dev.launch_clean(
-        "quantize_q8_1",
-        config([(padded / 256) as u32, 1, 1], [256, 1, 1], 0),
-        &p,
-    );
+    let p = dev.params("quantize_q8_1").ptr(dy).ptr(dyq).i32(ncols as i32).i32(padded as i32).finish();
+    dev.launch_clean("quantize_q8_1", config([(padded / 256) as u32, 1, 1], [256, 1, 1], 0), &p);
     // q8_1 of y: per 32 values d = max|y| / 127 (as f16), q = round(y / d).
     let yq = dev.download::<u8>(dyq, padded / 32 * 36);
     let mut want_q = Vec::new();
@@ -860,10 +666,7 @@ fn quantized_q8_0_matvec_through_q8_1() {
         let vals: Vec<f32> = (0..32).map(|i| y.get(32 * b + i).copied().unwrap_or(0.0)).collect();
         let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let qs: Vec<i8> = vals
-            .iter()
-            .map(|v| if amax == 0.0 { 0 } else { (v / d).round() as i8 })
-            .collect();
+        let qs: Vec<i8> = vals.iter().map(|v| if amax == 0.0 { 0 } else { (v / d).round() as i8 }).collect();
         let block = &yq[36 * b..36 * b + 36];
         assert_eq!(&block[0..2], &f16::from_f32(d).to_le_bytes(), "q8_1 block {b}: scale");
         let got_sum = f16::from_le_bytes([block[2], block[3]]).to_f32();
@@ -872,11 +675,7 @@ fn quantized_q8_0_matvec_through_q8_1() {
             (got_sum - want_sum).abs() <= 2e-3 * want_sum.abs().max(1.0),
             "q8_1 block {b}: sum {got_sum} vs {want_sum}"
         );
-        assert_eq!(
-            block[4..].iter().map(|q| *q as i8).collect::<Vec<_>>(),
-            qs,
-            "q8_1 block {b}: quants"
-        );
+        assert_eq!(block[4..].iter().map(|q| *q as i8).collect::<Vec<_>>(), qs, "q8_1 block {b}: quants");
         want_q.push((f16::from_f32(d).to_f32(), qs));
     }
 
@@ -891,11 +690,7 @@ fn quantized_q8_0_matvec_through_q8_1() {
         .i32(padded as i32)
         .i32(nrows as i32)
         .finish();
-    dev.launch_clean(
-        "mul_mat_vec_q8_0_q8_1_cuda1",
-        config([nrows as u32, 1, 1], [32, 4, 1], 0),
-        &p,
-    );
+    dev.launch_clean("mul_mat_vec_q8_0_q8_1_cuda1", config([nrows as u32, 1, 1], [32, 4, 1], 0), &p);
     let blocks_per_row = ncols / 32;
     let want: Vec<f64> = (0..nrows)
         .map(|r| {
@@ -909,13 +704,7 @@ fn quantized_q8_0_matvec_through_q8_1() {
                 .sum()
         })
         .collect();
-    assert_close(
-        "q8_0 x q8_1 matvec",
-        &dev.download::<f32>(dout, nrows),
-        &want,
-        1e-5,
-        1e-5,
-    );
+    assert_close("q8_0 x q8_1 matvec", &dev.download::<f32>(dout, nrows), &want, 1e-5, 1e-5);
 }
 
 /// bf16 unary kernels: `hexp` (cuda_bf16.h's inline asm) and silu in bf16
@@ -928,19 +717,9 @@ fn unary_exp_and_silu_bf16() {
     let mut rng = Rng::new(15);
     let x: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.uniform(-8.0, 8.0))).collect();
     let dx = dev.upload(&x);
-    for (kernel, f) in [
-        ("uexp_bf16", f64::exp as fn(f64) -> f64),
-        ("usilu_bf16", |v: f64| v / (1.0 + (-v).exp())),
-    ] {
+    for (kernel, f) in [("uexp_bf16", f64::exp as fn(f64) -> f64), ("usilu_bf16", |v: f64| v / (1.0 + (-v).exp()))] {
         let dout = dev.alloc_poisoned::<bf16>(n);
-        let p = dev
-            .params(kernel)
-            .u64(n as u64)
-            .u64(1)
-            .ptr(0)
-            .ptr(dx)
-            .ptr(dout)
-            .finish();
+        let p = dev.params(kernel).u64(n as u64).u64(1).ptr(0).ptr(dx).ptr(dout).finish();
         dev.launch_clean(kernel, for_num_elems(n), &p);
         let got: Vec<f32> = dev.download::<bf16>(dout, n).iter().map(|v| v.to_f32()).collect();
         let want: Vec<f64> = x.iter().map(|v| f(f64::from(v.to_f32()))).collect();
@@ -966,40 +745,20 @@ fn rmsnorm_and_layernorm_bf16() {
     let rows_of = |r: usize| x[r * cols..(r + 1) * cols].iter().map(f).collect::<Vec<f64>>();
 
     let dout = dev.alloc_poisoned::<bf16>(n);
-    let p = dev
-        .params("rmsnorm_bf16")
-        .ptr(dx)
-        .ptr(dout)
-        .ptr(da)
-        .i32(cols as i32)
-        .i32(32)
-        .f32(eps)
-        .finish();
+    let p = dev.params("rmsnorm_bf16").ptr(dx).ptr(dout).ptr(da).i32(cols as i32).i32(32).f32(eps).finish();
     dev.launch_clean("rmsnorm_bf16", cfg, &p);
     let want: Vec<f64> = (0..rows)
         .flat_map(|r| {
             let row = rows_of(r);
             let scale = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / cols as f64 + f64::from(eps)).sqrt();
-            row.iter()
-                .zip(&alpha)
-                .map(|(v, a)| v * scale * f(a))
-                .collect::<Vec<_>>()
+            row.iter().zip(&alpha).map(|(v, a)| v * scale * f(a)).collect::<Vec<_>>()
         })
         .collect();
     let got: Vec<f32> = dev.download::<bf16>(dout, n).iter().map(|v| v.to_f32()).collect();
     assert_close("rmsnorm_bf16", &got, &want, 2f64.powi(-8), 1e-6);
 
     let dout = dev.alloc_poisoned::<bf16>(n);
-    let p = dev
-        .params("layernorm_bf16")
-        .ptr(dx)
-        .ptr(dout)
-        .ptr(da)
-        .ptr(db)
-        .i32(cols as i32)
-        .i32(32)
-        .f32(eps)
-        .finish();
+    let p = dev.params("layernorm_bf16").ptr(dx).ptr(dout).ptr(da).ptr(db).i32(cols as i32).i32(32).f32(eps).finish();
     dev.launch_clean("layernorm_bf16", cfg, &p);
     let want: Vec<f64> = (0..rows)
         .flat_map(|r| {
@@ -1007,9 +766,7 @@ fn rmsnorm_and_layernorm_bf16() {
             let mean = row.iter().sum::<f64>() / cols as f64;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cols as f64;
             let inv = 1.0 / (var + f64::from(eps)).sqrt();
-            (0..cols)
-                .map(|c| (row[c] - mean) * inv * f(&alpha[c]) + f(&beta[c]))
-                .collect::<Vec<_>>()
+            (0..cols).map(|c| (row[c] - mean) * inv * f(&alpha[c]) + f(&beta[c])).collect::<Vec<_>>()
         })
         .collect();
     let got: Vec<f32> = dev.download::<bf16>(dout, n).iter().map(|v| v.to_f32()).collect();

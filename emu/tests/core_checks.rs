@@ -73,21 +73,11 @@ fn memcheck_out_of_bounds_store_names_kernel_line_thread_and_allocation() {
     assert_eq!(f.cta, [1, 0, 0]);
     assert_eq!(f.thread, [72, 0, 0], "first thread past the end");
     assert_eq!(f.address, c + 800);
-    assert!(
-        f.detail.contains(&format!("{c:#x}")),
-        "names the nearest allocation: {}",
-        f.detail
-    );
+    assert!(f.detail.contains(&format!("{c:#x}")), "names the nearest allocation: {}", f.detail);
     assert_eq!(f.kind.cuda_error_code(), 700);
 
-    let rep = d.run(
-        "store_checked",
-        [2, 1, 1],
-        [128, 1, 1],
-        0,
-        &[Arg::Ptr(c), Arg::I32(n as i32)],
-        CheckOptions::default(),
-    );
+    let rep =
+        d.run("store_checked", [2, 1, 1], [128, 1, 1], 0, &[Arg::Ptr(c), Arg::I32(n as i32)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
 }
 
@@ -96,14 +86,7 @@ fn memcheck_use_after_free_and_misaligned() {
     let d = Dev::new(&compile(BUGGY));
     let c = d.zeros(64 * 4);
     d.mem.free(c).unwrap();
-    let rep = d.run(
-        "store_checked",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(c), Arg::I32(64)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("store_checked", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(c), Arg::I32(64)], CheckOptions::default());
     only(&rep.findings, FindingKind::OutOfBounds);
 
     let p = d.zeros(1024);
@@ -134,45 +117,21 @@ fn memcheck_use_after_free_and_misaligned() {
 fn racecheck_missing_barrier_and_fixed_twin() {
     let d = Dev::new(&compile(BUGGY));
     let out = d.zeros(64 * 4);
-    let rep = d.run(
-        "neighbour",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(0)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("neighbour", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], CheckOptions::default());
     let f = only(&rep.findings, FindingKind::Race);
     // Whichever of the two unordered accesses comes second is reported.
     assert!(f.instruction.contains(".shared.f32"), "{f}");
     assert!(f.detail.contains("by thread"), "{}", f.detail);
 
-    let rep = d.run(
-        "neighbour",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(1)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("neighbour", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(1)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let got = d.download_f32(out, 64);
     let want: Vec<f32> = (0..64).map(|t| ((t + 1) % 64) as f32).collect();
     assert_eq!(got, want);
 
     // Switched off, the racy kernel runs to the end without a report.
-    let off = CheckOptions {
-        racecheck: false,
-        ..CheckOptions::default()
-    };
-    let rep = d.run(
-        "neighbour",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(0)],
-        off,
-    );
+    let off = CheckOptions { racecheck: false, ..CheckOptions::default() };
+    let rep = d.run("neighbour", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], off);
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
 }
 
@@ -181,46 +140,20 @@ fn initcheck_global_and_shared() {
     let d = Dev::new(&compile(BUGGY));
     let input = d.mem.alloc(32 * 4).unwrap();
     let out = d.zeros(32 * 4);
-    let rep = d.run(
-        "copy",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("copy", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(input), Arg::Ptr(out)], CheckOptions::default());
     let f = only(&rep.findings, FindingKind::Uninitialized);
     assert_eq!(f.address, input);
     d.mem.memset(input, 0x3f80_0000, 4, 32).unwrap();
-    let rep = d.run(
-        "copy",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(input), Arg::Ptr(out)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("copy", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(input), Arg::Ptr(out)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_eq!(d.download_f32(out, 32), vec![1.0; 32]);
 
-    let rep = d.run(
-        "shared_unwritten",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(0)],
-        CheckOptions::default(),
-    );
+    let rep =
+        d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], CheckOptions::default());
     let f = only(&rep.findings, FindingKind::Uninitialized);
     assert!(f.instruction.starts_with("ld.shared"), "{f}");
-    let rep = d.run(
-        "shared_unwritten",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(1)],
-        CheckOptions::default(),
-    );
+    let rep =
+        d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(1)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
 }
 
@@ -228,24 +161,12 @@ fn initcheck_global_and_shared() {
 fn synccheck_collective_missing_exited_lanes() {
     let d = Dev::new(&compile(BUGGY));
     let out = d.zeros(32 * 4);
-    let rep = d.run(
-        "shfl_after_exit",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(-1)],
-        CheckOptions::default(),
-    );
+    let rep =
+        d.run("shfl_after_exit", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(-1)], CheckOptions::default());
     let f = only(&rep.findings, FindingKind::DivergentSync);
     assert!(f.instruction.starts_with("shfl.sync"), "{f}");
-    let rep = d.run(
-        "shfl_after_exit",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(out), Arg::I32(0xffff)],
-        CheckOptions::default(),
-    );
+    let rep =
+        d.run("shfl_after_exit", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0xffff)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_eq!(d.download_f32(out, 16), vec![0.0; 16]);
 }
@@ -255,11 +176,7 @@ const HEADER: &str = ".version 9.0\n.target sm_80\n.address_size 64\n";
 /// `bar.sync 0` reached at two different instructions (threads < 32 take one
 /// branch, the rest the other) — or at one, in the fixed twin.
 fn divergent_barrier_ptx(same_barrier: bool) -> String {
-    let second = if same_barrier {
-        "bra.uni $L_join;"
-    } else {
-        "bar.sync 0;"
-    };
+    let second = if same_barrier { "bra.uni $L_join;" } else { "bar.sync 0;" };
     format!(
         "{HEADER}.visible .entry divbar(.param .u64 out)\n{{\n.reg .pred %p<2>;\n.reg .b32 %r<4>;\n.reg .b64 %rd<4>;\n\
          mov.u32 %r1, %tid.x;\nsetp.lt.u32 %p1, %r1, 32;\n@%p1 bra $L_a;\n{second}\nbra.uni $L_end;\n\
@@ -272,28 +189,14 @@ fn divergent_barrier_ptx(same_barrier: bool) -> String {
 fn synccheck_divergent_barrier_and_fixed_twin() {
     let d = Dev::new(&divergent_barrier_ptx(false));
     let out = d.zeros(64 * 4);
-    let rep = d.run(
-        "divbar",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(out)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("divbar", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out)], CheckOptions::default());
     let f = only(&rep.findings, FindingKind::DivergentSync);
     assert!(f.instruction.starts_with("bar.sync"), "{f}");
     assert!(f.detail.contains("different instructions"), "{}", f.detail);
 
     let d = Dev::new(&divergent_barrier_ptx(true));
     let out = d.zeros(64 * 4);
-    let rep = d.run(
-        "divbar",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(out)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("divbar", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut b = vec![0u8; 256];
     d.mem.read(out, &mut b).unwrap();
@@ -312,11 +215,8 @@ fn synccheck_barrier_count_never_reached_is_a_deadlock_not_a_hang() {
 /// One thread copies 4 bytes with cp.async and reads the destination either
 /// before or after `cp.async.wait_group 0`.
 fn cp_async_ptx(read_before_wait: bool) -> String {
-    let (early, late) = if read_before_wait {
-        ("ld.shared.u32 %r2, [%r1];", "")
-    } else {
-        ("", "ld.shared.u32 %r2, [%r1];")
-    };
+    let (early, late) =
+        if read_before_wait { ("ld.shared.u32 %r2, [%r1];", "") } else { ("", "ld.shared.u32 %r2, [%r1];") };
     format!(
         "{HEADER}.visible .entry cpa(.param .u64 src, .param .u64 dst)\n{{\n.reg .b32 %r<4>;\n.reg .b64 %rd<5>;\n\
          .shared .align 16 .b8 buf[16];\nld.param.u64 %rd1, [src];\nld.param.u64 %rd2, [dst];\n\
@@ -347,24 +247,11 @@ fn cp_async_lands_only_at_its_wait() {
     assert!(f.detail.contains("cp.async"), "{}", f.detail);
 
     // Without racecheck, initcheck sees bytes nothing has written yet.
-    let (rep, _) = run(
-        true,
-        CheckOptions {
-            racecheck: false,
-            ..CheckOptions::default()
-        },
-    );
+    let (rep, _) = run(true, CheckOptions { racecheck: false, ..CheckOptions::default() });
     only(&rep.findings, FindingKind::Uninitialized);
 
     // With both off, the early read sees the old (zero) contents.
-    let (rep, v) = run(
-        true,
-        CheckOptions {
-            racecheck: false,
-            initcheck: false,
-            ..CheckOptions::default()
-        },
-    );
+    let (rep, v) = run(true, CheckOptions { racecheck: false, initcheck: false, ..CheckOptions::default() });
     assert!(rep.findings.is_empty());
     assert_eq!(v, 0);
 }

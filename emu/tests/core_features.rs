@@ -57,9 +57,7 @@ fn dev() -> Dev {
 
 fn upload_i32(d: &Dev, v: &[i32]) -> u64 {
     let a = d.mem.alloc((v.len() * 4) as u64).unwrap();
-    d.mem
-        .write(a, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-        .unwrap();
+    d.mem.write(a, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     a
 }
 
@@ -75,14 +73,7 @@ fn local_memory_arrays() {
     let idx: Vec<i32> = (0..64).map(|t| (t * 5 + 3) % 16).collect();
     let di = upload_i32(&d, &idx);
     let dout = d.zeros(64 * 4);
-    let rep = d.run(
-        "local_array",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(di), Arg::Ptr(dout)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("local_array", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(di), Arg::Ptr(dout)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let want: Vec<i32> = (0..64).map(|t| idx[t as usize] * idx[t as usize] + t).collect();
     assert_eq!(download_i32(&d, dout, 64), want);
@@ -93,28 +84,16 @@ fn double_precision() {
     let d = dev();
     let a: Vec<f64> = (0..32).map(|i| (i as f64 - 13.5) * 0.37).collect();
     let da = d.mem.alloc(256).unwrap();
-    d.mem
-        .write(da, &a.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-        .unwrap();
+    d.mem.write(da, &a.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     let dout = d.zeros(256);
-    let rep = d.run(
-        "f64_math",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(da), Arg::Ptr(dout)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("f64_math", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(dout)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut b = vec![0u8; 256];
     d.mem.read(dout, &mut b).unwrap();
     for (i, &x) in a.iter().enumerate() {
         let got = f64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
         let want = x.mul_add(3.0, -1.0) / (x * x + 1.0) + x.abs().sqrt() - x.min(0.5);
-        assert!(
-            (got - want).abs() <= 1e-14 * want.abs().max(1.0),
-            "{i}: {got} vs {want}"
-        );
+        assert!((got - want).abs() <= 1e-14 * want.abs().max(1.0), "{i}: {got} vs {want}");
     }
 }
 
@@ -124,18 +103,8 @@ fn atomics_across_ctas_and_host_threads() {
     let counter = d.zeros(8);
     let mx = upload_i32(&d, &[i32::MIN]);
     let wrap = d.zeros(4);
-    let opts = CheckOptions {
-        threads: 4,
-        ..CheckOptions::default()
-    };
-    let rep = d.run(
-        "atomics64",
-        [16, 1, 1],
-        [128, 1, 1],
-        0,
-        &[Arg::Ptr(counter), Arg::Ptr(mx), Arg::Ptr(wrap)],
-        opts,
-    );
+    let opts = CheckOptions { threads: 4, ..CheckOptions::default() };
+    let rep = d.run("atomics64", [16, 1, 1], [128, 1, 1], 0, &[Arg::Ptr(counter), Arg::Ptr(mx), Arg::Ptr(wrap)], opts);
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let mut c = [0u8; 8];
     d.mem.read(counter, &mut c).unwrap();
@@ -152,14 +121,7 @@ fn dynamic_shared_memory_and_3d_blocks() {
     let (bx, by, bz) = (4u32, 3u32, 5u32);
     let n = (bx * by * bz) as usize;
     let dout = d.zeros(2 * n * 4);
-    let rep = d.run(
-        "dyn_smem_3d",
-        [2, 1, 1],
-        [bx, by, bz],
-        (n * 4) as u32,
-        &[Arg::Ptr(dout)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("dyn_smem_3d", [2, 1, 1], [bx, by, bz], (n * 4) as u32, &[Arg::Ptr(dout)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let got = d.download_f32(dout, 2 * n);
     for blk in 0..2 {
@@ -170,14 +132,7 @@ fn dynamic_shared_memory_and_3d_blocks() {
         }
     }
     // Too little dynamic shared memory for the kernel's indexing is caught.
-    let rep = d.run(
-        "dyn_smem_3d",
-        [1, 1, 1],
-        [bx, by, bz],
-        16,
-        &[Arg::Ptr(dout)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("dyn_smem_3d", [1, 1, 1], [bx, by, bz], 16, &[Arg::Ptr(dout)], CheckOptions::default());
     assert_eq!(rep.findings[0].kind, ptx_emu::FindingKind::OutOfBounds);
 }
 
@@ -234,14 +189,7 @@ fn noinline_device_functions_are_inlined_at_load() {
     let v: Vec<i32> = (0..64).map(|t| t * 3 - 20).collect();
     let di = upload_i32(&d, &v);
     let dout = d.zeros(65 * 4);
-    let rep = d.run(
-        "calls",
-        [1, 1, 1],
-        [64, 1, 1],
-        0,
-        &[Arg::Ptr(di), Arg::Ptr(dout)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("calls", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(di), Arg::Ptr(dout)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let out = download_i32(&d, dout, 65);
     let clamp_add = |a: i32, b: i32, hi: i32| (a + b).min(hi);
@@ -264,9 +212,7 @@ fn recursive_calls_are_a_load_error() {
         .visible .entry k()\n{\n.reg .b32 %r<3>;\n{ .param .b32 a0;\n.param .b32 r0;\nst.param.b32 [a0], 1;\n\
         call.uni (r0), f, (a0);\n}\nret;\n}\n";
     let mem = ptx_emu::GlobalMemory::new(1 << 20);
-    let e = ptx_emu::Module::load(ptx, &mem)
-        .err()
-        .expect("a recursive call must not load");
+    let e = ptx_emu::Module::load(ptx, &mem).err().expect("a recursive call must not load");
     assert!(e.message.contains("recursive") && e.message.contains("call.uni"), "{e}");
     assert_eq!(e.line, 11, "the call inside `f` that recurses");
 }
@@ -286,21 +232,11 @@ fn a_lane_spinning_on_another_lane_of_its_warp_makes_progress() {
     let d = Dev::new(HANDOFF_PTX);
     let out = d.zeros(4);
     // The spin is a deliberate unordered shared access: racecheck off.
-    let opts = CheckOptions {
-        racecheck: false,
-        ..CheckOptions::default()
-    };
+    let opts = CheckOptions { racecheck: false, ..CheckOptions::default() };
     let rep = d.run("handoff", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out)], opts);
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_eq!(download_i32(&d, out, 1)[0], 42);
     // With racecheck on, the flag handoff is reported as the race it is.
-    let rep = d.run(
-        "handoff",
-        [1, 1, 1],
-        [32, 1, 1],
-        0,
-        &[Arg::Ptr(out)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("handoff", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out)], CheckOptions::default());
     assert_eq!(rep.findings[0].kind, ptx_emu::FindingKind::Race);
 }

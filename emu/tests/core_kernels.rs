@@ -113,18 +113,8 @@ fn shuffle_reduction_with_shared_memory_and_atomics() {
     let n = 10_000;
     let a = random_f32(n, 3);
     let (da, dout) = (d.upload_f32(&a), d.zeros(4));
-    let opts = CheckOptions {
-        threads: 3,
-        ..CheckOptions::default()
-    };
-    let rep = d.run(
-        "reduce_sum",
-        [5, 1, 1],
-        [256, 1, 1],
-        0,
-        &[Arg::Ptr(da), Arg::Ptr(dout), Arg::I32(n as i32)],
-        opts,
-    );
+    let opts = CheckOptions { threads: 3, ..CheckOptions::default() };
+    let rep = d.run("reduce_sum", [5, 1, 1], [256, 1, 1], 0, &[Arg::Ptr(da), Arg::Ptr(dout), Arg::I32(n as i32)], opts);
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     let want: f64 = a.iter().map(|&x| x as f64).sum();
     let got = d.download_f32(dout, 1)[0] as f64;
@@ -155,14 +145,7 @@ fn tiled_gemm_with_ragged_edges() {
     let b = random_f32(k * n, 5);
     let (da, db, dc) = (d.upload_f32(&a), d.upload_f32(&b), d.zeros(m * n * 4));
     let grid = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1];
-    let args = [
-        Arg::Ptr(da),
-        Arg::Ptr(db),
-        Arg::Ptr(dc),
-        Arg::I32(m as i32),
-        Arg::I32(n as i32),
-        Arg::I32(k as i32),
-    ];
+    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
     let rep = d.run("gemm_tiled", grid, [16, 16, 1], 0, &args, CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_close(&d.download_f32(dc, m * n), &cpu_gemm(&a, &b, m, n, k), 1e-5);
@@ -175,9 +158,7 @@ fn tiled_gemm_with_ragged_edges() {
 fn integer_ops_match_cpu() {
     let d = dev();
     let n = 300;
-    let vals: Vec<i32> = (0..n as i32)
-        .map(|i| i.wrapping_mul(-1_234_567).wrapping_add(i * i * 31 - 77))
-        .collect();
+    let vals: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(-1_234_567).wrapping_add(i * i * 31 - 77)).collect();
     let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
     let da = d.mem.alloc(bytes.len() as u64).unwrap();
     d.mem.write(da, &bytes).unwrap();
@@ -261,10 +242,7 @@ fn unsupported_instruction_fails_to_load_naming_it_and_its_line() {
     let e = Module::load(ptx, &mem).err().expect("must fail");
     assert_eq!(e.line, 8);
     assert!(e.message.contains("tex.2d.v4.f32.f32"), "{e}");
-    let bad_mod = ptx.replace(
-        "tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1, %f2}];",
-        "sqrt.rz.f64 %f1, %f2;",
-    );
+    let bad_mod = ptx.replace("tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1, %f2}];", "sqrt.rz.f64 %f1, %f2;");
     let e = Module::load(&bad_mod, &mem).err().expect("must fail");
     assert!(e.message.contains("sqrt.rz.f64") && e.line == 8, "{e}");
 }
@@ -284,14 +262,7 @@ extern "C" __global__ void use_globals(float* out) {
     let (addr, size) = d.module.global("counter").expect("counter");
     assert_eq!(size, 4);
     let dout = d.zeros(16);
-    let rep = d.run(
-        "use_globals",
-        [1, 1, 1],
-        [4, 1, 1],
-        0,
-        &[Arg::Ptr(dout)],
-        CheckOptions::default(),
-    );
+    let rep = d.run("use_globals", [1, 1, 1], [4, 1, 1], 0, &[Arg::Ptr(dout)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_eq!(d.download_f32(dout, 4), vec![7.5, -10.0, 1.25, 40.0]);
     let mut c = [0u8; 4];
@@ -339,10 +310,7 @@ fn launch_is_deterministic_across_host_thread_counts() {
         [128, 1, 1],
         0,
         &[Arg::Ptr(a), Arg::Ptr(out1), Arg::I32(n as i32)],
-        CheckOptions {
-            threads: 1,
-            ..Default::default()
-        },
+        CheckOptions { threads: 1, ..Default::default() },
     );
     let r4 = d.run(
         "reduce_sum",
@@ -350,10 +318,7 @@ fn launch_is_deterministic_across_host_thread_counts() {
         [128, 1, 1],
         0,
         &[Arg::Ptr(a), Arg::Ptr(out2), Arg::I32(n as i32)],
-        CheckOptions {
-            threads: 4,
-            ..Default::default()
-        },
+        CheckOptions { threads: 4, ..Default::default() },
     );
     assert_eq!(r1.counters, r4.counters);
     assert!(r1.findings.is_empty() && r4.findings.is_empty());
@@ -366,14 +331,8 @@ fn shared_bank_conflicts_are_counted_per_request() {
     let out = d.zeros(32 * 4);
     let mut conflicts = Vec::new();
     for stride in [1, 2, 32, 33] {
-        let rep = d.run(
-            "smem_stride",
-            [1, 1, 1],
-            [32, 1, 1],
-            0,
-            &[Arg::Ptr(out), Arg::I32(stride)],
-            CheckOptions::default(),
-        );
+        let rep =
+            d.run("smem_stride", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(stride)], CheckOptions::default());
         assert!(rep.findings.is_empty(), "{:?}", rep.findings);
         assert_eq!(rep.counters.shared_requests, 2, "one store and one load");
         assert_eq!(rep.counters.shared_wavefronts, 2 + rep.counters.shared_bank_conflicts);

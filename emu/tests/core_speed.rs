@@ -41,38 +41,18 @@ fn run_gemm(size: usize, threads: usize) -> (f64, u64) {
     let b = random_f32(size * size, 12);
     let (da, db, dc) = (d.upload_f32(&a), d.upload_f32(&b), d.zeros(size * size * 4));
     let n = size as i32;
-    let args = [
-        Arg::Ptr(da),
-        Arg::Ptr(db),
-        Arg::Ptr(dc),
-        Arg::I32(n),
-        Arg::I32(n),
-        Arg::I32(n),
-    ];
+    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(n), Arg::I32(n), Arg::I32(n)];
     let g = (size / 16) as u32;
     let start = std::time::Instant::now();
-    let rep = d.run(
-        "gemm_tiled",
-        [g, g, 1],
-        [16, 16, 1],
-        0,
-        &args,
-        CheckOptions {
-            threads,
-            ..CheckOptions::default()
-        },
-    );
+    let rep =
+        d.run("gemm_tiled", [g, g, 1], [16, 16, 1], 0, &args, CheckOptions { threads, ..CheckOptions::default() });
     let secs = start.elapsed().as_secs_f64();
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     // Spot-check a few outputs against the CPU.
     let c = d.download_f32(dc, size * size);
     for &(i, j) in &[(0, 0), (size - 1, size - 1), (size / 3, size / 2)] {
         let want: f64 = (0..size).map(|k| a[i * size + k] as f64 * b[k * size + j] as f64).sum();
-        assert!(
-            (c[i * size + j] as f64 - want).abs() < 1e-3,
-            "C[{i}][{j}] = {}, want {want}",
-            c[i * size + j]
-        );
+        assert!((c[i * size + j] as f64 - want).abs() < 1e-3, "C[{i}][{j}] = {}, want {want}", c[i * size + j]);
     }
     (secs, rep.counters.thread_instructions)
 }
@@ -112,14 +92,7 @@ fn gemm_256_throughput_unchecked() {
         d.zeros(size * size * 4),
     );
     let n = size as i32;
-    let args = [
-        Arg::Ptr(da),
-        Arg::Ptr(db),
-        Arg::Ptr(dc),
-        Arg::I32(n),
-        Arg::I32(n),
-        Arg::I32(n),
-    ];
+    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(n), Arg::I32(n), Arg::I32(n)];
     let opts = CheckOptions {
         memcheck: false,
         racecheck: false,
@@ -131,8 +104,5 @@ fn gemm_256_throughput_unchecked() {
     let cpu0 = thread_cpu_seconds();
     let rep = d.run("gemm_tiled", [16, 16, 1], [16, 16, 1], 0, &args, opts);
     let cpu = thread_cpu_seconds() - cpu0;
-    println!(
-        "unchecked: {:.1} M/s per core (CPU time)",
-        rep.counters.thread_instructions as f64 / cpu / 1e6
-    );
+    println!("unchecked: {:.1} M/s per core (CPU time)", rep.counters.thread_instructions as f64 / cpu / 1e6);
 }

@@ -133,11 +133,7 @@ fn half_and_bf16_comparisons() {
     let ys: Vec<f32> = xs.iter().rev().copied().collect();
     for i in 0..n {
         let want = (xs[2 * i] > xs[2 * i + 1]) as i32 | ((ys[2 * i] <= ys[2 * i + 1]) as i32) << 1;
-        assert_eq!(
-            i32::from_le_bytes(out[4 * i..4 * i + 4].try_into().unwrap()),
-            want,
-            "element {i}"
-        );
+        assert_eq!(i32::from_le_bytes(out[4 * i..4 * i + 4].try_into().unwrap()), want, "element {i}");
     }
 }
 
@@ -161,9 +157,7 @@ fn mma_bf16_through_cp_async_and_ldmatrix() {
     let bt: Vec<f32> = (0..128).map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0).collect();
     let up = |v: &[f32]| {
         let p = d.mem.alloc(2 * v.len() as u64).unwrap();
-        d.mem
-            .write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>())
-            .unwrap();
+        d.mem.write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>()).unwrap();
         p
     };
     let (da, db) = (up(&a), up(&bt));
@@ -262,30 +256,14 @@ fn cutlass_sm80_bf16_gemm_runs_clean_with_every_check() {
     let b: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 13) as f32 - 6.0) / 8.0).collect();
     let up = |v: &[f32]| {
         let p = d.mem.alloc(2 * v.len() as u64).unwrap();
-        d.mem
-            .write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>())
-            .unwrap();
+        d.mem.write(p, &v.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect::<Vec<_>>()).unwrap();
         p
     };
     let (da, db) = (up(&a), up(&b));
     let dc = d.zeros(m * n * 4);
-    let args = [
-        Arg::Ptr(da),
-        Arg::Ptr(db),
-        Arg::Ptr(dc),
-        Arg::I32(m as i32),
-        Arg::I32(n as i32),
-        Arg::I32(k as i32),
-    ];
+    let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
     let grid = [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1];
-    let rep = d.run(
-        "cutlass_bf16_gemm",
-        grid,
-        [threads, 1, 1],
-        smem,
-        &args,
-        CheckOptions::default(),
-    );
+    let rep = d.run("cutlass_bf16_gemm", grid, [threads, 1, 1], smem, &args, CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:#?}", rep.findings);
     let c = d.download_f32(dc, m * n);
     for i in 0..m {

@@ -25,12 +25,7 @@ fn every_launch_appends_its_counters_as_one_json_line() {
     let dev = Device::load("counted.cu");
     let input = Rng::new(41).uniform_vec(64, -1.0, 1.0);
     let (din, dout) = (dev.upload(&input), dev.alloc_poisoned::<f32>(64));
-    let strided = dev
-        .params("load_with_stride")
-        .ptr(din)
-        .ptr(dout)
-        .i32(2)
-        .finish();
+    let strided = dev.params("load_with_stride").ptr(din).ptr(dout).i32(2).finish();
     let first = dev.launch_clean("load_with_stride", grid_1d(1, 32), &strided);
     let broadcast = dev.params("broadcast_first").ptr(din).ptr(dout).finish();
     let second = dev.launch_clean("broadcast_first", grid_1d(2, 32), &broadcast);
@@ -39,35 +34,13 @@ fn every_launch_appends_its_counters_as_one_json_line() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "one line per launch:\n{text}");
     for (line, counters) in lines.iter().zip([&first, &second]) {
-        assert_eq!(
-            *line,
-            counters.to_json_line(),
-            "the file holds the launch's own counters"
-        );
-        assert!(
-            line.starts_with('{') && line.ends_with('}'),
-            "not one JSON object: {line}"
-        );
-        assert!(
-            line.contains(&format!("\"{}\"", counters.kernel)),
-            "kernel not named: {line}"
-        );
-        assert_eq!(
-            json_u64(line, "thread_instructions"),
-            Some(counters.thread_instructions),
-            "{line}"
-        );
-        assert_eq!(
-            json_u64(line, "global_load_sectors"),
-            Some(counters.global_load_sectors),
-            "{line}"
-        );
+        assert_eq!(*line, counters.to_json_line(), "the file holds the launch's own counters");
+        assert!(line.starts_with('{') && line.ends_with('}'), "not one JSON object: {line}");
+        assert!(line.contains(&format!("\"{}\"", counters.kernel)), "kernel not named: {line}");
+        assert_eq!(json_u64(line, "thread_instructions"), Some(counters.thread_instructions), "{line}");
+        assert_eq!(json_u64(line, "global_load_sectors"), Some(counters.global_load_sectors), "{line}");
     }
-    assert_eq!(
-        json_u64(lines[0], "global_load_sectors"),
-        Some(8),
-        "stride 2: 8 sectors"
-    );
+    assert_eq!(json_u64(lines[0], "global_load_sectors"), Some(8), "stride 2: 8 sectors");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -36,10 +36,7 @@ fn a_sampled_launch_with_the_model_on_records_both() {
     let input = Rng::new(43).uniform_vec(4, -1.0, 1.0);
     let (din, dout) = (dev.upload(&input), dev.alloc_poisoned::<f32>(10 * 32));
     let params = dev.params("broadcast_first").ptr(din).ptr(dout).finish();
-    let opts = CheckOptions {
-        sample_ctas: Some(3),
-        ..CheckOptions::default()
-    };
+    let opts = CheckOptions { sample_ctas: Some(3), ..CheckOptions::default() };
     let report = dev.launch_with("broadcast_first", grid_1d(10, 32), &params, &opts);
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     let c = &report.counters;
@@ -52,10 +49,7 @@ fn a_sampled_launch_with_the_model_on_records_both() {
 
     let text = std::fs::read_to_string(&file).expect("PTX_EMU_COUNTERS_FILE written");
     let line = text.lines().next().expect("one line");
-    assert!(
-        line.contains("\"total_ctas\":10,\"sampled_ctas\":3,\"sampled\":true"),
-        "{line}"
-    );
+    assert!(line.contains("\"total_ctas\":10,\"sampled_ctas\":3,\"sampled\":true"), "{line}");
     let model = json_object(line, "model").unwrap_or_else(|| panic!("no model object: {line}"));
     assert!(!model.contains("unknown-gpu"), "{model}");
     for (gpu, arch) in [("a100", "sm_80"), ("h100", "sm_90")] {

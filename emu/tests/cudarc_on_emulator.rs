@@ -103,17 +103,16 @@ fn run_checks(ptx: &str) -> Result<(), DriverError> {
     let mut sums = second.alloc_zeros::<i32>(blocks)?;
     let block_sum = module.load_function("block_sum")?;
     let big_shared = 64 * 1024;
-    let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (block as u32, 1, 1), shared_mem_bytes: big_shared };
+    let config =
+        LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (block as u32, 1, 1), shared_mem_bytes: big_shared };
     let count = input_host.len() as i32;
     let mut refused = second.launch_builder(&block_sum);
     refused.arg(&input).arg(&mut sums).arg(&count);
     // SAFETY: block_sum(const int*, int*, int) with `blocks` sums; refused before it runs.
     let refusal = unsafe { refused.launch(config) };
     assert_eq!(refusal.err(), Some(DriverError(CUresult::CUDA_ERROR_INVALID_VALUE)), "above 48 KB without opt-in");
-    block_sum.set_attribute(
-        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        big_shared as i32,
-    )?;
+    block_sum
+        .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, big_shared as i32)?;
     let mut launch = second.launch_builder(&block_sum);
     launch.arg(&input).arg(&mut sums).arg(&count);
     // SAFETY: as above, now with the limit raised.

@@ -11,8 +11,8 @@ mod common;
 mod cutlass_support;
 
 use common::{assert_gemm_close, assert_no_findings, gemm_f64, Device, Rng};
-use cutlass_support::{cutlass_ptx, plan_launch};
 use cuda::{CheckOptions, FindingKind};
+use cutlass_support::{cutlass_ptx, plan_launch};
 use half::bf16;
 
 const KERNEL: &str = "cutlass_gemm_bf16_sm80";
@@ -22,35 +22,15 @@ const KERNEL: &str = "cutlass_gemm_bf16_sm80";
 fn check_cutlass_gemm(m: usize, n: usize, k: usize, seed: u64, opts: &CheckOptions) {
     let dev = Device::from_ptx(cutlass_ptx());
     let mut rng = Rng::new(seed);
-    let a: Vec<bf16> = rng
-        .uniform_vec(m * k, -1.0, 1.0)
-        .into_iter()
-        .map(bf16::from_f32)
-        .collect();
-    let b: Vec<bf16> = rng
-        .uniform_vec(k * n, -1.0, 1.0)
-        .into_iter()
-        .map(bf16::from_f32)
-        .collect();
-    let (da, db, dd) = (
-        dev.upload(&a),
-        dev.upload(&b),
-        dev.alloc_poisoned::<f32>(m * n),
-    );
+    let a: Vec<bf16> = rng.uniform_vec(m * k, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
+    let b: Vec<bf16> = rng.uniform_vec(k * n, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
+    let (da, db, dd) = (dev.upload(&a), dev.upload(&b), dev.alloc_poisoned::<f32>(m * n));
 
     let plan = plan_launch(m, n, k, da, db, dd);
     let info = dev.kernel_info(KERNEL);
-    assert_eq!(
-        info.param_bytes as usize,
-        plan.params.len(),
-        "Params size: PTX vs host program"
-    );
+    assert_eq!(info.param_bytes as usize, plan.params.len(), "Params size: PTX vs host program");
     // CUTLASS's identity swizzle puts M tiles on x and N tiles on y.
-    assert_eq!(
-        plan.config.grid,
-        [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1],
-        "64x64 tiles"
-    );
+    assert_eq!(plan.config.grid, [m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1], "64x64 tiles");
     let params = dev.params(KERNEL).bytes(&plan.params).finish();
     let report = dev.launch_with(KERNEL, plan.config, &params, opts);
     assert_no_findings(&report);
@@ -58,23 +38,9 @@ fn check_cutlass_gemm(m: usize, n: usize, k: usize, seed: u64, opts: &CheckOptio
 
     let to_f64 = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
     let (exact, magnitude) = gemm_f64(m, n, k, &to_f64(&a), &to_f64(&b));
-    assert_gemm_close(
-        "CUTLASS D",
-        &dev.download::<f32>(dd, m * n),
-        &exact,
-        &magnitude,
-        k,
-    );
-    let mma = counters
-        .tensor_instructions
-        .get("mma.m16n8k16.f32.bf16.bf16.f32")
-        .copied()
-        .unwrap_or(0);
-    assert!(
-        mma > 0,
-        "no bf16 mma counted: {:?}",
-        counters.tensor_instructions
-    );
+    assert_gemm_close("CUTLASS D", &dev.download::<f32>(dd, m * n), &exact, &magnitude, k);
+    let mma = counters.tensor_instructions.get("mma.m16n8k16.f32.bf16.bf16.f32").copied().unwrap_or(0);
+    assert!(mma > 0, "no bf16 mma counted: {:?}", counters.tensor_instructions);
 }
 
 #[test]
@@ -93,10 +59,7 @@ fn cutlass_sm80_bf16_gemm_with_m_n_k_tails() {
     // reach outputs the epilogue never stores. That is CUTLASS's design, so
     // initcheck's report is right, and it must be the only report.
     let dev = Device::from_ptx(cutlass_ptx());
-    let (da, db) = (
-        dev.upload(&vec![bf16::ONE; m * k]),
-        dev.upload(&vec![bf16::ONE; k * n]),
-    );
+    let (da, db) = (dev.upload(&vec![bf16::ONE; m * k]), dev.upload(&vec![bf16::ONE; k * n]));
     let dd = dev.alloc_poisoned::<f32>(m * n);
     let plan = plan_launch(m, n, k, da, db, dd);
     let params = dev.params(KERNEL).bytes(&plan.params).finish();
@@ -106,10 +69,7 @@ fn cutlass_sm80_bf16_gemm_with_m_n_k_tails() {
         assert!(finding.instruction.contains("ldmatrix"), "{finding}");
     }
     // With initcheck off, every other check on: clean and right.
-    let opts = CheckOptions {
-        initcheck: false,
-        ..CheckOptions::default()
-    };
+    let opts = CheckOptions { initcheck: false, ..CheckOptions::default() };
     check_cutlass_gemm(m, n, k, 52, &opts);
 }
 
@@ -133,27 +93,13 @@ fn cutlass_kernel_uses_the_ampere_mainloop_and_its_params_match_the_host_program
         .expect("the entry's parameter declaration");
     let plan = plan_launch(128, 64, 32, 0x1_0000, 0x2_0000, 0x3_0000);
     assert_eq!(plan.params.len(), declared);
-    assert_eq!(
-        plan.config.grid,
-        [2, 1, 1],
-        "M = 128: two tiles on x; N = 64: one on y"
-    );
-    assert_eq!(
-        plan.config.block,
-        [128, 1, 1],
-        "4 warps of 32x32 in a 64x64 tile"
-    );
+    assert_eq!(plan.config.grid, [2, 1, 1], "M = 128: two tiles on x; N = 64: one on y");
+    assert_eq!(plan.config.block, [128, 1, 1], "4 warps of 32x32 in a 64x64 tile");
     // 3 stages of a 64x32 A tile and a 32x64 B tile, bf16.
-    assert_eq!(
-        plan.config.dynamic_shared_bytes,
-        3 * (64 * 32 + 32 * 64) * 2
-    );
+    assert_eq!(plan.config.dynamic_shared_bytes, 3 * (64 * 32 + 32 * 64) * 2);
     // The device addresses appear in the struct (8-byte little-endian pointers).
     for addr in [0x1_0000u64, 0x2_0000, 0x3_0000] {
-        assert!(
-            plan.params.windows(8).any(|w| w == addr.to_le_bytes()),
-            "{addr:#x} not in Params"
-        );
+        assert!(plan.params.windows(8).any(|w| w == addr.to_le_bytes()), "{addr:#x} not in Params");
     }
 }
 
@@ -168,10 +114,7 @@ fn cutlass_steady_state_per_mma() {
     let dev = Device::from_ptx(cutlass_ptx());
     let (m, n) = (128, 128);
     let counters = |k: usize| {
-        let (da, db) = (
-            dev.upload(&vec![bf16::ONE; m * k]),
-            dev.upload(&vec![bf16::ONE; k * n]),
-        );
+        let (da, db) = (dev.upload(&vec![bf16::ONE; m * k]), dev.upload(&vec![bf16::ONE; k * n]));
         let dd = dev.alloc_poisoned::<f32>(m * n);
         let plan = plan_launch(m, n, k, da, db, dd);
         let params = dev.params(KERNEL).bytes(&plan.params).finish();

@@ -147,7 +147,7 @@ fn streams_and_events() {
         ok(cuEventCreate(&mut start, 0));
         ok(cuEventCreate(&mut end, 0));
         ok(cuEventCreate(&mut untimed, 2)); // CU_EVENT_DISABLE_TIMING
-        // Waiting on an event never recorded is fine (cudarc does it).
+                                            // Waiting on an event never recorded is fine (cudarc does it).
         ok(cuStreamWaitEvent(other, untimed, 0));
         ok(cuEventQuery(start));
 
@@ -232,7 +232,9 @@ fn binary_images_are_refused() {
 fn error_names_and_strings() {
     unsafe {
         let mut text: *const c_char = null();
-        for (code, name) in [(0, "CUDA_SUCCESS"), (700, "CUDA_ERROR_ILLEGAL_ADDRESS"), (719, "CUDA_ERROR_LAUNCH_FAILED")] {
+        for (code, name) in
+            [(0, "CUDA_SUCCESS"), (700, "CUDA_ERROR_ILLEGAL_ADDRESS"), (719, "CUDA_ERROR_LAUNCH_FAILED")]
+        {
             ok(cuGetErrorName(code, &mut text));
             assert_eq!(CStr::from_ptr(text).to_str().unwrap(), name);
             ok(cuGetErrorString(code, &mut text));

@@ -52,17 +52,25 @@ fn library_has_driver_soname_and_exports() {
     assert_eq!(link, Path::new("libcuda.so"));
     let dynamic = Command::new("readelf").arg("-d").arg(lib_dir.join("libcuda.so")).output().expect("run readelf");
     assert!(String::from_utf8_lossy(&dynamic.stdout).contains("Library soname: [libcuda.so.1]"));
-    let symbols = Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(lib_dir.join("libcuda.so"))
-        .output()
-        .expect("run nm");
+    let symbols =
+        Command::new("nm").args(["-D", "--defined-only"]).arg(lib_dir.join("libcuda.so")).output().expect("run nm");
     let symbols = String::from_utf8_lossy(&symbols.stdout);
     let exported: Vec<&str> = symbols.lines().filter_map(|line| line.split_whitespace().nth(2)).collect();
     for name in [
-        "cuInit", "cuDevicePrimaryCtxRetain", "cuCtxCreate_v4", "cuMemAlloc_v2", "cuMemcpyHtoDAsync_v2",
-        "cuMemsetD8Async", "cuModuleLoadData", "cuModuleGetFunction", "cuLaunchKernel", "cuEventElapsedTime_v2",
-        "cuDeviceGetUuid_v2", "cuStreamWaitEvent", "cuGetErrorString", "ptxEmuIsEmulator",
+        "cuInit",
+        "cuDevicePrimaryCtxRetain",
+        "cuCtxCreate_v4",
+        "cuMemAlloc_v2",
+        "cuMemcpyHtoDAsync_v2",
+        "cuMemsetD8Async",
+        "cuModuleLoadData",
+        "cuModuleGetFunction",
+        "cuLaunchKernel",
+        "cuEventElapsedTime_v2",
+        "cuDeviceGetUuid_v2",
+        "cuStreamWaitEvent",
+        "cuGetErrorString",
+        "ptxEmuIsEmulator",
         "ptxEmuGetLastLaunchCountersJson",
     ] {
         assert!(exported.contains(&name), "{name} is not exported");

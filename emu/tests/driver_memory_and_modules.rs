@@ -171,7 +171,11 @@ fn module_functions_globals_and_attributes() {
 
         ok(cuModuleUnload(module));
         assert_eq!(cuModuleUnload(module), CUDA_ERROR_INVALID_HANDLE);
-        assert_eq!(cuFuncGetAttribute(&mut value, 0, block_sum), CUDA_ERROR_INVALID_HANDLE, "function of an unloaded module");
+        assert_eq!(
+            cuFuncGetAttribute(&mut value, 0, block_sum),
+            CUDA_ERROR_INVALID_HANDLE,
+            "function of an unloaded module"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! and sampled cross-checks against exact f64 arithmetic.
 
 use cuda::numerics::{f32_op_rounded, half_op, FloatOp, Rounding};
-use cuda::ScalarType::{Bf16, Bf16x2, F16, F16x2};
+use cuda::ScalarType::{Bf16, Bf16x2, F16x2, F16};
 
 struct Rng(u64);
 
@@ -170,7 +170,7 @@ fn f32_directed_hand_cases() {
     assert_eq!(div(Rz, f32::MAX, 0.5), 0x7F7F_FFFF, "overflow toward zero is max finite");
     assert_eq!(div(Rn, f32::MAX, 0.5), 0x7F80_0000);
     let e = f32::EPSILON; // 2^-23
-    // 1 + 2^-24 (a tie) in each mode.
+                          // 1 + 2^-24 (a tie) in each mode.
     let add = |r, a: f32, b: f32| f32_op_rounded(FloatOp::Add, r, false, false, a, b, 0.0).to_bits();
     assert_eq!(add(Rn, 1.0, e / 2.0), 0x3F80_0000);
     assert_eq!(add(Rp, 1.0, e / 2.0), 0x3F80_0001);

@@ -33,12 +33,8 @@ fn run_cutlass_with_shared(
     opts: &CheckOptions,
 ) -> (Counters, u32) {
     let mut rng = Rng::new(7);
-    let mut random_bf16 = |len: usize| -> Vec<bf16> {
-        rng.uniform_vec(len, -1.0, 1.0)
-            .into_iter()
-            .map(bf16::from_f32)
-            .collect()
-    };
+    let mut random_bf16 =
+        |len: usize| -> Vec<bf16> { rng.uniform_vec(len, -1.0, 1.0).into_iter().map(bf16::from_f32).collect() };
     let (a, b) = (random_bf16(m * k), random_bf16(k * n));
     let (da, db, dd) = (dev.upload(&a), dev.upload(&b), dev.alloc_poisoned::<f32>(m * n));
     let plan = plan_launch_tiled(m, n, k, da, db, dd, tile);
@@ -90,11 +86,7 @@ fn counts(c: &Counters) -> Vec<(String, u64)> {
         ("ldmatrix_bank_conflicts".into(), c.ldmatrix_bank_conflicts),
         ("barriers".into(), c.barriers),
     ];
-    v.extend(
-        c.warp_instructions_by_class
-            .iter()
-            .map(|(k, &n)| (format!("class {k}"), n)),
-    );
+    v.extend(c.warp_instructions_by_class.iter().map(|(k, &n)| (format!("class {k}"), n)));
     v.extend(c.tensor_instructions.iter().map(|(k, &n)| (k.clone(), n)));
     v
 }
@@ -150,8 +142,7 @@ fn synthetic(ctas: u64, mma: u64, insts: u64) -> Counters {
         barriers: ctas * 4 * 8,
         ..Default::default()
     };
-    c.tensor_instructions
-        .insert("mma.m16n8k16.f32.bf16.bf16.f32".into(), ctas * mma);
+    c.tensor_instructions.insert("mma.m16n8k16.f32.bf16.bf16.f32".into(), ctas * mma);
     c
 }
 
@@ -179,29 +170,14 @@ fn model_is_monotone() {
         // the work): no faster.
         let all = model::model_launch(&synthetic(gpu.sms as u64, 8192, 16384), gpu, &res);
         let half = model::model_launch(&synthetic(gpu.sms as u64 / 2, 16384, 32768), gpu, &res);
-        assert!(
-            half.us >= all.us,
-            "{}: half the SMs {} us < all {} us",
-            gpu.name,
-            half.us,
-            all.us
-        );
+        assert!(half.us >= all.us, "{}: half the SMs {} us < all {} us", gpu.name, half.us, all.us);
         // One CTA more than a full wave costs a tail wave.
         let wave = res_wave(gpu, &res);
         let full = model::model_launch(&synthetic(wave, 16384, 32768), gpu, &res);
         let tail = model::model_launch(&synthetic(wave + 1, 16384, 32768), gpu, &res);
-        assert!(
-            tail.us > full.us * 1.2,
-            "{}: tail wave {} vs {}",
-            gpu.name,
-            tail.us,
-            full.us
-        );
+        assert!(tail.us > full.us * 1.2, "{}: tail wave {} vs {}", gpu.name, tail.us, full.us);
         // Fewer resident CTAs (more registers): no faster.
-        let fat = KernelResources {
-            registers: 255,
-            ..res.clone()
-        };
+        let fat = KernelResources { registers: 255, ..res.clone() };
         let low = model::model_launch(&synthetic(8 * gpu.sms as u64, 4096, 8192), gpu, &fat);
         let high = model::model_launch(&synthetic(8 * gpu.sms as u64, 4096, 8192), gpu, &res);
         assert!(low.ctas_per_sm < high.ctas_per_sm);
@@ -227,26 +203,10 @@ struct Calibration {
 }
 
 const CALIBRATION: [Calibration; 4] = [
-    Calibration {
-        shape: (1024, 1024, 1024),
-        published: Some(104.9),
-        sample: Some(4),
-    },
-    Calibration {
-        shape: (2048, 2048, 2048),
-        published: Some(233.0),
-        sample: Some(4),
-    },
-    Calibration {
-        shape: (4096, 4096, 4096),
-        published: Some(244.3),
-        sample: Some(4),
-    },
-    Calibration {
-        shape: (16, 4096, 4096),
-        published: None,
-        sample: Some(4),
-    },
+    Calibration { shape: (1024, 1024, 1024), published: Some(104.9), sample: Some(4) },
+    Calibration { shape: (2048, 2048, 2048), published: Some(233.0), sample: Some(4) },
+    Calibration { shape: (4096, 4096, 4096), published: Some(244.3), sample: Some(4) },
+    Calibration { shape: (16, 4096, 4096), published: None, sample: Some(4) },
 ];
 
 #[test]
@@ -263,10 +223,7 @@ fn calibration_against_published_a100_gemm() {
         let (c, plan_shared) = run_cutlass_with_shared(&dev, Tile::T128x128, cal.shape, &counting(cal.sample));
         let emulated = started.elapsed();
         let res = resources(&dev, Tile::T128x128, gpu, &c, plan_shared);
-        assert_eq!(
-            res.registers_source, "ptxas sm_80",
-            "calibration needs ptxas's registers"
-        );
+        assert_eq!(res.registers_source, "ptxas sm_80", "calibration needs ptxas's registers");
         let e = model::model_launch(&c, gpu, &res);
         let tflops = 2.0 * (m * n * k) as f64 / e.us * 1e-6;
         println!(
@@ -318,11 +275,7 @@ fn calibration_against_published_a100_gemm() {
             // No measurement to compare with: the modeled time must at least
             // respect the DRAM floor of reading B once.
             let floor_us = (k * n * 2) as f64 / gpu.dram_bytes_per_s * 1e6;
-            assert!(
-                e.us >= floor_us,
-                "{m}x{n}x{k}: {} us under the DRAM floor {floor_us} us",
-                e.us
-            );
+            assert!(e.us >= floor_us, "{m}x{n}x{k}: {} us under the DRAM floor {floor_us} us", e.us);
         }
     }
     println!("modeled A100 (CUTLASS 128x128x32, 3 stages) vs published:\n{table}");

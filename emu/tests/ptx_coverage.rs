@@ -37,12 +37,8 @@ fn half_bits(rng: &mut Rng, n: usize, specials: &[u16]) -> Vec<u16> {
         .collect()
 }
 
-const F16_SPECIALS: [u16; 10] = [
-    0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0x0001, 0x3C00, 0xBC00,
-];
-const BF16_SPECIALS: [u16; 10] = [
-    0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x3F80, 0xBF80,
-];
+const F16_SPECIALS: [u16; 10] = [0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0x0001, 0x3C00, 0xBC00];
+const BF16_SPECIALS: [u16; 10] = [0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x3F80, 0xBF80];
 
 #[derive(Clone, Copy)]
 enum Half {
@@ -67,11 +63,7 @@ fn minmax_nan(kind: Half, a: u16, b: u16, is_max: bool) -> u16 {
         return 0x7FFF;
     }
     let key = |bits: u16, v: f32| (v, (bits & 0x8000) == 0);
-    let a_wins = if is_max {
-        key(a, x) >= key(b, y)
-    } else {
-        key(a, x) <= key(b, y)
-    };
+    let a_wins = if is_max { key(a, x) >= key(b, y) } else { key(a, x) <= key(b, y) };
     if a_wins {
         a
     } else {
@@ -98,10 +90,7 @@ fn nested_scopes_declare_and_shadow_registers() {
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<u32>(n));
     let params = dev.params("scoped_registers").ptr(dx).ptr(dout).i32(n as i32).finish();
     dev.launch_clean("scoped_registers", grid_1d(blocks_for(n, 128), 128), &params);
-    let want: Vec<u32> = x
-        .iter()
-        .map(|v| v.wrapping_add(100).wrapping_add(7).wrapping_add(*v))
-        .collect();
+    let want: Vec<u32> = x.iter().map(|v| v.wrapping_add(100).wrapping_add(7).wrapping_add(*v)).collect();
     assert_bit_exact("out", &dev.download::<u32>(dout, n), &want);
 }
 
@@ -117,14 +106,7 @@ fn cuda_fp16_exp_runs_its_scoped_inline_asm() {
     let x2: Vec<f16> = (0..2 * n).map(|_| f16::from_f32(rng.uniform(-9.0, 9.0))).collect();
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f16>(n));
     let (dx2, dout2) = (dev.upload(&x2), dev.alloc_poisoned::<f16>(2 * n));
-    let params = dev
-        .params("half_exp")
-        .ptr(dx)
-        .ptr(dout)
-        .ptr(dx2)
-        .ptr(dout2)
-        .i32(n as i32)
-        .finish();
+    let params = dev.params("half_exp").ptr(dx).ptr(dout).ptr(dx2).ptr(dout2).i32(n as i32).finish();
     dev.launch_clean("half_exp", grid_1d(blocks_for(n, 128), 128), &params);
     let check = |what: &str, input: &[f16], got: &[f16]| {
         for (i, (x, y)) in input.iter().zip(got).enumerate() {
@@ -134,12 +116,7 @@ fn cuda_fp16_exp_runs_its_scoped_inline_asm() {
                 f64::from(f16::from_bits(r.to_bits() + 1).to_f32() - r.to_f32())
             };
             let err = (f64::from(y.to_f32()) - want).abs();
-            assert!(
-                err <= ulp,
-                "{what}[{i}]: exp({}) = {want}, got {} (error {err}, ulp {ulp})",
-                x,
-                y
-            );
+            assert!(err <= ulp, "{what}[{i}]: exp({}) = {want}, got {} (error {err}, ulp {ulp})", x, y);
         }
     };
     check("hexp", &x, &dev.download::<f16>(dout, n));
@@ -161,14 +138,8 @@ fn min_max_nan_on_f16_bf16_and_packed_pairs() {
     let b2 = half_bits(&mut rng, 2 * n, &F16_SPECIALS);
     let c2 = half_bits(&mut rng, 2 * n, &BF16_SPECIALS);
     let d2 = half_bits(&mut rng, 2 * n, &BF16_SPECIALS);
-    let ins: Vec<u64> = [&a, &b, &c, &d, &a2, &b2, &c2, &d2]
-        .iter()
-        .map(|v| dev.upload(v))
-        .collect();
-    let outs: Vec<u64> = [2 * n, 2 * n, 4 * n, 4 * n]
-        .iter()
-        .map(|&k| dev.alloc_poisoned::<u16>(k))
-        .collect();
+    let ins: Vec<u64> = [&a, &b, &c, &d, &a2, &b2, &c2, &d2].iter().map(|v| dev.upload(v)).collect();
+    let outs: Vec<u64> = [2 * n, 2 * n, 4 * n, 4 * n].iter().map(|&k| dev.alloc_poisoned::<u16>(k)).collect();
     let params = dev
         .params("minmax_nan")
         .ptr(ins[0])
@@ -187,10 +158,7 @@ fn min_max_nan_on_f16_bf16_and_packed_pairs() {
         .finish();
     dev.launch_clean("minmax_nan", grid_1d(blocks_for(n, 128), 128), &params);
     let scalar = |kind, x: &[u16], y: &[u16]| -> Vec<u16> {
-        x.iter()
-            .zip(y)
-            .flat_map(|(&p, &q)| [minmax_nan(kind, p, q, true), minmax_nan(kind, p, q, false)])
-            .collect()
+        x.iter().zip(y).flat_map(|(&p, &q)| [minmax_nan(kind, p, q, true), minmax_nan(kind, p, q, false)]).collect()
     };
     // Packed: element i holds [max pair, min pair], each pair lane-wise.
     let packed = |kind, x: &[u16], y: &[u16]| -> Vec<u16> {
@@ -202,21 +170,9 @@ fn min_max_nan_on_f16_bf16_and_packed_pairs() {
             .collect()
     };
     assert_bit_exact("f16", &dev.download::<u16>(outs[0], 2 * n), &scalar(Half::F16, &a, &b));
-    assert_bit_exact(
-        "bf16",
-        &dev.download::<u16>(outs[1], 2 * n),
-        &scalar(Half::Bf16, &c, &d),
-    );
-    assert_bit_exact(
-        "f16x2",
-        &dev.download::<u16>(outs[2], 4 * n),
-        &packed(Half::F16, &a2, &b2),
-    );
-    assert_bit_exact(
-        "bf16x2",
-        &dev.download::<u16>(outs[3], 4 * n),
-        &packed(Half::Bf16, &c2, &d2),
-    );
+    assert_bit_exact("bf16", &dev.download::<u16>(outs[1], 2 * n), &scalar(Half::Bf16, &c, &d));
+    assert_bit_exact("f16x2", &dev.download::<u16>(outs[2], 4 * n), &packed(Half::F16, &a2, &b2));
+    assert_bit_exact("bf16x2", &dev.download::<u16>(outs[3], 4 * n), &packed(Half::Bf16, &c2, &d2));
 }
 
 // ---------------------------------------------------------------- half comparisons
@@ -228,12 +184,7 @@ fn packed_setp_and_half_set() {
     let mut rng = Rng::new(44);
     // Half the pairs share bits (so equality happens), the rest are independent.
     let a: Vec<u32> = (0..n)
-        .map(|_| {
-            pack(
-                half_bits(&mut rng, 1, &F16_SPECIALS)[0],
-                half_bits(&mut rng, 1, &BF16_SPECIALS)[0],
-            )
-        })
+        .map(|_| pack(half_bits(&mut rng, 1, &F16_SPECIALS)[0], half_bits(&mut rng, 1, &BF16_SPECIALS)[0]))
         .collect();
     let b: Vec<u32> = a
         .iter()
@@ -242,10 +193,7 @@ fn packed_setp_and_half_set() {
             match r % 4 {
                 0 => x,
                 1 => x ^ 0x8000_8000, // the negated pair (±0 against each other)
-                _ => pack(
-                    half_bits(&mut rng, 1, &F16_SPECIALS)[0],
-                    half_bits(&mut rng, 1, &BF16_SPECIALS)[0],
-                ),
+                _ => pack(half_bits(&mut rng, 1, &F16_SPECIALS)[0], half_bits(&mut rng, 1, &BF16_SPECIALS)[0]),
             }
         })
         .collect();
@@ -256,16 +204,7 @@ fn packed_setp_and_half_set() {
         dev.alloc_poisoned::<u32>(n),
         dev.alloc_poisoned::<u16>(n),
     );
-    let params = dev
-        .params("half_compare")
-        .ptr(da)
-        .ptr(db)
-        .ptr(flags)
-        .ptr(mask)
-        .ptr(gt)
-        .ptr(eq)
-        .i32(n as i32)
-        .finish();
+    let params = dev.params("half_compare").ptr(da).ptr(db).ptr(flags).ptr(mask).ptr(gt).ptr(eq).i32(n as i32).finish();
     dev.launch_clean("half_compare", grid_1d(blocks_for(n, 128), 128), &params);
 
     let f = |bits: u16| Half::F16.value(bits);
@@ -286,14 +225,8 @@ fn packed_setp_and_half_set() {
         }
         want_flags.push(bits);
         let gt_lane = |k: usize| f(x[k]) > f(y[k]);
-        want_mask.push(pack(
-            if gt_lane(0) { 0xFFFF } else { 0 },
-            if gt_lane(1) { 0xFFFF } else { 0 },
-        ));
-        want_gt.push(pack(
-            if gt_lane(0) { 0x3C00 } else { 0 },
-            if gt_lane(1) { 0x3C00 } else { 0 },
-        ));
+        want_mask.push(pack(if gt_lane(0) { 0xFFFF } else { 0 }, if gt_lane(1) { 0xFFFF } else { 0 }));
+        want_gt.push(pack(if gt_lane(0) { 0x3C00 } else { 0 }, if gt_lane(1) { 0x3C00 } else { 0 }));
         want_eq.push(if f(x[0]) == f(y[0]) { 0x3C00u16 } else { 0 });
     }
     assert_bit_exact("setp flags", &dev.download::<u32>(flags, n), &want_flags);
@@ -312,13 +245,7 @@ fn brx_idx_branches_each_lane_through_its_target_list() {
     let sel: Vec<u32> = (0..n).map(|_| rng.next_u32() % 4).collect();
     let x = rng.u32_vec(n);
     let (dsel, dx, dout) = (dev.upload(&sel), dev.upload(&x), dev.alloc_poisoned::<u32>(n));
-    let params = dev
-        .params("indirect_branch")
-        .ptr(dsel)
-        .ptr(dx)
-        .ptr(dout)
-        .i32(n as i32)
-        .finish();
+    let params = dev.params("indirect_branch").ptr(dsel).ptr(dx).ptr(dout).i32(n as i32).finish();
     dev.launch_clean("indirect_branch", grid_1d(blocks_for(n, 64), 64), &params);
     let want: Vec<u32> = sel
         .iter()
@@ -339,18 +266,8 @@ fn brx_idx_outside_the_list_stops_the_kernel() {
     let n = 64;
     let mut sel = vec![1u32; n];
     sel[37] = 4;
-    let (dsel, dx, dout) = (
-        dev.upload(&sel),
-        dev.upload(&vec![5u32; n]),
-        dev.alloc_poisoned::<u32>(n),
-    );
-    let params = dev
-        .params("indirect_branch")
-        .ptr(dsel)
-        .ptr(dx)
-        .ptr(dout)
-        .i32(n as i32)
-        .finish();
+    let (dsel, dx, dout) = (dev.upload(&sel), dev.upload(&vec![5u32; n]), dev.alloc_poisoned::<u32>(n));
+    let params = dev.params("indirect_branch").ptr(dsel).ptr(dx).ptr(dout).i32(n as i32).finish();
     let report = dev.launch_with("indirect_branch", grid_1d(1, 64), &params, &CheckOptions::default());
     let finding = report.findings.first().expect("an out-of-range brx.idx is reported");
     assert_eq!(finding.kind, FindingKind::Trap, "{finding}");
@@ -368,25 +285,13 @@ fn b128_loads_stores_and_moves() {
     let mut rng = Rng::new(46);
     let input: Vec<u64> = (0..2 * n + 2).map(|_| rng.next_u64()).collect();
     let (din, dout) = (dev.upload(&input), dev.alloc_poisoned::<u64>(2 * n + 2));
-    let params = dev
-        .params("b128_swap_halves")
-        .ptr(din)
-        .ptr(dout)
-        .i32(0)
-        .i32(n as i32)
-        .finish();
+    let params = dev.params("b128_swap_halves").ptr(din).ptr(dout).i32(0).i32(n as i32).finish();
     dev.launch_clean("b128_swap_halves", grid_1d(blocks_for(n, 128), 128), &params);
     let want: Vec<u64> = (0..n).flat_map(|i| [input[2 * i + 1], input[2 * i]]).collect();
     assert_bit_exact("out", &dev.download::<u64>(dout, 2 * n), &want);
 
     // Shifted by 8 bytes, every 16-byte access is misaligned: memcheck says so.
-    let params = dev
-        .params("b128_swap_halves")
-        .ptr(din)
-        .ptr(dout)
-        .i32(1)
-        .i32(n as i32)
-        .finish();
+    let params = dev.params("b128_swap_halves").ptr(din).ptr(dout).i32(1).i32(n as i32).finish();
     let report = dev.launch_with("b128_swap_halves", grid_1d(1, 32), &params, &CheckOptions::default());
     let finding = report.findings.first().expect("a misaligned .b128 load is reported");
     assert_eq!(finding.kind, FindingKind::Misaligned, "{finding}");
@@ -439,11 +344,7 @@ fn carry_chains_of_multiword_arithmetic() {
         &dev.download::<u64>(outs[2], 2 * n),
         &want(&|i| u128_at(&c, i).wrapping_sub(u128_at(&d, i))),
     );
-    assert_bit_exact(
-        "madc on 32-bit limbs",
-        &dev.download::<u64>(outs[3], 2 * n),
-        &want(&product),
-    );
+    assert_bit_exact("madc on 32-bit limbs", &dev.download::<u64>(outs[3], 2 * n), &want(&product));
     assert_bit_exact(
         "unsigned __int128",
         &dev.download::<u64>(outs[4], 2 * n),
@@ -459,10 +360,7 @@ fn carry_chains_of_multiword_arithmetic() {
 /// The line of `checked_double`'s `assert` in the source, as the message names it.
 fn assert_line() -> usize {
     let source = std::fs::read_to_string(common::kernel_source(SOURCE)).expect("kernel source readable");
-    1 + source
-        .lines()
-        .position(|l| l.contains("assert(x[i] < limit);"))
-        .expect("the assert is in the source")
+    1 + source.lines().position(|l| l.contains("assert(x[i] < limit);")).expect("the assert is in the source")
 }
 
 /// What the CUDA runtime prints for the failing thread (the file as nvcc was given it).
@@ -481,13 +379,7 @@ fn assert_that_holds_changes_nothing() {
     let mut rng = Rng::new(48);
     let x = rng.uniform_vec(n, -5.0, 5.0);
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f32>(n));
-    let params = dev
-        .params("checked_double")
-        .ptr(dx)
-        .ptr(dout)
-        .f32(5.0)
-        .i32(n as i32)
-        .finish();
+    let params = dev.params("checked_double").ptr(dx).ptr(dout).f32(5.0).i32(n as i32).finish();
     dev.launch_clean("checked_double", grid_1d(blocks_for(n, 128), 128), &params);
     let want: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
     assert_bit_exact("out", &dev.download::<f32>(dout, n), &want);
@@ -500,19 +392,8 @@ fn failed_assert_is_a_finding_with_the_runtime_message() {
     let mut x = vec![1.0f32; n];
     x[128 + 3] = 9.0; // block 1, thread 3
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f32>(n));
-    let params = dev
-        .params("checked_double")
-        .ptr(dx)
-        .ptr(dout)
-        .f32(5.0)
-        .i32(n as i32)
-        .finish();
-    let report = dev.launch_with(
-        "checked_double",
-        grid_1d(blocks_for(n, 128), 128),
-        &params,
-        &CheckOptions::default(),
-    );
+    let params = dev.params("checked_double").ptr(dx).ptr(dout).f32(5.0).i32(n as i32).finish();
+    let report = dev.launch_with("checked_double", grid_1d(blocks_for(n, 128), 128), &params, &CheckOptions::default());
     let finding = report.findings.first().expect("a failed assert is reported");
     assert_eq!(finding.kind, FindingKind::Assert, "{finding}");
     assert_eq!(finding.kind.cuda_error_code(), 710, "CUDA_ERROR_ASSERT");
@@ -526,27 +407,15 @@ fn failed_assert_is_a_finding_with_the_runtime_message() {
 #[test]
 fn failed_assert_through_the_driver_api() {
     let output = std::process::Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "--ignored",
-            "--exact",
-            "assert_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--ignored", "--exact", "assert_child_process", "--nocapture", "--test-threads=1"])
         .output()
         .expect("run the child test");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "child failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    assert!(output.status.success(), "child failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("1 passed"), "the child test did not run:\n{stdout}");
     let want = assert_message(2, 7);
-    assert!(
-        stderr.lines().any(|l| l == want),
-        "no line `{want}` on stderr:\n{stderr}"
-    );
+    assert!(stderr.lines().any(|l| l == want), "no line `{want}` on stderr:\n{stderr}");
 }
 
 #[test]
@@ -584,19 +453,7 @@ fn assert_child_process() {
             from_mut(&mut limit).cast(),
             from_mut(&mut count).cast(),
         ];
-        let code = cuLaunchKernel(
-            function,
-            3,
-            1,
-            1,
-            128,
-            1,
-            1,
-            0,
-            null_mut(),
-            args.as_mut_ptr(),
-            null_mut(),
-        );
+        let code = cuLaunchKernel(function, 3, 1, 1, 128, 1, 1, 0, null_mut(), args.as_mut_ptr(), null_mut());
         assert_eq!(code, 710, "CUDA_ERROR_ASSERT from the launch");
         assert_eq!(cuCtxSynchronize(), 710, "the error is sticky");
     }
@@ -610,9 +467,7 @@ fn warp_size_constant_in_half2_shuffles() {
     let warps = 6;
     let mut rng = Rng::new(49);
     // Small integers: every partial sum is exact in f16, so any order agrees.
-    let x: Vec<f16> = (0..64 * warps)
-        .map(|_| f16::from_f32((rng.next_u32() % 17) as f32 - 8.0))
-        .collect();
+    let x: Vec<f16> = (0..64 * warps).map(|_| f16::from_f32((rng.next_u32() % 17) as f32 - 8.0)).collect();
     let (dx, dout) = (dev.upload(&x), dev.alloc_poisoned::<f16>(2 * warps));
     let params = dev.params("half2_warp_sum").ptr(dx).ptr(dout).finish();
     dev.launch_clean("half2_warp_sum", grid_1d(2, 96), &params);

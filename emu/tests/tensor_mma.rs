@@ -4,7 +4,7 @@
 //! register as the ISA lists them, independent of the emulator's code.
 
 use cuda::tensor::{mma_fragment_regs, mma_sync, Fragment, MmaDesc};
-use cuda::ScalarType::{self, Bf16, F16, F32, Tf32};
+use cuda::ScalarType::{self, Bf16, Tf32, F16, F32};
 
 struct Rng(u64);
 
@@ -167,7 +167,15 @@ fn random_matrix(rng: &mut Rng, rows: usize, cols: usize, ty: ScalarType) -> Mat
 }
 
 /// D = A·B + C in f64 (exact for the sampled grids), rounded once to D's type.
-fn reference(k: usize, ab: ScalarType, c_ty: ScalarType, d_ty: ScalarType, a: &Matrix, b: &Matrix, c: &Matrix) -> Matrix {
+fn reference(
+    k: usize,
+    ab: ScalarType,
+    c_ty: ScalarType,
+    d_ty: ScalarType,
+    a: &Matrix,
+    b: &Matrix,
+    c: &Matrix,
+) -> Matrix {
     (0..16)
         .map(|i| {
             (0..8)

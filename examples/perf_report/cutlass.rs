@@ -28,9 +28,9 @@ fn sources() -> PathBuf {
 }
 
 fn env_dir(name: &str) -> Result<PathBuf, Box<dyn Error>> {
-    let dir = std::env::var_os(name)
-        .map(PathBuf::from)
-        .ok_or_else(|| format!("{name} is not set: run through `scripts/run.sh report`, which sets up the toolchain"))?;
+    let dir = std::env::var_os(name).map(PathBuf::from).ok_or_else(|| {
+        format!("{name} is not set: run through `scripts/run.sh report`, which sets up the toolchain")
+    })?;
     if !dir.is_dir() {
         return Err(format!("{name}={} is not a directory", dir.display()).into());
     }
@@ -70,11 +70,8 @@ impl Cutlass {
         let include = env_dir("FUSED_LORA_CUTLASS_INCLUDE")?;
         std::fs::create_dir_all(cache)?;
         let nvcc = cuda.join("bin/nvcc");
-        let common = [
-            "-std=c++17".to_string(),
-            "--expt-relaxed-constexpr".to_string(),
-            format!("-I{}", include.display()),
-        ];
+        let common =
+            ["-std=c++17".to_string(), "--expt-relaxed-constexpr".to_string(), format!("-I{}", include.display())];
         let ptx_path = cache.join("cutlass_gemm.ptx");
         if stale(&ptx_path)? {
             run(Command::new(&nvcc)

@@ -39,9 +39,9 @@ impl Launch {
         let dim = |i: usize| grid.get(i).and_then(|v| v.as_u64()).unwrap_or(1);
         let mma = json["tensor_instructions"].as_object().map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
         let mut modeled = BTreeMap::new();
-        let model = json["model"].as_object().ok_or(
-            "counters line without `model`: the emulator models launches only when PTX_EMU_MODEL names GPUs",
-        )?;
+        let model = json["model"]
+            .as_object()
+            .ok_or("counters line without `model`: the emulator models launches only when PTX_EMU_MODEL names GPUs")?;
         for (gpu, m) in model {
             let field = |key: &str| m[key].as_u64().unwrap_or(0);
             modeled.insert(

@@ -131,7 +131,11 @@ fn ceilings() -> Result<Vec<Ceiling>, Box<dyn Error>> {
 }
 
 fn cases(quick: bool) -> Vec<Case> {
-    let (projections, tokens, ranks) = if quick { (QUICK, QUICK_TOKENS, QUICK_RANKS) } else { (shapes::PROJECTIONS, shapes::REPORT_TOKENS, shapes::RANKS) };
+    let (projections, tokens, ranks) = if quick {
+        (QUICK, QUICK_TOKENS, QUICK_RANKS)
+    } else {
+        (shapes::PROJECTIONS, shapes::REPORT_TOKENS, shapes::RANKS)
+    };
     let mut all = Vec::new();
     for &(projection, k, n) in projections {
         for &m in tokens {

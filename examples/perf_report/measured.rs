@@ -47,8 +47,14 @@ fn modeled(csv: &Path) -> Result<Modeled, Box<dyn Error>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().ok_or("empty report CSV")?.split(',').collect();
     let column = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("report CSV lacks `{name}`"));
-    let (projection, m, r, gpu, fwd, bwd) =
-        (column("projection")?, column("m")?, column("r")?, column("gpu")?, column("forward_us")?, column("backward_us")?);
+    let (projection, m, r, gpu, fwd, bwd) = (
+        column("projection")?,
+        column("m")?,
+        column("r")?,
+        column("gpu")?,
+        column("forward_us")?,
+        column("backward_us")?,
+    );
     let mut out = Modeled::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
@@ -74,7 +80,9 @@ pub fn write_markdown(out: &Path, criterion: &Path) -> Result<(), Box<dyn Error>
         "# Measured on this GPU vs modeled (bf16)\n\nMeasured: criterion's mean over its samples, on the GPU this \
          ran on. Modeled: the emulator's counts through docs/perf-model.md's model — a model, not a measurement.\n\n",
     );
-    let mut head = "| case | fused fwd | cuBLAS base GEMM | cuBLAS + shrink + expand | fused bwd (P kept) | 5 cuBLAS GEMMs |".to_string();
+    let mut head =
+        "| case | fused fwd | cuBLAS base GEMM | cuBLAS + shrink + expand | fused bwd (P kept) | 5 cuBLAS GEMMs |"
+            .to_string();
     let mut rule = "| --- | ---: | ---: | ---: | ---: | ---: |".to_string();
     for gpu in &gpus {
         head.push_str(&format!(" modeled fwd {gpu} | modeled bwd {gpu} |"));

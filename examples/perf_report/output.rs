@@ -162,13 +162,15 @@ pub fn write_svg(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<d
 
 /// Every launch of the report, one CSV line each, with what the model used.
 pub fn write_launches_csv(path: &Path, launches: &[(String, Launch)], gpus: &[String]) -> Result<(), Box<dyn Error>> {
-    let mut csv = String::from("case,kernel,grid,total_ctas,sampled_ctas,warp_instructions,mma,warp_instructions_per_mma");
+    let mut csv =
+        String::from("case,kernel,grid,total_ctas,sampled_ctas,warp_instructions,mma,warp_instructions_per_mma");
     for gpu in gpus {
         write!(csv, ",{gpu}_us,{gpu}_bound,{gpu}_registers,{gpu}_ctas_per_sm")?;
     }
     csv.push('\n');
     for (case, l) in launches {
-        let per_mma = if l.mma > 0 { format!("{:.2}", l.warp_instructions as f64 / l.mma as f64) } else { String::new() };
+        let per_mma =
+            if l.mma > 0 { format!("{:.2}", l.warp_instructions as f64 / l.mma as f64) } else { String::new() };
         write!(
             csv,
             "{case},{},{}x{}x{},{},{},{},{},{per_mma}",

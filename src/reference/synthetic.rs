@@ -29,7 +29,15 @@ impl SyntheticTask {
     /// V; U and V uniform in (−0.5, 0.5)). `stored` is the rounding of the
     /// storage X and W0 live in (the identity for f32, a round trip for
     /// bf16): the targets are computed from the stored values.
-    pub fn new(m: usize, k: usize, n: usize, hidden_rank: usize, seed: u64, w0_bound: f32, stored: impl Fn(f32) -> f32) -> Self {
+    pub fn new(
+        m: usize,
+        k: usize,
+        n: usize,
+        hidden_rank: usize,
+        seed: u64,
+        w0_bound: f32,
+        stored: impl Fn(f32) -> f32,
+    ) -> Self {
         let draw = |len: usize, bound: f32, offset: u64| -> Vec<f32> {
             (0..len as u64).map(|i| uniform_symmetric(seed, offset, i, bound)).collect()
         };

@@ -70,11 +70,7 @@ pub fn device() -> Option<Device> {
     }
     static CONTEXT: OnceLock<Result<Arc<CudaContext>, String>> = OnceLock::new();
     match CONTEXT.get_or_init(open) {
-        Ok(ctx) => Some(Device {
-            ctx: Arc::clone(ctx),
-            stream: ctx.default_stream(),
-            kernels: LoraKernels::new(ctx),
-        }),
+        Ok(ctx) => Some(Device { ctx: Arc::clone(ctx), stream: ctx.default_stream(), kernels: LoraKernels::new(ctx) }),
         Err(why) if required() => panic!("no CUDA device, and FUSED_LORA_REQUIRE_DEVICE=1: {why}"),
         Err(why) => {
             eprintln!("SKIPPED {}: no CUDA device: {why}", std::panic::Location::caller());
@@ -86,11 +82,7 @@ pub fn device() -> Option<Device> {
 /// Whether the driver in use is the emulator (it exports `ptxEmuIsEmulator`).
 pub fn is_emulator() -> bool {
     // SAFETY: looks a symbol up in the already-loaded driver library.
-    unsafe {
-        cudarc::driver::sys::culib()
-            .get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0")
-            .is_ok()
-    }
+    unsafe { cudarc::driver::sys::culib().get::<unsafe extern "C" fn() -> i32>(b"ptxEmuIsEmulator\0").is_ok() }
 }
 
 /// The counters of the calling thread's most recent launch, when the driver is
@@ -113,9 +105,7 @@ fn recent_launch_counter(back: usize) -> Option<serde_json::Value> {
     // SAFETY: looks a symbol up in the already-loaded driver library; the
     // export's contract is snprintf's (it writes at most `len` bytes).
     unsafe {
-        let export = cudarc::driver::sys::culib()
-            .get::<CountersJson>(b"ptxEmuGetRecentLaunchCountersJson\0")
-            .ok()?;
+        let export = cudarc::driver::sys::culib().get::<CountersJson>(b"ptxEmuGetRecentLaunchCountersJson\0").ok()?;
         let needed = export(back, std::ptr::null_mut(), 0);
         if needed == 0 {
             return None;
@@ -130,7 +120,5 @@ fn recent_launch_counter(back: usize) -> Option<serde_json::Value> {
 /// A named counter of [`last_launch_counters`] as an integer.
 #[track_caller]
 pub fn counter(counters: &serde_json::Value, name: &str) -> u64 {
-    counters[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("counter `{name}` missing in {counters}"))
+    counters[name].as_u64().unwrap_or_else(|| panic!("counter `{name}` missing in {counters}"))
 }

@@ -120,38 +120,17 @@ impl<T: LoraDType> MultiCase<T> {
         dropout: Option<&Dropout>,
     ) -> Result<(Vec<T>, Vec<T>), LoraError> {
         let (m, k, n, r_max) = (self.m, self.k, self.n, self.r_max);
-        let (x, w, a, b) = (
-            upload(stream, &self.x),
-            upload(stream, &self.w),
-            upload(stream, &self.a),
-            upload(stream, &self.b),
-        );
+        let (x, w, a, b) =
+            (upload(stream, &self.x), upload(stream, &self.w), upload(stream, &self.a), upload(stream, &self.b));
         let bias = self.bias.as_ref().map(|v| upload(stream, v));
         let index = upload(stream, &self.index);
         let mut status = AdapterStatus::new(stream).expect("status");
         let mut y = poisoned::<T>(stream, m * n);
         let mut p = poisoned::<T>(stream, m * r_max);
-        let linear = Linear {
-            weight: w.as_view(),
-            bias: bias.as_ref().map(|b| b.as_view()),
-            n,
-            k,
-        };
-        let stack = AdapterStack {
-            a: a.as_view(),
-            b: b.as_view(),
-            r_max,
-            ranks: &self.ranks,
-            scales: &self.scales,
-        };
-        let mut rows = RowAdapters {
-            index: index.as_view(),
-            status: &mut status,
-        };
-        let mut out = ForwardOutput {
-            y: y.as_view_mut(),
-            p: Some(p.as_view_mut()),
-        };
+        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
+        let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &self.ranks, scales: &self.scales };
+        let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
         kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, dropout, &mut out)?;
         status.check(stream).expect("no bad index");
         Ok((download(stream, &p), download(stream, &y)))
@@ -187,10 +166,7 @@ impl<T: LoraDType> MultiCase<T> {
         for row in 0..self.m {
             for col in 0..self.n {
                 let mut base = Sum::default();
-                for (xv, wv) in self.x[row * self.k..][..self.k]
-                    .iter()
-                    .zip(&self.w[col * self.k..][..self.k])
-                {
+                for (xv, wv) in self.x[row * self.k..][..self.k].iter().zip(&self.w[col * self.k..][..self.k]) {
                     base.add_product(xv.to_f64(), wv.to_f64());
                 }
                 if let Some(l) = self.adapter_of(row) {
@@ -267,15 +243,9 @@ pub fn row_indices(mix: Mix, m: usize, num_adapters: usize, seed: u64) -> Vec<i3
                 })
                 .collect()
         }
-        Mix::Skewed => (0..m)
-            .map(|_| {
-                if rng.random_range(0..10) < 8 {
-                    1 % l
-                } else {
-                    rng.random_range(-1..l)
-                }
-            })
-            .collect(),
+        Mix::Skewed => {
+            (0..m).map(|_| if rng.random_range(0..10) < 8 { 1 % l } else { rng.random_range(-1..l) }).collect()
+        }
         Mix::Unsorted => {
             let mut idx: Vec<i32> = (0..m).map(|i| (i * num_adapters / m) as i32).collect();
             for i in (1..m).rev() {

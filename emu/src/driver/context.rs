@@ -132,7 +132,11 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(device: CUdevice) -> CUres
 /// # Safety
 /// `flags` and `active` must be null or valid for one write each.
 #[no_mangle]
-pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(device: CUdevice, flags: *mut c_uint, active: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
+    device: CUdevice,
+    flags: *mut c_uint,
+    active: *mut c_int,
+) -> CUresult {
     ffi_guard(|| {
         let state = driver().lock()?;
         check_device(device)?;
@@ -371,13 +375,13 @@ pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest
 /// device); the limits the emulator never enforces are only remembered.
 pub fn default_limit(limit: c_uint) -> DriverResult<usize> {
     Ok(match limit {
-        0 => 1024,      // CU_LIMIT_STACK_SIZE (bytes per thread)
-        1 => 1 << 20,   // CU_LIMIT_PRINTF_FIFO_SIZE
-        2 => 8 << 20,   // CU_LIMIT_MALLOC_HEAP_SIZE
-        3 => 2,         // CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH
-        4 => 2048,      // CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT
-        5 => 64,        // CU_LIMIT_MAX_L2_FETCH_GRANULARITY
-        6 => 0,         // CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+        0 => 1024,    // CU_LIMIT_STACK_SIZE (bytes per thread)
+        1 => 1 << 20, // CU_LIMIT_PRINTF_FIFO_SIZE
+        2 => 8 << 20, // CU_LIMIT_MALLOC_HEAP_SIZE
+        3 => 2,       // CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH
+        4 => 2048,    // CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT
+        5 => 64,      // CU_LIMIT_MAX_L2_FETCH_GRANULARITY
+        6 => 0,       // CU_LIMIT_PERSISTING_L2_CACHE_SIZE
         // SHMEM_SIZE and the CIG limits belong to CUDA-in-graphics contexts.
         _ => return Err(CUDA_ERROR_UNSUPPORTED_LIMIT),
     })

@@ -44,11 +44,8 @@ pub fn ptx_text(bytes: &[u8]) -> DriverResult<&str> {
 }
 
 fn has_directive(text: &str, directive: &str) -> bool {
-    text.lines().any(|line| {
-        line.trim_start()
-            .strip_prefix(directive)
-            .is_some_and(|rest| rest.starts_with(char::is_whitespace))
-    })
+    text.lines()
+        .any(|line| line.trim_start().strip_prefix(directive).is_some_and(|rest| rest.starts_with(char::is_whitespace)))
 }
 
 /// `.version X.Y` as `X*10+Y` (what `CU_FUNC_ATTRIBUTE_PTX_VERSION` reports); 0 if absent.

@@ -4,8 +4,8 @@
 use super::device::MAX_THREADS_PER_BLOCK;
 use super::guard::ffi_guard;
 use super::module::{function_kernel, CUfunction};
-use super::params::pack;
 use super::occupancy::max_active_blocks;
+use super::params::pack;
 use super::result::{
     CUresult, DriverResult, CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, CUDA_ERROR_INVALID_VALUE,
     CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUDA_ERROR_NOT_FOUND,
@@ -98,7 +98,8 @@ fn launch_kernel(request: LaunchRequest) -> DriverResult {
     if cooperative {
         let threads = block.iter().map(|d| u64::from(*d)).product::<u64>();
         let threads = u32::try_from(threads).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
-        let resident = u64::from(max_active_blocks(kernel, threads, u64::from(dynamic_shared_bytes))?) * MULTIPROCESSORS;
+        let resident =
+            u64::from(max_active_blocks(kernel, threads, u64::from(dynamic_shared_bytes))?) * MULTIPROCESSORS;
         if grid.iter().map(|d| u64::from(*d)).product::<u64>() > resident {
             return Err(CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
         }

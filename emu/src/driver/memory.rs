@@ -109,7 +109,12 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 
 /// # Safety
 /// `source` must be valid for `bytes` bytes of reads.
-unsafe fn copy_host_to_device(destination: CUdeviceptr, source: *const c_void, bytes: usize, stream: CUstream) -> DriverResult {
+unsafe fn copy_host_to_device(
+    destination: CUdeviceptr,
+    source: *const c_void,
+    bytes: usize,
+    stream: CUstream,
+) -> DriverResult {
     let state = driver().lock()?;
     begin(&state, stream)?;
     if bytes == 0 {
@@ -124,7 +129,12 @@ unsafe fn copy_host_to_device(destination: CUdeviceptr, source: *const c_void, b
 
 /// # Safety
 /// `destination` must be valid for `bytes` bytes of writes.
-unsafe fn copy_device_to_host(destination: *mut c_void, source: CUdeviceptr, bytes: usize, stream: CUstream) -> DriverResult {
+unsafe fn copy_device_to_host(
+    destination: *mut c_void,
+    source: CUdeviceptr,
+    bytes: usize,
+    stream: CUstream,
+) -> DriverResult {
     let state = driver().lock()?;
     begin(&state, stream)?;
     if bytes == 0 {
@@ -137,7 +147,12 @@ unsafe fn copy_device_to_host(destination: *mut c_void, source: CUdeviceptr, byt
     mem_result(driver().memory().read(source, out))
 }
 
-fn copy_device_to_device(destination: CUdeviceptr, source: CUdeviceptr, bytes: usize, stream: CUstream) -> DriverResult {
+fn copy_device_to_device(
+    destination: CUdeviceptr,
+    source: CUdeviceptr,
+    bytes: usize,
+    stream: CUstream,
+) -> DriverResult {
     let state = driver().lock()?;
     begin(&state, stream)?;
     if bytes == 0 {
@@ -239,21 +254,36 @@ pub unsafe extern "C" fn cuMemsetD32_v2(destination: CUdeviceptr, value: u32, co
 /// # Safety
 /// Callable from any thread.
 #[no_mangle]
-pub unsafe extern "C" fn cuMemsetD8Async(destination: CUdeviceptr, value: u8, count: usize, stream: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD8Async(
+    destination: CUdeviceptr,
+    value: u8,
+    count: usize,
+    stream: CUstream,
+) -> CUresult {
     ffi_guard(|| memset(destination, value.into(), 1, count, stream))
 }
 
 /// # Safety
 /// Callable from any thread.
 #[no_mangle]
-pub unsafe extern "C" fn cuMemsetD16Async(destination: CUdeviceptr, value: u16, count: usize, stream: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD16Async(
+    destination: CUdeviceptr,
+    value: u16,
+    count: usize,
+    stream: CUstream,
+) -> CUresult {
     ffi_guard(|| memset(destination, value.into(), 2, count, stream))
 }
 
 /// # Safety
 /// Callable from any thread.
 #[no_mangle]
-pub unsafe extern "C" fn cuMemsetD32Async(destination: CUdeviceptr, value: u32, count: usize, stream: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD32Async(
+    destination: CUdeviceptr,
+    value: u32,
+    count: usize,
+    stream: CUstream,
+) -> CUresult {
     ffi_guard(|| memset(destination, value, 4, count, stream))
 }
 

@@ -1,7 +1,7 @@
 //! Modules (PTX loaded through the executor), their kernels as `CUfunction`
 //! handles, module-scope variables, and function attributes.
 
-use super::device::{SHARED_BYTES_PER_BLOCK_DEFAULT, SHARED_BYTES_PER_BLOCK_OPTIN, MAX_THREADS_PER_BLOCK};
+use super::device::{MAX_THREADS_PER_BLOCK, SHARED_BYTES_PER_BLOCK_DEFAULT, SHARED_BYTES_PER_BLOCK_OPTIN};
 use super::guard::{ffi_guard, write_out};
 use super::image::{ptx_text, ptx_text_of_image, ptx_version};
 use super::memory::CUdeviceptr;
@@ -57,7 +57,10 @@ pub fn checked_max_dynamic_shared(kernel: &KernelInfo, value: c_int) -> DriverRe
 }
 
 /// The kernel a function handle names, with its record.
-pub(crate) fn function_kernel(state: &DeviceState, function: CUfunction) -> DriverResult<(&FunctionRecord, &KernelInfo)> {
+pub(crate) fn function_kernel(
+    state: &DeviceState,
+    function: CUfunction,
+) -> DriverResult<(&FunctionRecord, &KernelInfo)> {
     let record = state.functions.get(&handle_of(function)).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
     let module = state.modules.get(&record.module).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
     let kernel = module.module.kernel(&record.kernel).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
@@ -143,7 +146,11 @@ pub unsafe extern "C" fn cuModuleUnload(module: CUmodule) -> CUresult {
 /// # Safety
 /// `name` must be null or NUL-terminated; `function` null or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleGetFunction(function: *mut CUfunction, module: CUmodule, name: *const c_char) -> CUresult {
+pub unsafe extern "C" fn cuModuleGetFunction(
+    function: *mut CUfunction,
+    module: CUmodule,
+    name: *const c_char,
+) -> CUresult {
     ffi_guard(|| {
         let mut state = driver().lock()?;
         state.current()?;

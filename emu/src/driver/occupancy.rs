@@ -3,7 +3,7 @@
 //! register count is the executor's estimate, so results approximate what
 //! a real device's compiler and scheduler would give.
 
-use super::device::{SHARED_BYTES_PER_BLOCK_OPTIN, SHARED_BYTES_PER_SM, RESERVED_SHARED_BYTES_PER_BLOCK};
+use super::device::{RESERVED_SHARED_BYTES_PER_BLOCK, SHARED_BYTES_PER_BLOCK_OPTIN, SHARED_BYTES_PER_SM};
 use super::guard::{ffi_guard, write_out};
 use super::module::{function_kernel, CUfunction};
 use super::result::{CUresult, DriverResult, CUDA_ERROR_INVALID_VALUE};

@@ -77,7 +77,11 @@ pub unsafe fn pack_from_extra(kernel: &KernelInfo, extra: *const *mut c_void) ->
 /// # Safety
 /// `kernel_params` null or an array of `kernel.params.len()` valid pointers;
 /// `extra` null or as for [`pack_from_extra`].
-pub unsafe fn pack(kernel: &KernelInfo, kernel_params: *const *mut c_void, extra: *const *mut c_void) -> DriverResult<Vec<u8>> {
+pub unsafe fn pack(
+    kernel: &KernelInfo,
+    kernel_params: *const *mut c_void,
+    extra: *const *mut c_void,
+) -> DriverResult<Vec<u8>> {
     match (kernel_params.is_null(), extra.is_null()) {
         (false, false) => Err(CUDA_ERROR_INVALID_VALUE),
         (false, true) => {

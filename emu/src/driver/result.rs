@@ -175,11 +175,7 @@ pub fn error_name(code: CUresult) -> Option<&'static CStr> {
 /// A human-readable description of `code`; for defined codes without a
 /// written description, their name.
 pub fn error_description(code: CUresult) -> Option<&'static CStr> {
-    DESCRIPTIONS
-        .iter()
-        .find(|(value, _)| *value == code)
-        .map(|(_, text)| *text)
-        .or_else(|| error_name(code))
+    DESCRIPTIONS.iter().find(|(value, _)| *value == code).map(|(_, text)| *text).or_else(|| error_name(code))
 }
 
 /// Whether `code` is a value `cuda.h` defines (the only ones ever returned).

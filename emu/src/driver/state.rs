@@ -8,9 +8,7 @@
 
 use super::context::current_context;
 use super::device::global_memory_bytes;
-use super::result::{
-    DriverResult, CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_INVALID_HANDLE, CUDA_ERROR_NOT_INITIALIZED,
-};
+use super::result::{DriverResult, CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_INVALID_HANDLE, CUDA_ERROR_NOT_INITIALIZED};
 use crate::memory::GlobalMemory;
 use crate::module::Module;
 use std::alloc::Layout;

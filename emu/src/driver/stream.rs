@@ -46,7 +46,11 @@ pub unsafe extern "C" fn cuStreamCreate(stream: *mut CUstream, flags: c_uint) ->
 /// # Safety
 /// `stream` must be null or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn cuStreamCreateWithPriority(stream: *mut CUstream, flags: c_uint, _priority: c_int) -> CUresult {
+pub unsafe extern "C" fn cuStreamCreateWithPriority(
+    stream: *mut CUstream,
+    flags: c_uint,
+    _priority: c_int,
+) -> CUresult {
     ffi_guard(|| create_stream(stream, flags))
 }
 
@@ -185,11 +189,8 @@ pub(crate) fn elapsed_ms(start: &EventRecord, end: &EventRecord) -> DriverResult
     let (Some(start), Some(end)) = (start.recorded_at, end.recorded_at) else {
         return Err(CUDA_ERROR_INVALID_HANDLE);
     };
-    let seconds = if end >= start {
-        end.duration_since(start).as_secs_f64()
-    } else {
-        -start.duration_since(end).as_secs_f64()
-    };
+    let seconds =
+        if end >= start { end.duration_since(start).as_secs_f64() } else { -start.duration_since(end).as_secs_f64() };
     Ok((seconds * 1e3) as f32)
 }
 
@@ -250,9 +251,6 @@ mod tests {
     fn elapsed_needs_recorded_timing_events() {
         let now = Some(Instant::now());
         assert_eq!(elapsed_ms(&event(0, None), &event(0, now)), Err(CUDA_ERROR_INVALID_HANDLE));
-        assert_eq!(
-            elapsed_ms(&event(EVENT_DISABLE_TIMING, now), &event(0, now)),
-            Err(CUDA_ERROR_INVALID_HANDLE)
-        );
+        assert_eq!(elapsed_ms(&event(EVENT_DISABLE_TIMING, now), &event(0, now)), Err(CUDA_ERROR_INVALID_HANDLE));
     }
 }

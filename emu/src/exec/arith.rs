@@ -51,11 +51,7 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, extra: &
         IntOp::Sub => a.wrapping_sub(b),
         IntOp::AddSat | IntOp::SubSat => {
             let v = if op == IntOp::AddSat { wa + wb } else { wa - wb };
-            let (lo, hi) = if signed {
-                (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
-            } else {
-                (0, m as i128)
-            };
+            let (lo, hi) = if signed { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) } else { (0, m as i128) };
             v.clamp(lo, hi) as u64
         }
         IntOp::AddCarry { carry_in, carry_out } => {
@@ -74,17 +70,9 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, extra: &
             }
             s as u64
         }
-        IntOp::MadCarry {
-            hi,
-            carry_in,
-            carry_out,
-        } => {
+        IntOp::MadCarry { hi, carry_in, carry_out } => {
             let product = full_product(wa, wb, signed) as u128;
-            let half = if hi {
-                (product >> bits) as u64 & m
-            } else {
-                product as u64 & m
-            };
+            let half = if hi { (product >> bits) as u64 & m } else { product as u64 & m };
             let cin = if carry_in { *carry & 1 } else { 0 };
             let s = half as u128 + (c & m) as u128 + cin as u128;
             if carry_out {
@@ -179,11 +167,7 @@ pub(crate) fn int_op(op: IntOp, ty: ScalarType, a: u64, b: u64, c: u64, extra: &
             };
             let mut r = 0u64;
             for i in 0..bits {
-                let bit = if i < len && pos + i < bits {
-                    (a >> (pos + i)) & 1
-                } else {
-                    sbit
-                };
+                let bit = if i < len && pos + i < bits { (a >> (pos + i)) & 1 } else { sbit };
                 r |= bit << i;
             }
             r
@@ -261,11 +245,7 @@ fn sext24(v: u64, signed: bool) -> u64 {
 
 fn fns(m: u32, base: u32, offset: i32) -> u32 {
     if offset == 0 {
-        return if base < 32 && (m >> base) & 1 == 1 {
-            base
-        } else {
-            u32::MAX
-        };
+        return if base < 32 && (m >> base) & 1 == 1 { base } else { u32::MAX };
     }
     let mut count = 0;
     let mut pos = base as i64;
@@ -371,11 +351,7 @@ fn min_max<F: Copy + PartialOrd>(a: F, b: F, a_nan: bool, b_nan: bool, a_neg: bo
 
 /// f32 arithmetic on raw bits.
 pub(crate) fn f32_op(op: FArith, rnd: Option<Rounding>, ftz: bool, sat: bool, a: u64, b: u64, c: u64) -> u64 {
-    let (mut x, mut y, mut z) = (
-        f32::from_bits(a as u32),
-        f32::from_bits(b as u32),
-        f32::from_bits(c as u32),
-    );
+    let (mut x, mut y, mut z) = (f32::from_bits(a as u32), f32::from_bits(b as u32), f32::from_bits(c as u32));
     if ftz {
         x = flush32(x);
         y = flush32(y);
@@ -490,10 +466,8 @@ pub(crate) fn compare(cmp: Cmp, ty: ScalarType, a: u64, b: u64) -> bool {
     };
     match ord {
         None => {
-            matches!(
-                cmp,
-                Cmp::Ne | Cmp::Equ | Cmp::Neu | Cmp::Ltu | Cmp::Leu | Cmp::Gtu | Cmp::Geu | Cmp::Nan
-            ) && cmp != Cmp::Ne
+            matches!(cmp, Cmp::Ne | Cmp::Equ | Cmp::Neu | Cmp::Ltu | Cmp::Leu | Cmp::Gtu | Cmp::Geu | Cmp::Nan)
+                && cmp != Cmp::Ne
         }
         Some(o) => match cmp {
             Cmp::Eq | Cmp::Equ => o == O::Equal,
@@ -566,11 +540,8 @@ pub(crate) fn cvt_int(dst: ScalarType, src: ScalarType, sat: bool, a: u64) -> u6
     let v = wide(a, src);
     let db = bits_of(dst);
     let out = if sat {
-        let (lo, hi) = if dst.is_signed_int() {
-            (-(1i128 << (db - 1)), (1i128 << (db - 1)) - 1)
-        } else {
-            (0, mask(db) as i128)
-        };
+        let (lo, hi) =
+            if dst.is_signed_int() { (-(1i128 << (db - 1)), (1i128 << (db - 1)) - 1) } else { (0, mask(db) as i128) };
         v.clamp(lo, hi)
     } else {
         v
@@ -635,20 +606,14 @@ mod tests {
 
     #[test]
     fn integer_ops_follow_the_isa() {
-        assert_eq!(
-            op(IntOp::MulHi, T::S32, (-3i32) as u32 as u64, 0x4000_0000, 0),
-            0xffff_ffff
-        );
+        assert_eq!(op(IntOp::MulHi, T::S32, (-3i32) as u32 as u64, 0x4000_0000, 0), 0xffff_ffff);
         assert_eq!(op(IntOp::MulWide, T::S32, (-3i32) as u32 as u64, 4, 0), (-12i64) as u64);
         assert_eq!(op(IntOp::MulWide, T::U32, 0xffff_ffff, 2, 0), 0x1_ffff_fffe);
         assert_eq!(op(IntOp::MulHi, T::U64, u64::MAX, u64::MAX, 0), u64::MAX - 1);
         assert_eq!(op(IntOp::MulHi, T::S64, u64::MAX, u64::MAX, 0), 0);
         assert_eq!(op(IntOp::MadHi, T::U64, u64::MAX, u64::MAX, u64::MAX), u64::MAX - 2);
         assert_eq!(op(IntOp::Div, T::U32, 7, 0, 0), 0xffff_ffff);
-        assert_eq!(
-            op(IntOp::Div, T::S32, (-7i32) as u32 as u64, 2, 0),
-            (-3i32) as u32 as u64
-        );
+        assert_eq!(op(IntOp::Div, T::S32, (-7i32) as u32 as u64, 2, 0), (-3i32) as u32 as u64);
         assert_eq!(op(IntOp::Shr, T::S32, 0x8000_0000, 40, 0), 0xffff_ffff);
         assert_eq!(op(IntOp::Shr, T::U32, 0x8000_0000, 40, 0), 0);
         assert_eq!(op(IntOp::Shl, T::B32, 1, 31, 0), 0x8000_0000);
@@ -657,109 +622,30 @@ mod tests {
         assert_eq!(op(IntOp::Bfind { shiftamt: false }, T::U32, 0x10, 0, 0), 4);
         assert_eq!(op(IntOp::Bfe, T::U32, 0xabcd, 4, 8,), 0xbc);
         assert_eq!(op(IntOp::Bfe, T::S32, 0x0f00, 8, 4), 0xffff_ffff);
-        assert_eq!(
-            op(IntOp::Prmt(PrmtMode::Generic), T::B32, 0x4433_2211, 0x8877_6655, 0x3210),
-            0x4433_2211
-        );
-        assert_eq!(
-            op(IntOp::Prmt(PrmtMode::Generic), T::B32, 0x4433_2211, 0x8877_6655, 0x0044),
-            0x1111_5555
-        );
-        assert_eq!(
-            op(IntOp::Prmt(PrmtMode::Generic), T::B32, 0x0000_0080, 0, 0x8),
-            0x8080_80ff
-        );
-        assert_eq!(
-            op(
-                IntOp::Shf {
-                    left: false,
-                    wrap: true
-                },
-                T::B32,
-                0x1,
-                0x2,
-                1
-            ),
-            0
-        );
-        assert_eq!(
-            op(
-                IntOp::Shf {
-                    left: true,
-                    wrap: false
-                },
-                T::B32,
-                0x8000_0000,
-                0x1,
-                1
-            ),
-            0x3
-        );
+        assert_eq!(op(IntOp::Prmt(PrmtMode::Generic), T::B32, 0x4433_2211, 0x8877_6655, 0x3210), 0x4433_2211);
+        assert_eq!(op(IntOp::Prmt(PrmtMode::Generic), T::B32, 0x4433_2211, 0x8877_6655, 0x0044), 0x1111_5555);
+        assert_eq!(op(IntOp::Prmt(PrmtMode::Generic), T::B32, 0x0000_0080, 0, 0x8), 0x8080_80ff);
+        assert_eq!(op(IntOp::Shf { left: false, wrap: true }, T::B32, 0x1, 0x2, 1), 0);
+        assert_eq!(op(IntOp::Shf { left: true, wrap: false }, T::B32, 0x8000_0000, 0x1, 1), 0x3);
         assert_eq!(op(IntOp::AddSat, T::S32, 0x7fff_ffff, 1, 0), 0x7fff_ffff);
         let mut carry = 0;
         assert_eq!(
-            int_op(
-                IntOp::AddCarry {
-                    carry_in: false,
-                    carry_out: true
-                },
-                T::U32,
-                0xffff_ffff,
-                1,
-                0,
-                &mut carry
-            ),
+            int_op(IntOp::AddCarry { carry_in: false, carry_out: true }, T::U32, 0xffff_ffff, 1, 0, &mut carry),
             0
         );
         assert_eq!(carry, 1);
-        assert_eq!(
-            int_op(
-                IntOp::AddCarry {
-                    carry_in: true,
-                    carry_out: false
-                },
-                T::U32,
-                1,
-                1,
-                0,
-                &mut carry
-            ),
-            3
-        );
+        assert_eq!(int_op(IntOp::AddCarry { carry_in: true, carry_out: false }, T::U32, 1, 1, 0, &mut carry), 3);
         // 64×64 → 128 with mad.lo.cc / madc.hi: (2^64-1)² + (2^64-1) = 2^128 - 2^64.
         let mut carry = 0;
-        let madc = |hi, carry_in, carry_out| IntOp::MadCarry {
-            hi,
-            carry_in,
-            carry_out,
-        };
-        assert_eq!(
-            int_op(
-                madc(false, false, true),
-                T::U64,
-                u64::MAX,
-                u64::MAX,
-                u64::MAX,
-                &mut carry
-            ),
-            0
-        );
+        let madc = |hi, carry_in, carry_out| IntOp::MadCarry { hi, carry_in, carry_out };
+        assert_eq!(int_op(madc(false, false, true), T::U64, u64::MAX, u64::MAX, u64::MAX, &mut carry), 0);
         assert_eq!(carry, 1);
-        assert_eq!(
-            int_op(madc(true, true, false), T::U64, u64::MAX, u64::MAX, 0, &mut carry),
-            u64::MAX
-        );
+        assert_eq!(int_op(madc(true, true, false), T::U64, u64::MAX, u64::MAX, 0, &mut carry), u64::MAX);
         let mut carry = 1;
-        assert_eq!(
-            int_op(madc(true, true, true), T::U32, 0xffff_ffff, 0xffff_ffff, 0, &mut carry),
-            0xffff_ffff
-        );
+        assert_eq!(int_op(madc(true, true, true), T::U32, 0xffff_ffff, 0xffff_ffff, 0, &mut carry), 0xffff_ffff);
         assert_eq!(carry, 0);
         let mut carry = 1;
-        assert_eq!(
-            int_op(madc(true, true, true), T::U32, 0xffff_ffff, 0xffff_ffff, 1, &mut carry),
-            0
-        );
+        assert_eq!(int_op(madc(true, true, true), T::U32, 0xffff_ffff, 0xffff_ffff, 1, &mut carry), 0);
         assert_eq!(carry, 1);
         let mut lut = 0x96; // a ^ b ^ c
         assert_eq!(int_op(IntOp::Lop3, T::B32, 0b1100, 0b1010, 0b0110, &mut lut), 0b0000);
@@ -770,24 +656,12 @@ mod tests {
     #[test]
     fn float_rules() {
         let b = |x: f32| x.to_bits() as u64;
-        assert_eq!(
-            f32_op(FArith::Min { nan: false }, None, false, false, b(f32::NAN), b(2.0), 0),
-            b(2.0)
-        );
-        assert_eq!(
-            f32_op(FArith::Min { nan: false }, None, false, false, b(0.0), b(-0.0), 0),
-            b(-0.0)
-        );
-        assert_eq!(
-            f32_op(FArith::Max { nan: false }, None, false, false, b(-0.0), b(0.0), 0),
-            b(0.0)
-        );
+        assert_eq!(f32_op(FArith::Min { nan: false }, None, false, false, b(f32::NAN), b(2.0), 0), b(2.0));
+        assert_eq!(f32_op(FArith::Min { nan: false }, None, false, false, b(0.0), b(-0.0), 0), b(-0.0));
+        assert_eq!(f32_op(FArith::Max { nan: false }, None, false, false, b(-0.0), b(0.0), 0), b(0.0));
         assert_eq!(f32_op(FArith::Add, None, false, true, b(0.75), b(0.5), 0), b(1.0));
         assert_eq!(f32_op(FArith::Mul, None, true, false, b(1e-39), b(1.0), 0), b(0.0));
-        assert_eq!(
-            f32_op(FArith::Div, None, false, false, b(0.0), b(0.0), 0),
-            CANONICAL_NAN32 as u64
-        );
+        assert_eq!(f32_op(FArith::Div, None, false, false, b(0.0), b(0.0), 0), CANONICAL_NAN32 as u64);
         let d = |x: f64| x.to_bits();
         let third_down = f64_op(FArith::Div, Some(Rounding::Rz), d(1.0), d(3.0), 0);
         let third_up = f64_op(FArith::Div, Some(Rounding::Rp), d(1.0), d(3.0), 0);
@@ -812,39 +686,15 @@ mod tests {
         assert_eq!(cvt_int(T::U8, T::S32, true, (-5i32) as u32 as u64), 0);
         assert_eq!(cvt_int(T::S8, T::S32, true, 300), 127);
         assert_eq!(
-            cvt_fast(
-                T::S32,
-                T::F32,
-                Some(Rounding::Rzi),
-                false,
-                false,
-                false,
-                (-2.7f32).to_bits() as u64
-            ),
+            cvt_fast(T::S32, T::F32, Some(Rounding::Rzi), false, false, false, (-2.7f32).to_bits() as u64),
             Some((-2i32) as u32 as u64)
         );
         assert_eq!(
-            cvt_fast(
-                T::U32,
-                T::F32,
-                Some(Rounding::Rzi),
-                false,
-                false,
-                false,
-                f32::NAN.to_bits() as u64
-            ),
+            cvt_fast(T::U32, T::F32, Some(Rounding::Rzi), false, false, false, f32::NAN.to_bits() as u64),
             Some(0)
         );
         assert_eq!(
-            cvt_fast(
-                T::F32,
-                T::S32,
-                Some(Rounding::Rn),
-                false,
-                false,
-                false,
-                (-3i32) as u32 as u64
-            ),
+            cvt_fast(T::F32, T::S32, Some(Rounding::Rn), false, false, false, (-3i32) as u32 as u64),
             Some((-3.0f32).to_bits() as u64)
         );
     }

@@ -176,8 +176,7 @@ impl<'l> Cta<'l> {
             self.race.reset(size);
         }
         self.local.clear();
-        self.local
-            .resize(self.k.info.local_bytes as usize * self.nthreads as usize, 0);
+        self.local.resize(self.k.info.local_bytes as usize * self.nthreads as usize, 0);
         self.bars = [Barrier::default(); NUM_BARRIERS];
         self.pending.truncate(self.nthreads as usize);
         self.pending.iter_mut().for_each(|q| q.clear());
@@ -246,8 +245,7 @@ impl<'l> Cta<'l> {
     /// Records a finding and returns the stop signal.
     pub(super) fn report(&self, kind: FindingKind, pc: u32, tid: u32, addr: u64, detail: String) -> Stop {
         let line = self.k.insts.get(pc as usize).map_or(0, |i| i.line);
-        self.l
-            .report(kind, line, self.ctaid, self.thread_xyz(tid), addr, detail);
+        self.l.report(kind, line, self.ctaid, self.thread_xyz(tid), addr, detail);
         Stop
     }
 
@@ -310,11 +308,7 @@ impl<'l> Cta<'l> {
     pub(super) fn set(&mut self, w: usize, d: &Opd, lane: usize, v: u64, ty: ScalarType) {
         if let Opd::Reg(r) = d {
             // Predicates keep bit 0 (so `not.pred` is a logical not).
-            let v = if ty == ScalarType::Pred {
-                v & 1
-            } else {
-                v & mask(bits_of(ty))
-            };
+            let v = if ty == ScalarType::Pred { v & 1 } else { v & mask(bits_of(ty)) };
             self.warps[w].regs[*r as usize * 32 + lane] = v;
         }
     }
@@ -393,9 +387,10 @@ impl<'l> Cta<'l> {
                 } else {
                     for l in Lanes(exec) {
                         out[l] = match &inst.s[0] {
-                            Opd::Vec(sv) => sv.iter().enumerate().fold(0, |acc, (i, o)| {
-                                acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i)
-                            }),
+                            Opd::Vec(sv) => sv
+                                .iter()
+                                .enumerate()
+                                .fold(0, |acc, (i, o)| acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i)),
                             o => self.val(w, o, l),
                         };
                     }
@@ -509,22 +504,12 @@ impl<'l> Cta<'l> {
             Op::Slct { cty } => {
                 for l in Lanes(exec) {
                     let c = self.val(w, &inst.s[2], l);
-                    let ge = if *cty == ScalarType::F32 {
-                        f32::from_bits(c as u32) >= 0.0
-                    } else {
-                        sext(c, 32) >= 0
-                    };
+                    let ge = if *cty == ScalarType::F32 { f32::from_bits(c as u32) >= 0.0 } else { sext(c, 32) >= 0 };
                     out[l] = self.val(w, &inst.s[if ge { 0 } else { 1 }], l);
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
-            Op::Cvt {
-                src,
-                rnd,
-                ftz,
-                sat,
-                relu,
-            } => {
+            Op::Cvt { src, rnd, ftz, sat, relu } => {
                 let int = crate::ptx::lower::is_int_cvt(ty, *src);
                 for l in Lanes(exec) {
                     let a = self.val(w, &inst.s[0], l);
@@ -645,11 +630,7 @@ impl<'l> Cta<'l> {
                 for l in Lanes(exec) {
                     let tid = self.tid_of(w, l);
                     let open = self.groups[tid as usize];
-                    let limit = if *keep == WAIT_ALL {
-                        u32::MAX
-                    } else {
-                        open.saturating_sub(*keep)
-                    };
+                    let limit = if *keep == WAIT_ALL { u32::MAX } else { open.saturating_sub(*keep) };
                     self.land_copies(tid, limit)?;
                 }
             }

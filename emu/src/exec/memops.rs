@@ -103,16 +103,9 @@ fn atom_apply(op: AtomOp, ty: ScalarType, old: u64, b: u64, c: u64) -> u64 {
         AtomOp::Add => match ty {
             ScalarType::F32 => (f32::from_bits(old as u32) + f32::from_bits(b as u32)).to_bits() as u64,
             ScalarType::F64 => (f64::from_bits(old) + f64::from_bits(b)).to_bits(),
-            ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2 => numerics::half_op(
-                FloatOp::Add,
-                ty,
-                Some(Rounding::Rn),
-                false,
-                false,
-                old as u32,
-                b as u32,
-                0,
-            ) as u64,
+            ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2 => {
+                numerics::half_op(FloatOp::Add, ty, Some(Rounding::Rn), false, false, old as u32, b as u32, 0) as u64
+            }
             _ => old.wrapping_add(b),
         },
         AtomOp::Min | AtomOp::Max if ty == ScalarType::F32 => {
@@ -158,11 +151,7 @@ impl<'l> Cta<'l> {
                 pc,
                 tid,
                 addr,
-                format!(
-                    "{}-byte {} access at an address not aligned to {len}",
-                    len,
-                    space_name(sp)
-                ),
+                format!("{}-byte {} access at an address not aligned to {len}", len, space_name(sp)),
             ));
         }
         Ok(())
@@ -212,10 +201,7 @@ impl<'l> Cta<'l> {
             pc,
             tid,
             off,
-            format!(
-                "{len}-byte {} access at offset {off:#x} outside the {limit} bytes declared",
-                space_name(sp)
-            ),
+            format!("{len}-byte {} access at offset {off:#x} outside the {limit} bytes declared", space_name(sp)),
         ))
     }
 
@@ -405,9 +391,7 @@ impl<'l> Cta<'l> {
 
     fn note_access(&mut self, sp: Space, lane: usize, addr: u64, len: u32) {
         match sp {
-            Space::Shared => self
-                .scratch
-                .push((addr & 0xffff_ffff) | (len as u64) << 32 | (lane as u64) << 40),
+            Space::Shared => self.scratch.push((addr & 0xffff_ffff) | (len as u64) << 32 | (lane as u64) << 40),
             _ => self.scratch.push((addr & 0x00ff_ffff_ffff_ffff) | (len as u64) << 56),
         }
     }
@@ -518,10 +502,7 @@ impl<'l> Cta<'l> {
                             pc,
                             tid,
                             addr,
-                            format!(
-                                "atomic on global bytes never written (allocation [{:#x}, +{}))",
-                                a.base, a.size
-                            ),
+                            format!("atomic on global bytes never written (allocation [{:#x}, +{}))", a.base, a.size),
                         ));
                     }
                     let old = a.atomic_rmw(off, size, &mut |old| atom_apply(op, ty, old, b, c));
@@ -582,11 +563,7 @@ impl<'l> Cta<'l> {
             let tid = self.tid_of(w, l);
             let (dsp, dst) = resolve(Space::Shared, self.val(w, &inst.s[0], l));
             let (_, src) = resolve(Space::Global, self.val(w, &inst.s[1], l));
-            let src_size = inst
-                .s
-                .get(2)
-                .map_or(bytes as u64, |o| self.val(w, o, l))
-                .min(bytes as u64);
+            let src_size = inst.s.get(2).map_or(bytes as u64, |o| self.val(w, o, l)).min(bytes as u64);
             self.misaligned(pc, tid, dsp, dst, bytes as u32)?;
             if src_size > 0 {
                 // A zero-fill copy (src-size 0) never touches its source.
@@ -609,14 +586,7 @@ impl<'l> Cta<'l> {
                 }
             }
             let group = self.groups[tid as usize];
-            self.pending[tid as usize].push(PendingCopy {
-                tid,
-                group,
-                dst: dst as u32,
-                len: bytes,
-                data,
-                pc,
-            });
+            self.pending[tid as usize].push(PendingCopy { tid, group, dst: dst as u32, len: bytes, data, pc });
         }
         if !self.scratch.is_empty() {
             self.account(Space::Shared, true);

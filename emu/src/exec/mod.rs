@@ -98,10 +98,7 @@ impl Stats {
     }
 
     pub(crate) fn new(n: usize) -> Self {
-        Stats {
-            inst_warp: vec![0; n],
-            ..Default::default()
-        }
+        Stats { inst_warp: vec![0; n], ..Default::default() }
     }
 
     fn add(&mut self, o: &Stats) {
@@ -134,9 +131,7 @@ fn bitmap(size: u64) -> Box<[AtomicU64]> {
 }
 
 fn popcount(b: &OnceLock<Box<[AtomicU64]>>) -> u64 {
-    b.get().map_or(0, |v| {
-        v.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum()
-    })
+    b.get().map_or(0, |v| v.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum())
 }
 
 /// Bytes from the first to the last byte set (0 when none is).
@@ -235,11 +230,7 @@ impl LaunchCtx<'_> {
     pub(crate) fn touch(&self, i: usize, off: u64, len: u64, write: bool) {
         let t = &self.touched[i];
         let size = self.allocs[i].size;
-        let bits = if write {
-            t.written.get_or_init(|| bitmap(size))
-        } else {
-            t.read.get_or_init(|| bitmap(size))
-        };
+        let bits = if write { t.written.get_or_init(|| bitmap(size)) } else { t.read.get_or_init(|| bitmap(size)) };
         let mut b = off;
         while b < off + len {
             let word = &bits[(b / 64) as usize];
@@ -255,11 +246,7 @@ impl LaunchCtx<'_> {
 }
 
 fn host_threads(opts: &CheckOptions, ctas: u64) -> usize {
-    let n = if opts.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        opts.threads
-    };
+    let n = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     n.clamp(1, ctas.clamp(1, 1024) as usize)
 }
 
@@ -390,10 +377,7 @@ fn summarise(
         if let Op::Mma { name, .. } = &inst.op {
             *c.tensor_instructions.entry(name.clone()).or_insert(0) += n;
         }
-        if let Op::Bar {
-            kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive,
-        } = inst.op
-        {
+        if let Op::Bar { kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive } = inst.op {
             // counted in `st.barriers` per warp arrival
         }
     }

@@ -17,14 +17,8 @@ struct Cell {
     pending: u32,
 }
 
-const EMPTY: Cell = Cell {
-    epoch: 0,
-    writer: NONE,
-    writer_wsync: 0,
-    reader: [NONE; 2],
-    reader_wsync: [0; 2],
-    pending: NONE,
-};
+const EMPTY: Cell =
+    Cell { epoch: 0, writer: NONE, writer_wsync: 0, reader: [NONE; 2], reader_wsync: [0; 2], pending: NONE };
 
 /// What racecheck found about one access.
 pub(crate) enum Conflict {
@@ -41,10 +35,7 @@ pub(crate) struct RaceShadow {
 
 impl RaceShadow {
     pub(crate) fn new() -> Self {
-        RaceShadow {
-            cells: Vec::new(),
-            epoch: 1,
-        }
+        RaceShadow { cells: Vec::new(), epoch: 1 }
     }
 
     /// Forgets all history (a new CTA with `size` bytes of shared memory).
@@ -80,18 +71,12 @@ impl RaceShadow {
             other != NONE && other != tid && !(other / 32 == tid / 32 && wsync_now > other_wsync)
         };
         if unordered(cell.writer, cell.writer_wsync) {
-            return Some(Conflict::With {
-                other: cell.writer,
-                other_wrote: true,
-            });
+            return Some(Conflict::With { other: cell.writer, other_wrote: true });
         }
         if write {
             for k in 0..2 {
                 if unordered(cell.reader[k], cell.reader_wsync[k]) {
-                    return Some(Conflict::With {
-                        other: cell.reader[k],
-                        other_wrote: false,
-                    });
+                    return Some(Conflict::With { other: cell.reader[k], other_wrote: false });
                 }
             }
             cell.writer = tid;
@@ -130,33 +115,18 @@ mod tests {
         s.reset(16);
         assert!(s.access(0, 1, true, 0).is_none());
         assert!(s.access(0, 1, false, 0).is_none(), "same thread");
-        assert!(matches!(
-            s.access(0, 40, false, 0),
-            Some(Conflict::With {
-                other: 1,
-                other_wrote: true
-            })
-        ));
+        assert!(matches!(s.access(0, 40, false, 0), Some(Conflict::With { other: 1, other_wrote: true })));
         s.barrier();
         assert!(s.access(0, 40, false, 0).is_none());
         assert!(s.access(0, 41, false, 0).is_none(), "two readers");
-        assert!(matches!(
-            s.access(0, 2, true, 0),
-            Some(Conflict::With {
-                other: 40,
-                other_wrote: false
-            })
-        ));
+        assert!(matches!(s.access(0, 2, true, 0), Some(Conflict::With { other: 40, other_wrote: false })));
         // Same warp: ordered by a warp sync in between.
         assert!(s.access(4, 3, true, 5).is_none());
         assert!(s.access(4, 4, false, 6).is_none());
         assert!(s.access(5, 3, true, 5).is_none());
         assert!(s.access(5, 4, false, 5).is_some());
         s.set_pending(8, 7);
-        assert!(matches!(
-            s.access(8, 7, false, 0),
-            Some(Conflict::AsyncPending { other: 7 })
-        ));
+        assert!(matches!(s.access(8, 7, false, 0), Some(Conflict::AsyncPending { other: 7 })));
         s.clear_pending(8);
         assert!(s.access(8, 7, true, 0).is_none());
     }

@@ -100,11 +100,8 @@ pub(crate) fn plan(grid: [u32; 3], limit: Option<u64>) -> Option<Plan> {
         let mut last = None;
         for i in 0..k {
             // Evenly spaced from the stratum's first member (j = 0) to its last (j = n - 1).
-            let j = if k == 1 {
-                0
-            } else {
-                ((i as u128 * (n - 1) as u128 + (k - 1) as u128 / 2) / (k - 1) as u128) as u64
-            };
+            let j =
+                if k == 1 { 0 } else { ((i as u128 * (n - 1) as u128 + (k - 1) as u128 / 2) / (k - 1) as u128) as u64 };
             if last == Some(j) {
                 continue;
             }
@@ -119,11 +116,7 @@ pub(crate) fn plan(grid: [u32; 3], limit: Option<u64>) -> Option<Plan> {
     for &(_, s) in &ctas {
         sampled[s] += 1;
     }
-    Some(Plan {
-        ctas,
-        stratum_size: size,
-        stratum_sampled: sampled,
-    })
+    Some(Plan { ctas, stratum_size: size, stratum_sampled: sampled })
 }
 
 /// `v * num / den`, rounded to nearest.

@@ -105,11 +105,7 @@ pub const H100: Gpu = Gpu {
 };
 
 /// H200 SXM 141 GB: an H100 with faster, larger HBM3e.
-pub const H200: Gpu = Gpu {
-    name: "h200",
-    dram_bytes_per_s: 4800e9,
-    ..H100
-};
+pub const H200: Gpu = Gpu { name: "h200", dram_bytes_per_s: 4800e9, ..H100 };
 
 /// Every GPU of the table.
 pub const ALL: [&Gpu; 3] = [&A100, &H100, &H200];
@@ -132,17 +128,9 @@ mod tests {
 
     #[test]
     fn peaks_match_the_datasheets() {
-        assert!(
-            (A100.peak_16bit_tflops() - 312.0).abs() < 1.0,
-            "{}",
-            A100.peak_16bit_tflops()
-        );
+        assert!((A100.peak_16bit_tflops() - 312.0).abs() < 1.0, "{}", A100.peak_16bit_tflops());
         // mma.sync on Hopper: half the wgmma datasheet rate (989.4 / 2).
-        assert!(
-            (H100.peak_16bit_tflops() - 494.7).abs() < 1.0,
-            "{}",
-            H100.peak_16bit_tflops()
-        );
+        assert!((H100.peak_16bit_tflops() - 494.7).abs() < 1.0, "{}", H100.peak_16bit_tflops());
         assert_eq!(by_name("H200").map(|g| g.dram_bytes_per_s), Some(4800e9));
         assert_eq!(by_name("v100"), None);
     }

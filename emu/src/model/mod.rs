@@ -103,9 +103,7 @@ pub struct Estimate {
 /// and the per-clock-per-SM rate of its operand type on `gpu`.
 fn mma_cost(name: &str, gpu: &Gpu) -> (f64, f64) {
     let parts: Vec<&str> = name.split('.').collect();
-    let shape = parts
-        .iter()
-        .find(|p| p.starts_with('m') && p.contains('n') && p.contains('k'));
+    let shape = parts.iter().find(|p| p.starts_with('m') && p.contains('n') && p.contains('k'));
     let fma = shape
         .and_then(|s| {
             let m: f64 = s[1..s.find('n')?].parse().ok()?;
@@ -115,11 +113,8 @@ fn mma_cost(name: &str, gpu: &Gpu) -> (f64, f64) {
         })
         .unwrap_or(0.0);
     // The A operand's type follows the D type: mma.mMnNkK.dtype.atype.btype.ctype.
-    let atype = shape
-        .and_then(|s| parts.iter().position(|p| p == s))
-        .and_then(|i| parts.get(i + 2))
-        .copied()
-        .unwrap_or("");
+    let atype =
+        shape.and_then(|s| parts.iter().position(|p| p == s)).and_then(|i| parts.get(i + 2)).copied().unwrap_or("");
     let rate = match atype {
         "tf32" => gpu.mma_fma_per_clock_per_sm_tf32,
         "f64" => gpu.mma_fma_per_clock_per_sm_f64,
@@ -141,11 +136,7 @@ pub fn dram_bytes(c: &Counters, gpu: &Gpu) -> f64 {
     let footprint = read + written;
     let l2 = gpu.l2_bytes as f64;
     let rereads = (c.global_load_sectors as f64 * 32.0 - read).max(0.0);
-    let extra = if footprint > l2 {
-        rereads.min(read) * (1.0 - l2 / footprint)
-    } else {
-        0.0
-    };
+    let extra = if footprint > l2 { rereads.min(read) * (1.0 - l2 / footprint) } else { 0.0 };
     read + written + extra
 }
 
@@ -210,16 +201,10 @@ pub fn model_launch(c: &Counters, gpu: &Gpu, res: &KernelResources) -> Estimate 
     let dram_cycles = dram / gpu.dram_bytes_per_s * clock_hz;
 
     // Cycles of each resource: per-SM ones on the busiest SM, device ones whole.
-    let sm_pipes = [
-        busiest * per_cta(tensor_cycles_total),
-        busiest * per_cta(issue_total),
-        busiest * per_cta(shared_total),
-    ];
-    let latency = if ctas_per_sm == 0 {
-        f64::INFINITY
-    } else {
-        latency_cycles(c, gpu, ctas_per_sm, warps_per_cta, sm_pipes)
-    };
+    let sm_pipes =
+        [busiest * per_cta(tensor_cycles_total), busiest * per_cta(issue_total), busiest * per_cta(shared_total)];
+    let latency =
+        if ctas_per_sm == 0 { f64::INFINITY } else { latency_cycles(c, gpu, ctas_per_sm, warps_per_cta, sm_pipes) };
     let cycles: [(&'static str, f64); 6] = [
         ("tensor", sm_pipes[0]),
         ("issue", sm_pipes[1]),
@@ -276,11 +261,7 @@ impl Estimate {
             .iter()
             .map(|k| format!("\"{k}\":{}", num(self.utilization.get(k).copied().unwrap_or(0.0))))
             .collect();
-        let res_us: Vec<String> = self
-            .resource_us
-            .iter()
-            .map(|(k, v)| format!("\"{k}\":{}", num(*v)))
-            .collect();
+        let res_us: Vec<String> = self.resource_us.iter().map(|(k, v)| format!("\"{k}\":{}", num(*v))).collect();
         format!(
             "{{\"us\":{},\"bound\":\"{}\",\"utilization\":{{{}}},\"resource_us\":{{{}}},\"registers\":{},\
              \"registers_source\":\"{}\",\"static_shared\":{},\"dynamic_shared\":{},\"ctas_per_sm\":{},\

@@ -39,10 +39,9 @@ pub fn entry(ptx: &str, arch: &str, kernel: &str) -> Result<PtxasEntry, String> 
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     let report = cache.entry(key.clone()).or_insert_with(|| run(ptx, arch, key.0));
     match report {
-        Ok(entries) => entries
-            .get(kernel)
-            .copied()
-            .ok_or_else(|| format!("ptxas reported no entry {kernel} for {arch}")),
+        Ok(entries) => {
+            entries.get(kernel).copied().ok_or_else(|| format!("ptxas reported no entry {kernel} for {arch}"))
+        }
         Err(e) => Err(e.clone()),
     }
 }
@@ -61,12 +60,7 @@ fn run(ptx: &str, arch: &str, hash: u64) -> Report {
     let output = output.map_err(|e| format!("cannot run ptxas: {e}"))?;
     let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        let first = text
-            .lines()
-            .find(|l| l.contains("error"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let first = text.lines().find(|l| l.contains("error")).unwrap_or("").trim().to_string();
         return Err(format!("ptxas -arch={arch} failed: {first}"));
     }
     Ok(parse(&text))
@@ -94,13 +88,7 @@ pub fn parse(text: &str) -> HashMap<String, PtxasEntry> {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         if let Some(registers) = registers {
-            entries.insert(
-                name.clone(),
-                PtxasEntry {
-                    registers,
-                    static_shared_bytes: smem,
-                },
-            );
+            entries.insert(name.clone(), PtxasEntry { registers, static_shared_bytes: smem });
         }
         current = None;
     }
@@ -120,19 +108,7 @@ mod tests {
             ptxas info    : Compiling entry function 'b' for 'sm_80'\n\
             ptxas info    : Used 40 registers, used 1 barriers, 4352 bytes smem, 380 bytes cmem[0]\n";
         let e = parse(text);
-        assert_eq!(
-            e["a"],
-            PtxasEntry {
-                registers: 96,
-                static_shared_bytes: 0
-            }
-        );
-        assert_eq!(
-            e["b"],
-            PtxasEntry {
-                registers: 40,
-                static_shared_bytes: 4352
-            }
-        );
+        assert_eq!(e["a"], PtxasEntry { registers: 96, static_shared_bytes: 0 });
+        assert_eq!(e["b"], PtxasEntry { registers: 40, static_shared_bytes: 4352 });
     }
 }

@@ -182,7 +182,9 @@ pub(crate) fn dot_product(a: &[Decoded], b: &[Decoded], c: Decoded, out: FloatFo
         let neg = sign_of(da) != sign_of(db);
         match (da, db) {
             (Decoded::Nan, _) | (_, Decoded::Nan) => return out.canonical_nan(),
-            (Decoded::Inf { .. }, Decoded::Zero { .. }) | (Decoded::Zero { .. }, Decoded::Inf { .. }) => return out.canonical_nan(),
+            (Decoded::Inf { .. }, Decoded::Zero { .. }) | (Decoded::Zero { .. }, Decoded::Inf { .. }) => {
+                return out.canonical_nan()
+            }
             (Decoded::Inf { .. }, _) | (_, Decoded::Inf { .. }) => {
                 if neg {
                     neg_inf = true

@@ -9,7 +9,10 @@ use crate::types::ScalarType;
 /// What a `cvt` operand type is, for conversion purposes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    Int { signed: bool, bits: u32 },
+    Int {
+        signed: bool,
+        bits: u32,
+    },
     Float(FloatFormat),
     /// `.f16x2`/`.bf16x2` destinations of the two-source form; the element format.
     Packed(FloatFormat),
@@ -18,7 +21,9 @@ enum Kind {
 fn kind(ty: ScalarType) -> Option<Kind> {
     use ScalarType::*;
     Some(match ty {
-        U8 | U16 | U32 | U64 | S8 | S16 | S32 | S64 => Kind::Int { signed: ty.is_signed_int(), bits: ty.size_bytes() * 8 },
+        U8 | U16 | U32 | U64 | S8 | S16 | S32 | S64 => {
+            Kind::Int { signed: ty.is_signed_int(), bits: ty.size_bytes() * 8 }
+        }
         F16 => Kind::Float(FloatFormat::F16),
         Bf16 => Kind::Float(FloatFormat::BF16),
         Tf32 => Kind::Float(FloatFormat::TF32),
@@ -66,7 +71,8 @@ pub(crate) fn is_valid(dst: ScalarType, src: ScalarType, m: &CvtModifiers) -> Re
         return Err(format!("{}: .ftz needs .f32 as source or destination", name()));
     }
     let float_dst_sat_ok = matches!(dst, ScalarType::F16 | ScalarType::F32 | ScalarType::F64);
-    let relu_satfinite_dst = matches!(dst, ScalarType::F16 | ScalarType::Bf16 | ScalarType::Tf32 | ScalarType::F16x2 | ScalarType::Bf16x2);
+    let relu_satfinite_dst =
+        matches!(dst, ScalarType::F16 | ScalarType::Bf16 | ScalarType::Tf32 | ScalarType::F16x2 | ScalarType::Bf16x2);
     if (m.relu || m.satfinite) && !(relu_satfinite_dst && src == ScalarType::F32) {
         return Err(format!("{}: .relu/.satfinite only convert .f32 to .f16, .bf16, .tf32 or their pairs", name()));
     }
@@ -138,7 +144,9 @@ pub(crate) fn is_valid(dst: ScalarType, src: ScalarType, m: &CvtModifiers) -> Re
                 return match m.rnd {
                     None => Ok(()),
                     Some(r) if is_integer_rounding(r) => Ok(()),
-                    Some(_) => Err(format!("{}: a same-type cvt takes only an integer rounding (.rni/.rzi/.rmi/.rpi)", name())),
+                    Some(_) => {
+                        Err(format!("{}: a same-type cvt takes only an integer rounding (.rni/.rzi/.rmi/.rpi)", name()))
+                    }
                 };
             }
             if is_lossy(df, sf) {
@@ -208,11 +216,7 @@ pub(crate) fn convert(dst: ScalarType, src: ScalarType, m: &CvtModifiers, bits: 
         }
         (Kind::Float(df), Kind::Int { signed, bits: sb }) | (Kind::Packed(df), Kind::Int { signed, bits: sb }) => {
             let v = int_value(bits, signed, sb);
-            let r = if v == 0 {
-                0
-            } else {
-                round_to_format(df, v < 0, v.unsigned_abs(), 0, false, dir)
-            };
+            let r = if v == 0 { 0 } else { round_to_format(df, v < 0, v.unsigned_abs(), 0, false, dir) };
             finish_float(df, dst, m, r)
         }
         (Kind::Int { signed, bits: db }, Kind::Float(sf)) => float_to_int(sf, src, signed, db, m, dir, bits),
@@ -241,7 +245,15 @@ fn source_float_bits(sf: FloatFormat, src: ScalarType, m: &CvtModifiers, bits: u
     }
 }
 
-fn float_to_int(sf: FloatFormat, src: ScalarType, signed: bool, width: u32, m: &CvtModifiers, dir: Direction, bits: u64) -> u64 {
+fn float_to_int(
+    sf: FloatFormat,
+    src: ScalarType,
+    signed: bool,
+    width: u32,
+    m: &CvtModifiers,
+    dir: Direction,
+    bits: u64,
+) -> u64 {
     let (lo, hi) = int_range(signed, width);
     match sf.decode(source_float_bits(sf, src, m, bits)) {
         // PTX: NaN → 0, except from .f64 or to a 64-bit integer, where it is 1 << (width − 1).

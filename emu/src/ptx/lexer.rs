@@ -90,10 +90,7 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, LoadError> {
             if i >= b.len() || b[i] != b'"' {
                 return Err(err(line, "unterminated string".into()));
             }
-            out.push(Token {
-                tok: Tok::Str(src[start..i].to_string()),
-                line,
-            });
+            out.push(Token { tok: Tok::Str(src[start..i].to_string()), line });
             i += 1;
             continue;
         }
@@ -119,17 +116,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, LoadError> {
                     i += 1;
                 }
             }
-            out.push(Token {
-                tok: Tok::Ident(src[start..i].to_string()),
-                line,
-            });
+            out.push(Token { tok: Tok::Ident(src[start..i].to_string()), line });
             continue;
         }
         if b",;:[]{}()+-|!@=<>*".contains(&c) {
-            out.push(Token {
-                tok: Tok::Punct(c as char),
-                line,
-            });
+            out.push(Token { tok: Tok::Punct(c as char), line });
             i += 1;
             continue;
         }

@@ -38,10 +38,7 @@ fn align_up(x: u64, a: u64) -> u64 {
 }
 
 fn err(line: u32, m: impl Into<String>) -> LoadError {
-    LoadError {
-        line,
-        message: m.into(),
-    }
+    LoadError { line, message: m.into() }
 }
 
 struct Ctx<'a> {
@@ -71,16 +68,8 @@ impl Ctx<'_> {
 
 /// Lowers the entry `f` of module `m`.
 pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadError> {
-    let body = f
-        .body
-        .as_ref()
-        .ok_or_else(|| err(f.line, format!("entry `{}` has no body", f.name)))?;
-    let mut ctx = Ctx {
-        scopes: vec![HashMap::new()],
-        nregs: 0,
-        syms: HashMap::new(),
-        globals: m.globals,
-    };
+    let body = f.body.as_ref().ok_or_else(|| err(f.line, format!("entry `{}` has no body", f.name)))?;
+    let mut ctx = Ctx { scopes: vec![HashMap::new()], nregs: 0, syms: HashMap::new(), globals: m.globals };
 
     // Parameters, packed in order at their alignment.
     let mut params = Vec::new();
@@ -89,19 +78,8 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         let align = p.align.max(1) as u64;
         off = align_up(off, align);
         let size = p.size_bytes();
-        ctx.syms.insert(
-            p.name.clone(),
-            Sym {
-                space: Space::Param,
-                addr: off,
-            },
-        );
-        params.push(ParamInfo {
-            name: p.name.clone(),
-            offset: off as u32,
-            size: size as u32,
-            align: align as u32,
-        });
+        ctx.syms.insert(p.name.clone(), Sym { space: Space::Param, addr: off });
+        params.push(ParamInfo { name: p.name.clone(), offset: off as u32, size: size as u32, align: align as u32 });
         off += size;
     }
     let param_bytes = off as u32;
@@ -115,30 +93,15 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
             VarSpace::Shared if v.is_extern || v.count.is_none() => extern_shared.push((v.name.clone(), v.align)),
             VarSpace::Shared => {
                 if !v.init.is_empty() {
-                    return Err(err(
-                        v.line,
-                        format!("shared variable `{}` cannot have an initialiser", v.name),
-                    ));
+                    return Err(err(v.line, format!("shared variable `{}` cannot have an initialiser", v.name)));
                 }
                 shared_end = align_up(shared_end, v.align as u64);
-                syms.insert(
-                    v.name.clone(),
-                    Sym {
-                        space: Space::Shared,
-                        addr: shared_end,
-                    },
-                );
+                syms.insert(v.name.clone(), Sym { space: Space::Shared, addr: shared_end });
                 shared_end += v.size_bytes();
             }
             VarSpace::Local => {
                 local_end = align_up(local_end, v.align as u64);
-                syms.insert(
-                    v.name.clone(),
-                    Sym {
-                        space: Space::Local,
-                        addr: local_end,
-                    },
-                );
+                syms.insert(v.name.clone(), Sym { space: Space::Local, addr: local_end });
                 local_end += v.size_bytes();
             }
             VarSpace::Global | VarSpace::Const => {
@@ -152,11 +115,7 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         }
         Ok(())
     };
-    for v in m
-        .vars
-        .iter()
-        .filter(|v| matches!(v.space, VarSpace::Shared | VarSpace::Local))
-    {
+    for v in m.vars.iter().filter(|v| matches!(v.space, VarSpace::Shared | VarSpace::Local)) {
         place(v, &mut ctx.syms)?;
     }
     for s in body {
@@ -167,13 +126,7 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
     let dyn_align = extern_shared.iter().map(|(_, a)| *a as u64).max().unwrap_or(16).max(16);
     let dynamic_shared_offset = align_up(shared_end, dyn_align);
     for (name, _) in &extern_shared {
-        ctx.syms.insert(
-            name.clone(),
-            Sym {
-                space: Space::Shared,
-                addr: dynamic_shared_offset,
-            },
-        );
+        ctx.syms.insert(name.clone(), Sym { space: Space::Shared, addr: dynamic_shared_offset });
     }
 
     let mut em = Emitter {
@@ -190,26 +143,15 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
     };
     em.emit_body(body, &mut ctx, 0, None)?;
     em.resolve_labels()?;
-    let Emitter {
-        insts,
-        carry_reg,
-        local_end,
-        ..
-    } = em;
+    let Emitter { insts, carry_reg, local_end, .. } = em;
     if local_end > MAX_LOCAL_BYTES {
         return Err(err(
             f.line,
-            format!(
-                "`{}` needs {local_end} bytes of local memory per thread (at most {MAX_LOCAL_BYTES})",
-                f.name
-            ),
+            format!("`{}` needs {local_end} bytes of local memory per thread (at most {MAX_LOCAL_BYTES})", f.name),
         ));
     }
     if shared_end > u32::MAX as u64 / 2 {
-        return Err(err(
-            f.line,
-            format!("`{}` declares {shared_end} bytes of shared memory", f.name),
-        ));
+        return Err(err(f.line, format!("`{}` declares {shared_end} bytes of shared memory", f.name)));
     }
     let carry_reg = carry_reg.unwrap_or(ctx.nregs);
     let nregs = ctx.nregs + 1;
@@ -222,26 +164,14 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         max_threads_per_block: f.maxntid,
         num_regs: ctx.nregs.min(255),
     };
-    Ok(Kernel {
-        info,
-        insts,
-        nregs,
-        carry_reg,
-        dynamic_shared_offset: dynamic_shared_offset as u32,
-    })
+    Ok(Kernel { info, insts, nregs, carry_reg, dynamic_shared_offset: dynamic_shared_offset as u32 })
 }
 
 /// Call-argument `.param` variables and inlined callees' locals live in
 /// local memory, laid out as they are met.
 fn place_local(v: &VarDecl, ctx: &mut Ctx, local_end: &mut u64) {
     *local_end = align_up(*local_end, v.align.max(1) as u64);
-    ctx.syms.insert(
-        v.name.clone(),
-        Sym {
-            space: Space::Local,
-            addr: *local_end,
-        },
-    );
+    ctx.syms.insert(v.name.clone(), Sym { space: Space::Local, addr: *local_end });
     *local_end += v.size_bytes();
 }
 
@@ -299,20 +229,12 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Label(line, l) => {
-                    if self
-                        .labels
-                        .insert((instance, l.clone()), self.insts.len() as u32)
-                        .is_some()
-                    {
+                    if self.labels.insert((instance, l.clone()), self.insts.len() as u32).is_some() {
                         return Err(err(*line, format!("label `{l}` defined twice")));
                     }
                 }
                 Stmt::BranchTargets { line, name, labels } => {
-                    if self
-                        .target_lists
-                        .insert((instance, name.clone()), (*line, labels.clone()))
-                        .is_some()
-                    {
+                    if self.target_lists.insert((instance, name.clone()), (*line, labels.clone())).is_some() {
                         return Err(err(*line, format!("branch target list `{name}` defined twice")));
                     }
                 }
@@ -350,8 +272,7 @@ impl Emitter<'_> {
                         if let Some(ret_instance) = in_callee {
                             // Return from an inlined callee: continue after its body.
                             inst.op = Op::Bra { target: 0 };
-                            self.fixups
-                                .push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
+                            self.fixups.push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
                         }
                     }
                     self.insts.push(inst);
@@ -416,8 +337,7 @@ impl Emitter<'_> {
         self.calls.pop();
         ctx.syms = saved_syms;
         r?;
-        self.labels
-            .insert((instance, RET_LABEL.to_string()), self.insts.len() as u32);
+        self.labels.insert((instance, RET_LABEL.to_string()), self.insts.len() as u32);
         Ok(())
     }
 
@@ -432,13 +352,7 @@ impl Emitter<'_> {
         let s = args
             .iter()
             .map(|a| match ctx.sym(a) {
-                Some(Sym {
-                    space: Space::Local,
-                    addr,
-                }) => Ok(Opd::Addr {
-                    base: None,
-                    off: addr as i64,
-                }),
+                Some(Sym { space: Space::Local, addr }) => Ok(Opd::Addr { base: None, off: addr as i64 }),
                 _ => Err(fail(format!("argument `{a}` is not a .param variable of the caller"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -458,23 +372,13 @@ impl Emitter<'_> {
     fn resolve_labels(&mut self) -> Result<(), LoadError> {
         for (at, instance, list, line) in &self.brx_fixups {
             let unknown = |what: &str, name: &str| {
-                err(
-                    *line,
-                    format!("unsupported instruction `brx.idx`: unknown {what} `{name}`"),
-                )
+                err(*line, format!("unsupported instruction `brx.idx`: unknown {what} `{name}`"))
             };
-            let (_, labels) = self
-                .target_lists
-                .get(&(*instance, list.clone()))
-                .ok_or_else(|| unknown("branch target list", list))?;
+            let (_, labels) =
+                self.target_lists.get(&(*instance, list.clone())).ok_or_else(|| unknown("branch target list", list))?;
             let targets = labels
                 .iter()
-                .map(|l| {
-                    self.labels
-                        .get(&(*instance, l.clone()))
-                        .copied()
-                        .ok_or_else(|| unknown("label", l))
-                })
+                .map(|l| self.labels.get(&(*instance, l.clone())).copied().ok_or_else(|| unknown("label", l)))
                 .collect::<Result<Vec<_>, _>>()?;
             self.insts[*at].op = Op::BrxIdx { targets };
         }
@@ -551,15 +455,7 @@ impl<'a> Mods<'a> {
         Rounding::from_suffix(r)
     }
     fn space(&mut self) -> Space {
-        match self.one_of(&[
-            "global",
-            "shared",
-            "shared::cta",
-            "local",
-            "param",
-            "const",
-            "param::entry",
-        ]) {
+        match self.one_of(&["global", "shared", "shared::cta", "local", "param", "const", "param::entry"]) {
             Some("global") => Space::Global,
             Some("shared") | Some("shared::cta") => Space::Shared,
             Some("local") => Space::Local,
@@ -668,29 +564,19 @@ impl OpdCx<'_, '_> {
             }
             Operand::Not(n) => Opd::NotPred(self.reg(n)?),
             Operand::Int(v) => Opd::Imm(*v),
-            Operand::F32(b) => Opd::Imm(if self.ty == ScalarType::F64 {
-                (f32::from_bits(*b) as f64).to_bits()
-            } else {
-                *b as u64
-            }),
-            Operand::F64(b) => Opd::Imm(if self.ty == ScalarType::F64 {
-                *b
-            } else {
-                (f64::from_bits(*b) as f32).to_bits() as u64
-            }),
+            Operand::F32(b) => {
+                Opd::Imm(if self.ty == ScalarType::F64 { (f32::from_bits(*b) as f64).to_bits() } else { *b as u64 })
+            }
+            Operand::F64(b) => {
+                Opd::Imm(if self.ty == ScalarType::F64 { *b } else { (f64::from_bits(*b) as f32).to_bits() as u64 })
+            }
             Operand::Addr { base, off } => match base {
                 None => Opd::Addr { base: None, off: *off },
                 Some(n) => {
                     if let Some(r) = self.ctx.reg(n) {
-                        Opd::Addr {
-                            base: Some(r),
-                            off: *off,
-                        }
+                        Opd::Addr { base: Some(r), off: *off }
                     } else if let Some(s) = self.ctx.sym(n) {
-                        Opd::Addr {
-                            base: None,
-                            off: self.sym_addr(s) as i64 + off,
-                        }
+                        Opd::Addr { base: None, off: self.sym_addr(s) as i64 + off }
                     } else {
                         return Err(format!("unknown name `{n}` in an address"));
                     }
@@ -706,9 +592,7 @@ impl OpdCx<'_, '_> {
         match o {
             Operand::Name(n) => Ok(Opd::Reg(self.reg(n)?)),
             Operand::Sink => Ok(Opd::Sink),
-            Operand::Vec(v) => Ok(Opd::Vec(
-                v.iter().map(|x| self.dst(x)).collect::<Result<Vec<_>, _>>()?.into(),
-            )),
+            Operand::Vec(v) => Ok(Opd::Vec(v.iter().map(|x| self.dst(x)).collect::<Result<Vec<_>, _>>()?.into())),
             _ => Err(format!("{o:?} cannot be a destination")),
         }
     }
@@ -774,10 +658,7 @@ fn bool_op(m: &mut Mods) -> Option<BoolOp> {
 }
 
 fn is_half(t: ScalarType) -> bool {
-    matches!(
-        t,
-        ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2
-    )
+    matches!(t, ScalarType::F16 | ScalarType::F16x2 | ScalarType::Bf16 | ScalarType::Bf16x2)
 }
 
 fn is_int_type(t: ScalarType) -> bool {
@@ -791,11 +672,7 @@ fn lower_instr(i: &Instr, ctx: &mut Ctx, carry_reg: &mut Option<u32>) -> Result<
     let base = parts.next().unwrap_or("");
     let mut m = Mods { parts: parts.collect() };
     let guard = match &i.guard {
-        Some((p, neg)) => Some((
-            ctx.reg(p)
-                .ok_or_else(|| err(i.line, format!("undeclared predicate `{p}`")))?,
-            *neg,
-        )),
+        Some((p, neg)) => Some((ctx.reg(p).ok_or_else(|| err(i.line, format!("undeclared predicate `{p}`")))?, *neg)),
         None => None,
     };
     if matches!(base, "add" | "sub" | "addc" | "subc" | "mad" | "madc")
@@ -807,26 +684,13 @@ fn lower_instr(i: &Instr, ctx: &mut Ctx, carry_reg: &mut Option<u32>) -> Result<
     }
     let mut ops = i.operands.iter();
     let decoded = decode(base, &mut m, &mut ops, ctx, i.line).map_err(unsupported)?;
-    m.finish()
-        .map_err(|e| err(i.line, format!("unsupported instruction `{full}`: {e}")))?;
+    m.finish().map_err(|e| err(i.line, format!("unsupported instruction `{full}`: {e}")))?;
     let (op, ty, d, mut d2, s, class) = decoded;
-    if matches!(
-        op,
-        Op::Int(IntOp::AddCarry { .. } | IntOp::SubCarry { .. } | IntOp::MadCarry { .. })
-    ) {
+    if matches!(op, Op::Int(IntOp::AddCarry { .. } | IntOp::SubCarry { .. } | IntOp::MadCarry { .. })) {
         // The carry flag lives in one hidden register per kernel.
         d2 = Opd::Reg(carry_reg.unwrap_or(0));
     }
-    Ok(Inst {
-        op,
-        ty,
-        guard,
-        d,
-        d2,
-        s,
-        class,
-        line: i.line,
-    })
+    Ok(Inst { op, ty, guard, d, d2, s, class, line: i.line })
 }
 
 type Decoded = (Op, ScalarType, Opd, Opd, Vec<Opd>, Class);
@@ -862,26 +726,12 @@ fn decode<'o>(
                 let s = halves_of_128(c.src(all[1])?, 1)?;
                 return Ok((Op::Copy, T::B64, d, Opd::Sink, vec![s], Class::Other));
             }
-            (
-                Op::Mov,
-                ty,
-                c.dst(all[0])?,
-                Opd::Sink,
-                vec![c.src(all[1])?],
-                Class::Other,
-            )
+            (Op::Mov, ty, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Other)
         }
         "createpolicy" => {
             m.parts.clear();
             let c = cx(Space::Generic, T::B64);
-            (
-                Op::Mov,
-                T::B64,
-                c.dst(all[0])?,
-                Opd::Sink,
-                vec![Opd::Imm(0)],
-                Class::Other,
-            )
+            (Op::Mov, T::B64, c.dst(all[0])?, Opd::Sink, vec![Opd::Imm(0)], Class::Other)
         }
         "ld" | "ldu" | "st" => {
             let full_hint = m.parts.contains(&"L2::cache_hint");
@@ -925,23 +775,9 @@ fn decode<'o>(
                 }
             };
             if base == "st" {
-                (
-                    Op::St { space, vec },
-                    ty,
-                    Opd::Sink,
-                    Opd::Sink,
-                    vec![c.src(all[0])?, data(c.src(all[1])?)?],
-                    class,
-                )
+                (Op::St { space, vec }, ty, Opd::Sink, Opd::Sink, vec![c.src(all[0])?, data(c.src(all[1])?)?], class)
             } else {
-                (
-                    Op::Ld { space, vec },
-                    ty,
-                    data(c.dst(all[0])?)?,
-                    Opd::Sink,
-                    vec![c.src(all[1])?],
-                    class,
-                )
+                (Op::Ld { space, vec }, ty, data(c.dst(all[0])?)?, Opd::Sink, vec![c.src(all[1])?], class)
             }
         }
         "cvta" => {
@@ -953,27 +789,13 @@ fn decode<'o>(
                 return Err("cvta needs a state space".into());
             }
             let c = cx(Space::Generic, ty);
-            (
-                Op::Cvta { to_generic: !to, space },
-                ty,
-                c.dst(all[0])?,
-                Opd::Sink,
-                vec![c.src(all[1])?],
-                Class::Int,
-            )
+            (Op::Cvta { to_generic: !to, space }, ty, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Int)
         }
         "isspacep" => {
             let space = m.space();
             want(2)?;
             let c = cx(Space::Generic, T::B64);
-            (
-                Op::Isspacep(space),
-                T::Pred,
-                c.dst(all[0])?,
-                Opd::Sink,
-                vec![c.src(all[1])?],
-                Class::Int,
-            )
+            (Op::Isspacep(space), T::Pred, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Int)
         }
         "add" | "sub" | "mul" | "mad" | "fma" | "div" | "min" | "max" | "abs" | "neg" | "rem" | "addc" | "subc"
         | "madc" | "mul24" | "mad24" | "sad" => {
@@ -1023,11 +845,7 @@ fn decode<'o>(
             if s.len() != 2 + comb.is_some() as usize {
                 return Err("wrong number of operands".into());
             }
-            let op = if base == "set" {
-                Op::Set { cmp, comb, dty }
-            } else {
-                Op::Setp { cmp, comb }
-            };
+            let op = if base == "set" { Op::Set { cmp, comb, dty } } else { Op::Setp { cmp, comb } };
             (op, ty, d, d2, s, class_of_type(ty))
         }
         "selp" => {
@@ -1046,14 +864,7 @@ fn decode<'o>(
             let c = cx(Space::Generic, types[0]);
             let mut s = vec![c.src(all[1])?, c.src(all[2])?];
             s.push(cx(Space::Generic, types[1]).src(all[3])?);
-            (
-                Op::Slct { cty: types[1] },
-                types[0],
-                c.dst(all[0])?,
-                Opd::Sink,
-                s,
-                class_of_type(types[0]),
-            )
+            (Op::Slct { cty: types[1] }, types[0], c.dst(all[0])?, Opd::Sink, s, class_of_type(types[0]))
         }
         "sqrt" | "rcp" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" | "copysign" => {
             let ty = one_type(&m.types())?;
@@ -1079,12 +890,7 @@ fn decode<'o>(
                     return Err("copysign needs .f32 or .f64".into());
                 }
                 return Ok((
-                    Op::Float {
-                        op: FArith::Copysign,
-                        rnd: None,
-                        ftz: false,
-                        sat: false,
-                    },
+                    Op::Float { op: FArith::Copysign, rnd: None, ftz: false, sat: false },
                     ty,
                     c.dst(all[0])?,
                     Opd::Sink,
@@ -1097,14 +903,7 @@ fn decode<'o>(
                 if ty != T::F32 {
                     return Err(format!("{base} is supported for .f32 only"));
                 }
-                (
-                    Op::Special { op, ftz },
-                    ty,
-                    c.dst(all[0])?,
-                    Opd::Sink,
-                    srcs(&c, 1)?,
-                    Class::Special,
-                )
+                (Op::Special { op, ftz }, ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, Class::Special)
             } else {
                 if !matches!(ty, T::F32 | T::F64) {
                     return Err(format!("{base} needs .f32 or .f64"));
@@ -1117,19 +916,7 @@ fn decode<'o>(
                     "rcp" => FArith::Rcp,
                     _ => FArith::Rsqrt,
                 };
-                (
-                    Op::Float {
-                        op,
-                        rnd: None,
-                        ftz,
-                        sat: false,
-                    },
-                    ty,
-                    c.dst(all[0])?,
-                    Opd::Sink,
-                    srcs(&c, 1)?,
-                    class,
-                )
+                (Op::Float { op, rnd: None, ftz, sat: false }, ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, class)
             }
         }
         "testp" => {
@@ -1145,14 +932,7 @@ fn decode<'o>(
             let ty = one_type(&m.types())?;
             want(2)?;
             let c = cx(Space::Generic, ty);
-            (
-                Op::Testp(k),
-                ty,
-                c.dst(all[0])?,
-                Opd::Sink,
-                srcs(&c, 1)?,
-                class_of_type(ty),
-            )
+            (Op::Testp(k), ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, class_of_type(ty))
         }
         "cvt" => decode_cvt(m, &all, ctx)?,
         "brx" => {
@@ -1166,14 +946,7 @@ fn decode<'o>(
             }
             let c = cx(Space::Generic, T::U32);
             // The targets are filled in once every label is known (`Emitter`).
-            (
-                Op::BrxIdx { targets: Vec::new() },
-                T::U32,
-                Opd::Sink,
-                Opd::Sink,
-                vec![c.src(all[0])?],
-                Class::Control,
-            )
+            (Op::BrxIdx { targets: Vec::new() }, T::U32, Opd::Sink, Opd::Sink, vec![c.src(all[0])?], Class::Control)
         }
         "bra" => {
             m.has("uni");
@@ -1182,14 +955,7 @@ fn decode<'o>(
             if !matches!(all[0], Operand::Name(_)) {
                 return Err("branch target must be a label".into());
             }
-            (
-                Op::Bra { target: 0 },
-                T::B32,
-                Opd::Sink,
-                Opd::Sink,
-                vec![],
-                Class::Control,
-            )
+            (Op::Bra { target: 0 }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control)
         }
         "ret" | "exit" => {
             m.has("uni");
@@ -1198,7 +964,7 @@ fn decode<'o>(
         "trap" | "brkpt" => (Op::Trap, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Control),
         "call" => {
             return Err(
-                "calls of .func are not supported (nvcc usually inlines them; mark the callee __forceinline__)".into(),
+                "calls of .func are not supported (nvcc usually inlines them; mark the callee __forceinline__)".into()
             )
         }
         "bar" | "barrier" => {
@@ -1237,11 +1003,7 @@ fn decode<'o>(
             if !allowed.contains(&s.len()) {
                 return Err("wrong number of barrier operands".into());
             }
-            let ty = if matches!(kind, BarKind::Red(BarRed::Popc)) {
-                T::U32
-            } else {
-                T::Pred
-            };
+            let ty = if matches!(kind, BarKind::Red(BarRed::Popc)) { T::U32 } else { T::Pred };
             (Op::Bar { kind }, ty, d, Opd::Sink, s, Class::Sync)
         }
         "membar" | "fence" => {
@@ -1282,14 +1044,7 @@ fn decode<'o>(
             let ty = one_type(&m.types())?;
             want(3)?;
             let c = cx(Space::Generic, ty);
-            (
-                Op::Vote(mode),
-                ty,
-                c.dst(all[0])?,
-                Opd::Sink,
-                srcs(&c, 1)?,
-                Class::Collective,
-            )
+            (Op::Vote(mode), ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, Class::Collective)
         }
         "match" => {
             let all_mode = m.has("all");
@@ -1322,27 +1077,13 @@ fn decode<'o>(
             }
             want(3)?;
             let c = cx(Space::Generic, ty);
-            (
-                Op::Redux(op),
-                ty,
-                c.dst(all[0])?,
-                Opd::Sink,
-                srcs(&c, 1)?,
-                Class::Collective,
-            )
+            (Op::Redux(op), ty, c.dst(all[0])?, Opd::Sink, srcs(&c, 1)?, Class::Collective)
         }
         "activemask" => {
             m.types();
             want(1)?;
             let c = cx(Space::Generic, T::B32);
-            (
-                Op::Activemask,
-                T::B32,
-                c.dst(all[0])?,
-                Opd::Sink,
-                vec![],
-                Class::Collective,
-            )
+            (Op::Activemask, T::B32, c.dst(all[0])?, Opd::Sink, vec![], Class::Collective)
         }
         "atom" | "red" => {
             m.drop_hints();
@@ -1401,23 +1142,9 @@ fn decode<'o>(
             want(2)?;
             let c = cx(Space::Shared, T::B32);
             if base == "ldmatrix" {
-                (
-                    Op::Ldmatrix { num, trans },
-                    T::B32,
-                    c.dst(all[0])?,
-                    Opd::Sink,
-                    vec![c.src(all[1])?],
-                    Class::MemShared,
-                )
+                (Op::Ldmatrix { num, trans }, T::B32, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::MemShared)
             } else {
-                (
-                    Op::Stmatrix { num, trans },
-                    T::B32,
-                    Opd::Sink,
-                    Opd::Sink,
-                    srcs(&c, 0)?,
-                    Class::MemShared,
-                )
+                (Op::Stmatrix { num, trans }, T::B32, Opd::Sink, Opd::Sink, srcs(&c, 0)?, Class::MemShared)
             }
         }
         "cp" => {
@@ -1428,14 +1155,7 @@ fn decode<'o>(
                 return Ok((Op::CpAsyncCommit, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             if m.has("wait_all") {
-                return Ok((
-                    Op::CpAsyncWait { keep: WAIT_ALL },
-                    T::B32,
-                    Opd::Sink,
-                    Opd::Sink,
-                    vec![],
-                    Class::Sync,
-                ));
+                return Ok((Op::CpAsyncWait { keep: WAIT_ALL }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             if m.has("wait_group") {
                 want(1)?;
@@ -1443,14 +1163,7 @@ fn decode<'o>(
                     Operand::Int(v) => *v as u32,
                     _ => return Err("wait_group needs an immediate".into()),
                 };
-                return Ok((
-                    Op::CpAsyncWait { keep },
-                    T::B32,
-                    Opd::Sink,
-                    Opd::Sink,
-                    vec![],
-                    Class::Sync,
-                ));
+                return Ok((Op::CpAsyncWait { keep }, T::B32, Opd::Sink, Opd::Sink, vec![], Class::Sync));
             }
             m.one_of(&["ca", "cg"]).ok_or("cp.async needs .ca or .cg")?;
             let dst_shared = m.has("shared") || m.has("shared::cta");
@@ -1512,22 +1225,10 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
     let sat = m.has("sat");
     let mode = m.one_of(&["lo", "hi", "wide"]);
     let op = match (base, mode) {
-        ("add", _) if cc => IntOp::AddCarry {
-            carry_in: false,
-            carry_out: true,
-        },
-        ("addc", _) => IntOp::AddCarry {
-            carry_in: true,
-            carry_out: cc,
-        },
-        ("sub", _) if cc => IntOp::SubCarry {
-            carry_in: false,
-            carry_out: true,
-        },
-        ("subc", _) => IntOp::SubCarry {
-            carry_in: true,
-            carry_out: cc,
-        },
+        ("add", _) if cc => IntOp::AddCarry { carry_in: false, carry_out: true },
+        ("addc", _) => IntOp::AddCarry { carry_in: true, carry_out: cc },
+        ("sub", _) if cc => IntOp::SubCarry { carry_in: false, carry_out: true },
+        ("subc", _) => IntOp::SubCarry { carry_in: true, carry_out: cc },
         ("add", _) if sat => IntOp::AddSat,
         ("sub", _) if sat => IntOp::SubSat,
         ("add", _) => IntOp::Add,
@@ -1536,16 +1237,10 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
         ("mul", Some("wide")) => IntOp::MulWide,
         ("mul", _) => IntOp::MulLo,
         ("mul24", Some("lo")) => IntOp::Mul24Lo,
-        ("mad", Some(half @ ("lo" | "hi"))) if cc => IntOp::MadCarry {
-            hi: half == "hi",
-            carry_in: false,
-            carry_out: true,
-        },
-        ("madc", Some(half @ ("lo" | "hi"))) => IntOp::MadCarry {
-            hi: half == "hi",
-            carry_in: true,
-            carry_out: cc,
-        },
+        ("mad", Some(half @ ("lo" | "hi"))) if cc => {
+            IntOp::MadCarry { hi: half == "hi", carry_in: false, carry_out: true }
+        }
+        ("madc", Some(half @ ("lo" | "hi"))) => IntOp::MadCarry { hi: half == "hi", carry_in: true, carry_out: cc },
         ("mad", Some("hi")) if !cc => IntOp::MadHi,
         ("mad", Some("wide")) if !cc => IntOp::MadWide,
         ("mad", Some("lo")) if !cc => IntOp::MadLo,
@@ -1570,16 +1265,9 @@ fn decode_int_arith(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], 
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx {
-        ctx,
-        space: Space::Generic,
-        ty,
-    };
+    let c = OpdCx { ctx, space: Space::Generic, ty };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
-    let (d, d2) = if matches!(
-        op,
-        IntOp::AddCarry { .. } | IntOp::SubCarry { .. } | IntOp::MadCarry { .. }
-    ) {
+    let (d, d2) = if matches!(op, IntOp::AddCarry { .. } | IntOp::SubCarry { .. } | IntOp::MadCarry { .. }) {
         (c.dst(all[0])?, Opd::Reg(0))
     } else {
         (c.dst(all[0])?, Opd::Sink)
@@ -1626,20 +1314,9 @@ fn decode_float(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx:
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx {
-        ctx,
-        space: Space::Generic,
-        ty,
-    };
+    let c = OpdCx { ctx, space: Space::Generic, ty };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
-    Ok((
-        Op::Float { op, rnd, ftz, sat },
-        ty,
-        c.dst(all[0])?,
-        Opd::Sink,
-        s,
-        class_of_type(ty),
-    ))
+    Ok((Op::Float { op, rnd, ftz, sat }, ty, c.dst(all[0])?, Opd::Sink, s, class_of_type(ty)))
 }
 
 fn decode_half(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
@@ -1669,20 +1346,9 @@ fn decode_half(base: &str, m: &mut Mods, ty: ScalarType, all: &[&Operand], ctx: 
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx {
-        ctx,
-        space: Space::Generic,
-        ty,
-    };
+    let c = OpdCx { ctx, space: Space::Generic, ty };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
-    Ok((
-        Op::Half { op, rnd, ftz, sat },
-        ty,
-        c.dst(all[0])?,
-        Opd::Sink,
-        s,
-        Class::Fp16,
-    ))
+    Ok((Op::Half { op, rnd, ftz, sat }, ty, c.dst(all[0])?, Opd::Sink, s, Class::Fp16))
 }
 
 fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
@@ -1697,9 +1363,7 @@ fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<
         "popc" => IntOp::Popc,
         "clz" => IntOp::Clz,
         "brev" => IntOp::Brev,
-        "bfind" => IntOp::Bfind {
-            shiftamt: m.has("shiftamt"),
-        },
+        "bfind" => IntOp::Bfind { shiftamt: m.has("shiftamt") },
         "fns" => IntOp::Fns,
         "bfe" => IntOp::Bfe,
         "bfi" => IntOp::Bfi,
@@ -1731,24 +1395,14 @@ fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<
             if types.len() != 2 {
                 return Err("dp4a needs two types".into());
             }
-            let c = OpdCx {
-                ctx,
-                space: Space::Generic,
-                ty: ScalarType::B32,
-            };
+            let c = OpdCx { ctx, space: Space::Generic, ty: ScalarType::B32 };
             let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
             if s.len() != 3 {
                 return Err("expected 4 operands".into());
             }
-            let op = IntOp::Dp4a {
-                a_signed: types[0].is_signed_int(),
-                b_signed: types[1].is_signed_int(),
-            };
-            let ty = if types[0].is_signed_int() || types[1].is_signed_int() {
-                ScalarType::S32
-            } else {
-                ScalarType::U32
-            };
+            let op = IntOp::Dp4a { a_signed: types[0].is_signed_int(), b_signed: types[1].is_signed_int() };
+            let ty =
+                if types[0].is_signed_int() || types[1].is_signed_int() { ScalarType::S32 } else { ScalarType::U32 };
             return Ok((Op::Int(op), ty, c.dst(all[0])?, Opd::Sink, s, Class::Int));
         }
         _ => return Err("unknown opcode".into()),
@@ -1766,11 +1420,7 @@ fn decode_bits(base: &str, m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<
     if all.len() != arity + 1 {
         return Err(format!("expected {} operands", arity + 1));
     }
-    let c = OpdCx {
-        ctx,
-        space: Space::Generic,
-        ty,
-    };
+    let c = OpdCx { ctx, space: Space::Generic, ty };
     let s = all[1..].iter().map(|o| c.src(o)).collect::<Result<Vec<_>, _>>()?;
     Ok((Op::Int(op), ty, c.dst(all[0])?, Opd::Sink, s, Class::Int))
 }
@@ -1791,25 +1441,14 @@ fn decode_cvt(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
         return Err("cvt needs a destination and a source type".into());
     }
     let (dst, src) = (types[0], types[1]);
-    let c = OpdCx {
-        ctx,
-        space: Space::Generic,
-        ty: src,
-    };
+    let c = OpdCx { ctx, space: Space::Generic, ty: src };
     if matches!(dst, ScalarType::F16x2 | ScalarType::Bf16x2) && src == ScalarType::F32 {
         if all.len() != 3 {
             return Err("expected 3 operands".into());
         }
         let rnd = rnd.unwrap_or(Rounding::Rn);
         let s = vec![c.src(all[1])?, c.src(all[2])?];
-        return Ok((
-            Op::CvtPack { rnd, relu },
-            dst,
-            c.dst(all[0])?,
-            Opd::Sink,
-            s,
-            Class::Conversion,
-        ));
+        return Ok((Op::CvtPack { rnd, relu }, dst, c.dst(all[0])?, Opd::Sink, s, Class::Conversion));
     }
     if all.len() != 2 {
         return Err("expected 2 operands".into());
@@ -1823,20 +1462,7 @@ fn decode_cvt(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
     } else {
         numerics::cvt_is_valid(dst, src, rnd, sat, relu)?;
     }
-    Ok((
-        Op::Cvt {
-            src,
-            rnd,
-            ftz,
-            sat,
-            relu,
-        },
-        dst,
-        c.dst(all[0])?,
-        Opd::Sink,
-        vec![c.src(all[1])?],
-        Class::Conversion,
-    ))
+    Ok((Op::Cvt { src, rnd, ftz, sat, relu }, dst, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::Conversion))
 }
 
 fn decode_mma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
@@ -1861,33 +1487,17 @@ fn decode_mma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
         [d, c] => [*d, ScalarType::F16, ScalarType::F16, *c],
         _ => return Err("mma needs .dtype.atype.btype.ctype".into()),
     };
-    let desc = MmaDesc {
-        m: dims[0],
-        n: dims[1],
-        k: dims[2],
-        a_row,
-        b_col,
-        d_ty,
-        a_ty,
-        b_ty,
-        c_ty,
-    };
+    let desc = MmaDesc { m: dims[0], n: dims[1], k: dims[2], a_row, b_col, d_ty, a_ty, b_ty, c_ty };
     let (na, nb, nc, nd) = tensor::mma_fragment_regs(&desc)?;
     if all.len() != 4 {
         return Err("expected 4 operands".into());
     }
-    let c = OpdCx {
-        ctx,
-        space: Space::Generic,
-        ty: ScalarType::B32,
-    };
+    let c = OpdCx { ctx, space: Space::Generic, ty: ScalarType::B32 };
     let count = |o: &Opd| if let Opd::Vec(v) = o { v.len() } else { 1 };
     let d = c.dst(all[0])?;
     let s = vec![c.src(all[1])?, c.src(all[2])?, c.src(all[3])?];
     if count(&d) != nd || count(&s[0]) != na || count(&s[1]) != nb || count(&s[2]) != nc {
-        return Err(format!(
-            "fragment register counts must be D {nd}, A {na}, B {nb}, C {nc}"
-        ));
+        return Err(format!("fragment register counts must be D {nd}, A {na}, B {nb}, C {nc}"));
     }
     let name = format!(
         "mma.m{}n{}k{}.{}.{}.{}.{}",
@@ -1920,12 +1530,7 @@ pub(crate) fn initial_bytes(v: &VarDecl) -> Result<Vec<u8>, LoadError> {
             Operand::F32(b) => *b as u64,
             Operand::F64(b) if v.ty == ScalarType::F32 => (f64::from_bits(*b) as f32).to_bits() as u64,
             Operand::F64(b) => *b,
-            _ => {
-                return Err(err(
-                    v.line,
-                    format!("initialiser {o:?} of `{}` is not supported", v.name),
-                ))
-            }
+            _ => return Err(err(v.line, format!("initialiser {o:?} of `{}` is not supported", v.name))),
         };
         let at = k * elem;
         if at + elem > size {
@@ -1961,16 +1566,11 @@ mod tests {
             ("shfl.down.b32 %r1, %r2, 1, 31;", "shfl.down.b32"),
             ("mbarrier.init.shared.b64 [%rd1], 1;", "mbarrier.init.shared.b64"),
             ("brx.idx %r1, $nowhere;", "$nowhere"),
-            (
-                "ld.global.v4.b128 {%rd1, %rd2, %rd3, %rd4}, [%rd5];",
-                "ld.global.v4.b128",
-            ),
+            ("ld.global.v4.b128 {%rd1, %rd2, %rd3, %rd4}, [%rd5];", "ld.global.v4.b128"),
             ("set.gt.f16x2.f32 %r1, %r2, %r3;", "set.gt.f16x2.f32"),
             ("mov.b128 %rd1, 5;", "mov.b128"),
         ] {
-            let e = load_body(body)
-                .err()
-                .unwrap_or_else(|| panic!("`{body}` must not load"));
+            let e = load_body(body).err().unwrap_or_else(|| panic!("`{body}` must not load"));
             assert_eq!(e.line, 9, "{e}");
             assert!(e.message.contains(needle), "`{body}`: {e}");
         }
@@ -1989,28 +1589,17 @@ mod tests {
         let k = &m.kernels[0];
         let movs: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Mov).map(|i| &i.d).collect();
         assert_ne!(movs[0], movs[1], "the inner `t` is a register of its own");
-        assert_eq!(
-            k.insts[2].s[0], *movs[0],
-            "after the inner scope, `t` is the outer one again"
-        );
+        assert_eq!(k.insts[2].s[0], *movs[0], "after the inner scope, `t` is the outer one again");
         let brx = k.insts.iter().find(|i| matches!(i.op, Op::BrxIdx { .. })).unwrap();
         assert_eq!(brx.op, Op::BrxIdx { targets: vec![4, 5] });
         let st = k.insts.iter().find(|i| matches!(i.op, Op::St { .. })).unwrap();
-        assert_eq!(
-            st.op,
-            Op::St {
-                space: Space::Global,
-                vec: 2
-            }
-        );
+        assert_eq!(st.op, Op::St { space: Space::Global, vec: 2 });
         let copies: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Copy).map(|i| &i.d).collect();
         assert_eq!(st.s[1], *copies[1], "st.b128 stores both halves of q1");
         match (copies[0], copies[1]) {
             (Opd::Vec(q0), Opd::Vec(q1)) => {
                 assert_eq!((q0.len(), q1.len()), (2, 2));
-                let (Opd::Reg(lo), Opd::Reg(hi)) = (&q1[0], &q1[1]) else {
-                    panic!("{q1:?}")
-                };
+                let (Opd::Reg(lo), Opd::Reg(hi)) = (&q1[0], &q1[1]) else { panic!("{q1:?}") };
                 assert_eq!(hi - lo, 1, "a .b128 register is two consecutive slots");
                 assert_eq!(q0[1], Opd::Reg(lo - 1), "q0 lies just below q1");
             }
@@ -2052,12 +1641,7 @@ mod tests {
         }
         let lines: Vec<&str> = full.lines().collect();
         for skip in 0..lines.len() {
-            let text: Vec<&str> = lines
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, l)| *l)
-                .collect();
+            let text: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| *l).collect();
             let _ = Module::load(&text.join("\n"), &mem);
         }
         assert!(Module::load(&full, &mem).is_ok());

@@ -68,9 +68,7 @@ pub(crate) struct VarDecl {
 
 impl VarDecl {
     pub fn size_bytes(&self) -> u64 {
-        self.count
-            .unwrap_or(0)
-            .saturating_mul(self.ty.size_bytes() as u64 * self.vec as u64)
+        self.count.unwrap_or(0).saturating_mul(self.ty.size_bytes() as u64 * self.vec as u64)
     }
 }
 
@@ -119,10 +117,7 @@ struct P<'a> {
 }
 
 fn e(line: u32, m: impl Into<String>) -> LoadError {
-    LoadError {
-        line,
-        message: m.into(),
-    }
+    LoadError { line, message: m.into() }
 }
 
 impl<'a> P<'a> {
@@ -322,17 +317,7 @@ fn parse_var_rest(p: &mut P, space_word: &str, is_extern: bool, line: u32) -> Re
     if align == 0 {
         align = ty.size_bytes() * vec;
     }
-    Ok(VarDecl {
-        line,
-        space,
-        align,
-        ty,
-        vec,
-        name,
-        count,
-        init,
-        is_extern,
-    })
+    Ok(VarDecl { line, space, align, ty, vec, name, count, init, is_extern })
 }
 
 fn parse_init(p: &mut P, out: &mut Vec<Operand>) -> Result<(), LoadError> {
@@ -375,31 +360,15 @@ fn parse_param_list(p: &mut P) -> Result<Vec<VarDecl>, LoadError> {
 }
 
 fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
-    let rets = if !is_entry && p.is_punct('(') {
-        parse_param_list(p)?
-    } else {
-        Vec::new()
-    };
+    let rets = if !is_entry && p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
     let name = p.ident()?.to_string();
-    let params = if p.is_punct('(') {
-        parse_param_list(p)?
-    } else {
-        Vec::new()
-    };
+    let params = if p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
     let mut maxntid = None;
     loop {
         match p.peek() {
             Some(Tok::Punct(';')) => {
                 p.i += 1;
-                return Ok(Func {
-                    line,
-                    name,
-                    is_entry,
-                    params,
-                    rets,
-                    body: None,
-                    maxntid,
-                });
+                return Ok(Func { line, name, is_entry, params, rets, body: None, maxntid });
             }
             Some(Tok::Punct('{')) => break,
             Some(Tok::Ident(w)) => {
@@ -415,12 +384,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
                     _ => return Err(e(p.line(), format!("unsupported function directive `{w}`"))),
                 }
             }
-            _ => {
-                return Err(e(
-                    p.line(),
-                    format!("unexpected {:?} in the header of `{name}`", p.peek()),
-                ))
-            }
+            _ => return Err(e(p.line(), format!("unexpected {:?} in the header of `{name}`", p.peek()))),
         }
     }
     p.expect_punct('{')?;
@@ -452,11 +416,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
                         labels.push(p.ident()?.to_string());
                     }
                     p.expect_punct(';')?;
-                    body.push(Stmt::BranchTargets {
-                        line,
-                        name: w.clone(),
-                        labels,
-                    });
+                    body.push(Stmt::BranchTargets { line, name: w.clone(), labels });
                 } else {
                     body.push(Stmt::Label(line, w.clone()));
                 }
@@ -480,15 +440,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
             _ => body.push(Stmt::Instr(parse_instr(p)?)),
         }
     }
-    Ok(Func {
-        line,
-        name,
-        is_entry,
-        params,
-        rets,
-        body: Some(body),
-        maxntid,
-    })
+    Ok(Func { line, name, is_entry, params, rets, body: Some(body), maxntid })
 }
 
 fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
@@ -552,21 +504,13 @@ fn parse_instr(p: &mut P) -> Result<Instr, LoadError> {
         Ok(())
     };
     parse_operands().map_err(|e| err_in(&opcode, e))?;
-    Ok(Instr {
-        line,
-        guard,
-        opcode,
-        operands,
-    })
+    Ok(Instr { line, guard, opcode, operands })
 }
 
 /// An operand syntax error inside an instruction names the instruction
 /// (most often it is one whose operand forms are not supported).
 fn err_in(opcode: &str, e: LoadError) -> LoadError {
-    LoadError {
-        line: e.line,
-        message: format!("unsupported instruction `{opcode}`: {}", e.message),
-    }
+    LoadError { line: e.line, message: format!("unsupported instruction `{opcode}`: {}", e.message) }
 }
 
 fn signed_int(p: &mut P) -> Result<Option<i64>, LoadError> {
@@ -678,10 +622,7 @@ $L__BB0_2:
     fn parses_declarations_and_statements() {
         let m = parse(&tokenize(SNIPPET).unwrap()).unwrap();
         assert_eq!(m.vars.len(), 2);
-        assert_eq!(
-            m.vars[0].init,
-            vec![Operand::Int(1), Operand::Int((-2i64) as u64), Operand::Int(16)]
-        );
+        assert_eq!(m.vars[0].init, vec![Operand::Int(1), Operand::Int((-2i64) as u64), Operand::Int(16)]);
         assert_eq!(m.vars[0].size_bytes(), 12);
         assert!(m.vars[1].is_extern && m.vars[1].count.is_none());
         let f = &m.funcs[0];
@@ -690,32 +631,15 @@ $L__BB0_2:
         assert_eq!(f.params[1].size_bytes(), 368);
         assert_eq!(f.params[1].align, 8);
         let body = f.body.as_ref().unwrap();
-        let instrs: Vec<&Instr> = body
-            .iter()
-            .filter_map(|s| if let Stmt::Instr(i) = s { Some(i) } else { None })
-            .collect();
+        let instrs: Vec<&Instr> =
+            body.iter().filter_map(|s| if let Stmt::Instr(i) = s { Some(i) } else { None }).collect();
         assert_eq!(instrs[0].guard, Some(("%p1".to_string(), true)));
         assert_eq!(instrs[0].line, 15);
-        assert_eq!(
-            instrs[1].operands[0],
-            Operand::Vec(vec![Operand::Name("lo".into()), Operand::Name("hi".into())])
-        );
+        assert_eq!(instrs[1].operands[0], Operand::Vec(vec![Operand::Name("lo".into()), Operand::Name("hi".into())]));
         assert_eq!(instrs[2].operands[0], Operand::Pair("%r15".into(), "%p1".into()));
         assert_eq!(instrs[2].operands[4], Operand::Int(u64::MAX));
-        assert_eq!(
-            instrs[3].operands[1],
-            Operand::Addr {
-                base: Some("%rd1".into()),
-                off: -16
-            }
-        );
-        assert_eq!(
-            instrs[4].operands[0],
-            Operand::Addr {
-                base: Some("tile".into()),
-                off: 4
-            }
-        );
+        assert_eq!(instrs[3].operands[1], Operand::Addr { base: Some("%rd1".into()), off: -16 });
+        assert_eq!(instrs[4].operands[0], Operand::Addr { base: Some("tile".into()), off: 4 });
         assert_eq!(instrs[4].operands[1], Operand::F32(0x3F80_0000));
         assert!(body.iter().any(|s| matches!(s, Stmt::Label(_, l) if l == "$L__BB0_2")));
     }

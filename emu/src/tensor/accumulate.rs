@@ -40,7 +40,12 @@ use crate::numerics::format::{round_to_format, Decoded, Direction, FloatFormat};
 /// values, as every product and partial sum on this path is exact anyway,
 /// in fewer instructions where the CPU has them (slow where it has not).
 #[inline(always)]
-pub(crate) fn multiply_accumulate<const FUSED: bool>(ops: &Operands, precision: u32, d_fmt: FloatFormat, mut store_row: impl FnMut(usize, &[u32; 8])) {
+pub(crate) fn multiply_accumulate<const FUSED: bool>(
+    ops: &Operands,
+    precision: u32,
+    d_fmt: FloatFormat,
+    mut store_row: impl FnMut(usize, &[u32; 8]),
+) {
     let k = ops.k;
     let budget = spread_budget(precision, k);
     let row_spread = binade_spreads(&ops.a_t[..k]);
@@ -188,7 +193,9 @@ fn round_once(value: f64, fmt: FloatFormat) -> u32 {
         }
     }
     match FloatFormat::F64.decode(value.to_bits()) {
-        Decoded::Finite { neg, sig, exp } => round_to_format(fmt, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32,
+        Decoded::Finite { neg, sig, exp } => {
+            round_to_format(fmt, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32
+        }
         Decoded::Zero { neg } => fmt.zero(neg) as u32,
         // Finite inputs give a finite sum.
         Decoded::Inf { neg } => fmt.inf(neg) as u32,
@@ -301,7 +308,9 @@ mod tests {
     #[test]
     fn f16_rounding_shortcut_matches_the_general_rounding() {
         let general = |v: f64| match FloatFormat::F64.decode(v.to_bits()) {
-            Decoded::Finite { neg, sig, exp } => round_to_format(FloatFormat::F16, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32,
+            Decoded::Finite { neg, sig, exp } => {
+                round_to_format(FloatFormat::F16, neg, u128::from(sig), exp, false, Direction::NearestEven) as u32
+            }
             other => panic!("{other:?}"),
         };
         let mut state = 0x0123_4567_89AB_CDEFu64;

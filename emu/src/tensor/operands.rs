@@ -29,7 +29,15 @@ impl Operands {
     /// is `.f16` or `.f32`. Fills `self` in place rather than returning a
     /// new value: moving these 4 KiB costs more than the arithmetic.
     #[inline(always)]
-    pub fn gather(&mut self, layout: InputLayout, ab_ty: ScalarType, c_ty: ScalarType, a: &Fragment, b: &Fragment, c: &Fragment) {
+    pub fn gather(
+        &mut self,
+        layout: InputLayout,
+        ab_ty: ScalarType,
+        c_ty: ScalarType,
+        a: &Fragment,
+        b: &Fragment,
+        c: &Fragment,
+    ) {
         let ops = self;
         ops.k = layout.k();
         // One arm per (layout, type) so that each inlined copy of

@@ -6,7 +6,7 @@ use super::layout::{cd_coord, InputLayout};
 use super::*;
 use crate::numerics::arith::dot_product;
 use crate::numerics::format::Direction;
-use ScalarType::{Bf16, F16, F32, Tf32};
+use ScalarType::{Bf16, Tf32, F16, F32};
 
 struct Rng(u64);
 
@@ -164,7 +164,8 @@ impl Case {
     fn exact(&self, r: usize, col: usize) -> u32 {
         let k = self.layout.k();
         let in_fmt = input_format(self.desc.a_ty);
-        let operand = |bits: u32| in_fmt.decode(u64::from(if self.desc.a_ty == Tf32 { bits & 0xFFFF_E000 } else { bits }));
+        let operand =
+            |bits: u32| in_fmt.decode(u64::from(if self.desc.a_ty == Tf32 { bits & 0xFFFF_E000 } else { bits }));
         let a: Vec<_> = (0..k).map(|kk| operand(self.a[r][kk])).collect();
         let b: Vec<_> = (0..k).map(|kk| operand(self.b[kk][col])).collect();
         let c = input_format(self.desc.c_ty).decode(u64::from(self.c[r][col]));

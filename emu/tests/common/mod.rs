@@ -24,17 +24,12 @@ pub use toolchain::{cuda_root, nvcc, repo_root};
 
 /// `emu/tests/kernels/<name>`.
 pub fn kernel_source(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("kernels")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("kernels").join(name)
 }
 
 /// Where compiled test kernels are cached.
 fn cache_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
     let dir = target.join("ptx-emu-test-kernels");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
@@ -201,11 +196,7 @@ pub fn to_bytes<T: Elem>(data: &[T]) -> Vec<u8> {
 }
 
 pub fn from_bytes<T: Elem>(bytes: &[u8]) -> Vec<T> {
-    assert_eq!(
-        bytes.len() % T::SIZE,
-        0,
-        "byte count not a multiple of the element size"
-    );
+    assert_eq!(bytes.len() % T::SIZE, 0, "byte count not a multiple of the element size");
     bytes.chunks_exact(T::SIZE).map(T::get).collect()
 }
 
@@ -235,9 +226,7 @@ impl Device {
     }
 
     pub fn alloc_unwritten(&self, bytes: u64) -> u64 {
-        self.mem
-            .alloc(bytes)
-            .unwrap_or_else(|e| panic!("alloc of {bytes} bytes: {e}"))
+        self.mem.alloc(bytes).unwrap_or_else(|e| panic!("alloc of {bytes} bytes: {e}"))
     }
 
     pub fn upload<T: Elem>(&self, data: &[T]) -> u64 {
@@ -264,10 +253,7 @@ impl Device {
     }
 
     pub fn kernel_info(&self, kernel: &str) -> KernelInfo {
-        self.module
-            .kernel(kernel)
-            .unwrap_or_else(|| panic!("kernel `{kernel}` not in the module"))
-            .clone()
+        self.module.kernel(kernel).unwrap_or_else(|| panic!("kernel `{kernel}` not in the module")).clone()
     }
 
     /// A parameter builder laid out per `kernel`'s `.param` list.
@@ -294,21 +280,13 @@ impl Device {
 pub fn assert_no_findings(report: &LaunchReport) {
     if !report.findings.is_empty() {
         let listed: Vec<String> = report.findings.iter().map(|f| format!("  {f}")).collect();
-        panic!(
-            "expected no finding, got {}:\n{}",
-            report.findings.len(),
-            listed.join("\n")
-        );
+        panic!("expected no finding, got {}:\n{}", report.findings.len(), listed.join("\n"));
     }
 }
 
 /// 1-D launch.
 pub fn grid_1d(blocks: u32, threads: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid: [blocks, 1, 1],
-        block: [threads, 1, 1],
-        dynamic_shared_bytes: 0,
-    }
+    LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], dynamic_shared_bytes: 0 }
 }
 
 /// Blocks needed to cover `n` with `threads` per block.
@@ -334,11 +312,7 @@ impl Params {
     #[track_caller]
     pub fn bytes(mut self, value: &[u8]) -> Self {
         let Some(param) = self.info.params.get(self.next) else {
-            panic!(
-                "kernel `{}` takes only {} parameters",
-                self.info.name,
-                self.info.params.len()
-            );
+            panic!("kernel `{}` takes only {} parameters", self.info.name, self.info.params.len());
         };
         assert_eq!(
             param.size as usize,
@@ -466,15 +440,7 @@ pub fn assert_bit_exact<T: Elem>(what: &str, got: &[T], want: &[T]) {
         what,
         got.len(),
         |i| got[i].bits() != want[i].bits(),
-        |i| {
-            format!(
-                "got {:?} ({:#x}), want {:?} ({:#x})",
-                got[i],
-                got[i].bits(),
-                want[i],
-                want[i].bits()
-            )
-        },
+        |i| format!("got {:?} ({:#x}), want {:?} ({:#x})", got[i], got[i].bits(), want[i], want[i].bits()),
     );
 }
 
@@ -496,15 +462,7 @@ pub fn assert_within_ulps(what: &str, got: &[f32], want: &[f64], max_ulps: impl 
         what,
         got.len(),
         |i| ulps(i).is_nan() || ulps(i) > max_ulps(i),
-        |i| {
-            format!(
-                "got {:e}, want {:e}: {:.2} ulps, {} allowed",
-                got[i],
-                want[i],
-                ulps(i),
-                max_ulps(i)
-            )
-        },
+        |i| format!("got {:e}, want {:e}: {:.2} ulps, {} allowed", got[i], want[i], ulps(i), max_ulps(i)),
     );
 }
 
@@ -512,11 +470,7 @@ pub fn assert_within_ulps(what: &str, got: &[f32], want: &[f64], max_ulps: impl 
 fn report_first_bad(what: &str, len: usize, is_bad: impl Fn(usize) -> bool, describe: impl Fn(usize) -> String) {
     let bad: Vec<usize> = (0..len).filter(|&i| is_bad(i)).collect();
     if let Some(&first) = bad.first() {
-        panic!(
-            "{what}: {} of {len} elements wrong; first at index {first}: {}",
-            bad.len(),
-            describe(first)
-        );
+        panic!("{what}: {} of {len} elements wrong; first at index {first}: {}", bad.len(), describe(first));
     }
 }
 

@@ -33,11 +33,7 @@ pub fn compile(src: &str) -> String {
         .arg(&cu)
         .output()
         .expect("running nvcc");
-    assert!(
-        out.status.success(),
-        "nvcc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "nvcc failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&ptx).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     text
@@ -72,9 +68,7 @@ impl Dev {
     pub fn download_f32(&self, a: u64, n: usize) -> Vec<f32> {
         let mut b = vec![0u8; n * 4];
         self.mem.read(a, &mut b).unwrap();
-        b.chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
     /// Launches with parameters packed per the kernel's layout.
@@ -87,10 +81,7 @@ impl Dev {
         args: &[Arg],
         opts: CheckOptions,
     ) -> LaunchReport {
-        let info = self
-            .module
-            .kernel(kernel)
-            .unwrap_or_else(|| panic!("no kernel {kernel}"));
+        let info = self.module.kernel(kernel).unwrap_or_else(|| panic!("no kernel {kernel}"));
         assert_eq!(info.params.len(), args.len(), "argument count of {kernel}");
         let mut buf = vec![0u8; info.param_bytes as usize];
         for (p, a) in info.params.iter().zip(args) {
@@ -98,11 +89,7 @@ impl Dev {
             assert_eq!(bytes.len(), p.size as usize, "size of {}", p.name);
             buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
-        let cfg = LaunchConfig {
-            grid,
-            block,
-            dynamic_shared_bytes: dyn_smem,
-        };
+        let cfg = LaunchConfig { grid, block, dynamic_shared_bytes: dyn_smem };
         launch(&self.module, kernel, &cfg, &buf, &self.mem, &opts).unwrap()
     }
 }

@@ -10,11 +10,7 @@ use super::common::{build_host_tool, compile_ptx_with, cuda_root, cutlass_includ
 use cuda::LaunchConfig;
 
 pub fn cutlass_flags() -> Vec<String> {
-    vec![
-        "-std=c++17".to_string(),
-        "--expt-relaxed-constexpr".to_string(),
-        format!("-I{}", cutlass_include().display()),
-    ]
+    vec!["-std=c++17".to_string(), "--expt-relaxed-constexpr".to_string(), format!("-I{}", cutlass_include().display())]
 }
 
 pub fn cutlass_ptx() -> String {
@@ -78,12 +74,7 @@ pub fn plan_launch_tiled(m: usize, n: usize, k: usize, a: u64, b: u64, d: u64, t
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", params_program.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "params program failed: {}{}",
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "params program failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
     parse_plan(&stdout)
 }
 
@@ -96,17 +87,12 @@ fn parse_plan(text: &str) -> LaunchPlan {
             .collect()
     };
     let numbers = |name: &str| -> Vec<u32> {
-        field(name)
-            .iter()
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("bad {name}: {v}")))
-            .collect()
+        field(name).iter().map(|v| v.parse().unwrap_or_else(|_| panic!("bad {name}: {v}"))).collect()
     };
     let (grid, block) = (numbers("grid"), numbers("block"));
     let hex = field("params")[0];
-    let params: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte"))
-        .collect();
+    let params: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte")).collect();
     assert_eq!(params.len() as u32, numbers("params_bytes")[0], "params length");
     LaunchPlan {
         config: LaunchConfig {

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root (the emulator crate lives in `<root>/emu`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("emu/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("emu/ has a parent").to_path_buf()
 }
 
 /// The repo-local toolchain's `site-packages` folders (python version unknown).
@@ -29,9 +26,7 @@ pub fn toolchain_site_packages() -> Vec<PathBuf> {
 }
 
 fn executable_in_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 /// nvcc, looked for in order: `$NVCC`, `$FUSED_LORA_CUDA_ROOT/bin`,
@@ -47,11 +42,7 @@ pub fn nvcc() -> PathBuf {
     candidates
         .into_iter()
         .flatten()
-        .chain(
-            toolchain_site_packages()
-                .into_iter()
-                .map(|site| site.join("nvidia/cu13/bin/nvcc")),
-        )
+        .chain(toolchain_site_packages().into_iter().map(|site| site.join("nvidia/cu13/bin/nvcc")))
         .find(|path| path.is_file())
         .unwrap_or_else(|| {
             panic!("nvcc not found (NVCC, FUSED_LORA_CUDA_ROOT, CUDA_HOME, PATH, .toolchain): run scripts/setup.sh")
@@ -60,9 +51,5 @@ pub fn nvcc() -> PathBuf {
 
 /// The CUDA toolkit folder holding `bin/nvcc`, `include/` (with `cuda.h`), `lib/`.
 pub fn cuda_root() -> PathBuf {
-    nvcc()
-        .parent()
-        .and_then(Path::parent)
-        .expect("nvcc lives in <root>/bin")
-        .to_path_buf()
+    nvcc().parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").to_path_buf()
 }
