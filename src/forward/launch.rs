@@ -72,9 +72,11 @@ pub(crate) enum ForwardTile {
 /// bits either way (each output element's reduction order does not depend on
 /// the tile). The 128x128 tile when it exists for the type (f16/bf16; `half`),
 /// the launch is not split over K, has no dropout (a dropout shrink's output
-/// is rank wide), and its grid still gives every SM at least one CTA: then it
-/// moves half the bytes per mma, and every SM is busy. Otherwise (small
-/// grids, decode) 64x64, whose 4x more CTAs fill the device.
+/// is rank wide), M fills at least one tile row (decode-sized M would leave
+/// most of each 128-row tile's mma on padding, where 64x64 wastes half as
+/// much), and its grid still gives every SM at least one CTA: then it moves
+/// half the bytes per mma, and every SM is busy. Otherwise (small grids,
+/// decode) 64x64, whose 4x more CTAs fill the device.
 pub(crate) fn forward_tile(
     multiprocessors: usize,
     m: usize,
@@ -84,7 +86,8 @@ pub(crate) fn forward_tile(
     dropped: bool,
 ) -> ForwardTile {
     let big_tiles = m.div_ceil(LORA_FWD_BIG_TILE_M as usize) * n.div_ceil(LORA_FWD_BIG_TILE_N as usize);
-    if half && splits == 1 && !dropped && big_tiles >= multiprocessors {
+    let rows_filled = m >= LORA_FWD_BIG_TILE_M as usize;
+    if half && splits == 1 && !dropped && rows_filled && big_tiles >= multiprocessors {
         ForwardTile::Big
     } else {
         ForwardTile::Small
@@ -225,6 +228,10 @@ mod tests {
         // Exactly one per SM: 12 x 9 tiles.
         assert_eq!(forward_tile(108, 1536, 1152, true, 1, false), ForwardTile::Big);
         assert_eq!(forward_tile(132, 1536, 1152, true, 1, false), ForwardTile::Small);
+        // Decode-sized M over a wide N: 112 big tiles, but each 7/8 padding.
+        assert_eq!(forward_tile(108, 16, 14336, true, 1, false), ForwardTile::Small);
+        assert_eq!(forward_tile(108, 127, 14336, true, 1, false), ForwardTile::Small);
+        assert_eq!(forward_tile(108, 128, 14336, true, 1, false), ForwardTile::Big);
         // f32, split K, dropout: always 64x64.
         assert_eq!(forward_tile(108, 4096, 4096, false, 1, false), ForwardTile::Small);
         assert_eq!(forward_tile(108, 4096, 4096, true, 2, false), ForwardTile::Small);
