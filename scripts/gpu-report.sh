@@ -55,7 +55,10 @@ if [ "$dry" = 1 ]; then
     # criterion's test mode: the benches' dry run, checked against the reference.
     bench_args=(--test)
 else
-    tests=()
+    # The kernel tests, on the GPU: the workspace's suite without the
+    # formatting, clippy and dry-run steps of the full command (they need no
+    # GPU), and without the candle build check (a CPU-only compile of minutes).
+    tests=(--no-fail-fast -- --skip builds_in_one_graph_with_candle_core_cuda)
     report_args=()
     bench_args=(--warm-up-time 0.3 --measurement-time 0.8 --sample-size 10 --noplot "$bench_filter")
 fi
