@@ -507,6 +507,21 @@ __device__ __forceinline__ void stage_output(float (&out)[kR][kLd], const float 
         }
 }
 
+// One output vector: plus prior[at..] where given, in f32, rounded to T once,
+// stored as one 16-byte vector (the caller checked alignment and bounds).
+template <typename T>
+__device__ __forceinline__ void store_vector(float (&vals)[kOutVec], T* out, const T* prior, long long at) {
+    if (prior) {
+        const Vec<T> old = *reinterpret_cast<const Vec<T>*>(prior + at);
+#pragma unroll
+        for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(old.v[e]);
+    }
+    Vec<T> rounded;
+#pragma unroll
+    for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
+    *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+}
+
 // Writes the staged output tile (tile row i, column j is out[m0 + i][c0 + j]
 // of the [rows, cols] row-major `out`): plus `bias[col]` and `prior[m][col]`
 // where given (`prior` may equal `out`: each element is read before it is
@@ -545,16 +560,7 @@ __device__ __forceinline__ void store_output(const float (&tile)[kTileRows][kLd]
 #pragma unroll
                 for (int e = 0; e < kOutVec; ++e) vals[e] += add[e];
             }
-            const long long at = at0 + i * apart;
-            if (prior) {
-                const Vec<T> old = *reinterpret_cast<const Vec<T>*>(prior + at);
-#pragma unroll
-                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(old.v[e]);
-            }
-            Vec<T> rounded;
-#pragma unroll
-            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
-            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+            store_vector(vals, out, prior, at0 + i * apart);
         }
         return;
     }
@@ -574,15 +580,7 @@ __device__ __forceinline__ void store_output(const float (&tile)[kTileRows][kLd]
                 if (e < count) vals[e] += to_f32(bias[c + e]);
         }
         if (vector_io && count == kOutVec) {
-            if (prior) {
-                const Vec<T> old = *reinterpret_cast<const Vec<T>*>(prior + at);
-#pragma unroll
-                for (int e = 0; e < kOutVec; ++e) vals[e] += to_f32(old.v[e]);
-            }
-            Vec<T> rounded;
-#pragma unroll
-            for (int e = 0; e < kOutVec; ++e) rounded.v[e] = from_f32<T>(vals[e]);
-            *reinterpret_cast<Vec<T>*>(out + at) = rounded;
+            store_vector(vals, out, prior, at);
         } else {
             for (int e = 0; e < count; ++e) {
                 const float old = prior ? to_f32(prior[at + e]) : 0.0f;
