@@ -22,9 +22,11 @@ cd "$repo_root"
 what="${1:-}"
 shift || true
 
-# The emulator is a driver too: build it first, so the kernel tests always
-# have a device and the emulator's own tests have their library.
-cargo build --release -p ptx-emu
+# The emulator is a driver too: build it first (the executor with its
+# `ptx-emu` runner, and every library it impersonates, all into one folder),
+# so the kernel tests always have a device and the emulator's own tests have
+# their libraries.
+cargo build --release -p ptx-emu -p ptx-emu-cuda
 emulator_dir="$repo_root/target/release"
 
 # The report counts launches: it needs the emulator whatever the machine has.

@@ -99,7 +99,7 @@
 //! - the K loop's steady state (two launches differing only in K, M = N =
 //!   128, r = 16): 4.00 warp instructions, 4 global load sectors and 3
 //!   shared wavefronts per mma.sync (NVIDIA's CUTLASS Sm80 GEMM on the same
-//!   64×64 tiles with 32×32 warp tiles: 5.08, 4 and 3; emu/tests/cutlass.rs);
+//!   64×64 tiles with 32×32 warp tiles: 5.08, 4 and 3; emu/core/tests/cutlass.rs);
 //!   asserted at most 5;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
 //!   `tests/ptxas.rs`); GEMM f16/bf16: 91 and 96 registers (5 CTAs per SM

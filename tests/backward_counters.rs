@@ -281,7 +281,7 @@ fn rowsum_traffic_does_not_grow_with_adapters() {
 /// The most warp instructions dX's reduction loop may issue per mma.sync in
 /// its steady state (the base GEMM dY . W0: tile copies, ldmatrix, mma,
 /// pipeline bookkeeping). NVIDIA's CUTLASS Sm80 GEMM on the same tiles
-/// issues 5.08 (emu/tests/cutlass.rs); dX 4.56 (21.75 before the copy plans).
+/// issues 5.08 (emu/core/tests/cutlass.rs); dX 4.56 (21.75 before the copy plans).
 const STEADY_STATE_PER_MMA: f64 = 5.0;
 
 /// dX's steady state as the difference of two backward runs that differ

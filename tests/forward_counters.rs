@@ -163,7 +163,7 @@ fn counted_efficiency_bf16() {
 /// in its steady state (tile copies, ldmatrix, mma, pipeline bookkeeping).
 /// The per-tile set-up is outside it: copy plans advance by a constant per
 /// K-step. NVIDIA's CUTLASS Sm80 GEMM on the same 64x64 tiles with 32x32
-/// warp tiles issues 5.08 (emu/tests/cutlass.rs, counted the same way);
+/// warp tiles issues 5.08 (emu/core/tests/cutlass.rs, counted the same way);
 /// this kernel 4.00 (18.31 before the copy plans).
 const STEADY_STATE_PER_MMA: f64 = 5.0;
 

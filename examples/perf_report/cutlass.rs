@@ -1,5 +1,5 @@
 //! NVIDIA's CUTLASS Sm80 bf16 GEMM as the baseline: the kernel the
-//! emulator's own tests run (`emu/tests/kernels/cutlass_gemm.cu`), in its
+//! emulator's own tests run (`emu/core/tests/kernels/cutlass_gemm.cu`), in its
 //! 128×128×32 configuration (64×64 warp tiles, 3 stages), compiled
 //! by the toolchain's nvcc and launched through the same driver API as the
 //! crate's kernels. Its `Params` struct comes from the host program
@@ -24,7 +24,7 @@ const PARAMS_WORDS: usize = 256;
 const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
 fn sources() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("emu/tests/kernels")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("emu/core/tests/kernels")
 }
 
 fn env_dir(name: &str) -> Result<PathBuf, Box<dyn Error>> {

@@ -1,0 +1,238 @@
+//! The emulated device: an sm_80-class GPU (A100-like limits), and the
+//! `cuDevice*` exports that describe it.
+//!
+//! Shared memory limits are sm_80's: 48 KB per block by default, 163 KB per
+//! block on opt-in, 164 KB per SM (sm_90 would allow 227 KB; kernels that
+//! need that much would not run on the oldest architecture the crate targets,
+//! so the emulator refuses them too).
+
+use crate::guard::{ffi_guard, write_out};
+use crate::result::{CUresult, DriverResult, CUDA_ERROR_INVALID_DEVICE, CUDA_ERROR_INVALID_VALUE};
+use crate::state::driver;
+use std::ffi::{c_char, c_int};
+
+/// `CUdevice`: a device ordinal.
+pub type CUdevice = c_int;
+
+/// The driver version reported (CUDA 13.0, the bindings the crate is built for).
+pub const DRIVER_VERSION: c_int = 13000;
+pub const DEVICE_NAME: &str = "ptx-emu emulated sm_80 device";
+/// Fixed, so that tests comparing UUIDs across calls are deterministic.
+pub const DEVICE_UUID: [u8; 16] = *b"ptx-emu-sm80-dev";
+
+pub const SHARED_BYTES_PER_BLOCK_DEFAULT: u32 = 48 * 1024;
+pub const SHARED_BYTES_PER_BLOCK_OPTIN: u32 = 163 * 1024;
+pub const SHARED_BYTES_PER_SM: u32 = 164 * 1024;
+pub const RESERVED_SHARED_BYTES_PER_BLOCK: u32 = 1024;
+pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+/// Default global memory: 40 GiB, an A100-40GB (address space only; host
+/// memory is used as allocations are made).
+const DEFAULT_GLOBAL_MEMORY_BYTES: u64 = 40 << 30;
+
+/// Global memory capacity: `PTX_EMU_GLOBAL_MEMORY_BYTES` if set to a
+/// positive integer, else 40 GiB.
+pub fn global_memory_bytes() -> u64 {
+    std::env::var("PTX_EMU_GLOBAL_MEMORY_BYTES")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|bytes| *bytes > 0)
+        .unwrap_or(DEFAULT_GLOBAL_MEMORY_BYTES)
+}
+
+/// Highest `CUdevice_attribute` value that CUDA 13.0's `cuda.h` defines.
+const LAST_DEFINED_ATTRIBUTE: c_int = 147;
+
+/// The value of a device attribute (`CUdevice_attribute` numbering of cuda.h).
+/// Attributes cuda.h defines but that describe hardware features the
+/// emulator lacks (textures, surfaces, managed memory, IPC, ...) read as 0;
+/// numbers cuda.h does not define are `CUDA_ERROR_INVALID_VALUE`.
+// The `1..=LAST_DEFINED_ATTRIBUTE` arm deliberately overlaps the modelled
+// ones: it is the "defined, reads 0" fallback.
+#[allow(clippy::match_overlapping_arm)]
+pub fn attribute_value(attribute: c_int) -> DriverResult<c_int> {
+    let value = match attribute {
+        1 => MAX_THREADS_PER_BLOCK as c_int,             // MAX_THREADS_PER_BLOCK
+        2 | 3 => 1024,                                   // MAX_BLOCK_DIM_X / _Y
+        4 => 64,                                         // MAX_BLOCK_DIM_Z
+        5 => i32::MAX,                                   // MAX_GRID_DIM_X
+        6 | 7 => 65535,                                  // MAX_GRID_DIM_Y / _Z
+        8 => SHARED_BYTES_PER_BLOCK_DEFAULT as c_int,    // MAX_SHARED_MEMORY_PER_BLOCK
+        9 => 64 * 1024,                                  // TOTAL_CONSTANT_MEMORY
+        10 => 32,                                        // WARP_SIZE
+        11 => i32::MAX,                                  // MAX_PITCH
+        12 => 65536,                                     // MAX_REGISTERS_PER_BLOCK
+        13 => 1_410_000,                                 // CLOCK_RATE (kHz)
+        14 => 512,                                       // TEXTURE_ALIGNMENT
+        15 => 1,                                         // GPU_OVERLAP
+        16 => 108,                                       // MULTIPROCESSOR_COUNT
+        31 => 1,                                         // CONCURRENT_KERNELS
+        36 => 1_215_000,                                 // MEMORY_CLOCK_RATE (kHz)
+        37 => 5120,                                      // GLOBAL_MEMORY_BUS_WIDTH
+        38 => 40 * 1024 * 1024,                          // L2_CACHE_SIZE
+        39 => 2048,                                      // MAX_THREADS_PER_MULTIPROCESSOR
+        40 => 2,                                         // ASYNC_ENGINE_COUNT
+        41 => 1,                                         // UNIFIED_ADDRESSING
+        75 => 8,                                         // COMPUTE_CAPABILITY_MAJOR
+        76 => 0,                                         // COMPUTE_CAPABILITY_MINOR
+        78 => 1,                                         // STREAM_PRIORITIES_SUPPORTED
+        79 | 80 => 1,                                    // GLOBAL_ / LOCAL_L1_CACHE_SUPPORTED
+        81 => SHARED_BYTES_PER_SM as c_int,              // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+        82 => 65536,                                     // MAX_REGISTERS_PER_MULTIPROCESSOR
+        87 => 2,                                         // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
+        90 => 1,                                         // COMPUTE_PREEMPTION_SUPPORTED
+        97 => SHARED_BYTES_PER_BLOCK_OPTIN as c_int,     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+        106 => 32,                                       // MAX_BLOCKS_PER_MULTIPROCESSOR
+        111 => RESERVED_SHARED_BYTES_PER_BLOCK as c_int, // RESERVED_SHARED_MEMORY_PER_BLOCK
+        // MEMORY_POOLS_SUPPORTED = 0: cudarc then allocates with cuMemAlloc_v2
+        // and frees with cuMemFree_v2, the simplest path.
+        115 => 0,
+        1..=LAST_DEFINED_ATTRIBUTE => 0,
+        _ => return Err(CUDA_ERROR_INVALID_VALUE),
+    };
+    Ok(value)
+}
+
+fn check_device(device: CUdevice) -> DriverResult {
+    if device == 0 {
+        Ok(())
+    } else {
+        Err(CUDA_ERROR_INVALID_DEVICE)
+    }
+}
+
+/// Copies `name` into a caller buffer of `len` bytes, truncating and always
+/// NUL-terminating, as `cuDeviceGetName` does.
+pub fn copy_c_string(name: &str, out: &mut [u8]) {
+    let Some(room) = out.len().checked_sub(1) else { return };
+    let copied = name.len().min(room);
+    out[..copied].copy_from_slice(&name.as_bytes()[..copied]);
+    out[copied] = 0;
+}
+
+/// # Safety
+/// Pointer arguments must be null or valid for the writes cuda.h documents.
+#[no_mangle]
+pub unsafe extern "C" fn cuDriverGetVersion(driver_version: *mut c_int) -> CUresult {
+    ffi_guard(|| write_out(driver_version, DRIVER_VERSION))
+}
+
+/// # Safety
+/// Pointer arguments must be null or valid for the writes cuda.h documents.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) -> CUresult {
+    ffi_guard(|| {
+        driver().require_init()?;
+        check_device(ordinal)?;
+        write_out(device, ordinal)
+    })
+}
+
+/// # Safety
+/// Pointer arguments must be null or valid for the writes cuda.h documents.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
+    ffi_guard(|| {
+        driver().require_init()?;
+        write_out(count, 1)
+    })
+}
+
+/// # Safety
+/// `name` must be null or valid for `len` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: CUdevice) -> CUresult {
+    ffi_guard(|| {
+        driver().require_init()?;
+        check_device(device)?;
+        if name.is_null() || len <= 0 {
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        let out = std::slice::from_raw_parts_mut(name.cast::<u8>(), len as usize);
+        copy_c_string(DEVICE_NAME, out);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// Pointer arguments must be null or valid for the writes cuda.h documents.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetAttribute(value: *mut c_int, attribute: c_int, device: CUdevice) -> CUresult {
+    ffi_guard(|| {
+        driver().require_init()?;
+        check_device(device)?;
+        write_out(value, attribute_value(attribute)?)
+    })
+}
+
+/// # Safety
+/// Pointer arguments must be null or valid for the writes cuda.h documents.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: CUdevice) -> CUresult {
+    ffi_guard(|| {
+        driver().require_init()?;
+        check_device(device)?;
+        write_out(bytes, global_memory_bytes() as usize)
+    })
+}
+
+/// # Safety
+/// `uuid` must be null or valid for 16 bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetUuid(uuid: *mut [u8; 16], device: CUdevice) -> CUresult {
+    ffi_guard(|| {
+        driver().require_init()?;
+        check_device(device)?;
+        write_out(uuid, DEVICE_UUID)
+    })
+}
+
+/// Same as `cuDeviceGetUuid` (the `_v2` form differs only for MIG instances).
+///
+/// # Safety
+/// `uuid` must be null or valid for 16 bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetUuid_v2(uuid: *mut [u8; 16], device: CUdevice) -> CUresult {
+    cuDeviceGetUuid(uuid, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sm80_attributes() {
+        assert_eq!(attribute_value(75), Ok(8));
+        assert_eq!(attribute_value(76), Ok(0));
+        assert_eq!(attribute_value(16), Ok(108));
+        assert_eq!(attribute_value(10), Ok(32));
+        assert_eq!(attribute_value(8), Ok(49152));
+        assert_eq!(attribute_value(97), Ok(166912));
+        assert_eq!(attribute_value(115), Ok(0));
+    }
+
+    #[test]
+    fn defined_but_unmodelled_attribute_reads_zero() {
+        // 21: MAXIMUM_TEXTURE1D_WIDTH, 147: the last one cuda.h 13.0 defines.
+        assert_eq!(attribute_value(21), Ok(0));
+        assert_eq!(attribute_value(147), Ok(0));
+    }
+
+    #[test]
+    fn undefined_attribute_is_invalid_value() {
+        for attribute in [0, -1, 148, 10_000] {
+            assert_eq!(attribute_value(attribute), Err(CUDA_ERROR_INVALID_VALUE), "attribute {attribute}");
+        }
+    }
+
+    #[test]
+    fn device_name_truncates_with_nul() {
+        let mut small = [0xffu8; 5];
+        copy_c_string("abcdefgh", &mut small);
+        assert_eq!(&small, b"abcd\0");
+        let mut big = [0xffu8; 12];
+        copy_c_string("abc", &mut big);
+        assert_eq!(&big[..4], b"abc\0");
+        let mut empty: [u8; 0] = [];
+        copy_c_string("abc", &mut empty);
+    }
+}
