@@ -16,7 +16,8 @@
 //!
 //! The CUDA driver API on top of it is the `ptx-emu-cuda` package
 //! (`emu/cuda`, `libcuda.so`); the emulated cuBLAS and cuRAND libraries
-//! (`emu/cublas`, `emu/curand`) reach the same device through it.
+//! (`emu/cublas`, `emu/cublaslt`, `emu/curand`) reach the same device
+//! through it.
 
 pub mod counters;
 mod exec;

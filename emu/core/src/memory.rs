@@ -312,6 +312,21 @@ impl GlobalMemory {
     pub fn allocation_containing(&self, addr: u64) -> Option<(u64, u64)> {
         self.find(addr, 1).map(|a| (a.base, a.size))
     }
+
+    /// The live allocation an access at `addr` most likely meant, as
+    /// `(base, size)` (for reports of accesses outside every allocation).
+    pub fn nearest_allocation(&self, addr: u64) -> Option<(u64, u64)> {
+        self.nearest(addr)
+    }
+
+    /// The first byte of `[addr, addr+len)` nothing has written (initcheck
+    /// for host-side readers of device memory, such as the emulated
+    /// libraries), or `None` if every byte was written.
+    pub fn first_uninitialized(&self, addr: u64, len: u64) -> Result<Option<u64>, MemError> {
+        let a = self.find_range(addr, len)?;
+        let off = addr - a.base;
+        Ok((off..off + len).find(|&i| !a.is_init(i, 1)).map(|i| a.base + i))
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! A C program built with `gcc ... -lcuda` against the emulator's
 //! `libcuda.so` runs kernels through the plain driver API and checks the
-//! answers and the error codes itself (`tests/c/client.c`).
+//! answers and the error codes itself (`tests/c/client.c`); another, linked
+//! with `-lcublas -lcurand -lcuda` found through `LIBRARY_PATH`, calls the
+//! emulated libraries (`tests/c/libraries_client.c`).
 
 mod driver_toolchain;
 
@@ -41,6 +43,38 @@ fn c_client_runs_kernels_and_sees_driver_errors() {
         stderr.lines().any(|line| line.starts_with("ptx-emu: ") && line.contains("write_past_end")),
         "no finding reported on stderr:\n{stderr}"
     );
+}
+
+/// Linking as cudarc's `dynamic-linking` does (the libraries found through
+/// `LIBRARY_PATH`, as `ptx-emu run` sets it) records the SONAMEs, and at run
+/// time the libraries bind to the one emulated device.
+#[test]
+fn c_client_links_the_emulated_libraries() {
+    let dir = scratch_dir("libraries_c_client");
+    let lib_dir = libcuda_dir();
+    let client = dir.join("libraries_client");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/libraries_client.c");
+    let compiled = Command::new("gcc")
+        .arg(&source)
+        .arg("-I")
+        .arg(cuda_include_dir(&find_nvcc()))
+        .args(["-lcublas", "-lcurand", "-lcuda", "-o"])
+        .arg(&client)
+        .env("LIBRARY_PATH", &lib_dir)
+        .env("LD_LIBRARY_PATH", &lib_dir)
+        .status()
+        .expect("run gcc");
+    assert!(compiled.success(), "gcc failed on libraries_client.c");
+    let dynamic = Command::new("readelf").arg("-d").arg(&client).output().expect("run readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    for needed in ["libcublas.so.13", "libcurand.so.10", "libcuda.so.1"] {
+        assert!(dynamic.contains(&format!("Shared library: [{needed}]")), "not linked with {needed}:\n{dynamic}");
+    }
+    let output = Command::new(&client).env("LD_LIBRARY_PATH", &lib_dir).output().expect("run client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert_eq!(stdout, "PASS sgemm\nPASS uniform\nALL PASSED\n");
 }
 
 /// The library is a drop-in driver: SONAME libcuda.so.1, the link beside it,

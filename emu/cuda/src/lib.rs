@@ -1,8 +1,9 @@
 //! The CUDA driver API with the C ABI of the toolkit's `cuda.h`, on top of the
 //! `ptx-emu` executor. Exported from the `cdylib` as `libcuda.so` (SONAME
 //! `libcuda.so.1`). The one emulated device lives here; the emulated
-//! libraries (`libcublas.so`, `libcurand.so`) link against this library and
-//! reach the device through the emulator-private exports of [`private`].
+//! libraries (`libcublas.so`, `libcublasLt.so`, `libcurand.so`) link against
+//! this library and reach the device through the emulator-private exports
+//! of [`private`].
 //!
 //! One emulated sm_80-class device (ordinal 0). Semantics that differ from
 //! a GPU, on purpose:
@@ -42,6 +43,7 @@ pub mod memory;
 pub mod module;
 pub mod occupancy;
 mod params;
+pub mod private;
 pub mod result;
 mod state;
 pub mod stream;
