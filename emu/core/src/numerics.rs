@@ -4,6 +4,7 @@
 //! approximate special functions. Pure functions on raw bits.
 
 pub(crate) mod arith;
+mod cast;
 mod conversion;
 mod exact;
 pub(crate) mod format;
@@ -11,6 +12,8 @@ mod special;
 
 use crate::types::ScalarType;
 use format::FloatFormat;
+
+pub(crate) use cast::{bits_of, cvt_fast, cvt_is_plain, mask, sext};
 
 /// A PTX rounding modifier. `Rn*` etc. with the `i` suffix round to an integral
 /// value (`cvt.rni.f32.f32`, float → int conversions).

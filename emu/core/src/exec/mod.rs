@@ -22,6 +22,7 @@
 //!   can progress is reported, as a deadlock).
 
 mod arith;
+pub(crate) mod config;
 mod cta;
 mod memops;
 mod race;
@@ -33,23 +34,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::counters::Counters;
 use crate::findings::{Finding, FindingKind};
-use crate::launch::{CheckOptions, LaunchConfig, LaunchReport};
 use crate::memory::{Allocation, GlobalMemory};
 use crate::module::Module;
 use crate::ptx::ir::{BarKind, Class, Kernel, Op, CLASS_COUNT};
-
-/// Whether a `cvt` is one the executor does as a plain Rust cast (and so
-/// needs no validation beyond its types).
-pub(crate) fn cvt_is_plain(
-    dst: crate::types::ScalarType,
-    src: crate::types::ScalarType,
-    rnd: Option<crate::numerics::Rounding>,
-    ftz: bool,
-    sat: bool,
-    relu: bool,
-) -> bool {
-    arith::cvt_fast(dst, src, rnd, ftz, sat, relu, 0).is_some()
-}
+use config::{CheckOptions, LaunchConfig, LaunchReport};
 
 /// Findings kept per launch (execution stops at the first; CTAs already
 /// running on other threads may add a few more).

@@ -2,8 +2,8 @@
 //! resolved to dense indices, symbols to addresses, labels to instruction
 //! indices and every modifier decoded — nothing is looked up by name at run time.
 
-use crate::module::KernelInfo;
 use crate::numerics::{FloatOp, Rounding, SpecialOp};
+use crate::ptx::info::KernelInfo;
 use crate::tensor::MmaDesc;
 use crate::types::ScalarType;
 

@@ -1,6 +1,6 @@
 //! Splits PTX text into tokens, each tagged with its 1-based line.
 
-use crate::module::LoadError;
+use crate::ptx::info::LoadError;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Tok {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use super::ir::*;
 use super::parser::{Func, Instr, Operand, Stmt, VarDecl, VarSpace};
-use crate::module::{KernelInfo, LoadError, ParamInfo};
 use crate::numerics::{self, FloatOp, Rounding, SpecialOp};
+use crate::ptx::info::{KernelInfo, LoadError, ParamInfo};
 use crate::tensor::{self, MmaDesc};
 use crate::types::ScalarType;
 
@@ -1457,7 +1457,7 @@ fn decode_cvt(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
         if rnd.is_some() || relu || ftz {
             return Err("rounding/relu/ftz on an integer conversion".into());
         }
-    } else if crate::exec::cvt_is_plain(dst, src, rnd, ftz, sat, relu) {
+    } else if crate::numerics::cvt_is_plain(dst, src, rnd, ftz, sat, relu) {
         // Executed as a plain Rust cast; known valid.
     } else {
         numerics::cvt_is_valid(dst, src, rnd, sat, relu)?;

@@ -3,7 +3,7 @@
 //! No semantics here beyond the shape of the text; `lower` checks meaning.
 
 use super::lexer::{Tok, Token};
-use crate::module::LoadError;
+use crate::ptx::info::LoadError;
 use crate::types::ScalarType;
 
 /// The state space of a variable declaration.
