@@ -7,8 +7,10 @@
 //! device; outputs poisoned with NaN, the padding rows of C left untouched;
 //! bad arguments answered with cuBLAS's status codes; an operand whose
 //! leading dimension or batch stride runs past its allocation reported by
-//! memcheck and sticky in the context. cuBLASLt's matmul also with its
-//! epilogues (bias, ReLU, GELU) and a bias per batch.
+//! memcheck and sticky in the context, a read of bytes nothing wrote by
+//! initcheck (the padding rows of a leading dimension never read).
+//! cuBLASLt's matmul also with its epilogues (bias, ReLU, GELU) and a bias
+//! per batch.
 //!
 //! cudarc opens the libraries through `LD_LIBRARY_PATH`, read at process
 //! start, so each test re-runs this executable on an `#[ignore]`d child test
@@ -986,5 +988,59 @@ fn an_lt_batch_stride_past_the_allocation_is_a_finding() {
     assert!(
         stderr.lines().any(|l| l.starts_with("ptx-emu: OutOfBounds in library call `cublasLtMatmul`, operand `C`")),
         "no finding naming the call and operand:\n{stderr}"
+    );
+}
+
+// ------------------------------------------------------------- initcheck
+
+/// A 4 x 4 A with leading dimension 6 in memory nothing wrote, then its
+/// columns (not the two padding rows of each) written.
+fn columns_written_padding_not(stream: &Arc<CudaStream>) -> CudaSlice<f32> {
+    let mut a = unsafe { stream.alloc::<f32>(6 * 4) }.expect("uninitialised A");
+    for column in 0..4 {
+        stream.memcpy_htod(&[1.0f32, 2.0, 3.0, 4.0], &mut a.slice_mut(column * 6..column * 6 + 4)).expect("column");
+    }
+    a
+}
+
+#[test]
+#[ignore = "run in a child process by initcheck_reads_what_the_gemm_reads"]
+fn child_initcheck() {
+    let ctx = CudaContext::new(0).expect("context");
+    let stream = ctx.default_stream();
+    let blas = CudaBlas::new(stream.clone()).expect("cublasCreate");
+    let b = stream.clone_htod(&[0.5f32; 16]).expect("b");
+    let mut c = stream.alloc_zeros::<f32>(16).expect("c");
+    // The padding rows are never read: no finding.
+    let a = columns_written_padding_not(&stream);
+    let cfg = GemmConfig {
+        transa: Op::CUBLAS_OP_N,
+        transb: Op::CUBLAS_OP_N,
+        m: 4,
+        n: 4,
+        k: 4,
+        alpha: 1.0f32,
+        lda: 6,
+        ldb: 4,
+        beta: 0.0,
+        ldc: 4,
+    };
+    unsafe { blas.gemm(cfg, &a, &b, &mut c) }.expect("padding is not read");
+    assert_eq!(stream.clone_dtoh(&c).expect("c")[..4], [2.0, 4.0, 6.0, 8.0], "row i of A is i + 1, B is 0.5");
+    // With lda = 5 the GEMM reads bytes nothing wrote: an initcheck finding.
+    let cfg = GemmConfig { lda: 5, ..cfg };
+    assert_eq!(status(unsafe { blas.gemm(cfg, &a, &b, &mut c) }), 13, "CUBLAS_STATUS_EXECUTION_FAILED");
+    let error: DriverError = stream.synchronize().expect_err("the fault is sticky");
+    assert_eq!(error.0 as u32, 719, "CUDA_ERROR_LAUNCH_FAILED");
+}
+
+#[test]
+fn initcheck_reads_what_the_gemm_reads() {
+    let stderr = assert_child_passed("child_initcheck");
+    let findings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ptx-emu: ")).collect();
+    assert_eq!(findings.len(), 1, "one finding expected:\n{stderr}");
+    assert!(
+        findings[0].starts_with("ptx-emu: Uninitialized in library call `cublasSgemm_v2`, operand `A`"),
+        "{stderr}"
     );
 }
