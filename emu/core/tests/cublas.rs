@@ -703,7 +703,7 @@ fn expect_fault(stream: &Arc<CudaStream>, code: u32) {
 }
 
 #[test]
-#[ignore = "run in a child process by a leading_dimension_past_the_allocation_is_a_finding"]
+#[ignore = "run in a child process by a_leading_dimension_past_the_allocation_is_a_finding"]
 fn child_leading_dimension_past_allocation() {
     let ctx = CudaContext::new(0).expect("context");
     let stream = ctx.default_stream();
