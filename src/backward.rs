@@ -120,7 +120,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
     CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg,
 };
@@ -135,8 +135,8 @@ use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
     LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G,
-    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
-    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LoraGemmParams, LORA_BWD_BIG_SHARED_BYTES, LORA_BWD_BIG_TILE_COLS, LORA_BWD_BIG_TILE_ROWS, LORA_BWD_GEMM_THREADS,
+    LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
 use crate::reference::Dropout;
 use crate::validate::{
@@ -147,6 +147,44 @@ use crate::validate::{
 /// The output tile of the tiled launches.
 const TILE_ROWS: usize = LORA_BWD_TILE_ROWS as usize;
 const TILE_COLS: usize = LORA_BWD_TILE_COLS as usize;
+/// dX's big output tile.
+const BIG_TILE_ROWS: usize = LORA_BWD_BIG_TILE_ROWS as usize;
+const BIG_TILE_COLS: usize = LORA_BWD_BIG_TILE_COLS as usize;
+
+/// The CTA tile of a dX launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DxTile {
+    /// 64 × 64, 32 × 32 warp tiles (`lora_backward_dx_<T>`): 121 registers
+    /// for f16/bf16 (ptxas, sm_80; no spills), 4 CTAs per SM.
+    Small,
+    /// 128 × 128, 64 × 64 warp tiles (`lora_backward_dx_<T>_128x128`): half
+    /// the L2 sectors and shared wavefronts per mma, a quarter of the CTAs.
+    /// 232 registers (ptxas, sm_80; no spills) and 72 KB of dynamic shared
+    /// memory (`LORA_BWD_BIG_SHARED_BYTES`: 4 pipeline slots of a 128 × 32
+    /// and a 32 × 128 tile, or the 128 × 136 f32 output tile, plus the
+    /// per-row adapter lists): 2 CTAs per SM on A100 and H100.
+    Big,
+}
+
+/// Picks dX's tile for an `[m, k]` output reduced over `n` plus the rank,
+/// on a device of `multiprocessors` SMs, the way the forward picks its own
+/// (`forward_tile`): deterministic for a shape and device, and the same
+/// bits either way (each element's reduction order does not depend on the
+/// tile). The 128 × 128 tile when the type has it (f16/bf16: `half`), the
+/// launch is not split over the reduction (`splits`, from m, k and n by the
+/// decode rule: a split means too few tiles already), there is no dropout
+/// (its mask would spill the big tile's registers), M fills at least one
+/// tile row (decode-sized M would leave most of each 128-row tile's mma on
+/// padding), and its grid still gives every SM at least one CTA; otherwise
+/// (small grids, decode) 64 × 64, whose 4× more CTAs fill the device.
+pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize, dropout: bool) -> DxTile {
+    let big_tiles = m.div_ceil(BIG_TILE_ROWS) * k.div_ceil(BIG_TILE_COLS);
+    if half && splits == 1 && !dropout && m >= BIG_TILE_ROWS && big_tiles >= multiprocessors {
+        DxTile::Big
+    } else {
+        DxTile::Small
+    }
+}
 
 // SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
 // the header the kernels include.
@@ -637,6 +675,11 @@ impl LoraKernels {
         let splits = k_splits(sms.max(1) as usize, m, cols, reduction);
         let grid = (cols.div_ceil(TILE_COLS) as u32, m.div_ceil(TILE_ROWS) as u32, splits as u32);
         let params = LoraBwdParams { reduction: which as i32, k_splits: splits as i32, ..params };
+        let half = T::DTYPE.size_bytes() == 2;
+        if dx && dx_tile(sms.max(1) as usize, m, k, half, splits, params.dropout != 0) == DxTile::Big {
+            // SAFETY: the caller's contract.
+            return unsafe { self.launch_dx_big::<T>(stream, params) };
+        }
         if splits == 1 {
             // SAFETY: the caller's contract.
             return unsafe { self.launch_tiled::<T>(stream, name, params, grid) };
@@ -703,6 +746,32 @@ impl LoraKernels {
         Ok(())
     }
 
+    /// Launches `lora_backward_dx_<T>_128x128` (unsplit, no dropout) over the
+    /// `[m, k]` output, one CTA per 128×128 tile, with its dynamic shared memory.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`].
+    unsafe fn launch_dx_big<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: LoraBwdParams) -> Result<()> {
+        let function = self.function(BACKWARD, &format!("lora_backward_dx_{}_128x128", T::DTYPE.kernel_suffix()))?;
+        // Above the 48 KB a launch gets by default: opt in.
+        function.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_BWD_BIG_SHARED_BYTES as i32,
+        )?;
+        let grid =
+            ((params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS), (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS), 1);
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
+            shared_mem_bytes: LORA_BWD_BIG_SHARED_BYTES,
+        };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
     /// Launches `lora_backward_<name>_<T>` with one thread per element of
     /// `elements` along x, `grid_y` by `grid_z` times.
     ///
@@ -735,7 +804,7 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::Dims;
+    use super::{dx_tile, Dims, DxTile};
     use crate::params::{LoraBwdReduction_LORA_BWD_REDUCE_DA as DA, LoraBwdReduction_LORA_BWD_REDUCE_DB as DB};
 
     fn dims(m: usize, n: usize, k: usize, r_max: usize, num_adapters: usize) -> Dims {
@@ -772,5 +841,25 @@ mod tests {
         // The partials hold the larger of the two reductions.
         // dB: 16 chunks x 4096 x 16 = 1 048 576 floats; dA: 4 x 16 x 14 336 = 917 504.
         assert_eq!(d.partial_len(), 16 * 4096 * 16);
+    }
+
+    #[test]
+    fn big_dx_tile_only_where_its_grid_fills_the_device() {
+        // Llama-3-8B projections at M = 4096 on 108 SMs: 32 x 32 big tiles and more.
+        assert_eq!(dx_tile(108, 4096, 4096, true, 1, false), DxTile::Big);
+        assert_eq!(dx_tile(108, 4096, 14_336, true, 1, false), DxTile::Big);
+        // 1024 x 1024: 64 big tiles would leave 44 SMs idle.
+        assert_eq!(dx_tile(108, 1024, 1024, true, 1, false), DxTile::Small);
+        // Exactly one per SM (12 x 9 tiles), with ragged edges.
+        assert_eq!(dx_tile(108, 1500, 1100, true, 1, false), DxTile::Big);
+        assert_eq!(dx_tile(132, 1500, 1100, true, 1, false), DxTile::Small);
+        // Decode-sized M: never, whatever K.
+        assert_eq!(dx_tile(108, 16, 14_336, true, 1, false), DxTile::Small);
+        assert_eq!(dx_tile(108, 127, 14_336, true, 1, false), DxTile::Small);
+        assert_eq!(dx_tile(108, 128, 14_336, true, 1, false), DxTile::Big);
+        // f32, a split reduction, dropout: always 64x64.
+        assert_eq!(dx_tile(108, 4096, 4096, false, 1, false), DxTile::Small);
+        assert_eq!(dx_tile(108, 4096, 4096, true, 2, false), DxTile::Small);
+        assert_eq!(dx_tile(108, 4096, 4096, true, 1, true), DxTile::Small);
     }
 }
