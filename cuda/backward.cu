@@ -11,7 +11,10 @@
 //   token. As in the forward, the reduction is virtual: for every adapter
 //   present among the tile's rows, its K-steps with the rows of other
 //   adapters masked to zero, then (dX only) the base K-steps on the same
-//   accumulator. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   accumulator. dX on large f16/bf16 grids without dropout takes
+//   lora_backward_dx_<T>_128x128 instead (Tile128: 64x64 warp tiles, 4
+//   stages, dynamic shared memory, grouped CTA order; the host picks it,
+//   src/backward.rs): the same code on a bigger tile, so the same bits. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):

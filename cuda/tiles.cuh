@@ -298,9 +298,10 @@ constexpr int kGroupRows = 8;
 // one time read a few left row blocks and a few right column blocks, which
 // stay in L2, instead of one row block against every column block. A
 // bijection of the grid, fixed for a shape: results do not depend on it.
-// (The fused forward uses it; in dX it would raise the register count
-// from 159 to 219, ptxas keeping the dropout mask's per-element counters
-// apart, so dX keeps the plain order.)
+// (The fused forward and dX's 128x128 kernel use it; in the 64x64 dX,
+// which carries the dropout mask's code, it would raise the register count
+// from 121 to 164, ptxas keeping the mask's per-element counters apart, so
+// that kernel keeps the plain order.)
 __device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col) {
     const int cols = gridDim.x;
     const int id = blockIdx.y * cols + blockIdx.x;

@@ -64,11 +64,16 @@
 //! (only without P), G, dB (split partials, then their ordered sum), dA (the
 //! same), dX; G, dX and the shrink add a split sum on the decode path. G, dX and
 //! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
-//! with f32 accumulation, f32 on FMA); every operand is read in its stored
+//! with f32 accumulation, f32 on FMA; f16/bf16 dX on large grids without
+//! dropout takes a 128×128 tile, picked by `dx_tile` as the forward picks
+//! its own, docs/performance.md); every operand is read in its stored
 //! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
 //! transposed on their way into the tensor cores, no transposed copy is
 //! made). dX is fused the way the forward is: the adapter term `s·G·A` and
-//! the base term `dY·W0` on one accumulator, dX written once. There is no
+//! the base term `dY·W0` on one accumulator, dX written once (f16/bf16: the
+//! scaled adapter term first, the base steps added onto it, as the forward
+//! does, so both of dX's tiles give the same bits; f32: the two terms
+//! summed apart and added at the end). There is no
 //! alignment requirement: operands whose row stride and base allow 16-byte
 //! copies take the fast path, others are loaded element by element.
 //!
@@ -92,13 +97,17 @@
 //! - zero shared-memory bank conflicts (ldmatrix, ldmatrix.trans, cp.async
 //!   and epilogue stores); stores equal the output bytes;
 //! - dX's reduction loop in its steady state (two runs differing only in N,
-//!   M = K = 128, r = 16): 4.56 warp instructions, 4 global load sectors
-//!   and 3 shared wavefronts per mma.sync (CUTLASS's Sm80 GEMM on the same
-//!   tiles: 5.08, 4 and 3); asserted at most 5;
+//!   r = 16): on the 64×64 tile (M = K = 128) 4.56 warp instructions, 4
+//!   global load sectors and 3 shared wavefronts per mma.sync (CUTLASS's
+//!   Sm80 GEMM on the same tiles: 5.08, 4 and 3); on the 128×128 tile
+//!   (M = 1536, K = 1152: one tile per emulated SM) 2.22, 2 and 1.5;
+//!   asserted at most 5, and the big tile's loads and wavefronts at most
+//!   half (plus 5 %) the small one's; the 128×128 dX also issues exactly the
+//!   FLOP minimum and reads the 128×128 tile-reuse minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
-//!   (`tests/ptxas.rs`); sm_80 and sm_90: dX f16/bf16 159 and 144 registers
-//!   (it holds the adapter term apart from the base accumulator: 3 CTAs per
-//!   SM), G 115 and 116.
+//!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
+//!   per SM), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each),
+//!   G 115.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input, as docs/contract.md states it: pass the
