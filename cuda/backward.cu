@@ -11,10 +11,11 @@
 //   token. As in the forward, the reduction is virtual: for every adapter
 //   present among the tile's rows, its K-steps with the rows of other
 //   adapters masked to zero, then (dX only) the base K-steps on the same
-//   accumulator. dX on large f16/bf16 grids without dropout takes
-//   lora_backward_dx_<T>_128x128 instead (Tile128: 64x64 warp tiles, 4
-//   stages, dynamic shared memory, grouped CTA order; the host picks it,
-//   src/backward.rs): the same code on a bigger tile, so the same bits. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   accumulator. dX on large f16/bf16 grids takes
+//   lora_backward_dx_<T>_128x128 (lora_backward_dx_dropout_<T>_128x128 with
+//   dropout) instead (Tile128: 64x64 warp tiles, 4 stages, dynamic shared
+//   memory, grouped CTA order; the host picks it, src/backward.rs): the
+//   same code on a bigger tile, so the same bits. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
@@ -364,6 +365,38 @@ __device__ void row_gemm(const LoraBwdParams& p) {
     float adapter_term[kTermFragsM][kTermFragsN][4];
     if constexpr (!kFold) clear(adapter_term);
 
+    // The dropout decisions of the thread's accumulator elements, one bit
+    // each (element e: fragment row block mi, half h, column block ni,
+    // column c, e = ((mi * 2 + h) * kFragsN + ni) * 2 + c), drawn once
+    // before the reduction in a loop that is not unrolled: on the 128x128
+    // tile, drawing them where they are applied (next to 128 live
+    // accumulators, every draw unrolled) would spill. The 64x64 tile draws
+    // each where it is applied.
+    constexpr bool kMaskBits = kDropout && kTileRows != Tile64::kRows;
+    constexpr int kElems = kFragsM * kFragsN * 4;
+    constexpr int kMaskWords = kMaskBits ? kElems / 32 : 1;
+    static_assert(!kMaskBits || kElems % 32 == 0, "whole words of decisions");
+    uint32_t keep_bits[kMaskWords];
+    static_for<kMaskWords>([&](auto w) { keep_bits[decltype(w)::value] = 0; });
+    if constexpr (kMaskBits) {
+        if (p.dropout && first < adapter_steps) {
+#pragma unroll 1
+            for (int e = 0; e < kElems; ++e) {
+                const int c = e & 1;
+                const int ni = (e >> 1) % kFragsN;
+                const int h = ((e >> 1) / kFragsN) & 1;
+                const int mi = (e >> 1) / kFragsN >> 1;
+                const int row = m0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
+                const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
+                const uint32_t bit = row < p.m && col < p.k && mask_of(p).keeps(row, col) ? 1u << (e & 31) : 0u;
+                // Selected, not indexed: a dynamic index would put the words in local memory.
+                static_for<kMaskWords>([&](auto w) {
+                    if (e >> 5 == decltype(w)::value) keep_bits[decltype(w)::value] |= bit;
+                });
+            }
+        }
+    }
+
     // dX: the adapter term times its row's scale and, with dropout, the
     // mask over 1 - p; set aside from the accumulator unless folded.
     auto finish_adapter_term = [&]() {
@@ -380,8 +413,13 @@ __device__ void row_gemm(const LoraBwdParams& p) {
                         float& value = acc[mi][ni][2 * h + c];
                         value *= s;
                         const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
-                        if (kDropout && p.dropout && s != 0.0f && col < p.k)
+                        if constexpr (kMaskBits) {
+                            const int e = ((mi * 2 + h) * kFragsN + ni) * 2 + c;
+                            if (p.dropout && s != 0.0f && col < p.k)
+                                value = (keep_bits[e >> 5] >> (e & 31)) & 1u ? value * p.inv_keep : 0.0f;
+                        } else if (kDropout && p.dropout && s != 0.0f && col < p.k) {
                             value = mask_of(p).keeps(m0 + row, col) ? value * p.inv_keep : 0.0f;
+                        }
                         if constexpr (!kFold) {
                             adapter_term[mi][ni][2 * h + c] = value;
                             value = 0.0f;
@@ -648,10 +686,11 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)
 
-// dX on the 128x128 tile (f16/bf16, large grids without dropout; the host
-// picks it, src/backward.rs): 4 warps of 64x64, 4 stages, dynamic shared
-// memory. No dropout code: the mask's per-element Philox draws next to 128
-// live accumulators would spill.
+// dX on the 128x128 tile (f16/bf16, large grids; the host picks it,
+// src/backward.rs): 4 warps of 64x64, 4 stages, dynamic shared memory.
+// Dropout is a separate entry point (lora_backward_dx_dropout_<T>_128x128,
+// its mask drawn into bits before the reduction): the kernel without it
+// compiles as if dropout did not exist.
 #define STAMP_DX_BIG(SUFFIX, TYPE)                                                         \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
         lora_backward_dx_##SUFFIX##_128x128(const LoraBwdParams p) {                       \
@@ -659,3 +698,11 @@ FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)
     }
 STAMP_DX_BIG(f16, __half)
 STAMP_DX_BIG(bf16, __nv_bfloat16)
+
+#define STAMP_DX_BIG_DROPOUT(SUFFIX, TYPE)                                                 \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_dropout_##SUFFIX##_128x128(const LoraBwdParams p) {               \
+        fused_lora::bwd::row_gemm<TYPE, true, fused_lora::tiles::Tile128, true>(p);        \
+    }
+STAMP_DX_BIG_DROPOUT(f16, __half)
+STAMP_DX_BIG_DROPOUT(bf16, __nv_bfloat16)

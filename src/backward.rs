@@ -64,8 +64,8 @@
 //! (only without P), G, dB (split partials, then their ordered sum), dA (the
 //! same), dX; G, dX and the shrink add a split sum on the decode path. G, dX and
 //! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
-//! with f32 accumulation, f32 on FMA; f16/bf16 dX on large grids without
-//! dropout takes a 128×128 tile, picked by `dx_tile` as the forward picks
+//! with f32 accumulation, f32 on FMA; f16/bf16 dX on large grids takes a
+//! 128×128 tile, picked by `dx_tile` as the forward picks
 //! its own, docs/performance.md); every operand is read in its stored
 //! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
 //! transposed on their way into the tensor cores, no transposed copy is
@@ -168,7 +168,7 @@ pub(crate) enum DxTile {
     Small,
     /// 128 × 128, 64 × 64 warp tiles (`lora_backward_dx_<T>_128x128`): half
     /// the L2 sectors and shared wavefronts per mma, a quarter of the CTAs.
-    /// 232 registers (ptxas, sm_80; no spills) and 72 KB of dynamic shared
+    /// 232 registers (240 with dropout; ptxas, sm_80; no spills) and 72 KB of dynamic shared
     /// memory (`LORA_BWD_BIG_SHARED_BYTES`: 4 pipeline slots of a 128 × 32
     /// and a 32 × 128 tile, or the 128 × 136 f32 output tile, plus the
     /// per-row adapter lists): 2 CTAs per SM on A100 and H100.
@@ -181,14 +181,14 @@ pub(crate) enum DxTile {
 /// bits either way (each element's reduction order does not depend on the
 /// tile). The 128 × 128 tile when the type has it (f16/bf16: `half`), the
 /// launch is not split over the reduction (`splits`, from m, k and n by the
-/// decode rule: a split means too few tiles already), there is no dropout
-/// (its mask would spill the big tile's registers), M fills at least one
+/// decode rule: a split means too few tiles already), M fills at least one
 /// tile row (decode-sized M would leave most of each 128-row tile's mma on
 /// padding), and its grid still gives every SM at least one CTA; otherwise
 /// (small grids, decode) 64 × 64, whose 4× more CTAs fill the device.
-pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize, dropout: bool) -> DxTile {
+/// Dropout does not change the pick: it has its own 128 × 128 entry point.
+pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize) -> DxTile {
     let big_tiles = m.div_ceil(BIG_TILE_ROWS) * k.div_ceil(BIG_TILE_COLS);
-    if half && splits == 1 && !dropout && m >= BIG_TILE_ROWS && big_tiles >= multiprocessors {
+    if half && splits == 1 && m >= BIG_TILE_ROWS && big_tiles >= multiprocessors {
         DxTile::Big
     } else {
         DxTile::Small
@@ -685,7 +685,7 @@ impl LoraKernels {
         let grid = (cols.div_ceil(TILE_COLS) as u32, m.div_ceil(TILE_ROWS) as u32, splits as u32);
         let params = LoraBwdParams { reduction: which as i32, k_splits: splits as i32, ..params };
         let half = T::DTYPE.size_bytes() == 2;
-        if dx && dx_tile(sms.max(1) as usize, m, k, half, splits, params.dropout != 0) == DxTile::Big {
+        if dx && dx_tile(sms.max(1) as usize, m, k, half, splits) == DxTile::Big {
             // SAFETY: the caller's contract.
             return unsafe { self.launch_dx_big::<T>(stream, params) };
         }
@@ -755,13 +755,18 @@ impl LoraKernels {
         Ok(())
     }
 
-    /// Launches `lora_backward_dx_<T>_128x128` (unsplit, no dropout) over the
-    /// `[m, k]` output, one CTA per 128×128 tile, with its dynamic shared memory.
+    /// Launches `lora_backward_dx_<T>_128x128` (`lora_backward_dx_dropout_<T>_128x128`
+    /// with `params.dropout` set; unsplit) over the `[m, k]` output, one CTA
+    /// per 128×128 tile, with its dynamic shared memory.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`].
     unsafe fn launch_dx_big<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: LoraBwdParams) -> Result<()> {
-        let function = self.function(BACKWARD, &format!("lora_backward_dx_{}_128x128", T::DTYPE.kernel_suffix()))?;
+        // Dropout has its own entry point, so the mask's code costs the
+        // launches without it no registers (cuda/backward.cu).
+        let variant = if params.dropout != 0 { "dx_dropout" } else { "dx" };
+        let function =
+            self.function(BACKWARD, &format!("lora_backward_{variant}_{}_128x128", T::DTYPE.kernel_suffix()))?;
         // Above the 48 KB a launch gets by default: opt in.
         function.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -855,20 +860,19 @@ mod tests {
     #[test]
     fn big_dx_tile_only_where_its_grid_fills_the_device() {
         // Llama-3-8B projections at M = 4096 on 108 SMs: 32 x 32 big tiles and more.
-        assert_eq!(dx_tile(108, 4096, 4096, true, 1, false), DxTile::Big);
-        assert_eq!(dx_tile(108, 4096, 14_336, true, 1, false), DxTile::Big);
+        assert_eq!(dx_tile(108, 4096, 4096, true, 1), DxTile::Big);
+        assert_eq!(dx_tile(108, 4096, 14_336, true, 1), DxTile::Big);
         // 1024 x 1024: 64 big tiles would leave 44 SMs idle.
-        assert_eq!(dx_tile(108, 1024, 1024, true, 1, false), DxTile::Small);
+        assert_eq!(dx_tile(108, 1024, 1024, true, 1), DxTile::Small);
         // Exactly one per SM (12 x 9 tiles), with ragged edges.
-        assert_eq!(dx_tile(108, 1500, 1100, true, 1, false), DxTile::Big);
-        assert_eq!(dx_tile(132, 1500, 1100, true, 1, false), DxTile::Small);
+        assert_eq!(dx_tile(108, 1500, 1100, true, 1), DxTile::Big);
+        assert_eq!(dx_tile(132, 1500, 1100, true, 1), DxTile::Small);
         // Decode-sized M: never, whatever K.
-        assert_eq!(dx_tile(108, 16, 14_336, true, 1, false), DxTile::Small);
-        assert_eq!(dx_tile(108, 127, 14_336, true, 1, false), DxTile::Small);
-        assert_eq!(dx_tile(108, 128, 14_336, true, 1, false), DxTile::Big);
-        // f32, a split reduction, dropout: always 64x64.
-        assert_eq!(dx_tile(108, 4096, 4096, false, 1, false), DxTile::Small);
-        assert_eq!(dx_tile(108, 4096, 4096, true, 2, false), DxTile::Small);
-        assert_eq!(dx_tile(108, 4096, 4096, true, 1, true), DxTile::Small);
+        assert_eq!(dx_tile(108, 16, 14_336, true, 1), DxTile::Small);
+        assert_eq!(dx_tile(108, 127, 14_336, true, 1), DxTile::Small);
+        assert_eq!(dx_tile(108, 128, 14_336, true, 1), DxTile::Big);
+        // f32, a split reduction: always 64x64.
+        assert_eq!(dx_tile(108, 4096, 4096, false, 1), DxTile::Small);
+        assert_eq!(dx_tile(108, 4096, 4096, true, 2), DxTile::Small);
     }
 }

@@ -482,10 +482,11 @@ fn last_kernel() -> Option<String> {
 /// and the emulator has 108). M = 1500, K = 1160, N = 104 (none a multiple
 /// of 128: ragged row and column tiles and a partial last reduction step),
 /// five adapters of ranks 8, 40, 1, 17, 32 mixed within tiles, padding NaN:
-/// against the reference, overwriting and accumulating; then the same rows
-/// fed 128 at a time (too small a grid: the 64x64 tile) give the same dX
-/// and G bits. Last, odd K and N (no operand row allows 16-byte copies:
-/// every tile staged element by element) on one adapter.
+/// against the reference, overwriting, and accumulating with dropout (the
+/// 128x128 dropout kernel); then the same rows fed 128 at a time (too small
+/// a grid: the 64x64 tile) give the same dX and G bits. Last, odd K and N
+/// (no operand row allows 16-byte copies: every tile staged element by
+/// element) on one adapter.
 fn big_dx_tile<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let (m, k, n, r_max) = (1500, 1160, 104, 40);
@@ -504,10 +505,27 @@ fn big_dx_tile<T: LoraDType>() {
     assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
     check_against_reference("big dX tile", &case, &full, None);
     let initial = Initial::random(&case, 970);
+    let mut dropped = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: case.index.clone(),
+        x: case.x.clone(),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: case.p.clone(),
+        dy: case.dy.clone(),
+        ..case
+    };
+    dropped.dropout = Some(Dropout::new(0.25, 0x5eed, 1 << 33).expect("dropout"));
     let (accumulated, _) =
-        run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi accumulate");
-    assert_ne!(big(last_kernel()), Some(false), "the big tile accumulating");
-    check_against_reference("big dX tile, accumulate", &case, &accumulated, Some(&initial));
+        run(&dev, &dropped, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi accumulate");
+    let kernel = last_kernel();
+    if let Some(name) = &kernel {
+        assert!(name.contains("_dropout_"), "the dropout kernel: {name}");
+    }
+    assert_ne!(big(kernel), Some(false), "the big tile with dropout");
+    check_against_reference("big dX tile, dropout, accumulate", &dropped, &accumulated, Some(&initial));
 
     const ROWS: usize = 128;
     for m0 in (0..m).step_by(ROWS) {
