@@ -380,18 +380,32 @@ __device__ void row_gemm(const LoraBwdParams& p) {
     static_for<kMaskWords>([&](auto w) { keep_bits[decltype(w)::value] = 0; });
     if constexpr (kMaskBits) {
         if (p.dropout && first < adapter_steps) {
+            const DropoutMask mask = mask_of(p);
+            // A thread's elements come in pairs of adjacent columns (c = 0, 1),
+            // whose mask indices usually share a Philox block of 4: drawn once.
 #pragma unroll 1
-            for (int e = 0; e < kElems; ++e) {
-                const int c = e & 1;
-                const int ni = (e >> 1) % kFragsN;
-                const int h = ((e >> 1) / kFragsN) & 1;
-                const int mi = (e >> 1) / kFragsN >> 1;
+            for (int pair = 0; pair < kElems / 2; ++pair) {
+                const int ni = pair % kFragsN;
+                const int h = (pair / kFragsN) & 1;
+                const int mi = pair / kFragsN >> 1;
                 const int row = m0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
-                const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
-                const uint32_t bit = row < p.m && col < p.k && mask_of(p).keeps(row, col) ? 1u << (e & 31) : 0u;
+                const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4);
+                uint32_t bits = 0;
+                if (row < p.m && col < p.k) {
+                    // As DropoutMask::keeps, for (row, col) and (row, col + 1).
+                    const uint64_t index = static_cast<uint64_t>(row) * static_cast<uint64_t>(mask.row_len) + col;
+                    philox::Block block = philox::bits_of_block(mask.seed, mask.offset, index / 4);
+                    bits = philox::uniform_from_bits(DropoutMask::word(block, index)) >= mask.p ? 1u : 0u;
+                    if (col + 1 < p.k) {
+                        if ((index + 1) / 4 != index / 4)
+                            block = philox::bits_of_block(mask.seed, mask.offset, (index + 1) / 4);
+                        bits |= philox::uniform_from_bits(DropoutMask::word(block, index + 1)) >= mask.p ? 2u : 0u;
+                    }
+                }
+                const int e = 2 * pair;
                 // Selected, not indexed: a dynamic index would put the words in local memory.
                 static_for<kMaskWords>([&](auto w) {
-                    if (e >> 5 == decltype(w)::value) keep_bits[decltype(w)::value] |= bit;
+                    if (e >> 5 == decltype(w)::value) keep_bits[decltype(w)::value] |= bits << (e & 31);
                 });
             }
         }

@@ -486,7 +486,7 @@ fn last_kernel() -> Option<String> {
 /// 128x128 dropout kernel); then the same rows fed 128 at a time (too small
 /// a grid: the 64x64 tile) give the same dX and G bits. Last, odd K and N
 /// (no operand row allows 16-byte copies: every tile staged element by
-/// element) on one adapter.
+/// element) on one adapter, without and with dropout.
 fn big_dx_tile<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let (m, k, n, r_max) = (1500, 1160, 104, 40);
@@ -552,12 +552,17 @@ fn big_dx_tile<T: LoraDType>() {
         assert_eq!(bits(&got.g), bits(&full.g[m0 * r_max..(m0 + rows) * r_max]), "G rows {m0}..");
     }
 
+    // Odd K: a thread's two adjacent mask indices straddle a Philox block on
+    // every other row, and the last column pair has one column.
     let (m, k, n, r) = (1290, 1163, 41, 16);
-    let odd = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 980);
-    let (got, _) =
-        run(&dev, &odd, Api::Single, true, &Initial::nan(&odd), GradMode::Overwrite).expect("backward, odd K and N");
-    assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
-    check_against_reference("big dX tile, odd K and N", &odd, &got, None);
+    let mut odd = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 980);
+    for dropout in [None, Some(Dropout::new(0.5, 77, 5).expect("dropout"))] {
+        odd.dropout = dropout;
+        let (got, _) = run(&dev, &odd, Api::Single, true, &Initial::nan(&odd), GradMode::Overwrite)
+            .expect("backward, odd K and N");
+        assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
+        check_against_reference(&format!("big dX tile, odd K and N, {dropout:?}"), &odd, &got, None);
+    }
 }
 
 #[test]
