@@ -6,6 +6,10 @@
 //! (dX = dY·W0, G = dY·B, dB = s·dYᵀ·P, dA = s·Gᵀ·X, dX += s·G·A), and the
 //! floor every variant pays, the base input-gradient dY·W0 alone. One shape
 //! also runs with 32 adapters (rows in contiguous runs, one per adapter).
+//! dX's two tiles: the training-sized cases take its 128×128 kernel, the
+//! decode-sized ones the 64×64; a square 1024→1024 projection at M = 1024
+//! and 2048 (r = 16) sits on each side of the tile heuristic's threshold
+//! (`shapes::DX_TILE_PROJECTION`), so a GPU run can check where it lies.
 //!
 //! Throughput is counted in FLOPs (`2MNK` for dY·W0 plus `4MNr + 4MrK` for
 //! the adapter's four GEMMs); the stream is synchronised inside each timed
@@ -287,6 +291,11 @@ fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
             }
         }
     }
+    let (name, k, n) = shapes::DX_TILE_PROJECTION;
+    for &m in shapes::DX_TILE_TOKENS {
+        let pr = problem(&stream, m, k, n, RANKS[0], 1).expect("allocate the problem");
+        run_group(c, &engines, &stream, shapes::backward_group(name, m, RANKS[0]), pr);
+    }
     let (name, k, n) = PROJECTIONS[0];
     let pr = problem(&stream, STACKED_TOKENS, k, n, STACKED_RANK, STACKED_ADAPTERS).expect("allocate the problem");
     let group = format!("{}, {STACKED_ADAPTERS} adapters", shapes::backward_group(name, STACKED_TOKENS, STACKED_RANK));
@@ -334,6 +343,11 @@ fn dry_backward(ctx: &Arc<CudaContext>) {
                 cases.insert((m, k, n, r, 1));
             }
         }
+    }
+    let (_, k, n) = shapes::DX_TILE_PROJECTION;
+    for &m in shapes::DX_TILE_TOKENS {
+        let (m, k, n) = shapes::dry_shape(m, k, n);
+        cases.insert((m, k, n, RANKS[0], 1));
     }
     let (_, k, n) = PROJECTIONS[0];
     let (m, k, n) = shapes::dry_shape(STACKED_TOKENS, k, n);

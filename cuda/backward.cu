@@ -11,7 +11,11 @@
 //   token. As in the forward, the reduction is virtual: for every adapter
 //   present among the tile's rows, its K-steps with the rows of other
 //   adapters masked to zero, then (dX only) the base K-steps on the same
-//   accumulator. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   accumulator. dX on large f16/bf16 grids takes
+//   lora_backward_dx_<T>_128x128 (lora_backward_dx_dropout_<T>_128x128 with
+//   dropout) instead (Tile128: 64x64 warp tiles, 4 stages, dynamic shared
+//   memory, grouped CTA order; the host picks it, src/backward.rs): the
+//   same code on a bigger tile, so the same bits. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
@@ -58,6 +62,9 @@ using namespace tiles;
 static_assert(LORA_BWD_TILE_ROWS == kTileRows && LORA_BWD_TILE_COLS == kTileCols && LORA_BWD_TILE_K == kStep &&
                   LORA_BWD_GEMM_THREADS == kThreads,
               "backward_params.h describes the shared tiles");
+static_assert(LORA_BWD_BIG_TILE_ROWS == Tile128::kRows && LORA_BWD_BIG_TILE_COLS == Tile128::kCols &&
+                  LORA_BWD_GEMM_THREADS == Tile128::kThreads,
+              "backward_params.h describes dX's big tile");
 
 // Rows of one split listed at a time by the dA/dB partials.
 constexpr int kWindow = 512;
@@ -87,24 +94,39 @@ __device__ __forceinline__ DropoutMask mask_of(const LoraBwdParams& p) {
 
 // One pipeline slot: a step's two operand tiles, adjacent so that one
 // shared address locates both.
-template <typename T> struct RowGemmSlot {
-    T lhs[kTileRows][RowTile<T>::kLd];
-    T rhs[kStep][RedTile<T>::kLd];
+template <typename T, typename Cfg> struct RowGemmSlot {
+    T lhs[Cfg::kRows][RowTile<T, Cfg::kRows>::kLd];
+    T rhs[kStep][RedTile<T, Cfg::kCols>::kLd];
 };
 
-template <typename T> struct RowGemmShared {
+template <typename T, typename Cfg> struct RowGemmShared {
     // The operand tiles are dead once the reduction ends: the output tile
     // reuses their space.
     union alignas(16) {
-        RowGemmSlot<T> slot[stages<T>()];
-        OutTile out;
+        RowGemmSlot<T, Cfg> slot[Cfg::template stages<T>()];
+        typename Cfg::OutTile out;
     };
-    int row_adapter[kTileRows];     // validated adapter of each tile row, -1 for none
-    float row_scale[kTileRows];     // its scale (dX), 0 for none
-    int present[kTileRows];         // distinct adapters of the tile's rows
-    int first_step[kTileRows + 1];  // prefix sums of their reduction steps
+    int row_adapter[Cfg::kRows];     // validated adapter of each tile row, -1 for none
+    float row_scale[Cfg::kRows];     // its scale (dX), 0 for none
+    int present[Cfg::kRows];         // distinct adapters of the tile's rows
+    int first_step[Cfg::kRows + 1];  // prefix sums of their reduction steps
     int num_present;
 };
+
+// A configuration's shared memory: static when it fits the 48 KB a launch
+// gets without opting in (Tile64), dynamic otherwise (Tile128: the host
+// launches it with LORA_BWD_BIG_SHARED_BYTES, opted in through the
+// function's maximum dynamic shared size).
+template <typename T, typename Cfg> __device__ __forceinline__ RowGemmShared<T, Cfg>& row_gemm_storage() {
+    if constexpr (sizeof(RowGemmShared<T, Cfg>) > 48 * 1024) {
+        static_assert(sizeof(RowGemmShared<T, Cfg>) <= LORA_BWD_BIG_SHARED_BYTES, "the host's launch reserves enough");
+        extern __shared__ __align__(16) unsigned char dynamic_shared[];
+        return *reinterpret_cast<RowGemmShared<T, Cfg>*>(dynamic_shared);
+    } else {
+        __shared__ RowGemmShared<T, Cfg> sm;
+        return sm;
+    }
+}
 
 // What one virtual reduction step multiplies.
 struct StepInfo {
@@ -117,8 +139,9 @@ struct StepInfo {
 // Reads, validates and records the adapter of each tile row, then lists the
 // distinct adapters present (in order of first appearance: a fixed
 // summation order) with the reduction steps each needs.
-template <typename T, bool kDx> __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T>& sm) {
-    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
+template <typename T, bool kDx, typename Cfg>
+__device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cfg>& sm) {
+    for (int i = threadIdx.x; i < Cfg::kRows; i += kThreads) {
         const int m = m0 + i;
         int adapter = -1;
         if (m < p.m) {
@@ -134,26 +157,45 @@ template <typename T, bool kDx> __device__ void resolve_rows(const LoraBwdParams
     }
     __syncthreads();
     // G reduces over N, dX's adapter term over the adapter's rank.
-    list_present(sm.row_adapter, sm.present, sm.first_step, &sm.num_present,
+    list_present<Cfg::kRows>(sm.row_adapter, sm.present, sm.first_step, &sm.num_present,
                  [&](int adapter) { return ((kDx ? rank_of(p, adapter) : p.n) + kStep - 1) / kStep; });
     __syncthreads();
 }
 
 // G [m, r_max] = round_T(dY . B_l) (kDx false), or
-// dX [m, k] = round_T(s_l . (G . A_l) (. mask / (1 - p)) + dY . W0) (kDx true).
-template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p) {
-    constexpr int kStages = stages<T>();
-    __shared__ RowGemmShared<T> sm;
+// dX [m, k] = round_T(s_l . (G . A_l) (. mask / (1 - p)) + dY . W0) (kDx true),
+// on the tile configuration Cfg (Tile64; Tile128 for dX on large grids).
+// kDropout: whether the dropout mask's code is compiled in (the host sends a
+// launch with dropout only to a kernel that has it).
+template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
+__device__ void row_gemm(const LoraBwdParams& p) {
+    constexpr int kStages = Cfg::template stages<T>();
+    constexpr int kTileRows = Cfg::kRows;
+    constexpr int kTileCols = Cfg::kCols;
+    constexpr int kWarpRows = Cfg::kWarpRows;
+    constexpr int kWarpCols = Cfg::kWarpCols;
+    constexpr int kWarpsCols = Cfg::kWarpsCols;
+    constexpr int kFragsM = Cfg::kFragsM;
+    constexpr int kFragsN = Cfg::kFragsN;
+    using LhsTile = RowTile<T, kTileRows>;
+    using RhsTile = RedTile<T, kTileCols>;
+    // f16/bf16 dX folds the adapter term into the accumulator (below).
+    constexpr bool kFold = kDx && sizeof(T) == 2;
+    RowGemmShared<T, Cfg>& sm = row_gemm_storage<T, Cfg>();
 
-    const int m0 = blockIdx.y * kTileRows;
-    const int c0 = blockIdx.x * kTileCols;
+    // Tile64 keeps the plain CTA order (the grouped order would raise its
+    // register count, see grouped_tile); Tile128 walks groups of tile rows.
+    int tile_m = blockIdx.y, tile_n = blockIdx.x;
+    if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n);
+    const int m0 = tile_m * kTileRows;
+    const int c0 = tile_n * kTileCols;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int warp_m0 = (warp / kWarpsCols) * kWarpRows;
     const int warp_n0 = (warp % kWarpsCols) * kWarpCols;
     const int cols = kDx ? p.k : p.r_max;
 
-    resolve_rows<T, kDx>(p, m0, sm);
+    resolve_rows<T, kDx, Cfg>(p, m0, sm);
     const int adapter_steps = sm.first_step[sm.num_present];
     const int base_steps = kDx ? (p.n + kStep - 1) / kStep : 0;
     const int all_steps = adapter_steps + base_steps;
@@ -204,8 +246,8 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     int fast_end = first;   // steps before this are whole steps of two plans
     int seg_k_len = 0;      // the segment's reduction length
     bool lhs_plan = false, rhs_plan = false;
-    ChunkCopy<T, RowTile<T>> lhs_copy;
-    ChunkCopy<T, RedTile<T>> rhs_copy;
+    ChunkCopy<T, LhsTile> lhs_copy;
+    ChunkCopy<T, RhsTile> rhs_copy;
 
     // The windows of the segment of `adapter` (-1: the base), at reduction index k0.
     auto sources = [&](int adapter, int k0, Source<T>& lhs, Source<T>& rhs) {
@@ -238,7 +280,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         seg_k_len = lhs.cols_valid;
         lhs_plan = lhs.vector_ok;
         // A right chunk is then wholly inside the columns or wholly outside.
-        rhs_plan = rhs.vector_ok && rhs.cols_valid % RedTile<T>::kChunk == 0;
+        rhs_plan = rhs.vector_ok && rhs.cols_valid % RhsTile::kChunk == 0;
         fast_end = lhs_plan && rhs_plan ? min(seg_whole_end, last) : step;
         const int adapter = seg_adapter;
         if (lhs_plan)
@@ -250,7 +292,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
                            [&](int, int col) { return c0 + col < rhs.cols_valid; });
     };
 
-    using Slot = RowGemmSlot<T>;
+    using Slot = RowGemmSlot<T, Cfg>;
     const uint32_t slots = shared_address(&sm.slot[0]);
     constexpr uint32_t kSlotBytes = sizeof(Slot);
     constexpr uint32_t kRhsOffset = offsetof(Slot, rhs);
@@ -271,7 +313,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         // The last, partial step of a segment whose length is whole chunks
         // (a rank of 16, say): the plans, with the rows or chunks past it zero.
         const int k_left = seg_k_len - k0;
-        if (!whole && lhs_plan && rhs_plan && k_left % RowTile<T>::kChunk == 0) {
+        if (!whole && lhs_plan && rhs_plan && k_left % LhsTile::kChunk == 0) {
             lhs_copy.copy_partial(at, k_left);
             rhs_copy.copy_partial(at + kRhsOffset, k_left);
             return;
@@ -282,7 +324,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
         if (whole && lhs_plan) {
             lhs_copy.copy(at);
         } else {
-            stage<T, RowTile<T>>(sm.slot[slot].lhs, lhs, [&](int i) {
+            stage<T, LhsTile>(sm.slot[slot].lhs, lhs, [&](int i) {
                 const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
                 return live ? m0 + i : -1;
             });
@@ -291,7 +333,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
             rhs_copy.copy(at + kRhsOffset);
         } else {
             const int k_valid = lhs.cols_valid;
-            stage<T, RedTile<T>>(sm.slot[slot].rhs, rhs, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
+            stage<T, RhsTile>(sm.slot[slot].rhs, rhs, [&](int i) { return k0 + i < k_valid ? k0 + i : -1; });
         }
     };
     // Stages step `step` (if this split has it) into slot `slot`: the
@@ -308,14 +350,69 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
 
     float acc[kFragsM][kFragsN][4];
     clear(acc);
-    // dX: the finished adapter term, kept apart while the base term
+    // dX in f32: the finished adapter term, kept apart while the base term
     // accumulates, then added to it: base + s.(G.A), the order of the
     // contract's formula and of the reference's same-precision computation.
-    float adapter_term[kFragsM][kFragsN][4];
-    clear(adapter_term);
+    // dX in f16/bf16 (kFold): the finished adapter term stays in the
+    // accumulator and the base steps add onto it, as the fused forward
+    // does: s.(G.A) + dY.W0 summed in another f32 order, whose error is
+    // ~2^-16 of the one rounding to T that dominates the contract's bound,
+    // and no second set of accumulators (a 128x128 tile's 4 x 8 fragments
+    // twice would not fit a thread's registers). Both tiles fold, so the
+    // tile a shape takes does not change its bits.
+    constexpr int kTermFragsM = kFold ? 1 : kFragsM;
+    constexpr int kTermFragsN = kFold ? 1 : kFragsN;
+    float adapter_term[kTermFragsM][kTermFragsN][4];
+    if constexpr (!kFold) clear(adapter_term);
+
+    // The dropout decisions of the thread's accumulator elements, one bit
+    // each (element e: fragment row block mi, half h, column block ni,
+    // column c, e = ((mi * 2 + h) * kFragsN + ni) * 2 + c), drawn once
+    // before the reduction in a loop that is not unrolled: on the 128x128
+    // tile, drawing them where they are applied (next to 128 live
+    // accumulators, every draw unrolled) would spill. The 64x64 tile draws
+    // each where it is applied.
+    constexpr bool kMaskBits = kDropout && kTileRows != Tile64::kRows;
+    constexpr int kElems = kFragsM * kFragsN * 4;
+    constexpr int kMaskWords = kMaskBits ? kElems / 32 : 1;
+    static_assert(!kMaskBits || kElems % 32 == 0, "whole words of decisions");
+    uint32_t keep_bits[kMaskWords];
+    static_for<kMaskWords>([&](auto w) { keep_bits[decltype(w)::value] = 0; });
+    if constexpr (kMaskBits) {
+        if (p.dropout && first < adapter_steps) {
+            const DropoutMask mask = mask_of(p);
+            // A thread's elements come in pairs of adjacent columns (c = 0, 1),
+            // whose mask indices usually share a Philox block of 4: drawn once.
+#pragma unroll 1
+            for (int pair = 0; pair < kElems / 2; ++pair) {
+                const int ni = pair % kFragsN;
+                const int h = (pair / kFragsN) & 1;
+                const int mi = pair / kFragsN >> 1;
+                const int row = m0 + warp_m0 + mi * 16 + lane / 4 + 8 * h;
+                const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4);
+                uint32_t bits = 0;
+                if (row < p.m && col < p.k) {
+                    // As DropoutMask::keeps, for (row, col) and (row, col + 1).
+                    const uint64_t index = static_cast<uint64_t>(row) * static_cast<uint64_t>(mask.row_len) + col;
+                    philox::Block block = philox::bits_of_block(mask.seed, mask.offset, index / 4);
+                    bits = philox::uniform_from_bits(DropoutMask::word(block, index)) >= mask.p ? 1u : 0u;
+                    if (col + 1 < p.k) {
+                        if ((index + 1) / 4 != index / 4)
+                            block = philox::bits_of_block(mask.seed, mask.offset, (index + 1) / 4);
+                        bits |= philox::uniform_from_bits(DropoutMask::word(block, index + 1)) >= mask.p ? 2u : 0u;
+                    }
+                }
+                const int e = 2 * pair;
+                // Selected, not indexed: a dynamic index would put the words in local memory.
+                static_for<kMaskWords>([&](auto w) {
+                    if (e >> 5 == decltype(w)::value) keep_bits[decltype(w)::value] |= bits << (e & 31);
+                });
+            }
+        }
+    }
 
     // dX: the adapter term times its row's scale and, with dropout, the
-    // mask over 1 - p, set aside from the accumulator.
+    // mask over 1 - p; set aside from the accumulator unless folded.
     auto finish_adapter_term = [&]() {
 #pragma unroll
         for (int mi = 0; mi < kFragsM; ++mi)
@@ -330,15 +427,22 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
                         float& value = acc[mi][ni][2 * h + c];
                         value *= s;
                         const int col = c0 + warp_n0 + ni * 8 + 2 * (lane % 4) + c;
-                        if (p.dropout && s != 0.0f && col < p.k)
+                        if constexpr (kMaskBits) {
+                            const int e = ((mi * 2 + h) * kFragsN + ni) * 2 + c;
+                            if (p.dropout && s != 0.0f && col < p.k)
+                                value = (keep_bits[e >> 5] >> (e & 31)) & 1u ? value * p.inv_keep : 0.0f;
+                        } else if (kDropout && p.dropout && s != 0.0f && col < p.k) {
                             value = mask_of(p).keeps(m0 + row, col) ? value * p.inv_keep : 0.0f;
-                        adapter_term[mi][ni][2 * h + c] = value;
-                        value = 0.0f;
+                        }
+                        if constexpr (!kFold) {
+                            adapter_term[mi][ni][2 * h + c] = value;
+                            value = 0.0f;
+                        }
                     }
             }
     };
 
-    const WarpMultiply<T, false, true> multiply(warp_m0, warp_n0, lane);
+    const WarpMultiply<T, false, true, Cfg> multiply(warp_m0, warp_n0, lane);
     // Base steps: the warp's columns and the base's last step, once.
     const bool base_live = c0 + warp_n0 < p.k;
     const int base_last_len = p.n - (base_steps - 1) * kStep;
@@ -381,12 +485,14 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
     if (kDx) {
         // A share of adapter steps only (split) sets its term aside here.
         if (first < adapter_steps && last <= adapter_steps) finish_adapter_term();
+        if constexpr (!kFold) {
 #pragma unroll
-        for (int mi = 0; mi < kFragsM; ++mi)
+            for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
-            for (int ni = 0; ni < kFragsN; ++ni)
+                for (int ni = 0; ni < kFragsN; ++ni)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc[mi][ni][e] += adapter_term[mi][ni][e];
+                    for (int e = 0; e < 4; ++e) acc[mi][ni][e] += adapter_term[mi][ni][e];
+        }
     }
 
     if (p.k_splits > 1) {
@@ -593,3 +699,24 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
         fused_lora::bwd::sum_splits<TYPE>(p);                                                                           \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)
+
+// dX on the 128x128 tile (f16/bf16, large grids; the host picks it,
+// src/backward.rs): 4 warps of 64x64, 4 stages, dynamic shared memory.
+// Dropout is a separate entry point (lora_backward_dx_dropout_<T>_128x128,
+// its mask drawn into bits before the reduction): the kernel without it
+// compiles as if dropout did not exist.
+#define STAMP_DX_BIG(SUFFIX, TYPE)                                                         \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_##SUFFIX##_128x128(const LoraBwdParams p) {                       \
+        fused_lora::bwd::row_gemm<TYPE, true, fused_lora::tiles::Tile128, false>(p);       \
+    }
+STAMP_DX_BIG(f16, __half)
+STAMP_DX_BIG(bf16, __nv_bfloat16)
+
+#define STAMP_DX_BIG_DROPOUT(SUFFIX, TYPE)                                                 \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_dropout_##SUFFIX##_128x128(const LoraBwdParams p) {               \
+        fused_lora::bwd::row_gemm<TYPE, true, fused_lora::tiles::Tile128, true>(p);        \
+    }
+STAMP_DX_BIG_DROPOUT(f16, __half)
+STAMP_DX_BIG_DROPOUT(bf16, __nv_bfloat16)

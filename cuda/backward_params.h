@@ -43,6 +43,12 @@
 #define LORA_BWD_TILE_ROWS 64
 #define LORA_BWD_TILE_COLS 64
 #define LORA_BWD_TILE_K 32
+/* dX on large f16/bf16 grids (lora_backward_dx_<T>_128x128): the same
+ * threads on a LORA_BWD_BIG_TILE_ROWS x LORA_BWD_BIG_TILE_COLS tile, with
+ * LORA_BWD_BIG_SHARED_BYTES of dynamic shared memory. */
+#define LORA_BWD_BIG_TILE_ROWS 128
+#define LORA_BWD_BIG_TILE_COLS 128
+#define LORA_BWD_BIG_SHARED_BYTES (72 * 1024)
 
 /* Which gradient a lora_backward_*_partials, lora_backward_finish or lora_backward_sum_splits launch finishes. */
 typedef enum LoraBwdReduction {

@@ -2,7 +2,7 @@
 // tile configuration (TileConfig): a CTA of 4 warps owns a 64x64 output
 // tile (Tile64), each warp a 32x32 sub-tile held as 2 x 4 mma.sync m16n8k16
 // accumulator fragments (f32), or a 128x128 tile (Tile128, the fused
-// forward on large grids) of 64x64 warp tiles (4 x 8 fragments); the
+// forward and dX on large grids) of 64x64 warp tiles (4 x 8 fragments); the
 // reduction is staged in shared memory 32 elements at a time (cp.async,
 // 3 or 4 stages for f16/bf16, 2 for f32). f16/bf16 multiply on tensor cores; f32 multiplies with FMA in the
 // same fragment layout, so everything around the multiply is shared.
@@ -12,7 +12,7 @@
 // - RowTile: 64 rows of 32 reduction elements (rows contiguous in the
 //   reduction: X and W0 in the forward, dY and G as the left operand of the
 //   backward's G and dX);
-// - RedTile: 32 reduction rows of 64 elements (operands stored
+// - RedTile: 32 reduction rows of 64 or 128 elements (operands stored
 //   reduction-major: B, A, W0 as the backward reads them, P, X, dY, G over M).
 // The multiply reads RowTiles with ldmatrix and RedTiles with ldmatrix.trans.
 //
@@ -122,19 +122,21 @@ template <typename T, int kRows_ = kTileRows> struct RowTile {
     static constexpr bool kReductionInRows = false;
 };
 
-// kStep reduction rows of kTileCols elements. f16/bf16 rows are 128 bytes,
-// the 8 chunks of row r permuted by XOR with r % 8: the 8 rows an
+// kStep reduction rows of kCols_ (a CTA tile's rows or columns) elements.
+// f16/bf16 rows are 128 bytes (64 wide) or 256 (128 wide), each group of 8
+// chunks (128 bytes) of row r permuted by XOR with r % 8: the 8 rows an
 // ldmatrix.trans phase addresses (8 consecutive reduction rows, one logical
-// chunk) sit in 8 distinct bank groups, and a quarter-warp's cp.async writes
-// one whole row. f32 rows need no padding: the FMA path reads 8 consecutive
-// floats of a row per warp (broadcast over the other lanes).
-template <typename T> struct RedTile {
+// chunk) sit in 8 distinct bank groups, and a quarter-warp's cp.async
+// writes 8 consecutive chunks of one row, one aligned group. f32 rows need
+// no padding: the FMA path reads 8 consecutive floats of a row per warp
+// (broadcast over the other lanes).
+template <typename T, int kCols_ = kTileCols> struct RedTile {
     static constexpr int kChunk = 16 / sizeof(T);
-    static constexpr int kChunksPerRow = kTileCols / kChunk;
+    static constexpr int kChunksPerRow = kCols_ / kChunk;
     static constexpr int kRows = kStep;
     static constexpr bool kSwizzled = sizeof(T) == 2;
-    static constexpr int kLd = kTileCols;
-    static_assert(!kSwizzled || kChunksPerRow == 8, "the XOR swizzle permutes the 8 chunks of a 128-byte row");
+    static constexpr int kLd = kCols_;
+    static_assert(!kSwizzled || kChunksPerRow % 8 == 0, "the XOR swizzle permutes groups of 8 chunks (128 bytes)");
     static __device__ __forceinline__ int chunk_at(int row, int chunk) { return kSwizzled ? chunk ^ (row & 7) : chunk; }
     static constexpr int kSwizzlePeriod = kSwizzled ? 8 : 1;
     static constexpr bool kReductionInRows = true;
@@ -296,9 +298,10 @@ constexpr int kGroupRows = 8;
 // one time read a few left row blocks and a few right column blocks, which
 // stay in L2, instead of one row block against every column block. A
 // bijection of the grid, fixed for a shape: results do not depend on it.
-// (The fused forward uses it; in dX it would raise the register count
-// from 159 to 219, ptxas keeping the dropout mask's per-element counters
-// apart, so dX keeps the plain order.)
+// (The fused forward and dX's 128x128 kernel use it; in the 64x64 dX,
+// which carries the dropout mask's code, it would raise the register count
+// from 121 to 164, ptxas keeping the mask's per-element counters apart, so
+// that kernel keeps the plain order.)
 __device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col) {
     const int cols = gridDim.x;
     const int id = blockIdx.y * cols + blockIdx.x;
@@ -312,19 +315,23 @@ __device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col) {
     tile_col = static_cast<int>(opaque(in_group / group_rows));
 }
 
-// The tile types of a left (rows) or right (columns) operand.
-template <typename T, bool kTrans> using LeftTile = const T (*)[(kTrans ? RedTile<T>::kLd : RowTile<T>::kLd)];
-template <typename T, bool kTrans> using RightTile = const T (*)[(kTrans ? RedTile<T>::kLd : RowTile<T>::kLd)];
+// The tile types of a left (rows) or right (columns) operand; kWidth: a
+// RedTile's width (the CTA tile's rows for a left, columns for a right one).
+template <typename T, bool kTrans, int kWidth = kTileCols>
+using LeftTile = const T (*)[(kTrans ? RedTile<T, kWidth>::kLd : RowTile<T>::kLd)];
+template <typename T, bool kTrans, int kWidth = kTileCols>
+using RightTile = const T (*)[(kTrans ? RedTile<T, kWidth>::kLd : RowTile<T>::kLd)];
 
 // Where a lane's ldmatrix rows lie in a tile, as byte offsets computed once
 // per kernel. A RowTile (rows m or n, reduction contiguous) is indexed by the
 // k16 step: the m16/n16 blocks lie a constant 16 rows further (16 is a
-// multiple of the swizzle period). A RedTile (reduction rows) is indexed by
-// the block: the second k16 step lies a constant 16 rows further.
-template <typename T, bool kTrans, int kBlocks> struct FragmentRows {
+// multiple of the swizzle period). A RedTile (reduction rows, kWidth wide) is
+// indexed by the block: the second k16 step lies a constant 16 rows further.
+template <typename T, bool kTrans, int kBlocks, int kWidth = kTileCols> struct FragmentRows {
+    using Red = RedTile<T, kWidth>;
     static constexpr int kEntries = kTrans ? kBlocks : kStep / 16;
-    static constexpr uint32_t kRowBytes = (kTrans ? RedTile<T>::kLd : RowTile<T>::kLd) * sizeof(T);
-    static_assert(16 % (kTrans ? RedTile<T>::kSwizzlePeriod : RowTile<T>::kSwizzlePeriod) == 0, "16 rows keep the swizzle");
+    static constexpr uint32_t kRowBytes = (kTrans ? Red::kLd : RowTile<T>::kLd) * sizeof(T);
+    static_assert(16 % (kTrans ? Red::kSwizzlePeriod : RowTile<T>::kSwizzlePeriod) == 0, "16 rows keep the swizzle");
     uint32_t off[kEntries];
 
 };
@@ -333,13 +340,13 @@ template <typename T, bool kTrans, int kBlocks> struct FragmentRows {
 // rows at k + 8 (RowTile); stored reduction-major, matrices (m 0-7, k 0-7),
 // (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15), each 8 k-rows of 8 m
 // (RedTile).
-template <typename T, bool kTrans, int kFM = kFragsM>
-__device__ __forceinline__ FragmentRows<T, kTrans, kFM> left_rows(int warp_m0, int lane) {
-    FragmentRows<T, kTrans, kFM> rows;
+template <typename T, bool kTrans, int kFM = kFragsM, int kWidth = kTileCols>
+__device__ __forceinline__ FragmentRows<T, kTrans, kFM, kWidth> left_rows(int warp_m0, int lane) {
+    FragmentRows<T, kTrans, kFM, kWidth> rows;
 #pragma unroll
     for (int e = 0; e < rows.kEntries; ++e) {
         if constexpr (kTrans) {
-            rows.off[e] = opaque(byte_offset<RedTile<T>, T>(lane % 8 + (lane / 16) * 8, warp_m0 + e * 16 + ((lane / 8) % 2) * 8));
+            rows.off[e] = opaque(byte_offset<RedTile<T, kWidth>, T>(lane % 8 + (lane / 16) * 8, warp_m0 + e * 16 + ((lane / 8) % 2) * 8));
         } else {
             rows.off[e] = opaque(byte_offset<RowTile<T>, T>(warp_m0 + lane % 16, e * 16 + (lane / 16) * 8));
         }
@@ -349,13 +356,13 @@ __device__ __forceinline__ FragmentRows<T, kTrans, kFM> left_rows(int warp_m0, i
 
 // Right fragments, two n8 blocks per ldmatrix.x4: matrices (n 0-7, k 0-7),
 // (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
-template <typename T, bool kTrans, int kPairs = kFragsN / 2>
-__device__ __forceinline__ FragmentRows<T, kTrans, kPairs> right_rows(int warp_n0, int lane) {
-    FragmentRows<T, kTrans, kPairs> rows;
+template <typename T, bool kTrans, int kPairs = kFragsN / 2, int kWidth = kTileCols>
+__device__ __forceinline__ FragmentRows<T, kTrans, kPairs, kWidth> right_rows(int warp_n0, int lane) {
+    FragmentRows<T, kTrans, kPairs, kWidth> rows;
 #pragma unroll
     for (int e = 0; e < rows.kEntries; ++e) {
         if constexpr (kTrans) {
-            rows.off[e] = opaque(byte_offset<RedTile<T>, T>(lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + e * 16 + (lane / 16) * 8));
+            rows.off[e] = opaque(byte_offset<RedTile<T, kWidth>, T>(lane % 8 + ((lane / 8) % 2) * 8, warp_n0 + e * 16 + (lane / 16) * 8));
         } else {
             rows.off[e] = opaque(byte_offset<RowTile<T>, T>(warp_n0 + (lane / 16) * 8 + lane % 8, e * 16 + ((lane / 8) % 2) * 8));
         }
@@ -367,9 +374,10 @@ __device__ __forceinline__ FragmentRows<T, kTrans, kPairs> right_rows(int warp_n
 // of n8) at k16 step kKk / 16, from the tile at shared address `tile`. The
 // register part of the address is the tile plus the lane's offset for the
 // varying index, the constant part an immediate.
-template <typename T, bool kTrans, int kBlocks, int kBlock, int kKk>
-__device__ __forceinline__ void load_fragment(uint32_t (&r)[4], uint32_t tile, const FragmentRows<T, kTrans, kBlocks>& rows) {
-    using Rows = FragmentRows<T, kTrans, kBlocks>;
+template <typename T, bool kTrans, int kBlocks, int kWidth, int kBlock, int kKk>
+__device__ __forceinline__ void load_fragment(uint32_t (&r)[4], uint32_t tile,
+                                              const FragmentRows<T, kTrans, kBlocks, kWidth>& rows) {
+    using Rows = FragmentRows<T, kTrans, kBlocks, kWidth>;
     if constexpr (kTrans) {
         ldmatrix_x4_trans<kKk * Rows::kRowBytes>(r, tile + rows.off[kBlock]);
     } else {
@@ -379,22 +387,24 @@ __device__ __forceinline__ void load_fragment(uint32_t (&r)[4], uint32_t tile, c
 
 // acc += lhs . rhs over the first k_len (<= kStep) reduction elements of a
 // staged step, on tensor cores; lhs and rhs are the tiles' shared addresses.
-template <typename T, bool kLhsTrans, bool kRhsTrans, int kFragsM, int kFragsN>
+template <typename T, bool kLhsTrans, bool kRhsTrans, int kFragsM, int kFragsN, int kLhsWidth, int kRhsWidth>
 __device__ __forceinline__ void compute_mma(float (&acc)[kFragsM][kFragsN][4], uint32_t lhs, uint32_t rhs,
-                                            const FragmentRows<T, kLhsTrans, kFragsM>& lhs_rows,
-                                            const FragmentRows<T, kRhsTrans, kFragsN / 2>& rhs_rows, int k_len) {
+                                            const FragmentRows<T, kLhsTrans, kFragsM, kLhsWidth>& lhs_rows,
+                                            const FragmentRows<T, kRhsTrans, kFragsN / 2, kRhsWidth>& rhs_rows,
+                                            int k_len) {
     static_for<kStep / 16>([&](auto k16) {
         constexpr int kk = decltype(k16)::value * 16;
         if (kk >= k_len) return;
         uint32_t a[kFragsM][4];
         uint32_t b[kFragsN][2];
         static_for<kFragsM>([&](auto mi) {
-            load_fragment<T, kLhsTrans, kFragsM, decltype(mi)::value, kk>(a[decltype(mi)::value], lhs, lhs_rows);
+            load_fragment<T, kLhsTrans, kFragsM, kLhsWidth, decltype(mi)::value, kk>(a[decltype(mi)::value], lhs,
+                                                                                      lhs_rows);
         });
         static_for<kFragsN / 2>([&](auto nj) {
             constexpr int j = decltype(nj)::value;
             uint32_t r[4];
-            load_fragment<T, kRhsTrans, kFragsN / 2, j, kk>(r, rhs, rhs_rows);
+            load_fragment<T, kRhsTrans, kFragsN / 2, kRhsWidth, j, kk>(r, rhs, rhs_rows);
             b[2 * j][0] = r[0];
             b[2 * j][1] = r[1];
             b[2 * j + 1][0] = r[2];
@@ -411,9 +421,10 @@ __device__ __forceinline__ void compute_mma(float (&acc)[kFragsM][kFragsN][4], u
 // columns 2t, 2t + 1 of each fragment), the reduction in order. RowTile
 // reads go down a column (padding spreads them over the banks), RedTile
 // reads are 8 consecutive floats of a row.
-template <bool kLhsTrans, bool kRhsTrans, int kFragsM, int kFragsN>
-__device__ __forceinline__ void compute_f32(float (&acc)[kFragsM][kFragsN][4], LeftTile<float, kLhsTrans> lhs, RightTile<float, kRhsTrans> rhs,
-                                            int warp_m0, int warp_n0, int lane, int k_len) {
+template <bool kLhsTrans, bool kRhsTrans, int kLhsWidth, int kRhsWidth, int kFragsM, int kFragsN>
+__device__ __forceinline__ void compute_f32(float (&acc)[kFragsM][kFragsN][4], LeftTile<float, kLhsTrans, kLhsWidth> lhs,
+                                            RightTile<float, kRhsTrans, kRhsWidth> rhs, int warp_m0, int warp_n0,
+                                            int lane, int k_len) {
     const int g = lane / 4, t = lane % 4;
 #pragma unroll 4
     for (int k = 0; k < k_len; ++k) {
@@ -454,26 +465,29 @@ __device__ __forceinline__ void compute_f32(float (&acc)[kFragsM][kFragsN][4], L
 // One warp's share of a step's multiply: acc += lhs . rhs over the first
 // k_len (<= kStep) reduction elements of two staged tiles; kLhsTrans /
 // kRhsTrans: that tile is a RedTile (reduction-major), else a RowTile.
-// f16/bf16 on tensor cores through addresses set up once; f32 on FMA.
+// f16/bf16 on tensor cores through addresses set up once; f32 on FMA. A
+// left RedTile is the CTA tile's rows wide, a right one its columns.
 template <typename T, bool kLhsTrans, bool kRhsTrans, typename Cfg = Tile64> struct WarpMultiply {
+    static constexpr int kLhsWidth = Cfg::kRows;
+    static constexpr int kRhsWidth = Cfg::kCols;
     int warp_m0, warp_n0, lane;
-    FragmentRows<T, kLhsTrans, Cfg::kFragsM> lhs_rows;
-    FragmentRows<T, kRhsTrans, Cfg::kFragsN / 2> rhs_rows;
+    FragmentRows<T, kLhsTrans, Cfg::kFragsM, kLhsWidth> lhs_rows;
+    FragmentRows<T, kRhsTrans, Cfg::kFragsN / 2, kRhsWidth> rhs_rows;
 
     __device__ __forceinline__ WarpMultiply(int warp_m0, int warp_n0, int lane)
         : warp_m0(warp_m0), warp_n0(warp_n0), lane(lane) {
         if constexpr (sizeof(T) == 2) {
-            lhs_rows = left_rows<T, kLhsTrans, Cfg::kFragsM>(warp_m0, lane);
-            rhs_rows = right_rows<T, kRhsTrans, Cfg::kFragsN / 2>(warp_n0, lane);
+            lhs_rows = left_rows<T, kLhsTrans, Cfg::kFragsM, kLhsWidth>(warp_m0, lane);
+            rhs_rows = right_rows<T, kRhsTrans, Cfg::kFragsN / 2, kRhsWidth>(warp_n0, lane);
         }
     }
 
-    __device__ __forceinline__ void operator()(typename Cfg::Acc& acc, LeftTile<T, kLhsTrans> lhs,
-                                               RightTile<T, kRhsTrans> rhs, int k_len) const {
+    __device__ __forceinline__ void operator()(typename Cfg::Acc& acc, LeftTile<T, kLhsTrans, kLhsWidth> lhs,
+                                               RightTile<T, kRhsTrans, kRhsWidth> rhs, int k_len) const {
         if constexpr (sizeof(T) == 2) {
             compute_mma<T, kLhsTrans, kRhsTrans>(acc, shared_address(lhs), shared_address(rhs), lhs_rows, rhs_rows, k_len);
         } else {
-            compute_f32<kLhsTrans, kRhsTrans>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
+            compute_f32<kLhsTrans, kRhsTrans, kLhsWidth, kRhsWidth>(acc, lhs, rhs, warp_m0, warp_n0, lane, k_len);
         }
     }
 };

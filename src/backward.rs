@@ -64,11 +64,16 @@
 //! (only without P), G, dB (split partials, then their ordered sum), dA (the
 //! same), dX; G, dX and the shrink add a split sum on the decode path. G, dX and
 //! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
-//! with f32 accumulation, f32 on FMA); every operand is read in its stored
+//! with f32 accumulation, f32 on FMA; f16/bf16 dX on large grids takes a
+//! 128×128 tile, picked by `dx_tile` as the forward picks
+//! its own, docs/performance.md); every operand is read in its stored
 //! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
 //! transposed on their way into the tensor cores, no transposed copy is
 //! made). dX is fused the way the forward is: the adapter term `s·G·A` and
-//! the base term `dY·W0` on one accumulator, dX written once. There is no
+//! the base term `dY·W0` on one accumulator, dX written once (f16/bf16: the
+//! scaled adapter term first, the base steps added onto it, as the forward
+//! does, so both of dX's tiles give the same bits; f32: the two terms
+//! summed apart and added at the end). There is no
 //! alignment requirement: operands whose row stride and base allow 16-byte
 //! copies take the fast path, others are loaded element by element.
 //!
@@ -92,13 +97,17 @@
 //! - zero shared-memory bank conflicts (ldmatrix, ldmatrix.trans, cp.async
 //!   and epilogue stores); stores equal the output bytes;
 //! - dX's reduction loop in its steady state (two runs differing only in N,
-//!   M = K = 128, r = 16): 4.56 warp instructions, 4 global load sectors
-//!   and 3 shared wavefronts per mma.sync (CUTLASS's Sm80 GEMM on the same
-//!   tiles: 5.08, 4 and 3); asserted at most 5;
+//!   r = 16): on the 64×64 tile (M = K = 128) 4.56 warp instructions, 4
+//!   global load sectors and 3 shared wavefronts per mma.sync (CUTLASS's
+//!   Sm80 GEMM on the same tiles: 5.08, 4 and 3); on the 128×128 tile
+//!   (M = 1536, K = 1152: one tile per emulated SM) 2.22, 2 and 1.5;
+//!   asserted at most 5, and the big tile's loads and wavefronts at most
+//!   half (plus 5 %) the small one's; the 128×128 dX also issues exactly the
+//!   FLOP minimum and reads the 128×128 tile-reuse minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
-//!   (`tests/ptxas.rs`); sm_80 and sm_90: dX f16/bf16 159 and 144 registers
-//!   (it holds the adapter term apart from the base accumulator: 3 CTAs per
-//!   SM), G 115 and 116.
+//!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
+//!   per SM), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each),
+//!   G 115.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input, as docs/contract.md states it: pass the
@@ -120,7 +129,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
     CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg,
 };
@@ -135,8 +144,8 @@ use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
     LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G,
-    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
-    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LoraGemmParams, LORA_BWD_BIG_SHARED_BYTES, LORA_BWD_BIG_TILE_COLS, LORA_BWD_BIG_TILE_ROWS, LORA_BWD_GEMM_THREADS,
+    LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
 use crate::reference::Dropout;
 use crate::validate::{
@@ -147,6 +156,44 @@ use crate::validate::{
 /// The output tile of the tiled launches.
 const TILE_ROWS: usize = LORA_BWD_TILE_ROWS as usize;
 const TILE_COLS: usize = LORA_BWD_TILE_COLS as usize;
+/// dX's big output tile.
+const BIG_TILE_ROWS: usize = LORA_BWD_BIG_TILE_ROWS as usize;
+const BIG_TILE_COLS: usize = LORA_BWD_BIG_TILE_COLS as usize;
+
+/// The CTA tile of a dX launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DxTile {
+    /// 64 × 64, 32 × 32 warp tiles (`lora_backward_dx_<T>`): 121 registers
+    /// for f16/bf16 (ptxas, sm_80; no spills), 4 CTAs per SM.
+    Small,
+    /// 128 × 128, 64 × 64 warp tiles (`lora_backward_dx_<T>_128x128`): half
+    /// the L2 sectors and shared wavefronts per mma, a quarter of the CTAs.
+    /// 232 registers (240 with dropout; ptxas, sm_80; no spills) and 72 KB of dynamic shared
+    /// memory (`LORA_BWD_BIG_SHARED_BYTES`: 4 pipeline slots of a 128 × 32
+    /// and a 32 × 128 tile, or the 128 × 136 f32 output tile, plus the
+    /// per-row adapter lists): 2 CTAs per SM on A100 and H100.
+    Big,
+}
+
+/// Picks dX's tile for an `[m, k]` output reduced over `n` plus the rank,
+/// on a device of `multiprocessors` SMs, the way the forward picks its own
+/// (`forward_tile`): deterministic for a shape and device, and the same
+/// bits either way (each element's reduction order does not depend on the
+/// tile). The 128 × 128 tile when the type has it (f16/bf16: `half`), the
+/// launch is not split over the reduction (`splits`, from m, k and n by the
+/// decode rule: a split means too few tiles already), M fills at least one
+/// tile row (decode-sized M would leave most of each 128-row tile's mma on
+/// padding), and its grid still gives every SM at least one CTA; otherwise
+/// (small grids, decode) 64 × 64, whose 4× more CTAs fill the device.
+/// Dropout does not change the pick: it has its own 128 × 128 entry point.
+pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize) -> DxTile {
+    let big_tiles = m.div_ceil(BIG_TILE_ROWS) * k.div_ceil(BIG_TILE_COLS);
+    if half && splits == 1 && m >= BIG_TILE_ROWS && big_tiles >= multiprocessors {
+        DxTile::Big
+    } else {
+        DxTile::Small
+    }
+}
 
 // SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
 // the header the kernels include.
@@ -637,6 +684,11 @@ impl LoraKernels {
         let splits = k_splits(sms.max(1) as usize, m, cols, reduction);
         let grid = (cols.div_ceil(TILE_COLS) as u32, m.div_ceil(TILE_ROWS) as u32, splits as u32);
         let params = LoraBwdParams { reduction: which as i32, k_splits: splits as i32, ..params };
+        let half = T::DTYPE.size_bytes() == 2;
+        if dx && dx_tile(sms.max(1) as usize, m, k, half, splits) == DxTile::Big {
+            // SAFETY: the caller's contract.
+            return unsafe { self.launch_dx_big::<T>(stream, params) };
+        }
         if splits == 1 {
             // SAFETY: the caller's contract.
             return unsafe { self.launch_tiled::<T>(stream, name, params, grid) };
@@ -703,6 +755,37 @@ impl LoraKernels {
         Ok(())
     }
 
+    /// Launches `lora_backward_dx_<T>_128x128` (`lora_backward_dx_dropout_<T>_128x128`
+    /// with `params.dropout` set; unsplit) over the `[m, k]` output, one CTA
+    /// per 128×128 tile, with its dynamic shared memory.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`].
+    unsafe fn launch_dx_big<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: LoraBwdParams) -> Result<()> {
+        // Dropout has its own entry point, so the mask's code costs the
+        // launches without it no registers (cuda/backward.cu).
+        let variant = if params.dropout != 0 { "dx_dropout" } else { "dx" };
+        let function =
+            self.function(BACKWARD, &format!("lora_backward_{variant}_{}_128x128", T::DTYPE.kernel_suffix()))?;
+        // Above the 48 KB a launch gets by default: opt in.
+        function.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_BWD_BIG_SHARED_BYTES as i32,
+        )?;
+        let grid =
+            ((params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS), (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS), 1);
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
+            shared_mem_bytes: LORA_BWD_BIG_SHARED_BYTES,
+        };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
     /// Launches `lora_backward_<name>_<T>` with one thread per element of
     /// `elements` along x, `grid_y` by `grid_z` times.
     ///
@@ -735,7 +818,7 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::Dims;
+    use super::{dx_tile, Dims, DxTile};
     use crate::params::{LoraBwdReduction_LORA_BWD_REDUCE_DA as DA, LoraBwdReduction_LORA_BWD_REDUCE_DB as DB};
 
     fn dims(m: usize, n: usize, k: usize, r_max: usize, num_adapters: usize) -> Dims {
@@ -772,5 +855,24 @@ mod tests {
         // The partials hold the larger of the two reductions.
         // dB: 16 chunks x 4096 x 16 = 1 048 576 floats; dA: 4 x 16 x 14 336 = 917 504.
         assert_eq!(d.partial_len(), 16 * 4096 * 16);
+    }
+
+    #[test]
+    fn big_dx_tile_only_where_its_grid_fills_the_device() {
+        // Llama-3-8B projections at M = 4096 on 108 SMs: 32 x 32 big tiles and more.
+        assert_eq!(dx_tile(108, 4096, 4096, true, 1), DxTile::Big);
+        assert_eq!(dx_tile(108, 4096, 14_336, true, 1), DxTile::Big);
+        // 1024 x 1024: 64 big tiles would leave 44 SMs idle.
+        assert_eq!(dx_tile(108, 1024, 1024, true, 1), DxTile::Small);
+        // Exactly one per SM (12 x 9 tiles), with ragged edges.
+        assert_eq!(dx_tile(108, 1500, 1100, true, 1), DxTile::Big);
+        assert_eq!(dx_tile(132, 1500, 1100, true, 1), DxTile::Small);
+        // Decode-sized M: never, whatever K.
+        assert_eq!(dx_tile(108, 16, 14_336, true, 1), DxTile::Small);
+        assert_eq!(dx_tile(108, 127, 14_336, true, 1), DxTile::Small);
+        assert_eq!(dx_tile(108, 128, 14_336, true, 1), DxTile::Big);
+        // f32, a split reduction: always 64x64.
+        assert_eq!(dx_tile(108, 4096, 4096, false, 1), DxTile::Small);
+        assert_eq!(dx_tile(108, 4096, 4096, true, 2), DxTile::Small);
     }
 }

@@ -472,6 +472,109 @@ fn recomputed_p_with_dropout<T: LoraDType>() {
     assert_eq!(kept, recomputed);
 }
 
+/// The kernel of the calling thread's last launch (dX's, the backward's
+/// last), on the emulator; `None` on a GPU.
+fn last_kernel() -> Option<String> {
+    device::last_launch_counters().map(|c| c["kernel"].as_str().unwrap_or_default().to_string())
+}
+
+/// dX's 128x128 tile (f16/bf16; taken when its grid gives every SM a CTA,
+/// and the emulator has 108). M = 1500, K = 1160, N = 104 (none a multiple
+/// of 128: ragged row and column tiles and a partial last reduction step),
+/// five adapters of ranks 8, 40, 1, 17, 32 mixed within tiles, padding NaN:
+/// against the reference, overwriting, and accumulating with dropout (the
+/// 128x128 dropout kernel); then the same rows fed 128 at a time (too small
+/// a grid: the 64x64 tile) give the same dX and G bits. Last, odd K and N
+/// (no operand row allows 16-byte copies: every tile staged element by
+/// element) on one adapter, without and with dropout.
+fn big_dx_tile<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r_max) = (1500, 1160, 104, 40);
+    let ranks = [8, 40, 1, 17, 32];
+    let index = row_indices(Mix::Unsorted, m, ranks.len(), 950);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 960);
+    case.poison_padding();
+    let (full, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    let big = |kernel: Option<String>| {
+        kernel.map(|name| {
+            assert!(name.starts_with("lora_backward_dx_"), "dX launches last: {name}");
+            name.ends_with("_128x128")
+        })
+    };
+    assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
+    check_against_reference("big dX tile", &case, &full, None);
+    let initial = Initial::random(&case, 970);
+    let mut dropped = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: case.index.clone(),
+        x: case.x.clone(),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: case.p.clone(),
+        dy: case.dy.clone(),
+        ..case
+    };
+    dropped.dropout = Some(Dropout::new(0.25, 0x5eed, 1 << 33).expect("dropout"));
+    let (accumulated, _) =
+        run(&dev, &dropped, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi accumulate");
+    let kernel = last_kernel();
+    if let Some(name) = &kernel {
+        assert!(name.contains("_dropout_"), "the dropout kernel: {name}");
+    }
+    assert_ne!(big(kernel), Some(false), "the big tile with dropout");
+    check_against_reference("big dX tile, dropout, accumulate", &dropped, &accumulated, Some(&initial));
+
+    const ROWS: usize = 128;
+    for m0 in (0..m).step_by(ROWS) {
+        let rows = ROWS.min(m - m0);
+        let slice = Case::<T> {
+            m: rows,
+            ranks: case.ranks.clone(),
+            scales: case.scales.clone(),
+            index: case.index[m0..m0 + rows].to_vec(),
+            x: case.x[m0 * k..(m0 + rows) * k].to_vec(),
+            w: case.w.clone(),
+            a: case.a.clone(),
+            b: case.b.clone(),
+            p: case.p[m0 * r_max..(m0 + rows) * r_max].to_vec(),
+            dy: case.dy[m0 * n..(m0 + rows) * n].to_vec(),
+            dropout: None,
+            ..case
+        };
+        let (got, _) =
+            run(&dev, &slice, Api::Multi, true, &Initial::nan(&slice), GradMode::Overwrite).expect("backward_multi");
+        assert_ne!(big(last_kernel()), Some(true), "the small tile for {rows} rows");
+        let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.dx), bits(&full.dx[m0 * k..(m0 + rows) * k]), "dX rows {m0}..");
+        assert_eq!(bits(&got.g), bits(&full.g[m0 * r_max..(m0 + rows) * r_max]), "G rows {m0}..");
+    }
+
+    // Odd K: a thread's two adjacent mask indices straddle a Philox block on
+    // every other row, and the last column pair has one column.
+    let (m, k, n, r) = (1290, 1163, 41, 16);
+    let mut odd = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 980);
+    for dropout in [None, Some(Dropout::new(0.5, 77, 5).expect("dropout"))] {
+        odd.dropout = dropout;
+        let (got, _) = run(&dev, &odd, Api::Single, true, &Initial::nan(&odd), GradMode::Overwrite)
+            .expect("backward, odd K and N");
+        assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
+        check_against_reference(&format!("big dX tile, odd K and N, {dropout:?}"), &odd, &got, None);
+    }
+}
+
+#[test]
+fn big_dx_tile_f16() {
+    big_dx_tile::<f16>();
+}
+
+#[test]
+fn big_dx_tile_bf16() {
+    big_dx_tile::<bf16>();
+}
+
 macro_rules! per_dtype {
     ($($name:ident => $body:ident;)*) => {
         $(

@@ -10,7 +10,10 @@
 //! 32×32 warp sub-tiles and walks the reduction 32 at a time; a warp whose
 //! sub-tile lies entirely past the valid output (a rank of 16 in a 64-wide
 //! tile) skips its multiplies, and a reduction step shorter than 32 (a rank of
-//! 16 as dX's adapter segment) issues only its k16 halves.
+//! 16 as dX's adapter segment) issues only its k16 halves. dX on grids that
+//! give every SM a 128×128 tile (f16/bf16) takes the 128×128 kernel: four
+//! 64×64 warp sub-tiles, the same counts per output element and half the
+//! loads per mma.
 
 mod device;
 mod forward_support;
@@ -25,6 +28,9 @@ use serde_json::Value;
 use forward_support::{poisoned, random, upload};
 
 const TILE: usize = 64;
+/// dX's big tile (128x128) and its mma.sync per k16 step: 4 warps x (4 x 8 fragments).
+const BIG_TILE: usize = 128;
+const BIG_MMA_PER_K16: usize = 128;
 const STEP: usize = 32;
 const WARP_TILE: usize = 32;
 /// mma.sync m16n8k16 per live warp per k16 step: 2 x 4 fragments.
@@ -47,8 +53,17 @@ fn object_sum(counters: &Value, key: &str) -> u64 {
 
 /// The launch of `lora_backward_<name>_<dtype>` among `launches`.
 fn launch<'a, T: LoraDType>(launches: &'a [Value], name: &str) -> &'a Value {
-    let kernel = format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
-    let found: Vec<&Value> = launches.iter().filter(|l| l["kernel"] == kernel.as_str()).collect();
+    kernel_launch(launches, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))
+}
+
+/// The launch of dX's 128x128 kernel, `lora_backward_dx_<dtype>_128x128`, among `launches`.
+fn big_dx_launch<T: LoraDType>(launches: &[Value]) -> &Value {
+    kernel_launch(launches, &format!("lora_backward_dx_{}_128x128", T::DTYPE.kernel_suffix()))
+}
+
+/// The one launch of `kernel` among `launches`.
+fn kernel_launch<'a>(launches: &'a [Value], kernel: &str) -> &'a Value {
+    let found: Vec<&Value> = launches.iter().filter(|l| l["kernel"] == kernel).collect();
     assert_eq!(found.len(), 1, "one launch of {kernel} in {launches:?}");
     found[0]
 }
@@ -194,6 +209,50 @@ fn counted_efficiency<T: LoraDType>() {
     }
 }
 
+/// dX's 128x128 kernel: 12 x 9 tiles (one per SM of the emulated device),
+/// tile-aligned, r = 16: exactly the FLOP minimum, each CTA's operand rows
+/// read once (the tile-reuse minimum for 128x128 tiles), no bank conflicts,
+/// whole-sector stores of the output.
+fn counted_efficiency_big<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let s = Shape { m: 1536, k: 1152, n: 128, r: 16 };
+    let Shape { m, k, n, r } = s;
+    let launches = backward_launches::<T>(&dev, s);
+    let json = big_dx_launch::<T>(&launches);
+    let context = format!("{} {:?} big dX: {json}", T::DTYPE, s);
+    let elem = T::DTYPE.size_bytes() as u64;
+    let (tiles_m, tiles_k) = (m.div_ceil(BIG_TILE), k.div_ceil(BIG_TILE));
+    let k16 = |len: usize| len.div_ceil(16);
+    let mma = object_sum(json, "tensor_instructions") as usize;
+    assert_eq!(
+        mma,
+        tiles_m * tiles_k * BIG_MMA_PER_K16 * (k16(r) + n.div_ceil(STEP) * 2),
+        "tensor instructions, {context}"
+    );
+    assert_eq!(mma, m.div_ceil(16) * k.div_ceil(8) * (k16(r) + k16(n)), "the FLOP minimum, {context}");
+    assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
+    assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
+    let loads = (tiles_k * m * (r + n) + tiles_m * (r + n) * k) as u64 * elem;
+    assert_eq!(device::counter(json, "global_load_sectors") * SECTOR, loads, "the tile-reuse minimum, {context}");
+    let stores = (m * k) as u64 * elem;
+    assert_eq!(device::counter(json, "global_bytes_written"), stores, "bytes written, {context}");
+    assert_eq!(device::counter(json, "global_store_sectors") * SECTOR, stores, "whole sectors, {context}");
+}
+
+#[test]
+fn counted_efficiency_big_f16() {
+    counted_efficiency_big::<f16>();
+}
+
+#[test]
+fn counted_efficiency_big_bf16() {
+    counted_efficiency_big::<bf16>();
+}
+
 #[test]
 fn counted_efficiency_f32() {
     counted_efficiency::<f32>();
@@ -284,33 +343,90 @@ fn rowsum_traffic_does_not_grow_with_adapters() {
 /// issues 5.08 (emu/core/tests/cutlass.rs); dX 4.56 (21.75 before the copy plans).
 const STEADY_STATE_PER_MMA: f64 = 5.0;
 
-/// dX's steady state as the difference of two backward runs that differ
-/// only in N (dX's base reduction), both short enough to run unsplit.
+/// Per mma.sync of dX's steady state: warp instructions, global load
+/// sectors, shared wavefronts.
+struct PerMma {
+    warp: f64,
+    sectors: f64,
+    wavefronts: f64,
+}
+
+/// dX's steady state on an `m` x `k` output as the difference of two
+/// backward runs that differ only in N (dX's base reduction), both short
+/// enough to run unsplit; `big`: on the 128x128 kernel (else 64x64).
+fn dx_steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, k: usize, big: bool) -> PerMma {
+    let r = 16;
+    let short = backward_launches::<T>(dev, Shape { m, k, n: 64, r });
+    let long = backward_launches::<T>(dev, Shape { m, k, n: 192, r });
+    let dx = |launches| if big { big_dx_launch::<T>(launches) } else { launch::<T>(launches, "dx") };
+    let (short, long) = (dx(&short), dx(&long));
+    assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
+    let warp = device::counter(long, "warp_instructions") - device::counter(short, "warp_instructions");
+    let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
+    let sectors = device::counter(long, "global_load_sectors") - device::counter(short, "global_load_sectors");
+    let wavefronts = device::counter(long, "shared_wavefronts") - device::counter(short, "shared_wavefronts");
+    let (tile, mma_per_k16) = if big { (BIG_TILE, BIG_MMA_PER_K16) } else { (TILE, 4 * MMA_PER_WARP_K16) };
+    let tiles = m.div_ceil(tile) * k.div_ceil(tile);
+    assert_eq!(mma as usize, tiles * (192 - 64) / STEP * 2 * mma_per_k16, "4 more reduction steps per tile");
+    let per = PerMma {
+        warp: warp as f64 / mma as f64,
+        sectors: sectors as f64 / mma as f64,
+        wavefronts: wavefronts as f64 / mma as f64,
+    };
+    eprintln!(
+        "{} dX {tile}x{tile} steady state per mma: {:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
+        T::DTYPE,
+        per.warp,
+        per.sectors,
+        per.wavefronts
+    );
+    assert!(per.warp <= STEADY_STATE_PER_MMA, "{:.2} warp instructions per mma in dX's reduction loop", per.warp);
+    per
+}
+
 fn dx_steady_state<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
         return;
     }
-    let (m, k, r) = (128, 128, 16);
-    let short = backward_launches::<T>(&dev, Shape { m, k, n: 64, r });
-    let long = backward_launches::<T>(&dev, Shape { m, k, n: 192, r });
-    let (short, long) = (launch::<T>(&short, "dx"), launch::<T>(&long, "dx"));
-    assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
-    let warp = device::counter(long, "warp_instructions") - device::counter(short, "warp_instructions");
-    let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
-    let sectors = device::counter(long, "global_load_sectors") - device::counter(short, "global_load_sectors");
-    let wavefronts = device::counter(long, "shared_wavefronts") - device::counter(short, "shared_wavefronts");
-    let tiles = m.div_ceil(TILE) * k.div_ceil(TILE);
-    assert_eq!(mma as usize, tiles * (192 - 64) / STEP * 2 * 4 * MMA_PER_WARP_K16, "4 more reduction steps per tile");
-    let per_mma = warp as f64 / mma as f64;
-    eprintln!(
-        "{} dX steady state per mma: {per_mma:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
-        T::DTYPE,
-        sectors as f64 / mma as f64,
-        wavefronts as f64 / mma as f64
+    dx_steady_state_of::<T>(&dev, 128, 128, false);
+}
+
+/// The 128x128 kernel's steady state (12 x 9 tiles: one per emulated SM),
+/// and what it saves against the 64x64 kernel's: each staged element feeds
+/// twice the mma, so half the load sectors and shared wavefronts per mma
+/// (plus the copies' share, which halves too).
+fn dx_steady_state_big<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let small = dx_steady_state_of::<T>(&dev, 128, 128, false);
+    let big = dx_steady_state_of::<T>(&dev, 1536, 1152, true);
+    assert!(
+        big.sectors <= 0.5 * small.sectors + 1e-9,
+        "load sectors per mma {:.3} vs {:.3}",
+        big.sectors,
+        small.sectors
     );
-    assert!(per_mma <= STEADY_STATE_PER_MMA, "{per_mma:.2} warp instructions per mma in dX's reduction loop");
+    assert!(
+        big.wavefronts <= 0.55 * small.wavefronts,
+        "shared wavefronts per mma {:.3} vs {:.3}",
+        big.wavefronts,
+        small.wavefronts
+    );
+}
+
+#[test]
+fn dx_steady_state_big_f16() {
+    dx_steady_state_big::<f16>();
+}
+
+#[test]
+fn dx_steady_state_big_bf16() {
+    dx_steady_state_big::<bf16>();
 }
 
 #[test]
