@@ -1,7 +1,8 @@
 //! The performance report: modeled GPU time of the crate's forward and
 //! backward next to NVIDIA's CUTLASS GEMM of the same shape and the roofline
 //! floor, for docs/performance.md's Llama-3-8B projections (bf16, M = 16 and 4096,
-//! r = 16 and 64).
+//! r = 16 and 64) and the whole problems 1024³ and 2048 x 1024 x 1024, with
+//! issue 12's targets met or not per case and GPU (`targets.rs`).
 //!
 //! Runs on the emulator only (`scripts/run.sh report`): every launch is
 //! executed on a sample of its CTAs (`PTX_EMU_SAMPLE_CTAS`, 8 unless set),
@@ -28,6 +29,7 @@ mod output;
 /// The benches' shapes and case names: the report joins their measurements by these.
 #[path = "../../benches/support/shapes.rs"]
 mod shapes;
+mod targets;
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,11 @@ impl Ceiling {
     fn floor_us(&self, flops: f64, bytes: f64) -> f64 {
         (flops / self.flops_per_s).max(bytes / self.bytes_per_s) * 1e6
     }
+
+    /// Reading `bytes` once at DRAM bandwidth.
+    fn read_us(&self, bytes: f64) -> f64 {
+        bytes / self.bytes_per_s * 1e6
+    }
 }
 
 /// The modeled GPUs' bf16 tensor rate and DRAM bandwidth, from the emulator.
@@ -131,10 +138,10 @@ fn ceilings() -> Result<Vec<Ceiling>, Box<dyn Error>> {
 }
 
 fn cases(quick: bool) -> Vec<Case> {
-    let (projections, tokens, ranks) = if quick {
-        (QUICK, QUICK_TOKENS, QUICK_RANKS)
+    let (projections, tokens, ranks, squares) = if quick {
+        (QUICK, QUICK_TOKENS, QUICK_RANKS, &[][..])
     } else {
-        (shapes::PROJECTIONS, shapes::REPORT_TOKENS, shapes::RANKS)
+        (shapes::PROJECTIONS, shapes::REPORT_TOKENS, shapes::RANKS, shapes::SQUARE_SHAPES)
     };
     let mut all = Vec::new();
     for &(projection, k, n) in projections {
@@ -142,6 +149,11 @@ fn cases(quick: bool) -> Vec<Case> {
             for &r in ranks {
                 all.push(Case { projection, m, k, n, r });
             }
+        }
+    }
+    for &(projection, m, k, n) in squares {
+        for &r in ranks {
+            all.push(Case { projection, m, k, n, r });
         }
     }
     all
@@ -229,6 +241,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 cutlass_dx: sum_on(&cutlass_launches[&(case.m, case.k, case.n)], gpu)?.us,
                 forward_floor: ceiling.floor_us(case.forward_flops(), case.forward_bytes()),
                 backward_floor: ceiling.floor_us(case.backward_flops(), case.backward_bytes()),
+                w0_floor: ceiling.read_us(case.w0_bytes()),
             });
         }
     }
