@@ -10,9 +10,9 @@ use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, FORWARD};
 use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_BIG_SHARED_BYTES,
-    LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K,
-    LORA_FWD_TILE_M, LORA_FWD_TILE_N,
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_CHUNK, LORA_DECODE_MAX_RANK,
+    LORA_DECODE_ROWS, LORA_DECODE_WARPS, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
+    LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -51,6 +51,28 @@ pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> 
     let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
     let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
     wanted.min(by_steps).clamp(1, MAX_SPLITS)
+}
+
+/// Whether a forward of `m` rows with adapter slots `r_max` wide takes the
+/// decode path (`src/forward/decode.rs`): two launches, the shrink folded
+/// into the split-K pass over W0, instead of a shrink launch, a split fused
+/// GEMM and its reduction. For f16/bf16 (it multiplies on tensor cores)
+/// without dropout (a dropout shrink reads another X than the base GEMM), up
+/// to one m16 fragment of rows (`LORA_DECODE_ROWS`), and ranks up to
+/// `LORA_DECODE_MAX_RANK` (P's rows are kept in shared memory).
+pub(crate) fn takes_decode_path(m: usize, half: bool, dropped: bool, r_max: usize) -> bool {
+    half && !dropped && m <= LORA_DECODE_ROWS as usize && r_max <= LORA_DECODE_MAX_RANK as usize
+}
+
+/// The decode path's K splits: enough CTAs (of 8 warps, two 16-byte loads
+/// of each of 6 rows per thread in flight) for one per multiprocessor, and no
+/// more, since every split adds `m x (n + r)` f32 partials written and read
+/// back: k/v (N = 1024, 33 column tiles) splits 4 ways on 108 SMs, N = 4096 and
+/// wider not at all. Each warp keeps at least two 32-long chunks of K.
+pub(crate) fn decode_splits(multiprocessors: usize, column_tiles: usize, k: usize) -> usize {
+    let per_warp_min = 2 * LORA_DECODE_WARPS as usize * LORA_DECODE_CHUNK as usize;
+    let by_k = (k / per_warp_min).max(1);
+    multiprocessors.div_ceil(column_tiles.max(1)).clamp(1, by_k.min(MAX_SPLITS))
 }
 
 /// The CTA tile of one fused-GEMM launch.
@@ -205,7 +227,31 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{forward_tile, k_splits, ForwardTile};
+    use super::{decode_splits, forward_tile, k_splits, takes_decode_path, ForwardTile};
+
+    #[test]
+    fn decode_path_for_few_rows_of_half_types() {
+        assert!(takes_decode_path(16, true, false, 64));
+        assert!(takes_decode_path(1, true, false, 256));
+        assert!(!takes_decode_path(17, true, false, 16));
+        assert!(!takes_decode_path(16, false, false, 16), "f32");
+        assert!(!takes_decode_path(16, true, true, 16), "dropout");
+        assert!(!takes_decode_path(16, true, false, 257), "rank past shared P");
+    }
+
+    #[test]
+    fn decode_splits_fill_the_device_once() {
+        // k/v 4096 -> 1024, r = 16: 32 W0 tiles + 1 adapter tile on 108 SMs.
+        assert_eq!(decode_splits(108, 33, 4096), 4);
+        // q/o, gate/up, down: enough column tiles already.
+        assert_eq!(decode_splits(108, 129, 4096), 1);
+        assert_eq!(decode_splits(108, 449, 4096), 1);
+        // Short K: each warp keeps two chunks (512 elements per split).
+        assert_eq!(decode_splits(108, 1, 1024), 2);
+        assert_eq!(decode_splits(108, 1, 64), 1);
+        // Long K, one tile: capped.
+        assert_eq!(decode_splits(108, 1, 1 << 20), 16);
+    }
 
     #[test]
     fn splits_only_when_tiles_are_few_and_k_is_long() {
