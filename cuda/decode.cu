@@ -4,17 +4,21 @@
 // (decode_params.h has the formulas):
 //
 //  1. lora_decode_gemm_<T>: split-K over the rows of [W0; A]: the shrink is r
-//     extra output columns of the same pass, so X is read once and there is no
-//     shrink launch. No shared-memory staging: each thread loads 16 bytes of
-//     a W0 row per row fragment straight into mma.sync m16n8k16 operands.
+//     extra output columns of the same pass, so X is read once per column
+//     tile and there is no shrink launch. W0 is not staged: each thread loads
+//     16 bytes of a W0 row per row fragment straight into mma.sync m16n8k16
+//     operands; X's 16 rows are staged in shared memory 512 columns at a time
+//     (the next stage loading while this one multiplies), read by every warp.
 //     The K order inside a 32-long chunk is permuted (thread t's 16 bytes,
 //     elements 8t..8t+7, feed k-slots {2t, 2t+1, 2t+8, 2t+9} of two mma) for
 //     X and W0 alike, so products still pair X[i, k] with W0[c, k]: 16-byte
 //     loads instead of ldmatrix, whole 64-byte row segments per 4 threads.
-//     The 8 warps of a CTA share its 32 columns and take interleaved chunks
-//     of its K range, two chunks (12 loads of 16 bytes per thread) in flight
-//     at a time; they are summed through shared memory in warp order, and
-//     the CTA stores its split's raw f32 sums.
+//     The 8 warps of a CTA form col_groups groups of 32 columns (the host
+//     picks 1, 2, 4 or 8: wider tiles read X fewer times, narrower ones need
+//     fewer K splits to fill the device); the warps of a group take
+//     interleaved chunks of the K range, two chunks (8 loads of 16 bytes per
+//     thread) in flight at a time, and are summed through shared memory in
+//     warp order; the CTA stores its split's raw f32 sums.
 //  2. lora_decode_finish_<T>: sums the splits in split order, rounds P, and
 //     adds s.P.B^T (mma.sync, one pass per adapter present, rows of other
 //     adapters zero) and the bias to the base sums: Y written once.
@@ -42,6 +46,8 @@ constexpr int kChunk = LORA_DECODE_CHUNK;
 constexpr int kWarps = LORA_DECODE_WARPS;
 constexpr int kFrags = kCols / 8;  // n8 fragments of a CTA's columns
 constexpr int kInFlight = 2;       // chunks a warp loads before multiplying
+constexpr int kStageK = LORA_DECODE_STAGE_K;
+static_assert(kStageK % kChunk == 0 && (kRows * kStageK / 8) % (kWarps * 32) == 0, "whole units per thread");
 static_assert(kRows == 16 && kChunk == 32 && kFrags == 4, "one m16 fragment; 8 elements per thread and row");
 static_assert(LORA_DECODE_FINISH_WARPS == kFrags, "a finishing warp per n8 fragment");
 
@@ -126,69 +132,128 @@ template <typename T> __device__ __forceinline__ void mma_chunk(float (&d)[4], u
 }
 
 template <typename T> __device__ void gemm(const LoraDecodeParams& p) {
-    __shared__ float sums[kWarps][kFrags * 4][32];
+    // X's rows for two stages (the next one stored while this one is read),
+    // each row padded by 64 bytes so that the 16-byte reads of rows g and
+    // g + 8 hit distinct banks; after the K loop the same memory holds the
+    // warps' sums.
+    constexpr int kLd = kStageK + 32;
+    constexpr int kXBytes = 2 * kRows * kLd * static_cast<int>(sizeof(T));
+    constexpr int kSumBytes = kWarps * kFrags * 4 * 32 * static_cast<int>(sizeof(float));
+    __shared__ alignas(16) unsigned char raw[kXBytes > kSumBytes ? kXBytes : kSumBytes];
+    auto xs = reinterpret_cast<T(*)[kRows][kLd]>(raw);
+    auto sums = reinterpret_cast<float(*)[kFrags * 4][32]>(raw);
+
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
+    const int k_warps = kWarps / p.col_groups;  // warps sharing a group's columns
+    const int group = warp / k_warps, kw = warp % k_warps;
     const RowSlots rows = resolve_rows(p, lane, blockIdx.x == 0 && blockIdx.y == 0 && warp == 0);
-    const int adapter_g = __shfl_sync(~0u, rows.adapter, g);
-    const int adapter_g8 = __shfl_sync(~0u, rows.adapter, g + 8);
     const long long k = p.k;
 
-    // This CTA's right-hand rows: a tile of W0's, or of one slot's A.
+    // This CTA's right-hand rows: a tile of W0's, or of one slot's A (whose
+    // columns see only that adapter's rows of X).
+    const int tile_cols = p.col_groups * kCols;
     const T* rhs;
-    int rhs_rows, col0;
-    bool live_g = g < p.m, live_g8 = g + 8 < p.m;
+    int rhs_rows, col0, only_adapter = -1;
     if (static_cast<int>(blockIdx.x) < p.w_tiles) {
-        const int first = blockIdx.x * kCols;
+        const int first = blockIdx.x * tile_cols;
         rhs = reinterpret_cast<const T*>(p.w) + first * k;
-        rhs_rows = min(kCols, p.n - first);
+        rhs_rows = min(tile_cols, p.n - first);
         col0 = first;
     } else {
         const int tile = blockIdx.x - p.w_tiles;
-        const int j = tile / p.slot_tiles, first = (tile % p.slot_tiles) * kCols;
+        const int j = tile / p.slot_tiles, first = (tile % p.slot_tiles) * tile_cols;
         const int l = slot_adapter(rows, j);
         // An unused slot, or rows past the adapter's rank: nothing reads these columns.
         if (l < 0 || first >= rank_of(p, l)) return;
         rhs = reinterpret_cast<const T*>(p.a) + (static_cast<long long>(l) * p.r_max + first) * k;
-        rhs_rows = min(kCols, rank_of(p, l) - first);
+        rhs_rows = min(tile_cols, rank_of(p, l) - first);
         col0 = p.n + j * p.r_max + first;
-        live_g = live_g && adapter_g == l;
-        live_g8 = live_g8 && adapter_g8 == l;
+        only_adapter = l;
     }
-
-    const int k_begin = blockIdx.y * p.k_per_split;
-    const int k_end = min(p.k, k_begin + p.k_per_split);
-    const T* x_g = reinterpret_cast<const T*>(p.x) + min(g, p.m - 1) * k + 8 * t;
-    const T* x_g8 = reinterpret_cast<const T*>(p.x) + min(g + 8, p.m - 1) * k + 8 * t;
+    // This warp's 32 of them (none past the tile's last row).
+    const int warp_rows = rhs_rows - group * kCols;
     const T* w_row[kFrags];
     bool w_live[kFrags];
 #pragma unroll
     for (int f = 0; f < kFrags; ++f) {
-        w_live[f] = 8 * f + g < rhs_rows;
-        w_row[f] = rhs + (w_live[f] ? 8 * f + g : 0) * k + 8 * t;
+        w_live[f] = 8 * f + g < warp_rows;
+        w_row[f] = rhs + (w_live[f] ? group * kCols + 8 * f + g : 0) * k + 8 * t;
     }
+
+    // The X units (16 bytes) this thread stages: row-major over [16, kStageK],
+    // so its units share a column and lie kRowStep rows apart.
+    constexpr int kUnitsPerRow = kStageK / 8;
+    constexpr int kUnits = kRows * kUnitsPerRow / (kWarps * 32);
+    constexpr int kRowStep = kWarps * 32 / kUnitsPerRow;
+    const int x_row0 = threadIdx.x / kUnitsPerRow, x_col = 8 * (threadIdx.x % kUnitsPerRow);
+    unsigned x_live = 0;  // bit i: unit i's row is read (others stage zeros)
+#pragma unroll
+    for (int i = 0; i < kUnits; ++i) {
+        const int row = x_row0 + i * kRowStep;
+        const int adapter = __shfl_sync(~0u, rows.adapter, row);
+        if (row < p.m && (only_adapter < 0 || adapter == only_adapter)) x_live |= 1u << i;
+    }
+    const T* x_unit = reinterpret_cast<const T*>(p.x) + x_row0 * k + x_col;
+
+    const int k_begin = blockIdx.y * p.k_per_split;
+    const int k_end = min(p.k, k_begin + p.k_per_split);
+    const int stages = (k_end - k_begin + kStageK - 1) / kStageK;
+    uint4 staged[kUnits];
+    auto load_stage = [&](int s) {
+        const int k0 = k_begin + s * kStageK;
+#pragma unroll
+        for (int i = 0; i < kUnits; ++i)
+            staged[i] = load16(x_unit + i * kRowStep * k + k0, (x_live >> i & 1u) && k0 + x_col < k_end);
+    };
+    auto store_stage = [&](int buffer) {
+#pragma unroll
+        for (int i = 0; i < kUnits; ++i)
+            *reinterpret_cast<uint4*>(&xs[buffer][x_row0 + i * kRowStep][x_col]) = staged[i];
+    };
+    load_stage(0);
+    store_stage(0);
+    __syncthreads();
 
     float acc[kFrags][4] = {};
-    constexpr int kStride = kWarps * kChunk;
-    for (int c = k_begin + warp * kChunk; c < k_end; c += kInFlight * kStride) {
-        uint4 lo[kInFlight], hi[kInFlight], w[kInFlight][kFrags];
+    constexpr int kStageChunks = kStageK / kChunk;
+    for (int s = 0; s < stages; ++s) {
+        const bool more = s + 1 < stages;
+        if (more) load_stage(s + 1);  // in flight while this stage multiplies
+        const int buffer = s & 1;
+        const int k0 = k_begin + s * kStageK;
+        if (warp_rows > 0) {
+            for (int c = kw; c < kStageChunks; c += kInFlight * k_warps) {
+                uint4 lo[kInFlight], hi[kInFlight], w[kInFlight][kFrags];
 #pragma unroll
-        for (int u = 0; u < kInFlight; ++u) {
-            const int at = c + u * kStride;
-            const bool in = at + 8 * t < k_end;
-            lo[u] = load16(x_g + at, in && live_g);
-            hi[u] = load16(x_g8 + at, in && live_g8);
+                for (int u = 0; u < kInFlight; ++u) {
+                    const int chunk = c + u * k_warps;
+                    const int at = chunk * kChunk + 8 * t;
+                    const bool in = chunk < kStageChunks && k0 + at < k_end;
+                    lo[u] = hi[u] = make_uint4(0u, 0u, 0u, 0u);
+                    if (in) {
+                        lo[u] = *reinterpret_cast<const uint4*>(&xs[buffer][g][at]);
+                        hi[u] = *reinterpret_cast<const uint4*>(&xs[buffer][g + 8][at]);
+                    }
 #pragma unroll
-            for (int f = 0; f < kFrags; ++f) w[u][f] = load16(w_row[f] + at, in && w_live[f]);
+                    for (int f = 0; f < kFrags; ++f)
+                        w[u][f] = load16(w_row[f] + k0 + chunk * kChunk, in && w_live[f]);  // w_row has 8t
+                }
+#pragma unroll
+                for (int u = 0; u < kInFlight; ++u)
+#pragma unroll
+                    for (int f = 0; f < kFrags; ++f) mma_chunk<T>(acc[f], lo[u], hi[u], w[u][f]);
+            }
         }
-#pragma unroll
-        for (int u = 0; u < kInFlight; ++u)
-#pragma unroll
-            for (int f = 0; f < kFrags; ++f) mma_chunk<T>(acc[f], lo[u], hi[u], w[u][f]);
+        // The other buffer was last read in the previous stage, which every
+        // warp has finished (the barrier below, one stage ago).
+        if (more) store_stage(buffer ^ 1);
+        __syncthreads();
     }
 
-    // The warps' sums, added in warp order.
+    // The sums of a group's warps, added in warp order (the staged X is dead:
+    // every warp passed the last barrier).
 #pragma unroll
     for (int f = 0; f < kFrags; ++f)
 #pragma unroll
@@ -196,15 +261,14 @@ template <typename T> __device__ void gemm(const LoraDecodeParams& p) {
     __syncthreads();
     const long long cols = p.n + static_cast<long long>(p.slots) * p.r_max;
     float* out = reinterpret_cast<float*>(p.partials) + static_cast<long long>(blockIdx.y) * p.m * cols + col0;
-    for (int at = threadIdx.x; at < kFrags * 4 * 32; at += kWarps * 32) {
-        const int fe = at / 32, from = at % 32;
+    for (int at = threadIdx.x; at < p.col_groups * kFrags * 4 * 32; at += kWarps * 32) {
+        const int grp = at / (kFrags * 4 * 32), fe = (at / 32) % (kFrags * 4), from = at % 32;
         float v = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) v += sums[w][fe][from];
+        for (int w = 0; w < k_warps; ++w) v += sums[grp * k_warps + w][fe][from];
         // The accumulator layout of m16n8: element e of lane (g, t) is row
         // g + 8 (e / 2), column 2t + e % 2 of its fragment.
         const int row = from / 4 + 8 * ((fe % 4) / 2);
-        const int col = 8 * (fe / 4) + 2 * (from % 4) + fe % 2;
+        const int col = grp * kCols + 8 * (fe / 4) + 2 * (from % 4) + fe % 2;
         if (row < p.m && col < rhs_rows) out[row * cols + col] = v;
     }
 }

@@ -10,9 +10,11 @@
  *     Slot j holds the j-th distinct valid adapter among the rows (in order
  *     of first appearance); its columns see only the rows of that adapter
  *     (the others read as zero). gridDim.x = w_tiles + slots * slot_tiles
- *     column tiles of LORA_DECODE_COLS, gridDim.y = k_splits; each CTA's
- *     LORA_DECODE_WARPS warps split its K range and are summed in a fixed
- *     order; the CTA stores raw f32 sums:
+ *     column tiles of col_groups * LORA_DECODE_COLS, gridDim.y = k_splits;
+ *     the CTA stages X's rows in shared memory, LORA_DECODE_STAGE_K at a
+ *     time, for its LORA_DECODE_WARPS warps: col_groups groups of 32
+ *     columns, the warps of a group splitting K and summed in a fixed order;
+ *     the CTA stores raw f32 sums:
  *         partials[z, i, c]   (c < n: W0 column; n + j*r_max + q: slot j's rank q)
  *  2. lora_decode_finish_<T>: per output element, in a fixed order,
  *         P[i, q] = round_T(sum over z of partials[z, i, n + slot(i)*r_max + q])
@@ -26,11 +28,16 @@
 
 /* The most rows the decode path takes: one m16 mma fragment. */
 #define LORA_DECODE_ROWS 16
-/* Output columns of one CTA (of either launch): four n8 fragments. */
+/* Output columns of one warp of either launch (four n8 fragments), and of a
+ * finishing CTA; a split-GEMM CTA has col_groups of them. */
 #define LORA_DECODE_COLS 32
+/* K staged in shared memory per step of the split GEMM (X's rows, shared by
+ * every warp of the CTA). */
+#define LORA_DECODE_STAGE_K 512
 /* K per warp step of the split GEMM: one 16-byte load per thread and row. */
 #define LORA_DECODE_CHUNK 32
-/* Warps of one split-GEMM CTA (they share its columns and split its K). */
+/* Warps of one split-GEMM CTA: col_groups groups of 32 columns, the warps of
+ * a group splitting the CTA's K range. */
 #define LORA_DECODE_WARPS 8
 /* Warps of one finishing CTA (one n8 fragment of its columns each). */
 #define LORA_DECODE_FINISH_WARPS 4
@@ -62,8 +69,9 @@ typedef struct LoraDecodeParams {
     int32_t slots;         /* adapter slots: min(m, L) */
     int32_t k_splits;      /* gridDim.y of the split GEMM */
     int32_t k_per_split;   /* a multiple of LORA_DECODE_CHUNK */
-    int32_t w_tiles;       /* column tiles over W0: ceil(n / LORA_DECODE_COLS) */
-    int32_t slot_tiles;    /* column tiles per slot: ceil(r_max / LORA_DECODE_COLS) */
+    int32_t col_groups;    /* 1, 2, 4 or 8: warp groups of 32 columns per split-GEMM CTA */
+    int32_t w_tiles;       /* column tiles over W0: ceil(n / (col_groups * LORA_DECODE_COLS)) */
+    int32_t slot_tiles;    /* column tiles per slot: ceil(r_max / (col_groups * LORA_DECODE_COLS)) */
 } LoraDecodeParams;
 
 #endif

@@ -9,6 +9,7 @@ pub const LORA_BWD_TILE_COLS: u32 = 64;
 pub const LORA_BWD_TILE_K: u32 = 32;
 pub const LORA_DECODE_ROWS: u32 = 16;
 pub const LORA_DECODE_COLS: u32 = 32;
+pub const LORA_DECODE_STAGE_K: u32 = 512;
 pub const LORA_DECODE_CHUNK: u32 = 32;
 pub const LORA_DECODE_WARPS: u32 = 8;
 pub const LORA_DECODE_FINISH_WARPS: u32 = 4;
@@ -127,12 +128,13 @@ pub struct LoraDecodeParams {
     pub slots: i32,
     pub k_splits: i32,
     pub k_per_split: i32,
+    pub col_groups: i32,
     pub w_tiles: i32,
     pub slot_tiles: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LoraDecodeParams"][::std::mem::size_of::<LoraDecodeParams>() - 144usize];
+    ["Size of LoraDecodeParams"][::std::mem::size_of::<LoraDecodeParams>() - 152usize];
     ["Alignment of LoraDecodeParams"][::std::mem::align_of::<LoraDecodeParams>() - 8usize];
     ["Offset of field: LoraDecodeParams::x"][::std::mem::offset_of!(LoraDecodeParams, x) - 0usize];
     ["Offset of field: LoraDecodeParams::w"][::std::mem::offset_of!(LoraDecodeParams, w) - 8usize];
@@ -158,8 +160,9 @@ const _: () = {
     ["Offset of field: LoraDecodeParams::k_splits"][::std::mem::offset_of!(LoraDecodeParams, k_splits) - 128usize];
     ["Offset of field: LoraDecodeParams::k_per_split"]
         [::std::mem::offset_of!(LoraDecodeParams, k_per_split) - 132usize];
-    ["Offset of field: LoraDecodeParams::w_tiles"][::std::mem::offset_of!(LoraDecodeParams, w_tiles) - 136usize];
-    ["Offset of field: LoraDecodeParams::slot_tiles"][::std::mem::offset_of!(LoraDecodeParams, slot_tiles) - 140usize];
+    ["Offset of field: LoraDecodeParams::col_groups"][::std::mem::offset_of!(LoraDecodeParams, col_groups) - 136usize];
+    ["Offset of field: LoraDecodeParams::w_tiles"][::std::mem::offset_of!(LoraDecodeParams, w_tiles) - 140usize];
+    ["Offset of field: LoraDecodeParams::slot_tiles"][::std::mem::offset_of!(LoraDecodeParams, slot_tiles) - 144usize];
 };
 pub const LoraAdapterMode_LORA_ADAPTER_NONE: LoraAdapterMode = 0;
 pub const LoraAdapterMode_LORA_ADAPTER_SHRINK: LoraAdapterMode = 1;

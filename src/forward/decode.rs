@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::launch::decode_splits;
+use super::launch::{decode_layout, DecodeProblem};
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, DECODE};
@@ -42,11 +42,15 @@ impl LoraKernels {
         let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
         let sms =
             self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        let l2 = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?.max(0) as usize;
         let slots = m.min(params.num_adapters as usize);
+        let problem = DecodeProblem { m, n, k, r_max, slots, elem_bytes: T::DTYPE.size_bytes() };
+        let layout = decode_layout(sms, l2, &problem);
         let cols = LORA_DECODE_COLS as usize;
-        let (w_tiles, slot_tiles) = (n.div_ceil(cols), r_max.div_ceil(cols));
+        let tile_cols = layout.groups * cols;
+        let (w_tiles, slot_tiles) = (n.div_ceil(tile_cols), r_max.div_ceil(tile_cols));
         let column_tiles = w_tiles + slots * slot_tiles;
-        let splits = decode_splits(sms, column_tiles, k);
+        let splits = layout.splits;
         let chunk = LORA_DECODE_CHUNK as usize;
         let k_per_split = k.div_ceil(chunk).div_ceil(splits) * chunk;
         let splits = k.div_ceil(k_per_split);
@@ -69,6 +73,7 @@ impl LoraKernels {
             slots: slots as i32,
             k_splits: splits as i32,
             k_per_split: k_per_split as i32,
+            col_groups: layout.groups as i32,
             w_tiles: w_tiles as i32,
             slot_tiles: slot_tiles as i32,
             ..*params
