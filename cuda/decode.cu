@@ -112,14 +112,19 @@ __device__ __forceinline__ uint4 load16(const void* at, bool live) {
 // 16-byte load when all are valid and `vector` (16-byte aligned), else
 // element by element (nothing past `valid` is read).
 template <typename T> __device__ __forceinline__ uint4 load8(const T* at, int valid, bool vector) {
+    static_assert(sizeof(T) == 2, "16-bit elements");
     if (valid >= 8 && vector) return __ldg(reinterpret_cast<const uint4*>(at));
-    union {
-        T e[8];
-        uint4 v;
-    } u;
+    // Raw 16-bit patterns, packed in registers (a local array would go to
+    // the stack); zero bits are +0 in f16 and bf16.
+    const unsigned short* bits = reinterpret_cast<const unsigned short*>(at);
+    uint32_t word[4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) u.e[i] = i < valid ? at[i] : from_f32<T>(0.0f);
-    return u.v;
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t lo = 2 * i < valid ? bits[2 * i] : 0u;
+        const uint32_t hi = 2 * i + 1 < valid ? bits[2 * i + 1] : 0u;
+        word[i] = lo | hi << 16;
+    }
+    return make_uint4(word[0], word[1], word[2], word[3]);
 }
 
 // Two m16n8k16 steps on one permuted 32-long chunk (see the file comment):
