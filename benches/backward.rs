@@ -279,17 +279,32 @@ fn check_baseline(engines: &Engines, stream: &Arc<CudaStream>) {
     }
 }
 
+/// Every single-adapter case: (name, M, K, N, r) — the projections at each
+/// token count, and the whole problems of `shapes::SQUARE_SHAPES` at their own M.
+fn all_cases() -> Vec<(&'static str, usize, usize, usize, usize)> {
+    let mut cases = Vec::new();
+    for &(name, k, n) in PROJECTIONS {
+        for &r in RANKS {
+            for &m in TOKENS {
+                cases.push((name, m, k, n, r));
+            }
+        }
+    }
+    for &(name, m, k, n) in shapes::SQUARE_SHAPES {
+        for &r in RANKS {
+            cases.push((name, m, k, n, r));
+        }
+    }
+    cases
+}
+
 fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
     let engines = Engines::new(ctx, &stream);
     check_baseline(&engines, &stream);
-    for &(name, k, n) in PROJECTIONS {
-        for &r in RANKS {
-            for &m in TOKENS {
-                let pr = problem(&stream, m, k, n, r, 1).expect("allocate the problem");
-                run_group(c, &engines, &stream, shapes::backward_group(name, m, r), pr);
-            }
-        }
+    for (name, m, k, n, r) in all_cases() {
+        let pr = problem(&stream, m, k, n, r, 1).expect("allocate the problem");
+        run_group(c, &engines, &stream, shapes::backward_group(name, m, r), pr);
     }
     let (name, k, n) = shapes::DX_TILE_PROJECTION;
     for &m in shapes::DX_TILE_TOKENS {
@@ -336,13 +351,9 @@ fn dry_backward(ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
     let engines = Engines::new(ctx, &stream);
     let mut cases = std::collections::BTreeSet::new();
-    for &(_, k, n) in PROJECTIONS {
-        for &r in RANKS {
-            for &m in TOKENS {
-                let (m, k, n) = shapes::dry_shape(m, k, n);
-                cases.insert((m, k, n, r, 1));
-            }
-        }
+    for (_, m, k, n, r) in all_cases() {
+        let (m, k, n) = shapes::dry_shape(m, k, n);
+        cases.insert((m, k, n, r, 1));
     }
     let (_, k, n) = shapes::DX_TILE_PROJECTION;
     for &m in shapes::DX_TILE_TOKENS {

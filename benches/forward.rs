@@ -130,30 +130,45 @@ fn all_projections() -> impl Iterator<Item = &'static (&'static str, usize, usiz
     shapes::PROJECTIONS.iter().chain(EXTRA_PROJECTIONS)
 }
 
-fn bench_forward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
-    let stream = ctx.default_stream();
-    let engines = Engines::new(ctx, &stream);
+/// Every benchmarked case: (name, M, K, N, r) — the projections at each
+/// token count, and the whole problems of `shapes::SQUARE_SHAPES` at their own M.
+fn all_cases() -> Vec<(&'static str, usize, usize, usize, usize)> {
+    let mut cases = Vec::new();
     for &(name, k, n) in all_projections() {
         for &r in shapes::RANKS {
             for &m in TOKENS {
-                let mut pr = problem(&stream, m, k, n, r).expect("allocate the problem");
-                let mut group = c.benchmark_group(shapes::forward_group(name, m, r));
-                let flops = 2 * m * n * k + 2 * m * r * k + 2 * m * n * r;
-                group.throughput(Throughput::Elements(flops as u64));
-                for (label, run, needs_blas, _) in VARIANTS {
-                    if needs_blas && engines.blas.is_none() {
-                        continue;
-                    }
-                    group.bench_function(label, |bencher| {
-                        bencher.iter(|| {
-                            run(&engines, &stream, &mut pr);
-                            stream.synchronize().expect("synchronise");
-                        })
-                    });
-                }
-                group.finish();
+                cases.push((name, m, k, n, r));
             }
         }
+    }
+    for &(name, m, k, n) in shapes::SQUARE_SHAPES {
+        for &r in shapes::RANKS {
+            cases.push((name, m, k, n, r));
+        }
+    }
+    cases
+}
+
+fn bench_forward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
+    let stream = ctx.default_stream();
+    let engines = Engines::new(ctx, &stream);
+    for (name, m, k, n, r) in all_cases() {
+        let mut pr = problem(&stream, m, k, n, r).expect("allocate the problem");
+        let mut group = c.benchmark_group(shapes::forward_group(name, m, r));
+        let flops = 2 * m * n * k + 2 * m * r * k + 2 * m * n * r;
+        group.throughput(Throughput::Elements(flops as u64));
+        for (label, run, needs_blas, _) in VARIANTS {
+            if needs_blas && engines.blas.is_none() {
+                continue;
+            }
+            group.bench_function(label, |bencher| {
+                bencher.iter(|| {
+                    run(&engines, &stream, &mut pr);
+                    stream.synchronize().expect("synchronise");
+                })
+            });
+        }
+        group.finish();
     }
 }
 
@@ -213,27 +228,23 @@ fn dry_forward(ctx: &Arc<CudaContext>) {
     let stream = ctx.default_stream();
     let engines = Engines::new(ctx, &stream);
     let mut done = std::collections::BTreeSet::new();
-    for &(name, k, n) in all_projections() {
-        for &r in shapes::RANKS {
-            for &m in TOKENS {
-                let (m, k, n) = shapes::dry_shape(m, k, n);
-                if !done.insert((m, k, n, r)) {
-                    continue;
-                }
-                let mut pr = problem(&stream, m, k, n, r).expect("allocate the problem");
-                for (label, run, needs_blas, computes) in VARIANTS {
-                    if needs_blas && engines.blas.is_none() {
-                        support::say_once(&format!("dry run: {label} skipped (no cuBLAS on this device)"));
-                        continue;
-                    }
-                    pr.y = stream.clone_htod(&vec![bf16::NAN; m * n]).expect("poison Y");
-                    run(&engines, &stream, &mut pr);
-                    stream.synchronize().expect("synchronise");
-                    let got = stream.clone_dtoh(&pr.y).expect("download Y");
-                    let what = format!("dry run, {name} as M={m} K={k} N={n} r={r}, {label}");
-                    check_y(&what, &got, &reference_y(&stream, &pr, computes), needs_blas);
-                }
+    for (name, m, k, n, r) in all_cases() {
+        let (m, k, n) = shapes::dry_shape(m, k, n);
+        if !done.insert((m, k, n, r)) {
+            continue;
+        }
+        let mut pr = problem(&stream, m, k, n, r).expect("allocate the problem");
+        for (label, run, needs_blas, computes) in VARIANTS {
+            if needs_blas && engines.blas.is_none() {
+                support::say_once(&format!("dry run: {label} skipped (no cuBLAS on this device)"));
+                continue;
             }
+            pr.y = stream.clone_htod(&vec![bf16::NAN; m * n]).expect("poison Y");
+            run(&engines, &stream, &mut pr);
+            stream.synchronize().expect("synchronise");
+            let got = stream.clone_dtoh(&pr.y).expect("download Y");
+            let what = format!("dry run, {name} as M={m} K={k} N={n} r={r}, {label}");
+            check_y(&what, &got, &reference_y(&stream, &pr, computes), needs_blas);
         }
     }
 }

@@ -10,6 +10,13 @@ pub const LORA_BWD_TILE_K: u32 = 32;
 pub const LORA_BWD_BIG_TILE_ROWS: u32 = 128;
 pub const LORA_BWD_BIG_TILE_COLS: u32 = 128;
 pub const LORA_BWD_BIG_SHARED_BYTES: u32 = 73728;
+pub const LORA_DECODE_ROWS: u32 = 16;
+pub const LORA_DECODE_COLS: u32 = 32;
+pub const LORA_DECODE_STAGE_K: u32 = 512;
+pub const LORA_DECODE_CHUNK: u32 = 32;
+pub const LORA_DECODE_WARPS: u32 = 8;
+pub const LORA_DECODE_FINISH_WARPS: u32 = 4;
+pub const LORA_DECODE_MAX_RANK: u32 = 256;
 pub const LORA_FWD_TILE_M: u32 = 64;
 pub const LORA_FWD_TILE_N: u32 = 64;
 pub const LORA_FWD_TILE_K: u32 = 32;
@@ -98,6 +105,67 @@ const _: () = {
     ["Offset of field: LoraBwdParams::inv_keep"][::std::mem::offset_of!(LoraBwdParams, inv_keep) - 160usize];
     ["Offset of field: LoraBwdParams::seed"][::std::mem::offset_of!(LoraBwdParams, seed) - 168usize];
     ["Offset of field: LoraBwdParams::offset"][::std::mem::offset_of!(LoraBwdParams, offset) - 176usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct LoraDecodeParams {
+    pub x: u64,
+    pub w: u64,
+    pub a: u64,
+    pub b: u64,
+    pub bias: u64,
+    pub row_adapter: u64,
+    pub ranks: u64,
+    pub scales: u64,
+    pub status: u64,
+    pub partials: u64,
+    pub y: u64,
+    pub p: u64,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub r_max: i32,
+    pub num_adapters: i32,
+    pub rank: i32,
+    pub scale: f32,
+    pub slots: i32,
+    pub k_splits: i32,
+    pub k_per_split: i32,
+    pub col_groups: i32,
+    pub w_tiles: i32,
+    pub slot_tiles: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraDecodeParams"][::std::mem::size_of::<LoraDecodeParams>() - 152usize];
+    ["Alignment of LoraDecodeParams"][::std::mem::align_of::<LoraDecodeParams>() - 8usize];
+    ["Offset of field: LoraDecodeParams::x"][::std::mem::offset_of!(LoraDecodeParams, x) - 0usize];
+    ["Offset of field: LoraDecodeParams::w"][::std::mem::offset_of!(LoraDecodeParams, w) - 8usize];
+    ["Offset of field: LoraDecodeParams::a"][::std::mem::offset_of!(LoraDecodeParams, a) - 16usize];
+    ["Offset of field: LoraDecodeParams::b"][::std::mem::offset_of!(LoraDecodeParams, b) - 24usize];
+    ["Offset of field: LoraDecodeParams::bias"][::std::mem::offset_of!(LoraDecodeParams, bias) - 32usize];
+    ["Offset of field: LoraDecodeParams::row_adapter"][::std::mem::offset_of!(LoraDecodeParams, row_adapter) - 40usize];
+    ["Offset of field: LoraDecodeParams::ranks"][::std::mem::offset_of!(LoraDecodeParams, ranks) - 48usize];
+    ["Offset of field: LoraDecodeParams::scales"][::std::mem::offset_of!(LoraDecodeParams, scales) - 56usize];
+    ["Offset of field: LoraDecodeParams::status"][::std::mem::offset_of!(LoraDecodeParams, status) - 64usize];
+    ["Offset of field: LoraDecodeParams::partials"][::std::mem::offset_of!(LoraDecodeParams, partials) - 72usize];
+    ["Offset of field: LoraDecodeParams::y"][::std::mem::offset_of!(LoraDecodeParams, y) - 80usize];
+    ["Offset of field: LoraDecodeParams::p"][::std::mem::offset_of!(LoraDecodeParams, p) - 88usize];
+    ["Offset of field: LoraDecodeParams::m"][::std::mem::offset_of!(LoraDecodeParams, m) - 96usize];
+    ["Offset of field: LoraDecodeParams::n"][::std::mem::offset_of!(LoraDecodeParams, n) - 100usize];
+    ["Offset of field: LoraDecodeParams::k"][::std::mem::offset_of!(LoraDecodeParams, k) - 104usize];
+    ["Offset of field: LoraDecodeParams::r_max"][::std::mem::offset_of!(LoraDecodeParams, r_max) - 108usize];
+    ["Offset of field: LoraDecodeParams::num_adapters"]
+        [::std::mem::offset_of!(LoraDecodeParams, num_adapters) - 112usize];
+    ["Offset of field: LoraDecodeParams::rank"][::std::mem::offset_of!(LoraDecodeParams, rank) - 116usize];
+    ["Offset of field: LoraDecodeParams::scale"][::std::mem::offset_of!(LoraDecodeParams, scale) - 120usize];
+    ["Offset of field: LoraDecodeParams::slots"][::std::mem::offset_of!(LoraDecodeParams, slots) - 124usize];
+    ["Offset of field: LoraDecodeParams::k_splits"][::std::mem::offset_of!(LoraDecodeParams, k_splits) - 128usize];
+    ["Offset of field: LoraDecodeParams::k_per_split"]
+        [::std::mem::offset_of!(LoraDecodeParams, k_per_split) - 132usize];
+    ["Offset of field: LoraDecodeParams::col_groups"][::std::mem::offset_of!(LoraDecodeParams, col_groups) - 136usize];
+    ["Offset of field: LoraDecodeParams::w_tiles"][::std::mem::offset_of!(LoraDecodeParams, w_tiles) - 140usize];
+    ["Offset of field: LoraDecodeParams::slot_tiles"][::std::mem::offset_of!(LoraDecodeParams, slot_tiles) - 144usize];
 };
 pub const LoraAdapterMode_LORA_ADAPTER_NONE: LoraAdapterMode = 0;
 pub const LoraAdapterMode_LORA_ADAPTER_SHRINK: LoraAdapterMode = 1;

@@ -122,6 +122,7 @@
 //! the [`AdapterStatus`] passed with the call records the first such row.
 //! Call [`AdapterStatus::check`] when you are ready to synchronise.
 
+pub(crate) mod decode;
 pub(crate) mod launch;
 
 use std::sync::Arc;
@@ -133,14 +134,16 @@ use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::LoraKernels;
 use crate::merge::Adapter;
-use crate::params::{LoraAdapterMode_LORA_ADAPTER_EXPAND, LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams};
+use crate::params::{
+    LoraAdapterMode_LORA_ADAPTER_EXPAND, LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraDecodeParams, LoraGemmParams,
+};
 use crate::reference::Dropout;
 
 use crate::validate::{
     check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale,
     cols_of, rows_of, Pointers, Span,
 };
-use launch::check_grid;
+use launch::{check_grid, takes_decode_path};
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
 pub struct Linear<'a, T> {
@@ -342,6 +345,28 @@ impl LoraKernels {
         check_address("a", a_span.start)?;
 
         let (m32, n32, k32) = (m as i32, n as i32, k as i32);
+        if takes_decode_path(m, T::DTYPE.size_bytes() == 2, dropout.dropout != 0, r) {
+            let params = LoraDecodeParams {
+                x: x_span.start,
+                w: w_span.start,
+                a: a_span.start,
+                b: b_span.start,
+                bias: bias_span.start,
+                y: y_span.start,
+                p: p_span.start,
+                m: m32,
+                n: n32,
+                k: k32,
+                r_max: r32,
+                num_adapters: 1,
+                rank: r32,
+                scale: adapter.scale,
+                ..Default::default()
+            };
+            // SAFETY: as for the launches below; the decode path's conditions
+            // were just checked.
+            return unsafe { self.launch_decode::<T>(stream, &params) };
+        }
         let shrink = LoraGemmParams {
             out: p_span.start,
             ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,
@@ -497,6 +522,33 @@ impl LoraKernels {
         check_address("a", a_span.start)?;
 
         let (m32, n32, k32) = (m as i32, n as i32, k as i32);
+        if takes_decode_path(m, T::DTYPE.size_bytes() == 2, dropout.dropout != 0, r_max) {
+            let params = LoraDecodeParams {
+                x: x_span.start,
+                w: w_span.start,
+                a: a_span.start,
+                b: b_span.start,
+                bias: bias_span.start,
+                row_adapter: index_span.start,
+                ranks: ranks_span.start,
+                scales: scales_span.start,
+                status: status_span.start,
+                y: y_span.start,
+                p: p_span.start,
+                m: m32,
+                n: n32,
+                k: k32,
+                r_max: r_max32,
+                num_adapters: l32,
+                rank: r_max32,
+                scale: 1.0,
+                ..Default::default()
+            };
+            // SAFETY: as for the launches below; the decode path's conditions
+            // were just checked, and the kernels validate each row's index
+            // against L before using it to address an adapter.
+            return unsafe { self.launch_decode::<T>(stream, &params) };
+        }
         let shrink = LoraGemmParams {
             out: p_span.start,
             ad_mode: LoraAdapterMode_LORA_ADAPTER_SHRINK as i32,

@@ -17,6 +17,7 @@ pub(crate) struct KernelFamily {
 
 pub(crate) const MERGE: KernelFamily = KernelFamily { name: "merge", ptx: crate::ptx::MERGE };
 pub(crate) const FORWARD: KernelFamily = KernelFamily { name: "forward", ptx: crate::ptx::FORWARD };
+pub(crate) const DECODE: KernelFamily = KernelFamily { name: "decode", ptx: crate::ptx::DECODE };
 pub(crate) const BACKWARD: KernelFamily = KernelFamily { name: "backward", ptx: crate::ptx::BACKWARD };
 pub(crate) const INIT: KernelFamily = KernelFamily { name: "init", ptx: crate::ptx::INIT };
 pub(crate) const OPTIM: KernelFamily = KernelFamily { name: "optim", ptx: crate::ptx::OPTIM };

@@ -106,6 +106,101 @@ fn fused_multi_decode<T: LoraDType>() {
     run_multi::<T>(&[(Mix::Unsorted, 3), (Mix::Zipf, 16)], 1032, 72, 2000);
 }
 
+/// The decode path's shapes (M <= 16; f16/bf16 take the two-launch path of
+/// src/forward/decode.rs, f32 the tiled split-K path): K ragged against the
+/// 32-long chunks and the 256-long stride of a CTA's warps, split several
+/// ways; N not a multiple of a CTA's 32 columns; ranks 1, 16, 33, 64 and 200
+/// (seven 32-wide tiles of A); with and without bias; and N wide enough for
+/// CTAs of 2, 4 and 8 warp groups (src/forward/launch.rs, `decode_layout`;
+/// f16/bf16 only: f32 does not take the decode path, and its tiled path
+/// over such N is slow on the emulator).
+const DECODE_CASES: &[(usize, usize, usize, usize, bool)] = &[
+    (16, 2056, 100, 64, true),
+    (5, 1032, 72, 200, false),
+    (1, 4104, 33, 1, true),
+    (16, 520, 1000, 33, true),
+    (11, 3000, 40, 16, false),
+    (16, 520, 6900, 64, true),
+    (7, 72, 13830, 40, false),
+    (16, 136, 27650, 16, true),
+];
+
+/// Above this N a decode case is for the warp groups of f16/bf16 only.
+const WIDE_N: usize = 4096;
+
+/// Each decode case against the reference, P included, and bit-identical
+/// over two runs (every split summed in a fixed order).
+fn fused_decode<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    for (i, &(m, k, n, r, with_bias)) in DECODE_CASES.iter().enumerate() {
+        if n > WIDE_N && T::DTYPE.size_bytes() == 4 {
+            continue;
+        }
+        let case = single_case::<T>(m, k, n, r, with_bias, 300 + i as u64);
+        let (x, w, a, b) =
+            (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+        let bias = case.bias.as_ref().map(|v| upload(stream, v));
+        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
+        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let mut y = poisoned::<T>(stream, m * n);
+            let mut p = poisoned::<T>(stream, m * r);
+            let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+            runs.push((download(stream, &p), download(stream, &y)));
+        }
+        let (p_got, y_got) = &runs[0];
+        let what = format!("decode m={m} k={k} n={n} r={r} bias={with_bias}");
+        assert_close(&format!("P {what}"), p_got, &case.p_reference());
+        assert_close(&format!("Y {what}"), y_got, &case.y_reference(p_got));
+        let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&runs[0].1), bits(&runs[1].1), "{what}: Y differs between two runs");
+        assert_eq!(bits(&runs[0].0), bits(&runs[1].0), "{what}: P differs between two runs");
+    }
+}
+
+/// The decode path with one adapter per row: up to 16 distinct adapters (one
+/// slot each), repeats, rows without one (-1), ranks from 1 to r_max with
+/// the stack's padding NaN; r_max a multiple of 8 (B in 16-byte loads) and
+/// not (element by element).
+fn fused_multi_decode_slots<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (k, n) = (1064, 72);
+    let indices: [&[i32]; 3] =
+        [&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], &[17, -1, 3, 3, 16, -1, 0, 17, 9], &[-1, -1, -1, -1]];
+    for (r_max, seed) in [(72usize, 4000u64), (33, 5000)] {
+        let num_adapters = 18;
+        let ranks: Vec<usize> = (0..num_adapters).map(|l| 1 + (l * 37) % r_max).collect();
+        let scales: Vec<f32> = (0..num_adapters).map(|l| 0.25 * (l as f32 - 8.0)).collect();
+        for (i, index) in indices.iter().enumerate() {
+            let m = index.len();
+            let seed = seed + 10 * i as u64;
+            let mut case = MultiCase::<T> {
+                m,
+                k,
+                n,
+                r_max,
+                x: random(seed, m * k),
+                w: random(seed + 1, n * k),
+                bias: (i != 1).then(|| random(seed + 2, n)),
+                a: random(seed + 3, num_adapters * r_max * k),
+                b: random(seed + 4, num_adapters * n * r_max),
+                ranks: ranks.clone(),
+                scales: scales.clone(),
+                index: index.to_vec(),
+            };
+            poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
+            let (p_got, y_got) = case.run(&dev.kernels, stream, None).expect("forward_multi");
+            let what = format!("decode slots r_max={r_max} k={k} n={n} rows={index:?}");
+            assert_close(&format!("P {what}"), &p_got, &case.p_reference());
+            assert_close(&format!("Y {what}"), &y_got, &case.y_reference(&p_got));
+        }
+    }
+}
+
 fn run_multi<T: LoraDType>(mixes: &[(Mix, usize)], k: usize, n: usize, seed0: u64) {
     let Some(dev) = device::device() else { return };
     let stream = &dev.stream;
@@ -282,6 +377,8 @@ macro_rules! per_dtype {
     };
 }
 per_dtype!(
+    fused_decode,
+    fused_multi_decode_slots,
     fused_single,
     fused_without_p,
     fused_multi,

@@ -9,10 +9,10 @@ mod device;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
-use fused_lora::{Adapter, ForwardOutput, Linear, LoraDType};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, RowAdapters};
 use half::{bf16, f16};
 
-use forward_support::{poisoned, random, upload};
+use forward_support::{download, poisoned, random, upload};
 
 const TILE_K: usize = 32;
 
@@ -263,4 +263,119 @@ fn steady_state_f16() {
 #[test]
 fn steady_state_bf16() {
     steady_state::<bf16>();
+}
+
+/// Runs a tiny shrink (one launch of the tiled GEMM), then `forward`, and
+/// returns the counters of the two launches after the shrink's, checking
+/// that they are the only ones.
+fn two_launches_after_marker(dev: &device::Device, forward: impl FnOnce()) -> Vec<serde_json::Value> {
+    let stream = &dev.stream;
+    let x: CudaSlice<bf16> = upload(stream, &random::<bf16>(9, 8));
+    let a = upload(stream, &random::<bf16>(10, 8));
+    let mut p = poisoned::<bf16>(stream, 1);
+    dev.kernels.shrink(stream, &x.as_view(), &a.as_view(), 1, &mut p.as_view_mut()).expect("marker shrink");
+    forward();
+    stream.synchronize().expect("sync");
+    let recent = device::recent_launch_counters(3).expect("the emulator reports every launch");
+    let marker = &recent[0];
+    assert_eq!(
+        (marker["kernel"].as_str(), marker["grid"][0].as_u64(), marker["grid"][1].as_u64()),
+        (Some("lora_forward_gemm_bf16"), Some(1), Some(1)),
+        "the launch before the last two is the marker shrink: the forward made two launches"
+    );
+    recent[1..].to_vec()
+}
+
+/// The decode path (M = 16, f16/bf16): two launches, the split GEMM over
+/// [W0; A] and the finish; W0 read once (every byte, each 32-byte sector
+/// fetched once), X once per column tile of the grid (16-byte loads, whole
+/// sectors), the f32 partials written once and read once by the finish,
+/// which reads nothing else but B and writes only Y and P.
+fn decode_counters<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let stream = &dev.stream;
+    let (m, k, n, r) = (16usize, 2048usize, 512usize, 16usize);
+    let elem = T::DTYPE.size_bytes() as u64;
+    let x: CudaSlice<T> = upload(stream, &random::<T>(1, m * k));
+    let w = upload(stream, &random::<T>(2, n * k));
+    let a = upload(stream, &random::<T>(3, r * k));
+    let b = upload(stream, &random::<T>(4, n * r));
+    let mut y = poisoned::<T>(stream, m * n);
+    let mut p = poisoned::<T>(stream, m * r);
+    let launches = two_launches_after_marker(&dev, || {
+        let linear = Linear { weight: w.as_view(), bias: None, n, k };
+        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: 0.5 };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+    });
+    let suffix = T::DTYPE.kernel_suffix();
+    let names: Vec<&str> = launches.iter().map(|l| l["kernel"].as_str().expect("kernel name")).collect();
+    assert_eq!(names, [format!("lora_decode_gemm_{suffix}"), format!("lora_decode_finish_{suffix}")], "launches");
+    let (gemm, finish) = (&launches[0], &launches[1]);
+    eprintln!("{} decode split GEMM: {gemm}\nfinish: {finish}", T::DTYPE);
+
+    let (w0, a_bytes, x_bytes) = ((n * k) as u64 * elem, (r * k) as u64 * elem, (m * k) as u64 * elem);
+    let column_tiles = (n.div_ceil(32) + r.div_ceil(32)) as u64;
+    assert_eq!(gemm["grid"][0].as_u64(), Some(column_tiles), "32 columns of [W0; A] per CTA");
+    let splits = gemm["grid"][1].as_u64().expect("splits");
+    assert!(splits > 1, "K = {k} over {column_tiles} column tiles splits to fill the SMs");
+    assert_eq!(device::counter(gemm, "global_bytes_read"), w0 + a_bytes + x_bytes, "X, W0 and A read");
+    assert_eq!(
+        device::counter(gemm, "global_load_sectors") * 32,
+        w0 + a_bytes + column_tiles * x_bytes,
+        "each sector of W0 and A fetched once, X once per column tile"
+    );
+    let partials = splits * (m * (n + r)) as u64 * 4;
+    assert_eq!(device::counter(gemm, "global_bytes_written"), partials, "the f32 partials, once");
+    assert!(partials * 10 <= w0, "partials {partials} B against W0's {w0} B");
+    assert_eq!(device::counter(finish, "global_bytes_read"), partials + (n * r) as u64 * elem, "partials and B");
+    assert_eq!(device::counter(finish, "global_bytes_written"), ((m * n + m * r) as u64) * elem, "Y and P");
+    let (p_host, y_host) = (download(stream, &p), download(stream, &y));
+    assert!(p_host.iter().chain(&y_host).all(|v| v.to_f64().is_finite()), "every output written");
+}
+
+#[test]
+fn decode_counters_f16() {
+    decode_counters::<f16>();
+}
+
+#[test]
+fn decode_counters_bf16() {
+    decode_counters::<bf16>();
+}
+
+/// With one adapter per row (16 rows, 4 adapters, one row without), still two launches.
+#[test]
+fn decode_multi_two_launches() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let stream = &dev.stream;
+    let (m, k, n, r_max, l) = (16usize, 512usize, 64usize, 16usize, 4usize);
+    let x: CudaSlice<bf16> = upload(stream, &random::<bf16>(1, m * k));
+    let w = upload(stream, &random::<bf16>(2, n * k));
+    let a = upload(stream, &random::<bf16>(3, l * r_max * k));
+    let b = upload(stream, &random::<bf16>(4, l * n * r_max));
+    let index: Vec<i32> = (0..m as i32).map(|i| if i == 5 { -1 } else { i % l as i32 }).collect();
+    let index = upload(stream, &index);
+    let mut status = AdapterStatus::new(stream).expect("status");
+    let mut y = poisoned::<bf16>(stream, m * n);
+    let (ranks, scales) = (vec![16, 3, 8, 1], vec![1.0f32, 0.5, -2.0, 0.25]);
+    let launches = two_launches_after_marker(&dev, || {
+        let linear = Linear { weight: w.as_view(), bias: None, n, k };
+        let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &ranks, scales: &scales };
+        let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+        dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("forward");
+    });
+    let names: Vec<&str> = launches.iter().map(|l| l["kernel"].as_str().expect("kernel name")).collect();
+    assert_eq!(names, ["lora_decode_gemm_bf16", "lora_decode_finish_bf16"], "launches");
+    status.check(stream).expect("no bad index");
+    assert!(download(stream, &y).iter().all(|v| v.to_f64().is_finite()), "every output written");
 }

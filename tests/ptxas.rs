@@ -12,6 +12,7 @@ const MODULES: &[(&str, &str)] = &[
     ("backward", ptx::BACKWARD),
     ("init", ptx::INIT),
     ("optim", ptx::OPTIM),
+    ("decode", ptx::DECODE),
 ];
 
 #[test]

@@ -13,6 +13,10 @@ pub const PROJECTIONS: &[(&str, usize, usize)] = &[
     ("llama3-8b gate/up 4096->14336", 4096, 14336),
     ("llama3-8b down 14336->4096", 14336, 4096),
 ];
+/// (name, M, K, N): the smaller whole problems the targets name beside the
+/// projections (issue 12's 1024³ and 2048 x 1024 x 1024), each at its own M.
+pub const SQUARE_SHAPES: &[(&str, usize, usize, usize)] =
+    &[("square 1024^3", 1024, 1024, 1024), ("square 2048x1024x1024", 2048, 1024, 1024)];
 /// Tokens per batch the report models (decode-sized and training-sized).
 pub const REPORT_TOKENS: &[usize] = &[16, 4096];
 /// Adapter ranks the benches and the report cover.

@@ -36,6 +36,11 @@ impl Case {
         2.0 * (m * k + n * k + r * k + n * r + m * n + m * r)
     }
 
+    /// W0's bytes (bf16): what decode must read at least once.
+    pub fn w0_bytes(&self) -> f64 {
+        2.0 * self.n as f64 * self.k as f64
+    }
+
     /// Multiply-adds of the backward (dY·W0, G = dY·B, dB, dA, s·G·A).
     pub fn backward_flops(&self) -> f64 {
         let (m, k, n, r) = (self.m as f64, self.k as f64, self.n as f64, self.r as f64);

@@ -14,6 +14,9 @@ pub struct Modeled {
     pub bound: String,
     pub registers: u64,
     pub ctas_per_sm: u64,
+    /// What the model adds per launch beyond its resources (`us` less the
+    /// largest of `resource_us`): the launch overhead.
+    pub overhead_us: f64,
 }
 
 /// One launch as the emulator counted and modeled it.
@@ -44,13 +47,21 @@ impl Launch {
             .ok_or("counters line without `model`: the emulator models launches only when PTX_EMU_MODEL names GPUs")?;
         for (gpu, m) in model {
             let field = |key: &str| m[key].as_u64().unwrap_or(0);
+            let us = m["us"].as_f64().ok_or_else(|| format!("model of {gpu} without `us`: {line}"))?;
+            let body = m["resource_us"]
+                .as_object()
+                .ok_or_else(|| format!("model of {gpu} without `resource_us`: {line}"))?
+                .values()
+                .filter_map(|v| v.as_f64())
+                .fold(0.0, f64::max);
             modeled.insert(
                 gpu.clone(),
                 Modeled {
-                    us: m["us"].as_f64().ok_or_else(|| format!("model of {gpu} without `us`: {line}"))?,
+                    us,
                     bound: m["bound"].as_str().unwrap_or("?").to_string(),
                     registers: field("registers"),
                     ctas_per_sm: field("ctas_per_sm"),
+                    overhead_us: (us - body).max(0.0),
                 },
             );
         }
@@ -95,24 +106,28 @@ impl LaunchLog {
 }
 
 /// What a sequence of launches adds up to on one GPU: the summed time, and
-/// the bound of the launch that takes longest (with its kernel).
+/// the bound of the launch that takes longest (with its kernel), how many
+/// launches, and how much of the time is the model's per-launch overhead.
 #[derive(Clone, Debug)]
 pub struct Summed {
     pub us: f64,
+    pub launches: usize,
+    pub overhead_us: f64,
     pub bound: String,
     pub slowest: String,
 }
 
 pub fn sum_on(launches: &[Launch], gpu: &str) -> Result<Summed, Box<dyn Error>> {
-    let mut us = 0.0;
+    let (mut us, mut overhead_us) = (0.0, 0.0);
     let mut slowest: Option<(&Launch, &Modeled)> = None;
     for launch in launches {
         let m = launch.modeled.get(gpu).ok_or_else(|| format!("launch of {} not modeled on {gpu}", launch.kernel))?;
         us += m.us;
+        overhead_us += m.overhead_us;
         if slowest.map_or(true, |(_, s)| m.us > s.us) {
             slowest = Some((launch, m));
         }
     }
     let (launch, m) = slowest.ok_or("no launch recorded")?;
-    Ok(Summed { us, bound: m.bound.clone(), slowest: launch.kernel.clone() })
+    Ok(Summed { us, launches: launches.len(), overhead_us, bound: m.bound.clone(), slowest: launch.kernel.clone() })
 }

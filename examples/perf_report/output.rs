@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::cases::Case;
 use crate::launches::{Launch, Summed};
+use crate::targets;
 
 /// One case on one modeled GPU.
 pub struct Row {
@@ -19,6 +20,8 @@ pub struct Row {
     pub cutlass_dx: f64,
     pub forward_floor: f64,
     pub backward_floor: f64,
+    /// The time to read W0 once at the GPU's DRAM bandwidth (the decode target's floor).
+    pub w0_floor: f64,
 }
 
 impl Row {
@@ -27,16 +30,17 @@ impl Row {
     }
 }
 
-pub const CSV_HEADER: &str = "projection,m,k,n,r,gpu,forward_us,forward_bound,forward_slowest_kernel,cutlass_us,forward_over_cutlass,forward_floor_us,forward_over_floor,backward_us,backward_bound,backward_slowest_kernel,cutlass_dx_us,backward_over_cutlass_dx,backward_floor_us,backward_over_floor";
+pub const CSV_HEADER: &str = "projection,m,k,n,r,gpu,forward_us,forward_bound,forward_slowest_kernel,cutlass_us,forward_over_cutlass,forward_floor_us,forward_over_floor,backward_us,backward_bound,backward_slowest_kernel,cutlass_dx_us,backward_over_cutlass_dx,backward_floor_us,backward_over_floor,forward_launches,forward_launch_overhead_us,w0_floor_us,forward_over_w0_floor,forward_target,forward_target_ratio,forward_met,backward_launches,backward_target,backward_target_ratio,backward_met";
 
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn Error>> {
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
     for r in rows {
         let c = &r.case;
+        let (ft, bt) = (targets::forward(r), targets::backward(r));
         writeln!(
             csv,
-            "{},{},{},{},{},{},{:.3},{},{},{:.3},{:.4},{:.3},{:.4},{:.3},{},{},{:.3},{:.4},{:.3},{:.4}",
+            "{},{},{},{},{},{},{:.3},{},{},{:.3},{:.4},{:.3},{:.4},{:.3},{},{},{:.3},{:.4},{:.3},{:.4},{},{:.3},{:.3},{:.4},{},{:.4},{},{},{},{:.4},{}",
             c.projection,
             c.m,
             c.k,
@@ -57,6 +61,17 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn Error>> {
             r.backward.us / r.cutlass_dx,
             r.backward_floor,
             r.backward.us / r.backward_floor,
+            r.forward.launches,
+            r.forward.overhead_us,
+            r.w0_floor,
+            r.forward.us / r.w0_floor,
+            ft.rule,
+            ft.ratio,
+            ft.met_word(),
+            r.backward.launches,
+            bt.rule,
+            bt.ratio,
+            bt.met_word(),
         )?;
     }
     Ok(std::fs::write(path, csv)?)
@@ -67,7 +82,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<30} {:<5} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8}",
+        "{:<36} {:<5} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8} {:>8} {:>4} {:>8} {:>4}",
         "case (bf16, modeled)",
         "gpu",
         "fwd us",
@@ -82,11 +97,16 @@ pub fn table(rows: &[Row]) -> String {
         "floor",
         "ratio",
         "binds",
+        "fwd tgt",
+        "met",
+        "bwd tgt",
+        "met",
     );
     for r in rows {
+        let (ft, bt) = (targets::forward(r), targets::backward(r));
         let _ = writeln!(
             t,
-            "{:<30} {:<5} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8}",
+            "{:<36} {:<5} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8} {:>8} {:>4} {:>8} {:>4}",
             r.label(),
             r.gpu,
             r.forward.us,
@@ -101,8 +121,18 @@ pub fn table(rows: &[Row]) -> String {
             r.backward_floor,
             r.backward.us / r.backward_floor,
             r.backward.bound,
+            format!("{:.2}x", ft.ratio),
+            ft.met_word(),
+            format!("{:.2}x", bt.ratio),
+            bt.met_word(),
         );
     }
+    let _ = writeln!(
+        t,
+        "targets: forward <=1.05x CUTLASS at M >= 4096, <=1.10x below; decode (M <= {}) <=1.10x the W0 read in <=2 \
+         launches; backward <=1.15x CUTLASS's dX GEMM",
+        targets::DECODE_TOKENS
+    );
     t
 }
 
@@ -222,7 +252,40 @@ pub fn write_markdown(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), 
         }
         md.push('\n');
     }
+    md.push_str(&targets_markdown(rows));
     Ok(std::fs::write(path, md)?)
+}
+
+/// The targets, one line per case and GPU: the forward's rule, ratio and
+/// whether it is met (with its launches, and at decode the ratio with the
+/// model's per-launch overhead taken out), the backward's likewise.
+fn targets_markdown(rows: &[Row]) -> String {
+    let mut md = String::from(
+        "\n| case (bf16) | gpu | forward target | forward | met | launches | decode: without launch overhead | \
+         backward target | backward | met |\n| --- | --- | --- | ---: | --- | ---: | ---: | --- | ---: | --- |\n",
+    );
+    for r in rows {
+        let (ft, bt) = (targets::forward(r), targets::backward(r));
+        let bare = if r.case.m <= targets::DECODE_TOKENS {
+            format!("{:.2}x", (r.forward.us - r.forward.overhead_us) / r.w0_floor)
+        } else {
+            String::from("—")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2}x | {} | {} | {bare} | {} | {:.2}x | {} |",
+            r.label(),
+            r.gpu,
+            ft.rule,
+            ft.ratio,
+            ft.met_word(),
+            r.forward.launches,
+            bt.rule,
+            bt.ratio,
+            bt.met_word()
+        );
+    }
+    md
 }
 
 /// A case's label without the model's name, short enough for the chart.

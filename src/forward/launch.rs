@@ -10,9 +10,9 @@ use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, FORWARD};
 use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_FWD_BIG_SHARED_BYTES,
-    LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K,
-    LORA_FWD_TILE_M, LORA_FWD_TILE_N,
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK,
+    LORA_DECODE_ROWS, LORA_DECODE_STAGE_K, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
+    LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -51,6 +51,76 @@ pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> 
     let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
     let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
     wanted.min(by_steps).clamp(1, MAX_SPLITS)
+}
+
+/// Whether a forward of `m` rows with adapter slots `r_max` wide takes the
+/// decode path (`src/forward/decode.rs`): two launches, the shrink folded
+/// into the split-K pass over W0, instead of a shrink launch, a split fused
+/// GEMM and its reduction. For f16/bf16 (it multiplies on tensor cores)
+/// without dropout (a dropout shrink reads another X than the base GEMM), up
+/// to one m16 fragment of rows (`LORA_DECODE_ROWS`), and ranks up to
+/// `LORA_DECODE_MAX_RANK` (P's rows are kept in shared memory).
+pub(crate) fn takes_decode_path(m: usize, half: bool, dropped: bool, r_max: usize) -> bool {
+    half && !dropped && m <= LORA_DECODE_ROWS as usize && r_max <= LORA_DECODE_MAX_RANK as usize
+}
+
+/// How the decode path's split GEMM is laid out: warp groups of 32 columns
+/// per CTA (`LORA_DECODE_WARPS / groups` warps splitting K in each), and K
+/// splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DecodeLayout {
+    pub groups: usize,
+    pub splits: usize,
+}
+
+/// The sizes [`decode_layout`] weighs, in elements and bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodeProblem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub r_max: usize,
+    /// Adapter slots: min(m, L).
+    pub slots: usize,
+    pub elem_bytes: usize,
+}
+
+/// Picks the decode layout for a device of `multiprocessors` SMs and
+/// `l2_bytes` of L2: for each CTA width (1, 2, 4 or 8 groups of 32 columns),
+/// the K splits that give every SM a CTA (each split at least one 512-long
+/// stage of K, at most `MAX_SPLITS`), and what that costs beyond reading W0
+/// once: the f32 partials, written and read back (`splits x m x (n + slots x
+/// r_max) x 4` bytes, twice), and X read again by every column tile but the
+/// first, which comes from DRAM in the proportion of the footprint (W0, X, A)
+/// past L2 (W0 streams through L2 and takes X out with it; below L2, X stays
+/// and the re-reads cost no DRAM). The cheapest wins; on a tie the one with
+/// more CTAs up to one per SM, then the one reading X fewer times (less L2
+/// traffic), then the narrower. Deterministic for a shape and device. On 108 SMs and 40 MB of L2, bf16, M = 16, r = 16: k/v (4096 ->
+/// 1024) 1 group, 4 splits; q/o 1 group, no split; gate/up (W0 117 MB) 8
+/// groups, 2 splits; down (K = 14336) 8 groups, 7 splits.
+pub(crate) fn decode_layout(multiprocessors: usize, l2_bytes: usize, pr: &DecodeProblem) -> DecodeLayout {
+    let stage = LORA_DECODE_STAGE_K as usize;
+    let by_k = pr.k.div_ceil(stage).clamp(1, MAX_SPLITS);
+    let footprint = (pr.n * pr.k + pr.m * pr.k + pr.slots * pr.r_max * pr.k) * pr.elem_bytes;
+    let past_l2 = 1.0 - (l2_bytes as f64 / footprint as f64).min(1.0);
+    let x_bytes = (pr.m * pr.k * pr.elem_bytes) as f64;
+    // (bytes beyond W0, CTAs short of one per SM, column tiles reading X)
+    let mut best: Option<((f64, usize, usize), DecodeLayout)> = None;
+    for groups in [1, 2, 4, 8] {
+        let cols = groups * LORA_DECODE_COLS as usize;
+        let w_tiles = pr.n.div_ceil(cols);
+        let tiles = w_tiles + pr.slots * pr.r_max.div_ceil(cols);
+        let splits = multiprocessors.div_ceil(tiles).clamp(1, by_k);
+        let partials = (2 * splits * pr.m * (pr.n + pr.slots * pr.r_max) * 4) as f64;
+        let cost = partials + (w_tiles - 1) as f64 * x_bytes * past_l2;
+        let key = (cost, multiprocessors.saturating_sub(tiles * splits), w_tiles);
+        let better =
+            best.map_or(true, |(b, _)| key.0 < b.0 || (key.0 == b.0 && (key.1 < b.1 || (key.1 == b.1 && key.2 < b.2))));
+        if better {
+            best = Some((key, DecodeLayout { groups, splits }));
+        }
+    }
+    best.map_or(DecodeLayout { groups: 1, splits: 1 }, |(_, layout)| layout)
 }
 
 /// The CTA tile of one fused-GEMM launch.
@@ -205,7 +275,36 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{forward_tile, k_splits, ForwardTile};
+    use super::{decode_layout, forward_tile, k_splits, takes_decode_path, DecodeLayout, DecodeProblem, ForwardTile};
+
+    #[test]
+    fn decode_path_for_few_rows_of_half_types() {
+        assert!(takes_decode_path(16, true, false, 64));
+        assert!(takes_decode_path(1, true, false, 256));
+        assert!(!takes_decode_path(17, true, false, 16));
+        assert!(!takes_decode_path(16, false, false, 16), "f32");
+        assert!(!takes_decode_path(16, true, true, 16), "dropout");
+        assert!(!takes_decode_path(16, true, false, 257), "rank past shared P");
+    }
+
+    #[test]
+    fn decode_layout_by_shape() {
+        let (sms, l2) = (108, 40 << 20);
+        let llama = |k, n, r| DecodeProblem { m: 16, n, k, r_max: r, slots: 1, elem_bytes: 2 };
+        let layout = |groups, splits| DecodeLayout { groups, splits };
+        // W0 within L2: X's re-reads are free; the fewest partials.
+        assert_eq!(decode_layout(sms, l2, &llama(4096, 1024, 16)), layout(1, 4));
+        assert_eq!(decode_layout(sms, l2, &llama(4096, 4096, 16)), layout(1, 1));
+        // W0 past L2: wide tiles, X read 57 (17) times instead of 449 (129).
+        assert_eq!(decode_layout(sms, l2, &llama(4096, 14336, 16)), layout(8, 2));
+        assert_eq!(decode_layout(sms, l2, &llama(14336, 4096, 64)), layout(8, 7));
+        // Enough columns for one CTA per SM at every width: the widest.
+        assert_eq!(decode_layout(sms, l2, &llama(64, 27648, 16)), layout(8, 1));
+        assert_eq!(decode_layout(sms, l2, &llama(64, 13824, 16)), layout(4, 1));
+        // Short K: one split per 512-long stage at most.
+        assert_eq!(decode_layout(sms, l2, &llama(520, 100, 16)), layout(1, 2));
+        assert_eq!(decode_layout(sms, l2, &llama(64, 8, 1)), layout(1, 1));
+    }
 
     #[test]
     fn splits_only_when_tiles_are_few_and_k_is_long() {

@@ -1,0 +1,107 @@
+//! The decode forward (few rows): two launches, `lora_decode_gemm_<T>` (split
+//! K over the rows of `[W0; A]`, the shrink as extra output columns of the
+//! same pass) and `lora_decode_finish_<T>` (the splits summed in a fixed
+//! order, P rounded and written, `s·P·Bᵀ` and the bias added, Y written once).
+//! `cuda/decode.cu` and `cuda/decode_params.h` describe the kernels;
+//! [`super::launch::takes_decode_path`] decides when they run.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::launch::{decode_layout, DecodeProblem};
+use crate::dtype::LoraDType;
+use crate::error::{LoraError, Result};
+use crate::kernels::{LoraKernels, DECODE};
+use crate::params::{
+    LoraDecodeParams, LORA_DECODE_CHUNK, LORA_DECODE_COLS, LORA_DECODE_FINISH_WARPS, LORA_DECODE_WARPS,
+};
+
+// SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
+// the header the kernels include.
+unsafe impl DeviceRepr for LoraDecodeParams {}
+
+impl LoraKernels {
+    /// Launches the decode path for `params` (pointers, `m`, `n`, `k`,
+    /// `r_max`, `num_adapters`, `rank`, `scale` filled in by the caller; the
+    /// slots, splits, tiles and partials are set here).
+    ///
+    /// # Safety
+    /// Every pointer in `params` must come from a live buffer of this context
+    /// holding the elements `cuda/decode_params.h` describes for its
+    /// dimensions, with guards that outlive the launches' stream work; X, W0
+    /// and A 16-byte aligned with `k` a multiple of 8; Y and P overlapping no
+    /// input nor each other; `ranks` (when set) in `1..=r_max`; and
+    /// `takes_decode_path` true for the shape.
+    pub(crate) unsafe fn launch_decode<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: &LoraDecodeParams,
+    ) -> Result<()> {
+        let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
+        let sms =
+            self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        let l2 = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?.max(0) as usize;
+        let slots = m.min(params.num_adapters as usize);
+        let problem = DecodeProblem { m, n, k, r_max, slots, elem_bytes: T::DTYPE.size_bytes() };
+        let layout = decode_layout(sms, l2, &problem);
+        let cols = LORA_DECODE_COLS as usize;
+        let tile_cols = layout.groups * cols;
+        let (w_tiles, slot_tiles) = (n.div_ceil(tile_cols), r_max.div_ceil(tile_cols));
+        let column_tiles = w_tiles + slots * slot_tiles;
+        let splits = layout.splits;
+        let chunk = LORA_DECODE_CHUNK as usize;
+        let k_per_split = k.div_ceil(chunk).div_ceil(splits) * chunk;
+        let splits = k.div_ceil(k_per_split);
+        let too_big = |what: &'static str, value: usize| LoraError::InvalidArgument {
+            what,
+            value: value.to_string(),
+            reason: "too large for the decode path's grid",
+        };
+        let grid_x = u32::try_from(column_tiles).map_err(|_| too_big("n", n))?;
+        let finish_x = u32::try_from(n.div_ceil(cols)).map_err(|_| too_big("n", n))?;
+
+        // Every element the finishing launch reads is written by the split
+        // GEMM (cuda/decode_params.h), so the partials need no clearing.
+        // SAFETY: f32 has no invalid bit patterns, and no element is read
+        // before the first launch writes it.
+        let partials = unsafe { stream.alloc::<f32>(splits * m * (n + slots * r_max)) }?;
+        let (partials_ptr, _partials_guard) = partials.device_ptr(stream);
+        let params = LoraDecodeParams {
+            partials: partials_ptr,
+            slots: slots as i32,
+            k_splits: splits as i32,
+            k_per_split: k_per_split as i32,
+            col_groups: layout.groups as i32,
+            w_tiles: w_tiles as i32,
+            slot_tiles: slot_tiles as i32,
+            ..*params
+        };
+        let suffix = T::DTYPE.kernel_suffix();
+        let gemm = self.function(DECODE, &format!("lora_decode_gemm_{suffix}"))?;
+        let config = LaunchConfig {
+            grid_dim: (grid_x, splits as u32, 1),
+            block_dim: (LORA_DECODE_WARPS * 32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&gemm);
+        launch.arg(&params);
+        // SAFETY: the caller's contract covers the inputs; `partials` holds
+        // the [splits, m, n + slots * r_max] floats the grid writes.
+        unsafe { launch.launch(config) }?;
+
+        let finish = self.function(DECODE, &format!("lora_decode_finish_{suffix}"))?;
+        let config = LaunchConfig {
+            grid_dim: (finish_x, 1, 1),
+            block_dim: (LORA_DECODE_FINISH_WARPS * 32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&finish);
+        launch.arg(&params);
+        // SAFETY: as above; the partials were written by the launch before,
+        // ordered on the same stream.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+}
