@@ -133,10 +133,9 @@ use crate::forward::{check_linear, check_stack, AdapterStack, Linear, RowAdapter
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
-    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G,
-    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS,
-    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
+    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE, LORA_BWD_THREADS,
+    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS, LORA_GROUP_THREADS,
 };
 use crate::reference::Dropout;
 use crate::validate::{
@@ -188,51 +187,30 @@ struct Dims {
     num_adapters: usize,
 }
 
-/// CTAs a dA or dB launch aims for (output tiles × adapters × row chunks):
-/// enough to occupy a large GPU several times over. A constant, not the
-/// device's SM count, so that the row chunks, and with them the order in
-/// which dA and dB are summed, are the same on every device. (G and dX on the
-/// decode path split by the device's SM count, as the forward does: bits can
-/// differ between devices there, never between runs.)
-const ROW_SPLIT_TARGET_CTAS: usize = 1024;
+/// The rank-side tile (both sides) of G, dB and dA.
+const RANK_TILE: usize = LORA_BWD_RANK_TILE as usize;
 
 impl Dims {
-    /// The `[rows, cols]` of one adapter's dB (`[n, r_max]`) or dA (`[r_max, k]`).
-    fn reduction_shape(&self, reduction: LoraBwdReduction) -> (usize, usize) {
-        if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
-            (self.n, self.r_max)
+    /// Whether the rows carry adapter indices (grouped on the device first).
+    fn grouped(&self, base: &LoraBwdParams) -> bool {
+        base.row_adapter != 0
+    }
+
+    /// CTAs along x of G in the G-and-dB launch: at most one per 32 rows of
+    /// each segment (adapters, then the -1 rows), a bound the device's own
+    /// count (`group_tiles`) never exceeds; the CTAs past it return at once.
+    fn g_ctas(&self, grouped: bool) -> usize {
+        let tiles = self.m.div_ceil(RANK_TILE);
+        if grouped {
+            tiles + self.num_adapters + 1
         } else {
-            (self.r_max, self.k)
+            tiles
         }
     }
 
-    /// Rows per chunk of a dA/dB reduction: as many chunks as keep the launch
-    /// near [`ROW_SPLIT_TARGET_CTAS`] (few when the output has many tiles, so
-    /// the f32 partials stay small against dY and X), at most
-    /// LORA_BWD_MAX_SPLITS, and at least LORA_BWD_MIN_ROWS_PER_SPLIT rows each.
-    /// A function of the shape alone.
-    fn rows_per_split(&self, reduction: LoraBwdReduction) -> usize {
-        let (rows, cols) = self.reduction_shape(reduction);
-        let ctas_per_chunk = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS) * self.num_adapters;
-        let chunks = (ROW_SPLIT_TARGET_CTAS / ctas_per_chunk).clamp(1, LORA_BWD_MAX_SPLITS as usize);
-        self.m.div_ceil(chunks).max(LORA_BWD_MIN_ROWS_PER_SPLIT as usize)
-    }
-
-    /// The number of row chunks of a dA/dB reduction.
-    fn splits(&self, reduction: LoraBwdReduction) -> usize {
-        self.m.div_ceil(self.rows_per_split(reduction))
-    }
-
-    /// f32 partials for the larger of the two reductions (the buffer is reused).
-    fn partial_len(&self) -> usize {
-        [LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DA]
-            .into_iter()
-            .map(|reduction| {
-                let (rows, cols) = self.reduction_shape(reduction);
-                self.splits(reduction) * self.num_adapters * rows * cols
-            })
-            .max()
-            .unwrap_or(0)
+    /// Rank tiles (gridDim.y of the rank-side launches).
+    fn rank_tiles(&self) -> usize {
+        self.r_max.div_ceil(RANK_TILE)
     }
 }
 
@@ -376,7 +354,7 @@ impl LoraKernels {
         let m = rows_of("x", x.len(), k)?;
         let ranks = check_stack(stream, adapters, rows, m, n, k)?;
         let num_adapters = ranks.len();
-        // The rowsum grid holds one CTA row per adapter.
+        // The rank-side grids hold one run of CTAs per adapter.
         if num_adapters > 65_535 {
             return Err(LoraError::InvalidArgument {
                 what: "ranks.len()",
@@ -511,14 +489,25 @@ impl LoraKernels {
             Some(_) => None,
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
-        let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
+        let grouped = dims.grouped(&base);
+        // The rows grouped by adapter: perm [m], segment starts and G's tile
+        // prefix sums [L + 2], and the sort's per-warp counts.
+        let group_len = |len: usize| if grouped { len } else { 0 };
+        let perm = stream.alloc_zeros::<i32>(group_len(m).max(1))?;
+        let segments = stream.alloc_zeros::<i32>(group_len(num_adapters + 2).max(1))?;
+        let group_tiles = stream.alloc_zeros::<i32>(group_len(num_adapters + 2).max(1))?;
+        let warps = (LORA_GROUP_THREADS / 32) as usize;
+        let group_counts = stream.alloc_zeros::<i32>(group_len(warps * (num_adapters + 1)).max(1))?;
         let mut ptrs = Pointers::new(stream);
         let dy_span = ptrs.read("dy", dy);
         let x_span = ptrs.read("x", x);
         let w_span = ptrs.read("weight", &linear.weight);
         let a_span = ptrs.read("a", a);
         let b_span = ptrs.read("b", b);
-        let (partials_ptr, _partials_guard) = partials.device_ptr(stream);
+        let (perm_ptr, _perm_guard) = perm.device_ptr(stream);
+        let (segments_ptr, _segments_guard) = segments.device_ptr(stream);
+        let (group_tiles_ptr, _group_tiles_guard) = group_tiles.device_ptr(stream);
+        let (group_counts_ptr, _group_counts_guard) = group_counts.device_ptr(stream);
         let p_span = match (p, &mut p_scratch) {
             (Some(p), _) => ptrs.read("p", p),
             (None, Some(scratch)) => ptrs.write("p", scratch),
@@ -574,7 +563,6 @@ impl LoraKernels {
             b: b_span.start,
             p: p_span.start,
             g: g_span.start,
-            partials: partials_ptr,
             m: m as i32,
             n: n as i32,
             k: k as i32,
@@ -582,29 +570,76 @@ impl LoraKernels {
             accumulate: i32::from(out.mode == GradMode::Accumulate),
             ..base
         };
+        let params = if grouped {
+            LoraBwdParams {
+                perm: perm_ptr,
+                segments: segments_ptr,
+                group_tiles: group_tiles_ptr,
+                group_counts: group_counts_ptr,
+                ..params
+            }
+        } else {
+            params
+        };
         // SAFETY (all launches below): the caller's contract plus the checks
         // above: each kernel reads and writes only inside the extents
         // `params` describes, the outputs overlap no input nor each other,
-        // and the launches are ordered on one stream (G before dA and dX,
-        // each rowsum before its finish).
+        // and the launches are ordered on one stream (the grouping before
+        // the rank side, G before dA and dX).
         unsafe {
-            // G reports bad indices; dX reads the same rows and stays quiet.
-            self.row_gemm::<T>(stream, LoraBwdParams { out: 0, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_G)?;
-            self.reduce_rows::<T>(
-                stream,
-                dims,
-                LoraBwdParams { out: db_span.start, ..params },
-                LoraBwdReduction_LORA_BWD_REDUCE_DB,
-            )?;
-            self.reduce_rows::<T>(
-                stream,
-                dims,
-                LoraBwdParams { out: da_span.start, ..params },
-                LoraBwdReduction_LORA_BWD_REDUCE_DA,
-            )?;
-            let dx_params = LoraBwdParams { out: dx_span.start, status: 0, ..params };
+            if grouped {
+                // The sort reports bad indices; the launches after it stay quiet.
+                self.launch_group_rows(stream, params)?;
+            }
+            let params = LoraBwdParams { status: 0, ..params };
+            let g_ctas = dims.g_ctas(grouped);
+            let db_ctas = n.div_ceil(RANK_TILE) * num_adapters;
+            let da_ctas = k.div_ceil(RANK_TILE) * num_adapters;
+            let rank_tiles = dims.rank_tiles() as u32;
+            let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
+            self.launch_rank_side::<T>(stream, "g_db", g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
+            let da = LoraBwdParams { out: da_span.start, ..params };
+            self.launch_rank_side::<T>(stream, "da", da, (da_ctas as u32, rank_tiles, 1))?;
+            let dx_params = LoraBwdParams { out: dx_span.start, ..params };
             self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
         }
+        Ok(())
+    }
+
+    /// The stable counting sort of the rows by adapter (`lora_group_rows`,
+    /// one CTA): `params.perm`, `segments` and `group_tiles` from the index.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::run_backward`], with `params` filled in by it and
+    /// the grouping buffers sized for `m` rows and `num_adapters` adapters.
+    unsafe fn launch_group_rows(&self, stream: &Arc<CudaStream>, params: LoraBwdParams) -> Result<()> {
+        let function = self.function(BACKWARD, "lora_group_rows")?;
+        let config = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (LORA_GROUP_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
+    /// Launches the rank-side kernel `lora_backward_<name>_<T>` (`g_db` or
+    /// `da`) over `grid`: 32-wide tiles along x (and adapters), rank tiles along y.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`].
+    unsafe fn launch_rank_side<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        name: &str,
+        params: LoraBwdParams,
+        grid: (u32, u32, u32),
+    ) -> Result<()> {
+        let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
+        let config = LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_RANK_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
         Ok(())
     }
 
@@ -650,35 +685,6 @@ impl LoraKernels {
         unsafe {
             self.launch_tiled::<T>(stream, name, params, grid)?;
             self.launch_backward::<T>(stream, "sum_splits", params, m * cols, 1, 1)
-        }
-    }
-
-    /// dB or dA: the split partials, then their ordered sum.
-    ///
-    /// # Safety
-    /// As [`LoraKernels::run_backward`], with `params` filled in by it.
-    unsafe fn reduce_rows<T: LoraDType>(
-        &self,
-        stream: &Arc<CudaStream>,
-        dims: Dims,
-        params: LoraBwdParams,
-        reduction: LoraBwdReduction,
-    ) -> Result<()> {
-        let name = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB { "db_partials" } else { "da_partials" };
-        let (rows, cols) = dims.reduction_shape(reduction);
-        let splits = dims.splits(reduction);
-        let params = LoraBwdParams {
-            reduction: reduction as i32,
-            splits: splits as i32,
-            rows_per_split: dims.rows_per_split(reduction) as i32,
-            ..params
-        };
-        let adapters = dims.num_adapters as u32;
-        let tiles = (rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS)) as u32;
-        // SAFETY: as in `run_backward`.
-        unsafe {
-            self.launch_tiled::<T>(stream, name, params, (tiles, adapters, splits as u32))?;
-            self.launch_backward::<T>(stream, "finish", params, rows * cols, adapters, 1)
         }
     }
 
@@ -730,47 +736,5 @@ impl LoraKernels {
         // SAFETY: the caller's contract.
         unsafe { launch.launch(config) }?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Dims;
-    use crate::params::{LoraBwdReduction_LORA_BWD_REDUCE_DA as DA, LoraBwdReduction_LORA_BWD_REDUCE_DB as DB};
-
-    fn dims(m: usize, n: usize, k: usize, r_max: usize, num_adapters: usize) -> Dims {
-        Dims { m, n, k, r_max, num_adapters }
-    }
-
-    #[test]
-    fn row_chunks_cover_m_and_stay_few() {
-        // Small M: chunks of 64 rows.
-        let small = |m| dims(m, 8, 8, 4, 1);
-        assert_eq!((small(1).rows_per_split(DB), small(1).splits(DB)), (64, 1));
-        assert_eq!((small(130).rows_per_split(DA), small(130).splits(DA)), (64, 3));
-        // Large M, one output tile: at most 64 chunks, together covering every row.
-        for m in [4096, 4097, 100_000, 65_535 * 64] {
-            let d = small(m);
-            for reduction in [DA, DB] {
-                let (splits, rows) = (d.splits(reduction), d.rows_per_split(reduction));
-                assert_eq!(splits, 64, "m={m}");
-                assert!(splits * rows >= m && (splits - 1) * rows < m, "m={m}");
-            }
-        }
-    }
-
-    #[test]
-    fn many_output_tiles_take_few_chunks() {
-        // dB [4096, 16]: 64 tiles, so 16 chunks keep the grid at 1024 CTAs;
-        // dA [16, 14336]: 224 tiles, 4 chunks.
-        let d = dims(4096, 4096, 14_336, 16, 1);
-        assert_eq!((d.splits(DB), d.rows_per_split(DB)), (16, 256));
-        assert_eq!((d.splits(DA), d.rows_per_split(DA)), (4, 1024));
-        // 32 adapters on 64 tiles: one chunk, whatever M.
-        let multi = dims(2048, 4096, 4096, 16, 32);
-        assert_eq!((multi.splits(DB), multi.rows_per_split(DB)), (1, 2048));
-        // The partials hold the larger of the two reductions.
-        // dB: 16 chunks x 4096 x 16 = 1 048 576 floats; dA: 4 x 16 x 14 336 = 917 504.
-        assert_eq!(d.partial_len(), 16 * 4096 * 16);
     }
 }
