@@ -407,7 +407,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
 // then dA (it reads G), over the rows grouped by adapter.
 
 template <typename T> __device__ void g_db(const LoraBwdParams& p) {
-    __shared__ rank_side::Shared sm;
+    rank_side::Shared& sm = rank_side::shared_storage();
     if (static_cast<int>(blockIdx.x) < p.g_tiles) {
         rank_side::g_tile<T>(p, sm, blockIdx.x);
     } else {
@@ -416,7 +416,7 @@ template <typename T> __device__ void g_db(const LoraBwdParams& p) {
 }
 
 template <typename T> __device__ void da(const LoraBwdParams& p) {
-    __shared__ rank_side::Shared sm;
+    rank_side::Shared& sm = rank_side::shared_storage();
     rank_side::rank_grad<T, true>(p, sm, blockIdx.x);
 }
 

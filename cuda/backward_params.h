@@ -45,7 +45,9 @@
  * N for dB, K for dA) x LORA_BWD_RANK_TILE (rank) output tile and walks its
  * whole reduction: no split partials. */
 #define LORA_BWD_RANK_TILE 32
-#define LORA_BWD_RANK_THREADS 128
+#define LORA_BWD_RANK_THREADS 256
+/* Their dynamic shared memory: per warp two stages of two 2 KB tiles, and the tile's rows. */
+#define LORA_BWD_RANK_SHARED_BYTES (64 * 1024 + 128)
 /* lora_group_rows: one CTA of this many threads sorts the rows by adapter. */
 #define LORA_GROUP_THREADS 1024
 

@@ -37,7 +37,7 @@
 namespace fused_lora {
 namespace rank_side {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kWide = 32;   // output tile extent on the wide side
 constexpr int kCols = 32;   // ... and on the rank side
@@ -79,6 +79,13 @@ struct alignas(16) Shared {
     };
     int rows[kWide];  // G: the global rows of the CTA's tile
 };
+static_assert(sizeof(Shared) <= LORA_BWD_RANK_SHARED_BYTES, "the host's launch reserves enough");
+
+// The launch's dynamic shared memory (above the 48 KB a launch gets without opting in).
+__device__ __forceinline__ Shared& shared_storage() {
+    extern __shared__ __align__(16) unsigned char rank_side_shared[];
+    return *reinterpret_cast<Shared*>(rank_side_shared);
+}
 
 // Rows grouped by adapter (group_rows below), or, without an index, every
 // row in order as adapter 0's.
@@ -130,14 +137,14 @@ __device__ __forceinline__ void copy_chunk(uint32_t dst, unsigned char* dst_ptr,
         cp_async_16_zfill(dst, count ? static_cast<uint64_t>(__cvta_generic_to_global(src)) : 0ull, count ? 16 : 0);
         return;
     }
-    T v[kChunk];
+    // Straight into shared memory (a local array would live in local memory).
+    T* d = reinterpret_cast<T*>(dst_ptr);
     if (count > 0) {
-        loader.template load<T, kChunk>(v, src, row, col, count);
+        loader.template load<T, kChunk>(d, src, row, col, count);
     } else {
 #pragma unroll
-        for (int e = 0; e < kChunk; ++e) v[e] = from_f32<T>(0.0f);
+        for (int e = 0; e < kChunk; ++e) d[e] = from_f32<T>(0.0f);
     }
-    *reinterpret_cast<uint4*>(dst_ptr) = *reinterpret_cast<const uint4*>(v);
 }
 
 template <int kFM, int kFN> __device__ __forceinline__ void clear(float (&acc)[kFM][kFN][4]) {
@@ -152,48 +159,60 @@ template <int kFM, int kFN> __device__ __forceinline__ void clear(float (&acc)[k
 // The warp's 32 x 32 accumulator: 2 m16 (wide) x 4 n8 (rank) fragments.
 using Acc = float[2][4][4];
 
+// Per-lane ldmatrix offsets within a stage's tiles, set up once (opaque:
+// kept in registers, not rebuilt in the loop); the k16 and m16 steps are
+// immediates. kWideRowMajor: the wide tile is [32 wide][kStep] (G's dY),
+// else [kStep][32 wide]; the rank tile is always [kStep][32 rank].
+template <bool kWideRowMajor> struct FragOffsets {
+    uint32_t a[2];  // reduction-major: per m16 block; row-major: per k16 step
+    uint32_t b[2];  // per pair of n8 blocks
+    __device__ __forceinline__ explicit FragOffsets(int lane) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            a[i] = opaque(kWideRowMajor ? chunk_offset(lane % 16, 2 * i + lane / 16, 64)
+                                        : chunk_offset(lane % 8 + (lane / 16) * 8, 2 * i + (lane / 8) % 2, 64));
+            b[i] = opaque(chunk_offset(lane % 8 + ((lane / 8) % 2) * 8, 2 * i + lane / 16, 64));
+        }
+    }
+};
+
 // acc += wide . rank over the first `k_len` (<= kStep) reduction elements
-// of one stage, the rank columns up to `pairs` x 16. kWideRowMajor: the wide
-// tile is [32 wide][kStep] (G's dY), else [kStep][32 wide].
+// of one stage (tiles at shared addresses `wide` and `wide + kTileBytes`),
+// the rank columns up to `pairs` x 16.
 template <typename T, bool kWideRowMajor>
-__device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, uint32_t rank, const unsigned char* wide_ptr,
-                                         const unsigned char* rank_ptr, int pairs, int k_len, int lane) {
+__device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned char* wide_ptr,
+                                         const FragOffsets<kWideRowMajor>& offs, int pairs, int k_len, int lane) {
     using G = Geometry<T>;
+    const uint32_t rank = wide + kTileBytes;
     if constexpr (G::kMma) {
-#pragma unroll
-        for (int kk = 0; kk < G::kStep; kk += 16) {
-            if (kk >= k_len) break;
+        static_for<G::kStep / 16>([&](auto k16) {
+            constexpr int kk = decltype(k16)::value * 16;
+            if (kk >= k_len) return;
             uint32_t a[2][4];
-#pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
+            static_for<2>([&](auto m16) {
+                constexpr int mi = decltype(m16)::value;
                 if constexpr (kWideRowMajor) {
-                    const int row = mi * 16 + lane % 16;
-                    const int col = kk + (lane / 16) * 8;
-                    ldmatrix_x4(a[mi], wide + chunk_offset(row, col / 8, 64));
+                    ldmatrix_x4<mi * 16 * 64>(a[mi], wide + offs.a[kk / 16]);
                 } else {
-                    const int row = kk + lane % 8 + (lane / 16) * 8;
-                    const int col = mi * 16 + ((lane / 8) % 2) * 8;
-                    ldmatrix_x4_trans(a[mi], wide + chunk_offset(row, col / 8, 64));
+                    ldmatrix_x4_trans<kk * 64>(a[mi], wide + offs.a[mi]);
                 }
-            }
-#pragma unroll
-            for (int q = 0; q < 2; ++q) {
-                if (q >= pairs) break;
-                const int row = kk + lane % 8 + ((lane / 8) % 2) * 8;
-                const int col = q * 16 + (lane / 16) * 8;
+            });
+            static_for<2>([&](auto pair) {
+                constexpr int q = decltype(pair)::value;
+                if (q >= pairs) return;
                 uint32_t b[4];
-                ldmatrix_x4_trans(b, rank + chunk_offset(row, col / 8, 64));
+                ldmatrix_x4_trans<kk * 64>(b, rank + offs.b[q]);
 #pragma unroll
                 for (int mi = 0; mi < 2; ++mi) {
                     Mma<T>::run(acc[mi][2 * q], a[mi], b[0], b[1]);
                     Mma<T>::run(acc[mi][2 * q + 1], a[mi], b[2], b[3]);
                 }
-            }
-        }
+            });
+        });
     } else {
         // f32: FMA in the fragment layout (rows g, g + 8, columns 2t, 2t + 1).
         const float* w = reinterpret_cast<const float*>(wide_ptr);
-        const float* r = reinterpret_cast<const float*>(rank_ptr);
+        const float* r = reinterpret_cast<const float*>(wide_ptr + kTileBytes);
         const int g = lane / 4, t = lane % 4;
         for (int k = 0; k < k_len; ++k) {
             float a[2][2];
@@ -207,7 +226,7 @@ __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, uint32_t rank,
                 }
 #pragma unroll
             for (int ni = 0; ni < 4; ++ni) {
-                if (ni >= 2 * pairs) break;
+                if (ni >= 2 * pairs) continue;
                 const float b0 = r[k * 32 + ni * 8 + 2 * t], b1 = r[k * 32 + ni * 8 + 2 * t + 1];
 #pragma unroll
                 for (int mi = 0; mi < 2; ++mi)
@@ -288,49 +307,81 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     const bool drop = kDa && p.dropout != 0;
     const DropoutMask mask{p.dropout_p, p.inv_keep, p.seed, p.offset, p.k};
 
-    // This lane's chunks: rows c / kRedRowChunks of the step, one column of chunks.
+    // This lane's chunks: one column of chunks (chunk_col), rows row_in_pass
+    // + c * kRowsPerPass of a step (a multiple of the swizzle period apart:
+    // one shared offset plus immediates).
     const int chunk_col = lane % Geo::kRedRowChunks;
     const int row_in_pass = lane / Geo::kRedRowChunks;
     constexpr int kRowsPerPass = 32 / Geo::kRedRowChunks;
+    constexpr uint32_t kPassBytes = kRowsPerPass * Geo::kRedRowBytes;
+    const uint32_t chunk_at = chunk_offset(row_in_pass, chunk_col, Geo::kRedRowBytes);
     const int wide_col = wide0 + chunk_col * kChunk;
     const int wide_count = max(0, min(kChunk, wide_len - wide_col));
     const int rank_col = c0 + chunk_col * kChunk;
-    const int rank_count = chunk_col * kChunk < pairs * 16 ? max(0, min(kChunk, rank - rank_col)) : -1;
+    // Rank chunks past the pairs the multiply reads are not copied.
+    const bool rank_copies = chunk_col * kChunk < pairs * 16;
+    const int rank_count = rank_copies ? max(0, min(kChunk, rank - rank_col)) : 0;
+    // The whole warp copies 16-byte chunks (or zero-fills): one cp.async each.
+    const bool fast = __all_sync(0xffffffffu, !drop && (wide_vec || wide_count == 0) &&
+                                                  (wide_count == kChunk || wide_count == 0) &&
+                                                  (rank_vec || rank_count == 0) &&
+                                                  (rank_count == kChunk || rank_count == 0));
+    const uint32_t wide_bytes = wide_count ? 16 : 0;
+    const uint32_t rank_bytes = rank_count ? 16 : 0;
+    const uint64_t wide_at = static_cast<uint64_t>(__cvta_generic_to_global(wide_src + wide_col));
+    const uint64_t rank_at = static_cast<uint64_t>(__cvta_generic_to_global(rank_src + rank_col));
+    // Row strides in elements (32-bit): m . ld is one mul.wide, then a shift to bytes.
+    const int wide_ld = wide_len;
+    const int rank_ld = p.r_max;
 
     unsigned char* my_tiles = sm.tiles[warp][0][0];
     const uint32_t tiles_at = shared_address(my_tiles);
+    constexpr uint32_t kSlotBytes = 2 * kTileBytes;
 
     auto stage = [&](int step, int slot) {
         if (step >= steps) return;
-        const int at = step * kStep;
-        // Lane i < kStep holds the global row of reduction row i of the step.
-        const int i = at + lane;
+        // Lane i < kStep holds the global row of reduction row i of the step (-1: none).
+        const int i = step * kStep + lane;
         const int my_row = lane < kStep && i < rows ? groups.row(row_begin + i) : -1;
-        const uint32_t wide_tile = tiles_at + (slot * 2) * kTileBytes;
+        const uint32_t wide_tile = tiles_at + slot * kSlotBytes + chunk_at;
         const uint32_t rank_tile = wide_tile + kTileBytes;
-        unsigned char* wide_ptr = my_tiles + (slot * 2) * kTileBytes;
+        if (fast) {
+#pragma unroll
+            for (int c = 0; c < kChunks; ++c) {
+                const int m = __shfl_sync(0xffffffffu, my_row, row_in_pass + c * kRowsPerPass);
+                // A row of -1 copies nothing (src-size 0: its address is never read).
+                cp_async_16_zfill(wide_tile + c * kPassBytes, wide_at + static_cast<long long>(m) * wide_ld * sizeof(T),
+                                  m >= 0 ? wide_bytes : 0);
+                if (rank_copies)
+                    cp_async_16_zfill(rank_tile + c * kPassBytes, rank_at + static_cast<long long>(m) * rank_ld * sizeof(T),
+                                      m >= 0 ? rank_bytes : 0);
+            }
+            return;
+        }
+        unsigned char* wide_ptr = my_tiles + slot * kSlotBytes + chunk_at;
 #pragma unroll
         for (int c = 0; c < kChunks; ++c) {
-            const int row = row_in_pass + c * kRowsPerPass;
-            const int m = __shfl_sync(0xffffffffu, my_row, row);
-            const uint32_t off = chunk_offset(row, chunk_col, Geo::kRedRowBytes);
+            const int m = __shfl_sync(0xffffffffu, my_row, row_in_pass + c * kRowsPerPass);
+            const int row = max(m, 0);
+            const T* ws = wide_src + static_cast<long long>(row) * wide_len + wide_col;
             const int wc = m >= 0 ? wide_count : 0;
-            const T* ws = wide_src + static_cast<long long>(max(m, 0)) * wide_len + wide_col;
             if (drop) {
-                copy_chunk<T, true>(wide_tile + off, wide_ptr + off, ws, wc, wide_vec, m, wide_col, mask);
+                copy_chunk<T, true>(wide_tile + c * kPassBytes, wide_ptr + c * kPassBytes, ws, wc, wide_vec, row,
+                                    wide_col, mask);
             } else {
-                copy_chunk<T>(wide_tile + off, wide_ptr + off, ws, wc, wide_vec, m, wide_col);
+                copy_chunk<T>(wide_tile + c * kPassBytes, wide_ptr + c * kPassBytes, ws, wc, wide_vec, row, wide_col);
             }
-            if (rank_count >= 0) {
-                const int rc = m >= 0 ? rank_count : 0;
-                const T* rs = rank_src + static_cast<long long>(max(m, 0)) * p.r_max + rank_col;
-                copy_chunk<T>(rank_tile + off, wide_ptr + kTileBytes + off, rs, rc, rank_vec, m, rank_col);
+            if (rank_copies) {
+                const T* rs = rank_src + static_cast<long long>(row) * p.r_max + rank_col;
+                copy_chunk<T>(rank_tile + c * kPassBytes, wide_ptr + kTileBytes + c * kPassBytes, rs,
+                              m >= 0 ? rank_count : 0, rank_vec, row, rank_col);
             }
         }
     };
 
     Acc acc;
     clear(acc);
+    const FragOffsets<false> offs(lane);
     // Warp w walks steps w, w + kWarps, ...: its own pipeline of kStages.
     stage(warp, 0);
     cp_async_commit();
@@ -340,9 +391,7 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
         cp_async_commit();
         cp_async_wait<1>();
         __syncwarp();
-        const uint32_t wide_tile = tiles_at + (slot * 2) * kTileBytes;
-        const unsigned char* wide_ptr = my_tiles + (slot * 2) * kTileBytes;
-        multiply<T, false>(acc, wide_tile, wide_tile + kTileBytes, wide_ptr, wide_ptr + kTileBytes, pairs,
+        multiply<T, false>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
                            min(kStep, rows - step * kStep), lane);
         // Every lane is done with the slot before the next copy into it.
         __syncwarp();
@@ -419,45 +468,79 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
         const T* b = reinterpret_cast<const T*>(p.b) + static_cast<long long>(segment) * p.n * p.r_max;
         const bool dy_vec = p.n % kChunk == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0;
         const bool b_vec = p.r_max % kChunk == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
-        // dY chunks: rows lane / 4 + 8c of the tile (fixed), column of chunks lane % 4.
+        // dY chunks: tile rows lane / 4 + 8c (the CTA's rows: fixed), column of chunks lane % 4.
         const int dy_chunk = lane % Geo::kRowRowChunks;
-        const T* dy_row[kChunks];
+        constexpr int kDyRowsApart = 32 / Geo::kRowRowChunks;
+        const uint32_t dy_at = chunk_offset(lane / Geo::kRowRowChunks, dy_chunk, Geo::kRowRowBytes);
+        constexpr uint32_t kDyApart = kDyRowsApart * Geo::kRowRowBytes;
+        uint64_t dy_src[kChunks];
+        bool dy_live[kChunks];
 #pragma unroll
         for (int c = 0; c < kChunks; ++c) {
-            const int m = sm.rows[lane / Geo::kRowRowChunks + c * (32 / Geo::kRowRowChunks)];
-            dy_row[c] = m >= 0 ? dy + static_cast<long long>(m) * p.n + dy_chunk * kChunk : nullptr;
+            const int m = sm.rows[lane / Geo::kRowRowChunks + c * kDyRowsApart];
+            dy_live[c] = m >= 0;
+            dy_src[c] = static_cast<uint64_t>(__cvta_generic_to_global(dy + static_cast<long long>(max(m, 0)) * p.n +
+                                                                       dy_chunk * kChunk));
         }
-        // B chunks: reduction rows lane / kRedRowChunks + c * (32 / kRedRowChunks), rank column of chunks lane % kRedRowChunks.
+        // B chunks: reduction rows lane / kRedRowChunks + c * (32 / kRedRowChunks), one rank column of chunks.
         const int b_chunk = lane % Geo::kRedRowChunks;
+        const int b_row = lane / Geo::kRedRowChunks;
+        constexpr int kBRowsApart = 32 / Geo::kRedRowChunks;
+        const uint32_t b_at = chunk_offset(b_row, b_chunk, Geo::kRedRowBytes);
+        constexpr uint32_t kBApart = kBRowsApart * Geo::kRedRowBytes;
         const int b_col = c0 + b_chunk * kChunk;
-        const int b_count = b_chunk * kChunk < pairs * 16 ? max(0, min(kChunk, rank - b_col)) : -1;
+        const bool b_copies = b_chunk * kChunk < pairs * 16;
+        const int b_count = b_copies ? max(0, min(kChunk, rank - b_col)) : 0;
+        const uint64_t b_src = static_cast<uint64_t>(__cvta_generic_to_global(b + static_cast<long long>(b_row) * p.r_max + b_col));
+        const long long b_ld = static_cast<long long>(p.r_max) * sizeof(T);
+        // Whole steps of 16-byte chunks: one cp.async per chunk, addresses advanced by the step.
+        const bool fast = __all_sync(0xffffffffu, dy_vec && p.n % kStep == 0 && (b_vec || b_count == 0) &&
+                                                      (b_count == kChunk || b_count == 0));
+        const uint32_t b_bytes = b_count ? 16 : 0;
 
         unsigned char* my_tiles = sm.tiles[warp][0][0];
         const uint32_t tiles_at = shared_address(my_tiles);
+        constexpr uint32_t kSlotBytes = 2 * kTileBytes;
         auto stage = [&](int step, int slot) {
             if (step >= steps) return;
             const int n0 = step * kStep;
-            const uint32_t dy_tile = tiles_at + (slot * 2) * kTileBytes;
-            unsigned char* dy_ptr = my_tiles + (slot * 2) * kTileBytes;
+            const uint32_t dy_tile = tiles_at + slot * kSlotBytes;
+            if (fast) {
+                const uint64_t dy_step = static_cast<uint64_t>(n0) * sizeof(T);
+#pragma unroll
+                for (int c = 0; c < kChunks; ++c)
+                    cp_async_16_zfill(dy_tile + dy_at + c * kDyApart, dy_src[c] + dy_step, dy_live[c] ? 16 : 0);
+                if (b_copies) {
+                    const uint64_t b_step = b_src + static_cast<uint64_t>(n0) * b_ld;
+#pragma unroll
+                    for (int c = 0; c < kChunks; ++c)
+                        cp_async_16_zfill(dy_tile + kTileBytes + b_at + c * kBApart, b_step + c * kBRowsApart * b_ld,
+                                          b_bytes);
+                }
+                return;
+            }
+            unsigned char* dy_ptr = my_tiles + slot * kSlotBytes;
             const int dy_col = n0 + dy_chunk * kChunk;
             const int dy_count = max(0, min(kChunk, p.n - dy_col));
 #pragma unroll
             for (int c = 0; c < kChunks; ++c) {
-                const int row = lane / Geo::kRowRowChunks + c * (32 / Geo::kRowRowChunks);
-                const uint32_t off = chunk_offset(row, dy_chunk, Geo::kRowRowBytes);
-                copy_chunk<T>(dy_tile + off, dy_ptr + off, dy_row[c] + n0, dy_row[c] ? dy_count : 0, dy_vec, 0, 0);
+                const int row = lane / Geo::kRowRowChunks + c * kDyRowsApart;
+                const uint32_t off = dy_at + c * kDyApart;
+                const int m = max(sm.rows[row], 0);
+                copy_chunk<T>(dy_tile + off, dy_ptr + off, dy + static_cast<long long>(m) * p.n + dy_col,
+                              dy_live[c] ? dy_count : 0, dy_vec, 0, 0);
             }
-            if (b_count >= 0) {
+            if (b_copies) {
 #pragma unroll
                 for (int c = 0; c < kChunks; ++c) {
-                    const int row = lane / Geo::kRedRowChunks + c * (32 / Geo::kRedRowChunks);
-                    const uint32_t off = chunk_offset(row, b_chunk, Geo::kRedRowBytes);
-                    const int n = n0 + row;
-                    copy_chunk<T>(dy_tile + kTileBytes + off, dy_ptr + kTileBytes + off,
-                                  b + static_cast<long long>(n) * p.r_max + b_col, n < p.n ? b_count : 0, b_vec, 0, 0);
+                    const uint32_t off = kTileBytes + b_at + c * kBApart;
+                    const int n = n0 + b_row + c * kBRowsApart;
+                    copy_chunk<T>(dy_tile + off, dy_ptr + off, b + static_cast<long long>(min(n, p.n - 1)) * p.r_max + b_col,
+                                  n < p.n ? b_count : 0, b_vec, 0, 0);
                 }
             }
         };
+        const FragOffsets<true> offs(lane);
         stage(warp, 0);
         cp_async_commit();
         int slot = 0;
@@ -466,9 +549,7 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
             cp_async_commit();
             cp_async_wait<1>();
             __syncwarp();
-            const uint32_t tile = tiles_at + (slot * 2) * kTileBytes;
-            const unsigned char* ptr = my_tiles + (slot * 2) * kTileBytes;
-            multiply<T, true>(acc, tile, tile + kTileBytes, ptr, ptr + kTileBytes, pairs,
+            multiply<T, true>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
                               min(kStep, p.n - step * kStep), lane);
             __syncwarp();
             slot ^= 1;

@@ -120,7 +120,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
     CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg,
 };
@@ -134,7 +134,7 @@ use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
-    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE, LORA_BWD_THREADS,
+    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE, LORA_BWD_THREADS,
     LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS, LORA_GROUP_THREADS,
 };
 use crate::reference::Dropout;
@@ -635,7 +635,16 @@ impl LoraKernels {
         grid: (u32, u32, u32),
     ) -> Result<()> {
         let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
-        let config = LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_RANK_THREADS, 1, 1), shared_mem_bytes: 0 };
+        // Above the 48 KB a launch gets by default: opt in.
+        function.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_BWD_RANK_SHARED_BYTES as i32,
+        )?;
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_BWD_RANK_THREADS, 1, 1),
+            shared_mem_bytes: LORA_BWD_RANK_SHARED_BYTES,
+        };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.
