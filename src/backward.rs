@@ -134,8 +134,8 @@ use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
-    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE, LORA_BWD_THREADS,
-    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS, LORA_GROUP_THREADS,
+    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE,
+    LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS, LORA_GROUP_THREADS,
 };
 use crate::reference::Dropout;
 use crate::validate::{
