@@ -103,7 +103,8 @@ typedef struct LoraBwdParams {
     uint64_t group_tiles;   /* [L + 2] int32: prefix sums of ceil(segment / LORA_BWD_RANK_TILE) */
     uint64_t group_counts;  /* [LORA_GROUP_THREADS / 32, L + 1] int32: lora_group_rows' scratch */
     int32_t g_tiles;        /* lora_backward_g_db: CTAs (along x) of G, before dB's */
-    int32_t reserved;
+    int32_t rank_warp_mode; /* dB, dA: 0: a CTA's warps share one adapter's rows; nonzero: each
+                               warp takes an adapter of its own (many adapters of few rows) */
 } LoraBwdParams;
 
 #endif

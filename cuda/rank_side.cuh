@@ -72,10 +72,12 @@ __device__ __forceinline__ uint32_t chunk_offset(int row, int chunk, int row_byt
 // a rank tile; then, once the loops are done, the four warps' sums.
 constexpr int kSumLd = kCols + 8;  // [wide][rank] rows: conflict-free float2 writes
 constexpr int kSumLdT = kWide + 4; // [rank][wide] rows: conflict-free transposed writes
+constexpr int kSumFloats = kCols * kSumLd;
+static_assert(kSumFloats * 4 <= kStages * 2 * kTileBytes, "a warp's sums fit in its own tiles (warp mode)");
 struct alignas(16) Shared {
     union {
         unsigned char tiles[kWarps][kStages][2][kTileBytes];
-        float sums[kWarps][kCols * kSumLd];
+        float sums[kWarps][kSumFloats];
     };
     int rows[kWide];  // G: the global rows of the CTA's tile
 };
@@ -240,11 +242,9 @@ __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned
     }
 }
 
-// The four warps' sums into sm.sums: warp w's [wide][rank] fragments at
-// sums[w], transposed to [rank][wide] when kTransposed. The caller
-// synchronises before (the sums reuse the tiles) and after.
-template <bool kTransposed> __device__ __forceinline__ void park(Shared& sm, const Acc& acc, int warp, int lane) {
-    float* sums = sm.sums[warp];
+// A warp's [wide][rank] fragments into `sums` (kSumFloats floats), transposed
+// to [rank][wide] when kTransposed.
+template <bool kTransposed> __device__ __forceinline__ void park(float* sums, const Acc& acc, int lane) {
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -263,12 +263,12 @@ template <bool kTransposed> __device__ __forceinline__ void park(Shared& sm, con
             }
 }
 
-// Element (row, col) of the parked tile summed over the warps in warp order.
-template <bool kTransposed> __device__ __forceinline__ float warp_sum(const Shared& sm, int row, int col) {
+// Element (row, col) of the parked tiles summed over the first `count`
+// warps' (kSumFloats apart), in warp order.
+template <bool kTransposed> __device__ __forceinline__ float warp_sum(const float* sums, int count, int row, int col) {
     const int at = row * (kTransposed ? kSumLdT : kSumLd) + col;
-    float sum = sm.sums[0][at];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) sum += sm.sums[w][at];
+    float sum = sums[at];
+    for (int w = 1; w < count; ++w) sum += sums[w * kSumFloats + at];
     return sum;
 }
 
@@ -287,11 +287,18 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     constexpr int kChunk = Geo::kChunk;
     const int wide_len = kDa ? p.k : p.n;
     const int wide_tiles = (wide_len + kWide - 1) / kWide;
-    const int adapter = index / wide_tiles;
     const int wide0 = (index % wide_tiles) * kWide;
     const int c0 = blockIdx.y * kCols;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
+    // Split mode: the CTA's warps share one adapter's steps. Warp mode (many
+    // adapters of few rows): each warp takes an adapter of its own, walks all
+    // its steps and stores its tile itself; no CTA barrier.
+    const bool warp_mode = p.rank_warp_mode != 0;
+    const int adapter = warp_mode ? (index / wide_tiles) * kWarps + warp : index / wide_tiles;
+    if (warp_mode && adapter >= p.num_adapters) return;
+    const int first_step = warp_mode ? 0 : warp;
+    const int step_stride = warp_mode ? 1 : kWarps;
     const int rank = rank_of(p, adapter);
     const int pairs = pairs_for(rank - c0);
     const Groups groups = groups_of(p);
@@ -382,12 +389,13 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     Acc acc;
     clear(acc);
     const FragOffsets<false> offs(lane);
-    // Warp w walks steps w, w + kWarps, ...: its own pipeline of kStages.
-    stage(warp, 0);
+    // Warp w walks steps w, w + kWarps, ... (warp mode: all of its
+    // adapter's steps): its own pipeline of kStages.
+    stage(first_step, 0);
     cp_async_commit();
     int slot = 0;
-    for (int step = warp; step < steps; step += kWarps) {
-        stage(step + kWarps, slot ^ 1);
+    for (int step = first_step; step < steps; step += step_stride) {
+        stage(step + step_stride, slot ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
         __syncwarp();
@@ -399,9 +407,29 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     }
     cp_async_wait<0>();
 
-    __syncthreads();
-    park<kDa>(sm, acc, warp, lane);
-    __syncthreads();
+    // The tile's sums: the warps' in warp order through shared memory (only
+    // the warps that ran a step: the others hold zeros), or in warp mode the
+    // warp's own, parked in its own tiles.
+    const float* sums;
+    int summed, first, stride;
+    if (warp_mode) {
+        __syncwarp();
+        float* mine = reinterpret_cast<float*>(my_tiles);
+        park<kDa>(mine, acc, lane);
+        __syncwarp();
+        sums = mine;
+        summed = 1;
+        first = lane;
+        stride = 32;
+    } else {
+        __syncthreads();
+        park<kDa>(sm.sums[warp], acc, lane);
+        __syncthreads();
+        sums = sm.sums[0];
+        summed = max(1, min(kWarps, steps));
+        first = threadIdx.x;
+        stride = kThreads;
+    }
 
     // dB: tile row = n, column = j; dA: tile row = j, column = k.
     const float scale = scale_of(p, adapter);
@@ -410,7 +438,7 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     const int row0 = kDa ? c0 : wide0;
     const int col0 = kDa ? wide0 : c0;
     T* out = reinterpret_cast<T*>(p.out) + static_cast<long long>(adapter) * out_rows * out_cols;
-    for (int e = threadIdx.x; e < kWide * kCols; e += kThreads) {
+    for (int e = first; e < kWide * kCols; e += stride) {
         const int row = e / 32, col = e % 32;
         const int gr = row0 + row, gc = col0 + col;
         if (gr >= out_rows || gc >= out_cols) continue;
@@ -421,7 +449,7 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
             if (!p.accumulate) out[at] = from_f32<T>(0.0f);
             continue;
         }
-        float value = scale * warp_sum<kDa>(sm, row, col);
+        float value = scale * warp_sum<kDa>(sums, summed, row, col);
         if (p.accumulate) value += to_f32(out[at]);
         out[at] = from_f32<T>(value);
     }
@@ -558,8 +586,9 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
     }
 
     __syncthreads();
-    park<false>(sm, acc, warp, lane);
+    park<false>(sm.sums[warp], acc, lane);
     __syncthreads();
+    const int summed = max(1, min(kWarps, steps));
 
     // Columns past the rank (and every column of a -1 row) are 0.
     T* g = reinterpret_cast<T*>(p.g);
@@ -567,7 +596,7 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
         const int row = e / 32, col = e % 32;
         const int j = c0 + col;
         if (row >= rows || j >= p.r_max) continue;
-        const float value = j < rank ? warp_sum<false>(sm, row, col) : 0.0f;
+        const float value = j < rank ? warp_sum<false>(sm.sums[0], summed, row, col) : 0.0f;
         g[static_cast<long long>(sm.rows[row]) * p.r_max + j] = from_f32<T>(value);
     }
 }

@@ -64,7 +64,7 @@ pub struct LoraBwdParams {
     pub group_tiles: u64,
     pub group_counts: u64,
     pub g_tiles: i32,
-    pub reserved: i32,
+    pub rank_warp_mode: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -103,7 +103,8 @@ const _: () = {
     ["Offset of field: LoraBwdParams::group_tiles"][::std::mem::offset_of!(LoraBwdParams, group_tiles) - 192usize];
     ["Offset of field: LoraBwdParams::group_counts"][::std::mem::offset_of!(LoraBwdParams, group_counts) - 200usize];
     ["Offset of field: LoraBwdParams::g_tiles"][::std::mem::offset_of!(LoraBwdParams, g_tiles) - 208usize];
-    ["Offset of field: LoraBwdParams::reserved"][::std::mem::offset_of!(LoraBwdParams, reserved) - 212usize];
+    ["Offset of field: LoraBwdParams::rank_warp_mode"]
+        [::std::mem::offset_of!(LoraBwdParams, rank_warp_mode) - 212usize];
 };
 pub const LoraAdapterMode_LORA_ADAPTER_NONE: LoraAdapterMode = 0;
 pub const LoraAdapterMode_LORA_ADAPTER_SHRINK: LoraAdapterMode = 1;

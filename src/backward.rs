@@ -189,6 +189,8 @@ struct Dims {
 
 /// The rank-side tile (both sides) of G, dB and dA.
 const RANK_TILE: usize = LORA_BWD_RANK_TILE as usize;
+/// Warps of a rank-side CTA.
+const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
@@ -206,6 +208,14 @@ impl Dims {
         } else {
             tiles
         }
+    }
+
+    /// Whether dB and dA give each warp an adapter of its own (warp mode)
+    /// rather than each CTA: when the rows per adapter, on average, would not
+    /// give every warp of a CTA a step (fewer than 8 x 32). A function of the
+    /// shape alone, so the summation order (and the bits) are fixed for it.
+    fn rank_warp_mode(&self) -> bool {
+        self.m < self.num_adapters * RANK_WARPS * RANK_TILE
     }
 
     /// Rank tiles (gridDim.y of the rank-side launches).
@@ -593,9 +603,12 @@ impl LoraKernels {
             }
             let params = LoraBwdParams { status: 0, ..params };
             let g_ctas = dims.g_ctas(grouped);
-            let db_ctas = n.div_ceil(RANK_TILE) * num_adapters;
-            let da_ctas = k.div_ceil(RANK_TILE) * num_adapters;
+            let warp_mode = dims.rank_warp_mode();
+            let adapter_groups = if warp_mode { num_adapters.div_ceil(RANK_WARPS) } else { num_adapters };
+            let db_ctas = n.div_ceil(RANK_TILE) * adapter_groups;
+            let da_ctas = k.div_ceil(RANK_TILE) * adapter_groups;
             let rank_tiles = dims.rank_tiles() as u32;
+            let params = LoraBwdParams { rank_warp_mode: i32::from(warp_mode), ..params };
             let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
             self.launch_rank_side::<T>(stream, "g_db", g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
             let da = LoraBwdParams { out: da_span.start, ..params };
