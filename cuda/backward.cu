@@ -409,7 +409,7 @@ template <typename T, bool kDx> __device__ void row_gemm(const LoraBwdParams& p)
 template <typename T> __device__ void g_db(const LoraBwdParams& p) {
     rank_side::Shared& sm = rank_side::shared_storage();
     if (static_cast<int>(blockIdx.x) < p.g_tiles) {
-        rank_side::g_tile<T>(p, sm, blockIdx.x);
+        rank_side::row_tile<T, false>(p, sm, blockIdx.x);
     } else {
         rank_side::rank_grad<T, false>(p, sm, blockIdx.x - p.g_tiles);
     }
@@ -459,6 +459,15 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
         fused_lora::bwd::sum_splits<TYPE>(p);                                                                           \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)
+
+// The shrink P = X~ . A_l^T over the grouped rows (the forward's and the
+// backward's recompute): rank-side row tiles.
+#define STAMP_RANK_SHRINK(SUFFIX, TYPE)                                                                                \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS)                                                 \
+        lora_rank_shrink_##SUFFIX(const LoraBwdParams p) {                                                              \
+        fused_lora::rank_side::row_tile<TYPE, true>(p, fused_lora::rank_side::shared_storage(), blockIdx.x);           \
+    }
+FUSED_LORA_FOR_EACH_DTYPE(STAMP_RANK_SHRINK)
 
 // The rows sorted by adapter (any dtype).
 extern "C" __global__ void __launch_bounds__(LORA_GROUP_THREADS) lora_group_rows(const LoraBwdParams p) {

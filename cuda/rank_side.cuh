@@ -165,15 +165,16 @@ using Acc = float[2][4][4];
 // kept in registers, not rebuilt in the loop); the k16 and m16 steps are
 // immediates. kWideRowMajor: the wide tile is [32 wide][kStep] (G's dY),
 // else [kStep][32 wide]; the rank tile is always [kStep][32 rank].
-template <bool kWideRowMajor> struct FragOffsets {
+template <bool kWideRowMajor, bool kRankRowMajor = false> struct FragOffsets {
     uint32_t a[2];  // reduction-major: per m16 block; row-major: per k16 step
-    uint32_t b[2];  // per pair of n8 blocks
+    uint32_t b[2];  // reduction-major: per pair of n8 blocks; row-major: per k16 step
     __device__ __forceinline__ explicit FragOffsets(int lane) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             a[i] = opaque(kWideRowMajor ? chunk_offset(lane % 16, 2 * i + lane / 16, 64)
                                         : chunk_offset(lane % 8 + (lane / 16) * 8, 2 * i + (lane / 8) % 2, 64));
-            b[i] = opaque(chunk_offset(lane % 8 + ((lane / 8) % 2) * 8, 2 * i + lane / 16, 64));
+            b[i] = opaque(kRankRowMajor ? chunk_offset((lane / 16) * 8 + lane % 8, 2 * i + (lane / 8) % 2, 64)
+                                        : chunk_offset(lane % 8 + ((lane / 8) % 2) * 8, 2 * i + lane / 16, 64));
         }
     }
 };
@@ -181,9 +182,10 @@ template <bool kWideRowMajor> struct FragOffsets {
 // acc += wide . rank over the first `k_len` (<= kStep) reduction elements
 // of one stage (tiles at shared addresses `wide` and `wide + kTileBytes`),
 // the rank columns up to `pairs` x 16.
-template <typename T, bool kWideRowMajor>
+template <typename T, bool kWideRowMajor, bool kRankRowMajor = false>
 __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned char* wide_ptr,
-                                         const FragOffsets<kWideRowMajor>& offs, int pairs, int k_len, int lane) {
+                                         const FragOffsets<kWideRowMajor, kRankRowMajor>& offs, int pairs, int k_len,
+                                         int lane) {
     using G = Geometry<T>;
     const uint32_t rank = wide + kTileBytes;
     if constexpr (G::kMma) {
@@ -203,7 +205,12 @@ __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned
                 constexpr int q = decltype(pair)::value;
                 if (q >= pairs) return;
                 uint32_t b[4];
-                ldmatrix_x4_trans<kk * 64>(b, rank + offs.b[q]);
+                if constexpr (kRankRowMajor) {
+                    // [rank][kStep]: rows q * 16 on are 16 rows (a swizzle multiple) further.
+                    ldmatrix_x4<q * 16 * 64>(b, rank + offs.b[kk / 16]);
+                } else {
+                    ldmatrix_x4_trans<kk * 64>(b, rank + offs.b[q]);
+                }
 #pragma unroll
                 for (int mi = 0; mi < 2; ++mi) {
                     Mma<T>::run(acc[mi][2 * q], a[mi], b[0], b[1]);
@@ -229,7 +236,11 @@ __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned
 #pragma unroll
             for (int ni = 0; ni < 4; ++ni) {
                 if (ni >= 2 * pairs) continue;
-                const float b0 = r[k * 32 + ni * 8 + 2 * t], b1 = r[k * 32 + ni * 8 + 2 * t + 1];
+                const int col = ni * 8 + 2 * t;
+                // Row-major: 32 rank rows of 16 floats (64-byte rows, swizzled); else 16 rows of 32.
+                const float b0 = kRankRowMajor ? r[(chunk_offset(col, k / 4, 64) / 4) + k % 4] : r[k * 32 + col];
+                const float b1 =
+                    kRankRowMajor ? r[(chunk_offset(col + 1, k / 4, 64) / 4) + k % 4] : r[k * 32 + col + 1];
 #pragma unroll
                 for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -438,10 +449,14 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     const int row0 = kDa ? c0 : wide0;
     const int col0 = kDa ? wide0 : c0;
     T* out = reinterpret_cast<T*>(p.out) + static_cast<long long>(adapter) * out_rows * out_cols;
-    for (int e = first; e < kWide * kCols; e += stride) {
-        const int row = e / 32, col = e % 32;
+    // Only the part of the tile inside the output, 16 columns a row when they fit.
+    const int cols_in = min(32, out_cols - col0);
+    const int shift = cols_in <= 16 ? 4 : 5;
+    const int count = min(32, out_rows - row0) << shift;
+    for (int e = first; e < count; e += stride) {
+        const int row = e >> shift, col = e & ((1 << shift) - 1);
         const int gr = row0 + row, gc = col0 + col;
-        if (gr >= out_rows || gc >= out_cols) continue;
+        if (gc >= out_cols) continue;
         const int j = kDa ? gr : gc;
         const long long at = static_cast<long long>(gr) * out_cols + gc;
         if (j >= rank) {
@@ -456,10 +471,13 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
 }
 
 // ---------------------------------------------------------------------------
-// G [m, r_max] = round_T(dY . B_l) on row tile `index` of the grouped rows
-// (the -1 rows' tiles write zeros), rank columns from blockIdx.y * 32.
+// G [m, r_max] = round_T(dY . B_l) (kShrink false), or the shrink
+// P [m, r_max] = round_T(X~ . A_l^T) (kShrink true: A_l [r_max, k] is
+// rank-major, X~ the dropped-out X when p.dropout), on row tile `index` of
+// the grouped rows (the -1 rows' tiles write zeros), rank columns from
+// blockIdx.y * 32.
 
-template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm, int index) {
+template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams& p, Shared& sm, int index) {
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
@@ -490,13 +508,21 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
 
     Acc acc;
     clear(acc);
-    const int steps = pairs > 0 ? (p.n + kStep - 1) / kStep : 0;
+    // The reduction: N for G, K for the shrink.
+    const int red_len = kShrink ? p.k : p.n;
+    const int steps = pairs > 0 ? (red_len + kStep - 1) / kStep : 0;
     if (steps > 0) {
-        const T* dy = reinterpret_cast<const T*>(p.dy);
-        const T* b = reinterpret_cast<const T*>(p.b) + static_cast<long long>(segment) * p.n * p.r_max;
-        const bool dy_vec = p.n % kChunk == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0;
-        const bool b_vec = p.r_max % kChunk == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
-        // dY chunks: tile rows lane / 4 + 8c (the CTA's rows: fixed), column of chunks lane % 4.
+        // Wide operand: dY [m, n] or X [m, k], rows of the tile.
+        const T* wide = reinterpret_cast<const T*>(kShrink ? p.x : p.dy);
+        // Rank operand: B_l [n, r_max] (reduction-major) or A_l [r_max, k] (rank-major).
+        const T* rank_src = reinterpret_cast<const T*>(kShrink ? p.a : p.b) +
+                            static_cast<long long>(segment) * red_len * p.r_max;
+        const bool drop = kShrink && p.dropout != 0;
+        const DropoutMask mask{p.dropout_p, p.inv_keep, p.seed, p.offset, p.k};
+        const bool wide_vec = red_len % kChunk == 0 && reinterpret_cast<uintptr_t>(wide) % 16 == 0;
+        const long long rank_ld = kShrink ? p.k : p.r_max;
+        const bool rank_vec = rank_ld % kChunk == 0 && reinterpret_cast<uintptr_t>(rank_src) % 16 == 0;
+        // Wide chunks: tile rows lane / 4 + 8c (the CTA's rows: fixed), column of chunks lane % 4.
         const int dy_chunk = lane % Geo::kRowRowChunks;
         constexpr int kDyRowsApart = 32 / Geo::kRowRowChunks;
         const uint32_t dy_at = chunk_offset(lane / Geo::kRowRowChunks, dy_chunk, Geo::kRowRowBytes);
@@ -507,23 +533,35 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
         for (int c = 0; c < kChunks; ++c) {
             const int m = sm.rows[lane / Geo::kRowRowChunks + c * kDyRowsApart];
             dy_live[c] = m >= 0;
-            dy_src[c] = static_cast<uint64_t>(__cvta_generic_to_global(dy + static_cast<long long>(max(m, 0)) * p.n +
+            dy_src[c] = static_cast<uint64_t>(__cvta_generic_to_global(wide + static_cast<long long>(max(m, 0)) * red_len +
                                                                        dy_chunk * kChunk));
         }
-        // B chunks: reduction rows lane / kRedRowChunks + c * (32 / kRedRowChunks), one rank column of chunks.
-        const int b_chunk = lane % Geo::kRedRowChunks;
-        const int b_row = lane / Geo::kRedRowChunks;
-        constexpr int kBRowsApart = 32 / Geo::kRedRowChunks;
-        const uint32_t b_at = chunk_offset(b_row, b_chunk, Geo::kRedRowBytes);
-        constexpr uint32_t kBApart = kBRowsApart * Geo::kRedRowBytes;
-        const int b_col = c0 + b_chunk * kChunk;
-        const bool b_copies = b_chunk * kChunk < pairs * 16;
-        const int b_count = b_copies ? max(0, min(kChunk, rank - b_col)) : 0;
-        const uint64_t b_src = static_cast<uint64_t>(__cvta_generic_to_global(b + static_cast<long long>(b_row) * p.r_max + b_col));
-        const long long b_ld = static_cast<long long>(p.r_max) * sizeof(T);
+        // G's B chunks: reduction rows lane / kRedRowChunks + c * (32 / kRedRowChunks), one rank
+        // column of chunks. The shrink's A chunks: rank rows lane / 4 + 8c, column of chunks lane % 4.
+        const int b_chunk = lane % (kShrink ? Geo::kRowRowChunks : Geo::kRedRowChunks);
+        const int b_row = lane / (kShrink ? Geo::kRowRowChunks : Geo::kRedRowChunks);
+        constexpr int kBRowsApart = 32 / (kShrink ? Geo::kRowRowChunks : Geo::kRedRowChunks);
+        const uint32_t b_at = chunk_offset(b_row, b_chunk, kShrink ? Geo::kRowRowBytes : Geo::kRedRowBytes);
+        constexpr uint32_t kBApart = kBRowsApart * (kShrink ? Geo::kRowRowBytes : Geo::kRedRowBytes);
+        // G: this lane's rank column; the shrink: its rank rows c0 + b_row + c * kBRowsApart.
+        const int b_col = kShrink ? b_chunk * kChunk : c0 + b_chunk * kChunk;
+        const bool b_copies = kShrink || b_chunk * kChunk < pairs * 16;
+        const int b_count = kShrink ? kChunk : (b_copies ? max(0, min(kChunk, rank - b_col)) : 0);
+        bool b_live[kChunks];
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+            // A rank row past the rank (or past the pairs the multiply reads) is never read.
+            const int row = b_row + c * kBRowsApart;
+            b_live[c] = !kShrink || (row < pairs * 16 && c0 + row < rank);
+        }
+        const uint64_t b_src = static_cast<uint64_t>(__cvta_generic_to_global(
+            rank_src + (kShrink ? static_cast<long long>(c0 + b_row) * rank_ld : static_cast<long long>(b_row) * rank_ld) +
+            b_col));
+        const long long b_ld = rank_ld * sizeof(T);
         // Whole steps of 16-byte chunks: one cp.async per chunk, addresses advanced by the step.
-        const bool fast = __all_sync(0xffffffffu, dy_vec && p.n % kStep == 0 && (b_vec || b_count == 0) &&
-                                                      (b_count == kChunk || b_count == 0));
+        const bool fast = __all_sync(0xffffffffu, !drop && wide_vec && red_len % kStep == 0 &&
+                                                      (kShrink ? rank_vec : ((rank_vec || b_count == 0) &&
+                                                                             (b_count == kChunk || b_count == 0))));
         const uint32_t b_bytes = b_count ? 16 : 0;
 
         unsigned char* my_tiles = sm.tiles[warp][0][0];
@@ -539,36 +577,52 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
                 for (int c = 0; c < kChunks; ++c)
                     cp_async_16_zfill(dy_tile + dy_at + c * kDyApart, dy_src[c] + dy_step, dy_live[c] ? 16 : 0);
                 if (b_copies) {
-                    const uint64_t b_step = b_src + static_cast<uint64_t>(n0) * b_ld;
+                    const uint64_t b_step = b_src + (kShrink ? static_cast<uint64_t>(n0) * sizeof(T)
+                                                             : static_cast<uint64_t>(n0) * b_ld);
 #pragma unroll
                     for (int c = 0; c < kChunks; ++c)
                         cp_async_16_zfill(dy_tile + kTileBytes + b_at + c * kBApart, b_step + c * kBRowsApart * b_ld,
-                                          b_bytes);
+                                          b_live[c] ? b_bytes : 0);
                 }
                 return;
             }
             unsigned char* dy_ptr = my_tiles + slot * kSlotBytes;
             const int dy_col = n0 + dy_chunk * kChunk;
-            const int dy_count = max(0, min(kChunk, p.n - dy_col));
+            const int dy_count = max(0, min(kChunk, red_len - dy_col));
 #pragma unroll
             for (int c = 0; c < kChunks; ++c) {
                 const int row = lane / Geo::kRowRowChunks + c * kDyRowsApart;
                 const uint32_t off = dy_at + c * kDyApart;
                 const int m = max(sm.rows[row], 0);
-                copy_chunk<T>(dy_tile + off, dy_ptr + off, dy + static_cast<long long>(m) * p.n + dy_col,
-                              dy_live[c] ? dy_count : 0, dy_vec, 0, 0);
+                const T* src = wide + static_cast<long long>(m) * red_len + dy_col;
+                if (drop) {
+                    copy_chunk<T, true>(dy_tile + off, dy_ptr + off, src, dy_live[c] ? dy_count : 0, wide_vec, m,
+                                        dy_col, mask);
+                } else {
+                    copy_chunk<T>(dy_tile + off, dy_ptr + off, src, dy_live[c] ? dy_count : 0, wide_vec, 0, 0);
+                }
             }
             if (b_copies) {
 #pragma unroll
                 for (int c = 0; c < kChunks; ++c) {
                     const uint32_t off = kTileBytes + b_at + c * kBApart;
-                    const int n = n0 + b_row + c * kBRowsApart;
-                    copy_chunk<T>(dy_tile + off, dy_ptr + off, b + static_cast<long long>(min(n, p.n - 1)) * p.r_max + b_col,
-                                  n < p.n ? b_count : 0, b_vec, 0, 0);
+                    const int row = b_row + c * kBRowsApart;
+                    if constexpr (kShrink) {
+                        // A_l [c0 + row, n0 + chunk]: a rank row past the rank reads nothing.
+                        const int col = n0 + b_chunk * kChunk;
+                        const T* src = rank_src + static_cast<long long>(min(c0 + row, p.r_max - 1)) * rank_ld + col;
+                        copy_chunk<T>(dy_tile + off, dy_ptr + off, src,
+                                      b_live[c] ? max(0, min(kChunk, red_len - col)) : 0, rank_vec, 0, 0);
+                    } else {
+                        const int n = n0 + row;
+                        copy_chunk<T>(dy_tile + off, dy_ptr + off,
+                                      rank_src + static_cast<long long>(min(n, p.n - 1)) * p.r_max + b_col,
+                                      n < p.n ? b_count : 0, rank_vec, 0, 0);
+                    }
                 }
             }
         };
-        const FragOffsets<true> offs(lane);
+        const FragOffsets<true, kShrink> offs(lane);
         stage(warp, 0);
         cp_async_commit();
         int slot = 0;
@@ -577,8 +631,9 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
             cp_async_commit();
             cp_async_wait<1>();
             __syncwarp();
-            multiply<T, true>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
-                              min(kStep, p.n - step * kStep), lane);
+            const uint32_t tile = tiles_at + slot * kSlotBytes;
+            multiply<T, true, kShrink>(acc, tile, my_tiles + slot * kSlotBytes, offs, pairs,
+                                       min(kStep, red_len - step * kStep), lane);
             __syncwarp();
             slot ^= 1;
         }
@@ -591,11 +646,13 @@ template <typename T> __device__ void g_tile(const LoraBwdParams& p, Shared& sm,
     const int summed = max(1, min(kWarps, steps));
 
     // Columns past the rank (and every column of a -1 row) are 0.
-    T* g = reinterpret_cast<T*>(p.g);
-    for (int e = threadIdx.x; e < kWide * kCols; e += kThreads) {
-        const int row = e / 32, col = e % 32;
+    T* g = reinterpret_cast<T*>(kShrink ? p.p : p.g);
+    const int cols_in = min(32, p.r_max - c0);
+    const int shift = cols_in <= 16 ? 4 : 5;
+    for (int e = threadIdx.x; e < rows << shift; e += kThreads) {
+        const int row = e >> shift, col = e & ((1 << shift) - 1);
         const int j = c0 + col;
-        if (row >= rows || j >= p.r_max) continue;
+        if (j >= p.r_max) continue;
         const float value = j < rank ? warp_sum<false>(sm.sums[0], summed, row, col) : 0.0f;
         g[static_cast<long long>(sm.rows[row]) * p.r_max + j] = from_f32<T>(value);
     }

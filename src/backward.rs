@@ -120,7 +120,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{
     CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceRepr, DeviceSlice, LaunchConfig, PushKernelArg,
 };
@@ -134,9 +134,10 @@ use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
-    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE,
-    LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS, LORA_GROUP_THREADS,
+    LoraGemmParams, LORA_BWD_GEMM_THREADS, LORA_BWD_RANK_THREADS, LORA_BWD_THREADS, LORA_BWD_TILE_COLS,
+    LORA_BWD_TILE_ROWS,
 };
+use crate::rank_side::{row_tiles, RowGroups, RANK_TILE};
 use crate::reference::Dropout;
 use crate::validate::{
     check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
@@ -187,8 +188,6 @@ struct Dims {
     num_adapters: usize,
 }
 
-/// The rank-side tile (both sides) of G, dB and dA.
-const RANK_TILE: usize = LORA_BWD_RANK_TILE as usize;
 /// Warps of a rank-side CTA.
 const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 
@@ -196,18 +195,6 @@ impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
     fn grouped(&self, base: &LoraBwdParams) -> bool {
         base.row_adapter != 0
-    }
-
-    /// CTAs along x of G in the G-and-dB launch: at most one per 32 rows of
-    /// each segment (adapters, then the -1 rows), a bound the device's own
-    /// count (`group_tiles`) never exceeds; the CTAs past it return at once.
-    fn g_ctas(&self, grouped: bool) -> usize {
-        let tiles = self.m.div_ceil(RANK_TILE);
-        if grouped {
-            tiles + self.num_adapters + 1
-        } else {
-            tiles
-        }
     }
 
     /// Whether dB and dA give each warp an adapter of its own (warp mode)
@@ -502,22 +489,13 @@ impl LoraKernels {
         let grouped = dims.grouped(&base);
         // The rows grouped by adapter: perm [m], segment starts and G's tile
         // prefix sums [L + 2], and the sort's per-warp counts.
-        let group_len = |len: usize| if grouped { len } else { 0 };
-        let perm = stream.alloc_zeros::<i32>(group_len(m).max(1))?;
-        let segments = stream.alloc_zeros::<i32>(group_len(num_adapters + 2).max(1))?;
-        let group_tiles = stream.alloc_zeros::<i32>(group_len(num_adapters + 2).max(1))?;
-        let warps = (LORA_GROUP_THREADS / 32) as usize;
-        let group_counts = stream.alloc_zeros::<i32>(group_len(warps * (num_adapters + 1)).max(1))?;
+        let groups = if grouped { Some(RowGroups::new(stream, m, num_adapters)?) } else { None };
         let mut ptrs = Pointers::new(stream);
         let dy_span = ptrs.read("dy", dy);
         let x_span = ptrs.read("x", x);
         let w_span = ptrs.read("weight", &linear.weight);
         let a_span = ptrs.read("a", a);
         let b_span = ptrs.read("b", b);
-        let (perm_ptr, _perm_guard) = perm.device_ptr(stream);
-        let (segments_ptr, _segments_guard) = segments.device_ptr(stream);
-        let (group_tiles_ptr, _group_tiles_guard) = group_tiles.device_ptr(stream);
-        let (group_counts_ptr, _group_counts_guard) = group_counts.device_ptr(stream);
         let p_span = match (p, &mut p_scratch) {
             (Some(p), _) => ptrs.read("p", p),
             (None, Some(scratch)) => ptrs.write("p", scratch),
@@ -562,7 +540,7 @@ impl LoraKernels {
             };
             // SAFETY: the forward's shrink contract: X [m, k], A [L, r_max, k]
             // (checked), P [m, r_max] (scratch), K aligned (checked).
-            unsafe { self.launch_gemm::<T>(stream, &shrink)? };
+            unsafe { self.launch_shrink::<T>(stream, &shrink)? };
         }
 
         let params = LoraBwdParams {
@@ -580,88 +558,33 @@ impl LoraKernels {
             accumulate: i32::from(out.mode == GradMode::Accumulate),
             ..base
         };
-        let params = if grouped {
-            LoraBwdParams {
-                perm: perm_ptr,
-                segments: segments_ptr,
-                group_tiles: group_tiles_ptr,
-                group_counts: group_counts_ptr,
-                ..params
-            }
-        } else {
-            params
-        };
         // SAFETY (all launches below): the caller's contract plus the checks
         // above: each kernel reads and writes only inside the extents
         // `params` describes, the outputs overlap no input nor each other,
         // and the launches are ordered on one stream (the grouping before
         // the rank side, G before dA and dX).
         unsafe {
-            if grouped {
-                // The sort reports bad indices; the launches after it stay quiet.
-                self.launch_group_rows(stream, params)?;
-            }
+            // The sort reports bad indices; the launches after it stay quiet.
+            let params = match &groups {
+                Some(groups) => self.group_rows(stream, params, groups)?,
+                None => params,
+            };
             let params = LoraBwdParams { status: 0, ..params };
-            let g_ctas = dims.g_ctas(grouped);
+            let g_ctas = row_tiles(m, num_adapters, grouped);
             let warp_mode = dims.rank_warp_mode();
             let adapter_groups = if warp_mode { num_adapters.div_ceil(RANK_WARPS) } else { num_adapters };
             let db_ctas = n.div_ceil(RANK_TILE) * adapter_groups;
             let da_ctas = k.div_ceil(RANK_TILE) * adapter_groups;
             let rank_tiles = dims.rank_tiles() as u32;
             let params = LoraBwdParams { rank_warp_mode: i32::from(warp_mode), ..params };
+            let rank_kernel = |name: &str| format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
             let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
-            self.launch_rank_side::<T>(stream, "g_db", g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
+            self.launch_rank_side(stream, &rank_kernel("g_db"), g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
             let da = LoraBwdParams { out: da_span.start, ..params };
-            self.launch_rank_side::<T>(stream, "da", da, (da_ctas as u32, rank_tiles, 1))?;
+            self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
             let dx_params = LoraBwdParams { out: dx_span.start, ..params };
             self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
         }
-        Ok(())
-    }
-
-    /// The stable counting sort of the rows by adapter (`lora_group_rows`,
-    /// one CTA): `params.perm`, `segments` and `group_tiles` from the index.
-    ///
-    /// # Safety
-    /// As [`LoraKernels::run_backward`], with `params` filled in by it and
-    /// the grouping buffers sized for `m` rows and `num_adapters` adapters.
-    unsafe fn launch_group_rows(&self, stream: &Arc<CudaStream>, params: LoraBwdParams) -> Result<()> {
-        let function = self.function(BACKWARD, "lora_group_rows")?;
-        let config = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (LORA_GROUP_THREADS, 1, 1), shared_mem_bytes: 0 };
-        let mut launch = stream.launch_builder(&function);
-        launch.arg(&params);
-        // SAFETY: the caller's contract.
-        unsafe { launch.launch(config) }?;
-        Ok(())
-    }
-
-    /// Launches the rank-side kernel `lora_backward_<name>_<T>` (`g_db` or
-    /// `da`) over `grid`: 32-wide tiles along x (and adapters), rank tiles along y.
-    ///
-    /// # Safety
-    /// As [`LoraKernels::launch_backward`].
-    unsafe fn launch_rank_side<T: LoraDType>(
-        &self,
-        stream: &Arc<CudaStream>,
-        name: &str,
-        params: LoraBwdParams,
-        grid: (u32, u32, u32),
-    ) -> Result<()> {
-        let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
-        // Above the 48 KB a launch gets by default: opt in.
-        function.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            LORA_BWD_RANK_SHARED_BYTES as i32,
-        )?;
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (LORA_BWD_RANK_THREADS, 1, 1),
-            shared_mem_bytes: LORA_BWD_RANK_SHARED_BYTES,
-        };
-        let mut launch = stream.launch_builder(&function);
-        launch.arg(&params);
-        // SAFETY: the caller's contract.
-        unsafe { launch.launch(config) }?;
         Ok(())
     }
 

@@ -378,7 +378,7 @@ impl LoraKernels {
         // nor each other; the shrink (which writes P) is ordered before the
         // fused launch (which reads it) on the same stream.
         unsafe {
-            self.launch_gemm::<T>(stream, &shrink)?;
+            self.launch_shrink::<T>(stream, &shrink)?;
             self.launch_gemm::<T>(stream, &fused)
         }
     }
@@ -542,7 +542,7 @@ impl LoraKernels {
         // and the kernel validates each row's index against L before using it
         // to address an adapter.
         unsafe {
-            self.launch_gemm::<T>(stream, &shrink)?;
+            self.launch_shrink::<T>(stream, &shrink)?;
             self.launch_gemm::<T>(stream, &fused)
         }
     }
@@ -617,7 +617,7 @@ impl LoraKernels {
         };
         // SAFETY: X, A and P were checked against `[m, k]`, `[rank, k]`,
         // `[m, rank]` on this context, and P overlaps neither input.
-        unsafe { self.launch_gemm::<T>(stream, &params) }
+        unsafe { self.launch_shrink::<T>(stream, &params) }
     }
 
     /// The expand alone, for callers running their own base GEMM:

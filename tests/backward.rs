@@ -424,7 +424,8 @@ fn grouped_mixed_ranks<T: LoraDType>() {
             order.iter().flat_map(|&row| values[row * width..][..width].to_vec()).collect()
         };
         let mut sorted = Case::<T>::new(m, k, n, &ranks, r_max, order.iter().map(|&row| case.index[row]).collect(), 0);
-        (sorted.x, sorted.w, sorted.a, sorted.b) = (rows_of(&case.x, k), case.w.clone(), case.a.clone(), case.b.clone());
+        (sorted.x, sorted.w, sorted.a, sorted.b) =
+            (rows_of(&case.x, k), case.w.clone(), case.a.clone(), case.b.clone());
         (sorted.p, sorted.dy, sorted.scales) = (rows_of(&case.p, r_max), rows_of(&case.dy, n), case.scales.clone());
         let (grouped, _) = run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite)
             .expect("backward_multi, grouped rows");
