@@ -683,7 +683,8 @@ __device__ __forceinline__ int bin_of(const LoraBwdParams& p, int m, bool report
     return p.num_adapters;
 }
 
-// An exclusive scan over the CTA of one value per thread (in thread order); returns the total through `total`.
+// An exclusive scan over the CTA of one value per thread (in thread order);
+// returns the total through `total`. Warp sums scanned once by warp 0.
 __device__ __forceinline__ int2 block_exclusive_scan(int2 value, int2* warp_sums, int2& total) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     int2 inclusive = value;
@@ -698,22 +699,31 @@ __device__ __forceinline__ int2 block_exclusive_scan(int2 value, int2* warp_sums
     }
     if (lane == 31) warp_sums[warp] = inclusive;
     __syncthreads();
-    int2 before = make_int2(0, 0);
-    total = make_int2(0, 0);
-    for (int w = 0; w < kGroupWarps; ++w) {
-        if (w < warp) {
-            before.x += warp_sums[w].x;
-            before.y += warp_sums[w].y;
+    static_assert(kGroupWarps == 32, "warp 0 scans one sum per warp");
+    if (warp == 0) {
+        const int2 mine = warp_sums[lane];
+        int2 scan = mine;
+#pragma unroll
+        for (int d = 1; d < 32; d *= 2) {
+            const int x = __shfl_up_sync(0xffffffffu, scan.x, d);
+            const int y = __shfl_up_sync(0xffffffffu, scan.y, d);
+            if (lane >= d) {
+                scan.x += x;
+                scan.y += y;
+            }
         }
-        total.x += warp_sums[w].x;
-        total.y += warp_sums[w].y;
+        // Slot w: the sums of the warps before w; slot kGroupWarps: the total.
+        warp_sums[lane] = make_int2(scan.x - mine.x, scan.y - mine.y);
+        if (lane == 31) warp_sums[kGroupWarps] = scan;
     }
     __syncthreads();
+    const int2 before = warp_sums[warp];
+    total = warp_sums[kGroupWarps];
     return make_int2(before.x + inclusive.x - value.x, before.y + inclusive.y - value.y);
 }
 
 __device__ void group_rows(const LoraBwdParams& p) {
-    __shared__ int2 warp_sums[kGroupWarps];
+    __shared__ int2 warp_sums[kGroupWarps + 1];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int bins = p.num_adapters + 1;
     int* counts = reinterpret_cast<int*>(p.group_counts);  // [warps][bins]
