@@ -99,15 +99,9 @@ pub fn backward(kernels: &LoraKernels, stream: &Arc<CudaStream>, c: &Case) -> Re
     Ok(())
 }
 
-/// The row indices of a scattered batch: row i uses adapter (i * 7 + i / 3) % L,
-/// every adapter present and no two neighbours alike (a fixed pattern, so the
-/// counts are the same run to run).
-pub fn scattered_rows(m: usize, adapters: usize) -> Vec<i32> {
-    (0..m).map(|i| ((i * 7 + i / 3) % adapters) as i32).collect()
-}
-
-/// The multi-adapter forward over `adapters` adapters of rank `c.r`, rows
-/// scattered over them (`scattered_rows`), P kept: every launch it makes.
+/// The multi-adapter forward over `adapters` adapters of rank `c.r` (1: the
+/// same entry point, every row adapter 0), rows scattered over them
+/// (`shapes::scattered_rows`), P kept: every launch it makes.
 pub fn forward_multi(
     kernels: &LoraKernels,
     stream: &Arc<CudaStream>,
@@ -120,7 +114,7 @@ pub fn forward_multi(
     let b = zeros(stream, adapters * c.n * c.r)?;
     let mut y = zeros(stream, c.m * c.n)?;
     let mut p = zeros(stream, c.m * c.r)?;
-    let index = stream.clone_htod(&scattered_rows(c.m, adapters))?;
+    let index = stream.clone_htod(&crate::shapes::scattered_rows(c.m, adapters))?;
     let (ranks, scales) = (vec![c.r; adapters], vec![2.0; adapters]);
     let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: c.r, ranks: &ranks, scales: &scales };
     let mut status = AdapterStatus::new(stream)?;
@@ -149,7 +143,7 @@ pub fn backward_multi(
     let mut da = zeros(stream, adapters * c.r * c.k)?;
     let mut db = zeros(stream, adapters * c.n * c.r)?;
     let mut dx = zeros(stream, c.m * c.k)?;
-    let index = stream.clone_htod(&scattered_rows(c.m, adapters))?;
+    let index = stream.clone_htod(&crate::shapes::scattered_rows(c.m, adapters))?;
     let (ranks, scales) = (vec![c.r; adapters], vec![2.0; adapters]);
     let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: c.r, ranks: &ranks, scales: &scales };
     let mut status = AdapterStatus::new(stream)?;
