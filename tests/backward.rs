@@ -436,6 +436,22 @@ fn grouped_mixed_ranks<T: LoraDType>() {
     }
 }
 
+/// Enough rows per adapter (M >= L x 8 x 32) that dA and dB split each
+/// adapter's rows over a CTA's warps (the other mode than warp-per-adapter),
+/// ranks 17 and 64 with -1 rows, accumulating onto random old gradients.
+fn split_mode_accumulates<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (530, 40, 48, [17, 64], 64);
+    let index = row_indices(Mix::Zipf, m, ranks.len(), 690);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 700);
+    case.poison_padding();
+    let initial = Initial::random(&case, 710);
+    let (got, _) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi");
+    check_against_reference("split mode, accumulate", &case, &got, Some(&initial));
+    let (again, _) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("again");
+    assert_eq!(got, again, "two runs differ");
+}
+
 /// A row whose index is out of range is reported and treated as no adapter.
 fn bad_index_is_reported<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
@@ -537,6 +553,7 @@ per_dtype! {
     decode_split => decode_split_multi;
     dropout_recompute => recomputed_p_with_dropout;
     grouped_ranks => grouped_mixed_ranks;
+    split_mode => split_mode_accumulates;
 }
 
 #[test]
