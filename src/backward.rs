@@ -53,52 +53,59 @@
 //! the forward's own shrink recomputes it (the same values the forward wrote).
 //!
 //! # Determinism
-//! dA and dB reduce over the rows of M. The sum is split in fixed chunks of
-//! rows (chosen from the shape alone, not from the device), each chunk's f32
-//! partial stored, and a second launch adds the chunks in order; the decode
-//! path's split sums of G and dX are added in order too. No floating-point
-//! atomics anywhere, so two runs give bit-identical gradients.
+//! dA and dB reduce over the rows of M. A CTA walks all of an adapter's rows
+//! for its output tile, its warps taking fixed steps of 32 rows each and
+//! adding their sums in warp order (which mode, a CTA or a warp per adapter,
+//! is chosen from the shape alone); the decode path's split sums of dX are
+//! added in split order. No floating-point atomics anywhere and no f32
+//! partials for dA, dB or G, so two runs give bit-identical gradients.
 //!
 //! # Launches
-//! Five to ten launches on the stream, no host synchronisation: the shrink
-//! (only without P), G, dB (split partials, then their ordered sum), dA (the
-//! same), dX; G, dX and the shrink add a split sum on the decode path. G, dX and
-//! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
-//! with f32 accumulation, f32 on FMA); every operand is read in its stored
-//! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
-//! transposed on their way into the tensor cores, no transposed copy is
-//! made). dX is fused the way the forward is: the adapter term `s·G·A` and
-//! the base term `dY·W0` on one accumulator, dX written once. There is no
-//! alignment requirement: operands whose row stride and base allow 16-byte
-//! copies take the fast path, others are loaded element by element.
+//! Three to six launches on the stream, no host synchronisation: with
+//! per-row indices, the rows grouped by adapter (`lora_group_rows`, a stable
+//! counting sort on the device); the shrink (only without P); G with dB in
+//! one launch (both read dY); dA; dX (plus a split sum on the decode path).
+//! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
+//! output tiles narrow in the rank, over the grouped rows, so scattered
+//! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
+//! tiles, f16/bf16 on tensor cores with f32 accumulation, f32 on FMA). Every
+//! operand is read in its stored layout (W0 as `[N, K]`, B as `[N, r]`, A as
+//! `[r, K]`: the tiles are transposed on their way into the tensor cores, no
+//! transposed copy is made). dX is fused the way the forward is: the adapter
+//! term `s·G·A` and the base term `dY·W0` on one accumulator, dX written
+//! once. There is no alignment requirement: operands whose row stride and
+//! base allow 16-byte copies take the fast path, others are loaded element
+//! by element.
 //!
 //! # Small M (decode)
-//! When G or dX has fewer 64×64 output tiles than the device has SMs, its
-//! reduction steps (N, plus the rank for dX) are split over several CTAs per
-//! tile by the forward's rule, and a small launch adds the f32 partials in
-//! split order and rounds once (deterministic on a given device).
+//! When dX has fewer 64×64 output tiles than the device has SMs, its
+//! reduction steps (N, plus the rank) are split over several CTAs per tile
+//! by the forward's rule, and a small launch adds the f32 partials in split
+//! order and rounds once (deterministic on a given device).
 //!
 //! # Counted efficiency (emulator counters, `tests/backward_counters.rs`)
-//! For G, the dB and dA partials and dX (f16 and bf16; tile-aligned M = 128,
+//! For the rank side and dX (f16 and bf16; tile-aligned M = 128,
 //! K ∈ {64, 128}, N ∈ {128, 192}, r ∈ {16, 64}):
 //! - tensor-core instructions: exactly the FLOP minimum (`⌈rows/16⌉·⌈cols/8⌉·
-//!   ⌈reduction/16⌉`) for dX at both ranks and for every launch at r = 64;
-//!   at r = 16, G and the partials issue twice the minimum (a warp's 32-wide
-//!   sub-tile is half padding; warps whose sub-tile is all padding skip);
+//!   ⌈reduction/16⌉`) for every launch at both ranks (the rank side issues
+//!   mma only up to the rank's multiple of 16);
 //! - global loads: sectors × 32 bytes equal the tile-reuse minimum (each CTA
 //!   reads its operand rows once; every sector fetched is used); with four
-//!   adapters the dA/dB partials read no more than with one, plus each CTA's
-//!   indices (a CTA gathers only its adapter's rows);
+//!   adapters the rank side reads no more than with one, plus the grouped
+//!   row indices each CTA gathers through;
 //! - zero shared-memory bank conflicts (ldmatrix, ldmatrix.trans, cp.async
-//!   and epilogue stores); stores equal the output bytes;
-//! - dX's reduction loop in its steady state (two runs differing only in N,
-//!   M = K = 128, r = 16): 4.56 warp instructions, 4 global load sectors
-//!   and 3 shared wavefronts per mma.sync (CUTLASS's Sm80 GEMM on the same
-//!   tiles: 5.08, 4 and 3); asserted at most 5;
+//!   and epilogue stores); stores equal the output bytes (no partials);
+//! - the rank side's loops in their steady state (r = 16): 21.5 (G with dB)
+//!   and 20.4 (dA) warp instructions per mma, asserted at most 22; dX's
+//!   reduction loop (two runs differing only in N, M = K = 128, r = 16): 4.56
+//!   warp instructions, 4 global load sectors and 3 shared wavefronts per
+//!   mma.sync (CUTLASS's Sm80 GEMM on the same tiles: 5.08, 4 and 3);
+//!   asserted at most 5;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
-//!   (`tests/ptxas.rs`); sm_80 and sm_90: dX f16/bf16 159 and 144 registers
-//!   (it holds the adapter term apart from the base accumulator: 3 CTAs per
-//!   SM), G 115 and 116.
+//!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 159 registers (it holds the
+//!   adapter term apart from the base accumulator: 3 CTAs per SM), the rank
+//!   side's 256-thread CTAs 104 (G with dB) and 113 (dA) registers, 2 CTAs
+//!   per SM.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input, as docs/contract.md states it: pass the
