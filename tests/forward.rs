@@ -178,7 +178,7 @@ fn grouped_shrink_mixed_ranks<T: LoraDType>() {
         let rows_of = |values: &[T], width: usize| -> Vec<T> {
             order.iter().flat_map(|&row| values[row * width..][..width].to_vec()).collect()
         };
-        let mut grouped =
+        let grouped =
             MultiCase::<T> { x: rows_of(&case.x, k), index: order.iter().map(|&r| case.index[r]).collect(), ..case };
         let (p_grouped, y_grouped) = grouped.run(&dev.kernels, stream, None).expect("forward_multi, grouped");
         assert_close(&format!("P {mix:?}, grouped"), &p_grouped, &grouped.p_reference());
