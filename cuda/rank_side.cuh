@@ -283,6 +283,34 @@ template <bool kTransposed> __device__ __forceinline__ float warp_sum(const floa
     return sum;
 }
 
+// The epilogue's slots over a parked tile of `rows` rows: slot e (consecutive
+// slots are a warp's lanes) is element (row, col). With more than 16 columns
+// a warp reads one row of 32; with at most 16 (a rank of 16, say) its two
+// half-warps read 16 columns of two rows kPair apart, kPair chosen so that the
+// rows' banks do not meet (kPair x the row stride is 16 mod 32 banks).
+// Returns the number of slots; slot_of gives (row, col), false past the rows.
+template <bool kTransposed> struct EpilogueSlots {
+    static constexpr int kPair = kTransposed ? 4 : 2;
+    static_assert(((kTransposed ? kSumLdT : kSumLd) * kPair) % 32 == 16, "the two rows' banks do not meet");
+    bool half;
+    int rows;
+    __device__ __forceinline__ EpilogueSlots(int rows_in, int cols_in) : half(cols_in <= 16), rows(rows_in) {}
+    __device__ __forceinline__ int count() const {
+        return half ? ((rows + 2 * kPair - 1) / (2 * kPair)) * (2 * kPair) * 16 : rows * 32;
+    }
+    __device__ __forceinline__ bool slot_of(int e, int& row, int& col) const {
+        if (!half) {
+            row = e >> 5;
+            col = e & 31;
+        } else {
+            const int it = e >> 5, lane = e & 31;
+            row = (it / kPair) * 2 * kPair + it % kPair + (lane >> 4) * kPair;
+            col = lane & 15;
+        }
+        return row < rows;
+    }
+};
+
 // Rank column pairs (16 wide) a rank of `rank_left` columns past the tile's
 // first needs: the rank's multiple of 16, at most the tile's 2.
 __device__ __forceinline__ int pairs_for(int rank_left) { return max(0, min(2, (rank_left + 15) / 16)); }
@@ -450,11 +478,10 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     const int col0 = kDa ? wide0 : c0;
     T* out = reinterpret_cast<T*>(p.out) + static_cast<long long>(adapter) * out_rows * out_cols;
     // Only the part of the tile inside the output, 16 columns a row when they fit.
-    const int cols_in = min(32, out_cols - col0);
-    const int shift = cols_in <= 16 ? 4 : 5;
-    const int count = min(32, out_rows - row0) << shift;
-    for (int e = first; e < count; e += stride) {
-        const int row = e >> shift, col = e & ((1 << shift) - 1);
+    const EpilogueSlots<kDa> slots(min(32, out_rows - row0), min(32, out_cols - col0));
+    for (int e = first; e < slots.count(); e += stride) {
+        int row, col;
+        if (!slots.slot_of(e, row, col)) continue;
         const int gr = row0 + row, gc = col0 + col;
         if (gc >= out_cols) continue;
         const int j = kDa ? gr : gc;
@@ -647,10 +674,10 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
 
     // Columns past the rank (and every column of a -1 row) are 0.
     T* g = reinterpret_cast<T*>(kShrink ? p.p : p.g);
-    const int cols_in = min(32, p.r_max - c0);
-    const int shift = cols_in <= 16 ? 4 : 5;
-    for (int e = threadIdx.x; e < rows << shift; e += kThreads) {
-        const int row = e >> shift, col = e & ((1 << shift) - 1);
+    const EpilogueSlots<false> slots(rows, min(32, p.r_max - c0));
+    for (int e = threadIdx.x; e < slots.count(); e += kThreads) {
+        int row, col;
+        if (!slots.slot_of(e, row, col)) continue;
         const int j = c0 + col;
         if (j >= p.r_max) continue;
         const float value = j < rank ? warp_sum<false>(sm.sums[0], summed, row, col) : 0.0f;
