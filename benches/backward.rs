@@ -5,7 +5,10 @@
 //! this crate: the five cuBLAS GEMMs autograd runs for `Y = X·W0ᵀ + s·(X·Aᵀ)·Bᵀ`
 //! (dX = dY·W0, G = dY·B, dB = s·dYᵀ·P, dA = s·Gᵀ·X, dX += s·G·A), and the
 //! floor every variant pays, the base input-gradient dY·W0 alone. One shape
-//! also runs with 32 adapters (rows in contiguous runs, one per adapter).
+//! also runs with 32 adapters (rows in contiguous runs, one per adapter),
+//! and with 32 adapters scattered over the rows (`shapes::scattered_rows`) at
+//! M = 256 and 4096: next to the one-adapter case of the same M, what a
+//! scattered batch costs.
 //! dX's two tiles: the training-sized cases take its 128×128 kernel, the
 //! decode-sized ones the 64×64; a square 1024→1024 projection at M = 1024
 //! and 2048 (r = 16) sits on each side of the tile heuristic's threshold
@@ -85,6 +88,9 @@ impl Problem {
     }
 }
 
+/// Row m uses adapter `m·L/M` (contiguous runs), or, `scattered`, the
+/// pattern of `shapes::scattered_rows`.
+#[allow(clippy::too_many_arguments)]
 fn problem(
     stream: &Arc<CudaStream>,
     m: usize,
@@ -92,8 +98,13 @@ fn problem(
     n: usize,
     r: usize,
     adapters: usize,
+    scattered: bool,
 ) -> Result<Problem, String> {
-    let index: Vec<i32> = (0..m).map(|row| (row * adapters / m) as i32).collect();
+    let index: Vec<i32> = if scattered {
+        shapes::scattered_rows(m, adapters)
+    } else {
+        (0..m).map(|row| (row * adapters / m) as i32).collect()
+    };
     let driver = |e: cudarc::driver::DriverError| e.to_string();
     Ok(Problem {
         dy: stream.clone_htod(&fill(m * n, 0)).map_err(driver)?,
@@ -264,8 +275,8 @@ fn check_baseline(engines: &Engines, stream: &Arc<CudaStream>) {
         return;
     }
     let (_, k, n) = PROJECTIONS[0];
-    let mut ours = problem(stream, TOKENS[0], k, n, RANKS[0], 1).expect("allocate the problem");
-    let mut theirs = problem(stream, TOKENS[0], k, n, RANKS[0], 1).expect("allocate the problem");
+    let mut ours = problem(stream, TOKENS[0], k, n, RANKS[0], 1, false).expect("allocate the problem");
+    let mut theirs = problem(stream, TOKENS[0], k, n, RANKS[0], 1, false).expect("allocate the problem");
     fused_p_kept(engines, stream, &mut ours);
     unfused(engines, stream, &mut theirs);
     for (what, got, want) in [("dA", &ours.da, &theirs.da), ("dB", &ours.db, &theirs.db), ("dX", &ours.dx, &theirs.dx)]
@@ -303,18 +314,29 @@ fn bench_backward(c: &mut Criterion, ctx: &Arc<CudaContext>) {
     let engines = Engines::new(ctx, &stream);
     check_baseline(&engines, &stream);
     for (name, m, k, n, r) in all_cases() {
-        let pr = problem(&stream, m, k, n, r, 1).expect("allocate the problem");
+        let pr = problem(&stream, m, k, n, r, 1, false).expect("allocate the problem");
         run_group(c, &engines, &stream, shapes::backward_group(name, m, r), pr);
     }
     let (name, k, n) = shapes::DX_TILE_PROJECTION;
     for &m in shapes::DX_TILE_TOKENS {
-        let pr = problem(&stream, m, k, n, RANKS[0], 1).expect("allocate the problem");
+        let pr = problem(&stream, m, k, n, RANKS[0], 1, false).expect("allocate the problem");
         run_group(c, &engines, &stream, shapes::backward_group(name, m, RANKS[0]), pr);
     }
     let (name, k, n) = PROJECTIONS[0];
-    let pr = problem(&stream, STACKED_TOKENS, k, n, STACKED_RANK, STACKED_ADAPTERS).expect("allocate the problem");
+    let pr =
+        problem(&stream, STACKED_TOKENS, k, n, STACKED_RANK, STACKED_ADAPTERS, false).expect("allocate the problem");
     let group = format!("{}, {STACKED_ADAPTERS} adapters", shapes::backward_group(name, STACKED_TOKENS, STACKED_RANK));
     run_group(c, &engines, &stream, group, pr);
+    for &m in shapes::SCATTERED_TOKENS {
+        let (l, r) = (shapes::SCATTERED_ADAPTERS, shapes::SCATTERED_RANK);
+        if !TOKENS.contains(&m) {
+            // The one-adapter case of the same M, unless the loop above ran it.
+            let pr = problem(&stream, m, k, n, r, 1, false).expect("allocate the problem");
+            run_group(c, &engines, &stream, shapes::backward_group(name, m, r), pr);
+        }
+        let pr = problem(&stream, m, k, n, r, l, true).expect("allocate the problem");
+        run_group(c, &engines, &stream, format!("{}, {l} adapters scattered", shapes::backward_group(name, m, r)), pr);
+    }
 }
 
 /// The reference gradients of `pr` (dA, dB, dX, each rounded to bf16
@@ -323,7 +345,8 @@ fn reference_gradients(stream: &Arc<CudaStream>, pr: &Problem, recompute: bool) 
     let host = |s: &CudaSlice<bf16>| stream.clone_dtoh(s).expect("download");
     let (dy, x, w, a, b) = (host(&pr.dy), host(&pr.x), host(&pr.w), host(&pr.a), host(&pr.b));
     let (m, k, n, r, l) = (pr.m, pr.k, pr.n, pr.r, pr.adapters());
-    let indices: Vec<i64> = (0..m).map(|row| (row * l / m) as i64).collect();
+    // The rows' adapters as the problem holds them (contiguous runs or scattered).
+    let indices: Vec<i64> = stream.clone_dtoh(&pr.index).expect("download").into_iter().map(i64::from).collect();
     let p: Vec<bf16> = if recompute {
         // P = round(X·A_lᵀ) per row, A_l the row's adapter: exact sums, one rounding.
         (0..m * r)
@@ -353,18 +376,22 @@ fn dry_backward(ctx: &Arc<CudaContext>) {
     let mut cases = std::collections::BTreeSet::new();
     for (_, m, k, n, r) in all_cases() {
         let (m, k, n) = shapes::dry_shape(m, k, n);
-        cases.insert((m, k, n, r, 1));
+        cases.insert((m, k, n, r, 1, false));
     }
     let (_, k, n) = shapes::DX_TILE_PROJECTION;
     for &m in shapes::DX_TILE_TOKENS {
         let (m, k, n) = shapes::dry_shape(m, k, n);
-        cases.insert((m, k, n, RANKS[0], 1));
+        cases.insert((m, k, n, RANKS[0], 1, false));
     }
     let (_, k, n) = PROJECTIONS[0];
     let (m, k, n) = shapes::dry_shape(STACKED_TOKENS, k, n);
-    cases.insert((m, k, n, STACKED_RANK, STACKED_ADAPTERS.min(m)));
-    for (m, k, n, r, adapters) in cases {
-        let mut pr = problem(&stream, m, k, n, r, adapters).expect("allocate the problem");
+    cases.insert((m, k, n, STACKED_RANK, STACKED_ADAPTERS.min(m), false));
+    for &tokens in shapes::SCATTERED_TOKENS {
+        let (m, k, n) = shapes::dry_shape(tokens, k, n);
+        cases.insert((m, k, n, shapes::SCATTERED_RANK, shapes::SCATTERED_ADAPTERS, true));
+    }
+    for (m, k, n, r, adapters, scattered) in cases {
+        let mut pr = problem(&stream, m, k, n, r, adapters, scattered).expect("allocate the problem");
         for (label, run, needs_blas, single_only) in VARIANTS {
             if single_only && adapters != 1 {
                 continue;
@@ -386,7 +413,8 @@ fn dry_backward(ctx: &Arc<CudaContext>) {
                     continue; // dY·W0 alone writes only dX
                 }
                 let got = stream.clone_dtoh(got).expect("download");
-                let case = format!("dry run, M={m} K={k} N={n} r={r} adapters={adapters}, {label}, {what}");
+                let rows = if scattered { " scattered" } else { "" };
+                let case = format!("dry run, M={m} K={k} N={n} r={r} adapters={adapters}{rows}, {label}, {what}");
                 if needs_blas {
                     // cuBLAS may reduce in lower precision; dY·W0 alone lacks the adapter term of dX.
                     let want = if label == shapes::BWD_CUBLAS_BASE { base_dx(&stream, &pr) } else { want.clone() };

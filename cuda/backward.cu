@@ -52,6 +52,7 @@
 #include "backward_params.h"
 #include "dtype.cuh"
 #include "dropout.cuh"
+#include "rank_side.cuh"
 #include "tiles.cuh"
 
 namespace fused_lora {
@@ -65,10 +66,6 @@ static_assert(LORA_BWD_TILE_ROWS == kTileRows && LORA_BWD_TILE_COLS == kTileCols
 static_assert(LORA_BWD_BIG_TILE_ROWS == Tile128::kRows && LORA_BWD_BIG_TILE_COLS == Tile128::kCols &&
                   LORA_BWD_GEMM_THREADS == Tile128::kThreads,
               "backward_params.h describes dX's big tile");
-
-// Rows of one split listed at a time by the dA/dB partials.
-constexpr int kWindow = 512;
-static_assert(kWindow % 32 == 0, "whole warps of rows");
 
 __device__ __forceinline__ int rank_of(const LoraBwdParams& p, int adapter) {
     return p.ranks ? reinterpret_cast<const int*>(p.ranks)[adapter] : p.rank;
@@ -512,148 +509,25 @@ __device__ void row_gemm(const LoraBwdParams& p) {
 }
 
 // ---------------------------------------------------------------------------
-// dA and dB: reductions over the rows of each adapter.
+// The rank side (cuda/rank_side.cuh): G with dB in one launch (both read dY),
+// then dA (it reads G), over the rows grouped by adapter.
 
-template <typename T> struct RowsumShared {
-    T lhs[stages<T>()][kStep][RedTile<T>::kLd];
-    T rhs[stages<T>()][kStep][RedTile<T>::kLd];
-    int rows[kWindow];  // the window's rows of this CTA's adapter, in order
-    int count;
-};
-
-// The [rows, cols] shape of one adapter's dB ([n, r_max]) or dA ([r_max, k]).
-template <bool kDa> __device__ __forceinline__ int out_rows(const LoraBwdParams& p) { return kDa ? p.r_max : p.n; }
-template <bool kDa> __device__ __forceinline__ int out_cols(const LoraBwdParams& p) { return kDa ? p.k : p.r_max; }
-
-// Split blockIdx.z's f32 partial of adapter blockIdx.y's dB (dY^T . P) or
-// dA (G^T . X~), one 64x64 output tile (blockIdx.x), over the split's rows
-// whose adapter is blockIdx.y.
-template <typename T, bool kDa> __device__ void rowsum(const LoraBwdParams& p) {
-    constexpr int kStages = stages<T>();
-    __shared__ RowsumShared<T> sm;
-
-    const int rows = out_rows<kDa>(p);
-    const int cols = out_cols<kDa>(p);
-    const int col_tiles = (cols + kTileCols - 1) / kTileCols;
-    const int r0 = (blockIdx.x / col_tiles) * kTileRows;
-    const int c0 = (blockIdx.x % col_tiles) * kTileCols;
-    const int adapter = blockIdx.y;
-    const int split = blockIdx.z;
-    const int rank = rank_of(p, adapter);
-    // Outside the adapter's rank nothing is computed: lora_backward_finish
-    // never reads those partials.
-    const int rows_valid = kDa ? rank : p.n;
-    const int cols_valid = kDa ? p.k : rank;
-    if (r0 >= rows_valid || c0 >= cols_valid) return;
-
-    const int lane = threadIdx.x % 32;
-    const int warp = threadIdx.x / 32;
-    const int warp_m0 = (warp / kWarpsCols) * kWarpRows;
-    const int warp_n0 = (warp % kWarpsCols) * kWarpCols;
-    const bool warp_live = r0 + warp_m0 < rows_valid && c0 + warp_n0 < cols_valid;
-
-    // dB: dY[m, n] . P[m, j]; dA: G[m, j] . X~[m, k].
-    const T* lhs_base = reinterpret_cast<const T*>(kDa ? p.g : p.dy);
-    const long long lhs_ld = kDa ? p.r_max : p.n;
-    const T* rhs_base = reinterpret_cast<const T*>(kDa ? p.x : p.p);
-    const long long rhs_ld = kDa ? p.k : p.r_max;
-    const Source<T> lhs{lhs_base, lhs_ld, r0, rows_valid, vector_loadable(lhs_base, lhs_ld)};
-    const Source<T> rhs{rhs_base, rhs_ld, c0, cols_valid, vector_loadable(rhs_base, rhs_ld)};
-    const bool drop = kDa && p.dropout != 0;
-
-    float acc[kFragsM][kFragsN][4];
-    clear(acc);
-    const WarpMultiply<T, true, true> multiply(warp_m0, warp_n0, lane);
-
-    const int m_begin = split * p.rows_per_split;
-    const int m_end = min(m_begin + p.rows_per_split, p.m);
-    for (int window = m_begin; window < m_end; window += kWindow) {
-        const int window_end = min(window + kWindow, m_end);
-        // List the window's rows of this adapter, in increasing m.
-        if (warp == 0) {
-            int count = 0;
-            for (int m0 = window; m0 < window_end; m0 += 32) {
-                const int m = m0 + lane;
-                const bool mine = m < window_end && adapter_of(p, m) == adapter;
-                const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-                if (mine) sm.rows[count + __popc(ballot & ((1u << lane) - 1u))] = m;
-                count += __popc(ballot);
-            }
-            if (lane == 0) sm.count = count;
-        }
-        __syncthreads();
-        const int count = sm.count;
-        const int steps = (count + kStep - 1) / kStep;
-        auto stage_step = [&](int step, int s) {
-            if (step >= steps) return;
-            auto row_of = [&](int i) {
-                const int at = step * kStep + i;
-                return at < count ? sm.rows[at] : -1;
-            };
-            stage<T, RedTile<T>>(sm.lhs[s], lhs, row_of);
-            if (drop) {
-                stage<T, RedTile<T>, true>(sm.rhs[s], rhs, row_of, mask_of(p));
-            } else {
-                stage<T, RedTile<T>>(sm.rhs[s], rhs, row_of);
-            }
-        };
-#pragma unroll
-        for (int s = 0; s < kStages - 1; ++s) {
-            stage_step(s, s);
-            cp_async_commit();
-        }
-        for (int step = 0; step < steps; ++step) {
-            cp_async_wait<kStages - 2>();
-            __syncthreads();
-            stage_step(step + kStages - 1, (step + kStages - 1) % kStages);
-            cp_async_commit();
-            const int s = step % kStages;
-            if (warp_live) multiply(acc, sm.lhs[s], sm.rhs[s], min(kStep, count - step * kStep));
-        }
-        cp_async_wait<0>();
-        // Every warp is done with the list and the tiles before the next window.
-        __syncthreads();
+template <typename T> __device__ void g_db(const LoraBwdParams& p) {
+    rank_side::Shared& sm = rank_side::shared_storage();
+    if (static_cast<int>(blockIdx.x) < p.g_tiles) {
+        rank_side::row_tile<T, false>(p, sm, blockIdx.x);
+    } else {
+        rank_side::rank_grad<T, false>(p, sm, blockIdx.x - p.g_tiles);
     }
+}
 
-    float* partials = reinterpret_cast<float*>(p.partials) +
-                      (static_cast<long long>(split) * p.num_adapters + adapter) * rows * cols;
-    store_fragments(partials, cols, rows_valid, cols_valid, acc, r0 + warp_m0, c0 + warp_n0, lane);
+template <typename T> __device__ void da(const LoraBwdParams& p) {
+    rank_side::Shared& sm = rank_side::shared_storage();
+    rank_side::rank_grad<T, true>(p, sm, blockIdx.x);
 }
 
 // ---------------------------------------------------------------------------
 // Elementwise launches.
-
-// Whether (row, col) of adapter l's gradient lies inside its rank (the rest
-// is padding: never computed).
-__device__ __forceinline__ bool inside_rank(const LoraBwdParams& p, int adapter, int row, int col) {
-    const int j = p.reduction == LORA_BWD_REDUCE_DB ? col : row;
-    return j < rank_of(p, adapter);
-}
-
-// Adds the splits in split order, scales, rounds once. Padding past an
-// adapter's rank is written as 0 (or left as it was, when accumulating).
-template <typename T> __device__ void finish(const LoraBwdParams& p) {
-    const bool db = p.reduction == LORA_BWD_REDUCE_DB;
-    const int rows = db ? p.n : p.r_max;
-    const int cols = db ? p.r_max : p.k;
-    const long long per_adapter = static_cast<long long>(rows) * cols;
-    const long long at = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (at >= per_adapter) return;
-    const int adapter = blockIdx.y;
-    const long long out_at = static_cast<long long>(adapter) * per_adapter + at;
-    T* out = reinterpret_cast<T*>(p.out);
-    if (!inside_rank(p, adapter, static_cast<int>(at / cols), static_cast<int>(at % cols))) {
-        if (!p.accumulate) out[out_at] = from_f32<T>(0.0f);
-        return;
-    }
-    const float* partials = reinterpret_cast<const float*>(p.partials);
-    float sum = 0.0f;
-    for (int split = 0; split < p.splits; ++split)
-        sum += partials[(static_cast<long long>(split) * p.num_adapters + adapter) * per_adapter + at];
-    float value = scale_of(p, adapter) * sum;
-    if (p.accumulate) value += to_f32(out[out_at]);
-    out[out_at] = from_f32<T>(value);
-}
 
 // G or dX after a split reduction: the splits' sums added in split order
 // (deterministic), plus the old dX when accumulating, rounded once.
@@ -675,24 +549,16 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
 }  // namespace fused_lora
 
 #define STAMP_BACKWARD(SUFFIX, TYPE)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS) lora_backward_g_##SUFFIX(const LoraBwdParams p) { \
-        fused_lora::bwd::row_gemm<TYPE, false>(p);                                                                       \
-    }                                                                                                                    \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                                                  \
         lora_backward_dx_##SUFFIX(const LoraBwdParams p) {                                                               \
         fused_lora::bwd::row_gemm<TYPE, true>(p);                                                                        \
     }                                                                                                                    \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                                                  \
-        lora_backward_db_partials_##SUFFIX(const LoraBwdParams p) {                                                      \
-        fused_lora::bwd::rowsum<TYPE, false>(p);                                                                         \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS)                                                  \
+        lora_backward_g_db_##SUFFIX(const LoraBwdParams p) {                                                             \
+        fused_lora::bwd::g_db<TYPE>(p);                                                                                  \
     }                                                                                                                    \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                                                  \
-        lora_backward_da_partials_##SUFFIX(const LoraBwdParams p) {                                                      \
-        fused_lora::bwd::rowsum<TYPE, true>(p);                                                                          \
-    }                                                                                                                    \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
-        lora_backward_finish_##SUFFIX(const LoraBwdParams p) {                                                           \
-        fused_lora::bwd::finish<TYPE>(p);                                                                                \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS) lora_backward_da_##SUFFIX(const LoraBwdParams p) { \
+        fused_lora::bwd::da<TYPE>(p);                                                                                    \
     }                                                                                                                    \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
         lora_backward_sum_splits_##SUFFIX(const LoraBwdParams p) {                                                      \
@@ -720,3 +586,17 @@ STAMP_DX_BIG(bf16, __nv_bfloat16)
     }
 STAMP_DX_BIG_DROPOUT(f16, __half)
 STAMP_DX_BIG_DROPOUT(bf16, __nv_bfloat16)
+
+// The shrink P = X~ . A_l^T over the grouped rows (the forward's and the
+// backward's recompute): rank-side row tiles.
+#define STAMP_RANK_SHRINK(SUFFIX, TYPE)                                                                                \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS)                                                 \
+        lora_rank_shrink_##SUFFIX(const LoraBwdParams p) {                                                              \
+        fused_lora::rank_side::row_tile<TYPE, true>(p, fused_lora::rank_side::shared_storage(), blockIdx.x);           \
+    }
+FUSED_LORA_FOR_EACH_DTYPE(STAMP_RANK_SHRINK)
+
+// The rows sorted by adapter (any dtype).
+extern "C" __global__ void __launch_bounds__(LORA_GROUP_THREADS) lora_group_rows(const LoraBwdParams p) {
+    fused_lora::rank_side::group_rows(p);
+}

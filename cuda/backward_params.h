@@ -21,11 +21,9 @@
  * has SMs, the reduction steps of each tile are split over k_splits CTAs,
  * whose f32 partials a second launch adds in split order.
  *
- * The dA/dB sums over M are split in fixed chunks of `rows_per_split` rows (at
- * least LORA_BWD_MIN_ROWS_PER_SPLIT, and at most LORA_BWD_MAX_SPLITS chunks,
- * chosen from the shape alone, never from the device): each split stores its
- * f32 partial, and a second launch adds the splits in split order (no
- * atomics: bit-identical run to run). */
+ * The dA/dB sums over M are not split: a CTA owns a narrow output tile and
+ * its warps walk all of an adapter's rows, then add their sums in warp order
+ * (no atomics, no partials: bit-identical run to run). */
 #ifndef FUSED_LORA_BACKWARD_PARAMS_H
 #define FUSED_LORA_BACKWARD_PARAMS_H
 
@@ -33,8 +31,6 @@
 
 /* Threads of the elementwise launches (the ordered sums of split partials). */
 #define LORA_BWD_THREADS 256
-#define LORA_BWD_MIN_ROWS_PER_SPLIT 64
-#define LORA_BWD_MAX_SPLITS 64
 
 /* The tiled launches (G, dX, and the split partials of dA and dB): a CTA of
  * LORA_BWD_GEMM_THREADS threads owns a LORA_BWD_TILE_ROWS x LORA_BWD_TILE_COLS
@@ -49,6 +45,17 @@
 #define LORA_BWD_BIG_TILE_ROWS 128
 #define LORA_BWD_BIG_TILE_COLS 128
 #define LORA_BWD_BIG_SHARED_BYTES (72 * 1024)
+
+/* The rank-side launches (G with dB, then dA; cuda/rank_side.cuh): a CTA of
+ * LORA_BWD_RANK_THREADS threads owns a LORA_BWD_RANK_TILE (wide side: M for G,
+ * N for dB, K for dA) x LORA_BWD_RANK_TILE (rank) output tile and walks its
+ * whole reduction: no split partials. */
+#define LORA_BWD_RANK_TILE 32
+#define LORA_BWD_RANK_THREADS 256
+/* Their dynamic shared memory: per warp two stages of two 2 KB tiles, and the tile's rows. */
+#define LORA_BWD_RANK_SHARED_BYTES (64 * 1024 + 128)
+/* lora_group_rows: one CTA of this many threads sorts the rows by adapter. */
+#define LORA_GROUP_THREADS 1024
 
 /* Which gradient a lora_backward_*_partials, lora_backward_finish or lora_backward_sum_splits launch finishes. */
 typedef enum LoraBwdReduction {
@@ -71,7 +78,7 @@ typedef struct LoraBwdParams {
     uint64_t p;             /* [m, r_max] const T: the forward's projection */
     uint64_t g;             /* [m, r_max] T: written by lora_backward_g, read after */
     uint64_t out;           /* the gradient a launch writes (dB, dA or dX) */
-    uint64_t partials;      /* [splits, L, rows, cols] float: rowsum scratch */
+    uint64_t partials;      /* [k_splits, m, k] float: dX's split-K scratch */
     uint64_t row_adapter;   /* [m] const int32 in [-1, L), or 0: every row uses adapter 0 */
     uint64_t ranks;         /* [L] const int32 in [1, r_max], or 0: every adapter has `rank` */
     uint64_t scales;        /* [L] const float, or 0: every adapter has `scale` */
@@ -85,8 +92,6 @@ typedef struct LoraBwdParams {
     int32_t rank;           /* used when ranks == 0 */
     float scale;            /* used when scales == 0 */
     int32_t reduction;      /* LoraBwdReduction, for the rowsum launches */
-    int32_t splits;         /* ceil(m / rows_per_split), for the rowsum launches */
-    int32_t rows_per_split; /* rows of M each split of a rowsum sums */
     int32_t k_splits;       /* G and dX: CTAs (gridDim.z) sharing one tile's reduction
                                steps; > 1: each stores raw f32 sums in `partials`
                                ([k_splits, m, cols]) and lora_backward_sum_splits
@@ -97,6 +102,15 @@ typedef struct LoraBwdParams {
     float inv_keep;         /* 1 / (1 - dropout_p), computed in f32 */
     uint64_t seed;
     uint64_t offset;
+    /* Rows grouped by adapter (lora_group_rows writes them; all 0 with one
+     * adapter and no index: every row in order is adapter 0's). */
+    uint64_t perm;          /* [m] int32: the rows, adapter by adapter (stable), then the -1 rows */
+    uint64_t segments;      /* [L + 2] int32: where each adapter's rows start in perm, then the -1 rows', then m */
+    uint64_t group_tiles;   /* [L + 2] int32: prefix sums of ceil(segment / LORA_BWD_RANK_TILE) */
+    uint64_t group_counts;  /* [LORA_GROUP_THREADS / 32, L + 1] int32: lora_group_rows' scratch */
+    int32_t g_tiles;        /* lora_backward_g_db: CTAs (along x) of G, before dB's */
+    int32_t rank_warp_mode; /* dB, dA: 0: a CTA's warps share one adapter's rows; nonzero: each
+                               warp takes an adapter of its own (many adapters of few rows) */
 } LoraBwdParams;
 
 #endif

@@ -53,49 +53,54 @@
 //! the forward's own shrink recomputes it (the same values the forward wrote).
 //!
 //! # Determinism
-//! dA and dB reduce over the rows of M. The sum is split in fixed chunks of
-//! rows (chosen from the shape alone, not from the device), each chunk's f32
-//! partial stored, and a second launch adds the chunks in order; the decode
-//! path's split sums of G and dX are added in order too. No floating-point
-//! atomics anywhere, so two runs give bit-identical gradients.
+//! dA and dB reduce over the rows of M. A CTA walks all of an adapter's rows
+//! for its output tile, its warps taking fixed steps of 32 rows each and
+//! adding their sums in warp order (which mode, a CTA or a warp per adapter,
+//! is chosen from the shape alone); the decode path's split sums of dX are
+//! added in split order. No floating-point atomics anywhere and no f32
+//! partials for dA, dB or G, so two runs give bit-identical gradients.
 //!
 //! # Launches
-//! Five to ten launches on the stream, no host synchronisation: the shrink
-//! (only without P), G, dB (split partials, then their ordered sum), dA (the
-//! same), dX; G, dX and the shrink add a split sum on the decode path. G, dX and
-//! the partials are tiled GEMMs (64×64 output tiles, f16/bf16 on tensor cores
-//! with f32 accumulation, f32 on FMA; f16/bf16 dX on large grids takes a
-//! 128×128 tile, picked by `dx_tile` as the forward picks
-//! its own, docs/performance.md); every operand is read in its stored
-//! layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the tiles are
-//! transposed on their way into the tensor cores, no transposed copy is
-//! made). dX is fused the way the forward is: the adapter term `s·G·A` and
-//! the base term `dY·W0` on one accumulator, dX written once (f16/bf16: the
-//! scaled adapter term first, the base steps added onto it, as the forward
-//! does, so both of dX's tiles give the same bits; f32: the two terms
-//! summed apart and added at the end). There is no
-//! alignment requirement: operands whose row stride and base allow 16-byte
-//! copies take the fast path, others are loaded element by element.
+//! Three to six launches on the stream, no host synchronisation: with
+//! per-row indices, the rows grouped by adapter (`lora_group_rows`, a stable
+//! counting sort on the device); the shrink (only without P); G with dB in
+//! one launch (both read dY); dA; dX (plus a split sum on the decode path).
+//! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
+//! output tiles narrow in the rank, over the grouped rows, so scattered
+//! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
+//! tiles, f16/bf16 on tensor cores with f32 accumulation, f32 on FMA;
+//! f16/bf16 dX on large grids takes a 128×128 tile, picked by `dx_tile` as
+//! the forward picks its own, docs/performance.md). Every operand is read
+//! in its stored layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the
+//! tiles are transposed on their way into the tensor cores, no transposed
+//! copy is made). dX is fused the way the forward is: the adapter term
+//! `s·G·A` and the base term `dY·W0` on one accumulator, dX written once
+//! (f16/bf16: the scaled adapter term first, the base steps added onto it,
+//! as the forward does, so both of dX's tiles give the same bits; f32: the
+//! two terms summed apart and added at the end). There is no alignment
+//! requirement: operands whose row stride and base allow 16-byte copies
+//! take the fast path, others are loaded element by element.
 //!
 //! # Small M (decode)
-//! When G or dX has fewer 64×64 output tiles than the device has SMs, its
-//! reduction steps (N, plus the rank for dX) are split over several CTAs per
-//! tile by the forward's rule, and a small launch adds the f32 partials in
-//! split order and rounds once (deterministic on a given device).
+//! When dX has fewer 64×64 output tiles than the device has SMs, its
+//! reduction steps (N, plus the rank) are split over several CTAs per tile
+//! by the forward's rule, and a small launch adds the f32 partials in split
+//! order and rounds once (deterministic on a given device).
 //!
 //! # Counted efficiency (emulator counters, `tests/backward_counters.rs`)
-//! For G, the dB and dA partials and dX (f16 and bf16; tile-aligned M = 128,
+//! For the rank side and dX (f16 and bf16; tile-aligned M = 128,
 //! K ∈ {64, 128}, N ∈ {128, 192}, r ∈ {16, 64}):
 //! - tensor-core instructions: exactly the FLOP minimum (`⌈rows/16⌉·⌈cols/8⌉·
-//!   ⌈reduction/16⌉`) for dX at both ranks and for every launch at r = 64;
-//!   at r = 16, G and the partials issue twice the minimum (a warp's 32-wide
-//!   sub-tile is half padding; warps whose sub-tile is all padding skip);
+//!   ⌈reduction/16⌉`) for every launch at both ranks (the rank side issues
+//!   mma only up to the rank's multiple of 16);
 //! - global loads: sectors × 32 bytes equal the tile-reuse minimum (each CTA
 //!   reads its operand rows once; every sector fetched is used); with four
-//!   adapters the dA/dB partials read no more than with one, plus each CTA's
-//!   indices (a CTA gathers only its adapter's rows);
+//!   adapters the rank side reads no more than with one, plus the grouped
+//!   row indices each CTA gathers through;
 //! - zero shared-memory bank conflicts (ldmatrix, ldmatrix.trans, cp.async
-//!   and epilogue stores); stores equal the output bytes;
+//!   and epilogue stores); stores equal the output bytes (no partials);
+//! - the rank side's loops in their steady state (r = 16): 21.5 (G with dB)
+//!   and 20.4 (dA) warp instructions per mma, asserted at most 22;
 //! - dX's reduction loop in its steady state (two runs differing only in N,
 //!   r = 16): on the 64×64 tile (M = K = 128) 4.56 warp instructions, 4
 //!   global load sectors and 3 shared wavefronts per mma.sync (CUTLASS's
@@ -106,8 +111,9 @@
 //!   FLOP minimum and reads the 128×128 tile-reuse minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
 //!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
-//!   per SM), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each),
-//!   G 115.
+//!   per SM), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
+//!   the rank side's 256-thread CTAs 104 (G with dB) and 113 (dA)
+//!   registers, 2 CTAs per SM.
 //!
 //! # Dropout
 //! PEFT's `lora_dropout` on the adapter input, as docs/contract.md states it: pass the
@@ -142,11 +148,11 @@ use crate::forward::{check_linear, check_stack, AdapterStack, Linear, RowAdapter
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
 use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DA,
-    LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DX, LoraBwdReduction_LORA_BWD_REDUCE_G,
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
     LoraGemmParams, LORA_BWD_BIG_SHARED_BYTES, LORA_BWD_BIG_TILE_COLS, LORA_BWD_BIG_TILE_ROWS, LORA_BWD_GEMM_THREADS,
-    LORA_BWD_MAX_SPLITS, LORA_BWD_MIN_ROWS_PER_SPLIT, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LORA_BWD_RANK_THREADS, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
+use crate::rank_side::{row_tiles, RowGroups, RANK_TILE};
 use crate::reference::Dropout;
 use crate::validate::{
     check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
@@ -235,51 +241,26 @@ struct Dims {
     num_adapters: usize,
 }
 
-/// CTAs a dA or dB launch aims for (output tiles × adapters × row chunks):
-/// enough to occupy a large GPU several times over. A constant, not the
-/// device's SM count, so that the row chunks, and with them the order in
-/// which dA and dB are summed, are the same on every device. (G and dX on the
-/// decode path split by the device's SM count, as the forward does: bits can
-/// differ between devices there, never between runs.)
-const ROW_SPLIT_TARGET_CTAS: usize = 1024;
+/// Warps of a rank-side CTA.
+const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 
 impl Dims {
-    /// The `[rows, cols]` of one adapter's dB (`[n, r_max]`) or dA (`[r_max, k]`).
-    fn reduction_shape(&self, reduction: LoraBwdReduction) -> (usize, usize) {
-        if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB {
-            (self.n, self.r_max)
-        } else {
-            (self.r_max, self.k)
-        }
+    /// Whether the rows carry adapter indices (grouped on the device first).
+    fn grouped(&self, base: &LoraBwdParams) -> bool {
+        base.row_adapter != 0
     }
 
-    /// Rows per chunk of a dA/dB reduction: as many chunks as keep the launch
-    /// near [`ROW_SPLIT_TARGET_CTAS`] (few when the output has many tiles, so
-    /// the f32 partials stay small against dY and X), at most
-    /// LORA_BWD_MAX_SPLITS, and at least LORA_BWD_MIN_ROWS_PER_SPLIT rows each.
-    /// A function of the shape alone.
-    fn rows_per_split(&self, reduction: LoraBwdReduction) -> usize {
-        let (rows, cols) = self.reduction_shape(reduction);
-        let ctas_per_chunk = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS) * self.num_adapters;
-        let chunks = (ROW_SPLIT_TARGET_CTAS / ctas_per_chunk).clamp(1, LORA_BWD_MAX_SPLITS as usize);
-        self.m.div_ceil(chunks).max(LORA_BWD_MIN_ROWS_PER_SPLIT as usize)
+    /// Whether dB and dA give each warp an adapter of its own (warp mode)
+    /// rather than each CTA: when the rows per adapter, on average, would not
+    /// give every warp of a CTA a step (fewer than 8 x 32). A function of the
+    /// shape alone, so the summation order (and the bits) are fixed for it.
+    fn rank_warp_mode(&self) -> bool {
+        self.m < self.num_adapters * RANK_WARPS * RANK_TILE
     }
 
-    /// The number of row chunks of a dA/dB reduction.
-    fn splits(&self, reduction: LoraBwdReduction) -> usize {
-        self.m.div_ceil(self.rows_per_split(reduction))
-    }
-
-    /// f32 partials for the larger of the two reductions (the buffer is reused).
-    fn partial_len(&self) -> usize {
-        [LoraBwdReduction_LORA_BWD_REDUCE_DB, LoraBwdReduction_LORA_BWD_REDUCE_DA]
-            .into_iter()
-            .map(|reduction| {
-                let (rows, cols) = self.reduction_shape(reduction);
-                self.splits(reduction) * self.num_adapters * rows * cols
-            })
-            .max()
-            .unwrap_or(0)
+    /// Rank tiles (gridDim.y of the rank-side launches).
+    fn rank_tiles(&self) -> usize {
+        self.r_max.div_ceil(RANK_TILE)
     }
 }
 
@@ -423,7 +404,7 @@ impl LoraKernels {
         let m = rows_of("x", x.len(), k)?;
         let ranks = check_stack(stream, adapters, rows, m, n, k)?;
         let num_adapters = ranks.len();
-        // The rowsum grid holds one CTA row per adapter.
+        // The rank-side grids hold one run of CTAs per adapter.
         if num_adapters > 65_535 {
             return Err(LoraError::InvalidArgument {
                 what: "ranks.len()",
@@ -558,14 +539,16 @@ impl LoraKernels {
             Some(_) => None,
             None => Some(stream.alloc_zeros::<T>(m * r_max)?),
         };
-        let partials = stream.alloc_zeros::<f32>(dims.partial_len())?;
+        let grouped = dims.grouped(&base);
+        // The rows grouped by adapter: perm [m], segment starts and G's tile
+        // prefix sums [L + 2], and the sort's per-warp counts.
+        let groups = if grouped { Some(RowGroups::new(stream, m, num_adapters)?) } else { None };
         let mut ptrs = Pointers::new(stream);
         let dy_span = ptrs.read("dy", dy);
         let x_span = ptrs.read("x", x);
         let w_span = ptrs.read("weight", &linear.weight);
         let a_span = ptrs.read("a", a);
         let b_span = ptrs.read("b", b);
-        let (partials_ptr, _partials_guard) = partials.device_ptr(stream);
         let p_span = match (p, &mut p_scratch) {
             (Some(p), _) => ptrs.read("p", p),
             (None, Some(scratch)) => ptrs.write("p", scratch),
@@ -610,7 +593,7 @@ impl LoraKernels {
             };
             // SAFETY: the forward's shrink contract: X [m, k], A [L, r_max, k]
             // (checked), P [m, r_max] (scratch), K aligned (checked).
-            unsafe { self.launch_gemm::<T>(stream, &shrink)? };
+            unsafe { self.launch_shrink::<T>(stream, &shrink)? };
         }
 
         let params = LoraBwdParams {
@@ -621,7 +604,6 @@ impl LoraKernels {
             b: b_span.start,
             p: p_span.start,
             g: g_span.start,
-            partials: partials_ptr,
             m: m as i32,
             n: n as i32,
             k: k as i32,
@@ -632,24 +614,28 @@ impl LoraKernels {
         // SAFETY (all launches below): the caller's contract plus the checks
         // above: each kernel reads and writes only inside the extents
         // `params` describes, the outputs overlap no input nor each other,
-        // and the launches are ordered on one stream (G before dA and dX,
-        // each rowsum before its finish).
+        // and the launches are ordered on one stream (the grouping before
+        // the rank side, G before dA and dX).
         unsafe {
-            // G reports bad indices; dX reads the same rows and stays quiet.
-            self.row_gemm::<T>(stream, LoraBwdParams { out: 0, ..params }, LoraBwdReduction_LORA_BWD_REDUCE_G)?;
-            self.reduce_rows::<T>(
-                stream,
-                dims,
-                LoraBwdParams { out: db_span.start, ..params },
-                LoraBwdReduction_LORA_BWD_REDUCE_DB,
-            )?;
-            self.reduce_rows::<T>(
-                stream,
-                dims,
-                LoraBwdParams { out: da_span.start, ..params },
-                LoraBwdReduction_LORA_BWD_REDUCE_DA,
-            )?;
-            let dx_params = LoraBwdParams { out: dx_span.start, status: 0, ..params };
+            // The sort reports bad indices; the launches after it stay quiet.
+            let params = match &groups {
+                Some(groups) => self.group_rows(stream, params, groups)?,
+                None => params,
+            };
+            let params = LoraBwdParams { status: 0, ..params };
+            let g_ctas = row_tiles(m, num_adapters, grouped);
+            let warp_mode = dims.rank_warp_mode();
+            let adapter_groups = if warp_mode { num_adapters.div_ceil(RANK_WARPS) } else { num_adapters };
+            let db_ctas = n.div_ceil(RANK_TILE) * adapter_groups;
+            let da_ctas = k.div_ceil(RANK_TILE) * adapter_groups;
+            let rank_tiles = dims.rank_tiles() as u32;
+            let params = LoraBwdParams { rank_warp_mode: i32::from(warp_mode), ..params };
+            let rank_kernel = |name: &str| format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
+            let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
+            self.launch_rank_side(stream, &rank_kernel("g_db"), g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
+            let da = LoraBwdParams { out: da_span.start, ..params };
+            self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
+            let dx_params = LoraBwdParams { out: dx_span.start, ..params };
             self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
         }
         Ok(())
@@ -702,35 +688,6 @@ impl LoraKernels {
         unsafe {
             self.launch_tiled::<T>(stream, name, params, grid)?;
             self.launch_backward::<T>(stream, "sum_splits", params, m * cols, 1, 1)
-        }
-    }
-
-    /// dB or dA: the split partials, then their ordered sum.
-    ///
-    /// # Safety
-    /// As [`LoraKernels::run_backward`], with `params` filled in by it.
-    unsafe fn reduce_rows<T: LoraDType>(
-        &self,
-        stream: &Arc<CudaStream>,
-        dims: Dims,
-        params: LoraBwdParams,
-        reduction: LoraBwdReduction,
-    ) -> Result<()> {
-        let name = if reduction == LoraBwdReduction_LORA_BWD_REDUCE_DB { "db_partials" } else { "da_partials" };
-        let (rows, cols) = dims.reduction_shape(reduction);
-        let splits = dims.splits(reduction);
-        let params = LoraBwdParams {
-            reduction: reduction as i32,
-            splits: splits as i32,
-            rows_per_split: dims.rows_per_split(reduction) as i32,
-            ..params
-        };
-        let adapters = dims.num_adapters as u32;
-        let tiles = (rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS)) as u32;
-        // SAFETY: as in `run_backward`.
-        unsafe {
-            self.launch_tiled::<T>(stream, name, params, (tiles, adapters, splits as u32))?;
-            self.launch_backward::<T>(stream, "finish", params, rows * cols, adapters, 1)
         }
     }
 
@@ -818,44 +775,7 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, Dims, DxTile};
-    use crate::params::{LoraBwdReduction_LORA_BWD_REDUCE_DA as DA, LoraBwdReduction_LORA_BWD_REDUCE_DB as DB};
-
-    fn dims(m: usize, n: usize, k: usize, r_max: usize, num_adapters: usize) -> Dims {
-        Dims { m, n, k, r_max, num_adapters }
-    }
-
-    #[test]
-    fn row_chunks_cover_m_and_stay_few() {
-        // Small M: chunks of 64 rows.
-        let small = |m| dims(m, 8, 8, 4, 1);
-        assert_eq!((small(1).rows_per_split(DB), small(1).splits(DB)), (64, 1));
-        assert_eq!((small(130).rows_per_split(DA), small(130).splits(DA)), (64, 3));
-        // Large M, one output tile: at most 64 chunks, together covering every row.
-        for m in [4096, 4097, 100_000, 65_535 * 64] {
-            let d = small(m);
-            for reduction in [DA, DB] {
-                let (splits, rows) = (d.splits(reduction), d.rows_per_split(reduction));
-                assert_eq!(splits, 64, "m={m}");
-                assert!(splits * rows >= m && (splits - 1) * rows < m, "m={m}");
-            }
-        }
-    }
-
-    #[test]
-    fn many_output_tiles_take_few_chunks() {
-        // dB [4096, 16]: 64 tiles, so 16 chunks keep the grid at 1024 CTAs;
-        // dA [16, 14336]: 224 tiles, 4 chunks.
-        let d = dims(4096, 4096, 14_336, 16, 1);
-        assert_eq!((d.splits(DB), d.rows_per_split(DB)), (16, 256));
-        assert_eq!((d.splits(DA), d.rows_per_split(DA)), (4, 1024));
-        // 32 adapters on 64 tiles: one chunk, whatever M.
-        let multi = dims(2048, 4096, 4096, 16, 32);
-        assert_eq!((multi.splits(DB), multi.rows_per_split(DB)), (1, 2048));
-        // The partials hold the larger of the two reductions.
-        // dB: 16 chunks x 4096 x 16 = 1 048 576 floats; dA: 4 x 16 x 14 336 = 917 504.
-        assert_eq!(d.partial_len(), 16 * 4096 * 16);
-    }
+    use super::{dx_tile, DxTile};
 
     #[test]
     fn big_dx_tile_only_where_its_grid_fills_the_device() {

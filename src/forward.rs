@@ -68,18 +68,22 @@
 //!   of 16 bytes.
 //!
 //! # Launches
-//! Every operation is the same tiled GEMM (64×64 output tiles, K-steps of 32
+//! The shrink runs on the rank side's kernel (cuda/rank_side.cuh, shared
+//! with the backward's G, dA and dB): 32-row tiles by 32 rank columns, the
+//! K reduction split over a CTA's 8 warps and added in warp order, no split
+//! partials; with per-row indices the rows are first grouped by adapter on
+//! the device (one small launch), so a scattered batch costs what its rows
+//! cost. The fused forward and the expand are the same tiled GEMM (64×64 output tiles, K-steps of 32
 //! through a cp.async pipeline; f16/bf16 on tensor cores with ldmatrix and
 //! mma.sync m16n8k16, f32 with FMA; whole K-steps copied by per-thread copy
 //! plans set up once per segment and advanced by a constant, as CUTLASS's
 //! iterators are) over a "virtual K": the adapter K-steps,
 //! then the base K-steps, on one f32 accumulator. [`LoraKernels::forward`]
-//! is two launches: the shrink writing P, then the fused GEMM. With few output
-//! tiles (small M, decode) and a long K, the fused GEMM splits K over several
-//! CTAs per tile so every SM streams W0, and a small second launch sums the
-//! f32 partials in a fixed order (deterministic), adds the bias and rounds.
-//! The shrink splits its K the same way, so that for a few rows all SMs
-//! stream X and A.
+//! is two launches (three with per-row indices): the shrink writing P, then
+//! the fused GEMM. With few output tiles (small M, decode) and a long K, the
+//! fused GEMM splits K over several CTAs per tile so every SM streams W0,
+//! and a small second launch sums the f32 partials in a fixed order
+//! (deterministic), adds the bias and rounds.
 //!
 //! # Counted efficiency (emulator counters, `tests/forward_counters.rs`)
 //! For the fused GEMM launch (f16 and bf16, one-launch path):
@@ -104,7 +108,7 @@
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
 //!   `tests/ptxas.rs`); GEMM f16/bf16: 91 and 96 registers (5 CTAs per SM
 //!   by registers), 25.6 KB static shared memory; f32: 128 registers on
-//!   both, 37.9 KB. The shrink with dropout is its own entry point
+//!   both, 37.9 KB. A GEMM shrink with dropout is its own entry point
 //!   (`lora_forward_gemm_dropout_<T>`), so the Philox code leaves these
 //!   counts as they are; it takes 114 and 125 registers for f16/bf16, 128
 //!   for f32, no spills either.
@@ -403,7 +407,7 @@ impl LoraKernels {
         // nor each other; the shrink (which writes P) is ordered before the
         // fused launch (which reads it) on the same stream.
         unsafe {
-            self.launch_gemm::<T>(stream, &shrink)?;
+            self.launch_shrink::<T>(stream, &shrink)?;
             self.launch_gemm::<T>(stream, &fused)
         }
     }
@@ -594,7 +598,7 @@ impl LoraKernels {
         // and the kernel validates each row's index against L before using it
         // to address an adapter.
         unsafe {
-            self.launch_gemm::<T>(stream, &shrink)?;
+            self.launch_shrink::<T>(stream, &shrink)?;
             self.launch_gemm::<T>(stream, &fused)
         }
     }
@@ -669,7 +673,7 @@ impl LoraKernels {
         };
         // SAFETY: X, A and P were checked against `[m, k]`, `[rank, k]`,
         // `[m, rank]` on this context, and P overlaps neither input.
-        unsafe { self.launch_gemm::<T>(stream, &params) }
+        unsafe { self.launch_shrink::<T>(stream, &params) }
     }
 
     /// The expand alone, for callers running their own base GEMM:

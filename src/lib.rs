@@ -107,6 +107,7 @@ pub mod packed;
 pub(crate) mod params;
 pub mod peft;
 pub mod ptx;
+mod rank_side;
 pub mod reference;
 pub mod shape;
 mod validate;

@@ -398,6 +398,60 @@ fn multi_adapter_matches_reference<T: LoraDType>() {
     }
 }
 
+/// Ranks 1, 8, 16, 17, 64 and 128 in one stack over ragged shapes (M, N, K
+/// not multiples of the tiles; K = 100 too odd for 16-byte copies of f16 and
+/// bf16 rows), rows scattered with -1 rows among them: the gradients match
+/// the reference with NaN-poisoned outputs. Then the same batch with its
+/// rows grouped by adapter (each adapter's rows in the same relative order):
+/// dA, dB and every row of G are bit-identical, since the device groups the
+/// rows the same way whatever their order in the batch.
+fn grouped_mixed_ranks<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (77, 100, 40, [1, 8, 16, 17, 64, 128], 128);
+    for (i, mix) in [Mix::Zipf, Mix::Unsorted].into_iter().enumerate() {
+        let scattered = row_indices(mix, m, ranks.len(), 670 + i as u64);
+        let mut case = Case::<T>::new(m, k, n, &ranks, r_max, scattered, 680 + 10 * i as u64);
+        case.poison_padding();
+        let (got, status) =
+            run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+        status.check(&dev.stream).expect("no bad index");
+        check_against_reference(&format!("mixed ranks, {mix:?}"), &case, &got, None);
+
+        // Row order[i] of the batch moves to row i: adapters in order, then the -1 rows.
+        let mut order: Vec<usize> = (0..m).collect();
+        order.sort_by_key(|&row| case.adapter_of(row).unwrap_or(usize::MAX));
+        let rows_of = |values: &[T], width: usize| -> Vec<T> {
+            order.iter().flat_map(|&row| values[row * width..][..width].to_vec()).collect()
+        };
+        let mut sorted = Case::<T>::new(m, k, n, &ranks, r_max, order.iter().map(|&row| case.index[row]).collect(), 0);
+        (sorted.x, sorted.w, sorted.a, sorted.b) =
+            (rows_of(&case.x, k), case.w.clone(), case.a.clone(), case.b.clone());
+        (sorted.p, sorted.dy, sorted.scales) = (rows_of(&case.p, r_max), rows_of(&case.dy, n), case.scales.clone());
+        let (grouped, _) = run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite)
+            .expect("backward_multi, grouped rows");
+        check_against_reference(&format!("mixed ranks, {mix:?}, grouped"), &sorted, &grouped, None);
+        assert!(grouped.da == got.da, "{mix:?}: dA differs between scattered and grouped rows");
+        assert!(grouped.db == got.db, "{mix:?}: dB differs between scattered and grouped rows");
+        assert!(grouped.g == rows_of(&got.g, r_max), "{mix:?}: G rows differ between scattered and grouped rows");
+    }
+}
+
+/// Enough rows per adapter (M >= L x 8 x 32) that dA and dB split each
+/// adapter's rows over a CTA's warps (the other mode than warp-per-adapter),
+/// ranks 17 and 64 with -1 rows, accumulating onto random old gradients.
+fn split_mode_accumulates<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, ranks, r_max) = (530, 40, 48, [17, 64], 64);
+    let index = row_indices(Mix::Zipf, m, ranks.len(), 690);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 700);
+    case.poison_padding();
+    let initial = Initial::random(&case, 710);
+    let (got, _) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi");
+    check_against_reference("split mode, accumulate", &case, &got, Some(&initial));
+    let (again, _) = run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("again");
+    assert_eq!(got, again, "two runs differ");
+}
+
 /// A row whose index is out of range is reported and treated as no adapter.
 fn bad_index_is_reported<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
@@ -601,6 +655,8 @@ per_dtype! {
     wide_ranks => multi_adapter_wide_ranks;
     decode_split => decode_split_multi;
     dropout_recompute => recomputed_p_with_dropout;
+    grouped_ranks => grouped_mixed_ranks;
+    split_mode => split_mode_accumulates;
 }
 
 #[test]

@@ -1,19 +1,20 @@
-//! Counted efficiency of the backward's tiled launches on the emulator (its
-//! per-launch counters; on a real GPU these tests skip): for G, dX and the
-//! dA/dB split partials, tensor-core instructions against the FLOP minimum,
-//! global loads against the tile-reuse minimum (every sector fetched is
-//! used), shared-memory bank conflicts, stores against the output bytes,
-//! and the instructions dX's reduction loop issues per mma in its steady
-//! state. (Spills: `tests/ptxas.rs`.)
+//! Counted efficiency of the backward's launches on the emulator (its
+//! per-launch counters; on a real GPU these tests skip): for the rank side
+//! (G with dB, then dA) and dX, tensor-core instructions against the FLOP
+//! minimum, global loads against the tile-reuse minimum (every sector
+//! fetched is used), shared-memory bank conflicts, stores against the
+//! output bytes (no f32 partials), and the instructions per mma of the
+//! steady states. (Spills: `tests/ptxas.rs`.)
 //!
-//! The model behind the exact counts: a CTA owns a 64×64 output tile as four
-//! 32×32 warp sub-tiles and walks the reduction 32 at a time; a warp whose
-//! sub-tile lies entirely past the valid output (a rank of 16 in a 64-wide
-//! tile) skips its multiplies, and a reduction step shorter than 32 (a rank of
-//! 16 as dX's adapter segment) issues only its k16 halves. dX on grids that
-//! give every SM a 128×128 tile (f16/bf16) takes the 128×128 kernel: four
-//! 64×64 warp sub-tiles, the same counts per output element and half the
-//! loads per mma.
+//! The model behind the exact counts: dX's CTA owns a 64×64 output tile as
+//! four 32×32 warp sub-tiles and walks the reduction 32 at a time (a
+//! reduction step shorter than 32, a rank of 16 as dX's adapter segment,
+//! issues only its k16 halves). dX on grids that give every SM a 128×128
+//! tile (f16/bf16) takes the 128×128 kernel: four 64×64 warp sub-tiles, the
+//! same counts per output element and half the loads per mma. The rank
+//! side's CTA owns a 32 (wide) × 32 (rank) tile; each warp multiplies it over
+//! its share of the reduction in m16n8k16 steps, the rank columns only up to
+//! the rank's multiple of 16.
 
 mod device;
 mod forward_support;
@@ -32,7 +33,6 @@ const TILE: usize = 64;
 const BIG_TILE: usize = 128;
 const BIG_MMA_PER_K16: usize = 128;
 const STEP: usize = 32;
-const WARP_TILE: usize = 32;
 /// mma.sync m16n8k16 per live warp per k16 step: 2 x 4 fragments.
 const MMA_PER_WARP_K16: usize = 8;
 const SECTOR: u64 = 32;
@@ -68,20 +68,13 @@ fn kernel_launch<'a>(launches: &'a [Value], kernel: &str) -> &'a Value {
     found[0]
 }
 
-/// Rows per split of a dA/dB reduction over M whose output has `tiles`
-/// tiles, one adapter (src/backward.rs, `Dims::rows_per_split`).
-fn rows_per_split(m: usize, tiles: usize) -> usize {
-    m.div_ceil((1024 / tiles).clamp(1, 64)).max(64)
-}
-
-/// Warps of a 2x2 grid of 32x32 sub-tiles that have valid rows and columns.
-fn live_warps(rows_valid: usize, cols_valid: usize) -> usize {
-    rows_valid.min(TILE).div_ceil(WARP_TILE) * cols_valid.min(TILE).div_ceil(WARP_TILE)
-}
+/// The rank side's tile (both sides).
+const RANK_TILE: usize = 32;
 
 /// Runs the single-adapter backward with P kept and returns the counters of
-/// its six launches (G, dB partials and sum, dA partials and sum, dX).
-fn backward_launches<T: LoraDType>(dev: &device::Device, s: Shape) -> Vec<Value> {
+/// its three launches (G with dB, dA, dX; `launches` is 4 when dX is split
+/// over its reduction and summed after).
+fn backward_launches_n<T: LoraDType>(dev: &device::Device, s: Shape, launches: usize) -> Vec<Value> {
     let stream = &dev.stream;
     let Shape { m, k, n, r } = s;
     let (dy, x, w, a, b, p): (CudaSlice<T>, _, _, _, _, _) = (
@@ -106,7 +99,11 @@ fn backward_launches<T: LoraDType>(dev: &device::Device, s: Shape) -> Vec<Value>
     let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
     dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out).expect("backward");
     stream.synchronize().expect("sync");
-    device::recent_launch_counters(6).expect("the emulator reports every launch")
+    device::recent_launch_counters(launches).expect("the emulator reports every launch")
+}
+
+fn backward_launches<T: LoraDType>(dev: &device::Device, s: Shape) -> Vec<Value> {
+    backward_launches_n::<T>(dev, s, 3)
 }
 
 /// What one tiled launch is expected to count.
@@ -122,42 +119,35 @@ struct Expected {
     stores: u64,
 }
 
-fn expected<T: LoraDType>(s: Shape) -> [Expected; 4] {
+fn expected<T: LoraDType>(s: Shape) -> [Expected; 3] {
     let Shape { m, k, n, r } = s;
     let elem = T::DTYPE.size_bytes() as u64;
-    let (tiles_m, tiles_k, tiles_n, tiles_r) = (m.div_ceil(TILE), k.div_ceil(TILE), n.div_ceil(TILE), r.div_ceil(TILE));
-    // (splits, reduction steps per split) over M; M a multiple of the split.
-    let split = |tiles: usize| {
-        let rows = rows_per_split(m, tiles).min(m);
-        (m / rows, rows.div_ceil(STEP))
-    };
-    let (db_splits, db_steps) = split(tiles_n * tiles_r);
-    let (da_splits, da_steps) = split(tiles_r * tiles_k);
+    let (tiles_m, tiles_k) = (m.div_ceil(TILE), k.div_ceil(TILE));
     let k16 = |len: usize| len.div_ceil(16);
+    // Rank side (tile-aligned M, N, K; r a multiple of 16): per 32-wide tile
+    // and k16 step, 2 m16 x 2 n8 per 16 rank columns; each rank tile reads
+    // the wide operand once, each wide tile the rank operand's r columns once.
+    let rank_tiles = r.div_ceil(RANK_TILE);
+    let rank_mma = |wide: usize, reduction: usize| wide.div_ceil(RANK_TILE) * k16(reduction) * 4 * r.div_ceil(16);
+    let rank_loads = |wide: usize, reduction: usize| {
+        (rank_tiles * reduction * wide + wide.div_ceil(RANK_TILE) * reduction * r) as u64
+    };
     [
-        // G [m, r] = dY [m, n] . B [n, r]: the tile's columns are the rank.
+        // G [m, r] = dY [m, n] . B [n, r] and dB [n, r] = dY^T . P over M.
         Expected {
-            name: "g",
-            mma: tiles_m * tiles_r * n.div_ceil(STEP) * 2 * live_warps(TILE, r) * MMA_PER_WARP_K16,
-            flop_minimum: m.div_ceil(16) * r.div_ceil(8) * k16(n),
-            loads: (tiles_r * m * n + tiles_m * n * r) as u64 * elem,
-            stores: (m * r) as u64 * elem,
+            name: "g_db",
+            mma: rank_mma(m, n) + rank_mma(n, m),
+            flop_minimum: m.div_ceil(16) * r.div_ceil(8) * k16(n) + n.div_ceil(16) * r.div_ceil(8) * k16(m),
+            loads: (rank_loads(m, n) + rank_loads(n, m)) * elem,
+            stores: ((m + n) * r) as u64 * elem,
         },
-        // dB partials [n, r] per split: dY^T . P over the split's rows.
+        // dA [r, k] = G^T . X over M.
         Expected {
-            name: "db_partials",
-            mma: tiles_n * tiles_r * db_splits * db_steps * 2 * live_warps(TILE, r) * MMA_PER_WARP_K16,
-            flop_minimum: n.div_ceil(16) * r.div_ceil(8) * k16(m),
-            loads: (tiles_r * m * n + tiles_n * m * r) as u64 * elem,
-            stores: (db_splits * n * r * 4) as u64,
-        },
-        // dA partials [r, k] per split: G^T . X over the split's rows.
-        Expected {
-            name: "da_partials",
-            mma: tiles_r * tiles_k * da_splits * da_steps * 2 * live_warps(r, TILE) * MMA_PER_WARP_K16,
+            name: "da",
+            mma: rank_mma(k, m),
             flop_minimum: r.div_ceil(16) * k.div_ceil(8) * k16(m),
-            loads: (tiles_k * m * r + tiles_r * m * k) as u64 * elem,
-            stores: (da_splits * r * k * 4) as u64,
+            loads: rank_loads(k, m) * elem,
+            stores: (r * k) as u64 * elem,
         },
         // dX [m, k] = G . A + dY . W0: the rank's k16 steps, then N's.
         Expected {
@@ -186,13 +176,8 @@ fn counted_efficiency<T: LoraDType>() {
             let mma = object_sum(json, "tensor_instructions") as usize;
             if T::DTYPE.size_bytes() == 2 {
                 assert_eq!(mma, e.mma, "tensor instructions, {context}");
-                // The rank fills whole 32-wide warp sub-tiles at r = 64 (the
-                // minimum exactly); at r = 16 a warp's 32 columns or rows are
-                // half padding, so twice the minimum, never more.
-                assert!(mma >= e.flop_minimum && mma <= 2 * e.flop_minimum, "{context}");
-                if s.r % WARP_TILE == 0 {
-                    assert_eq!(mma, e.flop_minimum, "tile-aligned: the FLOP minimum, {context}");
-                }
+                // Tile-aligned shapes, ranks a multiple of 16: no padded mma at all.
+                assert_eq!(mma, e.flop_minimum, "tile-aligned: the FLOP minimum, {context}");
             } else {
                 assert_eq!(mma, 0, "f32 runs on FMA, {context}");
             }
@@ -268,11 +253,12 @@ fn counted_efficiency_bf16() {
     counted_efficiency::<bf16>();
 }
 
-/// With several adapters the dA/dB partials read each row once per output
-/// tile, whatever the number of adapters: a CTA gathers only its adapter's
-/// rows. Four adapters over contiguous and interleaved rows against one.
+/// With several adapters the rank side reads each row once per output tile,
+/// whatever the number of adapters: the rows are grouped by adapter first
+/// (lora_group_rows) and a CTA gathers only its adapter's rows. Four
+/// adapters over contiguous and interleaved rows against one.
 #[test]
-fn rowsum_traffic_does_not_grow_with_adapters() {
+fn rank_side_traffic_does_not_grow_with_adapters() {
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
@@ -318,23 +304,83 @@ fn rowsum_traffic_does_not_grow_with_adapters() {
         let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
         dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out).expect("backward_multi");
         stream.synchronize().expect("sync");
-        let multi = device::recent_launch_counters(6).expect("counters");
-        for name in ["db_partials", "da_partials"] {
+        let multi = device::recent_launch_counters(4).expect("counters");
+        let sort = multi.iter().find(|l| l["kernel"] == "lora_group_rows").expect("the rows are grouped first");
+        assert_eq!(sort["grid"].as_array().map(Vec::len), Some(3), "{sort}");
+        for name in ["g_db", "da"] {
             let one = device::counter(launch::<T>(&single, name), "global_load_sectors");
             let many = launch::<T>(&multi, name);
             let ctas = many["grid"].as_array().expect("grid").iter().map(|d| d.as_u64().expect("dim")).product::<u64>();
-            // Per CTA beyond the single adapter's reads: its split's 64
-            // indices (8 sectors) and its adapter's rank and scale (a sector
-            // per warp at most).
-            let overhead = ctas * (8 + 4);
+            // Per CTA beyond the single adapter's reads: its adapter's rank,
+            // scale and segment, and the grouped rows it gathers (32 indices,
+            // 4 sectors, per step of 32 rows and warp: at most m / 32 + L
+            // steps per wide tile), and G's search of the tile list.
+            let wide_tiles = (n.max(k) / 32) as u64;
+            let overhead = ctas * 8 * 4 + wide_tiles * (m as u64 / 32 + adapters as u64) * 4 + ctas * 8;
             let loads = device::counter(many, "global_load_sectors");
             assert!(
                 loads <= one + overhead,
                 "{layout} {name}: {loads} sectors with {adapters} adapters, {one} with one (+ {overhead} allowed): {many}"
             );
+            // The tensor work is the single adapter's: the rows, not the
+            // adapters, decide it (each adapter's rows fill whole k16 steps here).
+            assert_eq!(
+                object_sum(many, "tensor_instructions"),
+                object_sum(launch::<T>(&single, name), "tensor_instructions"),
+                "{layout} {name}: tensor instructions"
+            );
             assert_eq!(device::counter(many, "ldmatrix_bank_conflicts"), 0, "{layout} {name}");
         }
     }
+}
+
+/// The most warp instructions the rank side's loops may issue per mma.sync
+/// in their steady state, measured as the difference of two runs that differ
+/// only in M. At r = 16 each staged 32 x 32 wide tile feeds only 8 mma (a
+/// rank-16 GEMM has little work per byte), so the copies dominate: 21.5 (G
+/// with dB) and 20.4 (dA) today, against 39 for the 64x64 dA/dB partials
+/// they replace. At M = 4096 that is half the modeled DRAM time (the bound).
+const RANK_STEADY_STATE_PER_MMA: f64 = 22.0;
+
+/// The rank side's steady state and its bounds: no f32 partials (every byte
+/// written is an output byte), tiles narrow in the rank (the FLOP minimum
+/// exactly at r = 16), and the instructions per mma of the loops.
+fn rank_side_steady_state<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    // N long enough that a G tile's walk over it is mostly loop.
+    let (k, n, r) = (64, 1024, 16);
+    let (m_short, m_long) = (256, 1280);
+    // dX has few tiles at these shapes: split, and summed by a fourth launch.
+    let short = backward_launches_n::<T>(&dev, Shape { m: m_short, k, n, r }, 4);
+    let long = backward_launches_n::<T>(&dev, Shape { m: m_long, k, n, r }, 4);
+    let elem = T::DTYPE.size_bytes() as u64;
+    // G [m, r] and dB [n, r]; dA [r, k].
+    for (name, output_elements) in [("g_db", (m_long + n) * r), ("da", r * k)] {
+        let (short, long) = (launch::<T>(&short, name), launch::<T>(&long, name));
+        let written = device::counter(long, "global_bytes_written");
+        let output = output_elements as u64 * elem;
+        assert!(written <= 2 * output, "{name}: {written} bytes written for {output} of output");
+        assert_eq!(written, output, "{name}: nothing but the output is written (no partials)");
+        let warp = device::counter(long, "warp_instructions") - device::counter(short, "warp_instructions");
+        let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
+        let per_mma = warp as f64 / mma as f64;
+        eprintln!("{} {name} steady state per mma: {per_mma:.2} warp instructions", T::DTYPE);
+        assert!(per_mma <= RANK_STEADY_STATE_PER_MMA, "{name}: {per_mma:.2} warp instructions per mma");
+    }
+}
+
+#[test]
+fn rank_side_steady_state_f16() {
+    rank_side_steady_state::<f16>();
+}
+
+#[test]
+fn rank_side_steady_state_bf16() {
+    rank_side_steady_state::<bf16>();
 }
 
 /// The most warp instructions dX's reduction loop may issue per mma.sync in

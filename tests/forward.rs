@@ -233,6 +233,55 @@ fn run_multi<T: LoraDType>(mixes: &[(Mix, usize)], k: usize, n: usize, seed0: u6
     }
 }
 
+/// The shrink over rows grouped by adapter on the device: ranks 1, 8, 16,
+/// 17, 64 and 128 in one stack, ragged M, K and N (K = 104: a partial last
+/// reduction step), -1 rows, rows scattered
+/// and then the same batch grouped by adapter (each adapter's rows in the
+/// same order): P and Y match the reference both times, and every row of P
+/// is bit-identical between the two.
+fn grouped_shrink_mixed_ranks<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let (m, k, n) = (77, 104, 40);
+    let ranks = [1usize, 8, 16, 17, 64, 128];
+    let r_max = 128;
+    for (i, mix) in [Mix::Zipf, Mix::Unsorted].into_iter().enumerate() {
+        let seed = 3000 + 10 * i as u64;
+        let mut case = MultiCase::<T> {
+            m,
+            k,
+            n,
+            r_max,
+            x: random(seed, m * k),
+            w: random(seed + 1, n * k),
+            bias: None,
+            a: random(seed + 3, ranks.len() * r_max * k),
+            b: random(seed + 4, ranks.len() * n * r_max),
+            ranks: ranks.to_vec(),
+            scales: vec![0.5; ranks.len()],
+            index: row_indices(mix, m, ranks.len(), seed + 5),
+        };
+        poison_padding(&mut case.a, &mut case.b, &ranks, r_max, n, k);
+        let (p_got, y_got) = case.run(&dev.kernels, stream, None).expect("forward_multi");
+        assert_close(&format!("P {mix:?}"), &p_got, &case.p_reference());
+        assert_close(&format!("Y {mix:?}"), &y_got, &case.y_reference(&p_got));
+
+        // Rows grouped: adapters in order, then the -1 rows, each group in batch order.
+        let adapter_of = |row: usize| usize::try_from(case.index[row]).unwrap_or(usize::MAX);
+        let mut order: Vec<usize> = (0..m).collect();
+        order.sort_by_key(|&row| adapter_of(row));
+        let rows_of = |values: &[T], width: usize| -> Vec<T> {
+            order.iter().flat_map(|&row| values[row * width..][..width].to_vec()).collect()
+        };
+        let grouped =
+            MultiCase::<T> { x: rows_of(&case.x, k), index: order.iter().map(|&r| case.index[r]).collect(), ..case };
+        let (p_grouped, y_grouped) = grouped.run(&dev.kernels, stream, None).expect("forward_multi, grouped");
+        assert_close(&format!("P {mix:?}, grouped"), &p_grouped, &grouped.p_reference());
+        assert_close(&format!("Y {mix:?}, grouped"), &y_grouped, &grouped.y_reference(&p_grouped));
+        assert!(p_grouped == rows_of(&p_got, r_max), "{mix:?}: P rows differ between scattered and grouped rows");
+    }
+}
+
 /// A bad index is never dereferenced: the row gets the base output, and the
 /// status names the first bad row.
 fn multi_bad_index<T: LoraDType>() {
@@ -387,7 +436,8 @@ per_dtype!(
     expand_into_offset_view,
     multi_bad_index,
     shrink_alone,
-    expand_alone
+    expand_alone,
+    grouped_shrink_mixed_ranks
 );
 
 /// The 128x128 tile (taken when its grid gives every SM a CTA; the emulator

@@ -30,6 +30,20 @@ pub const RANKS: &[usize] = &[16, 64];
 pub const DX_TILE_PROJECTION: (&str, usize, usize) = ("square 1024->1024", 1024, 1024);
 pub const DX_TILE_TOKENS: &[usize] = &[1024, 2048];
 
+/// Many adapters at the cost of one: this many adapters of rank 16, each row
+/// a different one of them than its neighbours (`scattered_rows`), at these
+/// token counts, on the first projection.
+pub const SCATTERED_ADAPTERS: usize = 32;
+pub const SCATTERED_TOKENS: &[usize] = &[256, 4096];
+pub const SCATTERED_RANK: usize = 16;
+
+/// The row indices of a scattered batch: row i uses adapter
+/// `(7i + i / 3) mod L`, every adapter present and no two neighbours alike
+/// (fixed, so a run is comparable to the performance report's).
+pub fn scattered_rows(m: usize, adapters: usize) -> Vec<i32> {
+    (0..m).map(|i| ((i * 7 + i / 3) % adapters) as i32).collect()
+}
+
 /// Forward variants (criterion function ids).
 pub const FUSED: &str = "fused";
 pub const CUBLAS_BASE: &str = "base GEMM alone (cuBLAS)";

@@ -9,7 +9,10 @@ use std::error::Error;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream};
-use fused_lora::{Adapter, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, Linear, LoraKernels};
+use fused_lora::{
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, Linear, LoraKernels,
+    RowAdapters,
+};
 use half::bf16;
 
 /// One adapted projection of docs/performance.md's table, as the report runs it.
@@ -97,6 +100,69 @@ pub fn backward(kernels: &LoraKernels, stream: &Arc<CudaStream>, c: &Case) -> Re
         mode: GradMode::Overwrite,
     };
     kernels.backward(stream, &inputs, &linear, &adapter, &mut out)?;
+    stream.synchronize()?;
+    Ok(())
+}
+
+/// The multi-adapter forward over `adapters` adapters of rank `c.r` (1: the
+/// same entry point, every row adapter 0), rows scattered over them
+/// (`shapes::scattered_rows`), P kept: every launch it makes.
+pub fn forward_multi(
+    kernels: &LoraKernels,
+    stream: &Arc<CudaStream>,
+    c: &Case,
+    adapters: usize,
+) -> Result<(), Box<dyn Error>> {
+    let x = zeros(stream, c.m * c.k)?;
+    let w = zeros(stream, c.n * c.k)?;
+    let a = zeros(stream, adapters * c.r * c.k)?;
+    let b = zeros(stream, adapters * c.n * c.r)?;
+    let mut y = zeros(stream, c.m * c.n)?;
+    let mut p = zeros(stream, c.m * c.r)?;
+    let index = stream.clone_htod(&crate::shapes::scattered_rows(c.m, adapters))?;
+    let (ranks, scales) = (vec![c.r; adapters], vec![2.0; adapters]);
+    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: c.r, ranks: &ranks, scales: &scales };
+    let mut status = AdapterStatus::new(stream)?;
+    let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    let linear = Linear { weight: w.as_view(), bias: None, n: c.n, k: c.k };
+    let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+    kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out)?;
+    stream.synchronize()?;
+    Ok(())
+}
+
+/// The multi-adapter backward over `adapters` adapters of rank `c.r`, rows
+/// scattered over them, P kept: every launch it makes.
+pub fn backward_multi(
+    kernels: &LoraKernels,
+    stream: &Arc<CudaStream>,
+    c: &Case,
+    adapters: usize,
+) -> Result<(), Box<dyn Error>> {
+    let dy = zeros(stream, c.m * c.n)?;
+    let x = zeros(stream, c.m * c.k)?;
+    let w = zeros(stream, c.n * c.k)?;
+    let a = zeros(stream, adapters * c.r * c.k)?;
+    let b = zeros(stream, adapters * c.n * c.r)?;
+    let p = zeros(stream, c.m * c.r)?;
+    let mut da = zeros(stream, adapters * c.r * c.k)?;
+    let mut db = zeros(stream, adapters * c.n * c.r)?;
+    let mut dx = zeros(stream, c.m * c.k)?;
+    let index = stream.clone_htod(&crate::shapes::scattered_rows(c.m, adapters))?;
+    let (ranks, scales) = (vec![c.r; adapters], vec![2.0; adapters]);
+    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max: c.r, ranks: &ranks, scales: &scales };
+    let mut status = AdapterStatus::new(stream)?;
+    let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    let linear = Linear { weight: w.as_view(), bias: None, n: c.n, k: c.k };
+    let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
+    let mut out = BackwardOutput {
+        da: da.as_view_mut(),
+        db: db.as_view_mut(),
+        dx: dx.as_view_mut(),
+        g: None,
+        mode: GradMode::Overwrite,
+    };
+    kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)?;
     stream.synchronize()?;
     Ok(())
 }

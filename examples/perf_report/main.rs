@@ -239,7 +239,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     let cases = cases(opts.quick);
     let gemm_shapes: std::collections::BTreeSet<(usize, usize, usize)> =
         cases.iter().flat_map(|c| [(c.m, c.n, c.k), (c.m, c.k, c.n)]).collect();
-    let steps = gemm_shapes.len() + 2 * cases.len();
+    // Many adapters at the cost of one: the scattered batches (the first
+    // projection, r = 16; their launches go to launches.csv, their sums to stderr).
+    let scattered: Vec<Case> = if opts.quick {
+        Vec::new()
+    } else {
+        let (projection, k, n) = shapes::PROJECTIONS[0];
+        let r = shapes::SCATTERED_RANK;
+        shapes::SCATTERED_TOKENS.iter().map(|&m| Case { projection, m, k, n, r }).collect()
+    };
+    let steps = gemm_shapes.len() + 2 * cases.len() + 4 * scattered.len();
     let mut step = 0;
     let started = Instant::now();
     let mut cutlass_launches = std::collections::BTreeMap::new();
@@ -280,6 +289,44 @@ fn main() -> Result<(), Box<dyn Error>> {
                 backward_floor: ceiling.floor_us(case.backward_flops(), case.backward_bytes()),
                 w0_floor: ceiling.read_us(case.w0_bytes()),
             });
+        }
+    }
+    for case in &scattered {
+        let adapters = shapes::SCATTERED_ADAPTERS;
+        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
+        let one = format!("{name}, 1 adapter");
+        let many = format!("{name}, {adapters} adapters scattered");
+        let runs: [(String, Vec<Launch>); 4] = [
+            (
+                format!("forward {one}"),
+                counted(&mut log, &mut step, steps, &format!("forward  {one}"), || {
+                    cases::forward_multi(&kernels, &stream, case, 1)
+                })?,
+            ),
+            (
+                format!("forward {many}"),
+                counted(&mut log, &mut step, steps, &format!("forward  {many}"), || {
+                    cases::forward_multi(&kernels, &stream, case, adapters)
+                })?,
+            ),
+            (
+                format!("backward {one}"),
+                counted(&mut log, &mut step, steps, &format!("backward {one}"), || {
+                    cases::backward_multi(&kernels, &stream, case, 1)
+                })?,
+            ),
+            (
+                format!("backward {many}"),
+                counted(&mut log, &mut step, steps, &format!("backward {many}"), || {
+                    cases::backward_multi(&kernels, &stream, case, adapters)
+                })?,
+            ),
+        ];
+        for (label, launches) in &runs {
+            for gpu in &gpus {
+                eprintln!("modeled {gpu}: {label}: {:.1} us", sum_on(launches, gpu)?.us);
+            }
+            every_launch.extend(launches.iter().map(|l| (label.clone(), l.clone())));
         }
     }
     rows.sort_by(|a, b| a.gpu.cmp(&b.gpu).then(a.label().cmp(&b.label())));
