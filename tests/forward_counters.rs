@@ -265,7 +265,7 @@ fn steady_state_bf16() {
     steady_state::<bf16>();
 }
 
-/// Runs a tiny shrink (one launch of the tiled GEMM), then `forward`, and
+/// Runs a tiny shrink (one launch of the rank-side shrink), then `forward`, and
 /// returns the counters of the two launches after the shrink's, checking
 /// that they are the only ones.
 fn two_launches_after_marker(dev: &device::Device, forward: impl FnOnce()) -> Vec<serde_json::Value> {
@@ -280,7 +280,7 @@ fn two_launches_after_marker(dev: &device::Device, forward: impl FnOnce()) -> Ve
     let marker = &recent[0];
     assert_eq!(
         (marker["kernel"].as_str(), marker["grid"][0].as_u64(), marker["grid"][1].as_u64()),
-        (Some("lora_forward_gemm_bf16"), Some(1), Some(1)),
+        (Some("lora_rank_shrink_bf16"), Some(1), Some(1)),
         "the launch before the last two is the marker shrink: the forward made two launches"
     );
     recent[1..].to_vec()
