@@ -107,24 +107,25 @@ impl FusedLora {
         };
         let (x, a, b) = (view::<T>(xs, xl, "x")?, view::<T>(a_s, al, "a")?, view::<T>(bs, bl, "b")?);
         let mut y = stream.alloc_zeros::<T>(m * n).map_err(wrap)?;
-        let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-        match &self.layer.adapters {
-            LoraAdapters::Single { scale, .. } => {
-                let adapter = Adapter { a, b, rank: al.shape().dims()[0], scale: *scale };
-                kernels.forward(&stream, &x, &linear, &adapter, None, &mut out).map_err(wrap)?;
-            }
-            LoraAdapters::Stack { ranks, scales, rows, .. } => {
-                let (rows_storage, rows_layout) = cuda_storage(rows)?;
-                let stack = AdapterStack { a, b, r_max: al.shape().dims()[1], ranks, scales };
-                let mut status = AdapterStatus::new(&stream).map_err(wrap)?;
-                let mut rows = RowAdapters {
-                    index: view::<i32>(as_cuda(&rows_storage), rows_layout, "rows")?,
-                    status: &mut status,
-                };
-                kernels.forward_multi(&stream, &x, &linear, &stack, &mut rows, None, &mut out).map_err(wrap)?;
+        {
+            let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
+            match &self.layer.adapters {
+                LoraAdapters::Single { scale, .. } => {
+                    let adapter = Adapter { a, b, rank: al.shape().dims()[0], scale: *scale };
+                    kernels.forward(&stream, &x, &linear, &adapter, None, &mut out).map_err(wrap)?;
+                }
+                LoraAdapters::Stack { ranks, scales, rows, .. } => {
+                    let (rows_storage, rows_layout) = cuda_storage(rows)?;
+                    let stack = AdapterStack { a, b, r_max: al.shape().dims()[1], ranks, scales };
+                    let mut status = AdapterStatus::new(&stream).map_err(wrap)?;
+                    let mut rows = RowAdapters {
+                        index: view::<i32>(as_cuda(&rows_storage), rows_layout, "rows")?,
+                        status: &mut status,
+                    };
+                    kernels.forward_multi(&stream, &x, &linear, &stack, &mut rows, None, &mut out).map_err(wrap)?;
+                }
             }
         }
-        drop(out);
         Ok((CudaStorage::wrap_cuda_slice(y, xs.device().clone()), Shape::from((m, n))))
     }
 
