@@ -15,6 +15,9 @@ use fused_lora::candle::{LoraAdapters, LoraLinear};
 use fused_lora::peft::PeftAdapter;
 use safetensors::{serialize, tensor::TensorView, Dtype};
 
+mod common;
+use common::{cuda, values};
+
 const VOCAB: usize = 32;
 const HIDDEN: usize = 64;
 const HEADS: usize = 2;
@@ -23,21 +26,6 @@ const FFN: usize = 128;
 const LAYERS: usize = 2;
 const SEQ: usize = 8;
 const PROJECTIONS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
-
-/// Deterministic values in [-1, 1) (splitmix64).
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// A `[rows, cols]` weight scaled by 1/√cols, so activations stay O(1).
 fn weight(seed: u64, rows: usize, cols: usize, device: &Device) -> Tensor {
@@ -275,10 +263,6 @@ fn assert_rel_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= rel * scale, "{what}[{i}]: {g} vs {w} (scale {scale})");
     }
-}
-
-fn cuda() -> Device {
-    Device::new_cuda(0).expect("candle's CUDA device (the emulator's libraries)")
 }
 
 #[test]

@@ -7,24 +7,8 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use fused_lora::candle::{LoraAdapters, LoraLinear};
 use fused_lora::reference::tolerance::check_close;
 
-/// Deterministic values in [-1, 1) (splitmix64), so every run sees the same inputs.
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn cuda() -> Device {
-    Device::new_cuda(0).expect("candle's CUDA device (the emulator's libraries)")
-}
+mod common;
+use common::{cuda, values};
 
 fn tensor(seed: u64, shape: &[usize], dtype: DType, device: &Device) -> Tensor {
     let t = Tensor::from_vec(values(seed, shape.iter().product()), shape, &Device::Cpu).unwrap();
