@@ -15,6 +15,12 @@ FUSED_LORA_LIBCLANG_WHEEL="libclang==18.1.1"
 # CUTLASS's headers, for the emulator's test that runs a CUTLASS Sm80 GEMM.
 # Installed without dependencies: only `cutlass_library/source/include` is used.
 FUSED_LORA_CUTLASS_WHEEL="nvidia-cutlass==4.2.0.0"
+# NVIDIA's libnvrtc (it runs without a GPU), for programs that link it: candle's
+# CUDA backend uses cudarc's `dynamic-linking`, which links `-lnvrtc` beside the
+# emulated `-lcuda -lcublas -lcublasLt -lcurand` (tests/dependent_candle.rs).
+# Added to the venv on its own, with its own stamp inside the venv, so that
+# installing it never rebuilds the rest of the toolchain.
+FUSED_LORA_NVRTC_WHEEL="nvidia-cuda-nvrtc==13.0.88"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 toolchain="$repo_root/.toolchain"
@@ -33,12 +39,26 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "$wanted" > "$stamp"
 fi
 
+nvrtc_stamp="$venv/installed-nvrtc.txt"
+if [ ! -f "$nvrtc_stamp" ] || [ "$(cat "$nvrtc_stamp")" != "$FUSED_LORA_NVRTC_WHEEL" ]; then
+    echo "setup: installing $FUSED_LORA_NVRTC_WHEEL into $venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$FUSED_LORA_NVRTC_WHEEL"
+    echo "$FUSED_LORA_NVRTC_WHEEL" > "$nvrtc_stamp"
+fi
+
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cuda_root="$(ls -d "$site"/nvidia/cu1* 2>/dev/null | head -n 1)"
 if [ -z "$cuda_root" ] || [ ! -x "$cuda_root/bin/nvcc" ]; then
     echo "setup: nvcc not found under $site/nvidia after install; delete $toolchain and retry" >&2
     exit 1
 fi
+# The wheels ship only the SONAME files; a linker's `-lnvrtc` / `-lcudart`
+# looks for the unversioned names a toolkit's lib/ also has.
+for lib in libnvrtc.so.13 libcudart.so.13; do
+    if [ -f "$cuda_root/lib/$lib" ] && [ ! -e "$cuda_root/lib/${lib%.13}" ]; then
+        ln -s "$lib" "$cuda_root/lib/${lib%.13}"
+    fi
+done
 # build.rs finds these on its own (it looks in .toolchain/); exporting them
 # too makes `nvcc` and libclang visible to anything else run from this shell.
 export FUSED_LORA_CUDA_ROOT="$cuda_root"

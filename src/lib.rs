@@ -93,6 +93,8 @@ pub use cudarc;
 pub use half;
 
 pub mod backward;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod config;
 pub(crate) mod dropout;
 pub mod dtype;

@@ -1,22 +1,26 @@
 //! fused-lora and candle-core 0.11.1 with its `cuda` feature in one
-//! dependency graph (tests/dependents/candle): candle selects cudarc's
-//! `dynamic-linking` and `cuda-version-from-build-system`; fused-lora, a
-//! dependency with `default-features = false`, selects neither, so cudarc's
-//! build script accepts the graph and there is one cudarc. The crate passes
-//! candle's `CudaStream` to fused-lora's API, so it compiles only if both see
-//! the same cudarc types.
+//! dependency graph (tests/dependents/candle), built and run on the device the
+//! test process finds (the emulator under `scripts/run.sh test`).
 //!
-//! Only the library target is checked (`cargo check --lib`), and nothing is
-//! linked or run: with candle's `dynamic-linking`, any executable (a test, an
-//! example) links `-lcuda -lcublas -lcublasLt -lcurand -lnvrtc` (and
-//! candle-kernels `-lcudart`), and this machine has none of those libraries
-//! except the emulator's `libcuda.so`, so a link would fail for that reason
-//! alone. The check runs every build script (cudarc's, which refuses
-//! conflicting features; candle-kernels', which compiles candle's kernels with
-//! nvcc; fused-lora's) and type-checks both crates against the one cudarc,
-//! which is what this test is about; skipping code generation keeps it
-//! shorter. Once emulated CUDA libraries exist, it should build and run the
-//! crate's test on the emulator instead.
+//! candle selects cudarc's `dynamic-linking` and
+//! `cuda-version-from-build-system`; fused-lora, a dependency with
+//! `default-features = false`, selects neither, so cudarc's build script
+//! accepts the graph and there is one cudarc. The crate passes candle's
+//! `CudaStream` and candle tensors' buffers to fused-lora's API, so it compiles
+//! only if both see the same cudarc types.
+//!
+//! With `dynamic-linking`, the crate's test executable links `-lcuda -lcublas
+//! -lcublasLt -lcurand -lnvrtc` (and candle-kernels `-lcudart`): the emulated
+//! libraries come from the folder on this process's `LD_LIBRARY_PATH`
+//! (`target/release/` under `scripts/run.sh`), NVIDIA's libnvrtc and
+//! libcudart from the toolchain's wheels (`scripts/setup.sh`); both folders go
+//! on the nested build's `LIBRARY_PATH` (link time) and `LD_LIBRARY_PATH` (run
+//! time). The crate's `tests/emulator.rs` then runs candle's CUDA backend
+//! (cuBLAS matmuls, candle-kernels ops, cuRAND) against candle's CPU device, and
+//! fused-lora's fused forward on candle's stream over candle tensors' memory;
+//! `tests/lora_linear.rs` tests `fused_lora::candle::LoraLinear` and
+//! `tests/llama.rs` a small Llama-style decoder built on it, with adapters in
+//! PEFT's format.
 //!
 //! From scratch this is the slowest test (candle-kernels' nvcc runs dominate);
 //! later runs reuse `target/dependents/candle/`.
@@ -24,7 +28,7 @@
 #[path = "dependents/support.rs"]
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use support::{repo_root, required, run, scrubbed_cargo, work_dir};
 
 /// nvcc's folder: the toolchain `scripts/setup.sh` exports, else `PATH`.
@@ -34,25 +38,64 @@ fn nvcc_dir() -> Option<PathBuf> {
     from_setup.into_iter().chain(on_path).find(|dir| dir.join("nvcc").is_file())
 }
 
+/// The libraries a `dynamic-linking` build links and loads: the folders on this
+/// process's `LD_LIBRARY_PATH` (the emulator's, under `scripts/run.sh`), then
+/// the toolchain's `lib/` beside nvcc (libnvrtc, libcudart). None when no
+/// folder there holds a libcublas.so to link with.
+fn library_path(nvcc_dir: &Path) -> Option<std::ffi::OsString> {
+    let toolchain_lib = nvcc_dir.parent().map(|root| root.join("lib")).expect("nvcc's folder has a parent");
+    assert!(
+        toolchain_lib.join("libnvrtc.so").exists() || !required(),
+        "no libnvrtc.so in {}: scripts/setup.sh installs it",
+        toolchain_lib.display()
+    );
+    let inherited = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+    let inherited: Vec<PathBuf> = std::env::split_paths(&inherited).collect();
+    if !inherited.iter().any(|dir| dir.join("libcublas.so").exists()) {
+        return None;
+    }
+    Some(std::env::join_paths(inherited.into_iter().chain([toolchain_lib])).expect("library folders"))
+}
+
 #[test]
-fn builds_in_one_graph_with_candle_core_cuda() {
+fn candle_cuda_backend_runs_beside_fused_lora() {
     let Some(nvcc_dir) = nvcc_dir() else {
         assert!(!required(), "candle-kernels needs nvcc: run through `scripts/run.sh test` (it installs one)");
         eprintln!("SKIPPED: no nvcc (candle-kernels compiles its kernels with it)");
         return;
     };
+    let Some(libraries) = library_path(&nvcc_dir) else {
+        assert!(!required(), "no libcublas.so on LD_LIBRARY_PATH: run through `scripts/run.sh test`");
+        eprintln!("SKIPPED: no CUDA libraries on LD_LIBRARY_PATH to link candle's CUDA backend with");
+        return;
+    };
     let crate_dir = repo_root().join("tests/dependents/candle");
     let target = work_dir("candle");
-    run(
-        "check fused-lora beside candle-core with cuda",
-        scrubbed_cargo(&[&nvcc_dir], &["check", "--release", "--lib"])
-            .arg("--manifest-path")
-            .arg(crate_dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            // candle-kernels' target (it would ask nvidia-smi otherwise).
-            .env("CUDA_COMPUTE_CAP", "80"),
+    let output = run(
+        "build and run candle's CUDA backend beside fused-lora",
+        scrubbed_cargo(
+            &[&nvcc_dir],
+            &["test", "--release", "--test", "emulator", "--test", "lora_linear", "--test", "llama"],
+        )
+        .arg("--manifest-path")
+        .arg(crate_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        // candle-kernels' target (it would ask nvidia-smi otherwise).
+        .env("CUDA_COMPUTE_CAP", "80")
+        .env("LIBRARY_PATH", &libraries)
+        .env("LD_LIBRARY_PATH", &libraries)
+        // The checks the emulator runs are on unless the caller turned them off.
+        .envs(std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("PTX_EMU_"))),
     );
+    let report = String::from_utf8_lossy(&output.stdout);
+    let results: Vec<&str> = report.lines().filter(|line| line.starts_with("test result:")).collect();
+    // tests/emulator.rs: 4 tests, tests/lora_linear.rs: 3, tests/llama.rs: 3; none failed or skipped.
+    let passed = |line: &str| line.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<usize>().ok();
+    let all_ran = results.len() == 3
+        && results.iter().all(|line| line.contains(" 0 failed; 0 ignored;"))
+        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(10);
+    assert!(all_ran, "the crate's 10 tests ran and passed:\n{report}");
 
     let lock = std::fs::read_to_string(crate_dir.join("Cargo.lock")).expect("the crate's Cargo.lock is committed");
     let cudarcs = lock.lines().filter(|line| *line == "name = \"cudarc\"").count();

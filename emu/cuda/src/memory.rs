@@ -230,6 +230,25 @@ pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(
     ffi_guard(|| copy_device_to_device(destination, source, bytes, stream))
 }
 
+/// A copy between two contexts' memory. Every context lives on the one
+/// emulated device and shares its memory, so this is a device-to-device copy
+/// (the contexts are not otherwise checked: any pointer is range-checked by
+/// the copy itself).
+///
+/// # Safety
+/// Callable from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemcpyPeerAsync(
+    destination: CUdeviceptr,
+    _destination_context: CUcontext,
+    source: CUdeviceptr,
+    _source_context: CUcontext,
+    bytes: usize,
+    stream: CUstream,
+) -> CUresult {
+    ffi_guard(|| copy_device_to_device(destination, source, bytes, stream))
+}
+
 /// # Safety
 /// Callable from any thread.
 #[no_mangle]

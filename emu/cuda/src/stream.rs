@@ -228,6 +228,21 @@ pub unsafe extern "C" fn cuEventDestroy_v2(event: CUevent) -> CUresult {
     })
 }
 
+/// `CU_STREAM_CAPTURE_STATUS_NONE`: the emulator records no graphs, so no
+/// stream is ever capturing (candle asks before some of its copies).
+///
+/// # Safety
+/// `status` must be null or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamIsCapturing(stream: CUstream, status: *mut c_int) -> CUresult {
+    ffi_guard(|| {
+        let state = driver().lock()?;
+        state.current()?;
+        state.check_stream(handle_of(stream))?;
+        write_out(status, 0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
