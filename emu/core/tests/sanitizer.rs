@@ -110,6 +110,8 @@ fn memcheck_catches_a_write_one_past_the_end() {
     let finding = expect_findings(&case.dev, &report, FindingKind::OutOfBounds, "write_past_end", "st.global");
     assert_eq!(finding.address, case.out + 4 * u64::from(PAST_END_N), "{finding}");
     assert_eq!(global_thread(finding, 64), PAST_END_N, "only thread 100 writes out of bounds: {finding}");
+    let distance = format!("0 bytes after the end of a 400-byte allocation at {:#x}", case.out);
+    assert!(finding.detail.contains(&distance), "names the distance to the allocation: {finding}");
     assert_eq!(FindingKind::OutOfBounds.cuda_error_code(), 700);
 }
 
