@@ -108,6 +108,8 @@ fn allocate_copy_set_and_free() {
 
         ok(cuMemFree_v2(base));
         assert_eq!(cuMemFree_v2(base), CUDA_ERROR_INVALID_VALUE, "double free");
+        assert_eq!(cuMemFree_v2(other + 16), CUDA_ERROR_INVALID_VALUE, "free of an address inside an allocation");
+        assert_eq!(cuMemFree_v2(0x7_0000_0000), CUDA_ERROR_INVALID_VALUE, "free of an address never allocated");
         assert_eq!(cuMemcpyHtoD_v2(base, data.as_ptr().cast(), 4), CUDA_ERROR_INVALID_VALUE, "use after free");
         ok(cuMemFreeAsync(other, null_mut()));
     }

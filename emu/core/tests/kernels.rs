@@ -542,6 +542,7 @@ fn every_test_kernel_source_compiles_to_ptx() {
                 "shuffle_half_mask_half_warp",
                 "barriers_never_complete",
                 "barriers_complete",
+                "two_separate_races",
             ],
         ),
         ("async_copy_bugs.cu", &["async_copy_then_read"]),

@@ -110,6 +110,8 @@ fn memcheck_catches_a_write_one_past_the_end() {
     let finding = expect_findings(&case.dev, &report, FindingKind::OutOfBounds, "write_past_end", "st.global");
     assert_eq!(finding.address, case.out + 4 * u64::from(PAST_END_N), "{finding}");
     assert_eq!(global_thread(finding, 64), PAST_END_N, "only thread 100 writes out of bounds: {finding}");
+    let distance = format!("0 bytes after the end of a 400-byte allocation at {:#x}", case.out);
+    assert!(finding.detail.contains(&distance), "names the distance to the allocation: {finding}");
     assert_eq!(FindingKind::OutOfBounds.cuda_error_code(), 700);
 }
 
@@ -391,4 +393,28 @@ fn each_switched_off_check_leaves_the_others_on() {
 fn every_check_is_on_by_default() {
     let opts = CheckOptions::default();
     assert!(opts.memcheck && opts.racecheck && opts.initcheck && opts.synccheck, "{opts:?}");
+}
+
+#[test]
+fn racecheck_reports_each_pair_of_racing_instructions_with_both_lines() {
+    let dev = Device::load(BUGS);
+    let input = Rng::new(29).uniform_vec(64, -1.0, 1.0);
+    let (din, dout) = (dev.upload(&input), dev.alloc_poisoned::<f32>(64));
+    let params = dev.params("two_separate_races").ptr(din).ptr(dout).finish();
+    let report = dev.launch_with("two_separate_races", grid_1d(1, 64), &params, &CheckOptions::default());
+    assert!(report.findings.iter().all(|f| f.kind == FindingKind::Race), "{:#?}", report.findings);
+    let mut pairs: Vec<(u32, String)> = Vec::new();
+    for f in &report.findings {
+        let other = f.detail.split("at PTX line ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or_default();
+        let other: u32 = other.parse().unwrap_or_else(|_| panic!("names the other instruction's line: {f}"));
+        let key = (f.ptx_line, other.to_string());
+        assert!(!pairs.contains(&key), "pair reported twice: {f}");
+        pairs.push(key);
+        let other_text = dev.ptx.lines().nth(other as usize - 1).unwrap_or_default();
+        assert!(other_text.contains(".shared"), "the other line is a shared access: {f}");
+    }
+    let writes_flag = report.findings.iter().any(|f| f.instruction.contains("st.shared.u32"));
+    let reads_staged = report.findings.iter().any(|f| f.instruction.contains("ld.shared.f32"));
+    assert!(writes_flag && reads_staged, "both hazards reported: {:#?}", report.findings);
+    assert!(report.findings.len() <= 8, "once per pair, not per thread or byte: {:#?}", report.findings);
 }

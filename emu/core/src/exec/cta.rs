@@ -173,7 +173,7 @@ impl<'l> Cta<'l> {
         self.shared_init.clear();
         self.shared_init.resize(size, false);
         if self.l.opts.racecheck {
-            self.race.reset(size);
+            self.race.reset(size, self.nthreads.div_ceil(32) as usize);
         }
         self.local.clear();
         self.local.resize(self.k.info.local_bytes as usize * self.nthreads as usize, 0);
@@ -243,6 +243,19 @@ impl<'l> Cta<'l> {
     }
 
     /// Records a finding and returns the stop signal.
+    /// The PTX line of instruction `pc`.
+    pub(super) fn line_of(&self, pc: u32) -> u32 {
+        self.k.insts.get(pc as usize).map_or(0, |i| i.line)
+    }
+
+    /// A racecheck finding, reported once per launch for the pair of
+    /// instructions `(other_pc, pc)`; execution goes on.
+    pub(super) fn report_race(&self, pc: u32, other_pc: u32, tid: u32, addr: u64, detail: String) {
+        let line = self.line_of(pc);
+        let pair = (self.line_of(other_pc), line);
+        self.l.report_once(pair, FindingKind::Race, line, self.ctaid, self.thread_xyz(tid), addr, detail);
+    }
+
     pub(super) fn report(&self, kind: FindingKind, pc: u32, tid: u32, addr: u64, detail: String) -> Stop {
         let line = self.k.insts.get(pc as usize).map_or(0, |i| i.line);
         self.l.report(kind, line, self.ctaid, self.thread_xyz(tid), addr, detail);

@@ -173,7 +173,7 @@ impl<'l> Cta<'l> {
                     return Ok(None);
                 }
                 let near = match self.l.mem.nearest(addr) {
-                    Some((b, s)) => format!("nearest allocation [{b:#x}, +{s})"),
+                    Some((b, s)) => format!("nearest allocation [{b:#x}, +{s}): {}", distance(addr, len, b, s)),
                     None => "no live allocation".into(),
                 };
                 return Err(self.report(
@@ -205,33 +205,46 @@ impl<'l> Cta<'l> {
         ))
     }
 
+    /// Racecheck for an access of `len` shared bytes at `off`: each hazard
+    /// is reported once per pair of instructions (the launch goes on, as
+    /// compute-sanitizer's racecheck does, and fails at its end).
     fn race_check(&mut self, pc: u32, tid: u32, off: u64, len: u64, write: bool) -> Result<(), Stop> {
         if !self.l.opts.racecheck {
             return Ok(());
         }
-        let wsync = self.warps[(tid / 32) as usize].wsync;
+        let now = self.race.stamp(tid, pc, self.warps[(tid / 32) as usize].wsync);
+        let mut found: Vec<(u64, Conflict)> = Vec::new();
         for b in off..off + len {
-            if let Some(c) = self.race.access(b as usize, tid, write, wsync) {
-                let (kind, detail) = match c {
-                    Conflict::With { other, other_wrote } => (
-                        FindingKind::Race,
-                        format!(
-                            "shared {} of byte {b:#x} races with a {} by thread {:?} since the last barrier",
-                            if write { "write" } else { "read" },
-                            if other_wrote { "write" } else { "read" },
-                            self.thread_xyz(other)
-                        ),
+            self.race.access(b as usize, now, write, &mut |c| {
+                if !found.iter().any(|(_, f)| f == &c) {
+                    found.push((b, c));
+                }
+            });
+        }
+        for (b, c) in found {
+            let (other_pc, detail) = match c {
+                Conflict::With { other, other_wrote } => (
+                    other.pc,
+                    format!(
+                        "shared {} of byte {b:#x} races with a {} at PTX line {} (`{}`) by thread {:?}, not ordered by a barrier or a warp synchronisation",
+                        if write { "write" } else { "read" },
+                        if other_wrote { "write" } else { "read" },
+                        self.line_of(other.pc),
+                        self.l.module.line_text(self.line_of(other.pc)).trim(),
+                        self.thread_xyz(other.tid)
                     ),
-                    Conflict::AsyncPending { other } => (
-                        FindingKind::Race,
-                        format!(
-                            "shared byte {b:#x} is accessed before the cp.async of thread {:?} that writes it was waited for",
-                            self.thread_xyz(other)
-                        ),
+                ),
+                Conflict::AsyncPending { other, pc: copy_pc } => (
+                    copy_pc,
+                    format!(
+                        "shared byte {b:#x} is accessed before the cp.async at PTX line {} (`{}`) of thread {:?} that writes it was waited for",
+                        self.line_of(copy_pc),
+                        self.l.module.line_text(self.line_of(copy_pc)).trim(),
+                        self.thread_xyz(other)
                     ),
-                };
-                return Err(self.report(kind, pc, tid, off, detail));
-            }
+                ),
+            };
+            self.report_race(pc, other_pc, tid, off, detail);
         }
         Ok(())
     }
@@ -582,7 +595,7 @@ impl<'l> Cta<'l> {
             self.note_access(Space::Shared, l, dst, bytes as u32);
             if self.l.opts.racecheck {
                 for b in dst..dst + bytes as u64 {
-                    self.race.set_pending(b as usize, tid);
+                    self.race.set_pending(b as usize, tid, pc);
                 }
             }
             let group = self.groups[tid as usize];
@@ -619,6 +632,21 @@ impl<'l> Cta<'l> {
             self.shared_init[o..o + len].fill(true);
         }
         Ok(())
+    }
+}
+
+/// Where a `len`-byte access at `addr` lies relative to the allocation
+/// `[base, base + size)`, in compute-sanitizer's words.
+fn distance(addr: u64, len: u64, base: u64, size: u64) -> String {
+    let end = base + size;
+    if addr >= end {
+        format!("{} bytes after the end of a {size}-byte allocation at {base:#x}", addr - end)
+    } else if addr.saturating_add(len) <= base {
+        format!("{} bytes before the start of a {size}-byte allocation at {base:#x}", base - addr)
+    } else if addr < base {
+        format!("starts {} bytes before a {size}-byte allocation at {base:#x}", base - addr)
+    } else {
+        format!("{} bytes inside a {size}-byte allocation at {base:#x}, running past its end", addr - base)
     }
 }
 

@@ -39,9 +39,10 @@ use crate::module::Module;
 use crate::ptx::ir::{BarKind, Class, Kernel, Op, CLASS_COUNT};
 use config::{CheckOptions, LaunchConfig, LaunchReport};
 
-/// Findings kept per launch (execution stops at the first; CTAs already
-/// running on other threads may add a few more).
-const MAX_FINDINGS: usize = 4;
+/// Findings kept per launch (execution stops at the first, races aside,
+/// which are reported once per pair of instructions and let it go on; CTAs
+/// already running on other threads may add a few more).
+const MAX_FINDINGS: usize = 64;
 
 /// Unwinds a CTA after a finding (the finding is already recorded).
 #[derive(Debug)]
@@ -182,6 +183,8 @@ pub(crate) struct LaunchCtx<'a> {
     touched: Vec<Touched>,
     stop: AtomicBool,
     findings: Mutex<Vec<Finding>>,
+    /// The pairs of PTX lines racecheck has reported in this launch.
+    reported_pairs: Mutex<std::collections::HashSet<(u32, u32)>>,
 }
 
 impl LaunchCtx<'_> {
@@ -199,6 +202,40 @@ impl LaunchCtx<'_> {
         detail: String,
     ) {
         self.stop.store(true, Ordering::Relaxed);
+        let mut f = self.findings.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() < MAX_FINDINGS {
+            f.push(Finding {
+                kind,
+                kernel: self.kernel.info.name.clone(),
+                ptx_line: line,
+                instruction: self.module.line_text(line).to_string(),
+                cta,
+                thread,
+                address,
+                detail,
+            });
+        }
+    }
+
+    /// Records a finding that does not stop the launch (a race), once for
+    /// each `key` (its pair of PTX lines); the launch still fails at its end.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn report_once(
+        &self,
+        key: (u32, u32),
+        kind: FindingKind,
+        line: u32,
+        cta: [u32; 3],
+        thread: [u32; 3],
+        address: u64,
+        detail: String,
+    ) {
+        {
+            let mut seen = self.reported_pairs.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.insert(key) {
+                return;
+            }
+        }
         let mut f = self.findings.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() < MAX_FINDINGS {
             f.push(Finding {
@@ -260,6 +297,7 @@ pub(crate) fn run(
         touched,
         stop: AtomicBool::new(false),
         findings: Mutex::new(Vec::new()),
+        reported_pairs: Mutex::new(Default::default()),
     };
     let [gx, gy, gz] = config.grid.map(|g| g as u64);
     let total = gx * gy * gz;

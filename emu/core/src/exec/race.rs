@@ -1,48 +1,133 @@
-//! Racecheck's shadow of one CTA's shared memory: per byte, the last writer
-//! and up to two readers since the last CTA-wide barrier, each with the
-//! warp-synchronisation epoch of its warp at the time (so accesses of one
-//! warp separated by `bar.warp.sync` or a collective do not conflict).
+//! Racecheck's shadow of one CTA's shared memory, with no bounded history:
+//! per byte, the last write and every read since it that no later access has
+//! ordered, each stamped with its thread, instruction, warp-synchronisation
+//! epoch (accesses of one warp separated by `bar.warp.sync` or a collective
+//! are ordered) and its warp's clock for named barriers (a barrier that only
+//! some warps use orders those warps' accesses, through vector clocks).
+//! A CTA-wide barrier orders everything, so it empties every byte's history
+//! at once (lazily, by epoch).
+//!
+//! Reads of a byte by lanes of one warp at one instruction in one
+//! synchronisation state share one 20-byte entry (a lane mask); a thread's
+//! newer read replaces its older.
+//!
+//! Memory: 64 bytes per byte of shared memory, plus 20 bytes per read entry
+//! kept (at most one per thread per byte, typically one per warp), plus
+//! 4 bytes per pair of warps for the clocks.
 
-const NONE: u32 = u32::MAX;
+/// One access: who, where in the program, and when in the orders above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Access {
+    pub(crate) tid: u32,
+    pub(crate) pc: u32,
+    wsync: u32,
+    clock: u32,
+}
 
-#[derive(Clone, Copy)]
+/// Reads of one byte by lanes of one warp at one instruction, in one
+/// synchronisation state (so one entry serves a broadcast read by a warp).
+#[derive(Clone, Copy, Debug)]
+struct Reads {
+    warp: u32,
+    lanes: u32,
+    pc: u32,
+    wsync: u32,
+    clock: u32,
+}
+
+impl Reads {
+    /// One of its threads other than `not_tid`, as an access.
+    fn other_than(&self, not_tid: u32) -> Access {
+        let mut lanes = self.lanes;
+        if not_tid / 32 == self.warp {
+            lanes &= !(1u32 << (not_tid % 32));
+        }
+        let lane = if lanes == 0 { self.lanes.trailing_zeros() } else { lanes.trailing_zeros() };
+        Access { tid: self.warp * 32 + lane, pc: self.pc, wsync: self.wsync, clock: self.clock }
+    }
+}
+
+#[derive(Clone, Default)]
 struct Cell {
     /// CTA barrier epoch the rest of the cell belongs to; older = empty.
     epoch: u32,
-    writer: u32,
-    writer_wsync: u32,
-    reader: [u32; 2],
-    reader_wsync: [u32; 2],
-    /// Thread whose `cp.async` to this byte has not landed yet, or NONE.
-    pending: u32,
+    write: Option<Access>,
+    reads: Vec<Reads>,
+    /// The `cp.async` (thread, instruction) to this byte that has not landed yet.
+    pending: Option<(u32, u32)>,
 }
 
-const EMPTY: Cell =
-    Cell { epoch: 0, writer: NONE, writer_wsync: 0, reader: [NONE; 2], reader_wsync: [0; 2], pending: NONE };
-
 /// What racecheck found about one access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Conflict {
     /// Another thread's access, not ordered with this one.
-    With { other: u32, other_wrote: bool },
-    /// A read of bytes an unfinished `cp.async` of `other` will write.
-    AsyncPending { other: u32 },
+    With { other: Access, other_wrote: bool },
+    /// A read of bytes an unfinished `cp.async` of thread `other` at `pc` will write.
+    AsyncPending { other: u32, pc: u32 },
+}
+
+/// The happens-before relation between two accesses of one CTA.
+struct Order<'a> {
+    clocks: &'a [u32],
+    nwarps: usize,
+}
+
+impl Order<'_> {
+    /// Whether `earlier` is ordered before `now`: the same thread; the same
+    /// warp with a warp synchronisation between; or a barrier between that
+    /// both warps took part in.
+    #[inline]
+    fn before(&self, earlier: &Access, now: &Access) -> bool {
+        if earlier.tid == now.tid {
+            return true;
+        }
+        let (we, wn) = ((earlier.tid / 32) as usize, (now.tid / 32) as usize);
+        if we == wn && now.wsync > earlier.wsync {
+            return true;
+        }
+        self.clocks.get(wn * self.nwarps + we).is_some_and(|&c| c > earlier.clock)
+    }
+
+    /// Whether every read of `reads` other than `now`'s thread's is ordered before `now`.
+    #[inline]
+    fn reads_before(&self, reads: &Reads, now: &Access) -> bool {
+        let (we, wn) = (reads.warp as usize, (now.tid / 32) as usize);
+        if we == wn && (reads.lanes & !(1u32 << (now.tid % 32)) == 0 || now.wsync > reads.wsync) {
+            return true;
+        }
+        self.clocks.get(wn * self.nwarps + we).is_some_and(|&c| c > reads.clock)
+    }
 }
 
 pub(crate) struct RaceShadow {
     cells: Vec<Cell>,
     epoch: u32,
+    nwarps: usize,
+    /// `clocks[w * nwarps + v]`: the newest clock of warp `v` that warp `w`
+    /// is ordered after (its own clock at `v == w`).
+    clocks: Vec<u32>,
 }
 
 impl RaceShadow {
     pub(crate) fn new() -> Self {
-        RaceShadow { cells: Vec::new(), epoch: 1 }
+        RaceShadow { cells: Vec::new(), epoch: 1, nwarps: 0, clocks: Vec::new() }
     }
 
-    /// Forgets all history (a new CTA with `size` bytes of shared memory).
-    pub(crate) fn reset(&mut self, size: usize) {
-        self.cells.clear();
-        self.cells.resize(size, EMPTY);
+    /// Forgets all history (a new CTA with `size` bytes of shared memory and
+    /// `nwarps` warps); keeps the reads' storage for reuse.
+    pub(crate) fn reset(&mut self, size: usize, nwarps: usize) {
+        self.cells.truncate(size);
+        for c in &mut self.cells {
+            c.epoch = 0;
+            c.write = None;
+            c.reads.clear();
+            c.pending = None;
+        }
+        self.cells.resize_with(size, Cell::default);
         self.epoch = 1;
+        self.nwarps = nwarps;
+        self.clocks.clear();
+        self.clocks.resize(nwarps * nwarps, 0);
     }
 
     /// A CTA-wide barrier: every earlier access is ordered before every later one.
@@ -50,84 +135,167 @@ impl RaceShadow {
         self.epoch += 1;
     }
 
-    /// Records an access by thread `tid` (warp `tid / 32`, whose sync epoch
-    /// is `wsync`; `wsync_of` gives the current epoch of any warp) and returns
-    /// the first conflict.
-    pub(crate) fn access(&mut self, off: usize, tid: u32, write: bool, wsync_now: u32) -> Option<Conflict> {
-        let epoch = self.epoch;
-        let cell = self.cells.get_mut(off)?;
-        if cell.epoch != epoch {
-            let pending = cell.pending;
-            *cell = EMPTY;
-            cell.epoch = epoch;
-            cell.pending = pending;
-        }
-        if cell.pending != NONE {
-            return Some(Conflict::AsyncPending { other: cell.pending });
-        }
-        // Unordered: another thread, and not an earlier access of the same
-        // warp separated from now by a warp synchronisation.
-        let unordered = |other: u32, other_wsync: u32| {
-            other != NONE && other != tid && !(other / 32 == tid / 32 && wsync_now > other_wsync)
-        };
-        if unordered(cell.writer, cell.writer_wsync) {
-            return Some(Conflict::With { other: cell.writer, other_wrote: true });
-        }
-        if write {
-            for k in 0..2 {
-                if unordered(cell.reader[k], cell.reader_wsync[k]) {
-                    return Some(Conflict::With { other: cell.reader[k], other_wrote: false });
-                }
+    /// A barrier completed by the warps in `warps` only: their earlier accesses
+    /// are ordered before their later ones.
+    pub(crate) fn partial_barrier(&mut self, warps: &[usize]) {
+        let n = self.nwarps;
+        let mut joined = vec![0u32; n];
+        for &w in warps {
+            for (j, c) in joined.iter_mut().zip(&self.clocks[w * n..w * n + n]) {
+                *j = (*j).max(*c);
             }
-            cell.writer = tid;
-            cell.writer_wsync = wsync_now;
-        } else if cell.reader[0] == NONE || cell.reader[0] == tid {
-            cell.reader[0] = tid;
-            cell.reader_wsync[0] = wsync_now;
-        } else {
-            cell.reader[1] = tid;
-            cell.reader_wsync[1] = wsync_now;
         }
-        None
+        for &w in warps {
+            joined[w] = self.clocks[w * n + w] + 1;
+        }
+        for &w in warps {
+            self.clocks[w * n..w * n + n].copy_from_slice(&joined);
+        }
     }
 
-    /// Marks bytes as the destination of an unfinished `cp.async` of `tid`.
-    pub(crate) fn set_pending(&mut self, off: usize, tid: u32) {
+    /// The stamp of an access by `tid` at `pc` now, its warp's sync epoch being `wsync`.
+    pub(crate) fn stamp(&self, tid: u32, pc: u32, wsync: u32) -> Access {
+        let w = (tid / 32) as usize;
+        let clock = self.clocks.get(w * self.nwarps + w).copied().unwrap_or(0);
+        Access { tid, pc, wsync, clock }
+    }
+
+    /// Records `now` (a read, or a write when `write`) of byte `off` and
+    /// passes each earlier access it is not ordered with to `found`.
+    pub(crate) fn access(&mut self, off: usize, now: Access, write: bool, found: &mut impl FnMut(Conflict)) {
+        let epoch = self.epoch;
+        let order = Order { clocks: &self.clocks, nwarps: self.nwarps };
+        let Some(cell) = self.cells.get_mut(off) else { return };
+        if cell.epoch != epoch {
+            cell.epoch = epoch;
+            cell.write = None;
+            cell.reads.clear();
+        }
+        if let Some((other, pc)) = cell.pending {
+            found(Conflict::AsyncPending { other, pc });
+            return;
+        }
+        if let Some(w) = cell.write {
+            if !order.before(&w, &now) {
+                found(Conflict::With { other: w, other_wrote: true });
+            }
+        }
+        if write {
+            if !cell.reads.is_empty() {
+                for r in &cell.reads {
+                    if !order.reads_before(r, &now) {
+                        found(Conflict::With { other: r.other_than(now.tid), other_wrote: false });
+                    }
+                }
+                // Reads this write is ordered after can no longer race with a
+                // later access without this write racing with it too; the
+                // others stay.
+                cell.reads.retain(|r| !order.reads_before(r, &now));
+            }
+            cell.write = Some(now);
+        } else {
+            // A thread's newer read replaces its older one.
+            let (warp, bit) = (now.tid / 32, 1u32 << (now.tid % 32));
+            // Fast path: the byte's only reads are this warp's at this
+            // instruction in this state (a broadcast read, lane by lane).
+            if let [r] = &mut cell.reads[..] {
+                if r.warp == warp && r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
+                    r.lanes |= bit;
+                    return;
+                }
+            }
+            if cell.reads.is_empty() {
+                cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock });
+                return;
+            }
+            let mut merged = false;
+            cell.reads.retain_mut(|r| {
+                if r.warp != warp {
+                    return true;
+                }
+                if r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
+                    r.lanes |= bit;
+                    merged = true;
+                    return true;
+                }
+                r.lanes &= !bit;
+                r.lanes != 0
+            });
+            if !merged {
+                cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock });
+            }
+        }
+    }
+
+    /// Marks bytes as the destination of an unfinished `cp.async` of `tid` at `pc`.
+    pub(crate) fn set_pending(&mut self, off: usize, tid: u32, pc: u32) {
         if let Some(c) = self.cells.get_mut(off) {
-            c.pending = tid;
+            c.pending = Some((tid, pc));
         }
     }
 
     pub(crate) fn clear_pending(&mut self, off: usize) {
         if let Some(c) = self.cells.get_mut(off) {
-            c.pending = NONE;
+            c.pending = None;
         }
     }
 }
+
+/// The shadow's bytes per byte of shared memory (docs/emulator.md).
+#[cfg(test)]
+const CELL_BYTES: usize = 64;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn conflicts(s: &mut RaceShadow, off: usize, tid: u32, pc: u32, wsync: u32, write: bool) -> Vec<Conflict> {
+        let now = s.stamp(tid, pc, wsync);
+        let mut out = Vec::new();
+        s.access(off, now, write, &mut |c| out.push(c));
+        out
+    }
+
     #[test]
     fn conflicts_need_two_threads_one_writing_and_no_sync() {
         let mut s = RaceShadow::new();
-        s.reset(16);
-        assert!(s.access(0, 1, true, 0).is_none());
-        assert!(s.access(0, 1, false, 0).is_none(), "same thread");
-        assert!(matches!(s.access(0, 40, false, 0), Some(Conflict::With { other: 1, other_wrote: true })));
+        s.reset(16, 4);
+        assert!(conflicts(&mut s, 0, 1, 10, 0, true).is_empty());
+        assert!(conflicts(&mut s, 0, 1, 11, 0, false).is_empty(), "same thread");
+        let c = conflicts(&mut s, 0, 40, 12, 0, false);
+        assert!(matches!(c[..], [Conflict::With { other: Access { tid: 1, pc: 10, .. }, other_wrote: true }]));
         s.barrier();
-        assert!(s.access(0, 40, false, 0).is_none());
-        assert!(s.access(0, 41, false, 0).is_none(), "two readers");
-        assert!(matches!(s.access(0, 2, true, 0), Some(Conflict::With { other: 40, other_wrote: false })));
+        assert!(conflicts(&mut s, 0, 40, 12, 0, false).is_empty());
+        assert!(conflicts(&mut s, 0, 41, 12, 0, false).is_empty(), "two readers");
+        assert!(conflicts(&mut s, 0, 70, 13, 0, false).is_empty(), "three readers");
+        // A write races with every unordered read, however many: once per
+        // warp and instruction (threads 40 and 41 read at one instruction).
+        let c = conflicts(&mut s, 0, 2, 14, 0, true);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(std::mem::size_of::<Cell>(), CELL_BYTES);
         // Same warp: ordered by a warp sync in between.
-        assert!(s.access(4, 3, true, 5).is_none());
-        assert!(s.access(4, 4, false, 6).is_none());
-        assert!(s.access(5, 3, true, 5).is_none());
-        assert!(s.access(5, 4, false, 5).is_some());
-        s.set_pending(8, 7);
-        assert!(matches!(s.access(8, 7, false, 0), Some(Conflict::AsyncPending { other: 7 })));
+        assert!(conflicts(&mut s, 4, 3, 1, 5, true).is_empty());
+        assert!(conflicts(&mut s, 4, 4, 2, 6, false).is_empty());
+        assert!(conflicts(&mut s, 5, 3, 1, 5, true).is_empty());
+        assert_eq!(conflicts(&mut s, 5, 4, 2, 5, false).len(), 1);
+        s.set_pending(8, 7, 9);
+        assert_eq!(conflicts(&mut s, 8, 7, 3, 0, false), vec![Conflict::AsyncPending { other: 7, pc: 9 }]);
         s.clear_pending(8);
-        assert!(s.access(8, 7, true, 0).is_none());
+        assert!(conflicts(&mut s, 8, 7, 3, 0, true).is_empty());
+    }
+
+    #[test]
+    fn a_barrier_of_some_warps_orders_only_them() {
+        let mut s = RaceShadow::new();
+        s.reset(16, 3);
+        assert!(conflicts(&mut s, 0, 0, 1, 0, true).is_empty());
+        s.partial_barrier(&[0, 1]);
+        assert!(conflicts(&mut s, 0, 32, 2, 0, false).is_empty(), "warp 1 met warp 0");
+        assert_eq!(conflicts(&mut s, 0, 64, 3, 0, false).len(), 1, "warp 2 did not");
+        // Warp 1 writes after its read; warp 0 reads again without a new barrier.
+        assert!(conflicts(&mut s, 1, 33, 4, 0, true).is_empty());
+        assert_eq!(conflicts(&mut s, 1, 1, 5, 0, false).len(), 1);
+        s.partial_barrier(&[0, 1]);
+        assert!(conflicts(&mut s, 1, 1, 5, 0, false).is_empty());
     }
 }

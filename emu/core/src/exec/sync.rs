@@ -2,7 +2,7 @@
 //! semantics, and synccheck (divergent barriers, collectives whose lanes
 //! never arrive, deadlock).
 
-use super::cta::{lane_bit, Cta, Lanes};
+use super::cta::{lane_bit, Barrier, Cta, Lanes};
 use super::memops::shared_wavefronts;
 use super::Stop;
 use crate::findings::FindingKind;
@@ -26,7 +26,12 @@ impl<'l> Cta<'l> {
         let required = match Self::member_operand(inst) {
             // `.aligned` tensor-core forms: the whole warp.
             None => exists,
-            Some(o) => Lanes(exec).fold(0u32, |m, l| m | self.val(w, o, l) as u32) & exists,
+            Some(o) => {
+                if self.l.opts.synccheck {
+                    self.check_member_masks(w, pc, exec, o)?;
+                }
+                Lanes(exec).fold(0u32, |m, l| m | self.val(w, o, l) as u32) & exists
+            }
         };
         if exec != 0 && required & !group != 0 {
             let exited = required & self.warps[w].exited;
@@ -58,6 +63,31 @@ impl<'l> Cta<'l> {
             self.warps[w].wsync += 1;
         }
         self.advance(w, group);
+        Ok(())
+    }
+
+    /// The ISA's rules for `.sync` collectives: every executing lane names
+    /// itself in its member mask, and every member it names that executes
+    /// with it names the same mask (disjoint groups may share one instruction).
+    fn check_member_masks(&self, w: usize, pc: u32, exec: u32, o: &Opd) -> Result<(), Stop> {
+        let mut masks = [0u32; 32];
+        for l in Lanes(exec) {
+            masks[l] = self.val(w, o, l) as u32;
+        }
+        for l in Lanes(exec) {
+            let mask = masks[l];
+            let detail = if mask & lane_bit(l) == 0 {
+                format!("lane {l} executes a warp collective whose member mask {mask:#010x} does not include it")
+            } else if let Some(m) = Lanes(mask & exec).find(|&m| masks[m] != mask) {
+                format!(
+                    "lane {l} (member mask {mask:#010x}) and lane {m} (member mask {:#010x}) execute one warp collective with different member masks",
+                    masks[m]
+                )
+            } else {
+                continue;
+            };
+            return Err(self.report(FindingKind::DivergentSync, pc, self.tid_of(w, l), 0, detail));
+        }
         Ok(())
     }
 
@@ -275,6 +305,9 @@ impl<'l> Cta<'l> {
         let expected = count.map(|o| self.val(w, o, first) as u32);
         let n = exec.count_ones();
         let tid = self.tid_of(w, first);
+        if self.l.opts.synccheck {
+            self.check_barrier_count(w, pc, id, exec, count, expected)?;
+        }
         let mut popc = 0;
         let mut any = false;
         let mut all = true;
@@ -315,6 +348,77 @@ impl<'l> Cta<'l> {
         Ok(())
     }
 
+    /// The ISA's rules for a barrier's thread count: a multiple of the warp
+    /// size (a count above the CTA's threads is never reached: a deadlock), the same in every lane and in
+    /// every warp that arrives at the barrier before it completes.
+    fn check_barrier_count(
+        &self,
+        w: usize,
+        pc: u32,
+        id: usize,
+        exec: u32,
+        count: Option<&Opd>,
+        expected: Option<u32>,
+    ) -> Result<(), Stop> {
+        let Some(c) = expected else {
+            if let (Some(prev), true) = (self.bars[id].expected, self.bars[id].arrived > 0) {
+                let tid = self.tid_of(w, Lanes(exec).next().unwrap_or(0));
+                return Err(self.report(
+                    FindingKind::DivergentSync,
+                    pc,
+                    tid,
+                    0,
+                    format!("barrier {id} is awaited here for the whole CTA but elsewhere for {prev} threads"),
+                ));
+            }
+            return Ok(());
+        };
+        let tid = self.tid_of(w, Lanes(exec).next().unwrap_or(0));
+        let bad = |detail: String| Err(self.report(FindingKind::DivergentSync, pc, tid, 0, detail));
+        if c == 0 || c % 32 != 0 {
+            return bad(format!("barrier {id}: thread count {c} is not a positive multiple of the warp size"));
+        }
+        if let Some(o) = count {
+            if let Some(l) = Lanes(exec).find(|&l| self.val(w, o, l) as u32 != c) {
+                return bad(format!(
+                    "barrier {id}: lanes of one warp give different thread counts ({c} and {})",
+                    self.val(w, o, l) as u32
+                ));
+            }
+        }
+        let b = &self.bars[id];
+        if b.arrived > 0 && b.expected != Some(c) {
+            let prev = b.expected.map_or_else(|| "the whole CTA".to_string(), |p| format!("{p} threads"));
+            return bad(format!("barrier {id}: awaited here for {c} threads but elsewhere for {prev}"));
+        }
+        Ok(())
+    }
+
+    /// A CTA-wide barrier completes with threads of a warp exited while other
+    /// lanes of that warp wait at it: those threads skipped the barrier
+    /// (compute-sanitizer's "divergent thread(s) in block"). Warps whose
+    /// threads all exited are legal, as on hardware.
+    fn check_partial_exit(&self, b: &Barrier, id: usize) -> Result<(), Stop> {
+        for (w, warp) in self.warps.iter().enumerate() {
+            let waiting =
+                Lanes(warp.bar).fold(0u32, |m, l| if warp.bar_id[l] as usize == id { m | lane_bit(l) } else { m });
+            if warp.exited != 0 && waiting != 0 {
+                let tid = self.tid_of(w, Lanes(waiting).next().unwrap_or(0));
+                return Err(self.report(
+                    FindingKind::DivergentSync,
+                    b.first_pc,
+                    tid,
+                    0,
+                    format!(
+                        "barrier {id} completes while lanes {:#010x} of warp {w} wait at it and lanes {:#010x} of that warp exited without reaching it",
+                        waiting, warp.exited
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Releases every barrier whose threads have all arrived (exited threads
     /// count as arrived). Returns whether any was released.
     pub(super) fn release_barriers(&mut self) -> Result<bool, Stop> {
@@ -332,7 +436,9 @@ impl<'l> Cta<'l> {
             if !complete {
                 continue;
             }
-            if let (Some((pc2, t2)), true) = (b.other, self.l.opts.synccheck) {
+            // A CTA-wide barrier must be one instruction; the ISA lets the warps of
+            // a counted (named) barrier meet at different ones (producer/consumer).
+            if let (Some((pc2, t2)), true) = (b.other, self.l.opts.synccheck && b.expected.is_none()) {
                 let line2 = self.k.insts.get(pc2 as usize).map_or(0, |i| i.line);
                 return Err(self.report(
                     FindingKind::DivergentSync,
@@ -345,13 +451,20 @@ impl<'l> Cta<'l> {
                     ),
                 ));
             }
+            if b.expected.is_none() && exited > 0 && self.l.opts.synccheck {
+                self.check_partial_exit(&b, id)?;
+            }
             let k = self.k;
+            let mut released_warps = Vec::new();
             for w in 0..self.warps.len() {
                 let mut lanes = 0u32;
                 for l in Lanes(self.warps[w].bar) {
                     if self.warps[w].bar_id[l] as usize == id {
                         lanes |= lane_bit(l);
                     }
+                }
+                if lanes != 0 {
+                    released_warps.push(w);
                 }
                 for l in Lanes(lanes) {
                     let pc = self.warps[w].pc[l];
@@ -373,8 +486,12 @@ impl<'l> Cta<'l> {
                     warp.pc[l] += 1;
                 }
             }
-            if b.expected.map_or(true, |c| c >= self.nthreads) && self.l.opts.racecheck {
-                self.race.barrier();
+            if self.l.opts.racecheck {
+                if b.expected.map_or(true, |c| c >= self.nthreads) {
+                    self.race.barrier();
+                } else {
+                    self.race.partial_barrier(&released_warps);
+                }
             }
             self.bars[id] = Default::default();
             released = true;

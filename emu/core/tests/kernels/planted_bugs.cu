@@ -114,3 +114,17 @@ extern "C" __global__ void barriers_complete(float* out) {
     named_barrier(1, 64);
     out[threadIdx.x] = 1.0f;
 }
+
+// racecheck: two unrelated hazards in one kernel, each to be reported with
+// both of its instructions: every thread writes flag[0] (write after write),
+// and thread t reads staged[t], written by thread t - 1, with no barrier
+// (read after write). The second warp's readers make the read side wide.
+extern "C" __global__ void two_separate_races(const float* in, float* out) {
+    __shared__ float staged[65];
+    __shared__ int flag[1];
+    int t = threadIdx.x;
+    flag[0] = t;
+    staged[t + 1] = in[t];
+    if (t == 0) staged[0] = 0.0f;
+    out[t] = staged[t] + float(flag[0] == t);
+}
