@@ -67,6 +67,11 @@ impl LoraLinear {
     /// `1..=r_max`, a non-finite scale, or a row index outside `[−1, L)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, adapters: LoraAdapters) -> Result<Self> {
         let (n, k) = weight.dims2()?;
+        // An empty weight has no layer to apply (and k = 0 would leave the
+        // rows of X undefined).
+        if n == 0 || k == 0 {
+            return Err(bad("weight", format!("shape [{n}, {k}]: both dimensions must be at least 1")));
+        }
         let same = |what: &str, t: &Tensor, dims: &[usize]| -> Result<()> {
             if t.dims() != dims {
                 return Err(bad(what, format!("shape {:?}, expected {dims:?}", t.dims())));

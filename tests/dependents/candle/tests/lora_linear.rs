@@ -128,6 +128,9 @@ fn bad_layers_are_errors_not_panics() {
     let gpu = cuda();
     let t = |seed, shape: &[usize]| tensor(seed, shape, DType::BF16, &gpu);
     let single = |a: Tensor, b: Tensor, scale: f32| LoraAdapters::Single { a, b, scale };
+    // An empty weight (built on the CPU: a CUDA allocation of 0 bytes is itself refused).
+    let cpu = |seed, shape: &[usize]| tensor(seed, shape, DType::BF16, &Device::Cpu);
+    assert!(LoraLinear::new(cpu(2, &[48, 0]), None, single(cpu(4, &[8, 0]), cpu(5, &[48, 8]), 1.0)).is_err(), "k = 0");
     assert!(LoraLinear::new(t(2, &[48, 64]), None, single(t(4, &[8, 63]), t(5, &[48, 8]), 1.0)).is_err(), "A's k");
     assert!(LoraLinear::new(t(2, &[48, 64]), None, single(t(4, &[8, 64]), t(5, &[47, 8]), 1.0)).is_err(), "B's n");
     assert!(LoraLinear::new(t(2, &[48, 64]), None, single(t(4, &[8, 64]), t(5, &[48, 8]), f32::NAN)).is_err(), "scale");
