@@ -17,6 +17,7 @@
 //! the rank's multiple of 16.
 
 mod device;
+use device::PerMma;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
@@ -43,12 +44,6 @@ struct Shape {
     k: usize,
     n: usize,
     r: usize,
-}
-
-/// The sum of the counts of the object counter `key` (tensor instructions by shape).
-fn object_sum(counters: &Value, key: &str) -> u64 {
-    let object = counters[key].as_object().unwrap_or_else(|| panic!("no object {key} in {counters}"));
-    object.values().map(|v| v.as_u64().expect("a count")).sum()
 }
 
 /// The launch of `lora_backward_<name>_<dtype>` among `launches`.
@@ -173,7 +168,7 @@ fn counted_efficiency<T: LoraDType>() {
         for e in expected::<T>(s) {
             let json = launch::<T>(&launches, e.name);
             let context = format!("{} {:?} {}: {json}", T::DTYPE, s, e.name);
-            let mma = object_sum(json, "tensor_instructions") as usize;
+            let mma = device::object_sum(json, "tensor_instructions") as usize;
             if T::DTYPE.size_bytes() == 2 {
                 assert_eq!(mma, e.mma, "tensor instructions, {context}");
                 // Tile-aligned shapes, ranks a multiple of 16: no padded mma at all.
@@ -212,7 +207,7 @@ fn counted_efficiency_big<T: LoraDType>() {
     let elem = T::DTYPE.size_bytes() as u64;
     let (tiles_m, tiles_k) = (m.div_ceil(BIG_TILE), k.div_ceil(BIG_TILE));
     let k16 = |len: usize| len.div_ceil(16);
-    let mma = object_sum(json, "tensor_instructions") as usize;
+    let mma = device::object_sum(json, "tensor_instructions") as usize;
     assert_eq!(
         mma,
         tiles_m * tiles_k * BIG_MMA_PER_K16 * (k16(r) + n.div_ceil(STEP) * 2),
@@ -325,8 +320,8 @@ fn rank_side_traffic_does_not_grow_with_adapters() {
             // The tensor work is the single adapter's: the rows, not the
             // adapters, decide it (each adapter's rows fill whole k16 steps here).
             assert_eq!(
-                object_sum(many, "tensor_instructions"),
-                object_sum(launch::<T>(&single, name), "tensor_instructions"),
+                device::object_sum(many, "tensor_instructions"),
+                device::object_sum(launch::<T>(&single, name), "tensor_instructions"),
                 "{layout} {name}: tensor instructions"
             );
             assert_eq!(device::counter(many, "ldmatrix_bank_conflicts"), 0, "{layout} {name}");
@@ -366,7 +361,7 @@ fn rank_side_steady_state<T: LoraDType>() {
         assert!(written <= 2 * output, "{name}: {written} bytes written for {output} of output");
         assert_eq!(written, output, "{name}: nothing but the output is written (no partials)");
         let warp = device::counter(long, "warp_instructions") - device::counter(short, "warp_instructions");
-        let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
+        let mma = device::object_sum(long, "tensor_instructions") - device::object_sum(short, "tensor_instructions");
         let per_mma = warp as f64 / mma as f64;
         eprintln!("{} {name} steady state per mma: {per_mma:.2} warp instructions", T::DTYPE);
         assert!(per_mma <= RANK_STEADY_STATE_PER_MMA, "{name}: {per_mma:.2} warp instructions per mma");
@@ -389,14 +384,6 @@ fn rank_side_steady_state_bf16() {
 /// issues 5.08 (emu/core/tests/cutlass.rs); dX 4.56 (21.75 before the copy plans).
 const STEADY_STATE_PER_MMA: f64 = 5.0;
 
-/// Per mma.sync of dX's steady state: warp instructions, global load
-/// sectors, shared wavefronts.
-struct PerMma {
-    warp: f64,
-    sectors: f64,
-    wavefronts: f64,
-}
-
 /// dX's steady state on an `m` x `k` output as the difference of two
 /// backward runs that differ only in N (dX's base reduction), both short
 /// enough to run unsplit; `big`: on the 128x128 kernel (else 64x64).
@@ -407,18 +394,10 @@ fn dx_steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, k: usize, bi
     let dx = |launches| if big { big_dx_launch::<T>(launches) } else { launch::<T>(launches, "dx") };
     let (short, long) = (dx(&short), dx(&long));
     assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
-    let warp = device::counter(long, "warp_instructions") - device::counter(short, "warp_instructions");
-    let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
-    let sectors = device::counter(long, "global_load_sectors") - device::counter(short, "global_load_sectors");
-    let wavefronts = device::counter(long, "shared_wavefronts") - device::counter(short, "shared_wavefronts");
+    let (per, mma) = PerMma::between(short, long);
     let (tile, mma_per_k16) = if big { (BIG_TILE, BIG_MMA_PER_K16) } else { (TILE, 4 * MMA_PER_WARP_K16) };
     let tiles = m.div_ceil(tile) * k.div_ceil(tile);
     assert_eq!(mma as usize, tiles * (192 - 64) / STEP * 2 * mma_per_k16, "4 more reduction steps per tile");
-    let per = PerMma {
-        warp: warp as f64 / mma as f64,
-        sectors: sectors as f64 / mma as f64,
-        wavefronts: wavefronts as f64 / mma as f64,
-    };
     eprintln!(
         "{} dX {tile}x{tile} steady state per mma: {:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
         T::DTYPE,
@@ -451,18 +430,7 @@ fn dx_steady_state_big<T: LoraDType>() {
     }
     let small = dx_steady_state_of::<T>(&dev, 128, 128, false);
     let big = dx_steady_state_of::<T>(&dev, 1536, 1152, true);
-    assert!(
-        big.sectors <= 0.5 * small.sectors + 1e-9,
-        "load sectors per mma {:.3} vs {:.3}",
-        big.sectors,
-        small.sectors
-    );
-    assert!(
-        big.wavefronts <= 0.55 * small.wavefronts,
-        "shared wavefronts per mma {:.3} vs {:.3}",
-        big.wavefronts,
-        small.wavefronts
-    );
+    PerMma::assert_big_tile_saves(&small, &big);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! loop issues per mma in its steady state.
 
 mod device;
+use device::PerMma;
 mod forward_support;
 
 use cudarc::driver::CudaSlice;
@@ -32,13 +33,6 @@ const SMALL: Tile = Tile { m: 64, n: 64, mma_per_step: 64, kernel_suffix: "16" }
 /// 128x128: 4 warps x (4 x 8 fragments) x 2 k16 steps; taken when its grid
 /// gives each of the emulator's 108 SMs a CTA (src/forward/launch.rs).
 const BIG: Tile = Tile { m: 128, n: 128, mma_per_step: 256, kernel_suffix: "_128x128" };
-
-/// The sum of the counts of the object counter `key` (e.g. tensor
-/// instructions by shape).
-fn object_sum(counters: &serde_json::Value, key: &str) -> u64 {
-    let object = counters[key].as_object().unwrap_or_else(|| panic!("no object {key} in {counters}"));
-    object.values().map(|v| v.as_u64().expect("a count")).sum()
-}
 
 struct Shape {
     m: usize,
@@ -78,7 +72,7 @@ fn check_counts<T: LoraDType>(dev: &device::Device, s: &Shape, tile: Tile) {
 
         // Tensor instructions: exactly the padded tile grid's, which is the
         // FLOP minimum (ceil to the 16x8x16 shape) apart from tail padding.
-        let mma = object_sum(&json, "tensor_instructions") as usize;
+        let mma = device::object_sum(&json, "tensor_instructions") as usize;
         assert_eq!(mma, tiles_m * tiles_n * steps * tile.mma_per_step, "mma count");
         let flop_minimum = s.m.div_ceil(16) * s.n.div_ceil(8) * (s.k.div_ceil(16) + s.r.div_ceil(16));
         let aligned = s.m % tile.m == 0 && s.n % tile.n == 0 && s.k % TILE_K == 0 && s.r % TILE_K == 0;
@@ -167,14 +161,6 @@ fn counted_efficiency_bf16() {
 /// this kernel 4.00 (18.31 before the copy plans).
 const STEADY_STATE_PER_MMA: f64 = 5.0;
 
-/// Per mma of a K loop's steady state: warp instructions, global load
-/// sectors, shared wavefronts.
-struct PerMma {
-    warp: f64,
-    sectors: f64,
-    wavefronts: f64,
-}
-
 /// The steady state as the difference of two launches that differ only in
 /// K (everything per tile is the same; the extra K-steps are all in the
 /// middle of the pipeline), both short enough for the one-launch path; on
@@ -187,17 +173,9 @@ fn steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, n: usize, tile:
         let kernel = json["kernel"].as_str().expect("kernel name");
         assert!(kernel.ends_with(tile.kernel_suffix), "{kernel}: the {}x{} tile expected", tile.m, tile.n);
     }
-    let warp = device::counter(&long, "warp_instructions") - device::counter(&short, "warp_instructions");
-    let mma = object_sum(&long, "tensor_instructions") - object_sum(&short, "tensor_instructions");
-    let sectors = device::counter(&long, "global_load_sectors") - device::counter(&short, "global_load_sectors");
-    let wavefronts = device::counter(&long, "shared_wavefronts") - device::counter(&short, "shared_wavefronts");
+    let (per, mma) = PerMma::between(&short, &long);
     let tiles = m.div_ceil(tile.m) * n.div_ceil(tile.n);
     assert_eq!(mma as usize, tiles * (224 - 64) / TILE_K * tile.mma_per_step, "5 more K-steps per tile");
-    let per = PerMma {
-        warp: warp as f64 / mma as f64,
-        sectors: sectors as f64 / mma as f64,
-        wavefronts: wavefronts as f64 / mma as f64,
-    };
     eprintln!(
         "{} {}x{} steady state per mma: {:.2} warp instructions, {:.2} load sectors, {:.2} shared wavefronts",
         T::DTYPE,
@@ -231,18 +209,7 @@ fn steady_state_big<T: LoraDType>() {
     }
     let small = steady_state_of::<T>(&dev, 128, 128, SMALL);
     let big = steady_state_of::<T>(&dev, 1536, 1152, BIG);
-    assert!(
-        big.sectors <= 0.5 * small.sectors + 1e-9,
-        "load sectors per mma {:.3} vs {:.3}",
-        big.sectors,
-        small.sectors
-    );
-    assert!(
-        big.wavefronts <= 0.55 * small.wavefronts,
-        "shared wavefronts per mma {:.3} vs {:.3}",
-        big.wavefronts,
-        small.wavefronts
-    );
+    PerMma::assert_big_tile_saves(&small, &big);
 }
 
 #[test]

@@ -122,3 +122,55 @@ fn recent_launch_counter(back: usize) -> Option<serde_json::Value> {
 pub fn counter(counters: &serde_json::Value, name: &str) -> u64 {
     counters[name].as_u64().unwrap_or_else(|| panic!("counter `{name}` missing in {counters}"))
 }
+
+/// The sum of a counter object's values (per-shape counts such as
+/// `tensor_instructions`) in a launch's counters.
+#[track_caller]
+pub fn object_sum(counters: &serde_json::Value, key: &str) -> u64 {
+    let object = counters[key].as_object().unwrap_or_else(|| panic!("no object {key} in {counters}"));
+    object.values().map(|v| v.as_u64().expect("a count")).sum()
+}
+
+/// Per mma.sync of a reduction loop's steady state: warp instructions,
+/// global load sectors, shared wavefronts.
+pub struct PerMma {
+    pub warp: f64,
+    pub sectors: f64,
+    pub wavefronts: f64,
+}
+
+impl PerMma {
+    /// The steady state as the difference of two launches that differ only
+    /// in their reduction length (everything per tile is the same, the extra
+    /// steps all in the middle of the pipeline); also the extra mma count,
+    /// for the caller to check against its tiles.
+    pub fn between(short: &serde_json::Value, long: &serde_json::Value) -> (PerMma, u64) {
+        let extra = |name| counter(long, name) - counter(short, name);
+        let mma = object_sum(long, "tensor_instructions") - object_sum(short, "tensor_instructions");
+        let per = PerMma {
+            warp: extra("warp_instructions") as f64 / mma as f64,
+            sectors: extra("global_load_sectors") as f64 / mma as f64,
+            wavefronts: extra("shared_wavefronts") as f64 / mma as f64,
+        };
+        (per, mma)
+    }
+
+    /// What a 128x128 tile saves against a 64x64 one: each staged element
+    /// feeds twice the mma, so at most half the load sectors and (with the
+    /// copies' share) 55 % of the shared wavefronts per mma.
+    #[track_caller]
+    pub fn assert_big_tile_saves(small: &PerMma, big: &PerMma) {
+        assert!(
+            big.sectors <= 0.5 * small.sectors + 1e-9,
+            "load sectors per mma {:.3} vs {:.3}",
+            big.sectors,
+            small.sectors
+        );
+        assert!(
+            big.wavefronts <= 0.55 * small.wavefronts,
+            "shared wavefronts per mma {:.3} vs {:.3}",
+            big.wavefronts,
+            small.wavefronts
+        );
+    }
+}
