@@ -54,6 +54,8 @@ const ALLOC_ALIGN: u64 = 256;
 pub(crate) struct Allocation {
     pub(crate) base: u64,
     pub(crate) size: u64,
+    /// What it holds, when known (a module's `.global` variable), for reports.
+    pub(crate) name: Option<Box<str>>,
     words: Box<[AtomicU64]>,
     /// One byte per data byte: 1 once something wrote it (initcheck).
     init: Box<[AtomicU8]>,
@@ -68,10 +70,16 @@ fn mask_of(size: u32) -> u64 {
 }
 
 impl Allocation {
-    fn new(base: u64, size: u64) -> Allocation {
+    fn new(base: u64, size: u64, name: Option<Box<str>>) -> Allocation {
         let words = (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
         let init = (0..size).map(|_| AtomicU8::new(0)).collect();
-        Allocation { base, size, words, init }
+        Allocation { base, size, name, words, init }
+    }
+
+    /// "a 1024-byte allocation at 0x..." or "module global `x` (a 4-byte
+    /// allocation at 0x...)", for reports.
+    fn describe(&self) -> String {
+        describe_allocation(self.base, self.size, self.name.as_deref())
     }
 
     fn load_byte(&self, off: u64) -> u8 {
@@ -161,6 +169,10 @@ impl Allocation {
 
 struct State {
     allocs: BTreeMap<u64, Arc<Allocation>>,
+    /// Freed allocations, base → (size, name): addresses are never reused,
+    /// so an access or a free there is named a use after free or a double
+    /// free (a few dozen bytes per allocation ever freed).
+    freed: BTreeMap<u64, (u64, Option<Box<str>>)>,
     next_base: u64,
     used: u64,
 }
@@ -174,7 +186,15 @@ pub struct GlobalMemory {
 impl GlobalMemory {
     /// A device with `capacity` bytes of global memory.
     pub fn new(capacity: u64) -> Self {
-        GlobalMemory { capacity, state: RwLock::new(State { allocs: BTreeMap::new(), next_base: FIRST_BASE, used: 0 }) }
+        GlobalMemory {
+            capacity,
+            state: RwLock::new(State {
+                allocs: BTreeMap::new(),
+                freed: BTreeMap::new(),
+                next_base: FIRST_BASE,
+                used: 0,
+            }),
+        }
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -195,6 +215,12 @@ impl GlobalMemory {
 
     /// Allocates `size` bytes (size 0 is refused by the driver before this).
     pub fn alloc(&self, size: u64) -> Result<u64, MemError> {
+        self.alloc_named(size, None)
+    }
+
+    /// Allocates `size` bytes for what `name` says (a module's `.global`
+    /// variable: "module global `x`"), which reports then name.
+    pub fn alloc_named(&self, size: u64, name: Option<&str>) -> Result<u64, MemError> {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let available = self.capacity - st.used;
         if size > available || size > isize::MAX as u64 / 2 {
@@ -205,7 +231,7 @@ impl GlobalMemory {
         // end of one allocation never lands in the next one.
         st.next_base = (base + size.max(1)).div_ceil(ALLOC_ALIGN) * ALLOC_ALIGN + ALLOC_ALIGN;
         st.used += size;
-        st.allocs.insert(base, Arc::new(Allocation::new(base, size)));
+        st.allocs.insert(base, Arc::new(Allocation::new(base, size, name.map(Into::into))));
         Ok(base)
     }
 
@@ -215,6 +241,7 @@ impl GlobalMemory {
         match st.allocs.remove(&addr) {
             Some(a) => {
                 st.used -= a.size;
+                st.freed.insert(a.base, (a.size, a.name.clone()));
                 Ok(())
             }
             None => Err(MemError::NotAnAllocation { addr }),
@@ -319,6 +346,55 @@ impl GlobalMemory {
         self.nearest(addr)
     }
 
+    /// Where a `len`-byte access at `addr` that is not inside one live
+    /// allocation lies, in compute-sanitizer's words: inside a freed
+    /// allocation (use after free), or its distance to the nearest live one
+    /// ("4 bytes after the end of a 1024-byte allocation at 0x..."), naming
+    /// a module global by its variable.
+    pub fn describe_outside(&self, addr: u64, len: u64) -> String {
+        let st = self.state();
+        let freed = st
+            .freed
+            .range(..=addr)
+            .next_back()
+            .filter(|(base, (size, _))| addr < **base + (*size).max(1))
+            .map(|(base, (size, name))| {
+                format!(
+                    "inside {} that was freed (use after free); ",
+                    describe_allocation(*base, *size, name.as_deref())
+                )
+            })
+            .unwrap_or_default();
+        let below = st.allocs.range(..=addr).next_back().map(|(_, a)| a);
+        let above = st.allocs.range(addr.saturating_add(1)..).next().map(|(_, a)| a);
+        let nearest = match (below, above) {
+            (Some(b), Some(a)) => Some(if addr - (b.base + b.size) <= a.base - addr { b } else { a }),
+            (b, a) => b.or(a),
+        };
+        match nearest {
+            Some(a) => format!("{freed}nearest allocation: {}", distance(addr, len, a)),
+            None => format!("{freed}no live allocation"),
+        }
+    }
+
+    /// Why `addr` cannot be freed: never allocated, already freed, or not
+    /// the base of the live allocation it lies in.
+    pub fn describe_bad_free(&self, addr: u64) -> String {
+        if let Some(a) = self.find(addr, 1) {
+            return format!("{} bytes inside {}, not its base", addr - a.base, a.describe());
+        }
+        let st = self.state();
+        match st.freed.get(&addr) {
+            Some((size, name)) => {
+                format!("{} was already freed (double free)", describe_allocation(addr, *size, name.as_deref()))
+            }
+            None => {
+                drop(st);
+                format!("never allocated; {}", self.describe_outside(addr, 1))
+            }
+        }
+    }
+
     /// The first byte of `[addr, addr+len)` nothing has written (initcheck
     /// for host-side readers of device memory, such as the emulated
     /// libraries), or `None` if every byte was written.
@@ -326,6 +402,29 @@ impl GlobalMemory {
         let a = self.find_range(addr, len)?;
         let off = addr - a.base;
         Ok((off..off + len).find(|&i| !a.is_init(i, 1)).map(|i| a.base + i))
+    }
+}
+
+fn describe_allocation(base: u64, size: u64, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} (a {size}-byte allocation at {base:#x})"),
+        None => format!("a {size}-byte allocation at {base:#x}"),
+    }
+}
+
+/// Where a `len`-byte access at `addr` lies relative to allocation `a`, in
+/// compute-sanitizer's words.
+fn distance(addr: u64, len: u64, a: &Allocation) -> String {
+    let (base, end) = (a.base, a.base + a.size);
+    let what = a.describe();
+    if addr >= end {
+        format!("{} bytes after the end of {what}", addr - end)
+    } else if addr.saturating_add(len) <= base {
+        format!("{} bytes before the start of {what}", base - addr)
+    } else if addr < base {
+        format!("starts {} bytes before {what}", base - addr)
+    } else {
+        format!("{} bytes inside {what}, running past its end", addr - base)
     }
 }
 

@@ -47,7 +47,7 @@ impl Module {
                 }
                 let bytes = initial_bytes(v)?;
                 let addr = mem
-                    .alloc(bytes.len().max(1) as u64)
+                    .alloc_named(bytes.len().max(1) as u64, Some(&format!("module global `{}`", v.name)))
                     .map_err(|e| LoadError { line: v.line, message: format!("allocating `{}`: {e}", v.name) })?;
                 allocated.push(addr);
                 mem.write(addr, &bytes).map_err(|e| LoadError { line: v.line, message: e.to_string() })?;
@@ -94,6 +94,14 @@ impl Module {
     /// A module-scope `.global` or `.const` variable: `(device address, size)`.
     pub fn global(&self, name: &str) -> Option<(u64, u64)> {
         self.globals.get(name).copied()
+    }
+
+    /// The module-scope variable whose storage holds `addr`, if any.
+    pub fn global_containing(&self, addr: u64) -> Option<&str> {
+        self.globals
+            .iter()
+            .find(|(_, (base, size))| addr >= *base && addr < base + (*size).max(1))
+            .map(|(n, _)| n.as_str())
     }
 
     /// Frees the module's variables.

@@ -96,6 +96,7 @@ fn gemm_256_throughput_unchecked() {
         racecheck: false,
         initcheck: false,
         synccheck: false,
+        ldmatrix_initcheck: false,
         threads: 1,
         sample_ctas: None,
     };

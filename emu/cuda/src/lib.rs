@@ -24,7 +24,9 @@
 //! Environment: `PTX_EMU_GLOBAL_MEMORY_BYTES` sets the device's memory
 //! capacity (default 40 GiB); `PTX_EMU_COUNTERS_FILE` names a file to which
 //! each launch's counters are appended as one JSON line; the executor's
-//! check switches (`PTX_EMU_MEMCHECK=0`, ...) apply to every launch.
+//! check switches (`PTX_EMU_MEMCHECK=0`, ...) apply to every launch;
+//! `PTX_EMU_LEAK_CHECK=1` reports the allocations a context still holds
+//! when it is destroyed ([`leaks`]).
 //! `ptxEmuIsEmulator`, `ptxEmuGetLastLaunchCountersJson` and
 //! `ptxEmuGetRecentLaunchCountersJson` are extra exports for tests to find
 //! with `dlsym`.
@@ -38,6 +40,7 @@ pub mod device;
 mod guard;
 mod image;
 pub mod introspection;
+pub mod leaks;
 pub mod launch;
 pub mod memory;
 pub mod module;

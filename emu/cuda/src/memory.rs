@@ -4,6 +4,7 @@
 
 use crate::context::CUcontext;
 use crate::guard::{ffi_guard, write_out};
+use crate::leaks::AllocationSite;
 use crate::result::{
     CUresult, DriverResult, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_SUPPORTED, CUDA_ERROR_OUT_OF_MEMORY,
 };
@@ -39,7 +40,7 @@ fn begin(state: &DeviceState, stream: CUstream) -> DriverResult<Handle> {
     Ok(context)
 }
 
-fn alloc(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream) -> DriverResult {
+fn alloc(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream, call: &'static str) -> DriverResult {
     let mut state = driver().lock()?;
     let context = begin(&state, stream)?;
     if pointer.is_null() || bytes == 0 {
@@ -47,6 +48,9 @@ fn alloc(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream) -> DriverRes
     }
     let address = mem_result(driver().memory().alloc(bytes as u64))?;
     state.allocations.insert(address, context);
+    state.allocations_made += 1;
+    let site = AllocationSite::record(call, state.allocations_made, bytes as u64);
+    state.allocation_sites.insert(address, site);
     // SAFETY: checked non-null; the caller guarantees it is writable.
     unsafe { write_out(pointer, address) }
 }
@@ -55,7 +59,14 @@ fn free(address: CUdeviceptr, stream: CUstream) -> DriverResult {
     let mut state = driver().lock()?;
     let context = state.current()?;
     state.check_stream(handle_of(stream))?;
+    state.allocation_sites.remove(&address);
     if state.allocations.remove(&address).is_none() {
+        // As compute-sanitizer reports an invalid free: what the pointer is.
+        let why = match state.modules.values().find_map(|m| m.module.global_containing(address)) {
+            Some(name) => format!("it is module global `{name}`, freed with its module"),
+            None => driver().memory().describe_bad_free(address),
+        };
+        eprintln!("ptx-emu: invalid free: {address:#x} is not a live allocation of cuMemAlloc: {why}");
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     mem_result(driver().memory().free(address))?;
@@ -68,14 +79,14 @@ fn free(address: CUdeviceptr, stream: CUstream) -> DriverResult {
 /// `pointer` must be null or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemAlloc_v2(pointer: *mut CUdeviceptr, bytes: usize) -> CUresult {
-    ffi_guard(|| alloc(pointer, bytes, std::ptr::null_mut()))
+    ffi_guard(|| alloc(pointer, bytes, std::ptr::null_mut(), "cuMemAlloc_v2"))
 }
 
 /// # Safety
 /// `pointer` must be null or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemAllocAsync(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream) -> CUresult {
-    ffi_guard(|| alloc(pointer, bytes, stream))
+    ffi_guard(|| alloc(pointer, bytes, stream, "cuMemAllocAsync"))
 }
 
 /// # Safety

@@ -139,10 +139,7 @@ fn check_bounds(accessor: &Accessor, range: Range2D) -> DriverResult {
     if inside {
         return Ok(());
     }
-    let nearest = match memory.nearest_allocation(range.address) {
-        Some((base, size)) => format!("nearest allocation ({base:#x}, {size} bytes)"),
-        None => "no live allocation".to_string(),
-    };
+    let nearest = memory.describe_outside(range.address, extent.unwrap_or(u64::MAX));
     let detail = format!(
         "{} runs of {} bytes, {} bytes apart (extent {}) are not inside one live allocation; {nearest}",
         range.runs,

@@ -8,6 +8,7 @@
 
 use crate::context::current_context;
 use crate::device::global_memory_bytes;
+use crate::leaks::{self, AllocationSite};
 use crate::result::{DriverResult, CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_INVALID_HANDLE, CUDA_ERROR_NOT_INITIALIZED};
 use ptx_emu::memory::GlobalMemory;
 use ptx_emu::module::Module;
@@ -83,6 +84,10 @@ pub(crate) struct DeviceState {
     pub contexts: HashMap<Handle, ContextRecord>,
     /// Device allocation base → the context that owns it.
     pub allocations: HashMap<u64, Handle>,
+    /// Device allocation base → the call that made it (the leak check).
+    pub allocation_sites: HashMap<u64, AllocationSite>,
+    /// Device allocations made so far (numbers them in the leak report).
+    pub allocations_made: u64,
     pub modules: HashMap<Handle, ModuleRecord>,
     pub functions: HashMap<Handle, FunctionRecord>,
     pub streams: HashMap<Handle, StreamRecord>,
@@ -154,8 +159,13 @@ impl DeviceState {
         let Some(memory) = memory else { return };
         let owned: Vec<u64> =
             self.allocations.iter().filter(|(_, owner)| **owner == context).map(|(addr, _)| *addr).collect();
+        if leaks::enabled() {
+            let leaked = owned.iter().filter_map(|addr| Some((*addr, self.allocation_sites.get(addr)?))).collect();
+            eprint!("{}", leaks::report(context, leaked));
+        }
         for addr in owned {
             self.allocations.remove(&addr);
+            self.allocation_sites.remove(&addr);
             // The allocation table and the memory agree, so this cannot fail;
             // nothing can be reported from a teardown anyway.
             let _ = memory.free(addr);

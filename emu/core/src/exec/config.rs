@@ -19,6 +19,10 @@ pub struct CheckOptions {
     pub racecheck: bool,
     pub initcheck: bool,
     pub synccheck: bool,
+    /// initcheck also for the rows `ldmatrix` reads (off by default: tiled
+    /// GEMMs read rows past a ragged edge that they never wrote and discard
+    /// the products; with it off those bytes read as 0xff, NaN, instead).
+    pub ldmatrix_initcheck: bool,
     /// Host threads running independent CTAs (0 = all cores).
     pub threads: usize,
     /// Run only about this many CTAs of a larger grid and extrapolate the
@@ -35,6 +39,7 @@ impl Default for CheckOptions {
             racecheck: true,
             initcheck: true,
             synccheck: true,
+            ldmatrix_initcheck: false,
             threads: 0,
             sample_ctas: None,
         }
@@ -53,6 +58,7 @@ impl CheckOptions {
             racecheck: !off("PTX_EMU_RACECHECK"),
             initcheck: !off("PTX_EMU_INITCHECK"),
             synccheck: !off("PTX_EMU_SYNCCHECK"),
+            ldmatrix_initcheck: std::env::var("PTX_EMU_INITCHECK_LDMATRIX").is_ok_and(|v| v.trim() == "1"),
             threads: std::env::var("PTX_EMU_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             sample_ctas: sample_ctas_from_env(),
         }

@@ -172,10 +172,7 @@ impl<'l> Cta<'l> {
                 if !self.l.opts.memcheck {
                     return Ok(None);
                 }
-                let near = match self.l.mem.nearest(addr) {
-                    Some((b, s)) => format!("nearest allocation [{b:#x}, +{s}): {}", distance(addr, len, b, s)),
-                    None => "no live allocation".into(),
-                };
+                let near = self.l.mem.describe_outside(addr, len);
                 return Err(self.report(
                     FindingKind::OutOfBounds,
                     pc,
@@ -632,21 +629,6 @@ impl<'l> Cta<'l> {
             self.shared_init[o..o + len].fill(true);
         }
         Ok(())
-    }
-}
-
-/// Where a `len`-byte access at `addr` lies relative to the allocation
-/// `[base, base + size)`, in compute-sanitizer's words.
-fn distance(addr: u64, len: u64, base: u64, size: u64) -> String {
-    let end = base + size;
-    if addr >= end {
-        format!("{} bytes after the end of a {size}-byte allocation at {base:#x}", addr - end)
-    } else if addr.saturating_add(len) <= base {
-        format!("{} bytes before the start of a {size}-byte allocation at {base:#x}", base - addr)
-    } else if addr < base {
-        format!("starts {} bytes before a {size}-byte allocation at {base:#x}", base - addr)
-    } else {
-        format!("{} bytes inside a {size}-byte allocation at {base:#x}, running past its end", addr - base)
     }
 }
 

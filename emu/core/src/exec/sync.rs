@@ -202,15 +202,13 @@ impl<'l> Cta<'l> {
                         let tid = self.tid_of(w, r);
                         let addr = self.val(w, &inst.s[0], r);
                         self.matrix_row_check(pc, tid, addr)?;
-                        // No shared initcheck on ldmatrix: tensor-core tiles load
-                        // rows past a ragged edge that predicated-off copies left
-                        // unwritten, and the products of those rows are discarded
-                        // (CUTLASS's multistage mainloop does this by design).
-                        // Racecheck still applies, so reads ahead of cp.async.wait are caught.
+                        // Row r of the phase is the 16 bytes at lane r's address and
+                        // nothing else: racecheck sees each byte, initcheck the row.
                         for (k, byte) in rows[r].iter_mut().enumerate() {
                             *byte =
                                 self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
                         }
+                        self.ldmatrix_row_initcheck(pc, tid, addr, q, j, &mut rows[r])?;
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
                     }
                     conflicts += self.count_matrix_phase();
@@ -252,6 +250,55 @@ impl<'l> Cta<'l> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// initcheck of one ldmatrix row: the 16 bytes that lane `8 * q + j`'s
+    /// address names are row `j` of matrix `q` (`.x1` and `.x2` read only the
+    /// rows of lanes 0-7 and 0-15; the other lanes' addresses name nothing
+    /// and are not looked at).
+    ///
+    /// By default a row with bytes never written is not a finding: tiled
+    /// GEMMs (CUTLASS's multistage mainloop, ours at ragged edges) skip the
+    /// copies of rows past the problem's edge and discard the products those
+    /// rows feed. Instead the unwritten bytes read as 0xff, a NaN in f16, bf16
+    /// and f32, so any product of them that does reach an output is NaN there
+    /// and fails a comparison with a reference, the precise test of "used".
+    /// `PTX_EMU_INITCHECK_LDMATRIX=1` makes every such row a finding.
+    #[allow(clippy::too_many_arguments)]
+    fn ldmatrix_row_initcheck(
+        &self,
+        pc: u32,
+        tid: u32,
+        addr: u64,
+        q: usize,
+        j: usize,
+        row: &mut [u8; 16],
+    ) -> Result<(), Stop> {
+        if !self.l.opts.initcheck {
+            return Ok(());
+        }
+        let o = addr as usize;
+        let Some(written) = self.shared_init.get(o..o + 16) else { return Ok(()) };
+        let Some(first) = written.iter().position(|b| !*b) else { return Ok(()) };
+        if !self.l.opts.ldmatrix_initcheck {
+            for (byte, _) in row.iter_mut().zip(written).filter(|(_, w)| !**w) {
+                *byte = 0xff;
+            }
+            return Ok(());
+        }
+        let unwritten = written.iter().filter(|b| !**b).count();
+        Err(self.report(
+            FindingKind::Uninitialized,
+            pc,
+            tid,
+            addr,
+            format!(
+                "ldmatrix row {j} of matrix {q} (the address of lane {}) at shared offset {addr:#x}: \
+                 {unwritten} of its 16 bytes never written, the first at {:#x}",
+                8 * q + j,
+                addr + first as u64
+            ),
+        ))
     }
 
     fn matrix_row_check(&self, pc: u32, tid: u32, addr: u64) -> Result<(), Stop> {
