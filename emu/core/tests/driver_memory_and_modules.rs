@@ -115,6 +115,77 @@ fn allocate_copy_set_and_free() {
     }
 }
 
+/// The leak-check child's allocations, from a frame of its own that the
+/// report's host stack must name.
+#[inline(never)]
+fn leak_child_allocate(kept: &mut CUdeviceptr, gone: &mut CUdeviceptr, queued: &mut CUdeviceptr) {
+    unsafe {
+        ok(cuMemAlloc_v2(kept, 1000));
+        ok(cuMemAlloc_v2(gone, 8));
+        ok(cuMemAllocAsync(queued, 24, null_mut()));
+    }
+}
+
+/// Set in the child process of the leak-check test.
+const LEAK_CHILD_ENV: &str = "PTX_EMU_LEAK_TEST_CHILD";
+
+#[test]
+fn leak_check_lists_the_live_allocations_of_a_destroyed_context() {
+    if std::env::var_os(LEAK_CHILD_ENV).is_some() {
+        unsafe {
+            // A context that frees everything: a summary of nothing.
+            let clean = Context::new();
+            let mut freed: CUdeviceptr = 0;
+            ok(cuMemAlloc_v2(&mut freed, 64));
+            ok(cuMemFree_v2(freed));
+            drop(clean);
+            let leaky = Context::new();
+            let (mut kept, mut gone, mut queued): (CUdeviceptr, CUdeviceptr, CUdeviceptr) = (0, 0, 0);
+            leak_child_allocate(&mut kept, &mut gone, &mut queued);
+            ok(cuMemFree_v2(gone));
+            println!("child allocations: {kept:#x} {queued:#x}");
+            drop(leaky);
+        }
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("test executable"))
+        .args(["--exact", "leak_check_lists_the_live_allocations_of_a_destroyed_context", "--nocapture"])
+        .env(LEAK_CHILD_ENV, "1")
+        .env("PTX_EMU_LEAK_CHECK", "1")
+        .output()
+        .expect("re-run the test executable");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let addresses: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("child allocations: "))
+        .unwrap_or_else(|| panic!("child printed no addresses:\n{stdout}"))
+        .split(' ')
+        .collect();
+    let summaries: Vec<&str> = stderr.lines().filter(|l| l.contains("LEAK SUMMARY")).collect();
+    assert_eq!(
+        summaries,
+        [
+            "ptx-emu: LEAK SUMMARY: 0 bytes leaked in 0 allocations",
+            "ptx-emu: LEAK SUMMARY: 1024 bytes leaked in 2 allocations"
+        ],
+        "{stderr}"
+    );
+    let leaks: Vec<&str> = stderr.lines().filter(|l| l.contains("leak check: leaked")).collect();
+    assert_eq!(leaks.len(), 2, "{stderr}");
+    assert!(
+        leaks[0].contains(&format!("leaked 1000 bytes at {} (allocation #2 by cuMemAlloc_v2)", addresses[0])),
+        "{stderr}"
+    );
+    assert!(
+        leaks[1].contains(&format!("leaked 24 bytes at {} (allocation #4 by cuMemAllocAsync)", addresses[1])),
+        "{stderr}"
+    );
+    // The host stack below the driver call names this test's code.
+    assert!(stderr.lines().any(|l| l.contains("allocated from") && l.contains("leak_child_allocate")), "{stderr}");
+}
+
 #[test]
 fn host_allocations() {
     let _context = Context::new();
@@ -168,6 +239,10 @@ fn module_functions_globals_and_attributes() {
         let mut params = [(&mut by as *mut i32).cast::<c_void>()];
         let bump = function(module, "bump_counter");
         ok(cuLaunchKernel(bump, 1, 1, 1, 32, 1, 1, 0, null_mut(), params.as_mut_ptr(), null_mut()));
+        ok(cuMemcpyDtoH_v2((&mut counter as *mut i32).cast(), address, 4));
+        assert_eq!(counter, 12);
+        // A module's variable is not cuMemAlloc's to free; it stays usable.
+        assert_eq!(cuMemFree_v2(address), CUDA_ERROR_INVALID_VALUE, "free of a module global");
         ok(cuMemcpyDtoH_v2((&mut counter as *mut i32).cast(), address, 4));
         assert_eq!(counter, 12);
 

@@ -56,12 +56,10 @@ impl AllocationSite {
         // Drop the frames up to and including the driver's entry point.
         let entry = frames.iter().position(|f| f.starts_with(self.call));
         let start = entry.map_or(0, |i| i + 1);
-        frames
-            .into_iter()
-            .skip(start)
-            .filter(|f| !f.starts_with("std::") && !f.starts_with("core::"))
-            .take(max)
-            .collect()
+        // The runtime's own frames (thread start, the test harness) say nothing.
+        const RUNTIME: [&str; 9] =
+            ["std::", "core::", "<std::", "<core::", "test::", "start_thread", "clone", "__libc_start", "_start"];
+        frames.into_iter().skip(start).filter(|f| !RUNTIME.iter().any(|r| f.starts_with(r))).take(max).collect()
     }
 }
 
