@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The exports of `libcuda.so` the libraries call (`ptx_emu_private::EXPORTS`).
-const PRIVATE_EXPORTS: [&str; 3] = ["ptxEmuStreamHostOp", "ptxEmuReadDevice2D", "ptxEmuWriteDevice2D"];
+const PRIVATE_EXPORTS: [&str; 4] =
+    ["ptxEmuStreamHostOp", "ptxEmuReadDevice2D", "ptxEmuWriteDevice2D", "ptxEmuCheckDevice"];
 
 /// Builds a stub `libcuda.so` (SONAME `libcuda.so.1`, the private exports
 /// as empty functions) into `OUT_DIR` and links the library against it, so

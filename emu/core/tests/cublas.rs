@@ -776,6 +776,47 @@ fn a_batch_stride_past_the_allocation_is_a_finding() {
     );
 }
 
+#[test]
+#[ignore = "run in a child process by a_workspace_past_its_allocation_is_a_finding"]
+fn child_workspace_past_allocation() {
+    let ctx = CudaContext::new(0).expect("context");
+    let stream = ctx.default_stream();
+    let blas = CudaBlas::new(stream.clone()).expect("cublasCreate");
+    let a = stream.clone_htod(&[1.0f32; 16]).expect("a");
+    let mut c = stream.alloc_zeros::<f32>(16).expect("c");
+    let cfg = GemmConfig {
+        transa: Op::CUBLAS_OP_N,
+        transb: Op::CUBLAS_OP_N,
+        m: 4,
+        n: 4,
+        k: 4,
+        alpha: 1.0f32,
+        lda: 4,
+        ldb: 4,
+        beta: 0.0,
+        ldc: 4,
+    };
+    // A 1024-byte workspace given as 2048 bytes: cuBLAS may use all of it.
+    let workspace = stream.alloc_zeros::<u8>(1024).expect("workspace");
+    let (pointer, _sync) = workspace.device_ptr(&stream);
+    let set = unsafe { sys::cublasSetWorkspace_v2(*blas.handle(), pointer as *mut std::ffi::c_void, 2048) };
+    assert_eq!(status(set.result()), 0);
+    expect_fault(&stream, status(unsafe { blas.gemm(cfg, &a, &a, &mut c) }));
+}
+
+#[test]
+fn a_workspace_past_its_allocation_is_a_finding() {
+    let stderr = assert_child_passed("child_workspace_past_allocation");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("ptx-emu: OutOfBounds in library call `cublasSgemm_v2`, operand `workspace`")
+                && l.contains("0 bytes inside a 1024-byte allocation")
+                && l.contains("running past its end")),
+        "no finding naming the call, the workspace and its allocation:\n{stderr}"
+    );
+}
+
 /// The libraries link against the emulated driver rather than carrying a
 /// copy of it: `NEEDED libcuda.so.1`, the SONAMEs `-l` records, and the
 /// private exports they call defined by libcuda.so.

@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use ptx_emu_blas::gemm::{gemm, Epilogue, Matrix, Operands, Shape};
 use ptx_emu_blas::status::*;
 use ptx_emu_blas::types::{require, transposed, Elem, GemmTypes};
-use ptx_emu_private::{on_stream, read, Access, CuResult, DevicePtr, Region};
+use ptx_emu_private::{check, on_stream, read, Access, CuResult, DevicePtr, Region};
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 
 pub type cublasHandle_t = *mut c_void;
@@ -219,7 +219,7 @@ fn device_scale(call: &CStr, operand: &CStr, elem: Elem, address: DevicePtr) -> 
 /// `alpha` and `beta` point to a scale on the host or (device pointer mode)
 /// hold device addresses.
 unsafe fn run(handle: cublasHandle_t, call: GemmCall, types: Result<GemmTypes, u32>) -> Status {
-    let Settings { stream, pointer_mode, .. } = handle::settings(key(handle))?;
+    let Settings { stream, pointer_mode, workspace, .. } = handle::settings(key(handle))?;
     let (transa, transb) = (transposed(call.transa)?, transposed(call.transb)?);
     require(call.m >= 0 && call.n >= 0 && call.k >= 0)?;
     let (m, n, k) = (call.m as usize, call.n as usize, call.k as usize);
@@ -249,6 +249,8 @@ unsafe fn run(handle: cublasHandle_t, call: GemmCall, types: Result<GemmTypes, u
     let name = call.name;
     let batch = call.batch;
     on_stream(stream, || {
+        // cuBLAS may use the workspace as scratch in any call: it must still be live.
+        check(Access { call: name, operand: c"workspace" }, workspace.0, workspace.1)?;
         let (alpha, beta) = match host_scales {
             Some(scales) => scales,
             None => (

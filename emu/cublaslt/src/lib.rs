@@ -23,7 +23,7 @@ mod matmul;
 use descriptors::{Layout, MatmulDesc, Object, Preference};
 use ptx_emu_blas::status::*;
 use ptx_emu_blas::types::{require, Elem};
-use ptx_emu_private::{on_stream, DevicePtr};
+use ptx_emu_private::{check, on_stream, Access, DevicePtr};
 use std::ffi::{c_char, c_int, c_void};
 
 pub type cublasLtHandle_t = *mut c_void;
@@ -361,7 +361,8 @@ unsafe fn host_scale(elem: Elem, pointer: *const c_void) -> f64 {
 }
 
 /// `D = epilogue(alpha * op(A) * op(B) + beta * C)` on `stream`. `algo` may
-/// be null or the heuristic's; the workspace is not used.
+/// be null or the heuristic's; the workspace is not used, but memcheck
+/// requires it inside one live allocation (cuBLASLt may use it as scratch).
 ///
 /// # Safety
 /// As cuBLASLt documents: device matrices, host (or, in device pointer
@@ -381,8 +382,8 @@ pub unsafe extern "C" fn cublasLtMatmul(
     d: *mut c_void,
     d_layout: cublasLtMatrixLayout_t,
     algo: *const cublasLtMatmulAlgo_t,
-    _workspace: *mut c_void,
-    _workspace_bytes: usize,
+    workspace: *mut c_void,
+    workspace_bytes: usize,
     stream: *mut c_void,
 ) -> cublasStatus_t {
     guard(|| {
@@ -398,6 +399,8 @@ pub unsafe extern "C" fn cublasLtMatmul(
         let host_scales = (!plan.scales_on_device).then(|| (host_scale(scale, alpha), host_scale(scale, beta)));
         let addresses = [a as DevicePtr, b as DevicePtr, c as DevicePtr, d as DevicePtr];
         on_stream(stream as usize, || {
+            let workspace_access = Access { call: c"cublasLtMatmul", operand: c"workspace" };
+            check(workspace_access, workspace as DevicePtr, workspace_bytes)?;
             let (alpha, beta) = match host_scales {
                 Some(scales) => scales,
                 None => (

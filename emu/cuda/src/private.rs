@@ -18,6 +18,9 @@
 //!   (719, unless `PTX_EMU_INITCHECK=0`); either is printed as
 //!   `ptx-emu: ...`, naming the library call and the operand, and made sticky
 //!   in the context, as a faulting kernel's would be.
+//! - `ptxEmuCheckDevice`: the memcheck alone, for device memory a library
+//!   call is given but does not touch here (cuBLAS's and cuBLASLt's
+//!   workspaces, which the real libraries may use as scratch).
 
 use crate::guard::ffi_guard;
 use crate::memory::CUdeviceptr;
@@ -245,6 +248,29 @@ pub unsafe extern "C" fn ptxEmuWriteDevice2D(
     ffi_guard(|| {
         let range = range(address, run_bytes, pitch, runs, !data.is_null())?;
         write_2d(&Accessor::new(call, operand), range, data.cast())
+    })
+}
+
+/// memcheck of `bytes` bytes at `address` that a library call holds
+/// without copying them (a workspace): all inside one live allocation, else
+/// a finding as for a copy. Zero bytes check nothing.
+///
+/// # Safety
+/// `call` and `operand` null or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ptxEmuCheckDevice(
+    call: *const c_char,
+    operand: *const c_char,
+    address: CUdeviceptr,
+    bytes: usize,
+) -> CUresult {
+    ffi_guard(|| {
+        if bytes == 0 {
+            return Ok(());
+        }
+        driver().require_init()?;
+        let range = Range2D { address, run_bytes: bytes as u64, pitch: bytes as u64, runs: 1 };
+        check_bounds(&Accessor::new(call, operand), range)
     })
 }
 

@@ -40,11 +40,12 @@ extern "C" {
         runs: usize,
         data: *const c_void,
     ) -> CuResult;
+    fn ptxEmuCheckDevice(call: *const c_char, operand: *const c_char, address: DevicePtr, bytes: usize) -> CuResult;
 }
 
 /// The exported names, for the link-time stub (`build_support.rs`) and a
 /// test that `libcuda.so` exports each.
-pub const EXPORTS: [&str; 3] = ["ptxEmuStreamHostOp", "ptxEmuReadDevice2D", "ptxEmuWriteDevice2D"];
+pub const EXPORTS: [&str; 4] = ["ptxEmuStreamHostOp", "ptxEmuReadDevice2D", "ptxEmuWriteDevice2D", "ptxEmuCheckDevice"];
 
 fn result(code: CuResult) -> Result<(), CuResult> {
     if code == 0 {
@@ -158,4 +159,12 @@ pub fn write<T: Element>(access: Access, region: Region, data: &[T]) -> Result<(
             data.as_ptr().cast(),
         )
     })
+}
+
+/// memcheck of `bytes` device bytes at `address` that a library may use
+/// without reading or writing them here (a workspace): all inside one live
+/// allocation, else a finding (700) naming the call and operand.
+pub fn check(access: Access, address: DevicePtr, bytes: usize) -> Result<(), CuResult> {
+    // SAFETY: the names are C strings.
+    result(unsafe { ptxEmuCheckDevice(access.call.as_ptr(), access.operand.as_ptr(), address, bytes) })
 }
