@@ -34,6 +34,10 @@ fn thread_cpu_seconds() -> f64 {
 }
 
 fn run_gemm(size: usize, threads: usize) -> (f64, u64) {
+    run_gemm_with(size, CheckOptions { threads, ..CheckOptions::default() })
+}
+
+fn run_gemm_with(size: usize, opts: CheckOptions) -> (f64, u64) {
     let d = Dev::new(&compile(GEMM));
     let a = random_f32(size * size, 11);
     let b = random_f32(size * size, 12);
@@ -42,8 +46,7 @@ fn run_gemm(size: usize, threads: usize) -> (f64, u64) {
     let args = [Arg::Ptr(da), Arg::Ptr(db), Arg::Ptr(dc), Arg::I32(n), Arg::I32(n), Arg::I32(n)];
     let g = (size / 16) as u32;
     let start = std::time::Instant::now();
-    let rep =
-        d.run("gemm_tiled", [g, g, 1], [16, 16, 1], 0, &args, CheckOptions { threads, ..CheckOptions::default() });
+    let rep = d.run("gemm_tiled", [g, g, 1], [16, 16, 1], 0, &args, opts);
     let secs = start.elapsed().as_secs_f64();
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     // Spot-check a few outputs against the CPU.
@@ -71,6 +74,15 @@ fn gemm_256_throughput() {
         "gemm 256^3, 1 host thread: {insts} thread-instructions in {secs:.2} s wall ({:.1} M/s), {cpu:.2} s CPU ({:.1} M/s per core)",
         insts as f64 / secs / 1e6,
         insts as f64 / cpu / 1e6
+    );
+    // racecheck's share: the same run without it.
+    let cpu0 = thread_cpu_seconds();
+    let (_, insts) = run_gemm_with(256, CheckOptions { threads: 1, racecheck: false, ..CheckOptions::default() });
+    let cpu_no_race = thread_cpu_seconds() - cpu0;
+    println!(
+        "gemm 256^3, 1 host thread, racecheck off: {cpu_no_race:.2} s CPU ({:.1} M/s per core); racecheck adds {:.0}%",
+        insts as f64 / cpu_no_race / 1e6,
+        (cpu / cpu_no_race - 1.0) * 100.0
     );
     let (secs, insts) = run_gemm(256, 0);
     println!(

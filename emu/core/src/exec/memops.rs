@@ -219,6 +219,14 @@ impl<'l> Cta<'l> {
             });
         }
         for (b, c) in found {
+            self.report_conflict(pc, tid, off, b, write, c);
+        }
+        Ok(())
+    }
+
+    /// Reports the conflict `c` of an access by `tid` at `pc` (at `off`) to byte `b`.
+    fn report_conflict(&self, pc: u32, tid: u32, off: u64, b: u64, write: bool, c: Conflict) {
+        {
             let (other_pc, detail) = match c {
                 Conflict::With { other, other_wrote } => (
                     other.pc,
@@ -243,16 +251,53 @@ impl<'l> Cta<'l> {
             };
             self.report_race(pc, other_pc, tid, off, detail);
         }
-        Ok(())
+    }
+
+    /// Racecheck for the shared reads of one warp instruction, `(lane, addr,
+    /// len)` each, after their values were read: lanes reading the same
+    /// bytes are one visit of each byte's history (a broadcast read by 32
+    /// lanes costs what one lane's does), as [`RaceShadow::read_lanes`] says.
+    fn race_check_warp_reads(&mut self, w: usize, pc: u32, reads: &[(usize, u64, u64)]) {
+        // Aligned accesses of one size are equal or disjoint: group by
+        // address (at most 32 groups, on the stack: this is the hot path).
+        let mut groups = [(0u64, 0u64, 0u32); 32];
+        let mut n = 0;
+        for &(lane, addr, len) in reads {
+            match groups[..n].iter_mut().find(|g| g.0 == addr && g.1 == len) {
+                Some(g) => g.2 |= 1 << lane,
+                None => {
+                    groups[n] = (addr, len, 1 << lane);
+                    n += 1;
+                }
+            }
+        }
+        let wsync = self.warps[w].wsync;
+        let mut found: Vec<(u64, Conflict, u32)> = Vec::new();
+        for &(addr, len, lanes) in &groups[..n] {
+            let now = self.race.stamp(self.tid_of(w, lanes.trailing_zeros() as usize), pc, wsync);
+            for b in addr..addr + len {
+                self.race.read_lanes(b as usize, now, lanes, &mut |c, tid| {
+                    if !found.iter().any(|(_, f, _)| f == &c) {
+                        found.push((b, c, tid));
+                    }
+                });
+            }
+        }
+        for (b, c, tid) in found {
+            self.report_conflict(pc, tid, b, b, false, c);
+        }
     }
 
     /// Reads `len` ≤ 8 bytes at a resolved address.
     #[inline]
     pub(super) fn read(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<u64, Stop> {
-        self.read_checked(pc, tid, sp, addr, len, true)
+        self.read_checked(pc, tid, sp, addr, len, true, true)
     }
 
-    /// `read`, with the shared-memory initcheck optional (see `Op::Ldmatrix`).
+    /// `read`, with the shared-memory initcheck optional (see `Op::Ldmatrix`)
+    /// and the shared-memory racecheck optional (done for the whole warp by
+    /// the caller).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn read_checked(
         &mut self,
         pc: u32,
@@ -261,6 +306,7 @@ impl<'l> Cta<'l> {
         addr: u64,
         len: u32,
         shared_initcheck: bool,
+        shared_racecheck: bool,
     ) -> Result<u64, Stop> {
         let n = len as u64;
         match sp {
@@ -288,7 +334,9 @@ impl<'l> Cta<'l> {
                 if !self.shared_range(pc, tid, sp, addr, n, self.shared.len())? {
                     return Ok(0);
                 }
-                self.race_check(pc, tid, addr, n, false)?;
+                if shared_racecheck {
+                    self.race_check(pc, tid, addr, n, false)?;
+                }
                 let o = addr as usize;
                 if shared_initcheck
                     && self.l.opts.initcheck
@@ -425,14 +473,34 @@ impl<'l> Cta<'l> {
             ScalarType::S8 | ScalarType::S16 => (ScalarType::B32, true),
             t => (t, false),
         };
+        // Shared reads are race-checked for the whole warp at once, first
+        // (a read racing with a write is reported before what it then reads).
+        let warp_race = self.l.opts.racecheck;
+        if warp_race {
+            let limit = self.shared.len() as u64;
+            let mut shared_reads = [(0usize, 0u64, 0u64); 32];
+            let mut n = 0;
+            for l in Lanes(exec) {
+                let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+                if sp == Space::Shared && addr.checked_add(total as u64).is_some_and(|e| e <= limit) {
+                    shared_reads[n] = (l, addr, total as u64);
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                self.race_check_warp_reads(w, pc, &shared_reads[..n]);
+            }
+        }
         for l in Lanes(exec) {
             let tid = self.tid_of(w, l);
             let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
             req_space.get_or_insert(sp);
             self.misaligned(pc, tid, sp, addr, total)?;
             self.note_access(sp, l, addr, total);
+            let race_here = !(warp_race && sp == Space::Shared);
             for i in 0..vec as usize {
-                let mut v = self.read(pc, tid, sp, addr.wrapping_add(i as u64 * size as u64), size)?;
+                let a = addr.wrapping_add(i as u64 * size as u64);
+                let mut v = self.read_checked(pc, tid, sp, a, size, true, race_here)?;
                 if signed_narrow {
                     v = super::arith::sext(v, size * 8) as u64;
                 }

@@ -208,6 +208,29 @@ impl RaceShadow {
                 cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock });
                 return;
             }
+            // One pass to find this warp's entry at this stamp and whether
+            // the thread has an older read to drop (rare: within an epoch a
+            // thread mostly reads a byte once); other warps' entries are
+            // skipped at the first comparison.
+            let mut hit = None;
+            let mut older = false;
+            for (i, r) in cell.reads.iter().enumerate() {
+                if r.warp != warp {
+                    continue;
+                }
+                if r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
+                    hit = Some(i);
+                } else if r.lanes & bit != 0 {
+                    older = true;
+                }
+            }
+            if !older {
+                match hit {
+                    Some(i) => cell.reads[i].lanes |= bit,
+                    None => cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock }),
+                }
+                return;
+            }
             let mut merged = false;
             cell.reads.retain_mut(|r| {
                 if r.warp != warp {
@@ -224,6 +247,68 @@ impl RaceShadow {
             if !merged {
                 cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock });
             }
+        }
+    }
+
+    /// Records reads of byte `off` by the lanes `lanes` (non-empty) of one
+    /// warp at one instruction, `now` stamped with the lowest of them: the
+    /// same as a read by each lane in turn (lanes of one instruction do not
+    /// race with each other when reading), in one visit of the cell. Each
+    /// earlier access some lane is not ordered with goes to `found`, with
+    /// such a lane's thread.
+    pub(crate) fn read_lanes(&mut self, off: usize, now: Access, lanes: u32, found: &mut impl FnMut(Conflict, u32)) {
+        let epoch = self.epoch;
+        let order = Order { clocks: &self.clocks, nwarps: self.nwarps };
+        let Some(cell) = self.cells.get_mut(off) else { return };
+        if cell.epoch != epoch {
+            cell.epoch = epoch;
+            cell.write = None;
+            cell.reads.clear();
+        }
+        let warp = now.tid / 32;
+        if let Some((other, pc)) = cell.pending {
+            found(Conflict::AsyncPending { other, pc }, now.tid);
+            return;
+        }
+        if let Some(w) = cell.write {
+            // Ordered for the writer's own lane; for the others as for any thread.
+            let others = if w.tid / 32 == warp { lanes & !(1u32 << (w.tid % 32)) } else { lanes };
+            if others != 0 {
+                let reader = Access { tid: warp * 32 + others.trailing_zeros(), ..now };
+                if !order.before(&w, &reader) {
+                    found(Conflict::With { other: w, other_wrote: true }, reader.tid);
+                }
+            }
+        }
+        let mut hit = None;
+        let mut older = false;
+        for (i, r) in cell.reads.iter().enumerate() {
+            if r.warp != warp {
+                continue;
+            }
+            if r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
+                hit = Some(i);
+            } else if r.lanes & lanes != 0 {
+                older = true;
+            }
+        }
+        if older {
+            // The lanes' newer reads replace their older ones.
+            cell.reads.retain_mut(|r| {
+                if r.warp != warp || (r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock) {
+                    return true;
+                }
+                r.lanes &= !lanes;
+                r.lanes != 0
+            });
+            hit = cell
+                .reads
+                .iter()
+                .position(|r| r.warp == warp && r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock);
+        }
+        match hit {
+            Some(i) => cell.reads[i].lanes |= lanes,
+            None => cell.reads.push(Reads { warp, lanes, pc: now.pc, wsync: now.wsync, clock: now.clock }),
         }
     }
 
@@ -282,6 +367,36 @@ mod tests {
         assert_eq!(conflicts(&mut s, 8, 7, 3, 0, false), vec![Conflict::AsyncPending { other: 7, pc: 9 }]);
         s.clear_pending(8);
         assert!(conflicts(&mut s, 8, 7, 3, 0, true).is_empty());
+    }
+
+    #[test]
+    fn a_warp_read_is_the_reads_of_its_lanes() {
+        let mut s = RaceShadow::new();
+        s.reset(8, 2);
+        // Thread 3 writes byte 0; lanes 0-7 of its warp then read it at one
+        // instruction: only lanes other than 3 race, reported with lane 0.
+        assert!(conflicts(&mut s, 0, 3, 1, 0, true).is_empty());
+        let mut seen = Vec::new();
+        let now = s.stamp(0, 2, 0);
+        s.read_lanes(0, now, 0xff, &mut |c, tid| seen.push((c, tid)));
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(matches!(seen[0], (Conflict::With { other: Access { tid: 3, .. }, other_wrote: true }, 0)));
+        // Only the writer itself reading: ordered.
+        seen.clear();
+        let now = s.stamp(3, 4, 0);
+        s.read_lanes(0, now, 1 << 3, &mut |c, tid| seen.push((c, tid)));
+        assert!(seen.is_empty(), "{seen:?}");
+        // A later write by warp 1 races with those reads, once per warp and instruction.
+        let c = conflicts(&mut s, 0, 40, 5, 0, true);
+        assert_eq!(c.len(), 3, "the write, the reads at pc 2 and at pc 4: {c:?}");
+        // After a barrier, a warp's reads are one entry; a write by one of
+        // its lanes races with the others only.
+        s.barrier();
+        let now = s.stamp(32, 6, 0);
+        s.read_lanes(1, now, 0b11, &mut |c, tid| seen.push((c, tid)));
+        assert!(seen.is_empty());
+        assert_eq!(conflicts(&mut s, 1, 33, 7, 0, true).len(), 1, "lane 0 read unordered");
+        assert!(conflicts(&mut s, 2, 33, 7, 0, true).is_empty(), "byte 2 untouched");
     }
 
     #[test]

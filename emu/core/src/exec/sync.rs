@@ -206,7 +206,8 @@ impl<'l> Cta<'l> {
                         // nothing else: racecheck sees each byte, initcheck the row.
                         for (k, byte) in rows[r].iter_mut().enumerate() {
                             *byte =
-                                self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false)? as u8;
+                                self.read_checked(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, false, true)?
+                                    as u8;
                         }
                         self.ldmatrix_row_initcheck(pc, tid, addr, q, j, &mut rows[r])?;
                         self.scratch.push((addr & 0xffff_ffff) | 16 << 32 | (j as u64) << 40);
