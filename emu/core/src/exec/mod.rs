@@ -11,13 +11,15 @@
 //! global allocations (`ptx::ir::*_WINDOW`), so a generic access finds its space.
 //!
 //! Known limits of the checks:
-//! - racecheck orders accesses by CTA-wide barriers and, within a warp, by
-//!   collectives and `bar.warp.sync`; a barrier with a thread count below the
-//!   CTA size orders nothing (no false races, possibly missed ones), and per
-//!   byte only the last writer and two readers are remembered.
-//! - shared-memory initcheck does not look at `ldmatrix` rows (tensor-core
-//!   tiles load rows past a ragged edge that predicated-off copies never
-//!   wrote, and discard their products); global initcheck sees everything.
+//! - racecheck orders accesses by CTA-wide barriers, by named barriers
+//!   between the warps that met at them (vector clocks) and, within a warp,
+//!   by collectives and `bar.warp.sync`; it keeps every unordered access, so
+//!   it misses no hazard between them (`race`).
+//! - shared-memory initcheck does not report `ldmatrix` rows by default
+//!   (tensor-core tiles load rows past a ragged edge that predicated-off
+//!   copies never wrote, and discard their products): their unwritten bytes
+//!   read as 0xff (NaN) instead, so a product that is used poisons its
+//!   output; `CheckOptions::ldmatrix_initcheck` reports them.
 //! - a kernel that loops forever runs forever (only a state where no thread
 //!   can progress is reported, as a deadlock).
 
