@@ -90,12 +90,12 @@ fn candle_cuda_backend_runs_beside_fused_lora() {
     );
     let report = String::from_utf8_lossy(&output.stdout);
     let results: Vec<&str> = report.lines().filter(|line| line.starts_with("test result:")).collect();
-    // tests/emulator.rs: 4 tests, tests/lora_linear.rs: 3, tests/llama.rs: 3; none failed or skipped.
+    // tests/emulator.rs: 5 tests, tests/lora_linear.rs: 3, tests/llama.rs: 3; none failed or skipped.
     let passed = |line: &str| line.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<usize>().ok();
     let all_ran = results.len() == 3
         && results.iter().all(|line| line.contains(" 0 failed; 0 ignored;"))
-        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(10);
-    assert!(all_ran, "the crate's 10 tests ran and passed:\n{report}");
+        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(11);
+    assert!(all_ran, "the crate's 11 tests ran and passed:\n{report}");
 
     let lock = std::fs::read_to_string(crate_dir.join("Cargo.lock")).expect("the crate's Cargo.lock is committed");
     let cudarcs = lock.lines().filter(|line| *line == "name = \"cudarc\"").count();

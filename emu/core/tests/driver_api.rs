@@ -48,7 +48,7 @@ fn device_queries() {
         assert_eq!(cuDeviceGet(&mut device, 1), CUDA_ERROR_INVALID_DEVICE);
         assert_eq!(cuDeviceGet(null_mut(), 0), CUDA_ERROR_INVALID_VALUE);
 
-        for (attribute, expected) in [(75, 8), (76, 0), (16, 108), (10, 32), (1, 1024), (97, 163 * 1024), (115, 0)] {
+        for (attribute, expected) in [(75, 8), (76, 0), (16, 108), (10, 32), (1, 1024), (97, 163 * 1024), (115, 1)] {
             ok(cuDeviceGetAttribute(&mut value, attribute, 0));
             assert_eq!(value, expected, "attribute {attribute}");
         }

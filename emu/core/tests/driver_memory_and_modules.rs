@@ -186,6 +186,60 @@ fn leak_check_lists_the_live_allocations_of_a_destroyed_context() {
     assert!(stderr.lines().any(|l| l.contains("allocated from") && l.contains("leak_child_allocate")), "{stderr}");
 }
 
+/// A stream-ordered allocation of zero bytes succeeds with the null pointer
+/// (cudarc's `CudaStream::null`, candle's empty tensors), and freeing it on a
+/// stream is a no-op; the synchronous pair keeps refusing both.
+#[test]
+fn zero_byte_stream_allocations_are_null() {
+    let _context = Context::new();
+    unsafe {
+        let mut empty: CUdeviceptr = 0xdead;
+        ok(cuMemAllocAsync(&mut empty, 0, null_mut()));
+        assert_eq!(empty, 0);
+        assert_eq!(cuMemAllocAsync(null_mut(), 0, null_mut()), CUDA_ERROR_INVALID_VALUE);
+        // Zero-length operations on it, as candle issues them.
+        ok(cuMemsetD8Async(empty, 0, 0, null_mut()));
+        ok(cuMemcpyHtoDAsync_v2(empty, [0u8; 4].as_ptr().cast(), 0, null_mut()));
+        ok(cuMemFreeAsync(empty, null_mut()));
+        assert_eq!(cuMemFree_v2(0), CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(cuMemAlloc_v2(&mut empty, 0), CUDA_ERROR_INVALID_VALUE);
+        // Nothing was allocated: a real allocation still is one, and frees once.
+        let mut real: CUdeviceptr = 0;
+        ok(cuMemAllocAsync(&mut real, 16, null_mut()));
+        assert_ne!(real, 0);
+        ok(cuMemFreeAsync(real, null_mut()));
+        assert_eq!(cuMemFreeAsync(real, null_mut()), CUDA_ERROR_INVALID_VALUE);
+    }
+}
+
+/// A function is looked up through its module, which names its context: a
+/// thread with no current context may do it (candle's tensors used from a
+/// spawned thread), but not once the module's context is gone.
+#[test]
+fn functions_are_found_from_a_thread_without_a_context() {
+    let context = Context::new();
+    let module = load_test_module() as usize;
+    let found = std::thread::spawn(move || {
+        let name = CString::new("vec_add").unwrap();
+        let mut current = 1 as CUcontext;
+        let mut handle = null_mut();
+        unsafe {
+            ok(cuCtxGetCurrent(&mut current));
+            assert!(current.is_null(), "a new thread has no current context");
+            ok(cuModuleGetFunction(&mut handle, module as CUmodule, name.as_ptr()));
+        }
+        handle as usize
+    })
+    .join()
+    .unwrap();
+    assert_eq!(found, function(module as CUmodule, "vec_add") as usize, "the same handle as on the owning thread");
+    drop(context);
+    let name = CString::new("vec_add").unwrap();
+    let mut handle = null_mut();
+    let code = unsafe { cuModuleGetFunction(&mut handle, module as CUmodule, name.as_ptr()) };
+    assert_ne!(code, CUDA_SUCCESS, "the module went with its context");
+}
+
 #[test]
 fn host_allocations() {
     let _context = Context::new();

@@ -83,9 +83,10 @@ pub fn attribute_value(attribute: c_int) -> DriverResult<c_int> {
         97 => SHARED_BYTES_PER_BLOCK_OPTIN as c_int,     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
         106 => 32,                                       // MAX_BLOCKS_PER_MULTIPROCESSOR
         111 => RESERVED_SHARED_BYTES_PER_BLOCK as c_int, // RESERVED_SHARED_MEMORY_PER_BLOCK
-        // MEMORY_POOLS_SUPPORTED = 0: cudarc then allocates with cuMemAlloc_v2
-        // and frees with cuMemFree_v2, the simplest path.
-        115 => 0,
+        // MEMORY_POOLS_SUPPORTED = 1, as an A100 reports: cudarc then takes
+        // the stream-ordered path (cuMemAllocAsync/cuMemFreeAsync) it takes on
+        // hardware, including its zero-byte allocations for empty tensors.
+        115 => 1,
         1..=LAST_DEFINED_ATTRIBUTE => 0,
         _ => return Err(CUDA_ERROR_INVALID_VALUE),
     };
@@ -207,7 +208,7 @@ mod tests {
         assert_eq!(attribute_value(10), Ok(32));
         assert_eq!(attribute_value(8), Ok(49152));
         assert_eq!(attribute_value(97), Ok(166912));
-        assert_eq!(attribute_value(115), Ok(0));
+        assert_eq!(attribute_value(115), Ok(1));
     }
 
     #[test]

@@ -40,11 +40,32 @@ fn begin(state: &DeviceState, stream: CUstream) -> DriverResult<Handle> {
     Ok(context)
 }
 
-fn alloc(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream, call: &'static str) -> DriverResult {
+/// How an allocation call answers a request for zero bytes.
+#[derive(Clone, Copy, PartialEq)]
+enum ZeroBytes {
+    /// `cuMemAlloc`: `CUDA_ERROR_INVALID_VALUE`, as its documentation says.
+    Refused,
+    /// `cuMemAllocAsync`: success and the null pointer, as the driver does
+    /// (cudarc's `CudaStream::null` and candle's empty tensors rely on it);
+    /// freeing that pointer on a stream is a no-op.
+    Null,
+}
+
+fn alloc(
+    pointer: *mut CUdeviceptr,
+    bytes: usize,
+    stream: CUstream,
+    zero: ZeroBytes,
+    call: &'static str,
+) -> DriverResult {
     let mut state = driver().lock()?;
     let context = begin(&state, stream)?;
-    if pointer.is_null() || bytes == 0 {
+    if pointer.is_null() || (bytes == 0 && zero == ZeroBytes::Refused) {
         return Err(CUDA_ERROR_INVALID_VALUE);
+    }
+    if bytes == 0 {
+        // SAFETY: checked non-null; the caller guarantees it is writable.
+        return unsafe { write_out(pointer, 0) };
     }
     let address = mem_result(driver().memory().alloc(bytes as u64))?;
     state.allocations.insert(address, context);
@@ -55,10 +76,13 @@ fn alloc(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream, call: &'stat
     unsafe { write_out(pointer, address) }
 }
 
-fn free(address: CUdeviceptr, stream: CUstream) -> DriverResult {
+fn free(address: CUdeviceptr, stream: CUstream, zero: ZeroBytes) -> DriverResult {
     let mut state = driver().lock()?;
     let context = state.current()?;
     state.check_stream(handle_of(stream))?;
+    if address == 0 && zero == ZeroBytes::Null {
+        return state.check_healthy(context);
+    }
     state.allocation_sites.remove(&address);
     if state.allocations.remove(&address).is_none() {
         // As compute-sanitizer reports an invalid free: what the pointer is.
@@ -79,28 +103,28 @@ fn free(address: CUdeviceptr, stream: CUstream) -> DriverResult {
 /// `pointer` must be null or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemAlloc_v2(pointer: *mut CUdeviceptr, bytes: usize) -> CUresult {
-    ffi_guard(|| alloc(pointer, bytes, std::ptr::null_mut(), "cuMemAlloc_v2"))
+    ffi_guard(|| alloc(pointer, bytes, std::ptr::null_mut(), ZeroBytes::Refused, "cuMemAlloc_v2"))
 }
 
 /// # Safety
 /// `pointer` must be null or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemAllocAsync(pointer: *mut CUdeviceptr, bytes: usize, stream: CUstream) -> CUresult {
-    ffi_guard(|| alloc(pointer, bytes, stream, "cuMemAllocAsync"))
+    ffi_guard(|| alloc(pointer, bytes, stream, ZeroBytes::Null, "cuMemAllocAsync"))
 }
 
 /// # Safety
 /// Callable from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFree_v2(address: CUdeviceptr) -> CUresult {
-    ffi_guard(|| free(address, std::ptr::null_mut()))
+    ffi_guard(|| free(address, std::ptr::null_mut(), ZeroBytes::Refused))
 }
 
 /// # Safety
 /// Callable from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFreeAsync(address: CUdeviceptr, stream: CUstream) -> CUresult {
-    ffi_guard(|| free(address, stream))
+    ffi_guard(|| free(address, stream, ZeroBytes::Null))
 }
 
 /// # Safety

@@ -6,8 +6,8 @@ use crate::guard::{ffi_guard, write_out};
 use crate::image::{ptx_text, ptx_text_of_image, ptx_version};
 use crate::memory::CUdeviceptr;
 use crate::result::{
-    CUresult, DriverResult, CUDA_ERROR_FILE_NOT_FOUND, CUDA_ERROR_INVALID_HANDLE, CUDA_ERROR_INVALID_PTX,
-    CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_FOUND, CUDA_ERROR_NOT_SUPPORTED,
+    CUresult, DriverResult, CUDA_ERROR_FILE_NOT_FOUND, CUDA_ERROR_INVALID_CONTEXT, CUDA_ERROR_INVALID_HANDLE,
+    CUDA_ERROR_INVALID_PTX, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_FOUND, CUDA_ERROR_NOT_SUPPORTED,
 };
 use crate::state::{driver, handle_of, pointer_of, DeviceState, FunctionRecord, ModuleRecord};
 use ptx_emu::module::{KernelInfo, Module};
@@ -152,14 +152,19 @@ pub unsafe extern "C" fn cuModuleGetFunction(
     name: *const c_char,
 ) -> CUresult {
     ffi_guard(|| {
+        // The module names its context: no current context is needed, as on
+        // hardware (cudarc's `load_function` does not bind one, and candle
+        // looks kernels up from whichever thread uses a tensor).
         let mut state = driver().lock()?;
-        state.current()?;
         if function.is_null() || name.is_null() {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let name = CStr::from_ptr(name).to_str().map_err(|_| CUDA_ERROR_NOT_FOUND)?;
         let module_handle = handle_of(module);
         let record = state.modules.get(&module_handle).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+        if !state.contexts.contains_key(&record.context) {
+            return Err(CUDA_ERROR_INVALID_CONTEXT);
+        }
         if let Some(existing) = record.functions.get(name) {
             return write_out(function, pointer_of(*existing));
         }

@@ -1,6 +1,7 @@
 //! candle's CUDA backend run on the device the test process finds (the
 //! emulator under `scripts/run.sh test`): cuBLAS matmuls, candle-kernels'
-//! elementwise, reduction and softmax kernels, cuRAND's generators, each
+//! elementwise, reduction and softmax kernels, candle-nn's fused layer kernels
+//! (softmax, RMSNorm, LayerNorm, rotary embeddings), cuRAND's generators, each
 //! compared with the same ops on candle's CPU device; and fused-lora's
 //! forward run on candle's own stream over candle tensors' memory.
 
@@ -91,6 +92,59 @@ fn candle_kernels_match_the_cpu() {
     assert_close("index_select", &got, &want, 0.0);
     let sm = flat_f32(&softmax(&x_gpu).sum(1).unwrap());
     assert!(sm.iter().all(|s| (s - 1.0).abs() < 1e-5), "softmax rows sum to one: {sm:?}");
+}
+
+/// The fused kernels candle-nn's layers call (candle-kernels' reduce module):
+/// softmax over the last dimension, RMSNorm, LayerNorm, the three rotary
+/// embeddings and sigmoid, in f32 and bf16, each against candle-nn's CPU
+/// implementation of the same op and against its composed ("slow") form.
+#[test]
+fn candle_nn_layer_kernels_match_the_cpu() {
+    use candle_nn::{ops, rotary_emb};
+    let gpu = cuda();
+    // Rows of 37 (not a multiple of the 32-lane warp the kernels reduce over).
+    let (x_cpu, x_gpu) = pair(20, &[6, 37], &gpu);
+    let (alpha_cpu, alpha_gpu) = pair(21, &[37], &gpu);
+    let (beta_cpu, beta_gpu) = pair(22, &[37], &gpu);
+    // Rotary inputs: (batch, heads, time, dim) and (batch, time, heads, dim), cos/sin (time, dim / 2).
+    let (q_cpu, q_gpu) = pair(23, &[2, 3, 5, 16], &gpu);
+    let (qt_cpu, qt_gpu) = pair(24, &[2, 5, 3, 16], &gpu);
+    let (cos_cpu, cos_gpu) = pair(25, &[5, 8], &gpu);
+    let (sin_cpu, sin_gpu) = pair(26, &[5, 8], &gpu);
+
+    for (dtype, rel) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        let on = |t: &Tensor| t.to_dtype(dtype).unwrap();
+        let (x, xg) = (on(&x_cpu), on(&x_gpu));
+        let (alpha, alpha_g) = (on(&alpha_cpu), on(&alpha_gpu));
+        let (beta, beta_g) = (on(&beta_cpu), on(&beta_gpu));
+        let (q, qg, qt, qtg) = (on(&q_cpu), on(&q_gpu), on(&qt_cpu), on(&qt_gpu));
+        let (cos, cos_g, sin, sin_g) = (on(&cos_cpu), on(&cos_gpu), on(&sin_cpu), on(&sin_gpu));
+        let what = |op: &str| format!("{op} ({dtype:?})");
+
+        let got = ops::softmax_last_dim(&xg).unwrap();
+        assert_close(&what("softmax_last_dim"), &got, &ops::softmax_last_dim(&x).unwrap(), rel);
+        assert_close(&what("softmax_last_dim vs softmax"), &got, &ops::softmax(&x, D::Minus1).unwrap(), rel);
+
+        let got = ops::rms_norm(&xg, &alpha_g, 1e-5).unwrap();
+        assert_close(&what("rms_norm"), &got, &ops::rms_norm(&x, &alpha, 1e-5).unwrap(), rel);
+        assert_close(&what("rms_norm vs rms_norm_slow"), &got, &ops::rms_norm_slow(&x, &alpha, 1e-5).unwrap(), rel);
+
+        let got = ops::layer_norm(&xg, &alpha_g, &beta_g, 1e-5).unwrap();
+        assert_close(&what("layer_norm"), &got, &ops::layer_norm(&x, &alpha, &beta, 1e-5).unwrap(), rel);
+        let slow = ops::layer_norm_slow(&x, &alpha, &beta, 1e-5).unwrap();
+        assert_close(&what("layer_norm vs layer_norm_slow"), &got, &slow, rel);
+
+        let got = rotary_emb::rope(&qg, &cos_g, &sin_g).unwrap();
+        assert_close(&what("rope"), &got, &rotary_emb::rope(&q, &cos, &sin).unwrap(), rel);
+        assert_close(&what("rope vs rope_slow"), &got, &rotary_emb::rope_slow(&q, &cos, &sin).unwrap(), rel);
+        let got = rotary_emb::rope_i(&qg, &cos_g, &sin_g).unwrap();
+        assert_close(&what("rope_i"), &got, &rotary_emb::rope_i(&q, &cos, &sin).unwrap(), rel);
+        assert_close(&what("rope_i vs rope_i_slow"), &got, &rotary_emb::rope_i_slow(&q, &cos, &sin).unwrap(), rel);
+        let got = rotary_emb::rope_thd(&qtg, &cos_g, &sin_g).unwrap();
+        assert_close(&what("rope_thd"), &got, &rotary_emb::rope_thd(&qt, &cos, &sin).unwrap(), rel);
+
+        assert_close(&what("sigmoid"), &ops::sigmoid(&xg).unwrap(), &ops::sigmoid(&x).unwrap(), rel);
+    }
 }
 
 #[test]
