@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Deterministic values in [-1, 1] (no seeding needed on any device).
 fn pseudo_random(seed: u32, shape: (usize, usize), device: &Device) -> candle_core::Result<Tensor> {
     let n = (shape.0 * shape.1) as u32;
-    (Tensor::arange(seed * n, (seed + 1) * n, device)?.to_dtype(DType::F32)? * 0.7853)?.sin()?.reshape(shape)
+    (Tensor::arange(seed * n, (seed + 1) * n, device)?.to_dtype(DType::F32)? * 0.61)?.sin()?.reshape(shape)
 }
 
 /// A tiny base model and a PEFT adapter for it, as PEFT would save one.

@@ -94,12 +94,12 @@ fn candle_cuda_backend_runs_beside_fused_lora() {
     );
     let report = String::from_utf8_lossy(&output.stdout);
     let results: Vec<&str> = report.lines().filter(|line| line.starts_with("test result:")).collect();
-    // tests/emulator.rs: 4 tests, tests/lora_linear.rs: 8, tests/llama.rs: 3; none failed or skipped.
+    // tests/emulator.rs: 4 tests, tests/lora_linear.rs: 9, tests/llama.rs: 3; none failed or skipped.
     let passed = |line: &str| line.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<usize>().ok();
     let all_ran = results.len() == 3
         && results.iter().all(|line| line.contains(" 0 failed; 0 ignored;"))
-        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(15);
-    assert!(all_ran, "the crate's 15 tests ran and passed:\n{report}");
+        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(16);
+    assert!(all_ran, "the crate's 16 tests ran and passed:\n{report}");
 
     // The example a candle user copies: base weights and a PEFT adapter in,
     // fused forward, AdamW steps, the adapter out in PEFT's format.

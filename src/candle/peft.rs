@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use super::{bad, LoraAdapters, LoraLinear};
 use crate::peft::config::CONFIG_FILE;
 use crate::peft::tensors::{tensor_name, Half, WEIGHTS_FILE};
-use crate::peft::{PeftAdapter, PeftConfig};
+use crate::peft::{PeftAdapter, PeftConfig, PeftModule};
 
 impl LoraLinear {
     /// The layer `module` (`model.layers.0.self_attn.q_proj`) of the base
@@ -35,13 +35,7 @@ impl LoraLinear {
         let m = adapter.module(module).ok_or_else(|| {
             bad("from_peft", format!("`{module}` has no adapter in {}", adapter.config.file.display()))
         })?;
-        let vb = vb.pp(module);
-        let weight = if adapter.config.fan_in_fan_out {
-            vb.get((m.k, m.n), "weight")?.t()?.contiguous()?
-        } else {
-            vb.get((m.n, m.k), "weight")?
-        };
-        let bias = if vb.contains_tensor("bias") { Some(vb.get(m.n, "bias")?) } else { None };
+        let (weight, bias) = base_layer(vb, module, m.n, m.k, adapter.config.fan_in_fan_out)?;
         let var = |data: &[f32], dims: (usize, usize)| -> Result<Tensor> {
             let t = Tensor::from_slice(data, dims, vb.device())?.to_dtype(vb.dtype())?;
             Ok(Var::from_tensor(&t)?.as_tensor().clone())
@@ -52,6 +46,94 @@ impl LoraLinear {
         layer.set_dropout(adapter.config.lora_dropout as f32, seed_of(module))?;
         Ok(layer)
     }
+}
+
+impl LoraLinear {
+    /// The layer `module` of the base model `vb` (as [`LoraLinear::from_peft`])
+    /// with several adapters stacked for serving: slot l is `adapters[l]`
+    /// (with its own rank and the scale PEFT gives it), and each row of the
+    /// input picks its slot through `rows` (`[m]` I32, −1: base only;
+    /// [`LoraLinear::set_rows`] replaces it). An adapter without the module
+    /// gets a zero slot (rank 1, A = B = 0, scale 0): its rows get the base
+    /// layer's output, as PEFT leaves a module it does not target. The
+    /// padding past each rank is zero (the kernels never read it). No
+    /// dropout, eval mode; A and B are plain tensors (not `Var`s).
+    ///
+    /// # Errors
+    /// No adapters, none with the module, adapters that disagree on the
+    /// module's `[n, k]` or on `fan_in_fan_out`, a missing or misshapen base
+    /// weight, or the errors of [`LoraLinear::new`].
+    pub fn from_peft_stack(
+        vb: &VarBuilder,
+        adapters: &[&PeftAdapter<f32>],
+        module: &str,
+        rows: Tensor,
+    ) -> Result<Self> {
+        let found: Vec<Option<&PeftModule<f32>>> = adapters.iter().map(|a| a.module(module)).collect();
+        let Some(first) = adapters.iter().position(|a| a.module(module).is_some()) else {
+            return Err(bad("from_peft_stack", format!("none of the {} adapters has `{module}`", adapters.len())));
+        };
+        let (n, k) = (found[first].map_or(0, |m| m.n), found[first].map_or(0, |m| m.k));
+        let fan_in_fan_out = adapters[first].config.fan_in_fan_out;
+        for (slot, (adapter, m)) in adapters.iter().zip(&found).enumerate() {
+            let Some(m) = m else { continue };
+            if (m.n, m.k) != (n, k) || adapter.config.fan_in_fan_out != fan_in_fan_out {
+                return Err(bad(
+                    "from_peft_stack",
+                    format!(
+                        "adapter {slot} ({}) gives `{module}` [n, k] = [{}, {}] and fan_in_fan_out {}, \
+                         adapter {first} [{n}, {k}] and {fan_in_fan_out}",
+                        adapter.config.file.display(),
+                        m.n,
+                        m.k,
+                        adapter.config.fan_in_fan_out
+                    ),
+                ));
+            }
+        }
+        let (weight, bias) = base_layer(vb, module, n, k, fan_in_fan_out)?;
+        let slots = adapters.len();
+        let r_max = found.iter().flatten().map(|m| m.rank).max().unwrap_or(1);
+        let (mut a_all, mut b_all) = (vec![0f32; slots * r_max * k], vec![0f32; slots * n * r_max]);
+        let (mut ranks, mut scales) = (Vec::with_capacity(slots), Vec::with_capacity(slots));
+        for (slot, m) in found.iter().enumerate() {
+            match m {
+                Some(m) => {
+                    a_all[slot * r_max * k..][..m.rank * k].copy_from_slice(&m.a);
+                    for (row, b_row) in m.b.chunks_exact(m.rank).enumerate() {
+                        b_all[(slot * n + row) * r_max..][..m.rank].copy_from_slice(b_row);
+                    }
+                    ranks.push(m.rank);
+                    scales.push(m.scale);
+                }
+                None => {
+                    ranks.push(1);
+                    scales.push(0.0);
+                }
+            }
+        }
+        let on = |data: Vec<f32>, dims: (usize, usize, usize)| {
+            Tensor::from_vec(data, dims, vb.device())?.to_dtype(vb.dtype())
+        };
+        let a = on(a_all, (slots, r_max, k))?;
+        let b = on(b_all, (slots, n, r_max))?;
+        LoraLinear::new(weight, bias, LoraAdapters::Stack { a, b, ranks, scales, rows })
+    }
+}
+
+/// W0 `[n, k]` and the bias (if the model has one) of `module` in `vb`:
+/// `<module>.weight`, stored `[k, n]` with `fan_in_fan_out`, and `<module>.bias`.
+fn base_layer(
+    vb: &VarBuilder,
+    module: &str,
+    n: usize,
+    k: usize,
+    fan_in_fan_out: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let vb = vb.pp(module);
+    let weight = if fan_in_fan_out { vb.get((k, n), "weight")?.t()?.contiguous()? } else { vb.get((n, k), "weight")? };
+    let bias = if vb.contains_tensor("bias") { Some(vb.get(n, "bias")?) } else { None };
+    Ok((weight, bias))
 }
 
 /// FNV-1a of the module's name: a fixed, distinct dropout seed per layer.

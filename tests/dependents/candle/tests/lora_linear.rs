@@ -594,3 +594,55 @@ fn adapters_saved_in_peft_format_load_back_as_they_were() {
         std::fs::remove_dir_all(&written.dir).unwrap();
     }
 }
+
+#[test]
+fn a_stack_from_peft_directories_equals_each_adapter_alone() {
+    let gpu = cuda();
+    let case = &peft_cases()[0];
+    let first = write_case(case, 700);
+    // A second adapter on the q projections only (rank 2): on v_proj its slot is empty.
+    let config = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 3, "target_modules": ["q_proj"]}"#;
+    let q_only: Vec<(String, Tensor, Tensor)> = case
+        .modules
+        .iter()
+        .filter(|m| m.module.ends_with("q_proj"))
+        .map(|m| {
+            let a = tensor(800, &[2, m.k], DType::F32, &Device::Cpu);
+            (m.module.to_string(), a, tensor(801, &[m.n, 2], DType::F32, &Device::Cpu))
+        })
+        .collect();
+    let (second_dir, _) = write_peft("q-only", config, &q_only, Dtype::F32);
+    let adapters = [PeftAdapter::<f32>::load(&first.dir).unwrap(), PeftAdapter::<f32>::load(&second_dir).unwrap()];
+    let both = [&adapters[0], &adapters[1]];
+    let vb = VarBuilder::from_tensors(first.base.clone(), DType::F32, &gpu);
+    let choice = [0i32, 1, -1, 1, 0, -1];
+    let rows = Tensor::new(&choice, &gpu).unwrap();
+    for m in &case.modules {
+        let stack = LoraLinear::from_peft_stack(&vb, &both, m.module, rows.clone()).unwrap();
+        let x = tensor(9, &[choice.len(), m.k], DType::F32, &gpu);
+        let y = stack.forward(&x).unwrap();
+        let one = LoraLinear::from_peft(&vb, &adapters[0], m.module).unwrap();
+        let mut base_only = x.matmul(&one.weight().t().unwrap()).unwrap();
+        if let Some(bias) = one.bias() {
+            base_only = base_only.broadcast_add(bias).unwrap();
+        }
+        for (row, &c) in choice.iter().enumerate() {
+            let alone = match usize::try_from(c) {
+                Ok(slot) if adapters[slot].module(m.module).is_some() => {
+                    LoraLinear::from_peft(&vb, &adapters[slot], m.module).unwrap().forward(&x).unwrap()
+                }
+                // No adapter for the row, or its adapter lacks the module: the base layer alone.
+                _ => base_only.clone(),
+            };
+            let what = format!("{} row {row} (slot {c})", m.module);
+            assert_rel_close(&what, &y.narrow(0, row, 1).unwrap(), &alone.narrow(0, row, 1).unwrap(), 1e-5);
+        }
+    }
+    assert!(LoraLinear::from_peft_stack(&vb, &[], case.modules[0].module, rows.clone()).is_err(), "no adapters");
+    let missing = LoraLinear::from_peft_stack(&vb, &both, "model.layers.0.mlp.up_proj", rows.clone());
+    assert!(missing.is_err(), "a module no adapter has");
+    let bad_rows = Tensor::new(&[0i32, 2], &gpu).unwrap();
+    assert!(LoraLinear::from_peft_stack(&vb, &both, case.modules[0].module, bad_rows).is_err(), "row index 2 of 2");
+    std::fs::remove_dir_all(&first.dir).unwrap();
+    std::fs::remove_dir_all(&second_dir).unwrap();
+}
