@@ -18,8 +18,9 @@
 //! - [`LoraLinear::merge`] / [`LoraLinear::unmerge`] fold `s·B·A` into W0
 //!   and out again (the crate's merge kernel on CUDA, candle's ops elsewhere).
 //! - [`LoraLinear::from_peft`] builds a layer from a PEFT adapter and a
-//!   candle-nn `VarBuilder` of the base model; [`save_peft`] writes adapters
-//!   back in PEFT's format.
+//!   candle-nn `VarBuilder` of the base model, [`LoraLinear::from_peft_stack`]
+//!   one serving several adapters; [`save_peft`] writes adapters back in
+//!   PEFT's format.
 
 #[cfg(feature = "candle-cuda")]
 mod cuda;

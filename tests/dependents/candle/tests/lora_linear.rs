@@ -333,7 +333,10 @@ fn write_peft(
     modules: &[(String, Tensor, Tensor)],
     dtype: Dtype,
 ) -> (PathBuf, Vec<[Tensor; 2]>) {
-    let dir = std::env::temp_dir().join(format!("fused-lora-peft-{}-{name}", std::process::id()));
+    // A fresh folder per call: tests running at once write the same cases.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fused-lora-peft-{}-{call}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("adapter_config.json"), config).unwrap();
     let stored = |t: &Tensor| -> (Vec<u8>, Tensor) {
