@@ -18,9 +18,11 @@
 //! time). The crate's `tests/emulator.rs` then runs candle's CUDA backend
 //! (cuBLAS matmuls, candle-kernels ops, cuRAND) against candle's CPU device, and
 //! fused-lora's fused forward on candle's stream over candle tensors' memory;
-//! `tests/lora_linear.rs` tests `fused_lora::candle::LoraLinear` and
+//! `tests/lora_linear.rs` tests `fused_lora::candle::LoraLinear` (fused
+//! forward and backward, dropout, merge, PEFT directories in and out) and
 //! `tests/llama.rs` a small Llama-style decoder built on it, with adapters in
-//! PEFT's format.
+//! PEFT's format. Then the crate runs the repository's `examples/candle_lora.rs`
+//! (compiled as one of its examples) on the same device.
 //!
 //! From scratch this is the slowest test (candle-kernels' nvcc runs dominate);
 //! later runs reuse `target/dependents/candle/`.
@@ -71,31 +73,46 @@ fn candle_cuda_backend_runs_beside_fused_lora() {
     };
     let crate_dir = repo_root().join("tests/dependents/candle");
     let target = work_dir("candle");
-    let output = run(
+    let cargo = |what: &str, args: &[&str]| {
+        let mut command = scrubbed_cargo(&[&nvcc_dir], args);
+        command
+            .arg("--manifest-path")
+            .arg(crate_dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            // candle-kernels' target (it would ask nvidia-smi otherwise).
+            .env("CUDA_COMPUTE_CAP", "80")
+            .env("LIBRARY_PATH", &libraries)
+            .env("LD_LIBRARY_PATH", &libraries)
+            // The checks the emulator runs are on unless the caller turned them off.
+            .envs(std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("PTX_EMU_")));
+        run(what, &mut command)
+    };
+    let output = cargo(
         "build and run candle's CUDA backend beside fused-lora",
-        scrubbed_cargo(
-            &[&nvcc_dir],
-            &["test", "--release", "--test", "emulator", "--test", "lora_linear", "--test", "llama"],
-        )
-        .arg("--manifest-path")
-        .arg(crate_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        // candle-kernels' target (it would ask nvidia-smi otherwise).
-        .env("CUDA_COMPUTE_CAP", "80")
-        .env("LIBRARY_PATH", &libraries)
-        .env("LD_LIBRARY_PATH", &libraries)
-        // The checks the emulator runs are on unless the caller turned them off.
-        .envs(std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("PTX_EMU_"))),
+        &["test", "--release", "--test", "emulator", "--test", "lora_linear", "--test", "llama"],
     );
     let report = String::from_utf8_lossy(&output.stdout);
     let results: Vec<&str> = report.lines().filter(|line| line.starts_with("test result:")).collect();
-    // tests/emulator.rs: 5 tests, tests/lora_linear.rs: 3, tests/llama.rs: 3; none failed or skipped.
+    // tests/emulator.rs: 5 tests, tests/lora_linear.rs: 9, tests/llama.rs: 3; none failed or skipped.
     let passed = |line: &str| line.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<usize>().ok();
     let all_ran = results.len() == 3
         && results.iter().all(|line| line.contains(" 0 failed; 0 ignored;"))
-        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(11);
-    assert!(all_ran, "the crate's 11 tests ran and passed:\n{report}");
+        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(17);
+    assert!(all_ran, "the crate's 17 tests ran and passed:\n{report}");
+
+    // The example a candle user copies: base weights and a PEFT adapter in,
+    // fused forward, AdamW steps, the adapter out in PEFT's format.
+    let example = cargo("run examples/candle_lora.rs", &["run", "--release", "--example", "candle_lora"]);
+    let printed = String::from_utf8_lossy(&example.stdout);
+    assert!(printed.contains("device: Cuda"), "the example ran on the CUDA device:\n{printed}");
+    let losses: Vec<f32> = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("loss: "))
+        .map(|l| l.split(" -> ").filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(losses.len() == 2 && losses[1] < losses[0], "the example's training lowered the loss:\n{printed}");
+    assert!(printed.contains("saved 2 modules"), "the example saved its adapter:\n{printed}");
 
     let lock = std::fs::read_to_string(crate_dir.join("Cargo.lock")).expect("the crate's Cargo.lock is committed");
     let cudarcs = lock.lines().filter(|line| *line == "name = \"cudarc\"").count();

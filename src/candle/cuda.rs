@@ -13,22 +13,63 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use super::{LoraAdapters, LoraLinear};
 use crate::half::{bf16, f16};
 use crate::{
-    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, ForwardOutput, GradMode, Linear, LoraDType,
-    LoraKernels, RowAdapters,
+    Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, Direction, Dropout, FiniteCheck,
+    ForwardOutput, GradMode, Linear, LoraDType, LoraKernels, MergeIntoLayer, RowAdapters,
 };
 
-/// The fused forward of `layer` on X `[m, k]` (contiguous, on a CUDA device).
-pub(super) fn forward(layer: &LoraLinear, x: &Tensor) -> Result<Tensor> {
+/// The fused forward of `layer` on X `[m, k]` (contiguous, on a CUDA device),
+/// with `dropout` on the adapter input (validated, active) if any.
+pub(super) fn forward(layer: &LoraLinear, x: &Tensor, dropout: Option<Dropout>) -> Result<Tensor> {
     let (a, b) = match &layer.adapters {
         LoraAdapters::Single { a, b, .. } | LoraAdapters::Stack { a, b, .. } => (a, b),
     };
-    x.apply_op3_arc(a, b, Arc::new(Box::new(FusedLora { layer: layer.clone() })))
+    x.apply_op3_arc(a, b, Arc::new(Box::new(FusedLora { layer: layer.clone(), dropout })))
 }
 
 /// The op: its arguments are X, A and B (the tensors autograd differentiates);
-/// W0, the bias and the row indices are read from the layer (frozen).
+/// W0, the bias and the row indices are read from the layer (frozen). The
+/// dropout is the one the forward drew: the backward regenerates its mask.
 struct FusedLora {
     layer: LoraLinear,
+    dropout: Option<Dropout>,
+}
+
+/// `weight ± scale·b·a` (W `[n, k]`, A `[r, k]`, B `[n, r]`) by the crate's
+/// merge kernel into a new tensor, refused if any element is not finite.
+pub(super) fn merge(weight: &Tensor, a: &Tensor, b: &Tensor, scale: f32, direction: Direction) -> Result<Tensor> {
+    match weight.dtype() {
+        DType::BF16 => merge_t::<bf16>(weight, a, b, scale, direction),
+        DType::F16 => merge_t::<f16>(weight, a, b, scale, direction),
+        DType::F32 => merge_t::<f32>(weight, a, b, scale, direction),
+        dtype => Err(candle_core::Error::UnsupportedDTypeForOp(dtype, "fused-lora merge")),
+    }
+}
+
+fn merge_t<T: LoraDType + CudaDType>(
+    weight: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f32,
+    direction: Direction,
+) -> Result<Tensor> {
+    let (n, k) = weight.dims2()?;
+    let rank = a.dim(0)?;
+    let (weight, a, b) = (weight.contiguous()?, a.contiguous()?, b.contiguous()?);
+    let (ws, wl) = cuda_storage(&weight)?;
+    let (a_s, al) = cuda_storage(&a)?;
+    let (bs, bl) = cuda_storage(&b)?;
+    let storage = as_cuda(&ws);
+    let stream = storage.device().cuda_stream();
+    let kernels = kernels_for(&stream);
+    let mut out = stream.alloc_zeros::<T>(n * k).map_err(wrap)?;
+    {
+        let adapter =
+            Adapter { a: view::<T>(as_cuda(&a_s), al, "a")?, b: view::<T>(as_cuda(&bs), bl, "b")?, rank, scale };
+        let weight = view::<T>(storage, wl, "weight")?;
+        let mut layers = [MergeIntoLayer { weight, out: out.as_view_mut(), n, k, adapter }];
+        kernels.merge_into(&stream, &mut layers, direction, FiniteCheck::RefuseNonFinite).map_err(wrap)?;
+    }
+    Ok(tensor_of(out, storage, &[n, k]))
 }
 
 fn wrap(e: impl std::fmt::Display + Send + Sync + 'static) -> candle_core::Error {
@@ -112,7 +153,8 @@ impl FusedLora {
             match &self.layer.adapters {
                 LoraAdapters::Single { scale, .. } => {
                     let adapter = Adapter { a, b, rank: al.shape().dims()[0], scale: *scale };
-                    kernels.forward(&stream, &x, &linear, &adapter, None, &mut out).map_err(wrap)?;
+                    let dropout = self.dropout.as_ref();
+                    kernels.forward(&stream, &x, &linear, &adapter, dropout, &mut out).map_err(wrap)?;
                 }
                 LoraAdapters::Stack { ranks, scales, rows, .. } => {
                     let (rows_storage, rows_layout) = cuda_storage(rows)?;
@@ -122,7 +164,8 @@ impl FusedLora {
                         index: view::<i32>(as_cuda(&rows_storage), rows_layout, "rows")?,
                         status: &mut status,
                     };
-                    kernels.forward_multi(&stream, &x, &linear, &stack, &mut rows, None, &mut out).map_err(wrap)?;
+                    let dropout = self.dropout.as_ref();
+                    kernels.forward_multi(&stream, &x, &linear, &stack, &mut rows, dropout, &mut out).map_err(wrap)?;
                 }
             }
         }
@@ -149,7 +192,7 @@ impl FusedLora {
             dy: view::<T>(as_cuda(&dys), dyl, "dy")?,
             x: view::<T>(storage, xl, "x")?,
             p: None,
-            dropout: None,
+            dropout: self.dropout,
         };
         // Zeroed: a stack's padding gets a zero gradient whether or not the kernels write it.
         let mut dx = stream.alloc_zeros::<T>(m * k).map_err(wrap)?;

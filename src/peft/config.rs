@@ -121,6 +121,10 @@ pub struct PeftConfig {
     /// The dropout probability on the adapter's input in training
     /// (`lora_dropout`), for [`crate::Dropout`].
     pub lora_dropout: f64,
+    /// The file's text as read: saving an adapter writes it back unchanged,
+    /// so every option (including those this crate ignores) and the order of
+    /// the pattern keys survive.
+    pub text: String,
 }
 
 impl PeftConfig {
@@ -211,6 +215,7 @@ impl PeftConfig {
             exclude_modules: selector("exclude_modules", raw.exclude_modules)?,
             fan_in_fan_out: raw.fan_in_fan_out,
             lora_dropout: raw.lora_dropout,
+            text: text.to_owned(),
         })
     }
 

@@ -46,6 +46,16 @@ pub type Pair<T> = (Matrix<T>, Matrix<T>);
 /// What the file held so far of a module's pair.
 type Found<T> = (Option<Matrix<T>>, Option<Matrix<T>>);
 
+/// The name PEFT saves `module`'s A or B under
+/// (`base_model.model.<module>.lora_A.weight`); [`parse_name`]'s inverse.
+pub fn tensor_name(module: &str, half: Half) -> String {
+    let half = match half {
+        Half::A => "lora_A",
+        Half::B => "lora_B",
+    };
+    format!("{PREFIX}{module}.{half}.weight")
+}
+
 /// The module and half a tensor name gives
 /// (`base_model.model.<module>.lora_A.weight`), or `None` for any other name.
 pub fn parse_name(name: &str) -> Option<(&str, Half)> {

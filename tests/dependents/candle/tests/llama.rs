@@ -7,10 +7,13 @@
 //!   computation on the CPU (f32: the network is compared, not one kernel,
 //!   so the bound is relative, 1e-4 for logits and 1e-3 for gradients);
 //! - 20 AdamW steps lower the loss;
-//! - a mixed batch of 3 adapters and base-only rows equals each adapter alone.
+//! - a mixed batch of 3 adapters (stacked by `LoraLinear::from_peft_stack`)
+//!   and base-only rows equals each adapter alone.
 
-use candle_core::{Device, Module, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder};
 use fused_lora::candle::{LoraAdapters, LoraLinear};
 use fused_lora::peft::PeftAdapter;
 use safetensors::{serialize, tensor::TensorView, Dtype};
@@ -128,34 +131,22 @@ fn single(dir: &std::path::Path, device: &Device) -> Model {
     Model { base, projections, vars }
 }
 
-/// Several adapters stacked per projection, rows choosing by `rows` (−1: base only).
+/// Several adapters stacked per projection by `LoraLinear::from_peft_stack`
+/// over a `VarBuilder` of the base model, rows choosing by `rows` (−1: base only).
 fn stacked(dirs: &[std::path::PathBuf], rows: &[i32], device: &Device) -> Model {
     let adapters: Vec<PeftAdapter<f32>> = dirs.iter().map(|d| PeftAdapter::load(d).unwrap()).collect();
+    let adapters: Vec<&PeftAdapter<f32>> = adapters.iter().collect();
     let base = base(device);
-    let r_max = adapters.iter().map(|a| a.config.r).max().unwrap();
+    let weights: HashMap<String, Tensor> = (0..LAYERS)
+        .flat_map(|l| (0..4).map(move |p| (l, p)))
+        .map(|(l, p)| (format!("{}.weight", module_name(l, PROJECTIONS[p])), base.layers[l][2 + p].clone()))
+        .collect();
+    let vb = VarBuilder::from_tensors(weights, DType::F32, device);
     let rows = Tensor::new(rows, device).unwrap();
     let projections = (0..LAYERS)
         .map(|l| {
             std::array::from_fn(|p| {
-                let modules: Vec<_> =
-                    adapters.iter().map(|a| a.module(&module_name(l, PROJECTIONS[p])).unwrap()).collect();
-                let mut a_all = vec![f32::NAN; modules.len() * r_max * HIDDEN];
-                let mut b_all = vec![f32::NAN; modules.len() * HIDDEN * r_max];
-                for (i, m) in modules.iter().enumerate() {
-                    a_all[i * r_max * HIDDEN..][..m.rank * HIDDEN].copy_from_slice(&m.a);
-                    for n in 0..HIDDEN {
-                        b_all[(i * HIDDEN + n) * r_max..][..m.rank].copy_from_slice(&m.b[n * m.rank..][..m.rank]);
-                    }
-                }
-                let l_count = modules.len();
-                let stack = LoraAdapters::Stack {
-                    a: Tensor::from_vec(a_all, (l_count, r_max, HIDDEN), device).unwrap(),
-                    b: Tensor::from_vec(b_all, (l_count, HIDDEN, r_max), device).unwrap(),
-                    ranks: modules.iter().map(|m| m.rank).collect(),
-                    scales: modules.iter().map(|m| m.scale).collect(),
-                    rows: rows.clone(),
-                };
-                LoraLinear::new(base.layers[l][2 + p].clone(), None, stack).unwrap()
+                LoraLinear::from_peft_stack(&vb, &adapters, &module_name(l, PROJECTIONS[p]), rows.clone()).unwrap()
             })
         })
         .collect();
