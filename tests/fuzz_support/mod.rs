@@ -84,8 +84,12 @@ fn seed() -> u64 {
 
 /// Runs `test` on `cases` inputs drawn from `strategy` with a fixed seed;
 /// on a failure, panics with the shrunk input and why it failed.
-pub fn fuzz<S: Strategy>(name: &str, default_cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
+pub fn fuzz<S: Strategy>(
+    name: &str,
+    default_cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
     S::Value: Debug,
 {
     if !available() {
