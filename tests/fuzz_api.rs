@@ -387,9 +387,40 @@ fn check_forward<T: LoraDType>(dev: &Dev, c: &ForwardCase) -> Result<(), String>
     Ok(())
 }
 
+/// Grids of at least one 128 × 128 tile per multiprocessor (108 on the
+/// emulator), where f16/bf16 take the 128 × 128 tile: the forward's Y, and
+/// (with K that wide) the backward's dX.
+fn big_grid_case(wide: bool) -> impl Strategy<Value = ForwardCase> {
+    let half = prop_oneof![Just(Ty::F16), Just(Ty::Bf16)];
+    let (k_chunks, n) = if wide { (1usize..=2, 1290usize..=1400) } else { (162usize..=175, 1usize..=24) };
+    (half, 1290usize..=1400, k_chunks, n, any::<bool>(), dropout(), any::<bool>(), offsets(), any::<u16>())
+        .prop_flat_map(|(ty, m, k_chunks, n, bias, dropout, keep_p, offsets, seed)| {
+            // Aligned views only: a refused call would test nothing here.
+            let aligned = |s: Shift| if s == Shift::Element { Shift::None } else { s };
+            let offsets = Offsets { x: aligned(offsets.x), w: aligned(offsets.w), a: aligned(offsets.a), ..offsets };
+            adapters(m).prop_map(move |adapters| ForwardCase {
+                ty,
+                m,
+                k_chunks,
+                n,
+                bias,
+                adapters,
+                dropout,
+                keep_p,
+                offsets,
+                seed: u64::from(seed),
+            })
+        })
+}
+
+#[test]
+fn fuzz_forward_big_grid() {
+    fuzz("forward_big_grid", 1, big_grid_case(true), |c| on_device(|dev| by_dtype!(c.ty, check_forward(dev, &c))));
+}
+
 #[test]
 fn fuzz_forward() {
-    fuzz("forward", 24, forward_case(), |c| on_device(|dev| by_dtype!(c.ty, check_forward(dev, &c))));
+    fuzz("forward", 20, forward_case(), |c| on_device(|dev| by_dtype!(c.ty, check_forward(dev, &c))));
 }
 
 // ---------------------------------------------------------------- shrink and expand alone
@@ -657,8 +688,20 @@ fn check_backward<T: LoraDType>(dev: &Dev, bc: &BackwardCase) -> Result<(), Stri
 }
 
 #[test]
+fn fuzz_backward_big_grid() {
+    let case =
+        (big_grid_case(false), prop_oneof![Just(GradMode::Overwrite), Just(GradMode::Accumulate)], any::<bool>())
+            .prop_map(|(forward, mode, keep_g)| BackwardCase {
+                forward: ForwardCase { bias: false, ..forward },
+                mode,
+                keep_g,
+            });
+    fuzz("backward_big_grid", 1, case, |c| on_device(|dev| by_dtype!(c.forward.ty, check_backward(dev, &c))));
+}
+
+#[test]
 fn fuzz_backward() {
-    fuzz("backward", 16, backward_case(), |c| on_device(|dev| by_dtype!(c.forward.ty, check_backward(dev, &c))));
+    fuzz("backward", 10, backward_case(), |c| on_device(|dev| by_dtype!(c.forward.ty, check_backward(dev, &c))));
 }
 
 // ---------------------------------------------------------------- merge
@@ -980,4 +1023,67 @@ fn check_optim_with<T: LoraDType, G: LoraDType>(dev: &Dev, c: &OptimCase) -> Res
 #[test]
 fn fuzz_optim() {
     fuzz("optim", 16, optim_case(), |c| on_device(|dev| by_dtype!(c.ty, check_optim(dev, &c))));
+}
+
+// ---------------------------------------------------------------- initialisation
+
+#[derive(Clone, Debug)]
+struct FillCase {
+    ty: Ty,
+    len: usize,
+    offset: usize,
+    distribution: fused_lora::Distribution,
+    seed: u64,
+    philox_offset: u64,
+}
+
+fn fill_case() -> impl Strategy<Value = FillCase> {
+    use fused_lora::Distribution;
+    let distribution = prop_oneof![
+        Just(Distribution::Zero),
+        prop::sample::select(vec![0.0f64, 1e-3, 0.125, 1.0, 3.5]).prop_map(|bound| Distribution::Uniform { bound }),
+        prop::sample::select(vec![0.0f64, 0.02, 1.0, 7.0]).prop_map(|std| Distribution::Normal { std }),
+    ];
+    (
+        ty(),
+        prop_oneof![prop::sample::select(vec![1usize, 2, 3, 4, 5, 7, 8, 9, 1023, 1025]), 1usize..3000],
+        0usize..5,
+        distribution,
+        any::<u64>(),
+        any::<u32>(),
+    )
+        .prop_map(|(ty, len, offset, distribution, seed, philox_offset)| FillCase {
+            ty,
+            len,
+            offset,
+            distribution,
+            seed,
+            philox_offset: u64::from(philox_offset),
+        })
+}
+
+/// The fill of a view is the reference's matrix bit for bit, and the
+/// elements around the view keep what they held.
+fn check_fill<T: LoraDType>(dev: &Dev, c: &FillCase) -> Result<(), String> {
+    let s = &dev.stream;
+    let (len, off) = (c.len, c.offset);
+    let mut buffer = upload_at(s, &vec![T::nan(); len + 3], off, T::nan());
+    dev.kernels
+        .fill(s, &mut buffer.slice_mut(off..off + len), c.distribution, c.seed, c.philox_offset)
+        .map_err(|e| format!("fill: {e}"))?;
+    let all = download_at(s, &buffer, 0, off + len + 3);
+    let want = reference::init_matrix::<T>(c.distribution, len, c.seed, c.philox_offset).map_err(|e| e.to_string())?;
+    if bits(&all[off..off + len]) != bits(&want) {
+        let i = (0..len).find(|&i| all[off + i].to_f64().to_bits() != want[i].to_f64().to_bits()).unwrap_or(0);
+        return Err(format!("element {i}: got {:?}, reference {:?}", all[off + i], want[i]));
+    }
+    if !all[..off].iter().chain(&all[off + len..]).all(|v| v.to_f64().is_nan()) {
+        return Err("the fill wrote outside its view".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_fill() {
+    fuzz("fill", 16, fill_case(), |c| on_device(|dev| by_dtype!(c.ty, check_fill(dev, &c))));
 }
