@@ -25,7 +25,10 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use forward_support::{assert_close, random, MultiCase};
 use fused_lora::reference::{self, MergeDirection, Precision};
-use fused_lora::{Adapter, Direction, FiniteCheck, ForwardOutput, Linear, LoraDType, LoraKernels, MergeLayer};
+use fused_lora::{
+    Adapter, BackwardInputs, BackwardOutput, Direction, FiniteCheck, ForwardOutput, GradMode, Linear, LoraDType,
+    LoraKernels, MergeLayer,
+};
 use half::bf16;
 
 const TWO_31: usize = 1 << 31;
@@ -179,6 +182,68 @@ fn merge_far_tile(dev: &Dev) {
     eprintln!("merge: W and B [{n}, 128] = {} elements each; the last tile's {} elements checked", n * k, got.len());
 }
 
+/// The backward with X and dX `[M, K]` past 2^31 elements, M = 64 rows of
+/// K = 2^25 + 2^20 (N = 8, r = 8): dX's last tile (all 64 rows, the last 64
+/// columns; every row past the first lies past 2^31) against the reference
+/// of that column window, and G (a launch small enough to run whole). dA,
+/// whose sampled CTAs read X where nothing wrote it, is not checked.
+fn backward_far_tile(dev: &Dev) {
+    type T = bf16;
+    let s = &dev.stream;
+    let (m, k, n, r) = (64, (1 << 25) + (1 << 20), 8, 8);
+    let window = 64;
+    let first_col = k - window;
+    assert!(k * 63 > TWO_31, "the far tile's rows lie past 2^31");
+    let (dy_host, p_host, b_host) = (random::<T>(21, m * n), random::<T>(22, m * r), random::<T>(23, n * r));
+    // W0 [n, k] and A [r, k] written in the window's columns only.
+    let (w_window, a_window) = (random::<T>(24, n * window), random::<T>(25, r * window));
+    let x_window = vec![T::from_f64(0.0); m * window];
+    let scale = 0.75f32;
+    let (mut w, mut a) = (alloc::<T>(s, n * k), alloc::<T>(s, r * k));
+    for row in 0..n {
+        write(s, &mut w, row * k + first_col, &w_window[row * window..][..window]);
+    }
+    for row in 0..r {
+        write(s, &mut a, row * k + first_col, &a_window[row * window..][..window]);
+    }
+    let x = alloc::<T>(s, m * k);
+    let (dy, p, b) = (s.clone_htod(&dy_host).unwrap(), s.clone_htod(&p_host).unwrap(), s.clone_htod(&b_host).unwrap());
+    let mut dx = alloc::<T>(s, m * k);
+    for row in 0..m {
+        write(s, &mut dx, row * k + first_col, &vec![T::nan(); window]);
+    }
+    let mut g = s.clone_htod(&vec![T::nan(); m * r]).unwrap();
+    let (mut da, mut db) = (alloc::<T>(s, r * k), alloc::<T>(s, n * r));
+    {
+        let inputs = BackwardInputs { dy: dy.as_view(), x: x.as_view(), p: Some(p.as_view()), dropout: None };
+        let linear = Linear { weight: w.as_view(), bias: None, n, k };
+        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale };
+        let mut out = BackwardOutput {
+            da: da.as_view_mut(),
+            db: db.as_view_mut(),
+            dx: dx.as_view_mut(),
+            g: Some(g.as_view_mut()),
+            mode: GradMode::Overwrite,
+        };
+        dev.kernels.backward(s, &inputs, &linear, &adapter, &mut out).expect("backward (sampled)");
+    }
+    // The window as a problem of its own: G and dX's rows do not depend on
+    // the columns outside it (X only enters dA).
+    let shape = fused_lora::LoraShape { m, k: window, n, r };
+    let base = reference::Base { x: &x_window, w0: &w_window, bias: None };
+    let adapter = reference::Adapter { a: &a_window, b: &b_host, scale: f64::from(scale) };
+    let reference =
+        |precision| reference::backward(shape, &base, &adapter, None, &dy_host, &p_host, precision).unwrap();
+    let (exact, naive) = (reference(Precision::Exact), reference(Precision::Naive));
+    let floor = <T as reference::RefElem>::UNIT_ROUNDOFF * 1e-3;
+    let g_got: Vec<f64> = s.clone_dtoh(&g).unwrap().iter().map(|v| v.to_f64()).collect();
+    reference::tolerance::assert_close_2d::<T>("G", r, &g_got, &exact.g, &naive.g, floor);
+    let dx_got: Vec<f64> =
+        (0..m).flat_map(|row| read(s, &dx, row * k + first_col, window)).map(|v| v.to_f64()).collect();
+    reference::tolerance::assert_close_2d::<T>("dX last tile", window, &dx_got, &exact.dx, &naive.dx, floor);
+    eprintln!("backward: X and dX [{m}, {k}] = {} elements; dX's last tile ({} elements) checked", m * k, dx_got.len());
+}
+
 #[test]
 fn far_tiles_past_2_pow_31_elements() {
     if std::env::var_os("PTX_EMU_SAMPLE_CTAS").is_none() {
@@ -194,4 +259,5 @@ fn far_tiles_past_2_pow_31_elements() {
     forward_far_tiles::<bf16>(&dev);
     forward_far_tiles::<f32>(&dev);
     merge_far_tile(&dev);
+    backward_far_tile(&dev);
 }
