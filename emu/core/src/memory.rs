@@ -71,9 +71,7 @@ fn mask_of(size: u32) -> u64 {
 
 impl Allocation {
     fn new(base: u64, size: u64, name: Option<Box<str>>) -> Allocation {
-        let words = (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
-        let init = (0..size).map(|_| AtomicU8::new(0)).collect();
-        Allocation { base, size, name, words, init }
+        Allocation { base, size, name, words: zeroed(size.div_ceil(8)), init: zeroed(size) }
     }
 
     /// "a 1024-byte allocation at 0x..." or "module global `x` (a 4-byte
@@ -165,6 +163,38 @@ impl Allocation {
             }
         }
     }
+}
+
+/// The atomics whose all-zero bit pattern is zero.
+///
+/// # Safety
+/// Implementors must be valid when every byte is zero.
+pub(crate) unsafe trait Zeroable {}
+// SAFETY: both are plain integers in memory.
+unsafe impl Zeroable for AtomicU64 {}
+// SAFETY: as above.
+unsafe impl Zeroable for AtomicU8 {}
+
+/// `len` zeroed atomics from the allocator's zeroed memory (calloc) rather
+/// than written one by one: a large request is then a fresh anonymous
+/// mapping whose pages the kernel commits only when first written, so a
+/// device allocation of many GiB (and its init bits) costs host memory only
+/// where a test touches it (sizes past 2^31 elements, sampled launches).
+pub(crate) fn zeroed<A: Zeroable>(len: u64) -> Box<[A]> {
+    let len = usize::try_from(len).expect("allocation sizes are checked against isize::MAX");
+    let layout = std::alloc::Layout::array::<A>(len).expect("allocation sizes are checked against isize::MAX");
+    if layout.size() == 0 {
+        return Vec::new().into_boxed_slice();
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<A>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` holds `len` zeroed `A`s, valid when zero (`Zeroable`),
+    // allocated by the global allocator with the layout of `[A; len]`,
+    // which is what the box frees it with.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) }
 }
 
 struct State {
@@ -431,6 +461,35 @@ fn distance(addr: u64, len: u64, a: &Allocation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process's resident memory in bytes (Linux), if known.
+    fn resident_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    #[test]
+    fn a_huge_allocation_costs_memory_only_where_written() {
+        // 6 GiB of device memory (6 GiB of data, 6 GiB of init bits):
+        // only the pages written at both ends may become resident.
+        const SIZE: u64 = 6 << 30;
+        let m = GlobalMemory::new(8 << 30);
+        let before = resident_bytes();
+        let base = m.alloc(SIZE).unwrap();
+        m.write(base, &[1, 2, 3]).unwrap();
+        m.write(base + SIZE - 4, &[4, 5, 6, 7]).unwrap();
+        let mut tail = [0u8; 6];
+        m.read(base + SIZE - 6, &mut tail).unwrap();
+        assert_eq!(tail, [0, 0, 4, 5, 6, 7]);
+        assert_eq!(m.first_uninitialized(base + SIZE - 6, 6).unwrap(), Some(base + SIZE - 6));
+        if let (Some(before), Some(after)) = (before, resident_bytes()) {
+            let grown = after.saturating_sub(before);
+            assert!(grown < 256 << 20, "a 6 GiB allocation made {grown} bytes resident");
+        }
+        m.free(base).unwrap();
+    }
 
     #[test]
     fn allocations_are_aligned_fresh_and_bounded() {

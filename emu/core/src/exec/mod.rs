@@ -118,7 +118,8 @@ struct Touched {
 }
 
 fn bitmap(size: u64) -> Box<[AtomicU64]> {
-    (0..size.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+    // Zeroed pages, committed where bits are set (allocations of many GiB).
+    crate::memory::zeroed(size.div_ceil(64))
 }
 
 fn popcount(b: &OnceLock<Box<[AtomicU64]>>) -> u64 {
