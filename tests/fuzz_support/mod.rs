@@ -79,7 +79,7 @@ pub fn cases(default: u32) -> u32 {
 }
 
 fn seed() -> u64 {
-    std::env::var("FUSED_LORA_FUZZ_SEED").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0x5eed_f0_1a)
+    std::env::var("FUSED_LORA_FUZZ_SEED").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0x5eed_f01a)
 }
 
 /// Runs `test` on `cases` inputs drawn from `strategy` with a fixed seed;
