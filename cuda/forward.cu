@@ -61,6 +61,9 @@ static_assert(LORA_FWD_TILE_M == Tile64::kRows && LORA_FWD_TILE_N == Tile64::kCo
 static_assert(LORA_FWD_BIG_TILE_M == Tile128::kRows && LORA_FWD_BIG_TILE_N == Tile128::kCols &&
                   LORA_FWD_THREADS == Tile128::kThreads,
               "forward_params.h describes the big tiles");
+static_assert(LORA_FWD_WIDE_TILE_M == Tile128x64::kRows && LORA_FWD_WIDE_TILE_N == Tile128x64::kCols &&
+                  LORA_FWD_THREADS == Tile128x64::kThreads,
+              "forward_params.h describes the wide tiles");
 constexpr int kTileK = kStep;
 
 // One pipeline slot: a step's two operand tiles, adjacent so that one
@@ -89,14 +92,19 @@ template <typename T, typename Cfg> struct Shared {
 };
 
 // A configuration's shared memory: static when it fits the 48 KB a launch
-// gets without opting in (Tile64), dynamic otherwise (Tile128: the host
-// launches it with LORA_FWD_BIG_SHARED_BYTES, opted in through the
-// function's maximum dynamic shared size).
+// gets without opting in (Tile64), dynamic otherwise (Tile128 and
+// Tile128x64: the host launches them with LORA_FWD_BIG_SHARED_BYTES and
+// LORA_FWD_WIDE_SHARED_BYTES, opted in through the function's maximum
+// dynamic shared size).
 template <typename T, typename Cfg> constexpr bool kDynamicShared = sizeof(Shared<T, Cfg>) > 48 * 1024;
+// The dynamic shared memory the host reserves for a configuration.
+template <typename Cfg> constexpr int kLaunchShared = 0;
+template <> constexpr int kLaunchShared<Tile128> = LORA_FWD_BIG_SHARED_BYTES;
+template <> constexpr int kLaunchShared<Tile128x64> = LORA_FWD_WIDE_SHARED_BYTES;
 
 template <typename T, typename Cfg> __device__ __forceinline__ Shared<T, Cfg>& shared_storage() {
     if constexpr (kDynamicShared<T, Cfg>) {
-        static_assert(sizeof(Shared<T, Cfg>) <= LORA_FWD_BIG_SHARED_BYTES, "the host's launch reserves enough");
+        static_assert(sizeof(Shared<T, Cfg>) <= kLaunchShared<Cfg>, "the host's launch reserves enough");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
         return *reinterpret_cast<Shared<T, Cfg>*>(dynamic_shared);
     } else {
@@ -421,6 +429,15 @@ FUSED_LORA_FOR_EACH_DTYPE(STAMP_GEMM)
     }
 STAMP_GEMM_BIG(f16, __half)
 STAMP_GEMM_BIG(bf16, __nv_bfloat16)
+
+// The 128x64 tile (f16/bf16): half the columns of the 128x128 tile.
+#define STAMP_GEMM_WIDE(SUFFIX, TYPE)                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
+        lora_forward_gemm_##SUFFIX##_128x64(const LoraGemmParams params) {                 \
+        fused_lora::fwd::gemm<TYPE, false, fused_lora::tiles::Tile128x64>(params);         \
+    }
+STAMP_GEMM_WIDE(f16, __half)
+STAMP_GEMM_WIDE(bf16, __nv_bfloat16)
 
 #define STAMP_REDUCE(SUFFIX, TYPE)                                                         \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_REDUCE_THREADS)                  \

@@ -39,6 +39,12 @@
 #define LORA_FWD_BIG_TILE_M 128
 #define LORA_FWD_BIG_TILE_N 128
 #define LORA_FWD_BIG_SHARED_BYTES (72 * 1024)
+/* The wide tile (lora_forward_gemm_<f16|bf16>_128x64: 128 rows by 64
+ * columns) and its dynamic shared memory: small enough for 3 CTAs per SM on
+ * an A100 (164 KB), as its registers allow. */
+#define LORA_FWD_WIDE_TILE_M 128
+#define LORA_FWD_WIDE_TILE_N 64
+#define LORA_FWD_WIDE_SHARED_BYTES (52 * 1024)
 
 /* What the adapter segment multiplies. */
 typedef enum LoraAdapterMode {

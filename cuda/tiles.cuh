@@ -78,6 +78,12 @@ using Tile64 = TileConfig<64, 64, 32, 32, 3, 2>;
 // (64 KB) fit under the f32 output tile that shares their space (68 KB):
 // the 4th stage is free. Dynamic shared memory, opted in above 48 KB.
 using Tile128 = TileConfig<128, 128, 64, 64, 4, 2>;
+// 128x64 CTA tile, 64x32 warp tiles (4 x 4 fragments, 64 accumulators per
+// thread): twice the CTAs of Tile128 on the same grid, each half as long, so
+// a grid a little past a whole number of waves of Tile128 wastes less of its
+// last wave (the fused forward's narrow-N shapes); 4 stages (48 KB) in
+// dynamic shared memory, under the 3 CTAs per SM the registers allow.
+using Tile128x64 = TileConfig<128, 64, 64, 32, 4, 2>;
 
 // The configuration the backward uses, under its constants' old names.
 constexpr int kTileRows = Tile64::kRows;

@@ -440,15 +440,34 @@ per_dtype!(
     grouped_shrink_mixed_ranks
 );
 
-/// The 128x128 tile (taken when its grid gives every SM a CTA; the emulator
-/// has 108) gives the same bits as the 64x64 tile: the full problem against
-/// the same rows fed 128 at a time (a grid too small for the big tile), with
-/// adapters mixed within tiles, bias, and K, N, M and rank tails; the full
-/// run is also checked against the reference.
+/// The 128x128 and 128x64 tiles (chosen by `forward_tile` for the
+/// emulator's 108 SMs: 12 x 18 big tiles, two per SM, take 128x128; 12 x 10
+/// take 128x64) give the same bits as the 64x64 tile: the full problem
+/// against the same rows fed 128 at a time (a grid too small for either),
+/// with adapters mixed within tiles, bias, and K, N, M and rank tails; the
+/// full run is also checked against the reference.
 fn big_tile_same_bits<T: LoraDType>() {
+    tile_same_bits::<T>(2200, "_128x128");
+}
+
+fn wide_tile_same_bits<T: LoraDType>() {
+    tile_same_bits::<T>(1160, "_128x64");
+}
+
+#[test]
+fn wide_tile_same_bits_f16() {
+    wide_tile_same_bits::<half::f16>();
+}
+
+#[test]
+fn wide_tile_same_bits_bf16() {
+    wide_tile_same_bits::<half::bf16>();
+}
+
+fn tile_same_bits<T: LoraDType>(n: usize, suffix: &str) {
     let Some(dev) = device::device() else { return };
     let stream = &dev.stream;
-    let (m, k, n, r_max) = (1500, 104, 1160, 40);
+    let (m, k, r_max) = (1500, 104, 40);
     let ranks = [8usize, 40, 1, 17, 32];
     let mut case = MultiCase::<T> {
         m,
@@ -473,7 +492,7 @@ fn big_tile_same_bits<T: LoraDType>() {
     };
     if device::is_emulator() {
         let names = kernels(2);
-        assert!(names.iter().any(|k| k.ends_with("_128x128")), "the big tile for {m} x {n}: {names:?}");
+        assert!(names.iter().any(|k| k.ends_with(suffix)), "the {suffix} tile for {m} x {n}: {names:?}");
     }
     assert_close("P", &p_full, &case.p_reference());
     assert_close("Y", &y_full, &case.y_reference(&p_full));
@@ -496,7 +515,10 @@ fn big_tile_same_bits<T: LoraDType>() {
         let (p, y) = slice.run(&dev.kernels, stream, None).expect("forward_multi");
         if device::is_emulator() {
             let names = kernels(2);
-            assert!(names.iter().all(|k| !k.ends_with("_128x128")), "the small tile for {rows} rows: {names:?}");
+            assert!(
+                names.iter().all(|k| !k.ends_with("_128x128") && !k.ends_with("_128x64")),
+                "the small tile for {rows} rows: {names:?}"
+            );
         }
         let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&p), bits(&p_full[m0 * r_max..(m0 + rows) * r_max]), "P rows {m0}..");

@@ -31,8 +31,15 @@ struct Tile {
 /// 64x64 (`lora_forward_gemm_f16`, `_bf16`): 4 warps x (2 x 4 fragments) x 2 k16 steps.
 const SMALL: Tile = Tile { m: 64, n: 64, mma_per_step: 64, kernel_suffix: "16" };
 /// 128x128: 4 warps x (4 x 8 fragments) x 2 k16 steps; taken when its grid
-/// gives each of the emulator's 108 SMs a CTA (src/forward/launch.rs).
+/// gives each of the emulator's 108 SMs whole waves of two CTAs
+/// (`forward_tile`, src/forward/launch.rs): 12 x 18 tiles.
 const BIG: Tile = Tile { m: 128, n: 128, mma_per_step: 256, kernel_suffix: "_128x128" };
+/// 128x64: 4 warps x (4 x 4 fragments) x 2 k16 steps; taken where 128x128
+/// would leave SMs idle or a tail wave: 12 x 9 big tiles, one per SM.
+const WIDE: Tile = Tile { m: 128, n: 64, mma_per_step: 128, kernel_suffix: "_128x64" };
+/// The outputs the emulator's 108 SMs give each tile.
+const BIG_SHAPE: (usize, usize) = (1536, 2304);
+const WIDE_SHAPE: (usize, usize) = (1536, 1152);
 
 struct Shape {
     m: usize,
@@ -123,14 +130,34 @@ fn counted_efficiency<T: LoraDType>() {
     }
 }
 
-/// The 128x128 tile: 12 x 9 tiles, one per SM of the emulated device.
+/// The 128x128 tile (12 x 18 tiles, two per SM of the emulated device) and
+/// the 128x64 tile (12 x 18 tiles of its own on 12 x 9 big ones).
 fn counted_efficiency_big<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
         return;
     }
-    check_counts::<T>(&dev, &Shape { m: 1536, k: 128, n: 1152, r: 32 }, BIG);
+    check_counts::<T>(&dev, &Shape { m: BIG_SHAPE.0, k: 128, n: BIG_SHAPE.1, r: 32 }, BIG);
+}
+
+fn counted_efficiency_wide<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    check_counts::<T>(&dev, &Shape { m: WIDE_SHAPE.0, k: 128, n: WIDE_SHAPE.1, r: 32 }, WIDE);
+}
+
+#[test]
+fn counted_efficiency_wide_f16() {
+    counted_efficiency_wide::<f16>();
+}
+
+#[test]
+fn counted_efficiency_wide_bf16() {
+    counted_efficiency_wide::<bf16>();
 }
 
 #[test]
@@ -198,7 +225,7 @@ fn steady_state<T: LoraDType>() {
     steady_state_of::<T>(&dev, 128, 128, SMALL);
 }
 
-/// The 128x128 tile's steady state (12 x 9 tiles: one per emulated SM),
+/// The 128x128 tile's steady state (12 x 18 tiles: two per emulated SM),
 /// and what it saves against the 64x64 tile's: each staged element feeds
 /// twice the mma, so half the load sectors and shared wavefronts per mma.
 fn steady_state_big<T: LoraDType>() {
@@ -208,8 +235,47 @@ fn steady_state_big<T: LoraDType>() {
         return;
     }
     let small = steady_state_of::<T>(&dev, 128, 128, SMALL);
-    let big = steady_state_of::<T>(&dev, 1536, 1152, BIG);
+    let big = steady_state_of::<T>(&dev, BIG_SHAPE.0, BIG_SHAPE.1, BIG);
     PerMma::assert_big_tile_saves(&small, &big);
+}
+
+/// The 128x64 tile's steady state: a staged row of X feeds 64 columns
+/// instead of 32, a row of W0 64 rows instead of 32, so (128 + 64) staged
+/// rows per 128 x 64 outputs against (64 + 64) per 64 x 64: three quarters
+/// of the 64x64 tile's load sectors per mma; its 64x32 warp tiles load 6
+/// ldmatrix.x4 per 16 mma where 32x32 load 4 per 8: shared wavefronts per
+/// mma at most three quarters as well.
+fn steady_state_wide<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let small = steady_state_of::<T>(&dev, 128, 128, SMALL);
+    let wide = steady_state_of::<T>(&dev, WIDE_SHAPE.0, WIDE_SHAPE.1, WIDE);
+    assert!(
+        wide.sectors <= 0.75 * small.sectors + 1e-9,
+        "load sectors per mma {:.3} vs {:.3}",
+        wide.sectors,
+        small.sectors
+    );
+    assert!(
+        wide.wavefronts <= 0.75 * small.wavefronts + 1e-9,
+        "shared wavefronts per mma {:.3} vs {:.3}",
+        wide.wavefronts,
+        small.wavefronts
+    );
+    assert!(wide.warp < small.warp, "warp instructions per mma {:.3} vs {:.3}", wide.warp, small.warp);
+}
+
+#[test]
+fn steady_state_wide_f16() {
+    steady_state_wide::<f16>();
+}
+
+#[test]
+fn steady_state_wide_bf16() {
+    steady_state_wide::<bf16>();
 }
 
 #[test]

@@ -8,7 +8,11 @@
 //! executed on a sample of its CTAs (`PTX_EMU_SAMPLE_CTAS`, 8 unless set;
 //! the decode forward, M <= 16, runs whole grids: its unique bytes decide it),
 //! counted, extrapolated to the whole grid and modeled on A100 and H100
-//! (`PTX_EMU_MODEL`; docs/perf-model.md says how). The times are a model,
+//! (`PTX_EMU_MODEL`; docs/perf-model.md says how). The forward and backward
+//! run once per multiprocessor count among the modeled GPUs, on an emulated
+//! device of that many SMs (`PTX_EMU_MULTIPROCESSORS`: 108 for the A100,
+//! 132 for the H100), so each GPU's rows count the launches the library
+//! would size for it (tile, K splits). The times are a model,
 //! never a measurement, and are labelled so everywhere they appear.
 //!
 //! Writes `target/perf-report/report.csv` (one row per case and GPU),
@@ -125,6 +129,10 @@ fn is_emulator() -> bool {
 /// The roofline of one GPU as the model's table gives it.
 struct Ceiling {
     gpu: String,
+    /// Its multiprocessors: the forward and backward run on an emulated
+    /// device of this many (`PTX_EMU_MULTIPROCESSORS`), so their launches
+    /// are sized (tile, splits) as the library sizes them on that GPU.
+    sms: u32,
     flops_per_s: f64,
     bytes_per_s: f64,
 }
@@ -162,6 +170,7 @@ fn ceilings() -> Result<Vec<Ceiling>, Box<dyn Error>> {
         let number = |key: &str| c[key].as_f64().ok_or_else(|| format!("no `{key}` for {gpu} in {json}"));
         out.push(Ceiling {
             gpu: gpu.to_string(),
+            sms: number("sms")? as u32,
             flops_per_s: number("bf16_mma_sync_flops_per_s")?,
             bytes_per_s: number("dram_bytes_per_s")?,
         });
@@ -260,29 +269,49 @@ fn main() -> Result<(), Box<dyn Error>> {
         every_launch.extend(launches.iter().map(|l| (label.clone(), l.clone())));
         cutlass_launches.insert(shape, launches);
     }
+    // The GPUs by multiprocessor count: the library sizes its launches
+    // (tile, K splits) by the device's count, so each count runs the
+    // forward and backward on an emulated device of that many SMs, modeled
+    // on the GPUs that have it.
+    let mut by_sms: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
+    for ceiling in &ceilings {
+        by_sms.entry(ceiling.sms).or_default().push(ceiling.gpu.clone());
+    }
+    let steps = steps + 2 * cases.len() * (by_sms.len() - 1);
     let mut rows = Vec::new();
     for case in &cases {
         let name = format!("{} M={} r={}", case.projection, case.m, case.r);
-        let forward = counted(&mut log, &mut step, steps, &format!("forward  {name}"), || {
-            // Decode is judged on the bytes it reads, and sampling extrapolates
-            // unique bytes as if every CTA read alike (the decode grid's
-            // adapter tiles do not): its small grids run whole.
-            let _whole =
-                (case.m <= targets::DECODE_TOKENS).then(|| EnvOverride::set("PTX_EMU_SAMPLE_CTAS", WHOLE_GRID));
-            cases::forward(&kernels, &stream, case)
-        })?;
-        let backward = counted(&mut log, &mut step, steps, &format!("backward {name}"), || {
-            cases::backward(&kernels, &stream, case)
-        })?;
-        every_launch.extend(forward.iter().map(|l| (format!("forward {name}"), l.clone())));
-        every_launch.extend(backward.iter().map(|l| (format!("backward {name}"), l.clone())));
+        let mut runs: std::collections::BTreeMap<String, (Vec<Launch>, Vec<Launch>)> =
+            std::collections::BTreeMap::new();
+        for (sms, on) in &by_sms {
+            let _model = EnvOverride::set("PTX_EMU_MODEL", &on.join(","));
+            let _sms = EnvOverride::set("PTX_EMU_MULTIPROCESSORS", &sms.to_string());
+            let tag = if by_sms.len() > 1 { format!(" ({sms} SMs)") } else { String::new() };
+            let forward = counted(&mut log, &mut step, steps, &format!("forward  {name}{tag}"), || {
+                // Decode is judged on the bytes it reads, and sampling extrapolates
+                // unique bytes as if every CTA read alike (the decode grid's
+                // adapter tiles do not): its small grids run whole.
+                let _whole =
+                    (case.m <= targets::DECODE_TOKENS).then(|| EnvOverride::set("PTX_EMU_SAMPLE_CTAS", WHOLE_GRID));
+                cases::forward(&kernels, &stream, case)
+            })?;
+            let backward = counted(&mut log, &mut step, steps, &format!("backward {name}{tag}"), || {
+                cases::backward(&kernels, &stream, case)
+            })?;
+            every_launch.extend(forward.iter().map(|l| (format!("forward {name}{tag}"), l.clone())));
+            every_launch.extend(backward.iter().map(|l| (format!("backward {name}{tag}"), l.clone())));
+            for gpu in on {
+                runs.insert(gpu.clone(), (forward.clone(), backward.clone()));
+            }
+        }
         for ceiling in &ceilings {
             let gpu = &ceiling.gpu;
+            let (forward, backward) = &runs[gpu];
             rows.push(Row {
                 case: *case,
                 gpu: gpu.clone(),
-                forward: sum_on(&forward, gpu)?,
-                backward: sum_on(&backward, gpu)?,
+                forward: sum_on(forward, gpu)?,
+                backward: sum_on(backward, gpu)?,
                 cutlass: sum_on(&cutlass_launches[&(case.m, case.n, case.k)], gpu)?.us,
                 cutlass_dx: sum_on(&cutlass_launches[&(case.m, case.k, case.n)], gpu)?.us,
                 forward_floor: ceiling.floor_us(case.forward_flops(), case.forward_bytes()),

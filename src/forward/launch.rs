@@ -13,6 +13,7 @@ use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK,
     LORA_DECODE_ROWS, LORA_DECODE_STAGE_K, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
     LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N,
+    LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -126,27 +127,94 @@ pub(crate) fn decode_layout(multiprocessors: usize, l2_bytes: usize, pr: &Decode
 /// The CTA tile of one fused-GEMM launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ForwardTile {
-    /// 64 x 64, 32 x 32 warp tiles (`lora_forward_gemm_<T>`).
+    /// 64 x 64, 32 x 32 warp tiles (`lora_forward_gemm_<T>`): 91 registers
+    /// (ptxas, sm_80; 96 on sm_90), 25.6 KB of static shared memory: 5 CTAs
+    /// per SM.
     Small,
+    /// 128 x 64, 64 x 32 warp tiles (`lora_forward_gemm_<T>_128x64`): twice
+    /// the CTAs of `Big` on the same output, each half as long. 158
+    /// registers (156 on sm_90; no spills) and 52 KB of dynamic shared
+    /// memory (`LORA_FWD_WIDE_SHARED_BYTES`: 4 pipeline slots of a 128 x 32
+    /// and a 64 x 32 tile, or the 128 x 72 f32 output tile, plus the per-row
+    /// adapter lists): 3 CTAs per SM on A100 and H100.
+    Wide,
     /// 128 x 128, 64 x 64 warp tiles (`lora_forward_gemm_<T>_128x128`):
-    /// half the L2 sectors and shared wavefronts per mma, a quarter of the
-    /// CTAs. 239 registers (ptxas, sm_80; no spills) and 72 KB of dynamic
-    /// shared memory (`LORA_FWD_BIG_SHARED_BYTES`: 4 pipeline slots of two
+    /// half the L2 sectors and shared wavefronts per mma of `Small`. 239
+    /// registers (ptxas, sm_80; no spills) and 72 KB of dynamic shared
+    /// memory (`LORA_FWD_BIG_SHARED_BYTES`: 4 pipeline slots of two
     /// 128 x 32 tiles, or the 128 x 136 f32 output tile, plus the per-row
     /// adapter lists): 2 CTAs per SM on A100 and H100, limited by registers.
     Big,
 }
 
+/// What one CTA of a tile costs per 32-long K-step, in SM clocks, and how
+/// many fit on an SM: the emulator's counts of the steady state
+/// (`tests/forward_counters.rs`) with the per-SM rates of
+/// docs/perf-model.md (one mma.sync m16n8k16 per 2 clocks, 4 warp
+/// instructions and one shared wavefront per clock).
+struct TileCost {
+    rows: usize,
+    cols: usize,
+    ctas_per_sm: usize,
+    /// Tensor-pipe clocks: 2 per mma.
+    tensor: f64,
+    /// Issue clocks: warp instructions / 4.
+    issue: f64,
+    /// Shared-memory clocks: wavefronts (ldmatrix and the cp.async stores).
+    shared: f64,
+}
+
+impl TileCost {
+    const fn of(tile: ForwardTile) -> TileCost {
+        match tile {
+            // 64 mma, 4.0 instructions and 3.0 wavefronts per mma.
+            ForwardTile::Small => {
+                TileCost { rows: 64, cols: 64, ctas_per_sm: 5, tensor: 128.0, issue: 64.0, shared: 192.0 }
+            }
+            // 128 mma, 2.75 instructions and 2.25 wavefronts per mma.
+            ForwardTile::Wide => {
+                TileCost { rows: 128, cols: 64, ctas_per_sm: 3, tensor: 256.0, issue: 88.0, shared: 288.0 }
+            }
+            // 256 mma, 2.06 instructions and 1.5 wavefronts per mma.
+            ForwardTile::Big => {
+                TileCost { rows: 128, cols: 128, ctas_per_sm: 2, tensor: 512.0, issue: 131.8, shared: 384.0 }
+            }
+        }
+    }
+
+    /// Clocks per K-step of the busiest SM for an `[m, n]` output on
+    /// `multiprocessors` SMs: it runs `ceil(tiles / SMs)` CTAs, `resident`
+    /// of them at a time; each pipe (tensor, shared) is a bound, and so is
+    /// their sum with issue over the warps that can overlap them (at most
+    /// 3 per scheduler): the model's rule (docs/perf-model.md), which
+    /// charges a grid just past a whole wave of CTAs a whole extra CTA.
+    fn busiest_sm_clocks(&self, multiprocessors: usize, m: usize, n: usize) -> f64 {
+        let tiles = m.div_ceil(self.rows) * n.div_ceil(self.cols);
+        let busiest = tiles.div_ceil(multiprocessors.max(1)) as f64;
+        let resident = (self.ctas_per_sm as f64).min(busiest);
+        // 4 warps per CTA over 4 schedulers.
+        let warps_per_scheduler = resident;
+        let issue_rate = (warps_per_scheduler / 4.0).min(1.0);
+        let overlap = (self.tensor + self.issue + self.shared) / warps_per_scheduler.min(3.0);
+        busiest * self.tensor.max(self.shared).max(self.issue / issue_rate).max(overlap)
+    }
+}
+
 /// Picks the tile for an `[m, n]` output on a device of `multiprocessors`
 /// SMs; deterministic for a shape and device, and the results are the same
-/// bits either way (each output element's reduction order does not depend on
-/// the tile). The 128x128 tile when it exists for the type (f16/bf16; `half`),
-/// the launch is not split over K, has no dropout (a dropout shrink's output
-/// is rank wide), M fills at least one tile row (decode-sized M would leave
-/// most of each 128-row tile's mma on padding, where 64x64 wastes half as
-/// much), and its grid still gives every SM at least one CTA: then it moves
-/// half the bytes per mma, and every SM is busy. Otherwise (small grids,
-/// decode) 64x64, whose 4x more CTAs fill the device.
+/// bits whichever it is (each output element's reduction order does not
+/// depend on the tile). Only f16/bf16 launches that are not split over K
+/// and have no dropout have a choice (`half`, `splits`, `dropped`; a
+/// dropout shrink's output is rank wide), and only with M of at least one
+/// 128-row tile (decode-sized M would leave most of a 128-row tile's mma on
+/// padding); the rest take 64x64. Among the three tiles, the one whose
+/// busiest SM finishes first ([`TileCost`]): 128x128 moves the fewest
+/// bytes per mma but has the fewest CTAs, so it wins on grids of many
+/// whole waves (q/o, gate/up, down at M = 4096); 128x64 wins where the big
+/// tile's grid is a little past a whole number of waves, or short of one
+/// (k/v 4096 -> 1024 at M = 4096 on 108 SMs: 256 big tiles are 3 on the
+/// busiest SM, 2.37 on average; 512 wide ones 5 against 4.74); 64x64 on
+/// small grids. On a tie the bigger tile (fewer bytes).
 pub(crate) fn forward_tile(
     multiprocessors: usize,
     m: usize,
@@ -155,13 +223,19 @@ pub(crate) fn forward_tile(
     splits: usize,
     dropped: bool,
 ) -> ForwardTile {
-    let big_tiles = m.div_ceil(LORA_FWD_BIG_TILE_M as usize) * n.div_ceil(LORA_FWD_BIG_TILE_N as usize);
     let rows_filled = m >= LORA_FWD_BIG_TILE_M as usize;
-    if half && splits == 1 && !dropped && rows_filled && big_tiles >= multiprocessors {
-        ForwardTile::Big
-    } else {
-        ForwardTile::Small
+    if !(half && splits == 1 && !dropped && rows_filled) {
+        return ForwardTile::Small;
     }
+    let mut best = ForwardTile::Big;
+    let mut best_clocks = TileCost::of(best).busiest_sm_clocks(multiprocessors, m, n);
+    for tile in [ForwardTile::Wide, ForwardTile::Small] {
+        let clocks = TileCost::of(tile).busiest_sm_clocks(multiprocessors, m, n);
+        if clocks < best_clocks {
+            (best, best_clocks) = (tile, clocks);
+        }
+    }
+    best
 }
 
 impl LoraKernels {
@@ -199,23 +273,19 @@ impl LoraKernels {
         let dropped = params.dropout != 0 && params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32;
         let suffix = T::DTYPE.kernel_suffix();
         let tile = forward_tile(sms, m, n, T::DTYPE.size_bytes() == 2, splits, dropped);
-        let (gemm, config) = if tile == ForwardTile::Big {
-            let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{suffix}_128x128"))?;
+        let dynamic = match tile {
+            ForwardTile::Big => Some(("128x128", LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_BIG_SHARED_BYTES)),
+            ForwardTile::Wide => {
+                Some(("128x64", LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N, LORA_FWD_WIDE_SHARED_BYTES))
+            }
+            ForwardTile::Small => None,
+        };
+        let (gemm, config) = if let Some((name, tile_m, tile_n, shared)) = dynamic {
+            let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{suffix}_{name}"))?;
             // Above the 48 KB a launch gets by default: opt in.
-            gemm.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                LORA_FWD_BIG_SHARED_BYTES as i32,
-            )?;
-            let grid =
-                ((params.n as u32).div_ceil(LORA_FWD_BIG_TILE_N), (params.m as u32).div_ceil(LORA_FWD_BIG_TILE_M), 1);
-            (
-                gemm,
-                LaunchConfig {
-                    grid_dim: grid,
-                    block_dim: (LORA_FWD_THREADS, 1, 1),
-                    shared_mem_bytes: LORA_FWD_BIG_SHARED_BYTES,
-                },
-            )
+            gemm.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)?;
+            let grid = ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(tile_m), 1);
+            (gemm, LaunchConfig { grid_dim: grid, block_dim: (LORA_FWD_THREADS, 1, 1), shared_mem_bytes: shared })
         } else {
             let variant = if dropped { "gemm_dropout" } else { "gemm" };
             let gemm = self.function(FORWARD, &format!("lora_forward_{variant}_{suffix}"))?;
@@ -319,21 +389,47 @@ mod tests {
     }
 
     #[test]
-    fn big_tile_only_where_its_grid_fills_the_device() {
-        // 4096 x 4096 on 108 SMs: 1024 big tiles.
-        assert_eq!(forward_tile(108, 4096, 4096, true, 1, false), ForwardTile::Big);
-        // 1024 x 1024: 64 big tiles would leave 44 SMs idle.
-        assert_eq!(forward_tile(108, 1024, 1024, true, 1, false), ForwardTile::Small);
-        // Exactly one per SM: 12 x 9 tiles.
-        assert_eq!(forward_tile(108, 1536, 1152, true, 1, false), ForwardTile::Big);
-        assert_eq!(forward_tile(132, 1536, 1152, true, 1, false), ForwardTile::Small);
-        // Decode-sized M over a wide N: 112 big tiles, but each 7/8 padding.
-        assert_eq!(forward_tile(108, 16, 14336, true, 1, false), ForwardTile::Small);
-        assert_eq!(forward_tile(108, 127, 14336, true, 1, false), ForwardTile::Small);
-        assert_eq!(forward_tile(108, 128, 14336, true, 1, false), ForwardTile::Big);
+    fn tile_by_the_busiest_sm() {
+        use ForwardTile::{Big, Small, Wide};
+        // Many whole waves: the big tile (fewest bytes per mma). q/o, gate/up at M = 4096.
+        assert_eq!(forward_tile(108, 4096, 4096, true, 1, false), Big);
+        assert_eq!(forward_tile(132, 4096, 14336, true, 1, false), Big);
+        assert_eq!(forward_tile(108, 4096, 14336, true, 1, false), Big);
+        // k/v at M = 4096 on 108 SMs: 256 big tiles put 3 on the busiest SM
+        // (2.37 on average), 512 wide ones 5 (4.74); on 132 SMs the big
+        // tiles are 2 per SM (1.94 on average) and win.
+        assert_eq!(forward_tile(108, 4096, 1024, true, 1, false), Wide);
+        assert_eq!(forward_tile(132, 4096, 1024, true, 1, false), Big);
+        // 2048 x 1024: 128 big tiles, one wave of 2 per SM on 108 SMs but
+        // 1 per SM (4 warps: no overlap) on 132; 256 wide ones win on both.
+        assert_eq!(forward_tile(108, 2048, 1024, true, 1, false), Wide);
+        assert_eq!(forward_tile(132, 2048, 1024, true, 1, false), Wide);
+        // Exactly one big tile per SM (12 x 9): 2 wide ones per SM instead.
+        assert_eq!(forward_tile(108, 1536, 1152, true, 1, false), Wide);
+        // Two big tiles per SM (12 x 18): both resident, and half the bytes.
+        assert_eq!(forward_tile(108, 1536, 2304, true, 1, false), Big);
+        // Small grids: 64x64, whose 5 CTAs per SM fill the device.
+        assert_eq!(forward_tile(108, 1024, 1024, true, 1, false), Small);
+        assert_eq!(forward_tile(132, 1024, 1024, true, 1, false), Small);
+        assert_eq!(forward_tile(108, 512, 1024, true, 1, false), Small);
+        // Decode-sized M over a wide N: each 128-row tile 7/8 padding.
+        assert_eq!(forward_tile(108, 16, 14336, true, 1, false), Small);
+        assert_eq!(forward_tile(108, 127, 14336, true, 1, false), Small);
+        assert_eq!(forward_tile(108, 128, 14336, true, 1, false), Wide);
         // f32, split K, dropout: always 64x64.
-        assert_eq!(forward_tile(108, 4096, 4096, false, 1, false), ForwardTile::Small);
-        assert_eq!(forward_tile(108, 4096, 4096, true, 2, false), ForwardTile::Small);
-        assert_eq!(forward_tile(108, 4096, 4096, true, 1, true), ForwardTile::Small);
+        assert_eq!(forward_tile(108, 4096, 4096, false, 1, false), Small);
+        assert_eq!(forward_tile(108, 4096, 4096, true, 2, false), Small);
+        assert_eq!(forward_tile(108, 4096, 4096, true, 1, true), Small);
+    }
+
+    #[test]
+    fn busiest_sm_charges_the_tail_wave() {
+        let big = super::TileCost::of(ForwardTile::Big);
+        // 216 tiles on 108 SMs: 2 per SM, both resident; one more tile adds a third.
+        let full = big.busiest_sm_clocks(108, 128 * 12, 128 * 18);
+        let past = big.busiest_sm_clocks(108, 128 * 217, 128);
+        assert!((past / full - 1.5).abs() < 1e-9, "{past} vs {full}");
+        // Deterministic: the same shape and device, the same clocks.
+        assert_eq!(full, big.busiest_sm_clocks(108, 1536, 2304));
     }
 }

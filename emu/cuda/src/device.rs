@@ -29,6 +29,23 @@ pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 /// memory is used as allocations are made).
 const DEFAULT_GLOBAL_MEMORY_BYTES: u64 = 40 << 30;
 
+/// Multiprocessors of the emulated device when `PTX_EMU_MULTIPROCESSORS`
+/// is not set: an A100's 108.
+const DEFAULT_MULTIPROCESSORS: u32 = 108;
+
+/// The emulated device's multiprocessor count (attribute
+/// MULTIPROCESSOR_COUNT, and the cooperative-launch residency limit):
+/// `PTX_EMU_MULTIPROCESSORS` if set to a positive integer, else 108. Read at
+/// every query, so a program (the performance report) can size its launches
+/// for another GPU's count, as the library would on that GPU.
+pub fn multiprocessors() -> u32 {
+    std::env::var("PTX_EMU_MULTIPROCESSORS")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|count| *count > 0 && *count <= i32::MAX as u32)
+        .unwrap_or(DEFAULT_MULTIPROCESSORS)
+}
+
 /// Global memory capacity: `PTX_EMU_GLOBAL_MEMORY_BYTES` if set to a
 /// positive integer, else 40 GiB.
 pub fn global_memory_bytes() -> u64 {
@@ -64,7 +81,7 @@ pub fn attribute_value(attribute: c_int) -> DriverResult<c_int> {
         13 => 1_410_000,                                 // CLOCK_RATE (kHz)
         14 => 512,                                       // TEXTURE_ALIGNMENT
         15 => 1,                                         // GPU_OVERLAP
-        16 => 108,                                       // MULTIPROCESSOR_COUNT
+        16 => multiprocessors() as c_int,                // MULTIPROCESSOR_COUNT
         31 => 1,                                         // CONCURRENT_KERNELS
         36 => 1_215_000,                                 // MEMORY_CLOCK_RATE (kHz)
         37 => 5120,                                      // GLOBAL_MEMORY_BUS_WIDTH

@@ -66,9 +66,6 @@ thread_local! {
         const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
-/// Multiprocessors of the emulated device (attribute MULTIPROCESSOR_COUNT).
-const MULTIPROCESSORS: u64 = 108;
-
 /// A launch as `cuLaunchKernel` describes it.
 struct LaunchRequest {
     function: CUfunction,
@@ -98,8 +95,8 @@ fn launch_kernel(request: LaunchRequest) -> DriverResult {
     if cooperative {
         let threads = block.iter().map(|d| u64::from(*d)).product::<u64>();
         let threads = u32::try_from(threads).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
-        let resident =
-            u64::from(max_active_blocks(kernel, threads, u64::from(dynamic_shared_bytes))?) * MULTIPROCESSORS;
+        let resident = u64::from(max_active_blocks(kernel, threads, u64::from(dynamic_shared_bytes))?)
+            * u64::from(crate::device::multiprocessors());
         if grid.iter().map(|d| u64::from(*d)).product::<u64>() > resident {
             return Err(CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
         }
