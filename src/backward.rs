@@ -244,6 +244,20 @@ struct Dims {
 /// Warps of a rank-side CTA.
 const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 
+/// Warps of dX's 128×128 CTA, which also run dA's CTAs in its launch.
+const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
+
+/// gridDim.y's limit.
+const MAX_GRID_Y: usize = 65_535;
+
+/// The grid rows of `lora_backward_dx_da_<T>_128x128` for an `[m, k]` dX
+/// and `da_ctas` dA CTAs per rank tile: (all rows, dA's rows before dX's).
+fn dx_da_rows(m: usize, k: usize, r_max: usize, da_ctas: usize) -> (usize, usize) {
+    let cols = k.div_ceil(LORA_BWD_BIG_TILE_COLS as usize);
+    let da_rows = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(cols);
+    (m.div_ceil(LORA_BWD_BIG_TILE_ROWS as usize) + da_rows, da_rows)
+}
+
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
     fn grouped(&self, base: &LoraBwdParams) -> bool {
@@ -633,10 +647,17 @@ impl LoraKernels {
             let rank_kernel = |name: &str| format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
             let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
             self.launch_rank_side(stream, &rank_kernel("g_db"), g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
-            let da = LoraBwdParams { out: da_span.start, ..params };
-            self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
             let dx_params = LoraBwdParams { out: dx_span.start, ..params };
-            self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
+            // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a CTA.
+            let fused_groups = if warp_mode { num_adapters.div_ceil(BIG_TILE_WARPS) } else { num_adapters };
+            let fused_da_ctas = k.div_ceil(RANK_TILE) * fused_groups;
+            if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+                self.launch_dx_da::<T>(stream, LoraBwdParams { da: da_span.start, ..dx_params }, fused_da_ctas)?;
+            } else {
+                let da = LoraBwdParams { out: da_span.start, ..params };
+                self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
+                self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
+            }
         }
         Ok(())
     }
@@ -705,6 +726,60 @@ impl LoraKernels {
     ) -> Result<()> {
         let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
         let config = LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
+    /// Whether dX runs on the 128×128 tile without dropout, the launch that
+    /// also runs dA's CTAs (`lora_backward_dx_da_<T>_128x128`): the pick
+    /// [`LoraKernels::row_gemm`] makes for dX, from the shape and the SM count.
+    /// With `da_ctas` dA CTAs per rank tile, the launch's grid must also
+    /// stay within gridDim.y's limit (else dA runs as a launch of its own).
+    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<bool> {
+        let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
+        let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let sms = sms.max(1) as usize;
+        let splits = k_splits(sms, m, k, n + r_max);
+        let half = T::DTYPE.size_bytes() == 2;
+        let (grid_y, _) = dx_da_rows(m, k, r_max, da_ctas);
+        Ok(params.dropout == 0 && dx_tile(sms, m, k, half, splits) == DxTile::Big && grid_y <= MAX_GRID_Y)
+    }
+
+    /// Launches `lora_backward_dx_da_<T>_128x128`: dA's `da_ctas` CTAs per
+    /// rank tile in the first grid rows, then dX's 128×128 tiles.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`]; `params.da` addresses dA and G is
+    /// written (the launch before).
+    unsafe fn launch_dx_da<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: LoraBwdParams,
+        da_ctas: usize,
+    ) -> Result<()> {
+        let function = self.function(BACKWARD, &format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix()))?;
+        function.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_BWD_BIG_SHARED_BYTES as i32,
+        )?;
+        let cols = (params.k as usize).div_ceil(LORA_BWD_BIG_TILE_COLS as usize);
+        let (grid_y, da_rows) = dx_da_rows(params.m as usize, params.k as usize, params.r_max as usize, da_ctas);
+        let grid = (cols as u32, grid_y as u32, 1);
+        let params = LoraBwdParams {
+            reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
+            k_splits: 1,
+            da_ctas: da_ctas as i32,
+            da_rows: da_rows as i32,
+            ..params
+        };
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
+            shared_mem_bytes: LORA_BWD_BIG_SHARED_BYTES,
+        };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.

@@ -619,6 +619,60 @@ fn big_dx_tile<T: LoraDType>() {
     }
 }
 
+/// dA's CTAs inside dX's 128x128 launch in warp mode (many adapters of few
+/// rows: each of a CTA's 4 warps walks an adapter of its own): M = 1500,
+/// K = 1160, N = 104, nine adapters of ranks 1 to 40 scattered over the rows,
+/// against the reference; then the same rows sorted by adapter give dA, dB
+/// and (row for row) dX and G bit for bit.
+fn big_dx_tile_warp_mode<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r_max) = (1500, 1160, 104, 40);
+    let ranks = [8, 40, 1, 17, 32, 16, 24, 3, 33];
+    let index = row_indices(Mix::Unsorted, m, ranks.len(), 990);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 991);
+    case.poison_padding();
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    if let Some(name) = last_kernel() {
+        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128"), "dX with dA: {name}");
+    }
+    check_against_reference("dA in dX's launch, warp mode", &case, &scattered, None);
+
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&i| case.index[i]);
+    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
+    let sorted = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: order.iter().map(|&i| case.index[i]).collect(),
+        x: rows(&case.x, k),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: rows(&case.p, r_max),
+        dy: rows(&case.dy, n),
+        dropout: None,
+        ..case
+    };
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
+    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
+    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
+    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
+}
+
+#[test]
+fn big_dx_tile_warp_mode_f16() {
+    big_dx_tile_warp_mode::<f16>();
+}
+
+#[test]
+fn big_dx_tile_warp_mode_bf16() {
+    big_dx_tile_warp_mode::<bf16>();
+}
+
 #[test]
 fn big_dx_tile_f16() {
     big_dx_tile::<f16>();
