@@ -165,7 +165,7 @@ __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cf
 // kDropout: whether the dropout mask's code is compiled in (the host sends a
 // launch with dropout only to a kernel that has it).
 template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
-__device__ void row_gemm(const LoraBwdParams& p, int first_grid_row = 0) {
+__device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
     constexpr int kStages = Cfg::template stages<T>();
     constexpr int kTileRows = Cfg::kRows;
     constexpr int kTileCols = Cfg::kCols;
@@ -183,7 +183,7 @@ __device__ void row_gemm(const LoraBwdParams& p, int first_grid_row = 0) {
     // Tile64 keeps the plain CTA order (the grouped order would raise its
     // register count, see grouped_tile); Tile128 walks groups of tile rows.
     int tile_m = blockIdx.y, tile_n = blockIdx.x;
-    if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n, first_grid_row);
+    if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n, extra_cols);
     const int m0 = tile_m * kTileRows;
     const int c0 = tile_n * kTileCols;
     const int lane = threadIdx.x % 32;
@@ -527,27 +527,31 @@ template <typename T> __device__ void da(const LoraBwdParams& p) {
 }
 
 // dX on the 128x128 tile with dA's CTAs in the same launch (f16/bf16, no
-// dropout): the grid rows below p.da_rows hold dA's p.da_ctas CTAs per rank
-// tile (rank tile after rank tile, in blockIdx order; the rest of the last
-// row returns at once), each on the CTA's 4 warps (rank_side::rank_grad's
-// split over warps, its output into p.da); the rows from p.da_rows on are
-// dX's tiles. Both read G, which the launch before wrote. dA is
-// memory-bound (it reads X once) and dX bound by its pipes: in one launch
-// dA's CTAs run beside dX's instead of as a launch of their own, and the
-// first rows of the grid put them in the first wave.
+// dropout): the grid's last column holds dA's CTAs, one per grid row, CTA y
+// taking dA's tiles y, y + gridDim.y, ... (p.da_ctas per rank tile, rank
+// tile after rank tile; the host keeps it to a few) on its 4 warps
+// (rank_side::rank_grad's split over warps, its output into p.da); the
+// columns before it are dX's tiles. Both read G, which the launch before
+// wrote. dA is memory-bound (it reads X once) and dX bound by its pipes: in
+// one launch dA's CTAs run beside dX's instead of as a launch of their own,
+// one at the end of each grid row, spread over the launch. (One column of
+// like CTAs also keeps the emulator's CTA sampling exact: it counts the
+// last column as a stratum of its own.)
 template <typename T> __device__ void dx_da(const LoraBwdParams& p) {
-    if (static_cast<int>(blockIdx.y) < p.da_rows) {
+    if (blockIdx.x == gridDim.x - 1) {
         using DaShared = rank_side::SharedOf<Tile128::kThreads / 32>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
-        const int at = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
-        const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
-        if (at >= p.da_ctas * rank_tiles) return;
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
         DaShared& sm = *reinterpret_cast<DaShared*>(dynamic_shared);
-        rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
+        const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
+        for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
+            rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
+            // The next tile's copies reuse the shared memory the epilogue read.
+            __syncthreads();
+        }
         return;
     }
-    row_gemm<T, true, Tile128, false>(p, p.da_rows);
+    row_gemm<T, true, Tile128, false>(p, 1);
 }
 
 // ---------------------------------------------------------------------------

@@ -113,8 +113,8 @@ typedef struct LoraBwdParams {
                                warp takes an adapter of its own (many adapters of few rows) */
     /* lora_backward_dx_da_<T>_128x128: dX with dA's CTAs in the same launch. */
     uint64_t da;            /* [L, r_max, k] T: dA */
-    int32_t da_ctas;        /* dA's CTAs per rank tile (k tiles x adapters, or adapter groups in warp mode) */
-    int32_t da_rows;        /* grid rows (of gridDim.x CTAs) holding dA's CTAs, before dX's tiles */
+    int32_t da_ctas;        /* dA's tiles per rank tile (k tiles x adapters, or adapter groups in warp mode),
+                               taken by the grid's last column */
 } LoraBwdParams;
 
 #endif

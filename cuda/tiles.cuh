@@ -301,16 +301,16 @@ constexpr int kGroupRows = 8;
 // (The fused forward and dX's 128x128 kernel use it; in the 64x64 dX,
 // which carries the dropout mask's code, it would raise the register count
 // from 121 to 164, ptxas keeping the mask's per-element counters apart, so
-// that kernel keeps the plain order.) The grid rows before `first_grid_row`
+// that kernel keeps the plain order.) The last `extra_cols` grid columns
 // do other work of the launch (dA's CTAs in dX's 128x128 launch): the tiles
-// are the rows from there on.
-__device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col, int first_grid_row = 0) {
-    const int cols = gridDim.x;
-    const int id = (static_cast<int>(blockIdx.y) - first_grid_row) * cols + blockIdx.x;
+// are the columns before them.
+__device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col, int extra_cols = 0) {
+    const int cols = static_cast<int>(gridDim.x) - extra_cols;
+    const int id = blockIdx.y * cols + blockIdx.x;
     const int per_group = kGroupRows * cols;
     const int group = id / per_group;
     const int first_row = group * kGroupRows;
-    const int group_rows = min(static_cast<int>(gridDim.y) - first_grid_row - first_row, kGroupRows);
+    const int group_rows = min(static_cast<int>(gridDim.y) - first_row, kGroupRows);
     const int in_group = id - group * per_group;
     // Opaque: computed once, never recomputed from the divisions.
     tile_row = static_cast<int>(opaque(first_row + in_group % group_rows));

@@ -77,7 +77,6 @@ pub struct LoraBwdParams {
     pub rank_warp_mode: i32,
     pub da: u64,
     pub da_ctas: i32,
-    pub da_rows: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -120,7 +119,6 @@ const _: () = {
         [::std::mem::offset_of!(LoraBwdParams, rank_warp_mode) - 212usize];
     ["Offset of field: LoraBwdParams::da"][::std::mem::offset_of!(LoraBwdParams, da) - 216usize];
     ["Offset of field: LoraBwdParams::da_ctas"][::std::mem::offset_of!(LoraBwdParams, da_ctas) - 224usize];
-    ["Offset of field: LoraBwdParams::da_rows"][::std::mem::offset_of!(LoraBwdParams, da_rows) - 228usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

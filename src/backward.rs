@@ -247,16 +247,12 @@ const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 /// Warps of dX's 128×128 CTA, which also run dA's CTAs in its launch.
 const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 
-/// gridDim.y's limit.
-const MAX_GRID_Y: usize = 65_535;
-
-/// The grid rows of `lora_backward_dx_da_<T>_128x128` for an `[m, k]` dX
-/// and `da_ctas` dA CTAs per rank tile: (all rows, dA's rows before dX's).
-fn dx_da_rows(m: usize, k: usize, r_max: usize, da_ctas: usize) -> (usize, usize) {
-    let cols = k.div_ceil(LORA_BWD_BIG_TILE_COLS as usize);
-    let da_rows = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(cols);
-    (m.div_ceil(LORA_BWD_BIG_TILE_ROWS as usize) + da_rows, da_rows)
-}
+/// The most dA tiles one CTA of dX's launch takes (its last column has one
+/// CTA per 128-row tile row): beyond it, a dA CTA would run several times
+/// as long as a dX tile and finish the launch alone, so dA takes a launch
+/// of its own (Llama-3-8B at M = 4096: 4 at r = 16 and 8 at r = 64 for
+/// K = 4096; 14 and 28 for down's K = 14336).
+const DA_TILES_PER_DX_ROW: usize = 8;
 
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
@@ -648,7 +644,7 @@ impl LoraKernels {
             let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
             self.launch_rank_side(stream, &rank_kernel("g_db"), g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
             let dx_params = LoraBwdParams { out: dx_span.start, ..params };
-            // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a CTA.
+            // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a tile.
             let fused_groups = if warp_mode { num_adapters.div_ceil(BIG_TILE_WARPS) } else { num_adapters };
             let fused_da_ctas = k.div_ceil(RANK_TILE) * fused_groups;
             if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
@@ -736,20 +732,20 @@ impl LoraKernels {
     /// Whether dX runs on the 128×128 tile without dropout, the launch that
     /// also runs dA's CTAs (`lora_backward_dx_da_<T>_128x128`): the pick
     /// [`LoraKernels::row_gemm`] makes for dX, from the shape and the SM count.
-    /// With `da_ctas` dA CTAs per rank tile, the launch's grid must also
-    /// stay within gridDim.y's limit (else dA runs as a launch of its own).
+    /// With `da_ctas` dA tiles per rank tile, each CTA of the launch's dA
+    /// column must also take at most [`DA_TILES_PER_DX_ROW`] of them.
     fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<bool> {
         let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
         let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let sms = sms.max(1) as usize;
         let splits = k_splits(sms, m, k, n + r_max);
         let half = T::DTYPE.size_bytes() == 2;
-        let (grid_y, _) = dx_da_rows(m, k, r_max, da_ctas);
-        Ok(params.dropout == 0 && dx_tile(sms, m, k, half, splits) == DxTile::Big && grid_y <= MAX_GRID_Y)
+        let per_row = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(m.div_ceil(LORA_BWD_BIG_TILE_ROWS as usize));
+        Ok(params.dropout == 0 && dx_tile(sms, m, k, half, splits) == DxTile::Big && per_row <= DA_TILES_PER_DX_ROW)
     }
 
-    /// Launches `lora_backward_dx_da_<T>_128x128`: dA's `da_ctas` CTAs per
-    /// rank tile in the first grid rows, then dX's 128×128 tiles.
+    /// Launches `lora_backward_dx_da_<T>_128x128`: dX's 128×128 tiles, and
+    /// a last grid column whose CTAs take dA's `da_ctas` tiles per rank tile.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`]; `params.da` addresses dA and G is
@@ -765,14 +761,15 @@ impl LoraKernels {
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             LORA_BWD_BIG_SHARED_BYTES as i32,
         )?;
-        let cols = (params.k as usize).div_ceil(LORA_BWD_BIG_TILE_COLS as usize);
-        let (grid_y, da_rows) = dx_da_rows(params.m as usize, params.k as usize, params.r_max as usize, da_ctas);
-        let grid = (cols as u32, grid_y as u32, 1);
+        let grid = (
+            (params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS) + 1,
+            (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS),
+            1,
+        );
         let params = LoraBwdParams {
             reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
             k_splits: 1,
             da_ctas: da_ctas as i32,
-            da_rows: da_rows as i32,
             ..params
         };
         let config = LaunchConfig {

@@ -196,7 +196,7 @@ fn counted_efficiency<T: LoraDType>() {
 
 /// Warp instructions per mma.sync of the whole launch of dX with dA (every
 /// CTA's prologue, loops and epilogue) at counted_efficiency_big's shape, at
-/// most: 8.81 counted. N = 128 is a short reduction, so each dX tile's fixed
+/// most: 8.76 counted. N = 128 is a short reduction, so each dX tile's fixed
 /// costs (the rows' adapters, the 128 x 128 epilogue) weigh as much as its
 /// loop; the loops' steady states have their own bounds (dx_steady_state_big
 /// for dX's; rank_side_steady_state for dA's, which the 4-warp CTAs here run
