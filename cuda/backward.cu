@@ -165,7 +165,7 @@ __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cf
 // kDropout: whether the dropout mask's code is compiled in (the host sends a
 // launch with dropout only to a kernel that has it).
 template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
-__device__ void row_gemm(const LoraBwdParams& p) {
+__device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
     constexpr int kStages = Cfg::template stages<T>();
     constexpr int kTileRows = Cfg::kRows;
     constexpr int kTileCols = Cfg::kCols;
@@ -183,7 +183,7 @@ __device__ void row_gemm(const LoraBwdParams& p) {
     // Tile64 keeps the plain CTA order (the grouped order would raise its
     // register count, see grouped_tile); Tile128 walks groups of tile rows.
     int tile_m = blockIdx.y, tile_n = blockIdx.x;
-    if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n);
+    if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n, extra_cols);
     const int m0 = tile_m * kTileRows;
     const int c0 = tile_n * kTileCols;
     const int lane = threadIdx.x % 32;
@@ -517,13 +517,41 @@ template <typename T> __device__ void g_db(const LoraBwdParams& p) {
     if (static_cast<int>(blockIdx.x) < p.g_tiles) {
         rank_side::row_tile<T, false>(p, sm, blockIdx.x);
     } else {
-        rank_side::rank_grad<T, false>(p, sm, blockIdx.x - p.g_tiles);
+        rank_side::rank_grad<T, false>(p, sm, blockIdx.x - p.g_tiles, blockIdx.y, p.out);
     }
 }
 
 template <typename T> __device__ void da(const LoraBwdParams& p) {
     rank_side::Shared& sm = rank_side::shared_storage();
-    rank_side::rank_grad<T, true>(p, sm, blockIdx.x);
+    rank_side::rank_grad<T, true>(p, sm, blockIdx.x, blockIdx.y, p.out);
+}
+
+// dX on the 128x128 tile with dA's CTAs in the same launch (f16/bf16, no
+// dropout): the grid's last column holds dA's CTAs, one per grid row, CTA y
+// taking dA's tiles y, y + gridDim.y, ... (p.da_ctas per rank tile, rank
+// tile after rank tile; the host keeps it to a few) on its 4 warps
+// (rank_side::rank_grad's split over warps, its output into p.da); the
+// columns before it are dX's tiles. Both read G, which the launch before
+// wrote. dA is memory-bound (it reads X once) and dX bound by its pipes: in
+// one launch dA's CTAs run beside dX's instead of as a launch of their own,
+// one at the end of each grid row, spread over the launch. (One column of
+// like CTAs also keeps the emulator's CTA sampling exact: it counts the
+// last column as a stratum of its own.)
+template <typename T> __device__ void dx_da(const LoraBwdParams& p) {
+    if (blockIdx.x == gridDim.x - 1) {
+        using DaShared = rank_side::SharedOf<Tile128::kThreads / 32>;
+        static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
+        extern __shared__ __align__(16) unsigned char dynamic_shared[];
+        DaShared& sm = *reinterpret_cast<DaShared*>(dynamic_shared);
+        const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
+        for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
+            rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
+            // The next tile's copies reuse the shared memory the epilogue read.
+            __syncthreads();
+        }
+        return;
+    }
+    row_gemm<T, true, Tile128, false>(p, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -578,6 +606,15 @@ FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)
     }
 STAMP_DX_BIG(f16, __half)
 STAMP_DX_BIG(bf16, __nv_bfloat16)
+
+// The same with dA's CTAs in the launch (fused_lora::bwd::dx_da).
+#define STAMP_DX_DA_BIG(SUFFIX, TYPE)                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_da_##SUFFIX##_128x128(const LoraBwdParams p) {                    \
+        fused_lora::bwd::dx_da<TYPE>(p);                                                   \
+    }
+STAMP_DX_DA_BIG(f16, __half)
+STAMP_DX_DA_BIG(bf16, __nv_bfloat16)
 
 #define STAMP_DX_BIG_DROPOUT(SUFFIX, TYPE)                                                 \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \

@@ -111,6 +111,10 @@ typedef struct LoraBwdParams {
     int32_t g_tiles;        /* lora_backward_g_db: CTAs (along x) of G, before dB's */
     int32_t rank_warp_mode; /* dB, dA: 0: a CTA's warps share one adapter's rows; nonzero: each
                                warp takes an adapter of its own (many adapters of few rows) */
+    /* lora_backward_dx_da_<T>_128x128: dX with dA's CTAs in the same launch. */
+    uint64_t da;            /* [L, r_max, k] T: dA */
+    int32_t da_ctas;        /* dA's tiles per rank tile (k tiles x adapters, or adapter groups in warp mode),
+                               taken by the grid's last column */
 } LoraBwdParams;
 
 #endif

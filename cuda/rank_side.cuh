@@ -74,13 +74,17 @@ constexpr int kSumLd = kCols + 8;  // [wide][rank] rows: conflict-free float2 wr
 constexpr int kSumLdT = kWide + 4; // [rank][wide] rows: conflict-free transposed writes
 constexpr int kSumFloats = kCols * kSumLd;
 static_assert(kSumFloats * 4 <= kStages * 2 * kTileBytes, "a warp's sums fit in its own tiles (warp mode)");
-struct alignas(16) Shared {
+// kW warps: kWarps in the rank-side launches, 4 for dA's CTAs inside dX's
+// 128x128 launch (cuda/backward.cu, dx_da).
+template <int kW> struct alignas(16) SharedOf {
+    static constexpr int kWarpCount = kW;
     union {
-        unsigned char tiles[kWarps][kStages][2][kTileBytes];
-        float sums[kWarps][kSumFloats];
+        unsigned char tiles[kW][kStages][2][kTileBytes];
+        float sums[kW][kSumFloats];
     };
     int rows[kWide];  // G: the global rows of the CTA's tile
 };
+using Shared = SharedOf<kWarps>;
 static_assert(sizeof(Shared) <= LORA_BWD_RANK_SHARED_BYTES, "the host's launch reserves enough");
 
 // The launch's dynamic shared memory (above the 48 KB a launch gets without opting in).
@@ -317,17 +321,21 @@ __device__ __forceinline__ int pairs_for(int rank_left) { return max(0, min(2, (
 
 // ---------------------------------------------------------------------------
 // dB_l [n, r_max] = s_l . dY^T . P and dA_l [r_max, k] = s_l . G^T . X~ over
-// adapter l's rows: CTA `index` of the launch's share (tiles along the wide
-// side, then adapters), rank columns from blockIdx.y * 32.
+// adapter l's rows, into `out_ptr`: CTA `index` of the launch's share (tiles
+// along the wide side, then adapters), rank columns from rank_tile * 32, on
+// the CTA's first Sh::kWarpCount warps (their shared memory `sm`).
 
-template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p, Shared& sm, int index) {
+template <typename T, bool kDa, typename Sh = Shared>
+__device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_tile, uint64_t out_ptr) {
+    constexpr int kWarps = Sh::kWarpCount;
+    constexpr int kThreads = kWarps * 32;
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
     const int wide_len = kDa ? p.k : p.n;
     const int wide_tiles = (wide_len + kWide - 1) / kWide;
     const int wide0 = (index % wide_tiles) * kWide;
-    const int c0 = blockIdx.y * kCols;
+    const int c0 = rank_tile * kCols;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     // Split mode: the CTA's warps share one adapter's steps. Warp mode (many
@@ -476,7 +484,7 @@ template <typename T, bool kDa> __device__ void rank_grad(const LoraBwdParams& p
     const int out_cols = kDa ? p.k : p.r_max;
     const int row0 = kDa ? c0 : wide0;
     const int col0 = kDa ? wide0 : c0;
-    T* out = reinterpret_cast<T*>(p.out) + static_cast<long long>(adapter) * out_rows * out_cols;
+    T* out = reinterpret_cast<T*>(out_ptr) + static_cast<long long>(adapter) * out_rows * out_cols;
     // Only the part of the tile inside the output, 16 columns a row when they fit.
     const EpilogueSlots<kDa> slots(min(32, out_rows - row0), min(32, out_cols - col0));
     for (int e = first; e < slots.count(); e += stride) {

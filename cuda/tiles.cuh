@@ -307,9 +307,11 @@ constexpr int kGroupRows = 8;
 // (The fused forward and dX's 128x128 kernel use it; in the 64x64 dX,
 // which carries the dropout mask's code, it would raise the register count
 // from 121 to 164, ptxas keeping the mask's per-element counters apart, so
-// that kernel keeps the plain order.)
-__device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col) {
-    const int cols = gridDim.x;
+// that kernel keeps the plain order.) The last `extra_cols` grid columns
+// do other work of the launch (dA's CTAs in dX's 128x128 launch): the tiles
+// are the columns before them.
+__device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col, int extra_cols = 0) {
+    const int cols = static_cast<int>(gridDim.x) - extra_cols;
     const int id = blockIdx.y * cols + blockIdx.x;
     const int per_group = kGroupRows * cols;
     const int group = id / per_group;

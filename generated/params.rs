@@ -78,10 +78,12 @@ pub struct LoraBwdParams {
     pub group_counts: u64,
     pub g_tiles: i32,
     pub rank_warp_mode: i32,
+    pub da: u64,
+    pub da_ctas: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LoraBwdParams"][::std::mem::size_of::<LoraBwdParams>() - 216usize];
+    ["Size of LoraBwdParams"][::std::mem::size_of::<LoraBwdParams>() - 232usize];
     ["Alignment of LoraBwdParams"][::std::mem::align_of::<LoraBwdParams>() - 8usize];
     ["Offset of field: LoraBwdParams::dy"][::std::mem::offset_of!(LoraBwdParams, dy) - 0usize];
     ["Offset of field: LoraBwdParams::x"][::std::mem::offset_of!(LoraBwdParams, x) - 8usize];
@@ -118,6 +120,8 @@ const _: () = {
     ["Offset of field: LoraBwdParams::g_tiles"][::std::mem::offset_of!(LoraBwdParams, g_tiles) - 208usize];
     ["Offset of field: LoraBwdParams::rank_warp_mode"]
         [::std::mem::offset_of!(LoraBwdParams, rank_warp_mode) - 212usize];
+    ["Offset of field: LoraBwdParams::da"][::std::mem::offset_of!(LoraBwdParams, da) - 216usize];
+    ["Offset of field: LoraBwdParams::da_ctas"][::std::mem::offset_of!(LoraBwdParams, da_ctas) - 224usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -244,6 +244,16 @@ struct Dims {
 /// Warps of a rank-side CTA.
 const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 
+/// Warps of dX's 128×128 CTA, which also run dA's CTAs in its launch.
+const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
+
+/// The most dA tiles one CTA of dX's launch takes (its last column has one
+/// CTA per 128-row tile row): beyond it, a dA CTA would run several times
+/// as long as a dX tile and finish the launch alone, so dA takes a launch
+/// of its own (Llama-3-8B at M = 4096: 4 at r = 16 and 8 at r = 64 for
+/// K = 4096; 14 and 28 for down's K = 14336).
+const DA_TILES_PER_DX_ROW: usize = 8;
+
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
     fn grouped(&self, base: &LoraBwdParams) -> bool {
@@ -633,10 +643,17 @@ impl LoraKernels {
             let rank_kernel = |name: &str| format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
             let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
             self.launch_rank_side(stream, &rank_kernel("g_db"), g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
-            let da = LoraBwdParams { out: da_span.start, ..params };
-            self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
             let dx_params = LoraBwdParams { out: dx_span.start, ..params };
-            self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
+            // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a tile.
+            let fused_groups = if warp_mode { num_adapters.div_ceil(BIG_TILE_WARPS) } else { num_adapters };
+            let fused_da_ctas = k.div_ceil(RANK_TILE) * fused_groups;
+            if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+                self.launch_dx_da::<T>(stream, LoraBwdParams { da: da_span.start, ..dx_params }, fused_da_ctas)?;
+            } else {
+                let da = LoraBwdParams { out: da_span.start, ..params };
+                self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
+                self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
+            }
         }
         Ok(())
     }
@@ -705,6 +722,61 @@ impl LoraKernels {
     ) -> Result<()> {
         let function = self.function(BACKWARD, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))?;
         let config = LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&function);
+        launch.arg(&params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
+    /// Whether dX runs on the 128×128 tile without dropout, the launch that
+    /// also runs dA's CTAs (`lora_backward_dx_da_<T>_128x128`): the pick
+    /// [`LoraKernels::row_gemm`] makes for dX, from the shape and the SM count.
+    /// With `da_ctas` dA tiles per rank tile, each CTA of the launch's dA
+    /// column must also take at most [`DA_TILES_PER_DX_ROW`] of them.
+    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<bool> {
+        let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
+        let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let sms = sms.max(1) as usize;
+        let splits = k_splits(sms, m, k, n + r_max);
+        let half = T::DTYPE.size_bytes() == 2;
+        let per_row = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(m.div_ceil(LORA_BWD_BIG_TILE_ROWS as usize));
+        Ok(params.dropout == 0 && dx_tile(sms, m, k, half, splits) == DxTile::Big && per_row <= DA_TILES_PER_DX_ROW)
+    }
+
+    /// Launches `lora_backward_dx_da_<T>_128x128`: dX's 128×128 tiles, and
+    /// a last grid column whose CTAs take dA's `da_ctas` tiles per rank tile.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`]; `params.da` addresses dA and G is
+    /// written (the launch before).
+    unsafe fn launch_dx_da<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: LoraBwdParams,
+        da_ctas: usize,
+    ) -> Result<()> {
+        let function = self.function(BACKWARD, &format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix()))?;
+        function.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_BWD_BIG_SHARED_BYTES as i32,
+        )?;
+        let grid = (
+            (params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS) + 1,
+            (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS),
+            1,
+        );
+        let params = LoraBwdParams {
+            reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
+            k_splits: 1,
+            da_ctas: da_ctas as i32,
+            ..params
+        };
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
+            shared_mem_bytes: LORA_BWD_BIG_SHARED_BYTES,
+        };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.

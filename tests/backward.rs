@@ -619,6 +619,65 @@ fn big_dx_tile<T: LoraDType>() {
     }
 }
 
+/// dA's CTAs inside dX's 128x128 launch (its last grid column, 8 dA tiles
+/// to a CTA here): M = 2300, K = 760 (18 x 6 tiles, ragged), N = 104, the
+/// adapters `ranks` scattered over the rows, against the reference; then the
+/// same rows sorted by adapter give dA, dB and (row for row) dX and G bit for
+/// bit. Nine adapters: warp mode (each of a CTA's 4 warps walks an adapter of
+/// its own); two: the 4 warps split one adapter's rows.
+fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r_max) = (2300, 760, 104, 40);
+    let index = row_indices(Mix::Unsorted, m, ranks.len(), 990);
+    let mut case = Case::<T>::new(m, k, n, ranks, r_max, index, 991);
+    case.poison_padding();
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    if let Some(name) = last_kernel() {
+        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128"), "dX with dA: {name}");
+    }
+    check_against_reference(&format!("dA in dX's launch, ranks {ranks:?}"), &case, &scattered, None);
+
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&i| case.index[i]);
+    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
+    let sorted = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: order.iter().map(|&i| case.index[i]).collect(),
+        x: rows(&case.x, k),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: rows(&case.p, r_max),
+        dy: rows(&case.dy, n),
+        dropout: None,
+        ..case
+    };
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
+    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
+    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
+    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
+}
+
+#[test]
+fn big_dx_with_da_warp_mode_f16() {
+    big_dx_with_da::<f16>(&[8, 40, 1, 17, 32, 16, 24, 3, 33]);
+}
+
+#[test]
+fn big_dx_with_da_warp_mode_bf16() {
+    big_dx_with_da::<bf16>(&[8, 40, 1, 17, 32, 16, 24, 3, 33]);
+}
+
+#[test]
+fn big_dx_with_da_split_bf16() {
+    big_dx_with_da::<bf16>(&[40, 17]);
+}
+
 #[test]
 fn big_dx_tile_f16() {
     big_dx_tile::<f16>();

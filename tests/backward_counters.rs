@@ -51,10 +51,15 @@ fn launch<'a, T: LoraDType>(launches: &'a [Value], name: &str) -> &'a Value {
     kernel_launch(launches, &format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix()))
 }
 
-/// The launch of dX's 128x128 kernel, `lora_backward_dx_<dtype>_128x128`, among `launches`.
+/// The launch of dX's 128x128 kernel among `launches`: without dropout it
+/// also runs dA's CTAs, `lora_backward_dx_da_<dtype>_128x128`.
 fn big_dx_launch<T: LoraDType>(launches: &[Value]) -> &Value {
-    kernel_launch(launches, &format!("lora_backward_dx_{}_128x128", T::DTYPE.kernel_suffix()))
+    kernel_launch(launches, &format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix()))
 }
+
+/// Launches of a backward whose dX takes the 128x128 tile: G with dB, then
+/// dX with dA.
+const BIG_LAUNCHES: usize = 2;
 
 /// The one launch of `kernel` among `launches`.
 fn kernel_launch<'a>(launches: &'a [Value], kernel: &str) -> &'a Value {
@@ -189,10 +194,21 @@ fn counted_efficiency<T: LoraDType>() {
     }
 }
 
-/// dX's 128x128 kernel: 12 x 9 tiles (one per SM of the emulated device),
-/// tile-aligned, r = 16: exactly the FLOP minimum, each CTA's operand rows
-/// read once (the tile-reuse minimum for 128x128 tiles), no bank conflicts,
-/// whole-sector stores of the output.
+/// Warp instructions per mma.sync of the whole launch of dX with dA (every
+/// CTA's prologue, loops and epilogue) at counted_efficiency_big's shape, at
+/// most: 8.76 counted. N = 128 is a short reduction, so each dX tile's fixed
+/// costs (the rows' adapters, the 128 x 128 epilogue) weigh as much as its
+/// loop; the loops' steady states have their own bounds (dx_steady_state_big
+/// for dX's; rank_side_steady_state for dA's, which the 4-warp CTAs here run
+/// unchanged). A regression guard on the launch as a whole.
+const BIG_DX_DA_PER_MMA: f64 = 9.0;
+
+/// dX's 128x128 kernel with dA's CTAs in its launch: 12 x 9 dX tiles (one
+/// per SM of the emulated device), tile-aligned, r = 16: exactly the FLOP
+/// minimum of both, each CTA's operand rows read once (the tile-reuse
+/// minimum for 128x128 dX tiles and 32 x 32 dA tiles), no bank conflicts,
+/// whole-sector stores of dX and dA and nothing else; the backward in two
+/// launches (G with dB, then this one), no separate dA.
 fn counted_efficiency_big<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
@@ -201,26 +217,37 @@ fn counted_efficiency_big<T: LoraDType>() {
     }
     let s = Shape { m: 1536, k: 1152, n: 128, r: 16 };
     let Shape { m, k, n, r } = s;
-    let launches = backward_launches::<T>(&dev, s);
+    let launches = backward_launches_n::<T>(&dev, s, BIG_LAUNCHES);
+    assert!(launches.iter().any(|l| l["kernel"] == format!("lora_backward_g_db_{}", T::DTYPE.kernel_suffix())));
     let json = big_dx_launch::<T>(&launches);
-    let context = format!("{} {:?} big dX: {json}", T::DTYPE, s);
+    let context = format!("{} {:?} big dX with dA: {json}", T::DTYPE, s);
     let elem = T::DTYPE.size_bytes() as u64;
     let (tiles_m, tiles_k) = (m.div_ceil(BIG_TILE), k.div_ceil(BIG_TILE));
     let k16 = |len: usize| len.div_ceil(16);
+    // dA [r, k] = G^T . X over M: per 32-wide K tile and k16 step of M, 2 m16 x 2 n8.
+    let da_mma = k.div_ceil(RANK_TILE) * k16(m) * 4 * r.div_ceil(16);
+    assert_eq!(da_mma, r.div_ceil(16) * k.div_ceil(8) * k16(m), "dA's FLOP minimum");
+    let dx_mma = tiles_m * tiles_k * BIG_MMA_PER_K16 * (k16(r) + n.div_ceil(STEP) * 2);
+    assert_eq!(dx_mma, m.div_ceil(16) * k.div_ceil(8) * (k16(r) + k16(n)), "dX's FLOP minimum");
     let mma = device::object_sum(json, "tensor_instructions") as usize;
-    assert_eq!(
-        mma,
-        tiles_m * tiles_k * BIG_MMA_PER_K16 * (k16(r) + n.div_ceil(STEP) * 2),
-        "tensor instructions, {context}"
-    );
-    assert_eq!(mma, m.div_ceil(16) * k.div_ceil(8) * (k16(r) + k16(n)), "the FLOP minimum, {context}");
+    assert_eq!(mma, dx_mma + da_mma, "tensor instructions: the FLOP minimum, {context}");
     assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
     assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
-    let loads = (tiles_k * m * (r + n) + tiles_m * (r + n) * k) as u64 * elem;
-    assert_eq!(device::counter(json, "global_load_sectors") * SECTOR, loads, "the tile-reuse minimum, {context}");
-    let stores = (m * k) as u64 * elem;
-    assert_eq!(device::counter(json, "global_bytes_written"), stores, "bytes written, {context}");
+    // dX: each 128-row block of dY | G once per K tile, each K tile of W0 | A
+    // once per row block; dA: X once (one rank tile), G's r columns once per K tile.
+    let dx_loads = (tiles_k * m * (r + n) + tiles_m * (r + n) * k) as u64 * elem;
+    let da_loads = (m * k + k.div_ceil(RANK_TILE) * m * r) as u64 * elem;
+    assert_eq!(
+        device::counter(json, "global_load_sectors") * SECTOR,
+        dx_loads + da_loads,
+        "the tile-reuse minimum, {context}"
+    );
+    let stores = (m * k + r * k) as u64 * elem;
+    assert_eq!(device::counter(json, "global_bytes_written"), stores, "bytes written: dX and dA, {context}");
     assert_eq!(device::counter(json, "global_store_sectors") * SECTOR, stores, "whole sectors, {context}");
+    let per_mma = device::counter(json, "warp_instructions") as f64 / mma as f64;
+    eprintln!("{} dX with dA: {per_mma:.2} warp instructions per mma, the whole launch", T::DTYPE);
+    assert!(per_mma <= BIG_DX_DA_PER_MMA, "{per_mma:.2} warp instructions per mma, {context}");
 }
 
 #[test]
@@ -389,8 +416,11 @@ const STEADY_STATE_PER_MMA: f64 = 5.0;
 /// enough to run unsplit; `big`: on the 128x128 kernel (else 64x64).
 fn dx_steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, k: usize, big: bool) -> PerMma {
     let r = 16;
-    let short = backward_launches::<T>(dev, Shape { m, k, n: 64, r });
-    let long = backward_launches::<T>(dev, Shape { m, k, n: 192, r });
+    // The big tile's launch also runs dA's CTAs, whose work does not depend
+    // on N: the difference is dX's.
+    let launches = if big { BIG_LAUNCHES } else { 3 };
+    let short = backward_launches_n::<T>(dev, Shape { m, k, n: 64, r }, launches);
+    let long = backward_launches_n::<T>(dev, Shape { m, k, n: 192, r }, launches);
     let dx = |launches| if big { big_dx_launch::<T>(launches) } else { launch::<T>(launches, "dx") };
     let (short, long) = (dx(&short), dx(&long));
     assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
