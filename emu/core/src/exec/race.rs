@@ -195,58 +195,7 @@ impl RaceShadow {
             cell.write = Some(now);
         } else {
             // A thread's newer read replaces its older one.
-            let (warp, bit) = (now.tid / 32, 1u32 << (now.tid % 32));
-            // Fast path: the byte's only reads are this warp's at this
-            // instruction in this state (a broadcast read, lane by lane).
-            if let [r] = &mut cell.reads[..] {
-                if r.warp == warp && r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
-                    r.lanes |= bit;
-                    return;
-                }
-            }
-            if cell.reads.is_empty() {
-                cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock });
-                return;
-            }
-            // One pass to find this warp's entry at this stamp and whether
-            // the thread has an older read to drop (rare: within an epoch a
-            // thread mostly reads a byte once); other warps' entries are
-            // skipped at the first comparison.
-            let mut hit = None;
-            let mut older = false;
-            for (i, r) in cell.reads.iter().enumerate() {
-                if r.warp != warp {
-                    continue;
-                }
-                if r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
-                    hit = Some(i);
-                } else if r.lanes & bit != 0 {
-                    older = true;
-                }
-            }
-            if !older {
-                match hit {
-                    Some(i) => cell.reads[i].lanes |= bit,
-                    None => cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock }),
-                }
-                return;
-            }
-            let mut merged = false;
-            cell.reads.retain_mut(|r| {
-                if r.warp != warp {
-                    return true;
-                }
-                if r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
-                    r.lanes |= bit;
-                    merged = true;
-                    return true;
-                }
-                r.lanes &= !bit;
-                r.lanes != 0
-            });
-            if !merged {
-                cell.reads.push(Reads { warp, lanes: bit, pc: now.pc, wsync: now.wsync, clock: now.clock });
-            }
+            record_reads(&mut cell.reads, now, 1u32 << (now.tid % 32));
         }
     }
 
@@ -280,36 +229,7 @@ impl RaceShadow {
                 }
             }
         }
-        let mut hit = None;
-        let mut older = false;
-        for (i, r) in cell.reads.iter().enumerate() {
-            if r.warp != warp {
-                continue;
-            }
-            if r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock {
-                hit = Some(i);
-            } else if r.lanes & lanes != 0 {
-                older = true;
-            }
-        }
-        if older {
-            // The lanes' newer reads replace their older ones.
-            cell.reads.retain_mut(|r| {
-                if r.warp != warp || (r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock) {
-                    return true;
-                }
-                r.lanes &= !lanes;
-                r.lanes != 0
-            });
-            hit = cell
-                .reads
-                .iter()
-                .position(|r| r.warp == warp && r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock);
-        }
-        match hit {
-            Some(i) => cell.reads[i].lanes |= lanes,
-            None => cell.reads.push(Reads { warp, lanes, pc: now.pc, wsync: now.wsync, clock: now.clock }),
-        }
+        record_reads(&mut cell.reads, now, lanes);
     }
 
     /// Marks bytes as the destination of an unfinished `cp.async` of `tid` at `pc`.
@@ -327,6 +247,53 @@ impl RaceShadow {
 }
 
 /// The shadow's bytes per byte of shared memory (docs/emulator.md).
+/// Records reads of one byte by the lanes `lanes` (non-empty) of `now`'s
+/// warp at `now`'s instruction: each lane's newer read replaces its older
+/// one, and the lanes join this warp's entry at the same stamp (one entry per
+/// warp, instruction and state however many lanes read).
+fn record_reads(reads: &mut Vec<Reads>, now: Access, lanes: u32) {
+    let warp = now.tid / 32;
+    let same_stamp = |r: &Reads| r.warp == warp && r.pc == now.pc && r.wsync == now.wsync && r.clock == now.clock;
+    // Fast path: the byte's only reads are this warp's at this instruction in
+    // this state (a broadcast read, lane by lane).
+    if let [r] = &mut reads[..] {
+        if same_stamp(r) {
+            r.lanes |= lanes;
+            return;
+        }
+    }
+    // One pass to find this warp's entry at this stamp and whether a lane has
+    // an older read to drop (rare: within an epoch a thread mostly reads a
+    // byte once); other warps' entries are skipped at the first comparison.
+    let mut hit = None;
+    let mut older = false;
+    for (i, r) in reads.iter().enumerate() {
+        if r.warp != warp {
+            continue;
+        }
+        if same_stamp(r) {
+            hit = Some(i);
+        } else if r.lanes & lanes != 0 {
+            older = true;
+        }
+    }
+    if older {
+        // The lanes' newer reads replace their older ones.
+        reads.retain_mut(|r| {
+            if r.warp != warp || same_stamp(r) {
+                return true;
+            }
+            r.lanes &= !lanes;
+            r.lanes != 0
+        });
+        hit = reads.iter().position(same_stamp);
+    }
+    match hit {
+        Some(i) => reads[i].lanes |= lanes,
+        None => reads.push(Reads { warp, lanes, pc: now.pc, wsync: now.wsync, clock: now.clock }),
+    }
+}
+
 #[cfg(test)]
 const CELL_BYTES: usize = 64;
 
