@@ -756,32 +756,15 @@ impl LoraKernels {
         params: LoraBwdParams,
         da_ctas: usize,
     ) -> Result<()> {
-        let function = self.function(BACKWARD, &format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix()))?;
-        function.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            LORA_BWD_BIG_SHARED_BYTES as i32,
-        )?;
-        let grid = (
-            (params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS) + 1,
-            (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS),
-            1,
-        );
         let params = LoraBwdParams {
             reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
             k_splits: 1,
             da_ctas: da_ctas as i32,
             ..params
         };
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
-            shared_mem_bytes: LORA_BWD_BIG_SHARED_BYTES,
-        };
-        let mut launch = stream.launch_builder(&function);
-        launch.arg(&params);
+        let kernel = format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix());
         // SAFETY: the caller's contract.
-        unsafe { launch.launch(config) }?;
-        Ok(())
+        unsafe { self.launch_big_tile(stream, &kernel, params, 1) }
     }
 
     /// Launches `lora_backward_dx_<T>_128x128` (`lora_backward_dx_dropout_<T>_128x128`
@@ -794,15 +777,35 @@ impl LoraKernels {
         // Dropout has its own entry point, so the mask's code costs the
         // launches without it no registers (cuda/backward.cu).
         let variant = if params.dropout != 0 { "dx_dropout" } else { "dx" };
-        let function =
-            self.function(BACKWARD, &format!("lora_backward_{variant}_{}_128x128", T::DTYPE.kernel_suffix()))?;
+        let kernel = format!("lora_backward_{variant}_{}_128x128", T::DTYPE.kernel_suffix());
+        // SAFETY: the caller's contract.
+        unsafe { self.launch_big_tile(stream, &kernel, params, 0) }
+    }
+
+    /// Launches `kernel`, a 128×128-tile dX kernel, one CTA per tile of the
+    /// `[m, k]` output plus `extra_cols` grid columns (dA's CTAs), with the
+    /// dynamic shared memory the big tile needs.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_backward`].
+    unsafe fn launch_big_tile(
+        &self,
+        stream: &Arc<CudaStream>,
+        kernel: &str,
+        params: LoraBwdParams,
+        extra_cols: u32,
+    ) -> Result<()> {
+        let function = self.function(BACKWARD, kernel)?;
         // Above the 48 KB a launch gets by default: opt in.
         function.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             LORA_BWD_BIG_SHARED_BYTES as i32,
         )?;
-        let grid =
-            ((params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS), (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS), 1);
+        let grid = (
+            (params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS) + extra_cols,
+            (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS),
+            1,
+        );
         let config = LaunchConfig {
             grid_dim: grid,
             block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
