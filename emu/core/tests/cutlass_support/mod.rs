@@ -5,8 +5,9 @@
 //! model's calibration.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use super::common::{build_host_tool, build_host_tool_for, compile_ptx_with, cuda_root, cutlass_include};
 use ptx_emu::LaunchConfig;
@@ -124,9 +125,12 @@ fn parse_plan(text: &str) -> LaunchPlan {
 
 /// `kernels/cutlass_gemm_sm90.cu` compiled to PTX for `sm_90a` (CUTLASS's
 /// Hopper collectives compile their wgmma, TMA and mbarrier code only for
-/// the architecture-specific target).
+/// the architecture-specific target). Compiled once per test process: the
+/// tests of one binary run in parallel and would otherwise each run nvcc on
+/// it (half a minute) before the cache has it.
 pub fn cutlass_sm90_ptx() -> String {
-    compile_ptx_with("cutlass_gemm_sm90.cu", "sm_90a", &cutlass_flags())
+    static PTX: OnceLock<String> = OnceLock::new();
+    PTX.get_or_init(|| compile_ptx_with("cutlass_gemm_sm90.cu", "sm_90a", &cutlass_flags())).clone()
 }
 
 /// CUTLASS's Hopper kernel configurations in kernels/cutlass_gemm_sm90.h.
@@ -178,14 +182,7 @@ pub fn plan_sm90_launch(
     sm_count: u32,
     driver_dir: &Path,
 ) -> Sm90LaunchPlan {
-    let mut flags = cutlass_flags();
-    flags.push("-DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL=1".to_string());
-    flags.extend(static_cudart_flags());
-    let dir = driver_dir.display();
-    // An RPATH (not RUNPATH, which LD_LIBRARY_PATH overrides): the emulator's
-    // driver even on a machine whose LD_LIBRARY_PATH names a real one.
-    flags.extend([format!("-L{dir}"), "-lcuda".to_string(), format!("-Xlinker=--disable-new-dtags,-rpath={dir}")]);
-    let params_program = build_host_tool_for("cutlass_gemm_sm90_params.cu", "sm_90a", &flags);
+    let params_program = sm90_params_program(driver_dir);
     let output = Command::new(&params_program)
         .args([m, n, k].map(|v| v.to_string()))
         .args([a, b, d].map(|v| format!("{v:#x}")))
@@ -197,5 +194,24 @@ pub fn plan_sm90_launch(
     assert!(output.status.success(), "params program failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
     let plan = parse_plan(&stdout);
     let cluster = plan_numbers(&stdout, "cluster");
+    assert_eq!(cluster.len(), 3, "cluster X Y Z");
     Sm90LaunchPlan { config: plan.config, cluster: [cluster[0], cluster[1], cluster[2]], params: plan.params }
+}
+
+/// kernels/cutlass_gemm_sm90_params.cu built against the `libcuda.so` in
+/// `driver_dir` (once per test process, like [`cutlass_sm90_ptx`]).
+fn sm90_params_program(driver_dir: &Path) -> PathBuf {
+    static PROGRAM: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let (built_for, program) = PROGRAM.get_or_init(|| {
+        let mut flags = cutlass_flags();
+        flags.push("-DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL=1".to_string());
+        flags.extend(static_cudart_flags());
+        let dir = driver_dir.display();
+        // An RPATH (not RUNPATH, which LD_LIBRARY_PATH overrides): the
+        // emulator's driver even where LD_LIBRARY_PATH names a real one.
+        flags.extend([format!("-L{dir}"), "-lcuda".to_string(), format!("-Xlinker=--disable-new-dtags,-rpath={dir}")]);
+        (driver_dir.to_path_buf(), build_host_tool_for("cutlass_gemm_sm90_params.cu", "sm_90a", &flags))
+    });
+    assert_eq!(built_for, driver_dir, "one driver per test process");
+    program.clone()
 }
