@@ -99,6 +99,9 @@ pub(crate) struct Cta<'l> {
     /// Scratch for request accounting (sector ids, shared addresses).
     pub(super) scratch: Vec<u64>,
     pub(super) sectors: Vec<u64>,
+    /// Warpgroup MMA state (`wgmma`).
+    pub(super) wg: super::wgmma::WgState,
+    has_wgmma: bool,
 }
 
 pub(super) fn lane_bit(l: usize) -> u32 {
@@ -127,6 +130,8 @@ impl<'l> Cta<'l> {
             stats: Stats::new(k.insts.len()),
             scratch: Vec::with_capacity(256),
             sectors: Vec::with_capacity(256),
+            wg: Default::default(),
+            has_wgmma: k.insts.iter().any(|i| matches!(i.op, Op::Wgmma(_))),
         }
     }
 
@@ -183,6 +188,7 @@ impl<'l> Cta<'l> {
         self.pending.resize_with(self.nthreads as usize, Vec::new);
         self.groups.clear();
         self.groups.resize(self.nthreads as usize, 0);
+        self.wg.reset(self.has_wgmma, nwarps, nregs, size);
 
         loop {
             let mut progressed = false;
@@ -375,6 +381,12 @@ impl<'l> Cta<'l> {
                 m
             }
         };
+        if self.wg.enabled() {
+            if let Some(op) = super::wgmma::is_wgmma(&inst.op) {
+                return self.wgmma(w, pc, group, exec, op);
+            }
+            self.wgmma_note_access(w, pc, exec, inst)?;
+        }
         if inst.is_collective() {
             return self.collective(w, pc, group, exec, inst);
         }
@@ -655,7 +667,8 @@ impl<'l> Cta<'l> {
             | Op::Redux(_)
             | Op::Mma { .. }
             | Op::Ldmatrix { .. }
-            | Op::Stmatrix { .. } => {
+            | Op::Stmatrix { .. }
+            | Op::Wgmma(_) => {
                 unreachable!("collectives are dispatched above")
             }
         }

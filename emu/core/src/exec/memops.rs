@@ -388,6 +388,7 @@ impl<'l> Cta<'l> {
                     return Ok(());
                 }
                 self.race_check(pc, tid, addr, n, true)?;
+                self.wgmma_guard_shared_write(pc, tid, addr, n)?;
                 let o = addr as usize;
                 self.shared[o..o + len as usize].copy_from_slice(&v.to_le_bytes()[..len as usize]);
                 self.shared_init[o..o + len as usize].fill(true);
@@ -687,6 +688,7 @@ impl<'l> Cta<'l> {
         for p in landed {
             let o = p.dst as usize;
             let len = p.len as usize;
+            self.wgmma_guard_shared_write(p.pc, p.tid, o as u64, len as u64)?;
             if self.l.opts.racecheck {
                 for b in o..o + len {
                     self.race.clear_pending(b);

@@ -30,6 +30,7 @@ mod memops;
 mod race;
 mod sample;
 mod sync;
+mod wgmma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -405,6 +406,10 @@ fn summarise(
         by_class[inst.class as usize] += n;
         if let Op::Mma { name, .. } = &inst.op {
             *c.tensor_instructions.entry(name.clone()).or_insert(0) += n;
+        }
+        if let Op::Wgmma(crate::tensor::WgmmaOp::Mma(desc)) = &inst.op {
+            // Counted per warp, as every warp instruction: four per warpgroup MMA.
+            *c.tensor_instructions.entry(desc.counter_name()).or_insert(0) += n;
         }
         if let Op::Bar { kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive } = inst.op {
             // counted in `st.barriers` per warp arrival

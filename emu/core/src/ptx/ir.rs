@@ -4,7 +4,7 @@
 
 use crate::numerics::{FloatOp, Rounding, SpecialOp};
 use crate::ptx::info::KernelInfo;
-use crate::tensor::MmaDesc;
+use crate::tensor::{MmaDesc, WgmmaOp};
 use crate::types::ScalarType;
 
 /// Where shared, local and param memory appear in the generic address space.
@@ -435,6 +435,8 @@ pub(crate) enum Op {
     },
     /// Ordering, cache and scheduling hints with no effect here.
     Nop,
+    /// `wgmma.*`: warpgroup collectives (`exec::wgmma`).
+    Wgmma(WgmmaOp),
 }
 
 pub(crate) const WAIT_ALL: u32 = u32::MAX;

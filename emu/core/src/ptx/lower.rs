@@ -11,6 +11,8 @@ use crate::ptx::info::{KernelInfo, LoadError, ParamInfo};
 use crate::tensor::{self, MmaDesc};
 use crate::types::ScalarType;
 
+mod wgmma;
+
 /// Where a named variable lives: its space and its address in that space.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sym {
@@ -1154,6 +1156,7 @@ fn decode<'o>(
             (Op::Atom { space, op, ret }, ty, d, Opd::Sink, s, space_class(space))
         }
         "mma" => decode_mma(m, &all, ctx)?,
+        "wgmma" => wgmma::decode(m, &all, ctx)?,
         "ldmatrix" | "stmatrix" => {
             if !(m.has("sync") && m.has("aligned") && m.has("m8n8")) {
                 return Err("only .sync.aligned.m8n8 forms are supported".into());
