@@ -99,6 +99,10 @@ pub(crate) struct Cta<'l> {
     /// Scratch for request accounting (sector ids, shared addresses).
     pub(super) scratch: Vec<u64>,
     pub(super) sectors: Vec<u64>,
+    /// mbarriers, bulk copies and proxy fences (`async_proxy`, `tma`).
+    pub(super) asy: super::async_proxy::AsyncState,
+    /// Whether the kernel has bulk stores (shared writes then track proxy fences).
+    bulk_stores: bool,
 }
 
 pub(super) fn lane_bit(l: usize) -> u32 {
@@ -127,6 +131,11 @@ impl<'l> Cta<'l> {
             stats: Stats::new(k.insts.len()),
             scratch: Vec::with_capacity(256),
             sectors: Vec::with_capacity(256),
+            asy: Default::default(),
+            bulk_stores: k
+                .insts
+                .iter()
+                .any(|i| matches!(i.op, Op::Async(AsyncOp::TensorStore { .. } | AsyncOp::BulkStore))),
         }
     }
 
@@ -183,6 +192,7 @@ impl<'l> Cta<'l> {
         self.pending.resize_with(self.nthreads as usize, Vec::new);
         self.groups.clear();
         self.groups.resize(self.nthreads as usize, 0);
+        self.asy.reset(nwarps, self.nthreads as usize, self.bulk_stores, size);
 
         loop {
             let mut progressed = false;
@@ -198,10 +208,13 @@ impl<'l> Cta<'l> {
             if self.release_barriers()? {
                 continue;
             }
-            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) {
+            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) && !self.asy.any_blocked() {
                 return Ok(());
             }
             if !progressed {
+                if self.mbar_timeout()? {
+                    continue;
+                }
                 return Err(self.stall());
             }
         }
@@ -293,6 +306,7 @@ impl<'l> Cta<'l> {
             Sreg::GlobalTimer => self.clock * 1000,
             Sreg::DynSmemSize => cfg.dynamic_shared_bytes as u64,
             Sreg::TotalSmemSize => self.shared_size() as u64,
+            Sreg::Cluster(c) => self.cluster_sreg(c),
         }
     }
 
@@ -648,6 +662,7 @@ impl<'l> Cta<'l> {
                 }
             }
             Op::Nop => {}
+            Op::Async(op) => return self.async_op(w, pc, group, exec, inst, *op),
             Op::WarpSync
             | Op::Shfl(_)
             | Op::Vote(_)
