@@ -102,6 +102,10 @@ pub(crate) struct Cta<'l> {
     /// Warpgroup MMA state (`wgmma`).
     pub(super) wg: super::wgmma::WgState,
     has_wgmma: bool,
+    /// mbarriers, bulk copies and proxy fences (`async_proxy`, `tma`).
+    pub(super) asy: super::async_proxy::AsyncState,
+    /// Whether the kernel has bulk stores (shared writes then track proxy fences).
+    bulk_stores: bool,
 }
 
 pub(super) fn lane_bit(l: usize) -> u32 {
@@ -132,6 +136,11 @@ impl<'l> Cta<'l> {
             sectors: Vec::with_capacity(256),
             wg: Default::default(),
             has_wgmma: k.insts.iter().any(|i| matches!(i.op, Op::Wgmma(_))),
+            asy: Default::default(),
+            bulk_stores: k
+                .insts
+                .iter()
+                .any(|i| matches!(i.op, Op::Async(AsyncOp::TensorStore { .. } | AsyncOp::BulkStore))),
         }
     }
 
@@ -189,6 +198,7 @@ impl<'l> Cta<'l> {
         self.groups.clear();
         self.groups.resize(self.nthreads as usize, 0);
         self.wg.reset(self.has_wgmma, nwarps, nregs, size);
+        self.asy.reset(nwarps, self.nthreads as usize, self.bulk_stores, size);
 
         loop {
             let mut progressed = false;
@@ -204,10 +214,13 @@ impl<'l> Cta<'l> {
             if self.release_barriers()? {
                 continue;
             }
-            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) {
+            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) && !self.asy.any_blocked() {
                 return Ok(());
             }
             if !progressed {
+                if self.mbar_timeout()? {
+                    continue;
+                }
                 return Err(self.stall());
             }
         }
@@ -299,6 +312,7 @@ impl<'l> Cta<'l> {
             Sreg::GlobalTimer => self.clock * 1000,
             Sreg::DynSmemSize => cfg.dynamic_shared_bytes as u64,
             Sreg::TotalSmemSize => self.shared_size() as u64,
+            Sreg::Cluster(c) => self.cluster_sreg(c),
         }
     }
 
@@ -660,6 +674,7 @@ impl<'l> Cta<'l> {
                 }
             }
             Op::Nop => {}
+            Op::Async(op) => return self.async_op(w, pc, group, exec, inst, *op),
             Op::WarpSync
             | Op::Shfl(_)
             | Op::Vote(_)

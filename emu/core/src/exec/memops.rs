@@ -337,6 +337,9 @@ impl<'l> Cta<'l> {
                 if shared_racecheck {
                     self.race_check(pc, tid, addr, n, false)?;
                 }
+                if !self.asy.landed.is_empty() {
+                    self.check_landed(pc, tid, addr, n);
+                }
                 let o = addr as usize;
                 if shared_initcheck
                     && self.l.opts.initcheck
@@ -390,6 +393,7 @@ impl<'l> Cta<'l> {
                 self.race_check(pc, tid, addr, n, true)?;
                 self.wgmma_guard_shared_write(pc, tid, addr, n)?;
                 let o = addr as usize;
+                self.asy.note_generic_write(tid, o, len as usize);
                 self.shared[o..o + len as usize].copy_from_slice(&v.to_le_bytes()[..len as usize]);
                 self.shared_init[o..o + len as usize].fill(true);
             }

@@ -541,6 +541,7 @@ impl<'l> Cta<'l> {
                     self.race.partial_barrier(&released_warps);
                 }
             }
+            self.asy.barrier_released(&released_warps);
             self.bars[id] = Default::default();
             released = true;
         }

@@ -7,6 +7,8 @@ use crate::ptx::info::KernelInfo;
 use crate::tensor::{MmaDesc, WgmmaOp};
 use crate::types::ScalarType;
 
+pub(crate) use super::async_ir::{AsyncOp, ClusterSreg};
+
 /// Where shared, local and param memory appear in the generic address space.
 /// Global allocations live far above (see `memory`), so a generic address
 /// tells its space by its window.
@@ -58,6 +60,7 @@ pub(crate) enum Sreg {
     GlobalTimer,
     DynSmemSize,
     TotalSmemSize,
+    Cluster(ClusterSreg),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -433,6 +436,8 @@ pub(crate) enum Op {
     CpAsyncWait {
         keep: u32,
     },
+    /// sm_90 mbarrier, bulk-copy, proxy-fence and cluster instructions (`exec::async_proxy`).
+    Async(AsyncOp),
     /// Ordering, cache and scheduling hints with no effect here.
     Nop,
     /// `wgmma.*`: warpgroup collectives (`exec::wgmma`).
