@@ -71,13 +71,11 @@ fn check_sm90_gemm(kernel: Sm90Kernel, m: usize, n: usize, k: usize, seed: u64) 
 }
 
 #[test]
-#[ignore = "needs the emulator's sm_90 support: wgmma, mbarrier, cp.async.bulk.tensor and cuTensorMapEncodeTiled"]
 fn cutlass_sm90_cooperative_tile_aligned() {
     check_sm90_gemm(Sm90Kernel::Cooperative, 256, 128, 128, 91);
 }
 
 #[test]
-#[ignore = "needs the emulator's sm_90 support: wgmma, mbarrier, cp.async.bulk.tensor and cuTensorMapEncodeTiled"]
 fn cutlass_sm90_cooperative_with_m_n_k_tails() {
     // M, N, K not multiples of the 128x128x64 tile (K a multiple of the
     // 8 bf16 = 16 bytes TMA needs of a row stride, N of 4 f32): the TMA
@@ -87,7 +85,6 @@ fn cutlass_sm90_cooperative_with_m_n_k_tails() {
 }
 
 #[test]
-#[ignore = "needs the emulator's sm_90 support: wgmma, mbarrier, cp.async.bulk.tensor and cuTensorMapEncodeTiled"]
 fn cutlass_sm90_warpspecialized_with_m_n_k_tails() {
     // The default epilogue's predicated stores; a problem smaller than one
     // tile in M and N, and a K tail.
@@ -123,3 +120,4 @@ fn cutlass_sm90_kernels_use_tma_mbarrier_and_wgmma() {
         assert!(ptx.contains(&format!(", {name}_param_0;")), "{name} takes its parameter's address");
     }
 }
+

@@ -6,7 +6,7 @@
 // the driver's cuTensorMapEncodeTiled: this program calls it directly
 // (CUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL) and is linked against the driver
 // the kernel will run on, so the descriptors are in that driver's encoding.
-// It makes no CUDA runtime call; CUTLASS's __device__ variables still need
+// Of CUDA itself it only sets up the driver's primary context; CUTLASS's __device__ variables still need
 // the static runtime's registration symbols, hence `-cudart static`.
 //
 // Build: nvcc -std=c++17 -arch=sm_90a --expt-relaxed-constexpr -cudart static \
@@ -29,6 +29,8 @@
 #include <cstring>
 #include <new>
 #include <vector>
+
+#include <cuda.h>
 
 #include "cutlass_gemm_sm90.h"
 
@@ -105,6 +107,19 @@ int main(int argc, char** argv) {
     auto* b = reinterpret_cast<sm90_gemm::ElementB*>(parse_u64(argv[5]));
     auto* d = reinterpret_cast<float*>(parse_u64(argv[6]));
     const int sm_count = int(parse_u64(argv[8]));
+    // An application reaching GemmUniversalAdapter has initialised the
+    // driver and made device 0's primary context current (the runtime does
+    // both); cuTensorMapEncodeTiled needs a current context.
+    CUdevice device;
+    CUcontext context;
+    CUresult status = cuInit(0);
+    if (status == CUDA_SUCCESS) status = cuDeviceGet(&device, 0);
+    if (status == CUDA_SUCCESS) status = cuDevicePrimaryCtxRetain(&context, device);
+    if (status == CUDA_SUCCESS) status = cuCtxSetCurrent(context);
+    if (status != CUDA_SUCCESS) {
+        std::fprintf(stderr, "driver initialisation failed: %d\n", int(status));
+        return 1;
+    }
     if (std::strcmp(argv[7], "cooperative") == 0) return emit<CutlassSm90Cooperative>(m, n, k, sm_count, a, b, d);
     if (std::strcmp(argv[7], "warpspecialized") == 0)
         return emit<CutlassSm90WarpSpecialized>(m, n, k, sm_count, a, b, d);
