@@ -19,7 +19,7 @@ use common::{assert_gemm_close, assert_no_findings, gemm_f64, Device, Rng};
 use cutlass_support::{cutlass_sm90_ptx, plan_sm90_launch, Sm90Kernel};
 use driver_toolchain::libcuda_dir;
 use half::bf16;
-use ptx_emu::CheckOptions;
+use ptx_emu::{CheckOptions, FindingKind};
 
 /// The persistent scheduler's SM count: small, so that the cooperative
 /// kernel's CTAs each loop over several tiles.
@@ -62,12 +62,30 @@ fn check_sm90_gemm(kernel: Sm90Kernel, m: usize, n: usize, k: usize, seed: u64) 
     let (exact, magnitude) = gemm_f64(m, n, k, &to_f64(&a), &b_kn);
     assert_gemm_close(&format!("CUTLASS Sm90 {kernel:?} D"), &dev.download::<f32>(dd, m * n), &exact, &magnitude, k);
 
-    let wgmma: u64 =
-        report.counters.tensor_instructions.iter().filter(|(op, _)| op.contains("wgmma")).map(|(_, count)| count).sum();
+    let c = &report.counters;
+    eprintln!(
+        "CUTLASS Sm90 {kernel:?} {m}x{n}x{k}: grid {:?}, {} warp instructions, {} bulk copies of {} bytes, {:?}",
+        plan.config.grid, c.warp_instructions, c.bulk_copies, c.bulk_bytes, c.tensor_instructions
+    );
+    let (tiles, k_blocks) = (u64::from(tiles), k.div_ceil(64) as u64);
     // Each consumer warpgroup issues one m64n128k16 per 16 of K per 64 rows
-    // of its tile, per warp: 4 warps x (128 / 64) x ceil(K / 64) x 4 per tile.
-    let per_tile = 4 * 2 * k.div_ceil(64) as u64 * 4;
-    assert_eq!(wgmma, u64::from(tiles) * per_tile, "wgmma counted: {:?}", report.counters.tensor_instructions);
+    // of the 128-row tile, counted per warp: 4 warps x 2 x 4 per 64 of K.
+    let wgmma: u64 = c.tensor_instructions.iter().filter(|(op, _)| op.contains("wgmma")).map(|(_, n)| n).sum();
+    assert_eq!(wgmma, tiles * k_blocks * 4 * 2 * 4, "wgmma counted: {:?}", c.tensor_instructions);
+    // The mainloop's TMA loads: one 128x64 bf16 box of A and one of B per
+    // tile and 64 of K, whole boxes even at the edges (the part past the
+    // tensor zero-filled).
+    let (load_copies, box_bytes) = (tiles * k_blocks * 2, 128 * 64 * 2);
+    let (store_copies, store_bytes) = match kernel {
+        // The TMA epilogue stores each tile as four 128x32 f32 subtiles, each
+        // issued by all 32 lanes of warp 0 (CUTLASS predicates the store on
+        // the warp, `issue_tma_store`; each lane's cp.async.bulk is a copy).
+        Sm90Kernel::Cooperative => (tiles * 4 * 32, tiles * 4 * 32 * 128 * 32 * 4),
+        // The default epilogue stores from registers.
+        Sm90Kernel::WarpSpecialized => (0, 0),
+    };
+    assert_eq!(c.bulk_copies, load_copies + store_copies, "bulk copies");
+    assert_eq!(c.bulk_bytes, load_copies * box_bytes + store_bytes, "bulk bytes");
 }
 
 #[test]
@@ -90,6 +108,39 @@ fn cutlass_sm90_warpspecialized_with_m_n_k_tails() {
     // tile in M and N, and a K tail.
     check_sm90_gemm(Sm90Kernel::WarpSpecialized, 72, 44, 88, 93);
     check_sm90_gemm(Sm90Kernel::WarpSpecialized, 136, 200, 72, 94);
+}
+
+/// The checks see into these kernels: an A buffer shorter than the Params
+/// say is read past its end by a TMA load, and a launch with less dynamic
+/// shared memory than the kernel's SharedStorage puts its mbarriers outside
+/// shared memory. Each is exactly one finding, at the instruction at fault.
+#[test]
+fn cutlass_sm90_checks_catch_a_short_operand_and_short_shared_memory() {
+    let (m, n, k) = (72, 44, 88);
+    let kernel = Sm90Kernel::WarpSpecialized;
+    let name = kernel.kernel();
+    let dev = Device::from_ptx(cutlass_sm90_ptx());
+    let (db, dd) = (dev.upload(&vec![bf16::ONE; n * k]), dev.alloc_poisoned::<f32>(m * n));
+    let launch = |da: u64, shared_short_by: u32| {
+        let plan = plan_sm90_launch(m, n, k, (da, db, dd), kernel, SM_COUNT, &libcuda_dir());
+        let params = dev.params(name).bytes(&plan.params).finish();
+        let mut config = plan.config;
+        config.dynamic_shared_bytes -= shared_short_by;
+        let report = dev.launch_with(name, config, &params, &CheckOptions::default());
+        assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+        report.findings[0].clone()
+    };
+
+    // A holds 40 of the 72 rows; allocated last, so nothing lies past it.
+    let short_a = dev.upload(&vec![bf16::ONE; 40 * k]);
+    let finding = launch(short_a, 0);
+    assert_eq!(finding.kind, FindingKind::OutOfBounds, "{finding}");
+    assert!(finding.instruction.starts_with("cp.async.bulk.tensor"), "{finding}");
+
+    let full_a = dev.upload(&vec![bf16::ONE; m * k]);
+    let finding = launch(full_a, 1024);
+    assert_eq!(finding.kind, FindingKind::OutOfBounds, "{finding}");
+    assert!(finding.instruction.starts_with("mbarrier.init"), "{finding}");
 }
 
 #[test]
@@ -120,4 +171,3 @@ fn cutlass_sm90_kernels_use_tma_mbarrier_and_wgmma() {
         assert!(ptx.contains(&format!(", {name}_param_0;")), "{name} takes its parameter's address");
     }
 }
-
