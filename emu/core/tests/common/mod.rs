@@ -144,10 +144,11 @@ pub fn build_host_tool(source_name: &str, extra_flags: &[String]) -> PathBuf {
     build_host_tool_for(source_name, "sm_80", extra_flags)
 }
 
-/// [`build_host_tool`] for the GPU architecture `arch` (`sm_80`, `sm_90a`, ...):
-/// the one its headers are configured for.
-pub fn build_host_tool_for(source_name: &str, arch: &str, extra_flags: &[String]) -> PathBuf {
-    let mut flags = vec![format!("-arch={arch}")];
+/// [`build_host_tool`] for the GPU architecture `sm_<gpu>` (`90a`, ...), the
+/// one its headers are configured for: one device pass for exactly that
+/// target (`-arch=sm_90a` alone would add a second, for compute_90 PTX).
+pub fn build_host_tool_for(source_name: &str, gpu: &str, extra_flags: &[String]) -> PathBuf {
+    let mut flags = vec![format!("-gencode=arch=compute_{gpu},code=sm_{gpu}")];
     flags.extend_from_slice(extra_flags);
     compile_cached(source_name, &flags, "bin")
 }
