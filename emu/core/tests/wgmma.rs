@@ -54,9 +54,9 @@ struct Case {
 }
 
 /// Uploads random A (64 × K), Bt (N × K), C0 (64 × N) and a NaN-poisoned D.
-/// The reference accumulates as the hardware does: D starts as C0 (scale-d
-/// 1) or nothing (0), and each k-step of 16 adds `sa·sb·A·B` over its 16 k,
-/// summed exactly in f64 (exact for these inputs) and rounded to f32.
+/// The reference accumulates as the hardware does: D starts as C0 (when
+/// scale-d is 1) or nothing, and each k-step of 16 adds `sa·sb·A·B` over its
+/// 16 k, summed exactly in f64 (exact for these inputs) and rounded to f32.
 fn case(dev: &Device, seed: u64, v: &(&str, bool, usize, usize, f64, f64), scale_first: bool) -> Case {
     let &(_, f16_inputs, n, ksteps, sa, sb) = v;
     let k = 16 * ksteps;

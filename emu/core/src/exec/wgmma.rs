@@ -410,12 +410,11 @@ impl Cta<'_> {
         };
         let d = wgmma_multiply(ty, n, &a, &b, c.as_deref());
         let mut values = vec![[0u32; 32]; 4 * acc.len()];
-        for v in 0..4 {
-            for lane in 0..32 {
-                for i in 0..acc.len() {
-                    let (row, col) = wgmma_accumulator_coord(v, lane, i);
-                    values[v * acc.len() + i][lane] = d[row][col];
-                }
+        for (slot, lanes) in values.iter_mut().enumerate() {
+            let (v, i) = (slot / acc.len(), slot % acc.len());
+            for (lane, x) in lanes.iter_mut().enumerate() {
+                let (row, col) = wgmma_accumulator_coord(v, lane, i);
+                *x = d[row][col];
             }
         }
         for &addr in &smem {
