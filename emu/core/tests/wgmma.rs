@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{compile_ptx_with, grid_1d, Device, Rng};
+use common::{compile_ptx_with, cutlass_include, grid_1d, Device, Rng};
 use half::{bf16, f16};
 use ptx_emu::{CheckOptions, FindingKind, LaunchReport};
 
@@ -135,6 +135,29 @@ fn counters_count_each_warp_of_the_warpgroup() {
     common::assert_no_findings(&report);
     // Four k-steps, each one warp instruction in each of the four warps.
     assert_eq!(report.counters.tensor_instructions.get("wgmma.m64n64k16.f32.bf16.bf16"), Some(&16));
+}
+
+/// CuTe's GMMA layouts and descriptors (kernels/wgmma_cute.cu): K- and
+/// MN-major operands with each swizzle atom, D through CuTe's partition_C.
+#[test]
+fn cute_gmma_layouts_and_descriptors_match_the_reference() {
+    let flags = [
+        "-std=c++17".to_string(),
+        "--expt-relaxed-constexpr".to_string(),
+        format!("-I{}", cutlass_include().display()),
+    ];
+    let dev = Device::from_ptx(compile_ptx_with("wgmma_cute.cu", "sm_90a", &flags));
+    let v = ("cute", false, 64, 4, 1.0, 1.0);
+    for (i, major) in ["k", "mn"].iter().enumerate() {
+        for (j, atom) in ["inter", "sw32", "sw64", "sw128"].iter().enumerate() {
+            let kernel = format!("cute_{major}_{atom}");
+            let c = case(&dev, 500 + 10 * i as u64 + j as u64, &v, false);
+            let params = dev.params(&kernel).ptr(c.a).ptr(c.bt).ptr(c.d).finish();
+            let report = dev.launch_with(&kernel, grid_1d(1, 128), &params, &CheckOptions::default());
+            common::assert_no_findings(&report);
+            assert_d(&kernel, &dev, &c);
+        }
+    }
 }
 
 #[track_caller]
