@@ -190,3 +190,15 @@ fn a_missing_fence_is_a_finding() {
 fn writing_the_accumulator_after_the_fence_is_a_finding() {
     assert_planted(4, FindingKind::WgmmaMissingFence, "since the last wgmma.fence");
 }
+
+#[test]
+fn a_warpgroup_short_of_four_warps_is_a_synccheck_finding() {
+    let dev = device();
+    let c = case(&dev, 13, &VARIANTS[0], true);
+    let params =
+        dev.params("wgmma_ss_bf16_n64_t00").ptr(c.a).ptr(c.bt).ptr(c.c0).ptr(c.d).i32(1).i32(1).i32(0).finish();
+    let report = dev.launch_with("wgmma_ss_bf16_n64_t00", grid_1d(1, 64), &params, &CheckOptions::default());
+    let f = report.findings.first().expect("a finding");
+    assert_eq!(f.kind, FindingKind::DivergentSync, "{f}");
+    assert!(f.detail.contains("all 128 threads of warpgroup 0"), "{f}");
+}

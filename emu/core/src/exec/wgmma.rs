@@ -201,6 +201,11 @@ impl Cta<'_> {
             }
             return self.wgmma_wait_here(w, pc, group);
         }
+        if exec == 0 {
+            // Guarded off in the whole warp: nothing to meet for.
+            self.advance(w, group);
+            return Ok(());
+        }
         if exec != group {
             return divergent(self, format!("wgmma is .aligned: its guard is true for lanes {exec:#010x} only"));
         }
