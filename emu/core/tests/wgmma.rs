@@ -202,3 +202,8 @@ fn a_warpgroup_short_of_four_warps_is_a_synccheck_finding() {
     assert_eq!(f.kind, FindingKind::DivergentSync, "{f}");
     assert!(f.detail.contains("all 128 threads of warpgroup 0"), "{f}");
 }
+
+#[test]
+fn a_warp_skipping_a_wgmma_its_warpgroup_executes_is_a_synccheck_finding() {
+    assert_planted(5, FindingKind::DivergentSync, "warpgroup 0");
+}

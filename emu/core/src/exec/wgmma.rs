@@ -272,6 +272,25 @@ impl Cta<'_> {
         Ok(())
     }
 
+    /// Why warp `w`, waiting at `pc`, can never go on, when it waits at a
+    /// wgmma for the rest of its warpgroup.
+    pub(super) fn wgmma_stall_detail(&self, w: usize, pc: u32) -> Option<String> {
+        self.k.insts.get(pc as usize).and_then(|i| is_wgmma(&i.op))?;
+        let g = w / 4;
+        let elsewhere: Vec<String> = (4 * g..(4 * g + 4).min(self.warps.len()))
+            .filter(|&v| v != w)
+            .filter_map(|v| {
+                let warp = &self.warps[v];
+                let l = Lanes(warp.exists & !warp.exited).next()?;
+                (warp.pc[l] != pc).then(|| format!("warp {v} at PTX line {}", self.line_of(warp.pc[l])))
+            })
+            .collect();
+        Some(format!(
+            "wgmma is .aligned over warpgroup {g}: warp {w} waits here for the others, which never arrive ({})",
+            if elsewhere.is_empty() { "they exited".to_string() } else { elsewhere.join(", ") }
+        ))
+    }
+
     /// Warp `w`'s `group` waits at `pc` for the rest of its warpgroup; this attempt does not count.
     fn wgmma_wait_here(&mut self, w: usize, pc: u32, group: u32) -> Result<(), Stop> {
         self.stats.inst_warp[pc as usize] -= 1;
