@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{compile_ptx_with, grid_1d, Device, Rng};
+use common::{compile_ptx_with, cutlass_include, grid_1d, Device, Rng};
 use half::{bf16, f16};
 use ptx_emu::{CheckOptions, FindingKind, LaunchReport};
 
@@ -54,9 +54,9 @@ struct Case {
 }
 
 /// Uploads random A (64 × K), Bt (N × K), C0 (64 × N) and a NaN-poisoned D.
-/// The reference accumulates as the hardware does: D starts as C0 (scale-d
-/// 1) or nothing (0), and each k-step of 16 adds `sa·sb·A·B` over its 16 k,
-/// summed exactly in f64 (exact for these inputs) and rounded to f32.
+/// The reference accumulates as the hardware does: D starts as C0 (when
+/// scale-d is 1) or nothing, and each k-step of 16 adds `sa·sb·A·B` over its
+/// 16 k, summed exactly in f64 (exact for these inputs) and rounded to f32.
 fn case(dev: &Device, seed: u64, v: &(&str, bool, usize, usize, f64, f64), scale_first: bool) -> Case {
     let &(_, f16_inputs, n, ksteps, sa, sb) = v;
     let k = 16 * ksteps;
@@ -137,6 +137,31 @@ fn counters_count_each_warp_of_the_warpgroup() {
     assert_eq!(report.counters.tensor_instructions.get("wgmma.m64n64k16.f32.bf16.bf16"), Some(&16));
 }
 
+/// CuTe's GMMA layouts and descriptors (kernels/wgmma_cute.cu): K- and
+/// MN-major operands with each swizzle atom, and A in registers through
+/// CuTe's A-fragment partition; D through CuTe's partition_C.
+#[test]
+fn cute_gmma_layouts_and_descriptors_match_the_reference() {
+    let flags = [
+        "-std=c++17".to_string(),
+        "--expt-relaxed-constexpr".to_string(),
+        format!("-I{}", cutlass_include().display()),
+    ];
+    let dev = Device::from_ptx(compile_ptx_with("wgmma_cute.cu", "sm_90a", &flags));
+    let v = ("cute", false, 64, 4, 1.0, 1.0);
+    let kernels = ["k", "mn"]
+        .iter()
+        .flat_map(|major| ["inter", "sw32", "sw64", "sw128"].iter().map(move |atom| format!("cute_{major}_{atom}")))
+        .chain(["cute_rs_k_sw128".to_string()]);
+    for (i, kernel) in kernels.enumerate() {
+        let c = case(&dev, 500 + i as u64, &v, false);
+        let params = dev.params(&kernel).ptr(c.a).ptr(c.bt).ptr(c.d).finish();
+        let report = dev.launch_with(&kernel, grid_1d(1, 128), &params, &CheckOptions::default());
+        common::assert_no_findings(&report);
+        assert_d(&kernel, &dev, &c);
+    }
+}
+
 #[track_caller]
 fn assert_planted(bug: i32, want: FindingKind, needle: &str) {
     let dev = device();
@@ -166,4 +191,21 @@ fn a_missing_fence_is_a_finding() {
 #[test]
 fn writing_the_accumulator_after_the_fence_is_a_finding() {
     assert_planted(4, FindingKind::WgmmaMissingFence, "since the last wgmma.fence");
+}
+
+#[test]
+fn a_warpgroup_short_of_four_warps_is_a_synccheck_finding() {
+    let dev = device();
+    let c = case(&dev, 13, &VARIANTS[0], true);
+    let params =
+        dev.params("wgmma_ss_bf16_n64_t00").ptr(c.a).ptr(c.bt).ptr(c.c0).ptr(c.d).i32(1).i32(1).i32(0).finish();
+    let report = dev.launch_with("wgmma_ss_bf16_n64_t00", grid_1d(1, 64), &params, &CheckOptions::default());
+    let f = report.findings.first().expect("a finding");
+    assert_eq!(f.kind, FindingKind::DivergentSync, "{f}");
+    assert!(f.detail.contains("all 128 threads of warpgroup 0"), "{f}");
+}
+
+#[test]
+fn a_warp_skipping_a_wgmma_its_warpgroup_executes_is_a_synccheck_finding() {
+    assert_planted(5, FindingKind::DivergentSync, "warpgroup 0");
 }

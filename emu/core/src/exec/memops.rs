@@ -610,6 +610,7 @@ impl<'l> Cta<'l> {
                         ));
                     }
                     // Atomics are ordered among themselves: no racecheck here.
+                    self.wgmma_guard_shared_write(pc, tid, addr, size as u64)?;
                     let old = le(&self.shared[o..o + n]);
                     let new = atom_apply(op, ty, old, b, c);
                     self.shared[o..o + n].copy_from_slice(&new.to_le_bytes()[..n]);

@@ -45,6 +45,8 @@ pub(crate) struct WgState {
     touched: Vec<Vec<u64>>,
     /// Per warp: whether it executed a `wgmma.fence` yet.
     fenced: Vec<bool>,
+    /// Scratch for the registers of one instruction (no allocation per instruction).
+    regs: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -135,7 +137,8 @@ impl Cta<'_> {
         if exec == 0 {
             return Ok(());
         }
-        let mut regs = Vec::new();
+        let mut regs = std::mem::take(&mut self.wg.regs);
+        regs.clear();
         operand_regs(&inst.d, &mut regs);
         operand_regs(&inst.d2, &mut regs);
         inst.s.iter().for_each(|o| operand_regs(o, &mut regs));
@@ -159,10 +162,11 @@ impl Cta<'_> {
             }
         }
         if let Some(t) = self.wg.touched.get_mut(w) {
-            for r in regs {
+            for &r in &regs {
                 set_bit(t, r);
             }
         }
+        self.wg.regs = regs;
         Ok(())
     }
 
@@ -200,6 +204,11 @@ impl Cta<'_> {
                 return divergent(self, "wgmma is .aligned: lanes of this warp have exited".into());
             }
             return self.wgmma_wait_here(w, pc, group);
+        }
+        if exec == 0 {
+            // Guarded off in the whole warp: nothing to meet for.
+            self.advance(w, group);
+            return Ok(());
         }
         if exec != group {
             return divergent(self, format!("wgmma is .aligned: its guard is true for lanes {exec:#010x} only"));
@@ -265,6 +274,25 @@ impl Cta<'_> {
             self.race.partial_barrier(&warps.collect::<Vec<_>>());
         }
         Ok(())
+    }
+
+    /// Why warp `w`, waiting at `pc`, can never go on, when it waits at a
+    /// wgmma for the rest of its warpgroup.
+    pub(super) fn wgmma_stall_detail(&self, w: usize, pc: u32) -> Option<String> {
+        self.k.insts.get(pc as usize).and_then(|i| is_wgmma(&i.op))?;
+        let g = w / 4;
+        let elsewhere: Vec<String> = (4 * g..(4 * g + 4).min(self.warps.len()))
+            .filter(|&v| v != w)
+            .filter_map(|v| {
+                let warp = &self.warps[v];
+                let l = Lanes(warp.exists & !warp.exited).next()?;
+                (warp.pc[l] != pc).then(|| format!("warp {v} at PTX line {}", self.line_of(warp.pc[l])))
+            })
+            .collect();
+        Some(format!(
+            "wgmma is .aligned over warpgroup {g}: warp {w} waits here for the others, which never arrive ({})",
+            if elsewhere.is_empty() { "they exited".to_string() } else { elsewhere.join(", ") }
+        ))
     }
 
     /// Warp `w`'s `group` waits at `pc` for the rest of its warpgroup; this attempt does not count.
@@ -410,12 +438,11 @@ impl Cta<'_> {
         };
         let d = wgmma_multiply(ty, n, &a, &b, c.as_deref());
         let mut values = vec![[0u32; 32]; 4 * acc.len()];
-        for v in 0..4 {
-            for lane in 0..32 {
-                for i in 0..acc.len() {
-                    let (row, col) = wgmma_accumulator_coord(v, lane, i);
-                    values[v * acc.len() + i][lane] = d[row][col];
-                }
+        for (slot, lanes) in values.iter_mut().enumerate() {
+            let (v, i) = (slot / acc.len(), slot % acc.len());
+            for (lane, x) in lanes.iter_mut().enumerate() {
+                let (row, col) = wgmma_accumulator_coord(v, lane, i);
+                *x = d[row][col];
             }
         }
         for &addr in &smem {

@@ -220,6 +220,36 @@ pub fn wgmma_multiply(
     b: &[Vec<f64>; 16],
     c: Option<&[Vec<u32>]>,
 ) -> Vec<Vec<u32>> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { multiply_avx2(ab_ty, n, a, b, c) };
+    }
+    multiply_with::<false>(ab_ty, n, a, b, c)
+}
+
+/// [`wgmma_multiply`] compiled for AVX2 and FMA, as `mma_sync` is.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn multiply_avx2(
+    ab_ty: ScalarType,
+    n: usize,
+    a: &[[f64; 16]; 64],
+    b: &[Vec<f64>; 16],
+    c: Option<&[Vec<u32>]>,
+) -> Vec<Vec<u32>> {
+    multiply_with::<true>(ab_ty, n, a, b, c)
+}
+
+/// `FUSED`: see `multiply_accumulate`.
+#[inline(always)]
+fn multiply_with<const FUSED: bool>(
+    ab_ty: ScalarType,
+    n: usize,
+    a: &[[f64; 16]; 64],
+    b: &[Vec<f64>; 16],
+    c: Option<&[Vec<u32>]>,
+) -> Vec<Vec<u32>> {
     let precision = super::input_precision(ab_ty);
     let mut d = vec![vec![0u32; n]; 64];
     let mut ops = Operands::new();
@@ -241,7 +271,7 @@ pub fn wgmma_multiply(
                     *x = c.map_or(-0.0, |c| f64::from(f32::from_bits(c[16 * rb + r][8 * cb + j])));
                 }
             }
-            multiply_accumulate::<false>(&ops, precision, FloatFormat::F32, |r, row| {
+            multiply_accumulate::<FUSED>(&ops, precision, FloatFormat::F32, |r, row| {
                 d[16 * rb + r][8 * cb..8 * cb + 8].copy_from_slice(row);
             });
         }

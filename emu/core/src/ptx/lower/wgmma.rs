@@ -75,3 +75,82 @@ pub(super) fn decode(m: &mut Mods, all: &[&Operand], ctx: &super::Ctx) -> Result
     let scale_d = OpdCx { ctx, space: Space::Generic, ty: T::Pred }.src(all[3])?;
     Ok((Op::Wgmma(WgmmaOp::Mma(desc)), T::F32, d, Opd::Sink, vec![a, b, scale_d], Class::Tensor))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::memory::GlobalMemory;
+    use crate::module::Module;
+
+    fn load(body: &str) -> Result<Module, crate::module::LoadError> {
+        let head = ".version 8.0\n.target sm_90a\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n\
+                    .reg .pred %p<3>;\n.reg .b32 %r<9>;\n.reg .f32 %f<140>;\n.reg .b64 %rd<9>;\n";
+        Module::load(&format!("{head}{body}\nret;\n}}\n"), &GlobalMemory::new(1 << 20))
+    }
+
+    fn d(n: usize) -> String {
+        (0..n).map(|i| format!("%f{i}")).collect::<Vec<_>>().join(", ")
+    }
+
+    #[test]
+    fn the_forms_load() {
+        let ok = [
+            "wgmma.fence.sync.aligned;".to_string(),
+            "wgmma.commit_group.sync.aligned;".to_string(),
+            "wgmma.wait_group.sync.aligned 1;".to_string(),
+            format!("wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {{{}}}, %rd1, %rd2, %p1, 1, 1, 0, 0;", d(4)),
+            format!("wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {{{}}}, %rd1, %rd2, 1, -1, 1, 1, 1;", d(128)),
+            format!(
+                "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{{}}}, {{%r1, %r2, %r3, %r4}}, %rd2, %p1, 1, -1, 1;",
+                d(32)
+            ),
+        ];
+        for body in ok {
+            if let Err(e) = load(&body) {
+                panic!("{body}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_forms_are_load_errors() {
+        let bad = [
+            (
+                format!(
+                    "wgmma.mma_async.sync.aligned.m64n12k16.f32.bf16.bf16 {{{}}}, %rd1, %rd2, %p1, 1, 1, 0, 0;",
+                    d(6)
+                ),
+                "m64n12k16",
+            ),
+            (
+                format!("wgmma.mma_async.sync.aligned.m64n8k16.f16.f16.f16 {{{}}}, %rd1, %rd2, %p1, 1, 1, 0, 0;", d(2)),
+                ".f32 accumulators",
+            ),
+            (
+                format!(
+                    "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {{{}}}, %rd1, %rd2, %p1, 1, 1, 0, 0;",
+                    d(3)
+                ),
+                "4 destination",
+            ),
+            (
+                format!(
+                    "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {{{}}}, %rd1, %rd2, %p1, 2, 1, 0, 0;",
+                    d(4)
+                ),
+                "operand 5",
+            ),
+            (
+                format!("wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {{{}}}, %rd1, %rd2, %p1, 1, 1, 0;", d(4)),
+                "expected 8",
+            ),
+            ("wgmma.wait_group.sync.aligned %r1;".to_string(), "immediate"),
+            ("wgmma.fence.aligned;".to_string(), ".sync.aligned"),
+        ];
+        for (body, needle) in bad {
+            match load(&body) {
+                Ok(_) => panic!("{body}: loaded"),
+                Err(e) => assert!(e.to_string().contains(needle), "{body}: {e}"),
+            }
+        }
+    }
+}
