@@ -181,14 +181,16 @@ fn place_local(v: &VarDecl, ctx: &mut Ctx, local_end: &mut u64) {
 struct Emitter<'a> {
     insts: Vec<Inst>,
     carry_reg: Option<u32>,
-    /// (body instance, label) → instruction index.
+    /// (scope, label) → instruction index. A body instance's outermost
+    /// scope has the instance's number; each `{ }` block inside gets a fresh
+    /// one (labels are local to their block, as in inline-asm loops).
     labels: HashMap<(u32, String), u32>,
-    /// Branches to patch: (instruction, body instance, label, line).
-    fixups: Vec<(usize, u32, String, u32)>,
-    /// `.branchtargets` lists: (body instance, name) → labels.
+    /// Branches to patch: (instruction, scopes open there outermost first, label, line).
+    fixups: Vec<(usize, Vec<u32>, String, u32)>,
+    /// `.branchtargets` lists: (scope, name) → labels.
     target_lists: HashMap<(u32, String), (u32, Vec<String>)>,
-    /// `brx.idx` to patch: (instruction, body instance, list name, line).
-    brx_fixups: Vec<(usize, u32, String, u32)>,
+    /// `brx.idx` to patch: (instruction, scopes open there, list name, line).
+    brx_fixups: Vec<(usize, Vec<u32>, String, u32)>,
     local_end: u64,
     instances: u32,
     funcs: &'a [Func],
@@ -211,11 +213,20 @@ impl Emitter<'_> {
         instance: u32,
         in_callee: Option<u32>,
     ) -> Result<(), LoadError> {
+        let mut scopes = vec![instance];
         for s in body {
+            let scope = *scopes.last().unwrap_or(&instance);
             match s {
-                Stmt::ScopeOpen => ctx.scopes.push(HashMap::new()),
+                Stmt::ScopeOpen => {
+                    ctx.scopes.push(HashMap::new());
+                    self.instances += 1;
+                    scopes.push(self.instances);
+                }
                 Stmt::ScopeClose => {
                     ctx.scopes.pop();
+                    if scopes.len() > 1 {
+                        scopes.pop();
+                    }
                 }
                 Stmt::Reg { ty, names } => {
                     for (name, count) in names {
@@ -229,12 +240,12 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Label(line, l) => {
-                    if self.labels.insert((instance, l.clone()), self.insts.len() as u32).is_some() {
+                    if self.labels.insert((scope, l.clone()), self.insts.len() as u32).is_some() {
                         return Err(err(*line, format!("label `{l}` defined twice")));
                     }
                 }
                 Stmt::BranchTargets { line, name, labels } => {
-                    if self.target_lists.insert((instance, name.clone()), (*line, labels.clone())).is_some() {
+                    if self.target_lists.insert((scope, name.clone()), (*line, labels.clone())).is_some() {
                         return Err(err(*line, format!("branch target list `{name}` defined twice")));
                     }
                 }
@@ -262,17 +273,17 @@ impl Emitter<'_> {
                     let base = i.opcode.split('.').next().unwrap_or("");
                     if base == "bra" {
                         if let Some(Operand::Name(l)) = i.operands.first() {
-                            self.fixups.push((self.insts.len(), instance, l.clone(), i.line));
+                            self.fixups.push((self.insts.len(), scopes.clone(), l.clone(), i.line));
                         }
                     } else if base == "brx" {
                         if let Some(Operand::Name(l)) = i.operands.get(1) {
-                            self.brx_fixups.push((self.insts.len(), instance, l.clone(), i.line));
+                            self.brx_fixups.push((self.insts.len(), scopes.clone(), l.clone(), i.line));
                         }
                     } else if base == "ret" {
                         if let Some(ret_instance) = in_callee {
                             // Return from an inlined callee: continue after its body.
                             inst.op = Op::Bra { target: 0 };
-                            self.fixups.push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
+                            self.fixups.push((self.insts.len(), vec![ret_instance], RET_LABEL.to_string(), i.line));
                         }
                     }
                     self.insts.push(inst);
@@ -370,22 +381,24 @@ impl Emitter<'_> {
     }
 
     fn resolve_labels(&mut self) -> Result<(), LoadError> {
-        for (at, instance, list, line) in &self.brx_fixups {
+        // A name resolves in the innermost open scope that declares it.
+        fn find<'m, T>(map: &'m HashMap<(u32, String), T>, scopes: &[u32], name: &str) -> Option<&'m T> {
+            scopes.iter().rev().find_map(|s| map.get(&(*s, name.to_string())))
+        }
+        for (at, scopes, list, line) in &self.brx_fixups {
             let unknown = |what: &str, name: &str| {
                 err(*line, format!("unsupported instruction `brx.idx`: unknown {what} `{name}`"))
             };
             let (_, labels) =
-                self.target_lists.get(&(*instance, list.clone())).ok_or_else(|| unknown("branch target list", list))?;
+                find(&self.target_lists, scopes, list).ok_or_else(|| unknown("branch target list", list))?;
             let targets = labels
                 .iter()
-                .map(|l| self.labels.get(&(*instance, l.clone())).copied().ok_or_else(|| unknown("label", l)))
+                .map(|l| find(&self.labels, scopes, l).copied().ok_or_else(|| unknown("label", l)))
                 .collect::<Result<Vec<_>, _>>()?;
             self.insts[*at].op = Op::BrxIdx { targets };
         }
-        for (at, instance, label, line) in &self.fixups {
-            let target = *self
-                .labels
-                .get(&(*instance, label.clone()))
+        for (at, scopes, label, line) in &self.fixups {
+            let target = *find(&self.labels, scopes, label)
                 .ok_or_else(|| err(*line, format!("unsupported instruction `bra`: unknown label `{label}`")))?;
             self.insts[*at].op = Op::Bra { target };
         }
