@@ -323,6 +323,7 @@ mod driver {
     use super::*;
     use cuda::context::{cuCtxSetCurrent, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRetain, cuInit};
     use cuda::launch::cuLaunchKernel;
+    use cuda::launch_ex::{cuLaunchKernelEx, CUlaunchAttribute, CUlaunchConfig};
     use cuda::memory::{cuMemAlloc_v2, cuMemFree_v2, cuMemcpyDtoH_v2, cuMemcpyHtoD_v2};
     use cuda::module::{cuModuleGetFunction, cuModuleLoadData, cuModuleUnload};
     use cuda::result::*;
@@ -450,7 +451,8 @@ mod driver {
     /// A 128B-swizzled box at a ragged corner through cuModuleLoadData,
     /// cuTensorMapEncodeTiled and cuLaunchKernel (the map as a 128-byte
     /// `__grid_constant__` parameter); then the same map re-pointed at a
-    /// second copy of the tensor by cuTensorMapReplaceAddress.
+    /// second copy of the tensor by cuTensorMapReplaceAddress and launched
+    /// by cuLaunchKernelEx with a cluster-dimension attribute.
     #[test]
     fn tma_kernel_launched_through_the_driver() {
         let ptx = CString::new(common::compile_ptx_with(SOURCE, "sm_90a", &[])).unwrap();
@@ -487,7 +489,46 @@ mod driver {
                     (&mut dst_off as *mut u32).cast(),
                     (&mut mode as *mut i32).cast(),
                 ];
-                ok(cuLaunchKernel(function, 1, 1, 1, 128, 1, 1, 16384, null_mut(), params.as_mut_ptr(), null_mut()));
+                if base == tensor {
+                    ok(cuLaunchKernel(
+                        function,
+                        1,
+                        1,
+                        1,
+                        128,
+                        1,
+                        1,
+                        16384,
+                        null_mut(),
+                        params.as_mut_ptr(),
+                        null_mut(),
+                    ));
+                } else {
+                    // cuLaunchKernelEx with a cluster of one CTA, as CUTLASS's launcher does;
+                    // larger clusters are refused.
+                    let cluster =
+                        |x: u64| CUlaunchAttribute { id: 4, pad: [0; 4], value: [x | 1 << 32, 1, 0, 0, 0, 0, 0, 0] };
+                    let mut attrs = [cluster(1)];
+                    let mut config = CUlaunchConfig {
+                        grid_dim: [1, 1, 1],
+                        block_dim: [128, 1, 1],
+                        shared_mem_bytes: 16384,
+                        stream: null_mut(),
+                        attrs: attrs.as_mut_ptr(),
+                        num_attrs: 1,
+                    };
+                    config.grid_dim = [2, 1, 1];
+                    attrs[0] = cluster(2);
+                    assert_eq!(
+                        cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()),
+                        CUDA_ERROR_NOT_SUPPORTED
+                    );
+                    attrs[0] = cluster(3);
+                    assert_eq!(cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()), 912);
+                    config.grid_dim = [1, 1, 1];
+                    attrs[0] = cluster(1);
+                    ok(cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()));
+                }
                 let mut got = vec![0u8; want.len()];
                 ok(cuMemcpyDtoH_v2(got.as_mut_ptr().cast(), out, got.len()));
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
