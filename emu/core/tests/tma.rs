@@ -506,28 +506,25 @@ mod driver {
                 } else {
                     // cuLaunchKernelEx with a cluster of one CTA, as CUTLASS's launcher does;
                     // larger clusters are refused.
-                    let cluster =
-                        |x: u64| CUlaunchAttribute { id: 4, pad: [0; 4], value: [x | 1 << 32, 1, 0, 0, 0, 0, 0, 0] };
-                    let mut attrs = [cluster(1)];
-                    let mut config = CUlaunchConfig {
-                        grid_dim: [1, 1, 1],
-                        block_dim: [128, 1, 1],
-                        shared_mem_bytes: 16384,
-                        stream: null_mut(),
-                        attrs: attrs.as_mut_ptr(),
-                        num_attrs: 1,
+                    let launch_ex = |grid: u32, cluster_x: u64, params: *mut *mut c_void| {
+                        let mut attrs = [CUlaunchAttribute {
+                            id: 4,
+                            pad: [0; 4],
+                            value: [cluster_x | 1 << 32, 1, 0, 0, 0, 0, 0, 0],
+                        }];
+                        let config = CUlaunchConfig {
+                            grid_dim: [grid, 1, 1],
+                            block_dim: [128, 1, 1],
+                            shared_mem_bytes: 16384,
+                            stream: null_mut(),
+                            attrs: attrs.as_mut_ptr(),
+                            num_attrs: 1,
+                        };
+                        cuLaunchKernelEx(&config, function, params, null_mut())
                     };
-                    config.grid_dim = [2, 1, 1];
-                    attrs[0] = cluster(2);
-                    assert_eq!(
-                        cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()),
-                        CUDA_ERROR_NOT_SUPPORTED
-                    );
-                    attrs[0] = cluster(3);
-                    assert_eq!(cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()), 912);
-                    config.grid_dim = [1, 1, 1];
-                    attrs[0] = cluster(1);
-                    ok(cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()));
+                    assert_eq!(launch_ex(2, 2, params.as_mut_ptr()), CUDA_ERROR_NOT_SUPPORTED);
+                    assert_eq!(launch_ex(2, 3, params.as_mut_ptr()), 912, "CUDA_ERROR_INVALID_CLUSTER_SIZE");
+                    ok(launch_ex(1, 1, params.as_mut_ptr()));
                 }
                 let mut got = vec![0u8; want.len()];
                 ok(cuMemcpyDtoH_v2(got.as_mut_ptr().cast(), out, got.len()));
