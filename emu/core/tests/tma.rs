@@ -553,3 +553,27 @@ mod driver {
         gx >= 0 && gy >= 0 && (gx as u64) < t.width && (gy as u64) < t.height
     }
 }
+
+/// A producer warp and two consumer warps through a 3-stage ring of full
+/// and empty barriers (the ring wraps, the parities flip), the last box
+/// ragged: every box's sum right, no finding.
+#[test]
+fn warp_specialized_pipeline_through_a_stage_ring() {
+    let dev = device();
+    let (tiles, height) = (8u32, 8 * 8 - 3);
+    let mut rng = Rng::new(41);
+    let words: Vec<u32> = (0..32 * height).map(|_| rng.next_u32() >> 8).collect();
+    let addr = dev.upload(&words);
+    let map = TensorMap::tiled(2, 2, addr, &[32, height as u64], &[128], &[32, 8], &[1, 1], 0, 3, 2, 0).unwrap();
+    let out = dev.upload(&vec![0u32; tiles as usize]);
+    let params = dev.params("tma_pipeline_sum").bytes(&map.encode()).ptr(out).i32(tiles as i32).finish();
+    let report = dev.launch_with("tma_pipeline_sum", one_cta(96, 3 * 1024), &params, &CheckOptions::default());
+    assert_no_findings(&report);
+    let got = dev.download::<u32>(out, tiles as usize);
+    for k in 0..tiles as usize {
+        let rows = (k * 8..(k * 8 + 8).min(height as usize)).collect::<Vec<_>>();
+        let want = rows.iter().flat_map(|r| &words[r * 32..r * 32 + 32]).fold(0u32, |a, w| a.wrapping_add(*w));
+        assert_eq!(got[k], want, "box {k}");
+    }
+    assert_eq!(report.counters.bulk_copies, tiles as u64);
+}
