@@ -577,3 +577,31 @@ fn warp_specialized_pipeline_through_a_stage_ring() {
     }
     assert_eq!(report.counters.bulk_copies, tiles as u64);
 }
+
+/// ldmatrix reads a landed box (each lane's fragment: row lane / 4, columns
+/// 2 (lane % 4) and the next); without the barrier wait the same read is a
+/// "TMA bytes not yet landed" finding at the ldmatrix.
+#[test]
+fn ldmatrix_of_a_tma_box_and_its_planted_early_read() {
+    let dev = device();
+    let t = Tensor::random(100, 37, 2, 51);
+    let (c0, c1) = (20i32, 9i32);
+    let (_, map) = map_for(&dev, &t, &Load { data_type: 1, box_w: 64, box_h: 8, swizzle: 0, c0, c1, oob_nan: false });
+    let run = |wait: i32| {
+        let out = dev.alloc_poisoned::<u32>(32);
+        let params = dev.params("tma_ldmatrix").bytes(&map.encode()).ptr(out).i32(c0).i32(c1).i32(wait).finish();
+        (dev.launch_with("tma_ldmatrix", one_cta(32, 2048), &params, &CheckOptions::default()), out)
+    };
+    let (report, out) = run(1);
+    assert_no_findings(&report);
+    let element = |r: u64, x: u64| {
+        let at = ((c1 as u64 + r) * t.pitch + (c0 as u64 + x) * 2) as usize;
+        u16::from_le_bytes([t.bytes[at], t.bytes[at + 1]]) as u32
+    };
+    for (lane, got) in dev.download::<u32>(out, 32).iter().enumerate() {
+        let (r, c) = (lane as u64 / 4, 2 * (lane as u64 % 4));
+        assert_eq!(*got, element(r, c) | element(r, c + 1) << 16, "lane {lane}");
+    }
+    let (report, _) = run(0);
+    expect(&report, FindingKind::Race, "ldmatrix", "TMA bytes not yet landed");
+}

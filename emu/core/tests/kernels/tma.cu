@@ -231,3 +231,30 @@ extern "C" __global__ void tma_pipeline_sum(const __grid_constant__ CUtensorMap 
         }
     }
 }
+
+// ldmatrix over a TMA box: thread 0 loads a 64 x 8 box of 16-bit elements
+// (no swizzle, 128-byte rows); warp 0 reads the first 8 x 8 matrix with
+// ldmatrix.x1 after waiting on the barrier, or without waiting (`wait` 0:
+// the bug) and writes each lane's fragment to out[lane].
+extern "C" __global__ void tma_ldmatrix(const __grid_constant__ CUtensorMap map, unsigned* out, int c0, int c1,
+                                        int wait) {
+    extern __shared__ __align__(1024) unsigned char buf[];
+    __shared__ __align__(8) uint64_t bar;
+    const uint32_t b = smem_addr(&bar);
+    const unsigned lane = threadIdx.x % 32;
+    if (threadIdx.x == 0) {
+        mbar_init(b, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        mbar_arrive_expect_tx(b, 64 * 8 * 2);
+        tma_load_2d_box(smem_addr(buf), &map, c0, c1, b);
+    }
+    if (wait) mbar_wait(b, 0);
+    unsigned frag;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];"
+                 : "=r"(frag)
+                 : "r"(smem_addr(buf + (lane % 8) * 128)));
+    out[lane] = frag;
+}
