@@ -37,6 +37,11 @@ pub struct Counters {
     pub ldmatrix_bank_conflicts: u64,
     /// CTA barriers executed (warp-level: one per warp per barrier instruction).
     pub barriers: u64,
+    /// Bulk (TMA) copies issued (`cp.async.bulk{.tensor}`), and the bytes they
+    /// moved through shared memory (their global sectors and shared wavefronts
+    /// are in the counts above).
+    pub bulk_copies: u64,
+    pub bulk_bytes: u64,
     /// CTAs in the grid, and CTAs actually executed (equal unless sampled).
     pub total_ctas: u64,
     pub sampled_ctas: u64,
@@ -70,6 +75,8 @@ impl Counters {
             ("shared_bank_conflicts", self.shared_bank_conflicts),
             ("ldmatrix_bank_conflicts", self.ldmatrix_bank_conflicts),
             ("barriers", self.barriers),
+            ("bulk_copies", self.bulk_copies),
+            ("bulk_bytes", self.bulk_bytes),
         ];
         for (name, v) in fields {
             j.push_str(&format!(",\"{name}\":{v}"));

@@ -21,6 +21,15 @@ pub enum FindingKind {
     /// A device-side `assert` failed (`__assertfail`); the detail is the line
     /// the CUDA runtime prints for it.
     Assert,
+    /// wgmma: the accumulator or register A of a `wgmma.mma_async` read or
+    /// written by another instruction before a `wgmma.wait_group` covering it.
+    WgmmaRegisterInFlight,
+    /// wgmma: shared bytes a `wgmma.mma_async` reads written before a
+    /// `wgmma.wait_group` covering it.
+    WgmmaOperandOverwritten,
+    /// wgmma: a `wgmma.mma_async` without a `wgmma.fence` before it (the
+    /// warpgroup's first, or registers it uses accessed since the last fence).
+    WgmmaMissingFence,
 }
 
 impl FindingKind {

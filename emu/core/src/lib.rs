@@ -29,6 +29,7 @@ pub mod module;
 pub mod numerics;
 mod ptx;
 pub mod tensor;
+pub mod tensor_map;
 pub mod types;
 
 pub use counters::Counters;

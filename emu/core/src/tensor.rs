@@ -9,12 +9,18 @@ mod ldmatrix;
 mod operands;
 #[cfg(test)]
 mod tests;
+mod wgmma;
 
 use crate::numerics::format::FloatFormat;
 use crate::types::ScalarType;
 use accumulate::multiply_accumulate;
 use layout::{cd_source, InputLayout};
 use operands::Operands;
+pub use wgmma::{
+    accumulator_coord as wgmma_accumulator_coord, input_to_f64 as wgmma_input_to_f64,
+    register_a_coord as wgmma_register_a_coord, valid_n as wgmma_valid_n, wgmma_multiply, SmemDescriptor, Swizzle,
+    WgmmaDesc, WgmmaOp,
+};
 
 /// `mma.sync.aligned.{shape}.{alayout}.{blayout}.{dtype}.{atype}.{btype}.{ctype}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

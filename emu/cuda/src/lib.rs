@@ -52,3 +52,4 @@ pub mod private;
 pub mod result;
 mod state;
 pub mod stream;
+pub mod tensor_map;

@@ -99,6 +99,13 @@ pub(crate) struct Cta<'l> {
     /// Scratch for request accounting (sector ids, shared addresses).
     pub(super) scratch: Vec<u64>,
     pub(super) sectors: Vec<u64>,
+    /// Warpgroup MMA state (`wgmma`).
+    pub(super) wg: super::wgmma::WgState,
+    has_wgmma: bool,
+    /// mbarriers, bulk copies and proxy fences (`async_proxy`, `tma`).
+    pub(super) asy: super::async_proxy::AsyncState,
+    /// Whether the kernel has bulk stores (shared writes then track proxy fences).
+    bulk_stores: bool,
 }
 
 pub(super) fn lane_bit(l: usize) -> u32 {
@@ -127,6 +134,13 @@ impl<'l> Cta<'l> {
             stats: Stats::new(k.insts.len()),
             scratch: Vec::with_capacity(256),
             sectors: Vec::with_capacity(256),
+            wg: Default::default(),
+            has_wgmma: k.insts.iter().any(|i| matches!(i.op, Op::Wgmma(_))),
+            asy: Default::default(),
+            bulk_stores: k
+                .insts
+                .iter()
+                .any(|i| matches!(i.op, Op::Async(AsyncOp::TensorStore { .. } | AsyncOp::BulkStore))),
         }
     }
 
@@ -183,6 +197,8 @@ impl<'l> Cta<'l> {
         self.pending.resize_with(self.nthreads as usize, Vec::new);
         self.groups.clear();
         self.groups.resize(self.nthreads as usize, 0);
+        self.wg.reset(self.has_wgmma, nwarps, nregs, size);
+        self.asy.reset(nwarps, self.nthreads as usize, self.bulk_stores, size);
 
         loop {
             let mut progressed = false;
@@ -198,10 +214,13 @@ impl<'l> Cta<'l> {
             if self.release_barriers()? {
                 continue;
             }
-            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) {
+            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) && !self.asy.any_blocked() {
                 return Ok(());
             }
             if !progressed {
+                if self.mbar_timeout()? {
+                    continue;
+                }
                 return Err(self.stall());
             }
         }
@@ -293,6 +312,7 @@ impl<'l> Cta<'l> {
             Sreg::GlobalTimer => self.clock * 1000,
             Sreg::DynSmemSize => cfg.dynamic_shared_bytes as u64,
             Sreg::TotalSmemSize => self.shared_size() as u64,
+            Sreg::Cluster(c) => self.cluster_sreg(c),
         }
     }
 
@@ -375,6 +395,12 @@ impl<'l> Cta<'l> {
                 m
             }
         };
+        if self.wg.enabled() {
+            if let Some(op) = super::wgmma::is_wgmma(&inst.op) {
+                return self.wgmma(w, pc, group, exec, op);
+            }
+            self.wgmma_note_access(w, pc, exec, inst)?;
+        }
         if inst.is_collective() {
             return self.collective(w, pc, group, exec, inst);
         }
@@ -648,6 +674,7 @@ impl<'l> Cta<'l> {
                 }
             }
             Op::Nop => {}
+            Op::Async(op) => return self.async_op(w, pc, group, exec, inst, *op),
             Op::WarpSync
             | Op::Shfl(_)
             | Op::Vote(_)
@@ -655,7 +682,8 @@ impl<'l> Cta<'l> {
             | Op::Redux(_)
             | Op::Mma { .. }
             | Op::Ldmatrix { .. }
-            | Op::Stmatrix { .. } => {
+            | Op::Stmatrix { .. }
+            | Op::Wgmma(_) => {
                 unreachable!("collectives are dispatched above")
             }
         }

@@ -337,6 +337,9 @@ impl<'l> Cta<'l> {
                 if shared_racecheck {
                     self.race_check(pc, tid, addr, n, false)?;
                 }
+                if !self.asy.landed.is_empty() {
+                    self.check_landed(pc, tid, addr, n);
+                }
                 let o = addr as usize;
                 if shared_initcheck
                     && self.l.opts.initcheck
@@ -388,7 +391,9 @@ impl<'l> Cta<'l> {
                     return Ok(());
                 }
                 self.race_check(pc, tid, addr, n, true)?;
+                self.wgmma_guard_shared_write(pc, tid, addr, n)?;
                 let o = addr as usize;
+                self.asy.note_generic_write(tid, o, len as usize);
                 self.shared[o..o + len as usize].copy_from_slice(&v.to_le_bytes()[..len as usize]);
                 self.shared_init[o..o + len as usize].fill(true);
             }
@@ -605,6 +610,7 @@ impl<'l> Cta<'l> {
                         ));
                     }
                     // Atomics are ordered among themselves: no racecheck here.
+                    self.wgmma_guard_shared_write(pc, tid, addr, size as u64)?;
                     let old = le(&self.shared[o..o + n]);
                     let new = atom_apply(op, ty, old, b, c);
                     self.shared[o..o + n].copy_from_slice(&new.to_le_bytes()[..n]);
@@ -687,6 +693,7 @@ impl<'l> Cta<'l> {
         for p in landed {
             let o = p.dst as usize;
             let len = p.len as usize;
+            self.wgmma_guard_shared_write(p.pc, p.tid, o as u64, len as u64)?;
             if self.l.opts.racecheck {
                 for b in o..o + len {
                     self.race.clear_pending(b);

@@ -24,12 +24,15 @@
 //!   can progress is reported, as a deadlock).
 
 mod arith;
+mod async_proxy;
 pub(crate) mod config;
 mod cta;
 mod memops;
 mod race;
 mod sample;
 mod sync;
+mod wgmma;
+mod tma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,6 +69,8 @@ pub(crate) struct Stats {
     pub shared_bank_conflicts: u64,
     pub ldmatrix_bank_conflicts: u64,
     pub barriers: u64,
+    pub bulk_copies: u64,
+    pub bulk_bytes: u64,
 }
 
 impl Stats {
@@ -85,6 +90,8 @@ impl Stats {
             shared_bank_conflicts: f(self.shared_bank_conflicts),
             ldmatrix_bank_conflicts: f(self.ldmatrix_bank_conflicts),
             barriers: f(self.barriers),
+            bulk_copies: f(self.bulk_copies),
+            bulk_bytes: f(self.bulk_bytes),
         }
     }
 
@@ -106,6 +113,8 @@ impl Stats {
         self.shared_bank_conflicts += o.shared_bank_conflicts;
         self.ldmatrix_bank_conflicts += o.ldmatrix_bank_conflicts;
         self.barriers += o.barriers;
+        self.bulk_copies += o.bulk_copies;
+        self.bulk_bytes += o.bulk_bytes;
     }
 }
 
@@ -406,6 +415,10 @@ fn summarise(
         if let Op::Mma { name, .. } = &inst.op {
             *c.tensor_instructions.entry(name.clone()).or_insert(0) += n;
         }
+        if let Op::Wgmma(crate::tensor::WgmmaOp::Mma(desc)) = &inst.op {
+            // Counted per warp, as every warp instruction: four per warpgroup MMA.
+            *c.tensor_instructions.entry(desc.counter_name()).or_insert(0) += n;
+        }
         if let Op::Bar { kind: BarKind::Sync | BarKind::Red(_) | BarKind::Arrive } = inst.op {
             // counted in `st.barriers` per warp arrival
         }
@@ -427,5 +440,7 @@ fn summarise(
     c.shared_bank_conflicts = st.shared_bank_conflicts;
     c.ldmatrix_bank_conflicts = st.ldmatrix_bank_conflicts;
     c.barriers = st.barriers;
+    c.bulk_copies = st.bulk_copies;
+    c.bulk_bytes = st.bulk_bytes;
     c
 }

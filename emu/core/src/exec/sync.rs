@@ -541,6 +541,7 @@ impl<'l> Cta<'l> {
                     self.race.partial_barrier(&released_warps);
                 }
             }
+            self.asy.barrier_released(&released_warps);
             self.bars[id] = Default::default();
             released = true;
         }
@@ -553,6 +554,9 @@ impl<'l> Cta<'l> {
             let warp = &self.warps[w];
             if let Some(l) = Lanes(warp.wait).next() {
                 let (pc, tid) = (warp.pc[l], self.tid_of(w, l));
+                if let Some(detail) = self.wgmma_stall_detail(w, pc) {
+                    return self.report(FindingKind::DivergentSync, pc, tid, 0, detail);
+                }
                 return self.report(
                     FindingKind::DivergentSync,
                     pc,

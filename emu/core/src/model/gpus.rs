@@ -20,6 +20,9 @@ pub struct Gpu {
     pub mma_fma_per_clock_per_sm_tf32: f64,
     pub mma_fma_per_clock_per_sm_int8: f64,
     pub mma_fma_per_clock_per_sm_f64: f64,
+    /// Dense multiply-adds per clock per SM through `wgmma.mma_async` with
+    /// 16-bit inputs (f16, bf16); 0 where the GPU has no wgmma (sm_80).
+    pub wgmma_fma_per_clock_per_sm_16bit: f64,
     /// Shared-memory wavefronts per clock per SM (32 banks of 4 bytes).
     pub shared_wavefronts_per_clock_per_sm: f64,
     /// L2 bytes per clock, whole device.
@@ -57,6 +60,7 @@ pub const A100: Gpu = Gpu {
     mma_fma_per_clock_per_sm_tf32: 512.0,
     mma_fma_per_clock_per_sm_int8: 2048.0,
     mma_fma_per_clock_per_sm_f64: 64.0,
+    wgmma_fma_per_clock_per_sm_16bit: 0.0,
     shared_wavefronts_per_clock_per_sm: 1.0,
     l2_bytes_per_clock: 5120.0,
     l2_bytes: 40 * 1024 * 1024,
@@ -88,6 +92,12 @@ pub const H100: Gpu = Gpu {
     mma_fma_per_clock_per_sm_int8: 2048.0,
     // 67 TFLOP/s f64 tensor = 132 x 1.83 GHz x 128 FMA x 2 (datasheet; DMMA is mma.sync).
     mma_fma_per_clock_per_sm_f64: 128.0,
+    // The datasheet's 989.4 TFLOP/s dense bf16/f16 (f32 accumulate) is the
+    // wgmma rate: 989.4e12 / (2 x 132 SMs x 1.83e9) = 2048 FMA per clock per
+    // SM, twice A100's per-SM rate (the NVIDIA H100 Tensor Core GPU
+    // Architecture whitepaper: twice the A100 SM's dense MMA rate on the same
+    // data types, clock for clock).
+    wgmma_fma_per_clock_per_sm_16bit: 2048.0,
     shared_wavefronts_per_clock_per_sm: 1.0,
     l2_bytes_per_clock: 5120.0,
     l2_bytes: 50 * 1024 * 1024,
@@ -120,6 +130,11 @@ impl Gpu {
     pub fn peak_16bit_tflops(&self) -> f64 {
         2.0 * self.mma_fma_per_clock_per_sm_16bit * self.sms as f64 * self.clock_ghz * 1e-3
     }
+
+    /// Dense wgmma peak in TFLOP/s for 16-bit operands (0 without wgmma).
+    pub fn wgmma_peak_16bit_tflops(&self) -> f64 {
+        2.0 * self.wgmma_fma_per_clock_per_sm_16bit * self.sms as f64 * self.clock_ghz * 1e-3
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +146,8 @@ mod tests {
         assert!((A100.peak_16bit_tflops() - 312.0).abs() < 1.0, "{}", A100.peak_16bit_tflops());
         // mma.sync on Hopper: half the wgmma datasheet rate (989.4 / 2).
         assert!((H100.peak_16bit_tflops() - 494.7).abs() < 1.0, "{}", H100.peak_16bit_tflops());
+        assert!((H100.wgmma_peak_16bit_tflops() - 989.4).abs() < 1.0, "{}", H100.wgmma_peak_16bit_tflops());
+        assert_eq!(A100.wgmma_peak_16bit_tflops(), 0.0);
         assert_eq!(by_name("H200").map(|g| g.dram_bytes_per_s), Some(4800e9));
         assert_eq!(by_name("v100"), None);
     }

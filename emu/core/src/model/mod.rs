@@ -7,7 +7,8 @@
 //!
 //! - issue: the busiest SM's warp instructions over 4 schedulers;
 //! - tensor: its mma instructions, each costing m·n·k multiply-adds at the
-//!   GPU's dense mma.sync rate for the operand type;
+//!   GPU's dense mma.sync rate for the operand type (wgmma: a quarter of
+//!   m64nNk16 per warp at the GPU's wgmma rate);
 //! - shared: its shared-memory wavefronts, one per clock;
 //! - l2: all global sectors (32 bytes each) over the device's L2 bandwidth;
 //! - dram: unique bytes read and written, plus re-reads when the working set
@@ -115,6 +116,16 @@ fn mma_cost(name: &str, gpu: &Gpu) -> (f64, f64) {
     // The A operand's type follows the D type: mma.mMnNkK.dtype.atype.btype.ctype.
     let atype =
         shape.and_then(|s| parts.iter().position(|p| p == s)).and_then(|i| parts.get(i + 2)).copied().unwrap_or("");
+    if name.starts_with("wgmma.") {
+        // Counted once per warp of the warpgroup: a quarter of m64nNk16 each.
+        // A GPU without wgmma cannot run it; charge it mma.sync's rate there.
+        let rate = if gpu.wgmma_fma_per_clock_per_sm_16bit > 0.0 {
+            gpu.wgmma_fma_per_clock_per_sm_16bit
+        } else {
+            gpu.mma_fma_per_clock_per_sm_16bit
+        };
+        return (fma / 4.0, rate);
+    }
     let rate = match atype {
         "tf32" => gpu.mma_fma_per_clock_per_sm_tf32,
         "f64" => gpu.mma_fma_per_clock_per_sm_f64,
@@ -345,5 +356,14 @@ mod tests {
         assert_eq!(mma_cost("mma.m16n8k8.f32.tf32.tf32.f32", a), (1024.0, 512.0));
         assert_eq!(mma_cost("mma.m8n8k4.f64.f64.f64.f64", a), (256.0, 64.0));
         assert_eq!(mma_cost("mma.m16n8k32.s32.s8.s8.s32", a), (4096.0, 2048.0));
+    }
+
+    #[test]
+    fn wgmma_is_counted_per_warp_at_the_wgmma_rate() {
+        // m64n128k16 = 131072 multiply-adds per warpgroup, a quarter per warp.
+        assert_eq!(mma_cost("wgmma.m64n128k16.f32.bf16.bf16", &gpus::H100), (32768.0, 2048.0));
+        assert_eq!(mma_cost("mma.m16n8k16.f32.bf16.bf16.f32", &gpus::H100), (2048.0, 1024.0));
+        // No wgmma on an A100: charged at its mma.sync rate.
+        assert_eq!(mma_cost("wgmma.m64n8k16.f32.f16.f16", &gpus::A100), (2048.0, 1024.0));
     }
 }

@@ -4,8 +4,10 @@
 
 use crate::numerics::{FloatOp, Rounding, SpecialOp};
 use crate::ptx::info::KernelInfo;
-use crate::tensor::MmaDesc;
+use crate::tensor::{MmaDesc, WgmmaOp};
 use crate::types::ScalarType;
+
+pub(crate) use super::async_ir::{AsyncOp, ClusterSreg};
 
 /// Where shared, local and param memory appear in the generic address space.
 /// Global allocations live far above (see `memory`), so a generic address
@@ -58,6 +60,7 @@ pub(crate) enum Sreg {
     GlobalTimer,
     DynSmemSize,
     TotalSmemSize,
+    Cluster(ClusterSreg),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -433,8 +436,12 @@ pub(crate) enum Op {
     CpAsyncWait {
         keep: u32,
     },
+    /// sm_90 mbarrier, bulk-copy, proxy-fence and cluster instructions (`exec::async_proxy`).
+    Async(AsyncOp),
     /// Ordering, cache and scheduling hints with no effect here.
     Nop,
+    /// `wgmma.*`: warpgroup collectives (`exec::wgmma`).
+    Wgmma(WgmmaOp),
 }
 
 pub(crate) const WAIT_ALL: u32 = u32::MAX;

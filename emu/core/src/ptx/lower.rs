@@ -11,6 +11,8 @@ use crate::ptx::info::{KernelInfo, LoadError, ParamInfo};
 use crate::tensor::{self, MmaDesc};
 use crate::types::ScalarType;
 
+mod wgmma;
+
 /// Where a named variable lives: its space and its address in that space.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sym {
@@ -393,6 +395,9 @@ impl Emitter<'_> {
     }
 }
 
+#[path = "lower_async.rs"]
+mod lower_async;
+
 /// The remaining dot-separated modifiers of an opcode, consumed as decoded.
 struct Mods<'a> {
     parts: Vec<&'a str>,
@@ -502,6 +507,10 @@ fn sreg(name: &str) -> Option<Sreg> {
             "%ntid" => Sreg::Ntid(d),
             "%ctaid" => Sreg::Ctaid(d),
             "%nctaid" => Sreg::Nctaid(d),
+            "%clusterid" => Sreg::Cluster(ClusterSreg::ClusterId(d)),
+            "%nclusterid" => Sreg::Cluster(ClusterSreg::NClusterId(d)),
+            "%cluster_ctaid" => Sreg::Cluster(ClusterSreg::CtaId(d)),
+            "%cluster_nctaid" => Sreg::Cluster(ClusterSreg::NCtaId(d)),
             _ => return None,
         });
     }
@@ -522,6 +531,9 @@ fn sreg(name: &str) -> Option<Sreg> {
         "%globaltimer" | "%globaltimer_lo" => Sreg::GlobalTimer,
         "%dynamic_smem_size" => Sreg::DynSmemSize,
         "%total_smem_size" => Sreg::TotalSmemSize,
+        "%cluster_ctarank" => Sreg::Cluster(ClusterSreg::CtaRank),
+        "%cluster_nctarank" => Sreg::Cluster(ClusterSreg::NCtaRank),
+        "%is_explicit_cluster" => Sreg::Cluster(ClusterSreg::IsExplicit),
         _ => return None,
     })
 }
@@ -714,6 +726,9 @@ fn decode<'o>(
     };
     let cx = |space: Space, ty: ScalarType| OpdCx { ctx, space, ty };
     let srcs = |c: &OpdCx, from: usize| -> Result<Vec<Opd>, String> { all[from..].iter().map(|o| c.src(o)).collect() };
+    if lower_async::handles(base, m) {
+        return lower_async::decode(base, m, &all, ctx);
+    }
 
     Ok(match base {
         "mov" => {
@@ -1122,6 +1137,7 @@ fn decode<'o>(
             (Op::Atom { space, op, ret }, ty, d, Opd::Sink, s, space_class(space))
         }
         "mma" => decode_mma(m, &all, ctx)?,
+        "wgmma" => wgmma::decode(m, &all, ctx)?,
         "ldmatrix" | "stmatrix" => {
             if !(m.has("sync") && m.has("aligned") && m.has("m8n8")) {
                 return Err("only .sync.aligned.m8n8 forms are supported".into());
@@ -1564,7 +1580,8 @@ mod tests {
             ("call.uni f, (%r1);", "call.uni"),
             ("mad.cc.wide.u32 %rd1, %r2, %r3, %rd4;", "mad.cc.wide.u32"),
             ("shfl.down.b32 %r1, %r2, 1, 31;", "shfl.down.b32"),
-            ("mbarrier.init.shared.b64 [%rd1], 1;", "mbarrier.init.shared.b64"),
+            ("mbarrier.arrive.shared.b32 %r1, [%r2];", "mbarrier.arrive.shared.b32"),
+            ("cp.async.bulk.tensor.2d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%r1], [%rd1, {%r2, %r3}], [%r4];", "im2col"),
             ("brx.idx %r1, $nowhere;", "$nowhere"),
             ("ld.global.v4.b128 {%rd1, %rd2, %rd3, %rd4}, [%rd5];", "ld.global.v4.b128"),
             ("set.gt.f16x2.f32 %r1, %r2, %r3;", "set.gt.f16x2.f32"),

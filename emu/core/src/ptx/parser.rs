@@ -537,6 +537,11 @@ fn parse_operand(p: &mut P) -> Result<Operand, LoadError> {
                 off = signed_int(p)?.ok_or_else(|| e(line, "expected an offset after `+`"))?;
             } else if p.is_punct('-') {
                 off = signed_int(p)?.unwrap_or(0);
+            } else if p.eat_punct(',') {
+                // `[tensorMap, {coordinates}]` of cp.async.bulk.tensor: a two-element list.
+                let coords = parse_operand(p)?;
+                p.expect_punct(']')?;
+                return Ok(Operand::List(vec![Operand::Name(base.unwrap_or_default()), coords]));
             }
         } else {
             off = signed_int(p)?.ok_or_else(|| e(line, "malformed address"))?;

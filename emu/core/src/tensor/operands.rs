@@ -88,7 +88,7 @@ impl Operands {
 }
 
 /// bf16 is the upper half of an f32.
-fn bf16_to_f64(bits: u32) -> f64 {
+pub(super) fn bf16_to_f64(bits: u32) -> f64 {
     f64::from(f32::from_bits(bits << 16))
 }
 
@@ -97,7 +97,7 @@ fn tf32_to_f64(bits: u32) -> f64 {
     f64::from(f32::from_bits(bits & 0xFFFF_E000))
 }
 
-fn f16_to_f64(bits: u32) -> f64 {
+pub(super) fn f16_to_f64(bits: u32) -> f64 {
     let magnitude = u64::from(bits & 0x7FFF);
     let sign = u64::from(bits & 0x8000) << 48;
     let value = if magnitude >= 0x7C00 {

@@ -1,0 +1,318 @@
+//! sm_90a's mbarrier and TMA on the emulator (kernels/tma.cu, compiled by
+//! nvcc for sm_90a): 2-D tensor-map boxes in every swizzle mode with ragged
+//! and negative out-of-bounds edges, checked byte by byte against a CPU
+//! model of the swizzle; tensor stores; plain bulk copies; mbarrier phases,
+//! arrive_drop and the cluster registers of a cluster of one CTA; and one
+//! planted bug per new finding, each beside its clean twin.
+
+mod common;
+
+use common::{assert_no_findings, Device, Rng};
+use ptx_emu::tensor_map::TensorMap;
+use ptx_emu::{CheckOptions, FindingKind, LaunchConfig, LaunchReport};
+
+const SOURCE: &str = "tma.cu";
+
+fn device() -> Device {
+    Device::from_ptx(common::compile_ptx_with(SOURCE, "sm_90a", &[]))
+}
+
+/// A `width` x `height` tensor of `esize`-byte elements with rows `pitch`
+/// bytes apart, random bytes (so every byte's origin is checkable).
+struct Tensor {
+    width: u64,
+    height: u64,
+    pitch: u64,
+    esize: u64,
+    bytes: Vec<u8>,
+}
+
+impl Tensor {
+    fn random(width: u64, height: u64, esize: u64, seed: u64) -> Self {
+        let pitch = (width * esize).div_ceil(16) * 16 + 16;
+        let mut rng = Rng::new(seed);
+        let bytes = (0..pitch * height).map(|_| rng.next_u32() as u8).collect();
+        Tensor { width, height, pitch, esize, bytes }
+    }
+}
+
+/// Where byte `o` of a box (row-major, rows of the box's inner bytes) lands
+/// in shared memory, for a destination aligned to the swizzle's pattern:
+/// the 16-byte chunk index inside each 128-byte line XORed with the line
+/// number modulo span / 16 (32B: 2 chunks, 64B: 4, 128B: 8).
+fn swizzled(o: u64, span: u64) -> u64 {
+    if span == 0 {
+        return o;
+    }
+    let chunks = span / 16;
+    let line = o / 128;
+    let chunk = (o / 16) % 8;
+    (o & !0x70) | (((chunk ^ (line % chunks)) % 8) << 4)
+}
+
+/// The shared bytes of a box at (c0, c1) as the hardware lays them out.
+fn box_model(t: &Tensor, box_w: u64, box_h: u64, c0: i64, c1: i64, span: u64, oob: u8) -> Vec<u8> {
+    let row_bytes = box_w * t.esize;
+    let mut out = vec![0u8; (row_bytes * box_h) as usize];
+    for r in 0..box_h {
+        for x in 0..box_w {
+            let (gx, gy) = (c0 + x as i64, c1 + r as i64);
+            let inside = gx >= 0 && gy >= 0 && (gx as u64) < t.width && (gy as u64) < t.height;
+            for k in 0..t.esize {
+                let o = r * row_bytes + x * t.esize + k;
+                let v = if inside {
+                    t.bytes[(gy as u64 * t.pitch + gx as u64 * t.esize + k) as usize]
+                } else if oob == 0xff && k + 1 == t.esize {
+                    0x7f
+                } else {
+                    oob
+                };
+                out[swizzled(o, span) as usize] = v;
+            }
+        }
+    }
+    out
+}
+
+struct Load {
+    data_type: u32,
+    box_w: u32,
+    box_h: u32,
+    swizzle: u32,
+    c0: i32,
+    c1: i32,
+    oob_nan: bool,
+}
+
+fn map_for(dev: &Device, t: &Tensor, l: &Load) -> (u64, TensorMap) {
+    let addr = dev.upload(&t.bytes);
+    let map = TensorMap::tiled(
+        l.data_type,
+        2,
+        addr,
+        &[t.width, t.height],
+        &[t.pitch],
+        &[l.box_w, l.box_h],
+        &[1, 1],
+        0,
+        l.swizzle,
+        2,
+        l.oob_nan as u32,
+    )
+    .expect("valid tensor map");
+    (addr, map)
+}
+
+fn one_cta(threads: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig { grid: [1, 1, 1], block: [threads, 1, 1], dynamic_shared_bytes: shared }
+}
+
+/// Launches `tma_load_2d` with `mode`, `dst_off` and `tx_bytes` (None: the box's bytes).
+fn launch_load(
+    dev: &Device,
+    map: &TensorMap,
+    l: &Load,
+    mode: i32,
+    dst_off: u32,
+    tx_bytes: Option<u32>,
+    shared: u32,
+) -> (LaunchReport, u64) {
+    let bytes = map.box_bytes() as u32;
+    let out = dev.alloc_poisoned::<u8>(bytes as usize);
+    let params = dev
+        .params("tma_load_2d")
+        .bytes(&map.encode())
+        .ptr(out)
+        .i32(l.c0)
+        .i32(l.c1)
+        .u32(tx_bytes.unwrap_or(bytes))
+        .u32(bytes)
+        .u32(dst_off)
+        .i32(mode)
+        .finish();
+    (dev.launch_with("tma_load_2d", one_cta(128, shared), &params, &CheckOptions::default()), out)
+}
+
+fn check_load(dev: &Device, esize: u64, l: Load, seed: u64) {
+    let t = Tensor::random(100, 37, esize, seed);
+    let (_, map) = map_for(dev, &t, &l);
+    let span = [0, 32, 64, 128][l.swizzle as usize];
+    let want =
+        box_model(&t, l.box_w as u64, l.box_h as u64, l.c0 as i64, l.c1 as i64, span, if l.oob_nan { 0xff } else { 0 });
+    for mode in [0, 1] {
+        let (report, out) = launch_load(dev, &map, &l, mode, 0, None, 4096 * 4);
+        assert_no_findings(&report);
+        let got = dev.download::<u8>(out, want.len());
+        if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "swizzle {span}B box {}x{} at ({}, {}), mode {mode}: shared byte {i} is {:#04x}, the model says {:#04x}",
+                l.box_w, l.box_h, l.c0, l.c1, got[i], want[i]
+            );
+        }
+        assert_eq!(report.counters.bulk_copies, 1);
+        assert_eq!(report.counters.bulk_bytes, want.len() as u64);
+    }
+}
+
+#[test]
+fn tensor_loads_every_swizzle_with_ragged_and_negative_edges() {
+    let dev = device();
+    let mut seed = 1;
+    // u16 elements: a box row of 16, 32, 64 bytes and the 128-byte span.
+    for (swizzle, box_w) in [(0u32, 40u32), (1, 16), (2, 32), (3, 64)] {
+        for (c0, c1) in [(0, 0), (72, 33), (-8, -3), (100 - box_w as i32, 29)] {
+            check_load(&dev, 2, Load { data_type: 1, box_w, box_h: 8, swizzle, c0, c1, oob_nan: false }, seed);
+            seed += 1;
+        }
+    }
+    // f32 elements, 128-byte swizzle, 16 rows crossing the bottom edge.
+    check_load(&dev, 4, Load { data_type: 7, box_w: 32, box_h: 16, swizzle: 3, c0: 80, c1: 30, oob_nan: false }, 99);
+}
+
+#[test]
+fn tensor_load_fills_out_of_bounds_bf16_with_nan() {
+    let dev = device();
+    check_load(&dev, 2, Load { data_type: 9, box_w: 64, box_h: 8, swizzle: 3, c0: 60, c1: 33, oob_nan: true }, 7);
+}
+
+#[test]
+fn tensor_store_writes_in_bounds_elements_and_needs_a_proxy_fence() {
+    let dev = device();
+    let t = Tensor::random(100, 37, 2, 11);
+    let (addr, map) =
+        map_for(&dev, &t, &Load { data_type: 1, box_w: 64, box_h: 8, swizzle: 3, c0: 0, c1: 0, oob_nan: false });
+    let bytes = map.box_bytes() as usize;
+    let mut rng = Rng::new(5);
+    let shared: Vec<u8> = (0..bytes).map(|_| rng.next_u32() as u8).collect();
+    let input = dev.upload(&shared);
+    let (c0, c1) = (60i64, 33i64);
+    let run = |fence: i32| {
+        let params = dev
+            .params("tma_store_2d")
+            .bytes(&map.encode())
+            .ptr(input)
+            .i32(c0 as i32)
+            .i32(c1 as i32)
+            .u32(bytes as u32)
+            .i32(fence)
+            .finish();
+        dev.launch_with("tma_store_2d", one_cta(128, 16384), &params, &CheckOptions::default())
+    };
+    let report = run(1);
+    assert_no_findings(&report);
+    let got = dev.download::<u8>(addr, t.bytes.len());
+    for y in 0..t.height {
+        for xb in 0..t.pitch {
+            let i = (y * t.pitch + xb) as usize;
+            let x = xb / 2;
+            let inside_box =
+                xb < t.width * 2 && (c0..c0 + 64).contains(&(x as i64)) && (c1..c1 + 8).contains(&(y as i64));
+            let want = if inside_box {
+                let o = (y as i64 - c1) as u64 * 128 + (xb - c0 as u64 * 2);
+                shared[swizzled(o, 128) as usize]
+            } else {
+                t.bytes[i]
+            };
+            assert_eq!(got[i], want, "global byte ({xb}, {y})");
+        }
+    }
+    assert_eq!(report.counters.bulk_copies, 1);
+    let report = run(0);
+    let f = report.findings.first().expect("a generic write read by the async proxy without a proxy fence");
+    assert_eq!(f.kind, FindingKind::Race, "{f}");
+    assert!(f.detail.contains("fence.proxy.async") && f.instruction.contains("cp.async.bulk.tensor"), "{f}");
+}
+
+#[test]
+fn plain_bulk_copies_round_trip() {
+    let dev = device();
+    let mut rng = Rng::new(3);
+    let data: Vec<u8> = (0..1024 + 48).map(|_| rng.next_u32() as u8).collect();
+    let src = dev.upload(&data);
+    let dst = dev.alloc_poisoned::<u8>(data.len());
+    let params = dev.params("bulk_round_trip").ptr(src).ptr(dst).u32(data.len() as u32).finish();
+    let report = dev.launch_with("bulk_round_trip", one_cta(32, 2048), &params, &CheckOptions::default());
+    assert_no_findings(&report);
+    assert_eq!(dev.download::<u8>(dst, data.len()), data);
+    assert_eq!(report.counters.bulk_copies, 2);
+    assert_eq!(report.counters.bulk_bytes, 2 * data.len() as u64);
+}
+
+#[test]
+fn mbarrier_phases_arrive_drop_elect_and_cluster_registers() {
+    let dev = device();
+    let threads = 96u32;
+    let phases = 5u32;
+    let ctas = 3usize;
+    let n = ctas * threads as usize;
+    let out = dev.alloc_poisoned::<u32>(n * 11);
+    let params = dev.params("mbarrier_phases").ptr(out).u32(phases).finish();
+    let config = LaunchConfig { grid: [ctas as u32, 1, 1], block: [threads, 1, 1], dynamic_shared_bytes: 0 };
+    let report = dev.launch_with("mbarrier_phases", config, &params, &CheckOptions::default());
+    assert_no_findings(&report);
+    let got = dev.download::<u32>(out, n * 11);
+    for g in 0..n {
+        let (cta, t) = (g / threads as usize, g % threads as usize);
+        let o = &got[g * 11..g * 11 + 11];
+        let lane = t as u32 % 32;
+        assert_eq!(o[0], 0, "thread {t}: elect.sync's leader is lane 0");
+        assert_eq!(o[1], (lane == 0) as u32, "thread {t}: elected");
+        assert_eq!(
+            &o[2..7],
+            &[0, 1, 1, cta as u32, 0],
+            "CTA {cta} thread {t}: ctarank, nctarank, cluster_nctaid, clusterid, getctarank"
+        );
+        assert_eq!(o[7], 1, "thread {t}: mapa to rank 0 is the identity");
+        assert!(o[8] < threads, "thread {t}: pending count {} after its arrival", o[8]);
+        assert_eq!(o[9], 1, "thread {t}: test_wait on the state of a completed phase");
+        assert_eq!(o[10], phases + if t == 0 { 100 } else { 0 }, "thread {t}: phases seen complete");
+    }
+    // The last arrival of a phase sees none pending.
+    assert!((0..threads as usize).any(|t| got[t * 11 + 8] == 0));
+}
+
+// ---------------------------------------------------------------- planted bugs
+
+fn load_case() -> Load {
+    Load { data_type: 1, box_w: 64, box_h: 8, swizzle: 3, c0: 8, c1: 4, oob_nan: false }
+}
+
+#[track_caller]
+fn expect(report: &LaunchReport, kind: FindingKind, opcode: &str, detail: &str) {
+    let listed: Vec<String> = report.findings.iter().map(|f| format!("  {f}")).collect();
+    let f = report.findings.first().unwrap_or_else(|| panic!("expected a {kind:?} finding ({detail}), got none"));
+    assert_eq!(f.kind, kind, "{}", listed.join("\n"));
+    assert!(f.instruction.contains(opcode), "finding at `{}`, not a `{opcode}`:\n{}", f.instruction, listed.join("\n"));
+    assert!(f.detail.contains(detail), "finding does not say `{detail}`:\n{}", listed.join("\n"));
+}
+
+#[test]
+fn planted_mbarrier_and_tma_bugs_are_found() {
+    let dev = device();
+    let t = Tensor::random(100, 37, 2, 21);
+    let l = load_case();
+    let (_, map) = map_for(&dev, &t, &l);
+    let shared = 16384;
+    // Clean twins: mode 0 and 1 at an aligned offset.
+    assert_no_findings(&launch_load(&dev, &map, &l, 0, 1024, None, shared).0);
+    assert_no_findings(&launch_load(&dev, &map, &l, 1, 0, None, shared).0);
+
+    let (r, _) = launch_load(&dev, &map, &l, 2, 0, None, shared);
+    expect(&r, FindingKind::Race, "ld.shared", "TMA bytes not yet landed");
+    let (r, _) = launch_load(&dev, &map, &l, 3, 0, None, shared);
+    expect(&r, FindingKind::Deadlock, "mbarrier.try_wait", "can never complete");
+    let (r, _) = launch_load(&dev, &map, &l, 4, 0, None, shared);
+    expect(&r, FindingKind::DivergentSync, "mbarrier.arrive", "not initialised");
+    let (r, _) = launch_load(&dev, &map, &l, 5, 0, None, shared);
+    expect(&r, FindingKind::DivergentSync, "mbarrier.arrive", "more arrivals than the phase expects");
+    let (r, _) = launch_load(&dev, &map, &l, 6, 0, None, shared);
+    expect(&r, FindingKind::DivergentSync, "mbarrier.init", "re-initialised while in use");
+    let (r, _) = launch_load(&dev, &map, &l, 0, 0, Some(map.box_bytes() as u32 - 16), shared);
+    expect(&r, FindingKind::DivergentSync, "cp.async.bulk.tensor", "more transaction bytes");
+    // A 128B-swizzled box needs a 1024-byte-aligned destination.
+    let (r, _) = launch_load(&dev, &map, &l, 0, 128, None, shared);
+    expect(&r, FindingKind::Misaligned, "cp.async.bulk.tensor", "not aligned to 1024");
+    // The box runs past the end of shared memory.
+    let (r, _) = launch_load(&dev, &map, &l, 0, 1024, None, 1024 + 512);
+    expect(&r, FindingKind::OutOfBounds, "cp.async.bulk.tensor", "outside the CTA's");
+}
