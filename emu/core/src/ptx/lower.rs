@@ -135,6 +135,7 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         insts: Vec::new(),
         carry_reg: None,
         labels: HashMap::new(),
+        scope_parents: HashMap::new(),
         fixups: Vec::new(),
         target_lists: HashMap::new(),
         brx_fixups: Vec::new(),
@@ -183,8 +184,13 @@ fn place_local(v: &VarDecl, ctx: &mut Ctx, local_end: &mut u64) {
 struct Emitter<'a> {
     insts: Vec<Inst>,
     carry_reg: Option<u32>,
-    /// (body instance, label) → instruction index.
+    /// (label scope, label) → instruction index. A label scope is a body
+    /// instance or a `{ }` block inside one (see `scope_parents`).
     labels: HashMap<(u32, String), u32>,
+    /// A `{ }` block's label scope → the scope enclosing it. PTX labels are
+    /// local to their block: inline asm that declares a wait loop's labels
+    /// in braces may be inlined many times into one function.
+    scope_parents: HashMap<u32, u32>,
     /// Branches to patch: (instruction, body instance, label, line).
     fixups: Vec<(usize, u32, String, u32)>,
     /// `.branchtargets` lists: (body instance, name) → labels.
@@ -213,11 +219,22 @@ impl Emitter<'_> {
         instance: u32,
         in_callee: Option<u32>,
     ) -> Result<(), LoadError> {
+        // The label scopes of the `{ }` blocks open at this point, innermost last.
+        let mut label_scopes = vec![instance];
         for s in body {
+            let instance = *label_scopes.last().expect("the body's own scope");
             match s {
-                Stmt::ScopeOpen => ctx.scopes.push(HashMap::new()),
+                Stmt::ScopeOpen => {
+                    ctx.scopes.push(HashMap::new());
+                    self.instances += 1;
+                    self.scope_parents.insert(self.instances, instance);
+                    label_scopes.push(self.instances);
+                }
                 Stmt::ScopeClose => {
                     ctx.scopes.pop();
+                    if label_scopes.len() > 1 {
+                        label_scopes.pop();
+                    }
                 }
                 Stmt::Reg { ty, names } => {
                     for (name, count) in names {
@@ -371,23 +388,38 @@ impl Emitter<'_> {
         Ok(())
     }
 
+    /// `name` as seen from label scope `scope`: declared there or in a scope enclosing it.
+    fn find_label(&self, mut scope: u32, name: &str) -> Option<u32> {
+        loop {
+            if let Some(&at) = self.labels.get(&(scope, name.to_string())) {
+                return Some(at);
+            }
+            scope = *self.scope_parents.get(&scope)?;
+        }
+    }
+
     fn resolve_labels(&mut self) -> Result<(), LoadError> {
         for (at, instance, list, line) in &self.brx_fixups {
             let unknown = |what: &str, name: &str| {
                 err(*line, format!("unsupported instruction `brx.idx`: unknown {what} `{name}`"))
             };
-            let (_, labels) =
-                self.target_lists.get(&(*instance, list.clone())).ok_or_else(|| unknown("branch target list", list))?;
+            let mut list_scope = Some(*instance);
+            let (_, labels) = std::iter::from_fn(|| {
+                let scope = list_scope?;
+                list_scope = self.scope_parents.get(&scope).copied();
+                Some(scope)
+            })
+            .find_map(|scope| self.target_lists.get(&(scope, list.clone())))
+            .ok_or_else(|| unknown("branch target list", list))?;
             let targets = labels
                 .iter()
-                .map(|l| self.labels.get(&(*instance, l.clone())).copied().ok_or_else(|| unknown("label", l)))
+                .map(|l| self.find_label(*instance, l).ok_or_else(|| unknown("label", l)))
                 .collect::<Result<Vec<_>, _>>()?;
             self.insts[*at].op = Op::BrxIdx { targets };
         }
         for (at, instance, label, line) in &self.fixups {
-            let target = *self
-                .labels
-                .get(&(*instance, label.clone()))
+            let target = self
+                .find_label(*instance, label)
                 .ok_or_else(|| err(*line, format!("unsupported instruction `bra`: unknown label `{label}`")))?;
             self.insts[*at].op = Op::Bra { target };
         }
@@ -1622,6 +1654,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Labels are local to their `{ }` block: inline asm with a wait loop
+    /// (`LAB_WAIT: ... @P1 bra DONE; bra LAB_WAIT; DONE:`, as in CUTLASS's
+    /// mbarrier wait) inlined twice into one function declares each label
+    /// twice, each branch going to its own block's; a block sees its
+    /// enclosing blocks' labels, not the reverse.
+    #[test]
+    fn labels_are_scoped_to_their_block() {
+        let wait = "{ LOOP: add.s32 %r1, %r1, 1; setp.lt.s32 %p1, %r1, 4; @%p1 bra LOOP; bra OUT; }";
+        let m = load_body(&format!("{wait}\n{wait}\nOUT:\nmov.u32 %r2, 0;")).unwrap();
+        let k = &m.kernels[0];
+        let targets: Vec<u32> = k
+            .insts
+            .iter()
+            .filter_map(|i| match i.op {
+                Op::Bra { target } => Some(target),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, vec![0, 8, 4, 8], "each loop branches to its own LOOP, both leave to the outer OUT");
+        let Err(err) = load_body("{ INNER: mov.u32 %r2, 0; }\nbra INNER;") else {
+            panic!("outer branch to an inner label")
+        };
+        assert!(err.message.contains("INNER"), "{err}");
+        let Err(err) = load_body("{ L: mov.u32 %r2, 0; L: mov.u32 %r2, 1; }") else {
+            panic!("label twice in one block")
+        };
+        assert!(err.message.contains("defined twice"), "{err}");
     }
 
     #[test]

@@ -139,9 +139,15 @@ pub fn compile_ptx(source_name: &str) -> String {
     compile_ptx_with(source_name, "compute_80", &[])
 }
 
-/// A host program built from `emu/tests/kernels/<source_name>` with nvcc.
+/// A host program built from `emu/tests/kernels/<source_name>` with nvcc for `sm_80`.
 pub fn build_host_tool(source_name: &str, extra_flags: &[String]) -> PathBuf {
-    let mut flags = vec!["-arch=sm_80".to_string()];
+    build_host_tool_for(source_name, "sm_80", extra_flags)
+}
+
+/// [`build_host_tool`] for the GPU architecture `arch` (`sm_80`, `sm_90a`, ...):
+/// the one its headers are configured for.
+pub fn build_host_tool_for(source_name: &str, arch: &str, extra_flags: &[String]) -> PathBuf {
+    let mut flags = vec![format!("-arch={arch}")];
     flags.extend_from_slice(extra_flags);
     compile_cached(source_name, &flags, "bin")
 }
