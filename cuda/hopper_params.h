@@ -18,13 +18,13 @@
 
 /* The CTA tile and the K-step of the shared-memory ring. */
 #define LORA_HOPPER_TILE_M 128
-#define LORA_HOPPER_TILE_N 128
+#define LORA_HOPPER_TILE_N 256
 #define LORA_HOPPER_TILE_K 64
 #define LORA_HOPPER_STAGES 4
 /* One producer warpgroup and two consumer warpgroups (64 rows each). */
 #define LORA_HOPPER_THREADS 384
 /* The dynamic shared memory a launch reserves: the ring (each stage a
- * 128 x 64 X (or P) tile and a 128 x 64 W0 (or B) tile), its barriers, and
+ * 128 x 64 X (or P) tile and a 256 x 64 W0 (or B) tile), its barriers, and
  * 1024 bytes to align the ring to the 128-byte swizzle's 1024-byte atom. */
 #define LORA_HOPPER_SHARED_BYTES \
     (LORA_HOPPER_STAGES * (LORA_HOPPER_TILE_M + LORA_HOPPER_TILE_N) * LORA_HOPPER_TILE_K * 2 + 1024 + 1024)

@@ -70,9 +70,9 @@ impl HopperOperands {
 }
 
 /// Whether a 9.0 device takes the Hopper kernel when `FUSED_LORA_HOPPER` is
-/// unset: not yet, until the kernel has run under the emulator's sm_90a
-/// checks (opt in with `FUSED_LORA_HOPPER=1`).
-pub const HOPPER_BY_DEFAULT: bool = false;
+/// unset: yes (`tests/forward_hopper.rs` runs it under the emulator's sm_90a
+/// checks).
+pub const HOPPER_BY_DEFAULT: bool = true;
 
 /// Whether `FUSED_LORA_HOPPER` (`0` off, `1` on, unset: [`HOPPER_BY_DEFAULT`])
 /// lets a 9.0 device take the Hopper kernels.

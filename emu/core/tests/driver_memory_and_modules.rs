@@ -338,11 +338,13 @@ fn compute_capability_9_0_loads_sm_90a_and_8_0_refuses_it() {
 
     std::env::remove_var("PTX_EMU_COMPUTE_CAPABILITY");
     assert_eq!((attribute(75), attribute(76)), (8, 0));
+    assert_eq!((attribute(97), attribute(81)), (163 * 1024, 164 * 1024), "sm_80's shared memory");
     assert!(name().contains("sm_80"), "{}", name());
     unsafe { assert_eq!(cuModuleLoadData(&mut module, sm90a.as_ptr().cast()), CUDA_ERROR_INVALID_PTX) };
 
     std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", "9.0");
     assert_eq!((attribute(75), attribute(76)), (9, 0));
+    assert_eq!((attribute(97), attribute(81)), (227 * 1024, 228 * 1024), "sm_90's shared memory");
     assert!(name().contains("sm_90"), "{}", name());
     unsafe {
         ok(cuModuleLoadData(&mut module, sm90a.as_ptr().cast()));

@@ -2,10 +2,11 @@
 //! `cuDevice*` exports that describe it.
 //!
 //! `PTX_EMU_COMPUTE_CAPABILITY=90` (or `9.0`, `sm_90`) makes it present
-//! itself as compute capability 9.0 (attributes 75/76, its name, and which
-//! PTX `.target` its modules accept: see [`target_loads`]), so that code
-//! choosing kernels by the device's capability takes its Hopper path; the
-//! other limits stay those below. Unset, or `80`, it is 8.0.
+//! itself as compute capability 9.0 (attributes 75/76, its name, which PTX
+//! `.target` its modules accept: see [`target_loads`], and sm_90's shared
+//! memory: 227 KB per block on opt-in, 228 KB per SM), so that code choosing
+//! kernels by the device's capability takes its Hopper path; the other
+//! limits stay those below. Unset, or `80`, it is 8.0.
 //!
 //! Shared memory limits are sm_80's: 48 KB per block by default, 163 KB per
 //! block on opt-in, 164 KB per SM (sm_90 would allow 227 KB; kernels that
@@ -32,6 +33,27 @@ pub const SHARED_BYTES_PER_BLOCK_DEFAULT: u32 = 48 * 1024;
 pub const SHARED_BYTES_PER_BLOCK_OPTIN: u32 = 163 * 1024;
 pub const SHARED_BYTES_PER_SM: u32 = 164 * 1024;
 pub const RESERVED_SHARED_BYTES_PER_BLOCK: u32 = 1024;
+/// sm_90's shared memory: 227 KB per block on opt-in, 228 KB per SM.
+pub const SHARED_BYTES_PER_BLOCK_OPTIN_SM90: u32 = 227 * 1024;
+pub const SHARED_BYTES_PER_SM_SM90: u32 = 228 * 1024;
+
+/// The opt-in shared memory limit per block of the capability presented.
+pub fn shared_bytes_per_block_optin() -> u32 {
+    if compute_capability() == ComputeCapability::SM90 {
+        SHARED_BYTES_PER_BLOCK_OPTIN_SM90
+    } else {
+        SHARED_BYTES_PER_BLOCK_OPTIN
+    }
+}
+
+/// The shared memory per multiprocessor of the capability presented.
+pub fn shared_bytes_per_sm() -> u32 {
+    if compute_capability() == ComputeCapability::SM90 {
+        SHARED_BYTES_PER_SM_SM90
+    } else {
+        SHARED_BYTES_PER_SM
+    }
+}
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 /// Default global memory: 40 GiB, an A100-40GB (address space only; host
 /// memory is used as allocations are made).
@@ -209,11 +231,11 @@ pub fn attribute_value(attribute: c_int) -> DriverResult<c_int> {
         76 => compute_capability().minor as c_int,       // COMPUTE_CAPABILITY_MINOR
         78 => 1,                                         // STREAM_PRIORITIES_SUPPORTED
         79 | 80 => 1,                                    // GLOBAL_ / LOCAL_L1_CACHE_SUPPORTED
-        81 => SHARED_BYTES_PER_SM as c_int,              // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+        81 => shared_bytes_per_sm() as c_int,            // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
         82 => 65536,                                     // MAX_REGISTERS_PER_MULTIPROCESSOR
         87 => 2,                                         // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
         90 => 1,                                         // COMPUTE_PREEMPTION_SUPPORTED
-        97 => SHARED_BYTES_PER_BLOCK_OPTIN as c_int,     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+        97 => shared_bytes_per_block_optin() as c_int,   // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
         106 => 32,                                       // MAX_BLOCKS_PER_MULTIPROCESSOR
         111 => RESERVED_SHARED_BYTES_PER_BLOCK as c_int, // RESERVED_SHARED_MEMORY_PER_BLOCK
         // MEMORY_POOLS_SUPPORTED = 1, as an A100 reports: cudarc then takes

@@ -2,8 +2,8 @@
 //! handles, module-scope variables, and function attributes.
 
 use crate::device::{
-    compute_capability, ptx_target, target_loads, MAX_THREADS_PER_BLOCK, SHARED_BYTES_PER_BLOCK_DEFAULT,
-    SHARED_BYTES_PER_BLOCK_OPTIN,
+    compute_capability, ptx_target, shared_bytes_per_block_optin, target_loads, MAX_THREADS_PER_BLOCK,
+    SHARED_BYTES_PER_BLOCK_DEFAULT,
 };
 use crate::guard::{ffi_guard, write_out};
 use crate::image::{ptx_text, ptx_text_of_image, ptx_version};
@@ -47,10 +47,11 @@ pub fn default_max_dynamic_shared(kernel: &KernelInfo) -> u32 {
 }
 
 /// Validates a request to raise a kernel's dynamic shared memory limit:
-/// static plus dynamic may not exceed the 163 KB sm_80 opt-in limit.
+/// static plus dynamic may not exceed the opt-in limit of the capability
+/// presented (163 KB on sm_80, 227 KB on sm_90).
 pub fn checked_max_dynamic_shared(kernel: &KernelInfo, value: c_int) -> DriverResult<u32> {
     let value = u32::try_from(value).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
-    if u64::from(value) + u64::from(kernel.static_shared_bytes) > u64::from(SHARED_BYTES_PER_BLOCK_OPTIN) {
+    if u64::from(value) + u64::from(kernel.static_shared_bytes) > u64::from(shared_bytes_per_block_optin()) {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     Ok(value)

@@ -31,8 +31,8 @@ mod memops;
 mod race;
 mod sample;
 mod sync;
-mod wgmma;
 mod tma;
+mod wgmma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
