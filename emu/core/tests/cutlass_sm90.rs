@@ -13,11 +13,9 @@
 
 mod common;
 mod cutlass_support;
-mod driver_toolchain;
 
-use common::{assert_gemm_close, assert_no_findings, gemm_f64, Device, Rng};
+use common::{assert_gemm_close, assert_no_findings, gemm_f64, libcuda_dir, Device, Rng};
 use cutlass_support::{cutlass_sm90_ptx, plan_sm90_launch, Sm90Kernel};
-use driver_toolchain::libcuda_dir;
 use half::bf16;
 use ptx_emu::{CheckOptions, FindingKind};
 

@@ -316,3 +316,202 @@ fn planted_mbarrier_and_tma_bugs_are_found() {
     let (r, _) = launch_load(&dev, &map, &l, 0, 1024, None, 1024 + 512);
     expect(&r, FindingKind::OutOfBounds, "cp.async.bulk.tensor", "outside the CTA's");
 }
+
+// ---------------------------------------------------------------- through the driver
+
+mod driver {
+    use super::*;
+    use cuda::context::{cuCtxSetCurrent, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRetain, cuInit};
+    use cuda::launch::cuLaunchKernel;
+    use cuda::memory::{cuMemAlloc_v2, cuMemFree_v2, cuMemcpyDtoH_v2, cuMemcpyHtoD_v2};
+    use cuda::module::{cuModuleGetFunction, cuModuleLoadData, cuModuleUnload};
+    use cuda::result::*;
+    use cuda::tensor_map::{cuTensorMapEncodeIm2col, cuTensorMapEncodeTiled, cuTensorMapReplaceAddress, CUtensorMap};
+    use std::ffi::{c_void, CString};
+    use std::ptr::{null, null_mut};
+
+    fn ok(code: CUresult) {
+        assert_eq!(code, CUDA_SUCCESS);
+    }
+
+    fn with_context(body: impl FnOnce()) {
+        let mut context = null_mut();
+        unsafe {
+            ok(cuInit(0));
+            ok(cuDevicePrimaryCtxRetain(&mut context, 0));
+            ok(cuCtxSetCurrent(context));
+        }
+        body();
+        unsafe { ok(cuDevicePrimaryCtxRelease_v2(0)) }
+    }
+
+    /// `cuTensorMapEncodeTiled` for a 2-D map over `address`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        map: &mut CUtensorMap,
+        data_type: u32,
+        address: u64,
+        dims: [u64; 2],
+        pitch: u64,
+        boxes: [u32; 2],
+        estrides: [u32; 2],
+        swizzle: u32,
+        oob: u32,
+    ) -> CUresult {
+        unsafe {
+            cuTensorMapEncodeTiled(
+                map,
+                data_type,
+                2,
+                address as *mut c_void,
+                dims.as_ptr(),
+                [pitch].as_ptr(),
+                boxes.as_ptr(),
+                estrides.as_ptr(),
+                0,
+                swizzle,
+                0,
+                oob,
+            )
+        }
+    }
+
+    #[test]
+    fn invalid_tensor_maps_are_refused() {
+        with_context(|| {
+            let mut map = CUtensorMap { opaque: [0; 16] };
+            let a = 0x1000u64;
+            ok(encode(&mut map, 9, a, [100, 50], 256, [64, 8], [1, 1], 3, 1));
+            let bad = [
+                ("address not 16-byte aligned", encode(&mut map, 9, a + 8, [100, 50], 256, [64, 8], [1, 1], 3, 0)),
+                ("stride not a multiple of 16", encode(&mut map, 9, a, [100, 50], 200, [64, 8], [1, 1], 3, 0)),
+                ("stride at 2^40", encode(&mut map, 9, a, [100, 50], 1 << 40, [64, 8], [1, 1], 3, 0)),
+                ("box above 256", encode(&mut map, 9, a, [100, 500], 256, [64, 257], [1, 1], 3, 0)),
+                ("box row wider than the swizzle", encode(&mut map, 9, a, [100, 50], 256, [64, 8], [1, 1], 2, 0)),
+                ("box row not a multiple of 16 bytes", encode(&mut map, 9, a, [100, 50], 256, [12, 8], [1, 1], 0, 0)),
+                ("element stride above 8", encode(&mut map, 9, a, [100, 50], 256, [64, 8], [1, 9], 3, 0)),
+                ("zero dimension", encode(&mut map, 9, a, [0, 50], 256, [64, 8], [1, 1], 3, 0)),
+                ("NaN fill of integers", encode(&mut map, 1, a, [100, 50], 256, [64, 8], [1, 1], 3, 1)),
+                ("unknown data type", encode(&mut map, 99, a, [100, 50], 256, [64, 8], [1, 1], 3, 0)),
+                ("unknown swizzle", encode(&mut map, 9, a, [100, 50], 256, [64, 8], [1, 1], 9, 0)),
+            ];
+            for (why, code) in bad {
+                assert_eq!(code, CUDA_ERROR_INVALID_VALUE, "{why}");
+            }
+            let mut misaligned = [0u64; 17];
+            let unaligned = (misaligned.as_mut_ptr() as usize + 8) as *mut CUtensorMap;
+            let dims = [100u64, 50];
+            let code = unsafe {
+                cuTensorMapEncodeTiled(
+                    unaligned,
+                    9,
+                    2,
+                    a as *mut c_void,
+                    dims.as_ptr(),
+                    [256u64].as_ptr(),
+                    [64u32, 8].as_ptr(),
+                    [1u32, 1].as_ptr(),
+                    0,
+                    3,
+                    0,
+                    0,
+                )
+            };
+            assert_eq!(code, CUDA_ERROR_INVALID_VALUE, "a map not 64-byte aligned");
+            let code = unsafe {
+                cuTensorMapEncodeIm2col(
+                    &mut map,
+                    9,
+                    3,
+                    a as *mut c_void,
+                    null(),
+                    null(),
+                    null(),
+                    null(),
+                    1,
+                    1,
+                    null(),
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            assert_eq!(code, CUDA_ERROR_NOT_SUPPORTED);
+            unsafe {
+                ok(cuTensorMapReplaceAddress(&mut map, 0x2000 as *mut c_void));
+                assert_eq!(cuTensorMapReplaceAddress(&mut map, 0x2004 as *mut c_void), CUDA_ERROR_INVALID_VALUE);
+                let mut garbage = CUtensorMap { opaque: [7; 16] };
+                assert_eq!(cuTensorMapReplaceAddress(&mut garbage, 0x2000 as *mut c_void), CUDA_ERROR_INVALID_VALUE);
+            }
+        });
+    }
+
+    /// A 128B-swizzled box at a ragged corner through cuModuleLoadData,
+    /// cuTensorMapEncodeTiled and cuLaunchKernel (the map as a 128-byte
+    /// `__grid_constant__` parameter); then the same map re-pointed at a
+    /// second copy of the tensor by cuTensorMapReplaceAddress.
+    #[test]
+    fn tma_kernel_launched_through_the_driver() {
+        let ptx = CString::new(common::compile_ptx_with(SOURCE, "sm_90a", &[])).unwrap();
+        with_context(|| unsafe {
+            let t = Tensor::random(100, 37, 2, 31);
+            let (box_w, box_h, c0, c1) = (64u32, 8u32, 72i32, 33i32);
+            let want = box_model(&t, box_w as u64, box_h as u64, c0 as i64, c1 as i64, 128, 0);
+            let mut module = null_mut();
+            ok(cuModuleLoadData(&mut module, ptx.as_ptr().cast()));
+            let mut function = null_mut();
+            ok(cuModuleGetFunction(&mut function, module, c"tma_load_2d".as_ptr()));
+            let (mut tensor, mut other, mut out) = (0u64, 0u64, 0u64);
+            ok(cuMemAlloc_v2(&mut tensor, t.bytes.len()));
+            ok(cuMemAlloc_v2(&mut other, t.bytes.len()));
+            ok(cuMemAlloc_v2(&mut out, want.len()));
+            ok(cuMemcpyHtoD_v2(tensor, t.bytes.as_ptr().cast(), t.bytes.len()));
+            let mut map = CUtensorMap { opaque: [0; 16] };
+            ok(encode(&mut map, 1, tensor, [t.width, t.height], t.pitch, [box_w, box_h], [1, 1], 3, 0));
+            for base in [tensor, other] {
+                if base == other {
+                    let shifted: Vec<u8> = t.bytes.iter().map(|b| b.wrapping_add(1)).collect();
+                    ok(cuMemcpyHtoD_v2(other, shifted.as_ptr().cast(), shifted.len()));
+                    ok(cuTensorMapReplaceAddress(&mut map, other as *mut c_void));
+                }
+                let (mut x, mut y) = (c0, c1);
+                let (mut tx, mut bytes, mut dst_off, mut mode) = (want.len() as u32, want.len() as u32, 0u32, 0i32);
+                let mut params: [*mut c_void; 8] = [
+                    (&mut map as *mut CUtensorMap).cast(),
+                    (&mut out as *mut u64).cast(),
+                    (&mut x as *mut i32).cast(),
+                    (&mut y as *mut i32).cast(),
+                    (&mut tx as *mut u32).cast(),
+                    (&mut bytes as *mut u32).cast(),
+                    (&mut dst_off as *mut u32).cast(),
+                    (&mut mode as *mut i32).cast(),
+                ];
+                ok(cuLaunchKernel(function, 1, 1, 1, 128, 1, 1, 16384, null_mut(), params.as_mut_ptr(), null_mut()));
+                let mut got = vec![0u8; want.len()];
+                ok(cuMemcpyDtoH_v2(got.as_mut_ptr().cast(), out, got.len()));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    // Out-of-bounds bytes stay zero; in-bounds ones come from the current base.
+                    let w = if base == other && box_byte_inside(&t, i as u64, box_w as u64, c0, c1) {
+                        w.wrapping_add(1)
+                    } else {
+                        *w
+                    };
+                    assert_eq!(*g, w, "shared byte {i} (base {base:#x})");
+                }
+            }
+            for p in [tensor, other, out] {
+                ok(cuMemFree_v2(p));
+            }
+            ok(cuModuleUnload(module));
+        });
+    }
+
+    /// Whether shared byte `s` of a 128B-swizzled box holds an in-bounds element.
+    fn box_byte_inside(t: &Tensor, s: u64, box_w: u64, c0: i32, c1: i32) -> bool {
+        let o = swizzled(s, 128);
+        let (r, x) = (o / (box_w * t.esize), (o % (box_w * t.esize)) / t.esize);
+        let (gx, gy) = (c0 as i64 + x as i64, c1 as i64 + r as i64);
+        gx >= 0 && gy >= 0 && (gx as u64) < t.width && (gy as u64) < t.height
+    }
+}

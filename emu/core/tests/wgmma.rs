@@ -138,7 +138,8 @@ fn counters_count_each_warp_of_the_warpgroup() {
 }
 
 /// CuTe's GMMA layouts and descriptors (kernels/wgmma_cute.cu): K- and
-/// MN-major operands with each swizzle atom, D through CuTe's partition_C.
+/// MN-major operands with each swizzle atom, and A in registers through
+/// CuTe's A-fragment partition; D through CuTe's partition_C.
 #[test]
 fn cute_gmma_layouts_and_descriptors_match_the_reference() {
     let flags = [
@@ -148,15 +149,16 @@ fn cute_gmma_layouts_and_descriptors_match_the_reference() {
     ];
     let dev = Device::from_ptx(compile_ptx_with("wgmma_cute.cu", "sm_90a", &flags));
     let v = ("cute", false, 64, 4, 1.0, 1.0);
-    for (i, major) in ["k", "mn"].iter().enumerate() {
-        for (j, atom) in ["inter", "sw32", "sw64", "sw128"].iter().enumerate() {
-            let kernel = format!("cute_{major}_{atom}");
-            let c = case(&dev, 500 + 10 * i as u64 + j as u64, &v, false);
-            let params = dev.params(&kernel).ptr(c.a).ptr(c.bt).ptr(c.d).finish();
-            let report = dev.launch_with(&kernel, grid_1d(1, 128), &params, &CheckOptions::default());
-            common::assert_no_findings(&report);
-            assert_d(&kernel, &dev, &c);
-        }
+    let kernels = ["k", "mn"]
+        .iter()
+        .flat_map(|major| ["inter", "sw32", "sw64", "sw128"].iter().map(move |atom| format!("cute_{major}_{atom}")))
+        .chain(["cute_rs_k_sw128".to_string()]);
+    for (i, kernel) in kernels.enumerate() {
+        let c = case(&dev, 500 + i as u64, &v, false);
+        let params = dev.params(&kernel).ptr(c.a).ptr(c.bt).ptr(c.d).finish();
+        let report = dev.launch_with(&kernel, grid_1d(1, 128), &params, &CheckOptions::default());
+        common::assert_no_findings(&report);
+        assert_d(&kernel, &dev, &c);
     }
 }
 

@@ -159,7 +159,7 @@ impl Cta<'_> {
                 "mbarrier object not aligned to 8 bytes".into(),
             ));
         }
-        if off.checked_add(8).is_none_or(|e| e > self.shared.len() as u64) {
+        if off.checked_add(8).map_or(true, |e| e > self.shared.len() as u64) {
             return Err(self.report(
                 FindingKind::OutOfBounds,
                 pc,

@@ -61,7 +61,7 @@ impl Cta<'_> {
                 format!("{what}: shared address {off:#x} is not aligned to {align} bytes"),
             ));
         }
-        if off.checked_add(len).is_none_or(|e| e > self.shared.len() as u64) {
+        if off.checked_add(len).map_or(true, |e| e > self.shared.len() as u64) {
             return Err(self.report(
                 FindingKind::OutOfBounds,
                 pc,

@@ -45,6 +45,8 @@ pub(crate) struct WgState {
     touched: Vec<Vec<u64>>,
     /// Per warp: whether it executed a `wgmma.fence` yet.
     fenced: Vec<bool>,
+    /// Scratch for the registers of one instruction (no allocation per instruction).
+    regs: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -135,7 +137,8 @@ impl Cta<'_> {
         if exec == 0 {
             return Ok(());
         }
-        let mut regs = Vec::new();
+        let mut regs = std::mem::take(&mut self.wg.regs);
+        regs.clear();
         operand_regs(&inst.d, &mut regs);
         operand_regs(&inst.d2, &mut regs);
         inst.s.iter().for_each(|o| operand_regs(o, &mut regs));
@@ -159,10 +162,11 @@ impl Cta<'_> {
             }
         }
         if let Some(t) = self.wg.touched.get_mut(w) {
-            for r in regs {
+            for &r in &regs {
                 set_bit(t, r);
             }
         }
+        self.wg.regs = regs;
         Ok(())
     }
 

@@ -135,7 +135,6 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         insts: Vec::new(),
         carry_reg: None,
         labels: HashMap::new(),
-        scope_parents: HashMap::new(),
         fixups: Vec::new(),
         target_lists: HashMap::new(),
         brx_fixups: Vec::new(),
@@ -184,19 +183,16 @@ fn place_local(v: &VarDecl, ctx: &mut Ctx, local_end: &mut u64) {
 struct Emitter<'a> {
     insts: Vec<Inst>,
     carry_reg: Option<u32>,
-    /// (label scope, label) → instruction index. A label scope is a body
-    /// instance or a `{ }` block inside one (see `scope_parents`).
+    /// (scope, label) → instruction index. A body instance's outermost
+    /// scope has the instance's number; each `{ }` block inside gets a fresh
+    /// one (labels are local to their block, as in inline-asm loops).
     labels: HashMap<(u32, String), u32>,
-    /// A `{ }` block's label scope → the scope enclosing it. PTX labels are
-    /// local to their block: inline asm that declares a wait loop's labels
-    /// in braces may be inlined many times into one function.
-    scope_parents: HashMap<u32, u32>,
-    /// Branches to patch: (instruction, body instance, label, line).
-    fixups: Vec<(usize, u32, String, u32)>,
-    /// `.branchtargets` lists: (body instance, name) → labels.
+    /// Branches to patch: (instruction, scopes open there outermost first, label, line).
+    fixups: Vec<(usize, Vec<u32>, String, u32)>,
+    /// `.branchtargets` lists: (scope, name) → labels.
     target_lists: HashMap<(u32, String), (u32, Vec<String>)>,
-    /// `brx.idx` to patch: (instruction, body instance, list name, line).
-    brx_fixups: Vec<(usize, u32, String, u32)>,
+    /// `brx.idx` to patch: (instruction, scopes open there, list name, line).
+    brx_fixups: Vec<(usize, Vec<u32>, String, u32)>,
     local_end: u64,
     instances: u32,
     funcs: &'a [Func],
@@ -219,21 +215,19 @@ impl Emitter<'_> {
         instance: u32,
         in_callee: Option<u32>,
     ) -> Result<(), LoadError> {
-        // The label scopes of the `{ }` blocks open at this point, innermost last.
-        let mut label_scopes = vec![instance];
+        let mut scopes = vec![instance];
         for s in body {
-            let instance = *label_scopes.last().expect("the body's own scope");
+            let scope = *scopes.last().unwrap_or(&instance);
             match s {
                 Stmt::ScopeOpen => {
                     ctx.scopes.push(HashMap::new());
                     self.instances += 1;
-                    self.scope_parents.insert(self.instances, instance);
-                    label_scopes.push(self.instances);
+                    scopes.push(self.instances);
                 }
                 Stmt::ScopeClose => {
                     ctx.scopes.pop();
-                    if label_scopes.len() > 1 {
-                        label_scopes.pop();
+                    if scopes.len() > 1 {
+                        scopes.pop();
                     }
                 }
                 Stmt::Reg { ty, names } => {
@@ -248,12 +242,12 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Label(line, l) => {
-                    if self.labels.insert((instance, l.clone()), self.insts.len() as u32).is_some() {
+                    if self.labels.insert((scope, l.clone()), self.insts.len() as u32).is_some() {
                         return Err(err(*line, format!("label `{l}` defined twice")));
                     }
                 }
                 Stmt::BranchTargets { line, name, labels } => {
-                    if self.target_lists.insert((instance, name.clone()), (*line, labels.clone())).is_some() {
+                    if self.target_lists.insert((scope, name.clone()), (*line, labels.clone())).is_some() {
                         return Err(err(*line, format!("branch target list `{name}` defined twice")));
                     }
                 }
@@ -281,17 +275,17 @@ impl Emitter<'_> {
                     let base = i.opcode.split('.').next().unwrap_or("");
                     if base == "bra" {
                         if let Some(Operand::Name(l)) = i.operands.first() {
-                            self.fixups.push((self.insts.len(), instance, l.clone(), i.line));
+                            self.fixups.push((self.insts.len(), scopes.clone(), l.clone(), i.line));
                         }
                     } else if base == "brx" {
                         if let Some(Operand::Name(l)) = i.operands.get(1) {
-                            self.brx_fixups.push((self.insts.len(), instance, l.clone(), i.line));
+                            self.brx_fixups.push((self.insts.len(), scopes.clone(), l.clone(), i.line));
                         }
                     } else if base == "ret" {
                         if let Some(ret_instance) = in_callee {
                             // Return from an inlined callee: continue after its body.
                             inst.op = Op::Bra { target: 0 };
-                            self.fixups.push((self.insts.len(), ret_instance, RET_LABEL.to_string(), i.line));
+                            self.fixups.push((self.insts.len(), vec![ret_instance], RET_LABEL.to_string(), i.line));
                         }
                     }
                     self.insts.push(inst);
@@ -388,38 +382,25 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// `name` as seen from label scope `scope`: declared there or in a scope enclosing it.
-    fn find_label(&self, mut scope: u32, name: &str) -> Option<u32> {
-        loop {
-            if let Some(&at) = self.labels.get(&(scope, name.to_string())) {
-                return Some(at);
-            }
-            scope = *self.scope_parents.get(&scope)?;
-        }
-    }
-
     fn resolve_labels(&mut self) -> Result<(), LoadError> {
-        for (at, instance, list, line) in &self.brx_fixups {
+        // A name resolves in the innermost open scope that declares it.
+        fn find<'m, T>(map: &'m HashMap<(u32, String), T>, scopes: &[u32], name: &str) -> Option<&'m T> {
+            scopes.iter().rev().find_map(|s| map.get(&(*s, name.to_string())))
+        }
+        for (at, scopes, list, line) in &self.brx_fixups {
             let unknown = |what: &str, name: &str| {
                 err(*line, format!("unsupported instruction `brx.idx`: unknown {what} `{name}`"))
             };
-            let mut list_scope = Some(*instance);
-            let (_, labels) = std::iter::from_fn(|| {
-                let scope = list_scope?;
-                list_scope = self.scope_parents.get(&scope).copied();
-                Some(scope)
-            })
-            .find_map(|scope| self.target_lists.get(&(scope, list.clone())))
-            .ok_or_else(|| unknown("branch target list", list))?;
+            let (_, labels) =
+                find(&self.target_lists, scopes, list).ok_or_else(|| unknown("branch target list", list))?;
             let targets = labels
                 .iter()
-                .map(|l| self.find_label(*instance, l).ok_or_else(|| unknown("label", l)))
+                .map(|l| find(&self.labels, scopes, l).copied().ok_or_else(|| unknown("label", l)))
                 .collect::<Result<Vec<_>, _>>()?;
             self.insts[*at].op = Op::BrxIdx { targets };
         }
-        for (at, instance, label, line) in &self.fixups {
-            let target = self
-                .find_label(*instance, label)
+        for (at, scopes, label, line) in &self.fixups {
+            let target = *find(&self.labels, scopes, label)
                 .ok_or_else(|| err(*line, format!("unsupported instruction `bra`: unknown label `{label}`")))?;
             self.insts[*at].op = Op::Bra { target };
         }

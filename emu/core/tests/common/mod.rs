@@ -20,7 +20,7 @@ use ptx_emu::{launch, CheckOptions, Counters, GlobalMemory, KernelInfo, LaunchCo
 mod toolchain;
 use toolchain::toolchain_site_packages;
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use toolchain::{cuda_root, nvcc, repo_root};
+pub use toolchain::{cuda_root, libcuda_dir, nvcc, repo_root};
 
 /// `emu/tests/kernels/<name>`.
 pub fn kernel_source(name: &str) -> PathBuf {
@@ -141,13 +141,16 @@ pub fn compile_ptx(source_name: &str) -> String {
 
 /// A host program built from `emu/tests/kernels/<source_name>` with nvcc for `sm_80`.
 pub fn build_host_tool(source_name: &str, extra_flags: &[String]) -> PathBuf {
-    build_host_tool_for(source_name, "sm_80", extra_flags)
+    let mut flags = vec!["-arch=sm_80".to_string()];
+    flags.extend_from_slice(extra_flags);
+    compile_cached(source_name, &flags, "bin")
 }
 
-/// [`build_host_tool`] for the GPU architecture `arch` (`sm_80`, `sm_90a`, ...):
-/// the one its headers are configured for.
-pub fn build_host_tool_for(source_name: &str, arch: &str, extra_flags: &[String]) -> PathBuf {
-    let mut flags = vec![format!("-arch={arch}")];
+/// [`build_host_tool`] for the GPU architecture `sm_<gpu>` (`90a`, ...), the
+/// one its headers are configured for: one device pass for exactly that
+/// target (`-arch=sm_90a` alone would add a second, for compute_90 PTX).
+pub fn build_host_tool_for(source_name: &str, gpu: &str, extra_flags: &[String]) -> PathBuf {
+    let mut flags = vec![format!("-gencode=arch=compute_{gpu},code=sm_{gpu}")];
     flags.extend_from_slice(extra_flags);
     compile_cached(source_name, &flags, "bin")
 }

@@ -210,7 +210,7 @@ fn sm90_params_program(driver_dir: &Path) -> PathBuf {
         // An RPATH (not RUNPATH, which LD_LIBRARY_PATH overrides): the
         // emulator's driver even where LD_LIBRARY_PATH names a real one.
         flags.extend([format!("-L{dir}"), "-lcuda".to_string(), format!("-Xlinker=--disable-new-dtags,-rpath={dir}")]);
-        (driver_dir.to_path_buf(), build_host_tool_for("cutlass_gemm_sm90_params.cu", "sm_90a", &flags))
+        (driver_dir.to_path_buf(), build_host_tool_for("cutlass_gemm_sm90_params.cu", "90a", &flags))
     });
     assert_eq!(built_for, driver_dir, "one driver per test process");
     program.clone()

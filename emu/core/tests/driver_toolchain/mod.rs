@@ -41,7 +41,8 @@ extern "C" __global__ void write_past_end(float* out, int n) {
 
 #[path = "../toolchain/mod.rs"]
 mod toolchain;
-pub use toolchain::{nvcc as find_nvcc, repo_root};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use toolchain::{libcuda_dir, nvcc as find_nvcc, repo_root, EMULATED_LIBRARIES, LIBRARY_PACKAGES};
 
 /// The CUDA headers (`cuda.h`) beside nvcc's `bin/`.
 pub fn cuda_include_dir(nvcc: &Path) -> PathBuf {
@@ -69,38 +70,4 @@ pub fn compile_test_kernels(dir: &Path) -> PathBuf {
         .expect("run nvcc");
     assert!(status.success(), "nvcc failed on the test kernels");
     ptx
-}
-
-/// The emulated libraries, all in one folder (they share one device).
-pub const EMULATED_LIBRARIES: [&str; 4] = ["libcuda.so", "libcublas.so", "libcublasLt.so", "libcurand.so"];
-
-/// The workspace packages that build [`EMULATED_LIBRARIES`].
-pub const LIBRARY_PACKAGES: [&str; 4] = ["ptx-emu-cuda", "ptx-emu-cublas", "ptx-emu-cublaslt", "ptx-emu-curand"];
-
-/// The directory holding the emulated libraries (`libcuda.so` and the ones
-/// beside it) for this build: the test executable lives in
-/// `target/<profile>/deps/`, where `cargo test -p ptx-emu` builds them
-/// (fresh, as dev-dependencies) before running tests; a `target/<profile>/`
-/// copy comes from `cargo build`. If neither has them all, a release build is
-/// made.
-pub fn libcuda_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps_dir = exe.parent().expect("target/<profile>/deps/<test>");
-    let profile_dir = deps_dir.parent().expect("target/<profile>/deps/<test>");
-    let complete = |dir: &Path| EMULATED_LIBRARIES.iter().all(|library| dir.join(library).is_file());
-    for dir in [deps_dir, profile_dir] {
-        if complete(dir) {
-            return dir.to_path_buf();
-        }
-    }
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build.args(["build", "--release"]);
-    for package in LIBRARY_PACKAGES {
-        build.args(["-p", package]);
-    }
-    let status = build.current_dir(repo_root()).status().expect("run cargo build");
-    assert!(status.success(), "cargo build --release of {LIBRARY_PACKAGES:?} failed");
-    let release_dir = profile_dir.parent().expect("target/").join("release");
-    assert!(complete(&release_dir), "not every one of {EMULATED_LIBRARIES:?} is in {}", release_dir.display());
-    release_dir
 }

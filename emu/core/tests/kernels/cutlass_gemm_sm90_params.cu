@@ -9,7 +9,7 @@
 // Of CUDA itself it only sets up the driver's primary context; CUTLASS's __device__ variables still need
 // the static runtime's registration symbols, hence `-cudart static`.
 //
-// Build: nvcc -std=c++17 -arch=sm_90a --expt-relaxed-constexpr -cudart static \
+// Build: nvcc -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -cudart static \
 //             -DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL=1 -L$FUSED_LORA_CUDA_ROOT/lib \
 //             -I$FUSED_LORA_CUTLASS_INCLUDE cutlass_gemm_sm90_params.cu -L<driver dir> -lcuda -o cutlass_gemm_sm90_params
 // Usage: cutlass_gemm_sm90_params M N K A B D cooperative|warpspecialized SM_COUNT

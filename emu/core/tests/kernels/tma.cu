@@ -15,13 +15,17 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
     asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
 }
 
+// The loop's labels are local to its `{ }` block, as in CUTLASS's
+// ClusterBarrier::wait (the same label in every inlined copy).
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
-        "WAIT_%=:\n"
+        "LAB_WAIT:\n"
         "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1, 1000000;\n"
-        "@!p bra WAIT_%=;\n"
+        "@p bra DONE;\n"
+        "bra LAB_WAIT;\n"
+        "DONE:\n"
         "}\n" ::"r"(bar),
         "r"(parity)
         : "memory");

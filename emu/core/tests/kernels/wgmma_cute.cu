@@ -4,13 +4,15 @@
 // SM90 64x64x16 bf16 SS atom, and D written through partition_C. So the
 // descriptor fields, swizzles and accumulator layout the emulator decodes
 // are the ones NVIDIA's library produces, not a transcription of them.
+// cute_rs_k_sw128 takes A from registers (the RS atom), copied there from
+// shared memory through CuTe's own A-fragment partition.
 // One warpgroup; A is 64 x 64 and Bt 64 x 64 (row-major bf16), D 64 x 64 f32.
 #include <cute/tensor.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 
 using namespace cute;
 
-template <class AtomA, class AtomB, GMMA::Major MajorA, GMMA::Major MajorB>
+template <class AtomA, class AtomB, GMMA::Major MajorA, GMMA::Major MajorB, bool RegisterA = false>
 __device__ void cute_gemm(const bfloat16_t* A, const bfloat16_t* Bt, float* D) {
     using SmemA = decltype(tile_to_shape(AtomA{}, Shape<_64, _64>{}));
     using SmemB = decltype(tile_to_shape(AtomB{}, Shape<_64, _64>{}));
@@ -25,12 +27,15 @@ __device__ void cute_gemm(const bfloat16_t* A, const bfloat16_t* Bt, float* D) {
     __syncthreads();
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 
-    TiledMMA mma = make_tiled_mma(SM90_64x64x16_F32BF16BF16_SS<MajorA, MajorB>{});
+    using Atom = conditional_t<RegisterA, SM90_64x64x16_F32BF16BF16_RS<MajorA, MajorB>,
+                               SM90_64x64x16_F32BF16BF16_SS<MajorA, MajorB>>;
+    TiledMMA mma = make_tiled_mma(Atom{});
     ThrMMA thr = mma.get_thread_slice(threadIdx.x);
     Tensor tCsA = thr.partition_A(sA);  // (MMA, MMA_M, MMA_K)
     Tensor tCsB = thr.partition_B(sB);
-    Tensor tCrA = thr.make_fragment_A(tCsA);  // descriptors
+    Tensor tCrA = thr.make_fragment_A(tCsA);  // descriptors, or registers for RS
     Tensor tCrB = thr.make_fragment_B(tCsB);
+    if constexpr (RegisterA) copy(tCsA, tCrA);
     Tensor gD = make_tensor(make_gmem_ptr(D), make_layout(make_shape(_64{}, _64{}), make_stride(_64{}, _1{})));
     Tensor tCgD = thr.partition_C(gD);
     Tensor acc = thr.make_fragment_C(tCgD);
@@ -64,3 +69,8 @@ CUTE_KERNEL(cute_mn_inter, Layout_MN_INTER_Atom, MN)
 CUTE_KERNEL(cute_mn_sw32, Layout_MN_SW32_Atom, MN)
 CUTE_KERNEL(cute_mn_sw64, Layout_MN_SW64_Atom, MN)
 CUTE_KERNEL(cute_mn_sw128, Layout_MN_SW128_Atom, MN)
+
+extern "C" __global__ void __launch_bounds__(128) cute_rs_k_sw128(const bfloat16_t* A, const bfloat16_t* Bt, float* D) {
+    cute_gemm<GMMA::Layout_K_SW128_Atom<bfloat16_t>, GMMA::Layout_K_SW128_Atom<bfloat16_t>, GMMA::Major::K,
+              GMMA::Major::K, true>(A, Bt, D);
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The workspace root (the emulator's core lives in `<root>/emu/core`).
 pub fn repo_root() -> PathBuf {
@@ -52,4 +53,38 @@ pub fn nvcc() -> PathBuf {
 /// The CUDA toolkit folder holding `bin/nvcc`, `include/` (with `cuda.h`), `lib/`.
 pub fn cuda_root() -> PathBuf {
     nvcc().parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").to_path_buf()
+}
+
+/// The emulated libraries, all in one folder (they share one device).
+pub const EMULATED_LIBRARIES: [&str; 4] = ["libcuda.so", "libcublas.so", "libcublasLt.so", "libcurand.so"];
+
+/// The workspace packages that build [`EMULATED_LIBRARIES`].
+pub const LIBRARY_PACKAGES: [&str; 4] = ["ptx-emu-cuda", "ptx-emu-cublas", "ptx-emu-cublaslt", "ptx-emu-curand"];
+
+/// The directory holding the emulated libraries (`libcuda.so` and the ones
+/// beside it) for this build: the test executable lives in
+/// `target/<profile>/deps/`, where `cargo test -p ptx-emu` builds them
+/// (fresh, as dev-dependencies) before running tests; a `target/<profile>/`
+/// copy comes from `cargo build`. If neither has them all, a release build is
+/// made.
+pub fn libcuda_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps_dir = exe.parent().expect("target/<profile>/deps/<test>");
+    let profile_dir = deps_dir.parent().expect("target/<profile>/deps/<test>");
+    let complete = |dir: &Path| EMULATED_LIBRARIES.iter().all(|library| dir.join(library).is_file());
+    for dir in [deps_dir, profile_dir] {
+        if complete(dir) {
+            return dir.to_path_buf();
+        }
+    }
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.args(["build", "--release"]);
+    for package in LIBRARY_PACKAGES {
+        build.args(["-p", package]);
+    }
+    let status = build.current_dir(repo_root()).status().expect("run cargo build");
+    assert!(status.success(), "cargo build --release of {LIBRARY_PACKAGES:?} failed");
+    let release_dir = profile_dir.parent().expect("target/").join("release");
+    assert!(complete(&release_dir), "not every one of {EMULATED_LIBRARIES:?} is in {}", release_dir.display());
+    release_dir
 }
