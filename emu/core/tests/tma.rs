@@ -323,6 +323,7 @@ mod driver {
     use super::*;
     use cuda::context::{cuCtxSetCurrent, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRetain, cuInit};
     use cuda::launch::cuLaunchKernel;
+    use cuda::launch_ex::{cuLaunchKernelEx, CUlaunchAttribute, CUlaunchConfig};
     use cuda::memory::{cuMemAlloc_v2, cuMemFree_v2, cuMemcpyDtoH_v2, cuMemcpyHtoD_v2};
     use cuda::module::{cuModuleGetFunction, cuModuleLoadData, cuModuleUnload};
     use cuda::result::*;
@@ -450,7 +451,8 @@ mod driver {
     /// A 128B-swizzled box at a ragged corner through cuModuleLoadData,
     /// cuTensorMapEncodeTiled and cuLaunchKernel (the map as a 128-byte
     /// `__grid_constant__` parameter); then the same map re-pointed at a
-    /// second copy of the tensor by cuTensorMapReplaceAddress.
+    /// second copy of the tensor by cuTensorMapReplaceAddress and launched
+    /// by cuLaunchKernelEx with a cluster-dimension attribute.
     #[test]
     fn tma_kernel_launched_through_the_driver() {
         let ptx = CString::new(common::compile_ptx_with(SOURCE, "sm_90a", &[])).unwrap();
@@ -487,7 +489,43 @@ mod driver {
                     (&mut dst_off as *mut u32).cast(),
                     (&mut mode as *mut i32).cast(),
                 ];
-                ok(cuLaunchKernel(function, 1, 1, 1, 128, 1, 1, 16384, null_mut(), params.as_mut_ptr(), null_mut()));
+                if base == tensor {
+                    ok(cuLaunchKernel(
+                        function,
+                        1,
+                        1,
+                        1,
+                        128,
+                        1,
+                        1,
+                        16384,
+                        null_mut(),
+                        params.as_mut_ptr(),
+                        null_mut(),
+                    ));
+                } else {
+                    // cuLaunchKernelEx with a cluster of one CTA, as CUTLASS's launcher does;
+                    // larger clusters are refused.
+                    let launch_ex = |grid: u32, cluster_x: u64, params: *mut *mut c_void| {
+                        let mut attrs = [CUlaunchAttribute {
+                            id: 4,
+                            pad: [0; 4],
+                            value: [cluster_x | 1 << 32, 1, 0, 0, 0, 0, 0, 0],
+                        }];
+                        let config = CUlaunchConfig {
+                            grid_dim: [grid, 1, 1],
+                            block_dim: [128, 1, 1],
+                            shared_mem_bytes: 16384,
+                            stream: null_mut(),
+                            attrs: attrs.as_mut_ptr(),
+                            num_attrs: 1,
+                        };
+                        cuLaunchKernelEx(&config, function, params, null_mut())
+                    };
+                    assert_eq!(launch_ex(2, 2, params.as_mut_ptr()), CUDA_ERROR_NOT_SUPPORTED);
+                    assert_eq!(launch_ex(2, 3, params.as_mut_ptr()), 912, "CUDA_ERROR_INVALID_CLUSTER_SIZE");
+                    ok(launch_ex(1, 1, params.as_mut_ptr()));
+                }
                 let mut got = vec![0u8; want.len()];
                 ok(cuMemcpyDtoH_v2(got.as_mut_ptr().cast(), out, got.len()));
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -514,4 +552,28 @@ mod driver {
         let (gx, gy) = (c0 as i64 + x as i64, c1 as i64 + r as i64);
         gx >= 0 && gy >= 0 && (gx as u64) < t.width && (gy as u64) < t.height
     }
+}
+
+/// A producer warp and two consumer warps through a 3-stage ring of full
+/// and empty barriers (the ring wraps, the parities flip), the last box
+/// ragged: every box's sum right, no finding.
+#[test]
+fn warp_specialized_pipeline_through_a_stage_ring() {
+    let dev = device();
+    let (tiles, height) = (8u32, 8 * 8 - 3);
+    let mut rng = Rng::new(41);
+    let words: Vec<u32> = (0..32 * height).map(|_| rng.next_u32() >> 8).collect();
+    let addr = dev.upload(&words);
+    let map = TensorMap::tiled(2, 2, addr, &[32, height as u64], &[128], &[32, 8], &[1, 1], 0, 3, 2, 0).unwrap();
+    let out = dev.upload(&vec![0u32; tiles as usize]);
+    let params = dev.params("tma_pipeline_sum").bytes(&map.encode()).ptr(out).i32(tiles as i32).finish();
+    let report = dev.launch_with("tma_pipeline_sum", one_cta(96, 3 * 1024), &params, &CheckOptions::default());
+    assert_no_findings(&report);
+    let got = dev.download::<u32>(out, tiles as usize);
+    for (k, got) in got.iter().enumerate() {
+        let rows = (k * 8..(k * 8 + 8).min(height as usize)).collect::<Vec<_>>();
+        let want = rows.iter().flat_map(|r| &words[r * 32..r * 32 + 32]).fold(0u32, |a, w| a.wrapping_add(*w));
+        assert_eq!(*got, want, "box {k}");
+    }
+    assert_eq!(report.counters.bulk_copies, tiles as u64);
 }

@@ -67,19 +67,19 @@ thread_local! {
 }
 
 /// A launch as `cuLaunchKernel` describes it.
-struct LaunchRequest {
-    function: CUfunction,
-    grid: [u32; 3],
-    block: [u32; 3],
-    dynamic_shared_bytes: u32,
-    stream: CUstream,
-    kernel_params: *const *mut c_void,
-    extra: *const *mut c_void,
+pub(crate) struct LaunchRequest {
+    pub(crate) function: CUfunction,
+    pub(crate) grid: [u32; 3],
+    pub(crate) block: [u32; 3],
+    pub(crate) dynamic_shared_bytes: u32,
+    pub(crate) stream: CUstream,
+    pub(crate) kernel_params: *const *mut c_void,
+    pub(crate) extra: *const *mut c_void,
     /// `cuLaunchCooperativeKernel`: every block must be resident at once.
-    cooperative: bool,
+    pub(crate) cooperative: bool,
 }
 
-fn launch_kernel(request: LaunchRequest) -> DriverResult {
+pub(crate) fn launch_kernel(request: LaunchRequest) -> DriverResult {
     let LaunchRequest { function, grid, block, dynamic_shared_bytes, stream, kernel_params, extra, cooperative } =
         request;
     let mut state = driver().lock()?;

@@ -43,6 +43,7 @@ mod guard;
 mod image;
 pub mod introspection;
 pub mod launch;
+pub mod launch_ex;
 pub mod leaks;
 pub mod memory;
 pub mod module;

@@ -160,6 +160,15 @@ impl Cta<'_> {
                 let (map_opd, coord_opd, smem_opd) =
                     if load { (&inst.s[1], &inst.s[2], &inst.s[0]) } else { (&inst.s[0], &inst.s[1], &inst.s[2]) };
                 let map = self.tensor_map(pc, tid, self.val(w, map_opd, l))?;
+                if map.interleave != 0 {
+                    return Err(self.report(
+                        FindingKind::Trap,
+                        pc,
+                        tid,
+                        0,
+                        "bulk tensor copies through interleaved tensor maps are not supported".into(),
+                    ));
+                }
                 if map.rank != dims as u32 {
                     return Err(self.report(
                         FindingKind::Trap,

@@ -624,7 +624,11 @@ impl OpdCx<'_, '_> {
     /// A destination that may carry a second predicate (`%r|%p`).
     fn dst_pair(&self, o: &Operand) -> Result<(Opd, Opd), String> {
         match o {
-            Operand::Pair(a, b) => Ok((Opd::Reg(self.reg(a)?), Opd::Reg(self.reg(b)?))),
+            Operand::Pair(a, b) => {
+                // `_|%p`: only the predicate is wanted (elect.sync).
+                let a = if a == "_" { Opd::Sink } else { Opd::Reg(self.reg(a)?) };
+                Ok((a, Opd::Reg(self.reg(b)?)))
+            }
             _ => Ok((self.dst(o)?, Opd::Sink)),
         }
     }

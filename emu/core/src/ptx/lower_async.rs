@@ -145,7 +145,7 @@ fn mbarrier(m: &mut Mods, all: &[&Operand], ctx: &super::Ctx) -> Result<Decoded,
         "arrive" | "arrive_drop" => {
             let expect_tx = m.has("expect_tx");
             let no_complete = m.has("noComplete");
-            range(2, 3 + expect_tx as usize)?;
+            range(2 + expect_tx as usize, 3 + expect_tx as usize)?;
             let mut s = vec![a.src(all[1])?];
             s.extend(all[2..].iter().map(|o| int.src(o)).collect::<Result<Vec<_>, _>>()?);
             let op = AsyncOp::MbarArrive { drop: op == "arrive_drop", expect_tx, no_complete };

@@ -581,11 +581,13 @@ fn parse_operand(p: &mut P) -> Result<Operand, LoadError> {
     match p.next()? {
         Tok::F32(b) => Ok(Operand::F32(*b)),
         Tok::F64(b) => Ok(Operand::F64(*b)),
-        Tok::Ident(n) if n == "_" => Ok(Operand::Sink),
         Tok::Ident(n) => {
             if p.eat_punct('|') {
                 let q = p.ident()?.to_string();
                 return Ok(Operand::Pair(n.clone(), q));
+            }
+            if n == "_" {
+                return Ok(Operand::Sink);
             }
             Ok(Operand::Name(n.clone()))
         }

@@ -184,3 +184,50 @@ extern "C" __global__ void mbarrier_phases(unsigned* out, unsigned phases) {
     o[10] = done;
     asm volatile("griddepcontrol.launch_dependents;");
 }
+
+// A warp-specialized TMA pipeline as CUTLASS's Sm90 kernels build it: warp 0
+// produces (its elected lane waits for a free stage, arms the stage's full
+// barrier with the box's bytes and issues the copy), warps 1 and 2 consume
+// (wait for the full barrier, sum the stage's words, release the stage on its
+// empty barrier). `STAGES` stages, `tiles` boxes of 32 x 8 words down the
+// tensor; out[k] gets the sum of box k (rows past the tensor read as zero).
+#define STAGES 3
+extern "C" __global__ void tma_pipeline_sum(const __grid_constant__ CUtensorMap map, unsigned* out, int tiles) {
+    extern __shared__ __align__(1024) unsigned char buf[];
+    __shared__ __align__(8) uint64_t full[STAGES];
+    __shared__ __align__(8) uint64_t empty[STAGES];
+    const unsigned consumers = blockDim.x - 32;
+    const unsigned stage_bytes = 32 * 8 * 4;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(smem_addr(&full[s]), 1);
+            mbar_init(smem_addr(&empty[s]), consumers);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        uint32_t elected;
+        asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\nselp.u32 %0, 1, 0, p;\n}" : "=r"(elected));
+        if (elected) {
+            for (int k = 0; k < tiles; ++k) {
+                const int s = k % STAGES;
+                // A fresh barrier's phase "-1" counts as complete: the first pass waits on parity 1.
+                mbar_wait(smem_addr(&empty[s]), ((k / STAGES) & 1) ^ 1);
+                mbar_arrive_expect_tx(smem_addr(&full[s]), stage_bytes);
+                tma_load_2d_box(smem_addr(buf + s * 1024), &map, 0, k * 8, smem_addr(&full[s]));
+            }
+        }
+    } else {
+        const unsigned t = threadIdx.x - 32;
+        for (int k = 0; k < tiles; ++k) {
+            const int s = k % STAGES;
+            mbar_wait(smem_addr(&full[s]), (k / STAGES) & 1);
+            const unsigned* words = reinterpret_cast<const unsigned*>(buf + s * 1024);
+            unsigned sum = 0;
+            for (unsigned i = t; i < stage_bytes / 4; i += consumers) sum += words[i];
+            atomicAdd(&out[k], sum);
+            asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];" ::"r"(smem_addr(&empty[s])) : "memory");
+        }
+    }
+}
