@@ -6,7 +6,10 @@
 //!
 //! Both come from `generated/`, which the package ships (PTX for `compute_80`
 //! from nvcc, bindgen's output, and `SOURCES`, the stamp of the `cuda/` they
-//! were made from), so a dependent builds without nvcc or libclang. They are
+//! were made from), so a dependent builds without nvcc or libclang. The
+//! Hopper kernels (`cuda/*_sm90a.cu`, wgmma and TMA) are a second PTX per
+//! source, always for `compute_90a` (`stamp::HOPPER_COMPUTE_CAP`), shipped
+//! beside the others; the crate loads them only on compute capability 9.0. They are
 //! made from `cuda/` instead, with nvcc and bindgen, when
 //!
 //! - `generated/` does not match `cuda/` (a warning names the stale inputs and
@@ -244,7 +247,7 @@ fn compile_ptx(nvcc: &Path, compute_cap: &str, cuda_dir: &Path, src: &Path, out_
     let out = out_dir.join(format!("{}.ptx", file_stem(src)));
     let output = Command::new(nvcc)
         .arg("-ptx")
-        .arg(format!("-arch=compute_{compute_cap}"))
+        .arg(format!("-arch=compute_{}", stamp::kernel_compute_cap(file_stem(src), compute_cap)))
         .args(stamp::NVCC_FLAGS)
         .arg("-I")
         .arg(cuda_dir)

@@ -26,6 +26,26 @@ pub const NVCC_FLAGS: &[&str] = &[
 /// The target of the PTX shipped in `generated/ptx/`.
 pub const SHIPPED_COMPUTE_CAP: &str = "80";
 
+/// Kernel sources whose stem ends with this (`cuda/forward_sm90a.cu`) use
+/// Hopper-only instructions (wgmma, TMA, mbarrier transactions): they are
+/// always compiled for [`HOPPER_COMPUTE_CAP`], whatever the other kernels
+/// are compiled for, and loaded only on compute capability 9.0 devices.
+pub const HOPPER_SUFFIX: &str = "_sm90a";
+
+/// The target of the Hopper kernels' PTX (architecture-specific: wgmma and
+/// setmaxnreg exist only on `sm_90a`).
+pub const HOPPER_COMPUTE_CAP: &str = "90a";
+
+/// The target a kernel source of stem `stem` is compiled for, when the
+/// others are compiled for `compute_cap`.
+pub fn kernel_compute_cap<'a>(stem: &str, compute_cap: &'a str) -> &'a str {
+    if stem.ends_with(HOPPER_SUFFIX) {
+        HOPPER_COMPUTE_CAP
+    } else {
+        compute_cap
+    }
+}
+
 /// The command that rewrites `generated/` from `cuda/`, quoted in every
 /// message about a stale copy.
 pub const REFRESH_COMMAND: &str = "scripts/refresh-generated.sh";
@@ -45,8 +65,12 @@ pub fn stamp(cuda_dir: &Path, compute_cap: &str) -> Result<String, String> {
     let entries = fs::read_dir(cuda_dir).map_err(|e| format!("cannot read {}: {e}", cuda_dir.display()))?;
     let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
-    let mut lines =
-        vec![HEADER.to_string(), format!("compute_cap {compute_cap}"), format!("nvcc_flags {}", NVCC_FLAGS.join(" "))];
+    let mut lines = vec![
+        HEADER.to_string(),
+        format!("compute_cap {compute_cap}"),
+        format!("hopper_compute_cap {HOPPER_COMPUTE_CAP} (cuda/*{HOPPER_SUFFIX}.cu)"),
+        format!("nvcc_flags {}", NVCC_FLAGS.join(" ")),
+    ];
     for path in files {
         let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -30,6 +30,12 @@ pub const LORA_FWD_WIDE_TILE_M: u32 = 128;
 pub const LORA_FWD_WIDE_TILE_N: u32 = 64;
 pub const LORA_FWD_WIDE_SHARED_BYTES: u32 = 53248;
 pub const LORA_FWD_REDUCE_THREADS: u32 = 256;
+pub const LORA_HOPPER_TILE_M: u32 = 128;
+pub const LORA_HOPPER_TILE_N: u32 = 256;
+pub const LORA_HOPPER_TILE_K: u32 = 64;
+pub const LORA_HOPPER_STAGES: u32 = 4;
+pub const LORA_HOPPER_THREADS: u32 = 384;
+pub const LORA_HOPPER_SHARED_BYTES: u32 = 198656;
 pub const LORA_INIT_THREADS: u32 = 256;
 pub const LORA_MERGE_TILE_N: u32 = 64;
 pub const LORA_MERGE_TILE_K: u32 = 128;
@@ -278,6 +284,70 @@ const _: () = {
     ["Offset of field: LoraReduceParams::n"][::std::mem::offset_of!(LoraReduceParams, n) - 36usize];
     ["Offset of field: LoraReduceParams::k_splits"][::std::mem::offset_of!(LoraReduceParams, k_splits) - 40usize];
 };
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraTensorMap {
+    pub opaque: [u64; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraTensorMap"][::std::mem::size_of::<LoraTensorMap>() - 128usize];
+    ["Alignment of LoraTensorMap"][::std::mem::align_of::<LoraTensorMap>() - 64usize];
+    ["Offset of field: LoraTensorMap::opaque"][::std::mem::offset_of!(LoraTensorMap, opaque) - 0usize];
+};
+impl Default for LoraTensorMap {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct LoraHopperGemmParams {
+    pub x_map: LoraTensorMap,
+    pub w_map: LoraTensorMap,
+    pub p_map: LoraTensorMap,
+    pub b_map: LoraTensorMap,
+    pub out: u64,
+    pub y_in: u64,
+    pub bias: u64,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub ad_k: i32,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LoraHopperGemmParams"][::std::mem::size_of::<LoraHopperGemmParams>() - 576usize];
+    ["Alignment of LoraHopperGemmParams"][::std::mem::align_of::<LoraHopperGemmParams>() - 64usize];
+    ["Offset of field: LoraHopperGemmParams::x_map"][::std::mem::offset_of!(LoraHopperGemmParams, x_map) - 0usize];
+    ["Offset of field: LoraHopperGemmParams::w_map"][::std::mem::offset_of!(LoraHopperGemmParams, w_map) - 128usize];
+    ["Offset of field: LoraHopperGemmParams::p_map"][::std::mem::offset_of!(LoraHopperGemmParams, p_map) - 256usize];
+    ["Offset of field: LoraHopperGemmParams::b_map"][::std::mem::offset_of!(LoraHopperGemmParams, b_map) - 384usize];
+    ["Offset of field: LoraHopperGemmParams::out"][::std::mem::offset_of!(LoraHopperGemmParams, out) - 512usize];
+    ["Offset of field: LoraHopperGemmParams::y_in"][::std::mem::offset_of!(LoraHopperGemmParams, y_in) - 520usize];
+    ["Offset of field: LoraHopperGemmParams::bias"][::std::mem::offset_of!(LoraHopperGemmParams, bias) - 528usize];
+    ["Offset of field: LoraHopperGemmParams::m"][::std::mem::offset_of!(LoraHopperGemmParams, m) - 536usize];
+    ["Offset of field: LoraHopperGemmParams::n"][::std::mem::offset_of!(LoraHopperGemmParams, n) - 540usize];
+    ["Offset of field: LoraHopperGemmParams::k"][::std::mem::offset_of!(LoraHopperGemmParams, k) - 544usize];
+    ["Offset of field: LoraHopperGemmParams::ad_k"][::std::mem::offset_of!(LoraHopperGemmParams, ad_k) - 548usize];
+    ["Offset of field: LoraHopperGemmParams::scale"][::std::mem::offset_of!(LoraHopperGemmParams, scale) - 552usize];
+};
+impl Default for LoraHopperGemmParams {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LoraFillParams {

@@ -59,6 +59,11 @@ case "$what" in
         cargo fmt --all --check
         cargo clippy --workspace --release --all-targets -- -D warnings
         cargo test --workspace --release
+        # The forward's Hopper path: single-adapter forward tests again on the
+        # emulator presenting compute capability 9.0 (the mma.sync kernels
+        # beside the sm_90a one; tests/forward_hopper.rs covers the rest).
+        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test forward -- \
+            fused_single fused_without_p deterministic
         # The GPU report's dry run: each of its steps on the emulator, small —
         # the benches in criterion's test mode (every case's variants once, on
         # small stand-in shapes, checked against the reference), the modeled

@@ -127,6 +127,7 @@
 //! Call [`AdapterStatus::check`] when you are ready to synchronise.
 
 pub(crate) mod decode;
+pub(crate) mod hopper;
 pub(crate) mod launch;
 
 use std::sync::Arc;
@@ -147,6 +148,7 @@ use crate::validate::{
     check_address, check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale,
     cols_of, rows_of, Pointers, Span,
 };
+use hopper::HopperOperands;
 use launch::{check_grid, takes_decode_path};
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
@@ -408,6 +410,22 @@ impl LoraKernels {
         // fused launch (which reads it) on the same stream.
         unsafe {
             self.launch_shrink::<T>(stream, &shrink)?;
+            let hopper = HopperOperands {
+                out: y_span.start,
+                bias: bias_span.start,
+                x: x_span.start,
+                w: w_span.start,
+                p: p_span.start,
+                b: b_span.start,
+                m,
+                n,
+                k,
+                rank: r,
+                scale: adapter.scale,
+            };
+            if self.takes_hopper_path(&hopper, T::DTYPE)? {
+                return self.launch_hopper_gemm::<T>(stream, &hopper);
+            }
             self.launch_gemm::<T>(stream, &fused)
         }
     }

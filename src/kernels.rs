@@ -21,6 +21,9 @@ pub(crate) const DECODE: KernelFamily = KernelFamily { name: "decode", ptx: crat
 pub(crate) const BACKWARD: KernelFamily = KernelFamily { name: "backward", ptx: crate::ptx::BACKWARD };
 pub(crate) const INIT: KernelFamily = KernelFamily { name: "init", ptx: crate::ptx::INIT };
 pub(crate) const OPTIM: KernelFamily = KernelFamily { name: "optim", ptx: crate::ptx::OPTIM };
+/// The Hopper fused forward (`cuda/forward_sm90a.cu`, sm_90a PTX): loaded
+/// only on compute capability 9.0 devices, where nothing else would run it.
+pub(crate) const FORWARD_SM90A: KernelFamily = KernelFamily { name: "forward_sm90a", ptx: crate::ptx::FORWARD_SM90A };
 
 /// The entry point to every kernel: owns the modules loaded into one CUDA
 /// context, loading each kernel family's PTX on first use.

@@ -118,6 +118,7 @@ pub use backward::{BackwardInputs, BackwardOutput, GradMode};
 pub use config::{AdapterConfig, Scaling};
 pub use dtype::{DType, LoraDType};
 pub use error::{LoraError, Result};
+pub use forward::hopper::HOPPER_ENV;
 pub use forward::{AdapterStack, AdapterStatus, ForwardOutput, Linear, RowAdapters};
 pub use init::{Distribution, InitScheme};
 pub use kernels::LoraKernels;

@@ -34,11 +34,22 @@ fn every_kernel_source_has_its_shipped_ptx() {
             let ptx = root.join("generated/ptx").join(format!("{stem}.ptx"));
             let text = std::fs::read_to_string(&ptx)
                 .unwrap_or_else(|e| panic!("{}: {e}; run `{}`", ptx.display(), stamp::REFRESH_COMMAND));
-            assert!(text.contains(".target sm_80"), "{} is not compute_80 PTX", ptx.display());
+            let target = format!(".target sm_{}", stamp::kernel_compute_cap(&stem, stamp::SHIPPED_COMPUTE_CAP));
+            assert!(text.contains(&format!("{target}\n")), "{} is not `{target}` PTX", ptx.display());
             let absolute = text.lines().find(|l| l.trim_start().starts_with(".file") && l.contains(" \"/"));
             assert!(absolute.is_none(), "{} names a build machine's path: {absolute:?}", ptx.display());
         }
     }
+}
+
+#[test]
+fn hopper_sources_compile_for_sm_90a_only() {
+    assert_eq!(stamp::kernel_compute_cap("forward_sm90a", "80"), "90a");
+    assert_eq!(stamp::kernel_compute_cap("forward_sm90a", "86"), "90a");
+    assert_eq!(stamp::kernel_compute_cap("forward", "86"), "86");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wanted = stamp::stamp(&root.join("cuda"), stamp::SHIPPED_COMPUTE_CAP).expect("read cuda/");
+    assert!(wanted.contains("hopper_compute_cap 90a"), "the Hopper target is part of the stamp");
 }
 
 #[test]

@@ -19,15 +19,15 @@ const KERNEL: &str = "cutlass_gemm_bf16_sm80_128x128";
 /// The configuration, as the planner names it.
 const TILE: &str = "128x128";
 /// Kernel parameters travel in a fixed buffer at least as large as `Params`.
-const PARAMS_WORDS: usize = 256;
+pub(crate) const PARAMS_WORDS: usize = 256;
 /// Dynamic shared memory a kernel may use without opting in.
-const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+pub(crate) const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
-fn sources() -> PathBuf {
+pub(crate) fn sources() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("emu/core/tests/kernels")
 }
 
-fn env_dir(name: &str) -> Result<PathBuf, Box<dyn Error>> {
+pub(crate) fn env_dir(name: &str) -> Result<PathBuf, Box<dyn Error>> {
     let dir = std::env::var_os(name).map(PathBuf::from).ok_or_else(|| {
         format!("{name} is not set: run through `scripts/run.sh report`, which sets up the toolchain")
     })?;
@@ -37,7 +37,7 @@ fn env_dir(name: &str) -> Result<PathBuf, Box<dyn Error>> {
     Ok(dir)
 }
 
-fn run(command: &mut Command) -> Result<std::process::Output, Box<dyn Error>> {
+pub(crate) fn run(command: &mut Command) -> Result<std::process::Output, Box<dyn Error>> {
     let output = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
@@ -57,9 +57,53 @@ pub struct Cutlass {
 }
 
 /// What the planner prints for one problem.
-struct Plan {
-    config: LaunchConfig,
-    params: Vec<u8>,
+pub(crate) struct Plan {
+    pub config: LaunchConfig,
+    pub params: Vec<u8>,
+}
+
+/// Reads a planner's output: `grid X Y Z`, `block X Y Z`, `shared_bytes N`
+/// and `params HEX`, one per line.
+pub(crate) fn parse_plan(text: &str) -> Result<Plan, Box<dyn Error>> {
+    let field = |name: &str| -> Result<Vec<&str>, Box<dyn Error>> {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .ok_or_else(|| format!("the CUTLASS planner printed no `{name}`:\n{text}"))?;
+        Ok(line.split_whitespace().collect())
+    };
+    let numbers = |name: &str| -> Result<Vec<u32>, Box<dyn Error>> {
+        field(name)?.iter().map(|v| v.parse::<u32>().map_err(|e| format!("{name}: {e}").into())).collect()
+    };
+    let (grid, block, shared) = (numbers("grid")?, numbers("block")?, numbers("shared_bytes")?);
+    let hex = field("params")?.first().copied().unwrap_or_default().to_string();
+    let params =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16)).collect::<Result<Vec<u8>, _>>()?;
+    if grid.len() != 3 || block.len() != 3 || shared.len() != 1 {
+        return Err(format!("malformed CUTLASS plan:\n{text}").into());
+    }
+    Ok(Plan {
+        config: LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (block[0], block[1], block[2]),
+            shared_mem_bytes: shared[0],
+        },
+        params,
+    })
+}
+
+/// The params bytes in the fixed buffer a launch passes (zero padded).
+pub(crate) fn params_words(params: &[u8]) -> Result<[u64; PARAMS_WORDS], Box<dyn Error>> {
+    if params.len() > PARAMS_WORDS * 8 {
+        return Err(format!("CUTLASS Params of {} bytes exceed the report's buffer", params.len()).into());
+    }
+    let mut words = [0u64; PARAMS_WORDS];
+    for (i, chunk) in params.chunks(8).enumerate() {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        words[i] = u64::from_le_bytes(word);
+    }
+    Ok(words)
 }
 
 impl Cutlass {
@@ -100,34 +144,7 @@ impl Cutlass {
             .args([m, n, k].map(|v| v.to_string()))
             .args([a, b, d].map(|v| format!("{v:#x}")))
             .arg(TILE))?;
-        let text = String::from_utf8(output.stdout)?;
-        let field = |name: &str| -> Result<Vec<&str>, Box<dyn Error>> {
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-                .ok_or_else(|| format!("the CUTLASS planner printed no `{name}`:\n{text}"))?;
-            Ok(line.split_whitespace().collect())
-        };
-        let numbers = |name: &str| -> Result<Vec<u32>, Box<dyn Error>> {
-            field(name)?.iter().map(|v| v.parse::<u32>().map_err(|e| format!("{name}: {e}").into())).collect()
-        };
-        let (grid, block, shared) = (numbers("grid")?, numbers("block")?, numbers("shared_bytes")?);
-        let hex = field("params")?.first().copied().unwrap_or_default().to_string();
-        let params = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()?;
-        if grid.len() != 3 || block.len() != 3 || shared.len() != 1 {
-            return Err(format!("malformed CUTLASS plan:\n{text}").into());
-        }
-        Ok(Plan {
-            config: LaunchConfig {
-                grid_dim: (grid[0], grid[1], grid[2]),
-                block_dim: (block[0], block[1], block[2]),
-                shared_mem_bytes: shared[0],
-            },
-            params,
-        })
+        parse_plan(&String::from_utf8(output.stdout)?)
     }
 
     /// `D[M, N] (f32) = A[M, K] · B[K, N]` (bf16, zeros), one launch.
@@ -140,15 +157,7 @@ impl Cutlass {
             let (pb, _rb) = b.device_ptr(stream);
             let (pd, _rd) = d.device_ptr(stream);
             let plan = self.plan((m, n, k), pa, pb, pd)?;
-            if plan.params.len() > PARAMS_WORDS * 8 {
-                return Err(format!("CUTLASS Params of {} bytes exceed the report's buffer", plan.params.len()).into());
-            }
-            let mut words = [0u64; PARAMS_WORDS];
-            for (i, chunk) in plan.params.chunks(8).enumerate() {
-                let mut word = [0u8; 8];
-                word[..chunk.len()].copy_from_slice(chunk);
-                words[i] = u64::from_le_bytes(word);
-            }
+            let words = params_words(&plan.params)?;
             if plan.config.shared_mem_bytes > DEFAULT_SHARED_LIMIT {
                 self.function.set_attribute(
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

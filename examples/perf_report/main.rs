@@ -28,6 +28,8 @@
 
 mod cases;
 mod cutlass;
+mod cutlass_sm90;
+mod hopper;
 mod launches;
 mod measured;
 mod output;
@@ -82,19 +84,27 @@ impl Drop for EnvOverride {
 
 struct Options {
     quick: bool,
+    /// Only the Hopper rows (`hopper.rs`).
+    hopper_only: bool,
     out: PathBuf,
     measured: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
-    let mut o = Options { quick: false, out: PathBuf::from("target/perf-report"), measured: None };
+    let mut o = Options { quick: false, hopper_only: false, out: PathBuf::from("target/perf-report"), measured: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => o.quick = true,
+            "--hopper-only" => o.hopper_only = true,
             "--out" => o.out = args.next().ok_or("--out needs a directory")?.into(),
             "--measured" => o.measured = Some(args.next().ok_or("--measured needs criterion's directory")?.into()),
-            other => return Err(format!("unknown option {other} (known: --quick, --out DIR, --measured DIR)").into()),
+            other => {
+                return Err(format!(
+                    "unknown option {other} (known: --quick, --hopper-only, --out DIR, --measured DIR)"
+                )
+                .into())
+            }
         }
     }
     Ok(o)
@@ -239,6 +249,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let ctx = CudaContext::new(0)?;
     let stream = ctx.default_stream();
     let kernels = LoraKernels::new(&ctx);
+    if opts.hopper_only {
+        let mut log = LaunchLog::create(&log_path)?;
+        return hopper_rows(&ctx, &kernels, &mut log, &opts.out);
+    }
     let ceilings = ceilings()?;
     let gpus: Vec<String> = ceilings.iter().map(|c| c.gpu.clone()).collect();
     eprintln!("perf report: compiling NVIDIA CUTLASS's Sm80 GEMM (once) …");
@@ -365,6 +379,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     output::write_svg(&opts.out.join("report.svg"), &rows, &gpus)?;
     output::write_launches_csv(&opts.out.join("launches.csv"), &every_launch, &gpus)?;
     output::write_markdown(&opts.out.join("report.md"), &rows, &gpus)?;
+    // The Hopper rows (the H100 presenting compute capability 9.0): not in
+    // the quick dry run, whose time the test command pays (they build
+    // CUTLASS's Sm90 kernel and its params program).
+    if !opts.quick && gpus.iter().any(|g| g == hopper::GPU) {
+        hopper_rows(&ctx, &kernels, &mut log, &opts.out)?;
+    }
     println!(
         "modeled times (not measured on a GPU); {} s on the emulator; wrote {}, {} and {}",
         started.elapsed().as_secs(),
@@ -372,5 +392,62 @@ fn main() -> Result<(), Box<dyn Error>> {
         opts.out.join("report.svg").display(),
         log_path.display()
     );
+    Ok(())
+}
+
+/// The Hopper rows (`hopper.rs`): on an emulated H100 presenting compute
+/// capability 9.0, each case's forward on the Hopper path and on the
+/// mma.sync path, and CUTLASS Sm90's base GEMM; prints the table and writes
+/// `hopper.md` and `hopper.csv` into `out`.
+fn hopper_rows(
+    ctx: &std::sync::Arc<CudaContext>,
+    kernels: &LoraKernels,
+    log: &mut LaunchLog,
+    out: &Path,
+) -> Result<(), Box<dyn Error>> {
+    let _cc = EnvOverride::set("PTX_EMU_COMPUTE_CAPABILITY", "90");
+    let _model = EnvOverride::set("PTX_EMU_MODEL", hopper::GPU);
+    let _sms = EnvOverride::set("PTX_EMU_MULTIPROCESSORS", &hopper::SMS.to_string());
+    let stream = ctx.default_stream();
+    // The emulator's libcuda.so: the params program encodes CUTLASS's
+    // tensor maps with it.
+    let driver_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release");
+    eprintln!("perf report: compiling NVIDIA CUTLASS's Sm90 GEMM (once) …");
+    let cutlass = cutlass_sm90::CutlassSm90::build(ctx, &out.join("cutlass"), &driver_dir)?;
+    let cases = hopper::cases(shapes::PROJECTIONS);
+    let steps = 3 * cases.len();
+    let mut step = 0;
+    let mut rows = Vec::new();
+    for case in &cases {
+        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
+        let hopper_launches = {
+            let _on = EnvOverride::set(fused_lora::HOPPER_ENV, "1");
+            counted(log, &mut step, steps, &format!("forward  {name} (H100, Hopper path)"), || {
+                cases::forward(kernels, &stream, case)
+            })?
+        };
+        if !hopper_launches.iter().any(|l| l.kernel.ends_with("_sm90a")) {
+            return Err(format!("{name}: the forward on compute capability 9.0 took no sm_90a kernel").into());
+        }
+        let mma_sync_launches = {
+            let _off = EnvOverride::set(fused_lora::HOPPER_ENV, "0");
+            counted(log, &mut step, steps, &format!("forward  {name} (H100, mma.sync path)"), || {
+                cases::forward(kernels, &stream, case)
+            })?
+        };
+        let shape = (case.m, case.n, case.k);
+        let cutlass_launches = counted(log, &mut step, steps, &format!("CUTLASS Sm90 GEMM {name}"), || {
+            cutlass.gemm(&stream, shape, hopper::SMS)
+        })?;
+        rows.push(hopper::HopperRow {
+            case: *case,
+            hopper: sum_on(&hopper_launches, hopper::GPU)?,
+            mma_sync: sum_on(&mma_sync_launches, hopper::GPU)?,
+            cutlass_sm90_us: sum_on(&cutlass_launches, hopper::GPU)?.us,
+        });
+    }
+    println!("\n{}", hopper::table(&rows));
+    hopper::write(out, &rows)?;
+    println!("modeled times (not measured on a GPU); wrote {}", out.join("hopper.md").display());
     Ok(())
 }

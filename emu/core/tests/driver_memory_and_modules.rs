@@ -15,6 +15,10 @@ use std::ffi::{c_void, CString};
 use std::ptr::null_mut;
 use std::sync::OnceLock;
 
+/// Held by the tests that read or set `PTX_EMU_COMPUTE_CAPABILITY` (the
+/// process's environment is shared by the tests running at once).
+static COMPUTE_CAPABILITY_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn ok(code: CUresult) {
     assert_eq!(code, CUDA_SUCCESS);
 }
@@ -257,6 +261,7 @@ fn host_allocations() {
 
 #[test]
 fn module_functions_globals_and_attributes() {
+    let _env = COMPUTE_CAPABILITY_ENV.lock().unwrap_or_else(|e| e.into_inner());
     let _context = Context::new();
     let module = load_test_module();
     unsafe {
@@ -308,6 +313,51 @@ fn module_functions_globals_and_attributes() {
             "function of an unloaded module"
         );
     }
+}
+
+/// `PTX_EMU_COMPUTE_CAPABILITY=90` presents a 9.0 device: its attributes and
+/// name say so and sm_90a PTX loads; on the default 8.0 device the same
+/// module is refused as the driver's JIT refuses a newer target.
+#[test]
+fn compute_capability_9_0_loads_sm_90a_and_8_0_refuses_it() {
+    let _env = COMPUTE_CAPABILITY_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _context = Context::new();
+    let sm90a =
+        CString::new(".version 8.0\n.target sm_90a\n.address_size 64\n.visible .entry k()\n{\nret;\n}\n").unwrap();
+    let attribute = |which| {
+        let mut value = -1;
+        unsafe { ok(cuda::device::cuDeviceGetAttribute(&mut value, which, 0)) };
+        value
+    };
+    let name = || {
+        let mut buffer = [0 as std::ffi::c_char; 64];
+        unsafe { ok(cuda::device::cuDeviceGetName(buffer.as_mut_ptr(), 64, 0)) };
+        unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned()
+    };
+    let mut module = null_mut();
+
+    std::env::remove_var("PTX_EMU_COMPUTE_CAPABILITY");
+    assert_eq!((attribute(75), attribute(76)), (8, 0));
+    assert_eq!((attribute(97), attribute(81)), (163 * 1024, 164 * 1024), "sm_80's shared memory");
+    assert!(name().contains("sm_80"), "{}", name());
+    unsafe { assert_eq!(cuModuleLoadData(&mut module, sm90a.as_ptr().cast()), CUDA_ERROR_INVALID_PTX) };
+
+    std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", "9.0");
+    assert_eq!((attribute(75), attribute(76)), (9, 0));
+    assert_eq!((attribute(97), attribute(81)), (227 * 1024, 228 * 1024), "sm_90's shared memory");
+    assert!(name().contains("sm_90"), "{}", name());
+    unsafe {
+        ok(cuModuleLoadData(&mut module, sm90a.as_ptr().cast()));
+        let k = function(module, "k");
+        let mut value = -1;
+        ok(cuFuncGetAttribute(&mut value, 6, k)); // BINARY_VERSION
+        assert_eq!(value, 90);
+        ok(cuModuleUnload(module));
+        // sm_80 PTX runs on the 9.0 device too.
+        let older = load_test_module();
+        ok(cuModuleUnload(older));
+    }
+    std::env::remove_var("PTX_EMU_COMPUTE_CAPABILITY");
 }
 
 #[test]

@@ -1,6 +1,13 @@
 //! The emulated device: an sm_80-class GPU (A100-like limits), and the
 //! `cuDevice*` exports that describe it.
 //!
+//! `PTX_EMU_COMPUTE_CAPABILITY=90` (or `9.0`, `sm_90`) makes it present
+//! itself as compute capability 9.0 (attributes 75/76, its name, which PTX
+//! `.target` its modules accept: see [`target_loads`], and sm_90's shared
+//! memory: 227 KB per block on opt-in, 228 KB per SM), so that code choosing
+//! kernels by the device's capability takes its Hopper path; the other
+//! limits stay those below. Unset, or `80`, it is 8.0.
+//!
 //! Shared memory limits are sm_80's: 48 KB per block by default, 163 KB per
 //! block on opt-in, 164 KB per SM (sm_90 would allow 227 KB; kernels that
 //! need that much would not run on the oldest architecture the crate targets,
@@ -17,6 +24,8 @@ pub type CUdevice = c_int;
 /// The driver version reported (CUDA 13.0, the bindings the crate is built for).
 pub const DRIVER_VERSION: c_int = 13000;
 pub const DEVICE_NAME: &str = "ptx-emu emulated sm_80 device";
+/// The name when the device presents itself as compute capability 9.0.
+pub const DEVICE_NAME_SM90: &str = "ptx-emu emulated sm_90 device";
 /// Fixed, so that tests comparing UUIDs across calls are deterministic.
 pub const DEVICE_UUID: [u8; 16] = *b"ptx-emu-sm80-dev";
 
@@ -24,6 +33,27 @@ pub const SHARED_BYTES_PER_BLOCK_DEFAULT: u32 = 48 * 1024;
 pub const SHARED_BYTES_PER_BLOCK_OPTIN: u32 = 163 * 1024;
 pub const SHARED_BYTES_PER_SM: u32 = 164 * 1024;
 pub const RESERVED_SHARED_BYTES_PER_BLOCK: u32 = 1024;
+/// sm_90's shared memory: 227 KB per block on opt-in, 228 KB per SM.
+pub const SHARED_BYTES_PER_BLOCK_OPTIN_SM90: u32 = 227 * 1024;
+pub const SHARED_BYTES_PER_SM_SM90: u32 = 228 * 1024;
+
+/// The opt-in shared memory limit per block of the capability presented.
+pub fn shared_bytes_per_block_optin() -> u32 {
+    if compute_capability() == ComputeCapability::SM90 {
+        SHARED_BYTES_PER_BLOCK_OPTIN_SM90
+    } else {
+        SHARED_BYTES_PER_BLOCK_OPTIN
+    }
+}
+
+/// The shared memory per multiprocessor of the capability presented.
+pub fn shared_bytes_per_sm() -> u32 {
+    if compute_capability() == ComputeCapability::SM90 {
+        SHARED_BYTES_PER_SM_SM90
+    } else {
+        SHARED_BYTES_PER_SM
+    }
+}
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 /// Default global memory: 40 GiB, an A100-40GB (address space only; host
 /// memory is used as allocations are made).
@@ -44,6 +74,114 @@ pub fn multiprocessors() -> u32 {
         .and_then(|text| text.trim().parse::<u32>().ok())
         .filter(|count| *count > 0 && *count <= i32::MAX as u32)
         .unwrap_or(DEFAULT_MULTIPROCESSORS)
+}
+
+/// A compute capability, `major.minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComputeCapability {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ComputeCapability {
+    pub const SM80: ComputeCapability = ComputeCapability { major: 8, minor: 0 };
+    pub const SM90: ComputeCapability = ComputeCapability { major: 9, minor: 0 };
+
+    /// `major * 10 + minor`, as `.target sm_XY` spells it.
+    pub fn number(self) -> u32 {
+        self.major * 10 + self.minor
+    }
+}
+
+/// The capabilities the emulator can present itself as.
+const PRESENTABLE: [ComputeCapability; 2] = [ComputeCapability::SM80, ComputeCapability::SM90];
+
+/// Parses `80`, `8.0`, `sm_90`, `90`: `None` for anything else, or for a
+/// capability the emulator does not present.
+pub fn parse_compute_capability(text: &str) -> Option<ComputeCapability> {
+    let text = text.trim();
+    let text = text.strip_prefix("sm_").unwrap_or(text);
+    let (major, minor) = match text.split_once('.') {
+        Some((major, minor)) => (major.parse().ok()?, minor.parse().ok()?),
+        None if text.len() >= 2 && text.chars().all(|c| c.is_ascii_digit()) => {
+            let (major, minor) = text.split_at(text.len() - 1);
+            (major.parse().ok()?, minor.parse().ok()?)
+        }
+        None => return None,
+    };
+    let wanted = ComputeCapability { major, minor };
+    PRESENTABLE.contains(&wanted).then_some(wanted)
+}
+
+/// The capability the device presents: `PTX_EMU_COMPUTE_CAPABILITY` if set
+/// to one [`parse_compute_capability`] accepts, else 8.0 (a value it does not
+/// accept is reported once on stderr). Read at every query, as
+/// `PTX_EMU_MULTIPROCESSORS` is, so that a program can present both.
+pub fn compute_capability() -> ComputeCapability {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match std::env::var("PTX_EMU_COMPUTE_CAPABILITY") {
+        Ok(text) => parse_compute_capability(&text).unwrap_or_else(|| {
+            WARNED.call_once(|| {
+                eprintln!("ptx-emu: PTX_EMU_COMPUTE_CAPABILITY={text:?} is not 80 or 90; presenting 8.0");
+            });
+            ComputeCapability::SM80
+        }),
+        Err(_) => ComputeCapability::SM80,
+    }
+}
+
+/// The device's name for its capability.
+pub fn device_name(cc: ComputeCapability) -> &'static str {
+    if cc == ComputeCapability::SM90 {
+        DEVICE_NAME_SM90
+    } else {
+        DEVICE_NAME
+    }
+}
+
+/// Whether PTX whose `.target` is `target` (`sm_80`, `sm_90a`, `sm_90f`, ...)
+/// loads on a device of capability `cc`, as the driver's JIT decides:
+/// a plain target loads on its capability and every later one; an
+/// architecture-specific target (`a`) only on exactly its capability; a
+/// family-specific one (`f`) on its capability and later minors of the same
+/// major. `Err` names why not (the driver fails such a load with
+/// `CUDA_ERROR_INVALID_PTX`, the JIT's "SM version specified by .target is
+/// higher than default SM version assumed").
+pub fn target_loads(target: &str, cc: ComputeCapability) -> Result<(), String> {
+    let arch = target.split(',').next().unwrap_or("").trim();
+    let Some(spec) = arch.strip_prefix("sm_") else {
+        return Err(format!(".target {target:?} names no sm_XY architecture"));
+    };
+    let digits: String = spec.chars().take_while(char::is_ascii_digit).collect();
+    let suffix = &spec[digits.len()..];
+    let Ok(number) = digits.parse::<u32>() else {
+        return Err(format!(".target {target:?} names no sm_XY architecture"));
+    };
+    let device = cc.number();
+    let loads = match suffix {
+        "" => number <= device,
+        "a" => number == device,
+        "f" => number <= device && number / 10 == cc.major,
+        _ => false,
+    };
+    if loads {
+        Ok(())
+    } else {
+        Err(format!(
+            "the module's .target {arch} does not run on this compute capability {}.{} device \
+             (PTX_EMU_COMPUTE_CAPABILITY selects 8.0 or 9.0)",
+            cc.major, cc.minor
+        ))
+    }
+}
+
+/// The `.target` directive's value of a PTX module (`sm_90a`, possibly
+/// followed by `, debug` or the like), if it has one.
+pub fn ptx_target(text: &str) -> Option<&str> {
+    text.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix(".target")?;
+        rest.starts_with(char::is_whitespace).then(|| rest.trim())
+    })
 }
 
 /// Global memory capacity: `PTX_EMU_GLOBAL_MEMORY_BYTES` if set to a
@@ -89,15 +227,15 @@ pub fn attribute_value(attribute: c_int) -> DriverResult<c_int> {
         39 => 2048,                                      // MAX_THREADS_PER_MULTIPROCESSOR
         40 => 2,                                         // ASYNC_ENGINE_COUNT
         41 => 1,                                         // UNIFIED_ADDRESSING
-        75 => 8,                                         // COMPUTE_CAPABILITY_MAJOR
-        76 => 0,                                         // COMPUTE_CAPABILITY_MINOR
+        75 => compute_capability().major as c_int,       // COMPUTE_CAPABILITY_MAJOR
+        76 => compute_capability().minor as c_int,       // COMPUTE_CAPABILITY_MINOR
         78 => 1,                                         // STREAM_PRIORITIES_SUPPORTED
         79 | 80 => 1,                                    // GLOBAL_ / LOCAL_L1_CACHE_SUPPORTED
-        81 => SHARED_BYTES_PER_SM as c_int,              // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+        81 => shared_bytes_per_sm() as c_int,            // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
         82 => 65536,                                     // MAX_REGISTERS_PER_MULTIPROCESSOR
         87 => 2,                                         // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
         90 => 1,                                         // COMPUTE_PREEMPTION_SUPPORTED
-        97 => SHARED_BYTES_PER_BLOCK_OPTIN as c_int,     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+        97 => shared_bytes_per_block_optin() as c_int,   // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
         106 => 32,                                       // MAX_BLOCKS_PER_MULTIPROCESSOR
         111 => RESERVED_SHARED_BYTES_PER_BLOCK as c_int, // RESERVED_SHARED_MEMORY_PER_BLOCK
         // MEMORY_POOLS_SUPPORTED = 1, as an A100 reports: cudarc then takes
@@ -166,7 +304,7 @@ pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: 
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         let out = std::slice::from_raw_parts_mut(name.cast::<u8>(), len as usize);
-        copy_c_string(DEVICE_NAME, out);
+        copy_c_string(device_name(compute_capability()), out);
         Ok(())
     })
 }
@@ -226,6 +364,36 @@ mod tests {
         assert_eq!(attribute_value(8), Ok(49152));
         assert_eq!(attribute_value(97), Ok(166912));
         assert_eq!(attribute_value(115), Ok(1));
+    }
+
+    #[test]
+    fn compute_capability_spellings() {
+        let sm90 = Some(ComputeCapability::SM90);
+        for text in ["90", "9.0", "sm_90", " 90 "] {
+            assert_eq!(parse_compute_capability(text), sm90, "{text:?}");
+        }
+        assert_eq!(parse_compute_capability("8.0"), Some(ComputeCapability::SM80));
+        for text in ["", "9", "86", "100", "sm_90a", "nine", "9.x"] {
+            assert_eq!(parse_compute_capability(text), None, "{text:?}");
+        }
+        assert_eq!(device_name(ComputeCapability::SM90), DEVICE_NAME_SM90);
+        assert_eq!(device_name(ComputeCapability::SM80), DEVICE_NAME);
+    }
+
+    #[test]
+    fn which_targets_load_where() {
+        let (sm80, sm90) = (ComputeCapability::SM80, ComputeCapability::SM90);
+        assert_eq!(target_loads("sm_80", sm80), Ok(()));
+        assert_eq!(target_loads("sm_80", sm90), Ok(()), "plain PTX runs on later devices");
+        assert_eq!(target_loads("sm_75, debug", sm80), Ok(()));
+        assert!(target_loads("sm_90a", sm80).is_err(), "newer than the device");
+        assert!(target_loads("sm_90", sm80).is_err());
+        assert_eq!(target_loads("sm_90a", sm90), Ok(()));
+        assert!(target_loads("sm_80a", sm90).is_err(), "architecture-specific: that capability only");
+        assert!(target_loads("sm_100a", sm90).is_err());
+        assert!(target_loads("compute_90", sm90).is_err());
+        assert_eq!(ptx_target("// c\n.version 8.0\n.target sm_90a\n.address_size 64\n"), Some("sm_90a"));
+        assert_eq!(ptx_target(".targets x\n"), None);
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //!   `CUDA_ERROR_INVALID_PTX` with the reason on stderr.
 //!
 //! Environment: `PTX_EMU_GLOBAL_MEMORY_BYTES` sets the device's memory
-//! capacity (default 40 GiB); `PTX_EMU_COUNTERS_FILE` names a file to which
+//! capacity (default 40 GiB); `PTX_EMU_COMPUTE_CAPABILITY=90` makes the
+//! device present itself as compute capability 9.0 (default 8.0; see
+//! [`device`]); `PTX_EMU_COUNTERS_FILE` names a file to which
 //! each launch's counters are appended as one JSON line; the executor's
 //! check switches (`PTX_EMU_MEMCHECK=0`, ...) apply to every launch;
 //! `PTX_EMU_LEAK_CHECK=1` reports the allocations a context still holds

@@ -1,7 +1,10 @@
 //! Modules (PTX loaded through the executor), their kernels as `CUfunction`
 //! handles, module-scope variables, and function attributes.
 
-use crate::device::{MAX_THREADS_PER_BLOCK, SHARED_BYTES_PER_BLOCK_DEFAULT, SHARED_BYTES_PER_BLOCK_OPTIN};
+use crate::device::{
+    compute_capability, ptx_target, shared_bytes_per_block_optin, target_loads, MAX_THREADS_PER_BLOCK,
+    SHARED_BYTES_PER_BLOCK_DEFAULT,
+};
 use crate::guard::{ffi_guard, write_out};
 use crate::image::{ptx_text, ptx_text_of_image, ptx_version};
 use crate::memory::CUdeviceptr;
@@ -37,9 +40,6 @@ mod attribute {
     pub const LAST_CLUSTER: c_int = 15;
 }
 
-/// The SASS version a real sm_80 device would report for the JIT'ed code.
-const BINARY_VERSION: c_int = 80;
-
 /// The dynamic shared memory a kernel may use before `cuFuncSetAttribute`
 /// raises its limit: what is left of the 48 KB default after its static shared memory.
 pub fn default_max_dynamic_shared(kernel: &KernelInfo) -> u32 {
@@ -47,10 +47,11 @@ pub fn default_max_dynamic_shared(kernel: &KernelInfo) -> u32 {
 }
 
 /// Validates a request to raise a kernel's dynamic shared memory limit:
-/// static plus dynamic may not exceed the 163 KB sm_80 opt-in limit.
+/// static plus dynamic may not exceed the opt-in limit of the capability
+/// presented (163 KB on sm_80, 227 KB on sm_90).
 pub fn checked_max_dynamic_shared(kernel: &KernelInfo, value: c_int) -> DriverResult<u32> {
     let value = u32::try_from(value).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
-    if u64::from(value) + u64::from(kernel.static_shared_bytes) > u64::from(SHARED_BYTES_PER_BLOCK_OPTIN) {
+    if u64::from(value) + u64::from(kernel.static_shared_bytes) > u64::from(shared_bytes_per_block_optin()) {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
     Ok(value)
@@ -73,6 +74,12 @@ fn load_module(module: *mut CUmodule, text: &str) -> DriverResult {
     let context = state.current_healthy()?;
     if module.is_null() {
         return Err(CUDA_ERROR_INVALID_VALUE);
+    }
+    // The JIT refuses a target newer than the device (or another device's
+    // architecture-specific `sm_XYa`) before compiling anything.
+    if let Err(why) = target_loads(ptx_target(text).unwrap_or(""), compute_capability()) {
+        eprintln!("ptx-emu: {why}");
+        return Err(CUDA_ERROR_INVALID_PTX);
     }
     let loaded = Module::load(text, driver().memory()).map_err(|error| {
         eprintln!("ptx-emu: {error}");
@@ -252,7 +259,8 @@ pub unsafe extern "C" fn cuFuncGetAttribute(value: *mut c_int, attrib: c_int, fu
             attribute::LOCAL_SIZE_BYTES => to_int(kernel.local_bytes),
             attribute::NUM_REGS => to_int(kernel.num_regs),
             attribute::PTX_VERSION => state.modules.get(&record.module).map_or(0, |module| module.ptx_version),
-            attribute::BINARY_VERSION => BINARY_VERSION,
+            // The SASS version the device's JIT would have made.
+            attribute::BINARY_VERSION => compute_capability().number() as c_int,
             attribute::CACHE_MODE_CA => 0,
             attribute::MAX_DYNAMIC_SHARED_SIZE_BYTES => to_int(record.max_dynamic_shared_bytes),
             attribute::PREFERRED_SHARED_MEMORY_CARVEOUT => record.preferred_carveout,

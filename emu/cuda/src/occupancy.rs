@@ -3,7 +3,7 @@
 //! register count is the executor's estimate, so results approximate what
 //! a real device's compiler and scheduler would give.
 
-use crate::device::{RESERVED_SHARED_BYTES_PER_BLOCK, SHARED_BYTES_PER_BLOCK_OPTIN, SHARED_BYTES_PER_SM};
+use crate::device::{shared_bytes_per_block_optin, shared_bytes_per_sm, RESERVED_SHARED_BYTES_PER_BLOCK};
 use crate::guard::{ffi_guard, write_out};
 use crate::module::{function_kernel, CUfunction};
 use crate::result::{CUresult, DriverResult, CUDA_ERROR_INVALID_VALUE};
@@ -30,10 +30,10 @@ pub fn max_active_blocks(kernel: &KernelInfo, block_threads: u32, dynamic_shared
         (u64::from(kernel.num_regs.max(1)) * WARP_SIZE).div_ceil(REGISTER_ALLOCATION_UNIT) * REGISTER_ALLOCATION_UNIT;
     let by_registers = REGISTERS_PER_SM / (registers_per_warp * warps);
     let shared = u64::from(kernel.static_shared_bytes) + dynamic_shared;
-    if shared > u64::from(SHARED_BYTES_PER_BLOCK_OPTIN) {
+    if shared > u64::from(shared_bytes_per_block_optin()) {
         return Ok(0);
     }
-    let by_shared = u64::from(SHARED_BYTES_PER_SM) / (shared + u64::from(RESERVED_SHARED_BYTES_PER_BLOCK));
+    let by_shared = u64::from(shared_bytes_per_sm()) / (shared + u64::from(RESERVED_SHARED_BYTES_PER_BLOCK));
     let blocks = BLOCKS_PER_SM.min(by_threads).min(by_registers).min(by_shared);
     Ok(blocks as u32)
 }
@@ -44,10 +44,10 @@ pub fn available_dynamic_shared(kernel: &KernelInfo, blocks: u32, block_threads:
     if blocks == 0 || max_active_blocks(kernel, block_threads, 0)? < blocks {
         return Ok(0);
     }
-    let per_block = u64::from(SHARED_BYTES_PER_SM) / u64::from(blocks);
+    let per_block = u64::from(shared_bytes_per_sm()) / u64::from(blocks);
     let usable = per_block
         .saturating_sub(u64::from(RESERVED_SHARED_BYTES_PER_BLOCK))
-        .min(u64::from(SHARED_BYTES_PER_BLOCK_OPTIN));
+        .min(u64::from(shared_bytes_per_block_optin()));
     Ok(usable.saturating_sub(u64::from(kernel.static_shared_bytes)))
 }
 

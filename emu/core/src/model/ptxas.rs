@@ -25,6 +25,18 @@ fn cache() -> &'static Mutex<HashMap<(u64, String), Report>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// `arch`, or its architecture-specific form (`sm_90a`) when the module
+/// targets that: ptxas assembles `.target sm_90a` PTX (wgmma, setmaxnreg)
+/// only for `-arch=sm_90a`, the same GPU's registers.
+fn specific_arch(ptx: &str, arch: &str) -> String {
+    let specific = format!("{arch}a");
+    let target = ptx.lines().find_map(|line| line.trim_start().strip_prefix(".target"));
+    match target {
+        Some(rest) if rest.split(|c: char| c == ',' || c.is_whitespace()).any(|t| t == specific) => specific,
+        _ => arch.to_string(),
+    }
+}
+
 fn ptxas_program() -> PathBuf {
     std::env::var_os("PTX_EMU_PTXAS").map_or_else(|| PathBuf::from("ptxas"), PathBuf::from)
 }
@@ -33,6 +45,7 @@ fn ptxas_program() -> PathBuf {
 /// whose PTX is `ptx`, compiled for `arch`; an error says why there is none
 /// (no ptxas, the PTX does not assemble for that architecture, no such entry).
 pub fn entry(ptx: &str, arch: &str, kernel: &str) -> Result<PtxasEntry, String> {
+    let arch = &specific_arch(ptx, arch);
     let mut h = DefaultHasher::new();
     ptx.hash(&mut h);
     let key = (h.finish(), arch.to_string());
@@ -110,5 +123,12 @@ mod tests {
         let e = parse(text);
         assert_eq!(e["a"], PtxasEntry { registers: 96, static_shared_bytes: 0 });
         assert_eq!(e["b"], PtxasEntry { registers: 40, static_shared_bytes: 4352 });
+    }
+
+    #[test]
+    fn architecture_specific_targets_assemble_for_their_arch() {
+        assert_eq!(specific_arch(".version 8.0\n.target sm_90a\n", "sm_90"), "sm_90a");
+        assert_eq!(specific_arch(".version 8.0\n.target sm_80\n", "sm_90"), "sm_90");
+        assert_eq!(specific_arch(".target sm_90a\n", "sm_80"), "sm_80");
     }
 }

@@ -1,0 +1,105 @@
+//! The Hopper rows: on the H100 (132 SMs, the emulator presenting compute
+//! capability 9.0), bf16, the Llama-3-8B projections at M = 4096 and r = 16,
+//! the crate's forward on its Hopper path (`lora_forward_gemm_bf16_sm90a`,
+//! after the mma.sync shrink), the same forward on the mma.sync path
+//! (`FUSED_LORA_HOPPER=0`), and CUTLASS Sm90's base GEMM alone
+//! (`cutlass_sm90.rs`), each modeled (never measured). Issue 17's targets:
+//! the Hopper forward at least 1.4x faster than the mma.sync one, and at
+//! most 1.05x CUTLASS Sm90's base GEMM.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cases::Case;
+use crate::launches::Summed;
+
+/// The modeled GPU of the Hopper rows and its multiprocessors.
+pub const GPU: &str = "h100";
+pub const SMS: u32 = 132;
+pub const TOKENS: usize = 4096;
+pub const RANK: usize = 16;
+/// The targets: speed-up over the mma.sync forward, ratio to CUTLASS Sm90.
+pub const MIN_SPEEDUP: f64 = 1.4;
+pub const MAX_VS_CUTLASS: f64 = 1.05;
+
+/// One projection's modeled times on the H100.
+pub struct HopperRow {
+    pub case: Case,
+    pub hopper: Summed,
+    pub mma_sync: Summed,
+    pub cutlass_sm90_us: f64,
+}
+
+impl HopperRow {
+    pub fn speedup(&self) -> f64 {
+        self.mma_sync.us / self.hopper.us
+    }
+
+    pub fn vs_cutlass(&self) -> f64 {
+        self.hopper.us / self.cutlass_sm90_us
+    }
+
+    fn met(&self) -> bool {
+        self.speedup() >= MIN_SPEEDUP && self.vs_cutlass() <= MAX_VS_CUTLASS
+    }
+}
+
+/// The cases: every projection at M = 4096, r = 16.
+pub fn cases(projections: &[(&'static str, usize, usize)]) -> Vec<Case> {
+    projections.iter().map(|&(projection, k, n)| Case { projection, m: TOKENS, k, n, r: RANK }).collect()
+}
+
+/// The rows as a markdown table.
+pub fn table(rows: &[HopperRow]) -> String {
+    let mut out = String::from(
+        "Hopper path, H100 (modeled, not measured), bf16: forward = shrink (mma.sync) + fused GEMM\n\n\
+         | case | Hopper forward us | mma.sync forward us | CUTLASS Sm90 GEMM us | speed-up (>= 1.4x) | \
+         vs CUTLASS Sm90 (<= 1.05x) | met | Hopper's slowest launch, bound |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} M={} r={} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {} | {}, {} |",
+            row.case.projection,
+            row.case.m,
+            row.case.r,
+            row.hopper.us,
+            row.mma_sync.us,
+            row.cutlass_sm90_us,
+            row.speedup(),
+            row.vs_cutlass(),
+            if row.met() { "yes" } else { "no" },
+            row.hopper.slowest,
+            row.hopper.bound
+        );
+    }
+    out
+}
+
+/// `hopper.md` (the table) and `hopper.csv` in `dir`.
+pub fn write(dir: &Path, rows: &[HopperRow]) -> Result<(), Box<dyn Error>> {
+    std::fs::write(dir.join("hopper.md"), table(rows))?;
+    let mut csv = String::from("case,m,k,n,r,gpu,hopper_us,mma_sync_us,cutlass_sm90_us,speedup,vs_cutlass,met\n");
+    for row in rows {
+        let c = &row.case;
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{GPU},{:.3},{:.3},{:.3},{:.4},{:.4},{}",
+            c.projection,
+            c.m,
+            c.k,
+            c.n,
+            c.r,
+            row.hopper.us,
+            row.mma_sync.us,
+            row.cutlass_sm90_us,
+            row.speedup(),
+            row.vs_cutlass(),
+            row.met()
+        );
+    }
+    std::fs::write(dir.join("hopper.csv"), csv)?;
+    Ok(())
+}
