@@ -44,11 +44,17 @@ pub(crate) fn check_grid(m: usize) -> Result<()> {
 }
 
 /// How many ways to split K so that every multiprocessor streams W0 when
-/// the output has fewer tiles than the device has SMs (decode: small M).
-/// The backward's G and dX launches (the same 64x64 tiles and 32-long
-/// steps) split by the same rule.
+/// the output has fewer tiles than the device has SMs (decode: small M),
+/// aiming at `CTAS_PER_SM` CTAs on each. With at least one tile per SM there
+/// is no split: every SM already has a CTA, and the f32 partials (written
+/// and read back) and the reduction's launch cost more than a second CTA
+/// per SM gains (1024³ on 132 SMs: 256 tiles, 1.94 per SM). The backward's
+/// dX launch (the same 64x64 tiles and 32-long steps) splits by the same rule.
 pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(LORA_FWD_TILE_M as usize) * n.div_ceil(LORA_FWD_TILE_N as usize);
+    if tiles >= multiprocessors {
+        return 1;
+    }
     let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
     let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
     wanted.min(by_steps).clamp(1, MAX_SPLITS)
@@ -382,6 +388,9 @@ mod tests {
         assert_eq!(k_splits(108, 1, 4096, 4096), 4);
         // Enough tiles already: no split.
         assert_eq!(k_splits(108, 4096, 4096, 4096), 1);
+        // At least one tile per SM (1024³: 256 tiles on 132 SMs): no split either.
+        assert_eq!(k_splits(132, 1024, 1024, 1024), 1);
+        assert_eq!(k_splits(132, 512, 1024, 1024), 3);
         // Short K: no split (fewer than 2 x MIN_STEPS_PER_SPLIT steps).
         assert_eq!(k_splits(108, 1, 64, 224), 1);
         // One tile, very long K: capped.
