@@ -625,11 +625,18 @@ STAMP_DX_BIG_DROPOUT(f16, __half)
 STAMP_DX_BIG_DROPOUT(bf16, __nv_bfloat16)
 
 // The shrink P = X~ . A_l^T over the grouped rows (the forward's and the
-// backward's recompute): rank-side row tiles.
+// backward's recompute): rank-side row tiles of 32 rank columns, or 64
+// (`_r64`, ranks past 32, where the host's rank_side::shrink_cols picks it:
+// X read once per 64 rank columns).
 #define STAMP_RANK_SHRINK(SUFFIX, TYPE)                                                                                \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS)                                                 \
         lora_rank_shrink_##SUFFIX(const LoraBwdParams p) {                                                              \
         fused_lora::rank_side::row_tile<TYPE, true>(p, fused_lora::rank_side::shared_storage(), blockIdx.x);           \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS)                                                 \
+        lora_rank_shrink_##SUFFIX##_r64(const LoraBwdParams p) {                                                        \
+        using Wide = fused_lora::rank_side::SharedWide;                                                                 \
+        fused_lora::rank_side::row_tile<TYPE, true>(p, fused_lora::rank_side::shared_storage<Wide>(), blockIdx.x);      \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_RANK_SHRINK)
 

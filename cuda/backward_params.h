@@ -54,6 +54,10 @@
 #define LORA_BWD_RANK_THREADS 256
 /* Their dynamic shared memory: per warp two stages of two 2 KB tiles, and the tile's rows. */
 #define LORA_BWD_RANK_SHARED_BYTES (64 * 1024 + 128)
+/* The `_r64` launches (ranks past LORA_BWD_RANK_TILE): a CTA owns twice the
+ * rank columns, each stage holding one wide tile and two rank tiles. */
+#define LORA_BWD_RANK_WIDE_TILE 64
+#define LORA_BWD_RANK_WIDE_SHARED_BYTES (96 * 1024 + 128)
 /* lora_group_rows: one CTA of this many threads sorts the rows by adapter. */
 #define LORA_GROUP_THREADS 1024
 

@@ -1,6 +1,8 @@
-// The forward kernels: shrink P = s.X.A^T, fused Y = X.W0^T + bias + s.P.B^T,
-// and expand Y += s.P.B^T, for one adapter or one adapter per row. All three
-// are launches of one tiled GEMM over a "virtual K" (see forward_params.h):
+// The forward's tiled GEMM: fused Y = X.W0^T + bias + s.P.B^T and expand
+// Y += s.P.B^T, for one adapter or one adapter per row (the shrink
+// P = X~.A^T runs on the rank side, cuda/rank_side.cuh, and the decode path
+// in cuda/decode.cu). Both are launches of one tiled GEMM over a "virtual K"
+// (see forward_params.h):
 // the adapter as extra K-steps on the same f32 accumulator as the base GEMM,
 // each output written once.
 //
@@ -28,24 +30,14 @@
 //
 // Small M (decode): when the output has fewer tiles than the device has SMs,
 // the host splits the K-steps over gridDim.z CTAs per tile so that every SM
-// streams W0 (or, for a shrink, X and A); each split stores its raw f32 sums and lora_forward_reduce
+// streams W0; each split stores its raw f32 sums and lora_forward_reduce
 // adds them in split order (deterministic), adds bias, rounds once.
 //
 // Scale: the adapter segment runs first; when it ends the accumulator rows are
 // multiplied by their adapter's scale (in f32), then the base segment adds on.
 // So Y = round(s.(P.B^T) + X.W0^T + bias): the contract's formula up to f32
 // accumulation order, with P used exactly as stored (already rounded to T).
-//
-// Dropout: a shrink with `dropout` set stages its X tile element by element
-// as X~ = keep ? round_T(X . inv_keep) : 0, the mask regenerated
-// (dropout.cuh, as the backward regenerates it) at the global (m, k). The
-// mask is never stored.
-// Dropout is a separate entry point (lora_forward_gemm_dropout_<T>, chosen by
-// the host when `dropout` is set): the Philox code would otherwise raise the
-// register count, and so lower the occupancy, of every launch without it;
-// lora_forward_gemm_<T> compiles exactly as it would with no dropout at all.
 
-#include "dropout.cuh"
 #include "dtype.cuh"
 #include "forward_params.h"
 #include "tiles.cuh"
@@ -145,13 +137,12 @@ __device__ void resolve_row_adapters(const LoraGemmParams& p, int m0, int* row_a
     }
     __syncthreads();
     list_present<kTileM>(row_adapter, present, first_step, num_present, [&](int adapter) {
-        const int k_len = p.ad_mode == LORA_ADAPTER_EXPAND ? rank_of(p, adapter) : p.ad_k;
-        return (k_len + kTileK - 1) / kTileK;
+        return (rank_of(p, adapter) + kTileK - 1) / kTileK;
     });
     __syncthreads();
 }
 
-template <typename T, bool kDropout, typename Cfg> __device__ void gemm(const LoraGemmParams& p) {
+template <typename T, typename Cfg> __device__ void gemm(const LoraGemmParams& p) {
     constexpr int kStages = Cfg::template stages<T>();
     constexpr int kTileM = Cfg::kRows;
     constexpr int kTileN = Cfg::kCols;
@@ -190,23 +181,19 @@ template <typename T, bool kDropout, typename Cfg> __device__ void gemm(const Lo
     const T* w = reinterpret_cast<const T*>(p.w);
     const T* ad_lhs = reinterpret_cast<const T*>(p.ad_lhs);
     const T* ad_rhs = reinterpret_cast<const T*>(p.ad_rhs);
-    const bool shrink = p.ad_mode == LORA_ADAPTER_SHRINK;
-    const long long ad_lhs_ld = shrink ? p.ad_k : p.ad_lhs_ld;
-    const long long ad_rhs_ld = shrink ? p.ad_k : p.ad_rhs_ld;
+    const long long ad_lhs_ld = p.ad_lhs_ld;
+    const long long ad_rhs_ld = p.ad_rhs_ld;
     const bool ad_lhs_vec = vector_loadable<T>(ad_lhs, ad_lhs_ld);
     // Every adapter's rhs starts ad_rhs_stride elements after the previous.
     const bool ad_rhs_vec = vector_loadable<T>(ad_rhs, ad_rhs_ld) && p.ad_rhs_stride % RowTile<T>::kChunk == 0;
     const bool base_vec = vector_loadable<T>(x, p.k) && vector_loadable<T>(w, p.k);
-    const bool dropped = kDropout && shrink && p.dropout;
-    // The shrink's lhs is [m, ad_k] dense: the mask's row length is ad_k.
-    const DropoutMask mask{p.dropout_p, p.inv_keep, p.seed, p.offset, p.ad_k};
 
     // The producer walks the virtual steps in order, one segment (an
     // adapter's steps, then the base's) at a time. Entering a segment sets
     // up its windows and the per-thread copy plans; within it, a whole step
     // of operands that allow 16-byte copies is a plan's copy (a few
     // instructions per chunk), anything else (the partial last step of a
-    // segment, unaligned operands, the dropout mask) goes through `stage`.
+    // segment, unaligned operands) goes through `stage`.
     // Rows past M or N read as zero, and so do the lhs rows of other adapters
     // in an adapter step; columns past the segment's length likewise.
     int seg_begin = 0;      // virtual step where the current segment starts
@@ -233,14 +220,14 @@ template <typename T, bool kDropout, typename Cfg> __device__ void gemm(const Lo
             seg_end = sm.first_step[i + 1];
             seg_adapter = sm.present[i];
             const int rank = rank_of(p, seg_adapter);
-            // A shrink reduces over K (its rhs rows are the rank), an expand over the rank.
-            k_len = shrink ? p.ad_k : rank;
-            rhs_rows = shrink ? min(rank, p.n) : p.n;
+            // The expand reduces over the adapter's rank.
+            k_len = rank;
+            rhs_rows = p.n;
             lhs_base = ad_lhs;
             lhs_ld = ad_lhs_ld;
             rhs_base = ad_rhs + static_cast<long long>(seg_adapter) * p.ad_rhs_stride;
             rhs_ld = ad_rhs_ld;
-            lhs_plan = ad_lhs_vec && !dropped;
+            lhs_plan = ad_lhs_vec;
             rhs_plan = ad_rhs_vec;
         } else {
             seg_begin = adapter_steps;
@@ -305,11 +292,7 @@ template <typename T, bool kDropout, typename Cfg> __device__ void gemm(const Lo
                 const bool live = m0 + i < p.m && (adapter < 0 || sm.row_adapter[i] == adapter);
                 return live ? m0 + i : -1;
             };
-            if (dropped && adapter >= 0) {
-                stage<T, LhsTile, true>(sm.tiles.slot[slot].lhs, lhs, lhs_row, mask);
-            } else {
-                stage<T, LhsTile>(sm.tiles.slot[slot].lhs, lhs, lhs_row);
-            }
+            stage<T, LhsTile>(sm.tiles.slot[slot].lhs, lhs, lhs_row);
         }
         if (whole && rhs_plan) {
             rhs_copy.copy(at + kRhsOffset);
@@ -412,20 +395,15 @@ template <typename T> __device__ void reduce_splits(const LoraReduceParams& p) {
 #define STAMP_GEMM(SUFFIX, TYPE)                                                           \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_##SUFFIX(const LoraGemmParams params) {                          \
-        fused_lora::fwd::gemm<TYPE, false, fused_lora::tiles::Tile64>(params);             \
-    }                                                                                      \
-    extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
-        lora_forward_gemm_dropout_##SUFFIX(const LoraGemmParams params) {                  \
-        fused_lora::fwd::gemm<TYPE, true, fused_lora::tiles::Tile64>(params);              \
+        fused_lora::fwd::gemm<TYPE, fused_lora::tiles::Tile64>(params);                    \
     }
 FUSED_LORA_FOR_EACH_DTYPE(STAMP_GEMM)
 
-// The 128x128 tile (f16/bf16; no dropout variant: a dropout shrink's output
-// is rank wide, never a big grid).
+// The 128x128 tile (f16/bf16).
 #define STAMP_GEMM_BIG(SUFFIX, TYPE)                                                       \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_##SUFFIX##_128x128(const LoraGemmParams params) {                \
-        fused_lora::fwd::gemm<TYPE, false, fused_lora::tiles::Tile128>(params);            \
+        fused_lora::fwd::gemm<TYPE, fused_lora::tiles::Tile128>(params);                   \
     }
 STAMP_GEMM_BIG(f16, __half)
 STAMP_GEMM_BIG(bf16, __nv_bfloat16)
@@ -434,7 +412,7 @@ STAMP_GEMM_BIG(bf16, __nv_bfloat16)
 #define STAMP_GEMM_WIDE(SUFFIX, TYPE)                                                      \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_THREADS)                         \
         lora_forward_gemm_##SUFFIX##_128x64(const LoraGemmParams params) {                 \
-        fused_lora::fwd::gemm<TYPE, false, fused_lora::tiles::Tile128x64>(params);         \
+        fused_lora::fwd::gemm<TYPE, fused_lora::tiles::Tile128x64>(params);                \
     }
 STAMP_GEMM_WIDE(f16, __half)
 STAMP_GEMM_WIDE(bf16, __nv_bfloat16)

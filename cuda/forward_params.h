@@ -1,4 +1,4 @@
-/* Parameters of the forward kernels (shrink, fused forward, expand), shared by
+/* Parameters of the forward kernels (fused forward, expand), shared by
  * cuda/forward.cu and the Rust side (bindgen), so the layouts cannot drift apart.
  * Device pointers are uint64_t; 0 means "absent" where a comment says so.
  *
@@ -12,13 +12,15 @@
  *     acc += x . w^T                                     (base segment)
  *     out  = round_T(acc + bias[n] + y_in[m, n])
  *
- * - shrink   P = s.X.A^T:          adapter segment in SHRINK mode, no base;
- * - forward  Y = X.W0^T + b + s.P.B^T: EXPAND mode on P (written by a shrink
- *            with s = 1 just before), plus the base segment and the bias;
+ * - forward  Y = X.W0^T + b + s.P.B^T: EXPAND mode on P (written by the
+ *            shrink with s = 1 just before), plus the base segment and the bias;
  * - expand   Y += s.P.B^T:         EXPAND mode, y_in = out = Y.
  *
- * Dropout (PEFT lora_dropout on the adapter input) applies to a SHRINK's lhs
- * only: with `dropout` set, lhs[m, k] is read as
+ * SHRINK mode (P = X~.A^T) is never a GEMM launch: the host describes a
+ * shrink in these parameters and hands it to the rank side
+ * (src/rank_side.rs, launch_shrink; cuda/rank_side.cuh). Dropout (PEFT
+ * lora_dropout on the adapter input) applies to a SHRINK's lhs only: with
+ * `dropout` set, lhs[m, k] is read as
  *     X~[m, k] = keep(m, k) ? round_T(X[m, k] . inv_keep) : 0,
  * keep drawn from Philox-4x32-10 keyed by (seed, offset, m.ad_k + k) as in
  * src/reference/philox.rs (m, k global indices). The base segment always
@@ -51,7 +53,8 @@ typedef enum LoraAdapterMode {
     /* No adapter segment. */
     LORA_ADAPTER_NONE = 0,
     /* lhs = X [m, ad_k], rhs_l = A_l [n (= r_max), ad_k]; rhs rows past the
-     * adapter's rank are never read (the outputs there are 0). */
+     * adapter's rank are never read (the outputs there are 0). The rank
+     * side's launch only (see above). */
     LORA_ADAPTER_SHRINK = 1,
     /* lhs = P [m, ad_lhs_ld], rhs_l = B_l [n, ad_rhs_ld]; only the first
      * rank_l columns of both are read. */

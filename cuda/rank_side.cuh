@@ -73,24 +73,34 @@ __device__ __forceinline__ uint32_t chunk_offset(int row, int chunk, int row_byt
 constexpr int kSumLd = kCols + 8;  // [wide][rank] rows: conflict-free float2 writes
 constexpr int kSumLdT = kWide + 4; // [rank][wide] rows: conflict-free transposed writes
 constexpr int kSumFloats = kCols * kSumLd;
-static_assert(kSumFloats * 4 <= kStages * 2 * kTileBytes, "a warp's sums fit in its own tiles (warp mode)");
 // kW warps: kWarps in the rank-side launches, 4 for dA's CTAs inside dX's
-// 128x128 launch (cuda/backward.cu, dx_da).
-template <int kW> struct alignas(16) SharedOf {
+// 128x128 launch (cuda/backward.cu, dx_da). kH rank halves of 32 columns
+// per CTA: 1, or 2 for the shrink's `_r64` launch (ranks past 32), whose
+// CTAs read X once for 64 rank columns instead of once per 32 (each stage
+// holds the wide tile and the two rank tiles). rank_grad takes either, but
+// dA and dB launch only kH = 1: at 96 KB and about 157 registers a 64-wide
+// CTA is alone on its SM, and on the model G, dB and dA lost more to that
+// than they gained in L2 reads (docs/performance.md).
+template <int kW, int kH = 1> struct alignas(16) SharedOf {
     static constexpr int kWarpCount = kW;
+    static constexpr int kHalves = kH;
     union {
-        unsigned char tiles[kW][kStages][2][kTileBytes];
-        float sums[kW][kSumFloats];
+        unsigned char tiles[kW][kStages][1 + kH][kTileBytes];
+        float sums[kH][kW][kSumFloats];
     };
     int rows[kWide];  // G: the global rows of the CTA's tile
 };
+static_assert(kSumFloats * 4 <= kStages * 2 * kTileBytes && 2 * kSumFloats * 4 <= kStages * 3 * kTileBytes,
+              "a warp's sums fit in its own tiles (warp mode)");
 using Shared = SharedOf<kWarps>;
+using SharedWide = SharedOf<kWarps, 2>;
 static_assert(sizeof(Shared) <= LORA_BWD_RANK_SHARED_BYTES, "the host's launch reserves enough");
+static_assert(sizeof(SharedWide) <= LORA_BWD_RANK_WIDE_SHARED_BYTES, "the host's launch reserves enough");
 
 // The launch's dynamic shared memory (above the 48 KB a launch gets without opting in).
-__device__ __forceinline__ Shared& shared_storage() {
+template <typename Sh = Shared> __device__ __forceinline__ Sh& shared_storage() {
     extern __shared__ __align__(16) unsigned char rank_side_shared[];
-    return *reinterpret_cast<Shared*>(rank_side_shared);
+    return *reinterpret_cast<Sh*>(rank_side_shared);
 }
 
 // Rows grouped by adapter (group_rows below), or, without an index, every
@@ -183,15 +193,15 @@ template <bool kWideRowMajor, bool kRankRowMajor = false> struct FragOffsets {
     }
 };
 
-// acc += wide . rank over the first `k_len` (<= kStep) reduction elements
-// of one stage (tiles at shared addresses `wide` and `wide + kTileBytes`),
-// the rank columns up to `pairs` x 16.
-template <typename T, bool kWideRowMajor, bool kRankRowMajor = false>
-__device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned char* wide_ptr,
-                                         const FragOffsets<kWideRowMajor, kRankRowMajor>& offs, int pairs, int k_len,
-                                         int lane) {
+// acc[h] += wide . rank_h over the first `k_len` (<= kStep) reduction
+// elements of one stage (tiles at shared addresses `wide` and, rank half h,
+// `wide + (1 + h) * kTileBytes`), the rank columns of half h up to
+// `pairs[h]` x 16. The wide fragments are loaded once for every half.
+template <typename T, bool kWideRowMajor, bool kRankRowMajor = false, int kH = 1>
+__device__ __forceinline__ void multiply(Acc (&accs)[kH], uint32_t wide, const unsigned char* wide_ptr,
+                                         const FragOffsets<kWideRowMajor, kRankRowMajor>& offs, const int (&pairs)[kH],
+                                         int k_len, int lane) {
     using G = Geometry<T>;
-    const uint32_t rank = wide + kTileBytes;
     if constexpr (G::kMma) {
         static_for<G::kStep / 16>([&](auto k16) {
             constexpr int kk = decltype(k16)::value * 16;
@@ -205,27 +215,31 @@ __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned
                     ldmatrix_x4_trans<kk * 64>(a[mi], wide + offs.a[mi]);
                 }
             });
-            static_for<2>([&](auto pair) {
-                constexpr int q = decltype(pair)::value;
-                if (q >= pairs) return;
-                uint32_t b[4];
-                if constexpr (kRankRowMajor) {
-                    // [rank][kStep]: rows q * 16 on are 16 rows (a swizzle multiple) further.
-                    ldmatrix_x4<q * 16 * 64>(b, rank + offs.b[kk / 16]);
-                } else {
-                    ldmatrix_x4_trans<kk * 64>(b, rank + offs.b[q]);
-                }
+            static_for<kH>([&](auto half) {
+                constexpr int h = decltype(half)::value;
+                const uint32_t rank = wide + (1 + h) * kTileBytes;
+                Acc& acc = accs[h];
+                static_for<2>([&](auto pair) {
+                    constexpr int q = decltype(pair)::value;
+                    if (q >= pairs[h]) return;
+                    uint32_t b[4];
+                    if constexpr (kRankRowMajor) {
+                        // [rank][kStep]: rows q * 16 on are 16 rows (a swizzle multiple) further.
+                        ldmatrix_x4<q * 16 * 64>(b, rank + offs.b[kk / 16]);
+                    } else {
+                        ldmatrix_x4_trans<kk * 64>(b, rank + offs.b[q]);
+                    }
 #pragma unroll
-                for (int mi = 0; mi < 2; ++mi) {
-                    Mma<T>::run(acc[mi][2 * q], a[mi], b[0], b[1]);
-                    Mma<T>::run(acc[mi][2 * q + 1], a[mi], b[2], b[3]);
-                }
+                    for (int mi = 0; mi < 2; ++mi) {
+                        Mma<T>::run(acc[mi][2 * q], a[mi], b[0], b[1]);
+                        Mma<T>::run(acc[mi][2 * q + 1], a[mi], b[2], b[3]);
+                    }
+                });
             });
         });
     } else {
         // f32: FMA in the fragment layout (rows g, g + 8, columns 2t, 2t + 1).
         const float* w = reinterpret_cast<const float*>(wide_ptr);
-        const float* r = reinterpret_cast<const float*>(wide_ptr + kTileBytes);
         const int g = lane / 4, t = lane % 4;
         for (int k = 0; k < k_len; ++k) {
             float a[2][2];
@@ -238,20 +252,25 @@ __device__ __forceinline__ void multiply(Acc& acc, uint32_t wide, const unsigned
                     a[mi][h] = kWideRowMajor ? w[(chunk_offset(row, k / 4, 64) / 4) + k % 4] : w[k * 32 + row];
                 }
 #pragma unroll
-            for (int ni = 0; ni < 4; ++ni) {
-                if (ni >= 2 * pairs) continue;
-                const int col = ni * 8 + 2 * t;
-                // Row-major: 32 rank rows of 16 floats (64-byte rows, swizzled); else 16 rows of 32.
-                const float b0 = kRankRowMajor ? r[(chunk_offset(col, k / 4, 64) / 4) + k % 4] : r[k * 32 + col];
-                const float b1 =
-                    kRankRowMajor ? r[(chunk_offset(col + 1, k / 4, 64) / 4) + k % 4] : r[k * 32 + col + 1];
+            for (int half = 0; half < kH; ++half) {
+                const float* r = reinterpret_cast<const float*>(wide_ptr + (1 + half) * kTileBytes);
+                Acc& acc = accs[half];
 #pragma unroll
-                for (int mi = 0; mi < 2; ++mi)
+                for (int ni = 0; ni < 4; ++ni) {
+                    if (ni >= 2 * pairs[half]) continue;
+                    const int col = ni * 8 + 2 * t;
+                    // Row-major: 32 rank rows of 16 floats (64-byte rows, swizzled); else 16 rows of 32.
+                    const float b0 = kRankRowMajor ? r[(chunk_offset(col, k / 4, 64) / 4) + k % 4] : r[k * 32 + col];
+                    const float b1 =
+                        kRankRowMajor ? r[(chunk_offset(col + 1, k / 4, 64) / 4) + k % 4] : r[k * 32 + col + 1];
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        acc[mi][ni][2 * h] = fmaf(a[mi][h], b0, acc[mi][ni][2 * h]);
-                        acc[mi][ni][2 * h + 1] = fmaf(a[mi][h], b1, acc[mi][ni][2 * h + 1]);
-                    }
+                    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) {
+                            acc[mi][ni][2 * h] = fmaf(a[mi][h], b0, acc[mi][ni][2 * h]);
+                            acc[mi][ni][2 * h + 1] = fmaf(a[mi][h], b1, acc[mi][ni][2 * h + 1]);
+                        }
+                }
             }
         }
     }
@@ -322,20 +341,22 @@ __device__ __forceinline__ int pairs_for(int rank_left) { return max(0, min(2, (
 // ---------------------------------------------------------------------------
 // dB_l [n, r_max] = s_l . dY^T . P and dA_l [r_max, k] = s_l . G^T . X~ over
 // adapter l's rows, into `out_ptr`: CTA `index` of the launch's share (tiles
-// along the wide side, then adapters), rank columns from rank_tile * 32, on
-// the CTA's first Sh::kWarpCount warps (their shared memory `sm`).
+// along the wide side, then adapters), rank columns from rank_tile * 32 *
+// Sh::kHalves (32 or 64 of them), on the CTA's first Sh::kWarpCount warps
+// (their shared memory `sm`).
 
 template <typename T, bool kDa, typename Sh = Shared>
 __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_tile, uint64_t out_ptr) {
     constexpr int kWarps = Sh::kWarpCount;
     constexpr int kThreads = kWarps * 32;
+    constexpr int kH = Sh::kHalves;
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
     const int wide_len = kDa ? p.k : p.n;
     const int wide_tiles = (wide_len + kWide - 1) / kWide;
     const int wide0 = (index % wide_tiles) * kWide;
-    const int c0 = rank_tile * kCols;
+    const int c0 = rank_tile * kCols * kH;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     // Split mode: the CTA's warps share one adapter's steps. Warp mode (many
@@ -347,10 +368,12 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     const int first_step = warp_mode ? 0 : warp;
     const int step_stride = warp_mode ? 1 : kWarps;
     const int rank = rank_of(p, adapter);
-    const int pairs = pairs_for(rank - c0);
+    int pairs[kH];
+#pragma unroll
+    for (int h = 0; h < kH; ++h) pairs[h] = pairs_for(rank - c0 - h * kCols);
     const Groups groups = groups_of(p);
     const int row_begin = groups.begin(adapter);
-    const int rows = pairs > 0 ? groups.end(adapter) - row_begin : 0;
+    const int rows = pairs[0] > 0 ? groups.end(adapter) - row_begin : 0;
     const int steps = (rows + kStep - 1) / kStep;
 
     // Wide operand: dY [m, n] (dB) or X [m, k] (dA); rank operand: P or G [m, r_max].
@@ -371,26 +394,33 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     const uint32_t chunk_at = chunk_offset(row_in_pass, chunk_col, Geo::kRedRowBytes);
     const int wide_col = wide0 + chunk_col * kChunk;
     const int wide_count = max(0, min(kChunk, wide_len - wide_col));
-    const int rank_col = c0 + chunk_col * kChunk;
-    // Rank chunks past the pairs the multiply reads are not copied.
-    const bool rank_copies = chunk_col * kChunk < pairs * 16;
-    const int rank_count = rank_copies ? max(0, min(kChunk, rank - rank_col)) : 0;
+    // Per rank half: rank chunks past the pairs the multiply reads are not copied.
+    int rank_col[kH], rank_count[kH];
+    bool rank_copies[kH];
+    uint32_t rank_bytes[kH];
+    uint64_t rank_at[kH];
+    bool rank_whole = true;
+#pragma unroll
+    for (int h = 0; h < kH; ++h) {
+        rank_col[h] = c0 + h * kCols + chunk_col * kChunk;
+        rank_copies[h] = chunk_col * kChunk < pairs[h] * 16;
+        rank_count[h] = rank_copies[h] ? max(0, min(kChunk, rank - rank_col[h])) : 0;
+        rank_bytes[h] = rank_count[h] ? 16 : 0;
+        rank_at[h] = static_cast<uint64_t>(__cvta_generic_to_global(rank_src + rank_col[h]));
+        rank_whole = rank_whole && (rank_vec || rank_count[h] == 0) && (rank_count[h] == kChunk || rank_count[h] == 0);
+    }
     // The whole warp copies 16-byte chunks (or zero-fills): one cp.async each.
     const bool fast = __all_sync(0xffffffffu, !drop && (wide_vec || wide_count == 0) &&
-                                                  (wide_count == kChunk || wide_count == 0) &&
-                                                  (rank_vec || rank_count == 0) &&
-                                                  (rank_count == kChunk || rank_count == 0));
+                                                  (wide_count == kChunk || wide_count == 0) && rank_whole);
     const uint32_t wide_bytes = wide_count ? 16 : 0;
-    const uint32_t rank_bytes = rank_count ? 16 : 0;
     const uint64_t wide_at = static_cast<uint64_t>(__cvta_generic_to_global(wide_src + wide_col));
-    const uint64_t rank_at = static_cast<uint64_t>(__cvta_generic_to_global(rank_src + rank_col));
     // Row strides in elements (32-bit): m . ld is one mul.wide, then a shift to bytes.
     const int wide_ld = wide_len;
     const int rank_ld = p.r_max;
 
     unsigned char* my_tiles = sm.tiles[warp][0][0];
     const uint32_t tiles_at = shared_address(my_tiles);
-    constexpr uint32_t kSlotBytes = 2 * kTileBytes;
+    constexpr uint32_t kSlotBytes = (1 + kH) * kTileBytes;
 
     auto stage = [&](int step, int slot) {
         if (step >= steps) return;
@@ -398,7 +428,6 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
         const int i = step * kStep + lane;
         const int my_row = lane < kStep && i < rows ? groups.row(row_begin + i) : -1;
         const uint32_t wide_tile = tiles_at + slot * kSlotBytes + chunk_at;
-        const uint32_t rank_tile = wide_tile + kTileBytes;
         if (fast) {
 #pragma unroll
             for (int c = 0; c < kChunks; ++c) {
@@ -406,9 +435,12 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
                 // A row of -1 copies nothing (src-size 0: its address is never read).
                 cp_async_16_zfill(wide_tile + c * kPassBytes, wide_at + static_cast<long long>(m) * wide_ld * sizeof(T),
                                   m >= 0 ? wide_bytes : 0);
-                if (rank_copies)
-                    cp_async_16_zfill(rank_tile + c * kPassBytes, rank_at + static_cast<long long>(m) * rank_ld * sizeof(T),
-                                      m >= 0 ? rank_bytes : 0);
+#pragma unroll
+                for (int h = 0; h < kH; ++h)
+                    if (rank_copies[h])
+                        cp_async_16_zfill(wide_tile + (1 + h) * kTileBytes + c * kPassBytes,
+                                          rank_at[h] + static_cast<long long>(m) * rank_ld * sizeof(T),
+                                          m >= 0 ? rank_bytes[h] : 0);
             }
             return;
         }
@@ -425,16 +457,20 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
             } else {
                 copy_chunk<T>(wide_tile + c * kPassBytes, wide_ptr + c * kPassBytes, ws, wc, wide_vec, row, wide_col);
             }
-            if (rank_copies) {
-                const T* rs = rank_src + static_cast<long long>(row) * p.r_max + rank_col;
-                copy_chunk<T>(rank_tile + c * kPassBytes, wide_ptr + kTileBytes + c * kPassBytes, rs,
-                              m >= 0 ? rank_count : 0, rank_vec, row, rank_col);
-            }
+#pragma unroll
+            for (int h = 0; h < kH; ++h)
+                if (rank_copies[h]) {
+                    const T* rs = rank_src + static_cast<long long>(row) * p.r_max + rank_col[h];
+                    const uint32_t off = (1 + h) * kTileBytes + c * kPassBytes;
+                    copy_chunk<T>(wide_tile + off, wide_ptr + off, rs, m >= 0 ? rank_count[h] : 0, rank_vec, row,
+                                  rank_col[h]);
+                }
         }
     };
 
-    Acc acc;
-    clear(acc);
+    Acc acc[kH];
+#pragma unroll
+    for (int h = 0; h < kH; ++h) clear(acc[h]);
     const FragOffsets<false> offs(lane);
     // Warp w walks steps w, w + kWarps, ... (warp mode: all of its
     // adapter's steps): its own pipeline of kStages.
@@ -446,8 +482,8 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
         cp_async_commit();
         cp_async_wait<1>();
         __syncwarp();
-        multiply<T, false>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
-                           min(kStep, rows - step * kStep), lane);
+        multiply<T, false, false, kH>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
+                                      min(kStep, rows - step * kStep), lane);
         // Every lane is done with the slot before the next copy into it.
         __syncwarp();
         slot ^= 1;
@@ -456,23 +492,28 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
 
     // The tile's sums: the warps' in warp order through shared memory (only
     // the warps that ran a step: the others hold zeros), or in warp mode the
-    // warp's own, parked in its own tiles.
+    // warp's own, parked in its own tiles; one parked tile per rank half.
+    // Half h's parked tiles start at sums + h * half_floats.
     const float* sums;
-    int summed, first, stride;
+    int summed, first, stride, half_floats;
     if (warp_mode) {
         __syncwarp();
         float* mine = reinterpret_cast<float*>(my_tiles);
-        park<kDa>(mine, acc, lane);
+#pragma unroll
+        for (int h = 0; h < kH; ++h) park<kDa>(mine + h * kSumFloats, acc[h], lane);
         __syncwarp();
         sums = mine;
+        half_floats = kSumFloats;
         summed = 1;
         first = lane;
         stride = 32;
     } else {
         __syncthreads();
-        park<kDa>(sm.sums[warp], acc, lane);
+#pragma unroll
+        for (int h = 0; h < kH; ++h) park<kDa>(sm.sums[h][warp], acc[h], lane);
         __syncthreads();
-        sums = sm.sums[0];
+        sums = sm.sums[0][0];
+        half_floats = kWarps * kSumFloats;
         summed = max(1, min(kWarps, steps));
         first = threadIdx.x;
         stride = kThreads;
@@ -482,26 +523,31 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     const float scale = scale_of(p, adapter);
     const int out_rows = kDa ? p.r_max : p.n;
     const int out_cols = kDa ? p.k : p.r_max;
-    const int row0 = kDa ? c0 : wide0;
-    const int col0 = kDa ? wide0 : c0;
     T* out = reinterpret_cast<T*>(out_ptr) + static_cast<long long>(adapter) * out_rows * out_cols;
-    // Only the part of the tile inside the output, 16 columns a row when they fit.
-    const EpilogueSlots<kDa> slots(min(32, out_rows - row0), min(32, out_cols - col0));
-    for (int e = first; e < slots.count(); e += stride) {
-        int row, col;
-        if (!slots.slot_of(e, row, col)) continue;
-        const int gr = row0 + row, gc = col0 + col;
-        if (gc >= out_cols) continue;
-        const int j = kDa ? gr : gc;
-        const long long at = static_cast<long long>(gr) * out_cols + gc;
-        if (j >= rank) {
-            // Padding past the adapter's rank: never computed, written as 0.
-            if (!p.accumulate) out[at] = from_f32<T>(0.0f);
-            continue;
+#pragma unroll
+    for (int h = 0; h < kH; ++h) {
+        const int ch = c0 + h * kCols;
+        if (ch >= p.r_max) continue;
+        const int row0 = kDa ? ch : wide0;
+        const int col0 = kDa ? wide0 : ch;
+        // Only the part of the tile inside the output, 16 columns a row when they fit.
+        const EpilogueSlots<kDa> slots(min(32, out_rows - row0), min(32, out_cols - col0));
+        for (int e = first; e < slots.count(); e += stride) {
+            int row, col;
+            if (!slots.slot_of(e, row, col)) continue;
+            const int gr = row0 + row, gc = col0 + col;
+            if (gc >= out_cols) continue;
+            const int j = kDa ? gr : gc;
+            const long long at = static_cast<long long>(gr) * out_cols + gc;
+            if (j >= rank) {
+                // Padding past the adapter's rank: never computed, written as 0.
+                if (!p.accumulate) out[at] = from_f32<T>(0.0f);
+                continue;
+            }
+            float value = scale * warp_sum<kDa>(sums + h * half_floats, summed, row, col);
+            if (p.accumulate) value += to_f32(out[at]);
+            out[at] = from_f32<T>(value);
         }
-        float value = scale * warp_sum<kDa>(sums, summed, row, col);
-        if (p.accumulate) value += to_f32(out[at]);
-        out[at] = from_f32<T>(value);
     }
 }
 
@@ -510,9 +556,11 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
 // P [m, r_max] = round_T(X~ . A_l^T) (kShrink true: A_l [r_max, k] is
 // rank-major, X~ the dropped-out X when p.dropout), on row tile `index` of
 // the grouped rows (the -1 rows' tiles write zeros), rank columns from
-// blockIdx.y * 32.
+// blockIdx.y * 32 * Sh::kHalves (32 or 64 of them).
 
-template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams& p, Shared& sm, int index) {
+template <typename T, bool kShrink, typename Sh = Shared>
+__device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
+    constexpr int kH = Sh::kHalves;
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
@@ -534,18 +582,21 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
     const int rows = min(kWide, groups.end(segment) - first);
     const bool adapter_rows = segment < num_adapters;
     const int rank = adapter_rows ? rank_of(p, segment) : 0;
-    const int c0 = blockIdx.y * kCols;
-    const int pairs = pairs_for(rank - c0);
+    const int c0 = blockIdx.y * kCols * kH;
+    int pairs[kH];
+#pragma unroll
+    for (int h = 0; h < kH; ++h) pairs[h] = pairs_for(rank - c0 - h * kCols);
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     for (int i = threadIdx.x; i < kWide; i += kThreads) sm.rows[i] = i < rows ? groups.row(first + i) : -1;
     __syncthreads();
 
-    Acc acc;
-    clear(acc);
+    Acc acc[kH];
+#pragma unroll
+    for (int h = 0; h < kH; ++h) clear(acc[h]);
     // The reduction: N for G, K for the shrink.
     const int red_len = kShrink ? p.k : p.n;
-    const int steps = pairs > 0 ? (red_len + kStep - 1) / kStep : 0;
+    const int steps = pairs[0] > 0 ? (red_len + kStep - 1) / kStep : 0;
     if (steps > 0) {
         // Wide operand: dY [m, n] or X [m, k], rows of the tile.
         const T* wide = reinterpret_cast<const T*>(kShrink ? p.x : p.dy);
@@ -578,30 +629,40 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
         constexpr int kBRowsApart = 32 / (kShrink ? Geo::kRowRowChunks : Geo::kRedRowChunks);
         const uint32_t b_at = chunk_offset(b_row, b_chunk, kShrink ? Geo::kRowRowBytes : Geo::kRedRowBytes);
         constexpr uint32_t kBApart = kBRowsApart * (kShrink ? Geo::kRowRowBytes : Geo::kRedRowBytes);
-        // G: this lane's rank column; the shrink: its rank rows c0 + b_row + c * kBRowsApart.
-        const int b_col = kShrink ? b_chunk * kChunk : c0 + b_chunk * kChunk;
-        const bool b_copies = kShrink || b_chunk * kChunk < pairs * 16;
-        const int b_count = kShrink ? kChunk : (b_copies ? max(0, min(kChunk, rank - b_col)) : 0);
-        bool b_live[kChunks];
+        // Per rank half h (columns c0h = c0 + 32h): G's lane's rank column;
+        // the shrink's rank rows c0h + b_row + c * kBRowsApart.
+        int b_col[kH], b_count[kH];
+        bool b_copies[kH], b_live[kH][kChunks];
+        uint64_t b_src[kH];
+        uint32_t b_bytes[kH];
+        bool b_whole = true;
 #pragma unroll
-        for (int c = 0; c < kChunks; ++c) {
-            // A rank row past the rank (or past the pairs the multiply reads) is never read.
-            const int row = b_row + c * kBRowsApart;
-            b_live[c] = !kShrink || (row < pairs * 16 && c0 + row < rank);
+        for (int h = 0; h < kH; ++h) {
+            const int c0h = c0 + h * kCols;
+            b_col[h] = kShrink ? b_chunk * kChunk : c0h + b_chunk * kChunk;
+            b_copies[h] = kShrink ? pairs[h] > 0 : b_chunk * kChunk < pairs[h] * 16;
+            b_count[h] = kShrink ? kChunk : (b_copies[h] ? max(0, min(kChunk, rank - b_col[h])) : 0);
+#pragma unroll
+            for (int c = 0; c < kChunks; ++c) {
+                // A rank row past the rank (or past the pairs the multiply reads) is never read.
+                const int row = b_row + c * kBRowsApart;
+                b_live[h][c] = !kShrink || (row < pairs[h] * 16 && c0h + row < rank);
+            }
+            b_src[h] = static_cast<uint64_t>(__cvta_generic_to_global(
+                rank_src +
+                (kShrink ? static_cast<long long>(c0h + b_row) * rank_ld : static_cast<long long>(b_row) * rank_ld) +
+                b_col[h]));
+            b_bytes[h] = b_count[h] ? 16 : 0;
+            b_whole = b_whole && (kShrink ? rank_vec
+                                          : ((rank_vec || b_count[h] == 0) && (b_count[h] == kChunk || b_count[h] == 0)));
         }
-        const uint64_t b_src = static_cast<uint64_t>(__cvta_generic_to_global(
-            rank_src + (kShrink ? static_cast<long long>(c0 + b_row) * rank_ld : static_cast<long long>(b_row) * rank_ld) +
-            b_col));
         const long long b_ld = rank_ld * sizeof(T);
         // Whole steps of 16-byte chunks: one cp.async per chunk, addresses advanced by the step.
-        const bool fast = __all_sync(0xffffffffu, !drop && wide_vec && red_len % kStep == 0 &&
-                                                      (kShrink ? rank_vec : ((rank_vec || b_count == 0) &&
-                                                                             (b_count == kChunk || b_count == 0))));
-        const uint32_t b_bytes = b_count ? 16 : 0;
+        const bool fast = __all_sync(0xffffffffu, !drop && wide_vec && red_len % kStep == 0 && b_whole);
 
         unsigned char* my_tiles = sm.tiles[warp][0][0];
         const uint32_t tiles_at = shared_address(my_tiles);
-        constexpr uint32_t kSlotBytes = 2 * kTileBytes;
+        constexpr uint32_t kSlotBytes = (1 + kH) * kTileBytes;
         auto stage = [&](int step, int slot) {
             if (step >= steps) return;
             const int n0 = step * kStep;
@@ -611,13 +672,15 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
 #pragma unroll
                 for (int c = 0; c < kChunks; ++c)
                     cp_async_16_zfill(dy_tile + dy_at + c * kDyApart, dy_src[c] + dy_step, dy_live[c] ? 16 : 0);
-                if (b_copies) {
-                    const uint64_t b_step = b_src + (kShrink ? static_cast<uint64_t>(n0) * sizeof(T)
-                                                             : static_cast<uint64_t>(n0) * b_ld);
+#pragma unroll
+                for (int h = 0; h < kH; ++h) {
+                    if (!b_copies[h]) continue;
+                    const uint64_t b_step = b_src[h] + (kShrink ? static_cast<uint64_t>(n0) * sizeof(T)
+                                                                : static_cast<uint64_t>(n0) * b_ld);
 #pragma unroll
                     for (int c = 0; c < kChunks; ++c)
-                        cp_async_16_zfill(dy_tile + kTileBytes + b_at + c * kBApart, b_step + c * kBRowsApart * b_ld,
-                                          b_live[c] ? b_bytes : 0);
+                        cp_async_16_zfill(dy_tile + (1 + h) * kTileBytes + b_at + c * kBApart,
+                                          b_step + c * kBRowsApart * b_ld, b_live[h][c] ? b_bytes[h] : 0);
                 }
                 return;
             }
@@ -637,22 +700,25 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
                     copy_chunk<T>(dy_tile + off, dy_ptr + off, src, dy_live[c] ? dy_count : 0, wide_vec, 0, 0);
                 }
             }
-            if (b_copies) {
+#pragma unroll
+            for (int h = 0; h < kH; ++h) {
+                if (!b_copies[h]) continue;
 #pragma unroll
                 for (int c = 0; c < kChunks; ++c) {
-                    const uint32_t off = kTileBytes + b_at + c * kBApart;
+                    const uint32_t off = (1 + h) * kTileBytes + b_at + c * kBApart;
                     const int row = b_row + c * kBRowsApart;
                     if constexpr (kShrink) {
-                        // A_l [c0 + row, n0 + chunk]: a rank row past the rank reads nothing.
+                        // A_l [c0h + row, n0 + chunk]: a rank row past the rank reads nothing.
                         const int col = n0 + b_chunk * kChunk;
-                        const T* src = rank_src + static_cast<long long>(min(c0 + row, p.r_max - 1)) * rank_ld + col;
+                        const T* src =
+                            rank_src + static_cast<long long>(min(c0 + h * kCols + row, p.r_max - 1)) * rank_ld + col;
                         copy_chunk<T>(dy_tile + off, dy_ptr + off, src,
-                                      b_live[c] ? max(0, min(kChunk, red_len - col)) : 0, rank_vec, 0, 0);
+                                      b_live[h][c] ? max(0, min(kChunk, red_len - col)) : 0, rank_vec, 0, 0);
                     } else {
                         const int n = n0 + row;
                         copy_chunk<T>(dy_tile + off, dy_ptr + off,
-                                      rank_src + static_cast<long long>(min(n, p.n - 1)) * p.r_max + b_col,
-                                      n < p.n ? b_count : 0, rank_vec, 0, 0);
+                                      rank_src + static_cast<long long>(min(n, p.n - 1)) * p.r_max + b_col[h],
+                                      n < p.n ? b_count[h] : 0, rank_vec, 0, 0);
                     }
                 }
             }
@@ -667,8 +733,8 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
             cp_async_wait<1>();
             __syncwarp();
             const uint32_t tile = tiles_at + slot * kSlotBytes;
-            multiply<T, true, kShrink>(acc, tile, my_tiles + slot * kSlotBytes, offs, pairs,
-                                       min(kStep, red_len - step * kStep), lane);
+            multiply<T, true, kShrink, kH>(acc, tile, my_tiles + slot * kSlotBytes, offs, pairs,
+                                           min(kStep, red_len - step * kStep), lane);
             __syncwarp();
             slot ^= 1;
         }
@@ -676,20 +742,26 @@ template <typename T, bool kShrink> __device__ void row_tile(const LoraBwdParams
     }
 
     __syncthreads();
-    park<false>(sm.sums[warp], acc, lane);
+#pragma unroll
+    for (int h = 0; h < kH; ++h) park<false>(sm.sums[h][warp], acc[h], lane);
     __syncthreads();
     const int summed = max(1, min(kWarps, steps));
 
     // Columns past the rank (and every column of a -1 row) are 0.
     T* g = reinterpret_cast<T*>(kShrink ? p.p : p.g);
-    const EpilogueSlots<false> slots(rows, min(32, p.r_max - c0));
-    for (int e = threadIdx.x; e < slots.count(); e += kThreads) {
-        int row, col;
-        if (!slots.slot_of(e, row, col)) continue;
-        const int j = c0 + col;
-        if (j >= p.r_max) continue;
-        const float value = j < rank ? warp_sum<false>(sm.sums[0], summed, row, col) : 0.0f;
-        g[static_cast<long long>(sm.rows[row]) * p.r_max + j] = from_f32<T>(value);
+#pragma unroll
+    for (int h = 0; h < kH; ++h) {
+        const int c0h = c0 + h * kCols;
+        if (c0h >= p.r_max) continue;
+        const EpilogueSlots<false> slots(rows, min(32, p.r_max - c0h));
+        for (int e = threadIdx.x; e < slots.count(); e += kThreads) {
+            int row, col;
+            if (!slots.slot_of(e, row, col)) continue;
+            const int j = c0h + col;
+            if (j >= p.r_max) continue;
+            const float value = j < rank ? warp_sum<false>(sm.sums[h][0], summed, row, col) : 0.0f;
+            g[static_cast<long long>(sm.rows[row]) * p.r_max + j] = from_f32<T>(value);
+        }
     }
 }
 

@@ -108,10 +108,8 @@
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame (guarded by
 //!   `tests/ptxas.rs`); GEMM f16/bf16: 91 and 96 registers (5 CTAs per SM
 //!   by registers), 25.6 KB static shared memory; f32: 128 registers on
-//!   both, 37.9 KB. A GEMM shrink with dropout is its own entry point
-//!   (`lora_forward_gemm_dropout_<T>`), so the Philox code leaves these
-//!   counts as they are; it takes 114 and 125 registers for f16/bf16, 128
-//!   for f32, no spills either.
+//!   both, 37.9 KB (the shrink, with or without dropout, is the rank
+//!   side's: `src/rank_side.rs`).
 //!
 //! CTAs take their output tiles in groups of 8 tile rows, column by column
 //! (`grouped_tile` in `cuda/tiles.cuh`), so the CTAs resident together share

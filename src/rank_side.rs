@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUfunction_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
 use crate::dtype::LoraDType;
@@ -16,11 +16,34 @@ use crate::error::Result;
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::params::{
     LoraBwdParams, LoraGemmParams, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE,
-    LORA_GROUP_THREADS,
+    LORA_BWD_RANK_WIDE_SHARED_BYTES, LORA_BWD_RANK_WIDE_TILE, LORA_GROUP_THREADS,
 };
 
 /// The rank-side tile (rows of M and rank columns).
 pub(crate) const RANK_TILE: usize = LORA_BWD_RANK_TILE as usize;
+/// The suffix of the rank-side kernels whose CTAs own 64 rank columns.
+const WIDE_SUFFIX: &str = "_r64";
+
+/// Rank columns per shrink CTA over `row_tiles` row tiles of adapter slots
+/// `r_max` wide on a device of `multiprocessors` SMs, and the kernel-name
+/// suffix that goes with them. 64 (`lora_rank_shrink_<T>_r64`) reads X once
+/// per 64 rank columns instead of once per 32, but its CTA (96 KB of shared
+/// memory, 157 registers) is alone on its SM, where the 32-wide one has two;
+/// so 64 only for ranks past 32 and where its grid is one wave of at least
+/// three quarters of the SMs: M = 4096 (128 row tiles) at r = 64 on 132
+/// SMs, where the 32-wide grid reads X twice from L2 and binds there
+/// (docs/performance.md). Else 32. Deterministic for a shape and device;
+/// the bits are the same either way (each P element's sum is a CTA's warps'
+/// steps in warp order in both).
+pub(crate) fn shrink_cols(multiprocessors: usize, row_tiles: usize, r_max: usize) -> (usize, &'static str) {
+    let wide = LORA_BWD_RANK_WIDE_TILE as usize;
+    let wide_ctas = row_tiles * r_max.div_ceil(wide);
+    if r_max > RANK_TILE && wide_ctas <= multiprocessors && 4 * wide_ctas >= 3 * multiprocessors {
+        (wide, WIDE_SUFFIX)
+    } else {
+        (RANK_TILE, "")
+    }
+}
 
 /// Device buffers of one grouping of `m` rows over `num_adapters` adapters.
 pub(crate) struct RowGroups {
@@ -85,7 +108,8 @@ impl LoraKernels {
     }
 
     /// Launches a rank-side kernel `name` (`lora_backward_g_db_<T>`, say)
-    /// over `grid`, 64 KB of dynamic shared memory each.
+    /// over `grid`, 64 KB of dynamic shared memory each (96 KB for the
+    /// `_r64` kernels: each stage holds two rank tiles).
     ///
     /// # Safety
     /// Every pointer in `params` must address a live buffer of this context
@@ -98,16 +122,12 @@ impl LoraKernels {
         grid: (u32, u32, u32),
     ) -> Result<()> {
         let function = self.function(BACKWARD, name)?;
+        let shared =
+            if name.ends_with(WIDE_SUFFIX) { LORA_BWD_RANK_WIDE_SHARED_BYTES } else { LORA_BWD_RANK_SHARED_BYTES };
         // Above the 48 KB a launch gets by default: opt in.
-        function.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            LORA_BWD_RANK_SHARED_BYTES as i32,
-        )?;
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (LORA_BWD_RANK_THREADS, 1, 1),
-            shared_mem_bytes: LORA_BWD_RANK_SHARED_BYTES,
-        };
+        function.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)?;
+        let config =
+            LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_RANK_THREADS, 1, 1), shared_mem_bytes: shared };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.
@@ -162,9 +182,30 @@ impl LoraKernels {
         };
         // The sort reported bad indices; the shrink stays quiet.
         let params = LoraBwdParams { status: 0, ..params };
-        let grid = (row_tiles(m, num_adapters, grouped) as u32, r_max.div_ceil(RANK_TILE) as u32, 1);
-        let name = format!("lora_rank_shrink_{}", T::DTYPE.kernel_suffix());
+        let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1);
+        let tiles = row_tiles(m, num_adapters, grouped);
+        let (cols, wide) = shrink_cols(sms as usize, tiles, r_max);
+        let grid = (tiles as u32, r_max.div_ceil(cols) as u32, 1);
+        let name = format!("lora_rank_shrink_{}{wide}", T::DTYPE.kernel_suffix());
         // SAFETY: the caller's contract: X [m, k], A [L, r_max, k], P [m, r_max].
         unsafe { self.launch_rank_side(stream, &name, params, grid) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shrink_cols;
+
+    #[test]
+    fn shrink_takes_64_rank_columns_on_one_full_wave() {
+        // M = 4096 (128 row tiles), r = 64: one wave on 132 SMs; past one on 108.
+        assert_eq!(shrink_cols(132, 128, 64), (64, "_r64"));
+        assert_eq!(shrink_cols(108, 128, 64), (32, ""));
+        // Small grids keep the 32-wide tiles' two CTAs per SM.
+        assert_eq!(shrink_cols(132, 32, 64), (32, ""));
+        // Ranks up to 32: one 32-wide tile holds them.
+        assert_eq!(shrink_cols(132, 128, 32), (32, ""));
+        // r = 128: 2 wide tiles per row tile, 128 CTAs at M = 2048.
+        assert_eq!(shrink_cols(132, 64, 128), (64, "_r64"));
     }
 }

@@ -340,6 +340,44 @@ fn shrink_alone<T: LoraDType>() {
     }
 }
 
+/// The shrink on 64 rank columns a CTA (`lora_rank_shrink_<T>_r64`, which
+/// `shrink_cols` picks for ranks past 32 when its grid is one wave of at
+/// least three quarters of the SMs: 85-108 row tiles on the emulator's 108)
+/// against the reference, and bit for bit against the 32-wide kernel on the
+/// same first rows (63 row tiles: 32-wide). r = 48 leaves the second half
+/// one pair of columns; K = 72 is not a whole number of steps (the copies
+/// element by element), K = 64 is.
+fn shrink_wide_rank_tile_same_bits<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    let kernel = || -> String {
+        device::recent_launch_counters(1)
+            .and_then(|c| c.first().and_then(|c| c["kernel"].as_str().map(String::from)))
+            .unwrap_or_default()
+    };
+    for (i, &(m, k, r)) in [(3000usize, 64usize, 48usize), (2700, 72, 64)].iter().enumerate() {
+        let case = single_case::<T>(m, k, 8, r, false, 700 + i as u64);
+        let (x, a) = (upload(stream, &case.x), upload(stream, &case.a));
+        let mut p = poisoned::<T>(stream, m * r);
+        dev.kernels.shrink(stream, &x.as_view(), &a.as_view(), r, &mut p.as_view_mut()).expect("shrink");
+        if device::is_emulator() {
+            assert!(kernel().ends_with("_r64"), "64 rank columns for m={m} r={r}: {}", kernel());
+        }
+        let full = download(stream, &p);
+        assert_close(&format!("shrink m={m} k={k} r={r}"), &full, &case.p_reference());
+
+        let rows = 2000;
+        let x_rows = upload(stream, &case.x[..rows * k]);
+        let mut p_rows = poisoned::<T>(stream, rows * r);
+        dev.kernels.shrink(stream, &x_rows.as_view(), &a.as_view(), r, &mut p_rows.as_view_mut()).expect("shrink");
+        if device::is_emulator() {
+            assert!(!kernel().ends_with("_r64"), "32 rank columns for {rows} rows: {}", kernel());
+        }
+        let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&download(stream, &p_rows)), bits(&full[..rows * r]), "m={m} r={r}: P's first {rows} rows");
+    }
+}
+
 fn expand_alone<T: LoraDType>() {
     let Some(dev) = device::device() else { return };
     let stream = &dev.stream;
@@ -436,6 +474,7 @@ per_dtype!(
     expand_into_offset_view,
     multi_bad_index,
     shrink_alone,
+    shrink_wide_rank_tile_same_bits,
     expand_alone,
     grouped_shrink_mixed_ranks
 );

@@ -22,7 +22,9 @@
 //! `report.svg` (grouped bars per case), and prints the table.
 //!
 //! Options: `--quick` (one small shape, for the test suite's dry run),
-//! `--out DIR`, and `--measured CRITERION_DIR`, which instead joins a
+//! `--out DIR`, `--only A,B` (only the cases whose name, e.g. `k/v
+//! 4096->1024 M=4096 r=64`, contains one of the comma-separated strings, and
+//! no scattered batches unless one names `scattered`: for iterating), and `--measured CRITERION_DIR`, which instead joins a
 //! finished report's CSV with criterion's measurements of the same cases
 //! (`scripts/gpu-report.sh`) into a markdown table.
 
@@ -88,10 +90,24 @@ struct Options {
     hopper_only: bool,
     out: PathBuf,
     measured: Option<PathBuf>,
+    /// `--only`: substrings of the case names to keep (all when empty).
+    only: Vec<String>,
+}
+
+impl Options {
+    fn keeps(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
-    let mut o = Options { quick: false, hopper_only: false, out: PathBuf::from("target/perf-report"), measured: None };
+    let mut o = Options {
+        quick: false,
+        hopper_only: false,
+        out: PathBuf::from("target/perf-report"),
+        measured: None,
+        only: Vec::new(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -99,9 +115,13 @@ fn options() -> Result<Options, Box<dyn Error>> {
             "--hopper-only" => o.hopper_only = true,
             "--out" => o.out = args.next().ok_or("--out needs a directory")?.into(),
             "--measured" => o.measured = Some(args.next().ok_or("--measured needs criterion's directory")?.into()),
+            "--only" => {
+                let list = args.next().ok_or("--only needs comma-separated parts of case names")?;
+                o.only = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            }
             other => {
                 return Err(format!(
-                    "unknown option {other} (known: --quick, --hopper-only, --out DIR, --measured DIR)"
+                    "unknown option {other} (known: --quick, --hopper-only, --out DIR, --only A,B, --measured DIR)"
                 )
                 .into())
             }
@@ -259,12 +279,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     let cutlass = cutlass::Cutlass::build(&ctx, &opts.out.join("cutlass"))?;
     let mut log = LaunchLog::create(&log_path)?;
 
-    let cases = cases(opts.quick);
+    let cases: Vec<Case> = cases(opts.quick)
+        .into_iter()
+        .filter(|c| opts.keeps(&format!("{} M={} r={}", c.projection, c.m, c.r)))
+        .collect();
     let gemm_shapes: std::collections::BTreeSet<(usize, usize, usize)> =
         cases.iter().flat_map(|c| [(c.m, c.n, c.k), (c.m, c.k, c.n)]).collect();
     // Many adapters at the cost of one: the scattered batches (the first
     // projection, r = 16; their launches go to launches.csv, their sums to stderr).
-    let scattered: Vec<Case> = if opts.quick {
+    let scattered: Vec<Case> = if opts.quick || !opts.keeps("scattered") {
         Vec::new()
     } else {
         let (projection, k, n) = shapes::PROJECTIONS[0];

@@ -44,11 +44,17 @@ pub(crate) fn check_grid(m: usize) -> Result<()> {
 }
 
 /// How many ways to split K so that every multiprocessor streams W0 when
-/// the output has fewer tiles than the device has SMs (decode: small M).
-/// The backward's G and dX launches (the same 64x64 tiles and 32-long
-/// steps) split by the same rule.
+/// the output has fewer tiles than the device has SMs (decode: small M),
+/// aiming at `CTAS_PER_SM` CTAs on each. With at least one tile per SM there
+/// is no split: every SM already has a CTA, and the f32 partials (written
+/// and read back) and the reduction's launch cost more than a second CTA
+/// per SM gains (1024³ on 132 SMs: 256 tiles, 1.94 per SM). The backward's
+/// dX launch (the same 64x64 tiles and 32-long steps) splits by the same rule.
 pub(crate) fn k_splits(multiprocessors: usize, m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(LORA_FWD_TILE_M as usize) * n.div_ceil(LORA_FWD_TILE_N as usize);
+    if tiles >= multiprocessors {
+        return 1;
+    }
     let wanted = (CTAS_PER_SM * multiprocessors).div_ceil(tiles);
     let by_steps = k.div_ceil(LORA_FWD_TILE_K as usize) / MIN_STEPS_PER_SPLIT;
     wanted.min(by_steps).clamp(1, MAX_SPLITS)
@@ -132,15 +138,16 @@ pub(crate) enum ForwardTile {
     /// per SM.
     Small,
     /// 128 x 64, 64 x 32 warp tiles (`lora_forward_gemm_<T>_128x64`): twice
-    /// the CTAs of `Big` on the same output, each half as long. 158
-    /// registers (156 on sm_90; no spills) and 52 KB of dynamic shared
+    /// the CTAs of `Big` on the same output, each half as long. 126
+    /// registers (sm_80 and sm_90; no spills) and 52 KB of dynamic shared
     /// memory (`LORA_FWD_WIDE_SHARED_BYTES`: 4 pipeline slots of a 128 x 32
     /// and a 64 x 32 tile, or the 128 x 72 f32 output tile, plus the per-row
-    /// adapter lists): 3 CTAs per SM on A100 and H100.
+    /// adapter lists): 3 CTAs per SM on an A100 (shared memory; 4 fit an
+    /// H100, [`TileCost`] counts 3).
     Wide,
     /// 128 x 128, 64 x 64 warp tiles (`lora_forward_gemm_<T>_128x128`):
-    /// half the L2 sectors and shared wavefronts per mma of `Small`. 239
-    /// registers (ptxas, sm_80; no spills) and 72 KB of dynamic shared
+    /// half the L2 sectors and shared wavefronts per mma of `Small`. 233
+    /// registers (ptxas, sm_80; 237 on sm_90; no spills) and 72 KB of dynamic shared
     /// memory (`LORA_FWD_BIG_SHARED_BYTES`: 4 pipeline slots of two
     /// 128 x 32 tiles, or the 128 x 136 f32 output tile, plus the per-row
     /// adapter lists): 2 CTAs per SM on A100 and H100, limited by registers.
@@ -204,8 +211,7 @@ impl TileCost {
 /// SMs; deterministic for a shape and device, and the results are the same
 /// bits whichever it is (each output element's reduction order does not
 /// depend on the tile). Only f16/bf16 launches that are not split over K
-/// and have no dropout have a choice (`half`, `splits`, `dropped`; a
-/// dropout shrink's output is rank wide), and only with M of at least one
+/// have a choice (`half`, `splits`), and only with M of at least one
 /// 128-row tile (decode-sized M would leave most of a 128-row tile's mma on
 /// padding); the rest take 64x64. Among the three tiles, the one whose
 /// busiest SM finishes first ([`TileCost`]): 128x128 moves the fewest
@@ -215,16 +221,9 @@ impl TileCost {
 /// (k/v 4096 -> 1024 at M = 4096 on 108 SMs: 256 big tiles are 3 on the
 /// busiest SM, 2.37 on average; 512 wide ones 5 against 4.74); 64x64 on
 /// small grids. On a tie the bigger tile (fewer bytes).
-pub(crate) fn forward_tile(
-    multiprocessors: usize,
-    m: usize,
-    n: usize,
-    half: bool,
-    splits: usize,
-    dropped: bool,
-) -> ForwardTile {
+pub(crate) fn forward_tile(multiprocessors: usize, m: usize, n: usize, half: bool, splits: usize) -> ForwardTile {
     let rows_filled = m >= LORA_FWD_BIG_TILE_M as usize;
-    if !(half && splits == 1 && !dropped && rows_filled) {
+    if !(half && splits == 1 && rows_filled) {
         return ForwardTile::Small;
     }
     let mut best = ForwardTile::Big;
@@ -239,10 +238,11 @@ pub(crate) fn forward_tile(
 }
 
 impl LoraKernels {
-    /// Launches `lora_forward_gemm_<T>` (`lora_forward_gemm_dropout_<T>` for
-    /// a shrink with `params.dropout` set) over the `[params.m, params.n]` output
-    /// (`k_splits` and `partials` are filled in here). When the problem has a
-    /// long reduction (a shrink's or the base GEMM's K) and too few output
+    /// Launches `lora_forward_gemm_<T>` (or its 128x128 / 128x64 tile) over
+    /// the `[params.m, params.n]` output of an EXPAND-mode `params` (the
+    /// fused forward or the expand; a shrink is the rank side's,
+    /// [`LoraKernels::launch_shrink`]); `k_splits` and `partials` are filled
+    /// in here. When the problem has a long reduction (the base GEMM's K) and too few output
     /// tiles to occupy the device, K is split
     /// over `gridDim.z` CTAs writing f32 partials to a scratch buffer, and
     /// `lora_forward_reduce_<T>` sums them in a fixed order (deterministic).
@@ -260,19 +260,20 @@ impl LoraKernels {
         params: &LoraGemmParams,
     ) -> Result<()> {
         let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
-        // The reduction length the splits share: the shrink's K and/or the
-        // base GEMM's K (an expand's K is a rank: short, never split).
-        let shrink_k =
-            if params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32 { params.ad_k as usize } else { 0 };
-        let base_k = if params.x != 0 { k } else { 0 };
+        if params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32 {
+            return Err(LoraError::InvalidArgument {
+                what: "ad_mode",
+                value: "SHRINK".to_string(),
+                reason: "a shrink runs on the rank side (launch_shrink), not the forward GEMM",
+            });
+        }
+        // The reduction the splits share: the base GEMM's K (an expand's K
+        // is a rank: short, never split).
         let sms =
             self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
-        let splits = if shrink_k + base_k > 0 { k_splits(sms, m, n, shrink_k + base_k) } else { 1 };
-        // Dropout has its own entry point, so the Philox code costs the
-        // launches without it no registers (cuda/forward.cu).
-        let dropped = params.dropout != 0 && params.ad_mode == LoraAdapterMode_LORA_ADAPTER_SHRINK as i32;
+        let splits = if params.x != 0 { k_splits(sms, m, n, k) } else { 1 };
         let suffix = T::DTYPE.kernel_suffix();
-        let tile = forward_tile(sms, m, n, T::DTYPE.size_bytes() == 2, splits, dropped);
+        let tile = forward_tile(sms, m, n, T::DTYPE.size_bytes() == 2, splits);
         let dynamic = match tile {
             ForwardTile::Big => Some(("128x128", LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_BIG_SHARED_BYTES)),
             ForwardTile::Wide => {
@@ -287,8 +288,7 @@ impl LoraKernels {
             let grid = ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(tile_m), 1);
             (gemm, LaunchConfig { grid_dim: grid, block_dim: (LORA_FWD_THREADS, 1, 1), shared_mem_bytes: shared })
         } else {
-            let variant = if dropped { "gemm_dropout" } else { "gemm" };
-            let gemm = self.function(FORWARD, &format!("lora_forward_{variant}_{suffix}"))?;
+            let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{suffix}"))?;
             let grid = (
                 (params.n as u32).div_ceil(LORA_FWD_TILE_N),
                 (params.m as u32).div_ceil(LORA_FWD_TILE_M),
@@ -382,6 +382,9 @@ mod tests {
         assert_eq!(k_splits(108, 1, 4096, 4096), 4);
         // Enough tiles already: no split.
         assert_eq!(k_splits(108, 4096, 4096, 4096), 1);
+        // At least one tile per SM (1024³: 256 tiles on 132 SMs): no split either.
+        assert_eq!(k_splits(132, 1024, 1024, 1024), 1);
+        assert_eq!(k_splits(132, 512, 1024, 1024), 3);
         // Short K: no split (fewer than 2 x MIN_STEPS_PER_SPLIT steps).
         assert_eq!(k_splits(108, 1, 64, 224), 1);
         // One tile, very long K: capped.
@@ -392,34 +395,33 @@ mod tests {
     fn tile_by_the_busiest_sm() {
         use ForwardTile::{Big, Small, Wide};
         // Many whole waves: the big tile (fewest bytes per mma). q/o, gate/up at M = 4096.
-        assert_eq!(forward_tile(108, 4096, 4096, true, 1, false), Big);
-        assert_eq!(forward_tile(132, 4096, 14336, true, 1, false), Big);
-        assert_eq!(forward_tile(108, 4096, 14336, true, 1, false), Big);
+        assert_eq!(forward_tile(108, 4096, 4096, true, 1), Big);
+        assert_eq!(forward_tile(132, 4096, 14336, true, 1), Big);
+        assert_eq!(forward_tile(108, 4096, 14336, true, 1), Big);
         // k/v at M = 4096 on 108 SMs: 256 big tiles put 3 on the busiest SM
         // (2.37 on average), 512 wide ones 5 (4.74); on 132 SMs the big
         // tiles are 2 per SM (1.94 on average) and win.
-        assert_eq!(forward_tile(108, 4096, 1024, true, 1, false), Wide);
-        assert_eq!(forward_tile(132, 4096, 1024, true, 1, false), Big);
+        assert_eq!(forward_tile(108, 4096, 1024, true, 1), Wide);
+        assert_eq!(forward_tile(132, 4096, 1024, true, 1), Big);
         // 2048 x 1024: 128 big tiles, one wave of 2 per SM on 108 SMs but
         // 1 per SM (4 warps: no overlap) on 132; 256 wide ones win on both.
-        assert_eq!(forward_tile(108, 2048, 1024, true, 1, false), Wide);
-        assert_eq!(forward_tile(132, 2048, 1024, true, 1, false), Wide);
+        assert_eq!(forward_tile(108, 2048, 1024, true, 1), Wide);
+        assert_eq!(forward_tile(132, 2048, 1024, true, 1), Wide);
         // Exactly one big tile per SM (12 x 9): 2 wide ones per SM instead.
-        assert_eq!(forward_tile(108, 1536, 1152, true, 1, false), Wide);
+        assert_eq!(forward_tile(108, 1536, 1152, true, 1), Wide);
         // Two big tiles per SM (12 x 18): both resident, and half the bytes.
-        assert_eq!(forward_tile(108, 1536, 2304, true, 1, false), Big);
+        assert_eq!(forward_tile(108, 1536, 2304, true, 1), Big);
         // Small grids: 64x64, whose 5 CTAs per SM fill the device.
-        assert_eq!(forward_tile(108, 1024, 1024, true, 1, false), Small);
-        assert_eq!(forward_tile(132, 1024, 1024, true, 1, false), Small);
-        assert_eq!(forward_tile(108, 512, 1024, true, 1, false), Small);
+        assert_eq!(forward_tile(108, 1024, 1024, true, 1), Small);
+        assert_eq!(forward_tile(132, 1024, 1024, true, 1), Small);
+        assert_eq!(forward_tile(108, 512, 1024, true, 1), Small);
         // Decode-sized M over a wide N: each 128-row tile 7/8 padding.
-        assert_eq!(forward_tile(108, 16, 14336, true, 1, false), Small);
-        assert_eq!(forward_tile(108, 127, 14336, true, 1, false), Small);
-        assert_eq!(forward_tile(108, 128, 14336, true, 1, false), Wide);
-        // f32, split K, dropout: always 64x64.
-        assert_eq!(forward_tile(108, 4096, 4096, false, 1, false), Small);
-        assert_eq!(forward_tile(108, 4096, 4096, true, 2, false), Small);
-        assert_eq!(forward_tile(108, 4096, 4096, true, 1, true), Small);
+        assert_eq!(forward_tile(108, 16, 14336, true, 1), Small);
+        assert_eq!(forward_tile(108, 127, 14336, true, 1), Small);
+        assert_eq!(forward_tile(108, 128, 14336, true, 1), Wide);
+        // f32, split K: always 64x64.
+        assert_eq!(forward_tile(108, 4096, 4096, false, 1), Small);
+        assert_eq!(forward_tile(108, 4096, 4096, true, 2), Small);
     }
 
     #[test]
