@@ -30,7 +30,7 @@ candle_version="0.11.1"
 work="$repo_root/target/candle-core-tests"
 mkdir -p "$work"
 
-cargo build --release -p ptx-emu -p ptx-emu-cuda -p ptx-emu-cublas -p ptx-emu-cublaslt -p ptx-emu-curand
+cargo build --release -p ptx-emu -p ptx-emu-cuda -p ptx-emu-cublas -p ptx-emu-cublaslt -p ptx-emu-curand -p ptx-emu-cudart
 emulator_dir="$repo_root/target/release"
 
 # The published source, from the registry cache; a one-dependency manifest
