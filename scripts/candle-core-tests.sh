@@ -13,10 +13,13 @@
 # in its own target directory with its own Cargo.lock, so a second run only
 # rebuilds what changed (the emulator's libraries are loaded at run time).
 # The build links as tests/dependent_candle.rs does: cudarc's
-# `dynamic-linking` takes `-lcuda -lcublas -lcublasLt -lcurand` from the
-# emulator's folder and `-lnvrtc`/`-lcudart` from the toolchain's wheels, both
-# on LIBRARY_PATH and LD_LIBRARY_PATH; `cuda-version-from-build-system` reads
-# the toolchain's `nvcc --version`; candle-kernels targets sm_80.
+# `dynamic-linking` takes `-lcuda -lcublas -lcublasLt -lcurand` and
+# candle-kernels' `-lcudart` from the emulator's folder and `-lnvrtc` from the
+# toolchain's wheels, both on LIBRARY_PATH and LD_LIBRARY_PATH; `cuda-version-from-build-system` reads
+# the toolchain's `nvcc --version`; candle-kernels targets sm_80, and
+# NVCC_APPEND_FLAGS adds compute_80 PTX to its static GGUF kernels (libmoe.a),
+# which the emulated libcudart runs (a target folder built before that gets
+# those objects rebuilt once).
 # Not in the default test command: from scratch it builds for tens of minutes
 # on two cores (docs/emulator.md has the counts, the times and the failures
 # that are left). The exit status is cargo test's.
@@ -30,7 +33,7 @@ candle_version="0.11.1"
 work="$repo_root/target/candle-core-tests"
 mkdir -p "$work"
 
-cargo build --release -p ptx-emu -p ptx-emu-cuda -p ptx-emu-cublas -p ptx-emu-cublaslt -p ptx-emu-curand
+cargo build --release -p ptx-emu -p ptx-emu-cuda -p ptx-emu-cublas -p ptx-emu-cublaslt -p ptx-emu-curand -p ptx-emu-cudart
 emulator_dir="$repo_root/target/release"
 
 # The published source, from the registry cache; a one-dependency manifest
@@ -73,6 +76,18 @@ if [ ! -f "$crate/.copied" ]; then
     touch "$crate/.copied"
 fi
 
+# candle-kernels' build script does not declare NVCC_APPEND_FLAGS and its
+# compile cache ignores it: objects built without it (machine code only) are
+# dropped once, with the build script's fingerprint, so they are rebuilt.
+nvcc_append_flags="-gencode=arch=compute_80,code=compute_80"
+marker="$work/target/candle-kernels-with-ptx"
+if [ -d "$work/target/release" ] && [ ! -f "$marker" ]; then
+    rm -f "$work"/target/release/build/candle-kernels-*/out/*.o "$work"/target/release/build/candle-kernels-*/out/*.a
+    rm -rf "$work"/target/release/.fingerprint/candle-kernels-*
+fi
+mkdir -p "$work/target"
+echo "candle-kernels' static kernels are built with NVCC_APPEND_FLAGS" > "$marker"
+
 libraries="$emulator_dir:$FUSED_LORA_CUDA_ROOT/lib"
 [ -e "$FUSED_LORA_CUDA_ROOT/lib/libnvrtc.so" ] || { echo "candle-core-tests: no libnvrtc.so in $FUSED_LORA_CUDA_ROOT/lib (scripts/setup.sh installs it)" >&2; exit 1; }
 
@@ -87,6 +102,7 @@ set +e
 # have; --no-fail-fast runs every target even when one fails.
 env PATH="$FUSED_LORA_CUDA_ROOT/bin:$(dirname "$(command -v cargo)"):/usr/bin:/bin" \
     CUDA_COMPUTE_CAP=80 \
+    NVCC_APPEND_FLAGS="$nvcc_append_flags" \
     LIBRARY_PATH="$libraries" \
     LD_LIBRARY_PATH="$libraries" \
     cargo test --release --features cuda --no-fail-fast \

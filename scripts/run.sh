@@ -26,7 +26,7 @@ shift || true
 # `ptx-emu` runner, and every library it impersonates, all into one folder),
 # so the kernel tests always have a device and the emulator's own tests have
 # their libraries.
-cargo build --release -p ptx-emu -p ptx-emu-cuda -p ptx-emu-cublas -p ptx-emu-cublaslt -p ptx-emu-curand
+cargo build --release -p ptx-emu -p ptx-emu-cuda -p ptx-emu-cublas -p ptx-emu-cublaslt -p ptx-emu-curand -p ptx-emu-cudart
 emulator_dir="$repo_root/target/release"
 
 # The report counts launches: it needs the emulator whatever the machine has.

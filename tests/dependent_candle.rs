@@ -11,12 +11,14 @@
 //!
 //! With `dynamic-linking`, the crate's test executable links `-lcuda -lcublas
 //! -lcublasLt -lcurand -lnvrtc` (and candle-kernels `-lcudart`): the emulated
-//! libraries come from the folder on this process's `LD_LIBRARY_PATH`
-//! (`target/release/` under `scripts/run.sh`), NVIDIA's libnvrtc and
-//! libcudart from the toolchain's wheels (`scripts/setup.sh`); both folders go
+//! libraries (libcudart among them) come from the folder on this process's
+//! `LD_LIBRARY_PATH` (`target/release/` under `scripts/run.sh`), NVIDIA's
+//! libnvrtc from the toolchain's wheels (`scripts/setup.sh`); both folders go
 //! on the nested build's `LIBRARY_PATH` (link time) and `LD_LIBRARY_PATH` (run
-//! time). The crate's `tests/emulator.rs` then runs candle's CUDA backend
-//! (cuBLAS matmuls, candle-kernels ops, cuRAND) against candle's CPU device, and
+//! time), the emulator's first. The crate's `tests/emulator.rs` then runs
+//! candle's CUDA backend (cuBLAS matmuls, candle-kernels ops, the quantized
+//! matmul's static GGUF kernels through libcudart, cuRAND) against candle's
+//! CPU device, and
 //! fused-lora's fused forward on candle's stream over candle tensors' memory;
 //! `tests/lora_linear.rs` tests `fused_lora::candle::LoraLinear` (fused
 //! forward and backward, dropout, merge, PEFT directories in and out) and
@@ -42,7 +44,7 @@ fn nvcc_dir() -> Option<PathBuf> {
 
 /// The libraries a `dynamic-linking` build links and loads: the folders on this
 /// process's `LD_LIBRARY_PATH` (the emulator's, under `scripts/run.sh`), then
-/// the toolchain's `lib/` beside nvcc (libnvrtc, libcudart). None when no
+/// the toolchain's `lib/` beside nvcc (libnvrtc). None when no
 /// folder there holds a libcublas.so to link with.
 fn library_path(nvcc_dir: &Path) -> Option<std::ffi::OsString> {
     let toolchain_lib = nvcc_dir.parent().map(|root| root.join("lib")).expect("nvcc's folder has a parent");
@@ -59,6 +61,44 @@ fn library_path(nvcc_dir: &Path) -> Option<std::ffi::OsString> {
     Some(std::env::join_paths(inherited.into_iter().chain([toolchain_lib])).expect("library folders"))
 }
 
+/// What candle-kernels' nvcc runs get appended (nvcc reads the variable):
+/// PTX for compute_80 beside the sm_80 machine code its build script asks
+/// for in the static library of GGUF kernels (`libmoe.a`), since the
+/// emulated libcudart runs a fat binary's PTX.
+const NVCC_APPEND_FLAGS: &str = "-gencode=arch=compute_80,code=compute_80";
+
+/// A target folder built without [`NVCC_APPEND_FLAGS`] holds candle-kernels'
+/// static kernels as machine code only, and neither cargo (the build script
+/// does not declare the variable) nor candle-kernels' own compile cache would
+/// rebuild them: once, drop those objects and the build script's fingerprint,
+/// so the next build compiles them with PTX.
+fn drop_kernels_built_without_ptx(target: &Path) {
+    let marker = target.join("candle-kernels-with-ptx");
+    if marker.exists() {
+        return;
+    }
+    let release = target.join("release");
+    let candle_kernels = |dir: &Path| -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let entries = entries.filter_map(Result::ok).map(|entry| entry.path());
+        entries
+            .filter(|path| path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("candle-kernels-")))
+            .collect()
+    };
+    for build in candle_kernels(&release.join("build")) {
+        let Ok(outputs) = std::fs::read_dir(build.join("out")) else { continue };
+        for output in outputs.filter_map(Result::ok).map(|entry| entry.path()) {
+            if output.extension().is_some_and(|e| e == "o" || e == "a") {
+                std::fs::remove_file(&output).unwrap_or_else(|e| panic!("remove {}: {e}", output.display()));
+            }
+        }
+    }
+    for fingerprint in candle_kernels(&release.join(".fingerprint")) {
+        std::fs::remove_dir_all(&fingerprint).unwrap_or_else(|e| panic!("remove {}: {e}", fingerprint.display()));
+    }
+    std::fs::write(&marker, "candle-kernels' static kernels are built with NVCC_APPEND_FLAGS\n").expect("write marker");
+}
+
 #[test]
 fn candle_cuda_backend_runs_beside_fused_lora() {
     let Some(nvcc_dir) = nvcc_dir() else {
@@ -73,6 +113,7 @@ fn candle_cuda_backend_runs_beside_fused_lora() {
     };
     let crate_dir = repo_root().join("tests/dependents/candle");
     let target = work_dir("candle");
+    drop_kernels_built_without_ptx(&target);
     let cargo = |what: &str, args: &[&str]| {
         let mut command = scrubbed_cargo(&[&nvcc_dir], args);
         command
@@ -82,6 +123,7 @@ fn candle_cuda_backend_runs_beside_fused_lora() {
             .arg(&target)
             // candle-kernels' target (it would ask nvidia-smi otherwise).
             .env("CUDA_COMPUTE_CAP", "80")
+            .env("NVCC_APPEND_FLAGS", NVCC_APPEND_FLAGS)
             .env("LIBRARY_PATH", &libraries)
             .env("LD_LIBRARY_PATH", &libraries)
             // The checks the emulator runs are on unless the caller turned them off.
@@ -94,12 +136,12 @@ fn candle_cuda_backend_runs_beside_fused_lora() {
     );
     let report = String::from_utf8_lossy(&output.stdout);
     let results: Vec<&str> = report.lines().filter(|line| line.starts_with("test result:")).collect();
-    // tests/emulator.rs: 5 tests, tests/lora_linear.rs: 9, tests/llama.rs: 3; none failed or skipped.
+    // tests/emulator.rs: 6 tests, tests/lora_linear.rs: 9, tests/llama.rs: 3; none failed or skipped.
     let passed = |line: &str| line.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<usize>().ok();
     let all_ran = results.len() == 3
         && results.iter().all(|line| line.contains(" 0 failed; 0 ignored;"))
-        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(17);
-    assert!(all_ran, "the crate's 17 tests ran and passed:\n{report}");
+        && results.iter().map(|line| passed(line)).sum::<Option<usize>>() == Some(18);
+    assert!(all_ran, "the crate's 18 tests ran and passed:\n{report}");
 
     // The example a candle user copies: base weights and a PEFT adapter in,
     // fused forward, AdamW steps, the adapter out in PEFT's format.

@@ -2,6 +2,9 @@
 // with `#[path]`): link against `libcuda.so.1` for the private ABI, set the
 // library's SONAME, and put the versioned names beside the library.
 
+// Each build script uses the functions it needs.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,12 +20,24 @@ const PRIVATE_EXPORTS: [&str; 4] =
 /// cannot order between two cdylibs.) Link arguments, not a link search
 /// path: cargo would put a search path on the library path of `cargo run`.
 pub fn link_against_libcuda() {
+    link_against_libcuda_calling(&[]);
+}
+
+/// [`link_against_libcuda`] for a library that also calls the driver API:
+/// the stub defines `driver_functions` too (empty, as the private exports;
+/// only their names matter at link time).
+pub fn link_against_libcuda_calling(driver_functions: &[&str]) {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let stub_dir = out_dir.join("libcuda-stub");
     std::fs::create_dir_all(&stub_dir).expect("create the stub folder");
     let source = stub_dir.join("stub.rs");
     let functions: String = std::iter::once("#![allow(non_snake_case)]\n".to_string())
-        .chain(PRIVATE_EXPORTS.iter().map(|name| format!("#[no_mangle]\npub extern \"C\" fn {name}() {{}}\n")))
+        .chain(
+            PRIVATE_EXPORTS
+                .iter()
+                .chain(driver_functions)
+                .map(|name| format!("#[no_mangle]\npub extern \"C\" fn {name}() {{}}\n")),
+        )
         .collect();
     std::fs::write(&source, functions).expect("write the stub's source");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());

@@ -4,6 +4,7 @@
 //! and scatters the results; it does the memory accesses of `ldmatrix`.
 
 mod accumulate;
+mod integer;
 mod layout;
 mod ldmatrix;
 mod operands;
@@ -98,8 +99,12 @@ fn accumulator_regs(ty: ScalarType) -> usize {
 /// or why the combination is unsupported (module-load error).
 /// Supported: `.row.col` m16n8k16 and m16n8k8 with f16/bf16 inputs and f32
 /// accumulators, f16 inputs with f16 or f32 C and D (independently),
-/// m16n8k8 and m16n8k4 tf32 → f32.
+/// m16n8k8 and m16n8k4 tf32 → f32; and (`integer`) m16n8k16 and m16n8k32
+/// with `.s8`/`.u8` inputs and `.s32` accumulators.
 pub fn mma_fragment_regs(desc: &MmaDesc) -> Result<(usize, usize, usize, usize), String> {
+    if integer::is_integer(desc) {
+        return integer::fragment_regs(desc);
+    }
     let layout = input_layout(desc)?;
     Ok((layout.a_regs(), layout.b_regs(), accumulator_regs(desc.c_ty), accumulator_regs(desc.d_ty)))
 }
@@ -124,6 +129,9 @@ fn input_precision(ty: ScalarType) -> u32 {
 /// different magnitudes are involved. NaN results are the canonical NaN.
 /// An unsupported `desc` (see [`mma_fragment_regs`]) gives all zeros.
 pub fn mma_sync(desc: &MmaDesc, a: &Fragment, b: &Fragment, c: &Fragment) -> Fragment {
+    if integer::is_integer(desc) {
+        return integer::mma_sync(desc, a, b, c);
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.

@@ -831,6 +831,7 @@ fn the_libraries_link_against_the_one_driver() {
         ("libcublas.so", "libcublas.so.13"),
         ("libcublasLt.so", "libcublasLt.so.13"),
         ("libcurand.so", "libcurand.so.10"),
+        ("libcudart.so", "libcudart.so.13"),
     ] {
         let dynamic = readelf(library);
         assert!(dynamic.contains("Shared library: [libcuda.so.1]"), "{library} does not need libcuda.so.1:\n{dynamic}");

@@ -1,7 +1,9 @@
 //! PTX forms beyond plain arithmetic that real-world kernels emit
 //! (`kernels/ptx_coverage.cu`): scoped register declarations, min/max.NaN on
 //! f16/bf16, half-precision `set` and packed `setp`, `brx.idx`, `.b128`
-//! accesses, carry chains (`add.cc`…`madc`) and the device-side `assert`.
+//! accesses, carry chains (`add.cc`…`madc`), the device-side `assert`,
+//! integer `mma` (int8 inputs, s32 accumulators), `ldmatrix` on generic
+//! addresses and device `printf`.
 //! Each runs with every check on against a CPU reference on seeded inputs,
 //! outputs poisoned so an unwritten element fails.
 
@@ -478,4 +480,94 @@ fn warp_size_constant_in_half2_shuffles() {
         })
         .collect();
     assert_bit_exact("warp sums", &dev.download::<f16>(dout, 2 * warps), &want);
+}
+
+// ---------------------------------------------------------------- integer mma
+
+/// Lane `lane`'s registers for A (16 x k, row-major bytes), B (k x 8) and
+/// element `i` of C/D, from the PTX ISA's per-element tables for `.s8`/`.u8`:
+/// `a_i` at row `g` (i % 8 < 4) or `g + 8`, column `4t + i % 4` (+16 for i >= 8);
+/// `b_i` at row `4t + i % 4` (+16 for i >= 4), column `g`; `c_i` at row `g`
+/// (i < 2) or `g + 8`, column `2t + i % 2`.
+fn int8_fragments(a: &[Vec<u8>], b: &[Vec<u8>], k: usize) -> (Vec<u32>, Vec<u32>) {
+    let (mut fa, mut fb) = (vec![0u32; 4 * 32], vec![0u32; 2 * 32]);
+    for lane in 0..32 {
+        let (g, t) = (lane / 4, lane % 4);
+        for i in 0..k / 2 {
+            let (row, col) = (if i % 8 < 4 { g } else { g + 8 }, 4 * t + i % 4 + if i >= 8 { 16 } else { 0 });
+            fa[4 * lane + i / 4] |= u32::from(a[row][col]) << (8 * (i % 4));
+        }
+        for i in 0..k / 4 {
+            let row = 4 * t + i % 4 + if i >= 4 { 16 } else { 0 };
+            fb[2 * lane + i / 4] |= u32::from(b[row][g]) << (8 * (i % 4));
+        }
+    }
+    (fa, fb)
+}
+
+#[test]
+fn integer_mma_m16n8k32_and_m16n8k16() {
+    let dev = device();
+    let mut rng = Rng::new(50);
+    for (k, mixed) in [(32, false), (32, true), (16, false)] {
+        let a: Vec<Vec<u8>> = (0..16).map(|_| (0..k).map(|_| rng.next_u32() as u8).collect()).collect();
+        let b: Vec<Vec<u8>> = (0..k).map(|_| (0..8).map(|_| rng.next_u32() as u8).collect()).collect();
+        let c: Vec<i32> = (0..4 * 32).map(|_| rng.next_u32() as i32 >> 8).collect();
+        let (fa, fb) = int8_fragments(&a, &b, k);
+        let (da, db, dc) = (dev.upload(&fa), dev.upload(&fb), dev.upload(&c));
+        let dd = dev.alloc_poisoned::<i32>(4 * 32);
+        let params =
+            dev.params("int8_mma").ptr(da).ptr(db).ptr(dc).ptr(dd).i32((k == 32) as i32).i32(mixed as i32).finish();
+        dev.launch_clean("int8_mma", grid_1d(1, 32), &params);
+        let b_value = |v: u8| if mixed { i32::from(v) } else { i32::from(v as i8) };
+        let want: Vec<i32> = (0..4 * 32)
+            .map(|e| {
+                let (lane, i) = (e / 4, e % 4);
+                let (row, col) = (if i < 2 { lane / 4 } else { lane / 4 + 8 }, 2 * (lane % 4) + i % 2);
+                (0..k).fold(c[e], |s, j| s.wrapping_add(i32::from(a[row][j] as i8) * b_value(b[j][col])))
+            })
+            .collect();
+        assert_bit_exact(&format!("m16n8k{k} mixed={mixed}"), &dev.download::<i32>(dd, 4 * 32), &want);
+    }
+}
+
+// ---------------------------------------------------------------- generic ldmatrix
+
+#[test]
+fn ldmatrix_on_generic_addresses_reads_shared_memory() {
+    let dev = device();
+    let mut rng = Rng::new(51);
+    let input: Vec<u32> = (0..128).map(|_| rng.next_u32()).collect();
+    let (din, dout) = (dev.upload(&input), dev.alloc_poisoned::<u32>(8 * 32));
+    let params = dev.params("ldmatrix_generic").ptr(din).ptr(dout).i32(0).finish();
+    dev.launch_clean("ldmatrix_generic", grid_1d(1, 32), &params);
+    let out = dev.download::<u32>(dout, 8 * 32);
+    for lane in 0..32 {
+        let (shared, generic) = (&out[8 * lane..8 * lane + 4], &out[8 * lane + 4..8 * lane + 8]);
+        assert_eq!(generic, shared, "lane {lane}: generic and .shared ldmatrix agree");
+        // ldmatrix.x4: register q of lane l holds row l / 4 of matrix q, words l % 4.
+        let want: Vec<u32> = (0..4).map(|q| input[(8 * q + lane / 4) * 4 + lane % 4]).collect();
+        assert_eq!(shared, want.as_slice(), "lane {lane}");
+    }
+
+    // A generic address outside the shared window names no shared memory.
+    let params = dev.params("ldmatrix_generic").ptr(din).ptr(dout).i32(1).finish();
+    let report = dev.launch_with("ldmatrix_generic", grid_1d(1, 32), &params, &CheckOptions::default());
+    let finding = report.findings.first().expect("a generic ldmatrix row in global memory is reported");
+    assert_eq!(finding.kind, FindingKind::OutOfBounds, "{finding}");
+    assert!(finding.detail.contains("outside shared memory"), "{finding}");
+}
+
+// ---------------------------------------------------------------- printf
+
+/// Device `printf` returns the number of characters it printed (the line
+/// itself goes to stdout).
+#[test]
+fn device_printf_formats_its_arguments() {
+    let dev = device();
+    let result = dev.alloc_poisoned::<i32>(1);
+    let params = dev.params("device_printf").ptr(result).i32(-42).f32(2.71875).u64(1 << 40).finish();
+    dev.launch_clean("device_printf", grid_1d(1, 32), &params);
+    let line = format!("printf: -42 {:5.2} {} text ff%\n", 2.71875f32, 1i64 << 40);
+    assert_eq!(dev.download::<i32>(result, 1), [line.len() as i32]);
 }

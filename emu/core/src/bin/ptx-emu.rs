@@ -15,10 +15,11 @@ use std::process::{Command, ExitCode};
 
 /// The libraries the emulator impersonates, all in one folder, each built
 /// by its own package of the workspace (listed in [`LIBRARY_PACKAGES`]).
-const EMULATED_LIBRARIES: [&str; 4] = ["libcuda.so", "libcublas.so", "libcublasLt.so", "libcurand.so"];
+const EMULATED_LIBRARIES: [&str; 5] = ["libcuda.so", "libcublas.so", "libcublasLt.so", "libcurand.so", "libcudart.so"];
 
 /// The workspace packages that build [`EMULATED_LIBRARIES`].
-const LIBRARY_PACKAGES: [&str; 4] = ["ptx-emu-cuda", "ptx-emu-cublas", "ptx-emu-cublaslt", "ptx-emu-curand"];
+const LIBRARY_PACKAGES: [&str; 5] =
+    ["ptx-emu-cuda", "ptx-emu-cublas", "ptx-emu-cublaslt", "ptx-emu-curand", "ptx-emu-cudart"];
 
 const USAGE: &str = "\
 usage: ptx-emu run [OPTIONS] -- COMMAND [ARGS...]   run COMMAND with the emulator as its CUDA driver

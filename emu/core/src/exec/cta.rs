@@ -639,6 +639,11 @@ impl<'l> Cta<'l> {
                     return Err(self.assert_fail(w, pc, exec, l, inst));
                 }
             }
+            Op::Printf => {
+                for l in Lanes(exec) {
+                    self.printf(w, pc, l, inst)?;
+                }
+            }
             Op::Exit => {
                 self.advance(w, group & !exec);
                 return self.exit_lanes(w, exec);
@@ -729,6 +734,112 @@ impl Cta<'_> {
             }
         }
         self.report(FindingKind::Assert, pc, self.tid_of(w, first), 0, first_message)
+    }
+
+    /// Device `printf` in lane `l`: formats the string with the argument
+    /// buffer (each argument at its own size's alignment, as nvcc packs
+    /// them: 4-byte ints, 8-byte longs, doubles and pointers) and prints it
+    /// on stdout; returns the number of bytes printed to the return variable.
+    fn printf(&mut self, w: usize, pc: u32, l: usize, inst: &Inst) -> Result<(), Stop> {
+        let tid = self.tid_of(w, l);
+        let format_ptr = self.read(pc, tid, Space::Local, self.val(w, &inst.s[0], l), 8)?;
+        let args_ptr = self.read(pc, tid, Space::Local, self.val(w, &inst.s[1], l), 8)?;
+        let format = self.c_string(format_ptr);
+        let mut offset = 0u64;
+        let mut next_arg = |cta: &mut Self, size: u64| -> Result<u64, Stop> {
+            offset = offset.next_multiple_of(size);
+            let addr = args_ptr + offset;
+            offset += size;
+            match generic_space(addr) {
+                Space::Local => cta.read(pc, tid, Space::Local, addr - Space::Local.window(), size as u32),
+                _ => {
+                    let mut bytes = [0u8; 8];
+                    let _ = cta.l.mem.read(addr, &mut bytes[..size as usize]);
+                    Ok(u64::from_le_bytes(bytes))
+                }
+            }
+        };
+        let mut text = String::new();
+        let mut chars = format.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                text.push(c);
+                continue;
+            }
+            let mut spec = String::from("%");
+            while let Some(&c) = chars.peek() {
+                chars.next();
+                spec.push(c);
+                if c.is_ascii_alphabetic() && !matches!(c, 'l' | 'h' | 'z' | 'j' | 't') || c == '%' {
+                    break;
+                }
+            }
+            if spec.len() < 2 {
+                text += &spec;
+                continue;
+            }
+            let conversion = spec.chars().last().unwrap_or('%');
+            let long = spec.contains('l') || spec.contains('z') || spec.contains('j');
+            let size = if long { 8 } else { 4 };
+            // Flags, width and precision: `%-08.3f`.
+            let body: String = spec[1..spec.len() - 1].chars().filter(|c| !"lhzjt".contains(*c)).collect();
+            let flags: String = body.chars().take_while(|c| "-+ 0#".contains(*c)).collect();
+            let (width, precision) = match body[flags.len()..].split_once('.') {
+                Some((w, p)) => (w.parse::<usize>().unwrap_or(0), Some(p.parse::<usize>().unwrap_or(0))),
+                None => (body[flags.len()..].parse::<usize>().unwrap_or(0), None),
+            };
+            let field = match conversion {
+                '%' => "%".to_string(),
+                'd' | 'i' => {
+                    let v = next_arg(self, size)?;
+                    let v = if long { v as i64 } else { i64::from(v as u32 as i32) };
+                    if flags.contains('+') && v >= 0 {
+                        format!("+{v}")
+                    } else {
+                        v.to_string()
+                    }
+                }
+                'u' => next_arg(self, size)?.to_string(),
+                'x' => format!("{:x}", next_arg(self, size)?),
+                'X' => format!("{:X}", next_arg(self, size)?),
+                'c' => char::from(next_arg(self, 4)? as u8).to_string(),
+                'p' => format!("{:#x}", next_arg(self, 8)?),
+                's' => {
+                    let p = next_arg(self, 8)?;
+                    let text = self.c_string(p);
+                    precision.map_or(text.clone(), |n| text.chars().take(n).collect())
+                }
+                'f' | 'F' | 'e' | 'E' | 'g' | 'G' => {
+                    let v = f64::from_bits(next_arg(self, 8)?);
+                    let digits = precision.unwrap_or(6);
+                    match conversion {
+                        'e' | 'E' => format!("{v:.digits$e}"),
+                        'g' | 'G' => format!("{v}"),
+                        _ => format!("{v:.digits$}"),
+                    }
+                }
+                _ => spec.clone(),
+            };
+            let pad = width.saturating_sub(field.chars().count());
+            if flags.contains('-') {
+                text += &field;
+                text += &" ".repeat(pad);
+            } else if flags.contains('0') && conversion != 's' && conversion != 'c' {
+                let (sign, digits) = field.split_at(usize::from(field.starts_with(['-', '+'])));
+                text += sign;
+                text += &"0".repeat(pad);
+                text += digits;
+            } else {
+                text += &" ".repeat(pad);
+                text += &field;
+            }
+        }
+        print!("{text}");
+        if !matches!(inst.d, Opd::Sink) {
+            let ret = self.val(w, &inst.d, l);
+            self.write(pc, tid, Space::Local, ret, 4, text.len() as u64)?;
+        }
+        Ok(())
     }
 
     /// The NUL-terminated string at a generic address in global memory

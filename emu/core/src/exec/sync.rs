@@ -2,7 +2,7 @@
 //! semantics, and synccheck (divergent barriers, collectives whose lanes
 //! never arrive, deadlock).
 
-use super::cta::{lane_bit, Barrier, Cta, Lanes};
+use super::cta::{generic_space, lane_bit, Barrier, Cta, Lanes};
 use super::memops::shared_wavefronts;
 use super::Stop;
 use crate::findings::FindingKind;
@@ -191,7 +191,7 @@ impl<'l> Cta<'l> {
                     }
                 }
             }
-            Op::Ldmatrix { num, trans } => {
+            Op::Ldmatrix { num, trans, generic } => {
                 let rows_n = 8 * *num as usize;
                 let mut rows = vec![[0u8; 16]; rows_n];
                 let mut conflicts = 0;
@@ -200,8 +200,7 @@ impl<'l> Cta<'l> {
                     for j in 0..8 {
                         let r = q * 8 + j;
                         let tid = self.tid_of(w, r);
-                        let addr = self.val(w, &inst.s[0], r);
-                        self.matrix_row_check(pc, tid, addr)?;
+                        let addr = self.matrix_row_address(pc, tid, *generic, self.val(w, &inst.s[0], r))?;
                         // Row r of the phase is the 16 bytes at lane r's address and
                         // nothing else: racecheck sees each byte, initcheck the row.
                         for (k, byte) in rows[r].iter_mut().enumerate() {
@@ -223,7 +222,7 @@ impl<'l> Cta<'l> {
                     }
                 }
             }
-            Op::Stmatrix { num, trans } => {
+            Op::Stmatrix { num, trans, generic } => {
                 let mut frag: Fragment = [[0; 4]; 32];
                 for (l, lane) in frag.iter_mut().enumerate() {
                     for (i, r) in lane.iter_mut().enumerate().take(*num as usize) {
@@ -237,8 +236,7 @@ impl<'l> Cta<'l> {
                     for j in 0..8 {
                         let r = q * 8 + j;
                         let tid = self.tid_of(w, r);
-                        let addr = self.val(w, &inst.s[0], r);
-                        self.matrix_row_check(pc, tid, addr)?;
+                        let addr = self.matrix_row_address(pc, tid, *generic, self.val(w, &inst.s[0], r))?;
                         for (k, byte) in rows.get(r).copied().unwrap_or([0; 16]).iter().enumerate() {
                             self.write(pc, tid, Space::Shared, addr.wrapping_add(k as u64), 1, *byte as u64)?;
                         }
@@ -302,7 +300,24 @@ impl<'l> Cta<'l> {
         ))
     }
 
-    fn matrix_row_check(&self, pc: u32, tid: u32, addr: u64) -> Result<(), Stop> {
+    /// A row's shared-memory address: a generic one converted (outside the
+    /// shared window it is an out-of-bounds finding: there is no shared
+    /// memory there), then checked for alignment.
+    fn matrix_row_address(&self, pc: u32, tid: u32, generic: bool, addr: u64) -> Result<u64, Stop> {
+        let addr = if generic {
+            if generic_space(addr) != Space::Shared {
+                return Err(self.report(
+                    FindingKind::OutOfBounds,
+                    pc,
+                    tid,
+                    addr,
+                    "ldmatrix/stmatrix generic row address outside shared memory".into(),
+                ));
+            }
+            addr - Space::Shared.window()
+        } else {
+            addr
+        };
         if self.l.opts.memcheck && addr % 16 != 0 {
             return Err(self.report(
                 FindingKind::Misaligned,
@@ -312,7 +327,7 @@ impl<'l> Cta<'l> {
                 "ldmatrix/stmatrix row address not 16-byte aligned".into(),
             ));
         }
-        Ok(())
+        Ok(addr)
     }
 
     /// One 8-row phase of ldmatrix/stmatrix (rows gathered in `scratch`):

@@ -396,6 +396,9 @@ pub(crate) enum Op {
     /// `call __assertfail, (message, file, line, function, char_size)`: the
     /// five operands address the caller's argument variables in local memory.
     AssertFail,
+    /// `call (ret), vprintf, (format, args)`: device `printf`; `d` and the two
+    /// operands address the caller's variables in local memory.
+    Printf,
     Exit,
     Trap,
     Bar {
@@ -419,13 +422,17 @@ pub(crate) enum Op {
         regs: [u8; 4],
         name: String,
     },
+    /// `generic`: the addresses are generic (no `.shared`), and must fall
+    /// in the shared window.
     Ldmatrix {
         num: u8,
         trans: bool,
+        generic: bool,
     },
     Stmatrix {
         num: u8,
         trans: bool,
+        generic: bool,
     },
     CpAsync {
         bytes: u8,

@@ -204,6 +204,8 @@ struct Emitter<'a> {
 const RET_LABEL: &str = "<ret>";
 /// The CUDA runtime's device-side assertion handler (`assert` in device code).
 const ASSERT_FAIL: &str = "__assertfail";
+/// The CUDA runtime's device-side `printf`.
+const VPRINTF: &str = "vprintf";
 /// Inlining depth beyond which a call chain is refused.
 const MAX_CALL_DEPTH: usize = 16;
 
@@ -323,6 +325,9 @@ impl Emitter<'_> {
         if callee == ASSERT_FAIL && rets.is_empty() {
             return self.assert_fail(i, ctx, &args);
         }
+        if callee == VPRINTF {
+            return self.printf(i, ctx, &rets, &args);
+        }
         let func = self
             .funcs
             .iter()
@@ -374,6 +379,33 @@ impl Emitter<'_> {
             ty: ScalarType::B64,
             guard: None,
             d: Opd::Sink,
+            d2: Opd::Sink,
+            s,
+            class: Class::Control,
+            line: i.line,
+        });
+        Ok(())
+    }
+
+    /// `call (ret), vprintf, (format, args)`, device-side `printf`: one
+    /// instruction reading the format and argument-buffer pointers from the
+    /// caller's `.param` variables and writing the result to the return one.
+    fn printf(&mut self, i: &Instr, ctx: &Ctx, rets: &[String], args: &[String]) -> Result<(), LoadError> {
+        let fail = |m: String| err(i.line, format!("unsupported instruction `{}`: {m}", i.opcode));
+        if args.len() != 2 || rets.len() > 1 {
+            return Err(fail(format!("`{VPRINTF}` takes 2 arguments and returns one value")));
+        }
+        let local = |a: &String| match ctx.sym(a) {
+            Some(Sym { space: Space::Local, addr }) => Ok(Opd::Addr { base: None, off: addr as i64 }),
+            _ => Err(fail(format!("argument `{a}` is not a .param variable of the caller"))),
+        };
+        let s = args.iter().map(local).collect::<Result<Vec<_>, _>>()?;
+        let d = rets.first().map(local).transpose()?.unwrap_or(Opd::Sink);
+        self.insts.push(Inst {
+            op: Op::Printf,
+            ty: ScalarType::B64,
+            guard: None,
+            d,
             d2: Opd::Sink,
             s,
             class: Class::Control,
@@ -1166,18 +1198,29 @@ fn decode<'o>(
                 _ => return Err("missing .x1/.x2/.x4".into()),
             };
             let trans = m.has("trans");
-            if m.space() != Space::Shared {
-                return Err("ldmatrix/stmatrix need .shared".into());
-            }
+            // Without `.shared` the addresses are generic ones, which must
+            // point into shared memory (checked per row when it runs).
+            let generic = match m.space() {
+                Space::Shared => false,
+                Space::Generic => true,
+                _ => return Err("ldmatrix/stmatrix address shared memory (.shared or generic)".into()),
+            };
             if one_type(&m.types())? != T::B16 {
                 return Err("only .b16 is supported".into());
             }
             want(2)?;
             let c = cx(Space::Shared, T::B32);
             if base == "ldmatrix" {
-                (Op::Ldmatrix { num, trans }, T::B32, c.dst(all[0])?, Opd::Sink, vec![c.src(all[1])?], Class::MemShared)
+                (
+                    Op::Ldmatrix { num, trans, generic },
+                    T::B32,
+                    c.dst(all[0])?,
+                    Opd::Sink,
+                    vec![c.src(all[1])?],
+                    Class::MemShared,
+                )
             } else {
-                (Op::Stmatrix { num, trans }, T::B32, Opd::Sink, Opd::Sink, srcs(&c, 0)?, Class::MemShared)
+                (Op::Stmatrix { num, trans, generic }, T::B32, Opd::Sink, Opd::Sink, srcs(&c, 0)?, Class::MemShared)
             }
         }
         "cp" => {
@@ -1501,6 +1544,9 @@ fn decode_cvt(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
 fn decode_mma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
     if !(m.has("sync") && m.has("aligned")) {
         return Err("mma needs .sync.aligned".into());
+    }
+    if m.has("satfinite") {
+        return Err("mma .satfinite (saturating integer accumulation) is not supported".into());
     }
     let shape = m.parts.first().copied().ok_or("missing shape")?;
     let dims: Vec<u32> = shape

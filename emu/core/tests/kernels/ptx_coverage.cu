@@ -256,3 +256,64 @@ extern "C" __global__ void half2_warp_sum(const __half2* x, __half2* out) {
     }
     if (threadIdx.x % 32 == 0) out[i / 32] = v;
 }
+
+// ---------------------------------------------------------------- integer mma
+
+// One warp: D = A·B + C with int8 multiplicands (s8 A, u8 B when `mixed`, else
+// s8 both) and s32 accumulators, for m16n8k32 (k32 != 0) or m16n8k16. The
+// fragments arrive as each lane's registers (a: 4 words per lane, b: 2, c and
+// d: 4), laid out by the host from the PTX ISA's tables.
+extern "C" __global__ void int8_mma(const unsigned* a, const unsigned* b, const int* c, int* d, int k32, int mixed) {
+    int lane = threadIdx.x;
+    unsigned a0 = a[4 * lane], a1 = a[4 * lane + 1], a2 = a[4 * lane + 2], a3 = a[4 * lane + 3];
+    unsigned b0 = b[2 * lane], b1 = b[2 * lane + 1];
+    int d0 = c[4 * lane], d1 = c[4 * lane + 1], d2 = c[4 * lane + 2], d3 = c[4 * lane + 3];
+    if (k32 && mixed) {
+        asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+            : "+r"(d0), "+r"(d1), "+r"(d2), "+r"(d3)
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    } else if (k32) {
+        asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+            : "+r"(d0), "+r"(d1), "+r"(d2), "+r"(d3)
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    } else {
+        asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};"
+            : "+r"(d0), "+r"(d1), "+r"(d2), "+r"(d3)
+            : "r"(a0), "r"(a1), "r"(b0));
+    }
+    d[4 * lane] = d0;
+    d[4 * lane + 1] = d1;
+    d[4 * lane + 2] = d2;
+    d[4 * lane + 3] = d3;
+}
+
+// ---------------------------------------------------------------- generic ldmatrix
+
+// One warp: stages 4 8x8 b16 matrices (256 words) in shared memory and loads
+// them with ldmatrix.x4 twice, once with .shared addresses and once with the
+// same rows' generic addresses (no state space, as llama.cpp's MMQ writes it);
+// or, with `global_rows`, gives the generic form global addresses (a finding).
+extern "C" __global__ void ldmatrix_generic(const unsigned* in, unsigned* out, int global_rows) {
+    __shared__ __align__(16) unsigned tile[128];
+    int lane = threadIdx.x;
+    for (int i = lane; i < 128; i += 32) tile[i] = in[i];
+    __syncwarp();
+    const unsigned* row = tile + 4 * lane;  // lane r names row r: 16 bytes
+    unsigned shared_row = (unsigned)__cvta_generic_to_shared(row);
+    unsigned s0, s1, s2, s3, g0, g1, g2, g3;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(s0), "=r"(s1), "=r"(s2), "=r"(s3) : "r"(shared_row));
+    const unsigned* generic = global_rows ? in + 4 * lane : row;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(g0), "=r"(g1), "=r"(g2), "=r"(g3) : "l"(generic));
+    unsigned* o = out + 8 * lane;
+    o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
+    o[4] = g0; o[5] = g1; o[6] = g2; o[7] = g3;
+}
+
+// ---------------------------------------------------------------- printf
+
+// Thread 0 prints one line through device printf and stores printf's result.
+extern "C" __global__ void device_printf(int* result, int i, float x, long long big) {
+    if (threadIdx.x == 0) result[0] = printf("printf: %d %5.2f %lld %s %x%%\n", i, x, big, "text", 255u);
+}

@@ -56,10 +56,12 @@ pub fn cuda_root() -> PathBuf {
 }
 
 /// The emulated libraries, all in one folder (they share one device).
-pub const EMULATED_LIBRARIES: [&str; 4] = ["libcuda.so", "libcublas.so", "libcublasLt.so", "libcurand.so"];
+pub const EMULATED_LIBRARIES: [&str; 5] =
+    ["libcuda.so", "libcublas.so", "libcublasLt.so", "libcurand.so", "libcudart.so"];
 
 /// The workspace packages that build [`EMULATED_LIBRARIES`].
-pub const LIBRARY_PACKAGES: [&str; 4] = ["ptx-emu-cuda", "ptx-emu-cublas", "ptx-emu-cublaslt", "ptx-emu-curand"];
+pub const LIBRARY_PACKAGES: [&str; 5] =
+    ["ptx-emu-cuda", "ptx-emu-cublas", "ptx-emu-cublaslt", "ptx-emu-curand", "ptx-emu-cudart"];
 
 /// The directory holding the emulated libraries (`libcuda.so` and the ones
 /// beside it) for this build: the test executable lives in

@@ -1,11 +1,14 @@
 //! candle's CUDA backend run on the device the test process finds (the
 //! emulator under `scripts/run.sh test`): cuBLAS matmuls, candle-kernels'
 //! elementwise, reduction and softmax kernels, candle-nn's fused layer kernels
-//! (softmax, RMSNorm, LayerNorm, rotary embeddings), cuRAND's generators, each
-//! compared with the same ops on candle's CPU device; and fused-lora's
-//! forward run on candle's own stream over candle tensors' memory.
+//! (softmax, RMSNorm, LayerNorm, rotary embeddings), cuRAND's generators,
+//! candle's quantized (GGUF) matmul through candle-kernels' statically
+//! compiled kernels and the CUDA runtime, each compared with the same ops on
+//! candle's CPU device; and fused-lora's forward run on candle's own stream
+//! over candle tensors' memory.
 
-use candle_core::{DType, Device, Storage, Tensor, D};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Storage, Tensor, D};
 use fused_lora::half::bf16;
 use fused_lora::reference::tolerance::check_close;
 use fused_lora::{Adapter, ForwardOutput, Linear, LoraKernels};
@@ -167,6 +170,60 @@ fn curand_draws_follow_their_distributions_and_the_seed() {
 }
 
 /// The f64 value of every element of a bf16 tensor.
+/// A bound on |computed - exact| for one output of a quantized matmul whose
+/// activations are quantized to 8 bits per block of 32 (q8_1 on CUDA, q8_0 on
+/// the CPU) against the weights `w` (dequantized): each activation moves by
+/// at most half its block's step `amax / 127`, plus the f16 rounding of the
+/// block's scale (`amax * 2^-10` covers it), each times `|w|`; and f32
+/// accumulation.
+fn q8_activation_bound(x: &[f32], w: &[f32]) -> f32 {
+    let blocks = x.chunks(32).zip(w.chunks(32));
+    let quantization: f32 = blocks
+        .map(|(xb, wb)| {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            wb.iter().map(|v| v.abs()).sum::<f32>() * (amax / 254.0 + amax / 1024.0)
+        })
+        .sum();
+    let magnitude: f32 = x.iter().zip(w).map(|(a, b)| (a * b).abs()).sum();
+    quantization + 1e-5 * magnitude + 1e-6
+}
+
+/// candle's `QMatMul` on CUDA runs candle-kernels' GGUF kernels that are
+/// compiled into a static library and launched with `<<<>>>` through the CUDA
+/// runtime (the emulated libcudart): MMVQ for up to 8 rows of activations,
+/// MMQ beyond. Checked against the weights dequantized on the CPU (within
+/// the activations' quantization error) and against candle's CPU `QMatMul`.
+#[test]
+fn quantized_matmul_runs_the_static_gguf_kernels_and_matches_the_cpu() {
+    let gpu = cuda();
+    let (n, k) = (128, 256);
+    let w_cpu = Tensor::from_vec(values(30, n * k), (n, k), &Device::Cpu).unwrap();
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q8_0] {
+        let q_cpu = QTensor::quantize(&w_cpu, dtype).unwrap();
+        let w_deq: Vec<f32> = q_cpu.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let q_gpu = QTensor::quantize(&w_cpu.to_device(&gpu).unwrap(), dtype).unwrap();
+        assert!(matches!(q_gpu.device(), Device::Cuda(_)), "{dtype:?}: the weights live on the device");
+        let (mm_cpu, mm_gpu) = (QMatMul::from_qtensor(q_cpu).unwrap(), QMatMul::from_qtensor(q_gpu).unwrap());
+        // 1 and 5 rows: MMVQ; 16 rows: MMQ.
+        for rows in [1, 5, 16] {
+            let x: Vec<f32> = values(31 + rows as u64, rows * k);
+            let x_cpu = Tensor::from_vec(x.clone(), (rows, k), &Device::Cpu).unwrap();
+            let got = flat_f32(&mm_gpu.forward(&x_cpu.to_device(&gpu).unwrap()).unwrap());
+            let cpu = flat_f32(&mm_cpu.forward(&x_cpu).unwrap());
+            assert_eq!(got.len(), rows * n, "{dtype:?}, {rows} rows: output shape");
+            for (index, (g, c)) in got.iter().zip(&cpu).enumerate() {
+                let (r, j) = (index / n, index % n);
+                let (xr, wj) = (&x[r * k..(r + 1) * k], &w_deq[j * k..(j + 1) * k]);
+                let exact: f32 = xr.iter().zip(wj).map(|(a, b)| a * b).sum();
+                let bound = q8_activation_bound(xr, wj);
+                let what = format!("{dtype:?}, {rows} rows, output [{r}, {j}]");
+                assert!((g - exact).abs() <= bound, "{what}: device {g}, exact {exact}, bound {bound}");
+                assert!((g - c).abs() <= 2.0 * bound, "{what}: device {g}, cpu {c}, bound {bound}");
+            }
+        }
+    }
+}
+
 fn f64s(t: &Tensor) -> Vec<f64> {
     flat_f32(t).into_iter().map(f64::from).collect()
 }
