@@ -57,6 +57,19 @@ case "$what" in
         # The habits Rust users expect, checked first (they fail fast):
         # the tree formatted as rustfmt.toml says, and clippy clean.
         cargo fmt --all --check
+        # The slowest test, tests/dependent_candle.rs, builds candle from
+        # scratch in its own target folder (target/dependents/candle), much of
+        # it one long nvcc or rustc job at a time. Start that build now, in the
+        # background, so it fills the cores clippy and the tests below leave
+        # idle; the test itself then waits on cargo's lock of that folder and
+        # finds it built. If the build fails here, the test reports why.
+        prebuild_log="$repo_root/target/dependents/candle-prebuild.log"
+        mkdir -p "$(dirname "$prebuild_log")"
+        candle_test="$(cargo test --workspace --release --test dependent_candle --no-run --message-format=json |
+            sed -n 's/.*"executable":"\([^"]*dependent_candle[^"]*\)".*/\1/p')"
+        "$candle_test" --ignored --exact prebuild_candle_dependent >"$prebuild_log" 2>&1 &
+        prebuild_pid=$!
+        trap 'kill "$prebuild_pid" 2>/dev/null || true' EXIT
         cargo clippy --workspace --release --all-targets -- -D warnings
         cargo test --workspace --release
         # The forward's Hopper path: single-adapter forward tests again on the
