@@ -10,6 +10,11 @@
 //! does; the TMA descriptors inside are made by the emulated driver's
 //! cuTensorMapEncodeTiled (the program is linked against the emulator's
 //! libcuda.so), and the kernel reads them from its __grid_constant__ parameter.
+//!
+//! Most tests launch through `ptx_emu::launch`; `driver::` launches both
+//! kernels as a program does on a GPU, through the emulated driver's exports
+//! on a device presenting compute capability 9.0 (`PTX_EMU_COMPUTE_CAPABILITY`,
+//! whose 227 KB of opt-in shared memory per block these kernels need).
 
 mod common;
 mod cutlass_support;
@@ -167,5 +172,127 @@ fn cutlass_sm90_kernels_use_tma_mbarrier_and_wgmma() {
         let name = kernel.kernel();
         assert!(ptx.contains(&format!(".param .align 128 .b8 {name}_param_0[")), "{name}'s Params declaration");
         assert!(ptx.contains(&format!(", {name}_param_0;")), "{name} takes its parameter's address");
+    }
+}
+
+// ---------------------------------------------------------------- through the driver
+
+/// The same kernels launched as a program launches them on a GPU, through
+/// the emulated driver's exports on a device presenting compute capability
+/// 9.0: cuModuleLoadData of the sm_90a PTX, cuFuncSetAttribute for the
+/// dynamic shared memory past sm_80's 163 KB, cuLaunchKernelEx with a
+/// 1x1x1 cluster and the Params bytes as the single `__grid_constant__`
+/// parameter, D copied back and checked against the f64 reference.
+mod driver {
+    use super::*;
+    use cuda::context::{
+        cuCtxSetCurrent, cuCtxSynchronize, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRetain, cuInit,
+    };
+    use cuda::device::cuDeviceGetAttribute;
+    use cuda::launch_ex::{cuLaunchKernelEx, CUlaunchAttribute, CUlaunchConfig};
+    use cuda::memory::{cuMemAlloc_v2, cuMemFree_v2, cuMemcpyDtoH_v2, cuMemcpyHtoD_v2};
+    use cuda::module::{cuFuncGetAttribute, cuFuncSetAttribute, cuModuleGetFunction, cuModuleLoadData, cuModuleUnload};
+    use cuda::result::*;
+    use std::ffi::{c_void, CString};
+    use std::ptr::null_mut;
+
+    const MAX_DYNAMIC_SHARED_SIZE_BYTES: i32 = 8;
+    const MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: i32 = 97;
+    const LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
+
+    fn ok(code: CUresult) {
+        assert_eq!(code, CUDA_SUCCESS);
+    }
+
+    fn upload<T>(data: &[T]) -> u64 {
+        let bytes = std::mem::size_of_val(data);
+        let mut address = 0;
+        unsafe {
+            ok(cuMemAlloc_v2(&mut address, bytes));
+            ok(cuMemcpyHtoD_v2(address, data.as_ptr().cast(), bytes));
+        }
+        address
+    }
+
+    /// One GEMM of `kernel` on seeded inputs through the driver; asserts D.
+    fn check_through_driver(
+        module: cuda::module::CUmodule,
+        kernel: Sm90Kernel,
+        (m, n, k): (usize, usize, usize),
+        seed: u64,
+    ) {
+        let name = kernel.kernel();
+        let mut rng = Rng::new(seed);
+        let a: Vec<bf16> = rng.uniform_vec(m * k, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
+        let b: Vec<bf16> = rng.uniform_vec(n * k, -1.0, 1.0).into_iter().map(bf16::from_f32).collect();
+        let (da, db, dd) = (upload(&a), upload(&b), upload(&vec![f32::NAN; m * n]));
+        let plan = plan_sm90_launch(m, n, k, (da, db, dd), kernel, SM_COUNT, &libcuda_dir());
+        assert_eq!(plan.cluster, [1, 1, 1]);
+        assert!(plan.config.dynamic_shared_bytes > 163 * 1024, "{name} needs more than sm_80 gives");
+        let mut d = vec![0f32; m * n];
+        unsafe {
+            let mut function = null_mut();
+            let c_name = CString::new(name).unwrap();
+            ok(cuModuleGetFunction(&mut function, module, c_name.as_ptr()));
+            let shared = plan.config.dynamic_shared_bytes as i32;
+            ok(cuFuncSetAttribute(function, MAX_DYNAMIC_SHARED_SIZE_BYTES, shared));
+            let mut limit = -1;
+            ok(cuFuncGetAttribute(&mut limit, MAX_DYNAMIC_SHARED_SIZE_BYTES, function));
+            assert_eq!(limit, shared);
+            let mut attrs = [CUlaunchAttribute {
+                id: LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+                pad: [0; 4],
+                value: [1 | 1 << 32, 1, 0, 0, 0, 0, 0, 0],
+            }];
+            let config = CUlaunchConfig {
+                grid_dim: plan.config.grid,
+                block_dim: plan.config.block,
+                shared_mem_bytes: plan.config.dynamic_shared_bytes,
+                stream: null_mut(),
+                attrs: attrs.as_mut_ptr(),
+                num_attrs: 1,
+            };
+            let mut params: [*mut c_void; 1] = [plan.params.as_ptr() as *mut c_void];
+            // A finding of any check fails the launch (or the synchronize) with 700, 716 or 719.
+            ok(cuLaunchKernelEx(&config, function, params.as_mut_ptr(), null_mut()));
+            ok(cuCtxSynchronize());
+            ok(cuMemcpyDtoH_v2(d.as_mut_ptr().cast(), dd, m * n * 4));
+            for p in [da, db, dd] {
+                ok(cuMemFree_v2(p));
+            }
+        }
+        let to_f64 = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
+        let b_kn: Vec<f64> = (0..k * n).map(|i| b[(i % n) * k + i / n].to_f64()).collect();
+        let (exact, magnitude) = gemm_f64(m, n, k, &to_f64(&a), &b_kn);
+        assert_gemm_close(&format!("CUTLASS Sm90 {kernel:?} D through the driver"), &d, &exact, &magnitude, k);
+    }
+
+    /// Both kernels, ragged in M, N and K. The capability is set in this
+    /// process's environment before the driver's first use here (it is read
+    /// at every query; no other test of this binary uses the driver in
+    /// process), and every check is on.
+    #[test]
+    fn cutlass_sm90_launched_through_the_driver_on_a_9_0_device() {
+        std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", "90");
+        for check in ["PTX_EMU_MEMCHECK", "PTX_EMU_RACECHECK", "PTX_EMU_INITCHECK", "PTX_EMU_SYNCCHECK"] {
+            std::env::remove_var(check);
+        }
+        std::env::remove_var("PTX_EMU_SAMPLE_CTAS");
+        let ptx = CString::new(cutlass_sm90_ptx()).unwrap();
+        unsafe {
+            let mut context = null_mut();
+            ok(cuInit(0));
+            ok(cuDevicePrimaryCtxRetain(&mut context, 0));
+            ok(cuCtxSetCurrent(context));
+            let mut optin = -1;
+            ok(cuDeviceGetAttribute(&mut optin, MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 0));
+            assert_eq!(optin, 227 * 1024, "sm_90's opt-in shared memory per block");
+            let mut module = null_mut();
+            ok(cuModuleLoadData(&mut module, ptx.as_ptr().cast()));
+            check_through_driver(module, Sm90Kernel::Cooperative, (200, 136, 200), 95);
+            check_through_driver(module, Sm90Kernel::WarpSpecialized, (72, 44, 88), 96);
+            ok(cuModuleUnload(module));
+            ok(cuDevicePrimaryCtxRelease_v2(0));
+        }
     }
 }
