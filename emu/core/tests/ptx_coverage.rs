@@ -410,6 +410,9 @@ fn failed_assert_is_a_finding_with_the_runtime_message() {
 fn failed_assert_through_the_driver_api() {
     let output = std::process::Command::new(std::env::current_exe().expect("test binary path"))
         .args(["--ignored", "--exact", "assert_child_process", "--nocapture", "--test-threads=1"])
+        // The kernels are sm_90 PTX, which the driver loads only on a device
+        // presenting compute capability 9.0.
+        .env("PTX_EMU_COMPUTE_CAPABILITY", "90")
         .output()
         .expect("run the child test");
     let stdout = String::from_utf8_lossy(&output.stdout);
