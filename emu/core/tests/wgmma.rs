@@ -139,7 +139,10 @@ fn counters_count_each_warp_of_the_warpgroup() {
 
 /// CuTe's GMMA layouts and descriptors (kernels/wgmma_cute.cu): K- and
 /// MN-major operands with each swizzle atom, and A in registers through
-/// CuTe's A-fragment partition; D through CuTe's partition_C.
+/// CuTe's A-fragment partition; D through CuTe's partition_C. The last, an
+/// MN-major 128-byte-swizzled pair with N = 128, puts B across two MN atoms,
+/// so the descriptor's leading byte offset (their stride) must be read as
+/// CuTe writes it.
 #[test]
 fn cute_gmma_layouts_and_descriptors_match_the_reference() {
     let flags = [
@@ -152,8 +155,9 @@ fn cute_gmma_layouts_and_descriptors_match_the_reference() {
     let kernels = ["k", "mn"]
         .iter()
         .flat_map(|major| ["inter", "sw32", "sw64", "sw128"].iter().map(move |atom| format!("cute_{major}_{atom}")))
-        .chain(["cute_rs_k_sw128".to_string()]);
+        .chain(["cute_rs_k_sw128".to_string(), "cute_mn_sw128_n128".to_string()]);
     for (i, kernel) in kernels.enumerate() {
+        let v = if kernel.ends_with("_n128") { ("cute", false, 128, 4, 1.0, 1.0) } else { v };
         let c = case(&dev, 500 + i as u64, &v, false);
         let params = dev.params(&kernel).ptr(c.a).ptr(c.bt).ptr(c.d).finish();
         let report = dev.launch_with(&kernel, grid_1d(1, 128), &params, &CheckOptions::default());
