@@ -1,16 +1,23 @@
-/* Parameters of the Hopper (sm_90a) fused forward, cuda/forward_sm90a.cu,
- * shared with the Rust side (bindgen).
+/* Parameters of the Hopper (sm_90a) GEMM, cuda/hopper_gemm.cuh, run by the
+ * fused forward (cuda/forward_sm90a.cu) and the backward's dX
+ * (cuda/backward_dx_sm90a.cu), shared with the Rust side (bindgen).
  *
- *     out = round_T(s . (P . B^T) + X . W0^T + bias[n] + y_in[m, n])
+ *     out = round_T(s . (P . B) + X . W + bias[n] + y_in[m, n])
  *
- * The same formula and reduction order as the mma.sync fused forward
- * (forward_params.h: the adapter segment first, scaled in f32, then the base
- * segment), for one adapter whose rank is `ad_k` (0: no adapter segment).
+ * The same formula and reduction order as the mma.sync kernels
+ * (forward_params.h, backward_params.h: the adapter segment first, scaled in
+ * f32, then the base segment), for one adapter whose rank is `ad_k` (0: no
+ * adapter segment); `m`, `n` are the output's rows and columns and `k` the
+ * base segment's reduction. The forward: X, W0 [n, k], P, B [n, ad_k]. dX:
+ * dY [m, k], W0 [k, n], G [m, ad_k], A [ad_k, n] (n is dX's K, k the layer's
+ * N), y_in = dX when accumulating.
  * The four operands are read through TMA tensor maps the host encodes with
- * cuTensorMapEncodeTiled: 2-D, row-major, the inner (K) dimension first, a
- * box of LORA_HOPPER_TILE_K columns by the tile's rows (LORA_HOPPER_TILE_M
- * for X and P, LORA_HOPPER_TILE_N for W0 and B), 128-byte swizzle, zero fill
- * out of bounds (ragged M, N, K and the rank's tail). */
+ * cuTensorMapEncodeTiled: 2-D, row-major, the inner dimension first,
+ * 128-byte swizzle, zero fill out of bounds (ragged M, N, K and the rank's
+ * tail). X and P: a box of LORA_HOPPER_TILE_K reduction columns by
+ * LORA_HOPPER_TILE_M rows. W and B, K-major (the forward): LORA_HOPPER_TILE_K
+ * reduction columns by LORA_HOPPER_TILE_N rows; MN-major (dX):
+ * LORA_HOPPER_MN_BOX output columns by LORA_HOPPER_TILE_K reduction rows. */
 #ifndef FUSED_LORA_HOPPER_PARAMS_H
 #define FUSED_LORA_HOPPER_PARAMS_H
 
@@ -21,6 +28,9 @@
 #define LORA_HOPPER_TILE_N 256
 #define LORA_HOPPER_TILE_K 64
 #define LORA_HOPPER_STAGES 4
+/* An MN-major operand's box width: 64 16-bit elements, one 128-byte swizzle
+ * span (a 256-column tile takes four boxes per K-step). */
+#define LORA_HOPPER_MN_BOX 64
 /* One producer warpgroup and two consumer warpgroups (64 rows each). */
 #define LORA_HOPPER_THREADS 384
 /* The dynamic shared memory a launch reserves: the ring (each stage a
@@ -36,10 +46,10 @@ typedef struct __attribute__((aligned(64))) LoraTensorMap {
 } LoraTensorMap;
 
 typedef struct __attribute__((aligned(64))) LoraHopperGemmParams {
-    LoraTensorMap x_map;  /* X [m, k] */
-    LoraTensorMap w_map;  /* W0 [n, k] */
-    LoraTensorMap p_map;  /* P [m, ad_k] (row stride r_max), when ad_k > 0 */
-    LoraTensorMap b_map;  /* B [n, ad_k] (row stride r_max), when ad_k > 0 */
+    LoraTensorMap x_map;  /* X [m, k] (dX: dY) */
+    LoraTensorMap w_map;  /* W0 [n, k] (dX: W0 [k, n], MN-major) */
+    LoraTensorMap p_map;  /* P [m, ad_k] (row stride r_max), when ad_k > 0 (dX: G) */
+    LoraTensorMap b_map;  /* B [n, ad_k] (row stride r_max), when ad_k > 0 (dX: A [ad_k, n], MN-major) */
     uint64_t out;         /* [m, n] T: written once */
     uint64_t y_in;        /* [m, n] const T added in the epilogue, or 0; may equal out */
     uint64_t bias;        /* [n] const T, or 0 */

@@ -36,6 +36,7 @@ pub const LORA_HOPPER_TILE_M: u32 = 128;
 pub const LORA_HOPPER_TILE_N: u32 = 256;
 pub const LORA_HOPPER_TILE_K: u32 = 64;
 pub const LORA_HOPPER_STAGES: u32 = 4;
+pub const LORA_HOPPER_MN_BOX: u32 = 64;
 pub const LORA_HOPPER_THREADS: u32 = 384;
 pub const LORA_HOPPER_SHARED_BYTES: u32 = 198656;
 pub const LORA_INIT_THREADS: u32 = 256;

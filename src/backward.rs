@@ -81,6 +81,14 @@
 //! requirement: operands whose row stride and base allow 16-byte copies
 //! take the fast path, others are loaded element by element.
 //!
+//! On a compute capability 9.0 device (H100, H200), dX with one adapter and
+//! no dropout takes a Hopper kernel instead (`lora_backward_dx_<T>_sm90a`:
+//! TMA, mbarriers, wgmma; `backward::hopper`, docs/hopper.md) when TMA can
+//! read dY, W0, G and A (16-byte bases, N, K and r multiples of 8) and the
+//! grid would not split; dA then takes its own launch before it. The same
+//! formula and order (the scaled adapter term first), so the same tolerance
+//! and bit-identical reruns; `FUSED_LORA_HOPPER=0` turns it off.
+//!
 //! # Small M (decode)
 //! When dX has fewer 64×64 output tiles than the device has SMs, its
 //! reduction steps (N, plus the rank) are split over several CTAs per tile
@@ -133,6 +141,8 @@
 //! from the inputs. An out-of-range index is reported through
 //! [`AdapterStatus`](crate::AdapterStatus), as in the forward; such a row gets the base dX only.
 
+pub(crate) mod hopper;
+
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
@@ -158,6 +168,7 @@ use crate::validate::{
     check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
     Span,
 };
+use hopper::DxOperands;
 
 /// The output tile of the tiled launches.
 const TILE_ROWS: usize = LORA_BWD_TILE_ROWS as usize;
@@ -647,7 +658,26 @@ impl LoraKernels {
             // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a tile.
             let fused_groups = if warp_mode { num_adapters.div_ceil(BIG_TILE_WARPS) } else { num_adapters };
             let fused_da_ctas = k.div_ceil(RANK_TILE) * fused_groups;
-            if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+            // One adapter for every row, no dropout: the Hopper dX may take it.
+            let single = base.row_adapter == 0 && base.ranks == 0 && base.scales == 0 && base.dropout == 0;
+            let hopper_dx = DxOperands {
+                dx: dx_span.start,
+                dy: dy_span.start,
+                w: w_span.start,
+                g: g_span.start,
+                a: a_span.start,
+                m,
+                n,
+                k,
+                rank: r_max,
+                scale: base.scale,
+                accumulate: out.mode == GradMode::Accumulate,
+            };
+            if single && self.dx_takes_hopper(&hopper_dx, T::DTYPE)? {
+                let da = LoraBwdParams { out: da_span.start, ..params };
+                self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
+                self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
+            } else if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
                 self.launch_dx_da::<T>(stream, LoraBwdParams { da: da_span.start, ..dx_params }, fused_da_ctas)?;
             } else {
                 let da = LoraBwdParams { out: da_span.start, ..params };

@@ -2,7 +2,10 @@
 //! (`cuda/forward_sm90a.cu`: TMA loads into a shared-memory ring, a producer
 //! warpgroup and two wgmma consumer warpgroups), chosen on compute
 //! capability 9.0 devices in place of the mma.sync fused GEMM, for the
-//! launches it covers (see [`HopperOperands::covers`]).
+//! launches it covers (see [`HopperOperands::covers`]). The pieces every
+//! Hopper launch shares (the environment switch, the device check, the
+//! tensor maps, the launch with its opt-in shared memory) live here too; the
+//! backward's dX (`crate::backward::hopper`) uses them.
 //!
 //! `FUSED_LORA_HOPPER=0` keeps a 9.0 device on the mma.sync kernels (for
 //! A/B comparisons), `FUSED_LORA_HOPPER=1` lets it take this path; unset,
@@ -19,7 +22,7 @@ use cudarc::driver::{CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use crate::dtype::{DType, LoraDType};
 use crate::error::Result;
 use crate::forward::launch::k_splits;
-use crate::kernels::{LoraKernels, FORWARD_SM90A};
+use crate::kernels::{KernelFamily, LoraKernels, FORWARD_SM90A};
 use crate::params::{
     LoraHopperGemmParams, LoraTensorMap, LORA_HOPPER_SHARED_BYTES, LORA_HOPPER_THREADS, LORA_HOPPER_TILE_K,
     LORA_HOPPER_TILE_M, LORA_HOPPER_TILE_N,
@@ -34,7 +37,7 @@ unsafe impl DeviceRepr for LoraHopperGemmParams {}
 pub const HOPPER_ENV: &str = "FUSED_LORA_HOPPER";
 
 /// TMA reads rows whose byte stride and base are multiples of 16.
-const TMA_ALIGNMENT: u64 = 16;
+pub(crate) const TMA_ALIGNMENT: u64 = 16;
 
 /// The operands of one fused forward launch, as the Hopper kernel reads them.
 #[derive(Clone, Copy, Debug)]
@@ -84,10 +87,11 @@ fn hopper_allowed_by_env() -> bool {
 }
 
 /// A 2-D row-major tensor `[rows, cols]` of 16-bit elements with row
-/// stride `ld`, read by TMA in boxes of `LORA_HOPPER_TILE_K` columns by
-/// `box_rows` rows with the 128-byte swizzle; reads past the tensor give
-/// zeros.
-fn encode_tensor_map(
+/// stride `ld`, read by TMA in boxes of `LORA_HOPPER_TILE_K` (64) columns by
+/// `box_rows` rows with the 128-byte swizzle (64 columns are one swizzle
+/// span, whether they are the reduction, K-major, or the output's columns,
+/// MN-major); reads past the tensor give zeros.
+pub(crate) fn encode_tensor_map(
     dtype: DType,
     address: u64,
     rows: usize,
@@ -129,10 +133,10 @@ fn encode_tensor_map(
 }
 
 impl LoraKernels {
-    /// Whether fused forwards take the Hopper kernel on this context's
+    /// Whether the Hopper kernels (fused forward, dX) may run on this context's
     /// device: compute capability exactly 9.0 (the sm_90a PTX runs there
     /// only) and `FUSED_LORA_HOPPER` allowing it.
-    pub(crate) fn hopper_forward(&self) -> Result<bool> {
+    pub(crate) fn hopper_enabled(&self) -> Result<bool> {
         if !hopper_allowed_by_env() {
             return Ok(false);
         }
@@ -143,17 +147,52 @@ impl LoraKernels {
     }
 
     /// Whether the fused launch on `ops` takes the Hopper kernel: a 9.0
-    /// device ([`Self::hopper_forward`]), an operand set the kernel covers,
+    /// device ([`Self::hopper_enabled`]), an operand set the kernel covers,
     /// and enough output tiles that the mma.sync path would not split K
     /// (small grids keep its split-K launches, which occupy every SM).
     /// Deterministic for a shape, device and environment.
     pub(crate) fn takes_hopper_path(&self, ops: &HopperOperands, dtype: DType) -> Result<bool> {
-        if !ops.covers(dtype) || !self.hopper_forward()? {
+        if !ops.covers(dtype) || !self.hopper_enabled()? {
             return Ok(false);
         }
         let sms =
             self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
         Ok(k_splits(sms, ops.m, ops.n, ops.k) == 1)
+    }
+
+    /// Launches `kernel` of `family`, a `hopper_gemm.cuh` GEMM, on `params`:
+    /// one CTA per `LORA_HOPPER_TILE_M × LORA_HOPPER_TILE_N` tile of the
+    /// `[params.m, params.n]` output, with the shared memory it opts in to.
+    ///
+    /// # Safety
+    /// The tensor maps in `params` must describe live buffers of this
+    /// context, ordered before this launch on `stream`, and `params.out`
+    /// (and `y_in`, `bias` when set) the `[m, n]` (`[n]`) buffers the
+    /// kernel writes and reads; `out` overlaps no input but `y_in`.
+    pub(crate) unsafe fn launch_hopper(
+        &self,
+        stream: &Arc<CudaStream>,
+        family: KernelFamily,
+        kernel: &str,
+        params: &LoraHopperGemmParams,
+    ) -> Result<()> {
+        let gemm = self.function(family, kernel)?;
+        // Above the 48 KB a launch gets by default: opt in.
+        gemm.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_HOPPER_SHARED_BYTES as i32,
+        )?;
+        let grid = ((params.n as u32).div_ceil(LORA_HOPPER_TILE_N), (params.m as u32).div_ceil(LORA_HOPPER_TILE_M), 1);
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_HOPPER_THREADS, 1, 1),
+            shared_mem_bytes: LORA_HOPPER_SHARED_BYTES,
+        };
+        let mut launch = stream.launch_builder(&gemm);
+        launch.arg(params);
+        // SAFETY: the caller's contract.
+        unsafe { launch.launch(config) }?;
+        Ok(())
     }
 
     /// Launches `lora_forward_gemm_<T>_sm90a` on `ops`:
@@ -185,24 +224,11 @@ impl LoraKernels {
             ad_k: ops.rank as i32,
             scale: ops.scale,
         };
-        let gemm = self.function(FORWARD_SM90A, &format!("lora_forward_gemm_{}_sm90a", dtype.kernel_suffix()))?;
-        gemm.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            LORA_HOPPER_SHARED_BYTES as i32,
-        )?;
-        let grid = ((ops.n as u32).div_ceil(tile_n), (ops.m as u32).div_ceil(tile_m), 1);
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (LORA_HOPPER_THREADS, 1, 1),
-            shared_mem_bytes: LORA_HOPPER_SHARED_BYTES,
-        };
-        let mut launch = stream.launch_builder(&gemm);
-        launch.arg(&params);
+        let kernel = format!("lora_forward_gemm_{}_sm90a", dtype.kernel_suffix());
         // SAFETY: the caller's contract; the kernel reads the operands only
         // through the tensor maps just encoded over their extents, and writes
         // `out` only inside [m, n].
-        unsafe { launch.launch(config) }?;
-        Ok(())
+        unsafe { self.launch_hopper(stream, FORWARD_SM90A, &kernel, &params) }
     }
 }
 
