@@ -81,6 +81,11 @@ case "$what" in
         # beside the sm_90a one; tests/forward_hopper.rs covers the rest).
         PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test forward -- \
             fused_single fused_without_p deterministic
+        # The backward's Hopper dX: the single-adapter f16/bf16 backward tests
+        # again at 9.0 (the shapes TMA can read take the sm_90a dX, the rest
+        # mma.sync; tests/backward_hopper.rs covers the rest; about 10 s).
+        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test backward -- \
+            single_adapter::f16 single_adapter::bf16
         # The GPU report's dry run: each of its steps on the emulator, small —
         # the benches in criterion's test mode (every case's variants once, on
         # small stand-in shapes, checked against the reference), the modeled
