@@ -6,6 +6,12 @@
 //! (`cutlass_sm90.rs`), each modeled (never measured). Issue 17's targets:
 //! the Hopper forward at least 1.4x faster than the mma.sync one, and at
 //! most 1.05x CUTLASS Sm90's base GEMM.
+//!
+//! Then the backward's dX rows, alike: dX on its Hopper path
+//! (`lora_backward_dx_bf16_sm90a`, with dA's own launch before it), on the
+//! mma.sync path (whose 128x128 dX launch also runs dA's CTAs), and CUTLASS
+//! Sm90's GEMM of dX's shape (M x K, reduced over N; its B K-major where
+//! dX's W0 is MN-major: the shape's cost, not the same layout).
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -101,5 +107,87 @@ pub fn write(dir: &Path, rows: &[HopperRow]) -> Result<(), Box<dyn Error>> {
         );
     }
     std::fs::write(dir.join("hopper.csv"), csv)?;
+    Ok(())
+}
+
+/// One projection's modeled dX times on the H100: the Hopper dX launch and
+/// the launches of dA and dX on either path (the mma.sync dX launch runs
+/// dA's CTAs too, so dA + dX is what compares).
+pub struct DxRow {
+    pub case: Case,
+    pub hopper_dx: Summed,
+    pub hopper_dx_da: Summed,
+    pub mma_sync_dx_da: Summed,
+    pub cutlass_sm90_us: f64,
+}
+
+impl DxRow {
+    pub fn speedup(&self) -> f64 {
+        self.mma_sync_dx_da.us / self.hopper_dx_da.us
+    }
+
+    pub fn vs_cutlass(&self) -> f64 {
+        self.hopper_dx.us / self.cutlass_sm90_us
+    }
+}
+
+/// Whether a backward launch is dX's or dA's (the launches the dX rows sum).
+pub fn is_dx_or_da(kernel: &str) -> bool {
+    kernel.starts_with("lora_backward_dx_") || kernel.starts_with("lora_backward_da_")
+}
+
+/// The dX rows as a markdown table.
+pub fn dx_table(rows: &[DxRow]) -> String {
+    let mut out = String::from(
+        "Backward dX, H100 (modeled, not measured), bf16: dA + dX launches (the mma.sync 128x128 dX launch runs \
+         dA's CTAs; the Hopper path launches dA, then the sm_90a dX)\n\n\
+         | case | Hopper dX us | Hopper dA + dX us | mma.sync dA + dX us | CUTLASS Sm90 GEMM of dX's shape us | \
+         speed-up | Hopper dX vs CUTLASS Sm90 | Hopper dX bound |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} M={} r={} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {} |",
+            row.case.projection,
+            row.case.m,
+            row.case.r,
+            row.hopper_dx.us,
+            row.hopper_dx_da.us,
+            row.mma_sync_dx_da.us,
+            row.cutlass_sm90_us,
+            row.speedup(),
+            row.vs_cutlass(),
+            row.hopper_dx.bound
+        );
+    }
+    out
+}
+
+/// `hopper_dx.md` (the table) and `hopper_dx.csv` in `dir`.
+pub fn write_dx(dir: &Path, rows: &[DxRow]) -> Result<(), Box<dyn Error>> {
+    std::fs::write(dir.join("hopper_dx.md"), dx_table(rows))?;
+    let mut csv = String::from(
+        "case,m,k,n,r,gpu,hopper_dx_us,hopper_dx_da_us,mma_sync_dx_da_us,cutlass_sm90_us,speedup,vs_cutlass\n",
+    );
+    for row in rows {
+        let c = &row.case;
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{GPU},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4}",
+            c.projection,
+            c.m,
+            c.k,
+            c.n,
+            c.r,
+            row.hopper_dx.us,
+            row.hopper_dx_da.us,
+            row.mma_sync_dx_da.us,
+            row.cutlass_sm90_us,
+            row.speedup(),
+            row.vs_cutlass()
+        );
+    }
+    std::fs::write(dir.join("hopper_dx.csv"), csv)?;
     Ok(())
 }

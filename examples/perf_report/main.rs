@@ -471,6 +471,52 @@ fn hopper_rows(
     }
     println!("\n{}", hopper::table(&rows));
     hopper::write(out, &rows)?;
-    println!("modeled times (not measured on a GPU); wrote {}", out.join("hopper.md").display());
+
+    // The backward's dX: the Hopper dX (with dA's launch) against the
+    // mma.sync dX (whose launch runs dA's CTAs), and CUTLASS Sm90's GEMM of
+    // dX's shape.
+    let steps = 3 * cases.len();
+    let mut step = 0;
+    let mut dx_rows = Vec::new();
+    let dx_and_da =
+        |all: &[Launch]| -> Vec<Launch> { all.iter().filter(|l| hopper::is_dx_or_da(&l.kernel)).cloned().collect() };
+    for case in &cases {
+        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
+        let hopper_launches = {
+            let _on = EnvOverride::set(fused_lora::HOPPER_ENV, "1");
+            counted(log, &mut step, steps, &format!("backward {name} (H100, Hopper dX)"), || {
+                cases::backward(kernels, &stream, case)
+            })?
+        };
+        let hopper_dx: Vec<_> = hopper_launches.iter().filter(|l| l.kernel.ends_with("_sm90a")).cloned().collect();
+        if hopper_dx.is_empty() {
+            return Err(format!("{name}: the backward on compute capability 9.0 took no sm_90a dX").into());
+        }
+        let mma_sync_launches = {
+            let _off = EnvOverride::set(fused_lora::HOPPER_ENV, "0");
+            counted(log, &mut step, steps, &format!("backward {name} (H100, mma.sync dX)"), || {
+                cases::backward(kernels, &stream, case)
+            })?
+        };
+        // dX [M, K] reduced over N.
+        let shape = (case.m, case.k, case.n);
+        let cutlass_launches = counted(log, &mut step, steps, &format!("CUTLASS Sm90 GEMM, dX of {name}"), || {
+            cutlass.gemm(&stream, shape, hopper::SMS)
+        })?;
+        dx_rows.push(hopper::DxRow {
+            case: *case,
+            hopper_dx: sum_on(&hopper_dx, hopper::GPU)?,
+            hopper_dx_da: sum_on(&dx_and_da(&hopper_launches), hopper::GPU)?,
+            mma_sync_dx_da: sum_on(&dx_and_da(&mma_sync_launches), hopper::GPU)?,
+            cutlass_sm90_us: sum_on(&cutlass_launches, hopper::GPU)?.us,
+        });
+    }
+    println!("\n{}", hopper::dx_table(&dx_rows));
+    hopper::write_dx(out, &dx_rows)?;
+    println!(
+        "modeled times (not measured on a GPU); wrote {} and {}",
+        out.join("hopper.md").display(),
+        out.join("hopper_dx.md").display()
+    );
     Ok(())
 }
