@@ -191,7 +191,8 @@ impl RaceShadow {
             return;
         }
         if let Some(w) = cell.write {
-            if !(write && same_value) && !order.before(&w, &now) {
+            let identical = write && same_value;
+            if !(identical || order.before(&w, &now)) {
                 found(Conflict::With { other: w, other_wrote: true });
             }
         }
