@@ -11,7 +11,7 @@ use crate::ptx::ir::*;
 use crate::types::ScalarType;
 
 /// The concrete space and space-relative address of an access.
-fn resolve(space: Space, a: u64) -> (Space, u64) {
+pub(super) fn resolve(space: Space, a: u64) -> (Space, u64) {
     match space {
         Space::Generic => {
             let s = generic_space(a);
@@ -144,6 +144,10 @@ fn atom_apply(op: AtomOp, ty: ScalarType, old: u64, b: u64, c: u64) -> u64 {
 }
 
 impl<'l> Cta<'l> {
+    pub(super) fn misaligned_at(&self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<(), Stop> {
+        self.misaligned(pc, tid, sp, addr, len)
+    }
+
     fn misaligned(&self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<(), Stop> {
         if self.l.opts.memcheck && len > 1 && addr % len as u64 != 0 {
             return Err(self.report(
