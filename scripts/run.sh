@@ -51,6 +51,11 @@ case "$what" in
         exec cargo run --release --example train -- "$@"
         ;;
     test)
+        # Held to initcheck on shared memory too (stricter than
+        # compute-sanitizer's initcheck, which looks at global memory only, and
+        # than the emulator's default): no kernel these tests run reads a
+        # shared byte it did not write.
+        export PTX_EMU_INITCHECK_SHARED="${PTX_EMU_INITCHECK_SHARED:-1}"
         if [ "$#" -gt 0 ]; then
             exec cargo test --workspace --release "$@"
         fi

@@ -11,6 +11,7 @@ mod operands;
 #[cfg(test)]
 mod tests;
 mod wgmma;
+mod wmma;
 
 use crate::numerics::format::FloatFormat;
 use crate::types::ScalarType;
@@ -21,6 +22,10 @@ pub use wgmma::{
     accumulator_coord as wgmma_accumulator_coord, input_to_f64 as wgmma_input_to_f64,
     register_a_coord as wgmma_register_a_coord, valid_n as wgmma_valid_n, wgmma_multiply, SmemDescriptor, Swizzle,
     WgmmaDesc, WgmmaOp,
+};
+pub use wmma::{
+    wmma_element, wmma_fragment_regs, wmma_get, wmma_mma, wmma_set, wmma_slots, WmmaFragment, WmmaMatrix, WmmaShape,
+    WMMA_MAX_REGS,
 };
 
 /// `mma.sync.aligned.{shape}.{alayout}.{blayout}.{dtype}.{atype}.{btype}.{ctype}`.

@@ -146,13 +146,24 @@ fn initcheck_global_and_shared() {
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
     assert_eq!(d.download_f32(out, 32), vec![1.0; 32]);
 
-    let rep =
-        d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], CheckOptions::default());
+    // Shared memory: a finding with `shared_initcheck`; by default, as
+    // compute-sanitizer's initcheck (global memory only), none, and the
+    // bytes never written read as 0xff (a NaN where the float is stored).
+    let strict = CheckOptions { shared_initcheck: true, ..CheckOptions::default() };
+    let rep = d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], strict);
     let f = only(&rep.findings, FindingKind::Uninitialized);
     assert!(f.instruction.starts_with("ld.shared"), "{f}");
+    assert!(f.detail.contains("never written"), "{f}");
     let rep =
-        d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(1)], CheckOptions::default());
+        d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], CheckOptions::default());
     assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    let poisoned = d.download_f32(out, 32);
+    assert!(poisoned.iter().all(|v| v.to_bits() == 0xffff_ffff), "{poisoned:?}");
+    for opts in [strict, CheckOptions::default()] {
+        let rep = d.run("shared_unwritten", [1, 1, 1], [32, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(1)], opts);
+        assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+        assert_eq!(d.download_f32(out, 32), vec![1.0; 32]);
+    }
 }
 
 #[test]
@@ -244,14 +255,50 @@ fn cp_async_lands_only_at_its_wait() {
     let f = only(&rep.findings, FindingKind::Race);
     assert!(f.detail.contains("cp.async"), "{}", f.detail);
 
-    // Without racecheck, initcheck sees bytes nothing has written yet.
-    let (rep, _) = run(true, CheckOptions { racecheck: false, ..CheckOptions::default() });
+    // Without racecheck, initcheck sees bytes nothing has written yet: a
+    // finding with `shared_initcheck`, else they read as 0xff.
+    let (rep, _) = run(true, CheckOptions { racecheck: false, shared_initcheck: true, ..CheckOptions::default() });
     only(&rep.findings, FindingKind::Uninitialized);
+    let (rep, v) = run(true, CheckOptions { racecheck: false, ..CheckOptions::default() });
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    assert_eq!(v, 0xffff_ffff);
 
     // With both off, the early read sees the old (zero) contents.
     let (rep, v) = run(true, CheckOptions { racecheck: false, initcheck: false, ..CheckOptions::default() });
     assert!(rep.findings.is_empty());
     assert_eq!(v, 0);
+}
+
+/// Every thread of two warps stores `(tid & mask) << 8 | 0x3f800000` to one
+/// shared word with no barrier between the stores, then thread 0 copies the
+/// word out after one.
+fn same_word_ptx() -> String {
+    format!(
+        "{HEADER}.visible .entry flag(.param .u64 out, .param .u32 mask)\n{{\n.reg .b32 %r<6>;\n.reg .b64 %rd<3>;\n\
+         .reg .pred %p<2>;\n.shared .align 4 .b8 word[4];\nld.param.u64 %rd1, [out];\nld.param.u32 %r1, [mask];\n\
+         mov.u32 %r2, %tid.x;\nand.b32 %r3, %r2, %r1;\nshl.b32 %r3, %r3, 8;\nor.b32 %r5, %r3, 0x3f800000;\n\
+         st.shared.u32 [word], %r5;\nbar.sync 0;\nsetp.ne.u32 %p1, %r2, 0;\n@%p1 bra DONE;\n\
+         ld.shared.u32 %r4, [word];\ncvta.to.global.u64 %rd2, %rd1;\nst.global.u32 [%rd2], %r4;\nDONE:\nret;\n}}\n"
+    )
+}
+
+#[test]
+fn racecheck_write_after_write_of_identical_data_is_not_a_finding() {
+    let d = Dev::new(&same_word_ptx());
+    let out = d.zeros(4);
+    // 64 threads store 1.0f: identical data, compute-sanitizer's INFO level
+    // (no impact on execution), which it does not report by default.
+    let rep = d.run("flag", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0)], CheckOptions::default());
+    assert!(rep.findings.is_empty(), "{:?}", rep.findings);
+    assert_eq!(d.download_f32(out, 1), vec![1.0]);
+    // Warp 1 stores 0x3f802000: the words differ in byte 1 only, which races
+    // (a write after write, whichever store came second); bytes 0, 2 and 3
+    // are identical and race with nothing.
+    let rep = d.run("flag", [1, 1, 1], [64, 1, 1], 0, &[Arg::Ptr(out), Arg::I32(0x20)], CheckOptions::default());
+    let f = only(&rep.findings, FindingKind::Race);
+    assert_eq!(rep.findings.len(), 1, "one pair of instructions: {:?}", rep.findings);
+    assert!(f.instruction.starts_with("st.shared.u32"), "{f}");
+    assert!(f.detail.contains("write of byte 0x1 races with a write"), "{}", f.detail);
 }
 
 #[test]

@@ -109,6 +109,7 @@ fn gemm_256_throughput_unchecked() {
         initcheck: false,
         synccheck: false,
         ldmatrix_initcheck: false,
+        shared_initcheck: false,
         threads: 1,
         sample_ctas: None,
     };

@@ -33,7 +33,11 @@ fn run(kernel: &str, n: i32, setup: Setup) -> (Device, LaunchReport) {
         dev.mem.free(din).expect("free a live allocation");
     }
     let params = dev.params(kernel).ptr(din).ptr(dout).i32(n).finish();
-    let report = dev.launch_with(kernel, grid_1d(1, 64), &params, &CheckOptions::default());
+    // Every check on, initcheck on shared memory too (two of the bugs read
+    // shared bytes never written, which compute-sanitizer's initcheck, and
+    // so the emulator's by default, leaves alone).
+    let opts = CheckOptions { shared_initcheck: true, ..CheckOptions::default() };
+    let report = dev.launch_with(kernel, grid_1d(1, 64), &params, &opts);
     (dev, report)
 }
 

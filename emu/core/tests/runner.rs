@@ -77,6 +77,7 @@ fn flags_become_emulator_variables_and_the_library_comes_first() {
     let output = runner()
         .env("LD_LIBRARY_PATH", "/already/there")
         .args(["run", "--no-memcheck", "--no-racecheck", "--no-initcheck", "--no-synccheck", "--threads", "3"])
+        .arg("--initcheck-shared")
         .args(["--memory-bytes", "1048576", "--counters", "c.jsonl", "--", "env"])
         .current_dir(&dir)
         .output()
@@ -93,6 +94,7 @@ fn flags_become_emulator_variables_and_the_library_comes_first() {
     for check in ["MEMCHECK", "RACECHECK", "INITCHECK", "SYNCCHECK"] {
         assert_eq!(var(&format!("PTX_EMU_{check}")), "0");
     }
+    assert_eq!(var("PTX_EMU_INITCHECK_SHARED"), "1");
     assert_eq!(var("PTX_EMU_THREADS"), "3");
     assert_eq!(var("PTX_EMU_GLOBAL_MEMORY_BYTES"), "1048576");
     assert_eq!(PathBuf::from(var("PTX_EMU_COUNTERS_FILE")), dir.join("c.jsonl"), "made absolute");

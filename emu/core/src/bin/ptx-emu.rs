@@ -29,6 +29,7 @@ options (each sets the emulator variable in brackets for COMMAND):
   --no-memcheck          no out-of-bounds/misaligned access checks   [PTX_EMU_MEMCHECK=0]
   --no-racecheck         no shared/global race checks                [PTX_EMU_RACECHECK=0]
   --no-initcheck         no uninitialised-read checks                [PTX_EMU_INITCHECK=0]
+  --initcheck-shared     initcheck on shared memory too              [PTX_EMU_INITCHECK_SHARED=1]
   --no-synccheck         no barrier-divergence checks                [PTX_EMU_SYNCCHECK=0]
   --counters FILE        append one JSON line of counters per launch [PTX_EMU_COUNTERS_FILE]
   --threads N            host threads running CTAs (0: all cores)    [PTX_EMU_THREADS]
@@ -105,6 +106,7 @@ fn parse(args: &[OsString]) -> Result<Option<Invocation>, String> {
             "--no-racecheck" => invocation.emulator_env.push(("PTX_EMU_RACECHECK", "0".into())),
             "--no-initcheck" => invocation.emulator_env.push(("PTX_EMU_INITCHECK", "0".into())),
             "--no-synccheck" => invocation.emulator_env.push(("PTX_EMU_SYNCCHECK", "0".into())),
+            "--initcheck-shared" => invocation.emulator_env.push(("PTX_EMU_INITCHECK_SHARED", "1".into())),
             "--counters" => {
                 let file = value()?;
                 invocation.emulator_env.push(("PTX_EMU_COUNTERS_FILE", absolute(Path::new(&file)).into_os_string()));

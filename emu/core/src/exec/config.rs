@@ -23,6 +23,13 @@ pub struct CheckOptions {
     /// GEMMs read rows past a ragged edge that they never wrote and discard
     /// the products; with it off those bytes read as 0xff, NaN, instead).
     pub ldmatrix_initcheck: bool,
+    /// initcheck also for plain reads of shared memory (`ld.shared`, generic
+    /// loads that land in shared memory, shared atomics, a bulk copy out of
+    /// shared memory). Off by default, as compute-sanitizer's initcheck looks
+    /// at global memory only: with it off the bytes never written read as
+    /// 0xff (NaN in f16, bf16, f32 and f64), so one that reaches a stored
+    /// result shows there instead of being a finding.
+    pub shared_initcheck: bool,
     /// Host threads running independent CTAs (0 = all cores).
     pub threads: usize,
     /// Run only about this many CTAs of a larger grid and extrapolate the
@@ -40,6 +47,7 @@ impl Default for CheckOptions {
             initcheck: true,
             synccheck: true,
             ldmatrix_initcheck: false,
+            shared_initcheck: false,
             threads: 0,
             sample_ctas: None,
         }
@@ -49,16 +57,20 @@ impl Default for CheckOptions {
 impl CheckOptions {
     /// Every check on unless switched off: `PTX_EMU_MEMCHECK=0`,
     /// `PTX_EMU_RACECHECK=0`, `PTX_EMU_INITCHECK=0`, `PTX_EMU_SYNCCHECK=0`;
+    /// `PTX_EMU_INITCHECK_LDMATRIX=1` and `PTX_EMU_INITCHECK_SHARED=1` extend
+    /// initcheck (see the fields);
     /// `PTX_EMU_THREADS=N` sets the host threads; `PTX_EMU_SAMPLE_CTAS=N`
     /// samples grids of more than N CTAs (see [`CheckOptions::sample_ctas`]).
     pub fn from_env() -> Self {
         let off = |name: &str| std::env::var(name).is_ok_and(|v| v.trim() == "0");
+        let on = |name: &str| std::env::var(name).is_ok_and(|v| v.trim() == "1");
         CheckOptions {
             memcheck: !off("PTX_EMU_MEMCHECK"),
             racecheck: !off("PTX_EMU_RACECHECK"),
             initcheck: !off("PTX_EMU_INITCHECK"),
             synccheck: !off("PTX_EMU_SYNCCHECK"),
-            ldmatrix_initcheck: std::env::var("PTX_EMU_INITCHECK_LDMATRIX").is_ok_and(|v| v.trim() == "1"),
+            ldmatrix_initcheck: on("PTX_EMU_INITCHECK_LDMATRIX"),
+            shared_initcheck: on("PTX_EMU_INITCHECK_SHARED"),
             threads: std::env::var("PTX_EMU_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0),
             sample_ctas: sample_ctas_from_env(),
         }

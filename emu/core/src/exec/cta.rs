@@ -686,6 +686,7 @@ impl<'l> Cta<'l> {
             | Op::Match { .. }
             | Op::Redux(_)
             | Op::Mma { .. }
+            | Op::Wmma(_)
             | Op::Ldmatrix { .. }
             | Op::Stmatrix { .. }
             | Op::Wgmma(_) => {

@@ -11,7 +11,7 @@ use crate::ptx::ir::*;
 use crate::types::ScalarType;
 
 /// The concrete space and space-relative address of an access.
-fn resolve(space: Space, a: u64) -> (Space, u64) {
+pub(super) fn resolve(space: Space, a: u64) -> (Space, u64) {
     match space {
         Space::Generic => {
             let s = generic_space(a);
@@ -144,6 +144,10 @@ fn atom_apply(op: AtomOp, ty: ScalarType, old: u64, b: u64, c: u64) -> u64 {
 }
 
 impl<'l> Cta<'l> {
+    pub(super) fn misaligned_at(&self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<(), Stop> {
+        self.misaligned(pc, tid, sp, addr, len)
+    }
+
     fn misaligned(&self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32) -> Result<(), Stop> {
         if self.l.opts.memcheck && len > 1 && addr % len as u64 != 0 {
             return Err(self.report(
@@ -202,17 +206,24 @@ impl<'l> Cta<'l> {
         ))
     }
 
-    /// Racecheck for an access of `len` shared bytes at `off`: each hazard
+    /// Racecheck for an access of `len` shared bytes at `off`, a read, or a
+    /// write of `stored` (called before the bytes are stored): each hazard
     /// is reported once per pair of instructions (the launch goes on, as
-    /// compute-sanitizer's racecheck does, and fails at its end).
-    fn race_check(&mut self, pc: u32, tid: u32, off: u64, len: u64, write: bool) -> Result<(), Stop> {
+    /// compute-sanitizer's racecheck does, and fails at its end). A byte
+    /// written with the value it already holds races with no earlier write
+    /// (see [`RaceShadow::access`]).
+    fn race_check(&mut self, pc: u32, tid: u32, off: u64, len: u64, stored: Option<&[u8]>) -> Result<(), Stop> {
         if !self.l.opts.racecheck {
             return Ok(());
         }
         let now = self.race.stamp(tid, pc, self.warps[(tid / 32) as usize].wsync);
+        let write = stored.is_some();
         let mut found: Vec<(u64, Conflict)> = Vec::new();
         for b in off..off + len {
-            self.race.access(b as usize, now, write, &mut |c| {
+            let i = b as usize;
+            let same_value =
+                stored.is_some_and(|v| self.shared_init[i] && v.get((b - off) as usize) == Some(&self.shared[i]));
+            self.race.access(i, now, write, same_value, &mut |c| {
                 if !found.iter().any(|(_, f)| f == &c) {
                     found.push((b, c));
                 }
@@ -335,25 +346,17 @@ impl<'l> Cta<'l> {
                     return Ok(0);
                 }
                 if shared_racecheck {
-                    self.race_check(pc, tid, addr, n, false)?;
+                    self.race_check(pc, tid, addr, n, None)?;
                 }
                 if !self.asy.landed.is_empty() {
                     self.check_landed(pc, tid, addr, n);
                 }
                 let o = addr as usize;
-                if shared_initcheck
-                    && self.l.opts.initcheck
-                    && !self.shared_init[o..o + len as usize].iter().all(|b| *b)
-                {
-                    return Err(self.report(
-                        FindingKind::Uninitialized,
-                        pc,
-                        tid,
-                        addr,
-                        format!("{len}-byte shared read at offset {addr:#x} of bytes never written"),
-                    ));
+                let v = le(&self.shared[o..o + len as usize]);
+                if shared_initcheck && self.l.opts.initcheck {
+                    return self.unwritten_shared(pc, tid, o, len as usize, v, "shared read");
                 }
-                Ok(le(&self.shared[o..o + len as usize]))
+                Ok(v)
             }
             Space::Local => {
                 let lb = self.k.info.local_bytes as usize;
@@ -373,6 +376,39 @@ impl<'l> Cta<'l> {
         }
     }
 
+    /// `v`, the `len` ≤ 8 bytes at shared offset `o` a `what` read, with
+    /// initcheck applied: bytes never written are a finding with
+    /// `shared_initcheck`, else they read as 0xff (compute-sanitizer's
+    /// initcheck looks at global memory only; the poison makes a float built
+    /// from them NaN wherever it is stored).
+    pub(super) fn unwritten_shared(
+        &self,
+        pc: u32,
+        tid: u32,
+        o: usize,
+        len: usize,
+        mut v: u64,
+        what: &str,
+    ) -> Result<u64, Stop> {
+        let written = &self.shared_init[o..o + len];
+        if written.iter().all(|b| *b) {
+            return Ok(v);
+        }
+        if self.l.opts.shared_initcheck {
+            return Err(self.report(
+                FindingKind::Uninitialized,
+                pc,
+                tid,
+                o as u64,
+                format!("{len}-byte {what} at offset {o:#x} of bytes never written"),
+            ));
+        }
+        for (i, _) in written.iter().enumerate().filter(|(_, w)| !**w) {
+            v |= 0xff << (8 * i);
+        }
+        Ok(v)
+    }
+
     /// Writes the low `len` ≤ 8 bytes of `v` at a resolved address.
     pub(super) fn write(&mut self, pc: u32, tid: u32, sp: Space, addr: u64, len: u32, v: u64) -> Result<(), Stop> {
         let n = len as u64;
@@ -390,11 +426,13 @@ impl<'l> Cta<'l> {
                 if !self.shared_range(pc, tid, sp, addr, n, self.shared.len())? {
                     return Ok(());
                 }
-                self.race_check(pc, tid, addr, n, true)?;
+                let bytes = v.to_le_bytes();
+                let bytes = &bytes[..len as usize];
+                self.race_check(pc, tid, addr, n, Some(bytes))?;
                 self.wgmma_guard_shared_write(pc, tid, addr, n)?;
                 let o = addr as usize;
                 self.asy.note_generic_write(tid, o, len as usize);
-                self.shared[o..o + len as usize].copy_from_slice(&v.to_le_bytes()[..len as usize]);
+                self.shared[o..o + len as usize].copy_from_slice(bytes);
                 self.shared_init[o..o + len as usize].fill(true);
             }
             Space::Local => {
@@ -600,18 +638,12 @@ impl<'l> Cta<'l> {
                     }
                     let o = addr as usize;
                     let n = size as usize;
-                    if self.l.opts.initcheck && op != AtomOp::Exch && !self.shared_init[o..o + n].iter().all(|b| *b) {
-                        return Err(self.report(
-                            FindingKind::Uninitialized,
-                            pc,
-                            tid,
-                            addr,
-                            "atomic on shared bytes never written".into(),
-                        ));
-                    }
                     // Atomics are ordered among themselves: no racecheck here.
                     self.wgmma_guard_shared_write(pc, tid, addr, size as u64)?;
-                    let old = le(&self.shared[o..o + n]);
+                    let mut old = le(&self.shared[o..o + n]);
+                    if self.l.opts.initcheck && op != AtomOp::Exch {
+                        old = self.unwritten_shared(pc, tid, o, n, old, "shared atomic")?;
+                    }
                     let new = atom_apply(op, ty, old, b, c);
                     self.shared[o..o + n].copy_from_slice(&new.to_le_bytes()[..n]);
                     self.shared_init[o..o + n].fill(true);
@@ -698,7 +730,7 @@ impl<'l> Cta<'l> {
                 for b in o..o + len {
                     self.race.clear_pending(b);
                 }
-                self.race_check(p.pc, p.tid, o as u64, len as u64, true)?;
+                self.race_check(p.pc, p.tid, o as u64, len as u64, Some(&p.data[..len]))?;
             }
             self.shared[o..o + len].copy_from_slice(&p.data[..len]);
             self.shared_init[o..o + len].fill(true);

@@ -33,6 +33,7 @@ mod sample;
 mod sync;
 mod tma;
 mod wgmma;
+mod wmma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -414,6 +415,10 @@ fn summarise(
         by_class[inst.class as usize] += n;
         if let Op::Mma { name, .. } = &inst.op {
             *c.tensor_instructions.entry(name.clone()).or_insert(0) += n;
+        }
+        if let Op::Wmma(crate::ptx::ir::WmmaInst::Mma { shape, ab, c_ty, d_ty }) = &inst.op {
+            let name = format!("wmma.m{}n{}k{}.{:?}.{:?}.{:?}", shape.m, shape.n, shape.k, d_ty, ab, c_ty);
+            *c.tensor_instructions.entry(name.to_lowercase()).or_insert(0) += n;
         }
         if let Op::Wgmma(crate::tensor::WgmmaOp::Mma(desc)) = &inst.op {
             // Counted per warp, as every warp instruction: four per warpgroup MMA.

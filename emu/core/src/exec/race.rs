@@ -162,7 +162,22 @@ impl RaceShadow {
 
     /// Records `now` (a read, or a write when `write`) of byte `off` and
     /// passes each earlier access it is not ordered with to `found`.
-    pub(crate) fn access(&mut self, off: usize, now: Access, write: bool, found: &mut impl FnMut(Conflict)) {
+    ///
+    /// `same_value`: the write stores the value the byte already holds (the
+    /// last write's). It then races with no earlier write: whichever order
+    /// the two take, the byte ends up the same, which compute-sanitizer's
+    /// racecheck classes as an INFO hazard ("identical data", no impact on
+    /// execution) and leaves out of its report at its default print level.
+    /// Its hazards with reads are checked as for any write, and it is
+    /// recorded as the byte's last write.
+    pub(crate) fn access(
+        &mut self,
+        off: usize,
+        now: Access,
+        write: bool,
+        same_value: bool,
+        found: &mut impl FnMut(Conflict),
+    ) {
         let epoch = self.epoch;
         let order = Order { clocks: &self.clocks, nwarps: self.nwarps };
         let Some(cell) = self.cells.get_mut(off) else { return };
@@ -176,7 +191,8 @@ impl RaceShadow {
             return;
         }
         if let Some(w) = cell.write {
-            if !order.before(&w, &now) {
+            let identical = write && same_value;
+            if !(identical || order.before(&w, &now)) {
                 found(Conflict::With { other: w, other_wrote: true });
             }
         }
@@ -304,7 +320,7 @@ mod tests {
     fn conflicts(s: &mut RaceShadow, off: usize, tid: u32, pc: u32, wsync: u32, write: bool) -> Vec<Conflict> {
         let now = s.stamp(tid, pc, wsync);
         let mut out = Vec::new();
-        s.access(off, now, write, &mut |c| out.push(c));
+        s.access(off, now, write, false, &mut |c| out.push(c));
         out
     }
 
@@ -334,6 +350,30 @@ mod tests {
         assert_eq!(conflicts(&mut s, 8, 7, 3, 0, false), vec![Conflict::AsyncPending { other: 7, pc: 9 }]);
         s.clear_pending(8);
         assert!(conflicts(&mut s, 8, 7, 3, 0, true).is_empty());
+    }
+
+    #[test]
+    fn a_write_of_the_value_the_byte_holds_races_with_no_write() {
+        let mut s = RaceShadow::new();
+        s.reset(4, 4);
+        let write = |s: &mut RaceShadow, tid: u32, pc: u32, same_value: bool| {
+            let now = s.stamp(tid, pc, 0);
+            let mut out = Vec::new();
+            s.access(0, now, true, same_value, &mut |c| out.push(c));
+            out
+        };
+        assert!(write(&mut s, 0, 1, false).is_empty());
+        assert!(write(&mut s, 40, 2, true).is_empty(), "identical data: no write-after-write");
+        let c = write(&mut s, 70, 3, false);
+        assert!(matches!(c[..], [Conflict::With { other: Access { tid: 40, pc: 2, .. }, other_wrote: true }]), "{c:?}");
+        // A read unordered with the writes still races, and so does an
+        // identical write with that read (write after read).
+        assert_eq!(conflicts(&mut s, 0, 100, 4, 0, false).len(), 1);
+        let c = write(&mut s, 1, 5, true);
+        assert!(
+            matches!(c[..], [Conflict::With { other: Access { tid: 100, pc: 4, .. }, other_wrote: false }]),
+            "{c:?}"
+        );
     }
 
     #[test]

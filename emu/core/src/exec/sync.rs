@@ -191,6 +191,7 @@ impl<'l> Cta<'l> {
                     }
                 }
             }
+            Op::Wmma(op) => self.wmma(w, pc, inst, *op)?,
             Op::Ldmatrix { num, trans, generic } => {
                 let rows_n = 8 * *num as usize;
                 let mut rows = vec![[0u8; 16]; rows_n];

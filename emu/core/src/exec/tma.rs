@@ -120,16 +120,11 @@ impl Cta<'_> {
     /// Reads a shared byte for a bulk copy out of shared memory.
     fn bulk_read_shared(&self, pc: u32, tid: u32, off: usize) -> Result<u8, Stop> {
         self.check_proxy_fence(pc, tid, off)?;
-        if self.l.opts.initcheck && !self.shared_init[off] {
-            return Err(self.report(
-                FindingKind::Uninitialized,
-                pc,
-                tid,
-                off as u64,
-                format!("bulk copy reads shared byte {off:#x}, which nothing wrote"),
-            ));
+        let v = self.shared[off];
+        if self.l.opts.initcheck {
+            return Ok(self.unwritten_shared(pc, tid, off, 1, u64::from(v), "bulk copy read")? as u8);
         }
-        Ok(self.shared[off])
+        Ok(v)
     }
 
     fn count_bulk(&mut self, global_bytes: &[(u64, u64)], shared_bytes: u64, store: bool) {

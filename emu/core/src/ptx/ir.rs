@@ -4,7 +4,7 @@
 
 use crate::numerics::{FloatOp, Rounding, SpecialOp};
 use crate::ptx::info::KernelInfo;
-use crate::tensor::{MmaDesc, WgmmaOp};
+use crate::tensor::{MmaDesc, WgmmaOp, WmmaMatrix, WmmaShape};
 use crate::types::ScalarType;
 
 pub(crate) use super::async_ir::{AsyncOp, ClusterSreg};
@@ -321,6 +321,15 @@ impl Class {
     ];
 }
 
+/// A decoded `wmma` instruction. `regs`: the fragment's registers per lane;
+/// `row`: the memory layout is row-major (`.row`), else column-major.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum WmmaInst {
+    Load { which: WmmaMatrix, shape: WmmaShape, row: bool, space: Space, ty: ScalarType, regs: u8 },
+    Store { shape: WmmaShape, row: bool, space: Space, ty: ScalarType, regs: u8 },
+    Mma { shape: WmmaShape, ab: ScalarType, c_ty: ScalarType, d_ty: ScalarType },
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
     Mov,
@@ -447,6 +456,8 @@ pub(crate) enum Op {
     Async(AsyncOp),
     /// Ordering, cache and scheduling hints with no effect here.
     Nop,
+    /// `wmma.load`, `wmma.mma`, `wmma.store`: warp collectives (`tensor::wmma`).
+    Wmma(WmmaInst),
     /// `wgmma.*`: warpgroup collectives (`exec::wgmma`).
     Wgmma(WgmmaOp),
 }
@@ -477,6 +488,7 @@ impl Inst {
                 | Op::Match { .. }
                 | Op::Redux(_)
                 | Op::Mma { .. }
+                | Op::Wmma(_)
                 | Op::Ldmatrix { .. }
                 | Op::Stmatrix { .. }
         )

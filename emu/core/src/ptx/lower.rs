@@ -8,7 +8,7 @@ use super::ir::*;
 use super::parser::{Func, Instr, Operand, Stmt, VarDecl, VarSpace};
 use crate::numerics::{self, FloatOp, Rounding, SpecialOp};
 use crate::ptx::info::{KernelInfo, LoadError, ParamInfo};
-use crate::tensor::{self, MmaDesc};
+use crate::tensor::{self, wmma_fragment_regs, MmaDesc, WmmaMatrix, WmmaShape};
 use crate::types::ScalarType;
 
 mod wgmma;
@@ -1186,6 +1186,7 @@ fn decode<'o>(
             (Op::Atom { space, op, ret }, ty, d, Opd::Sink, s, space_class(space))
         }
         "mma" => decode_mma(m, &all, ctx)?,
+        "wmma" => decode_wmma(m, &all, ctx)?,
         "wgmma" => wgmma::decode(m, &all, ctx)?,
         "ldmatrix" | "stmatrix" => {
             if !(m.has("sync") && m.has("aligned") && m.has("m8n8")) {
@@ -1590,6 +1591,98 @@ fn decode_mma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, Stri
     );
     let regs = [na as u8, nb as u8, nc as u8, nd as u8];
     Ok((Op::Mma { desc, regs, name }, d_ty, d, Opd::Sink, s, Class::Tensor))
+}
+
+/// `wmma.load.{a,b,c}.sync.aligned.{layout}.{shape}{.space}.{type} r, [p]{, stride}`,
+/// `wmma.store.d.sync.aligned.{layout}.{shape}{.space}.{type} [p], r{, stride}`,
+/// `wmma.mma.sync.aligned.{alayout}.{blayout}.{shape}.{dtype}{.atype.btype}.{ctype} d, a, b, c`.
+fn decode_wmma(m: &mut Mods, all: &[&Operand], ctx: &Ctx) -> Result<Decoded, String> {
+    if !(m.has("sync") && m.has("aligned")) {
+        return Err("wmma needs .sync.aligned".into());
+    }
+    let kind = m.one_of(&["load", "store", "mma"]).ok_or("only wmma.load, wmma.store and wmma.mma are supported")?;
+    let which = match kind {
+        "mma" => None,
+        _ => Some(match m.one_of(&["a", "b", "c", "d"]) {
+            Some("a") => WmmaMatrix::A,
+            Some("b") => WmmaMatrix::B,
+            Some("c" | "d") => WmmaMatrix::C,
+            _ => return Err("wmma.load/store needs .a, .b, .c or .d".into()),
+        }),
+    };
+    let shape = m
+        .one_of(&["m16n16k16", "m8n32k16", "m32n8k16"])
+        .and_then(WmmaShape::parse)
+        .ok_or("wmma: supported shapes are m16n16k16, m8n32k16 and m32n8k16")?;
+    let count = |o: &Opd| if let Opd::Vec(v) = o { v.len() } else { 1 };
+    let c = OpdCx { ctx, space: Space::Generic, ty: ScalarType::B32 };
+    if kind == "mma" {
+        let (a_row, b_col) = (m.one_of(&["row", "col"]), m.one_of(&["row", "col"]));
+        if a_row.is_none() || b_col.is_none() {
+            return Err("wmma.mma needs the layouts of A and B".into());
+        }
+        let (d_ty, ab, c_ty) = match m.types().as_slice() {
+            [d, a, b, c] if a == b => (*d, *a, *c),
+            [d, c] => (*d, ScalarType::F16, *c),
+            _ => return Err("wmma.mma needs .dtype.ctype (f16 inputs) or .dtype.atype.btype.ctype".into()),
+        };
+        if all.len() != 4 {
+            return Err("expected 4 operands".into());
+        }
+        let regs = |which, ty| wmma_fragment_regs(shape, which, ty);
+        let want = [
+            regs(WmmaMatrix::C, d_ty)?,
+            regs(WmmaMatrix::A, ab)?,
+            regs(WmmaMatrix::B, ab)?,
+            regs(WmmaMatrix::C, c_ty)?,
+        ];
+        if ab == ScalarType::Bf16 && (c_ty, d_ty) != (ScalarType::F32, ScalarType::F32) {
+            return Err("wmma.mma with .bf16 inputs accumulates in .f32".into());
+        }
+        let d = c.dst(all[0])?;
+        let s = vec![c.src(all[1])?, c.src(all[2])?, c.src(all[3])?];
+        let got = [count(&d), count(&s[0]), count(&s[1]), count(&s[2])];
+        if got != want {
+            return Err(format!("wmma.mma fragment register counts must be D, A, B, C = {want:?}"));
+        }
+        return Ok((Op::Wmma(WmmaInst::Mma { shape, ab, c_ty, d_ty }), d_ty, d, Opd::Sink, s, Class::Tensor));
+    }
+    let which = which.unwrap_or(WmmaMatrix::C);
+    let row = match m.one_of(&["row", "col"]) {
+        Some(l) => l == "row",
+        None => return Err("wmma.load/store needs .row or .col".into()),
+    };
+    let space = m.space();
+    if !matches!(space, Space::Generic | Space::Shared | Space::Global) {
+        return Err("wmma.load/store address generic, .shared or .global memory".into());
+    }
+    let ty = one_type(&m.types())?;
+    let regs = wmma_fragment_regs(shape, which, ty)?;
+    if kind == "store" && which != WmmaMatrix::C {
+        return Err("wmma.store stores .d".into());
+    }
+    if !(2..=3).contains(&all.len()) {
+        return Err("expected a fragment, an address and an optional stride".into());
+    }
+    let a = OpdCx { ctx, space, ty: ScalarType::B64 };
+    let stride = match all.get(2) {
+        Some(o) => c.src(o)?,
+        None => Opd::Sink,
+    };
+    let (frag_at, addr_at) = if kind == "load" { (0, 1) } else { (1, 0) };
+    let frag = if kind == "load" { c.dst(all[frag_at])? } else { c.src(all[frag_at])? };
+    if count(&frag) != regs {
+        return Err(format!("a {which:?} fragment of .{ty:?} for {shape:?} has {regs} registers"));
+    }
+    let addr = a.src(all[addr_at])?;
+    let regs = regs as u8;
+    Ok(if kind == "load" {
+        let op = WmmaInst::Load { which, shape, row, space, ty, regs };
+        (Op::Wmma(op), ty, frag, Opd::Sink, vec![addr, stride], space_class(space))
+    } else {
+        let op = WmmaInst::Store { shape, row, space, ty, regs };
+        (Op::Wmma(op), ty, Opd::Sink, Opd::Sink, vec![addr, stride, frag], space_class(space))
+    })
 }
 
 fn type_name(t: ScalarType) -> String {
