@@ -178,8 +178,19 @@ impl<'l> Cta<'l> {
             w.wsync = 0;
             w.steps = 0;
             w.pc = [0; 32];
-            w.regs.clear();
-            w.regs.resize(nregs * 32, 0);
+            // A register file the previous CTA of this launch used keeps its
+            // values except where some thread may read before writing.
+            match &self.k.clear_regs {
+                Some(clear) if w.regs.len() == nregs * 32 => {
+                    for &r in clear {
+                        w.regs[r as usize * 32..r as usize * 32 + 32].fill(0);
+                    }
+                }
+                _ => {
+                    w.regs.clear();
+                    w.regs.resize(nregs * 32, 0);
+                }
+            }
         }
         let size = self.shared_size();
         self.shared.clear();
