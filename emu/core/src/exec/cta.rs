@@ -245,19 +245,17 @@ impl<'l> Cta<'l> {
             }
             warp.steps = warp.steps.wrapping_add(1);
             let warp = &self.warps[w];
-            let mut pc = u32::MAX;
-            for l in Lanes(warp.run) {
-                pc = pc.min(warp.pc[l]);
-            }
-            if warp.steps % FAIRNESS_PERIOD == 0 {
-                pc = Lanes(warp.run).map(|l| warp.pc[l]).max().unwrap_or(pc);
-            }
-            let mut group = 0u32;
-            for l in Lanes(warp.run | warp.wait) {
-                if warp.pc[l] == pc {
-                    group |= lane_bit(l);
-                }
-            }
+            // Over all 32 lanes without branches (the compiler vectorises
+            // these loops): the lowest PC of a running lane (the highest
+            // every `FAIRNESS_PERIOD` steps), then the lanes there.
+            let run = warp.run;
+            let pc = if warp.steps % FAIRNESS_PERIOD == 0 {
+                (0..32).map(|l| if run >> l & 1 != 0 { warp.pc[l] } else { 0 }).fold(0, u32::max)
+            } else {
+                (0..32).map(|l| if run >> l & 1 != 0 { warp.pc[l] } else { u32::MAX }).fold(u32::MAX, u32::min)
+            };
+            let at_pc = (0..32).fold(0u32, |m, l| m | u32::from(warp.pc[l] == pc) << l);
+            let group = at_pc & (run | warp.wait);
             self.step(w, pc, group)?;
         }
         Ok(())
