@@ -178,8 +178,19 @@ impl<'l> Cta<'l> {
             w.wsync = 0;
             w.steps = 0;
             w.pc = [0; 32];
-            w.regs.clear();
-            w.regs.resize(nregs * 32, 0);
+            // A register file the previous CTA of this launch used keeps its
+            // values except where some thread may read before writing.
+            match &self.k.clear_regs {
+                Some(clear) if w.regs.len() == nregs * 32 => {
+                    for &r in clear {
+                        w.regs[r as usize * 32..r as usize * 32 + 32].fill(0);
+                    }
+                }
+                _ => {
+                    w.regs.clear();
+                    w.regs.resize(nregs * 32, 0);
+                }
+            }
         }
         let size = self.shared_size();
         self.shared.clear();
@@ -234,19 +245,17 @@ impl<'l> Cta<'l> {
             }
             warp.steps = warp.steps.wrapping_add(1);
             let warp = &self.warps[w];
-            let mut pc = u32::MAX;
-            for l in Lanes(warp.run) {
-                pc = pc.min(warp.pc[l]);
-            }
-            if warp.steps % FAIRNESS_PERIOD == 0 {
-                pc = Lanes(warp.run).map(|l| warp.pc[l]).max().unwrap_or(pc);
-            }
-            let mut group = 0u32;
-            for l in Lanes(warp.run | warp.wait) {
-                if warp.pc[l] == pc {
-                    group |= lane_bit(l);
-                }
-            }
+            // Over all 32 lanes without branches (the compiler vectorises
+            // these loops): the lowest PC of a running lane (the highest
+            // every `FAIRNESS_PERIOD` steps), then the lanes there.
+            let run = warp.run;
+            let pc = if warp.steps % FAIRNESS_PERIOD == 0 {
+                (0..32).map(|l| if run >> l & 1 != 0 { warp.pc[l] } else { 0 }).fold(0, u32::max)
+            } else {
+                (0..32).map(|l| if run >> l & 1 != 0 { warp.pc[l] } else { u32::MAX }).fold(u32::MAX, u32::min)
+            };
+            let at_pc = (0..32).fold(0u32, |m, l| m | u32::from(warp.pc[l] == pc) << l);
+            let group = at_pc & (run | warp.wait);
             self.step(w, pc, group)?;
         }
         Ok(())
@@ -328,6 +337,43 @@ impl<'l> Cta<'l> {
         }
     }
 
+    /// Register `r` of every lane of warp `w`.
+    #[inline]
+    fn reg_row(&self, w: usize, r: u32) -> [u64; 32] {
+        let base = r as usize * 32;
+        let mut row = [0u64; 32];
+        row.copy_from_slice(&self.warps[w].regs[base..base + 32]);
+        row
+    }
+
+    /// The value of operand `o` in each lane of `exec` (other lanes hold
+    /// anything), with the operand decoded once for the warp instead of once
+    /// per lane: the same values as `val` lane by lane.
+    #[inline]
+    pub(super) fn vals(&self, w: usize, o: &Opd, exec: u32) -> [u64; 32] {
+        match o {
+            Opd::Reg(r) => self.reg_row(w, *r),
+            Opd::Imm(v) => [*v; 32],
+            Opd::NotPred(r) => self.reg_row(w, *r).map(|v| (v == 0) as u64),
+            Opd::Addr { base: Some(r), off } => self.reg_row(w, *r).map(|v| v.wrapping_add(*off as u64)),
+            Opd::Addr { base: None, off } => [*off as u64; 32],
+            Opd::Vec(_) | Opd::Sink => [0; 32],
+            Opd::Sreg(_) => {
+                let mut out = [0u64; 32];
+                for l in Lanes(exec) {
+                    out[l] = self.val(w, o, l);
+                }
+                out
+            }
+        }
+    }
+
+    /// `vals` of an optional operand (0 where the instruction has none).
+    #[inline]
+    pub(super) fn vals_or_zero(&self, w: usize, o: Option<&Opd>, exec: u32) -> [u64; 32] {
+        o.map_or([0; 32], |o| self.vals(w, o, exec))
+    }
+
     /// Element `i` of a vector operand (or the operand itself).
     #[inline]
     pub(super) fn elem(o: &Opd, i: usize) -> &Opd {
@@ -346,10 +392,22 @@ impl<'l> Cta<'l> {
         }
     }
 
+    /// `set` for each lane of `exec`, the destination decoded once.
     #[inline]
     pub(super) fn write_all(&mut self, w: usize, d: &Opd, exec: u32, out: &[u64; 32], ty: ScalarType) {
-        for l in Lanes(exec) {
-            self.set(w, d, l, out[l], ty);
+        if let Opd::Reg(r) = d {
+            let m = if ty == ScalarType::Pred { 1 } else { mask(bits_of(ty)) };
+            let base = *r as usize * 32;
+            let row = &mut self.warps[w].regs[base..base + 32];
+            if exec == u32::MAX {
+                for (slot, v) in row.iter_mut().zip(out) {
+                    *slot = v & m;
+                }
+            } else {
+                for l in Lanes(exec) {
+                    row[l] = out[l] & m;
+                }
+            }
         }
     }
 
@@ -386,9 +444,10 @@ impl<'l> Cta<'l> {
         let exec = match inst.guard {
             None => group,
             Some((r, neg)) => {
+                let row = self.reg_row(w, r);
                 let mut m = 0;
                 for l in Lanes(group) {
-                    if (self.reg(w, r, l) != 0) != neg {
+                    if (row[l] != 0) != neg {
                         m |= lane_bit(l);
                     }
                 }
@@ -424,35 +483,52 @@ impl<'l> Cta<'l> {
                         }
                     }
                 } else {
-                    for l in Lanes(exec) {
-                        out[l] = match &inst.s[0] {
-                            Opd::Vec(sv) => sv
-                                .iter()
-                                .enumerate()
-                                .fold(0, |acc, (i, o)| acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i)),
-                            o => self.val(w, o, l),
-                        };
+                    match &inst.s[0] {
+                        Opd::Vec(sv) => {
+                            for l in Lanes(exec) {
+                                out[l] = sv
+                                    .iter()
+                                    .enumerate()
+                                    .fold(0, |acc, (i, o)| acc | (self.val(w, o, l) & mask(ew)) << (ew as usize * i));
+                            }
+                        }
+                        o => out = self.vals(w, o, exec),
                     }
                     self.write_all(w, &inst.d, exec, &out, ty);
                 }
             }
             Op::Int(op) => {
                 let carry_reg = self.k.carry_reg;
-                for l in Lanes(exec) {
-                    let a = self.val(w, &inst.s[0], l);
-                    let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l));
-                    let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
-                    // The fourth operand of bfi (len) and lop3 (lut) travels in `extra`.
-                    let mut extra = match op {
-                        IntOp::Bfi | IntOp::Lop3 => self.val(w, &inst.s[3], l),
-                        _ => self.reg(w, carry_reg, l),
-                    };
-                    out[l] = arith::int_op(*op, ty, a, b, c, &mut extra);
-                    if let IntOp::AddCarry { carry_out: true, .. }
-                    | IntOp::SubCarry { carry_out: true, .. }
-                    | IntOp::MadCarry { carry_out: true, .. } = op
-                    {
-                        self.warps[w].regs[carry_reg as usize * 32 + l] = extra;
+                let a = self.vals(w, &inst.s[0], exec);
+                let b = self.vals_or_zero(w, inst.s.get(1), exec);
+                let c = self.vals_or_zero(w, inst.s.get(2), exec);
+                let lanes = || Lanes(exec);
+                // The common operations, whose result (masked to the type's
+                // width by `write_all`) is `int_op`'s, one match per warp.
+                match op {
+                    IntOp::Add => lanes().for_each(|l| out[l] = a[l].wrapping_add(b[l])),
+                    IntOp::Sub => lanes().for_each(|l| out[l] = a[l].wrapping_sub(b[l])),
+                    IntOp::MulLo => lanes().for_each(|l| out[l] = a[l].wrapping_mul(b[l])),
+                    IntOp::MadLo => lanes().for_each(|l| out[l] = a[l].wrapping_mul(b[l]).wrapping_add(c[l])),
+                    IntOp::And => lanes().for_each(|l| out[l] = a[l] & b[l]),
+                    IntOp::Or => lanes().for_each(|l| out[l] = a[l] | b[l]),
+                    IntOp::Xor => lanes().for_each(|l| out[l] = a[l] ^ b[l]),
+                    _ => {
+                        // The fourth operand of bfi (len) and lop3 (lut) travels in `extra`.
+                        let extras = match op {
+                            IntOp::Bfi | IntOp::Lop3 => self.vals(w, &inst.s[3], exec),
+                            _ => self.reg_row(w, carry_reg),
+                        };
+                        for l in Lanes(exec) {
+                            let mut extra = extras[l];
+                            out[l] = arith::int_op(*op, ty, a[l], b[l], c[l], &mut extra);
+                            if let IntOp::AddCarry { carry_out: true, .. }
+                            | IntOp::SubCarry { carry_out: true, .. }
+                            | IntOp::MadCarry { carry_out: true, .. } = op
+                            {
+                                self.warps[w].regs[carry_reg as usize * 32 + l] = extra;
+                            }
+                        }
                     }
                 }
                 let dty = match op {
@@ -462,46 +538,49 @@ impl<'l> Cta<'l> {
                 self.write_all(w, &inst.d, exec, &out, dty);
             }
             Op::Float { op, rnd, ftz, sat } => {
+                let a = self.vals(w, &inst.s[0], exec);
+                let b = self.vals_or_zero(w, inst.s.get(1), exec);
+                let c = self.vals_or_zero(w, inst.s.get(2), exec);
                 for l in Lanes(exec) {
-                    let a = self.val(w, &inst.s[0], l);
-                    let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l));
-                    let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l));
                     out[l] = if ty == ScalarType::F64 {
-                        arith::f64_op(*op, *rnd, a, b, c)
+                        arith::f64_op(*op, *rnd, a[l], b[l], c[l])
                     } else {
-                        arith::f32_op(*op, *rnd, *ftz, *sat, a, b, c)
+                        arith::f32_op(*op, *rnd, *ftz, *sat, a[l], b[l], c[l])
                     };
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
             Op::Half { op, rnd, ftz, sat } => {
+                let a = self.vals(w, &inst.s[0], exec);
+                let b = self.vals_or_zero(w, inst.s.get(1), exec);
+                let c = self.vals_or_zero(w, inst.s.get(2), exec);
                 for l in Lanes(exec) {
-                    let a = self.val(w, &inst.s[0], l) as u32;
-                    let b = inst.s.get(1).map_or(0, |o| self.val(w, o, l)) as u32;
-                    let c = inst.s.get(2).map_or(0, |o| self.val(w, o, l)) as u32;
-                    out[l] = numerics::half_op(*op, ty, *rnd, *ftz, *sat, a, b, c) as u64;
+                    out[l] = numerics::half_op(*op, ty, *rnd, *ftz, *sat, a[l] as u32, b[l] as u32, c[l] as u32) as u64;
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
             Op::Special { op, ftz } => {
+                let a = self.vals(w, &inst.s[0], exec);
                 for l in Lanes(exec) {
-                    let a = f32::from_bits(self.val(w, &inst.s[0], l) as u32);
+                    let a = f32::from_bits(a[l] as u32);
                     out[l] = numerics::special_f32(*op, *ftz, a).to_bits() as u64;
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
             Op::Testp(kind) => {
+                let a = self.vals(w, &inst.s[0], exec);
                 for l in Lanes(exec) {
-                    out[l] = arith::testp(*kind, ty, self.val(w, &inst.s[0], l)) as u64;
+                    out[l] = arith::testp(*kind, ty, a[l]) as u64;
                 }
                 self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
             }
             Op::Setp { cmp, comb } => {
                 let mut out2 = [0u64; 32];
                 let half = arith::packed_half(ty);
+                let (av, bv) = (self.vals(w, &inst.s[0], exec), self.vals(w, &inst.s[1], exec));
+                let cv = self.vals_or_zero(w, inst.s.get(2), exec);
                 for l in Lanes(exec) {
-                    let (a, b) = (self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
-                    let c = inst.s.get(2).is_some_and(|o| self.val(w, o, l) != 0);
+                    let (a, b, c) = (av[l], bv[l], cv[l] != 0);
                     if let Some(h) = half {
                         // Packed: `p` takes the lower halves' result, `q` the upper's.
                         out[l] = arith::combine(*comb, arith::compare(*cmp, h, a & 0xffff, b & 0xffff), c) as u64;
@@ -534,9 +613,10 @@ impl<'l> Cta<'l> {
                 self.write_all(w, &inst.d, exec, &out, *dty);
             }
             Op::Selp => {
+                let (a, b) = (self.vals(w, &inst.s[0], exec), self.vals(w, &inst.s[1], exec));
+                let c = self.vals(w, &inst.s[2], exec);
                 for l in Lanes(exec) {
-                    let c = self.val(w, &inst.s[2], l) != 0;
-                    out[l] = self.val(w, &inst.s[if c { 0 } else { 1 }], l);
+                    out[l] = if c[l] != 0 { a[l] } else { b[l] };
                 }
                 self.write_all(w, &inst.d, exec, &out, ty);
             }
@@ -550,8 +630,9 @@ impl<'l> Cta<'l> {
             }
             Op::Cvt { src, rnd, ftz, sat, relu } => {
                 let int = crate::ptx::lower::is_int_cvt(ty, *src);
+                let av = self.vals(w, &inst.s[0], exec);
                 for l in Lanes(exec) {
-                    let a = self.val(w, &inst.s[0], l);
+                    let a = av[l];
                     out[l] = if int {
                         arith::cvt_int(ty, *src, *sat, a)
                     } else {

@@ -519,12 +519,13 @@ impl<'l> Cta<'l> {
         // Shared reads are race-checked for the whole warp at once, first
         // (a read racing with a write is reported before what it then reads).
         let warp_race = self.l.opts.racecheck;
+        let addrs = self.vals(w, &inst.s[0], exec);
         if warp_race {
             let limit = self.shared.len() as u64;
             let mut shared_reads = [(0usize, 0u64, 0u64); 32];
             let mut n = 0;
             for l in Lanes(exec) {
-                let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+                let (sp, addr) = resolve(space, addrs[l]);
                 if sp == Space::Shared && addr.checked_add(total as u64).is_some_and(|e| e <= limit) {
                     shared_reads[n] = (l, addr, total as u64);
                     n += 1;
@@ -536,7 +537,7 @@ impl<'l> Cta<'l> {
         }
         for l in Lanes(exec) {
             let tid = self.tid_of(w, l);
-            let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+            let (sp, addr) = resolve(space, addrs[l]);
             req_space.get_or_insert(sp);
             self.misaligned(pc, tid, sp, addr, total)?;
             self.note_access(sp, l, addr, total);
@@ -571,9 +572,10 @@ impl<'l> Cta<'l> {
         let total = size * vec as u32;
         self.scratch.clear();
         let mut req_space = None;
+        let addrs = self.vals(w, &inst.s[0], exec);
         for l in Lanes(exec) {
             let tid = self.tid_of(w, l);
-            let (sp, addr) = resolve(space, self.val(w, &inst.s[0], l));
+            let (sp, addr) = resolve(space, addrs[l]);
             req_space.get_or_insert(sp);
             self.misaligned(pc, tid, sp, addr, total)?;
             self.note_access(sp, l, addr, total);

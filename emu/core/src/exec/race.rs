@@ -11,9 +11,12 @@
 //! synchronisation state share one 20-byte entry (a lane mask); a thread's
 //! newer read replaces its older.
 //!
-//! Memory: 64 bytes per byte of shared memory, plus 20 bytes per read entry
-//! kept (at most one per thread per byte, typically one per warp), plus
-//! 4 bytes per pair of warps for the clocks.
+//! Memory: 32 bytes per byte of shared memory (a cell per byte: half a cache
+//! line, so a warp's accesses touch few lines), plus a read list for each
+//! byte ever read (24 bytes, kept for reuse) of 20 bytes per read entry kept
+//! (at most one per thread per byte, typically one per warp), plus 4 bytes
+//! per pair of warps for the clocks. Epochs count on across the CTAs a
+//! shadow serves, so starting a CTA touches no cell.
 
 /// One access: who, where in the program, and when in the orders above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +50,39 @@ impl Reads {
     }
 }
 
-#[derive(Clone, Default)]
+/// `Access::tid` of a cell with no write, `Cell::pending_tid` of one with no pending copy.
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
 struct Cell {
-    /// CTA barrier epoch the rest of the cell belongs to; older = empty.
+    /// CTA barrier epoch `write` and the reads belong to; older = empty.
     epoch: u32,
-    write: Option<Access>,
-    reads: Vec<Reads>,
-    /// The `cp.async` (thread, instruction) to this byte that has not landed yet.
-    pending: Option<(u32, u32)>,
+    /// 1 + the index of the byte's read list in `RaceShadow::lists`; 0: none yet.
+    reads: u32,
+    /// The last write (`tid == NONE`: none).
+    write: Access,
+    /// The `cp.async` (thread, instruction) to this byte that has not landed
+    /// yet (`NONE`: none); kept across epochs.
+    pending_tid: u32,
+    pending_pc: u32,
+}
+
+impl Cell {
+    const EMPTY: Cell = Cell {
+        epoch: 0,
+        reads: 0,
+        write: Access { tid: NONE, pc: 0, wsync: 0, clock: 0 },
+        pending_tid: NONE,
+        pending_pc: 0,
+    };
+
+    fn write(&self) -> Option<Access> {
+        (self.write.tid != NONE).then_some(self.write)
+    }
+
+    fn pending(&self) -> Option<(u32, u32)> {
+        (self.pending_tid != NONE).then_some((self.pending_tid, self.pending_pc))
+    }
 }
 
 /// What racecheck found about one access.
@@ -101,6 +129,10 @@ impl Order<'_> {
 
 pub(crate) struct RaceShadow {
     cells: Vec<Cell>,
+    /// Read lists, one per byte read at least once (`Cell::reads`).
+    lists: Vec<Vec<Reads>>,
+    /// Cells with a pending copy (a CTA normally ends with none).
+    pending: usize,
     epoch: u32,
     nwarps: usize,
     /// `clocks[w * nwarps + v]`: the newest clock of warp `v` that warp `w`
@@ -110,21 +142,22 @@ pub(crate) struct RaceShadow {
 
 impl RaceShadow {
     pub(crate) fn new() -> Self {
-        RaceShadow { cells: Vec::new(), epoch: 1, nwarps: 0, clocks: Vec::new() }
+        RaceShadow { cells: Vec::new(), lists: Vec::new(), pending: 0, epoch: 1, nwarps: 0, clocks: Vec::new() }
     }
 
     /// Forgets all history (a new CTA with `size` bytes of shared memory and
-    /// `nwarps` warps); keeps the reads' storage for reuse.
+    /// `nwarps` warps): a new epoch, which empties every cell as it is next
+    /// touched; keeps the read lists' storage for reuse.
     pub(crate) fn reset(&mut self, size: usize, nwarps: usize) {
-        self.cells.truncate(size);
-        for c in &mut self.cells {
-            c.epoch = 0;
-            c.write = None;
-            c.reads.clear();
-            c.pending = None;
+        if self.pending > 0 || self.epoch >= u32::MAX - (1 << 20) {
+            // Copies a stopped CTA left pending, or epochs running out: clear for real.
+            self.cells.iter_mut().for_each(|c| *c = Cell::EMPTY);
+            self.lists.iter_mut().for_each(Vec::clear);
+            self.pending = 0;
+            self.epoch = 0;
         }
-        self.cells.resize_with(size, Cell::default);
-        self.epoch = 1;
+        self.cells.resize(size, Cell::EMPTY);
+        self.epoch += 1;
         self.nwarps = nwarps;
         self.clocks.clear();
         self.clocks.resize(nwarps * nwarps, 0);
@@ -183,36 +216,51 @@ impl RaceShadow {
         let Some(cell) = self.cells.get_mut(off) else { return };
         if cell.epoch != epoch {
             cell.epoch = epoch;
-            cell.write = None;
-            cell.reads.clear();
+            cell.write = Cell::EMPTY.write;
+            if cell.reads != 0 {
+                self.lists[cell.reads as usize - 1].clear();
+            }
         }
-        if let Some((other, pc)) = cell.pending {
+        if let Some((other, pc)) = cell.pending() {
             found(Conflict::AsyncPending { other, pc });
             return;
         }
-        if let Some(w) = cell.write {
+        if let Some(w) = cell.write() {
             let identical = write && same_value;
             if !(identical || order.before(&w, &now)) {
                 found(Conflict::With { other: w, other_wrote: true });
             }
         }
         if write {
-            if !cell.reads.is_empty() {
-                for r in &cell.reads {
-                    if !order.reads_before(r, &now) {
-                        found(Conflict::With { other: r.other_than(now.tid), other_wrote: false });
+            if cell.reads != 0 {
+                let reads = &mut self.lists[cell.reads as usize - 1];
+                if !reads.is_empty() {
+                    for r in reads.iter() {
+                        if !order.reads_before(r, &now) {
+                            found(Conflict::With { other: r.other_than(now.tid), other_wrote: false });
+                        }
                     }
+                    // Reads this write is ordered after can no longer race with a
+                    // later access without this write racing with it too; the
+                    // others stay.
+                    reads.retain(|r| !order.reads_before(r, &now));
                 }
-                // Reads this write is ordered after can no longer race with a
-                // later access without this write racing with it too; the
-                // others stay.
-                cell.reads.retain(|r| !order.reads_before(r, &now));
             }
-            cell.write = Some(now);
+            cell.write = now;
         } else {
             // A thread's newer read replaces its older one.
-            record_reads(&mut cell.reads, now, 1u32 << (now.tid % 32));
+            record_reads(Self::reads_of(cell, &mut self.lists), now, 1u32 << (now.tid % 32));
         }
+    }
+
+    /// The read list of `cell`, created on its first read.
+    #[inline]
+    fn reads_of<'a>(cell: &mut Cell, lists: &'a mut Vec<Vec<Reads>>) -> &'a mut Vec<Reads> {
+        if cell.reads == 0 {
+            lists.push(Vec::new());
+            cell.reads = lists.len() as u32;
+        }
+        &mut lists[cell.reads as usize - 1]
     }
 
     /// Records reads of byte `off` by the lanes `lanes` (non-empty) of one
@@ -227,15 +275,17 @@ impl RaceShadow {
         let Some(cell) = self.cells.get_mut(off) else { return };
         if cell.epoch != epoch {
             cell.epoch = epoch;
-            cell.write = None;
-            cell.reads.clear();
+            cell.write = Cell::EMPTY.write;
+            if cell.reads != 0 {
+                self.lists[cell.reads as usize - 1].clear();
+            }
         }
         let warp = now.tid / 32;
-        if let Some((other, pc)) = cell.pending {
+        if let Some((other, pc)) = cell.pending() {
             found(Conflict::AsyncPending { other, pc }, now.tid);
             return;
         }
-        if let Some(w) = cell.write {
+        if let Some(w) = cell.write() {
             // Ordered for the writer's own lane; for the others as for any thread.
             let others = if w.tid / 32 == warp { lanes & !(1u32 << (w.tid % 32)) } else { lanes };
             if others != 0 {
@@ -245,19 +295,26 @@ impl RaceShadow {
                 }
             }
         }
-        record_reads(&mut cell.reads, now, lanes);
+        record_reads(Self::reads_of(cell, &mut self.lists), now, lanes);
     }
 
     /// Marks bytes as the destination of an unfinished `cp.async` of `tid` at `pc`.
     pub(crate) fn set_pending(&mut self, off: usize, tid: u32, pc: u32) {
         if let Some(c) = self.cells.get_mut(off) {
-            c.pending = Some((tid, pc));
+            if c.pending_tid == NONE {
+                self.pending += 1;
+            }
+            c.pending_tid = tid;
+            c.pending_pc = pc;
         }
     }
 
     pub(crate) fn clear_pending(&mut self, off: usize) {
         if let Some(c) = self.cells.get_mut(off) {
-            c.pending = None;
+            if c.pending_tid != NONE {
+                self.pending -= 1;
+            }
+            c.pending_tid = NONE;
         }
     }
 }
@@ -311,7 +368,7 @@ fn record_reads(reads: &mut Vec<Reads>, now: Access, lanes: u32) {
 }
 
 #[cfg(test)]
-const CELL_BYTES: usize = 64;
+const CELL_BYTES: usize = 32;
 
 #[cfg(test)]
 mod tests {

@@ -503,6 +503,9 @@ pub(crate) struct Kernel {
     pub nregs: u32,
     /// Register holding the carry flag of `add.cc`/`addc` (one per kernel).
     pub carry_reg: u32,
+    /// The registers a CTA clears before it starts (`None`: all of them);
+    /// the others every thread writes before reading (`reg_init`).
+    pub clear_regs: Option<Vec<u32>>,
     /// Where dynamic (`extern .shared`) memory starts; static shared is below.
     pub dynamic_shared_offset: u32,
 }

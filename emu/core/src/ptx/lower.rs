@@ -166,7 +166,8 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         max_threads_per_block: f.maxntid,
         num_regs: ctx.nregs.min(255),
     };
-    Ok(Kernel { info, insts, nregs, carry_reg, dynamic_shared_offset: dynamic_shared_offset as u32 })
+    let clear_regs = super::reg_init::registers_to_clear(&insts, nregs, carry_reg);
+    Ok(Kernel { info, insts, nregs, carry_reg, clear_regs, dynamic_shared_offset: dynamic_shared_offset as u32 })
 }
 
 /// Call-argument `.param` variables and inlined callees' locals live in

@@ -7,3 +7,4 @@ pub(crate) mod ir;
 pub(crate) mod lexer;
 pub(crate) mod lower;
 pub(crate) mod parser;
+pub(crate) mod reg_init;
