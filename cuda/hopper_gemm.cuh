@@ -98,7 +98,9 @@ template <bool kMnMajorB>
 __device__ __forceinline__ void load_b(uint32_t dst, const LoraTensorMap* map, int k0, int n0, uint32_t bar) {
     if constexpr (kMnMajorB) {
 #pragma unroll
-        for (int box = 0; box < kTileN / kSpan; ++box) tma_load_2d(dst + box * kSpanBoxBytes, map, n0 + box * kSpan, k0, bar);
+        for (int box = 0; box < kTileN / kSpan; ++box) {
+            tma_load_2d(dst + box * kSpanBoxBytes, map, n0 + box * kSpan, k0, bar);
+        }
     } else {
         tma_load_2d(dst, map, k0, n0, bar);
     }

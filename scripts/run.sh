@@ -81,16 +81,14 @@ case "$what" in
         # background build has the whole suite to overlap.
         cargo test --workspace --release -- --skip candle_cuda_backend_runs_beside_fused_lora
         cargo test --workspace --release --test dependent_candle
-        # The forward's Hopper path: single-adapter forward tests again on the
-        # emulator presenting compute capability 9.0 (the mma.sync kernels
-        # beside the sm_90a one; tests/forward_hopper.rs covers the rest).
-        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test forward -- \
-            fused_single fused_without_p deterministic
-        # The backward's Hopper dX: the single-adapter f16/bf16 backward tests
-        # again at 9.0 (the shapes TMA can read take the sm_90a dX, the rest
-        # mma.sync; tests/backward_hopper.rs covers the rest; about 10 s).
-        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test backward -- \
-            single_adapter::f16 single_adapter::bf16
+        # The Hopper paths: single-adapter forward tests (tests/forward.rs) and
+        # the single-adapter f16/bf16 backward tests (tests/backward.rs, for
+        # dX) again on the emulator presenting compute capability 9.0, where
+        # the shapes TMA can read take the sm_90a kernels and the rest
+        # mma.sync (tests/forward_hopper.rs and tests/backward_hopper.rs cover
+        # the rest). One cargo invocation: one build of the two binaries.
+        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test forward --test backward -- \
+            fused_single fused_without_p deterministic single_adapter::f16 single_adapter::bf16
         # The GPU report's dry run: each of its steps on the emulator, small —
         # the benches in criterion's test mode (every case's variants once, on
         # small stand-in shapes, checked against the reference), the modeled
