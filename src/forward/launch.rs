@@ -139,7 +139,7 @@ pub(crate) fn decode_layout(multiprocessors: usize, l2_bytes: usize, pr: &Decode
 /// binds and the extra warps' fixed work (the row vote, the mma of a
 /// fragment, issued by each of its warps) is a cost. Counted (emulator,
 /// bf16, M = 16, K = 4096, r = 16, 4 splits): 765 warp instructions per warp
-/// with 4 warps, 428 with 16. So: 4 per fragment on a grid of at most one
+/// with 4 warps, 429 with 16. So: 4 per fragment on a grid of at most one
 /// CTA per SM, 2 on up to two, else 1 (e.g. on 108 SMs k/v, N = 1024: 32
 /// CTAs of 16 warps; q/o, N = 4096: 128 CTAs of 8; gate/up: 448 of 4).
 pub(crate) fn finish_copies(multiprocessors: usize, ctas: usize) -> usize {
