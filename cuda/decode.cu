@@ -21,7 +21,12 @@
 //     warp order; the CTA stores its split's raw f32 sums.
 //  2. lora_decode_finish_<T>: sums the splits in split order, rounds P, and
 //     adds s.P.B^T (mma.sync, one pass per adapter present, rows of other
-//     adapters zero) and the bias to the base sums: Y written once.
+//     adapters zero) and the bias to the base sums: Y written once. Where
+//     its grid leaves SMs idle, its cost is each warp's serial chain (a few
+//     thousand SM clocks against a W0 read of a few microseconds), so it is
+//     spread over up to 16 warps per 32 columns: each thread then sums the
+//     splits of one output element of Y and of one element of P per 32 rank
+//     columns.
 //
 // Several adapters: the rows' adapters are read, validated and listed by each
 // warp with warp votes (slot j: the j-th distinct valid adapter in row
@@ -49,7 +54,7 @@ constexpr int kInFlight = 2;       // chunks a warp loads before multiplying
 constexpr int kStageK = LORA_DECODE_STAGE_K;
 static_assert(kStageK % kChunk == 0 && (kRows * kStageK / 8) % (kWarps * 32) == 0, "whole units per thread");
 static_assert(kRows == 16 && kChunk == 32 && kFrags == 4, "one m16 fragment; 8 elements per thread and row");
-static_assert(LORA_DECODE_FINISH_WARPS == kFrags, "a finishing warp per n8 fragment");
+static_assert(LORA_DECODE_FINISH_WARPS == 4 * kFrags, "at most a finishing warp per n8 fragment and accumulator element");
 
 // The rows' adapters as one warp sees them: lane i < m holds row i's.
 struct RowSlots {
@@ -278,8 +283,10 @@ template <typename T> __device__ void gemm(const LoraDecodeParams& p) {
     }
 }
 
-template <typename T> __device__ void finish(const LoraDecodeParams& p) {
-    __shared__ alignas(16) T p_rows[kRows * LORA_DECODE_MAX_RANK];
+// kCopies: warps per n8 fragment (1, 2 or 4), a compile-time constant so
+// that each thread's share of the elements costs no per-element tests.
+template <typename T, int kCopies>
+__device__ __forceinline__ void finish_body(const LoraDecodeParams& p, T* __restrict__ p_rows) {
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
@@ -290,8 +297,17 @@ template <typename T> __device__ void finish(const LoraDecodeParams& p) {
     // P's rows, 32-wide chunks zero past each row's rank.
     const int r_pad = (p.r_max + kChunk - 1) / kChunk * kChunk;
 
-    for (int base = 0; base < kRows * r_pad; base += blockDim.x) {
-        const int at = base + threadIdx.x;
+    // This thread's output elements: warp w multiplies n8 fragment
+    // w % kFrags (the kCopies warps of a fragment each issue its mma) and
+    // keeps its accumulator elements e with e % kCopies == w / kFrags. The
+    // host picks kCopies (1, 2 or 4: 4, 8 or 16 warps) by the grid's size
+    // against the SMs (`finish_copies`, src/forward/launch.rs).
+    constexpr int copies = kCopies;
+    const int frag = warp % kFrags, copy = warp / kFrags;
+    const int c0 = blockIdx.x * kCols + frag * 8;
+
+    for (int first = 0; first < kRows * r_pad; first += kCopies * kFrags * 32) {
+        const int at = first + threadIdx.x;
         const int i = min(at / r_pad, kRows - 1), q = at % r_pad;
         const int adapter = __shfl_sync(~0u, rows.adapter, i);
         const int slot = __shfl_sync(~0u, rows.slot, i);
@@ -307,7 +323,6 @@ template <typename T> __device__ void finish(const LoraDecodeParams& p) {
     }
     __syncthreads();
 
-    const int c0 = blockIdx.x * kCols + warp * 8;
     const int b_row = c0 + g;
     const int adapter_g = __shfl_sync(~0u, rows.adapter, g);
     const int adapter_g8 = __shfl_sync(~0u, rows.adapter, g + 8);
@@ -327,18 +342,29 @@ template <typename T> __device__ void finish(const LoraDecodeParams& p) {
             mma_chunk<T>(acc, lo, hi, w);
         }
     }
-
     const float scale_g = scale_of(p, adapter_g), scale_g8 = scale_of(p, adapter_g8);
     const T* bias = reinterpret_cast<const T*>(p.bias);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
         const int row = g + 8 * (e / 2), col = c0 + 2 * t + e % 2;
-        if (row >= p.m || col >= p.n) continue;
+        if (e % copies != copy || row >= p.m || col >= p.n) continue;
         float base = 0.0f;
         for (int z = 0; z < p.k_splits; ++z) base += partials[z * split_stride + row * cols + col];
         float v = acc[e] * (e < 2 ? scale_g : scale_g8) + base;
         if (bias) v += to_f32(bias[col]);
         reinterpret_cast<T*>(p.y)[static_cast<long long>(row) * p.n + col] = from_f32<T>(v);
+    }
+}
+
+template <typename T> __device__ void finish(const LoraDecodeParams& p) {
+    // The block's size says how many warps share a fragment (one entry
+    // point; each branch compiled for its count).
+    // P's rows, declared here so that the three share them.
+    __shared__ alignas(16) T p_rows[kRows * LORA_DECODE_MAX_RANK];
+    switch (blockDim.x / (32 * kFrags)) {
+        case 1: finish_body<T, 1>(p, p_rows); break;
+        case 2: finish_body<T, 2>(p, p_rows); break;
+        default: finish_body<T, 4>(p, p_rows); break;
     }
 }
 

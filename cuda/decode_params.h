@@ -39,8 +39,10 @@
 /* Warps of one split-GEMM CTA: col_groups groups of 32 columns, the warps of
  * a group splitting the CTA's K range. */
 #define LORA_DECODE_WARPS 8
-/* Warps of one finishing CTA (one n8 fragment of its columns each). */
-#define LORA_DECODE_FINISH_WARPS 4
+/* The most warps of one finishing CTA: four per n8 fragment of its columns,
+ * one accumulator element of the fragment per thread. The host launches 4, 8
+ * or 16 (one, two or four warps per fragment). */
+#define LORA_DECODE_FINISH_WARPS 16
 /* The widest adapter slot the decode path takes (the finishing CTA keeps
  * P [16, r_max] in shared memory). */
 #define LORA_DECODE_MAX_RANK 256

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::launch::{decode_layout, DecodeProblem};
+use super::launch::{decode_layout, finish_copies, DecodeProblem};
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{LoraKernels, DECODE};
@@ -61,6 +61,8 @@ impl LoraKernels {
         };
         let grid_x = u32::try_from(column_tiles).map_err(|_| too_big("n", n))?;
         let finish_x = u32::try_from(n.div_ceil(cols)).map_err(|_| too_big("n", n))?;
+        // LORA_DECODE_FINISH_WARPS is four warps per n8 fragment at most.
+        let warps_per_fragment = finish_copies(sms, n.div_ceil(cols)) as u32;
 
         // Every element the finishing launch reads is written by the split
         // GEMM (cuda/decode_params.h), so the partials need no clearing.
@@ -94,7 +96,7 @@ impl LoraKernels {
         let finish = self.function(DECODE, &format!("lora_decode_finish_{suffix}"))?;
         let config = LaunchConfig {
             grid_dim: (finish_x, 1, 1),
-            block_dim: (LORA_DECODE_FINISH_WARPS * 32, 1, 1),
+            block_dim: (warps_per_fragment * LORA_DECODE_FINISH_WARPS / 4 * 32, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut launch = stream.launch_builder(&finish);

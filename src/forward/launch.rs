@@ -130,6 +130,26 @@ pub(crate) fn decode_layout(multiprocessors: usize, l2_bytes: usize, pr: &Decode
     best.map_or(DecodeLayout { groups: 1, splits: 1 }, |(_, layout)| layout)
 }
 
+/// Warps per n8 fragment of the decode path's finishing CTA (1, 2 or 4: 4, 8
+/// or 16 warps of a 32-column CTA) for a grid of `ctas` on `multiprocessors`
+/// SMs. The finish is short: where its grid is at most one CTA per SM, its
+/// time is a warp's serial chain of instructions (each waiting on the one
+/// before), which more warps per CTA shorten (each thread then sums the
+/// splits of fewer elements); where CTAs share SMs, the warps' total issue
+/// binds and the extra warps' fixed work (the row vote, the mma of a
+/// fragment, issued by each of its warps) is a cost. Counted (emulator,
+/// bf16, M = 16, K = 4096, r = 16, 4 splits): 765 warp instructions per warp
+/// with 4 warps, 429 with 16. So: 4 per fragment on a grid of at most one
+/// CTA per SM, 2 on up to two, else 1 (e.g. on 108 SMs k/v, N = 1024: 32
+/// CTAs of 16 warps; q/o, N = 4096: 128 CTAs of 8; gate/up: 448 of 4).
+pub(crate) fn finish_copies(multiprocessors: usize, ctas: usize) -> usize {
+    match ctas.div_ceil(multiprocessors.max(1)) {
+        0 | 1 => 4,
+        2 => 2,
+        _ => 1,
+    }
+}
+
 /// The CTA tile of one fused-GEMM launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ForwardTile {
@@ -345,7 +365,10 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_layout, forward_tile, k_splits, takes_decode_path, DecodeLayout, DecodeProblem, ForwardTile};
+    use super::{
+        decode_layout, finish_copies, forward_tile, k_splits, takes_decode_path, DecodeLayout, DecodeProblem,
+        ForwardTile,
+    };
 
     #[test]
     fn decode_path_for_few_rows_of_half_types() {
@@ -355,6 +378,17 @@ mod tests {
         assert!(!takes_decode_path(16, false, false, 16), "f32");
         assert!(!takes_decode_path(16, true, true, 16), "dropout");
         assert!(!takes_decode_path(16, true, false, 257), "rank past shared P");
+    }
+
+    #[test]
+    fn decode_finish_warps_by_grid() {
+        // 32-column CTAs: k/v (N = 1024), q/o (4096), gate/up (14336).
+        assert_eq!(finish_copies(108, 32), 4);
+        assert_eq!(finish_copies(108, 108), 4);
+        assert_eq!(finish_copies(108, 128), 2);
+        assert_eq!(finish_copies(132, 128), 4);
+        assert_eq!(finish_copies(108, 448), 1);
+        assert_eq!(finish_copies(0, 1), 4);
     }
 
     #[test]
