@@ -81,14 +81,14 @@ case "$what" in
         # background build has the whole suite to overlap.
         cargo test --workspace --release -- --skip candle_cuda_backend_runs_beside_fused_lora
         cargo test --workspace --release --test dependent_candle
-        # The Hopper paths: single-adapter forward tests (tests/forward.rs) and
-        # the single-adapter f16/bf16 backward tests (tests/backward.rs, for
-        # dX) again on the emulator presenting compute capability 9.0, where
-        # the shapes TMA can read take the sm_90a kernels and the rest
-        # mma.sync (tests/forward_hopper.rs and tests/backward_hopper.rs cover
-        # the rest). One cargo invocation: one build of the two binaries.
-        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test forward --test backward -- \
-            fused_single fused_without_p deterministic single_adapter::f16 single_adapter::bf16
+        # The Hopper paths: the forward's and the backward's kernel tests
+        # (tests/forward.rs, tests/backward.rs) again, whole, on the emulator
+        # presenting compute capability 9.0, where the single-adapter forward
+        # and dX take the sm_90a kernels wherever TMA can read the operands
+        # and everything else the mma.sync kernels (tests/forward_hopper.rs
+        # and tests/backward_hopper.rs check which path each launch took).
+        # One cargo invocation: one build. About three minutes.
+        PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --release -p fused-lora --test forward --test backward
         # The GPU report's dry run: each of its steps on the emulator, small —
         # the benches in criterion's test mode (every case's variants once, on
         # small stand-in shapes, checked against the reference), the modeled
