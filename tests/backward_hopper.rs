@@ -18,7 +18,6 @@ mod forward_support;
 use std::sync::Mutex;
 
 use common::assert_close_2d;
-use cudarc::driver::sys::CUdevice_attribute;
 use forward_support::{download, random, upload};
 use fused_lora::reference::{backward_multi, Base, Dropout, MultiAdapters, MultiGradients, Precision};
 use fused_lora::{Adapter, BackwardInputs, BackwardOutput, GradMode, Linear, LoraDType, MultiAdapterShape};
@@ -34,22 +33,6 @@ static ENV: Mutex<()> = Mutex::new(());
 /// would not split (the Hopper kernel takes only unsplit launches).
 const CASES: &[(usize, usize, usize, usize)] =
     &[(131, 264, 72, 16), (70, 40, 24, 8), (129, 72, 136, 64), (40, 136, 8, 24)];
-
-/// The device presenting compute capability `cc` ("90" or "80" on the
-/// emulator); `None` (with a message) on a GPU of another capability.
-fn device_as(cc: &str) -> Option<device::Device> {
-    std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", cc);
-    std::env::set_var(fused_lora::HOPPER_ENV, "1");
-    let dev = device::device()?;
-    let major = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).expect("major");
-    let minor = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).expect("minor");
-    let want = (cc[..1].parse::<i32>().unwrap(), cc[1..].parse::<i32>().unwrap());
-    if (major, minor) != want {
-        eprintln!("SKIPPED: the device is compute capability {major}.{minor}, not {}.{}", want.0, want.1);
-        return None;
-    }
-    Some(dev)
-}
 
 /// One single-adapter backward problem on the host.
 struct Case<T> {
@@ -197,7 +180,7 @@ fn assert_kernel(got: &Got<impl LoraDType>, want_hopper: bool, what: &str) {
 
 fn ragged_shapes_against_the_reference<T: LoraDType>() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(dev) = device_as("90") else { return };
+    let Some(dev) = device::device_as("90") else { return };
     for (i, &(m, k, n, r)) in CASES.iter().enumerate() {
         let case = Case::<T>::new(m, k, n, r, 1100 + 10 * i as u64);
         let what = format!("m={m} k={k} n={n} r={r}");
@@ -220,7 +203,7 @@ fn ragged_shapes_against_the_reference<T: LoraDType>() {
 /// 10-byte rows) keep the mma.sync dX, inside the same tolerance.
 fn the_other_launches_keep_mma_sync<T: LoraDType>() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(dev) = device_as("90") else { return };
+    let Some(dev) = device::device_as("90") else { return };
     let case = Case::<T>::new(131, 264, 72, 16, 1200);
     let nan = nan_grads(&case);
     std::env::set_var(fused_lora::HOPPER_ENV, "0");
@@ -243,7 +226,7 @@ fn the_other_launches_keep_mma_sync<T: LoraDType>() {
     if device::is_emulator() {
         // A fresh context on the device presenting 8.0: the sm_90a module is
         // never loaded there.
-        let Some(dev) = device_as("80") else { return };
+        let Some(dev) = device::device_as("80") else { return };
         let got = run(&dev, &case, &nan, GradMode::Overwrite);
         assert_kernel(&got, false, "CC 8.0");
         check("CC 8.0", &case, &got, None);

@@ -13,7 +13,6 @@ mod forward_support;
 
 use std::sync::Mutex;
 
-use cudarc::driver::sys::CUdevice_attribute;
 use forward_support::{assert_close, download, poisoned, random, upload, MultiCase};
 use fused_lora::{Adapter, ForwardOutput, Linear, LoraDType};
 
@@ -27,22 +26,6 @@ static ENV: Mutex<()> = Mutex::new(());
 /// not split it (the Hopper kernel takes only unsplit launches).
 const CASES: &[(usize, usize, usize, usize, bool)] =
     &[(131, 136, 200, 16, true), (64, 72, 136, 8, false), (200, 64, 72, 24, true), (129, 200, 129, 64, true)];
-
-/// The device presenting compute capability `cc` ("90" or "80" on the
-/// emulator); `None` (with a message) on a GPU of another capability.
-fn device_as(cc: &str) -> Option<device::Device> {
-    std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", cc);
-    std::env::set_var(fused_lora::HOPPER_ENV, "1");
-    let dev = device::device()?;
-    let major = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).expect("major");
-    let minor = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).expect("minor");
-    let want = (cc[..1].parse::<i32>().unwrap(), cc[1..].parse::<i32>().unwrap());
-    if (major, minor) != want {
-        eprintln!("SKIPPED: the device is compute capability {major}.{minor}, not {}.{}", want.0, want.1);
-        return None;
-    }
-    Some(dev)
-}
 
 fn case<T: LoraDType>(m: usize, k: usize, n: usize, r: usize, bias: bool, seed: u64) -> MultiCase<T> {
     MultiCase {
@@ -80,7 +63,7 @@ fn run<T: LoraDType>(dev: &device::Device, case: &MultiCase<T>) -> (Vec<T>, Vec<
 
 fn ragged_shapes_against_the_reference<T: LoraDType>() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(dev) = device_as("90") else { return };
+    let Some(dev) = device::device_as("90") else { return };
     let hopper = format!("lora_forward_gemm_{}_sm90a", T::DTYPE.kernel_suffix());
     for (i, &(m, k, n, r, bias)) in CASES.iter().enumerate() {
         let case = case::<T>(m, k, n, r, bias, 900 + 10 * i as u64);
@@ -98,7 +81,7 @@ fn ragged_shapes_against_the_reference<T: LoraDType>() {
 /// and a CC 8.0 device) meets the same tolerance on the same case.
 fn deterministic_and_overridable<T: LoraDType>() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(dev) = device_as("90") else { return };
+    let Some(dev) = device::device_as("90") else { return };
     let case = case::<T>(131, 136, 200, 16, true, 950);
     let (p, first, _) = run(&dev, &case);
     let (_, second, _) = run(&dev, &case);
@@ -117,7 +100,7 @@ fn deterministic_and_overridable<T: LoraDType>() {
     if device::is_emulator() {
         // A fresh context's kernels on the device presenting 8.0: the sm_90a
         // module is never loaded there.
-        let Some(dev) = device_as("80") else { return };
+        let Some(dev) = device::device_as("80") else { return };
         let (p, y, kernel) = run(&dev, &case);
         let kernel = kernel.expect("the emulator reports the kernel");
         assert!(kernel.starts_with(&mma_sync) && !kernel.ends_with("_sm90a"), "CC 8.0 took {kernel}");

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaStream};
 use fused_lora::LoraKernels;
 
@@ -173,4 +174,20 @@ impl PerMma {
             small.wavefronts
         );
     }
+}
+
+/// The device presenting compute capability `cc` ("90" or "80" on the
+/// emulator); `None` (with a message) on a GPU of another capability.
+pub fn device_as(cc: &str) -> Option<Device> {
+    std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", cc);
+    std::env::set_var(fused_lora::HOPPER_ENV, "1");
+    let dev = device()?;
+    let major = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).expect("major");
+    let minor = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).expect("minor");
+    let want = (cc[..1].parse::<i32>().unwrap(), cc[1..].parse::<i32>().unwrap());
+    if (major, minor) != want {
+        eprintln!("SKIPPED: the device is compute capability {major}.{minor}, not {}.{}", want.0, want.1);
+        return None;
+    }
+    Some(dev)
 }
