@@ -11,18 +11,20 @@
 //! `FUSED_LORA_FUZZ_CASES=N` runs N per target (the soak),
 //! `FUSED_LORA_FUZZ_SEED=S` draws other cases.
 
+mod backward_support;
 mod common;
+mod device;
 mod forward_support;
 #[macro_use]
 mod fuzz_support;
 
-use common::assert_close_2d;
+use backward_support::{check_gradients, Case as BackwardProblem, Got as BackwardGot, Initial};
 use forward_support::{assert_close, poison_padding, random, MultiCase};
-use fused_lora::reference::{self, Dropout, MultiGradients, Precision, RefElem};
+use fused_lora::reference::{self, Dropout, Precision, RefElem};
 use fused_lora::{
     AdamWConfig, AdamWState, Adapter, AdapterStack, AdapterStatus, BackwardInputs, BackwardOutput, Direction,
-    FiniteCheck, ForwardOutput, GradMode, Linear, LoraDType, LoraError, MergeIntoLayer, MergeLayer, MultiAdapterShape,
-    RowAdapters, SgdConfig, SgdState,
+    FiniteCheck, ForwardOutput, GradMode, Linear, LoraDType, LoraError, MergeIntoLayer, MergeLayer, RowAdapters,
+    SgdConfig, SgdState,
 };
 use fuzz_support::{chunk, download_at, fuzz, on_device, upload_at, Dev, Ty};
 use proptest::prelude::*;
@@ -533,66 +535,62 @@ fn backward_case() -> impl Strategy<Value = BackwardCase> {
     )
 }
 
-/// `old + reference`, the naive side rounded as the kernel's store is.
-fn plus_old<T: LoraDType>(old: &[T], reference: &[f64], round: bool) -> Vec<f64> {
-    old.iter()
-        .zip(reference)
-        .map(|(o, r)| {
-            let sum = o.to_f64() + r;
-            if round {
-                T::from_f64(f64::from(sum as f32)).to_f64()
-            } else {
-                sum
-            }
-        })
-        .collect()
-}
-
 fn check_backward<T: LoraDType>(dev: &Dev, bc: &BackwardCase) -> Result<(), String> {
     let c = &bc.forward;
     let s = &dev.stream;
     let o = &c.offsets;
-    let case = forward_problem::<T>(c);
-    let (m, k, n, r_max) = (case.m, case.k, case.n, case.r_max);
-    let l = case.ranks.len();
+    let forward = forward_problem::<T>(c);
+    let (m, k, n, r_max) = (forward.m, forward.k, forward.n, forward.r_max);
+    let l = forward.ranks.len();
     // P from the forward kernels (so the recomputed P must match it bit for bit).
     let d = ForwardBuffers {
-        x: upload_at(s, &case.x, elems::<T>(o.x), T::nan()),
-        w: upload_at(s, &case.w, elems::<T>(o.w), T::nan()),
+        x: upload_at(s, &forward.x, elems::<T>(o.x), T::nan()),
+        w: upload_at(s, &forward.w, elems::<T>(o.w), T::nan()),
         bias: None,
-        a: upload_at(s, &case.a, elems::<T>(o.a), T::nan()),
-        b: upload_at(s, &case.b, o.b, T::nan()),
-        index: upload_at(s, &case.index, 0, 0),
+        a: upload_at(s, &forward.a, elems::<T>(o.a), T::nan()),
+        b: upload_at(s, &forward.b, o.b, T::nan()),
+        index: upload_at(s, &forward.index, 0, 0),
     };
     let aligned =
         ForwardCase { offsets: Offsets { x: Shift::None, w: Shift::None, a: Shift::None, ..*o }, ..c.clone() };
     let aligned_d = ForwardBuffers {
-        x: upload_at(s, &case.x, 0, T::nan()),
-        w: upload_at(s, &case.w, 0, T::nan()),
+        x: upload_at(s, &forward.x, 0, T::nan()),
+        w: upload_at(s, &forward.w, 0, T::nan()),
         bias: None,
-        a: upload_at(s, &case.a, 0, T::nan()),
-        b: upload_at(s, &case.b, o.b, T::nan()),
-        index: upload_at(s, &case.index, 0, 0),
+        a: upload_at(s, &forward.a, 0, T::nan()),
+        b: upload_at(s, &forward.b, o.b, T::nan()),
+        index: upload_at(s, &forward.index, 0, 0),
     };
-    let (mut p, _) = run_forward_once(dev, &aligned, &case, &aligned_d, true).map_err(|e| format!("forward: {e}"))?;
+    let (p, _) = run_forward_once(dev, &aligned, &forward, &aligned_d, true).map_err(|e| format!("forward: {e}"))?;
     drop(aligned_d);
-    // P columns past a row's rank and rows without an adapter are never read.
-    let rank_of = |row: usize| usize::try_from(case.index[row]).ok().filter(|&a| a < l).map_or(0, |a| case.ranks[a]);
-    for row in 0..m {
-        p[row * r_max..][rank_of(row)..r_max].fill(T::nan());
-    }
-    let dy = random::<T>(c.seed + 5, m * n);
-    let initial: [Vec<T>; 3] = match bc.mode {
-        GradMode::Overwrite => [vec![T::nan(); l * r_max * k], vec![T::nan(); l * n * r_max], vec![T::nan(); m * k]],
-        GradMode::Accumulate => {
-            [random(c.seed + 6, l * r_max * k), random(c.seed + 7, l * n * r_max), random(c.seed + 8, m * k)]
-        }
+    let MultiCase { x, w, a, b, ranks, scales, index, .. } = forward;
+    let mut case = BackwardProblem {
+        m,
+        k,
+        n,
+        r_max,
+        ranks,
+        scales,
+        index,
+        x,
+        w,
+        a,
+        b,
+        p,
+        dy: random::<T>(c.seed + 5, m * n),
+        dropout: c.dropout,
     };
-    let pd = upload_at(s, &p, o.p, T::nan());
-    let dyd = upload_at(s, &dy, o.dy, T::nan());
-    let mut dad = upload_at(s, &initial[0], 1, T::nan());
-    let mut dbd = upload_at(s, &initial[1], 2, T::nan());
-    let mut dxd = upload_at(s, &initial[2], 3, T::nan());
+    // P columns past a row's rank and rows without an adapter are never read.
+    case.poison_padding();
+    let initial = match bc.mode {
+        GradMode::Overwrite => Initial::nan(&case),
+        GradMode::Accumulate => Initial::random(&case, c.seed + 6),
+    };
+    let pd = upload_at(s, &case.p, o.p, T::nan());
+    let dyd = upload_at(s, &case.dy, o.dy, T::nan());
+    let mut dad = upload_at(s, &initial.da, 1, T::nan());
+    let mut dbd = upload_at(s, &initial.db, 2, T::nan());
+    let mut dxd = upload_at(s, &initial.dx, 3, T::nan());
     let mut gd = upload_at(s, &vec![T::nan(); m * r_max], o.y, T::nan());
     let (xo, wo, ao) = (elems::<T>(o.x), elems::<T>(o.w), elems::<T>(o.a));
     let inputs = BackwardInputs {
@@ -638,50 +636,15 @@ fn check_backward<T: LoraDType>(dev: &Dev, bc: &BackwardCase) -> Result<(), Stri
         expect_status(&status, dev, &case.index, l)?;
     }
 
-    // The reference on the forward's P, out-of-range rows as −1.
-    for row in 0..m {
-        let rank = rank_of(row);
-        p[row * r_max..][rank..r_max].fill(T::from_f64(0.0));
-    }
-    let shape = MultiAdapterShape { m, k, n, num_adapters: l, r_max };
-    let base = reference::Base { x: &case.x, w0: &case.w, bias: None };
-    let scales: Vec<f64> = case.scales.iter().map(|&v| f64::from(v)).collect();
-    let indices: Vec<i64> =
-        case.index.iter().map(|&i| if i >= 0 && (i as usize) < l { i64::from(i) } else { -1 }).collect();
-    let adapters = reference::MultiAdapters {
-        a_all: &case.a,
-        b_all: &case.b,
-        ranks: &case.ranks,
-        scales: &scales,
-        indices: &indices,
+    // Every gradient against the reference on the forward's P, out-of-range rows as −1.
+    let got = BackwardGot {
+        g: if bc.keep_g { download_at(s, &gd, o.y, m * r_max) } else { Vec::new() },
+        da: download_at(s, &dad, 1, l * r_max * k),
+        db: download_at(s, &dbd, 2, l * n * r_max),
+        dx: download_at(s, &dxd, 3, m * k),
     };
-    let reference = |precision| {
-        reference::backward_multi(shape, &base, &adapters, c.dropout.as_ref(), &dy, &p, precision)
-            .map_err(|e| format!("reference: {e}"))
-    };
-    let (exact, naive): (MultiGradients, MultiGradients) = (reference(Precision::Exact)?, reference(Precision::Naive)?);
-    let floor = T::UNIT_ROUNDOFF * 1e-3;
-    if bc.keep_g {
-        assert_close_2d::<T>("G", r_max, &to_f64(&download_at(s, &gd, o.y, m * r_max)), &exact.g, &naive.g, floor);
-    }
-    let got = [
-        download_at(s, &dad, 1, l * r_max * k),
-        download_at(s, &dbd, 2, l * n * r_max),
-        download_at(s, &dxd, 3, m * k),
-    ];
     let accumulate = bc.mode == GradMode::Accumulate;
-    for (i, (name, cols, e, nv)) in
-        [("dA", k, &exact.da, &naive.da), ("dB", r_max, &exact.db, &naive.db), ("dX", k, &exact.dx, &naive.dx)]
-            .into_iter()
-            .enumerate()
-    {
-        let (e, nv) = if accumulate {
-            (plus_old(&initial[i], e, false), plus_old(&initial[i], nv, true))
-        } else {
-            (e.clone(), nv.clone())
-        };
-        assert_close_2d::<T>(name, cols, &to_f64(&got[i]), &e, &nv, floor);
-    }
+    check_gradients("backward", &case, &got, bc.keep_g, accumulate.then_some(&initial));
     Ok(())
 }
 
