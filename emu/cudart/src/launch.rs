@@ -145,6 +145,18 @@ pub unsafe extern "C" fn __cudaGetKernel(kernel: *mut *mut c_void, host_stub: *c
     })
 }
 
+/// What the null stream names to a launch entry point.
+#[derive(Clone, Copy)]
+enum NullStream {
+    /// The legacy default stream (the plain entry points).
+    Legacy,
+    /// The calling thread's per-thread default stream (the `_ptsz` entry
+    /// points, which code compiled with `--default-stream per-thread` calls).
+    PerThread,
+}
+
+/// The one launch path of every launch entry point.
+///
 /// # Safety
 /// `args` holds one pointer per kernel parameter.
 unsafe fn launch(
@@ -154,86 +166,72 @@ unsafe fn launch(
     args: *mut *mut c_void,
     shared_bytes: usize,
     stream: CuStream,
-) -> Result<(), CudaError> {
-    let function = registry::function(host_stub as usize)?;
-    let shared_bytes = c_uint::try_from(shared_bytes).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
-    let launched = driver::check(driver::cuLaunchKernel(
-        function,
-        grid.x,
-        grid.y,
-        grid.z,
-        block.x,
-        block.y,
-        block.z,
-        shared_bytes,
-        stream,
-        args,
-        std::ptr::null_mut(),
-    ));
-    // The driver refuses bad dimensions with CUDA_ERROR_INVALID_VALUE; the
-    // runtime calls that cudaErrorInvalidConfiguration.
-    launched
-        .map_err(|code| if code == driver::CUDA_ERROR_INVALID_VALUE { CUDA_ERROR_INVALID_CONFIGURATION } else { code })
+    null_stream: NullStream,
+) -> CudaError {
+    entry(|| {
+        let stream = match null_stream {
+            NullStream::Legacy => stream,
+            NullStream::PerThread => state::per_thread(stream),
+        };
+        let function = registry::function(host_stub as usize)?;
+        let shared_bytes = c_uint::try_from(shared_bytes).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
+        let launched = driver::check(driver::cuLaunchKernel(
+            function,
+            grid.x,
+            grid.y,
+            grid.z,
+            block.x,
+            block.y,
+            block.z,
+            shared_bytes,
+            stream,
+            args,
+            std::ptr::null_mut(),
+        ));
+        // The driver refuses bad dimensions with CUDA_ERROR_INVALID_VALUE; the
+        // runtime calls that cudaErrorInvalidConfiguration.
+        launched.map_err(
+            |code| if code == driver::CUDA_ERROR_INVALID_VALUE { CUDA_ERROR_INVALID_CONFIGURATION } else { code },
+        )
+    })
 }
 
-/// # Safety
-/// `kernel` is what `__cudaGetKernel` wrote; `args` holds one pointer per
-/// kernel parameter.
-#[no_mangle]
-pub unsafe extern "C" fn __cudaLaunchKernel(
-    kernel: *const c_void,
-    grid: Dim3,
-    block: Dim3,
-    args: *mut *mut c_void,
-    shared_bytes: usize,
-    stream: CuStream,
-) -> CudaError {
-    entry(|| launch(kernel, grid, block, args, shared_bytes, stream))
+/// The launch entry points: each takes the kernel (its host stub, which is
+/// also what `__cudaGetKernel` writes), the launch's dimensions, one pointer
+/// per kernel parameter, the dynamic shared memory and the stream, and
+/// launches through [`launch`] with its meaning of the null stream.
+macro_rules! launch_entry_points {
+    ($($(#[$doc:meta])* $name:ident => $null_stream:ident;)*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// `kernel` is a kernel's host stub (what `__cudaGetKernel` wrote);
+            /// `args` holds one pointer per kernel parameter.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name(
+                kernel: *const c_void,
+                grid: Dim3,
+                block: Dim3,
+                args: *mut *mut c_void,
+                shared_bytes: usize,
+                stream: CuStream,
+            ) -> CudaError {
+                launch(kernel, grid, block, args, shared_bytes, stream, NullStream::$null_stream)
+            }
+        )*
+    };
 }
 
-/// As [`__cudaLaunchKernel`], the null stream being the per-thread stream.
-///
-/// # Safety
-/// As [`__cudaLaunchKernel`].
-#[no_mangle]
-pub unsafe extern "C" fn __cudaLaunchKernel_ptsz(
-    kernel: *const c_void,
-    grid: Dim3,
-    block: Dim3,
-    args: *mut *mut c_void,
-    shared_bytes: usize,
-    stream: CuStream,
-) -> CudaError {
-    entry(|| launch(kernel, grid, block, args, shared_bytes, state::per_thread(stream)))
-}
-
-/// # Safety
-/// `function` is a kernel's host stub; `args` holds one pointer per kernel
-/// parameter.
-#[no_mangle]
-pub unsafe extern "C" fn cudaLaunchKernel(
-    function: *const c_void,
-    grid: Dim3,
-    block: Dim3,
-    args: *mut *mut c_void,
-    shared_bytes: usize,
-    stream: CuStream,
-) -> CudaError {
-    entry(|| launch(function, grid, block, args, shared_bytes, stream))
-}
-
-/// # Safety
-/// As [`cudaLaunchKernel`].
-#[no_mangle]
-pub unsafe extern "C" fn cudaLaunchKernel_ptsz(
-    function: *const c_void,
-    grid: Dim3,
-    block: Dim3,
-    args: *mut *mut c_void,
-    shared_bytes: usize,
-    stream: CuStream,
-) -> CudaError {
-    entry(|| launch(function, grid, block, args, shared_bytes, state::per_thread(stream)))
+launch_entry_points! {
+    /// A `<<<>>>` launch, as nvcc's host code makes it.
+    __cudaLaunchKernel => Legacy;
+    /// As [`__cudaLaunchKernel`], the null stream being the per-thread stream.
+    __cudaLaunchKernel_ptsz => PerThread;
+    /// The runtime API's launch of a kernel named by its host stub.
+    cudaLaunchKernel => Legacy;
+    /// As [`cudaLaunchKernel`], the null stream being the per-thread stream.
+    cudaLaunchKernel_ptsz => PerThread;
 }
 
 /// The runtime's function attributes are the driver's, same numbers.
