@@ -30,6 +30,7 @@
 
 mod cases;
 mod cutlass;
+mod cutlass_kernel;
 mod cutlass_sm90;
 mod hopper;
 mod launches;
