@@ -26,6 +26,22 @@ pub struct Case {
 }
 
 impl Case {
+    /// How the tables name the case: `projection M=m r=r`.
+    pub fn label(&self) -> String {
+        format!("{} M={} r={}", self.projection, self.m, self.r)
+    }
+
+    /// The CSV cells that name the case: projection, m, k, n, r.
+    pub fn csv_cells(&self) -> Vec<String> {
+        vec![
+            self.projection.to_string(),
+            self.m.to_string(),
+            self.k.to_string(),
+            self.n.to_string(),
+            self.r.to_string(),
+        ]
+    }
+
     /// Multiply-adds of the forward (base GEMM, shrink, expand), 2 FLOPs each.
     pub fn forward_flops(&self) -> f64 {
         let (m, k, n, r) = (self.m as f64, self.k as f64, self.n as f64, self.r as f64);

@@ -14,11 +14,11 @@
 //! dX's W0 is MN-major: the shape's cost, not the same layout).
 
 use std::error::Error;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::cases::Case;
 use crate::launches::Summed;
+use crate::table::{columns, fixed, times, Align::Left, Align::Right, Table};
 
 /// The modeled GPU of the Hopper rows and its multiprocessors.
 pub const GPU: &str = "h100";
@@ -58,55 +58,53 @@ pub fn cases(projections: &[(&'static str, usize, usize)]) -> Vec<Case> {
 
 /// The rows as a markdown table.
 pub fn table(rows: &[HopperRow]) -> String {
-    let mut out = String::from(
-        "Hopper path, H100 (modeled, not measured), bf16: forward = shrink (mma.sync) + fused GEMM\n\n\
-         | case | Hopper forward us | mma.sync forward us | CUTLASS Sm90 GEMM us | speed-up (>= 1.4x) | \
-         vs CUTLASS Sm90 (<= 1.05x) | met | Hopper's slowest launch, bound |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n",
-    );
+    let mut table = Table::new(columns(Left, &["case"]).chain(columns(
+        Right,
+        &[
+            "Hopper forward us",
+            "mma.sync forward us",
+            "CUTLASS Sm90 GEMM us",
+            "speed-up (>= 1.4x)",
+            "vs CUTLASS Sm90 (<= 1.05x)",
+        ],
+    )));
+    table.add_columns(columns(Left, &["met", "Hopper's slowest launch, bound"]));
     for row in rows {
-        let _ = writeln!(
-            out,
-            "| {} M={} r={} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {} | {}, {} |",
-            row.case.projection,
-            row.case.m,
-            row.case.r,
-            row.hopper.us,
-            row.mma_sync.us,
-            row.cutlass_sm90_us,
-            row.speedup(),
-            row.vs_cutlass(),
-            if row.met() { "yes" } else { "no" },
-            row.hopper.slowest,
-            row.hopper.bound
-        );
+        table.row(&[
+            &row.case.label(),
+            &fixed(row.hopper.us, 1),
+            &fixed(row.mma_sync.us, 1),
+            &fixed(row.cutlass_sm90_us, 1),
+            &times(row.speedup()),
+            &times(row.vs_cutlass()),
+            &if row.met() { "yes" } else { "no" },
+            &format!("{}, {}", row.hopper.slowest, row.hopper.bound),
+        ]);
     }
-    out
+    format!(
+        "Hopper path, H100 (modeled, not measured), bf16: forward = shrink (mma.sync) + fused GEMM\n\n{}",
+        table.markdown()
+    )
 }
 
 /// `hopper.md` (the table) and `hopper.csv` in `dir`.
 pub fn write(dir: &Path, rows: &[HopperRow]) -> Result<(), Box<dyn Error>> {
     std::fs::write(dir.join("hopper.md"), table(rows))?;
-    let mut csv = String::from("case,m,k,n,r,gpu,hopper_us,mma_sync_us,cutlass_sm90_us,speedup,vs_cutlass,met\n");
+    let mut csv = Table::csv_header("case,m,k,n,r,gpu,hopper_us,mma_sync_us,cutlass_sm90_us,speedup,vs_cutlass,met");
     for row in rows {
-        let c = &row.case;
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{GPU},{:.3},{:.3},{:.3},{:.4},{:.4},{}",
-            c.projection,
-            c.m,
-            c.k,
-            c.n,
-            c.r,
-            row.hopper.us,
-            row.mma_sync.us,
-            row.cutlass_sm90_us,
-            row.speedup(),
-            row.vs_cutlass(),
-            row.met()
-        );
+        let mut cells = row.case.csv_cells();
+        cells.extend([
+            GPU.to_string(),
+            fixed(row.hopper.us, 3),
+            fixed(row.mma_sync.us, 3),
+            fixed(row.cutlass_sm90_us, 3),
+            fixed(row.speedup(), 4),
+            fixed(row.vs_cutlass(), 4),
+            row.met().to_string(),
+        ]);
+        csv.push(cells);
     }
-    std::fs::write(dir.join("hopper.csv"), csv)?;
+    std::fs::write(dir.join("hopper.csv"), csv.csv())?;
     Ok(())
 }
 
@@ -138,56 +136,56 @@ pub fn is_dx_or_da(kernel: &str) -> bool {
 
 /// The dX rows as a markdown table.
 pub fn dx_table(rows: &[DxRow]) -> String {
-    let mut out = String::from(
-        "Backward dX, H100 (modeled, not measured), bf16: dA + dX launches (the mma.sync 128x128 dX launch runs \
-         dA's CTAs; the Hopper path launches dA, then the sm_90a dX)\n\n\
-         | case | Hopper dX us | Hopper dA + dX us | mma.sync dA + dX us | CUTLASS Sm90 GEMM of dX's shape us | \
-         speed-up | Hopper dX vs CUTLASS Sm90 | Hopper dX bound |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
-    );
+    let mut table = Table::new(columns(Left, &["case"]).chain(columns(
+        Right,
+        &[
+            "Hopper dX us",
+            "Hopper dA + dX us",
+            "mma.sync dA + dX us",
+            "CUTLASS Sm90 GEMM of dX's shape us",
+            "speed-up",
+            "Hopper dX vs CUTLASS Sm90",
+        ],
+    )));
+    table.add_columns(columns(Left, &["Hopper dX bound"]));
     for row in rows {
-        let _ = writeln!(
-            out,
-            "| {} M={} r={} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {} |",
-            row.case.projection,
-            row.case.m,
-            row.case.r,
-            row.hopper_dx.us,
-            row.hopper_dx_da.us,
-            row.mma_sync_dx_da.us,
-            row.cutlass_sm90_us,
-            row.speedup(),
-            row.vs_cutlass(),
-            row.hopper_dx.bound
-        );
+        table.row(&[
+            &row.case.label(),
+            &fixed(row.hopper_dx.us, 1),
+            &fixed(row.hopper_dx_da.us, 1),
+            &fixed(row.mma_sync_dx_da.us, 1),
+            &fixed(row.cutlass_sm90_us, 1),
+            &times(row.speedup()),
+            &times(row.vs_cutlass()),
+            &row.hopper_dx.bound,
+        ]);
     }
-    out
+    format!(
+        "Backward dX, H100 (modeled, not measured), bf16: dA + dX launches (the mma.sync 128x128 dX launch runs \
+         dA's CTAs; the Hopper path launches dA, then the sm_90a dX)\n\n{}",
+        table.markdown()
+    )
 }
 
 /// `hopper_dx.md` (the table) and `hopper_dx.csv` in `dir`.
 pub fn write_dx(dir: &Path, rows: &[DxRow]) -> Result<(), Box<dyn Error>> {
     std::fs::write(dir.join("hopper_dx.md"), dx_table(rows))?;
-    let mut csv = String::from(
-        "case,m,k,n,r,gpu,hopper_dx_us,hopper_dx_da_us,mma_sync_dx_da_us,cutlass_sm90_us,speedup,vs_cutlass\n",
+    let mut csv = Table::csv_header(
+        "case,m,k,n,r,gpu,hopper_dx_us,hopper_dx_da_us,mma_sync_dx_da_us,cutlass_sm90_us,speedup,vs_cutlass",
     );
     for row in rows {
-        let c = &row.case;
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{GPU},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4}",
-            c.projection,
-            c.m,
-            c.k,
-            c.n,
-            c.r,
-            row.hopper_dx.us,
-            row.hopper_dx_da.us,
-            row.mma_sync_dx_da.us,
-            row.cutlass_sm90_us,
-            row.speedup(),
-            row.vs_cutlass()
-        );
+        let mut cells = row.case.csv_cells();
+        cells.extend([
+            GPU.to_string(),
+            fixed(row.hopper_dx.us, 3),
+            fixed(row.hopper_dx_da.us, 3),
+            fixed(row.mma_sync_dx_da.us, 3),
+            fixed(row.cutlass_sm90_us, 3),
+            fixed(row.speedup(), 4),
+            fixed(row.vs_cutlass(), 4),
+        ]);
+        csv.push(cells);
     }
-    std::fs::write(dir.join("hopper_dx.csv"), csv)?;
+    std::fs::write(dir.join("hopper_dx.csv"), csv.csv())?;
     Ok(())
 }

@@ -39,6 +39,7 @@ mod output;
 /// The benches' shapes and case names: the report joins their measurements by these.
 #[path = "../../benches/support/shapes.rs"]
 mod shapes;
+mod table;
 mod targets;
 
 use std::error::Error;

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::shapes;
+use crate::table::{columns, Align::Left, Align::Right, Table};
 
 /// criterion's mean time of every benchmark under `dir`, in µs, by its full
 /// id (`group/function`, or `group/function/value`).
@@ -80,33 +80,33 @@ pub fn write_markdown(out: &Path, criterion: &Path) -> Result<(), Box<dyn Error>
         "# Measured on this GPU vs modeled (bf16)\n\nMeasured: criterion's mean over its samples, on the GPU this \
          ran on. Modeled: the emulator's counts through docs/perf-model.md's model — a model, not a measurement.\n\n",
     );
-    let mut head =
-        "| case | fused fwd | cuBLAS base GEMM | cuBLAS + shrink + expand | fused bwd (P kept) | 5 cuBLAS GEMMs |"
-            .to_string();
-    let mut rule = "| --- | ---: | ---: | ---: | ---: | ---: |".to_string();
+    let mut table = Table::new(columns(Left, &["case"]).chain(columns(
+        Right,
+        &["fused fwd", "cuBLAS base GEMM", "cuBLAS + shrink + expand", "fused bwd (P kept)", "5 cuBLAS GEMMs"],
+    )));
     for gpu in &gpus {
-        head.push_str(&format!(" modeled fwd {gpu} | modeled bwd {gpu} |"));
-        rule.push_str(" ---: | ---: |");
+        table.add_columns([(format!("modeled fwd {gpu}"), Right), (format!("modeled bwd {gpu}"), Right)]);
     }
-    writeln!(md, "All times in µs.\n\n{head}\n{rule}")?;
     let cases: std::collections::BTreeSet<(&String, usize, usize)> = modeled.keys().map(|k| (&k.0, k.1, k.2)).collect();
     for (projection, m, r) in cases {
         let fwd = |f: &str| means.get(&format!("{}/{f}", shapes::forward_group(projection, m, r))).copied();
         let bwd = |f: &str| means.get(&format!("{}/{f}", shapes::backward_group(projection, m, r))).copied();
-        let mut line = format!(
-            "| {projection} M={m} r={r} | {} | {} | {} | {} | {} |",
+        let mut cells = vec![
+            format!("{projection} M={m} r={r}"),
             cell(fwd(shapes::FUSED)),
             cell(fwd(shapes::CUBLAS_BASE)),
             cell(fwd(shapes::UNFUSED)),
             cell(bwd(shapes::BWD_FUSED_P_KEPT)),
             cell(bwd(shapes::BWD_UNFUSED)),
-        );
+        ];
         for gpu in &gpus {
             let modeled = modeled.get(&(projection.to_string(), m, r, gpu.to_string()));
-            line.push_str(&format!(" {} | {} |", cell(modeled.map(|v| v.0)), cell(modeled.map(|v| v.1))));
+            cells.extend([cell(modeled.map(|v| v.0)), cell(modeled.map(|v| v.1))]);
         }
-        writeln!(md, "{line}")?;
+        table.push(cells);
     }
+    md.push_str("All times in µs.\n\n");
+    md.push_str(&table.markdown());
     let path = out.join("measured-vs-modeled.md");
     std::fs::write(&path, md)?;
     println!("wrote {} ({} measurements found under {})", path.display(), means.len(), criterion.display());

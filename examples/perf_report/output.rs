@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::cases::Case;
 use crate::launches::{Launch, Summed};
+use crate::table::{columns, fixed, times, Align, Align::Left, Align::Right, Table};
 use crate::targets;
 
 /// One case on one modeled GPU.
@@ -26,55 +27,50 @@ pub struct Row {
 
 impl Row {
     pub fn label(&self) -> String {
-        format!("{} M={} r={}", self.case.projection, self.case.m, self.case.r)
+        self.case.label()
     }
 }
 
 pub const CSV_HEADER: &str = "projection,m,k,n,r,gpu,forward_us,forward_bound,forward_slowest_kernel,cutlass_us,forward_over_cutlass,forward_floor_us,forward_over_floor,backward_us,backward_bound,backward_slowest_kernel,cutlass_dx_us,backward_over_cutlass_dx,backward_floor_us,backward_over_floor,forward_launches,forward_launch_overhead_us,w0_floor_us,forward_over_w0_floor,forward_target,forward_target_ratio,forward_met,backward_launches,backward_target,backward_target_ratio,backward_met";
 
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn Error>> {
-    let mut csv = String::from(CSV_HEADER);
-    csv.push('\n');
+    let mut csv = Table::csv_header(CSV_HEADER);
     for r in rows {
-        let c = &r.case;
         let (ft, bt) = (targets::forward(r), targets::backward(r));
-        writeln!(
-            csv,
-            "{},{},{},{},{},{},{:.3},{},{},{:.3},{:.4},{:.3},{:.4},{:.3},{},{},{:.3},{:.4},{:.3},{:.4},{},{:.3},{:.3},{:.4},{},{:.4},{},{},{},{:.4},{}",
-            c.projection,
-            c.m,
-            c.k,
-            c.n,
-            c.r,
-            r.gpu,
-            r.forward.us,
-            r.forward.bound,
-            r.forward.slowest,
-            r.cutlass,
-            r.forward.us / r.cutlass,
-            r.forward_floor,
-            r.forward.us / r.forward_floor,
-            r.backward.us,
-            r.backward.bound,
-            r.backward.slowest,
-            r.cutlass_dx,
-            r.backward.us / r.cutlass_dx,
-            r.backward_floor,
-            r.backward.us / r.backward_floor,
-            r.forward.launches,
-            r.forward.overhead_us,
-            r.w0_floor,
-            r.forward.us / r.w0_floor,
-            ft.rule,
-            ft.ratio,
-            ft.met_word(),
-            r.backward.launches,
-            bt.rule,
-            bt.ratio,
-            bt.met_word(),
-        )?;
+        let mut cells = r.case.csv_cells();
+        cells.push(r.gpu.clone());
+        cells.extend(direction_cells(&r.forward, r.cutlass, r.forward_floor));
+        cells.extend(direction_cells(&r.backward, r.cutlass_dx, r.backward_floor));
+        cells.extend([
+            r.forward.launches.to_string(),
+            fixed(r.forward.overhead_us, 3),
+            fixed(r.w0_floor, 3),
+            fixed(r.forward.us / r.w0_floor, 4),
+            ft.rule.to_string(),
+            fixed(ft.ratio, 4),
+            ft.met_word().to_string(),
+            r.backward.launches.to_string(),
+            bt.rule.to_string(),
+            fixed(bt.ratio, 4),
+            bt.met_word().to_string(),
+        ]);
+        csv.push(cells);
     }
-    Ok(std::fs::write(path, csv)?)
+    Ok(std::fs::write(path, csv.csv())?)
+}
+
+/// One direction's CSV cells: its modeled µs, bound and slowest kernel, then
+/// CUTLASS's time and the ratio to it, the floor and the ratio to it.
+fn direction_cells(summed: &Summed, cutlass: f64, floor: f64) -> [String; 7] {
+    [
+        fixed(summed.us, 3),
+        summed.bound.clone(),
+        summed.slowest.clone(),
+        fixed(cutlass, 3),
+        fixed(summed.us / cutlass, 4),
+        fixed(floor, 3),
+        fixed(summed.us / floor, 4),
+    ]
 }
 
 /// The table as printed (and as README shows it): modeled microseconds.
@@ -193,99 +189,117 @@ pub fn write_svg(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<d
 /// Every launch of the report, one CSV line each, with what the model used.
 pub fn write_launches_csv(path: &Path, launches: &[(String, Launch)], gpus: &[String]) -> Result<(), Box<dyn Error>> {
     let mut csv =
-        String::from("case,kernel,grid,total_ctas,sampled_ctas,warp_instructions,mma,warp_instructions_per_mma");
+        Table::csv_header("case,kernel,grid,total_ctas,sampled_ctas,warp_instructions,mma,warp_instructions_per_mma");
     for gpu in gpus {
-        write!(csv, ",{gpu}_us,{gpu}_bound,{gpu}_registers,{gpu}_ctas_per_sm")?;
+        csv.add_columns(
+            ["us", "bound", "registers", "ctas_per_sm"].map(|column| (format!("{gpu}_{column}"), Align::Left)),
+        );
     }
-    csv.push('\n');
     for (case, l) in launches {
         let per_mma =
             if l.mma > 0 { format!("{:.2}", l.warp_instructions as f64 / l.mma as f64) } else { String::new() };
-        write!(
-            csv,
-            "{case},{},{}x{}x{},{},{},{},{},{per_mma}",
-            l.kernel, l.grid[0], l.grid[1], l.grid[2], l.total_ctas, l.sampled_ctas, l.warp_instructions, l.mma
-        )?;
+        let mut cells = vec![
+            case.clone(),
+            l.kernel.to_string(),
+            format!("{}x{}x{}", l.grid[0], l.grid[1], l.grid[2]),
+            l.total_ctas.to_string(),
+            l.sampled_ctas.to_string(),
+            l.warp_instructions.to_string(),
+            l.mma.to_string(),
+            per_mma,
+        ];
         for gpu in gpus {
             match l.modeled.get(gpu) {
-                Some(m) => write!(csv, ",{:.3},{},{},{}", m.us, m.bound, m.registers, m.ctas_per_sm)?,
-                None => csv.push_str(",,,,"),
+                Some(m) => cells.extend([
+                    fixed(m.us, 3),
+                    m.bound.to_string(),
+                    m.registers.to_string(),
+                    m.ctas_per_sm.to_string(),
+                ]),
+                None => cells.extend([String::new(), String::new(), String::new(), String::new()]),
             }
         }
-        csv.push('\n');
+        csv.push(cells);
     }
-    Ok(std::fs::write(path, csv)?)
+    Ok(std::fs::write(path, csv.csv())?)
 }
 
 /// The table as markdown (for README and notes): one line per case, each
 /// GPU's modeled forward and backward against CUTLASS and the floor.
 pub fn write_markdown(path: &Path, rows: &[Row], gpus: &[String]) -> Result<(), Box<dyn Error>> {
-    let mut md = String::from("| case (bf16) |");
-    let mut rule = String::from("| --- |");
+    let mut table = Table::new(columns(Left, &["case (bf16)"]));
     for gpu in gpus {
-        write!(
-            md,
-            " {gpu} fwd µs | fwd / CUTLASS | fwd / floor | fwd binds | {gpu} bwd µs | bwd / CUTLASS dX | bwd / floor |"
-        )?;
-        rule.push_str(" ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+        let (fwd, bwd) = (format!("{gpu} fwd µs"), format!("{gpu} bwd µs"));
+        table.add_columns([
+            (fwd.as_str(), Right),
+            ("fwd / CUTLASS", Right),
+            ("fwd / floor", Right),
+            ("fwd binds", Left),
+            (bwd.as_str(), Right),
+            ("bwd / CUTLASS dX", Right),
+            ("bwd / floor", Right),
+        ]);
     }
-    writeln!(md, "\n{rule}")?;
     let first = gpus.first().ok_or("no GPU modeled")?;
     for row in rows.iter().filter(|r| &r.gpu == first) {
-        write!(md, "| {} |", row.label())?;
+        let mut cells = vec![row.label()];
         for gpu in gpus {
             let r = rows
                 .iter()
                 .find(|r| &r.gpu == gpu && r.label() == row.label())
                 .ok_or_else(|| format!("{} not modeled on {gpu}", row.label()))?;
-            write!(
-                md,
-                " {:.1} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.2} |",
-                r.forward.us,
-                r.forward.us / r.cutlass,
-                r.forward.us / r.forward_floor,
-                r.forward.bound,
-                r.backward.us,
-                r.backward.us / r.cutlass_dx,
-                r.backward.us / r.backward_floor
-            )?;
+            cells.extend([
+                fixed(r.forward.us, 1),
+                fixed(r.forward.us / r.cutlass, 2),
+                fixed(r.forward.us / r.forward_floor, 2),
+                r.forward.bound.to_string(),
+                fixed(r.backward.us, 1),
+                fixed(r.backward.us / r.cutlass_dx, 2),
+                fixed(r.backward.us / r.backward_floor, 2),
+            ]);
         }
-        md.push('\n');
+        table.push(cells);
     }
-    md.push_str(&targets_markdown(rows));
-    Ok(std::fs::write(path, md)?)
+    Ok(std::fs::write(path, table.markdown() + &targets_markdown(rows))?)
 }
 
 /// The targets, one line per case and GPU: the forward's rule, ratio and
 /// whether it is met (with its launches, and at decode the ratio with the
 /// model's per-launch overhead taken out), the backward's likewise.
 fn targets_markdown(rows: &[Row]) -> String {
-    let mut md = String::from(
-        "\n| case (bf16) | gpu | forward target | forward | met | launches | decode: without launch overhead | \
-         backward target | backward | met |\n| --- | --- | --- | ---: | --- | ---: | ---: | --- | ---: | --- |\n",
-    );
+    let mut table = Table::new([
+        ("case (bf16)", Left),
+        ("gpu", Left),
+        ("forward target", Left),
+        ("forward", Right),
+        ("met", Left),
+        ("launches", Right),
+        ("decode: without launch overhead", Right),
+        ("backward target", Left),
+        ("backward", Right),
+        ("met", Left),
+    ]);
     for r in rows {
         let (ft, bt) = (targets::forward(r), targets::backward(r));
         let bare = if r.case.m <= targets::DECODE_TOKENS {
-            format!("{:.2}x", (r.forward.us - r.forward.overhead_us) / r.w0_floor)
+            times((r.forward.us - r.forward.overhead_us) / r.w0_floor)
         } else {
             String::from("—")
         };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {:.2}x | {} | {} | {bare} | {} | {:.2}x | {} |",
-            r.label(),
-            r.gpu,
-            ft.rule,
-            ft.ratio,
-            ft.met_word(),
-            r.forward.launches,
-            bt.rule,
-            bt.ratio,
-            bt.met_word()
-        );
+        table.row(&[
+            &r.label(),
+            &r.gpu,
+            &ft.rule,
+            &times(ft.ratio),
+            &ft.met_word(),
+            &r.forward.launches,
+            &bare,
+            &bt.rule,
+            &times(bt.ratio),
+            &bt.met_word(),
+        ]);
     }
-    md
+    format!("\n{}", table.markdown())
 }
 
 /// A case's label without the model's name, short enough for the chart.
