@@ -255,6 +255,19 @@ fn counted(
     Ok(launches)
 }
 
+/// [`counted`] with the crate's Hopper path on or off (`FUSED_LORA_HOPPER`).
+fn counted_on_path(
+    log: &mut LaunchLog,
+    step: &mut usize,
+    steps: usize,
+    label: &str,
+    hopper_path: bool,
+    what: impl FnOnce() -> Result<(), Box<dyn Error>>,
+) -> Result<Vec<Launch>, Box<dyn Error>> {
+    let _path = EnvOverride::set(fused_lora::HOPPER_ENV, if hopper_path { "1" } else { "0" });
+    counted(log, step, steps, label, what)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let opts = options()?;
     std::fs::create_dir_all(&opts.out)?;
@@ -281,10 +294,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let cutlass = cutlass::Cutlass::build(&ctx, &opts.out.join("cutlass"))?;
     let mut log = LaunchLog::create(&log_path)?;
 
-    let cases: Vec<Case> = cases(opts.quick)
-        .into_iter()
-        .filter(|c| opts.keeps(&format!("{} M={} r={}", c.projection, c.m, c.r)))
-        .collect();
+    let cases: Vec<Case> = cases(opts.quick).into_iter().filter(|c| opts.keeps(&c.label())).collect();
     let gemm_shapes: std::collections::BTreeSet<(usize, usize, usize)> =
         cases.iter().flat_map(|c| [(c.m, c.n, c.k), (c.m, c.k, c.n)]).collect();
     // Many adapters at the cost of one: the scattered batches (the first
@@ -319,7 +329,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let steps = steps + 2 * cases.len() * (by_sms.len() - 1);
     let mut rows = Vec::new();
     for case in &cases {
-        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
+        let name = case.label();
         let mut runs: std::collections::BTreeMap<String, (Vec<Launch>, Vec<Launch>)> =
             std::collections::BTreeMap::new();
         for (sms, on) in &by_sms {
@@ -361,7 +371,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     for case in &scattered {
         let adapters = shapes::SCATTERED_ADAPTERS;
-        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
+        let name = case.label();
         let one = format!("{name}, 1 adapter");
         let many = format!("{name}, {adapters} adapters scattered");
         let runs: [(String, Vec<Launch>); 4] = [
@@ -444,22 +454,18 @@ fn hopper_rows(
     let mut step = 0;
     let mut rows = Vec::new();
     for case in &cases {
-        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
-        let hopper_launches = {
-            let _on = EnvOverride::set(fused_lora::HOPPER_ENV, "1");
-            counted(log, &mut step, steps, &format!("forward  {name} (H100, Hopper path)"), || {
+        let name = case.label();
+        let hopper_launches =
+            counted_on_path(log, &mut step, steps, &format!("forward  {name} (H100, Hopper path)"), true, || {
                 cases::forward(kernels, &stream, case)
-            })?
-        };
+            })?;
         if !hopper_launches.iter().any(|l| l.kernel.ends_with("_sm90a")) {
             return Err(format!("{name}: the forward on compute capability 9.0 took no sm_90a kernel").into());
         }
-        let mma_sync_launches = {
-            let _off = EnvOverride::set(fused_lora::HOPPER_ENV, "0");
-            counted(log, &mut step, steps, &format!("forward  {name} (H100, mma.sync path)"), || {
+        let mma_sync_launches =
+            counted_on_path(log, &mut step, steps, &format!("forward  {name} (H100, mma.sync path)"), false, || {
                 cases::forward(kernels, &stream, case)
-            })?
-        };
+            })?;
         let shape = (case.m, case.n, case.k);
         let cutlass_launches = counted(log, &mut step, steps, &format!("CUTLASS Sm90 GEMM {name}"), || {
             cutlass.gemm(&stream, shape, hopper::SMS)
@@ -483,23 +489,19 @@ fn hopper_rows(
     let dx_and_da =
         |all: &[Launch]| -> Vec<Launch> { all.iter().filter(|l| hopper::is_dx_or_da(&l.kernel)).cloned().collect() };
     for case in &cases {
-        let name = format!("{} M={} r={}", case.projection, case.m, case.r);
-        let hopper_launches = {
-            let _on = EnvOverride::set(fused_lora::HOPPER_ENV, "1");
-            counted(log, &mut step, steps, &format!("backward {name} (H100, Hopper dX)"), || {
+        let name = case.label();
+        let hopper_launches =
+            counted_on_path(log, &mut step, steps, &format!("backward {name} (H100, Hopper dX)"), true, || {
                 cases::backward(kernels, &stream, case)
-            })?
-        };
+            })?;
         let hopper_dx: Vec<_> = hopper_launches.iter().filter(|l| l.kernel.ends_with("_sm90a")).cloned().collect();
         if hopper_dx.is_empty() {
             return Err(format!("{name}: the backward on compute capability 9.0 took no sm_90a dX").into());
         }
-        let mma_sync_launches = {
-            let _off = EnvOverride::set(fused_lora::HOPPER_ENV, "0");
-            counted(log, &mut step, steps, &format!("backward {name} (H100, mma.sync dX)"), || {
+        let mma_sync_launches =
+            counted_on_path(log, &mut step, steps, &format!("backward {name} (H100, mma.sync dX)"), false, || {
                 cases::backward(kernels, &stream, case)
-            })?
-        };
+            })?;
         // dX [M, K] reduced over N.
         let shape = (case.m, case.k, case.n);
         let cutlass_launches = counted(log, &mut step, steps, &format!("CUTLASS Sm90 GEMM, dX of {name}"), || {
