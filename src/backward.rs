@@ -265,6 +265,21 @@ const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 /// K = 4096; 14 and 28 for down's K = 14336).
 const DA_TILES_PER_DX_ROW: usize = 8;
 
+/// Rank columns of each dA tile in dX's 128×128 launch, and the kernel's
+/// suffix: 64 (`lora_backward_dx_da_<T>_128x128_r64`) for ranks past 32,
+/// where one staged X tile then feeds both 32-column halves (X staged once
+/// instead of twice; the dX kernel's registers and shared memory already
+/// bound its occupancy, so the wider tile costs none); else 32. The bits are
+/// the same either way (each half's sums are the same warps' steps in the
+/// same order), so the rule is free to depend on the rank alone.
+pub(crate) fn fused_da_cols(r_max: usize) -> (usize, &'static str) {
+    if r_max > RANK_TILE {
+        (2 * RANK_TILE, "_r64")
+    } else {
+        (RANK_TILE, "")
+    }
+}
+
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
     fn grouped(&self, base: &LoraBwdParams) -> bool {
@@ -792,7 +807,8 @@ impl LoraKernels {
             da_ctas: da_ctas as i32,
             ..params
         };
-        let kernel = format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix());
+        let (_, wide) = fused_da_cols(params.r_max as usize);
+        let kernel = format!("lora_backward_dx_da_{}_128x128{wide}", T::DTYPE.kernel_suffix());
         // SAFETY: the caller's contract.
         unsafe { self.launch_big_tile(stream, &kernel, params, 1) }
     }
