@@ -66,7 +66,9 @@
 //! counting sort on the device); the shrink (only without P); G with dB in
 //! one launch (both read dY); dA; dX (plus a split sum on the decode path).
 //! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
-//! output tiles narrow in the rank, over the grouped rows, so scattered
+//! output tiles narrow in the rank (32 × 64 for ranks past 32 where
+//! `grad_cols` or `fused_da_cols` takes them: the wide operand staged
+//! once for both 32-column halves), over the grouped rows, so scattered
 //! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
 //! tiles, f16/bf16 on tensor cores with f32 accumulation, f32 on FMA;
 //! f16/bf16 dX on large grids takes a 128×128 tile, picked by `dx_tile` as
@@ -314,7 +316,6 @@ impl Dims {
     fn rank_warp_mode(&self) -> bool {
         self.m < self.num_adapters * RANK_WARPS * RANK_TILE
     }
-
 }
 
 /// What the backward pass reads besides the layer and the adapter: named
