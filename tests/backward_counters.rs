@@ -235,6 +235,38 @@ fn counted_efficiency_wide_g_db_bf16() {
     counted_efficiency_wide_g_db::<bf16>();
 }
 
+/// dA's own launch on 64 rank columns (`lora_backward_da_<T>_r64`, 4
+/// warps): K = 3456 (108 K tiles: one per SM of the emulated device), M =
+/// 128, N = 64 (G with dB and dX keep their small grids), r = 64: the FLOP
+/// minimum exactly, X read once for all 64 rank columns and G's 64 columns
+/// once per K tile, no bank conflicts, dA written and nothing else.
+#[test]
+fn counted_efficiency_wide_da_bf16() {
+    type T = bf16;
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let s = Shape { m: 128, k: 3456, n: 64, r: 64 };
+    let launches = backward_launches::<T>(&dev, s);
+    assert!(launches.iter().any(|l| l["kernel"] == "lora_backward_g_db_bf16"), "G with dB stays 32-wide: {launches:?}");
+    let json = kernel_launch(&launches, "lora_backward_da_bf16_r64");
+    let [_, e, _] = expected::<T>(s, true);
+    let [_, narrow, _] = expected::<T>(s, false);
+    let context = format!("{s:?} wide da: {json}");
+    let mma = device::object_sum(json, "tensor_instructions") as usize;
+    assert_eq!(mma, e.mma, "tensor instructions, {context}");
+    assert_eq!(mma, e.flop_minimum, "the FLOP minimum, {context}");
+    assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
+    assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
+    let loaded = device::counter(json, "global_load_sectors") * SECTOR;
+    assert_eq!(loaded, e.loads, "load traffic against the 64-wide tiles' minimum, {context}");
+    assert!(e.loads < narrow.loads, "X once instead of twice: {} against {}", e.loads, narrow.loads);
+    assert_eq!(device::counter(json, "global_bytes_written"), e.stores, "bytes written: dA, {context}");
+    assert_eq!(device::counter(json, "global_store_sectors") * SECTOR, e.stores, "whole sectors, {context}");
+}
+
 /// Warp instructions per mma.sync of the whole launch of dX with dA (every
 /// CTA's prologue, loops and epilogue) at counted_efficiency_big's shape, at
 /// most: 8.76 counted. N = 128 is a short reduction, so each dX tile's fixed
