@@ -512,8 +512,14 @@ __device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
 // The rank side (cuda/rank_side.cuh): G with dB in one launch (both read dY),
 // then dA (it reads G), over the rows grouped by adapter.
 
-template <typename T> __device__ void g_db(const LoraBwdParams& p) {
-    rank_side::Shared& sm = rank_side::shared_storage();
+// Sh: rank_side::Shared (8 warps, 32 rank columns), or SharedWideGrad for
+// the `_r64` launches (4 warps, 64 rank columns: dY or X staged once for
+// both 32-column halves, and each G tile reads B's 64 columns, each dB tile
+// P's, in one pass). With 4 warps each sum is 4 warp partials in warp order
+// instead of 8: a fixed order for a shape and device, as the host's rule
+// (src/backward.rs, grad_cols) is.
+template <typename T, typename Sh = rank_side::Shared> __device__ void g_db(const LoraBwdParams& p) {
+    Sh& sm = rank_side::shared_storage<Sh>();
     if (static_cast<int>(blockIdx.x) < p.g_tiles) {
         rank_side::row_tile<T, false>(p, sm, blockIdx.x);
     } else {
@@ -521,8 +527,8 @@ template <typename T> __device__ void g_db(const LoraBwdParams& p) {
     }
 }
 
-template <typename T> __device__ void da(const LoraBwdParams& p) {
-    rank_side::Shared& sm = rank_side::shared_storage();
+template <typename T, typename Sh = rank_side::Shared> __device__ void da(const LoraBwdParams& p) {
+    Sh& sm = rank_side::shared_storage<Sh>();
     rank_side::rank_grad<T, true>(p, sm, blockIdx.x, blockIdx.y, p.out);
 }
 
@@ -537,13 +543,23 @@ template <typename T> __device__ void da(const LoraBwdParams& p) {
 // one at the end of each grid row, spread over the launch. (One column of
 // like CTAs also keeps the emulator's CTA sampling exact: it counts the
 // last column as a stratum of its own.)
-template <typename T> __device__ void dx_da(const LoraBwdParams& p) {
+//
+// kH rank halves of 32 columns per dA tile: 1, or 2 for ranks past 32
+// (lora_backward_dx_da_<T>_128x128_r64): each warp stages its X tile once
+// for 64 rank columns and loads its X fragments once for both halves, where
+// two 32-wide tiles staged X twice. The dX kernel's registers (about 232)
+// and 72 KB of shared memory already bound the CTA, so the wider dA tile
+// (48 KB of tiles, 64 accumulators a thread) costs no occupancy. Each
+// half's sums are the same warps' steps in the same warp order as with two
+// 32-wide tiles: the same bits.
+template <typename T, int kH = 1> __device__ void dx_da(const LoraBwdParams& p) {
     if (blockIdx.x == gridDim.x - 1) {
-        using DaShared = rank_side::SharedOf<Tile128::kThreads / 32>;
+        using DaShared = rank_side::SharedOf<Tile128::kThreads / 32, kH>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
         DaShared& sm = *reinterpret_cast<DaShared*>(dynamic_shared);
-        const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
+        constexpr int kRankCols = LORA_BWD_RANK_TILE * kH;
+        const int rank_tiles = (p.r_max + kRankCols - 1) / kRankCols;
         for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
             rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
             // The next tile's copies reuse the shared memory the epilogue read.
@@ -588,6 +604,14 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
     extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS) lora_backward_da_##SUFFIX(const LoraBwdParams p) { \
         fused_lora::bwd::da<TYPE>(p);                                                                                    \
     }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_WIDE_GRAD_THREADS)                                        \
+        lora_backward_g_db_##SUFFIX##_r64(const LoraBwdParams p) {                                                      \
+        fused_lora::bwd::g_db<TYPE, fused_lora::rank_side::SharedWideGrad>(p);                                          \
+    }                                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_WIDE_GRAD_THREADS)                                        \
+        lora_backward_da_##SUFFIX##_r64(const LoraBwdParams p) {                                                        \
+        fused_lora::bwd::da<TYPE, fused_lora::rank_side::SharedWideGrad>(p);                                            \
+    }                                                                                                                    \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_THREADS)                                                       \
         lora_backward_sum_splits_##SUFFIX(const LoraBwdParams p) {                                                      \
         fused_lora::bwd::sum_splits<TYPE>(p);                                                                           \
@@ -607,11 +631,16 @@ FUSED_LORA_FOR_EACH_DTYPE(STAMP_BACKWARD)
 STAMP_DX_BIG(f16, __half)
 STAMP_DX_BIG(bf16, __nv_bfloat16)
 
-// The same with dA's CTAs in the launch (fused_lora::bwd::dx_da).
+// The same with dA's CTAs in the launch (fused_lora::bwd::dx_da); `_r64`: dA's
+// tiles 64 rank columns wide (ranks past 32, where the host picks it).
 #define STAMP_DX_DA_BIG(SUFFIX, TYPE)                                                      \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
         lora_backward_dx_da_##SUFFIX##_128x128(const LoraBwdParams p) {                    \
         fused_lora::bwd::dx_da<TYPE>(p);                                                   \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_da_##SUFFIX##_128x128_r64(const LoraBwdParams p) {                \
+        fused_lora::bwd::dx_da<TYPE, 2>(p);                                                \
     }
 STAMP_DX_DA_BIG(f16, __half)
 STAMP_DX_DA_BIG(bf16, __nv_bfloat16)

@@ -58,6 +58,12 @@
  * rank columns, each stage holding one wide tile and two rank tiles. */
 #define LORA_BWD_RANK_WIDE_TILE 64
 #define LORA_BWD_RANK_WIDE_SHARED_BYTES (96 * 1024 + 128)
+/* The `_r64` gradient launches (G with dB, dA; ranks past LORA_BWD_RANK_TILE
+ * where the host's rule takes them): a CTA of LORA_BWD_RANK_WIDE_GRAD_THREADS
+ * threads owns 64 rank columns, each warp's stages holding one wide tile
+ * and two rank tiles. */
+#define LORA_BWD_RANK_WIDE_GRAD_THREADS 128
+#define LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES (48 * 1024 + 128)
 /* lora_group_rows: one CTA of this many threads sorts the rows by adapter. */
 #define LORA_GROUP_THREADS 1024
 

@@ -74,13 +74,15 @@ constexpr int kSumLd = kCols + 8;  // [wide][rank] rows: conflict-free float2 wr
 constexpr int kSumLdT = kWide + 4; // [rank][wide] rows: conflict-free transposed writes
 constexpr int kSumFloats = kCols * kSumLd;
 // kW warps: kWarps in the rank-side launches, 4 for dA's CTAs inside dX's
-// 128x128 launch (cuda/backward.cu, dx_da). kH rank halves of 32 columns
-// per CTA: 1, or 2 for the shrink's `_r64` launch (ranks past 32), whose
-// CTAs read X once for 64 rank columns instead of once per 32 (each stage
-// holds the wide tile and the two rank tiles). rank_grad takes either, but
-// dA and dB launch only kH = 1: at 96 KB and about 157 registers a 64-wide
-// CTA is alone on its SM, and on the model G, dB and dA lost more to that
-// than they gained in L2 reads (docs/performance.md).
+// 128x128 launch (cuda/backward.cu, dx_da) and for the `_r64` gradient
+// launches. kH rank halves of 32 columns per CTA: 1, or 2 for the `_r64`
+// launches (ranks past 32), whose CTAs read their wide operand (X or dY)
+// once for 64 rank columns instead of once per 32 (each stage holds the
+// wide tile and the two rank tiles). With 8 warps (the shrink's `_r64`) a
+// 64-wide CTA takes 96 KB and about 157 registers and is alone on its SM;
+// G with dB and dA lost more to that than they gained in L2 reads, so their
+// `_r64` CTAs have 4 warps (48 KB: up to 3 CTAs per SM;
+// docs/performance.md).
 template <int kW, int kH = 1> struct alignas(16) SharedOf {
     static constexpr int kWarpCount = kW;
     static constexpr int kHalves = kH;
@@ -94,8 +96,13 @@ static_assert(kSumFloats * 4 <= kStages * 2 * kTileBytes && 2 * kSumFloats * 4 <
               "a warp's sums fit in its own tiles (warp mode)");
 using Shared = SharedOf<kWarps>;
 using SharedWide = SharedOf<kWarps, 2>;
+// G with dB, and dA, on 64 rank columns (the `_r64` gradient launches): 4
+// warps, 48 KB of tiles, so that about 157 registers still leave 3 CTAs on
+// an SM where the 8-warp SharedWide CTA is alone.
+using SharedWideGrad = SharedOf<LORA_BWD_RANK_WIDE_GRAD_THREADS / 32, 2>;
 static_assert(sizeof(Shared) <= LORA_BWD_RANK_SHARED_BYTES, "the host's launch reserves enough");
 static_assert(sizeof(SharedWide) <= LORA_BWD_RANK_WIDE_SHARED_BYTES, "the host's launch reserves enough");
+static_assert(sizeof(SharedWideGrad) <= LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES, "the host's launch reserves enough");
 
 // The launch's dynamic shared memory (above the 48 KB a launch gets without opting in).
 template <typename Sh = Shared> __device__ __forceinline__ Sh& shared_storage() {
@@ -474,18 +481,20 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     const FragOffsets<false> offs(lane);
     // Warp w walks steps w, w + kWarps, ... (warp mode: all of its
     // adapter's steps): its own pipeline of kStages.
+    // One warp barrier per step: past it, the step's copies have landed for
+    // every lane and every lane is done with the other slot (the previous
+    // step's), so the next step's copies go there and fly during this
+    // step's multiply.
     stage(first_step, 0);
     cp_async_commit();
     int slot = 0;
     for (int step = first_step; step < steps; step += step_stride) {
+        cp_async_wait<0>();
+        __syncwarp();
         stage(step + step_stride, slot ^ 1);
         cp_async_commit();
-        cp_async_wait<1>();
-        __syncwarp();
         multiply<T, false, false, kH>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
                                       min(kStep, rows - step * kStep), lane);
-        // Every lane is done with the slot before the next copy into it.
-        __syncwarp();
         slot ^= 1;
     }
     cp_async_wait<0>();
@@ -561,6 +570,9 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
 template <typename T, bool kShrink, typename Sh = Shared>
 __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
     constexpr int kH = Sh::kHalves;
+    // The CTA's warps split the reduction steps (8, or 4 for SharedWideGrad).
+    constexpr int kWarps = Sh::kWarpCount;
+    constexpr int kThreads = kWarps * 32;
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
@@ -727,15 +739,15 @@ __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
         stage(warp, 0);
         cp_async_commit();
         int slot = 0;
+        // One warp barrier per step, as in rank_grad.
         for (int step = warp; step < steps; step += kWarps) {
+            cp_async_wait<0>();
+            __syncwarp();
             stage(step + kWarps, slot ^ 1);
             cp_async_commit();
-            cp_async_wait<1>();
-            __syncwarp();
             const uint32_t tile = tiles_at + slot * kSlotBytes;
             multiply<T, true, kShrink, kH>(acc, tile, my_tiles + slot * kSlotBytes, offs, pairs,
                                            min(kStep, red_len - step * kStep), lane);
-            __syncwarp();
             slot ^= 1;
         }
         cp_async_wait<0>();

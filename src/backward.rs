@@ -66,7 +66,9 @@
 //! counting sort on the device); the shrink (only without P); G with dB in
 //! one launch (both read dY); dA; dX (plus a split sum on the decode path).
 //! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
-//! output tiles narrow in the rank, over the grouped rows, so scattered
+//! output tiles narrow in the rank (32 × 64 for ranks past 32 where
+//! `grad_cols` or `fused_da_cols` takes them: the wide operand staged
+//! once for both 32-column halves), over the grouped rows, so scattered
 //! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
 //! tiles, f16/bf16 on tensor cores with f32 accumulation, f32 on FMA;
 //! f16/bf16 dX on large grids takes a 128×128 tile, picked by `dx_tile` as
@@ -160,9 +162,9 @@ use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
     LoraGemmParams, LORA_BWD_BIG_SHARED_BYTES, LORA_BWD_BIG_TILE_COLS, LORA_BWD_BIG_TILE_ROWS, LORA_BWD_GEMM_THREADS,
-    LORA_BWD_RANK_THREADS, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LORA_BWD_RANK_THREADS, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
-use crate::rank_side::{row_tiles, RowGroups, RANK_TILE};
+use crate::rank_side::{row_tiles, RowGroups, RANK_TILE, WIDE_SUFFIX};
 use crate::reference::Dropout;
 use crate::validate::{
     check_context, check_dim, check_k_aligned, check_len, check_no_alias, check_rows, check_scale, rows_of, Pointers,
@@ -265,6 +267,42 @@ const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 /// K = 4096; 14 and 28 for down's K = 14336).
 const DA_TILES_PER_DX_ROW: usize = 8;
 
+/// Warps of the `_r64` G-with-dB and dA CTAs.
+const WIDE_GRAD_WARPS: usize = (LORA_BWD_RANK_WIDE_GRAD_THREADS / 32) as usize;
+
+/// Rank columns of a rank-side gradient launch (G with dB, or dA alone)
+/// whose grid has `wide_ctas` CTAs per 64 rank columns, on a device of
+/// `multiprocessors` SMs, and the kernel's suffix: 64 (`_r64`: 4 warps, dY
+/// or X staged once for both 32-column halves, B or P read once per tile
+/// for all 64 columns) for ranks past 32 where that grid gives every SM a
+/// CTA; else 32 (8 warps). On smaller grids the 64-wide CTA's longer walk
+/// over half the warps is the launch's time (docs/performance.md, "G, dB
+/// and dA on 64 rank columns"). A function of the shape and the SM count
+/// alone; the 4-warp CTAs add 4 warp partials where the 8-warp ones add 8,
+/// so G, dB and dA's bits are fixed for a shape and device.
+pub(crate) fn grad_cols(multiprocessors: usize, wide_ctas: usize, r_max: usize) -> (usize, &'static str) {
+    if r_max > RANK_TILE && wide_ctas >= multiprocessors {
+        (2 * RANK_TILE, WIDE_SUFFIX)
+    } else {
+        (RANK_TILE, "")
+    }
+}
+
+/// Rank columns of each dA tile in dX's 128×128 launch, and the kernel's
+/// suffix: 64 (`lora_backward_dx_da_<T>_128x128_r64`) for ranks past 32,
+/// where one staged X tile then feeds both 32-column halves (X staged once
+/// instead of twice; the dX kernel's registers and shared memory already
+/// bound its occupancy, so the wider tile costs none); else 32. The bits are
+/// the same either way (each half's sums are the same warps' steps in the
+/// same order), so the rule is free to depend on the rank alone.
+pub(crate) fn fused_da_cols(r_max: usize) -> (usize, &'static str) {
+    if r_max > RANK_TILE {
+        (2 * RANK_TILE, "_r64")
+    } else {
+        (RANK_TILE, "")
+    }
+}
+
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
     fn grouped(&self, base: &LoraBwdParams) -> bool {
@@ -277,11 +315,6 @@ impl Dims {
     /// shape alone, so the summation order (and the bits) are fixed for it.
     fn rank_warp_mode(&self) -> bool {
         self.m < self.num_adapters * RANK_WARPS * RANK_TILE
-    }
-
-    /// Rank tiles (gridDim.y of the rank-side launches).
-    fn rank_tiles(&self) -> usize {
-        self.r_max.div_ceil(RANK_TILE)
     }
 }
 
@@ -646,14 +679,23 @@ impl LoraKernels {
             let params = LoraBwdParams { status: 0, ..params };
             let g_ctas = row_tiles(m, num_adapters, grouped);
             let warp_mode = dims.rank_warp_mode();
-            let adapter_groups = if warp_mode { num_adapters.div_ceil(RANK_WARPS) } else { num_adapters };
-            let db_ctas = n.div_ceil(RANK_TILE) * adapter_groups;
-            let da_ctas = k.div_ceil(RANK_TILE) * adapter_groups;
-            let rank_tiles = dims.rank_tiles() as u32;
+            let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+            let sms = sms.max(1) as usize;
+            // Adapter groups of dB's and dA's CTAs: in warp mode, one adapter per warp.
+            let groups_of = |warps: usize| if warp_mode { num_adapters.div_ceil(warps) } else { num_adapters };
+            // Per launch: 32 rank columns (8 warps) or 64 (`_r64`, 4 warps), by grad_cols.
+            let grad_launch = |name: &str, ctas_per_group: usize, other_ctas: usize| {
+                let wide_ctas = other_ctas + ctas_per_group * groups_of(WIDE_GRAD_WARPS);
+                let (cols, wide) = grad_cols(sms, wide_ctas, r_max);
+                let warps = if wide.is_empty() { RANK_WARPS } else { WIDE_GRAD_WARPS };
+                let kernel = format!("lora_backward_{name}_{}{wide}", T::DTYPE.kernel_suffix());
+                (kernel, ctas_per_group * groups_of(warps), r_max.div_ceil(cols) as u32)
+            };
             let params = LoraBwdParams { rank_warp_mode: i32::from(warp_mode), ..params };
-            let rank_kernel = |name: &str| format!("lora_backward_{name}_{}", T::DTYPE.kernel_suffix());
+            let (g_db_kernel, db_ctas, g_db_rank_tiles) = grad_launch("g_db", n.div_ceil(RANK_TILE), g_ctas);
+            let (da_kernel, da_ctas, da_rank_tiles) = grad_launch("da", k.div_ceil(RANK_TILE), 0);
             let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
-            self.launch_rank_side(stream, &rank_kernel("g_db"), g_db, ((g_ctas + db_ctas) as u32, rank_tiles, 1))?;
+            self.launch_rank_side(stream, &g_db_kernel, g_db, ((g_ctas + db_ctas) as u32, g_db_rank_tiles, 1))?;
             let dx_params = LoraBwdParams { out: dx_span.start, ..params };
             // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a tile.
             let fused_groups = if warp_mode { num_adapters.div_ceil(BIG_TILE_WARPS) } else { num_adapters };
@@ -675,13 +717,13 @@ impl LoraKernels {
             };
             if single && self.dx_takes_hopper(&hopper_dx, T::DTYPE)? {
                 let da = LoraBwdParams { out: da_span.start, ..params };
-                self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
+                self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
             } else if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
                 self.launch_dx_da::<T>(stream, LoraBwdParams { da: da_span.start, ..dx_params }, fused_da_ctas)?;
             } else {
                 let da = LoraBwdParams { out: da_span.start, ..params };
-                self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
+                self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
                 self.row_gemm::<T>(stream, dx_params, LoraBwdReduction_LORA_BWD_REDUCE_DX)?;
             }
         }
@@ -792,7 +834,8 @@ impl LoraKernels {
             da_ctas: da_ctas as i32,
             ..params
         };
-        let kernel = format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix());
+        let (_, wide) = fused_da_cols(params.r_max as usize);
+        let kernel = format!("lora_backward_dx_da_{}_128x128{wide}", T::DTYPE.kernel_suffix());
         // SAFETY: the caller's contract.
         unsafe { self.launch_big_tile(stream, &kernel, params, 1) }
     }
@@ -880,7 +923,24 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, DxTile};
+    use super::{dx_tile, fused_da_cols, grad_cols, DxTile};
+
+    #[test]
+    fn gradients_take_64_rank_columns_where_the_wide_grid_fills_the_device() {
+        // k/v 4096->1024 at M = 4096, r = 64: G's 128 row tiles + dB's 32 = 160 wide CTAs.
+        assert_eq!(grad_cols(108, 160, 64), (64, "_r64"));
+        assert_eq!(grad_cols(132, 160, 64), (64, "_r64"));
+        // 2048 x 1024 x 1024: 64 + 32 = 96, fewer than the SMs.
+        assert_eq!(grad_cols(108, 96, 64), (32, ""));
+        // Ranks up to 32 fit one 32-wide tile, whatever the grid.
+        assert_eq!(grad_cols(108, 1000, 32), (32, ""));
+        assert_eq!(grad_cols(108, 108, 33), (64, "_r64"));
+        // dA in dX's launch: by the rank alone.
+        assert_eq!(fused_da_cols(64), (64, "_r64"));
+        assert_eq!(fused_da_cols(40), (64, "_r64"));
+        assert_eq!(fused_da_cols(32), (32, ""));
+        assert_eq!(fused_da_cols(16), (32, ""));
+    }
 
     #[test]
     fn big_dx_tile_only_where_its_grid_fills_the_device() {

@@ -16,13 +16,14 @@ use crate::error::Result;
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::params::{
     LoraBwdParams, LoraGemmParams, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE,
-    LORA_BWD_RANK_WIDE_SHARED_BYTES, LORA_BWD_RANK_WIDE_TILE, LORA_GROUP_THREADS,
+    LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_SHARED_BYTES,
+    LORA_BWD_RANK_WIDE_TILE, LORA_GROUP_THREADS,
 };
 
 /// The rank-side tile (rows of M and rank columns).
 pub(crate) const RANK_TILE: usize = LORA_BWD_RANK_TILE as usize;
 /// The suffix of the rank-side kernels whose CTAs own 64 rank columns.
-const WIDE_SUFFIX: &str = "_r64";
+pub(crate) const WIDE_SUFFIX: &str = "_r64";
 
 /// Rank columns per shrink CTA over `row_tiles` row tiles of adapter slots
 /// `r_max` wide on a device of `multiprocessors` SMs, and the kernel-name
@@ -42,6 +43,20 @@ pub(crate) fn shrink_cols(multiprocessors: usize, row_tiles: usize, r_max: usize
         (wide, WIDE_SUFFIX)
     } else {
         (RANK_TILE, "")
+    }
+}
+
+/// Threads and dynamic shared bytes of the rank-side kernel `name`: the
+/// 32-wide kernels 8 warps and 64 KB; the shrink's `_r64` 8 warps and 96 KB;
+/// the gradients' `_r64` (`lora_backward_g_db_<T>_r64`,
+/// `lora_backward_da_<T>_r64`) 4 warps and 48 KB.
+fn rank_side_cta(name: &str) -> (u32, u32) {
+    if !name.ends_with(WIDE_SUFFIX) {
+        (LORA_BWD_RANK_THREADS, LORA_BWD_RANK_SHARED_BYTES)
+    } else if name.starts_with("lora_rank_shrink_") {
+        (LORA_BWD_RANK_THREADS, LORA_BWD_RANK_WIDE_SHARED_BYTES)
+    } else {
+        (LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES)
     }
 }
 
@@ -122,12 +137,10 @@ impl LoraKernels {
         grid: (u32, u32, u32),
     ) -> Result<()> {
         let function = self.function(BACKWARD, name)?;
-        let shared =
-            if name.ends_with(WIDE_SUFFIX) { LORA_BWD_RANK_WIDE_SHARED_BYTES } else { LORA_BWD_RANK_SHARED_BYTES };
+        let (threads, shared) = rank_side_cta(name);
         // Above the 48 KB a launch gets by default: opt in.
         function.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)?;
-        let config =
-            LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_RANK_THREADS, 1, 1), shared_mem_bytes: shared };
+        let config = LaunchConfig { grid_dim: grid, block_dim: (threads, 1, 1), shared_mem_bytes: shared };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.

@@ -325,7 +325,8 @@ fn big_dx_tile<T: LoraDType>() {
     let big = |kernel: Option<String>| {
         kernel.map(|name| {
             assert!(name.starts_with("lora_backward_dx_"), "dX launches last: {name}");
-            name.ends_with("_128x128")
+            // With dA's CTAs in the launch, ranks past 32: `_128x128_r64`.
+            name.ends_with("_128x128") || name.ends_with("_128x128_r64")
         })
     };
     assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
@@ -391,8 +392,8 @@ fn big_dx_tile<T: LoraDType>() {
     }
 }
 
-/// dA's CTAs inside dX's 128x128 launch (its last grid column, 8 dA tiles
-/// to a CTA here): M = 2300, K = 760 (18 x 6 tiles, ragged), N = 104, the
+/// dA's CTAs inside dX's 128x128 launch (its last grid column; dA's tiles
+/// 64 rank columns wide, r_max = 40 being past 32): M = 2300, K = 760 (18 x 6 tiles, ragged), N = 104, the
 /// adapters `ranks` scattered over the rows, against the reference; then the
 /// same rows sorted by adapter give dA, dB and (row for row) dX and G bit for
 /// bit. Nine adapters: warp mode (each of a CTA's 4 warps walks an adapter of
@@ -406,7 +407,8 @@ fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     let (scattered, _) =
         run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     if let Some(name) = last_kernel() {
-        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128"), "dX with dA: {name}");
+        // r_max = 40: dA's tiles 64 rank columns wide (X staged once for both halves).
+        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128_r64"), "dX with dA: {name}");
     }
     check_against_reference(&format!("dA in dX's launch, ranks {ranks:?}"), &case, &scattered, None);
 
@@ -448,6 +450,70 @@ fn big_dx_with_da_warp_mode_bf16() {
 #[test]
 fn big_dx_with_da_split_bf16() {
     big_dx_with_da::<bf16>(&[40, 17]);
+}
+
+/// G with dB, and dA, on 64 rank columns (the `_r64` kernels: 4 warps, the
+/// wide operand staged once for both 32-column halves), taken where their
+/// grid gives every one of the emulator's 108 SMs a CTA: M = 1800, K = 896,
+/// N = 384 (G with dB 110 CTAs, dA 112; dX's 105 big tiles are too few, so
+/// dX takes 64x64 and dA its own launch), adapters `ranks` (r_max past 32)
+/// over the rows with base-only rows, padding NaN, outputs NaN-poisoned:
+/// against the reference, with or without dropout; then the same rows
+/// sorted by adapter give dB and (row for row) G bit for bit, and without
+/// dropout (whose mask follows a row's position) dA and dX too.
+fn wide_rank_tiles<T: LoraDType>(r_max: usize, ranks: &[usize], dropout: bool) {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n) = (1800, 896, 384);
+    let index = row_indices(Mix::Zipf, m, ranks.len(), 1010);
+    assert!(index.contains(&-1), "base-only rows");
+    let mut case = Case::<T>::new(m, k, n, ranks, r_max, index, 1011);
+    case.poison_padding();
+    case.dropout = dropout.then(|| Dropout::new(0.25, 0x5eed, 7).expect("dropout"));
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    if let Some(launches) = device::recent_launch_counters(4) {
+        let names: Vec<&str> = launches.iter().filter_map(|l| l["kernel"].as_str()).collect();
+        let suffix = T::DTYPE.kernel_suffix();
+        for wide in [format!("lora_backward_g_db_{suffix}_r64"), format!("lora_backward_da_{suffix}_r64")] {
+            assert!(names.contains(&wide.as_str()), "{wide}: {names:?}");
+        }
+    }
+    check_against_reference(&format!("64 rank columns, ranks {ranks:?}, dropout {dropout}"), &case, &scattered, None);
+
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&i| case.index[i]);
+    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
+    let sorted = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: order.iter().map(|&i| case.index[i]).collect(),
+        x: rows(&case.x, k),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: rows(&case.p, r_max),
+        dy: rows(&case.dy, n),
+        ..case
+    };
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
+    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
+    if !dropout {
+        assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
+        assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
+    }
+}
+
+#[test]
+fn wide_rank_tiles_r64_bf16() {
+    wide_rank_tiles::<bf16>(64, &[64, 48, 40, 17], false);
+}
+
+#[test]
+fn wide_rank_tiles_r48_dropout_f16() {
+    wide_rank_tiles::<f16>(48, &[48, 40, 33, 16], true);
 }
 
 #[test]

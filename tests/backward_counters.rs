@@ -52,9 +52,11 @@ fn launch<'a, T: LoraDType>(launches: &'a [Value], name: &str) -> &'a Value {
 }
 
 /// The launch of dX's 128x128 kernel among `launches`: without dropout it
-/// also runs dA's CTAs, `lora_backward_dx_da_<dtype>_128x128`.
-fn big_dx_launch<T: LoraDType>(launches: &[Value]) -> &Value {
-    kernel_launch(launches, &format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix()))
+/// also runs dA's CTAs, `lora_backward_dx_da_<dtype>_128x128` (`..._r64`
+/// for ranks past 32: dA's tiles 64 rank columns wide).
+fn big_dx_launch<T: LoraDType>(launches: &[Value], r: usize) -> &Value {
+    let wide = if r > RANK_TILE { "_r64" } else { "" };
+    kernel_launch(launches, &format!("lora_backward_dx_da_{}_128x128{wide}", T::DTYPE.kernel_suffix()))
 }
 
 /// Launches of a backward whose dX takes the 128x128 tile: G with dB, then
@@ -119,15 +121,17 @@ struct Expected {
     stores: u64,
 }
 
-fn expected<T: LoraDType>(s: Shape) -> [Expected; 3] {
+/// `wide`: the rank side's CTAs own 64 rank columns (the `_r64` kernels).
+fn expected<T: LoraDType>(s: Shape, wide: bool) -> [Expected; 3] {
     let Shape { m, k, n, r } = s;
     let elem = T::DTYPE.size_bytes() as u64;
     let (tiles_m, tiles_k) = (m.div_ceil(TILE), k.div_ceil(TILE));
     let k16 = |len: usize| len.div_ceil(16);
     // Rank side (tile-aligned M, N, K; r a multiple of 16): per 32-wide tile
-    // and k16 step, 2 m16 x 2 n8 per 16 rank columns; each rank tile reads
-    // the wide operand once, each wide tile the rank operand's r columns once.
-    let rank_tiles = r.div_ceil(RANK_TILE);
+    // and k16 step, 2 m16 x 2 n8 per 16 rank columns; each rank tile (32
+    // rank columns, or 64 on the `_r64` kernels) reads the wide operand
+    // once, each wide tile the rank operand's r columns once.
+    let rank_tiles = r.div_ceil(if wide { 2 * RANK_TILE } else { RANK_TILE });
     let rank_mma = |wide: usize, reduction: usize| wide.div_ceil(RANK_TILE) * k16(reduction) * 4 * r.div_ceil(16);
     let rank_loads = |wide: usize, reduction: usize| {
         (rank_tiles * reduction * wide + wide.div_ceil(RANK_TILE) * reduction * r) as u64
@@ -170,7 +174,8 @@ fn counted_efficiency<T: LoraDType>() {
     // narrower than a tile and one exactly a tile.
     for s in [Shape { m: 128, k: 128, n: 192, r: 16 }, Shape { m: 128, k: 64, n: 128, r: 64 }] {
         let launches = backward_launches::<T>(&dev, s);
-        for e in expected::<T>(s) {
+        for e in expected::<T>(s, false) {
+            // Grids this small keep the 32-wide rank-side kernels.
             let json = launch::<T>(&launches, e.name);
             let context = format!("{} {:?} {}: {json}", T::DTYPE, s, e.name);
             let mma = device::object_sum(json, "tensor_instructions") as usize;
@@ -194,6 +199,74 @@ fn counted_efficiency<T: LoraDType>() {
     }
 }
 
+/// G with dB on 64 rank columns (`lora_backward_g_db_<T>_r64`, 4 warps):
+/// M = 2048, N = 1536 (64 row tiles of G + 48 of dB = 112 CTAs, past the
+/// emulated device's 108 SMs, so the host's rule takes it), r = 64: the FLOP
+/// minimum exactly, dY read once for all 64 rank columns (for G and for dB)
+/// and B or P once per 32-row tile, no bank conflicts, G and dB written and
+/// nothing else.
+fn counted_efficiency_wide_g_db<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let s = Shape { m: 2048, k: 64, n: 1536, r: 64 };
+    // dX has few tiles at this K: it may split and be summed by one more launch.
+    let launches = backward_launches_n::<T>(&dev, s, 4);
+    let json = kernel_launch(&launches, &format!("lora_backward_g_db_{}_r64", T::DTYPE.kernel_suffix()));
+    let [e, ..] = expected::<T>(s, true);
+    let narrow = expected::<T>(s, false);
+    let context = format!("{} {:?} wide g_db: {json}", T::DTYPE, s);
+    let mma = device::object_sum(json, "tensor_instructions") as usize;
+    assert_eq!(mma, e.mma, "tensor instructions, {context}");
+    assert_eq!(mma, e.flop_minimum, "the FLOP minimum, {context}");
+    assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
+    assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
+    let loaded = device::counter(json, "global_load_sectors") * SECTOR;
+    assert_eq!(loaded, e.loads, "load traffic against the 64-wide tiles' minimum, {context}");
+    assert!(e.loads < narrow[0].loads, "dY once instead of twice: {} against {}", e.loads, narrow[0].loads);
+    assert_eq!(device::counter(json, "global_bytes_written"), e.stores, "bytes written: G and dB, {context}");
+    assert_eq!(device::counter(json, "global_store_sectors") * SECTOR, e.stores, "whole sectors, {context}");
+}
+
+#[test]
+fn counted_efficiency_wide_g_db_bf16() {
+    counted_efficiency_wide_g_db::<bf16>();
+}
+
+/// dA's own launch on 64 rank columns (`lora_backward_da_<T>_r64`, 4
+/// warps): K = 3456 (108 K tiles: one per SM of the emulated device), M =
+/// 128, N = 64 (G with dB and dX keep their small grids), r = 64: the FLOP
+/// minimum exactly, X read once for all 64 rank columns and G's 64 columns
+/// once per K tile, no bank conflicts, dA written and nothing else.
+#[test]
+fn counted_efficiency_wide_da_bf16() {
+    type T = bf16;
+    let Some(dev) = device::device() else { return };
+    if !device::is_emulator() {
+        eprintln!("SKIPPED: launch counters exist only on the emulator");
+        return;
+    }
+    let s = Shape { m: 128, k: 3456, n: 64, r: 64 };
+    let launches = backward_launches::<T>(&dev, s);
+    assert!(launches.iter().any(|l| l["kernel"] == "lora_backward_g_db_bf16"), "G with dB stays 32-wide: {launches:?}");
+    let json = kernel_launch(&launches, "lora_backward_da_bf16_r64");
+    let [_, e, _] = expected::<T>(s, true);
+    let [_, narrow, _] = expected::<T>(s, false);
+    let context = format!("{s:?} wide da: {json}");
+    let mma = device::object_sum(json, "tensor_instructions") as usize;
+    assert_eq!(mma, e.mma, "tensor instructions, {context}");
+    assert_eq!(mma, e.flop_minimum, "the FLOP minimum, {context}");
+    assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
+    assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
+    let loaded = device::counter(json, "global_load_sectors") * SECTOR;
+    assert_eq!(loaded, e.loads, "load traffic against the 64-wide tiles' minimum, {context}");
+    assert!(e.loads < narrow.loads, "X once instead of twice: {} against {}", e.loads, narrow.loads);
+    assert_eq!(device::counter(json, "global_bytes_written"), e.stores, "bytes written: dA, {context}");
+    assert_eq!(device::counter(json, "global_store_sectors") * SECTOR, e.stores, "whole sectors, {context}");
+}
+
 /// Warp instructions per mma.sync of the whole launch of dX with dA (every
 /// CTA's prologue, loops and epilogue) at counted_efficiency_big's shape, at
 /// most: 8.76 counted. N = 128 is a short reduction, so each dX tile's fixed
@@ -204,22 +277,24 @@ fn counted_efficiency<T: LoraDType>() {
 const BIG_DX_DA_PER_MMA: f64 = 9.0;
 
 /// dX's 128x128 kernel with dA's CTAs in its launch: 12 x 9 dX tiles (one
-/// per SM of the emulated device), tile-aligned, r = 16: exactly the FLOP
-/// minimum of both, each CTA's operand rows read once (the tile-reuse
-/// minimum for 128x128 dX tiles and 32 x 32 dA tiles), no bank conflicts,
-/// whole-sector stores of dX and dA and nothing else; the backward in two
-/// launches (G with dB, then this one), no separate dA.
-fn counted_efficiency_big<T: LoraDType>() {
+/// per SM of the emulated device), tile-aligned, r = 16 and 64: exactly the
+/// FLOP minimum of both, each CTA's operand rows read once (the tile-reuse
+/// minimum for 128x128 dX tiles and dA's tiles: 32 K columns by 32 rank
+/// columns, or by 64 past a rank of 32, so that X is read once for both
+/// halves), no bank conflicts, whole-sector stores of dX and dA and nothing
+/// else; the backward in two launches (G with dB, then this one), no
+/// separate dA.
+fn counted_efficiency_big<T: LoraDType>(r: usize) {
     let Some(dev) = device::device() else { return };
     if !device::is_emulator() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
         return;
     }
-    let s = Shape { m: 1536, k: 1152, n: 128, r: 16 };
+    let s = Shape { m: 1536, k: 1152, n: 128, r };
     let Shape { m, k, n, r } = s;
     let launches = backward_launches_n::<T>(&dev, s, BIG_LAUNCHES);
     assert!(launches.iter().any(|l| l["kernel"] == format!("lora_backward_g_db_{}", T::DTYPE.kernel_suffix())));
-    let json = big_dx_launch::<T>(&launches);
+    let json = big_dx_launch::<T>(&launches, r);
     let context = format!("{} {:?} big dX with dA: {json}", T::DTYPE, s);
     let elem = T::DTYPE.size_bytes() as u64;
     let (tiles_m, tiles_k) = (m.div_ceil(BIG_TILE), k.div_ceil(BIG_TILE));
@@ -234,7 +309,8 @@ fn counted_efficiency_big<T: LoraDType>() {
     assert_eq!(device::counter(json, "ldmatrix_bank_conflicts"), 0, "ldmatrix bank conflicts, {context}");
     assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
     // dX: each 128-row block of dY | G once per K tile, each K tile of W0 | A
-    // once per row block; dA: X once (one rank tile), G's r columns once per K tile.
+    // once per row block; dA: X once (one rank tile: 32 columns at r = 16, 64
+    // at r = 64), G's r columns once per K tile.
     let dx_loads = (tiles_k * m * (r + n) + tiles_m * (r + n) * k) as u64 * elem;
     let da_loads = (m * k + k.div_ceil(RANK_TILE) * m * r) as u64 * elem;
     assert_eq!(
@@ -252,12 +328,22 @@ fn counted_efficiency_big<T: LoraDType>() {
 
 #[test]
 fn counted_efficiency_big_f16() {
-    counted_efficiency_big::<f16>();
+    counted_efficiency_big::<f16>(16);
 }
 
 #[test]
 fn counted_efficiency_big_bf16() {
-    counted_efficiency_big::<bf16>();
+    counted_efficiency_big::<bf16>(16);
+}
+
+#[test]
+fn counted_efficiency_big_r64_f16() {
+    counted_efficiency_big::<f16>(64);
+}
+
+#[test]
+fn counted_efficiency_big_r64_bf16() {
+    counted_efficiency_big::<bf16>(64);
 }
 
 #[test]
@@ -421,7 +507,7 @@ fn dx_steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, k: usize, bi
     let launches = if big { BIG_LAUNCHES } else { 3 };
     let short = backward_launches_n::<T>(dev, Shape { m, k, n: 64, r }, launches);
     let long = backward_launches_n::<T>(dev, Shape { m, k, n: 192, r }, launches);
-    let dx = |launches| if big { big_dx_launch::<T>(launches) } else { launch::<T>(launches, "dx") };
+    let dx = |launches| if big { big_dx_launch::<T>(launches, r) } else { launch::<T>(launches, "dx") };
     let (short, long) = (dx(&short), dx(&long));
     assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
     let (per, mma) = PerMma::between(short, long);
