@@ -22,16 +22,17 @@
 //! Also here: determinism (two runs bit-identical) for every dtype, with M
 //! large enough for several row chunks of the dA/dB reductions.
 
+mod backward_support;
+mod common;
 mod device;
 mod forward_support;
 
+use backward_support::{Api, Got, Initial};
 use cudarc::driver::CudaSlice;
 use device::Device;
 use forward_support::{download, poison_padding, random, upload};
 use fused_lora::reference::Dropout;
-use fused_lora::{
-    Adapter, AdapterStack, AdapterStatus, BackwardOutput, ForwardOutput, GradMode, Linear, LoraDType, RowAdapters,
-};
+use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, GradMode, Linear, LoraDType, RowAdapters};
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -181,108 +182,51 @@ fn forward(dev: &Device, case: &Case, x: &[f32], a: &[f32], b: &[f32]) -> (Vec<f
     (y, download(stream, &p))
 }
 
-/// The kernels' gradients, downloaded.
-struct Grads<T> {
-    da: Vec<T>,
-    db: Vec<T>,
-    dx: Vec<T>,
-    g: Vec<T>,
+/// Every gradient's bits (through f64, which keeps each value and NaN-ness),
+/// so that equal NaNs compare equal.
+fn gradient_bits<T: LoraDType>(got: &Got<T>) -> Vec<u64> {
+    [&got.da, &got.db, &got.dx, &got.g].into_iter().flatten().map(|v| v.to_f64().to_bits()).collect()
 }
 
-impl<T: LoraDType> Grads<T> {
-    /// Every output's bits (through f64, which keeps each value and NaN-ness),
-    /// so that equal NaNs compare equal.
-    fn bits(&self) -> Vec<u64> {
-        [&self.da, &self.db, &self.dx, &self.g].into_iter().flatten().map(|v| v.to_f64().to_bits()).collect()
+/// One backward run of the shared backward case (P kept when `keep_p`, else
+/// recomputed), every gradient buffer starting as NaN; with `Api::Multi`,
+/// every row's index must be in range.
+fn backward<T: LoraDType>(dev: &Device, case: &backward_support::Case<T>, api: Api, keep_p: bool) -> Got<T> {
+    let initial = Initial::nan(case);
+    let (got, status) = backward_support::run(dev, case, api, keep_p, &initial, GradMode::Overwrite).expect("backward");
+    if api == Api::Multi {
+        status.check(&dev.stream).expect("every index in range");
     }
+    got
 }
 
-/// One backward run with the case's data, P kept (`Some`) or recomputed.
-fn backward<T: LoraDType>(dev: &Device, case: &BackwardInputs<T>, p: Option<&[T]>) -> Grads<T> {
-    let stream = &dev.stream;
-    let (x, w, a, b, dy) = (
-        upload(stream, case.x),
-        upload(stream, case.w),
-        upload(stream, case.a),
-        upload(stream, case.b),
-        upload(stream, case.dy),
-    );
-    let l = case.ranks.len();
-    let mut da = upload(stream, &vec![T::nan(); l * case.r_max * case.k]);
-    let mut db = upload(stream, &vec![T::nan(); l * case.n * case.r_max]);
-    let mut dx = upload(stream, &vec![T::nan(); case.m * case.k]);
-    let mut g = upload(stream, &vec![T::nan(); case.m * case.r_max]);
-    let p = p.map(|p| upload(stream, p));
-    let inputs = fused_lora::BackwardInputs {
-        dy: dy.as_view(),
-        x: x.as_view(),
-        p: p.as_ref().map(|p| p.as_view()),
-        dropout: case.dropout.copied(),
-    };
-    let linear = Linear { weight: w.as_view(), bias: None, n: case.n, k: case.k };
-    let mut out = BackwardOutput {
-        da: da.as_view_mut(),
-        db: db.as_view_mut(),
-        dx: dx.as_view_mut(),
-        g: Some(g.as_view_mut()),
-        mode: GradMode::Overwrite,
-    };
-    match case.index {
-        None => {
-            let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: case.ranks[0], scale: case.scales[0] };
-            dev.kernels.backward(stream, &inputs, &linear, &adapter, &mut out).expect("backward");
-        }
-        Some(index) => {
-            let index = upload(stream, index);
-            let mut status = AdapterStatus::new(stream).expect("status");
-            let stack = AdapterStack {
-                a: a.as_view(),
-                b: b.as_view(),
-                r_max: case.r_max,
-                ranks: case.ranks,
-                scales: case.scales,
-            };
-            let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
-            dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out).expect("backward_multi");
-            status.check(stream).expect("every index in range");
-        }
+/// Which entry point a case's rows name: `Single` without an index.
+fn api_of(index: Option<&[i32]>) -> Api {
+    match index {
+        None => Api::Single,
+        Some(_) => Api::Multi,
     }
-    Grads { da: download(stream, &da), db: download(stream, &db), dx: download(stream, &dx), g: download(stream, &g) }
-}
-
-/// What the backward reads, borrowed from a case of any dtype.
-struct BackwardInputs<'c, T> {
-    m: usize,
-    k: usize,
-    n: usize,
-    r_max: usize,
-    ranks: &'c [usize],
-    scales: &'c [f32],
-    index: Option<&'c [i32]>,
-    x: &'c [T],
-    w: &'c [T],
-    a: &'c [T],
-    b: &'c [T],
-    dy: &'c [T],
-    dropout: Option<&'c Dropout>,
 }
 
 impl Case {
-    fn backward_inputs(&self) -> BackwardInputs<'_, f32> {
-        BackwardInputs {
+    /// The case as a backward problem, P the forward's `p`; without an index
+    /// (the single-adapter entry points, which read none) every row's is 0.
+    fn backward_case(&self, p: Vec<f32>) -> backward_support::Case<f32> {
+        backward_support::Case {
             m: self.m,
             k: self.k,
             n: self.n,
             r_max: self.r_max,
-            ranks: &self.ranks,
-            scales: &self.scales,
-            index: self.index.as_deref(),
-            x: &self.x,
-            w: &self.w,
-            a: &self.a,
-            b: &self.b,
-            dy: &self.dy,
-            dropout: self.dropout.as_ref(),
+            ranks: self.ranks.clone(),
+            scales: self.scales.clone(),
+            index: self.index.clone().unwrap_or_else(|| vec![0; self.m]),
+            x: self.x.clone(),
+            w: self.w.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            p,
+            dy: self.dy.clone(),
+            dropout: self.dropout,
         }
     }
 }
@@ -469,7 +413,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
 }
 
 /// The kernel's gradient for one parameter.
-fn gradient(case: &Case, grads: &Grads<f32>, param: Param) -> f64 {
+fn gradient(case: &Case, grads: &Got<f32>, param: Param) -> f64 {
     let value = match param {
         Param::X { m, k } => grads.dx[m * case.k + k],
         Param::A { l, j, k } => grads.da[case.a_at(l, j, k)],
@@ -495,7 +439,7 @@ fn slot(case: &mut Case, param: Param) -> &mut f32 {
 
 /// The central difference of the loss in one parameter, checked against the
 /// kernel's gradients (P kept and P recomputed) within the derived bounds.
-fn check_parameter(dev: &Device, case: &mut Case, y0: &[f32], grads: &[(&str, Grads<f32>)], param: Param) {
+fn check_parameter(dev: &Device, case: &mut Case, y0: &[f32], grads: &[(&str, Got<f32>)], param: Param) {
     let name = case.name;
     let original = *slot(case, param);
     let affected = Affected::of(case, param);
@@ -612,8 +556,8 @@ fn sample(case: &Case, seed: u64) -> Vec<Param> {
 fn check_case(mut case: Case, seed: u64) {
     let Some(dev) = device::device() else { return };
     let (y0, p0) = forward(&dev, &case, &case.x, &case.a, &case.b);
-    let inputs = case.backward_inputs();
-    let grads = [("P kept", backward(&dev, &inputs, Some(&p0))), ("P recomputed", backward(&dev, &inputs, None))];
+    let (inputs, api) = (case.backward_case(p0), api_of(case.index.as_deref()));
+    let grads = [("P kept", backward(&dev, &inputs, api, true)), ("P recomputed", backward(&dev, &inputs, api, false))];
     for param in sample(&case, seed) {
         check_parameter(&dev, &mut case, &y0, &grads, param);
     }
@@ -673,26 +617,32 @@ fn two_runs_bit_identical<T: LoraDType>() {
         (random(41, m * k), random(42, n * k), random(43, m * n), random(44, m * r_max));
     let (a, b): (Vec<T>, Vec<T>) = (random(45, ranks.len() * r_max * k), random(46, ranks.len() * n * r_max));
     for stacked in [false, true] {
-        let inputs = BackwardInputs {
+        let (ranks, scales) = if stacked { (&ranks[..], &scales[..]) } else { (&ranks[..1], &scales[..1]) };
+        let index = stacked.then_some(&index[..]);
+        let case = backward_support::Case {
             m,
             k,
             n,
             r_max,
-            ranks: if stacked { &ranks } else { &ranks[..1] },
-            scales: if stacked { &scales } else { &scales[..1] },
-            index: stacked.then_some(&index[..]),
-            x: &x,
-            w: &w,
-            a: if stacked { &a } else { &a[..r_max * k] },
-            b: if stacked { &b } else { &b[..n * r_max] },
-            dy: &dy,
+            ranks: ranks.to_vec(),
+            scales: scales.to_vec(),
+            index: index.map_or_else(|| vec![0; m], <[i32]>::to_vec),
+            x: x.clone(),
+            w: w.clone(),
+            a: if stacked { a.clone() } else { a[..r_max * k].to_vec() },
+            b: if stacked { b.clone() } else { b[..n * r_max].to_vec() },
+            p: p.clone(),
+            dy: dy.clone(),
             dropout: None,
         };
-        for kept in [Some(&p[..]), None] {
-            let first = backward(&dev, &inputs, kept);
-            let second = backward(&dev, &inputs, kept);
+        for keep_p in [true, false] {
+            let first = backward(&dev, &case, api_of(index), keep_p);
+            let second = backward(&dev, &case, api_of(index), keep_p);
             assert!(first.dx.iter().all(|v| !v.to_f64().is_nan()), "dX unwritten");
-            assert!(first.bits() == second.bits(), "two runs differ (stacked: {stacked}, P kept: {})", kept.is_some());
+            assert!(
+                gradient_bits(&first) == gradient_bits(&second),
+                "two runs differ (stacked: {stacked}, P kept: {keep_p})"
+            );
         }
     }
 }

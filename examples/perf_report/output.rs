@@ -73,55 +73,61 @@ fn direction_cells(summed: &Summed, cutlass: f64, floor: f64) -> [String; 7] {
     ]
 }
 
+/// A console table column: its width and how a cell sits in it.
+type Column = (usize, Align);
+
+/// One direction's columns in the console table: its modeled µs, CUTLASS's,
+/// the ratio to it, the floor, the ratio to it, and what binds it.
+const DIRECTION_COLUMNS: [Column; 6] = [(9, Right), (9, Right), (7, Right), (9, Right), (7, Right), (8, Left)];
+
+/// One direction's target columns in the console table: the ratio the
+/// target judges, and whether it is met.
+const TARGET_COLUMNS: [Column; 2] = [(8, Right), (4, Right)];
+
+/// Writes one column group of the console table: each cell after a space,
+/// padded to its column.
+fn write_group(t: &mut String, columns: &[Column], cells: &[&dyn std::fmt::Display]) {
+    for (&(width, align), cell) in columns.iter().zip(cells) {
+        let _ = match align {
+            Left => write!(t, " {cell:<width$}"),
+            Right => write!(t, " {cell:>width$}"),
+        };
+    }
+}
+
 /// The table as printed (and as README shows it): modeled microseconds.
 pub fn table(rows: &[Row]) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "{:<36} {:<5} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8} {:>9} {:>9} {:>7} {:>9} {:>7} {:<8} {:>8} {:>4} {:>8} {:>4}",
-        "case (bf16, modeled)",
-        "gpu",
-        "fwd us",
-        "CUTLASS",
-        "ratio",
-        "floor",
-        "ratio",
-        "binds",
-        "bwd us",
-        "CUTLASS",
-        "ratio",
-        "floor",
-        "ratio",
-        "binds",
-        "fwd tgt",
-        "met",
-        "bwd tgt",
-        "met",
-    );
+    let _ = write!(t, "{:<36} {:<5}", "case (bf16, modeled)", "gpu");
+    for direction in ["fwd us", "bwd us"] {
+        write_group(&mut t, &DIRECTION_COLUMNS, &[&direction, &"CUTLASS", &"ratio", &"floor", &"ratio", &"binds"]);
+    }
+    for target in ["fwd tgt", "bwd tgt"] {
+        write_group(&mut t, &TARGET_COLUMNS, &[&target, &"met"]);
+    }
+    t.push('\n');
     for r in rows {
-        let (ft, bt) = (targets::forward(r), targets::backward(r));
-        let _ = writeln!(
-            t,
-            "{:<36} {:<5} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8} {:>9.1} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:<8} {:>8} {:>4} {:>8} {:>4}",
-            r.label(),
-            r.gpu,
-            r.forward.us,
-            r.cutlass,
-            r.forward.us / r.cutlass,
-            r.forward_floor,
-            r.forward.us / r.forward_floor,
-            r.forward.bound,
-            r.backward.us,
-            r.cutlass_dx,
-            r.backward.us / r.cutlass_dx,
-            r.backward_floor,
-            r.backward.us / r.backward_floor,
-            r.backward.bound,
-            format!("{:.2}x", ft.ratio),
-            ft.met_word(),
-            format!("{:.2}x", bt.ratio),
-            bt.met_word(),
-        );
+        let _ = write!(t, "{:<36} {:<5}", r.label(), r.gpu);
+        for (summed, cutlass, floor) in
+            [(&r.forward, r.cutlass, r.forward_floor), (&r.backward, r.cutlass_dx, r.backward_floor)]
+        {
+            write_group(
+                &mut t,
+                &DIRECTION_COLUMNS,
+                &[
+                    &fixed(summed.us, 1),
+                    &fixed(cutlass, 1),
+                    &fixed(summed.us / cutlass, 2),
+                    &fixed(floor, 1),
+                    &fixed(summed.us / floor, 2),
+                    &summed.bound,
+                ],
+            );
+        }
+        for target in [targets::forward(r), targets::backward(r)] {
+            write_group(&mut t, &TARGET_COLUMNS, &[&times(target.ratio), &target.met_word()]);
+        }
+        t.push('\n');
     }
     let _ = writeln!(
         t,

@@ -6,6 +6,7 @@
 //! occupancy).
 
 use crate::driver::{self, CuStream};
+use crate::null_stream::{null_stream_entry_points, NullStream};
 use crate::registry;
 use crate::state::{self, entry, CudaError, Dim3, LaunchConfig, CUDA_ERROR_INVALID_VALUE};
 use crate::state::{
@@ -145,16 +146,6 @@ pub unsafe extern "C" fn __cudaGetKernel(kernel: *mut *mut c_void, host_stub: *c
     })
 }
 
-/// What the null stream names to a launch entry point.
-#[derive(Clone, Copy)]
-enum NullStream {
-    /// The legacy default stream (the plain entry points).
-    Legacy,
-    /// The calling thread's per-thread default stream (the `_ptsz` entry
-    /// points, which code compiled with `--default-stream per-thread` calls).
-    PerThread,
-}
-
 /// The one launch path of every launch entry point.
 ///
 /// # Safety
@@ -167,71 +158,53 @@ unsafe fn launch(
     shared_bytes: usize,
     stream: CuStream,
     null_stream: NullStream,
-) -> CudaError {
-    entry(|| {
-        let stream = match null_stream {
-            NullStream::Legacy => stream,
-            NullStream::PerThread => state::per_thread(stream),
-        };
-        let function = registry::function(host_stub as usize)?;
-        let shared_bytes = c_uint::try_from(shared_bytes).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
-        let launched = driver::check(driver::cuLaunchKernel(
-            function,
-            grid.x,
-            grid.y,
-            grid.z,
-            block.x,
-            block.y,
-            block.z,
-            shared_bytes,
-            stream,
-            args,
-            std::ptr::null_mut(),
-        ));
-        // The driver refuses bad dimensions with CUDA_ERROR_INVALID_VALUE; the
-        // runtime calls that cudaErrorInvalidConfiguration.
-        launched.map_err(
-            |code| if code == driver::CUDA_ERROR_INVALID_VALUE { CUDA_ERROR_INVALID_CONFIGURATION } else { code },
-        )
-    })
+) -> Result<(), CudaError> {
+    let stream = null_stream.resolve(stream);
+    let function = registry::function(host_stub as usize)?;
+    let shared_bytes = c_uint::try_from(shared_bytes).map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
+    let launched = driver::check(driver::cuLaunchKernel(
+        function,
+        grid.x,
+        grid.y,
+        grid.z,
+        block.x,
+        block.y,
+        block.z,
+        shared_bytes,
+        stream,
+        args,
+        std::ptr::null_mut(),
+    ));
+    // The driver refuses bad dimensions with CUDA_ERROR_INVALID_VALUE; the
+    // runtime calls that cudaErrorInvalidConfiguration.
+    launched
+        .map_err(|code| if code == driver::CUDA_ERROR_INVALID_VALUE { CUDA_ERROR_INVALID_CONFIGURATION } else { code })
 }
 
-/// The launch entry points: each takes the kernel (its host stub, which is
-/// also what `__cudaGetKernel` writes), the launch's dimensions, one pointer
-/// per kernel parameter, the dynamic shared memory and the stream, and
-/// launches through [`launch`] with its meaning of the null stream.
-macro_rules! launch_entry_points {
-    ($($(#[$doc:meta])* $name:ident => $null_stream:ident;)*) => {
-        $(
-            $(#[$doc])*
-            ///
-            /// # Safety
-            /// `kernel` is a kernel's host stub (what `__cudaGetKernel` wrote);
-            /// `args` holds one pointer per kernel parameter.
-            #[no_mangle]
-            pub unsafe extern "C" fn $name(
-                kernel: *const c_void,
-                grid: Dim3,
-                block: Dim3,
-                args: *mut *mut c_void,
-                shared_bytes: usize,
-                stream: CuStream,
-            ) -> CudaError {
-                launch(kernel, grid, block, args, shared_bytes, stream, NullStream::$null_stream)
-            }
-        )*
-    };
-}
-
-launch_entry_points! {
-    /// A `<<<>>>` launch, as nvcc's host code makes it.
-    __cudaLaunchKernel => Legacy;
-    /// As [`__cudaLaunchKernel`], the null stream being the per-thread stream.
-    __cudaLaunchKernel_ptsz => PerThread;
-    /// The runtime API's launch of a kernel named by its host stub.
-    cudaLaunchKernel => Legacy;
-    /// As [`cudaLaunchKernel`], the null stream being the per-thread stream.
-    cudaLaunchKernel_ptsz => PerThread;
+// The launch entry points: each takes the kernel (its host stub, which is
+// also what `__cudaGetKernel` writes), the launch's dimensions, one pointer
+// per kernel parameter, the dynamic shared memory and the stream.
+null_stream_entry_points! {
+    launch(
+        kernel: *const c_void,
+        grid: Dim3,
+        block: Dim3,
+        args: *mut *mut c_void,
+        shared_bytes: usize,
+        stream: CuStream,
+    ) => {
+        /// A `<<<>>>` launch, as nvcc's host code makes it.
+        ///
+        /// # Safety
+        /// `kernel` is a kernel's host stub (what `__cudaGetKernel` wrote);
+        /// `args` holds one pointer per kernel parameter.
+        __cudaLaunchKernel / __cudaLaunchKernel_ptsz;
+        /// The runtime API's launch of a kernel named by its host stub.
+        ///
+        /// # Safety
+        /// As [`__cudaLaunchKernel`].
+        cudaLaunchKernel / cudaLaunchKernel_ptsz;
+    }
 }
 
 /// The runtime's function attributes are the driver's, same numbers.

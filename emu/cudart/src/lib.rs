@@ -30,6 +30,7 @@ mod driver_names;
 mod fatbin;
 mod launch;
 mod names;
+mod null_stream;
 mod registry;
 mod runtime;
 mod state;

@@ -4,6 +4,7 @@
 //! created can be passed to code compiled against the runtime.
 
 use crate::driver::{self, CuStream, DevicePtr};
+use crate::null_stream::{null_stream_entry_points, NullStream};
 use crate::state::{self, entry, CudaError, CUDA_ERROR_INVALID_VALUE};
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
@@ -123,90 +124,67 @@ pub unsafe extern "C" fn cudaFree(pointer: *mut c_void) -> CudaError {
     })
 }
 
-unsafe fn malloc_async(pointer: *mut *mut c_void, bytes: usize, stream: CuStream) -> Result<(), CudaError> {
+unsafe fn malloc_async(
+    pointer: *mut *mut c_void,
+    bytes: usize,
+    stream: CuStream,
+    null_stream: NullStream,
+) -> Result<(), CudaError> {
     state::context()?;
     let mut address: DevicePtr = 0;
-    driver::check(driver::cuMemAllocAsync(&mut address, bytes, stream))?;
+    driver::check(driver::cuMemAllocAsync(&mut address, bytes, null_stream.resolve(stream)))?;
     out(pointer, address as *mut c_void)
 }
 
-/// # Safety
-/// `pointer` is valid for one write.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMallocAsync(pointer: *mut *mut c_void, bytes: usize, stream: CuStream) -> CudaError {
-    entry(|| malloc_async(pointer, bytes, stream))
+unsafe fn free_async(pointer: *mut c_void, stream: CuStream, null_stream: NullStream) -> Result<(), CudaError> {
+    driver::check(driver::cuMemFreeAsync(pointer as DevicePtr, null_stream.resolve(stream)))
 }
 
-/// # Safety
-/// `pointer` is valid for one write.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMallocAsync_ptsz(pointer: *mut *mut c_void, bytes: usize, stream: CuStream) -> CudaError {
-    entry(|| malloc_async(pointer, bytes, state::per_thread(stream)))
+/// Synchronous: the legacy entry point with the driver's synchronous call,
+/// the per-thread one ordered on the thread's default stream and waiting
+/// for it.
+unsafe fn memset(pointer: *mut c_void, value: c_int, count: usize, null_stream: NullStream) -> Result<(), CudaError> {
+    state::context()?;
+    match null_stream.synchronous() {
+        None => driver::check(driver::cuMemsetD8_v2(pointer as DevicePtr, value as u8, count)),
+        Some(stream) => {
+            driver::check(driver::cuMemsetD8Async(pointer as DevicePtr, value as u8, count, stream))?;
+            driver::check(driver::cuStreamSynchronize(stream))
+        }
+    }
 }
 
-/// # Safety
-/// `pointer` is null or a device allocation.
-#[no_mangle]
-pub unsafe extern "C" fn cudaFreeAsync(pointer: *mut c_void, stream: CuStream) -> CudaError {
-    entry(|| driver::check(driver::cuMemFreeAsync(pointer as DevicePtr, stream)))
-}
-
-/// # Safety
-/// `pointer` is null or a device allocation.
-#[no_mangle]
-pub unsafe extern "C" fn cudaFreeAsync_ptsz(pointer: *mut c_void, stream: CuStream) -> CudaError {
-    entry(|| driver::check(driver::cuMemFreeAsync(pointer as DevicePtr, state::per_thread(stream))))
-}
-
-/// # Safety
-/// `pointer` is a device address of `count` bytes.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemset(pointer: *mut c_void, value: c_int, count: usize) -> CudaError {
-    entry(|| {
-        state::context()?;
-        driver::check(driver::cuMemsetD8_v2(pointer as DevicePtr, value as u8, count))
-    })
-}
-
-/// [`cudaMemset`] in code compiled with `--default-stream per-thread`.
-///
-/// # Safety
-/// `pointer` is a device address of `count` bytes.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemset_ptds(pointer: *mut c_void, value: c_int, count: usize) -> CudaError {
-    entry(|| {
-        state::context()?;
-        let stream = state::per_thread(std::ptr::null_mut());
-        driver::check(driver::cuMemsetD8Async(pointer as DevicePtr, value as u8, count, stream))?;
-        driver::check(driver::cuStreamSynchronize(stream))
-    })
-}
-
-/// # Safety
-/// `pointer` is a device address of `count` bytes.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemsetAsync(
+unsafe fn memset_async(
     pointer: *mut c_void,
     value: c_int,
     count: usize,
     stream: CuStream,
-) -> CudaError {
-    entry(|| driver::check(driver::cuMemsetD8Async(pointer as DevicePtr, value as u8, count, stream)))
+    null_stream: NullStream,
+) -> Result<(), CudaError> {
+    driver::check(driver::cuMemsetD8Async(pointer as DevicePtr, value as u8, count, null_stream.resolve(stream)))
 }
 
-/// # Safety
-/// `pointer` is a device address of `count` bytes.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemsetAsync_ptsz(
-    pointer: *mut c_void,
-    value: c_int,
-    count: usize,
-    stream: CuStream,
-) -> CudaError {
-    entry(|| {
-        let stream = state::per_thread(stream);
-        driver::check(driver::cuMemsetD8Async(pointer as DevicePtr, value as u8, count, stream))
-    })
+null_stream_entry_points! {
+    malloc_async(pointer: *mut *mut c_void, bytes: usize, stream: CuStream) => {
+        /// # Safety
+        /// `pointer` is valid for one write.
+        cudaMallocAsync / cudaMallocAsync_ptsz;
+    }
+    free_async(pointer: *mut c_void, stream: CuStream) => {
+        /// # Safety
+        /// `pointer` is null or a device allocation.
+        cudaFreeAsync / cudaFreeAsync_ptsz;
+    }
+    memset(pointer: *mut c_void, value: c_int, count: usize) => {
+        /// # Safety
+        /// `pointer` is a device address of `count` bytes.
+        cudaMemset / cudaMemset_ptds;
+    }
+    memset_async(pointer: *mut c_void, value: c_int, count: usize, stream: CuStream) => {
+        /// # Safety
+        /// `pointer` is a device address of `count` bytes.
+        cudaMemsetAsync / cudaMemsetAsync_ptsz;
+    }
 }
 
 /// `cudaMemcpyKind`.
@@ -265,61 +243,44 @@ unsafe fn copy(
     })
 }
 
-/// # Safety
-/// The addresses hold `bytes` bytes on the sides `kind` names.
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemcpy(
+/// Synchronous, as [`memset`].
+unsafe fn memcpy(
     destination: *mut c_void,
     source: *const c_void,
     bytes: usize,
     kind: c_int,
-) -> CudaError {
-    entry(|| copy(destination, source, bytes, kind, None))
+    null_stream: NullStream,
+) -> Result<(), CudaError> {
+    let stream = null_stream.synchronous();
+    copy(destination, source, bytes, kind, stream)?;
+    match stream {
+        None => Ok(()),
+        Some(stream) => driver::check(driver::cuStreamSynchronize(stream)),
+    }
 }
 
-/// [`cudaMemcpy`] in code compiled with `--default-stream per-thread`:
-/// ordered on the thread's default stream, complete on return.
-///
-/// # Safety
-/// As [`cudaMemcpy`].
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemcpy_ptds(
-    destination: *mut c_void,
-    source: *const c_void,
-    bytes: usize,
-    kind: c_int,
-) -> CudaError {
-    entry(|| {
-        let stream = state::per_thread(std::ptr::null_mut());
-        copy(destination, source, bytes, kind, Some(stream))?;
-        driver::check(driver::cuStreamSynchronize(stream))
-    })
-}
-
-/// # Safety
-/// As [`cudaMemcpy`].
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemcpyAsync(
+unsafe fn memcpy_async(
     destination: *mut c_void,
     source: *const c_void,
     bytes: usize,
     kind: c_int,
     stream: CuStream,
-) -> CudaError {
-    entry(|| copy(destination, source, bytes, kind, Some(stream)))
+    null_stream: NullStream,
+) -> Result<(), CudaError> {
+    copy(destination, source, bytes, kind, Some(null_stream.resolve(stream)))
 }
 
-/// # Safety
-/// As [`cudaMemcpy`].
-#[no_mangle]
-pub unsafe extern "C" fn cudaMemcpyAsync_ptsz(
-    destination: *mut c_void,
-    source: *const c_void,
-    bytes: usize,
-    kind: c_int,
-    stream: CuStream,
-) -> CudaError {
-    entry(|| copy(destination, source, bytes, kind, Some(state::per_thread(stream))))
+null_stream_entry_points! {
+    memcpy(destination: *mut c_void, source: *const c_void, bytes: usize, kind: c_int) => {
+        /// # Safety
+        /// The addresses hold `bytes` bytes on the sides `kind` names.
+        cudaMemcpy / cudaMemcpy_ptds;
+    }
+    memcpy_async(destination: *mut c_void, source: *const c_void, bytes: usize, kind: c_int, stream: CuStream) => {
+        /// # Safety
+        /// As [`cudaMemcpy`].
+        cudaMemcpyAsync / cudaMemcpyAsync_ptsz;
+    }
 }
 
 /// # Safety
@@ -349,24 +310,17 @@ pub unsafe extern "C" fn cudaStreamDestroy(stream: CuStream) -> CudaError {
     entry(|| driver::check(driver::cuStreamDestroy_v2(stream)))
 }
 
-/// # Safety
-/// Any handle may be passed; the driver checks it.
-#[no_mangle]
-pub unsafe extern "C" fn cudaStreamSynchronize(stream: CuStream) -> CudaError {
-    entry(|| {
-        state::context()?;
-        driver::check(driver::cuStreamSynchronize(stream))
-    })
+unsafe fn stream_synchronize(stream: CuStream, null_stream: NullStream) -> Result<(), CudaError> {
+    state::context()?;
+    driver::check(driver::cuStreamSynchronize(null_stream.resolve(stream)))
 }
 
-/// # Safety
-/// Any handle may be passed; the driver checks it.
-#[no_mangle]
-pub unsafe extern "C" fn cudaStreamSynchronize_ptsz(stream: CuStream) -> CudaError {
-    entry(|| {
-        state::context()?;
-        driver::check(driver::cuStreamSynchronize(state::per_thread(stream)))
-    })
+null_stream_entry_points! {
+    stream_synchronize(stream: CuStream) => {
+        /// # Safety
+        /// Any handle may be passed; the driver checks it.
+        cudaStreamSynchronize / cudaStreamSynchronize_ptsz;
+    }
 }
 
 /// Returns the thread's last error and resets it.

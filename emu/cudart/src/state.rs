@@ -6,7 +6,7 @@
 
 use crate::driver::{self, CuContext, CuResult, CuStream};
 use std::cell::{Cell, RefCell};
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::{c_int, c_uint};
 use std::sync::OnceLock;
 
 pub type CudaError = c_uint;
@@ -19,10 +19,6 @@ pub const CUDA_ERROR_INVALID_DEVICE: CudaError = 101;
 pub const CUDA_ERROR_NO_KERNEL_IMAGE_FOR_DEVICE: CudaError = 209;
 pub const CUDA_ERROR_INVALID_PTX: CudaError = 218;
 pub const CUDA_ERROR_UNKNOWN: CudaError = 999;
-
-/// `CU_STREAM_PER_THREAD`: what the null stream means to the `_ptsz` entry
-/// points (code compiled with `--default-stream per-thread`).
-pub const STREAM_PER_THREAD: usize = 0x2;
 
 /// `dim3`, passed by value as nvcc's host code does.
 #[repr(C)]
@@ -132,14 +128,4 @@ pub fn context() -> Result<CuContext, CudaError> {
         driver::check(unsafe { driver::cuCtxGetCurrent(&mut context) })?;
     }
     Ok(context)
-}
-
-/// A stream argument of a `_ptsz` entry point: the null stream is the
-/// thread's per-thread default stream.
-pub fn per_thread(stream: *mut c_void) -> CuStream {
-    if stream.is_null() {
-        STREAM_PER_THREAD as CuStream
-    } else {
-        stream
-    }
 }
