@@ -164,8 +164,10 @@ __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cf
 // on the tile configuration Cfg (Tile64; Tile128 for dX on large grids).
 // kDropout: whether the dropout mask's code is compiled in (the host sends a
 // launch with dropout only to a kernel that has it).
-template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
-__device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
+// In the CTA's shared memory `sm` (row_gemm below: the configuration's own;
+// dx_da_small: a union with dA's).
+template <typename T, bool kDx, typename Cfg, bool kDropout>
+__device__ __forceinline__ void row_gemm_in(const LoraBwdParams& p, RowGemmShared<T, Cfg>& sm, int extra_cols) {
     constexpr int kStages = Cfg::template stages<T>();
     constexpr int kTileRows = Cfg::kRows;
     constexpr int kTileCols = Cfg::kCols;
@@ -178,7 +180,6 @@ __device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
     using RhsTile = RedTile<T, kTileCols>;
     // f16/bf16 dX folds the adapter term into the accumulator (below).
     constexpr bool kFold = kDx && sizeof(T) == 2;
-    RowGemmShared<T, Cfg>& sm = row_gemm_storage<T, Cfg>();
 
     // Tile64 keeps the plain CTA order (the grouped order would raise its
     // register count, see grouped_tile); Tile128 walks groups of tile rows.
@@ -508,6 +509,11 @@ __device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
     store_output(sm.out, out, kDx && p.accumulate ? out : nullptr, static_cast<const T*>(nullptr), m0, c0, p.m, cols);
 }
 
+template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
+__device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
+    row_gemm_in<T, kDx, Cfg, kDropout>(p, row_gemm_storage<T, Cfg>(), extra_cols);
+}
+
 // ---------------------------------------------------------------------------
 // The rank side (cuda/rank_side.cuh): G with dB in one launch (both read dY),
 // then dA (it reads G), over the rows grouped by adapter.
@@ -537,21 +543,48 @@ template <typename T> __device__ void da(const LoraBwdParams& p) {
 // one at the end of each grid row, spread over the launch. (One column of
 // like CTAs also keeps the emulator's CTA sampling exact: it counts the
 // last column as a stratum of its own.)
+// dA's tiles in the last grid column of a dX launch: CTA y takes tiles y,
+// y + gridDim.y, ... (p.da_ctas per rank tile, rank tile after rank tile)
+// on its 4 warps, in the shared memory `sm`.
+template <typename T, typename DaShared> __device__ void da_column(const LoraBwdParams& p, DaShared& sm) {
+    const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
+    for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
+        rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
+        // The next tile's copies reuse the shared memory the epilogue read.
+        __syncthreads();
+    }
+}
+
 template <typename T> __device__ void dx_da(const LoraBwdParams& p) {
     if (blockIdx.x == gridDim.x - 1) {
         using DaShared = rank_side::SharedOf<Tile128::kThreads / 32>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
-        DaShared& sm = *reinterpret_cast<DaShared*>(dynamic_shared);
-        const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
-        for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
-            rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
-            // The next tile's copies reuse the shared memory the epilogue read.
-            __syncthreads();
-        }
+        da_column<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared));
         return;
     }
     row_gemm<T, true, Tile128, false>(p, 1);
+}
+
+// The same on the 64x64 tile (grids with fewer 128x128 tiles than SMs,
+// unsplit): the grid's last column holds dA's CTAs, one per 64-row tile row,
+// the columns before it dX's 64x64 tiles. Static shared memory, one union of
+// dX's pipeline and dA's 4 warps' tiles (33 KB against dX's own 30 KB: 4
+// CTAs per SM still fit, the registers' limit). dA's CTAs run the very code
+// of the 128x128 launch's (4 warps splitting the steps, or one adapter per
+// warp), so dA's bits are the same in both launches.
+template <typename T> __device__ void dx_da_small(const LoraBwdParams& p) {
+    using DaShared = rank_side::SharedOf<Tile64::kThreads / 32>;
+    union alignas(16) Shared {
+        RowGemmShared<T, Tile64> dx;
+        DaShared da;
+    };
+    __shared__ Shared sm;
+    if (blockIdx.x == gridDim.x - 1) {
+        da_column<T>(p, sm.da);
+        return;
+    }
+    row_gemm_in<T, true, Tile64, false>(p, sm.dx, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -615,6 +648,15 @@ STAMP_DX_BIG(bf16, __nv_bfloat16)
     }
 STAMP_DX_DA_BIG(f16, __half)
 STAMP_DX_DA_BIG(bf16, __nv_bfloat16)
+
+// dX on the 64x64 tile with dA's CTAs in the same launch (fused_lora::bwd::dx_da_small).
+#define STAMP_DX_DA_SMALL(SUFFIX, TYPE)                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_da_##SUFFIX(const LoraBwdParams p) {                              \
+        fused_lora::bwd::dx_da_small<TYPE>(p);                                             \
+    }
+STAMP_DX_DA_SMALL(f16, __half)
+STAMP_DX_DA_SMALL(bf16, __nv_bfloat16)
 
 #define STAMP_DX_BIG_DROPOUT(SUFFIX, TYPE)                                                 \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \

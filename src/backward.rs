@@ -258,12 +258,36 @@ const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 /// Warps of dX's 128×128 CTA, which also run dA's CTAs in its launch.
 const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 
-/// The most dA tiles one CTA of dX's launch takes (its last column has one
+/// The most dA tiles one CTA of dX's 128×128 launch takes (its last column has one
 /// CTA per 128-row tile row): beyond it, a dA CTA would run several times
 /// as long as a dX tile and finish the launch alone, so dA takes a launch
 /// of its own (Llama-3-8B at M = 4096: 4 at r = 16 and 8 at r = 64 for
 /// K = 4096; 14 and 28 for down's K = 14336).
 const DA_TILES_PER_DX_ROW: usize = 8;
+
+/// The same for dX's 64×64 launch (one dA CTA per 64-row tile row): half
+/// the 128×128 limit, a 64×64 dX tile staging half the bytes of a 128×128
+/// one per reduction step (2048 × 1024 × 1024: 1 at r = 16, 2 at r = 64;
+/// 1024³: 2 and 4).
+const DA_TILES_PER_SMALL_DX_ROW: usize = 4;
+
+/// Whether dX's 64×64 launch on `sms` SMs also takes dA, `da_per_row` dA
+/// tiles to each CTA of its last column: at most
+/// [`DA_TILES_PER_SMALL_DX_ROW`], and a dA CTA's staged bytes at most twice
+/// what one SM's share of dX's tiles stages. A dA tile stages M rows of two
+/// 32-wide tiles (128 bytes a row in f16/bf16), a dX tile (N + r) reduction
+/// rows of two 64-wide ones (256 bytes a row); an SM holds max(1, tiles /
+/// SMs) dX tiles. Past that the dA CTAs (4 warps, where dA's own launch has
+/// 8) would finish the launch alone, later than dX plus dA's own launch
+/// (a long M against a short reduction: M = 4111, N = K = 8 has one dA tile
+/// of 4111 rows beside dX tiles of one step). Deterministic for a shape and
+/// an SM count.
+pub(crate) fn small_dx_takes_da(sms: usize, m: usize, n: usize, k: usize, r_max: usize, da_per_row: usize) -> bool {
+    let dx_tiles = m.div_ceil(TILE_ROWS) * k.div_ceil(TILE_COLS);
+    let da_bytes = da_per_row * m * 128 * sms;
+    let sm_dx_bytes = (n + r_max) * 256 * dx_tiles.max(sms);
+    da_per_row <= DA_TILES_PER_SMALL_DX_ROW && da_bytes <= 2 * sm_dx_bytes
+}
 
 impl Dims {
     /// Whether the rows carry adapter indices (grouped on the device first).
@@ -677,8 +701,9 @@ impl LoraKernels {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
-            } else if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
-                self.launch_dx_da::<T>(stream, LoraBwdParams { da: da_span.start, ..dx_params }, fused_da_ctas)?;
+            } else if let Some(tile) = self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+                let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
+                self.launch_dx_da::<T>(stream, dx_da, fused_da_ctas, tile)?;
             } else {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
@@ -759,23 +784,35 @@ impl LoraKernels {
         Ok(())
     }
 
-    /// Whether dX runs on the 128×128 tile without dropout, the launch that
-    /// also runs dA's CTAs (`lora_backward_dx_da_<T>_128x128`): the pick
-    /// [`LoraKernels::row_gemm`] makes for dX, from the shape and the SM count.
+    /// Whether dX's launch also runs dA's CTAs, and on which tile: f16/bf16,
+    /// no dropout, unsplit, on the tile [`LoraKernels::row_gemm`] picks for dX
+    /// (`lora_backward_dx_da_<T>_128x128` or, on small grids,
+    /// `lora_backward_dx_da_<T>` on 64×64), from the shape and the SM count.
     /// With `da_ctas` dA tiles per rank tile, each CTA of the launch's dA
-    /// column must also take at most [`DA_TILES_PER_DX_ROW`] of them.
-    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<bool> {
+    /// column (one per tile row) must also take at most
+    /// [`DA_TILES_PER_DX_ROW`] (128×128) of them, or on 64×64 pass
+    /// [`small_dx_takes_da`]. `None`: dA takes a launch of its own.
+    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<Option<DxTile>> {
         let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
         let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let sms = sms.max(1) as usize;
         let splits = k_splits(sms, m, k, n + r_max);
         let half = T::DTYPE.size_bytes() == 2;
-        let per_row = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(m.div_ceil(LORA_BWD_BIG_TILE_ROWS as usize));
-        Ok(params.dropout == 0 && dx_tile(sms, m, k, half, splits) == DxTile::Big && per_row <= DA_TILES_PER_DX_ROW)
+        if params.dropout != 0 || !half || splits != 1 {
+            return Ok(None);
+        }
+        let tile = dx_tile(sms, m, k, half, splits);
+        let tile_rows = if tile == DxTile::Big { BIG_TILE_ROWS } else { TILE_ROWS };
+        let per_row = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(m.div_ceil(tile_rows));
+        let takes = match tile {
+            DxTile::Big => per_row <= DA_TILES_PER_DX_ROW,
+            DxTile::Small => small_dx_takes_da(sms, m, n, k, r_max, per_row),
+        };
+        Ok(takes.then_some(tile))
     }
 
-    /// Launches `lora_backward_dx_da_<T>_128x128`: dX's 128×128 tiles, and
-    /// a last grid column whose CTAs take dA's `da_ctas` tiles per rank tile.
+    /// Launches dX with dA's CTAs on `tile`: dX's tiles, and a last grid
+    /// column whose CTAs take dA's `da_ctas` tiles per rank tile.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`]; `params.da` addresses dA and G is
@@ -785,6 +822,7 @@ impl LoraKernels {
         stream: &Arc<CudaStream>,
         params: LoraBwdParams,
         da_ctas: usize,
+        tile: DxTile,
     ) -> Result<()> {
         let params = LoraBwdParams {
             reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
@@ -792,9 +830,22 @@ impl LoraKernels {
             da_ctas: da_ctas as i32,
             ..params
         };
-        let kernel = format!("lora_backward_dx_da_{}_128x128", T::DTYPE.kernel_suffix());
-        // SAFETY: the caller's contract.
-        unsafe { self.launch_big_tile(stream, &kernel, params, 1) }
+        let suffix = T::DTYPE.kernel_suffix();
+        match tile {
+            // SAFETY: the caller's contract.
+            DxTile::Big => unsafe {
+                self.launch_big_tile(stream, &format!("lora_backward_dx_da_{suffix}_128x128"), params, 1)
+            },
+            DxTile::Small => {
+                let grid = (
+                    (params.k as usize).div_ceil(TILE_COLS) as u32 + 1,
+                    (params.m as usize).div_ceil(TILE_ROWS) as u32,
+                    1,
+                );
+                // SAFETY: the caller's contract.
+                unsafe { self.launch_tiled::<T>(stream, "dx_da", params, grid) }
+            }
+        }
     }
 
     /// Launches `lora_backward_dx_<T>_128x128` (`lora_backward_dx_dropout_<T>_128x128`
@@ -880,7 +931,26 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, DxTile};
+    use super::{dx_tile, small_dx_takes_da, DxTile};
+
+    #[test]
+    fn da_joins_the_small_dx_launch_where_it_fits_beside_dx() {
+        // 2048 x 1024 x 1024 on 132 SMs (64x64 dX): 1 dA tile per CTA at r = 16, 2 at r = 64.
+        assert!(small_dx_takes_da(132, 2048, 1024, 1024, 16, 1));
+        assert!(small_dx_takes_da(132, 2048, 1024, 1024, 64, 2));
+        // 1024^3: 2 and 4, on either SM count.
+        for sms in [108, 132] {
+            assert!(small_dx_takes_da(sms, 1024, 1024, 1024, 16, 2));
+            assert!(small_dx_takes_da(sms, 1024, 1024, 1024, 64, 4));
+        }
+        // More tiles than the limit.
+        assert!(!small_dx_takes_da(132, 1024, 1024, 1024, 64, 5));
+        // A long M against a short reduction: one dA CTA would outlast every dX tile.
+        assert!(!small_dx_takes_da(108, 4111, 8, 8, 2, 1));
+        // The tests' shape (tests/backward.rs, small_dx_with_da): at the limit.
+        assert!(small_dx_takes_da(108, 760, 184, 56, 40, 1));
+        assert!(!small_dx_takes_da(108, 760, 184, 56, 40, 2));
+    }
 
     #[test]
     fn big_dx_tile_only_where_its_grid_fills_the_device() {
