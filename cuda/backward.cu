@@ -15,7 +15,8 @@
 //   lora_backward_dx_<T>_128x128 (lora_backward_dx_dropout_<T>_128x128 with
 //   dropout) instead (Tile128: 64x64 warp tiles, 4 stages, dynamic shared
 //   memory, grouped CTA order; the host picks it, src/backward.rs): the
-//   same code on a bigger tile, so the same bits. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   same code on a bigger tile, so the same bits. Without dropout, either
+//   tile can run dA's CTAs in the same launch (dx_da, dx_da_small below). G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
@@ -543,12 +544,13 @@ template <typename T> __device__ void da(const LoraBwdParams& p) {
 // one at the end of each grid row, spread over the launch. (One column of
 // like CTAs also keeps the emulator's CTA sampling exact: it counts the
 // last column as a stratum of its own.)
-// dA's tiles in the last grid column of a dX launch: CTA y takes tiles y,
-// y + gridDim.y, ... (p.da_ctas per rank tile, rank tile after rank tile)
-// on its 4 warps, in the shared memory `sm`.
-template <typename T, typename DaShared> __device__ void da_column(const LoraBwdParams& p, DaShared& sm) {
+// dA's tiles in the last grid column (or row) of a dX launch: its CTA `cta`
+// of `ctas` takes tiles cta, cta + ctas, ... (p.da_ctas per rank tile, rank
+// tile after rank tile) on its 4 warps, in the shared memory `sm`.
+template <typename T, typename DaShared>
+__device__ void da_cta(const LoraBwdParams& p, DaShared& sm, int cta, int ctas) {
     const int rank_tiles = (p.r_max + LORA_BWD_RANK_TILE - 1) / LORA_BWD_RANK_TILE;
-    for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
+    for (int at = cta; at < p.da_ctas * rank_tiles; at += ctas) {
         rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
         // The next tile's copies reuse the shared memory the epilogue read.
         __syncthreads();
@@ -560,17 +562,21 @@ template <typename T> __device__ void dx_da(const LoraBwdParams& p) {
         using DaShared = rank_side::SharedOf<Tile128::kThreads / 32>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
-        da_column<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared));
+        da_cta<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared), blockIdx.y, gridDim.y);
         return;
     }
     row_gemm<T, true, Tile128, false>(p, 1);
 }
 
 // The same on the 64x64 tile (grids with fewer 128x128 tiles than SMs,
-// unsplit): the grid's last column holds dA's CTAs, one per 64-row tile row,
-// the columns before it dX's 64x64 tiles. Static shared memory, one union of
-// dX's pipeline and dA's 4 warps' tiles (33 KB against dX's own 30 KB: 4
-// CTAs per SM still fit, the registers' limit). dA's CTAs run the very code
+// unsplit): dA's CTAs take the grid's last column (one per 64-row tile row)
+// or, where the grid has no column past dX's tiles, its last row (one per
+// 64-column tile: the host's pick, src/backward.rs, fewer CTAs on the
+// busiest SM); the rest are dX's 64x64 tiles. Either way one column or row
+// of like CTAs (the emulator's sampling counts each as a stratum of its
+// own). Static shared memory, one union of dX's pipeline and dA's 4 warps'
+// tiles (32.9 KB against dX's own 25.6 KB; 127 registers against 121: 4
+// CTAs per SM still, the registers' limit). dA's CTAs run the very code
 // of the 128x128 launch's (4 warps splitting the steps, or one adapter per
 // warp), so dA's bits are the same in both launches.
 template <typename T> __device__ void dx_da_small(const LoraBwdParams& p) {
@@ -580,8 +586,13 @@ template <typename T> __device__ void dx_da_small(const LoraBwdParams& p) {
         DaShared da;
     };
     __shared__ Shared sm;
-    if (blockIdx.x == gridDim.x - 1) {
-        da_column<T>(p, sm.da);
+    const bool da_column = static_cast<int>(gridDim.x) * Tile64::kCols >= p.k + Tile64::kCols;
+    if (da_column && blockIdx.x == gridDim.x - 1) {
+        da_cta<T>(p, sm.da, blockIdx.y, gridDim.y);
+        return;
+    }
+    if (!da_column && blockIdx.y == gridDim.y - 1) {
+        da_cta<T>(p, sm.da, blockIdx.x, gridDim.x);
         return;
     }
     row_gemm_in<T, true, Tile64, false>(p, sm.dx, 1);

@@ -61,10 +61,15 @@
 //! partials for dA, dB or G, so two runs give bit-identical gradients.
 //!
 //! # Launches
-//! Three to six launches on the stream, no host synchronisation: with
+//! Two to six launches on the stream, no host synchronisation: with
 //! per-row indices, the rows grouped by adapter (`lora_group_rows`, a stable
 //! counting sort on the device); the shrink (only without P); G with dB in
 //! one launch (both read dY); dA; dX (plus a split sum on the decode path).
+//! f16/bf16 dX without dropout or split runs dA's CTAs in its own launch
+//! where they fit beside dX's tiles (a last grid column of the 128×128
+//! launch, `lora_backward_dx_da_<T>_128x128`, or a last column or row of the
+//! 64×64 one, `lora_backward_dx_da_<T>`; the rule: `small_da_placement`,
+//! docs/performance.md), saving dA's launch.
 //! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
 //! output tiles narrow in the rank, over the grouped rows, so scattered
 //! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
@@ -119,7 +124,8 @@
 //!   FLOP minimum and reads the 128×128 tile-reuse minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
 //!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
-//!   per SM), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
+//!   per SM; 127 with dA's CTAs in the launch, 33 KB of static shared
+//!   memory: still 4), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
 //!   the rank side's 256-thread CTAs 104 (G with dB) and 113 (dA)
 //!   registers, 2 CTAs per SM.
 //!
@@ -287,6 +293,49 @@ pub(crate) fn small_dx_takes_da(sms: usize, m: usize, n: usize, k: usize, r_max:
     let da_bytes = da_per_row * m * 128 * sms;
     let sm_dx_bytes = (n + r_max) * 256 * dx_tiles.max(sms);
     da_per_row <= DA_TILES_PER_SMALL_DX_ROW && da_bytes <= 2 * sm_dx_bytes
+}
+
+/// Where dX's launch runs dA's CTAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FusedDa {
+    /// The 128×128 launch's last grid column, one CTA per tile row.
+    Big,
+    /// The 64×64 launch's last grid column, one CTA per 64-row tile row.
+    SmallColumn,
+    /// The 64×64 launch's last grid row, one CTA per 64-column tile.
+    SmallRow,
+}
+
+/// Where dX's 64×64 launch on `sms` SMs puts dA's `da_tiles` tiles (all
+/// rank tiles), if anywhere: a last grid column (`ceil(m / 64)` dA CTAs) or
+/// a last grid row (`ceil(k / 64)`), among those [`small_dx_takes_da`]
+/// accepts, the one that puts fewer CTAs on the busiest SM
+/// (`ceil(CTAs / SMs)`: the model's tail rule, docs/perf-model.md), then
+/// fewer dA tiles per CTA, then the column. 2048 × 1024 × 1024 on 132 SMs:
+/// 512 dX tiles; a column of 32 dA CTAs makes 544 CTAs, 5 on the busiest SM
+/// (one past the 4 resident: a second round of memory latency), a row of 16
+/// makes 528, 4 on each.
+pub(crate) fn small_da_placement(
+    sms: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    r_max: usize,
+    da_tiles: usize,
+) -> Option<FusedDa> {
+    let (rows, cols) = (m.div_ceil(TILE_ROWS), k.div_ceil(TILE_COLS));
+    [(FusedDa::SmallColumn, rows), (FusedDa::SmallRow, cols)]
+        .into_iter()
+        .filter_map(|(place, ctas)| {
+            let per_cta = da_tiles.div_ceil(ctas);
+            small_dx_takes_da(sms, m, n, k, r_max, per_cta).then_some((
+                place,
+                (rows * cols + ctas).div_ceil(sms),
+                per_cta,
+            ))
+        })
+        .min_by_key(|&(_, busiest, per_cta)| (busiest, per_cta))
+        .map(|(place, _, _)| place)
 }
 
 impl Dims {
@@ -701,9 +750,9 @@ impl LoraKernels {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
-            } else if let Some(tile) = self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+            } else if let Some(place) = self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
                 let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
-                self.launch_dx_da::<T>(stream, dx_da, fused_da_ctas, tile)?;
+                self.launch_dx_da::<T>(stream, dx_da, fused_da_ctas, place)?;
             } else {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &rank_kernel("da"), da, (da_ctas as u32, rank_tiles, 1))?;
@@ -792,7 +841,7 @@ impl LoraKernels {
     /// column (one per tile row) must also take at most
     /// [`DA_TILES_PER_DX_ROW`] (128×128) of them, or on 64×64 pass
     /// [`small_dx_takes_da`]. `None`: dA takes a launch of its own.
-    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<Option<DxTile>> {
+    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<Option<FusedDa>> {
         let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
         let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let sms = sms.max(1) as usize;
@@ -801,18 +850,17 @@ impl LoraKernels {
         if params.dropout != 0 || !half || splits != 1 {
             return Ok(None);
         }
-        let tile = dx_tile(sms, m, k, half, splits);
-        let tile_rows = if tile == DxTile::Big { BIG_TILE_ROWS } else { TILE_ROWS };
-        let per_row = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(m.div_ceil(tile_rows));
-        let takes = match tile {
-            DxTile::Big => per_row <= DA_TILES_PER_DX_ROW,
-            DxTile::Small => small_dx_takes_da(sms, m, n, k, r_max, per_row),
-        };
-        Ok(takes.then_some(tile))
+        let da_tiles = da_ctas * r_max.div_ceil(RANK_TILE);
+        Ok(match dx_tile(sms, m, k, half, splits) {
+            DxTile::Big => {
+                (da_tiles.div_ceil(m.div_ceil(BIG_TILE_ROWS)) <= DA_TILES_PER_DX_ROW).then_some(FusedDa::Big)
+            }
+            DxTile::Small => small_da_placement(sms, m, n, k, r_max, da_tiles),
+        })
     }
 
-    /// Launches dX with dA's CTAs on `tile`: dX's tiles, and a last grid
-    /// column whose CTAs take dA's `da_ctas` tiles per rank tile.
+    /// Launches dX with dA's CTAs where `place` says: dX's tiles, and a last
+    /// grid column (or row) whose CTAs take dA's `da_ctas` tiles per rank tile.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`]; `params.da` addresses dA and G is
@@ -822,7 +870,7 @@ impl LoraKernels {
         stream: &Arc<CudaStream>,
         params: LoraBwdParams,
         da_ctas: usize,
-        tile: DxTile,
+        place: FusedDa,
     ) -> Result<()> {
         let params = LoraBwdParams {
             reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
@@ -831,20 +879,16 @@ impl LoraKernels {
             ..params
         };
         let suffix = T::DTYPE.kernel_suffix();
-        match tile {
-            // SAFETY: the caller's contract.
-            DxTile::Big => unsafe {
+        let (cols, rows) =
+            ((params.k as usize).div_ceil(TILE_COLS) as u32, (params.m as usize).div_ceil(TILE_ROWS) as u32);
+        // The kernel tells the two 64x64 layouts apart by gridDim.x: a column past dX's tiles or none.
+        match place {
+            // SAFETY (all three): the caller's contract.
+            FusedDa::Big => unsafe {
                 self.launch_big_tile(stream, &format!("lora_backward_dx_da_{suffix}_128x128"), params, 1)
             },
-            DxTile::Small => {
-                let grid = (
-                    (params.k as usize).div_ceil(TILE_COLS) as u32 + 1,
-                    (params.m as usize).div_ceil(TILE_ROWS) as u32,
-                    1,
-                );
-                // SAFETY: the caller's contract.
-                unsafe { self.launch_tiled::<T>(stream, "dx_da", params, grid) }
-            }
+            FusedDa::SmallColumn => unsafe { self.launch_tiled::<T>(stream, "dx_da", params, (cols + 1, rows, 1)) },
+            FusedDa::SmallRow => unsafe { self.launch_tiled::<T>(stream, "dx_da", params, (cols, rows + 1, 1)) },
         }
     }
 
@@ -931,7 +975,23 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, small_dx_takes_da, DxTile};
+    use super::{dx_tile, small_da_placement, small_dx_takes_da, DxTile, FusedDa};
+
+    #[test]
+    fn da_takes_the_side_that_loads_the_busiest_sm_least() {
+        // 2048 x 1024 x 1024 on 132 SMs: a row of 16 dA CTAs (528 CTAs, 4 per SM), not a column of 32.
+        assert_eq!(small_da_placement(132, 2048, 1024, 1024, 16, 32), Some(FusedDa::SmallRow));
+        assert_eq!(small_da_placement(132, 2048, 1024, 1024, 64, 64), Some(FusedDa::SmallRow));
+        // 1024^3: a square grid, either side 16 CTAs: the column.
+        assert_eq!(small_da_placement(132, 1024, 1024, 1024, 16, 32), Some(FusedDa::SmallColumn));
+        assert_eq!(small_da_placement(108, 1024, 1024, 1024, 64, 64), Some(FusedDa::SmallColumn));
+        // The tests' shapes (tests/backward.rs): one dX column, the dA column;
+        // 20 x 10 tiles on 108 SMs: the row (210 CTAs, 2 per SM; the column's 220: 3).
+        assert_eq!(small_da_placement(108, 760, 184, 56, 40, 12), Some(FusedDa::SmallColumn));
+        assert_eq!(small_da_placement(108, 1250, 344, 600, 16, 19), Some(FusedDa::SmallRow));
+        // Neither side fits: dA's own launch.
+        assert_eq!(small_da_placement(108, 4111, 8, 8, 2, 1), None);
+    }
 
     #[test]
     fn da_joins_the_small_dx_launch_where_it_fits_beside_dx() {

@@ -687,8 +687,10 @@ fn small_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     case.poison_padding();
     let fused = format!("lora_backward_dx_da_{}", T::DTYPE.kernel_suffix());
     let took_fused = |what: &str| {
-        if let Some(name) = last_kernel() {
-            assert_eq!(name, fused, "{what}: dX with dA on the 64x64 tile");
+        if let Some(last) = device::last_launch_counters() {
+            assert_eq!(last["kernel"].as_str(), Some(fused.as_str()), "{what}: dX with dA on the 64x64 tile");
+            let grid: Vec<u64> = last["grid"].as_array().expect("grid").iter().filter_map(|d| d.as_u64()).collect();
+            assert_eq!(grid, [2, 12, 1], "{what}: dX's 12 x 1 tiles and a column of dA CTAs");
         }
     };
     let (scattered, _) =
@@ -736,6 +738,68 @@ fn small_dx_with_da<T: LoraDType>(ranks: &[usize]) {
         run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
     took_fused("one adapter");
     check_against_reference("dA in dX's 64x64 launch, one adapter", &single, &got, None);
+}
+
+/// dA's CTAs in the last grid row of dX's 64x64 launch (the host's pick
+/// where a row of dA CTAs loads the busiest SM less than a column): M =
+/// 1250, K = 600 (20 x 10 tiles, ragged; 210 CTAs on 108 SMs against the
+/// column's 220), N = 344, one adapter of rank 16 on all rows but every
+/// 5th (base-only, its P row NaN), outputs NaN: against the reference,
+/// overwriting and accumulating; the rows sorted (base-only rows first) give
+/// dA and dB, and row for row dX and G, bit for bit.
+fn small_dx_with_da_in_last_row<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r) = (1250, 600, 344, 16);
+    let index: Vec<i32> = (0..m).map(|i| if i % 5 == 3 { -1 } else { 0 }).collect();
+    let mut case = Case::<T>::new(m, k, n, &[r], r, index, 1040);
+    case.poison_padding();
+    let fused = format!("lora_backward_dx_da_{}", T::DTYPE.kernel_suffix());
+    let took_row = |what: &str| {
+        if let Some(last) = device::last_launch_counters() {
+            assert_eq!(last["kernel"].as_str(), Some(fused.as_str()), "{what}: dX with dA on the 64x64 tile");
+            let grid: Vec<u64> = last["grid"].as_array().expect("grid").iter().filter_map(|d| d.as_u64()).collect();
+            assert_eq!(grid, [10, 21, 1], "{what}: dX's 20 x 10 tiles and a row of dA CTAs");
+        }
+    };
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    took_row("scattered");
+    check_against_reference("dA in the last row of dX's 64x64 launch", &case, &scattered, None);
+    let initial = Initial::random(&case, 1050);
+    let (accumulated, _) =
+        run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi accumulate");
+    took_row("accumulate");
+    check_against_reference("dA in the last row of dX's 64x64 launch, accumulate", &case, &accumulated, Some(&initial));
+
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&i| case.index[i]);
+    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
+    let sorted = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: order.iter().map(|&i| case.index[i]).collect(),
+        x: rows(&case.x, k),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: rows(&case.p, r),
+        dy: rows(&case.dy, n),
+        dropout: None,
+        ..case
+    };
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    took_row("sorted");
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
+    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
+    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
+    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r)), "G row for row");
+}
+
+#[test]
+fn small_dx_with_da_in_last_row_bf16() {
+    small_dx_with_da_in_last_row::<bf16>();
 }
 
 #[test]
