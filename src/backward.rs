@@ -277,8 +277,8 @@ const DA_TILES_PER_DX_ROW: usize = 8;
 /// 1024³: 2 and 4).
 const DA_TILES_PER_SMALL_DX_ROW: usize = 4;
 
-/// Whether dX's 64×64 launch on `sms` SMs also takes dA, `da_per_row` dA
-/// tiles to each CTA of its last column: at most
+/// Whether dX's 64×64 launch on `sms` SMs also takes dA, `da_per_cta` dA
+/// tiles to each CTA of its last column or row: at most
 /// [`DA_TILES_PER_SMALL_DX_ROW`], and a dA CTA's staged bytes at most twice
 /// what one SM's share of dX's tiles stages. A dA tile stages M rows of two
 /// 32-wide tiles (128 bytes a row in f16/bf16), a dX tile (N + r) reduction
@@ -288,11 +288,12 @@ const DA_TILES_PER_SMALL_DX_ROW: usize = 4;
 /// (a long M against a short reduction: M = 4111, N = K = 8 has one dA tile
 /// of 4111 rows beside dX tiles of one step). Deterministic for a shape and
 /// an SM count.
-pub(crate) fn small_dx_takes_da(sms: usize, m: usize, n: usize, k: usize, r_max: usize, da_per_row: usize) -> bool {
+pub(crate) fn small_dx_takes_da(sms: usize, m: usize, n: usize, k: usize, r_max: usize, da_per_cta: usize) -> bool {
     let dx_tiles = m.div_ceil(TILE_ROWS) * k.div_ceil(TILE_COLS);
-    let da_bytes = da_per_row * m * 128 * sms;
+    // Both sides times the SM count: integers only.
+    let da_bytes = da_per_cta * m * 128 * sms;
     let sm_dx_bytes = (n + r_max) * 256 * dx_tiles.max(sms);
-    da_per_row <= DA_TILES_PER_SMALL_DX_ROW && da_bytes <= 2 * sm_dx_bytes
+    da_per_cta <= DA_TILES_PER_SMALL_DX_ROW && da_bytes <= 2 * sm_dx_bytes
 }
 
 /// Where dX's launch runs dA's CTAs.

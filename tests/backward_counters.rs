@@ -309,9 +309,10 @@ fn rank_side_traffic_does_not_grow_with_adapters() {
     }
     type T = bf16;
     let stream = &dev.stream;
-    // K = 512: 8 dA tiles per 64-row tile row, too many for dX's launch to
-    // take (DA_TILES_PER_SMALL_DX_ROW): dA keeps its own launch to count.
-    let s = Shape { m: 128, k: 512, n: 128, r: 16 };
+    // dA keeps its own launch to count: K = 512 makes 8 dA tiles per 64-row
+    // tile row, too many for a column of dX's launch, and N = 32 too short a
+    // reduction for a row's 2 (src/backward.rs, small_da_placement).
+    let s = Shape { m: 128, k: 512, n: 32, r: 16 };
     let Shape { m, k, n, r } = s;
     let adapters = 4;
     let single = backward_launches::<T>(&dev, s);
