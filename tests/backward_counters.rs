@@ -11,7 +11,10 @@
 //! reduction step shorter than 32, a rank of 16 as dX's adapter segment,
 //! issues only its k16 halves). dX on grids that give every SM a 128×128
 //! tile (f16/bf16) takes the 128×128 kernel: four 64×64 warp sub-tiles, the
-//! same counts per output element and half the loads per mma. The rank
+//! same counts per output element and half the loads per mma. Both dX
+//! kernels (f16/bf16, unsplit, no dropout) run dA's CTAs in their launch
+//! where they fit (a last grid column, or on 64x64 a last row): the launch
+//! then counts exactly dX's plus dA's. The rank
 //! side's CTA owns a 32 (wide) × 32 (rank) tile; each warp multiplies it over
 //! its share of the reduction in m16n8k16 steps, the rank columns only up to
 //! the rank's multiple of 16.
