@@ -15,7 +15,8 @@
 //   lora_backward_dx_<T>_128x128 (lora_backward_dx_dropout_<T>_128x128 with
 //   dropout) instead (Tile128: 64x64 warp tiles, 4 stages, dynamic shared
 //   memory, grouped CTA order; the host picks it, src/backward.rs): the
-//   same code on a bigger tile, so the same bits. G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   same code on a bigger tile, so the same bits. Without dropout, either
+//   tile can run dA's CTAs in the same launch (dx_da, dx_da_small below). G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
@@ -164,8 +165,10 @@ __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cf
 // on the tile configuration Cfg (Tile64; Tile128 for dX on large grids).
 // kDropout: whether the dropout mask's code is compiled in (the host sends a
 // launch with dropout only to a kernel that has it).
-template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
-__device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
+// In the CTA's shared memory `sm` (row_gemm below: the configuration's own;
+// dx_da_small: a union with dA's).
+template <typename T, bool kDx, typename Cfg, bool kDropout>
+__device__ __forceinline__ void row_gemm_in(const LoraBwdParams& p, RowGemmShared<T, Cfg>& sm, int extra_cols) {
     constexpr int kStages = Cfg::template stages<T>();
     constexpr int kTileRows = Cfg::kRows;
     constexpr int kTileCols = Cfg::kCols;
@@ -178,7 +181,6 @@ __device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
     using RhsTile = RedTile<T, kTileCols>;
     // f16/bf16 dX folds the adapter term into the accumulator (below).
     constexpr bool kFold = kDx && sizeof(T) == 2;
-    RowGemmShared<T, Cfg>& sm = row_gemm_storage<T, Cfg>();
 
     // Tile64 keeps the plain CTA order (the grouped order would raise its
     // register count, see grouped_tile); Tile128 walks groups of tile rows.
@@ -508,6 +510,11 @@ __device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
     store_output(sm.out, out, kDx && p.accumulate ? out : nullptr, static_cast<const T*>(nullptr), m0, c0, p.m, cols);
 }
 
+template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>
+__device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
+    row_gemm_in<T, kDx, Cfg, kDropout>(p, row_gemm_storage<T, Cfg>(), extra_cols);
+}
+
 // ---------------------------------------------------------------------------
 // The rank side (cuda/rank_side.cuh): G with dB in one launch (both read dY),
 // then dA (it reads G), over the rows grouped by adapter.
@@ -552,22 +559,61 @@ template <typename T, typename Sh = rank_side::Shared> __device__ void da(const 
 // (48 KB of tiles, 64 accumulators a thread) costs no occupancy. Each
 // half's sums are the same warps' steps in the same warp order as with two
 // 32-wide tiles: the same bits.
+
+// dA's tiles in the last grid column (or row) of a dX launch: its CTA `cta`
+// of `ctas` takes tiles cta, cta + ctas, ... (p.da_ctas per rank tile of
+// DaShared::kHalves x 32 columns, rank tile after rank tile) on its 4 warps,
+// in the shared memory `sm`.
+template <typename T, typename DaShared>
+__device__ void da_cta(const LoraBwdParams& p, DaShared& sm, int cta, int ctas) {
+    constexpr int kRankCols = LORA_BWD_RANK_TILE * DaShared::kHalves;
+    const int rank_tiles = (p.r_max + kRankCols - 1) / kRankCols;
+    for (int at = cta; at < p.da_ctas * rank_tiles; at += ctas) {
+        rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
+        // The next tile's copies reuse the shared memory the epilogue read.
+        __syncthreads();
+    }
+}
+
 template <typename T, int kH = 1> __device__ void dx_da(const LoraBwdParams& p) {
     if (blockIdx.x == gridDim.x - 1) {
         using DaShared = rank_side::SharedOf<Tile128::kThreads / 32, kH>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
-        DaShared& sm = *reinterpret_cast<DaShared*>(dynamic_shared);
-        constexpr int kRankCols = LORA_BWD_RANK_TILE * kH;
-        const int rank_tiles = (p.r_max + kRankCols - 1) / kRankCols;
-        for (int at = blockIdx.y; at < p.da_ctas * rank_tiles; at += gridDim.y) {
-            rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
-            // The next tile's copies reuse the shared memory the epilogue read.
-            __syncthreads();
-        }
+        da_cta<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared), blockIdx.y, gridDim.y);
         return;
     }
     row_gemm<T, true, Tile128, false>(p, 1);
+}
+
+// The same on the 64x64 tile (grids with fewer 128x128 tiles than SMs,
+// unsplit): dA's CTAs take the grid's last column (one per 64-row tile row)
+// or, where the grid has no column past dX's tiles, its last row (one per
+// 64-column tile: the host's pick, src/backward.rs, fewer CTAs on the
+// busiest SM); the rest are dX's 64x64 tiles. Either way one column or row
+// of like CTAs (the emulator's sampling counts each as a stratum of its
+// own). Static shared memory, one union of dX's pipeline and dA's 4 warps'
+// tiles (32.9 KB against dX's own 25.6 KB; 127 registers against 121: 4
+// CTAs per SM still, the registers' limit). dA's CTAs run the very code
+// of the 128x128 launch's (4 warps splitting the steps, or one adapter per
+// warp), so dA's bits are the same in both launches.
+template <typename T> __device__ void dx_da_small(const LoraBwdParams& p) {
+    using DaShared = rank_side::SharedOf<Tile64::kThreads / 32>;
+    union alignas(16) Shared {
+        RowGemmShared<T, Tile64> dx;
+        DaShared da;
+    };
+    __shared__ Shared sm;
+    const bool da_column = static_cast<int>(gridDim.x) * Tile64::kCols >= p.k + Tile64::kCols;
+    if (da_column && blockIdx.x == gridDim.x - 1) {
+        da_cta<T>(p, sm.da, blockIdx.y, gridDim.y);
+        return;
+    }
+    if (!da_column && blockIdx.y == gridDim.y - 1) {
+        da_cta<T>(p, sm.da, blockIdx.x, gridDim.x);
+        return;
+    }
+    row_gemm_in<T, true, Tile64, false>(p, sm.dx, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -644,6 +690,15 @@ STAMP_DX_BIG(bf16, __nv_bfloat16)
     }
 STAMP_DX_DA_BIG(f16, __half)
 STAMP_DX_DA_BIG(bf16, __nv_bfloat16)
+
+// dX on the 64x64 tile with dA's CTAs in the same launch (fused_lora::bwd::dx_da_small).
+#define STAMP_DX_DA_SMALL(SUFFIX, TYPE)                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
+        lora_backward_dx_da_##SUFFIX(const LoraBwdParams p) {                              \
+        fused_lora::bwd::dx_da_small<TYPE>(p);                                             \
+    }
+STAMP_DX_DA_SMALL(f16, __half)
+STAMP_DX_DA_SMALL(bf16, __nv_bfloat16)
 
 #define STAMP_DX_BIG_DROPOUT(SUFFIX, TYPE)                                                 \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \

@@ -61,10 +61,15 @@
 //! partials for dA, dB or G, so two runs give bit-identical gradients.
 //!
 //! # Launches
-//! Three to six launches on the stream, no host synchronisation: with
+//! Two to six launches on the stream, no host synchronisation: with
 //! per-row indices, the rows grouped by adapter (`lora_group_rows`, a stable
 //! counting sort on the device); the shrink (only without P); G with dB in
 //! one launch (both read dY); dA; dX (plus a split sum on the decode path).
+//! f16/bf16 dX without dropout or split runs dA's CTAs in its own launch
+//! where they fit beside dX's tiles (a last grid column of the 128×128
+//! launch, `lora_backward_dx_da_<T>_128x128`, or a last column or row of the
+//! 64×64 one, `lora_backward_dx_da_<T>`; the rule: `small_da_placement`,
+//! docs/performance.md), saving dA's launch.
 //! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
 //! output tiles narrow in the rank (32 × 64 for ranks past 32 where
 //! `grad_cols` or `fused_da_cols` takes them: the wide operand staged
@@ -121,7 +126,8 @@
 //!   FLOP minimum and reads the 128×128 tile-reuse minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
 //!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
-//!   per SM), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
+//!   per SM; 127 with dA's CTAs in the launch, 33 KB of static shared
+//!   memory: still 4), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
 //!   the rank side's 256-thread CTAs 104 (G with dB) and 113 (dA)
 //!   registers, 2 CTAs per SM.
 //!
@@ -260,7 +266,7 @@ const RANK_WARPS: usize = (LORA_BWD_RANK_THREADS / 32) as usize;
 /// Warps of dX's 128×128 CTA, which also run dA's CTAs in its launch.
 const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 
-/// The most dA tiles one CTA of dX's launch takes (its last column has one
+/// The most dA tiles one CTA of dX's 128×128 launch takes (its last column has one
 /// CTA per 128-row tile row): beyond it, a dA CTA would run several times
 /// as long as a dX tile and finish the launch alone, so dA takes a launch
 /// of its own (Llama-3-8B at M = 4096: 4 at r = 16 and 8 at r = 64 for
@@ -301,6 +307,74 @@ pub(crate) fn fused_da_cols(r_max: usize) -> (usize, &'static str) {
     } else {
         (RANK_TILE, "")
     }
+}
+
+/// The same for dX's 64×64 launch (one dA CTA per 64-row tile row): half
+/// the 128×128 limit, a 64×64 dX tile staging half the bytes of a 128×128
+/// one per reduction step (2048 × 1024 × 1024: 1 at r = 16, 2 at r = 64;
+/// 1024³: 2 and 4).
+const DA_TILES_PER_SMALL_DX_ROW: usize = 4;
+
+/// Whether dX's 64×64 launch on `sms` SMs also takes dA, `da_per_cta` dA
+/// tiles to each CTA of its last column or row: at most
+/// [`DA_TILES_PER_SMALL_DX_ROW`], and a dA CTA's staged bytes at most twice
+/// what one SM's share of dX's tiles stages. A dA tile stages M rows of two
+/// 32-wide tiles (128 bytes a row in f16/bf16), a dX tile (N + r) reduction
+/// rows of two 64-wide ones (256 bytes a row); an SM holds max(1, tiles /
+/// SMs) dX tiles. Past that the dA CTAs (4 warps, where dA's own launch has
+/// 8) would finish the launch alone, later than dX plus dA's own launch
+/// (a long M against a short reduction: M = 4111, N = K = 8 has one dA tile
+/// of 4111 rows beside dX tiles of one step). Deterministic for a shape and
+/// an SM count.
+pub(crate) fn small_dx_takes_da(sms: usize, m: usize, n: usize, k: usize, r_max: usize, da_per_cta: usize) -> bool {
+    let dx_tiles = m.div_ceil(TILE_ROWS) * k.div_ceil(TILE_COLS);
+    // Both sides times the SM count: integers only.
+    let da_bytes = da_per_cta * m * 128 * sms;
+    let sm_dx_bytes = (n + r_max) * 256 * dx_tiles.max(sms);
+    da_per_cta <= DA_TILES_PER_SMALL_DX_ROW && da_bytes <= 2 * sm_dx_bytes
+}
+
+/// Where dX's launch runs dA's CTAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FusedDa {
+    /// The 128×128 launch's last grid column, one CTA per tile row.
+    Big,
+    /// The 64×64 launch's last grid column, one CTA per 64-row tile row.
+    SmallColumn,
+    /// The 64×64 launch's last grid row, one CTA per 64-column tile.
+    SmallRow,
+}
+
+/// Where dX's 64×64 launch on `sms` SMs puts dA's `da_tiles` tiles (all
+/// rank tiles), if anywhere: a last grid column (`ceil(m / 64)` dA CTAs) or
+/// a last grid row (`ceil(k / 64)`), among those [`small_dx_takes_da`]
+/// accepts, the one that puts fewer CTAs on the busiest SM
+/// (`ceil(CTAs / SMs)`: the model's tail rule, docs/perf-model.md), then
+/// fewer dA tiles per CTA, then the column. 2048 × 1024 × 1024 on 132 SMs:
+/// 512 dX tiles; a column of 32 dA CTAs makes 544 CTAs, 5 on the busiest SM
+/// (one past the 4 resident: a second round of memory latency), a row of 16
+/// makes 528, 4 on each.
+pub(crate) fn small_da_placement(
+    sms: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    r_max: usize,
+    da_tiles: usize,
+) -> Option<FusedDa> {
+    let (rows, cols) = (m.div_ceil(TILE_ROWS), k.div_ceil(TILE_COLS));
+    [(FusedDa::SmallColumn, rows), (FusedDa::SmallRow, cols)]
+        .into_iter()
+        .filter_map(|(place, ctas)| {
+            let per_cta = da_tiles.div_ceil(ctas);
+            small_dx_takes_da(sms, m, n, k, r_max, per_cta).then_some((
+                place,
+                (rows * cols + ctas).div_ceil(sms),
+                per_cta,
+            ))
+        })
+        .min_by_key(|&(_, busiest, per_cta)| (busiest, per_cta))
+        .map(|(place, _, _)| place)
 }
 
 impl Dims {
@@ -719,8 +793,9 @@ impl LoraKernels {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
-            } else if self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
-                self.launch_dx_da::<T>(stream, LoraBwdParams { da: da_span.start, ..dx_params }, fused_da_ctas)?;
+            } else if let Some(place) = self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+                let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
+                self.launch_dx_da::<T>(stream, dx_da, fused_da_ctas, place)?;
             } else {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
@@ -801,23 +876,34 @@ impl LoraKernels {
         Ok(())
     }
 
-    /// Whether dX runs on the 128×128 tile without dropout, the launch that
-    /// also runs dA's CTAs (`lora_backward_dx_da_<T>_128x128`): the pick
-    /// [`LoraKernels::row_gemm`] makes for dX, from the shape and the SM count.
+    /// Whether dX's launch also runs dA's CTAs, and on which tile: f16/bf16,
+    /// no dropout, unsplit, on the tile [`LoraKernels::row_gemm`] picks for dX
+    /// (`lora_backward_dx_da_<T>_128x128` or, on small grids,
+    /// `lora_backward_dx_da_<T>` on 64×64), from the shape and the SM count.
     /// With `da_ctas` dA tiles per rank tile, each CTA of the launch's dA
-    /// column must also take at most [`DA_TILES_PER_DX_ROW`] of them.
-    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<bool> {
+    /// column (one per tile row) must also take at most
+    /// [`DA_TILES_PER_DX_ROW`] (128×128) of them, or on 64×64 pass
+    /// [`small_dx_takes_da`]. `None`: dA takes a launch of its own.
+    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<Option<FusedDa>> {
         let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
         let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let sms = sms.max(1) as usize;
         let splits = k_splits(sms, m, k, n + r_max);
         let half = T::DTYPE.size_bytes() == 2;
-        let per_row = (da_ctas * r_max.div_ceil(RANK_TILE)).div_ceil(m.div_ceil(LORA_BWD_BIG_TILE_ROWS as usize));
-        Ok(params.dropout == 0 && dx_tile(sms, m, k, half, splits) == DxTile::Big && per_row <= DA_TILES_PER_DX_ROW)
+        if params.dropout != 0 || !half || splits != 1 {
+            return Ok(None);
+        }
+        let da_tiles = da_ctas * r_max.div_ceil(RANK_TILE);
+        Ok(match dx_tile(sms, m, k, half, splits) {
+            DxTile::Big => {
+                (da_tiles.div_ceil(m.div_ceil(BIG_TILE_ROWS)) <= DA_TILES_PER_DX_ROW).then_some(FusedDa::Big)
+            }
+            DxTile::Small => small_da_placement(sms, m, n, k, r_max, da_tiles),
+        })
     }
 
-    /// Launches `lora_backward_dx_da_<T>_128x128`: dX's 128×128 tiles, and
-    /// a last grid column whose CTAs take dA's `da_ctas` tiles per rank tile.
+    /// Launches dX with dA's CTAs where `place` says: dX's tiles, and a last
+    /// grid column (or row) whose CTAs take dA's `da_ctas` tiles per rank tile.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`]; `params.da` addresses dA and G is
@@ -827,6 +913,7 @@ impl LoraKernels {
         stream: &Arc<CudaStream>,
         params: LoraBwdParams,
         da_ctas: usize,
+        place: FusedDa,
     ) -> Result<()> {
         let params = LoraBwdParams {
             reduction: LoraBwdReduction_LORA_BWD_REDUCE_DX as i32,
@@ -834,10 +921,20 @@ impl LoraKernels {
             da_ctas: da_ctas as i32,
             ..params
         };
-        let (_, wide) = fused_da_cols(params.r_max as usize);
-        let kernel = format!("lora_backward_dx_da_{}_128x128{wide}", T::DTYPE.kernel_suffix());
-        // SAFETY: the caller's contract.
-        unsafe { self.launch_big_tile(stream, &kernel, params, 1) }
+        let suffix = T::DTYPE.kernel_suffix();
+        let (cols, rows) =
+            ((params.k as usize).div_ceil(TILE_COLS) as u32, (params.m as usize).div_ceil(TILE_ROWS) as u32);
+        // The kernel tells the two 64x64 layouts apart by gridDim.x: a column past dX's tiles or none.
+        match place {
+            // SAFETY (all three): the caller's contract.
+            // The 128x128 launch's dA tiles are 64 rank columns wide past rank 32 (`fused_da_cols`).
+            FusedDa::Big => unsafe {
+                let (_, wide) = fused_da_cols(params.r_max as usize);
+                self.launch_big_tile(stream, &format!("lora_backward_dx_da_{suffix}_128x128{wide}"), params, 1)
+            },
+            FusedDa::SmallColumn => unsafe { self.launch_tiled::<T>(stream, "dx_da", params, (cols + 1, rows, 1)) },
+            FusedDa::SmallRow => unsafe { self.launch_tiled::<T>(stream, "dx_da", params, (cols, rows + 1, 1)) },
+        }
     }
 
     /// Launches `lora_backward_dx_<T>_128x128` (`lora_backward_dx_dropout_<T>_128x128`
@@ -923,7 +1020,7 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, fused_da_cols, grad_cols, DxTile};
+    use super::{dx_tile, fused_da_cols, grad_cols, small_da_placement, small_dx_takes_da, DxTile, FusedDa};
 
     #[test]
     fn gradients_take_64_rank_columns_where_the_wide_grid_fills_the_device() {
@@ -940,6 +1037,41 @@ mod tests {
         assert_eq!(fused_da_cols(40), (64, "_r64"));
         assert_eq!(fused_da_cols(32), (32, ""));
         assert_eq!(fused_da_cols(16), (32, ""));
+    }
+
+    #[test]
+    fn da_takes_the_side_that_loads_the_busiest_sm_least() {
+        // 2048 x 1024 x 1024 on 132 SMs: a row of 16 dA CTAs (528 CTAs, 4 per SM), not a column of 32.
+        assert_eq!(small_da_placement(132, 2048, 1024, 1024, 16, 32), Some(FusedDa::SmallRow));
+        assert_eq!(small_da_placement(132, 2048, 1024, 1024, 64, 64), Some(FusedDa::SmallRow));
+        // 1024^3: a square grid, either side 16 CTAs: the column.
+        assert_eq!(small_da_placement(132, 1024, 1024, 1024, 16, 32), Some(FusedDa::SmallColumn));
+        assert_eq!(small_da_placement(108, 1024, 1024, 1024, 64, 64), Some(FusedDa::SmallColumn));
+        // The tests' shapes (tests/backward.rs): one dX column, the dA column;
+        // 20 x 10 tiles on 108 SMs: the row (210 CTAs, 2 per SM; the column's 220: 3).
+        assert_eq!(small_da_placement(108, 760, 184, 56, 40, 12), Some(FusedDa::SmallColumn));
+        assert_eq!(small_da_placement(108, 1250, 344, 600, 16, 19), Some(FusedDa::SmallRow));
+        // Neither side fits: dA's own launch.
+        assert_eq!(small_da_placement(108, 4111, 8, 8, 2, 1), None);
+    }
+
+    #[test]
+    fn da_joins_the_small_dx_launch_where_it_fits_beside_dx() {
+        // 2048 x 1024 x 1024 on 132 SMs (64x64 dX): 1 dA tile per CTA at r = 16, 2 at r = 64.
+        assert!(small_dx_takes_da(132, 2048, 1024, 1024, 16, 1));
+        assert!(small_dx_takes_da(132, 2048, 1024, 1024, 64, 2));
+        // 1024^3: 2 and 4, on either SM count.
+        for sms in [108, 132] {
+            assert!(small_dx_takes_da(sms, 1024, 1024, 1024, 16, 2));
+            assert!(small_dx_takes_da(sms, 1024, 1024, 1024, 64, 4));
+        }
+        // More tiles than the limit.
+        assert!(!small_dx_takes_da(132, 1024, 1024, 1024, 64, 5));
+        // A long M against a short reduction: one dA CTA would outlast every dX tile.
+        assert!(!small_dx_takes_da(108, 4111, 8, 8, 2, 1));
+        // The tests' shape (tests/backward.rs, small_dx_with_da): at the limit.
+        assert!(small_dx_takes_da(108, 760, 184, 56, 40, 1));
+        assert!(!small_dx_takes_da(108, 760, 184, 56, 40, 2));
     }
 
     #[test]

@@ -437,6 +437,164 @@ fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
 }
 
+/// dA's CTAs inside dX's 64x64 launch (`lora_backward_dx_da_<T>`, the grid's
+/// last column; taken on grids with fewer 128x128 tiles than SMs, unsplit,
+/// where a dA CTA's rows weigh no more than dX's reduction allows:
+/// src/backward.rs, `small_dx_takes_da`): M = 760, K = 56 (12 x 1 tiles,
+/// ragged rows and columns), N = 184 (the longest reduction that does not
+/// split on the emulator's 108 SMs), the
+/// adapters `ranks` scattered over the rows with every 9th row base-only
+/// (-1), padding NaN, outputs NaN: against the reference, overwriting and
+/// accumulating; a rerun gives the same bits; the same rows sorted by
+/// adapter give dA and dB, and row for row dX and G, bit for bit. Nine
+/// adapters: warp mode (each of a CTA's 4 warps walks an adapter of its
+/// own); two: the 4 warps split one adapter's rows. Last, one adapter
+/// through `backward` (r = 16).
+fn small_dx_with_da<T: LoraDType>(ranks: &[usize]) {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r_max) = (760, 56, 184, 40);
+    let mut index = row_indices(Mix::Unsorted, m, ranks.len(), 1010);
+    for i in (0..m).step_by(9) {
+        index[i] = -1;
+    }
+    let mut case = Case::<T>::new(m, k, n, ranks, r_max, index, 1011);
+    case.poison_padding();
+    let fused = format!("lora_backward_dx_da_{}", T::DTYPE.kernel_suffix());
+    let took_fused = |what: &str| {
+        if let Some(last) = device::last_launch_counters() {
+            assert_eq!(last["kernel"].as_str(), Some(fused.as_str()), "{what}: dX with dA on the 64x64 tile");
+            let grid: Vec<u64> = last["grid"].as_array().expect("grid").iter().filter_map(|d| d.as_u64()).collect();
+            assert_eq!(grid, [2, 12, 1], "{what}: dX's 12 x 1 tiles and a column of dA CTAs");
+        }
+    };
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    took_fused("scattered");
+    check_against_reference(&format!("dA in dX's 64x64 launch, ranks {ranks:?}"), &case, &scattered, None);
+    let (again, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    assert!(again == scattered, "two runs bit-identical");
+
+    let initial = Initial::random(&case, 1020);
+    let (accumulated, _) =
+        run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi accumulate");
+    took_fused("accumulate");
+    check_against_reference("dA in dX's 64x64 launch, accumulate", &case, &accumulated, Some(&initial));
+
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&i| case.index[i]);
+    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
+    let sorted = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: order.iter().map(|&i| case.index[i]).collect(),
+        x: rows(&case.x, k),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: rows(&case.p, r_max),
+        dy: rows(&case.dy, n),
+        dropout: None,
+        ..case
+    };
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    took_fused("sorted");
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
+    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
+    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
+    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
+
+    let r = 16;
+    let single = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 1030);
+    let (got, _) =
+        run(&dev, &single, Api::Single, true, &Initial::nan(&single), GradMode::Overwrite).expect("backward");
+    // On compute capability 9.0 (the test command's second pass) one
+    // adapter's dX takes the Hopper kernel, and dA its own launch.
+    let major = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).expect("major");
+    if major == 9 {
+        if let Some(name) = last_kernel() {
+            assert!(name.ends_with("_sm90a"), "one adapter on 9.0: the Hopper dX, not {name}");
+        }
+    } else {
+        took_fused("one adapter");
+    }
+    check_against_reference("dA in dX's 64x64 launch, one adapter", &single, &got, None);
+}
+
+/// dA's CTAs in the last grid row of dX's 64x64 launch (the host's pick
+/// where a row of dA CTAs loads the busiest SM less than a column): M =
+/// 1250, K = 600 (20 x 10 tiles, ragged; 210 CTAs on 108 SMs against the
+/// column's 220), N = 344, one adapter of rank 16 on all rows but every
+/// 5th (base-only, its P row NaN), outputs NaN: against the reference,
+/// overwriting and accumulating; the rows sorted (base-only rows first) give
+/// dA and dB, and row for row dX and G, bit for bit.
+fn small_dx_with_da_in_last_row<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r) = (1250, 600, 344, 16);
+    let index: Vec<i32> = (0..m).map(|i| if i % 5 == 3 { -1 } else { 0 }).collect();
+    let mut case = Case::<T>::new(m, k, n, &[r], r, index, 1040);
+    case.poison_padding();
+    let fused = format!("lora_backward_dx_da_{}", T::DTYPE.kernel_suffix());
+    let took_row = |what: &str| {
+        if let Some(last) = device::last_launch_counters() {
+            assert_eq!(last["kernel"].as_str(), Some(fused.as_str()), "{what}: dX with dA on the 64x64 tile");
+            let grid: Vec<u64> = last["grid"].as_array().expect("grid").iter().filter_map(|d| d.as_u64()).collect();
+            assert_eq!(grid, [10, 21, 1], "{what}: dX's 20 x 10 tiles and a row of dA CTAs");
+        }
+    };
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    took_row("scattered");
+    check_against_reference("dA in the last row of dX's 64x64 launch", &case, &scattered, None);
+    let initial = Initial::random(&case, 1050);
+    let (accumulated, _) =
+        run(&dev, &case, Api::Multi, true, &initial, GradMode::Accumulate).expect("backward_multi accumulate");
+    took_row("accumulate");
+    check_against_reference("dA in the last row of dX's 64x64 launch, accumulate", &case, &accumulated, Some(&initial));
+
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&i| case.index[i]);
+    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
+    let sorted = Case::<T> {
+        ranks: case.ranks.clone(),
+        scales: case.scales.clone(),
+        index: order.iter().map(|&i| case.index[i]).collect(),
+        x: rows(&case.x, k),
+        w: case.w.clone(),
+        a: case.a.clone(),
+        b: case.b.clone(),
+        p: rows(&case.p, r),
+        dy: rows(&case.dy, n),
+        dropout: None,
+        ..case
+    };
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    took_row("sorted");
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
+    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
+    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
+    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r)), "G row for row");
+}
+
+#[test]
+fn small_dx_with_da_in_last_row_bf16() {
+    small_dx_with_da_in_last_row::<bf16>();
+}
+
+#[test]
+fn small_dx_with_da_warp_mode_f16() {
+    small_dx_with_da::<f16>(&[8, 40, 1, 17, 32, 16, 24, 3, 33]);
+}
+
+#[test]
+fn small_dx_with_da_split_bf16() {
+    small_dx_with_da::<bf16>(&[40, 17]);
+}
+
 #[test]
 fn big_dx_with_da_warp_mode_f16() {
     big_dx_with_da::<f16>(&[8, 40, 1, 17, 32, 16, 24, 3, 33]);

@@ -11,7 +11,10 @@
 //! reduction step shorter than 32, a rank of 16 as dX's adapter segment,
 //! issues only its k16 halves). dX on grids that give every SM a 128×128
 //! tile (f16/bf16) takes the 128×128 kernel: four 64×64 warp sub-tiles, the
-//! same counts per output element and half the loads per mma. The rank
+//! same counts per output element and half the loads per mma. Both dX
+//! kernels (f16/bf16, unsplit, no dropout) run dA's CTAs in their launch
+//! where they fit (a last grid column, or on 64x64 a last row): the launch
+//! then counts exactly dX's plus dA's. The rank
 //! side's CTA owns a 32 (wide) × 32 (rank) tile; each warp multiplies it over
 //! its share of the reduction in m16n8k16 steps, the rank columns only up to
 //! the rank's multiple of 16.
@@ -62,6 +65,11 @@ fn big_dx_launch<T: LoraDType>(launches: &[Value], r: usize) -> &Value {
 /// Launches of a backward whose dX takes the 128x128 tile: G with dB, then
 /// dX with dA.
 const BIG_LAUNCHES: usize = 2;
+
+/// Launches of a backward whose dX takes the 64x64 tile with dA's CTAs in
+/// its launch (f16/bf16, unsplit, a few dA tiles per tile row): G with dB,
+/// then `lora_backward_dx_da_<dtype>`.
+const SMALL_FUSED_LAUNCHES: usize = 2;
 
 /// The one launch of `kernel` among `launches`.
 fn kernel_launch<'a>(launches: &'a [Value], kernel: &str) -> &'a Value {
@@ -172,10 +180,27 @@ fn counted_efficiency<T: LoraDType>() {
     }
     // Tile-aligned shapes (M, K, N multiples of 64), two row splits, a rank
     // narrower than a tile and one exactly a tile.
+    // f16/bf16: dX's 64x64 launch runs dA's CTAs too (its last grid column),
+    // and counts exactly what the two launches would: dX's plus dA's.
+    let half = T::DTYPE.size_bytes() == 2;
     for s in [Shape { m: 128, k: 128, n: 192, r: 16 }, Shape { m: 128, k: 64, n: 128, r: 64 }] {
-        let launches = backward_launches::<T>(&dev, s);
-        for e in expected::<T>(s, false) {
-            // Grids this small keep the 32-wide rank-side kernels.
+        let launches = backward_launches_n::<T>(&dev, s, if half { SMALL_FUSED_LAUNCHES } else { 3 });
+        // Grids this small keep the 32-wide rank-side kernels (the 64x64 launch
+        // runs dA on 32 rank columns).
+        let [g_db, da, dx] = expected::<T>(s, false);
+        let checks = if half {
+            let fused = Expected {
+                name: "dx_da",
+                mma: dx.mma + da.mma,
+                flop_minimum: dx.flop_minimum + da.flop_minimum,
+                loads: dx.loads + da.loads,
+                stores: dx.stores + da.stores,
+            };
+            vec![g_db, fused]
+        } else {
+            vec![g_db, da, dx]
+        };
+        for e in checks {
             let json = launch::<T>(&launches, e.name);
             let context = format!("{} {:?} {}: {json}", T::DTYPE, s, e.name);
             let mma = device::object_sum(json, "tensor_instructions") as usize;
@@ -374,7 +399,10 @@ fn rank_side_traffic_does_not_grow_with_adapters() {
     }
     type T = bf16;
     let stream = &dev.stream;
-    let s = Shape { m: 128, k: 128, n: 128, r: 16 };
+    // dA keeps its own launch to count: K = 512 makes 8 dA tiles per 64-row
+    // tile row, too many for a column of dX's launch, and N = 32 too short a
+    // reduction for a row's 2 (src/backward.rs, small_da_placement).
+    let s = Shape { m: 128, k: 512, n: 32, r: 16 };
     let Shape { m, k, n, r } = s;
     let adapters = 4;
     let single = backward_launches::<T>(&dev, s);
@@ -502,12 +530,13 @@ const STEADY_STATE_PER_MMA: f64 = 5.0;
 /// enough to run unsplit; `big`: on the 128x128 kernel (else 64x64).
 fn dx_steady_state_of<T: LoraDType>(dev: &device::Device, m: usize, k: usize, big: bool) -> PerMma {
     let r = 16;
-    // The big tile's launch also runs dA's CTAs, whose work does not depend
-    // on N: the difference is dX's.
-    let launches = if big { BIG_LAUNCHES } else { 3 };
+    // dX's launch also runs dA's CTAs here (either tile: f16/bf16, unsplit,
+    // a few dA tiles per tile row), whose work does not depend on N: the
+    // difference is dX's.
+    let launches = if big { BIG_LAUNCHES } else { SMALL_FUSED_LAUNCHES };
     let short = backward_launches_n::<T>(dev, Shape { m, k, n: 64, r }, launches);
     let long = backward_launches_n::<T>(dev, Shape { m, k, n: 192, r }, launches);
-    let dx = |launches| if big { big_dx_launch::<T>(launches, r) } else { launch::<T>(launches, "dx") };
+    let dx = |launches| if big { big_dx_launch::<T>(launches, r) } else { launch::<T>(launches, "dx_da") };
     let (short, long) = (dx(&short), dx(&long));
     assert_eq!((short["grid"][2].as_u64(), long["grid"][2].as_u64()), (Some(1), Some(1)), "unsplit: {short} {long}");
     let (per, mma) = PerMma::between(short, long);
