@@ -10,6 +10,7 @@ mod device;
 mod forward_support;
 
 use backward_support::{check_against_reference, last_kernel, run, Api, Case, Initial};
+use cudarc::driver::sys::CUdevice_attribute;
 use forward_support::{download, row_indices, upload, Mix};
 use fused_lora::reference::Dropout;
 use fused_lora::{Adapter, AdapterStack, AdapterStatus, GradMode, Linear, LoraDType, LoraError, RowAdapters};
