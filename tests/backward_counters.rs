@@ -262,7 +262,9 @@ fn counted_efficiency_wide_g_db_bf16() {
 
 /// dA's own launch on 64 rank columns (`lora_backward_da_<T>_r64`, 4
 /// warps): K = 3456 (108 K tiles: one per SM of the emulated device), M =
-/// 128, N = 64 (G with dB and dX keep their small grids), r = 64: the FLOP
+/// 128, N = 32 (G with dB and dX keep their small grids, and dX's reduction
+/// is short enough that dA's CTAs stay out of dX's 64x64 launch:
+/// `small_dx_takes_da`), r = 64: the FLOP
 /// minimum exactly, X read once for all 64 rank columns and G's 64 columns
 /// once per K tile, no bank conflicts, dA written and nothing else.
 #[test]
@@ -273,7 +275,7 @@ fn counted_efficiency_wide_da_bf16() {
         eprintln!("SKIPPED: launch counters exist only on the emulator");
         return;
     }
-    let s = Shape { m: 128, k: 3456, n: 64, r: 64 };
+    let s = Shape { m: 128, k: 3456, n: 32, r: 64 };
     let launches = backward_launches::<T>(&dev, s);
     assert!(launches.iter().any(|l| l["kernel"] == "lora_backward_g_db_bf16"), "G with dB stays 32-wide: {launches:?}");
     let json = kernel_launch(&launches, "lora_backward_da_bf16_r64");
