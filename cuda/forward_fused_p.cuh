@@ -48,7 +48,7 @@ constexpr int kFragsN = kWarpCols / 8;
 constexpr int kOutLdP = kCols + kOutPad;
 static_assert(kThreadsP == (kRows / kWarpRows) * kWarpsCols * 32, "8 warps of 64 x 64");
 static_assert(kRankRows == 16, "P's columns are one pair of n8 fragments: one ldmatrix.x4 of A per k16");
-static_assert(kFragsM == kWarpsCols, "warp (wm, wn) computes P for its m16 fragment wn: every row once");
+static_assert(kFragsM == kWarpsCols && kWarpsCols == 4, "warp (wm, wn) computes P for its m16 fragment wn: every row once");
 
 // The multiply's view of the configuration (WarpMultiply's fragment offsets).
 struct Cfg {
@@ -95,10 +95,10 @@ template <typename T> struct StepCopy {
     uint64_t x_src, w_src, a_src;  // the thread's first chunk of each operand in the next step
     uint64_t apart;                // bytes from one of its chunks to the next
     uint32_t dst;                  // shared byte offset of its first chunk in a tile
-    uint32_t live;                 // bit i: X chunk i, bit kXCount + i: W0 chunk i, top bit: A's chunk
+    uint32_t live;                 // bit i: X chunk i, bit kXCount + i: W0 chunk i inside the matrix
+    uint32_t a_bytes;              // bytes its chunk of A reads (16, or 0 past the rank)
+    bool copies_a;                 // the thread holds one of A's chunks
     int col;                       // its column in the step
-
-    static constexpr uint32_t kABit = 1u << 31;
 
     template <typename XLive, typename WLive>
     __device__ __forceinline__ void setup(const T* x, const T* w, const T* a, long long ld, XLive x_live,
@@ -110,8 +110,10 @@ template <typename T> struct StepCopy {
         w_src = static_cast<uint64_t>(__cvta_generic_to_global(w + at));
         a_src = static_cast<uint64_t>(__cvta_generic_to_global(a + (row < rank ? at : 0)));
         apart = static_cast<uint64_t>(kRowsApart * ld * static_cast<long long>(sizeof(T)));
-        dst = byte_offset<RowTile<T>, T>(row, col);
-        live = row < rank ? kABit : 0;
+        dst = opaque(byte_offset<RowTile<T>, T>(row, col));
+        copies_a = row < kRankRows;
+        a_bytes = opaque(row < rank ? 16 : 0);
+        live = 0;
 #pragma unroll
         for (int i = 0; i < kXCount; ++i) live |= x_live(row + i * kRowsApart) ? 1u << i : 0;
 #pragma unroll
@@ -119,23 +121,29 @@ template <typename T> struct StepCopy {
     }
 
     // The next step into the slot at shared address `slot` (tiles at the
-    // given offsets); with kPartial, the chunks from `k_left` on zero-fill.
-    template <bool kPartial>
+    // given offsets). kInterior: every X and W0 chunk of the tile lies
+    // inside its matrix (a CTA away from the M and N edges), so none needs a
+    // predicate; kPartial: the chunks from `k_left` on zero-fill.
+    template <bool kInterior, bool kPartial>
     __device__ __forceinline__ void copy(uint32_t slot, uint32_t w_offset, uint32_t a_offset, int k_left) {
-        const uint32_t mask = kPartial && col >= k_left ? 0 : live;
+        const bool inside = !kPartial || col < k_left;
+        auto bytes = [&](int bit) -> uint32_t {
+            return inside && (kInterior || (live >> bit) & 1) ? 16 : 0;
+        };
         uint64_t from = x_src;
+        const uint32_t to = slot + dst;
 #pragma unroll
         for (int i = 0; i < kXCount; ++i) {
-            cp_async_16_zfill(slot + dst + i * kDstApart, from, mask & (1u << i) ? 16 : 0);
+            cp_async_16_zfill(to + i * kDstApart, from, bytes(i));
             from += apart;
         }
         from = w_src;
 #pragma unroll
         for (int i = 0; i < kWCount; ++i) {
-            cp_async_16_zfill(slot + w_offset + dst + i * kDstApart, from, mask & (1u << (kXCount + i)) ? 16 : 0);
+            cp_async_16_zfill(to + w_offset + i * kDstApart, from, bytes(kXCount + i));
             from += apart;
         }
-        if (threadIdx.x < kRankRows * kPerRow) cp_async_16_zfill(slot + a_offset + dst, a_src, mask & kABit ? 16 : 0);
+        if (copies_a) cp_async_16_zfill(to + a_offset, a_src, inside ? a_bytes : 0);
         x_src += kStep * sizeof(T);
         w_src += kStep * sizeof(T);
         a_src += kStep * sizeof(T);
@@ -188,6 +196,24 @@ __device__ __forceinline__ void store_tile(const float (&tile)[kRows][kOutLdP], 
 __device__ __forceinline__ uint32_t bits_of(__half v) { return __half_as_ushort(v); }
 __device__ __forceinline__ uint32_t bits_of(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
 
+// The row and chunk that 16-byte access `c` takes of a tile's first two
+// chunks per row (P's and B's ranks 0-15): each 8 consecutive accesses (one
+// shared-memory phase) cover rows {0, 1, 4, 5} or {2, 3, 6, 7} of a group of
+// 8, whose swizzled chunks lie in 8 distinct bank groups, and 4 whole rows
+// of the global matrix (whole 32-byte sectors for rank 16).
+__device__ __forceinline__ void two_chunk_slot(int c, int& row, int& chunk) {
+    const int phase = c / 8, i = c % 8;
+    row = (phase / 2) * 8 + (phase % 2) * 2 + (i / 2) % 2 + (i / 4) * 4;
+    chunk = i % 2;
+}
+
+// P's two n8 fragments (ranks 0-7, 8-15) of one m16 fragment of X, one k16.
+template <typename T>
+__device__ __forceinline__ void p_mma(float (&pacc)[1][2][4], const uint32_t (&x)[4], const uint32_t (&a)[4]) {
+    Mma<T>::run(pacc[0][0], x, a[0], a[1]);
+    Mma<T>::run(pacc[0][1], x, a[2], a[3]);
+}
+
 template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     extern __shared__ __align__(16) unsigned char dynamic_shared[];
     Shared<T>& sm = *reinterpret_cast<Shared<T>*>(dynamic_shared);
@@ -213,6 +239,8 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     copy.setup(x + static_cast<long long>(m0) * p.k, w + static_cast<long long>(n0) * p.k, a, p.k,
                [&](int row) { return m0 + row < p.m; }, [&](int row) { return n0 + row < p.n; }, rank);
 
+    // Whole tiles of X and W0 rows (every CTA of k/v at M = 4096).
+    const bool interior = m0 + kRows <= p.m && n0 + kCols <= p.n;
     using SlotT = Slot<T>;
     constexpr uint32_t kSlotBytes = sizeof(SlotT);
     constexpr uint32_t kWOffset = offsetof(SlotT, w);
@@ -221,9 +249,13 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     auto stage_step = [&](int step, int slot) {
         const uint32_t at = slots + slot * kSlotBytes;
         if (step < whole_steps) {
-            copy.template copy<false>(at, kWOffset, kAOffset, kStep);
+            if (interior) {
+                copy.template copy<true, false>(at, kWOffset, kAOffset, kStep);
+            } else {
+                copy.template copy<false, false>(at, kWOffset, kAOffset, kStep);
+            }
         } else if (step < steps) {
-            copy.template copy<true>(at, kWOffset, kAOffset, p.k - step * kStep);
+            copy.template copy<false, true>(at, kWOffset, kAOffset, p.k - step * kStep);
         }
     };
 
@@ -234,14 +266,16 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
 
     const auto lhs_rows = left_rows<T, false, kFragsM, kRows>(warp_m0, lane);
     const auto rhs_rows = right_rows<T, false, kFragsN / 2, kCols>(warp_n0, lane);
-    // A's slice: rank rows 0-15, the right operand of P's two n8 fragments.
-    const auto a_rows = right_rows<T, false, 1, kCols>(0, lane);
+    // Bytes per staged row (RowTile: 32 elements).
+    constexpr int kRowBytes = RowTile<T>::kLd * sizeof(T);
 
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
         stage_step(s, s);
         cp_async_commit();
     }
+    // Which of the warp's m16 fragments feeds P (warp-uniform; set up once).
+    const int p_frag = static_cast<int>(opaque(wn));
     int read = 0, write = kStages - 1;
     for (int step = 0; step < steps; ++step) {
         // The step has landed, and every warp is done with the previous
@@ -272,15 +306,28 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
             for (int mi = 0; mi < kFragsM; ++mi)
 #pragma unroll
                 for (int ni = 0; ni < kFragsN; ++ni) Mma<T>::run(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
-            // P's rows of this warp: its m16 fragment wn, against A's slice.
+            // P's rows of this warp: its m16 fragment p_frag, against A's
+            // slice, which lies kAOffset - kWOffset bytes past the W0 tile:
+            // the W0 fragments' addresses plus an immediate.
+            constexpr int kABlock = (kAOffset - kWOffset) / (16 * kRowBytes);
+            static_assert((kAOffset - kWOffset) % (16 * kRowBytes) == 0, "A at an immediate");
             uint32_t ar[4];
-            load_fragment<T, false, 1, kCols, 0, kk>(ar, at + kAOffset, a_rows);
-            static_for<kFragsM>([&](auto mi) {
-                if (decltype(mi)::value == wn) {
-                    Mma<T>::run(pacc[0][0], af[decltype(mi)::value], ar[0], ar[1]);
-                    Mma<T>::run(pacc[0][1], af[decltype(mi)::value], ar[2], ar[3]);
-                }
-            });
+            load_fragment<T, false, kFragsN / 2, kCols, kABlock, kk>(ar, at + kWOffset - warp_n0 * kRowBytes,
+                                                                    rhs_rows);
+            switch (p_frag) {
+                case 0:
+                    p_mma<T>(pacc, af[0], ar);
+                    break;
+                case 1:
+                    p_mma<T>(pacc, af[1], ar);
+                    break;
+                case 2:
+                    p_mma<T>(pacc, af[2], ar);
+                    break;
+                default:
+                    p_mma<T>(pacc, af[3], ar);
+                    break;
+            }
         });
         read = read == kStages - 1 ? 0 : read + 1;
         write = write == kStages - 1 ? 0 : write + 1;
@@ -310,7 +357,8 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
         constexpr int kBChunks = kCols * 2;  // two 8-element chunks per row
 #pragma unroll
         for (int c = threadIdx.x; c < kBChunks; c += kThreadsP) {
-            const int row = c / 2, chunk = c % 2;
+            int row, chunk;
+            two_chunk_slot(c, row, chunk);
             const bool live = n0 + row < p.n && chunk * RowTile<T>::kChunk < rank;
             const T* src = b + (live ? static_cast<long long>(n0 + row) * b_ld + chunk * RowTile<T>::kChunk : 0);
             cp_async_16_zfill(b_tile + byte_offset<RowTile<T>, T>(row, chunk * RowTile<T>::kChunk),
@@ -327,7 +375,8 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
         T* pg = reinterpret_cast<T*>(p.ad_lhs);
         const int chunks = rank / RowTile<T>::kChunk;
         for (int c = threadIdx.x; c < kRows * 2; c += kThreadsP) {
-            const int row = c / 2, chunk = c % 2;
+            int row, chunk;
+            two_chunk_slot(c, row, chunk);
             if (m0 + row >= p.m || chunk >= chunks) continue;
             const uint4 v = *reinterpret_cast<const uint4*>(
                 reinterpret_cast<const unsigned char*>(&sm.slot[0].x[0][0]) +

@@ -213,12 +213,14 @@ impl TileCost {
     }
 
     /// The fused-P tile (`lora_forward_gemm_<T>_128x256_p`): 128 x 256, 8
-    /// warps of 64 x 64, one CTA per SM (255 registers). Per K-step: the
-    /// big tile's work twice (512 mma) plus P's 32 (r <= 16: two per k16
-    /// per warp), X, W0 and A's slice staged.
-    // FIXME counts
+    /// warps of 64 x 64, one CTA per SM (255 registers on sm_80 and sm_90,
+    /// no spills; 132 KB of dynamic shared memory). Per K-step the big
+    /// tile's work twice (512 mma) plus P's 32 (two per k16 per warp), X,
+    /// W0 and A's slice staged: 544 mma, 2.34 warp instructions and 1.43
+    /// shared wavefronts per mma in the steady state (counted,
+    /// `tests/forward_counters.rs`).
     const FUSED_P: TileCost =
-        TileCost { rows: 128, cols: 256, warps: 8, ctas_per_sm: 1, tensor: 1088.0, issue: 290.0, shared: 776.0 };
+        TileCost { rows: 128, cols: 256, warps: 8, ctas_per_sm: 1, tensor: 1088.0, issue: 318.8, shared: 775.7 };
 
     /// Clocks per K-step of the busiest SM for an `[m, n]` output on
     /// `multiprocessors` SMs: it runs `ceil(tiles / SMs)` CTAs, `resident`
@@ -578,6 +580,37 @@ mod tests {
         // f32, split K: always 64x64.
         assert_eq!(forward_tile(108, 4096, 4096, false, 1), Small);
         assert_eq!(forward_tile(108, 4096, 4096, true, 2), Small);
+    }
+
+    #[test]
+    fn fused_p_where_the_whole_forward_models_faster() {
+        use super::takes_fused_p;
+        // k/v 4096 -> 1024 at M = 4096 on 132 SMs: 128 CTAs, one per SM,
+        // against 256 big tiles (2 per SM) and a shrink launch.
+        assert!(takes_fused_p(132, 4096, 1024, 4096, 16, true, false));
+        assert!(takes_fused_p(132, 4096, 1024, 4096, 8, true, false));
+        // On 108 SMs the same 128 CTAs are 2 on the busiest SM.
+        assert!(!takes_fused_p(108, 4096, 1024, 4096, 16, true, false));
+        // Many waves: 6.25 % more mma costs more than the shrink (q/o,
+        // gate/up, down at M = 4096).
+        for sms in [108, 132] {
+            assert!(!takes_fused_p(sms, 4096, 4096, 4096, 16, true, false));
+            assert!(!takes_fused_p(sms, 4096, 14336, 4096, 16, true, false));
+            assert!(!takes_fused_p(sms, 4096, 4096, 14336, 16, true, false));
+            // Small grids: one 8-warp CTA per SM leaves the tensor pipe idle.
+            assert!(!takes_fused_p(sms, 1024, 1024, 1024, 16, true, false));
+            assert!(!takes_fused_p(sms, 2048, 1024, 1024, 16, true, false));
+        }
+        // 12 x 9 tiles on 108 SMs over a short K (the tests' shape).
+        assert!(takes_fused_p(108, 1536, 2304, 128, 16, true, false));
+        // What the tile does not serve: ranks past 16 or not whole chunks,
+        // f32, dropout, fewer rows than a tile.
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 32, true, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 64, true, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 12, true, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 16, false, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 16, true, true));
+        assert!(!takes_fused_p(132, 127, 1024, 4096, 16, true, false));
     }
 
     #[test]
