@@ -22,8 +22,9 @@
 // contract's formula up to f32 accumulation order. The CTAs of column tile 0
 // write P to global memory (the forward returns it for the backward). P's
 // own accumulation order (K in order, k16 by k16) differs from the shrink's
-// (K-steps interleaved over 4 warps, then summed): P agrees with the shrink's
-// to within one rounding of T (docs/performance.md). No CTA waits on another.
+// (K-steps interleaved over 4 warps, then summed): each element of P is the
+// shrink's or the value of T next to it (docs/performance.md). No CTA waits
+// on another.
 #pragma once
 
 #include "dtype.cuh"
@@ -49,15 +50,6 @@ constexpr int kOutLdP = kCols + kOutPad;
 static_assert(kThreadsP == (kRows / kWarpRows) * kWarpsCols * 32, "8 warps of 64 x 64");
 static_assert(kRankRows == 16, "P's columns are one pair of n8 fragments: one ldmatrix.x4 of A per k16");
 static_assert(kFragsM == kWarpsCols && kWarpsCols == 4, "warp (wm, wn) computes P for its m16 fragment wn: every row once");
-
-// The multiply's view of the configuration (WarpMultiply's fragment offsets).
-struct Cfg {
-    static constexpr int kRows = fwd_p::kRows;
-    static constexpr int kCols = fwd_p::kCols;
-    static constexpr int kFragsM = fwd_p::kFragsM;
-    static constexpr int kFragsN = fwd_p::kFragsN;
-    using Acc = float[kFragsM][kFragsN][4];
-};
 
 template <typename T> struct Slot {
     T x[kRows][RowTile<T>::kLd];
