@@ -361,19 +361,27 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     }
     __syncthreads();
 
-    // Column tile 0 writes its rows of P [m, rank] (16-byte chunks: the host
-    // routes only ranks that are whole chunks, and P's base is aligned).
+    // Column tile 0 writes its rows of P [m, rank] in 16-byte chunks (the
+    // host routes only ranks that are whole chunks), element by element
+    // where P's base is not 16-byte aligned (an offset view: the path, and
+    // so Y, must not depend on where P is kept).
     if (tile_n == 0) {
         T* pg = reinterpret_cast<T*>(p.ad_lhs);
+        const bool vector_p = reinterpret_cast<uintptr_t>(pg) % 16 == 0;
         const int chunks = rank / RowTile<T>::kChunk;
         for (int c = threadIdx.x; c < kRows * 2; c += kThreadsP) {
             int row, chunk;
             two_chunk_slot(c, row, chunk);
             if (m0 + row >= p.m || chunk >= chunks) continue;
-            const uint4 v = *reinterpret_cast<const uint4*>(
-                reinterpret_cast<const unsigned char*>(&sm.slot[0].x[0][0]) +
-                byte_offset<RowTile<T>, T>(row, chunk * RowTile<T>::kChunk));
-            *reinterpret_cast<uint4*>(pg + static_cast<long long>(m0 + row) * rank + chunk * RowTile<T>::kChunk) = v;
+            const T* from = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(&sm.slot[0].x[0][0]) +
+                                                       byte_offset<RowTile<T>, T>(row, chunk * RowTile<T>::kChunk));
+            T* to = pg + static_cast<long long>(m0 + row) * rank + chunk * RowTile<T>::kChunk;
+            if (vector_p) {
+                *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(from);
+            } else {
+#pragma unroll
+                for (int e = 0; e < RowTile<T>::kChunk; ++e) to[e] = from[e];
+            }
         }
     }
 

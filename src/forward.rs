@@ -419,10 +419,10 @@ impl LoraKernels {
         let hopper_path = self.takes_hopper_path(&hopper, T::DTYPE)?;
         let sms =
             self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
-        // The fused-P tile reads B and writes P in 16-byte chunks.
+        // The fused-P tile reads B in 16-byte chunks. (Not P's address: P
+        // kept or in scratch, Y must be the same bits.)
         let fused_p = !hopper_path
             && b_span.start % 16 == 0
-            && p_span.start % 16 == 0
             && takes_fused_p(sms, m, n, k, r, T::DTYPE.size_bytes() == 2, dropout.dropout != 0);
         // SAFETY: every address above was taken from a buffer of this context
         // whose length was checked against its shape; Y and P overlap no input

@@ -5,6 +5,7 @@
 mod device;
 mod forward_support;
 
+use cudarc::driver::CudaSlice;
 use forward_support::{
     assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase, Sum,
 };
@@ -701,6 +702,26 @@ fn fused_p_tile<T: LoraDType>() {
         // Most elements agree exactly: the bound is an accumulation-order
         // difference, not a different computation.
         assert!(differ * 20 <= m * r, "{what}: {differ} of {} P elements differ from the shrink's", m * r);
+
+        if i == 0 {
+            // Y does not depend on where P is kept: in a scratch buffer, or
+            // in a view one element into a buffer (P not 16-byte aligned:
+            // written element by element), which holds the same P.
+            let y_bits =
+                |y: &CudaSlice<T>| download(stream, y).iter().map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
+            let mut y_scratch = poisoned::<T>(stream, m * n);
+            let mut out = ForwardOutput { y: y_scratch.as_view_mut(), p: None };
+            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward, scratch P");
+            assert_eq!(y_bits(&y_scratch), y_bits(&y), "{what}: Y with P in scratch");
+            let mut y_offset = poisoned::<T>(stream, m * n);
+            let mut p_offset = poisoned::<T>(stream, m * r + 1);
+            let mut out = ForwardOutput { y: y_offset.as_view_mut(), p: Some(p_offset.slice_mut(1..)) };
+            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward, offset P");
+            assert_eq!(y_bits(&y_offset), y_bits(&y), "{what}: Y with P at an offset");
+            let p_at = download(stream, &p_offset);
+            let same = p_at[1..].iter().zip(&p_got).all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+            assert!(same && p_at[0].to_f64().is_nan(), "{what}: P at an offset");
+        }
     }
 }
 

@@ -288,7 +288,7 @@ fn shrink_clocks(m: usize, k: usize, elem_bytes: usize) -> f64 {
 /// dropout, ranks that are whole 16-byte chunks up to
 /// `LORA_FWD_FUSED_P_MAX_RANK`, M of at least one 128-row tile and K
 /// unsplit; the caller adds what the kernel needs of the call (one adapter,
-/// no per-row index, aligned P). Among those, the whole forward's modeled
+/// no per-row index, B 16-byte aligned). Among those, the whole forward's modeled
 /// time decides: the fused-P tile's busiest SM over K (its 8 warps, one CTA
 /// per SM, r/256 more mma) against the best 4-warp tile's
 /// ([`forward_tile`]) plus the shrink launch ([`shrink_clocks`]). On
@@ -331,8 +331,8 @@ impl LoraKernels {
     ///
     /// # Safety
     /// As [`LoraKernels::launch_gemm`], and: `shrink_rhs` holds A `[rank, k]`,
-    /// `ad_lhs` P `[m, rank]` (written; 16-byte aligned, overlapping nothing
-    /// else), one adapter (`row_adapter`, `ranks`, `scales` 0), rank a
+    /// `ad_lhs` P `[m, rank]` (written, overlapping nothing else), `ad_rhs`
+    /// B `[n, rank]` 16-byte aligned, one adapter (`row_adapter`, `ranks`, `scales` 0), rank a
     /// multiple of 8 up to `LORA_FWD_FUSED_P_MAX_RANK`.
     pub(crate) unsafe fn launch_fused_p<T: LoraDType>(
         &self,
@@ -347,7 +347,7 @@ impl LoraKernels {
             && params.rank > 0
             && params.rank as u32 <= LORA_FWD_FUSED_P_MAX_RANK
             && params.rank % 8 == 0
-            && params.ad_lhs % 16 == 0;
+            && params.ad_rhs % 16 == 0;
         if !fits {
             return Err(LoraError::InvalidArgument {
                 what: "params",
