@@ -420,7 +420,7 @@ fn decode_multi_two_launches() {
 /// emulated device, over a short K, which `takes_fused_p` routes to it.
 const FUSED_P_SHAPE: (usize, usize) = (1536, 2304);
 /// The fused-P tile's steady-state warp instructions per mma at most.
-const FUSED_P_WARP_PER_MMA: f64 = 2.35;
+const FUSED_P_WARP_PER_MMA: f64 = 2.3;
 
 /// Runs a marker launch (a one-row shrink), then the forward, and returns
 /// the counters of the forward's one launch, checking that it made one.
@@ -510,7 +510,7 @@ fn fused_p_counts<T: LoraDType>() {
     let big = steady_state_of::<T>(&dev, BIG_SHAPE.0, BIG_SHAPE.1, BIG);
     // Warp instructions: the big tile's per mma, plus P's per k16 (A's
     // ldmatrix and the choice of the warp's m16 fragment) over 34 mma
-    // instead of 32: counted 2.34 against 2.06; the tile's modeled cost
+    // instead of 32: counted 2.28 against 2.06; the tile's modeled cost
     // (`TileCost::FUSED_P`, src/forward/launch.rs) assumes at most this.
     assert!(fused.warp <= FUSED_P_WARP_PER_MMA, "warp instructions per mma {:.3} vs {:.3}", fused.warp, big.warp);
     assert!(fused.sectors <= 0.75 * big.sectors, "load sectors per mma {:.3} vs {:.3}", fused.sectors, big.sectors);
