@@ -417,6 +417,8 @@ STAMP_GEMM_BIG(bf16, __nv_bfloat16)
 STAMP_GEMM_WIDE(f16, __half)
 STAMP_GEMM_WIDE(bf16, __nv_bfloat16)
 
+#include "forward_fused_p.cuh"
+
 #define STAMP_REDUCE(SUFFIX, TYPE)                                                         \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_REDUCE_THREADS)                  \
         lora_forward_reduce_##SUFFIX(const LoraReduceParams params) {                      \

@@ -47,6 +47,16 @@
 #define LORA_FWD_WIDE_TILE_M 128
 #define LORA_FWD_WIDE_TILE_N 64
 #define LORA_FWD_WIDE_SHARED_BYTES (52 * 1024)
+/* The fused-P tile (lora_forward_gemm_<f16|bf16>_128x256_p, 8 warps): the
+ * forward with the shrink inside, for one adapter of rank up to
+ * LORA_FWD_FUSED_P_MAX_RANK (see cuda/forward_fused_p.cuh). Its dynamic
+ * shared memory is the 128 x 264 f32 output tile, which the 4 pipeline
+ * slots (X, W0 and A tiles: 100 KB) share. */
+#define LORA_FWD_FUSED_P_TILE_M 128
+#define LORA_FWD_FUSED_P_TILE_N 256
+#define LORA_FWD_FUSED_P_THREADS 256
+#define LORA_FWD_FUSED_P_MAX_RANK 16
+#define LORA_FWD_FUSED_P_SHARED_BYTES (132 * 1024)
 
 /* What the adapter segment multiplies. */
 typedef enum LoraAdapterMode {
@@ -96,6 +106,11 @@ typedef struct LoraGemmParams {
      * accumulator to partials and lora_forward_reduce finishes the output. */
     int32_t k_splits;
     uint64_t partials;      /* [k_splits, m, n] float, when k_splits > 1 */
+    /* The fused-P tile only (lora_forward_gemm_<T>_128x256_p): A [rank, k],
+     * the shrink's right operand. That launch computes P = round_T(X.A^T)
+     * itself, writes it to ad_lhs ([m, rank]) and expands it; ad_rhs, rank
+     * and scale are as in EXPAND mode. 0 for every other launch. */
+    uint64_t shrink_rhs;
 } LoraGemmParams;
 
 /* The second launch of the split-K path:

@@ -33,6 +33,11 @@ pub const LORA_FWD_BIG_SHARED_BYTES: u32 = 73728;
 pub const LORA_FWD_WIDE_TILE_M: u32 = 128;
 pub const LORA_FWD_WIDE_TILE_N: u32 = 64;
 pub const LORA_FWD_WIDE_SHARED_BYTES: u32 = 53248;
+pub const LORA_FWD_FUSED_P_TILE_M: u32 = 128;
+pub const LORA_FWD_FUSED_P_TILE_N: u32 = 256;
+pub const LORA_FWD_FUSED_P_THREADS: u32 = 256;
+pub const LORA_FWD_FUSED_P_MAX_RANK: u32 = 16;
+pub const LORA_FWD_FUSED_P_SHARED_BYTES: u32 = 135168;
 pub const LORA_FWD_REDUCE_THREADS: u32 = 256;
 pub const LORA_HOPPER_TILE_M: u32 = 128;
 pub const LORA_HOPPER_TILE_N: u32 = 256;
@@ -231,10 +236,11 @@ pub struct LoraGemmParams {
     pub inv_keep: f32,
     pub k_splits: i32,
     pub partials: u64,
+    pub shrink_rhs: u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LoraGemmParams"][::std::mem::size_of::<LoraGemmParams>() - 176usize];
+    ["Size of LoraGemmParams"][::std::mem::size_of::<LoraGemmParams>() - 184usize];
     ["Alignment of LoraGemmParams"][::std::mem::align_of::<LoraGemmParams>() - 8usize];
     ["Offset of field: LoraGemmParams::out"][::std::mem::offset_of!(LoraGemmParams, out) - 0usize];
     ["Offset of field: LoraGemmParams::y_in"][::std::mem::offset_of!(LoraGemmParams, y_in) - 8usize];
@@ -265,6 +271,7 @@ const _: () = {
     ["Offset of field: LoraGemmParams::inv_keep"][::std::mem::offset_of!(LoraGemmParams, inv_keep) - 160usize];
     ["Offset of field: LoraGemmParams::k_splits"][::std::mem::offset_of!(LoraGemmParams, k_splits) - 164usize];
     ["Offset of field: LoraGemmParams::partials"][::std::mem::offset_of!(LoraGemmParams, partials) - 168usize];
+    ["Offset of field: LoraGemmParams::shrink_rhs"][::std::mem::offset_of!(LoraGemmParams, shrink_rhs) - 176usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -130,6 +130,7 @@ pub(crate) mod launch;
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceSlice};
 
 use crate::dropout::shrink_dropout;
@@ -147,7 +148,7 @@ use crate::validate::{
     cols_of, rows_of, Pointers, Span,
 };
 use hopper::HopperOperands;
-use launch::{check_grid, takes_decode_path};
+use launch::{check_grid, takes_decode_path, takes_fused_p};
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
 pub struct Linear<'a, T> {
@@ -402,26 +403,39 @@ impl LoraKernels {
             scale: adapter.scale,
             ..Default::default()
         };
+        let hopper = HopperOperands {
+            out: y_span.start,
+            bias: bias_span.start,
+            x: x_span.start,
+            w: w_span.start,
+            p: p_span.start,
+            b: b_span.start,
+            m,
+            n,
+            k,
+            rank: r,
+            scale: adapter.scale,
+        };
+        let hopper_path = self.takes_hopper_path(&hopper, T::DTYPE)?;
+        let sms =
+            self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        // The fused-P tile reads B in 16-byte chunks. (Not P's address: P
+        // kept or in scratch, Y must be the same bits.)
+        let fused_p = !hopper_path
+            && b_span.start % 16 == 0
+            && takes_fused_p(sms, m, n, k, r, T::DTYPE.size_bytes() == 2, dropout.dropout != 0);
         // SAFETY: every address above was taken from a buffer of this context
         // whose length was checked against its shape; Y and P overlap no input
         // nor each other; the shrink (which writes P) is ordered before the
-        // fused launch (which reads it) on the same stream.
+        // fused launch (which reads it) on the same stream; the fused-P
+        // launch's conditions were just checked.
         unsafe {
+            if fused_p {
+                let params = LoraGemmParams { shrink_rhs: a_span.start, ..fused };
+                return self.launch_fused_p::<T>(stream, &params);
+            }
             self.launch_shrink::<T>(stream, &shrink)?;
-            let hopper = HopperOperands {
-                out: y_span.start,
-                bias: bias_span.start,
-                x: x_span.start,
-                w: w_span.start,
-                p: p_span.start,
-                b: b_span.start,
-                m,
-                n,
-                k,
-                rank: r,
-                scale: adapter.scale,
-            };
-            if self.takes_hopper_path(&hopper, T::DTYPE)? {
+            if hopper_path {
                 return self.launch_hopper_gemm::<T>(stream, &hopper);
             }
             self.launch_gemm::<T>(stream, &fused)

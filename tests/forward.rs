@@ -5,6 +5,7 @@
 mod device;
 mod forward_support;
 
+use cudarc::driver::CudaSlice;
 use forward_support::{
     assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase, Sum,
 };
@@ -613,4 +614,129 @@ fn oracle_matches_crate_reference() {
     for (i, (mine, want)) in case.y_reference(&p_truth).iter().zip(&truth.y).enumerate() {
         assert!((mine.exact - want).abs() <= 1e-12 * (1.0 + mine.magnitude), "Y[{i}]: {} vs {want}", mine.exact);
     }
+}
+
+/// The fused-P tile (`lora_forward_gemm_<T>_128x256_p`: P computed inside
+/// the fused GEMM's CTAs, no shrink launch), which `takes_fused_p` picks on
+/// the emulator's 108 SMs for 12 x 9 tiles of 128 x 256 over a short K (one
+/// CTA per SM; the shrink launch would cost more than P's extra mma): one
+/// launch, Y and P against the reference, P against the shrink's to within
+/// the documented bound (the same value or an adjacent one of T: only the
+/// f32 accumulation order differs), with M, N and K tails, with and without
+/// bias. Ranks the tile does not serve (past 16, or not a whole 16-byte
+/// chunk) keep the shrink launch.
+fn fused_p_tile<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let stream = &dev.stream;
+    // A compute capability 9.0 device (the test command's second pass)
+    // takes the Hopper kernel after the shrink wherever TMA reads the
+    // operands, as here: the fused-P tile is the mma.sync path's.
+    let major = dev
+        .ctx
+        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .expect("compute capability");
+    // FUSED_LORA_HOPPER unset: the Hopper path is on (HOPPER_BY_DEFAULT).
+    let hopper = major == 9 && std::env::var(fused_lora::HOPPER_ENV).map_or(true, |v| v.trim() != "0");
+    // (m, k, n, r, bias, fused-P tile): M, N and K tails (K = 72: two whole
+    // steps and 8 more) on the first, whole tiles on the second.
+    let cases = [
+        (1500, 72, 2300, 16, true, true),
+        (1536, 64, 2304, 8, false, true),
+        (1500, 72, 2300, 24, true, false),
+        (1500, 72, 2300, 64, false, false),
+        (1500, 72, 2300, 12, true, false),
+    ];
+    for (i, &(m, k, n, r, with_bias, fused)) in cases.iter().enumerate() {
+        let fused = fused && !hopper;
+        let case = single_case::<T>(m, k, n, r, with_bias, 900 + i as u64);
+        let (x, w, a, b) =
+            (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
+        let bias = case.bias.as_ref().map(|v| upload(stream, v));
+        let mut y = poisoned::<T>(stream, m * n);
+        let mut p = poisoned::<T>(stream, m * r);
+        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
+        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+        // A marker launch (a one-row shrink: grid 1 x 1), then the forward.
+        let (mx, ma) = (upload(stream, &case.x[..k]), upload(stream, &case.a[..k]));
+        let mut mp = poisoned::<T>(stream, 1);
+        dev.kernels.shrink(stream, &mx.as_view(), &ma.as_view(), 1, &mut mp.as_view_mut()).expect("marker");
+        let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
+        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+        let what = format!("m={m} k={k} n={n} r={r} bias={with_bias}");
+        if device::is_emulator() {
+            // The forward's launches: those after the marker.
+            let launches = device::recent_launch_counters(if fused { 2 } else { 3 }).expect("counters");
+            let names: Vec<&str> = launches.iter().map(|c| c["kernel"].as_str().unwrap_or_default()).collect();
+            let marker = &launches[0];
+            assert!(
+                names[0].starts_with("lora_rank_shrink")
+                    && (marker["grid"][0].as_u64(), marker["grid"][1].as_u64()) == (Some(1), Some(1)),
+                "{what}: the marker before the forward's launches: {names:?}"
+            );
+            if fused {
+                assert!(names[1].ends_with("_128x256_p"), "{what}: one launch, the fused-P tile: {names:?}");
+            } else {
+                assert!(names[1].starts_with("lora_rank_shrink") && !names[2].ends_with("_p"), "{what}: {names:?}");
+            }
+        }
+        let p_got = download(stream, &p);
+        assert_close(&format!("P {what}"), &p_got, &case.p_reference());
+        assert_close(&format!("Y {what}"), &download(stream, &y), &case.y_reference(&p_got));
+
+        let mut p_shrink = poisoned::<T>(stream, m * r);
+        dev.kernels.shrink(stream, &x.as_view(), &a.as_view(), r, &mut p_shrink.as_view_mut()).expect("shrink");
+        let p_shrink = download(stream, &p_shrink);
+        // One unit in the last place of T at v's binade.
+        let mantissa = if T::DTYPE == fused_lora::DType::F16 { 10 } else { 7 };
+        let ulp = |v: f64| 2f64.powi(v.abs().max(2f64.powi(-14)).log2().floor() as i32 - mantissa);
+        let mut differ = 0;
+        for (j, (f, s)) in p_got.iter().zip(&p_shrink).enumerate() {
+            let (f, s) = (f.to_f64(), s.to_f64());
+            if fused {
+                assert!((f - s).abs() <= ulp(f.abs().max(s.abs())), "{what}: P[{j}] {f} vs the shrink's {s}");
+                differ += usize::from(f != s);
+            } else {
+                assert_eq!(f.to_bits(), s.to_bits(), "{what}: P[{j}] is the shrink's");
+            }
+        }
+        // Most elements agree exactly: the bound is an accumulation-order
+        // difference, not a different computation.
+        assert!(differ * 20 <= m * r, "{what}: {differ} of {} P elements differ from the shrink's", m * r);
+
+        if i == 0 {
+            // Y does not depend on where P is kept: in a scratch buffer, or
+            // in a view one element into a buffer (P not 16-byte aligned:
+            // written element by element), which holds the same P.
+            let y_bits =
+                |y: &CudaSlice<T>| download(stream, y).iter().map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
+            let mut y_scratch = poisoned::<T>(stream, m * n);
+            let mut out = ForwardOutput { y: y_scratch.as_view_mut(), p: None };
+            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward, scratch P");
+            assert_eq!(y_bits(&y_scratch), y_bits(&y), "{what}: Y with P in scratch");
+            // (The Hopper path reads P through TMA: an offset P takes the
+            // mma.sync path there, so this holds for the mma.sync path only.)
+            if !hopper {
+                let mut y_offset = poisoned::<T>(stream, m * n);
+                let mut p_offset = poisoned::<T>(stream, m * r + 1);
+                let mut out = ForwardOutput { y: y_offset.as_view_mut(), p: Some(p_offset.slice_mut(1..)) };
+                dev.kernels
+                    .forward(stream, &x.as_view(), &linear, &adapter, None, &mut out)
+                    .expect("forward, offset P");
+                assert_eq!(y_bits(&y_offset), y_bits(&y), "{what}: Y with P at an offset");
+                let p_at = download(stream, &p_offset);
+                let same = p_at[1..].iter().zip(&p_got).all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+                assert!(same && p_at[0].to_f64().is_nan(), "{what}: P at an offset");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_p_tile_f16() {
+    fused_p_tile::<half::f16>();
+}
+
+#[test]
+fn fused_p_tile_bf16() {
+    fused_p_tile::<half::bf16>();
 }

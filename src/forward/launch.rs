@@ -12,8 +12,9 @@ use crate::kernels::{LoraKernels, FORWARD};
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK,
     LORA_DECODE_ROWS, LORA_DECODE_STAGE_K, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
-    LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M, LORA_FWD_TILE_N,
-    LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
+    LORA_FWD_FUSED_P_MAX_RANK, LORA_FWD_FUSED_P_SHARED_BYTES, LORA_FWD_FUSED_P_THREADS, LORA_FWD_FUSED_P_TILE_M,
+    LORA_FWD_FUSED_P_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M,
+    LORA_FWD_TILE_N, LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -182,6 +183,8 @@ pub(crate) enum ForwardTile {
 struct TileCost {
     rows: usize,
     cols: usize,
+    /// Warps per CTA.
+    warps: usize,
     ctas_per_sm: usize,
     /// Tensor-pipe clocks: 2 per mma.
     tensor: f64,
@@ -196,18 +199,28 @@ impl TileCost {
         match tile {
             // 64 mma, 4.0 instructions and 3.0 wavefronts per mma.
             ForwardTile::Small => {
-                TileCost { rows: 64, cols: 64, ctas_per_sm: 5, tensor: 128.0, issue: 64.0, shared: 192.0 }
+                TileCost { rows: 64, cols: 64, warps: 4, ctas_per_sm: 5, tensor: 128.0, issue: 64.0, shared: 192.0 }
             }
             // 128 mma, 2.75 instructions and 2.25 wavefronts per mma.
             ForwardTile::Wide => {
-                TileCost { rows: 128, cols: 64, ctas_per_sm: 3, tensor: 256.0, issue: 88.0, shared: 288.0 }
+                TileCost { rows: 128, cols: 64, warps: 4, ctas_per_sm: 3, tensor: 256.0, issue: 88.0, shared: 288.0 }
             }
             // 256 mma, 2.06 instructions and 1.5 wavefronts per mma.
             ForwardTile::Big => {
-                TileCost { rows: 128, cols: 128, ctas_per_sm: 2, tensor: 512.0, issue: 131.8, shared: 384.0 }
+                TileCost { rows: 128, cols: 128, warps: 4, ctas_per_sm: 2, tensor: 512.0, issue: 131.8, shared: 384.0 }
             }
         }
     }
+
+    /// The fused-P tile (`lora_forward_gemm_<T>_128x256_p`): 128 x 256, 8
+    /// warps of 64 x 64, one CTA per SM (255 registers on sm_80 and sm_90,
+    /// no spills; 132 KB of dynamic shared memory). Per K-step the big
+    /// tile's work twice (512 mma) plus P's 32 (two per k16 per warp), X,
+    /// W0 and A's slice staged: 544 mma, 2.28 warp instructions and 1.43
+    /// shared wavefronts per mma in the steady state (counted,
+    /// `tests/forward_counters.rs`).
+    const FUSED_P: TileCost =
+        TileCost { rows: 128, cols: 256, warps: 8, ctas_per_sm: 1, tensor: 1088.0, issue: 310.4, shared: 775.7 };
 
     /// Clocks per K-step of the busiest SM for an `[m, n]` output on
     /// `multiprocessors` SMs: it runs `ceil(tiles / SMs)` CTAs, `resident`
@@ -219,8 +232,8 @@ impl TileCost {
         let tiles = m.div_ceil(self.rows) * n.div_ceil(self.cols);
         let busiest = tiles.div_ceil(multiprocessors.max(1)) as f64;
         let resident = (self.ctas_per_sm as f64).min(busiest);
-        // 4 warps per CTA over 4 schedulers.
-        let warps_per_scheduler = resident;
+        // The CTAs' warps over 4 schedulers.
+        let warps_per_scheduler = resident * self.warps as f64 / 4.0;
         let issue_rate = (warps_per_scheduler / 4.0).min(1.0);
         let overlap = (self.tensor + self.issue + self.shared) / warps_per_scheduler.min(3.0);
         busiest * self.tensor.max(self.shared).max(self.issue / issue_rate).max(overlap)
@@ -257,7 +270,118 @@ pub(crate) fn forward_tile(multiprocessors: usize, m: usize, n: usize, half: boo
     best
 }
 
+/// What a shrink launch costs at least, in SM clocks: its launch (2 µs at
+/// the A100's 1.41 GHz, the lower of the two clocks) plus reading X once at
+/// DRAM bandwidth (the H100's 3350 GB/s at 1.83 GHz, 1831 bytes per clock,
+/// the higher of the two). Both ends understate the shrink, so the fused-P
+/// tile is taken only where it wins against a cheap shrink.
+fn shrink_clocks(m: usize, k: usize, elem_bytes: usize) -> f64 {
+    const LAUNCH_CLOCKS: f64 = 2820.0;
+    const DRAM_BYTES_PER_CLOCK: f64 = 1831.0;
+    LAUNCH_CLOCKS + (m * k * elem_bytes) as f64 / DRAM_BYTES_PER_CLOCK
+}
+
+/// Whether a forward of one adapter of rank `r` on `[m, k] x [n, k]` takes
+/// the fused-P tile (`lora_forward_gemm_<T>_128x256_p`: P computed inside
+/// the GEMM's CTAs from the X tiles they stage, no shrink launch) on a
+/// device of `multiprocessors` SMs. It serves f16/bf16 (`half`) without
+/// dropout, ranks that are whole 16-byte chunks up to
+/// `LORA_FWD_FUSED_P_MAX_RANK`, M of at least one 128-row tile and K
+/// unsplit; the caller adds what the kernel needs of the call (one adapter,
+/// no per-row index, B 16-byte aligned). Among those, the whole forward's modeled
+/// time decides: the fused-P tile's busiest SM over K (its 8 warps, one CTA
+/// per SM, r/256 more mma) against the best 4-warp tile's
+/// ([`forward_tile`]) plus the shrink launch ([`shrink_clocks`]). On
+/// 132 SMs k/v 4096 -> 1024 at M = 4096 takes it (128 CTAs, one per SM);
+/// on 108 SMs its 128 CTAs are 2 on the busiest SM and it does not; nor do
+/// grids of many waves (q/o, gate/up: 6.25 % more mma outweighs the shrink).
+/// Deterministic for a shape and device.
+pub(crate) fn takes_fused_p(
+    multiprocessors: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    r: usize,
+    half: bool,
+    dropped: bool,
+) -> bool {
+    let chunk = 8;
+    let served = half
+        && !dropped
+        && r % chunk == 0
+        && r <= LORA_FWD_FUSED_P_MAX_RANK as usize
+        && m >= LORA_FWD_FUSED_P_TILE_M as usize
+        && k_splits(multiprocessors, m, n, k) == 1;
+    if !served {
+        return false;
+    }
+    let steps = k.div_ceil(LORA_FWD_TILE_K as usize) as f64;
+    let base_tile = forward_tile(multiprocessors, m, n, half, 1);
+    let two_launches =
+        TileCost::of(base_tile).busiest_sm_clocks(multiprocessors, m, n) * steps + shrink_clocks(m, k, 2);
+    let fused = TileCost::FUSED_P.busiest_sm_clocks(multiprocessors, m, n) * steps;
+    fused < two_launches
+}
+
 impl LoraKernels {
+    /// Launches `lora_forward_gemm_<T>_128x256_p` over the `[params.m,
+    /// params.n]` output: the fused forward with P computed inside
+    /// ([`takes_fused_p`]); `params` as for the EXPAND-mode forward, with
+    /// `ad_lhs` the P it writes and `shrink_rhs` A.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_gemm`], and: `shrink_rhs` holds A `[rank, k]`,
+    /// `ad_lhs` P `[m, rank]` (written, overlapping nothing else), `ad_rhs`
+    /// B `[n, rank]` 16-byte aligned, one adapter (`row_adapter`, `ranks`, `scales` 0), rank a
+    /// multiple of 8 up to `LORA_FWD_FUSED_P_MAX_RANK`.
+    pub(crate) unsafe fn launch_fused_p<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: &LoraGemmParams,
+    ) -> Result<()> {
+        let fits = T::DTYPE.size_bytes() == 2
+            && params.shrink_rhs != 0
+            && params.row_adapter == 0
+            && params.ranks == 0
+            && params.scales == 0
+            && params.rank > 0
+            && params.rank as u32 <= LORA_FWD_FUSED_P_MAX_RANK
+            && params.rank % 8 == 0
+            && params.ad_rhs % 16 == 0;
+        if !fits {
+            return Err(LoraError::InvalidArgument {
+                what: "params",
+                value: format!("rank {}", params.rank),
+                reason: "the fused-P tile serves one adapter of an aligned rank up to 16, f16/bf16",
+            });
+        }
+        let suffix = T::DTYPE.kernel_suffix();
+        let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{suffix}_128x256_p"))?;
+        // Above the 48 KB a launch gets by default: opt in.
+        gemm.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_FWD_FUSED_P_SHARED_BYTES as i32,
+        )?;
+        let grid = (
+            (params.n as u32).div_ceil(LORA_FWD_FUSED_P_TILE_N),
+            (params.m as u32).div_ceil(LORA_FWD_FUSED_P_TILE_M),
+            1,
+        );
+        let config = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (LORA_FWD_FUSED_P_THREADS, 1, 1),
+            shared_mem_bytes: LORA_FWD_FUSED_P_SHARED_BYTES,
+        };
+        let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
+        let mut launch = stream.launch_builder(&gemm);
+        launch.arg(&params);
+        // SAFETY: the caller's contract (above) is what the kernel needs: it
+        // reads X, W0, A, B and bias and writes Y and P inside the extents
+        // the parameters describe.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
     /// Launches `lora_forward_gemm_<T>` (or its 128x128 / 128x64 tile) over
     /// the `[params.m, params.n]` output of an EXPAND-mode `params` (the
     /// fused forward or the expand; a shrink is the rank side's,
@@ -456,6 +580,37 @@ mod tests {
         // f32, split K: always 64x64.
         assert_eq!(forward_tile(108, 4096, 4096, false, 1), Small);
         assert_eq!(forward_tile(108, 4096, 4096, true, 2), Small);
+    }
+
+    #[test]
+    fn fused_p_where_the_whole_forward_models_faster() {
+        use super::takes_fused_p;
+        // k/v 4096 -> 1024 at M = 4096 on 132 SMs: 128 CTAs, one per SM,
+        // against 256 big tiles (2 per SM) and a shrink launch.
+        assert!(takes_fused_p(132, 4096, 1024, 4096, 16, true, false));
+        assert!(takes_fused_p(132, 4096, 1024, 4096, 8, true, false));
+        // On 108 SMs the same 128 CTAs are 2 on the busiest SM.
+        assert!(!takes_fused_p(108, 4096, 1024, 4096, 16, true, false));
+        // Many waves: 6.25 % more mma costs more than the shrink (q/o,
+        // gate/up, down at M = 4096).
+        for sms in [108, 132] {
+            assert!(!takes_fused_p(sms, 4096, 4096, 4096, 16, true, false));
+            assert!(!takes_fused_p(sms, 4096, 14336, 4096, 16, true, false));
+            assert!(!takes_fused_p(sms, 4096, 4096, 14336, 16, true, false));
+            // Small grids: one 8-warp CTA per SM leaves the tensor pipe idle.
+            assert!(!takes_fused_p(sms, 1024, 1024, 1024, 16, true, false));
+            assert!(!takes_fused_p(sms, 2048, 1024, 1024, 16, true, false));
+        }
+        // 12 x 9 tiles on 108 SMs over a short K (the tests' shape).
+        assert!(takes_fused_p(108, 1536, 2304, 128, 16, true, false));
+        // What the tile does not serve: ranks past 16 or not whole chunks,
+        // f32, dropout, fewer rows than a tile.
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 32, true, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 64, true, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 12, true, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 16, false, false));
+        assert!(!takes_fused_p(132, 4096, 1024, 4096, 16, true, true));
+        assert!(!takes_fused_p(132, 127, 1024, 4096, 16, true, false));
     }
 
     #[test]
