@@ -9,7 +9,9 @@ mod common;
 mod device;
 mod forward_support;
 
-use backward_support::{check_against_reference, last_kernel, run, Api, Case, Initial};
+use backward_support::{
+    assert_row_order_free, check_against_reference, last_kernel, run, Api, Case, Initial, RowOrder,
+};
 use cudarc::driver::sys::CUdevice_attribute;
 use forward_support::{download, row_indices, upload, Mix};
 use fused_lora::reference::Dropout;
@@ -413,29 +415,11 @@ fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     }
     check_against_reference(&format!("dA in dX's launch, ranks {ranks:?}"), &case, &scattered, None);
 
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by_key(|&i| case.index[i]);
-    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
-    let sorted = Case::<T> {
-        ranks: case.ranks.clone(),
-        scales: case.scales.clone(),
-        index: order.iter().map(|&i| case.index[i]).collect(),
-        x: rows(&case.x, k),
-        w: case.w.clone(),
-        a: case.a.clone(),
-        b: case.b.clone(),
-        p: rows(&case.p, r_max),
-        dy: rows(&case.dy, n),
-        dropout: None,
-        ..case
-    };
+    let order = RowOrder::by_index(&case);
+    let sorted = case.with_rows(&order);
     let (grouped, _) =
         run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
-    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
-    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
-    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
-    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
+    assert_row_order_free(&case, &scattered, &grouped, &order, true);
 }
 
 /// dA's CTAs inside dX's 64x64 launch (`lora_backward_dx_da_<T>`, the grid's
@@ -482,30 +466,12 @@ fn small_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     took_fused("accumulate");
     check_against_reference("dA in dX's 64x64 launch, accumulate", &case, &accumulated, Some(&initial));
 
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by_key(|&i| case.index[i]);
-    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
-    let sorted = Case::<T> {
-        ranks: case.ranks.clone(),
-        scales: case.scales.clone(),
-        index: order.iter().map(|&i| case.index[i]).collect(),
-        x: rows(&case.x, k),
-        w: case.w.clone(),
-        a: case.a.clone(),
-        b: case.b.clone(),
-        p: rows(&case.p, r_max),
-        dy: rows(&case.dy, n),
-        dropout: None,
-        ..case
-    };
+    let order = RowOrder::by_index(&case);
+    let sorted = case.with_rows(&order);
     let (grouped, _) =
         run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
     took_fused("sorted");
-    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
-    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
-    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
-    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
+    assert_row_order_free(&case, &scattered, &grouped, &order, true);
 
     let r = 16;
     let single = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 1030);
@@ -555,30 +521,12 @@ fn small_dx_with_da_in_last_row<T: LoraDType>() {
     took_row("accumulate");
     check_against_reference("dA in the last row of dX's 64x64 launch, accumulate", &case, &accumulated, Some(&initial));
 
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by_key(|&i| case.index[i]);
-    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
-    let sorted = Case::<T> {
-        ranks: case.ranks.clone(),
-        scales: case.scales.clone(),
-        index: order.iter().map(|&i| case.index[i]).collect(),
-        x: rows(&case.x, k),
-        w: case.w.clone(),
-        a: case.a.clone(),
-        b: case.b.clone(),
-        p: rows(&case.p, r),
-        dy: rows(&case.dy, n),
-        dropout: None,
-        ..case
-    };
+    let order = RowOrder::by_index(&case);
+    let sorted = case.with_rows(&order);
     let (grouped, _) =
         run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
     took_row("sorted");
-    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
-    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
-    assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
-    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r)), "G row for row");
+    assert_row_order_free(&case, &scattered, &grouped, &order, true);
 }
 
 #[test]
@@ -639,30 +587,11 @@ fn wide_rank_tiles<T: LoraDType>(r_max: usize, ranks: &[usize], dropout: bool) {
     }
     check_against_reference(&format!("64 rank columns, ranks {ranks:?}, dropout {dropout}"), &case, &scattered, None);
 
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by_key(|&i| case.index[i]);
-    let rows = |v: &[T], width: usize| order.iter().flat_map(|&i| v[i * width..(i + 1) * width].to_vec()).collect();
-    let sorted = Case::<T> {
-        ranks: case.ranks.clone(),
-        scales: case.scales.clone(),
-        index: order.iter().map(|&i| case.index[i]).collect(),
-        x: rows(&case.x, k),
-        w: case.w.clone(),
-        a: case.a.clone(),
-        b: case.b.clone(),
-        p: rows(&case.p, r_max),
-        dy: rows(&case.dy, n),
-        ..case
-    };
+    let order = RowOrder::by_index(&case);
+    let sorted = case.with_rows(&order);
     let (grouped, _) =
         run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
-    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&grouped.db), bits(&scattered.db), "dB whatever the row order");
-    assert_eq!(bits(&grouped.g), bits(&rows(&scattered.g, r_max)), "G row for row");
-    if !dropout {
-        assert_eq!(bits(&grouped.da), bits(&scattered.da), "dA whatever the row order");
-        assert_eq!(bits(&grouped.dx), bits(&rows(&scattered.dx, k)), "dX row for row");
-    }
+    assert_row_order_free(&case, &scattered, &grouped, &order, !dropout);
 }
 
 #[test]

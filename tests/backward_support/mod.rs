@@ -265,3 +265,61 @@ pub fn check_gradients<T: LoraDType>(what: &str, case: &Case<T>, got: &Got<T>, w
     assert_close_2d::<T>(&format!("dB {what}"), case.r_max, &to_f64(&got.db), &db_e, &db_n, fl);
     assert_close_2d::<T>(&format!("dX {what}"), case.k, &to_f64(&got.dx), &dx_e, &dx_n, fl);
 }
+
+/// The rows of a case in another order: row `i` of the reordered batch is
+/// row `order[i]` of the original.
+pub struct RowOrder(Vec<usize>);
+
+impl RowOrder {
+    /// The rows sorted by their adapter index (stable; base-only rows, -1,
+    /// first): the order the device's grouping gives them.
+    pub fn by_index<T>(case: &Case<T>) -> Self {
+        let mut order: Vec<usize> = (0..case.m).collect();
+        order.sort_by_key(|&i| case.index[i]);
+        RowOrder(order)
+    }
+
+    /// `values`' rows of `width` elements in this order.
+    pub fn rows<E: Copy>(&self, values: &[E], width: usize) -> Vec<E> {
+        self.0.iter().flat_map(|&i| values[i * width..(i + 1) * width].iter().copied()).collect()
+    }
+}
+
+impl<T: LoraDType> Case<T> {
+    /// The same problem with its rows in `order`: X, P, dY and the indices
+    /// move with their rows; W0, A, B, the ranks, scales and dropout stay.
+    pub fn with_rows(&self, order: &RowOrder) -> Self {
+        Case {
+            ranks: self.ranks.clone(),
+            scales: self.scales.clone(),
+            index: order.rows(&self.index, 1),
+            x: order.rows(&self.x, self.k),
+            w: self.w.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            p: order.rows(&self.p, self.r_max),
+            dy: order.rows(&self.dy, self.n),
+            ..*self
+        }
+    }
+}
+
+/// Asserts that the backward of the same rows in `order` (`reordered`) gave
+/// `got`'s gradients bit for bit: dB, and G row for row; with `da_dx` also dA,
+/// and dX row for row (not under dropout, whose mask follows a row's
+/// position in the batch).
+pub fn assert_row_order_free<T: LoraDType>(
+    case: &Case<T>,
+    got: &Got<T>,
+    reordered: &Got<T>,
+    order: &RowOrder,
+    da_dx: bool,
+) {
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&reordered.db), bits(&got.db), "dB whatever the row order");
+    assert_eq!(bits(&reordered.g), bits(&order.rows(&got.g, case.r_max)), "G row for row");
+    if da_dx {
+        assert_eq!(bits(&reordered.da), bits(&got.da), "dA whatever the row order");
+        assert_eq!(bits(&reordered.dx), bits(&order.rows(&got.dx, case.k)), "dX row for row");
+    }
+}
