@@ -9,7 +9,7 @@ use cudarc::driver::CudaSlice;
 use forward_support::{
     assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase, Sum,
 };
-use fused_lora::{Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, RowAdapters};
+use fused_lora::{AdapterStatus, ForwardOutput, Linear, LoraDType, RowAdapters};
 
 /// (m, k, n, r, bias): every M, K/N (odd multiples of 8 included) and r of the
 /// test plan at least once, the big K or N only with few rows.
@@ -48,15 +48,13 @@ fn fused_single<T: LoraDType>() {
     let stream = &dev.stream;
     for (i, &(m, k, n, r, with_bias)) in FUSED_CASES.iter().enumerate() {
         let case = single_case::<T>(m, k, n, r, with_bias, 100 + i as u64);
-        let (x, w, a, b) =
-            (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-        let bias = case.bias.as_ref().map(|v| upload(stream, v));
+        let on = case.upload(stream);
         let mut y = poisoned::<T>(stream, m * n);
         let mut p = poisoned::<T>(stream, m * r);
-        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+        let linear = on.linear(n, k);
+        let adapter = on.adapter(&case);
         let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+        dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
         let p_got = download(stream, &p);
         let what = format!("m={m} k={k} n={n} r={r} bias={with_bias}");
         assert_close(&format!("P {what}"), &p_got, &case.p_reference());
@@ -70,18 +68,16 @@ fn fused_without_p<T: LoraDType>() {
     let stream = &dev.stream;
     let (m, k, n, r) = (17, 72, 40, 8);
     let case = single_case::<T>(m, k, n, r, true, 7);
-    let (x, w, a, b) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-    let bias = upload(stream, case.bias.as_ref().expect("bias"));
-    let linear = Linear { weight: w.as_view(), bias: Some(bias.as_view()), n, k };
-    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+    let on = case.upload(stream);
+    let linear = on.linear(n, k);
+    let adapter = on.adapter(&case);
     let mut y_with = poisoned::<T>(stream, m * n);
     let mut y_without = poisoned::<T>(stream, m * n);
     let mut p = poisoned::<T>(stream, m * r);
     let mut out = ForwardOutput { y: y_with.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward with P");
+    dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward with P");
     let mut out = ForwardOutput { y: y_without.as_view_mut(), p: None };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward without P");
+    dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward without P");
     let with: Vec<f64> = download(stream, &y_with).iter().map(|v| v.to_f64()).collect();
     let without: Vec<f64> = download(stream, &y_without).iter().map(|v| v.to_f64()).collect();
     assert!(with.iter().all(|v| v.is_finite()));
@@ -139,17 +135,15 @@ fn fused_decode<T: LoraDType>() {
             continue;
         }
         let case = single_case::<T>(m, k, n, r, with_bias, 300 + i as u64);
-        let (x, w, a, b) =
-            (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-        let bias = case.bias.as_ref().map(|v| upload(stream, v));
-        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+        let on = case.upload(stream);
+        let linear = on.linear(n, k);
+        let adapter = on.adapter(&case);
         let mut runs = Vec::new();
         for _ in 0..2 {
             let mut y = poisoned::<T>(stream, m * n);
             let mut p = poisoned::<T>(stream, m * r);
             let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+            dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
             runs.push((download(stream, &p), download(stream, &y)));
         }
         let (p_got, y_got) = &runs[0];
@@ -304,17 +298,15 @@ fn multi_bad_index<T: LoraDType>() {
         index: vec![0, 1, -1, 7, 1, -5, 0, 2, 1],
     };
     poison_padding(&mut case.a, &mut case.b, &case.ranks, r_max, n, k);
-    let (x, w, a, b) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-    let index = upload(stream, &case.index);
+    let on = case.upload(stream);
     let mut status = AdapterStatus::new(stream).expect("status");
     let mut y = poisoned::<T>(stream, m * n);
     let mut p = poisoned::<T>(stream, m * r_max);
-    let linear = Linear { weight: w.as_view(), bias: None, n, k };
-    let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &case.ranks, scales: &case.scales };
-    let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+    let linear = Linear { weight: on.w.as_view(), bias: None, n, k };
+    let stack = on.stack(&case);
+    let mut rows = RowAdapters { index: on.index.as_view(), status: &mut status };
     let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("launch");
+    dev.kernels.forward_multi(stream, &on.x.as_view(), &linear, &stack, &mut rows, None, &mut out).expect("launch");
     match status.check(stream) {
         Err(fused_lora::LoraError::AdapterIndexOutOfRange { row: 3, index: 7, num_adapters: 2 }) => {}
         other => panic!("expected the bad index of row 3 to be reported, got {other:?}"),
@@ -414,16 +406,14 @@ fn deterministic<T: LoraDType>() {
     let stream = &dev.stream;
     let (m, k, n, r) = (3, 3584, 72, 16);
     let case = single_case::<T>(m, k, n, r, true, 77);
-    let (x, w, a, b) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-    let bias = upload(stream, case.bias.as_ref().expect("bias"));
-    let linear = Linear { weight: w.as_view(), bias: Some(bias.as_view()), n, k };
-    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+    let on = case.upload(stream);
+    let linear = on.linear(n, k);
+    let adapter = on.adapter(&case);
     let mut runs = Vec::new();
     for _ in 0..2 {
         let mut y = poisoned::<T>(stream, m * n);
         let mut out = ForwardOutput { y: y.as_view_mut(), p: None };
-        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+        dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
         runs.push(download(stream, &y));
     }
     assert!(runs[0].iter().all(|v| v.to_f64().is_finite()), "every output written");
@@ -649,19 +639,17 @@ fn fused_p_tile<T: LoraDType>() {
     for (i, &(m, k, n, r, with_bias, fused)) in cases.iter().enumerate() {
         let fused = fused && !hopper;
         let case = single_case::<T>(m, k, n, r, with_bias, 900 + i as u64);
-        let (x, w, a, b) =
-            (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-        let bias = case.bias.as_ref().map(|v| upload(stream, v));
+        let on = case.upload(stream);
         let mut y = poisoned::<T>(stream, m * n);
         let mut p = poisoned::<T>(stream, m * r);
-        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-        let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+        let linear = on.linear(n, k);
+        let adapter = on.adapter(&case);
         // A marker launch (a one-row shrink: grid 1 x 1), then the forward.
         let (mx, ma) = (upload(stream, &case.x[..k]), upload(stream, &case.a[..k]));
         let mut mp = poisoned::<T>(stream, 1);
         dev.kernels.shrink(stream, &mx.as_view(), &ma.as_view(), 1, &mut mp.as_view_mut()).expect("marker");
         let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-        dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+        dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
         let what = format!("m={m} k={k} n={n} r={r} bias={with_bias}");
         if device::is_emulator() {
             // The forward's launches: those after the marker.
@@ -684,7 +672,7 @@ fn fused_p_tile<T: LoraDType>() {
         assert_close(&format!("Y {what}"), &download(stream, &y), &case.y_reference(&p_got));
 
         let mut p_shrink = poisoned::<T>(stream, m * r);
-        dev.kernels.shrink(stream, &x.as_view(), &a.as_view(), r, &mut p_shrink.as_view_mut()).expect("shrink");
+        dev.kernels.shrink(stream, &on.x.as_view(), &on.a.as_view(), r, &mut p_shrink.as_view_mut()).expect("shrink");
         let p_shrink = download(stream, &p_shrink);
         // One unit in the last place of T at v's binade.
         let mantissa = if T::DTYPE == fused_lora::DType::F16 { 10 } else { 7 };
@@ -711,7 +699,9 @@ fn fused_p_tile<T: LoraDType>() {
                 |y: &CudaSlice<T>| download(stream, y).iter().map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
             let mut y_scratch = poisoned::<T>(stream, m * n);
             let mut out = ForwardOutput { y: y_scratch.as_view_mut(), p: None };
-            dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward, scratch P");
+            dev.kernels
+                .forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out)
+                .expect("forward, scratch P");
             assert_eq!(y_bits(&y_scratch), y_bits(&y), "{what}: Y with P in scratch");
             // (The Hopper path reads P through TMA: an offset P takes the
             // mma.sync path there, so this holds for the mma.sync path only.)
@@ -720,7 +710,7 @@ fn fused_p_tile<T: LoraDType>() {
                 let mut p_offset = poisoned::<T>(stream, m * r + 1);
                 let mut out = ForwardOutput { y: y_offset.as_view_mut(), p: Some(p_offset.slice_mut(1..)) };
                 dev.kernels
-                    .forward(stream, &x.as_view(), &linear, &adapter, None, &mut out)
+                    .forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out)
                     .expect("forward, offset P");
                 assert_eq!(y_bits(&y_offset), y_bits(&y), "{what}: Y with P at an offset");
                 let p_at = download(stream, &p_offset);

@@ -7,9 +7,9 @@
 mod device;
 mod forward_support;
 
-use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, upload, Mix, MultiCase};
+use forward_support::{assert_close, download, poison_padding, poisoned, random, row_indices, Mix, MultiCase};
 use fused_lora::reference::{self, Base, MultiAdapters, Precision};
-use fused_lora::{Adapter, Dropout, ForwardOutput, Linear, LoraDType, LoraError, LoraShape, MultiAdapterShape};
+use fused_lora::{Dropout, ForwardOutput, LoraDType, LoraError, LoraShape, MultiAdapterShape};
 
 /// The drop probabilities of the plan: none (p = 0 is "no mask"), light, heavy.
 const PROBABILITIES: [f32; 3] = [0.0, 0.1, 0.5];
@@ -77,15 +77,13 @@ fn run_single<T: LoraDType>(
 ) -> Result<(Vec<T>, Vec<T>), LoraError> {
     let stream = &dev.stream;
     let (m, k, n, r) = (case.m, case.k, case.n, case.r_max);
-    let (x, w, a, b) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-    let bias = case.bias.as_ref().map(|v| upload(stream, v));
+    let on = case.upload(stream);
     let mut y = poisoned::<T>(stream, m * n);
     let mut p = poisoned::<T>(stream, m * r);
-    let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+    let linear = on.linear(n, k);
+    let adapter = on.adapter(case);
     let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, dropout, &mut out)?;
+    dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, dropout, &mut out)?;
     Ok((download(stream, &p), download(stream, &y)))
 }
 

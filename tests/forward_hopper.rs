@@ -13,8 +13,8 @@ mod forward_support;
 
 use std::sync::Mutex;
 
-use forward_support::{assert_close, download, poisoned, random, upload, MultiCase};
-use fused_lora::{Adapter, ForwardOutput, Linear, LoraDType};
+use forward_support::{assert_close, download, poisoned, random, MultiCase};
+use fused_lora::{ForwardOutput, LoraDType};
 
 /// The tests of this binary change the process's environment (the device's
 /// capability, the path override): one at a time.
@@ -48,15 +48,13 @@ fn case<T: LoraDType>(m: usize, k: usize, n: usize, r: usize, bias: bool, seed: 
 fn run<T: LoraDType>(dev: &device::Device, case: &MultiCase<T>) -> (Vec<T>, Vec<T>, Option<String>) {
     let stream = &dev.stream;
     let (m, k, n, r) = (case.m, case.k, case.n, case.r_max);
-    let (x, w, a, b) =
-        (upload(stream, &case.x), upload(stream, &case.w), upload(stream, &case.a), upload(stream, &case.b));
-    let bias = case.bias.as_ref().map(|v| upload(stream, v));
+    let on = case.upload(stream);
     let mut y = poisoned::<T>(stream, m * n);
     let mut p = poisoned::<T>(stream, m * r);
-    let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-    let adapter = Adapter { a: a.as_view(), b: b.as_view(), rank: r, scale: case.scales[0] };
+    let linear = on.linear(n, k);
+    let adapter = on.adapter(case);
     let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-    dev.kernels.forward(stream, &x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
+    dev.kernels.forward(stream, &on.x.as_view(), &linear, &adapter, None, &mut out).expect("forward");
     let kernel = device::last_launch_counters().map(|c| c["kernel"].as_str().unwrap_or_default().to_string());
     (download(stream, &p), download(stream, &y), kernel)
 }

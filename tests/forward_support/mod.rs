@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream};
 use fused_lora::reference::Dropout;
-use fused_lora::{AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, LoraError, LoraKernels, RowAdapters};
+use fused_lora::{
+    Adapter, AdapterStack, AdapterStatus, ForwardOutput, Linear, LoraDType, LoraError, LoraKernels, RowAdapters,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -110,7 +112,53 @@ pub struct MultiCase<T> {
     pub index: Vec<i32>,
 }
 
+/// A case's operands on the device: X, W0, the optional bias, A, B and the
+/// per-row indices, with the views the entry points take.
+pub struct DeviceCase<T> {
+    pub x: CudaSlice<T>,
+    pub w: CudaSlice<T>,
+    pub bias: Option<CudaSlice<T>>,
+    pub a: CudaSlice<T>,
+    pub b: CudaSlice<T>,
+    pub index: CudaSlice<i32>,
+}
+
+impl<T: LoraDType> DeviceCase<T> {
+    /// The base layer `[n, k]` with its bias, if the case has one.
+    pub fn linear(&self, n: usize, k: usize) -> Linear<'_, T> {
+        Linear { weight: self.w.as_view(), bias: self.bias.as_ref().map(|b| b.as_view()), n, k }
+    }
+
+    /// The case's first adapter alone (rank `ranks[0]`, scale `scales[0]`).
+    pub fn adapter<'a>(&'a self, case: &MultiCase<T>) -> Adapter<'a, T> {
+        Adapter { a: self.a.as_view(), b: self.b.as_view(), rank: case.ranks[0], scale: case.scales[0] }
+    }
+
+    /// Every adapter of the case, stacked.
+    pub fn stack<'a>(&'a self, case: &'a MultiCase<T>) -> AdapterStack<'a, T> {
+        AdapterStack {
+            a: self.a.as_view(),
+            b: self.b.as_view(),
+            r_max: case.r_max,
+            ranks: &case.ranks,
+            scales: &case.scales,
+        }
+    }
+}
+
 impl<T: LoraDType> MultiCase<T> {
+    /// The case's operands uploaded to the device.
+    pub fn upload(&self, stream: &Arc<CudaStream>) -> DeviceCase<T> {
+        DeviceCase {
+            x: upload(stream, &self.x),
+            w: upload(stream, &self.w),
+            bias: self.bias.as_ref().map(|v| upload(stream, v)),
+            a: upload(stream, &self.a),
+            b: upload(stream, &self.b),
+            index: upload(stream, &self.index),
+        }
+    }
+
     /// Runs `forward_multi` on the case (with `dropout`), outputs poisoned
     /// first, and returns (P, Y); the status must report no bad index.
     pub fn run(
@@ -120,18 +168,14 @@ impl<T: LoraDType> MultiCase<T> {
         dropout: Option<&Dropout>,
     ) -> Result<(Vec<T>, Vec<T>), LoraError> {
         let (m, k, n, r_max) = (self.m, self.k, self.n, self.r_max);
-        let (x, w, a, b) =
-            (upload(stream, &self.x), upload(stream, &self.w), upload(stream, &self.a), upload(stream, &self.b));
-        let bias = self.bias.as_ref().map(|v| upload(stream, v));
-        let index = upload(stream, &self.index);
+        let on = self.upload(stream);
         let mut status = AdapterStatus::new(stream).expect("status");
         let mut y = poisoned::<T>(stream, m * n);
         let mut p = poisoned::<T>(stream, m * r_max);
-        let linear = Linear { weight: w.as_view(), bias: bias.as_ref().map(|b| b.as_view()), n, k };
-        let stack = AdapterStack { a: a.as_view(), b: b.as_view(), r_max, ranks: &self.ranks, scales: &self.scales };
-        let mut rows = RowAdapters { index: index.as_view(), status: &mut status };
+        let (linear, stack) = (on.linear(n, k), on.stack(self));
+        let mut rows = RowAdapters { index: on.index.as_view(), status: &mut status };
         let mut out = ForwardOutput { y: y.as_view_mut(), p: Some(p.as_view_mut()) };
-        kernels.forward_multi(stream, &x.as_view(), &linear, &stack, &mut rows, dropout, &mut out)?;
+        kernels.forward_multi(stream, &on.x.as_view(), &linear, &stack, &mut rows, dropout, &mut out)?;
         status.check(stream).expect("no bad index");
         Ok((download(stream, &p), download(stream, &y)))
     }
