@@ -793,7 +793,7 @@ impl LoraKernels {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
-            } else if let Some(place) = self.dx_takes_da::<T>(&dx_params, fused_da_ctas)? {
+            } else if let Some(place) = Self::dx_takes_da::<T>(&dx_params, fused_da_ctas, sms) {
                 let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
                 self.launch_dx_da::<T>(stream, dx_da, fused_da_ctas, place)?;
             } else {
@@ -883,23 +883,22 @@ impl LoraKernels {
     /// With `da_ctas` dA tiles per rank tile, each CTA of the launch's dA
     /// column (one per tile row) must also take at most
     /// [`DA_TILES_PER_DX_ROW`] (128×128) of them, or on 64×64 pass
-    /// [`small_dx_takes_da`]. `None`: dA takes a launch of its own.
-    fn dx_takes_da<T: LoraDType>(&self, params: &LoraBwdParams, da_ctas: usize) -> Result<Option<FusedDa>> {
+    /// [`small_dx_takes_da`], on a device of `sms` SMs (the launch's own
+    /// count). `None`: dA takes a launch of its own.
+    fn dx_takes_da<T: LoraDType>(params: &LoraBwdParams, da_ctas: usize, sms: usize) -> Option<FusedDa> {
         let (m, n, k, r_max) = (params.m as usize, params.n as usize, params.k as usize, params.r_max as usize);
-        let sms = self.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let sms = sms.max(1) as usize;
         let splits = k_splits(sms, m, k, n + r_max);
         let half = T::DTYPE.size_bytes() == 2;
         if params.dropout != 0 || !half || splits != 1 {
-            return Ok(None);
+            return None;
         }
         let da_tiles = da_ctas * r_max.div_ceil(RANK_TILE);
-        Ok(match dx_tile(sms, m, k, half, splits) {
+        match dx_tile(sms, m, k, half, splits) {
             DxTile::Big => {
                 (da_tiles.div_ceil(m.div_ceil(BIG_TILE_ROWS)) <= DA_TILES_PER_DX_ROW).then_some(FusedDa::Big)
             }
             DxTile::Small => small_da_placement(sms, m, n, k, r_max, da_tiles),
-        })
+        }
     }
 
     /// Launches dX with dA's CTAs where `place` says: dX's tiles, and a last
