@@ -608,8 +608,10 @@ fn oracle_matches_crate_reference() {
 
 /// The fused-P tile (`lora_forward_gemm_<T>_128x256_p`: P computed inside
 /// the fused GEMM's CTAs, no shrink launch), which `takes_fused_p` picks on
-/// the emulator's 108 SMs for 12 x 9 tiles of 128 x 256 over a short K (one
-/// CTA per SM; the shrink launch would cost more than P's extra mma): one
+/// the emulator's 108 SMs for 3 x 3 tiles of 128 x 256 over a short K (one
+/// CTA per SM; the shrink launch would cost more than P's extra mma; four
+/// whole tiles, whose copies carry no predicate, and five on an M or N
+/// edge): one
 /// launch, Y and P against the reference, P against the shrink's to within
 /// the documented bound (the same value or an adjacent one of T: only the
 /// f32 accumulation order differs), with M, N and K tails, with and without
@@ -630,11 +632,11 @@ fn fused_p_tile<T: LoraDType>() {
     // (m, k, n, r, bias, fused-P tile): M, N and K tails (K = 72: two whole
     // steps and 8 more) on the first, whole tiles on the second.
     let cases = [
-        (1500, 72, 2300, 16, true, true),
-        (1536, 64, 2304, 8, false, true),
-        (1500, 72, 2300, 24, true, false),
-        (1500, 72, 2300, 64, false, false),
-        (1500, 72, 2300, 12, true, false),
+        (300, 72, 600, 16, true, true),
+        (384, 64, 768, 8, false, true),
+        (300, 72, 600, 24, true, false),
+        (300, 72, 600, 64, false, false),
+        (300, 72, 600, 12, true, false),
     ];
     for (i, &(m, k, n, r, with_bias, fused)) in cases.iter().enumerate() {
         let fused = fused && !hopper;
