@@ -281,6 +281,16 @@ const WIDE_GRAD_WARPS: usize = (LORA_BWD_RANK_WIDE_GRAD_THREADS / 32) as usize;
 /// scheduler where two 4-warp CTAs left 2; docs/performance.md).
 const WIDE_G_DB_WARPS: usize = (LORA_BWD_RANK_WIDE_G_DB_THREADS / 32) as usize;
 
+/// Warps of the `_r64` CTAs of the rank-side gradient launch `name`
+/// (`"g_db"` or `"da"`): what the host divides adapters by in warp mode.
+pub(crate) fn wide_grad_warps(name: &str) -> usize {
+    if name == "g_db" {
+        WIDE_G_DB_WARPS
+    } else {
+        WIDE_GRAD_WARPS
+    }
+}
+
 /// Rank columns of a rank-side gradient launch (G with dB, or dA alone)
 /// whose grid has `wide_ctas` CTAs per 64 rank columns, on a device of
 /// `multiprocessors` SMs, and the kernel's suffix: 64 (`_r64`: 6 warps for
@@ -766,7 +776,7 @@ impl LoraKernels {
             // Per launch: 32 rank columns (8 warps) or 64 (`_r64`: 6 warps for G with dB, 4 for dA),
             // by grad_cols.
             let grad_launch = |name: &str, ctas_per_group: usize, other_ctas: usize| {
-                let wide_warps = if name == "g_db" { WIDE_G_DB_WARPS } else { WIDE_GRAD_WARPS };
+                let wide_warps = wide_grad_warps(name);
                 let wide_ctas = other_ctas + ctas_per_group * groups_of(wide_warps);
                 let (cols, wide) = grad_cols(sms, wide_ctas, r_max);
                 let warps = if wide.is_empty() { RANK_WARPS } else { wide_warps };
@@ -1027,7 +1037,9 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, fused_da_cols, grad_cols, small_da_placement, small_dx_takes_da, DxTile, FusedDa};
+    use super::{
+        dx_tile, fused_da_cols, grad_cols, small_da_placement, small_dx_takes_da, wide_grad_warps, DxTile, FusedDa,
+    };
 
     #[test]
     fn gradients_take_64_rank_columns_where_the_wide_grid_fills_the_device() {
@@ -1044,6 +1056,13 @@ mod tests {
         assert_eq!(fused_da_cols(40), (64, "_r64"));
         assert_eq!(fused_da_cols(32), (32, ""));
         assert_eq!(fused_da_cols(16), (32, ""));
+    }
+
+    #[test]
+    fn g_db_takes_6_warps_and_da_4_on_64_rank_columns() {
+        // Two 6-warp G-with-dB CTAs share an SM (3 warps per scheduler); dA's keep 4.
+        assert_eq!(wide_grad_warps("g_db"), 6);
+        assert_eq!(wide_grad_warps("da"), 4);
     }
 
     #[test]
