@@ -519,12 +519,13 @@ __device__ void row_gemm(const LoraBwdParams& p, int extra_cols = 0) {
 // The rank side (cuda/rank_side.cuh): G with dB in one launch (both read dY),
 // then dA (it reads G), over the rows grouped by adapter.
 
-// Sh: rank_side::Shared (8 warps, 32 rank columns), or SharedWideGrad for
-// the `_r64` launches (4 warps, 64 rank columns: dY or X staged once for
-// both 32-column halves, and each G tile reads B's 64 columns, each dB tile
-// P's, in one pass). With 4 warps each sum is 4 warp partials in warp order
-// instead of 8: a fixed order for a shape and device, as the host's rule
-// (src/backward.rs, grad_cols) is.
+// Sh: rank_side::Shared (8 warps, 32 rank columns), or for the `_r64`
+// launches SharedWideGDb (G with dB: 6 warps) and SharedWideGrad (dA: 4
+// warps), 64 rank columns: dY or X staged once for both 32-column halves,
+// and each G tile reads B's 64 columns, each dB tile P's, in one pass. With
+// 6 or 4 warps each sum is 6 or 4 warp partials in warp order instead of 8:
+// a fixed order for a shape and device, as the host's rule (src/backward.rs,
+// grad_cols) is.
 template <typename T, typename Sh = rank_side::Shared> __device__ void g_db(const LoraBwdParams& p) {
     Sh& sm = rank_side::shared_storage<Sh>();
     if (static_cast<int>(blockIdx.x) < p.g_tiles) {
@@ -650,9 +651,9 @@ template <typename T> __device__ void sum_splits(const LoraBwdParams& p) {
     extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_THREADS) lora_backward_da_##SUFFIX(const LoraBwdParams p) { \
         fused_lora::bwd::da<TYPE>(p);                                                                                    \
     }                                                                                                                    \
-    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_WIDE_GRAD_THREADS)                                        \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_WIDE_G_DB_THREADS, 2)                                     \
         lora_backward_g_db_##SUFFIX##_r64(const LoraBwdParams p) {                                                      \
-        fused_lora::bwd::g_db<TYPE, fused_lora::rank_side::SharedWideGrad>(p);                                          \
+        fused_lora::bwd::g_db<TYPE, fused_lora::rank_side::SharedWideGDb>(p);                                           \
     }                                                                                                                    \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_RANK_WIDE_GRAD_THREADS)                                        \
         lora_backward_da_##SUFFIX##_r64(const LoraBwdParams p) {                                                        \

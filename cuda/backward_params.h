@@ -64,6 +64,11 @@
  * and two rank tiles. */
 #define LORA_BWD_RANK_WIDE_GRAD_THREADS 128
 #define LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES (48 * 1024 + 128)
+/* G with dB's `_r64` launch: the same tiles on 6 warps (72 KB), 2 CTAs per
+ * SM on sm_80 and sm_90 (at most 168 registers), 3 warps per scheduler where
+ * the 4-warp CTAs left the busiest SM 2. */
+#define LORA_BWD_RANK_WIDE_G_DB_THREADS 192
+#define LORA_BWD_RANK_WIDE_G_DB_SHARED_BYTES (72 * 1024 + 128)
 /* lora_group_rows: one CTA of this many threads sorts the rows by adapter. */
 #define LORA_GROUP_THREADS 1024
 

@@ -100,9 +100,14 @@ using SharedWide = SharedOf<kWarps, 2>;
 // warps, 48 KB of tiles, so that about 157 registers still leave 3 CTAs on
 // an SM where the 8-warp SharedWide CTA is alone.
 using SharedWideGrad = SharedOf<LORA_BWD_RANK_WIDE_GRAD_THREADS / 32, 2>;
+// G with dB on 64 rank columns: the same per-warp tiles on 6 warps (72 KB).
+// Two CTAs of them fit an SM (registers capped at 168 by the launch bounds):
+// 12 warps, 3 per scheduler, where two 4-warp CTAs gave 2 (docs/performance.md).
+using SharedWideGDb = SharedOf<LORA_BWD_RANK_WIDE_G_DB_THREADS / 32, 2>;
 static_assert(sizeof(Shared) <= LORA_BWD_RANK_SHARED_BYTES, "the host's launch reserves enough");
 static_assert(sizeof(SharedWide) <= LORA_BWD_RANK_WIDE_SHARED_BYTES, "the host's launch reserves enough");
 static_assert(sizeof(SharedWideGrad) <= LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES, "the host's launch reserves enough");
+static_assert(sizeof(SharedWideGDb) <= LORA_BWD_RANK_WIDE_G_DB_SHARED_BYTES, "the host's launch reserves enough");
 
 // The launch's dynamic shared memory (above the 48 KB a launch gets without opting in).
 template <typename Sh = Shared> __device__ __forceinline__ Sh& shared_storage() {
@@ -570,7 +575,7 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
 template <typename T, bool kShrink, typename Sh = Shared>
 __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
     constexpr int kH = Sh::kHalves;
-    // The CTA's warps split the reduction steps (8, or 4 for SharedWideGrad).
+    // The CTA's warps split the reduction steps (8; 4 for SharedWideGrad, 6 for SharedWideGDb).
     constexpr int kWarps = Sh::kWarpCount;
     constexpr int kThreads = kWarps * 32;
     using Geo = Geometry<T>;

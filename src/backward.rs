@@ -168,7 +168,8 @@ use crate::merge::Adapter;
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
     LoraGemmParams, LORA_BWD_BIG_SHARED_BYTES, LORA_BWD_BIG_TILE_COLS, LORA_BWD_BIG_TILE_ROWS, LORA_BWD_GEMM_THREADS,
-    LORA_BWD_RANK_THREADS, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_THREADS, LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LORA_BWD_RANK_THREADS, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_G_DB_THREADS, LORA_BWD_THREADS,
+    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
 };
 use crate::rank_side::{row_tiles, RowGroups, RANK_TILE, WIDE_SUFFIX};
 use crate::reference::Dropout;
@@ -273,19 +274,34 @@ const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 /// K = 4096; 14 and 28 for down's K = 14336).
 const DA_TILES_PER_DX_ROW: usize = 8;
 
-/// Warps of the `_r64` G-with-dB and dA CTAs.
+/// Warps of the `_r64` dA CTAs.
 const WIDE_GRAD_WARPS: usize = (LORA_BWD_RANK_WIDE_GRAD_THREADS / 32) as usize;
+
+/// Warps of the `_r64` G-with-dB CTAs: 6, two CTAs per SM (3 warps per
+/// scheduler where two 4-warp CTAs left 2; docs/performance.md).
+const WIDE_G_DB_WARPS: usize = (LORA_BWD_RANK_WIDE_G_DB_THREADS / 32) as usize;
+
+/// Warps of the `_r64` CTAs of the rank-side gradient launch `name`
+/// (`"g_db"` or `"da"`): what the host divides adapters by in warp mode.
+pub(crate) fn wide_grad_warps(name: &str) -> usize {
+    if name == "g_db" {
+        WIDE_G_DB_WARPS
+    } else {
+        WIDE_GRAD_WARPS
+    }
+}
 
 /// Rank columns of a rank-side gradient launch (G with dB, or dA alone)
 /// whose grid has `wide_ctas` CTAs per 64 rank columns, on a device of
-/// `multiprocessors` SMs, and the kernel's suffix: 64 (`_r64`: 4 warps, dY
-/// or X staged once for both 32-column halves, B or P read once per tile
-/// for all 64 columns) for ranks past 32 where that grid gives every SM a
-/// CTA; else 32 (8 warps). On smaller grids the 64-wide CTA's longer walk
-/// over half the warps is the launch's time (docs/performance.md, "G, dB
-/// and dA on 64 rank columns"). A function of the shape and the SM count
-/// alone; the 4-warp CTAs add 4 warp partials where the 8-warp ones add 8,
-/// so G, dB and dA's bits are fixed for a shape and device.
+/// `multiprocessors` SMs, and the kernel's suffix: 64 (`_r64`: 6 warps for
+/// G with dB, 4 for dA; dY or X staged once for both 32-column halves, B or
+/// P read once per tile for all 64 columns) for ranks past 32 where that
+/// grid gives every SM a CTA; else 32 (8 warps). On smaller grids the
+/// 64-wide CTA's longer walk over fewer warps is the launch's time
+/// (docs/performance.md, "G, dB and dA on 64 rank columns"). A function of
+/// the shape and the SM count alone; the 6- and 4-warp CTAs add 6 or 4 warp
+/// partials where the 8-warp ones add 8, so G, dB and dA's bits are fixed
+/// for a shape and device.
 pub(crate) fn grad_cols(multiprocessors: usize, wide_ctas: usize, r_max: usize) -> (usize, &'static str) {
     if r_max > RANK_TILE && wide_ctas >= multiprocessors {
         (2 * RANK_TILE, WIDE_SUFFIX)
@@ -757,11 +773,13 @@ impl LoraKernels {
             let sms = sms.max(1) as usize;
             // Adapter groups of dB's and dA's CTAs: in warp mode, one adapter per warp.
             let groups_of = |warps: usize| if warp_mode { num_adapters.div_ceil(warps) } else { num_adapters };
-            // Per launch: 32 rank columns (8 warps) or 64 (`_r64`, 4 warps), by grad_cols.
+            // Per launch: 32 rank columns (8 warps) or 64 (`_r64`: 6 warps for G with dB, 4 for dA),
+            // by grad_cols.
             let grad_launch = |name: &str, ctas_per_group: usize, other_ctas: usize| {
-                let wide_ctas = other_ctas + ctas_per_group * groups_of(WIDE_GRAD_WARPS);
+                let wide_warps = wide_grad_warps(name);
+                let wide_ctas = other_ctas + ctas_per_group * groups_of(wide_warps);
                 let (cols, wide) = grad_cols(sms, wide_ctas, r_max);
-                let warps = if wide.is_empty() { RANK_WARPS } else { WIDE_GRAD_WARPS };
+                let warps = if wide.is_empty() { RANK_WARPS } else { wide_warps };
                 let kernel = format!("lora_backward_{name}_{}{wide}", T::DTYPE.kernel_suffix());
                 (kernel, ctas_per_group * groups_of(warps), r_max.div_ceil(cols) as u32)
             };
@@ -1019,7 +1037,9 @@ impl LoraKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{dx_tile, fused_da_cols, grad_cols, small_da_placement, small_dx_takes_da, DxTile, FusedDa};
+    use super::{
+        dx_tile, fused_da_cols, grad_cols, small_da_placement, small_dx_takes_da, wide_grad_warps, DxTile, FusedDa,
+    };
 
     #[test]
     fn gradients_take_64_rank_columns_where_the_wide_grid_fills_the_device() {
@@ -1036,6 +1056,13 @@ mod tests {
         assert_eq!(fused_da_cols(40), (64, "_r64"));
         assert_eq!(fused_da_cols(32), (32, ""));
         assert_eq!(fused_da_cols(16), (32, ""));
+    }
+
+    #[test]
+    fn g_db_takes_6_warps_and_da_4_on_64_rank_columns() {
+        // Two 6-warp G-with-dB CTAs share an SM (3 warps per scheduler); dA's keep 4.
+        assert_eq!(wide_grad_warps("g_db"), 6);
+        assert_eq!(wide_grad_warps("da"), 4);
     }
 
     #[test]

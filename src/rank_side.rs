@@ -16,8 +16,8 @@ use crate::error::Result;
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::params::{
     LoraBwdParams, LoraGemmParams, LORA_BWD_RANK_SHARED_BYTES, LORA_BWD_RANK_THREADS, LORA_BWD_RANK_TILE,
-    LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_SHARED_BYTES,
-    LORA_BWD_RANK_WIDE_TILE, LORA_GROUP_THREADS,
+    LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_G_DB_SHARED_BYTES,
+    LORA_BWD_RANK_WIDE_G_DB_THREADS, LORA_BWD_RANK_WIDE_SHARED_BYTES, LORA_BWD_RANK_WIDE_TILE, LORA_GROUP_THREADS,
 };
 
 /// The rank-side tile (rows of M and rank columns).
@@ -48,13 +48,15 @@ pub(crate) fn shrink_cols(multiprocessors: usize, row_tiles: usize, r_max: usize
 
 /// Threads and dynamic shared bytes of the rank-side kernel `name`: the
 /// 32-wide kernels 8 warps and 64 KB; the shrink's `_r64` 8 warps and 96 KB;
-/// the gradients' `_r64` (`lora_backward_g_db_<T>_r64`,
-/// `lora_backward_da_<T>_r64`) 4 warps and 48 KB.
+/// G with dB's `_r64` (`lora_backward_g_db_<T>_r64`) 6 warps and 72 KB;
+/// dA's (`lora_backward_da_<T>_r64`) 4 warps and 48 KB.
 fn rank_side_cta(name: &str) -> (u32, u32) {
     if !name.ends_with(WIDE_SUFFIX) {
         (LORA_BWD_RANK_THREADS, LORA_BWD_RANK_SHARED_BYTES)
     } else if name.starts_with("lora_rank_shrink_") {
         (LORA_BWD_RANK_THREADS, LORA_BWD_RANK_WIDE_SHARED_BYTES)
+    } else if name.starts_with("lora_backward_g_db_") {
+        (LORA_BWD_RANK_WIDE_G_DB_THREADS, LORA_BWD_RANK_WIDE_G_DB_SHARED_BYTES)
     } else {
         (LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_GRAD_SHARED_BYTES)
     }

@@ -559,8 +559,8 @@ fn big_dx_with_da_split_bf16() {
     big_dx_with_da::<bf16>(&[40, 17]);
 }
 
-/// G with dB, and dA, on 64 rank columns (the `_r64` kernels: 4 warps, the
-/// wide operand staged once for both 32-column halves), taken where their
+/// G with dB, and dA, on 64 rank columns (the `_r64` kernels: 6 and 4 warps,
+/// the wide operand staged once for both 32-column halves), taken where their
 /// grid gives every one of the emulator's 108 SMs a CTA: M = 1800, K = 896,
 /// N = 384 (G with dB 110 CTAs, dA 112; dX's 105 big tiles are too few, so
 /// dX takes 64x64 and dA its own launch), adapters `ranks` (r_max past 32)

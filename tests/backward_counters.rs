@@ -224,7 +224,7 @@ fn counted_efficiency<T: LoraDType>() {
     }
 }
 
-/// G with dB on 64 rank columns (`lora_backward_g_db_<T>_r64`, 4 warps):
+/// G with dB on 64 rank columns (`lora_backward_g_db_<T>_r64`, 6 warps):
 /// M = 2048, N = 1536 (64 row tiles of G + 48 of dB = 112 CTAs, past the
 /// emulated device's 108 SMs, so the host's rule takes it), r = 64: the FLOP
 /// minimum exactly, dY read once for all 64 rank columns (for G and for dB)
