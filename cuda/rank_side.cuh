@@ -615,13 +615,24 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     // warp's own, parked in its own tiles; one parked tile per rank half.
     // Half h's parked tiles start at sums + h * half_floats. With kV wide
     // tiles, one wide tile's halves at a time (kV rounds).
-    const bool split = !warp_mode;
-    float* const sums = split ? sm.sums[0][0] : reinterpret_cast<float*>(my_tiles);
-    const int half_floats = split ? kWarps * kSumFloats : kSumFloats;
-    const int summed = split ? max(1, min(kWarps, steps)) : 1;
-    const int first = split ? static_cast<int>(threadIdx.x) : lane;
-    const int stride = split ? kThreads : 32;
-    float* const parked = split ? sm.sums[0][warp] : sums;
+    const float* sums;
+    float* parked;
+    int summed, first, stride, half_floats;
+    if (warp_mode) {
+        parked = reinterpret_cast<float*>(my_tiles);
+        sums = parked;
+        half_floats = kSumFloats;
+        summed = 1;
+        first = lane;
+        stride = 32;
+    } else {
+        parked = sm.sums[0][warp];
+        sums = sm.sums[0][0];
+        half_floats = kWarps * kSumFloats;
+        summed = max(1, min(kWarps, steps));
+        first = threadIdx.x;
+        stride = kThreads;
+    }
 
     // dB: tile row = n, column = j; dA: tile row = j, column = k.
     const float scale = scale_of(p, adapter);
@@ -634,17 +645,16 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
         // The same for the whole CTA: its barriers stay uniform.
         if (v > 0 && wide0v >= wide_len) break;
         // Round v > 0 parks where round v - 1's epilogue read.
-        if (split) {
-            __syncthreads();
-        } else {
+        if (warp_mode) {
             __syncwarp();
-        }
 #pragma unroll
-        for (int h = 0; h < kH; ++h) park<kDa>(parked + h * half_floats, acc[v][h], lane);
-        if (split) {
-            __syncthreads();
-        } else {
+            for (int h = 0; h < kH; ++h) park<kDa>(parked + h * kSumFloats, acc[v][h], lane);
             __syncwarp();
+        } else {
+            __syncthreads();
+#pragma unroll
+            for (int h = 0; h < kH; ++h) park<kDa>(parked + h * kWarps * kSumFloats, acc[v][h], lane);
+            __syncthreads();
         }
 #pragma unroll
         for (int h = 0; h < kH; ++h) {
