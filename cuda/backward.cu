@@ -560,6 +560,13 @@ template <typename T, typename Sh = rank_side::Shared> __device__ void da(const 
 // (48 KB of tiles, 64 accumulators a thread) costs no occupancy. Each
 // half's sums are the same warps' steps in the same warp order as with two
 // 32-wide tiles: the same bits.
+//
+// kV wide tiles of 32 K columns per dA warp tile: 2 in the `_r64` launch
+// (dA tiles of 64 K columns by 64 rank columns: each G fragment feeds both
+// X tiles' mma; p.da_ctas then counts 64-column tiles, src/backward.rs),
+// with one adapter's rows (no permutation) staged at addresses that advance
+// by constants; 1 in the 32-rank-column launch. Each accumulator still sees
+// the same warps' steps in the same order: the same bits.
 
 // dA's tiles in the last grid column (or row) of a dX launch: its CTA `cta`
 // of `ctas` takes tiles cta, cta + ctas, ... (p.da_ctas per rank tile of
@@ -576,9 +583,9 @@ __device__ void da_cta(const LoraBwdParams& p, DaShared& sm, int cta, int ctas) 
     }
 }
 
-template <typename T, int kH = 1> __device__ void dx_da(const LoraBwdParams& p) {
+template <typename T, int kH = 1, int kV = 1> __device__ void dx_da(const LoraBwdParams& p) {
     if (blockIdx.x == gridDim.x - 1) {
-        using DaShared = rank_side::SharedOf<Tile128::kThreads / 32, kH>;
+        using DaShared = rank_side::SharedOf<Tile128::kThreads / 32, kH, kV>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
         da_cta<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared), blockIdx.y, gridDim.y);
@@ -687,7 +694,7 @@ STAMP_DX_BIG(bf16, __nv_bfloat16)
     }                                                                                      \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
         lora_backward_dx_da_##SUFFIX##_128x128_r64(const LoraBwdParams p) {                \
-        fused_lora::bwd::dx_da<TYPE, 2>(p);                                                \
+        fused_lora::bwd::dx_da<TYPE, 2, 2>(p);                                             \
     }
 STAMP_DX_DA_BIG(f16, __half)
 STAMP_DX_DA_BIG(bf16, __nv_bfloat16)

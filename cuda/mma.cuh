@@ -28,6 +28,14 @@ __device__ __forceinline__ void cp_async_16_zfill(uint32_t smem, uint64_t gmem, 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
 }
 
+// The same at `smem` + kSmemOffset and `gmem` + kGmemOffset bytes, both
+// offsets immediates of the instruction (no address arithmetic of their own).
+template <int kSmemOffset, int kGmemOffset>
+__device__ __forceinline__ void cp_async_16_zfill_at(uint32_t smem, uint64_t gmem, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0+%3], [%1+%4], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes),
+                 "n"(kSmemOffset), "n"(kGmemOffset));
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 // Waits until at most N of this thread's committed groups are still in flight.

@@ -83,11 +83,20 @@ constexpr int kSumFloats = kCols * kSumLd;
 // G with dB and dA lost more to that than they gained in L2 reads, so their
 // `_r64` CTAs have 4 warps (48 KB: up to 3 CTAs per SM;
 // docs/performance.md).
-template <int kW, int kH = 1> struct alignas(16) SharedOf {
+//
+// kV wide tiles of 32 columns per warp: 1, or 2 for dA's `_r64` CTAs in
+// dX's 128x128 launch (a warp tile 64 K columns by 64 rank columns: each
+// stage holds two X tiles and the two G tiles, and each G fragment feeds
+// both X tiles' mma, so a step stages 128 bytes and one ldmatrix wavefront
+// per mma where 32 K columns took 192 bytes and 1.5 wavefronts). Its
+// sums are parked one wide tile at a time (two rounds: 4 warps x 4 parked
+// tiles would be 80 KB).
+template <int kW, int kH = 1, int kV = 1> struct alignas(16) SharedOf {
     static constexpr int kWarpCount = kW;
     static constexpr int kHalves = kH;
+    static constexpr int kWideTiles = kV;
     union {
-        unsigned char tiles[kW][kStages][1 + kH][kTileBytes];
+        unsigned char tiles[kW][kStages][kV + kH][kTileBytes];
         float sums[kH][kW][kSumFloats];
     };
     int rows[kWide];  // G: the global rows of the CTA's tile
@@ -288,6 +297,46 @@ __device__ __forceinline__ void multiply(Acc (&accs)[kH], uint32_t wide, const u
     }
 }
 
+// accs[v][h] += wide_v . rank_h over the first `k_len` (<= kStep) tokens
+// of one stage of dA (f16/bf16): kV reduction-major X tiles at shared
+// address `wide` + v x kTileBytes, then the kH G tiles. Each G fragment is
+// loaded once for the kV X tiles; every accumulator sees the same mma in
+// the same order as `multiply` on one X tile (the same bits).
+template <typename T, int kV, int kH>
+__device__ __forceinline__ void multiply_wide(Acc (&accs)[kV][kH], uint32_t wide, const FragOffsets<false>& offs,
+                                              const int (&pairs)[kH], int k_len) {
+    using G = Geometry<T>;
+    static_assert(G::kMma, "the wide dA tile is for f16/bf16");
+    static_for<G::kStep / 16>([&](auto k16) {
+        constexpr int kk = decltype(k16)::value * 16;
+        if (kk >= k_len) return;
+        uint32_t a[kV][2][4];
+        static_for<kV>([&](auto vi) {
+            constexpr int v = decltype(vi)::value;
+            static_for<2>([&](auto m16) {
+                constexpr int mi = decltype(m16)::value;
+                ldmatrix_x4_trans<kk * 64 + v * kTileBytes>(a[v][mi], wide + offs.a[mi]);
+            });
+        });
+        static_for<kH>([&](auto half) {
+            constexpr int h = decltype(half)::value;
+            static_for<2>([&](auto pair) {
+                constexpr int q = decltype(pair)::value;
+                if (q >= pairs[h]) return;
+                uint32_t b[4];
+                ldmatrix_x4_trans<kk * 64 + (kV + h) * kTileBytes>(b, wide + offs.b[q]);
+#pragma unroll
+                for (int v = 0; v < kV; ++v)
+#pragma unroll
+                    for (int mi = 0; mi < 2; ++mi) {
+                        Mma<T>::run(accs[v][h][mi][2 * q], a[v][mi], b[0], b[1]);
+                        Mma<T>::run(accs[v][h][mi][2 * q + 1], a[v][mi], b[2], b[3]);
+                    }
+            });
+        });
+    });
+}
+
 // A warp's [wide][rank] fragments into `sums` (kSumFloats floats), transposed
 // to [rank][wide] when kTransposed.
 template <bool kTransposed> __device__ __forceinline__ void park(float* sums, const Acc& acc, int lane) {
@@ -362,12 +411,15 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     constexpr int kWarps = Sh::kWarpCount;
     constexpr int kThreads = kWarps * 32;
     constexpr int kH = Sh::kHalves;
+    // Wide tiles of 32 columns per warp tile (2: dA's `_r64` CTAs in dX's launch).
+    constexpr int kV = Sh::kWideTiles;
+    static_assert(kV == 1 || (kDa && Geometry<T>::kMma), "two wide tiles: dA in f16/bf16");
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
     const int wide_len = kDa ? p.k : p.n;
-    const int wide_tiles = (wide_len + kWide - 1) / kWide;
-    const int wide0 = (index % wide_tiles) * kWide;
+    const int wide_tiles = (wide_len + kWide * kV - 1) / (kWide * kV);
+    const int wide0 = (index % wide_tiles) * kWide * kV;
     const int c0 = rank_tile * kCols * kH;
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
@@ -405,7 +457,16 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     constexpr uint32_t kPassBytes = kRowsPerPass * Geo::kRedRowBytes;
     const uint32_t chunk_at = chunk_offset(row_in_pass, chunk_col, Geo::kRedRowBytes);
     const int wide_col = wide0 + chunk_col * kChunk;
-    const int wide_count = max(0, min(kChunk, wide_len - wide_col));
+    // Per wide tile v (columns wide0 + 32v on): the lane's chunk's elements.
+    int wide_count[kV];
+    uint32_t wide_bytes[kV];
+    bool wide_whole = true;
+#pragma unroll
+    for (int v = 0; v < kV; ++v) {
+        wide_count[v] = max(0, min(kChunk, wide_len - wide_col - v * kWide));
+        wide_bytes[v] = wide_count[v] ? 16 : 0;
+        wide_whole = wide_whole && (wide_vec || wide_count[v] == 0) && (wide_count[v] == kChunk || wide_count[v] == 0);
+    }
     // Per rank half: rank chunks past the pairs the multiply reads are not copied.
     int rank_col[kH], rank_count[kH];
     bool rank_copies[kH];
@@ -422,35 +483,74 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
         rank_whole = rank_whole && (rank_vec || rank_count[h] == 0) && (rank_count[h] == kChunk || rank_count[h] == 0);
     }
     // The whole warp copies 16-byte chunks (or zero-fills): one cp.async each.
-    const bool fast = __all_sync(0xffffffffu, !drop && (wide_vec || wide_count == 0) &&
-                                                  (wide_count == kChunk || wide_count == 0) && rank_whole);
-    const uint32_t wide_bytes = wide_count ? 16 : 0;
+    const bool fast = __all_sync(0xffffffffu, !drop && wide_whole && rank_whole);
     const uint64_t wide_at = static_cast<uint64_t>(__cvta_generic_to_global(wide_src + wide_col));
     // Row strides in elements (32-bit): m . ld is one mul.wide, then a shift to bytes.
     const int wide_ld = wide_len;
     const int rank_ld = p.r_max;
+    // Without a permutation (one adapter, rows in order) the step's rows are
+    // contiguous: the lane's first chunk of step s sits s . kStep rows past
+    // its chunk of step 0, the others kRowsPerPass rows apart each, so the
+    // addresses advance by constants (no row shuffles, no address rebuilt
+    // from a gathered row). kV > 1 only: the 32-wide kernels keep one path.
+    const bool contiguous = kV > 1 && fast && groups.perm == nullptr;
+    const long long wide_row_bytes = static_cast<long long>(wide_ld) * sizeof(T);
+    const long long rank_row_bytes = static_cast<long long>(rank_ld) * sizeof(T);
+    const uint64_t wide_first = wide_at + (row_begin + row_in_pass) * wide_row_bytes;
+    const uint64_t rank_first = rank_at[0] + (row_begin + row_in_pass) * rank_row_bytes;
+    // Rows of the step left for the lane's first chunk.
+    const int rows_left = rows - row_in_pass;
 
     unsigned char* my_tiles = sm.tiles[warp][0][0];
     const uint32_t tiles_at = shared_address(my_tiles);
-    constexpr uint32_t kSlotBytes = (1 + kH) * kTileBytes;
+    constexpr uint32_t kSlotBytes = (kV + kH) * kTileBytes;
 
     auto stage = [&](int step, int slot) {
         if (step >= steps) return;
+        const uint32_t wide_tile = tiles_at + slot * kSlotBytes + chunk_at;
+        if constexpr (kV > 1) {
+            if (contiguous) {
+                const int r0 = step * kStep;
+                uint64_t wide_src_c = wide_first + r0 * wide_row_bytes;
+                uint64_t rank_src_c = rank_first + r0 * rank_row_bytes;
+                static_for<kChunks>([&](auto ci) {
+                    constexpr int c = decltype(ci)::value;
+                    // Rows past the adapter's copy nothing (src-size 0: never read).
+                    const bool live = r0 + c * kRowsPerPass < rows_left;
+                    static_for<kV>([&](auto vi) {
+                        constexpr int v = decltype(vi)::value;
+                        cp_async_16_zfill_at<v * kTileBytes + c * kPassBytes, v * kWide * sizeof(T)>(
+                            wide_tile, wide_src_c, live ? wide_bytes[v] : 0);
+                    });
+                    static_for<kH>([&](auto hi) {
+                        constexpr int h = decltype(hi)::value;
+                        if (rank_copies[h])
+                            cp_async_16_zfill_at<(kV + h) * kTileBytes + c * kPassBytes, h * kCols * sizeof(T)>(
+                                wide_tile, rank_src_c, live ? rank_bytes[h] : 0);
+                    });
+                    wide_src_c += kRowsPerPass * wide_row_bytes;
+                    rank_src_c += kRowsPerPass * rank_row_bytes;
+                });
+                return;
+            }
+        }
         // Lane i < kStep holds the global row of reduction row i of the step (-1: none).
         const int i = step * kStep + lane;
         const int my_row = lane < kStep && i < rows ? groups.row(row_begin + i) : -1;
-        const uint32_t wide_tile = tiles_at + slot * kSlotBytes + chunk_at;
         if (fast) {
 #pragma unroll
             for (int c = 0; c < kChunks; ++c) {
                 const int m = __shfl_sync(0xffffffffu, my_row, row_in_pass + c * kRowsPerPass);
                 // A row of -1 copies nothing (src-size 0: its address is never read).
-                cp_async_16_zfill(wide_tile + c * kPassBytes, wide_at + static_cast<long long>(m) * wide_ld * sizeof(T),
-                                  m >= 0 ? wide_bytes : 0);
+                const uint64_t wide_row = wide_at + static_cast<long long>(m) * wide_ld * sizeof(T);
+#pragma unroll
+                for (int v = 0; v < kV; ++v)
+                    cp_async_16_zfill(wide_tile + v * kTileBytes + c * kPassBytes, wide_row + v * kWide * sizeof(T),
+                                      m >= 0 ? wide_bytes[v] : 0);
 #pragma unroll
                 for (int h = 0; h < kH; ++h)
                     if (rank_copies[h])
-                        cp_async_16_zfill(wide_tile + (1 + h) * kTileBytes + c * kPassBytes,
+                        cp_async_16_zfill(wide_tile + (kV + h) * kTileBytes + c * kPassBytes,
                                           rank_at[h] + static_cast<long long>(m) * rank_ld * sizeof(T),
                                           m >= 0 ? rank_bytes[h] : 0);
             }
@@ -461,28 +561,34 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
         for (int c = 0; c < kChunks; ++c) {
             const int m = __shfl_sync(0xffffffffu, my_row, row_in_pass + c * kRowsPerPass);
             const int row = max(m, 0);
-            const T* ws = wide_src + static_cast<long long>(row) * wide_len + wide_col;
-            const int wc = m >= 0 ? wide_count : 0;
-            if (drop) {
-                copy_chunk<T, true>(wide_tile + c * kPassBytes, wide_ptr + c * kPassBytes, ws, wc, wide_vec, row,
-                                    wide_col, mask);
-            } else {
-                copy_chunk<T>(wide_tile + c * kPassBytes, wide_ptr + c * kPassBytes, ws, wc, wide_vec, row, wide_col);
+#pragma unroll
+            for (int v = 0; v < kV; ++v) {
+                const int col = wide_col + v * kWide;
+                const T* ws = wide_src + static_cast<long long>(row) * wide_len + col;
+                const int wc = m >= 0 ? wide_count[v] : 0;
+                const uint32_t off = v * kTileBytes + c * kPassBytes;
+                if (drop) {
+                    copy_chunk<T, true>(wide_tile + off, wide_ptr + off, ws, wc, wide_vec, row, col, mask);
+                } else {
+                    copy_chunk<T>(wide_tile + off, wide_ptr + off, ws, wc, wide_vec, row, col);
+                }
             }
 #pragma unroll
             for (int h = 0; h < kH; ++h)
                 if (rank_copies[h]) {
                     const T* rs = rank_src + static_cast<long long>(row) * p.r_max + rank_col[h];
-                    const uint32_t off = (1 + h) * kTileBytes + c * kPassBytes;
+                    const uint32_t off = (kV + h) * kTileBytes + c * kPassBytes;
                     copy_chunk<T>(wide_tile + off, wide_ptr + off, rs, m >= 0 ? rank_count[h] : 0, rank_vec, row,
                                   rank_col[h]);
                 }
         }
     };
 
-    Acc acc[kH];
+    Acc acc[kV][kH];
 #pragma unroll
-    for (int h = 0; h < kH; ++h) clear(acc[h]);
+    for (int v = 0; v < kV; ++v)
+#pragma unroll
+        for (int h = 0; h < kH; ++h) clear(acc[v][h]);
     const FragOffsets<false> offs(lane);
     // Warp w walks steps w, w + kWarps, ... (warp mode: all of its
     // adapter's steps): its own pipeline of kStages.
@@ -498,8 +604,13 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
         __syncwarp();
         stage(step + step_stride, slot ^ 1);
         cp_async_commit();
-        multiply<T, false, false, kH>(acc, tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs, pairs,
-                                      min(kStep, rows - step * kStep), lane);
+        const int k_len = min(kStep, rows - step * kStep);
+        if constexpr (kV == 1) {
+            multiply<T, false, false, kH>(acc[0], tiles_at + slot * kSlotBytes, my_tiles + slot * kSlotBytes, offs,
+                                          pairs, k_len, lane);
+        } else {
+            multiply_wide<T, kV, kH>(acc, tiles_at + slot * kSlotBytes, offs, pairs, k_len);
+        }
         slot ^= 1;
     }
     cp_async_wait<0>();
@@ -507,25 +618,20 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     // The tile's sums: the warps' in warp order through shared memory (only
     // the warps that ran a step: the others hold zeros), or in warp mode the
     // warp's own, parked in its own tiles; one parked tile per rank half.
-    // Half h's parked tiles start at sums + h * half_floats.
+    // Half h's parked tiles start at sums + h * half_floats. With kV wide
+    // tiles, one wide tile's halves at a time (kV rounds).
     const float* sums;
+    float* parked;
     int summed, first, stride, half_floats;
     if (warp_mode) {
-        __syncwarp();
-        float* mine = reinterpret_cast<float*>(my_tiles);
-#pragma unroll
-        for (int h = 0; h < kH; ++h) park<kDa>(mine + h * kSumFloats, acc[h], lane);
-        __syncwarp();
-        sums = mine;
+        parked = reinterpret_cast<float*>(my_tiles);
+        sums = parked;
         half_floats = kSumFloats;
         summed = 1;
         first = lane;
         stride = 32;
     } else {
-        __syncthreads();
-#pragma unroll
-        for (int h = 0; h < kH; ++h) park<kDa>(sm.sums[h][warp], acc[h], lane);
-        __syncthreads();
+        parked = sm.sums[0][warp];
         sums = sm.sums[0][0];
         half_floats = kWarps * kSumFloats;
         summed = max(1, min(kWarps, steps));
@@ -539,28 +645,46 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     const int out_cols = kDa ? p.k : p.r_max;
     T* out = reinterpret_cast<T*>(out_ptr) + static_cast<long long>(adapter) * out_rows * out_cols;
 #pragma unroll
-    for (int h = 0; h < kH; ++h) {
-        const int ch = c0 + h * kCols;
-        if (ch >= p.r_max) continue;
-        const int row0 = kDa ? ch : wide0;
-        const int col0 = kDa ? wide0 : ch;
-        // Only the part of the tile inside the output, 16 columns a row when they fit.
-        const EpilogueSlots<kDa> slots(min(32, out_rows - row0), min(32, out_cols - col0));
-        for (int e = first; e < slots.count(); e += stride) {
-            int row, col;
-            if (!slots.slot_of(e, row, col)) continue;
-            const int gr = row0 + row, gc = col0 + col;
-            if (gc >= out_cols) continue;
-            const int j = kDa ? gr : gc;
-            const long long at = static_cast<long long>(gr) * out_cols + gc;
-            if (j >= rank) {
-                // Padding past the adapter's rank: never computed, written as 0.
-                if (!p.accumulate) out[at] = from_f32<T>(0.0f);
-                continue;
+    for (int v = 0; v < kV; ++v) {
+        const int wide0v = wide0 + v * kWide;
+        // The same for the whole CTA: its barriers stay uniform.
+        if (v > 0 && wide0v >= wide_len) break;
+        // Round v > 0 parks where round v - 1's epilogue read.
+        if (warp_mode) {
+            __syncwarp();
+#pragma unroll
+            for (int h = 0; h < kH; ++h) park<kDa>(parked + h * kSumFloats, acc[v][h], lane);
+            __syncwarp();
+        } else {
+            __syncthreads();
+#pragma unroll
+            for (int h = 0; h < kH; ++h) park<kDa>(parked + h * kWarps * kSumFloats, acc[v][h], lane);
+            __syncthreads();
+        }
+#pragma unroll
+        for (int h = 0; h < kH; ++h) {
+            const int ch = c0 + h * kCols;
+            if (ch >= p.r_max) continue;
+            const int row0 = kDa ? ch : wide0v;
+            const int col0 = kDa ? wide0v : ch;
+            // Only the part of the tile inside the output, 16 columns a row when they fit.
+            const EpilogueSlots<kDa> slots(min(32, out_rows - row0), min(32, out_cols - col0));
+            for (int e = first; e < slots.count(); e += stride) {
+                int row, col;
+                if (!slots.slot_of(e, row, col)) continue;
+                const int gr = row0 + row, gc = col0 + col;
+                if (gc >= out_cols) continue;
+                const int j = kDa ? gr : gc;
+                const long long at = static_cast<long long>(gr) * out_cols + gc;
+                if (j >= rank) {
+                    // Padding past the adapter's rank: never computed, written as 0.
+                    if (!p.accumulate) out[at] = from_f32<T>(0.0f);
+                    continue;
+                }
+                float value = scale * warp_sum<kDa>(sums + h * half_floats, summed, row, col);
+                if (p.accumulate) value += to_f32(out[at]);
+                out[at] = from_f32<T>(value);
             }
-            float value = scale * warp_sum<kDa>(sums + h * half_floats, summed, row, col);
-            if (p.accumulate) value += to_f32(out[at]);
-            out[at] = from_f32<T>(value);
         }
     }
 }

@@ -325,6 +325,19 @@ pub(crate) fn fused_da_cols(r_max: usize) -> (usize, &'static str) {
     }
 }
 
+/// K columns of each dA tile in dX's 128×128 launch: 64 for ranks past 32
+/// (the `_r64` kernel's warp tile is 64 K columns by 64 rank columns: one
+/// staged G tile feeds two X tiles' mma), else 32. Like
+/// [`fused_da_cols`], free of the bits: each accumulator sees the same
+/// warps' steps in the same order whatever the tile's width.
+pub(crate) fn fused_da_wide(r_max: usize) -> usize {
+    if r_max > RANK_TILE {
+        2 * RANK_TILE
+    } else {
+        RANK_TILE
+    }
+}
+
 /// The same for dX's 64×64 launch (one dA CTA per 64-row tile row): half
 /// the 128×128 limit, a 64×64 dX tile staging half the bytes of a 128×128
 /// one per reduction step (2048 × 1024 × 1024: 1 at r = 16, 2 at r = 64;
@@ -813,7 +826,12 @@ impl LoraKernels {
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
             } else if let Some(place) = Self::dx_takes_da::<T>(&dx_params, fused_da_ctas, sms) {
                 let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
-                self.launch_dx_da::<T>(stream, dx_da, fused_da_ctas, place)?;
+                // The 128x128 launch's dA tiles are 64 K columns wide past rank 32 (`fused_da_wide`).
+                let launch_da_ctas = match place {
+                    FusedDa::Big => k.div_ceil(fused_da_wide(r_max)) * fused_groups,
+                    FusedDa::SmallColumn | FusedDa::SmallRow => fused_da_ctas,
+                };
+                self.launch_dx_da::<T>(stream, dx_da, launch_da_ctas, place)?;
             } else {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
@@ -1038,7 +1056,8 @@ impl LoraKernels {
 #[cfg(test)]
 mod tests {
     use super::{
-        dx_tile, fused_da_cols, grad_cols, small_da_placement, small_dx_takes_da, wide_grad_warps, DxTile, FusedDa,
+        dx_tile, fused_da_cols, fused_da_wide, grad_cols, small_da_placement, small_dx_takes_da, wide_grad_warps,
+        DxTile, FusedDa,
     };
 
     #[test]
@@ -1056,6 +1075,10 @@ mod tests {
         assert_eq!(fused_da_cols(40), (64, "_r64"));
         assert_eq!(fused_da_cols(32), (32, ""));
         assert_eq!(fused_da_cols(16), (32, ""));
+        assert_eq!(fused_da_wide(64), 64);
+        assert_eq!(fused_da_wide(40), 64);
+        assert_eq!(fused_da_wide(32), 32);
+        assert_eq!(fused_da_wide(16), 32);
     }
 
     #[test]

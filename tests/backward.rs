@@ -422,6 +422,58 @@ fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     assert_row_order_free(&case, &scattered, &grouped, &order, true);
 }
 
+/// dA in dX's 128x128 launch past rank 32 with one adapter (no row
+/// indices: the rows in order, staged at addresses that advance by
+/// constants instead of gathered through the permutation): M = 1500 (the
+/// last reduction step 28 rows), K = 1160 (dA's 64-column tiles ragged: the
+/// last one holds 8 columns), r = 40, against the reference, overwriting
+/// and accumulating; then the same rows through `backward_multi` with every
+/// row's index 0 (gathered through the permutation) give dA, and every
+/// other gradient, bit for bit. (On compute capability 9.0 one adapter's dX
+/// takes the Hopper kernel and dA a launch of its own: checked against the
+/// reference only.)
+fn big_dx_with_da_one_adapter<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r) = (1500, 1160, 104, 40);
+    let case = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 995);
+    let (single, _) = run(&dev, &case, Api::Single, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward");
+    let fused = match last_kernel() {
+        Some(name) if name.ends_with("_sm90a") => false,
+        Some(name) => {
+            assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128_r64"), "dX with dA: {name}");
+            true
+        }
+        None => true,
+    };
+    check_against_reference("dA in dX's launch, one adapter", &case, &single, None);
+    let initial = Initial::random(&case, 996);
+    let (accumulated, _) =
+        run(&dev, &case, Api::Single, true, &initial, GradMode::Accumulate).expect("backward accumulate");
+    check_against_reference("dA in dX's launch, one adapter, accumulate", &case, &accumulated, Some(&initial));
+    let (gathered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    if let Some(name) = last_kernel() {
+        assert!(name.ends_with("_128x128_r64"), "dX with dA, rows gathered: {name}");
+    }
+    if !fused {
+        return;
+    }
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&single.da), bits(&gathered.da), "dA: rows in order against gathered");
+    assert_eq!(bits(&single.dx), bits(&gathered.dx), "dX: rows in order against gathered");
+    assert_eq!(bits(&single.db), bits(&gathered.db), "dB: rows in order against gathered");
+}
+
+#[test]
+fn big_dx_with_da_one_adapter_bf16() {
+    big_dx_with_da_one_adapter::<bf16>();
+}
+
+#[test]
+fn big_dx_with_da_one_adapter_f16() {
+    big_dx_with_da_one_adapter::<f16>();
+}
+
 /// dA's CTAs inside dX's 64x64 launch (`lora_backward_dx_da_<T>`, the grid's
 /// last column; taken on grids with fewer 128x128 tiles than SMs, unsplit,
 /// where a dA CTA's rows weigh no more than dX's reduction allows:

@@ -307,8 +307,8 @@ const BIG_DX_DA_PER_MMA: f64 = 9.0;
 /// per SM of the emulated device), tile-aligned, r = 16 and 64: exactly the
 /// FLOP minimum of both, each CTA's operand rows read once (the tile-reuse
 /// minimum for 128x128 dX tiles and dA's tiles: 32 K columns by 32 rank
-/// columns, or by 64 past a rank of 32, so that X is read once for both
-/// halves), no bank conflicts, whole-sector stores of dX and dA and nothing
+/// columns, or 64 by 64 past a rank of 32, so that X is read once for both
+/// rank halves and G once per 64 K columns), no bank conflicts, whole-sector stores of dX and dA and nothing
 /// else; the backward in two launches (G with dB, then this one), no
 /// separate dA.
 fn counted_efficiency_big<T: LoraDType>(r: usize) {
@@ -337,9 +337,11 @@ fn counted_efficiency_big<T: LoraDType>(r: usize) {
     assert_eq!(device::counter(json, "shared_bank_conflicts"), 0, "shared bank conflicts, {context}");
     // dX: each 128-row block of dY | G once per K tile, each K tile of W0 | A
     // once per row block; dA: X once (one rank tile: 32 columns at r = 16, 64
-    // at r = 64), G's r columns once per K tile.
+    // at r = 64), G's r columns once per dA tile's K columns (32, or 64 past
+    // rank 32: the `_r64` warp tile is 64 K columns wide).
     let dx_loads = (tiles_k * m * (r + n) + tiles_m * (r + n) * k) as u64 * elem;
-    let da_loads = (m * k + k.div_ceil(RANK_TILE) * m * r) as u64 * elem;
+    let da_k_cols = if r > RANK_TILE { 2 * RANK_TILE } else { RANK_TILE };
+    let da_loads = (m * k + k.div_ceil(da_k_cols) * m * r) as u64 * elem;
     assert_eq!(
         device::counter(json, "global_load_sectors") * SECTOR,
         dx_loads + da_loads,
