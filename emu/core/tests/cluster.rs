@@ -210,3 +210,85 @@ fn planted_cluster_bugs_are_found() {
     let params = dev.params("push_left").ptr(out).i32(1).finish();
     assert_no_findings(&launch(&dev, "push_left", config([8, 1, 1], 64), Some([4, 1, 1]), &params, &quiet).unwrap());
 }
+
+// ---------------------------------------------------------------- through the driver
+
+mod driver {
+    use super::*;
+    use cuda::context::{cuCtxSetCurrent, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRetain, cuInit};
+    use cuda::launch::cuLaunchKernel;
+    use cuda::launch_ex::{cuLaunchKernelEx, CUlaunchAttribute, CUlaunchConfig};
+    use cuda::memory::{cuMemAlloc_v2, cuMemFree_v2, cuMemcpyDtoH_v2};
+    use cuda::module::{cuModuleGetFunction, cuModuleLoadData, cuModuleUnload};
+    use cuda::result::*;
+    use std::ffi::{c_void, CString};
+    use std::ptr::null_mut;
+
+    fn ok(code: CUresult) {
+        assert_eq!(code, CUDA_SUCCESS);
+    }
+
+    /// `exchange` launched by cuLaunchKernelEx with a cluster dimension
+    /// attribute and `exchange_static` (`.reqnctapercluster 4`) by plain
+    /// cuLaunchKernel both run in clusters of 4; an attribute that
+    /// disagrees with the kernel's own dimensions, or does not divide the
+    /// grid, is refused.
+    #[test]
+    fn clusters_through_cu_launch_kernel_ex_and_cu_launch_kernel() {
+        // sm_90 PTX loads only on a device presenting compute capability 9.0.
+        std::env::set_var("PTX_EMU_COMPUTE_CAPABILITY", "90");
+        let ptx = CString::new(common::compile_ptx_with("cluster.cu", "sm_90", &[])).unwrap();
+        let mut context = null_mut();
+        unsafe {
+            ok(cuInit(0));
+            ok(cuDevicePrimaryCtxRetain(&mut context, 0));
+            ok(cuCtxSetCurrent(context));
+            let mut module = null_mut();
+            ok(cuModuleLoadData(&mut module, ptx.as_ptr().cast()));
+            let (mut exchange, mut fixed) = (null_mut(), null_mut());
+            ok(cuModuleGetFunction(&mut exchange, module, c"exchange".as_ptr()));
+            ok(cuModuleGetFunction(&mut fixed, module, c"exchange_static".as_ptr()));
+            let words = 8 * 128 * 8;
+            let mut out = 0u64;
+            ok(cuMemAlloc_v2(&mut out, words * 4));
+            let mut mode = 0i32;
+            let mut params: [*mut c_void; 2] = [(&mut out as *mut u64).cast(), (&mut mode as *mut i32).cast()];
+            let launch_ex = |function, grid: u32, threads: u32, cluster_x: u64, params: *mut *mut c_void| {
+                let mut attrs =
+                    [CUlaunchAttribute { id: 4, pad: [0; 4], value: [cluster_x | 1 << 32, 1, 0, 0, 0, 0, 0, 0] }];
+                let config = CUlaunchConfig {
+                    grid_dim: [grid, 1, 1],
+                    block_dim: [threads, 1, 1],
+                    shared_mem_bytes: 0,
+                    stream: null_mut(),
+                    attrs: attrs.as_mut_ptr(),
+                    num_attrs: 1,
+                };
+                cuLaunchKernelEx(&config, function, params, null_mut())
+            };
+            ok(launch_ex(exchange, 8, 128, 4, params.as_mut_ptr()));
+            let mut got = vec![0u32; words];
+            ok(cuMemcpyDtoH_v2(got.as_mut_ptr().cast(), out, words * 4));
+            for x in 0..8u32 {
+                for t in 0..128u32 {
+                    let g = ((x * 128 + t) * 8) as usize;
+                    assert_eq!(&got[g..g + 8], &exchange_want([8, 1, 1], [4, 1, 1], x, 0, t), "CTA {x} thread {t}");
+                }
+            }
+            assert_eq!(launch_ex(exchange, 6, 128, 4, params.as_mut_ptr()), 912, "CUDA_ERROR_INVALID_CLUSTER_SIZE");
+            let mut fixed_params: [*mut c_void; 1] = [(&mut out as *mut u64).cast()];
+            ok(cuLaunchKernel(fixed, 8, 1, 1, 64, 1, 1, 0, null_mut(), fixed_params.as_mut_ptr(), null_mut()));
+            ok(cuMemcpyDtoH_v2(got.as_mut_ptr().cast(), out, 8 * 64 * 4));
+            for b in 0..8u32 {
+                for t in 0..64u32 {
+                    let next = b / 4 * 4 + (b % 4 + 1) % 4;
+                    assert_eq!(got[(b * 64 + t) as usize], next * 100 + t, "CTA {b} thread {t}");
+                }
+            }
+            assert_eq!(launch_ex(fixed, 8, 64, 2, fixed_params.as_mut_ptr()), CUDA_ERROR_INVALID_VALUE);
+            ok(cuMemFree_v2(out));
+            ok(cuModuleUnload(module));
+            ok(cuDevicePrimaryCtxRelease_v2(0));
+        }
+    }
+}
