@@ -169,8 +169,24 @@ fn fused_p_cluster_tile<T: LoraDType>(cases: &[(usize, usize, usize, usize, bool
             let want = format!("lora_forward_gemm_{}_128x256_p_cluster", T::DTYPE.kernel_suffix());
             assert_eq!(names[1], want, "{what}: one launch, the cluster tile");
             // The other 3 CTAs' slices: 128 rows x 16 columns each, per CTA.
-            let ctas = launches[1]["total_ctas"].as_u64().expect("CTAs");
-            assert_eq!(launches[1]["cluster_shared_bytes"].as_u64(), Some(ctas * 3 * 128 * 16 * 2), "{what}");
+            let json = &launches[1];
+            let ctas = json["total_ctas"].as_u64().expect("CTAs");
+            assert_eq!(json["cluster_shared_bytes"].as_u64(), Some(ctas * 3 * 128 * 16 * 2), "{what}");
+            eprintln!("{} fused-P cluster {what}: {json}", T::DTYPE);
+            if m % 128 == 0 && n % 256 == 0 && k % 32 == 0 {
+                // mma: X.W0^T and the expand's 4 k16 (rank padded to 64), and
+                // P once (each rank column in one CTA of the cluster), not
+                // once per column tile.
+                let mma = device::object_sum(json, "tensor_instructions") as usize;
+                let (base, p_mma) = ((m / 16) * (n / 8) * (k / 16 + 4), (m / 16) * (64 / 8) * (k / 16));
+                assert_eq!(mma, base + p_mma, "{what}: mma, P computed once");
+                // Every input byte read once (A's rows and B's columns past
+                // the rank zero-filled, not read); Y and P written once.
+                let elem = T::DTYPE.size_bytes() as u64;
+                let inputs = ((m * k + n * k + r * k + n * r) as u64) * elem;
+                assert_eq!(device::counter(json, "global_bytes_read"), inputs, "{what}: distinct bytes read");
+                assert_eq!(device::counter(json, "global_bytes_written"), ((m * n + m * r) as u64) * elem, "{what}");
+            }
         }
         assert_close(&format!("P {what}"), &p, &case.p_reference());
         assert_close(&format!("Y {what}"), &y, &case.y_reference(&p));
