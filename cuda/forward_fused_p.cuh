@@ -206,12 +206,40 @@ __device__ __forceinline__ void p_mma(float (&pacc)[1][2][4], const uint32_t (&x
     Mma<T>::run(pacc[0][1], x, a[2], a[3]);
 }
 
-template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
+// The CTA's rank in its cluster (sm_90).
+// Volatile: read where it is used, not held in a register across the K loop.
+__device__ __forceinline__ int cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return static_cast<int>(r);
+}
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+
+// kCluster = 1: the tile above. kCluster > 1 (sm_90, a cluster of the
+// kCluster column tiles of one row block, blockIdx.x the column tile): CTA
+// rank c computes P's rank columns 16c..16c+15 in its K loop (A's rows from
+// 16c, the same work as rank 16), stores them rounded to T in its own P
+// tile, and after a cluster barrier copies the other CTAs' 16-column slices
+// out of their shared memory (distributed shared memory), so that every CTA
+// holds P's 128 x 16.kCluster tile; the expand then runs over k =
+// 16.kCluster. Each element of P is computed by one CTA, in the rank-16
+// order. A second cluster barrier keeps each slice alive until its readers
+// are done, before the output tile reuses the memory.
+template <typename T, int kCluster> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     extern __shared__ __align__(16) unsigned char dynamic_shared[];
     Shared<T>& sm = *reinterpret_cast<Shared<T>*>(dynamic_shared);
+    static_assert(kCluster == 1 || (kCluster % 2 == 0 && kCluster <= kStages * 2), "slices pair up in the slots");
+    constexpr int kKBlocks = kCluster;  // k16 blocks of the expand
 
     int tile_m, tile_n;
-    grouped_tile(tile_m, tile_n);
+    if constexpr (kCluster == 1) {
+        grouped_tile(tile_m, tile_n);
+    } else {
+        tile_n = blockIdx.x;
+        tile_m = blockIdx.y;
+    }
+    const int first_rank_col = kCluster == 1 ? 0 : kRankRows * cluster_rank();
     const int m0 = tile_m * kRows;
     const int n0 = tile_n * kCols;
     const int lane = threadIdx.x % 32;
@@ -223,13 +251,16 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
 
     const T* x = reinterpret_cast<const T*>(p.x);
     const T* w = reinterpret_cast<const T*>(p.w);
-    const T* a = reinterpret_cast<const T*>(p.shrink_rhs);
+    // The CTA's slice of A: all of it, or (cluster) rows 16c.. of it.
+    const int slice_rank = kCluster == 1 ? rank : max(0, min(kRankRows, rank - first_rank_col));
+    const T* a = reinterpret_cast<const T*>(p.shrink_rhs) +
+                 (kCluster == 1 ? 0 : static_cast<long long>(slice_rank > 0 ? first_rank_col : 0) * p.k);
     const int steps = (p.k + kStep - 1) / kStep;
     const int whole_steps = p.k / kStep;
 
     StepCopy<T> copy;
     copy.setup(x + static_cast<long long>(m0) * p.k, w + static_cast<long long>(n0) * p.k, a, p.k,
-               [&](int row) { return m0 + row < p.m; }, [&](int row) { return n0 + row < p.n; }, rank);
+               [&](int row) { return m0 + row < p.m; }, [&](int row) { return n0 + row < p.n; }, slice_rank);
 
     // Whole tiles of X and W0 rows (every CTA of k/v at M = 4096).
     const bool interior = m0 + kRows <= p.m && n0 + kCols <= p.n;
@@ -330,8 +361,13 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     // P rounded to T into slot 0's x tile (its 16 columns; those past the
     // rank are zero: A's rows there were), B's 256 x 16 slice into its w
     // tile (columns past the rank and rows past N zero).
+    // (Cluster: P's columns 32i..32i+31 in slot i's x tile, B's in its w
+    // tile; this CTA's slice at columns 16c..16c+15.)
     const uint32_t p_tile = slots;
     const uint32_t b_tile = slots + kWOffset;
+    const int crank = kCluster == 1 ? 0 : cluster_rank();
+    const uint32_t p_slice = p_tile + (crank / 2) * kSlotBytes;
+    const int p_slice_col = (crank % 2) * 16;
     {
         const int g = lane / 4, t = lane % 4;
 #pragma unroll
@@ -341,20 +377,60 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
                 const int row = warp_m0 + wn * 16 + g + 8 * h;
                 const uint32_t pair = bits_of(from_f32<T>(pacc[0][j][2 * h])) |
                                       (bits_of(from_f32<T>(pacc[0][j][2 * h + 1])) << 16);
-                const uint32_t off = byte_offset<RowTile<T>, T>(row, j * 8) + 2 * t * sizeof(T);
-                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(p_tile + off), "r"(pair));
+                const uint32_t off = byte_offset<RowTile<T>, T>(row, p_slice_col + j * 8) + 2 * t * sizeof(T);
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(p_slice + off), "r"(pair));
             }
+        if constexpr (kCluster > 1) {
+            // Every CTA's slice is stored: copy the others' (16 bytes a
+            // thread per slice; the same offsets in every CTA).
+            cluster_arrive();
+            cluster_wait();
+            const int row = threadIdx.x / 2, chunk = threadIdx.x % 2;
+            static_assert(kRows * 2 == kThreadsP, "one chunk of a slice per thread");
+#pragma unroll
+            for (int q = 0; q < kCluster; ++q) {
+                if (q == crank) continue;
+                const uint32_t off = (q / 2) * kSlotBytes +
+                                     byte_offset<RowTile<T>, T>(row, (q % 2) * 16 + chunk * RowTile<T>::kChunk);
+                uint32_t remote, v0, v1, v2, v3;
+                asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(p_tile + off), "r"(q));
+                asm volatile("ld.shared::cluster.v4.u32 {%0, %1, %2, %3}, [%4];"
+                             : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
+                             : "r"(remote)
+                             : "memory");
+                asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(p_tile + off), "r"(v0), "r"(v1),
+                             "r"(v2), "r"(v3)
+                             : "memory");
+            }
+            // Done with the other CTAs' memory (they wait for this before
+            // their output tile overwrites it).
+            cluster_arrive();
+        }
         const T* b = reinterpret_cast<const T*>(p.ad_rhs);
         const long long b_ld = p.ad_rhs_ld;
-        constexpr int kBChunks = kCols * 2;  // two 8-element chunks per row
+        if constexpr (kCluster == 1) {
+            constexpr int kBChunks = kCols * 2;  // two 8-element chunks per row
 #pragma unroll
-        for (int c = threadIdx.x; c < kBChunks; c += kThreadsP) {
-            int row, chunk;
-            two_chunk_slot(c, row, chunk);
-            const bool live = n0 + row < p.n && chunk * RowTile<T>::kChunk < rank;
-            const T* src = b + (live ? static_cast<long long>(n0 + row) * b_ld + chunk * RowTile<T>::kChunk : 0);
-            cp_async_16_zfill(b_tile + byte_offset<RowTile<T>, T>(row, chunk * RowTile<T>::kChunk),
-                              static_cast<uint64_t>(__cvta_generic_to_global(src)), live ? 16 : 0);
+            for (int c = threadIdx.x; c < kBChunks; c += kThreadsP) {
+                int row, chunk;
+                two_chunk_slot(c, row, chunk);
+                const bool live = n0 + row < p.n && chunk * RowTile<T>::kChunk < rank;
+                const T* src = b + (live ? static_cast<long long>(n0 + row) * b_ld + chunk * RowTile<T>::kChunk : 0);
+                cp_async_16_zfill(b_tile + byte_offset<RowTile<T>, T>(row, chunk * RowTile<T>::kChunk),
+                                  static_cast<uint64_t>(__cvta_generic_to_global(src)), live ? 16 : 0);
+            }
+        } else {
+            // B's 256 x 16.kCluster slice: chunk c of a row in slot c / 4's w tile.
+            constexpr int kPerRow = kCluster * 2;
+#pragma unroll 1
+            for (int c = threadIdx.x; c < kCols * kPerRow; c += kThreadsP) {
+                const int row = c / kPerRow, chunk = c % kPerRow;
+                const int col = chunk * RowTile<T>::kChunk;
+                const bool live = n0 + row < p.n && col < rank;
+                const T* src = b + (live ? static_cast<long long>(n0 + row) * b_ld + col : 0);
+                cp_async_16_zfill(b_tile + (chunk / 4) * kSlotBytes + byte_offset<RowTile<T>, T>(row, col % 32),
+                                  static_cast<uint64_t>(__cvta_generic_to_global(src)), live ? 16 : 0);
+            }
         }
         cp_async_commit();
         cp_async_wait<0>();
@@ -365,7 +441,7 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
     // host routes only ranks that are whole chunks), element by element
     // where P's base is not 16-byte aligned (an offset view: the path, and
     // so Y, must not depend on where P is kept).
-    if (tile_n == 0) {
+    if (kCluster == 1 && tile_n == 0) {
         T* pg = reinterpret_cast<T*>(p.ad_lhs);
         const bool vector_p = reinterpret_cast<uintptr_t>(pg) % 16 == 0;
         const int chunks = rank / RowTile<T>::kChunk;
@@ -385,29 +461,74 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
         }
     }
 
-    // acc += s . P.B^T: one k16 mma per fragment into a temporary, added
-    // with the scale in f32.
-    const float scale = p.scale;
-    static_for<kFragsM>([&](auto m16) {
-        constexpr int mi = decltype(m16)::value;
-        uint32_t pf[4];
-        load_fragment<T, false, kFragsM, kRows, mi, 0>(pf, p_tile, lhs_rows);
-        static_for<kFragsN / 2>([&](auto nj) {
-            constexpr int j = decltype(nj)::value;
-            uint32_t r[4];
-            load_fragment<T, false, kFragsN / 2, kCols, j, 0>(r, b_tile, rhs_rows);
-            float tmp[2][4] = {};
-            Mma<T>::run(tmp[0], pf, r[0], r[1]);
-            Mma<T>::run(tmp[1], pf, r[2], r[3]);
+    if constexpr (kCluster > 1) {
+        // The CTA's own 16 columns of P [m, rank], element by element (the
+        // columns a slice holds may end inside a 16-byte chunk's row).
+        T* pg = reinterpret_cast<T*>(p.ad_lhs);
+        const int row = threadIdx.x / 2, chunk = threadIdx.x % 2;
+        const int col = kRankRows * crank + chunk * RowTile<T>::kChunk;
+        if (m0 + row < p.m && col < rank) {
+            const T* from = reinterpret_cast<const T*>(
+                reinterpret_cast<const unsigned char*>(&sm.slot[crank / 2].x[0][0]) +
+                byte_offset<RowTile<T>, T>(row, p_slice_col + chunk * RowTile<T>::kChunk));
+            T* to = pg + static_cast<long long>(m0 + row) * rank + col;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                acc[mi][2 * j][e] = fmaf(scale, tmp[0][e], acc[mi][2 * j][e]);
-                acc[mi][2 * j + 1][e] = fmaf(scale, tmp[1][e], acc[mi][2 * j + 1][e]);
-            }
+            for (int e = 0; e < RowTile<T>::kChunk; ++e) to[e] = from[e];
+        }
+    }
+
+    // acc += s . P.B^T: k16 mma per fragment into a temporary (one; the
+    // cluster form one per 16 rank columns), added with the scale in f32.
+    const float scale = p.scale;
+    if constexpr (kCluster == 1) {
+        static_for<kFragsM>([&](auto m16) {
+            constexpr int mi = decltype(m16)::value;
+            uint32_t pf[4];
+            load_fragment<T, false, kFragsM, kRows, mi, 0>(pf, p_tile, lhs_rows);
+            static_for<kFragsN / 2>([&](auto nj) {
+                constexpr int j = decltype(nj)::value;
+                uint32_t r[4];
+                load_fragment<T, false, kFragsN / 2, kCols, j, 0>(r, b_tile, rhs_rows);
+                float tmp[2][4] = {};
+                Mma<T>::run(tmp[0], pf, r[0], r[1]);
+                Mma<T>::run(tmp[1], pf, r[2], r[3]);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    acc[mi][2 * j][e] = fmaf(scale, tmp[0][e], acc[mi][2 * j][e]);
+                    acc[mi][2 * j + 1][e] = fmaf(scale, tmp[1][e], acc[mi][2 * j + 1][e]);
+                }
+            });
         });
-    });
+    } else {
+        // P's and B's fragments reloaded per k16 (few registers are left).
+        static_for<kFragsM>([&](auto m16) {
+            constexpr int mi = decltype(m16)::value;
+            static_for<kFragsN / 2>([&](auto nj) {
+                constexpr int j = decltype(nj)::value;
+                float tmp[2][4] = {};
+#pragma unroll 1
+                for (int pair = 0; pair < kKBlocks / 2; ++pair) {
+                    const uint32_t tile = static_cast<uint32_t>(pair) * kSlotBytes;
+                    static_for<2>([&](auto half) {
+                        constexpr int kk = decltype(half)::value * 16;
+                        uint32_t pf[4], r[4];
+                        load_fragment<T, false, kFragsM, kRows, mi, kk>(pf, p_tile + tile, lhs_rows);
+                        load_fragment<T, false, kFragsN / 2, kCols, j, kk>(r, b_tile + tile, rhs_rows);
+                        Mma<T>::run(tmp[0], pf, r[0], r[1]);
+                        Mma<T>::run(tmp[1], pf, r[2], r[3]);
+                    });
+                }
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    acc[mi][2 * j][e] = fmaf(scale, tmp[0][e], acc[mi][2 * j][e]);
+                    acc[mi][2 * j + 1][e] = fmaf(scale, tmp[1][e], acc[mi][2 * j + 1][e]);
+                }
+            });
+        });
+    }
 
     // Epilogue through shared memory (whole rows per store instruction).
+    if constexpr (kCluster > 1) cluster_wait();  // the other CTAs are done with this one's slice
     __syncthreads();  // every warp is done reading P and B
     stage_output(sm.out, acc, warp_m0, warp_n0, lane);
     __syncthreads();
@@ -422,7 +543,10 @@ template <typename T> __device__ void gemm_fused_p(const LoraGemmParams& p) {
 #define STAMP_GEMM_FUSED_P(SUFFIX, TYPE)                                                   \
     extern "C" __global__ void __launch_bounds__(LORA_FWD_FUSED_P_THREADS, 1)              \
         lora_forward_gemm_##SUFFIX##_128x256_p(const LoraGemmParams params) {              \
-        fused_lora::fwd_p::gemm_fused_p<TYPE>(params);                                     \
+        fused_lora::fwd_p::gemm_fused_p<TYPE, 1>(params);                                  \
     }
+// The cluster tile (forward_sm90a.cu) stamps its own kernels only.
+#ifndef LORA_FWD_FUSED_P_CLUSTER_ONLY
 STAMP_GEMM_FUSED_P(f16, __half)
 STAMP_GEMM_FUSED_P(bf16, __nv_bfloat16)
+#endif

@@ -57,6 +57,10 @@
 #define LORA_FWD_FUSED_P_THREADS 256
 #define LORA_FWD_FUSED_P_MAX_RANK 16
 #define LORA_FWD_FUSED_P_SHARED_BYTES (132 * 1024)
+/* The sm_90 cluster form of the fused-P tile (cuda/forward_sm90a.cu): the
+ * CTAs per cluster (column tiles of one row block), each computing 16 of
+ * P's rank columns, so ranks up to 16 x this. */
+#define LORA_FWD_FUSED_P_CLUSTER 4
 
 /* What the adapter segment multiplies. */
 typedef enum LoraAdapterMode {

@@ -148,7 +148,7 @@ use crate::validate::{
     cols_of, rows_of, Pointers, Span,
 };
 use hopper::HopperOperands;
-use launch::{check_grid, takes_decode_path, takes_fused_p};
+use launch::{check_grid, takes_decode_path, takes_fused_p, takes_fused_p_cluster};
 
 /// A frozen linear layer: W0 `[n, k]` and an optional bias `[n]`.
 pub struct Linear<'a, T> {
@@ -424,6 +424,19 @@ impl LoraKernels {
         let fused_p = !hopper_path
             && b_span.start % 16 == 0
             && takes_fused_p(sms, m, n, k, r, T::DTYPE.size_bytes() == 2, dropout.dropout != 0);
+        let fused_p_cluster = !hopper_path
+            && !fused_p
+            && b_span.start % 16 == 0
+            && takes_fused_p_cluster(
+                sms,
+                m,
+                n,
+                k,
+                r,
+                T::DTYPE.size_bytes() == 2,
+                dropout.dropout != 0,
+                self.compute_capability_90()?,
+            );
         // SAFETY: every address above was taken from a buffer of this context
         // whose length was checked against its shape; Y and P overlap no input
         // nor each other; the shrink (which writes P) is ordered before the
@@ -433,6 +446,10 @@ impl LoraKernels {
             if fused_p {
                 let params = LoraGemmParams { shrink_rhs: a_span.start, ..fused };
                 return self.launch_fused_p::<T>(stream, &params);
+            }
+            if fused_p_cluster {
+                let params = LoraGemmParams { shrink_rhs: a_span.start, ..fused };
+                return self.launch_fused_p_cluster::<T>(stream, &params);
             }
             self.launch_shrink::<T>(stream, &shrink)?;
             if hopper_path {

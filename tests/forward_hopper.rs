@@ -125,3 +125,98 @@ fn deterministic_and_overridable_f16() {
 fn deterministic_and_overridable_bf16() {
     deterministic_and_overridable::<half::bf16>();
 }
+
+/// The fused-P tile in clusters (`lora_forward_gemm_<T>_128x256_p_cluster`,
+/// sm_90: the 4 column tiles of a row block as one cluster, each CTA
+/// computing 16 of P's rank columns and reading the others' through
+/// distributed shared memory), which `takes_fused_p_cluster` picks on a 9.0
+/// device of 132 SMs with the Hopper path off for 32 x 4 tiles of
+/// 128 x 256 and ranks past 16: one launch, P and Y against the reference,
+/// P against the shrink's within the fused-P tile's bound (the same value
+/// or an adjacent one of T, at least 95 % the same bits), the same bits on
+/// a rerun; M, N and K tails on the first case.
+fn fused_p_cluster_tile<T: LoraDType>(cases: &[(usize, usize, usize, usize, bool)]) {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(dev) = device::device_as("90") else { return };
+    // The mma.sync path on 132 SMs, until the end of the test (even a failed one).
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            std::env::remove_var("PTX_EMU_MULTIPROCESSORS");
+            std::env::set_var(fused_lora::HOPPER_ENV, "1");
+        }
+    }
+    let _restore = Restore;
+    std::env::set_var(fused_lora::HOPPER_ENV, "0");
+    std::env::set_var("PTX_EMU_MULTIPROCESSORS", "132");
+    let stream = &dev.stream;
+    for (i, &(m, k, n, r, bias)) in cases.iter().enumerate() {
+        let what = format!("m={m} k={k} n={n} r={r} bias={bias}");
+        let case = case::<T>(m, k, n, r, bias, 700 + 10 * i as u64);
+        let on = case.upload(stream);
+        // A marker launch (a one-row shrink: grid 1 x 1), then the forward.
+        let (mx, ma) = (forward_support::upload(stream, &case.x[..k]), forward_support::upload(stream, &case.a[..k]));
+        let mut mp = poisoned::<T>(stream, 1);
+        dev.kernels.shrink(stream, &mx.as_view(), &ma.as_view(), 1, &mut mp.as_view_mut()).expect("marker");
+        let (p, y, _) = run(&dev, &case);
+        if device::is_emulator() {
+            let launches = device::recent_launch_counters(2).expect("counters");
+            let names: Vec<&str> = launches.iter().map(|c| c["kernel"].as_str().unwrap_or_default()).collect();
+            assert!(
+                names[0].starts_with("lora_rank_shrink") && launches[0]["grid"][0].as_u64() == Some(1),
+                "{what}: the marker right before the forward's one launch: {names:?}"
+            );
+            let want = format!("lora_forward_gemm_{}_128x256_p_cluster", T::DTYPE.kernel_suffix());
+            assert_eq!(names[1], want, "{what}: one launch, the cluster tile");
+            // The other 3 CTAs' slices: 128 rows x 16 columns each, per CTA.
+            let json = &launches[1];
+            let ctas = json["total_ctas"].as_u64().expect("CTAs");
+            assert_eq!(json["cluster_shared_bytes"].as_u64(), Some(ctas * 3 * 128 * 16 * 2), "{what}");
+            eprintln!("{} fused-P cluster {what}: {json}", T::DTYPE);
+            if m % 128 == 0 && n % 256 == 0 && k % 32 == 0 {
+                // mma: X.W0^T and the expand's 4 k16 (rank padded to 64), and
+                // P once (each rank column in one CTA of the cluster), not
+                // once per column tile.
+                let mma = device::object_sum(json, "tensor_instructions") as usize;
+                let (base, p_mma) = ((m / 16) * (n / 8) * (k / 16 + 4), (m / 16) * (64 / 8) * (k / 16));
+                assert_eq!(mma, base + p_mma, "{what}: mma, P computed once");
+                // Every input byte read once (A's rows and B's columns past
+                // the rank zero-filled, not read); Y and P written once.
+                let elem = T::DTYPE.size_bytes() as u64;
+                let inputs = ((m * k + n * k + r * k + n * r) as u64) * elem;
+                assert_eq!(device::counter(json, "global_bytes_read"), inputs, "{what}: distinct bytes read");
+                assert_eq!(device::counter(json, "global_bytes_written"), ((m * n + m * r) as u64) * elem, "{what}");
+            }
+        }
+        assert_close(&format!("P {what}"), &p, &case.p_reference());
+        assert_close(&format!("Y {what}"), &y, &case.y_reference(&p));
+        let (p_again, y_again, _) = run(&dev, &case);
+        let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+        assert!(bits(&p_again) == bits(&p) && bits(&y_again) == bits(&y), "{what}: a rerun differs");
+
+        let mut p_shrink = poisoned::<T>(stream, m * r);
+        dev.kernels.shrink(stream, &on.x.as_view(), &on.a.as_view(), r, &mut p_shrink.as_view_mut()).expect("shrink");
+        let p_shrink = download(stream, &p_shrink);
+        let mantissa = if T::DTYPE == fused_lora::DType::F16 { 10 } else { 7 };
+        let ulp = |v: f64| 2f64.powi(v.abs().max(2f64.powi(-14)).log2().floor() as i32 - mantissa);
+        let mut differ = 0;
+        for (j, (f, s)) in p.iter().zip(&p_shrink).enumerate() {
+            let (f, s) = (f.to_f64(), s.to_f64());
+            assert!((f - s).abs() <= ulp(f.abs().max(s.abs())), "{what}: P[{j}] {f} vs the shrink's {s}");
+            differ += usize::from(f != s);
+        }
+        assert!(differ * 20 <= m * r, "{what}: {differ} of {} P elements differ from the shrink's", m * r);
+    }
+}
+
+#[test]
+fn fused_p_cluster_tile_f16() {
+    // M, N and K tails, rank 64: every CTA's slice full.
+    fused_p_cluster_tile::<half::f16>(&[(4000, 72, 1000, 64, true)]);
+}
+
+#[test]
+fn fused_p_cluster_tile_bf16() {
+    // Rank 40: the third CTA's slice half full, the fourth's empty.
+    fused_p_cluster_tile::<half::bf16>(&[(4096, 64, 1024, 40, false)]);
+}

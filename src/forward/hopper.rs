@@ -140,6 +140,12 @@ impl LoraKernels {
         if !hopper_allowed_by_env() {
             return Ok(false);
         }
+        self.compute_capability_90()
+    }
+
+    /// Whether this context's device is of compute capability exactly 9.0
+    /// (where the `forward_sm90a` module loads), whatever `FUSED_LORA_HOPPER` says.
+    pub(crate) fn compute_capability_90(&self) -> Result<bool> {
         let ctx = self.context();
         let major = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;

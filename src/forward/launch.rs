@@ -8,13 +8,13 @@ use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernel
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::kernels::{LoraKernels, FORWARD};
+use crate::kernels::{LoraKernels, FORWARD, FORWARD_SM90A};
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK,
     LORA_DECODE_ROWS, LORA_DECODE_STAGE_K, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
-    LORA_FWD_FUSED_P_MAX_RANK, LORA_FWD_FUSED_P_SHARED_BYTES, LORA_FWD_FUSED_P_THREADS, LORA_FWD_FUSED_P_TILE_M,
-    LORA_FWD_FUSED_P_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M,
-    LORA_FWD_TILE_N, LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
+    LORA_FWD_FUSED_P_CLUSTER, LORA_FWD_FUSED_P_MAX_RANK, LORA_FWD_FUSED_P_SHARED_BYTES, LORA_FWD_FUSED_P_THREADS,
+    LORA_FWD_FUSED_P_TILE_M, LORA_FWD_FUSED_P_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K,
+    LORA_FWD_TILE_M, LORA_FWD_TILE_N, LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -323,7 +323,115 @@ pub(crate) fn takes_fused_p(
     fused < two_launches
 }
 
+/// The cluster form's cost beyond the fused-P tile's K loop, in SM clocks
+/// per CTA: the expand's k = 64 (768 mma more than rank 16's 256, at the
+/// tile's 2 clocks per mma), two cluster barriers and 12 KB of distributed
+/// shared memory (charged as one more K-step's shared traffic, 776 clocks).
+const CLUSTER_EXTRA_CLOCKS: f64 = 768.0 * 2.0 + 776.0;
+
+/// Whether a forward of one adapter of rank `r` on `[m, k] x [n, k]` takes
+/// the fused-P tile in clusters (`lora_forward_gemm_<T>_128x256_p_cluster`,
+/// sm_90 only, `sm90` the device being compute capability 9.0): the
+/// `LORA_FWD_FUSED_P_CLUSTER` column tiles of a row block as one
+/// thread-block cluster, each computing 16 of P's rank columns and reading
+/// the others' through distributed shared memory, so ranks past
+/// `LORA_FWD_FUSED_P_MAX_RANK` up to 16 per CTA of the cluster cost each CTA
+/// what rank 16 does. Served: as [`takes_fused_p`] for ranks
+/// 17..=16 x cluster (whole 16-byte chunks), with the grid's column tiles a
+/// whole number of clusters; then the whole forward's modeled time decides
+/// as there, the cluster's extra work ([`CLUSTER_EXTRA_CLOCKS`]) added per
+/// CTA of the busiest SM. On 132 SMs k/v 4096 -> 1024 at M = 4096, r = 64
+/// takes it (128 CTAs, 32 clusters of 4). Deterministic for a shape and device.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn takes_fused_p_cluster(
+    multiprocessors: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    r: usize,
+    half: bool,
+    dropped: bool,
+    sm90: bool,
+) -> bool {
+    let cluster = LORA_FWD_FUSED_P_CLUSTER as usize;
+    let served = sm90
+        && half
+        && !dropped
+        && r % 8 == 0
+        && r > LORA_FWD_FUSED_P_MAX_RANK as usize
+        && r <= LORA_FWD_FUSED_P_MAX_RANK as usize * cluster
+        && m >= LORA_FWD_FUSED_P_TILE_M as usize
+        && n.div_ceil(LORA_FWD_FUSED_P_TILE_N as usize) % cluster == 0
+        && k_splits(multiprocessors, m, n, k) == 1;
+    if !served {
+        return false;
+    }
+    let steps = k.div_ceil(LORA_FWD_TILE_K as usize) as f64;
+    let base_tile = forward_tile(multiprocessors, m, n, half, 1);
+    let two_launches =
+        TileCost::of(base_tile).busiest_sm_clocks(multiprocessors, m, n) * steps + shrink_clocks(m, k, 2);
+    let ctas = m.div_ceil(LORA_FWD_FUSED_P_TILE_M as usize) * n.div_ceil(LORA_FWD_FUSED_P_TILE_N as usize);
+    let busiest = ctas.div_ceil(multiprocessors.max(1)) as f64;
+    let fused = TileCost::FUSED_P.busiest_sm_clocks(multiprocessors, m, n) * steps + busiest * CLUSTER_EXTRA_CLOCKS;
+    fused < two_launches
+}
+
 impl LoraKernels {
+    /// Launches `lora_forward_gemm_<T>_128x256_p_cluster` (sm_90, the
+    /// `forward_sm90a` module) over the `[params.m, params.n]` output
+    /// ([`takes_fused_p_cluster`]): the grid's x the column tiles, in
+    /// clusters of `LORA_FWD_FUSED_P_CLUSTER` (the kernel's own
+    /// `__cluster_dims__`); `params` as for [`LoraKernels::launch_fused_p`].
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_fused_p`], with the rank a multiple of 8 in
+    /// 17..=16 x `LORA_FWD_FUSED_P_CLUSTER`, the column tiles a whole number
+    /// of clusters and the device of compute capability 9.0.
+    pub(crate) unsafe fn launch_fused_p_cluster<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: &LoraGemmParams,
+    ) -> Result<()> {
+        let cluster = LORA_FWD_FUSED_P_CLUSTER;
+        let column_tiles = (params.n as u32).div_ceil(LORA_FWD_FUSED_P_TILE_N);
+        let fits = T::DTYPE.size_bytes() == 2
+            && params.shrink_rhs != 0
+            && params.row_adapter == 0
+            && params.ranks == 0
+            && params.scales == 0
+            && params.rank as u32 > LORA_FWD_FUSED_P_MAX_RANK
+            && params.rank as u32 <= LORA_FWD_FUSED_P_MAX_RANK * cluster
+            && params.rank % 8 == 0
+            && params.ad_rhs % 16 == 0
+            && column_tiles % cluster == 0;
+        if !fits {
+            return Err(LoraError::InvalidArgument {
+                what: "params",
+                value: format!("rank {}, n {}", params.rank, params.n),
+                reason: "the fused-P cluster tile serves one adapter of an aligned rank in 17..=64, f16/bf16, \
+                         column tiles a whole number of clusters",
+            });
+        }
+        let suffix = T::DTYPE.kernel_suffix();
+        let gemm = self.function(FORWARD_SM90A, &format!("lora_forward_gemm_{suffix}_128x256_p_cluster"))?;
+        gemm.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            LORA_FWD_FUSED_P_SHARED_BYTES as i32,
+        )?;
+        let config = LaunchConfig {
+            grid_dim: (column_tiles, (params.m as u32).div_ceil(LORA_FWD_FUSED_P_TILE_M), 1),
+            block_dim: (LORA_FWD_FUSED_P_THREADS, 1, 1),
+            shared_mem_bytes: LORA_FWD_FUSED_P_SHARED_BYTES,
+        };
+        let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
+        let mut launch = stream.launch_builder(&gemm);
+        launch.arg(&params);
+        // SAFETY: as launch_fused_p: the kernel reads X, W0, A, B and bias
+        // and writes Y and P inside the extents the parameters describe.
+        unsafe { launch.launch(config) }?;
+        Ok(())
+    }
+
     /// Launches `lora_forward_gemm_<T>_128x256_p` over the `[params.m,
     /// params.n]` output: the fused forward with P computed inside
     /// ([`takes_fused_p`]); `params` as for the EXPAND-mode forward, with
@@ -611,6 +719,27 @@ mod tests {
         assert!(!takes_fused_p(132, 4096, 1024, 4096, 16, false, false));
         assert!(!takes_fused_p(132, 4096, 1024, 4096, 16, true, true));
         assert!(!takes_fused_p(132, 127, 1024, 4096, 16, true, false));
+    }
+
+    #[test]
+    fn fused_p_cluster_where_the_whole_forward_models_faster() {
+        use super::takes_fused_p_cluster;
+        // k/v at M = 4096 on 132 SMs, ranks past 16: 32 clusters of 4.
+        for r in [24, 32, 48, 64] {
+            assert!(takes_fused_p_cluster(132, 4096, 1024, 4096, r, true, false, true), "r = {r}");
+        }
+        // Only on a 9.0 device, only ranks past 16 and up to 64, whole chunks.
+        assert!(!takes_fused_p_cluster(132, 4096, 1024, 4096, 64, true, false, false));
+        assert!(!takes_fused_p_cluster(132, 4096, 1024, 4096, 16, true, false, true));
+        assert!(!takes_fused_p_cluster(132, 4096, 1024, 4096, 72, true, false, true));
+        assert!(!takes_fused_p_cluster(132, 4096, 1024, 4096, 60, true, false, true));
+        assert!(!takes_fused_p_cluster(132, 4096, 1024, 4096, 64, false, false, true));
+        assert!(!takes_fused_p_cluster(132, 4096, 1024, 4096, 64, true, true, true));
+        // Column tiles not a whole number of clusters (N = 768: 3 tiles).
+        assert!(!takes_fused_p_cluster(132, 4096, 768, 4096, 64, true, false, true));
+        // 108 SMs: 128 CTAs are 2 on the busiest SM; many waves: the shrink is cheap.
+        assert!(!takes_fused_p_cluster(108, 4096, 1024, 4096, 64, true, false, true));
+        assert!(!takes_fused_p_cluster(132, 4096, 4096, 4096, 64, true, false, true));
     }
 
     #[test]

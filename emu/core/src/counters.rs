@@ -42,6 +42,11 @@ pub struct Counters {
     /// are in the counts above).
     pub bulk_copies: u64,
     pub bulk_bytes: u64,
+    /// Warp-level requests to another CTA's shared memory of the cluster
+    /// (`ld/st.shared::cluster`, generic accesses through `mapa`), and the
+    /// bytes they moved (not in the shared counts above).
+    pub cluster_shared_requests: u64,
+    pub cluster_shared_bytes: u64,
     /// CTAs in the grid, and CTAs actually executed (equal unless sampled).
     pub total_ctas: u64,
     pub sampled_ctas: u64,
@@ -77,6 +82,8 @@ impl Counters {
             ("barriers", self.barriers),
             ("bulk_copies", self.bulk_copies),
             ("bulk_bytes", self.bulk_bytes),
+            ("cluster_shared_requests", self.cluster_shared_requests),
+            ("cluster_shared_bytes", self.cluster_shared_bytes),
         ];
         for (name, v) in fields {
             j.push_str(&format!(",\"{name}\":{v}"));

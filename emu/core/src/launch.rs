@@ -48,9 +48,31 @@ pub fn launch(
     mem: &GlobalMemory,
     opts: &CheckOptions,
 ) -> Result<LaunchReport, LaunchError> {
+    launch_with_cluster(module, kernel, config, None, params, mem, opts)
+}
+
+/// [`launch`] in thread-block clusters of `cluster` CTAs per dimension
+/// (`cuLaunchKernelEx`'s cluster attribute), or of the kernel's own
+/// `.reqnctapercluster` when `None`; the CTAs of a cluster run together
+/// (`exec::cluster`). A kernel's `.reqnctapercluster` and a different
+/// `cluster`, a grid that is not a whole number of clusters, or more than 8
+/// CTAs per cluster are `InvalidConfig`.
+pub fn launch_with_cluster(
+    module: &Module,
+    kernel: &str,
+    config: &LaunchConfig,
+    cluster: Option<[u32; 3]>,
+    params: &[u8],
+    mem: &GlobalMemory,
+    opts: &CheckOptions,
+) -> Result<LaunchReport, LaunchError> {
     let k = module.find_kernel(kernel).ok_or_else(|| LaunchError::KernelNotFound(kernel.to_string()))?;
     validate(k, config, params)?;
-    let report = crate::exec::run(module, k, config, params, mem, opts);
+    let cluster = cluster_dims(k, config, cluster)?;
+    if cluster.is_some_and(|d| d != [1, 1, 1]) {
+        refuse_multicast(module, k)?;
+    }
+    let report = crate::exec::run(module, k, config, cluster, params, mem, opts);
     if let Ok(path) = std::env::var("PTX_EMU_COUNTERS_FILE") {
         let mut line = report.counters.to_json_line();
         let gpus = crate::model::gpus_from_env();
@@ -101,6 +123,52 @@ fn validate(k: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<(), Laun
         )));
     }
     Ok(())
+}
+
+/// The launch's cluster dimensions (`None`: no clusters asked for).
+fn cluster_dims(k: &Kernel, config: &LaunchConfig, asked: Option<[u32; 3]>) -> Result<Option<[u32; 3]>, LaunchError> {
+    let dims = match (k.info.cluster_dims, asked) {
+        (Some(required), Some(asked)) if required != asked => {
+            return Err(LaunchError::InvalidConfig(format!(
+                "cluster dimensions {asked:?}, but the kernel requires {required:?} (.reqnctapercluster)"
+            )))
+        }
+        (Some(d), _) | (None, Some(d)) => d,
+        (None, None) => return Ok(None),
+    };
+    let size = dims.iter().map(|&d| d as u64).product::<u64>();
+    if dims.contains(&0) || size > crate::exec::MAX_CLUSTER_SIZE as u64 {
+        return Err(LaunchError::InvalidConfig(format!(
+            "cluster dimensions {dims:?}: from 1 to {} CTAs per cluster",
+            crate::exec::MAX_CLUSTER_SIZE
+        )));
+    }
+    if (0..3).any(|d| config.grid[d] % dims[d] != 0) {
+        return Err(LaunchError::InvalidConfig(format!(
+            "grid {:?} is not a whole number of clusters of {dims:?}",
+            config.grid
+        )));
+    }
+    Ok(Some(dims))
+}
+
+/// Bulk copies multicast to several CTAs of a cluster are not emulated
+/// (their data would reach the issuing CTA only): such a kernel is refused
+/// in clusters of more than one CTA rather than run wrong.
+fn refuse_multicast(module: &Module, k: &Kernel) -> Result<(), LaunchError> {
+    use crate::ptx::ir::{AsyncOp, Op};
+    let multicast = k.insts.iter().find(|i| {
+        matches!(i.op, Op::Async(AsyncOp::TensorLoad { .. } | AsyncOp::BulkLoad { .. }))
+            && module.line_text(i.line).contains(".multicast::cluster")
+    });
+    match multicast {
+        Some(i) => Err(LaunchError::InvalidConfig(format!(
+            "`{}` (PTX line {}): bulk copies multicast to a cluster are not emulated",
+            module.line_text(i.line).trim(),
+            i.line
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn append_line(path: &str, line: &str) {

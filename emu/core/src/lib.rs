@@ -34,7 +34,7 @@ pub mod types;
 
 pub use counters::Counters;
 pub use findings::{Finding, FindingKind};
-pub use launch::{launch, CheckOptions, LaunchConfig, LaunchError, LaunchReport};
+pub use launch::{launch, launch_with_cluster, CheckOptions, LaunchConfig, LaunchError, LaunchReport};
 pub use memory::{GlobalMemory, MemError};
 pub use module::{KernelInfo, LoadError, Module, ParamInfo};
 pub use types::ScalarType;

@@ -14,7 +14,7 @@ use crate::state::{driver, handle_of};
 use crate::stream::CUstream;
 use ptx_emu::counters::Counters;
 use ptx_emu::findings::Finding;
-use ptx_emu::launch::{launch, CheckOptions, LaunchConfig, LaunchError};
+use ptx_emu::launch::{launch_with_cluster, CheckOptions, LaunchConfig, LaunchError};
 use ptx_emu::module::KernelInfo;
 use std::ffi::{c_uint, c_void};
 
@@ -77,11 +77,22 @@ pub(crate) struct LaunchRequest {
     pub(crate) extra: *const *mut c_void,
     /// `cuLaunchCooperativeKernel`: every block must be resident at once.
     pub(crate) cooperative: bool,
+    /// `cuLaunchKernelEx`'s cluster dimension attribute, if given.
+    pub(crate) cluster: Option<[u32; 3]>,
 }
 
 pub(crate) fn launch_kernel(request: LaunchRequest) -> DriverResult {
-    let LaunchRequest { function, grid, block, dynamic_shared_bytes, stream, kernel_params, extra, cooperative } =
-        request;
+    let LaunchRequest {
+        function,
+        grid,
+        block,
+        dynamic_shared_bytes,
+        stream,
+        kernel_params,
+        extra,
+        cooperative,
+        cluster,
+    } = request;
     let mut state = driver().lock()?;
     let context = state.current_healthy()?;
     state.check_stream(handle_of(stream))?;
@@ -105,7 +116,15 @@ pub(crate) fn launch_kernel(request: LaunchRequest) -> DriverResult {
     let params = unsafe { pack(kernel, kernel_params, extra) }?;
     let config = LaunchConfig { grid, block, dynamic_shared_bytes };
     let module = &state.modules[&record.module].module;
-    let outcome = launch(module, &kernel.name, &config, &params, driver().memory(), &CheckOptions::from_env());
+    let outcome = launch_with_cluster(
+        module,
+        &kernel.name,
+        &config,
+        cluster,
+        &params,
+        driver().memory(),
+        &CheckOptions::from_env(),
+    );
     let report = outcome.map_err(|error| {
         eprintln!("ptx-emu: {error}");
         launch_error_code(&error)
@@ -157,6 +176,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
             kernel_params,
             extra,
             cooperative: false,
+            cluster: None,
         })
     })
 }
@@ -190,6 +210,7 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
             kernel_params,
             extra: std::ptr::null(),
             cooperative: true,
+            cluster: None,
         })
     })
 }
@@ -251,6 +272,7 @@ mod tests {
             static_shared_bytes: 0,
             local_bytes: 0,
             max_threads_per_block,
+            cluster_dims: None,
             num_regs: 16,
         }
     }

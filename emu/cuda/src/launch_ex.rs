@@ -1,7 +1,7 @@
 //! `cuLaunchKernelEx`: a launch described by a `CUlaunchConfig` with launch
 //! attributes (how the CUDA runtime's `cudaLaunchKernelEx` and CUTLASS's
-//! cluster launcher reach the driver). Clusters of one CTA run as any launch;
-//! larger clusters are not supported (the executor runs each CTA alone).
+//! cluster launcher reach the driver). The cluster dimension attribute runs
+//! the launch in clusters of that many CTAs (`ptx_emu::launch::launch_with_cluster`).
 
 use crate::guard::ffi_guard;
 use crate::launch::{launch_kernel, LaunchRequest};
@@ -39,26 +39,29 @@ const ATTRIBUTE_PRIORITY: u32 = 8;
 const ATTRIBUTE_MEM_SYNC_DOMAIN_MAP: u32 = 9;
 const ATTRIBUTE_MEM_SYNC_DOMAIN: u32 = 10;
 const ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: u32 = 14;
+/// Most CTAs per cluster (the portable size; the non-portable attribute is not emulated).
+const MAX_CLUSTER_SIZE: u32 = 8;
 /// `CUDA_ERROR_INVALID_CLUSTER_SIZE`.
 const CUDA_ERROR_INVALID_CLUSTER_SIZE: CUresult = 912;
 
-/// Whether the launch is cooperative, after checking every attribute.
-fn read_attributes(config: &CUlaunchConfig, attrs: &[CUlaunchAttribute]) -> DriverResult<bool> {
+/// Whether the launch is cooperative, and its cluster dimensions, after
+/// checking every attribute.
+fn read_attributes(config: &CUlaunchConfig, attrs: &[CUlaunchAttribute]) -> DriverResult<(bool, Option<[u32; 3]>)> {
     let mut cooperative = false;
+    let mut cluster = None;
     for a in attrs {
         match a.id {
             ATTRIBUTE_COOPERATIVE => cooperative = a.value[0] as u32 != 0,
             ATTRIBUTE_CLUSTER_DIMENSION => {
                 let dims = [a.value[0] as u32, (a.value[0] >> 32) as u32, a.value[1] as u32];
-                if dims.contains(&0) || config.grid_dim.iter().zip(dims).any(|(g, c)| g % c != 0) {
+                let size = dims.iter().map(|&d| u64::from(d)).product::<u64>();
+                if dims.contains(&0)
+                    || config.grid_dim.iter().zip(dims).any(|(g, c)| g % c != 0)
+                    || size > u64::from(MAX_CLUSTER_SIZE)
+                {
                     return Err(CUDA_ERROR_INVALID_CLUSTER_SIZE);
                 }
-                if dims != [1, 1, 1] {
-                    eprintln!(
-                        "ptx-emu: cuLaunchKernelEx: clusters of {dims:?} CTAs are not supported (only clusters of one CTA)"
-                    );
-                    return Err(CUDA_ERROR_NOT_SUPPORTED);
-                }
+                cluster = Some(dims);
             }
             // Hints that order or place work, with nothing to change here.
             ATTRIBUTE_IGNORE
@@ -75,7 +78,7 @@ fn read_attributes(config: &CUlaunchConfig, attrs: &[CUlaunchAttribute]) -> Driv
             }
         }
     }
-    Ok(cooperative)
+    Ok((cooperative, cluster))
 }
 
 /// # Safety
@@ -99,7 +102,7 @@ pub unsafe extern "C" fn cuLaunchKernelEx(
             // SAFETY: the caller guarantees `num_attrs` entries.
             n => unsafe { std::slice::from_raw_parts(config.attrs, n as usize) },
         };
-        let cooperative = read_attributes(config, attrs)?;
+        let (cooperative, cluster) = read_attributes(config, attrs)?;
         launch_kernel(LaunchRequest {
             function,
             grid: config.grid_dim,
@@ -109,6 +112,7 @@ pub unsafe extern "C" fn cuLaunchKernelEx(
             kernel_params,
             extra,
             cooperative,
+            cluster,
         })
     })
 }

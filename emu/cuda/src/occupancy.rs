@@ -116,6 +116,7 @@ mod tests {
             static_shared_bytes,
             local_bytes: 0,
             max_threads_per_block: None,
+            cluster_dims: None,
             num_regs,
         }
     }

@@ -109,6 +109,7 @@ mod tests {
             static_shared_bytes: 0,
             local_bytes: 0,
             max_threads_per_block: None,
+            cluster_dims: None,
             num_regs: 16,
         }
     }

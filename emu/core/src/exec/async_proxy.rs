@@ -20,7 +20,7 @@
 use super::cta::{generic_space, lane_bit, Cta, Lanes};
 use super::Stop;
 use crate::findings::FindingKind;
-use crate::ptx::ir::{AsyncOp, ClusterSreg, Inst, Space, WINDOW_SIZE};
+use crate::ptx::ir::{AsyncOp, Inst, Space, WINDOW_SIZE};
 use crate::types::ScalarType;
 
 /// The largest arrival count and transaction count magnitude (2^20 - 1).
@@ -239,16 +239,6 @@ impl Cta<'_> {
         Ok(())
     }
 
-    pub(super) fn cluster_sreg(&self, s: ClusterSreg) -> u64 {
-        let cfg = self.l.config;
-        match s {
-            ClusterSreg::ClusterId(d) => self.ctaid[d as usize] as u64,
-            ClusterSreg::NClusterId(d) => cfg.grid[d as usize] as u64,
-            ClusterSreg::CtaId(_) | ClusterSreg::CtaRank | ClusterSreg::IsExplicit => 0,
-            ClusterSreg::NCtaId(_) | ClusterSreg::NCtaRank => 1,
-        }
-    }
-
     /// Executes an asynchronous-proxy instruction for `group` (`exec` the
     /// lanes whose guard holds); advances the lanes that finish it.
     pub(super) fn async_op(
@@ -291,28 +281,9 @@ impl Cta<'_> {
                     self.set(w, &inst.d2, l, (Some(l) == leader) as u64, ScalarType::Pred);
                 }
             }
-            AsyncOp::Mapa => {
-                for l in Lanes(exec) {
-                    let (a, rank) = (self.val(w, &inst.s[0], l), self.val(w, &inst.s[1], l));
-                    if rank != 0 {
-                        let tid = self.tid_of(w, l);
-                        return Err(self.report(
-                            FindingKind::OutOfBounds,
-                            pc,
-                            tid,
-                            a,
-                            format!("mapa to CTA rank {rank} of a cluster of one CTA"),
-                        ));
-                    }
-                    self.set(w, &inst.d, l, a, inst.ty);
-                }
-            }
-            AsyncOp::GetCtaRank => {
-                for l in Lanes(exec) {
-                    self.set(w, &inst.d, l, 0, ScalarType::U32);
-                }
-            }
-            AsyncOp::ClusterBarrier { .. } => {}
+            AsyncOp::Mapa => self.mapa(w, pc, exec, inst)?,
+            AsyncOp::GetCtaRank => self.getctarank(w, pc, exec, inst)?,
+            AsyncOp::ClusterBarrier { wait } => done &= !self.cluster_barrier(w, pc, exec, wait)?,
             AsyncOp::FenceProxyAsync => {
                 for l in Lanes(exec) {
                     let tid = self.tid_of(w, l) as usize;

@@ -5,6 +5,7 @@
 //! their member mask is there.
 
 use super::arith::{self, bits_of, mask, sext};
+use super::cluster::Round;
 use super::race::RaceShadow;
 use super::{LaunchCtx, Stats, Stop};
 use crate::findings::FindingKind;
@@ -106,6 +107,8 @@ pub(crate) struct Cta<'l> {
     pub(super) asy: super::async_proxy::AsyncState,
     /// Whether the kernel has bulk stores (shared writes then track proxy fences).
     bulk_stores: bool,
+    /// Its place in its cluster and the cluster barrier (`cluster`).
+    pub(super) cl: super::cluster::ClusterState,
 }
 
 pub(super) fn lane_bit(l: usize) -> u32 {
@@ -141,6 +144,7 @@ impl<'l> Cta<'l> {
                 .insts
                 .iter()
                 .any(|i| matches!(i.op, Op::Async(AsyncOp::TensorStore { .. } | AsyncOp::BulkStore))),
+            cl: Default::default(),
         }
     }
 
@@ -148,8 +152,25 @@ impl<'l> Cta<'l> {
         self.k.dynamic_shared_offset as usize + self.l.config.dynamic_shared_bytes as usize
     }
 
-    /// Runs CTA `ctaid` to completion or to its first finding.
+    /// Runs CTA `ctaid` (a cluster of one) to completion or to its first finding.
     pub(crate) fn run(&mut self, ctaid: [u32; 3]) -> Result<(), Stop> {
+        self.begin(ctaid);
+        loop {
+            match self.round()? {
+                Round::Done => return Ok(()),
+                Round::Progressed => {}
+                Round::Stuck => {
+                    if super::cluster::complete_cluster_barrier(std::slice::from_mut(self)) || self.mbar_timeout()? {
+                        continue;
+                    }
+                    return Err(self.stall());
+                }
+            }
+        }
+    }
+
+    /// Sets up CTA `ctaid` to run: threads at the start, shared memory unwritten.
+    pub(crate) fn begin(&mut self, ctaid: [u32; 3]) {
         self.ctaid = ctaid;
         let nwarps = self.nthreads.div_ceil(32) as usize;
         let nregs = self.k.nregs as usize;
@@ -210,31 +231,29 @@ impl<'l> Cta<'l> {
         self.groups.resize(self.nthreads as usize, 0);
         self.wg.reset(self.has_wgmma, nwarps, nregs, size);
         self.asy.reset(nwarps, self.nthreads as usize, self.bulk_stores, size);
+        self.cl.reset(nwarps, self.nthreads as usize);
+    }
 
-        loop {
-            let mut progressed = false;
-            for w in 0..nwarps {
-                if self.warps[w].run != 0 {
-                    progressed = true;
-                    self.run_warp(w)?;
-                }
-            }
-            if self.l.stopped() {
-                return Err(Stop);
-            }
-            if self.release_barriers()? {
-                continue;
-            }
-            if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) && !self.asy.any_blocked() {
-                return Ok(());
-            }
-            if !progressed {
-                if self.mbar_timeout()? {
-                    continue;
-                }
-                return Err(self.stall());
+    /// Runs each warp that can run for one time slice, then releases the
+    /// CTA barriers that completed.
+    pub(crate) fn round(&mut self) -> Result<Round, Stop> {
+        let mut progressed = false;
+        for w in 0..self.warps.len() {
+            if self.warps[w].run != 0 {
+                progressed = true;
+                self.run_warp(w)?;
             }
         }
+        if self.l.stopped() {
+            return Err(Stop);
+        }
+        if self.release_barriers()? {
+            return Ok(Round::Progressed);
+        }
+        if self.warps.iter().all(|w| w.run | w.wait | w.bar == 0) && !self.asy.any_blocked() && !self.cl.any_blocked() {
+            return Ok(Round::Done);
+        }
+        Ok(if progressed { Round::Progressed } else { Round::Stuck })
     }
 
     fn run_warp(&mut self, w: usize) -> Result<(), Stop> {
@@ -676,8 +695,8 @@ impl<'l> Cta<'l> {
                 }
                 self.write_all(w, &inst.d, exec, &out, ScalarType::Pred);
             }
-            Op::Ld { space, vec } => self.load(w, pc, exec, inst, *space, *vec)?,
-            Op::St { space, vec } => self.store(w, pc, exec, inst, *space, *vec)?,
+            Op::Ld { space, vec, cluster } => self.load(w, pc, exec, inst, *space, *vec, *cluster)?,
+            Op::St { space, vec, cluster } => self.store(w, pc, exec, inst, *space, *vec, *cluster)?,
             Op::Atom { space, op, ret } => self.atomic(w, pc, exec, inst, *space, *op, *ret)?,
             Op::Bra { target } => {
                 let warp = &mut self.warps[w];

@@ -348,6 +348,9 @@ impl<'l> Cta<'l> {
                 if shared_racecheck {
                     self.race_check(pc, tid, addr, n, None)?;
                 }
+                if self.cl.shadow.is_some() {
+                    self.cluster_race(pc, tid, self.cl.rank, addr, n, false);
+                }
                 if !self.asy.landed.is_empty() {
                     self.check_landed(pc, tid, addr, n);
                 }
@@ -429,6 +432,9 @@ impl<'l> Cta<'l> {
                 let bytes = v.to_le_bytes();
                 let bytes = &bytes[..len as usize];
                 self.race_check(pc, tid, addr, n, Some(bytes))?;
+                if self.cl.shadow.is_some() {
+                    self.cluster_race(pc, tid, self.cl.rank, addr, n, true);
+                }
                 self.wgmma_guard_shared_write(pc, tid, addr, n)?;
                 let o = addr as usize;
                 self.asy.note_generic_write(tid, o, len as usize);
@@ -497,6 +503,7 @@ impl<'l> Cta<'l> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn load(
         &mut self,
         w: usize,
@@ -505,12 +512,14 @@ impl<'l> Cta<'l> {
         inst: &Inst,
         space: Space,
         vec: u8,
+        cluster: bool,
     ) -> Result<(), Stop> {
         let ty = inst.ty;
         let size = ty.size_bytes();
         let total = size * vec as u32;
         self.scratch.clear();
         let mut req_space = None;
+        let mut remote = false;
         // Narrow signed loads sign-extend into the 32-bit register they fill.
         let (store_ty, signed_narrow) = match ty {
             ScalarType::S8 | ScalarType::S16 => (ScalarType::B32, true),
@@ -519,7 +528,11 @@ impl<'l> Cta<'l> {
         // Shared reads are race-checked for the whole warp at once, first
         // (a read racing with a write is reported before what it then reads).
         let warp_race = self.l.opts.racecheck;
-        let addrs = self.vals(w, &inst.s[0], exec);
+        let mut addrs = self.vals(w, &inst.s[0], exec);
+        let may_be_remote = super::cluster::may_be_remote(space, cluster);
+        if may_be_remote {
+            self.own_cluster_addresses(space, exec, &mut addrs);
+        }
         if warp_race {
             let limit = self.shared.len() as u64;
             let mut shared_reads = [(0usize, 0u64, 0u64); 32];
@@ -538,6 +551,21 @@ impl<'l> Cta<'l> {
         for l in Lanes(exec) {
             let tid = self.tid_of(w, l);
             let (sp, addr) = resolve(space, addrs[l]);
+            if may_be_remote && sp == Space::Shared {
+                if let Some((rank, off)) = super::cluster::split_cluster_address(addr) {
+                    self.misaligned(pc, tid, sp, off, total)?;
+                    remote = true;
+                    for i in 0..vec as usize {
+                        let v = self.remote_read(pc, tid, rank as u32, off + (i as u64 * size as u64), size)?;
+                        let v = if signed_narrow { super::arith::sext(v, size * 8) as u64 } else { v };
+                        if let Opd::Reg(r) = Self::elem(&inst.d, i) {
+                            self.warps[w].regs[*r as usize * 32 + l] =
+                                v & super::arith::mask(super::arith::bits_of(store_ty));
+                        }
+                    }
+                    continue;
+                }
+            }
             req_space.get_or_insert(sp);
             self.misaligned(pc, tid, sp, addr, total)?;
             self.note_access(sp, l, addr, total);
@@ -556,9 +584,22 @@ impl<'l> Cta<'l> {
         if let Some(sp) = req_space {
             self.account(sp, false);
         }
+        self.stats.cluster_shared_requests += remote as u64;
         Ok(())
     }
 
+    /// Makes addresses of the executing CTA's own shared memory in the
+    /// `.shared::cluster` form plain ones (they are local accesses).
+    fn own_cluster_addresses(&self, space: Space, exec: u32, addrs: &mut [u64; 32]) {
+        for l in Lanes(exec) {
+            let (sp, mut addr) = resolve(space, addrs[l]);
+            if sp == Space::Shared && self.remote_target(&mut addr).is_none() {
+                addrs[l] = addr + if space == Space::Generic { Space::Shared.window() } else { 0 };
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn store(
         &mut self,
         w: usize,
@@ -567,15 +608,32 @@ impl<'l> Cta<'l> {
         inst: &Inst,
         space: Space,
         vec: u8,
+        cluster: bool,
     ) -> Result<(), Stop> {
         let size = inst.ty.size_bytes();
         let total = size * vec as u32;
         self.scratch.clear();
         let mut req_space = None;
-        let addrs = self.vals(w, &inst.s[0], exec);
+        let mut remote = false;
+        let mut addrs = self.vals(w, &inst.s[0], exec);
+        let may_be_remote = super::cluster::may_be_remote(space, cluster);
+        if may_be_remote {
+            self.own_cluster_addresses(space, exec, &mut addrs);
+        }
         for l in Lanes(exec) {
             let tid = self.tid_of(w, l);
             let (sp, addr) = resolve(space, addrs[l]);
+            if may_be_remote && sp == Space::Shared {
+                if let Some((rank, off)) = super::cluster::split_cluster_address(addr) {
+                    self.misaligned(pc, tid, sp, off, total)?;
+                    remote = true;
+                    for i in 0..vec as usize {
+                        let v = self.val(w, Self::elem(&inst.s[1], i), l);
+                        self.remote_write(pc, tid, rank as u32, off + (i as u64 * size as u64), size, v)?;
+                    }
+                    continue;
+                }
+            }
             req_space.get_or_insert(sp);
             self.misaligned(pc, tid, sp, addr, total)?;
             self.note_access(sp, l, addr, total);
@@ -587,6 +645,7 @@ impl<'l> Cta<'l> {
         if let Some(sp) = req_space {
             self.account(sp, true);
         }
+        self.stats.cluster_shared_requests += remote as u64;
         Ok(())
     }
 

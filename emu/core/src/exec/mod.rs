@@ -25,6 +25,7 @@
 
 mod arith;
 mod async_proxy;
+mod cluster;
 pub(crate) mod config;
 mod cta;
 mod memops;
@@ -44,6 +45,8 @@ use crate::memory::{Allocation, GlobalMemory};
 use crate::module::Module;
 use crate::ptx::ir::{BarKind, Class, Kernel, Op, CLASS_COUNT};
 use config::{CheckOptions, LaunchConfig, LaunchReport};
+
+pub(crate) use cluster::MAX_CLUSTER_SIZE;
 
 /// Findings kept per launch (execution stops at the first, races aside,
 /// which are reported once per pair of instructions and let it go on; CTAs
@@ -72,6 +75,8 @@ pub(crate) struct Stats {
     pub barriers: u64,
     pub bulk_copies: u64,
     pub bulk_bytes: u64,
+    pub cluster_shared_requests: u64,
+    pub cluster_shared_bytes: u64,
 }
 
 impl Stats {
@@ -93,6 +98,8 @@ impl Stats {
             barriers: f(self.barriers),
             bulk_copies: f(self.bulk_copies),
             bulk_bytes: f(self.bulk_bytes),
+            cluster_shared_requests: f(self.cluster_shared_requests),
+            cluster_shared_bytes: f(self.cluster_shared_bytes),
         }
     }
 
@@ -116,6 +123,8 @@ impl Stats {
         self.barriers += o.barriers;
         self.bulk_copies += o.bulk_copies;
         self.bulk_bytes += o.bulk_bytes;
+        self.cluster_shared_requests += o.cluster_shared_requests;
+        self.cluster_shared_bytes += o.cluster_shared_bytes;
     }
 }
 
@@ -189,6 +198,10 @@ pub(crate) struct LaunchCtx<'a> {
     pub kernel: &'a Kernel,
     pub config: &'a LaunchConfig,
     pub params: &'a [u8],
+    /// CTAs per cluster in each dimension (1, 1, 1 without clusters), and
+    /// whether the kernel or the launch asked for clusters.
+    pub cluster: [u32; 3],
+    pub explicit_cluster: bool,
     pub mem: &'a GlobalMemory,
     pub opts: CheckOptions,
     /// Live allocations at launch, by base (kernels cannot allocate).
@@ -289,10 +302,12 @@ fn host_threads(opts: &CheckOptions, ctas: u64) -> usize {
 }
 
 /// Runs every CTA of the launch and gathers counters and findings.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     module: &Module,
     kernel: &Kernel,
     config: &LaunchConfig,
+    cluster: Option<[u32; 3]>,
     params: &[u8],
     mem: &GlobalMemory,
     opts: &CheckOptions,
@@ -304,6 +319,8 @@ pub(crate) fn run(
         kernel,
         config,
         params,
+        cluster: cluster.unwrap_or([1, 1, 1]),
+        explicit_cluster: cluster.is_some(),
         mem,
         opts: *opts,
         allocs,
@@ -314,16 +331,22 @@ pub(crate) fn run(
     };
     let [gx, gy, gz] = config.grid.map(|g| g as u64);
     let total = gx * gy * gz;
-    let plan = sample::plan(config.grid, opts.sample_ctas.map(u64::from));
+    // Work is handed out by cluster (a cluster of one is a CTA).
+    let dims = ctx.cluster;
+    let cluster_size = dims.iter().product::<u32>() as u64;
+    let [cx, cy, _] = [0, 1, 2].map(|d| (config.grid[d] / dims[d]) as u64);
+    let clusters = total / cluster_size;
+    let plan = sample::plan_clusters(config.grid, dims, opts.sample_ctas.map(u64::from));
     if plan.is_some() {
         announce_sampling(opts.sample_ctas.map_or(0, u64::from));
     }
-    let runs = plan.as_ref().map_or(total, |p| p.ctas.len() as u64);
+    let runs = plan.as_ref().map_or(clusters, |p| p.ctas.len() as u64);
     let next = AtomicUsize::new(0);
     let n_insts = kernel.insts.len();
     // Per stratum (one when the whole grid runs), summed over host threads.
     let worker = || {
         let mut cta = cta::Cta::new(&ctx);
+        let mut group = (cluster_size > 1).then(|| cluster::ClusterRunner::new(&ctx));
         let mut per_stratum: Vec<Stats> = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed) as u64;
@@ -332,9 +355,18 @@ pub(crate) fn run(
             }
             let (id, stratum) = match &plan {
                 Some(p) => p.ctas[i as usize],
-                None => ([(i % gx) as u32, ((i / gx) % gy) as u32, (i / (gx * gy)) as u32], 0),
+                None => {
+                    let c = [i % cx, (i / cx) % cy, i / (cx * cy)];
+                    ([0, 1, 2].map(|d| c[d] as u32 * dims[d]), 0)
+                }
             };
-            let failed = cta.run(id).is_err();
+            let failed = match group.as_mut() {
+                Some(g) => g.run(id).is_err(),
+                None => cta.run(id).is_err(),
+            };
+            if let Some(g) = group.as_mut() {
+                g.take_stats(&mut cta.stats);
+            }
             if plan.is_some() {
                 if per_stratum.is_empty() {
                     per_stratum = (0..sample::STRATA).map(|_| Stats::new(n_insts)).collect();
@@ -447,5 +479,7 @@ fn summarise(
     c.barriers = st.barriers;
     c.bulk_copies = st.bulk_copies;
     c.bulk_bytes = st.bulk_bytes;
+    c.cluster_shared_requests = st.cluster_shared_requests;
+    c.cluster_shared_bytes = st.cluster_shared_bytes;
     c
 }

@@ -119,6 +119,25 @@ pub(crate) fn plan(grid: [u32; 3], limit: Option<u64>) -> Option<Plan> {
     Some(Plan { ctas, stratum_size: size, stratum_sampled: sampled })
 }
 
+/// The sample plan for `grid` in clusters of `dims` CTAs: whole clusters
+/// are sampled, as `plan` samples CTAs over the grid of clusters (a tail
+/// cluster holds the grid's tail CTAs), with a budget of `limit` CTAs (at
+/// least one cluster). `Plan::ctas` then holds each sampled cluster's first
+/// CTA, and the strata count CTAs, so counts scale and `sampled` reads as
+/// for CTAs. `None` when the whole grid runs.
+pub(crate) fn plan_clusters(grid: [u32; 3], dims: [u32; 3], limit: Option<u64>) -> Option<Plan> {
+    let size: u64 = dims.iter().map(|&d| d as u64).product();
+    let clusters = [0, 1, 2].map(|d| grid[d] / dims[d]);
+    let mut p = plan(clusters, limit.map(|l| (l / size).max(1)))?;
+    for (id, _) in &mut p.ctas {
+        *id = [0, 1, 2].map(|d| id[d] * dims[d]);
+    }
+    for n in p.stratum_size.iter_mut().chain(p.stratum_sampled.iter_mut()) {
+        *n *= size;
+    }
+    Some(p)
+}
+
 /// `v * num / den`, rounded to nearest.
 pub(crate) fn scale(v: u64, num: u64, den: u64) -> u64 {
     if den == 0 {
@@ -161,6 +180,21 @@ mod tests {
         let xs: Vec<u32> = p.ctas.iter().map(|c| c.0[0]).collect();
         // Interior 0..999 gets 4 evenly spaced CTAs, the tail CTA 999 its own.
         assert_eq!(xs, vec![0, 333, 665, 998, 999]);
+    }
+
+    #[test]
+    fn clusters_are_sampled_whole() {
+        // 32 row blocks of 4 column tiles, clusters of 4 along x, 8 CTAs allowed: 2 clusters.
+        let p = plan_clusters([4, 32, 1], [4, 1, 1], Some(8)).expect("sampled");
+        let ids: Vec<[u32; 3]> = p.ctas.iter().map(|c| c.0).collect();
+        assert_eq!(ids, vec![[0, 0, 0], [0, 31, 0]]);
+        assert_eq!(p.sampled(), 8);
+        assert_eq!(p.total(), 128);
+        // A budget below one cluster still runs one whole cluster per stratum.
+        let p = plan_clusters([4, 32, 1], [2, 1, 1], Some(1)).expect("sampled");
+        assert!(p.ctas.iter().all(|c| c.0[0] % 2 == 0), "{:?}", p.ctas);
+        assert_eq!(p.sampled() % 2, 0);
+        assert_eq!(plan_clusters([4, 2, 1], [4, 1, 1], Some(8)), None);
     }
 
     #[test]

@@ -585,6 +585,10 @@ impl<'l> Cta<'l> {
                 );
             }
         }
+        // Threads held at the cluster barrier name those that never arrive.
+        if let Some(stop) = self.cluster_stall() {
+            return stop;
+        }
         for (id, b) in self.bars.iter().enumerate() {
             if b.arrived > 0 {
                 let want = b.expected.map_or_else(|| "all live".to_string(), |c| c.to_string());

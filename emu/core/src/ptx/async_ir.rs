@@ -1,6 +1,6 @@
 //! The executable form of sm_90's asynchronous-proxy instructions: mbarrier
 //! objects, bulk (TMA) copies and their groups, proxy fences, `elect.sync`
-//! and the cluster instructions of a cluster of one CTA. Operand order is
+//! and the cluster instructions (`exec::cluster`). Operand order is
 //! given per variant (`Inst::s`); `Inst::d` is the result where there is one.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub(crate) enum AsyncOp {
     GetCtaRank,
 }
 
-/// Cluster special registers (a cluster is one CTA here).
+/// Cluster special registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ClusterSreg {
     ClusterId(u8),

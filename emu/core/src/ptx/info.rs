@@ -41,6 +41,9 @@ pub struct KernelInfo {
     pub local_bytes: u32,
     /// From `.maxntid` / `.reqntid` if present.
     pub max_threads_per_block: Option<u32>,
+    /// From `.reqnctapercluster` if present: the CTAs of each cluster per
+    /// dimension, which every launch of the kernel uses.
+    pub cluster_dims: Option<[u32; 3]>,
     /// Registers declared (an estimate of the hardware count; for attributes only).
     pub num_regs: u32,
 }

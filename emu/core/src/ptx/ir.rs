@@ -333,13 +333,17 @@ pub(crate) enum WmmaInst {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
     Mov,
+    /// `cluster`: a `.shared::cluster` access (its address may name another
+    /// CTA of the cluster, see `exec::cluster`).
     Ld {
         space: Space,
         vec: u8,
+        cluster: bool,
     },
     St {
         space: Space,
         vec: u8,
+        cluster: bool,
     },
     /// `cvta.to.space` (to_generic false) or `cvta.space`.
     Cvta {

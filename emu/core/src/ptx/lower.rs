@@ -164,6 +164,7 @@ pub(crate) fn lower_kernel(f: &Func, m: &ModuleScope) -> Result<Kernel, LoadErro
         static_shared_bytes: shared_end as u32,
         local_bytes: local_end as u32,
         max_threads_per_block: f.maxntid,
+        cluster_dims: f.cluster_dims,
         num_regs: ctx.nregs.min(255),
     };
     let clear_regs = super::reg_init::registers_to_clear(&insts, nregs, carry_reg);
@@ -506,9 +507,18 @@ impl<'a> Mods<'a> {
         Rounding::from_suffix(r)
     }
     fn space(&mut self) -> Space {
-        match self.one_of(&["global", "shared", "shared::cta", "local", "param", "const", "param::entry"]) {
+        match self.one_of(&[
+            "global",
+            "shared",
+            "shared::cta",
+            "shared::cluster",
+            "local",
+            "param",
+            "const",
+            "param::entry",
+        ]) {
             Some("global") => Space::Global,
-            Some("shared") | Some("shared::cta") => Space::Shared,
+            Some("shared") | Some("shared::cta") | Some("shared::cluster") => Space::Shared,
             Some("local") => Space::Local,
             Some("param") | Some("param::entry") => Space::Param,
             Some("const") => Space::Const,
@@ -801,6 +811,8 @@ fn decode<'o>(
         "ld" | "ldu" | "st" => {
             let full_hint = m.parts.contains(&"L2::cache_hint");
             m.drop_hints();
+            // `.shared::cluster` addresses may name another CTA's shared memory.
+            let cluster = m.parts.contains(&"shared::cluster");
             let space = m.space();
             let vec = m.vec();
             m.has("unified");
@@ -840,9 +852,16 @@ fn decode<'o>(
                 }
             };
             if base == "st" {
-                (Op::St { space, vec }, ty, Opd::Sink, Opd::Sink, vec![c.src(all[0])?, data(c.src(all[1])?)?], class)
+                (
+                    Op::St { space, vec, cluster },
+                    ty,
+                    Opd::Sink,
+                    Opd::Sink,
+                    vec![c.src(all[0])?, data(c.src(all[1])?)?],
+                    class,
+                )
             } else {
-                (Op::Ld { space, vec }, ty, data(c.dst(all[0])?)?, Opd::Sink, vec![c.src(all[1])?], class)
+                (Op::Ld { space, vec, cluster }, ty, data(c.dst(all[0])?)?, Opd::Sink, vec![c.src(all[1])?], class)
             }
         }
         "cvta" => {
@@ -1767,7 +1786,7 @@ mod tests {
         let brx = k.insts.iter().find(|i| matches!(i.op, Op::BrxIdx { .. })).unwrap();
         assert_eq!(brx.op, Op::BrxIdx { targets: vec![4, 5] });
         let st = k.insts.iter().find(|i| matches!(i.op, Op::St { .. })).unwrap();
-        assert_eq!(st.op, Op::St { space: Space::Global, vec: 2 });
+        assert_eq!(st.op, Op::St { space: Space::Global, vec: 2, cluster: false });
         let copies: Vec<&Opd> = k.insts.iter().filter(|i| i.op == Op::Copy).map(|i| &i.d).collect();
         assert_eq!(st.s[1], *copies[1], "st.b128 stores both halves of q1");
         match (copies[0], copies[1]) {

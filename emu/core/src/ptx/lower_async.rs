@@ -28,7 +28,7 @@ fn asy(op: AsyncOp, d: Opd, d2: Opd, s: Vec<Opd>, class: Class) -> Decoded {
 }
 
 /// The state space of an mbarrier or bulk-copy address: `.shared{::cta,::cluster}`
-/// (a cluster of one CTA: the same addresses) or generic.
+/// (the executing CTA's own bytes either way) or generic.
 fn shared_or_generic(m: &mut Mods) -> Space {
     if m.one_of(&["shared", "shared::cta", "shared::cluster"]).is_some() {
         Space::Shared
@@ -243,7 +243,8 @@ fn bulk(m: &mut Mods, all: &[&Operand], ctx: &super::Ctx) -> Result<Decoded, Str
     match (dst, src) {
         ("shared::cluster" | "shared::cta", "global") if mbar => {
             // A trailing multicast CTA mask and cache policy change nothing
-            // in a cluster of one CTA.
+            // in a cluster of one CTA (larger clusters refuse multicast, see
+            // `launch::refuse_multicast`).
             if tensor {
                 if n != 3 + extra {
                     return Err(format!("expected {} operands, found {n}", 3 + extra));

@@ -103,6 +103,8 @@ pub(crate) struct Func {
     /// `None` for a prototype without body.
     pub body: Option<Vec<Stmt>>,
     pub maxntid: Option<u32>,
+    /// From `.reqnctapercluster` if present (the cluster's CTAs per dimension).
+    pub cluster_dims: Option<[u32; 3]>,
 }
 
 #[derive(Debug, Default)]
@@ -364,23 +366,37 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
     let name = p.ident()?.to_string();
     let params = if p.is_punct('(') { parse_param_list(p)? } else { Vec::new() };
     let mut maxntid = None;
+    let mut cluster_dims = None;
     loop {
         match p.peek() {
             Some(Tok::Punct(';')) => {
                 p.i += 1;
-                return Ok(Func { line, name, is_entry, params, rets, body: None, maxntid });
+                return Ok(Func { line, name, is_entry, params, rets, body: None, maxntid, cluster_dims });
             }
             Some(Tok::Punct('{')) => break,
             Some(Tok::Ident(w)) => {
                 p.i += 1;
+                // Directives without operands.
+                if matches!(w.as_str(), ".explicitcluster" | ".noreturn") {
+                    continue;
+                }
                 let mut dims = vec![p.int()?];
                 while p.eat_punct(',') {
                     dims.push(p.int()?);
                 }
                 match w.as_str() {
                     ".maxntid" | ".reqntid" => maxntid = Some(dims.iter().product::<u64>() as u32),
-                    ".minnctapersm" | ".maxnreg" | ".maxclusterrank" | ".reqnctapercluster" | ".explicitcluster" => {}
-                    ".noreturn" => {}
+                    ".reqnctapercluster" => {
+                        let dim = |i: usize| dims.get(i).map_or(Ok(1), |&d| u32::try_from(d));
+                        let d = [dim(0), dim(1), dim(2)];
+                        match d {
+                            [Ok(x), Ok(y), Ok(z)] if dims.len() <= 3 && x.min(y).min(z) > 0 => {
+                                cluster_dims = Some([x, y, z])
+                            }
+                            _ => return Err(e(p.line(), format!("bad `.reqnctapercluster` {dims:?}"))),
+                        }
+                    }
+                    ".minnctapersm" | ".maxnreg" | ".maxclusterrank" => {}
                     _ => return Err(e(p.line(), format!("unsupported function directive `{w}`"))),
                 }
             }
@@ -440,7 +456,7 @@ fn parse_func(p: &mut P, is_entry: bool, line: u32) -> Result<Func, LoadError> {
             _ => body.push(Stmt::Instr(parse_instr(p)?)),
         }
     }
-    Ok(Func { line, name, is_entry, params, rets, body: Some(body), maxntid })
+    Ok(Func { line, name, is_entry, params, rets, body: Some(body), maxntid, cluster_dims })
 }
 
 fn parse_reg(p: &mut P, line: u32) -> Result<Stmt, LoadError> {
