@@ -21,7 +21,8 @@
 //   for B_l) of 32 elements (the wide or the rank columns); mma fragments
 //   through ldmatrix.trans;
 // - a row-major tile (G's dY): 32 token rows of kStep reduction elements;
-//   fragments through ldmatrix.
+//   fragments through ldmatrix (the `_r64` G loads them from global memory
+//   instead: multiply_direct).
 // kStep is 32 for f16/bf16 (64-byte rows, the 4 chunks of row r permuted by
 // XOR with (r / 2) % 4: conflict-free ldmatrix phases and cp.async quarter
 // warps) and 16 for f32 (FMA in the mma fragment layout).
@@ -332,6 +333,70 @@ __device__ __forceinline__ void multiply_wide(Acc (&accs)[kV][kH], uint32_t wide
                         Mma<T>::run(accs[v][h][mi][2 * q], a[v][mi], b[0], b[1]);
                         Mma<T>::run(accs[v][h][mi][2 * q + 1], a[v][mi], b[2], b[3]);
                     }
+            });
+        });
+    });
+}
+
+// G's dY straight from global memory (the `_r64` G with dB, whole steps
+// of 16-byte chunks): dY is row-major, so a lane's A fragments of a step's
+// two k16 halves are one 16-byte load per fragment row, the step's
+// reduction permuted so that lane (g, t) holds the physical elements
+// 8t .. 8t + 7 of rows g + 8j: k16 half h takes elements 8t + 4h + {0, 1}
+// (the mma's k 2t, 2t + 1) and 8t + 4h + {2, 3} (k 2t + 8, 2t + 9). B's
+// rows are permuted the same way through ldmatrix's row addresses. This
+// skips the dY tile's cp.async stores and ldmatrix reads (a third of G's
+// shared wavefronts). Each k16 mma sums another 16 of the step's 32
+// products than with the shared tile: the same products, another fixed
+// order. B's tile is swizzled by XOR with (row / 8) % 4 instead, so that a
+// phase's rows (8a + c, 8a + c + 1 for a = 0..3) meet no bank twice.
+__device__ __forceinline__ uint4 load_global_nc_16(uint64_t gmem) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(gmem));
+    return v;
+}
+
+// Lane's ldmatrix.trans offset into a direct-path B tile, per pair q of n8
+// blocks, for k16 half 0 (half 1: 4 rows, 256 bytes, further).
+__device__ __forceinline__ uint32_t direct_b_offset(int lane, int q) {
+    const int i = lane % 8;
+    const int row = 8 * (i / 2) + 2 * ((lane / 8) % 2) + i % 2;
+    const int chunk = 2 * q + lane / 16;
+    return static_cast<uint32_t>(row * 64 + ((chunk ^ (i / 2)) << 4));
+}
+
+// acc[h] += dY . B_h over one whole step: dY's fragments `dy` (lane (g, t):
+// rows g + 8j, j = 2 m16 + (row / 8) % 2, physical elements 8t .. 8t + 7),
+// B's half h tile at `tile + (1 + h) * kTileBytes`.
+template <typename T, int kH>
+__device__ __forceinline__ void multiply_direct(Acc (&accs)[kH], uint32_t tile, const uint32_t (&b_offs)[2],
+                                                const uint4 (&dy)[4], const int (&pairs)[kH]) {
+    static_for<2>([&](auto k16) {
+        constexpr int kk = decltype(k16)::value;
+        uint32_t a[2][4];
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+            a[mi][0] = kk == 0 ? dy[2 * mi].x : dy[2 * mi].z;
+            a[mi][1] = kk == 0 ? dy[2 * mi + 1].x : dy[2 * mi + 1].z;
+            a[mi][2] = kk == 0 ? dy[2 * mi].y : dy[2 * mi].w;
+            a[mi][3] = kk == 0 ? dy[2 * mi + 1].y : dy[2 * mi + 1].w;
+        }
+        static_for<kH>([&](auto half) {
+            constexpr int h = decltype(half)::value;
+            const uint32_t rank = tile + (1 + h) * kTileBytes;
+            Acc& acc = accs[h];
+            static_for<2>([&](auto pair) {
+                constexpr int q = decltype(pair)::value;
+                if (q >= pairs[h]) return;
+                uint32_t b[4];
+                ldmatrix_x4_trans<kk * 256>(b, rank + b_offs[q]);
+#pragma unroll
+                for (int mi = 0; mi < 2; ++mi) {
+                    Mma<T>::run(acc[mi][2 * q], a[mi], b[0], b[1]);
+                    Mma<T>::run(acc[mi][2 * q + 1], a[mi], b[2], b[3]);
+                }
             });
         });
     });
@@ -705,6 +770,8 @@ __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;
+    // G's dY from global memory (multiply_direct): the `_r64` G, f16/bf16, whole steps.
+    constexpr bool kDirect = !kShrink && Geo::kMma && kH == 2;
     const Groups groups = groups_of(p);
     const int num_adapters = p.num_adapters;
     if (index >= groups.tile_start(num_adapters + 1)) return;
@@ -810,9 +877,12 @@ __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
             const uint32_t dy_tile = tiles_at + slot * kSlotBytes;
             if (fast) {
                 const uint64_t dy_step = static_cast<uint64_t>(n0) * sizeof(T);
+                // The direct path (kDirect: fast is direct) loads dY in the loop instead.
+                if constexpr (!kDirect) {
 #pragma unroll
-                for (int c = 0; c < kChunks; ++c)
-                    cp_async_16_zfill(dy_tile + dy_at + c * kDyApart, dy_src[c] + dy_step, dy_live[c] ? 16 : 0);
+                    for (int c = 0; c < kChunks; ++c)
+                        cp_async_16_zfill(dy_tile + dy_at + c * kDyApart, dy_src[c] + dy_step, dy_live[c] ? 16 : 0);
+                }
 #pragma unroll
                 for (int h = 0; h < kH; ++h) {
                     if (!b_copies[h]) continue;
@@ -820,7 +890,8 @@ __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
                                                                 : static_cast<uint64_t>(n0) * b_ld);
 #pragma unroll
                     for (int c = 0; c < kChunks; ++c)
-                        cp_async_16_zfill(dy_tile + (1 + h) * kTileBytes + b_at + c * kBApart,
+                        cp_async_16_zfill(dy_tile + (1 + h) * kTileBytes +
+                                              (kDirect ? b_row * 64 + ((b_chunk ^ c) << 4) : b_at) + c * kBApart,
                                           b_step + c * kBRowsApart * b_ld, b_live[h][c] ? b_bytes[h] : 0);
                 }
                 return;
@@ -864,22 +935,54 @@ __device__ void row_tile(const LoraBwdParams& p, Sh& sm, int index) {
                 }
             }
         };
-        const FragOffsets<true, kShrink> offs(lane);
-        stage(warp, 0);
-        cp_async_commit();
         int slot = 0;
-        // One warp barrier per step, as in rank_grad.
-        for (int step = warp; step < steps; step += kWarps) {
-            cp_async_wait<0>();
-            __syncwarp();
-            stage(step + kWarps, slot ^ 1);
+        // kDirect: fast steps take the direct path; the rest, and every other launch, the shared tiles.
+        bool direct = false;
+        if constexpr (kDirect) direct = fast;
+        if constexpr (kDirect) if (direct) {
+            static_assert(kChunks == 4 && kBRowsApart == 8, "direct path: B rows 8c apart get the XOR by c");
+            const uint32_t b_offs[2] = {opaque(direct_b_offset(lane, 0)), opaque(direct_b_offset(lane, 1))};
+            auto load_dy = [&](int step, uint4(&dy)[4]) {
+                const uint64_t dy_step = static_cast<uint64_t>(step) * kStep * sizeof(T);
+#pragma unroll
+                for (int c = 0; c < kChunks; ++c)
+                    dy[c] = dy_live[c] ? load_global_nc_16(dy_src[c] + dy_step) : make_uint4(0u, 0u, 0u, 0u);
+            };
+            stage(warp, 0);
             cp_async_commit();
-            const uint32_t tile = tiles_at + slot * kSlotBytes;
-            multiply<T, true, kShrink, kH>(acc, tile, my_tiles + slot * kSlotBytes, offs, pairs,
-                                           min(kStep, red_len - step * kStep), lane);
-            slot ^= 1;
+            uint4 dy[4];
+            if (warp < steps) load_dy(warp, dy);
+            for (int step = warp; step < steps; step += kWarps) {
+                cp_async_wait<0>();
+                __syncwarp();
+                stage(step + kWarps, slot ^ 1);
+                cp_async_commit();
+                uint4 next[4];
+                if (step + kWarps < steps) load_dy(step + kWarps, next);
+                multiply_direct<T, kH>(acc, tiles_at + slot * kSlotBytes, b_offs, dy, pairs);
+#pragma unroll
+                for (int c = 0; c < 4; ++c) dy[c] = next[c];
+                slot ^= 1;
+            }
+            cp_async_wait<0>();
         }
-        cp_async_wait<0>();
+        if (!direct) {
+            const FragOffsets<true, kShrink> offs(lane);
+            stage(warp, 0);
+            cp_async_commit();
+            // One warp barrier per step, as in rank_grad.
+            for (int step = warp; step < steps; step += kWarps) {
+                cp_async_wait<0>();
+                __syncwarp();
+                stage(step + kWarps, slot ^ 1);
+                cp_async_commit();
+                const uint32_t tile = tiles_at + slot * kSlotBytes;
+                multiply<T, true, kShrink, kH>(acc, tile, my_tiles + slot * kSlotBytes, offs, pairs,
+                                               min(kStep, red_len - step * kStep), lane);
+                slot ^= 1;
+            }
+            cp_async_wait<0>();
+        }
     }
 
     __syncthreads();
