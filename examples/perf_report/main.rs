@@ -9,10 +9,14 @@
 //! the decode forward, M <= 16, runs whole grids: its unique bytes decide it),
 //! counted, extrapolated to the whole grid and modeled on A100 and H100
 //! (`PTX_EMU_MODEL`; docs/perf-model.md says how). The forward and backward
-//! run once per multiprocessor count among the modeled GPUs, on an emulated
-//! device of that many SMs (`PTX_EMU_MULTIPROCESSORS`: 108 for the A100,
-//! 132 for the H100), so each GPU's rows count the launches the library
-//! would size for it (tile, K splits). The times are a model,
+//! run once per multiprocessor count and compute capability among the
+//! modeled GPUs, on an emulated device of that many SMs
+//! (`PTX_EMU_MULTIPROCESSORS`: 108 for the A100, 132 for the H100)
+//! presenting that capability (8.0 for the A100, 9.0 for the H100) with the
+//! Hopper path off (`FUSED_LORA_HOPPER=0`: these rows are the mma.sync
+//! path's; the Hopper path has its own table), so each GPU's rows count the
+//! launches the library would make on it (tile, K splits, sm_90-only
+//! kernels such as the fused-P tile in clusters). The times are a model,
 //! never a measurement, and are labelled so everywhere they appear.
 //!
 //! Writes `target/perf-report/report.csv` (one row per case and GPU),
@@ -165,6 +169,12 @@ struct Ceiling {
     /// device of this many (`PTX_EMU_MULTIPROCESSORS`), so their launches
     /// are sized (tile, splits) as the library sizes them on that GPU.
     sms: u32,
+    /// The compute capability its rows present (`PTX_EMU_COMPUTE_CAPABILITY`):
+    /// "90" for an sm_90 GPU, "80" otherwise. On an H100 the crate's
+    /// mma.sync path is what a 9.0 device runs with the Hopper path off
+    /// (kernels that need sm_90, such as thread-block clusters, included);
+    /// the Hopper path has its own table (`hopper_rows`).
+    compute_capability: &'static str,
     flops_per_s: f64,
     bytes_per_s: f64,
 }
@@ -203,6 +213,7 @@ fn ceilings() -> Result<Vec<Ceiling>, Box<dyn Error>> {
         out.push(Ceiling {
             gpu: gpu.to_string(),
             sms: number("sms")? as u32,
+            compute_capability: if c["arch"].as_str() == Some("sm_90") { "90" } else { "80" },
             flops_per_s: number("bf16_mma_sync_flops_per_s")?,
             bytes_per_s: number("dram_bytes_per_s")?,
         });
@@ -322,9 +333,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     // (tile, K splits) by the device's count, so each count runs the
     // forward and backward on an emulated device of that many SMs, modeled
     // on the GPUs that have it.
-    let mut by_sms: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
+    let mut by_sms: std::collections::BTreeMap<(u32, &str), Vec<String>> = std::collections::BTreeMap::new();
     for ceiling in &ceilings {
-        by_sms.entry(ceiling.sms).or_default().push(ceiling.gpu.clone());
+        by_sms.entry((ceiling.sms, ceiling.compute_capability)).or_default().push(ceiling.gpu.clone());
     }
     let steps = steps + 2 * cases.len() * (by_sms.len() - 1);
     let mut rows = Vec::new();
@@ -332,9 +343,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         let name = case.label();
         let mut runs: std::collections::BTreeMap<String, (Vec<Launch>, Vec<Launch>)> =
             std::collections::BTreeMap::new();
-        for (sms, on) in &by_sms {
+        for ((sms, compute_capability), on) in &by_sms {
             let _model = EnvOverride::set("PTX_EMU_MODEL", &on.join(","));
             let _sms = EnvOverride::set("PTX_EMU_MULTIPROCESSORS", &sms.to_string());
+            let _cc = EnvOverride::set("PTX_EMU_COMPUTE_CAPABILITY", compute_capability);
+            let _path = EnvOverride::set(fused_lora::HOPPER_ENV, "0");
             let tag = if by_sms.len() > 1 { format!(" ({sms} SMs)") } else { String::new() };
             let forward = counted(&mut log, &mut step, steps, &format!("forward  {name}{tag}"), || {
                 // Decode is judged on the bytes it reads, and sampling extrapolates

@@ -65,13 +65,14 @@ pub unsafe extern "C" fn ptxEmuModelCeilingsJson(buffer: *mut c_char, len: usize
         .iter()
         .map(|g| {
             format!(
-                "\"{}\":{{\"sms\":{},\"clock_ghz\":{},\"bf16_mma_sync_flops_per_s\":{},\"dram_bytes_per_s\":{},\"l2_bytes\":{}}}",
+                "\"{}\":{{\"sms\":{},\"clock_ghz\":{},\"bf16_mma_sync_flops_per_s\":{},\"dram_bytes_per_s\":{},\"l2_bytes\":{},\"arch\":\"{}\"}}",
                 g.name,
                 g.sms,
                 g.clock_ghz,
                 g.peak_16bit_tflops() * 1e12,
                 g.dram_bytes_per_s,
-                g.l2_bytes
+                g.l2_bytes,
+                g.arch
             )
         })
         .collect();
@@ -103,6 +104,7 @@ mod tests {
             assert!(json.contains(&format!("\"{}\":{{\"sms\":{}", gpu.name, gpu.sms)), "{json}");
             assert!(json.contains(&format!("\"bf16_mma_sync_flops_per_s\":{rate}")), "{json}");
             assert!(json.contains(&format!("\"dram_bytes_per_s\":{}", gpu.dram_bytes_per_s)), "{json}");
+            assert!(json.contains(&format!("\"arch\":\"{}\"", gpu.arch)), "{json}");
         }
     }
 }
