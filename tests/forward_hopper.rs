@@ -13,7 +13,7 @@ mod forward_support;
 
 use std::sync::Mutex;
 
-use forward_support::{assert_close, download, poisoned, random, MultiCase};
+use forward_support::{assert_close, assert_p_next_to_shrink, download, poisoned, random, MultiCase};
 use fused_lora::{ForwardOutput, LoraDType};
 
 /// The tests of this binary change the process's environment (the device's
@@ -197,15 +197,7 @@ fn fused_p_cluster_tile<T: LoraDType>(cases: &[(usize, usize, usize, usize, bool
         let mut p_shrink = poisoned::<T>(stream, m * r);
         dev.kernels.shrink(stream, &on.x.as_view(), &on.a.as_view(), r, &mut p_shrink.as_view_mut()).expect("shrink");
         let p_shrink = download(stream, &p_shrink);
-        let mantissa = if T::DTYPE == fused_lora::DType::F16 { 10 } else { 7 };
-        let ulp = |v: f64| 2f64.powi(v.abs().max(2f64.powi(-14)).log2().floor() as i32 - mantissa);
-        let mut differ = 0;
-        for (j, (f, s)) in p.iter().zip(&p_shrink).enumerate() {
-            let (f, s) = (f.to_f64(), s.to_f64());
-            assert!((f - s).abs() <= ulp(f.abs().max(s.abs())), "{what}: P[{j}] {f} vs the shrink's {s}");
-            differ += usize::from(f != s);
-        }
-        assert!(differ * 20 <= m * r, "{what}: {differ} of {} P elements differ from the shrink's", m * r);
+        assert_p_next_to_shrink(&what, &p, &p_shrink);
     }
 }
 

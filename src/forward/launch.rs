@@ -8,7 +8,7 @@ use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernel
 
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::kernels::{LoraKernels, FORWARD, FORWARD_SM90A};
+use crate::kernels::{KernelFamily, LoraKernels, FORWARD, FORWARD_SM90A};
 use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK,
     LORA_DECODE_ROWS, LORA_DECODE_STAGE_K, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
@@ -376,6 +376,20 @@ pub(crate) fn takes_fused_p_cluster(
     fused < two_launches
 }
 
+/// What both fused-P tiles need of an EXPAND-mode `params` besides the
+/// rank: f16/bf16, A given (`shrink_rhs`), one adapter (no per-row index,
+/// ranks or scales arrays), a rank of whole 16-byte chunks and B 16-byte
+/// aligned.
+fn one_aligned_half_adapter<T: LoraDType>(params: &LoraGemmParams) -> bool {
+    T::DTYPE.size_bytes() == 2
+        && params.shrink_rhs != 0
+        && params.row_adapter == 0
+        && params.ranks == 0
+        && params.scales == 0
+        && params.rank % 8 == 0
+        && params.ad_rhs % 16 == 0
+}
+
 impl LoraKernels {
     /// Launches `lora_forward_gemm_<T>_128x256_p_cluster` (sm_90, the
     /// `forward_sm90a` module) over the `[params.m, params.n]` output
@@ -394,15 +408,9 @@ impl LoraKernels {
     ) -> Result<()> {
         let cluster = LORA_FWD_FUSED_P_CLUSTER;
         let column_tiles = (params.n as u32).div_ceil(LORA_FWD_FUSED_P_TILE_N);
-        let fits = T::DTYPE.size_bytes() == 2
-            && params.shrink_rhs != 0
-            && params.row_adapter == 0
-            && params.ranks == 0
-            && params.scales == 0
+        let fits = one_aligned_half_adapter::<T>(params)
             && params.rank as u32 > LORA_FWD_FUSED_P_MAX_RANK
             && params.rank as u32 <= LORA_FWD_FUSED_P_MAX_RANK * cluster
-            && params.rank % 8 == 0
-            && params.ad_rhs % 16 == 0
             && column_tiles % cluster == 0;
         if !fits {
             return Err(LoraError::InvalidArgument {
@@ -413,23 +421,15 @@ impl LoraKernels {
             });
         }
         let suffix = T::DTYPE.kernel_suffix();
-        let gemm = self.function(FORWARD_SM90A, &format!("lora_forward_gemm_{suffix}_128x256_p_cluster"))?;
-        gemm.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            LORA_FWD_FUSED_P_SHARED_BYTES as i32,
-        )?;
-        let config = LaunchConfig {
-            grid_dim: (column_tiles, (params.m as u32).div_ceil(LORA_FWD_FUSED_P_TILE_M), 1),
-            block_dim: (LORA_FWD_FUSED_P_THREADS, 1, 1),
-            shared_mem_bytes: LORA_FWD_FUSED_P_SHARED_BYTES,
-        };
-        let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
-        let mut launch = stream.launch_builder(&gemm);
-        launch.arg(&params);
-        // SAFETY: as launch_fused_p: the kernel reads X, W0, A, B and bias
-        // and writes Y and P inside the extents the parameters describe.
-        unsafe { launch.launch(config) }?;
-        Ok(())
+        // SAFETY: the caller's contract.
+        unsafe {
+            self.launch_fused_p_grid(
+                stream,
+                FORWARD_SM90A,
+                &format!("lora_forward_gemm_{suffix}_128x256_p_cluster"),
+                params,
+            )
+        }
     }
 
     /// Launches `lora_forward_gemm_<T>_128x256_p` over the `[params.m,
@@ -447,15 +447,8 @@ impl LoraKernels {
         stream: &Arc<CudaStream>,
         params: &LoraGemmParams,
     ) -> Result<()> {
-        let fits = T::DTYPE.size_bytes() == 2
-            && params.shrink_rhs != 0
-            && params.row_adapter == 0
-            && params.ranks == 0
-            && params.scales == 0
-            && params.rank > 0
-            && params.rank as u32 <= LORA_FWD_FUSED_P_MAX_RANK
-            && params.rank % 8 == 0
-            && params.ad_rhs % 16 == 0;
+        let fits =
+            one_aligned_half_adapter::<T>(params) && params.rank > 0 && params.rank as u32 <= LORA_FWD_FUSED_P_MAX_RANK;
         if !fits {
             return Err(LoraError::InvalidArgument {
                 what: "params",
@@ -464,28 +457,45 @@ impl LoraKernels {
             });
         }
         let suffix = T::DTYPE.kernel_suffix();
-        let gemm = self.function(FORWARD, &format!("lora_forward_gemm_{suffix}_128x256_p"))?;
+        // SAFETY: the caller's contract.
+        unsafe { self.launch_fused_p_grid(stream, FORWARD, &format!("lora_forward_gemm_{suffix}_128x256_p"), params) }
+    }
+
+    /// Launches `kernel` of `family`, a fused-P tile (plain or in clusters,
+    /// whose dims the kernel declares itself), one CTA per 128 x 256 tile of
+    /// the `[params.m, params.n]` output (grid x the column tiles), unsplit,
+    /// with the dynamic shared memory it opts in to.
+    ///
+    /// # Safety
+    /// As [`LoraKernels::launch_fused_p`] (or `launch_fused_p_cluster`) for
+    /// the kernel named: it reads X, W0, A, B and bias and writes Y and P
+    /// inside the extents the parameters describe.
+    unsafe fn launch_fused_p_grid(
+        &self,
+        stream: &Arc<CudaStream>,
+        family: KernelFamily,
+        kernel: &str,
+        params: &LoraGemmParams,
+    ) -> Result<()> {
+        let gemm = self.function(family, kernel)?;
         // Above the 48 KB a launch gets by default: opt in.
         gemm.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             LORA_FWD_FUSED_P_SHARED_BYTES as i32,
         )?;
-        let grid = (
-            (params.n as u32).div_ceil(LORA_FWD_FUSED_P_TILE_N),
-            (params.m as u32).div_ceil(LORA_FWD_FUSED_P_TILE_M),
-            1,
-        );
         let config = LaunchConfig {
-            grid_dim: grid,
+            grid_dim: (
+                (params.n as u32).div_ceil(LORA_FWD_FUSED_P_TILE_N),
+                (params.m as u32).div_ceil(LORA_FWD_FUSED_P_TILE_M),
+                1,
+            ),
             block_dim: (LORA_FWD_FUSED_P_THREADS, 1, 1),
             shared_mem_bytes: LORA_FWD_FUSED_P_SHARED_BYTES,
         };
         let params = LoraGemmParams { k_splits: 1, partials: 0, ..*params };
         let mut launch = stream.launch_builder(&gemm);
         launch.arg(&params);
-        // SAFETY: the caller's contract (above) is what the kernel needs: it
-        // reads X, W0, A, B and bias and writes Y and P inside the extents
-        // the parameters describe.
+        // SAFETY: the caller's contract (above) is what the kernel needs.
         unsafe { launch.launch(config) }?;
         Ok(())
     }

@@ -77,6 +77,26 @@ impl Sum {
     }
 }
 
+/// A fused-P tile's P (computed inside the GEMM) against the shrink's P of
+/// the same inputs: docs/contract.md's bound, each element the shrink's or
+/// the value of T next to it (only the f32 accumulation order differs), and
+/// at least 95 % of them the same bits (an accumulation-order difference,
+/// not a different computation).
+#[track_caller]
+pub fn assert_p_next_to_shrink<T: LoraDType>(what: &str, p: &[T], p_shrink: &[T]) {
+    assert_eq!(p.len(), p_shrink.len(), "{what}: length");
+    // One unit in the last place of T at v's binade.
+    let mantissa = if T::DTYPE == fused_lora::DType::F16 { 10 } else { 7 };
+    let ulp = |v: f64| 2f64.powi(v.abs().max(2f64.powi(-14)).log2().floor() as i32 - mantissa);
+    let mut differ = 0;
+    for (j, (f, s)) in p.iter().zip(p_shrink).enumerate() {
+        let (f, s) = (f.to_f64(), s.to_f64());
+        assert!((f - s).abs() <= ulp(f.abs().max(s.abs())), "{what}: P[{j}] {f} vs the shrink's {s}");
+        differ += usize::from(f != s);
+    }
+    assert!(differ * 20 <= p.len(), "{what}: {differ} of {} P elements differ from the shrink's", p.len());
+}
+
 /// docs/contract.md's rule: |got − exact| ≤ 2·|naive − exact| + floor per element, the
 /// naive result being rounded to T like the kernel's; NaN never passes.
 #[track_caller]
