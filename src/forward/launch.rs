@@ -312,14 +312,21 @@ pub(crate) fn takes_fused_p(
         && r <= LORA_FWD_FUSED_P_MAX_RANK as usize
         && m >= LORA_FWD_FUSED_P_TILE_M as usize
         && k_splits(multiprocessors, m, n, k) == 1;
-    if !served {
-        return false;
-    }
+    served && fused_p_models_faster(multiprocessors, m, n, k, 0.0)
+}
+
+/// Whether the fused-P tile's busiest SM over K, plus `extra_per_cta` SM
+/// clocks for each of its CTAs, finishes before the best 4-warp tile's
+/// ([`forward_tile`]) plus the shrink launch ([`shrink_clocks`]): the whole
+/// forward's modeled time, for an unsplit f16/bf16 launch.
+fn fused_p_models_faster(multiprocessors: usize, m: usize, n: usize, k: usize, extra_per_cta: f64) -> bool {
     let steps = k.div_ceil(LORA_FWD_TILE_K as usize) as f64;
-    let base_tile = forward_tile(multiprocessors, m, n, half, 1);
+    let base_tile = forward_tile(multiprocessors, m, n, true, 1);
     let two_launches =
         TileCost::of(base_tile).busiest_sm_clocks(multiprocessors, m, n) * steps + shrink_clocks(m, k, 2);
-    let fused = TileCost::FUSED_P.busiest_sm_clocks(multiprocessors, m, n) * steps;
+    let ctas = m.div_ceil(LORA_FWD_FUSED_P_TILE_M as usize) * n.div_ceil(LORA_FWD_FUSED_P_TILE_N as usize);
+    let busiest = ctas.div_ceil(multiprocessors.max(1)) as f64;
+    let fused = TileCost::FUSED_P.busiest_sm_clocks(multiprocessors, m, n) * steps + busiest * extra_per_cta;
     fused < two_launches
 }
 
@@ -363,17 +370,7 @@ pub(crate) fn takes_fused_p_cluster(
         && m >= LORA_FWD_FUSED_P_TILE_M as usize
         && n.div_ceil(LORA_FWD_FUSED_P_TILE_N as usize) % cluster == 0
         && k_splits(multiprocessors, m, n, k) == 1;
-    if !served {
-        return false;
-    }
-    let steps = k.div_ceil(LORA_FWD_TILE_K as usize) as f64;
-    let base_tile = forward_tile(multiprocessors, m, n, half, 1);
-    let two_launches =
-        TileCost::of(base_tile).busiest_sm_clocks(multiprocessors, m, n) * steps + shrink_clocks(m, k, 2);
-    let ctas = m.div_ceil(LORA_FWD_FUSED_P_TILE_M as usize) * n.div_ceil(LORA_FWD_FUSED_P_TILE_N as usize);
-    let busiest = ctas.div_ceil(multiprocessors.max(1)) as f64;
-    let fused = TileCost::FUSED_P.busiest_sm_clocks(multiprocessors, m, n) * steps + busiest * CLUSTER_EXTRA_CLOCKS;
-    fused < two_launches
+    served && fused_p_models_faster(multiprocessors, m, n, k, CLUSTER_EXTRA_CLOCKS)
 }
 
 /// What both fused-P tiles need of an EXPAND-mode `params` besides the
