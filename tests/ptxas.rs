@@ -28,34 +28,43 @@ const MODULES: &[(&str, &str, &[&str])] = &[
 fn every_entry_point_compiles_without_spills_or_stack() {
     let dir = std::env::temp_dir().join(format!("fused-lora-ptxas-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    // Every (module, architecture) pair's ptxas at once: each is one
+    // single-threaded process, and the whole check is one test.
+    let mut runs = Vec::new();
     for &(name, text, archs) in MODULES {
         let ptx = dir.join(format!("{name}.ptx"));
         std::fs::write(&ptx, text).expect("write PTX");
         let entries = text.lines().filter(|l| l.contains(".entry ")).count();
         assert!(entries > 0, "{name}: no entry point in the PTX");
         for &arch in archs {
-            let output = match std::process::Command::new("ptxas")
+            let child = match std::process::Command::new("ptxas")
                 .args([&format!("-arch={arch}"), "-v", "-o"])
-                .arg(dir.join(format!("{name}.cubin")))
+                .arg(dir.join(format!("{name}_{arch}.cubin")))
                 .arg(&ptx)
-                .output()
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
             {
-                Ok(output) => output,
+                Ok(child) => child,
                 Err(e) => {
                     eprintln!("SKIPPED: ptxas not runnable ({e}); run `. scripts/setup.sh` first");
                     return;
                 }
             };
-            let report = String::from_utf8_lossy(&output.stderr);
-            assert!(output.status.success(), "ptxas failed on {name} for {arch}: {report}");
-            let frames: Vec<&str> = report.lines().filter(|l| l.contains("spill stores")).collect();
-            assert_eq!(frames.len(), entries, "one report per entry point of {name} for {arch}: {report}");
-            for line in frames {
-                assert!(
-                    line.contains("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"),
-                    "{name} {arch}: {line}"
-                );
-            }
+            runs.push((name, arch, entries, child));
+        }
+    }
+    for (name, arch, entries, child) in runs {
+        let output = child.wait_with_output().expect("wait for ptxas");
+        let report = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "ptxas failed on {name} for {arch}: {report}");
+        let frames: Vec<&str> = report.lines().filter(|l| l.contains("spill stores")).collect();
+        assert_eq!(frames.len(), entries, "one report per entry point of {name} for {arch}: {report}");
+        for line in frames {
+            assert!(
+                line.contains("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"),
+                "{name} {arch}: {line}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
