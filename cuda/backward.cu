@@ -14,9 +14,11 @@
 //   accumulator. dX on large f16/bf16 grids takes
 //   lora_backward_dx_<T>_128x128 (lora_backward_dx_dropout_<T>_128x128 with
 //   dropout) instead (Tile128: 64x64 warp tiles, 4 stages, dynamic shared
-//   memory, grouped CTA order; the host picks it, src/backward.rs): the
-//   same code on a bigger tile, so the same bits. Without dropout, either
-//   tile can run dA's CTAs in the same launch (dx_da, dx_da_small below). G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   memory, grouped CTA order), or lora_backward_dx_<T>_128x64 (Tile128x64:
+//   64x32 warp tiles, 3 CTAs per SM; the host picks by its tile rule,
+//   src/backward.rs): the same code on bigger tiles, so the same bits.
+//   Without dropout, each tile can run dA's CTAs in the same launch (dx_da,
+//   dx_da_small below). G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
@@ -170,7 +172,7 @@ __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cf
 
 // G [m, r_max] = round_T(dY . B_l) (kDx false), or
 // dX [m, k] = round_T(s_l . (G . A_l) (. mask / (1 - p)) + dY . W0) (kDx true),
-// on the tile configuration Cfg (Tile64; Tile128 for dX on large grids).
+// on the tile configuration Cfg (Tile64; Tile128 or Tile128x64 for dX on large grids).
 // kDropout: whether the dropout mask's code is compiled in (the host sends a
 // launch with dropout only to a kernel that has it).
 // In the CTA's shared memory `sm` (row_gemm below: the configuration's own;
@@ -191,7 +193,7 @@ __device__ __forceinline__ void row_gemm_in(const LoraBwdParams& p, RowGemmShare
     constexpr bool kFold = kDx && sizeof(T) == 2;
 
     // Tile64 keeps the plain CTA order (the grouped order would raise its
-    // register count, see grouped_tile); Tile128 walks groups of tile rows.
+    // register count, see grouped_tile); the 128-row tiles walk groups of tile rows.
     int tile_m = blockIdx.y, tile_n = blockIdx.x;
     if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n, extra_cols);
     const int m0 = tile_m * kTileRows;

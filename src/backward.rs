@@ -66,18 +66,18 @@
 //! counting sort on the device); the shrink (only without P); G with dB in
 //! one launch (both read dY); dA; dX (plus a split sum on the decode path).
 //! f16/bf16 dX without dropout or split runs dA's CTAs in its own launch
-//! where they fit beside dX's tiles (a last grid column of the 128×128
-//! launch, `lora_backward_dx_da_<T>_128x128`, or a last column or row of the
-//! 64×64 one, `lora_backward_dx_da_<T>`; the rule: `small_da_placement`,
-//! docs/performance.md), saving dA's launch.
+//! where they fit beside dX's tiles (a last grid column of the 128×128 or
+//! 128×64 launch, `lora_backward_dx_da_<T>_128x128` or `..._128x64`, or a
+//! last column or row of the 64×64 one, `lora_backward_dx_da_<T>`; the
+//! rule: `small_da_placement`, docs/performance.md), saving dA's launch.
 //! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
 //! output tiles narrow in the rank (32 × 64 for ranks past 32 where
 //! `grad_cols` or `fused_da_cols` takes them: the wide operand staged
 //! once for both 32-column halves), over the grouped rows, so scattered
 //! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
 //! tiles, f16/bf16 on tensor cores with f32 accumulation, f32 on FMA;
-//! f16/bf16 dX on large grids takes a 128×128 tile, picked by `dx_tile` as
-//! the forward picks its own, docs/performance.md). Every operand is read
+//! f16/bf16 dX on large grids takes a 128×128 or 128×64 tile, picked by
+//! `dx_tile` by the forward's rule, docs/performance.md). Every operand is read
 //! in its stored layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the
 //! tiles are transposed on their way into the tensor cores, no transposed
 //! copy is made). dX is fused the way the forward is: the adapter term
@@ -120,14 +120,17 @@
 //!   r = 16): on the 64×64 tile (M = K = 128) 4.56 warp instructions, 4
 //!   global load sectors and 3 shared wavefronts per mma.sync (CUTLASS's
 //!   Sm80 GEMM on the same tiles: 5.08, 4 and 3); on the 128×128 tile
-//!   (M = 1536, K = 1152: one tile per emulated SM) 2.22, 2 and 1.5;
+//!   (M = 1664, K = 1536: 13 × 12 tiles) 2.22, 2 and 1.5;
 //!   asserted at most 5, and the big tile's loads and wavefronts at most
-//!   half (plus 5 %) the small one's; the 128×128 dX also issues exactly the
-//!   FLOP minimum and reads the 128×128 tile-reuse minimum;
+//!   half (plus 5 %) the small one's; on the 128×64 tile 2.97, 3 and 2.25
+//!   (at most three quarters and 80 % of the small one's); the 128-row dX
+//!   tiles also issue exactly the FLOP minimum and read their tile-reuse
+//!   minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
 //!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
 //!   per SM; 127 with dA's CTAs in the launch, 33 KB of static shared
-//!   memory: still 4), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
+//!   memory: still 4), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each),
+//!   159 on 128×64 (164 and 167 with dA's CTAs; 3 CTAs per SM, 52 KB each);
 //!   the rank side's 256-thread CTAs 104 (G with dB) and 113 (dA)
 //!   registers, 2 CTAs per SM.
 //!
@@ -228,7 +231,7 @@ impl DxTile {
     /// ([`TileCost`]: 2 tensor clocks per mma, warp instructions / 4,
     /// shared wavefronts), from dX's counted steady state
     /// (`tests/backward_counters.rs`, `dx_steady_state*`): per mma 4.56
-    /// warp instructions and 3.0 wavefronts on 64 × 64 (64 mma), 2.91 and
+    /// warp instructions and 3.0 wavefronts on 64 × 64 (64 mma), 2.97 and
     /// 2.25 on 128 × 64 (128), 2.22 and 1.5 on 128 × 128 (256); CTAs per
     /// SM as ptxas's registers and the shared memory allow on an A100
     /// (4, 3, 2).
@@ -237,7 +240,7 @@ impl DxTile {
         let mma = (rows * cols / 64) as f64;
         let (ctas_per_sm, instructions, wavefronts) = match self {
             DxTile::Small => (4, 4.56, 3.0),
-            DxTile::Wide => (3, 2.91, 2.25),
+            DxTile::Wide => (3, 2.97, 2.25),
             DxTile::Big => (2, 2.22, 1.5),
         };
         TileCost {
@@ -279,10 +282,11 @@ impl DxTile {
 /// the rank set every tile's number of steps alike, so they enter only
 /// through the split. On 108 SMs: 128 × 128 for the Llama-3-8B projections
 /// at M = 4096 (1024 tiles and more: many whole waves); 128 × 64 for
-/// 2048 × 1024 (128 big tiles are 2 on the busiest SM, 4 warps per
-/// scheduler's pipes shared by 2 warps; 256 wide ones 3, all resident); 64 ×
-/// 64 for 1024 × 1024. On 132 SMs, 2048 × 1024 with dA keeps 64 × 64: the
-/// wide tiles' 256 CTAs and dA's 16 are 3 on the busiest SM.
+/// 2048 × 1024 (128 big tiles and dA's 16 CTAs are 2 on the busiest SM, 2
+/// warps per scheduler to overlap its pipes; 256 wide ones and dA's 16 are
+/// 3, all resident); 64 × 64 for 1024 × 1024. On 132 SMs, 2048 × 1024 with
+/// dA keeps 64 × 64: the wide tiles' 256 CTAs and dA's 16 are 3 on the
+/// busiest SM. docs/performance.md, "dX on a 128×64 tile".
 pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize, fused_da: bool) -> DxTile {
     if !(half && splits == 1 && m >= BIG_TILE_ROWS) {
         return DxTile::Small;
@@ -397,8 +401,9 @@ pub(crate) fn grad_cols(multiprocessors: usize, wide_ctas: usize, r_max: usize) 
     }
 }
 
-/// Rank columns of each dA tile in dX's 128×128 launch, and the kernel's
-/// suffix: 64 (`lora_backward_dx_da_<T>_128x128_r64`) for ranks past 32,
+/// Rank columns of each dA tile in dX's 128×128 and 128×64 launches, and
+/// the kernel's suffix: 64 (`lora_backward_dx_da_<T>_128x128_r64`,
+/// `..._128x64_r64`) for ranks past 32,
 /// where one staged X tile then feeds both 32-column halves (X staged once
 /// instead of twice; the dX kernel's registers and shared memory already
 /// bound its occupancy, so the wider tile costs none); else 32. The bits are
