@@ -117,7 +117,7 @@
 //! - the rank side's loops in their steady state (r = 16): 21.5 (G with dB)
 //!   and 20.4 (dA) warp instructions per mma, asserted at most 22;
 //! - dX's reduction loop in its steady state (two runs differing only in N,
-//!   r = 16): on the 64×64 tile (M = K = 128) 4.56 warp instructions, 4
+//!   r = 16): on the 64×64 tile (M = K = 128) 4.44 warp instructions, 4
 //!   global load sectors and 3 shared wavefronts per mma.sync (CUTLASS's
 //!   Sm80 GEMM on the same tiles: 5.08, 4 and 3); on the 128×128 tile
 //!   (M = 1664, K = 1536: 13 × 12 tiles) 2.22, 2 and 1.5;
@@ -230,7 +230,7 @@ impl DxTile {
     /// What one CTA costs per 32-long reduction step in the forward's units
     /// ([`TileCost`]: 2 tensor clocks per mma, warp instructions / 4,
     /// shared wavefronts), from dX's counted steady state
-    /// (`tests/backward_counters.rs`, `dx_steady_state*`): per mma 4.56
+    /// (`tests/backward_counters.rs`, `dx_steady_state*`): per mma 4.44
     /// warp instructions and 3.0 wavefronts on 64 × 64 (64 mma), 2.97 and
     /// 2.25 on 128 × 64 (128), 2.22 and 1.5 on 128 × 128 (256); CTAs per
     /// SM as ptxas's registers and the shared memory allow on an A100
@@ -239,7 +239,7 @@ impl DxTile {
         let (rows, cols) = self.dims();
         let mma = (rows * cols / 64) as f64;
         let (ctas_per_sm, instructions, wavefronts) = match self {
-            DxTile::Small => (4, 4.56, 3.0),
+            DxTile::Small => (4, 4.44, 3.0),
             DxTile::Wide => (3, 2.97, 2.25),
             DxTile::Big => (2, 2.22, 1.5),
         };
