@@ -14,9 +14,11 @@
 //   accumulator. dX on large f16/bf16 grids takes
 //   lora_backward_dx_<T>_128x128 (lora_backward_dx_dropout_<T>_128x128 with
 //   dropout) instead (Tile128: 64x64 warp tiles, 4 stages, dynamic shared
-//   memory, grouped CTA order; the host picks it, src/backward.rs): the
-//   same code on a bigger tile, so the same bits. Without dropout, either
-//   tile can run dA's CTAs in the same launch (dx_da, dx_da_small below). G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
+//   memory, grouped CTA order), or lora_backward_dx_<T>_128x64 (Tile128x64:
+//   64x32 warp tiles, 3 CTAs per SM; the host picks by its tile rule,
+//   src/backward.rs): the same code on bigger tiles, so the same bits.
+//   Without dropout, each tile can run dA's CTAs in the same launch (dx_da,
+//   dx_da_small below). G: dY [M, N] times B_l [N, r]; dX: G [M, r] times A_l [r, K],
 //   each element scaled by its row's s (and the dropout factor), then dY
 //   times W0 [N, K]. The right operand is always read in its stored layout,
 //   reduction-major (B_l, A_l, W0 are [reduction, columns] row-major):
@@ -67,6 +69,13 @@ static_assert(LORA_BWD_TILE_ROWS == kTileRows && LORA_BWD_TILE_COLS == kTileCols
 static_assert(LORA_BWD_BIG_TILE_ROWS == Tile128::kRows && LORA_BWD_BIG_TILE_COLS == Tile128::kCols &&
                   LORA_BWD_GEMM_THREADS == Tile128::kThreads,
               "backward_params.h describes dX's big tile");
+static_assert(LORA_BWD_WIDE_TILE_ROWS == Tile128x64::kRows && LORA_BWD_WIDE_TILE_COLS == Tile128x64::kCols &&
+                  LORA_BWD_GEMM_THREADS == Tile128x64::kThreads,
+              "backward_params.h describes dX's 128x64 tile");
+
+// The dynamic shared memory the host reserves for a configuration's launch.
+template <typename Cfg> constexpr int kLaunchShared = LORA_BWD_BIG_SHARED_BYTES;
+template <> constexpr int kLaunchShared<Tile128x64> = LORA_BWD_WIDE_SHARED_BYTES;
 
 __device__ __forceinline__ int rank_of(const LoraBwdParams& p, int adapter) {
     return p.ranks ? reinterpret_cast<const int*>(p.ranks)[adapter] : p.rank;
@@ -112,12 +121,13 @@ template <typename T, typename Cfg> struct RowGemmShared {
 };
 
 // A configuration's shared memory: static when it fits the 48 KB a launch
-// gets without opting in (Tile64), dynamic otherwise (Tile128: the host
-// launches it with LORA_BWD_BIG_SHARED_BYTES, opted in through the
-// function's maximum dynamic shared size).
+// gets without opting in (Tile64), dynamic otherwise (Tile128 and
+// Tile128x64: the host launches them with LORA_BWD_BIG_SHARED_BYTES and
+// LORA_BWD_WIDE_SHARED_BYTES, opted in through the function's maximum
+// dynamic shared size).
 template <typename T, typename Cfg> __device__ __forceinline__ RowGemmShared<T, Cfg>& row_gemm_storage() {
     if constexpr (sizeof(RowGemmShared<T, Cfg>) > 48 * 1024) {
-        static_assert(sizeof(RowGemmShared<T, Cfg>) <= LORA_BWD_BIG_SHARED_BYTES, "the host's launch reserves enough");
+        static_assert(sizeof(RowGemmShared<T, Cfg>) <= kLaunchShared<Cfg>, "the host's launch reserves enough");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
         return *reinterpret_cast<RowGemmShared<T, Cfg>*>(dynamic_shared);
     } else {
@@ -162,7 +172,7 @@ __device__ void resolve_rows(const LoraBwdParams& p, int m0, RowGemmShared<T, Cf
 
 // G [m, r_max] = round_T(dY . B_l) (kDx false), or
 // dX [m, k] = round_T(s_l . (G . A_l) (. mask / (1 - p)) + dY . W0) (kDx true),
-// on the tile configuration Cfg (Tile64; Tile128 for dX on large grids).
+// on the tile configuration Cfg (Tile64; Tile128 or Tile128x64 for dX on large grids).
 // kDropout: whether the dropout mask's code is compiled in (the host sends a
 // launch with dropout only to a kernel that has it).
 // In the CTA's shared memory `sm` (row_gemm below: the configuration's own;
@@ -183,7 +193,7 @@ __device__ __forceinline__ void row_gemm_in(const LoraBwdParams& p, RowGemmShare
     constexpr bool kFold = kDx && sizeof(T) == 2;
 
     // Tile64 keeps the plain CTA order (the grouped order would raise its
-    // register count, see grouped_tile); Tile128 walks groups of tile rows.
+    // register count, see grouped_tile); the 128-row tiles walk groups of tile rows.
     int tile_m = blockIdx.y, tile_n = blockIdx.x;
     if constexpr (kTileRows != Tile64::kRows) grouped_tile(tile_m, tile_n, extra_cols);
     const int m0 = tile_m * kTileRows;
@@ -583,15 +593,23 @@ __device__ void da_cta(const LoraBwdParams& p, DaShared& sm, int cta, int ctas) 
     }
 }
 
-template <typename T, int kH = 1, int kV = 1> __device__ void dx_da(const LoraBwdParams& p) {
+//
+// The same on the 128x64 tile (Cfg = Tile128x64, lora_backward_dx_da_<T>_128x64
+// and its `_r64`): dA's CTAs are the rank side's 4-warp CTAs as above, but
+// 32 K columns wide at any rank (kV = 1): a 64-wide warp tile's 128
+// accumulators would raise the kernel past the 168 registers that keep 3
+// CTAs on an SM, and its 64 KB of tiles past the 52 KB dX's tile reserves.
+// The width does not change dA's bits (above), so they are the 128x128
+// launch's.
+template <typename T, typename Cfg = Tile128, int kH = 1, int kV = 1> __device__ void dx_da(const LoraBwdParams& p) {
     if (blockIdx.x == gridDim.x - 1) {
-        using DaShared = rank_side::SharedOf<Tile128::kThreads / 32, kH, kV>;
-        static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
+        using DaShared = rank_side::SharedOf<Cfg::kThreads / 32, kH, kV>;
+        static_assert(sizeof(DaShared) <= kLaunchShared<Cfg>, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
         da_cta<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared), blockIdx.y, gridDim.y);
         return;
     }
-    row_gemm<T, true, Tile128, false>(p, 1);
+    row_gemm<T, true, Cfg, false>(p, 1);
 }
 
 // The same on the 64x64 tile (grids with fewer 128x128 tiles than SMs,
@@ -694,10 +712,35 @@ STAMP_DX_BIG(bf16, __nv_bfloat16)
     }                                                                                      \
     extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS)                    \
         lora_backward_dx_da_##SUFFIX##_128x128_r64(const LoraBwdParams p) {                \
-        fused_lora::bwd::dx_da<TYPE, 2, 2>(p);                                             \
+        fused_lora::bwd::dx_da<TYPE, fused_lora::tiles::Tile128, 2, 2>(p);                 \
     }
 STAMP_DX_DA_BIG(f16, __half)
 STAMP_DX_DA_BIG(bf16, __nv_bfloat16)
+
+// dX on the 128x64 tile (f16/bf16, where the host's rule models it faster
+// than both others, src/backward.rs): 4 warps of 64x32, 4 stages, 52 KB of
+// dynamic shared memory, at most 168 registers (3 CTAs per SM); alone, with
+// dropout, and with dA's CTAs in a last grid column (`_r64`: dA's tiles 64
+// rank columns wide, 32 K columns).
+#define STAMP_DX_WIDE(SUFFIX, TYPE)                                                        \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS, 3)                 \
+        lora_backward_dx_##SUFFIX##_128x64(const LoraBwdParams p) {                        \
+        fused_lora::bwd::row_gemm<TYPE, true, fused_lora::tiles::Tile128x64, false>(p);    \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS, 3)                 \
+        lora_backward_dx_dropout_##SUFFIX##_128x64(const LoraBwdParams p) {                \
+        fused_lora::bwd::row_gemm<TYPE, true, fused_lora::tiles::Tile128x64, true>(p);     \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS, 3)                 \
+        lora_backward_dx_da_##SUFFIX##_128x64(const LoraBwdParams p) {                     \
+        fused_lora::bwd::dx_da<TYPE, fused_lora::tiles::Tile128x64>(p);                    \
+    }                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LORA_BWD_GEMM_THREADS, 3)                 \
+        lora_backward_dx_da_##SUFFIX##_128x64_r64(const LoraBwdParams p) {                 \
+        fused_lora::bwd::dx_da<TYPE, fused_lora::tiles::Tile128x64, 2, 1>(p);              \
+    }
+STAMP_DX_WIDE(f16, __half)
+STAMP_DX_WIDE(bf16, __nv_bfloat16)
 
 // dX on the 64x64 tile with dA's CTAs in the same launch (fused_lora::bwd::dx_da_small).
 #define STAMP_DX_DA_SMALL(SUFFIX, TYPE)                                                    \

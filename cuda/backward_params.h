@@ -45,6 +45,14 @@
 #define LORA_BWD_BIG_TILE_ROWS 128
 #define LORA_BWD_BIG_TILE_COLS 128
 #define LORA_BWD_BIG_SHARED_BYTES (72 * 1024)
+/* dX's 128 x 64 tile (lora_backward_dx_<T>_128x64, where the host's rule
+ * models it faster than both others: grids a little past two waves of the
+ * 64 x 64 tile and short of two of the 128 x 128): the same threads on a
+ * LORA_BWD_WIDE_TILE_ROWS x LORA_BWD_WIDE_TILE_COLS tile, with
+ * LORA_BWD_WIDE_SHARED_BYTES of dynamic shared memory (3 CTAs per SM). */
+#define LORA_BWD_WIDE_TILE_ROWS 128
+#define LORA_BWD_WIDE_TILE_COLS 64
+#define LORA_BWD_WIDE_SHARED_BYTES (52 * 1024)
 
 /* The rank-side launches (G with dB, then dA; cuda/rank_side.cuh): a CTA of
  * LORA_BWD_RANK_THREADS threads owns a LORA_BWD_RANK_TILE (wide side: M for G,

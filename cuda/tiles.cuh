@@ -304,11 +304,11 @@ constexpr int kGroupRows = 8;
 // one time read a few left row blocks and a few right column blocks, which
 // stay in L2, instead of one row block against every column block. A
 // bijection of the grid, fixed for a shape: results do not depend on it.
-// (The fused forward and dX's 128x128 kernel use it; in the 64x64 dX,
+// (The fused forward and dX's 128-row kernels use it; in the 64x64 dX,
 // which carries the dropout mask's code, it would raise the register count
 // from 121 to 164, ptxas keeping the mask's per-element counters apart, so
 // that kernel keeps the plain order.) The last `extra_cols` grid columns
-// do other work of the launch (dA's CTAs in dX's 128x128 launch): the tiles
+// do other work of the launch (dA's CTAs in dX's 128-row launches): the tiles
 // are the columns before them.
 __device__ __forceinline__ void grouped_tile(int& tile_row, int& tile_col, int extra_cols = 0) {
     const int cols = static_cast<int>(gridDim.x) - extra_cols;

@@ -66,18 +66,18 @@
 //! counting sort on the device); the shrink (only without P); G with dB in
 //! one launch (both read dY); dA; dX (plus a split sum on the decode path).
 //! f16/bf16 dX without dropout or split runs dA's CTAs in its own launch
-//! where they fit beside dX's tiles (a last grid column of the 128×128
-//! launch, `lora_backward_dx_da_<T>_128x128`, or a last column or row of the
-//! 64×64 one, `lora_backward_dx_da_<T>`; the rule: `small_da_placement`,
-//! docs/performance.md), saving dA's launch.
+//! where they fit beside dX's tiles (a last grid column of the 128×128 or
+//! 128×64 launch, `lora_backward_dx_da_<T>_128x128` or `..._128x64`, or a
+//! last column or row of the 64×64 one, `lora_backward_dx_da_<T>`; the
+//! rule: `small_da_placement`, docs/performance.md), saving dA's launch.
 //! The rank side (shrink, G, dB, dA: cuda/rank_side.cuh) runs on 32 × 32
 //! output tiles narrow in the rank (32 × 64 for ranks past 32 where
 //! `grad_cols` or `fused_da_cols` takes them: the wide operand staged
 //! once for both 32-column halves), over the grouped rows, so scattered
 //! adapters cost what their rows cost; dX is a tiled GEMM (64×64 output
 //! tiles, f16/bf16 on tensor cores with f32 accumulation, f32 on FMA;
-//! f16/bf16 dX on large grids takes a 128×128 tile, picked by `dx_tile` as
-//! the forward picks its own, docs/performance.md). Every operand is read
+//! f16/bf16 dX on large grids takes a 128×128 or 128×64 tile, picked by
+//! `dx_tile` by the forward's rule, docs/performance.md). Every operand is read
 //! in its stored layout (W0 as `[N, K]`, B as `[N, r]`, A as `[r, K]`: the
 //! tiles are transposed on their way into the tensor cores, no transposed
 //! copy is made). dX is fused the way the forward is: the adapter term
@@ -117,17 +117,20 @@
 //! - the rank side's loops in their steady state (r = 16): 21.5 (G with dB)
 //!   and 20.4 (dA) warp instructions per mma, asserted at most 22;
 //! - dX's reduction loop in its steady state (two runs differing only in N,
-//!   r = 16): on the 64×64 tile (M = K = 128) 4.56 warp instructions, 4
+//!   r = 16): on the 64×64 tile (M = K = 128) 4.44 warp instructions, 4
 //!   global load sectors and 3 shared wavefronts per mma.sync (CUTLASS's
 //!   Sm80 GEMM on the same tiles: 5.08, 4 and 3); on the 128×128 tile
-//!   (M = 1536, K = 1152: one tile per emulated SM) 2.22, 2 and 1.5;
+//!   (M = 1664, K = 1536: 13 × 12 tiles) 2.22, 2 and 1.5;
 //!   asserted at most 5, and the big tile's loads and wavefronts at most
-//!   half (plus 5 %) the small one's; the 128×128 dX also issues exactly the
-//!   FLOP minimum and reads the 128×128 tile-reuse minimum;
+//!   half (plus 5 %) the small one's; on the 128×64 tile 2.97, 3 and 2.25
+//!   (at most three quarters and 80 % of the small one's); the 128-row dX
+//!   tiles also issue exactly the FLOP minimum and read their tile-reuse
+//!   minimum;
 //! - `ptxas -v` for sm_80 and sm_90: no spills, no stack frame
 //!   (`tests/ptxas.rs`); sm_80: dX f16/bf16 121 registers on 64×64 (4 CTAs
 //!   per SM; 127 with dA's CTAs in the launch, 33 KB of static shared
-//!   memory: still 4), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each);
+//!   memory: still 4), 232 on 128×128 (2 CTAs per SM, 72 KB of shared memory each),
+//!   159 on 128×64 (164 and 167 with dA's CTAs; 3 CTAs per SM, 52 KB each);
 //!   the rank side's 256-thread CTAs 104 (G with dB) and 113 (dA)
 //!   registers, 2 CTAs per SM.
 //!
@@ -161,7 +164,7 @@ use cudarc::driver::{
 use crate::dropout::MaskFields;
 use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
-use crate::forward::launch::{check_grid, k_splits};
+use crate::forward::launch::{check_grid, k_splits, TileCost};
 use crate::forward::{check_linear, check_stack, AdapterStack, Linear, RowAdapters};
 use crate::kernels::{LoraKernels, BACKWARD};
 use crate::merge::Adapter;
@@ -169,7 +172,8 @@ use crate::params::{
     LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraBwdParams, LoraBwdReduction, LoraBwdReduction_LORA_BWD_REDUCE_DX,
     LoraGemmParams, LORA_BWD_BIG_SHARED_BYTES, LORA_BWD_BIG_TILE_COLS, LORA_BWD_BIG_TILE_ROWS, LORA_BWD_GEMM_THREADS,
     LORA_BWD_RANK_THREADS, LORA_BWD_RANK_WIDE_GRAD_THREADS, LORA_BWD_RANK_WIDE_G_DB_THREADS, LORA_BWD_THREADS,
-    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS,
+    LORA_BWD_TILE_COLS, LORA_BWD_TILE_ROWS, LORA_BWD_WIDE_SHARED_BYTES, LORA_BWD_WIDE_TILE_COLS,
+    LORA_BWD_WIDE_TILE_ROWS,
 };
 use crate::rank_side::{row_tiles, RowGroups, RANK_TILE, WIDE_SUFFIX};
 use crate::reference::Dropout;
@@ -185,6 +189,9 @@ const TILE_COLS: usize = LORA_BWD_TILE_COLS as usize;
 /// dX's big output tile.
 const BIG_TILE_ROWS: usize = LORA_BWD_BIG_TILE_ROWS as usize;
 const BIG_TILE_COLS: usize = LORA_BWD_BIG_TILE_COLS as usize;
+/// dX's 128 × 64 output tile.
+const WIDE_TILE_ROWS: usize = LORA_BWD_WIDE_TILE_ROWS as usize;
+const WIDE_TILE_COLS: usize = LORA_BWD_WIDE_TILE_COLS as usize;
 
 /// The CTA tile of a dX launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +199,15 @@ pub(crate) enum DxTile {
     /// 64 × 64, 32 × 32 warp tiles (`lora_backward_dx_<T>`): 121 registers
     /// for f16/bf16 (ptxas, sm_80; no spills), 4 CTAs per SM.
     Small,
+    /// 128 × 64, 64 × 32 warp tiles (`lora_backward_dx_<T>_128x64`, the
+    /// forward's `Tile128x64`): twice the CTAs of `Big` on the same output,
+    /// each half as long. 159 registers (164 and 167 with dA's CTAs in the
+    /// launch; ptxas, sm_80; no spills; the launch bounds hold them to 168)
+    /// and 52 KB of dynamic shared memory (`LORA_BWD_WIDE_SHARED_BYTES`: 4
+    /// pipeline slots of a 128 × 32 and a 32 × 64 tile, or the 128 × 72 f32
+    /// output tile, plus the per-row adapter lists): 3 CTAs per SM on an
+    /// A100 (by both).
+    Wide,
     /// 128 × 128, 64 × 64 warp tiles (`lora_backward_dx_<T>_128x128`): half
     /// the L2 sectors and shared wavefronts per mma, a quarter of the CTAs.
     /// 232 registers (240 with dropout; ptxas, sm_80; no spills) and 72 KB of dynamic shared
@@ -201,24 +217,94 @@ pub(crate) enum DxTile {
     Big,
 }
 
-/// Picks dX's tile for an `[m, k]` output reduced over `n` plus the rank,
-/// on a device of `multiprocessors` SMs, the way the forward picks its own
-/// (`forward_tile`): deterministic for a shape and device, and the same
-/// bits either way (each element's reduction order does not depend on the
-/// tile). The 128 × 128 tile when the type has it (f16/bf16: `half`), the
-/// launch is not split over the reduction (`splits`, from m, k and n by the
-/// decode rule: a split means too few tiles already), M fills at least one
-/// tile row (decode-sized M would leave most of each 128-row tile's mma on
-/// padding), and its grid still gives every SM at least one CTA; otherwise
-/// (small grids, decode) 64 × 64, whose 4× more CTAs fill the device.
-/// Dropout does not change the pick: it has its own 128 × 128 entry point.
-pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize) -> DxTile {
-    let big_tiles = m.div_ceil(BIG_TILE_ROWS) * k.div_ceil(BIG_TILE_COLS);
-    if half && splits == 1 && m >= BIG_TILE_ROWS && big_tiles >= multiprocessors {
-        DxTile::Big
-    } else {
-        DxTile::Small
+impl DxTile {
+    /// The output rows and columns of one CTA.
+    const fn dims(self) -> (usize, usize) {
+        match self {
+            DxTile::Small => (TILE_ROWS, TILE_COLS),
+            DxTile::Wide => (WIDE_TILE_ROWS, WIDE_TILE_COLS),
+            DxTile::Big => (BIG_TILE_ROWS, BIG_TILE_COLS),
+        }
     }
+
+    /// What one CTA costs per 32-long reduction step in the forward's units
+    /// ([`TileCost`]: 2 tensor clocks per mma, warp instructions / 4,
+    /// shared wavefronts), from dX's counted steady state
+    /// (`tests/backward_counters.rs`, `dx_steady_state*`): per mma 4.44
+    /// warp instructions and 3.0 wavefronts on 64 × 64 (64 mma), 2.97 and
+    /// 2.25 on 128 × 64 (128), 2.22 and 1.5 on 128 × 128 (256); CTAs per
+    /// SM as ptxas's registers and the shared memory allow on an A100
+    /// (4, 3, 2).
+    fn cost(self) -> TileCost {
+        let (rows, cols) = self.dims();
+        let mma = (rows * cols / 64) as f64;
+        let (ctas_per_sm, instructions, wavefronts) = match self {
+            DxTile::Small => (4, 4.44, 3.0),
+            DxTile::Wide => (3, 2.97, 2.25),
+            DxTile::Big => (2, 2.22, 1.5),
+        };
+        TileCost {
+            rows,
+            cols,
+            warps: BIG_TILE_WARPS,
+            ctas_per_sm,
+            tensor: 2.0 * mma,
+            issue: mma * instructions / 4.0,
+            shared: mma * wavefronts,
+        }
+    }
+
+    /// CTAs of dA a dX launch on this tile adds when it takes them: the 128-row
+    /// tiles' last grid column (one per tile row); the 64 × 64 tile's last
+    /// column or row, whichever is shorter (`small_da_placement` picks by
+    /// the busiest SM, which the shorter side never loads more).
+    fn da_ctas(self, m: usize, k: usize) -> usize {
+        match self {
+            DxTile::Small => m.div_ceil(TILE_ROWS).min(k.div_ceil(TILE_COLS)),
+            DxTile::Wide | DxTile::Big => m.div_ceil(self.dims().0),
+        }
+    }
+}
+
+/// Picks dX's tile for an `[m, k]` output reduced over `n` plus the rank,
+/// on a device of `multiprocessors` SMs, by the forward's rule
+/// (`forward_tile`): deterministic for a shape and device, and the same
+/// bits whichever it is (each element's reduction order does not depend on
+/// the tile). Only f16/bf16 (`half`) launches not split over the reduction
+/// (`splits`, from m, k and n by the decode rule: a split means too few
+/// tiles already) with M of at least one 128-row tile (decode-sized M
+/// would leave most of a 128-row tile's mma on padding) have a choice; the
+/// rest take 64 × 64. Among the three tiles, the one whose busiest SM
+/// finishes a reduction step first ([`TileCost::busiest_sm_clocks_of`],
+/// with dX's own counted costs, [`DxTile::cost`]), counting dA's CTAs
+/// where the launch takes them (`fused_da`: f16/bf16 without dropout,
+/// [`DxTile::da_ctas`]), as the model does; on a tie the bigger tile. N and
+/// the rank set every tile's number of steps alike, so they enter only
+/// through the split. On 108 SMs: 128 × 128 for the Llama-3-8B projections
+/// at M = 4096 (1024 tiles and more: many whole waves); 128 × 64 for
+/// 2048 × 1024 (128 big tiles and dA's 16 CTAs are 2 on the busiest SM, 2
+/// warps per scheduler to overlap its pipes; 256 wide ones and dA's 16 are
+/// 3, all resident); 64 × 64 for 1024 × 1024. On 132 SMs, 2048 × 1024 with
+/// dA keeps 64 × 64: the wide tiles' 256 CTAs and dA's 16 are 3 on the
+/// busiest SM. docs/performance.md, "dX on a 128×64 tile".
+pub(crate) fn dx_tile(multiprocessors: usize, m: usize, k: usize, half: bool, splits: usize, fused_da: bool) -> DxTile {
+    if !(half && splits == 1 && m >= BIG_TILE_ROWS) {
+        return DxTile::Small;
+    }
+    let clocks = |tile: DxTile| {
+        let (rows, cols) = tile.dims();
+        let da = if fused_da { tile.da_ctas(m, k) } else { 0 };
+        tile.cost().busiest_sm_clocks_of(multiprocessors, m.div_ceil(rows) * k.div_ceil(cols) + da)
+    };
+    let mut best = DxTile::Big;
+    let mut best_clocks = clocks(best);
+    for tile in [DxTile::Wide, DxTile::Small] {
+        let tile_clocks = clocks(tile);
+        if tile_clocks < best_clocks {
+            (best, best_clocks) = (tile, tile_clocks);
+        }
+    }
+    best
 }
 
 // SAFETY: a plain `#[repr(C)]` struct of integers and floats, generated from
@@ -274,6 +360,11 @@ const BIG_TILE_WARPS: usize = (LORA_BWD_GEMM_THREADS / 32) as usize;
 /// K = 4096; 14 and 28 for down's K = 14336).
 const DA_TILES_PER_DX_ROW: usize = 8;
 
+/// The same for dX's 128×64 launch: half the 128×128 limit, a 128×64 dX
+/// tile doing half a 128×128 one's work per reduction step (2048 × 1024 ×
+/// 1024: 2 at r = 16, 4 at r = 64).
+const DA_TILES_PER_WIDE_DX_ROW: usize = 4;
+
 /// Warps of the `_r64` dA CTAs.
 const WIDE_GRAD_WARPS: usize = (LORA_BWD_RANK_WIDE_GRAD_THREADS / 32) as usize;
 
@@ -310,8 +401,9 @@ pub(crate) fn grad_cols(multiprocessors: usize, wide_ctas: usize, r_max: usize) 
     }
 }
 
-/// Rank columns of each dA tile in dX's 128×128 launch, and the kernel's
-/// suffix: 64 (`lora_backward_dx_da_<T>_128x128_r64`) for ranks past 32,
+/// Rank columns of each dA tile in dX's 128×128 and 128×64 launches, and
+/// the kernel's suffix: 64 (`lora_backward_dx_da_<T>_128x128_r64`,
+/// `..._128x64_r64`) for ranks past 32,
 /// where one staged X tile then feeds both 32-column halves (X staged once
 /// instead of twice; the dX kernel's registers and shared memory already
 /// bound its occupancy, so the wider tile costs none); else 32. The bits are
@@ -368,6 +460,8 @@ pub(crate) fn small_dx_takes_da(sms: usize, m: usize, n: usize, k: usize, r_max:
 pub(crate) enum FusedDa {
     /// The 128×128 launch's last grid column, one CTA per tile row.
     Big,
+    /// The 128×64 launch's last grid column, one CTA per tile row.
+    Wide,
     /// The 64×64 launch's last grid column, one CTA per 64-row tile row.
     SmallColumn,
     /// The 64×64 launch's last grid row, one CTA per 64-column tile.
@@ -827,9 +921,10 @@ impl LoraKernels {
             } else if let Some(place) = Self::dx_takes_da::<T>(&dx_params, fused_da_ctas, sms) {
                 let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
                 // The 128x128 launch's dA tiles are 64 K columns wide past rank 32 (`fused_da_wide`).
+                // The 128x64 launch's are 32 wide at any rank (cuda/backward.cu, dx_da).
                 let launch_da_ctas = match place {
                     FusedDa::Big => k.div_ceil(fused_da_wide(r_max)) * fused_groups,
-                    FusedDa::SmallColumn | FusedDa::SmallRow => fused_da_ctas,
+                    FusedDa::Wide | FusedDa::SmallColumn | FusedDa::SmallRow => fused_da_ctas,
                 };
                 self.launch_dx_da::<T>(stream, dx_da, launch_da_ctas, place)?;
             } else {
@@ -871,9 +966,11 @@ impl LoraKernels {
         let grid = (cols.div_ceil(TILE_COLS) as u32, m.div_ceil(TILE_ROWS) as u32, splits as u32);
         let params = LoraBwdParams { reduction: which as i32, k_splits: splits as i32, ..params };
         let half = T::DTYPE.size_bytes() == 2;
-        if dx && dx_tile(sms.max(1) as usize, m, k, half, splits) == DxTile::Big {
+        // dA's CTAs are not in this launch (`dx_takes_da` sends those elsewhere).
+        let tile = if dx { dx_tile(sms.max(1) as usize, m, k, half, splits, false) } else { DxTile::Small };
+        if tile != DxTile::Small {
             // SAFETY: the caller's contract.
-            return unsafe { self.launch_dx_big::<T>(stream, params) };
+            return unsafe { self.launch_dx_big::<T>(stream, params, tile) };
         }
         if splits == 1 {
             // SAFETY: the caller's contract.
@@ -913,12 +1010,13 @@ impl LoraKernels {
     }
 
     /// Whether dX's launch also runs dA's CTAs, and on which tile: f16/bf16,
-    /// no dropout, unsplit, on the tile [`LoraKernels::row_gemm`] picks for dX
-    /// (`lora_backward_dx_da_<T>_128x128` or, on small grids,
-    /// `lora_backward_dx_da_<T>` on 64×64), from the shape and the SM count.
-    /// With `da_ctas` dA tiles per rank tile, each CTA of the launch's dA
-    /// column (one per tile row) must also take at most
-    /// [`DA_TILES_PER_DX_ROW`] (128×128) of them, or on 64×64 pass
+    /// no dropout, unsplit, on the tile [`dx_tile`] picks for a launch with
+    /// dA's CTAs (`lora_backward_dx_da_<T>_128x128`,
+    /// `lora_backward_dx_da_<T>_128x64` or `lora_backward_dx_da_<T>` on
+    /// 64×64), from the shape and the SM count. With `da_ctas` dA tiles per
+    /// rank tile, each CTA of the launch's dA column (one per tile row) must
+    /// also take at most [`DA_TILES_PER_DX_ROW`] (128×128) or
+    /// [`DA_TILES_PER_WIDE_DX_ROW`] (128×64) of them, or on 64×64 pass
     /// [`small_dx_takes_da`], on a device of `sms` SMs (the launch's own
     /// count). `None`: dA takes a launch of its own.
     fn dx_takes_da<T: LoraDType>(params: &LoraBwdParams, da_ctas: usize, sms: usize) -> Option<FusedDa> {
@@ -929,9 +1027,12 @@ impl LoraKernels {
             return None;
         }
         let da_tiles = da_ctas * r_max.div_ceil(RANK_TILE);
-        match dx_tile(sms, m, k, half, splits) {
+        match dx_tile(sms, m, k, half, splits, true) {
             DxTile::Big => {
                 (da_tiles.div_ceil(m.div_ceil(BIG_TILE_ROWS)) <= DA_TILES_PER_DX_ROW).then_some(FusedDa::Big)
+            }
+            DxTile::Wide => {
+                (da_tiles.div_ceil(m.div_ceil(WIDE_TILE_ROWS)) <= DA_TILES_PER_WIDE_DX_ROW).then_some(FusedDa::Wide)
             }
             DxTile::Small => small_da_placement(sms, m, n, k, r_max, da_tiles),
         }
@@ -961,61 +1062,68 @@ impl LoraKernels {
             ((params.k as usize).div_ceil(TILE_COLS) as u32, (params.m as usize).div_ceil(TILE_ROWS) as u32);
         // The kernel tells the two 64x64 layouts apart by gridDim.x: a column past dX's tiles or none.
         match place {
-            // SAFETY (all three): the caller's contract.
-            // The 128x128 launch's dA tiles are 64 rank columns wide past rank 32 (`fused_da_cols`).
+            // SAFETY (all four): the caller's contract.
+            // The 128-row launches' dA tiles are 64 rank columns wide past rank 32 (`fused_da_cols`).
             FusedDa::Big => unsafe {
                 let (_, wide) = fused_da_cols(params.r_max as usize);
-                self.launch_big_tile(stream, &format!("lora_backward_dx_da_{suffix}_128x128{wide}"), params, 1)
+                let kernel = format!("lora_backward_dx_da_{suffix}_128x128{wide}");
+                self.launch_dx_grid(stream, &kernel, params, 1, DxTile::Big)
+            },
+            FusedDa::Wide => unsafe {
+                let (_, wide) = fused_da_cols(params.r_max as usize);
+                let kernel = format!("lora_backward_dx_da_{suffix}_128x64{wide}");
+                self.launch_dx_grid(stream, &kernel, params, 1, DxTile::Wide)
             },
             FusedDa::SmallColumn => unsafe { self.launch_tiled::<T>(stream, "dx_da", params, (cols + 1, rows, 1)) },
             FusedDa::SmallRow => unsafe { self.launch_tiled::<T>(stream, "dx_da", params, (cols, rows + 1, 1)) },
         }
     }
 
-    /// Launches `lora_backward_dx_<T>_128x128` (`lora_backward_dx_dropout_<T>_128x128`
-    /// with `params.dropout` set; unsplit) over the `[m, k]` output, one CTA
-    /// per 128×128 tile, with its dynamic shared memory.
+    /// Launches `lora_backward_dx_<T>_128x128` or `..._128x64` (`tile`;
+    /// `lora_backward_dx_dropout_<T>_...` with `params.dropout` set;
+    /// unsplit) over the `[m, k]` output, one CTA per tile, with its dynamic
+    /// shared memory.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`].
-    unsafe fn launch_dx_big<T: LoraDType>(&self, stream: &Arc<CudaStream>, params: LoraBwdParams) -> Result<()> {
+    unsafe fn launch_dx_big<T: LoraDType>(
+        &self,
+        stream: &Arc<CudaStream>,
+        params: LoraBwdParams,
+        tile: DxTile,
+    ) -> Result<()> {
         // Dropout has its own entry point, so the mask's code costs the
         // launches without it no registers (cuda/backward.cu).
         let variant = if params.dropout != 0 { "dx_dropout" } else { "dx" };
-        let kernel = format!("lora_backward_{variant}_{}_128x128", T::DTYPE.kernel_suffix());
+        let (rows, cols) = tile.dims();
+        let kernel = format!("lora_backward_{variant}_{}_{rows}x{cols}", T::DTYPE.kernel_suffix());
         // SAFETY: the caller's contract.
-        unsafe { self.launch_big_tile(stream, &kernel, params, 0) }
+        unsafe { self.launch_dx_grid(stream, &kernel, params, 0, tile) }
     }
 
-    /// Launches `kernel`, a 128×128-tile dX kernel, one CTA per tile of the
-    /// `[m, k]` output plus `extra_cols` grid columns (dA's CTAs), with the
-    /// dynamic shared memory the big tile needs.
+    /// Launches `kernel`, a dX kernel on the 128×128 or 128×64 `tile`, one
+    /// CTA per tile of the `[m, k]` output plus `extra_cols` grid columns
+    /// (dA's CTAs), with the dynamic shared memory the tile needs.
     ///
     /// # Safety
     /// As [`LoraKernels::launch_backward`].
-    unsafe fn launch_big_tile(
+    unsafe fn launch_dx_grid(
         &self,
         stream: &Arc<CudaStream>,
         kernel: &str,
         params: LoraBwdParams,
         extra_cols: u32,
+        tile: DxTile,
     ) -> Result<()> {
         let function = self.function(BACKWARD, kernel)?;
+        let shared = if tile == DxTile::Wide { LORA_BWD_WIDE_SHARED_BYTES } else { LORA_BWD_BIG_SHARED_BYTES };
         // Above the 48 KB a launch gets by default: opt in.
-        function.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            LORA_BWD_BIG_SHARED_BYTES as i32,
-        )?;
-        let grid = (
-            (params.k as u32).div_ceil(LORA_BWD_BIG_TILE_COLS) + extra_cols,
-            (params.m as u32).div_ceil(LORA_BWD_BIG_TILE_ROWS),
-            1,
-        );
-        let config = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (LORA_BWD_GEMM_THREADS, 1, 1),
-            shared_mem_bytes: LORA_BWD_BIG_SHARED_BYTES,
-        };
+        function.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)?;
+        let (rows, cols) = tile.dims();
+        let grid =
+            ((params.k as usize).div_ceil(cols) as u32 + extra_cols, (params.m as usize).div_ceil(rows) as u32, 1);
+        let config =
+            LaunchConfig { grid_dim: grid, block_dim: (LORA_BWD_GEMM_THREADS, 1, 1), shared_mem_bytes: shared };
         let mut launch = stream.launch_builder(&function);
         launch.arg(&params);
         // SAFETY: the caller's contract.
@@ -1124,21 +1232,47 @@ mod tests {
     }
 
     #[test]
-    fn big_dx_tile_only_where_its_grid_fills_the_device() {
-        // Llama-3-8B projections at M = 4096 on 108 SMs: 32 x 32 big tiles and more.
-        assert_eq!(dx_tile(108, 4096, 4096, true, 1), DxTile::Big);
-        assert_eq!(dx_tile(108, 4096, 14_336, true, 1), DxTile::Big);
-        // 1024 x 1024: 64 big tiles would leave 44 SMs idle.
-        assert_eq!(dx_tile(108, 1024, 1024, true, 1), DxTile::Small);
-        // Exactly one per SM (12 x 9 tiles), with ragged edges.
-        assert_eq!(dx_tile(108, 1500, 1100, true, 1), DxTile::Big);
-        assert_eq!(dx_tile(132, 1500, 1100, true, 1), DxTile::Small);
-        // Decode-sized M: never, whatever K.
-        assert_eq!(dx_tile(108, 16, 14_336, true, 1), DxTile::Small);
-        assert_eq!(dx_tile(108, 127, 14_336, true, 1), DxTile::Small);
-        assert_eq!(dx_tile(108, 128, 14_336, true, 1), DxTile::Big);
+    fn dx_tile_by_the_busiest_sm() {
+        // Llama-3-8B projections at M = 4096 (many whole waves): 128x128, on either SM count.
+        for sms in [108, 132] {
+            assert_eq!(dx_tile(sms, 4096, 4096, true, 1, true), DxTile::Big);
+            assert_eq!(dx_tile(sms, 4096, 14_336, true, 1, true), DxTile::Big);
+        }
+        // 2048 x 1024 on 108 SMs: 128 big tiles (+ 16 dA CTAs) are 2 on the busiest SM, 4 warps
+        // sharing each scheduler's pipes 2 ways; 256 wide ones (+ 16) 3, all resident.
+        assert_eq!(dx_tile(108, 2048, 1024, true, 1, true), DxTile::Wide);
+        assert_eq!(dx_tile(108, 2048, 1024, true, 1, false), DxTile::Wide);
+        // On 132 SMs the wide tiles and dA's column are 272 CTAs, 3 on the busiest SM: 64x64
+        // (528 CTAs, 4 each); without dA's CTAs (dropout) 256, 2 each: 128x64.
+        assert_eq!(dx_tile(132, 2048, 1024, true, 1, true), DxTile::Small);
+        assert_eq!(dx_tile(132, 2048, 1024, true, 1, false), DxTile::Wide);
+        // 1024 x 1024: 256 small tiles, 3 (108 SMs) or 2 (132) on the busiest SM.
+        assert_eq!(dx_tile(108, 1024, 1024, true, 1, true), DxTile::Small);
+        assert_eq!(dx_tile(132, 1024, 1024, true, 1, true), DxTile::Small);
+        // 768 x 4096: 192 big tiles, 2 on the busiest SM; 384 wide ones would be 4.
+        assert_eq!(dx_tile(108, 768, 4096, true, 1, true), DxTile::Big);
+        // Decode-sized M: never a 128-row tile, whatever K.
+        assert_eq!(dx_tile(108, 16, 14_336, true, 1, true), DxTile::Small);
+        assert_eq!(dx_tile(108, 127, 14_336, true, 1, true), DxTile::Small);
+        assert_eq!(dx_tile(108, 128, 14_336, true, 1, true), DxTile::Wide);
         // f32, a split reduction: always 64x64.
-        assert_eq!(dx_tile(108, 4096, 4096, false, 1), DxTile::Small);
-        assert_eq!(dx_tile(108, 4096, 4096, true, 2), DxTile::Small);
+        assert_eq!(dx_tile(108, 4096, 4096, false, 1, true), DxTile::Small);
+        assert_eq!(dx_tile(108, 4096, 4096, true, 2, true), DxTile::Small);
+    }
+
+    #[test]
+    fn dx_tile_costs_follow_the_counts() {
+        // Per 32-long step: 2 tensor clocks per mma; the counted instructions and wavefronts.
+        let big = DxTile::Big.cost();
+        assert_eq!((big.tensor, big.shared, big.ctas_per_sm), (512.0, 384.0, 2));
+        let wide = DxTile::Wide.cost();
+        assert_eq!((wide.rows, wide.cols, wide.tensor, wide.shared, wide.ctas_per_sm), (128, 64, 256.0, 288.0, 3));
+        let small = DxTile::Small.cost();
+        assert_eq!((small.tensor, small.shared, small.ctas_per_sm), (128.0, 192.0, 4));
+        // dA's CTAs: a column per 128-row tile row; the 64x64 tile's shorter side.
+        assert_eq!(DxTile::Wide.da_ctas(2048, 1024), 16);
+        assert_eq!(DxTile::Big.da_ctas(1500, 1160), 12);
+        assert_eq!(DxTile::Small.da_ctas(2048, 1024), 16);
+        assert_eq!(DxTile::Small.da_ctas(760, 56), 1);
     }
 }

@@ -307,18 +307,25 @@ fn recomputed_p_with_dropout<T: LoraDType>() {
     assert_eq!(kept, recomputed);
 }
 
-/// dX's 128x128 tile (f16/bf16; taken when its grid gives every SM a CTA,
-/// and the emulator has 108). M = 1500, K = 1160, N = 104 (none a multiple
-/// of 128: ragged row and column tiles and a partial last reduction step),
-/// five adapters of ranks 8, 40, 1, 17, 32 mixed within tiles, padding NaN:
-/// against the reference, overwriting, and accumulating with dropout (the
-/// 128x128 dropout kernel); then the same rows fed 128 at a time (too small
-/// a grid: the 64x64 tile) give the same dX and G bits. Last, odd K and N
-/// (no operand row allows 16-byte copies: every tile staged element by
-/// element) on one adapter, without and with dropout.
-fn big_dx_tile<T: LoraDType>() {
+/// One of dX's 128-row tiles, `tile` ("128x128" or "128x64"), on `(m, k)`
+/// with N = `n` (the host's rule, src/backward.rs `dx_tile`, takes that tile
+/// for these shapes on the emulator's 108 SMs, with and without dA's CTAs;
+/// f16/bf16), none a multiple of 128: ragged row and column tiles and a
+/// partial last reduction step; five adapters of ranks 8, 40, 1, 17, 32
+/// mixed within tiles, padding NaN: against the reference, overwriting, and
+/// accumulating with dropout (the tile's dropout kernel); then the same rows
+/// fed 128 at a time (too small a grid: the 64x64 tile) give the same dX
+/// and G bits. Last, `odd`: odd K and N (no operand row allows 16-byte
+/// copies: every tile staged element by element) on one adapter, with
+/// dropout, and without where the rule keeps the tile (`odd_plain`).
+fn row_tile_bits<T: LoraDType>(
+    tile: &str,
+    (m, k, n): (usize, usize, usize),
+    odd: (usize, usize, usize),
+    odd_plain: bool,
+) {
     let Some(dev) = device::device() else { return };
-    let (m, k, n, r_max) = (1500, 1160, 104, 40);
+    let r_max = 40;
     let ranks = [8, 40, 1, 17, 32];
     let index = row_indices(Mix::Unsorted, m, ranks.len(), 950);
     let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 960);
@@ -328,12 +335,12 @@ fn big_dx_tile<T: LoraDType>() {
     let big = |kernel: Option<String>| {
         kernel.map(|name| {
             assert!(name.starts_with("lora_backward_dx_"), "dX launches last: {name}");
-            // With dA's CTAs in the launch, ranks past 32: `_128x128_r64`.
-            name.ends_with("_128x128") || name.ends_with("_128x128_r64")
+            // With dA's CTAs in the launch, ranks past 32: `_r64`.
+            name.ends_with(&format!("_{tile}")) || name.ends_with(&format!("_{tile}_r64"))
         })
     };
-    assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
-    check_against_reference("big dX tile", &case, &full, None);
+    assert_ne!(big(last_kernel()), Some(false), "the {tile} tile for {m} x {k}");
+    check_against_reference(&format!("{tile} dX tile"), &case, &full, None);
     let initial = Initial::random(&case, 970);
     let mut dropped = Case::<T> {
         ranks: case.ranks.clone(),
@@ -354,8 +361,8 @@ fn big_dx_tile<T: LoraDType>() {
     if let Some(name) = &kernel {
         assert!(name.contains("_dropout_"), "the dropout kernel: {name}");
     }
-    assert_ne!(big(kernel), Some(false), "the big tile with dropout");
-    check_against_reference("big dX tile, dropout, accumulate", &dropped, &accumulated, Some(&initial));
+    assert_ne!(big(kernel), Some(false), "the {tile} tile with dropout");
+    check_against_reference(&format!("{tile} dX tile, dropout, accumulate"), &dropped, &accumulated, Some(&initial));
 
     const ROWS: usize = 128;
     for m0 in (0..m).step_by(ROWS) {
@@ -384,26 +391,31 @@ fn big_dx_tile<T: LoraDType>() {
 
     // Odd K: a thread's two adjacent mask indices straddle a Philox block on
     // every other row, and the last column pair has one column.
-    let (m, k, n, r) = (1290, 1163, 41, 16);
+    let (m, k, n) = odd;
+    let r = 16;
     let mut odd = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 980);
-    for dropout in [None, Some(Dropout::new(0.5, 77, 5).expect("dropout"))] {
+    let plain = odd_plain.then_some(None);
+    for dropout in plain.into_iter().chain([Some(Dropout::new(0.5, 77, 5).expect("dropout"))]) {
         odd.dropout = dropout;
         let (got, _) = run(&dev, &odd, Api::Single, true, &Initial::nan(&odd), GradMode::Overwrite)
             .expect("backward, odd K and N");
-        assert_ne!(big(last_kernel()), Some(false), "the big tile for {m} x {k}");
-        check_against_reference(&format!("big dX tile, odd K and N, {dropout:?}"), &odd, &got, None);
+        assert_ne!(big(last_kernel()), Some(false), "the {tile} tile for {m} x {k}");
+        check_against_reference(&format!("{tile} dX tile, odd K and N, {dropout:?}"), &odd, &got, None);
     }
 }
 
-/// dA's CTAs inside dX's 128x128 launch (its last grid column; dA's tiles
-/// 64 rank columns wide, r_max = 40 being past 32): M = 2300, K = 760 (18 x 6 tiles, ragged), N = 104, the
-/// adapters `ranks` scattered over the rows, against the reference; then the
-/// same rows sorted by adapter give dA, dB and (row for row) dX and G bit for
-/// bit. Nine adapters: warp mode (each of a CTA's 4 warps walks an adapter of
-/// its own); two: the 4 warps split one adapter's rows.
-fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
+/// dA's CTAs inside the launch of dX's 128-row `tile` ("128x128" or
+/// "128x64"; its last grid column; dA's tiles 64 rank columns wide where
+/// r_max, the largest of `ranks`, is past 32): M = 2300, K = `k` (ragged), N
+/// = 104, the adapters `ranks` scattered over the rows, against the
+/// reference; then the same rows sorted by adapter give dA, dB and (row for
+/// row) dX and G bit for bit. Nine adapters: warp mode (each of a CTA's 4
+/// warps walks an adapter of its own); two: the 4 warps split one
+/// adapter's rows.
+fn big_dx_with_da<T: LoraDType>(tile: &str, k: usize, ranks: &[usize]) {
     let Some(dev) = device::device() else { return };
-    let (m, k, n, r_max) = (2300, 760, 104, 40);
+    let (m, n) = (2300, 104);
+    let r_max = *ranks.iter().max().expect("ranks");
     let index = row_indices(Mix::Unsorted, m, ranks.len(), 990);
     let mut case = Case::<T>::new(m, k, n, ranks, r_max, index, 991);
     case.poison_padding();
@@ -411,9 +423,10 @@ fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
         run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     if let Some(name) = last_kernel() {
         // r_max = 40: dA's tiles 64 rank columns wide (X staged once for both halves).
-        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128_r64"), "dX with dA: {name}");
+        let wide = format!("_{tile}{}", if r_max > 32 { "_r64" } else { "" });
+        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with(&wide), "dX with dA: {name}");
     }
-    check_against_reference(&format!("dA in dX's launch, ranks {ranks:?}"), &case, &scattered, None);
+    check_against_reference(&format!("dA in dX's {tile} launch, ranks {ranks:?}"), &case, &scattered, None);
 
     let order = RowOrder::by_index(&case);
     let sorted = case.with_rows(&order);
@@ -422,25 +435,26 @@ fn big_dx_with_da<T: LoraDType>(ranks: &[usize]) {
     assert_row_order_free(&case, &scattered, &grouped, &order, true);
 }
 
-/// dA in dX's 128x128 launch past rank 32 with one adapter (no row
-/// indices: the rows in order, staged at addresses that advance by
-/// constants instead of gathered through the permutation): M = 1500 (the
-/// last reduction step 28 rows), K = 1160 (dA's 64-column tiles ragged: the
-/// last one holds 8 columns), r = 40, against the reference, overwriting
-/// and accumulating; then the same rows through `backward_multi` with every
+/// dA in the launch of dX's 128-row `tile` past rank 32 with one adapter
+/// (no row indices: the rows in order, staged at addresses that advance by
+/// constants instead of gathered through the permutation): `(m, k)` ragged
+/// (M's last reduction step 4 or 28 rows; dA's last K tile 4 or 24
+/// columns), N = 104, r = 40, against the reference, overwriting and
+/// accumulating; then the same rows through `backward_multi` with every
 /// row's index 0 (gathered through the permutation) give dA, and every
 /// other gradient, bit for bit. (On compute capability 9.0 one adapter's dX
 /// takes the Hopper kernel and dA a launch of its own: checked against the
 /// reference only.)
-fn big_dx_with_da_one_adapter<T: LoraDType>() {
+fn big_dx_with_da_one_adapter<T: LoraDType>(tile: &str, (m, k): (usize, usize)) {
     let Some(dev) = device::device() else { return };
-    let (m, k, n, r) = (1500, 1160, 104, 40);
+    let (n, r) = (104, 40);
     let case = Case::<T>::new(m, k, n, &[r], r, vec![0; m], 995);
     let (single, _) = run(&dev, &case, Api::Single, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward");
     let fused = match last_kernel() {
         Some(name) if name.ends_with("_sm90a") => false,
         Some(name) => {
-            assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with("_128x128_r64"), "dX with dA: {name}");
+            let wide = format!("_{tile}_r64");
+            assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with(&wide), "dX with dA: {name}");
             true
         }
         None => true,
@@ -453,7 +467,7 @@ fn big_dx_with_da_one_adapter<T: LoraDType>() {
     let (gathered, _) =
         run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
     if let Some(name) = last_kernel() {
-        assert!(name.ends_with("_128x128_r64"), "dX with dA, rows gathered: {name}");
+        assert!(name.ends_with(&format!("_{tile}_r64")), "dX with dA, rows gathered: {name}");
     }
     if !fused {
         return;
@@ -466,12 +480,12 @@ fn big_dx_with_da_one_adapter<T: LoraDType>() {
 
 #[test]
 fn big_dx_with_da_one_adapter_bf16() {
-    big_dx_with_da_one_adapter::<bf16>();
+    big_dx_with_da_one_adapter::<bf16>("128x128", (1540, 1540));
 }
 
 #[test]
-fn big_dx_with_da_one_adapter_f16() {
-    big_dx_with_da_one_adapter::<f16>();
+fn wide_dx_with_da_one_adapter_f16() {
+    big_dx_with_da_one_adapter::<f16>("128x64", (2300, 760));
 }
 
 /// dA's CTAs inside dX's 64x64 launch (`lora_backward_dx_da_<T>`, the grid's
@@ -596,19 +610,28 @@ fn small_dx_with_da_split_bf16() {
     small_dx_with_da::<bf16>(&[40, 17]);
 }
 
+/// Nine adapters of ranks up to 16 (warp mode: 2300 rows are fewer than 9
+/// x 256): dA's CTAs take at most 8 (128x128) or 4 (128x64) of dA's 32 x 32
+/// tiles each at these shapes.
+const WARP_MODE_RANKS: &[usize] = &[8, 16, 1, 12, 3, 16, 5, 9, 2];
+
+/// 128x128: K = 1100 (18 x 9 tiles and dA's column: 180 CTAs, 2 on the
+/// busiest SM; 128x64 would put 4).
 #[test]
 fn big_dx_with_da_warp_mode_f16() {
-    big_dx_with_da::<f16>(&[8, 40, 1, 17, 32, 16, 24, 3, 33]);
-}
-
-#[test]
-fn big_dx_with_da_warp_mode_bf16() {
-    big_dx_with_da::<bf16>(&[8, 40, 1, 17, 32, 16, 24, 3, 33]);
+    big_dx_with_da::<f16>("128x128", 1100, WARP_MODE_RANKS);
 }
 
 #[test]
 fn big_dx_with_da_split_bf16() {
-    big_dx_with_da::<bf16>(&[40, 17]);
+    big_dx_with_da::<bf16>("128x128", 1100, &[40, 17]);
+}
+
+/// 128x64: K = 760 (18 x 12 tiles and dA's column: 234 CTAs, 3 on the
+/// busiest SM, all resident; 128x128 2 of 4 warps, 64x64 5).
+#[test]
+fn wide_dx_with_da_warp_mode_bf16() {
+    big_dx_with_da::<bf16>("128x64", 760, WARP_MODE_RANKS);
 }
 
 /// G with dB, and dA, on 64 rank columns (the `_r64` kernels: 6 and 4 warps,
@@ -656,14 +679,26 @@ fn wide_rank_tiles_r48_dropout_f16() {
     wide_rank_tiles::<f16>(48, &[48, 40, 33, 16], true);
 }
 
+/// The 128x128 tile: 13 x 13 tiles (ragged by 4), 2 on the busiest of 108
+/// SMs, where 128x64 would put 4 (325 tiles) and 64x64 7 or more.
 #[test]
-fn big_dx_tile_f16() {
-    big_dx_tile::<f16>();
+fn big_dx_tile_bf16() {
+    row_tile_bits::<bf16>("128x128", (1540, 1540, 72), (1540, 1541, 41), true);
+}
+
+/// The 128x64 tile: 9 x 19 tiles (the last row 76, the last column 8 wide),
+/// 2 on the busiest SM, where 64x64 would put 4 and 128x128 1 of 4 warps.
+/// With dA's CTAs in the launch (warp mode: 5 adapters over 1100 rows) and,
+/// with dropout, alone. The odd shape: with dropout only (without it, dA's
+/// CTAs make 64x64 the pick there).
+#[test]
+fn wide_dx_tile_f16() {
+    row_tile_bits::<f16>("128x64", (1100, 1160, 104), (1290, 1163, 41), false);
 }
 
 #[test]
-fn big_dx_tile_bf16() {
-    big_dx_tile::<bf16>();
+fn wide_dx_tile_bf16() {
+    row_tile_bits::<bf16>("128x64", (1100, 1160, 104), (1100, 1163, 41), true);
 }
 
 macro_rules! per_dtype {

@@ -177,21 +177,22 @@ pub(crate) enum ForwardTile {
 
 /// What one CTA of a tile costs per 32-long K-step, in SM clocks, and how
 /// many fit on an SM: the emulator's counts of the steady state
-/// (`tests/forward_counters.rs`) with the per-SM rates of
+/// (`tests/forward_counters.rs`; dX's tiles: `tests/backward_counters.rs`,
+/// `crate::backward::dx_tile`) with the per-SM rates of
 /// docs/perf-model.md (one mma.sync m16n8k16 per 2 clocks, 4 warp
 /// instructions and one shared wavefront per clock).
-struct TileCost {
-    rows: usize,
-    cols: usize,
+pub(crate) struct TileCost {
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
     /// Warps per CTA.
-    warps: usize,
-    ctas_per_sm: usize,
+    pub(crate) warps: usize,
+    pub(crate) ctas_per_sm: usize,
     /// Tensor-pipe clocks: 2 per mma.
-    tensor: f64,
+    pub(crate) tensor: f64,
     /// Issue clocks: warp instructions / 4.
-    issue: f64,
+    pub(crate) issue: f64,
     /// Shared-memory clocks: wavefronts (ldmatrix and the cp.async stores).
-    shared: f64,
+    pub(crate) shared: f64,
 }
 
 impl TileCost {
@@ -229,8 +230,14 @@ impl TileCost {
     /// 3 per scheduler): the model's rule (docs/perf-model.md), which
     /// charges a grid just past a whole wave of CTAs a whole extra CTA.
     fn busiest_sm_clocks(&self, multiprocessors: usize, m: usize, n: usize) -> f64 {
-        let tiles = m.div_ceil(self.rows) * n.div_ceil(self.cols);
-        let busiest = tiles.div_ceil(multiprocessors.max(1)) as f64;
+        self.busiest_sm_clocks_of(multiprocessors, m.div_ceil(self.rows) * n.div_ceil(self.cols))
+    }
+
+    /// The same for a launch of `ctas` CTAs of this tile (an output's tiles
+    /// plus CTAs of other work the launch runs, charged as the model
+    /// charges them: as CTAs like the others).
+    pub(crate) fn busiest_sm_clocks_of(&self, multiprocessors: usize, ctas: usize) -> f64 {
+        let busiest = ctas.div_ceil(multiprocessors.max(1)) as f64;
         let resident = (self.ctas_per_sm as f64).min(busiest);
         // The CTAs' warps over 4 schedulers.
         let warps_per_scheduler = resident * self.warps as f64 / 4.0;

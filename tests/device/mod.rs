@@ -174,6 +174,26 @@ impl PerMma {
             small.wavefronts
         );
     }
+
+    /// What a 128x64 tile saves against a 64x64 one: each staged left
+    /// element feeds twice the mma, each right one as many, so at most three
+    /// quarters of the load sectors and (with the copies' share) 80 % of the
+    /// shared wavefronts per mma.
+    #[track_caller]
+    pub fn assert_wide_tile_saves(small: &PerMma, wide: &PerMma) {
+        assert!(
+            wide.sectors <= 0.75 * small.sectors + 1e-9,
+            "load sectors per mma {:.3} vs {:.3}",
+            wide.sectors,
+            small.sectors
+        );
+        assert!(
+            wide.wavefronts <= 0.8 * small.wavefronts,
+            "shared wavefronts per mma {:.3} vs {:.3}",
+            wide.wavefronts,
+            small.wavefronts
+        );
+    }
 }
 
 /// The device presenting compute capability `cc` ("90" or "80" on the
