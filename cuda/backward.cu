@@ -511,13 +511,27 @@ __device__ __forceinline__ void row_gemm_in(const LoraBwdParams& p, RowGemmShare
         return;
     }
 
+    T* out = reinterpret_cast<T*>(kDx ? p.out : p.g);
+    const T* prior = kDx && p.accumulate ? out : nullptr;
+    if constexpr (sizeof(T) == 2 && kTileRows == Tile128::kRows && kTileCols == Tile128::kCols) {
+        // Tile128 (f16/bf16 dX): a whole tile whose rows allow vectors goes
+        // from the accumulators to global memory in whole sectors
+        // (store_accumulators), without the 64 KB round trip through shared
+        // memory; the edges and unaligned outputs take the staged path below.
+        // The same sums rounded once either way: the same bits.
+        const bool vector_io = cols % kOutVec == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                               reinterpret_cast<uintptr_t>(prior) % 16 == 0;
+        if (vector_io && m0 + kTileRows <= p.m && c0 + kTileCols <= cols) {
+            store_accumulators(out, prior, cols, acc, m0 + warp_m0, c0 + warp_n0, lane);
+            return;
+        }
+    }
+
     // Epilogue through shared memory so global stores are whole row segments.
     __syncthreads();  // every warp is done reading the operand tiles
     stage_output(sm.out, acc, warp_m0, warp_n0, lane);
     __syncthreads();
-
-    T* out = reinterpret_cast<T*>(kDx ? p.out : p.g);
-    store_output(sm.out, out, kDx && p.accumulate ? out : nullptr, static_cast<const T*>(nullptr), m0, c0, p.m, cols);
+    store_output(sm.out, out, prior, static_cast<const T*>(nullptr), m0, c0, p.m, cols);
 }
 
 template <typename T, bool kDx, typename Cfg = Tile64, bool kDropout = kDx>

@@ -683,5 +683,77 @@ __device__ __forceinline__ void store_fragments(float* partials, long long ld, i
         }
 }
 
+// The value of lane ^ 1 (every lane of the warp takes part), moved as an
+// f32 register: __shfl_xor_sync(float) bit-casts it to an integer, which
+// can retype the accumulators' registers over the main loop (pair_from_f32).
+__device__ __forceinline__ float shfl_xor_1(float value) {
+    float got;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, 1, 31, -1;\n" : "=f"(got) : "f"(value));
+    return got;
+}
+
+// A warp's whole sub-tile of accumulators straight to the output, without
+// the shared output tile (stage_output / store_output): the rows from row0
+// and columns from col0 of the [.., cols] row-major `out` (16-bit T), plus
+// prior[m][col] where given (`prior` may equal `out`: each element is read
+// before it is written, by the same thread), added in f32 and rounded to T
+// once, as store_output does: the same bits. The caller checked what
+// store_output's whole-tile path needs (cols a multiple of kOutVec, `out` and
+// `prior` 16-byte aligned, the sub-tile inside the output); every lane of the
+// warp takes part (shuffles).
+//
+// A lane (g, t) = (lane / 4, lane % 4) holds columns 8 ni + 2t, +1 of rows g
+// and g + 8 of each m16 block. Lanes t and t ^ 1 trade one pair per two
+// n8 blocks (ni = 2j, 2j + 1), so that even t holds 4 consecutive columns of
+// block 2j and odd t those of block 2j + 1: kOutVec elements, one vector
+// store each, and each warp store covers 8 rows x 16 consecutive columns
+// (whole 32-byte sectors). Without `prior` the pairs are rounded to T before
+// they are traded (one 32-bit shuffle a vector), with it the f32 sums are
+// traded (two), since the sum with prior must round once.
+template <typename T, int kFragsM, int kFragsN>
+__device__ __forceinline__ void store_accumulators(T* out, const T* prior, int cols,
+                                                   const float (&acc)[kFragsM][kFragsN][4], int row0, int col0,
+                                                   int lane) {
+    static_assert(sizeof(T) == 2, "16-bit outputs: kOutVec elements are one 8-byte store");
+    static_assert(kFragsN % 2 == 0, "n8 blocks traded in pairs");
+    const bool odd = lane & 1;
+    // The lane's first column: block 0 or 1 (odd t), columns 0 or 4 (t / 2).
+    const int col = col0 + (lane & 1) * 8 + ((lane >> 1) & 1) * 4;
+    const long long ld = cols;
+    const long long at0 = (row0 + lane / 4) * ld + col;
+    // f(pair of block 2j, pair of block 2j + 1, the lane's vector's index)
+    // for each vector of the lane, in a loop per case of `prior`.
+    auto each_vector = [&](auto f) {
+#pragma unroll
+        for (int mi = 0; mi < kFragsM; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const long long at_row = at0 + (mi * 16 + 8 * h) * ld;
+#pragma unroll
+                for (int j = 0; j < kFragsN / 2; ++j)
+                    f(&acc[mi][2 * j][2 * h], &acc[mi][2 * j + 1][2 * h], at_row + 16 * j);
+            }
+    };
+    if (!prior) {
+        each_vector([&](const float* even, const float* odd_block, long long at) {
+            const uint32_t mine_even = pair_from_f32<T>(even[0], even[1]);
+            const uint32_t mine_odd = pair_from_f32<T>(odd_block[0], odd_block[1]);
+            const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? mine_even : mine_odd, 1);
+            uint2 words;
+            words.x = odd ? got : mine_even;
+            words.y = odd ? mine_odd : got;
+            *reinterpret_cast<uint2*>(out + at) = words;
+        });
+    } else {
+        each_vector([&](const float* even, const float* odd_block, long long at) {
+            const float got0 = shfl_xor_1(odd ? even[0] : odd_block[0]);
+            const float got1 = shfl_xor_1(odd ? even[1] : odd_block[1]);
+            float vals[kOutVec] = {odd ? got0 : even[0], odd ? got1 : even[1], odd ? odd_block[0] : got0,
+                                   odd ? odd_block[1] : got1};
+            store_vector(vals, out, prior, at);
+        });
+    }
+}
+
 }  // namespace tiles
 }  // namespace fused_lora

@@ -10,7 +10,7 @@ mod device;
 mod forward_support;
 
 use backward_support::{
-    assert_row_order_free, check_against_reference, last_kernel, run, Api, Case, Initial, RowOrder,
+    assert_row_order_free, check_against_reference, last_kernel, run, run_dx_at, Api, Case, Initial, RowOrder,
 };
 use cudarc::driver::sys::CUdevice_attribute;
 use forward_support::{download, row_indices, upload, Mix};
@@ -677,6 +677,44 @@ fn wide_rank_tiles_r64_bf16() {
 #[test]
 fn wide_rank_tiles_r48_dropout_f16() {
     wide_rank_tiles::<f16>(48, &[48, 40, 33, 16], true);
+}
+
+/// dX's 128x128 tile writes a whole tile straight from its accumulators
+/// when the rows and the base allow vectors (K a multiple of 4, dX 16-byte
+/// aligned) and stages every other tile through shared memory: the same
+/// sums rounded once, so the same bits. M = K = 1540 (13 x 13 tiles, the
+/// big tile's pick on the emulator's 108 SMs; a ragged last row and column
+/// of tiles), N = 40, two adapters of ranks 16 and 8 mixed within tiles: dX
+/// written at an aligned base and 1 element in (every tile staged) gives
+/// the same bits, overwriting and accumulating; the aligned run against the
+/// reference. f16 here; bf16's direct stores are `big_dx_tile_bf16`'s
+/// interior tiles.
+fn big_dx_tile_direct_store<T: LoraDType>() {
+    let Some(dev) = device::device() else { return };
+    let (m, k, n, r_max) = (1540, 1540, 40, 16);
+    let ranks = [16, 8];
+    let index = row_indices(Mix::Unsorted, m, ranks.len(), 1000);
+    let mut case = Case::<T>::new(m, k, n, &ranks, r_max, index, 1001);
+    case.poison_padding();
+    let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+    for (mode, initial) in
+        [(GradMode::Overwrite, Initial::nan(&case)), (GradMode::Accumulate, Initial::random(&case, 1002))]
+    {
+        let (aligned, _) = run_dx_at(&dev, &case, Api::Multi, true, &initial, mode, 0).expect("backward_multi");
+        if let Some(name) = last_kernel() {
+            assert!(name.ends_with("_128x128"), "the big tile for {m} x {k}: {name}");
+        }
+        let old = (mode == GradMode::Accumulate).then_some(&initial);
+        check_against_reference(&format!("big dX tile, {mode:?}"), &case, &aligned, old);
+        let (shifted, _) =
+            run_dx_at(&dev, &case, Api::Multi, true, &initial, mode, 1).expect("backward_multi, dX shifted");
+        assert_eq!(bits(&aligned.dx), bits(&shifted.dx), "dX at an aligned base against 1 element in, {mode:?}");
+    }
+}
+
+#[test]
+fn big_dx_tile_direct_store_f16() {
+    big_dx_tile_direct_store::<f16>();
 }
 
 /// The 128x128 tile: 13 x 13 tiles (ragged by 4), 2 on the busiest of 108

@@ -154,6 +154,20 @@ pub fn run<T: LoraDType>(
     initial: &Initial<T>,
     mode: GradMode,
 ) -> Result<(Got<T>, AdapterStatus), LoraError> {
+    run_dx_at(dev, case, api, keep_p, initial, mode, 0)
+}
+
+/// `run` with dX written `dx_offset` elements into its buffer (a base that
+/// need not be aligned); asserts the NaN poison before it stays untouched.
+pub fn run_dx_at<T: LoraDType>(
+    dev: &Device,
+    case: &Case<T>,
+    api: Api,
+    keep_p: bool,
+    initial: &Initial<T>,
+    mode: GradMode,
+    dx_offset: usize,
+) -> Result<(Got<T>, AdapterStatus), LoraError> {
     let stream = &dev.stream;
     let (x, w, a, b, p, dy) = (
         upload(stream, &case.x),
@@ -164,8 +178,10 @@ pub fn run<T: LoraDType>(
         upload(stream, &case.dy),
     );
     let index = upload(stream, &case.index);
+    let mut dx_then_initial = vec![T::nan(); dx_offset];
+    dx_then_initial.extend_from_slice(&initial.dx);
     let (mut da, mut db, mut dx): (CudaSlice<T>, CudaSlice<T>, CudaSlice<T>) =
-        (upload(stream, &initial.da), upload(stream, &initial.db), upload(stream, &initial.dx));
+        (upload(stream, &initial.da), upload(stream, &initial.db), upload(stream, &dx_then_initial));
     let mut g = upload(stream, &vec![T::nan(); case.m * case.r_max]);
     let linear = Linear { weight: w.as_view(), bias: None, n: case.n, k: case.k };
     let inputs =
@@ -174,7 +190,7 @@ pub fn run<T: LoraDType>(
     let mut out = BackwardOutput {
         da: da.as_view_mut(),
         db: db.as_view_mut(),
-        dx: dx.as_view_mut(),
+        dx: dx.slice_mut(dx_offset..),
         g: Some(g.as_view_mut()),
         mode,
     };
@@ -195,12 +211,9 @@ pub fn run<T: LoraDType>(
             dev.kernels.backward_multi(stream, &inputs, &linear, &stack, &mut rows, &mut out)?;
         }
     }
-    let got = Got {
-        g: download(stream, &g),
-        da: download(stream, &da),
-        db: download(stream, &db),
-        dx: download(stream, &dx),
-    };
+    let mut dx = download(stream, &dx);
+    assert!(dx.drain(..dx_offset).all(|v| v.to_f64().is_nan()), "dX written before its view");
+    let got = Got { g: download(stream, &g), da: download(stream, &da), db: download(stream, &db), dx };
     Ok((got, status))
 }
 
