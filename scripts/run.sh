@@ -98,7 +98,8 @@ case "$what" in
             --skip big_tile_same_bits --skip wide_tile_same_bits --skip fused_decode \
             --skip fused_multi_decode --skip shrink_wide_rank_tile_same_bits \
             --skip big_dx_tile --skip big_dx_with_da --skip small_dx_with_da_in_last_row \
-            --skip wide_rank_tiles --skip many_rows
+            --skip wide_rank_tiles --skip many_rows \
+            --skip wide_dx_tile --skip wide_dx_with_da_warp_mode
         # The GPU report's dry run: each of its steps on the emulator, small —
         # the benches in criterion's test mode (every case's variants once, on
         # small stand-in shapes, checked against the reference), the modeled
