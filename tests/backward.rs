@@ -10,7 +10,8 @@ mod device;
 mod forward_support;
 
 use backward_support::{
-    assert_row_order_free, check_against_reference, last_kernel, run, run_dx_at, Api, Case, Initial, RowOrder,
+    assert_row_order_free, check_against_reference, dx_with_da_rows_free, last_kernel, run, run_dx_at, Api, Case,
+    Initial, RowOrder,
 };
 use cudarc::driver::sys::CUdevice_attribute;
 use forward_support::{download, row_indices, upload, Mix};
@@ -404,37 +405,6 @@ fn row_tile_bits<T: LoraDType>(
     }
 }
 
-/// dA's CTAs inside the launch of dX's 128-row `tile` ("128x128" or
-/// "128x64"; its last grid column; dA's tiles 64 rank columns wide where
-/// r_max, the largest of `ranks`, is past 32): M = 2300, K = `k` (ragged), N
-/// = 104, the adapters `ranks` scattered over the rows, against the
-/// reference; then the same rows sorted by adapter give dA, dB and (row for
-/// row) dX and G bit for bit. Nine adapters: warp mode (each of a CTA's 4
-/// warps walks an adapter of its own); two: the 4 warps split one
-/// adapter's rows.
-fn big_dx_with_da<T: LoraDType>(tile: &str, k: usize, ranks: &[usize]) {
-    let Some(dev) = device::device() else { return };
-    let (m, n) = (2300, 104);
-    let r_max = *ranks.iter().max().expect("ranks");
-    let index = row_indices(Mix::Unsorted, m, ranks.len(), 990);
-    let mut case = Case::<T>::new(m, k, n, ranks, r_max, index, 991);
-    case.poison_padding();
-    let (scattered, _) =
-        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
-    if let Some(name) = last_kernel() {
-        // r_max = 40: dA's tiles 64 rank columns wide (X staged once for both halves).
-        let wide = format!("_{tile}{}", if r_max > 32 { "_r64" } else { "" });
-        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with(&wide), "dX with dA: {name}");
-    }
-    check_against_reference(&format!("dA in dX's {tile} launch, ranks {ranks:?}"), &case, &scattered, None);
-
-    let order = RowOrder::by_index(&case);
-    let sorted = case.with_rows(&order);
-    let (grouped, _) =
-        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
-    assert_row_order_free(&case, &scattered, &grouped, &order, true);
-}
-
 /// dA in the launch of dX's 128-row `tile` past rank 32 with one adapter
 /// (no row indices: the rows in order, staged at addresses that advance by
 /// constants instead of gathered through the permutation): `(m, k)` ragged
@@ -619,19 +589,19 @@ const WARP_MODE_RANKS: &[usize] = &[8, 16, 1, 12, 3, 16, 5, 9, 2];
 /// busiest SM; 128x64 would put 4).
 #[test]
 fn big_dx_with_da_warp_mode_f16() {
-    big_dx_with_da::<f16>("128x128", 1100, WARP_MODE_RANKS);
+    dx_with_da_rows_free::<f16>("128x128", (2300, 1100), WARP_MODE_RANKS);
 }
 
 #[test]
 fn big_dx_with_da_split_bf16() {
-    big_dx_with_da::<bf16>("128x128", 1100, &[40, 17]);
+    dx_with_da_rows_free::<bf16>("128x128", (2300, 1100), &[40, 17]);
 }
 
 /// 128x64: K = 760 (18 x 12 tiles and dA's column: 234 CTAs, 3 on the
 /// busiest SM, all resident; 128x128 2 of 4 warps, 64x64 5).
 #[test]
 fn wide_dx_with_da_warp_mode_bf16() {
-    big_dx_with_da::<bf16>("128x64", 760, WARP_MODE_RANKS);
+    dx_with_da_rows_free::<bf16>("128x64", (2300, 760), WARP_MODE_RANKS);
 }
 
 /// G with dB, and dA, on 64 rank columns (the `_r64` kernels: 6 and 4 warps,

@@ -19,7 +19,7 @@ use fused_lora::{
 
 use crate::common::assert_close_2d;
 use crate::device::Device;
-use crate::forward_support::{download, poison_padding, random, upload};
+use crate::forward_support::{download, poison_padding, random, row_indices, upload, Mix};
 
 /// One backward problem on the host, stacked form (one adapter: L = 1).
 pub struct Case<T> {
@@ -335,4 +335,34 @@ pub fn assert_row_order_free<T: LoraDType>(
         assert_eq!(bits(&reordered.da), bits(&got.da), "dA whatever the row order");
         assert_eq!(bits(&reordered.dx), bits(&order.rows(&got.dx, case.k)), "dX row for row");
     }
+}
+
+/// dA's CTAs inside the launch of dX's 128-row `tile` ("128x128" or
+/// "128x64"; its last grid column; dA's tiles 64 rank columns wide where
+/// r_max, the largest of `ranks`, is past 32): `(m, k)` (ragged), N = 104,
+/// the adapters `ranks` scattered over the rows, against the reference; then the same rows sorted by adapter give dA, dB and (row for
+/// row) dX and G bit for bit. Nine adapters: warp mode (each of a CTA's 4
+/// warps walks an adapter of its own); two: the 4 warps split one
+/// adapter's rows.
+pub fn dx_with_da_rows_free<T: LoraDType>(tile: &str, (m, k): (usize, usize), ranks: &[usize]) {
+    let Some(dev) = crate::device::device() else { return };
+    let n = 104;
+    let r_max = *ranks.iter().max().expect("ranks");
+    let index = row_indices(Mix::Unsorted, m, ranks.len(), 990);
+    let mut case = Case::<T>::new(m, k, n, ranks, r_max, index, 991);
+    case.poison_padding();
+    let (scattered, _) =
+        run(&dev, &case, Api::Multi, true, &Initial::nan(&case), GradMode::Overwrite).expect("backward_multi");
+    if let Some(name) = last_kernel() {
+        // r_max = 40: dA's tiles 64 rank columns wide (X staged once for both halves).
+        let wide = format!("_{tile}{}", if r_max > 32 { "_r64" } else { "" });
+        assert!(name.starts_with("lora_backward_dx_da_") && name.ends_with(&wide), "dX with dA: {name}");
+    }
+    check_against_reference(&format!("dA in dX's {tile} launch, ranks {ranks:?}"), &case, &scattered, None);
+
+    let order = RowOrder::by_index(&case);
+    let sorted = case.with_rows(&order);
+    let (grouped, _) =
+        run(&dev, &sorted, Api::Multi, true, &Initial::nan(&sorted), GradMode::Overwrite).expect("backward_multi");
+    assert_row_order_free(&case, &scattered, &grouped, &order, true);
 }
