@@ -571,28 +571,13 @@ template <typename T, typename Sh = rank_side::Shared> __device__ void da(const 
 // dA's tiles in the last grid column (or row) of a dX launch: its CTA `cta`
 // of `ctas` takes tiles cta, cta + ctas, ... (p.da_ctas per rank tile of
 // DaShared::kHalves x 32 columns, rank tile after rank tile) on its 4 warps,
-// in the shared memory `sm`. kDb (the 128x128 launch): then dB's tiles in
-// the same sequence after dA's (p.db_ctas per rank tile, 0 for none): dB =
-// s.dY^T.P needs no G, so where dX's launch takes them the launch before
-// computes G alone. Both are rank_side::rank_grad on the same tiles (dB's
-// wide side N where dA's is K), so a CTA's tiles cost alike whichever it
-// takes.
-template <typename T, typename DaShared, bool kDb = false, typename DbShared = DaShared>
+// in the shared memory `sm`.
+template <typename T, typename DaShared>
 __device__ void da_cta(const LoraBwdParams& p, DaShared& sm, int cta, int ctas) {
     constexpr int kRankCols = LORA_BWD_RANK_TILE * DaShared::kHalves;
     const int rank_tiles = (p.r_max + kRankCols - 1) / kRankCols;
-    const int da_tiles = p.da_ctas * rank_tiles;
-    const int tiles = da_tiles + (kDb ? p.db_ctas * rank_tiles : 0);
-    for (int at = cta; at < tiles; at += ctas) {
-        if (!kDb || at < da_tiles) {
-            rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
-        } else if constexpr (kDb) {
-            static_assert(sizeof(DbShared) <= sizeof(DaShared) && DbShared::kHalves == DaShared::kHalves,
-                          "dB's tiles in dA's shared memory, on the same rank tiles");
-            const int db_at = at - da_tiles;
-            rank_side::rank_grad<T, false>(p, *reinterpret_cast<DbShared*>(&sm), db_at % p.db_ctas,
-                                           db_at / p.db_ctas, p.db);
-        }
+    for (int at = cta; at < p.da_ctas * rank_tiles; at += ctas) {
+        rank_side::rank_grad<T, true>(p, sm, at % p.da_ctas, at / p.da_ctas, p.da);
         // The next tile's copies reuse the shared memory the epilogue read.
         __syncthreads();
     }
@@ -603,9 +588,7 @@ template <typename T, int kH = 1, int kV = 1> __device__ void dx_da(const LoraBw
         using DaShared = rank_side::SharedOf<Tile128::kThreads / 32, kH, kV>;
         static_assert(sizeof(DaShared) <= LORA_BWD_BIG_SHARED_BYTES, "dA's tiles fit in dX's launch's reservation");
         extern __shared__ __align__(16) unsigned char dynamic_shared[];
-        // dB's tiles 32 N columns wide.
-        using DbShared = rank_side::SharedOf<Tile128::kThreads / 32, kH, 1>;
-        da_cta<T, DaShared, true, DbShared>(p, *reinterpret_cast<DaShared*>(dynamic_shared), blockIdx.y, gridDim.y);
+        da_cta<T>(p, *reinterpret_cast<DaShared*>(dynamic_shared), blockIdx.y, gridDim.y);
         return;
     }
     row_gemm<T, true, Tile128, false>(p, 1);

@@ -126,13 +126,10 @@ typedef struct LoraBwdParams {
     int32_t g_tiles;        /* lora_backward_g_db: CTAs (along x) of G, before dB's */
     int32_t rank_warp_mode; /* dB, dA: 0: a CTA's warps share one adapter's rows; nonzero: each
                                warp takes an adapter of its own (many adapters of few rows) */
-    /* lora_backward_dx_da_<T>_128x128: dX with dA's CTAs (and dB's tiles) in the same launch. */
+    /* lora_backward_dx_da_<T>_128x128: dX with dA's CTAs in the same launch. */
     uint64_t da;            /* [L, r_max, k] T: dA */
-    uint64_t db;            /* [L, n, r_max] T: dB, where db_ctas > 0 */
     int32_t da_ctas;        /* dA's tiles per rank tile (k tiles x adapters, or adapter groups in warp mode),
                                taken by the grid's last column */
-    int32_t db_ctas;        /* dB's tiles per rank tile (n tiles x adapters, or adapter groups), taken by
-                               the same column after dA's; 0: none (lora_backward_g_db computes dB) */
 } LoraBwdParams;
 
 #endif

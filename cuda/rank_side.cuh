@@ -478,7 +478,7 @@ __device__ void rank_grad(const LoraBwdParams& p, Sh& sm, int index, int rank_ti
     constexpr int kH = Sh::kHalves;
     // Wide tiles of 32 columns per warp tile (2: dA's `_r64` CTAs in dX's launch).
     constexpr int kV = Sh::kWideTiles;
-    static_assert(kV == 1 || Geometry<T>::kMma, "two wide tiles: f16/bf16");
+    static_assert(kV == 1 || (kDa && Geometry<T>::kMma), "two wide tiles: dA in f16/bf16");
     using Geo = Geometry<T>;
     constexpr int kStep = Geo::kStep;
     constexpr int kChunk = Geo::kChunk;

@@ -98,13 +98,11 @@ pub struct LoraBwdParams {
     pub g_tiles: i32,
     pub rank_warp_mode: i32,
     pub da: u64,
-    pub db: u64,
     pub da_ctas: i32,
-    pub db_ctas: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LoraBwdParams"][::std::mem::size_of::<LoraBwdParams>() - 240usize];
+    ["Size of LoraBwdParams"][::std::mem::size_of::<LoraBwdParams>() - 232usize];
     ["Alignment of LoraBwdParams"][::std::mem::align_of::<LoraBwdParams>() - 8usize];
     ["Offset of field: LoraBwdParams::dy"][::std::mem::offset_of!(LoraBwdParams, dy) - 0usize];
     ["Offset of field: LoraBwdParams::x"][::std::mem::offset_of!(LoraBwdParams, x) - 8usize];
@@ -142,9 +140,7 @@ const _: () = {
     ["Offset of field: LoraBwdParams::rank_warp_mode"]
         [::std::mem::offset_of!(LoraBwdParams, rank_warp_mode) - 212usize];
     ["Offset of field: LoraBwdParams::da"][::std::mem::offset_of!(LoraBwdParams, da) - 216usize];
-    ["Offset of field: LoraBwdParams::db"][::std::mem::offset_of!(LoraBwdParams, db) - 224usize];
-    ["Offset of field: LoraBwdParams::da_ctas"][::std::mem::offset_of!(LoraBwdParams, da_ctas) - 232usize];
-    ["Offset of field: LoraBwdParams::db_ctas"][::std::mem::offset_of!(LoraBwdParams, db_ctas) - 236usize];
+    ["Offset of field: LoraBwdParams::da_ctas"][::std::mem::offset_of!(LoraBwdParams, da_ctas) - 224usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

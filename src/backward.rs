@@ -338,29 +338,6 @@ pub(crate) fn fused_da_wide(r_max: usize) -> usize {
     }
 }
 
-/// Whether dX's 128×128 launch, which takes dA's tiles (`FusedDa::Big`),
-/// also takes dB's (a prototype, counted in docs/performance.md, "dB inside
-/// dX's launch"): `n / 32` tiles per rank tile and adapter group (32 N
-/// columns by `fused_da_cols` rank columns), after dA's `k / fused_da_wide`,
-/// where the two together leave each CTA of the launch's last column (one
-/// per 128-row tile row) at most [`DA_TILES_PER_DX_ROW`] of them. dB =
-/// s·dYᵀ·P needs no G, so G's launch then runs G alone: no CTA of it
-/// re-reads P. A function of the shape alone: dB's bits (4 warps' partials
-/// in warp order, where G with dB's CTAs add 6 or 8) are fixed for a shape
-/// and device.
-pub(crate) fn big_dx_takes_db(m: usize, n: usize, k: usize, r_max: usize, groups: usize, enabled: bool) -> bool {
-    let wide = fused_da_wide(r_max);
-    let rank_tiles = r_max.div_ceil(fused_da_cols(r_max).0);
-    let tiles = (k.div_ceil(wide) + n.div_ceil(RANK_TILE)) * groups * rank_tiles;
-    enabled && tiles.div_ceil(m.div_ceil(BIG_TILE_ROWS)) <= DA_TILES_PER_DX_ROW
-}
-
-/// The prototype's switch, for counting both ways in one build:
-/// FUSED_LORA_DB_IN_DX=0 keeps dB with G.
-fn db_in_dx_enabled() -> bool {
-    std::env::var("FUSED_LORA_DB_IN_DX").map_or(true, |v| v != "0")
-}
-
 /// The same for dX's 64×64 launch (one dA CTA per 64-row tile row): half
 /// the 128×128 limit, a 64×64 dX tile staging half the bytes of a 128×128
 /// one per reduction step (2048 × 1024 × 1024: 1 at r = 16, 2 at r = 64;
@@ -820,7 +797,10 @@ impl LoraKernels {
                 (kernel, ctas_per_group * groups_of(warps), r_max.div_ceil(cols) as u32)
             };
             let params = LoraBwdParams { rank_warp_mode: i32::from(warp_mode), ..params };
+            let (g_db_kernel, db_ctas, g_db_rank_tiles) = grad_launch("g_db", n.div_ceil(RANK_TILE), g_ctas);
             let (da_kernel, da_ctas, da_rank_tiles) = grad_launch("da", k.div_ceil(RANK_TILE), 0);
+            let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
+            self.launch_rank_side(stream, &g_db_kernel, g_db, ((g_ctas + db_ctas) as u32, g_db_rank_tiles, 1))?;
             let dx_params = LoraBwdParams { out: dx_span.start, ..params };
             // dA's CTAs in dX's launch have 4 warps: in warp mode, 4 adapters to a tile.
             let fused_groups = if warp_mode { num_adapters.div_ceil(BIG_TILE_WARPS) } else { num_adapters };
@@ -840,37 +820,16 @@ impl LoraKernels {
                 scale: base.scale,
                 accumulate: out.mode == GradMode::Accumulate,
             };
-            let hopper = single && self.dx_takes_hopper(&hopper_dx, T::DTYPE)?;
-            let place = if hopper { None } else { Self::dx_takes_da::<T>(&dx_params, fused_da_ctas, sms) };
-            // dB's tiles in dX's 128x128 launch, after dA's, where they fit
-            // (`big_dx_takes_db`); G's launch then runs G alone.
-            let fused_db_ctas = n.div_ceil(RANK_TILE) * fused_groups;
-            let db_in_dx =
-                place == Some(FusedDa::Big) && big_dx_takes_db(m, n, k, r_max, fused_groups, db_in_dx_enabled());
-            if db_in_dx {
-                let (g_kernel, _, g_rank_tiles) = grad_launch("g_db", 0, g_ctas);
-                let g = LoraBwdParams { out: 0, g_tiles: g_ctas as i32, ..params };
-                self.launch_rank_side(stream, &g_kernel, g, (g_ctas as u32, g_rank_tiles, 1))?;
-            } else {
-                let (g_db_kernel, db_ctas, g_db_rank_tiles) = grad_launch("g_db", n.div_ceil(RANK_TILE), g_ctas);
-                let g_db = LoraBwdParams { out: db_span.start, g_tiles: g_ctas as i32, ..params };
-                self.launch_rank_side(stream, &g_db_kernel, g_db, ((g_ctas + db_ctas) as u32, g_db_rank_tiles, 1))?;
-            }
-            if hopper {
+            if single && self.dx_takes_hopper(&hopper_dx, T::DTYPE)? {
                 let da = LoraBwdParams { out: da_span.start, ..params };
                 self.launch_rank_side(stream, &da_kernel, da, (da_ctas as u32, da_rank_tiles, 1))?;
                 self.launch_hopper_dx::<T>(stream, &hopper_dx)?;
-            } else if let Some(place) = place {
+            } else if let Some(place) = Self::dx_takes_da::<T>(&dx_params, fused_da_ctas, sms) {
                 let dx_da = LoraBwdParams { da: da_span.start, ..dx_params };
                 // The 128x128 launch's dA tiles are 64 K columns wide past rank 32 (`fused_da_wide`).
                 let launch_da_ctas = match place {
                     FusedDa::Big => k.div_ceil(fused_da_wide(r_max)) * fused_groups,
                     FusedDa::SmallColumn | FusedDa::SmallRow => fused_da_ctas,
-                };
-                let dx_da = if db_in_dx {
-                    LoraBwdParams { db: db_span.start, db_ctas: fused_db_ctas as i32, ..dx_da }
-                } else {
-                    dx_da
                 };
                 self.launch_dx_da::<T>(stream, dx_da, launch_da_ctas, place)?;
             } else {
