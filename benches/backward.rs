@@ -9,10 +9,12 @@
 //! and with 32 adapters scattered over the rows (`shapes::scattered_rows`) at
 //! M = 256 and 4096: next to the one-adapter case of the same M, what a
 //! scattered batch costs.
-//! dX's two tiles: the training-sized cases take its 128×128 kernel, the
-//! decode-sized ones the 64×64; a square 1024→1024 projection at M = 1024
-//! and 2048 (r = 16) sits on each side of the tile heuristic's threshold
-//! (`shapes::DX_TILE_PROJECTION`), so a GPU run can check where it lies.
+//! dX's three tiles: the projections at M = 4096 take its 128×128 kernel,
+//! the decode-sized cases the 64×64; a square 1024→1024 projection at
+//! M = 1024 and 2048 (r = 16) sits on each side of a change of tile
+//! (`shapes::DX_TILE_PROJECTION`: 64×64, then 128×64 on an A100), as does
+//! 2048 × 1024 × 1024 (`shapes::SQUARE_SHAPES`), so a GPU run can check
+//! where the rule's thresholds lie.
 //!
 //! Throughput is counted in FLOPs (`2MNK` for dY·W0 plus `4MNr + 4MrK` for
 //! the adapter's four GEMMs); the stream is synchronised inside each timed

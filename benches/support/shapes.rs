@@ -21,12 +21,12 @@ pub const SQUARE_SHAPES: &[(&str, usize, usize, usize)] =
 pub const REPORT_TOKENS: &[usize] = &[16, 4096];
 /// Adapter ranks the benches and the report cover.
 pub const RANKS: &[usize] = &[16, 64];
-/// (name, K, N) and tokens of the backward cases on each side of the
+/// (name, K, N) and tokens of the backward cases on each side of a
 /// change of dX's tile (src/backward.rs, `dx_tile`; docs/performance.md):
 /// with K = N = 1024, M = 1024 has 64 tiles of 128 x 128 (the 64 x 64
-/// kernel on every device), M = 2048 has 128 (the 128 x 128 kernel on
-/// A100's 108 SMs, 64 x 64 on H100's 132). At M = 2048 and 4096 the
-/// Llama-3-8B projections take the 128 x 128 kernel everywhere.
+/// kernel on every device), M = 2048 has 128 (the 128 x 64 kernel on an
+/// A100's 108 SMs, 3 CTAs per SM; 64 x 64 on an H100's 132). At M = 4096
+/// the Llama-3-8B projections take the 128 x 128 kernel on both.
 pub const DX_TILE_PROJECTION: (&str, usize, usize) = ("square 1024->1024", 1024, 1024);
 pub const DX_TILE_TOKENS: &[usize] = &[1024, 2048];
 
