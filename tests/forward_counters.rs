@@ -238,7 +238,7 @@ fn steady_state_big<T: LoraDType>() {
     }
     let small = steady_state_of::<T>(&dev, 128, 128, SMALL);
     let big = steady_state_of::<T>(&dev, BIG_SHAPE.0, BIG_SHAPE.1, BIG);
-    PerMma::assert_big_tile_saves(&small, &big);
+    PerMma::assert_tile_saves(&small, &big, 0.5, 0.55);
 }
 
 /// The 128x64 tile's steady state: a staged row of X feeds 64 columns
@@ -255,18 +255,7 @@ fn steady_state_wide<T: LoraDType>() {
     }
     let small = steady_state_of::<T>(&dev, 128, 128, SMALL);
     let wide = steady_state_of::<T>(&dev, WIDE_SHAPE.0, WIDE_SHAPE.1, WIDE);
-    assert!(
-        wide.sectors <= 0.75 * small.sectors + 1e-9,
-        "load sectors per mma {:.3} vs {:.3}",
-        wide.sectors,
-        small.sectors
-    );
-    assert!(
-        wide.wavefronts <= 0.75 * small.wavefronts + 1e-9,
-        "shared wavefronts per mma {:.3} vs {:.3}",
-        wide.wavefronts,
-        small.wavefronts
-    );
+    PerMma::assert_tile_saves(&small, &wide, 0.75, 0.75);
     assert!(wide.warp < small.warp, "warp instructions per mma {:.3} vs {:.3}", wide.warp, small.warp);
 }
 

@@ -156,41 +156,23 @@ impl PerMma {
         (per, mma)
     }
 
-    /// What a 128x128 tile saves against a 64x64 one: each staged element
-    /// feeds twice the mma, so at most half the load sectors and (with the
-    /// copies' share) 55 % of the shared wavefronts per mma.
+    /// What a bigger tile saves against a 64x64 one (`small`): at most
+    /// `sectors` times its load sectors and `wavefronts` times its shared
+    /// wavefronts per mma. Each staged element of a 128x128 tile feeds twice
+    /// the mma (0.5, and with the copies' share 0.55); of a 128x64 tile each
+    /// left element twice, each right one as many (0.75, 0.75 to 0.8).
     #[track_caller]
-    pub fn assert_big_tile_saves(small: &PerMma, big: &PerMma) {
+    pub fn assert_tile_saves(small: &PerMma, tile: &PerMma, sectors: f64, wavefronts: f64) {
         assert!(
-            big.sectors <= 0.5 * small.sectors + 1e-9,
+            tile.sectors <= sectors * small.sectors + 1e-9,
             "load sectors per mma {:.3} vs {:.3}",
-            big.sectors,
+            tile.sectors,
             small.sectors
         );
         assert!(
-            big.wavefronts <= 0.55 * small.wavefronts,
+            tile.wavefronts <= wavefronts * small.wavefronts + 1e-9,
             "shared wavefronts per mma {:.3} vs {:.3}",
-            big.wavefronts,
-            small.wavefronts
-        );
-    }
-
-    /// What a 128x64 tile saves against a 64x64 one: each staged left
-    /// element feeds twice the mma, each right one as many, so at most three
-    /// quarters of the load sectors and (with the copies' share) 80 % of the
-    /// shared wavefronts per mma.
-    #[track_caller]
-    pub fn assert_wide_tile_saves(small: &PerMma, wide: &PerMma) {
-        assert!(
-            wide.sectors <= 0.75 * small.sectors + 1e-9,
-            "load sectors per mma {:.3} vs {:.3}",
-            wide.sectors,
-            small.sectors
-        );
-        assert!(
-            wide.wavefronts <= 0.8 * small.wavefronts,
-            "shared wavefronts per mma {:.3} vs {:.3}",
-            wide.wavefronts,
+            tile.wavefronts,
             small.wavefronts
         );
     }
