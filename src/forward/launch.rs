@@ -312,14 +312,16 @@ pub(crate) fn takes_fused_p(
     half: bool,
     dropped: bool,
 ) -> bool {
-    let chunk = 8;
-    let served = half
-        && !dropped
-        && r % chunk == 0
-        && r <= LORA_FWD_FUSED_P_MAX_RANK as usize
-        && m >= LORA_FWD_FUSED_P_TILE_M as usize
-        && k_splits(multiprocessors, m, n, k) == 1;
-    served && fused_p_models_faster(multiprocessors, m, n, k, 0.0)
+    r <= LORA_FWD_FUSED_P_MAX_RANK as usize
+        && fused_p_serves(multiprocessors, m, n, k, r, half, dropped)
+        && fused_p_models_faster(multiprocessors, m, n, k, 0.0)
+}
+
+/// What both fused-P tiles serve, whatever the rank's bound: f16/bf16
+/// without dropout, a rank of whole 16-byte chunks, M of at least one
+/// 128-row tile and K unsplit.
+fn fused_p_serves(multiprocessors: usize, m: usize, n: usize, k: usize, r: usize, half: bool, dropped: bool) -> bool {
+    half && !dropped && r % 8 == 0 && m >= LORA_FWD_FUSED_P_TILE_M as usize && k_splits(multiprocessors, m, n, k) == 1
 }
 
 /// Whether the fused-P tile's busiest SM over K, plus `extra_per_cta` SM
@@ -368,16 +370,11 @@ pub(crate) fn takes_fused_p_cluster(
     sm90: bool,
 ) -> bool {
     let cluster = LORA_FWD_FUSED_P_CLUSTER as usize;
-    let served = sm90
-        && half
-        && !dropped
-        && r % 8 == 0
-        && r > LORA_FWD_FUSED_P_MAX_RANK as usize
+    sm90 && r > LORA_FWD_FUSED_P_MAX_RANK as usize
         && r <= LORA_FWD_FUSED_P_MAX_RANK as usize * cluster
-        && m >= LORA_FWD_FUSED_P_TILE_M as usize
         && n.div_ceil(LORA_FWD_FUSED_P_TILE_N as usize) % cluster == 0
-        && k_splits(multiprocessors, m, n, k) == 1;
-    served && fused_p_models_faster(multiprocessors, m, n, k, CLUSTER_EXTRA_CLOCKS)
+        && fused_p_serves(multiprocessors, m, n, k, r, half, dropped)
+        && fused_p_models_faster(multiprocessors, m, n, k, CLUSTER_EXTRA_CLOCKS)
 }
 
 /// What both fused-P tiles need of an EXPAND-mode `params` besides the
