@@ -1,8 +1,10 @@
 //! A kernel's real registers and static shared memory, as ptxas reports them
 //! for one architecture (`ptxas -arch=sm_XX -v`). ptxas is looked for as
 //! `$PTX_EMU_PTXAS`, else `ptxas` on `PATH` (scripts/setup.sh puts the
-//! toolchain's there). Each module text is compiled once per architecture
-//! and process; the answers are cached in memory.
+//! toolchain's there). Each kernel is compiled alone (its module with every
+//! other entry left out: the crate's backward module is 31 MB of 43 entries,
+//! 20 s of ptxas whole and about a tenth of a second per entry), once per
+//! architecture and process; the answers are cached in memory.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -18,10 +20,13 @@ pub struct PtxasEntry {
     pub static_shared_bytes: u32,
 }
 
-type Report = Result<HashMap<String, PtxasEntry>, String>;
+type Report = Result<PtxasEntry, String>;
 
-fn cache() -> &'static Mutex<HashMap<(u64, String), Report>> {
-    static CACHE: OnceLock<Mutex<HashMap<(u64, String), Report>>> = OnceLock::new();
+/// Keyed by the module text's hash, the architecture and the entry.
+type Key = (u64, String, String);
+
+fn cache() -> &'static Mutex<HashMap<Key, Report>> {
+    static CACHE: OnceLock<Mutex<HashMap<Key, Report>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -48,20 +53,15 @@ pub fn entry(ptx: &str, arch: &str, kernel: &str) -> Result<PtxasEntry, String> 
     let arch = &specific_arch(ptx, arch);
     let mut h = DefaultHasher::new();
     ptx.hash(&mut h);
-    let key = (h.finish(), arch.to_string());
+    let key = (h.finish(), arch.to_string(), kernel.to_string());
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
-    let report = cache.entry(key.clone()).or_insert_with(|| run(ptx, arch, key.0));
-    match report {
-        Ok(entries) => {
-            entries.get(kernel).copied().ok_or_else(|| format!("ptxas reported no entry {kernel} for {arch}"))
-        }
-        Err(e) => Err(e.clone()),
-    }
+    cache.entry(key.clone()).or_insert_with(|| run(ptx, arch, kernel, key.0)).clone()
 }
 
-fn run(ptx: &str, arch: &str, hash: u64) -> Report {
-    let path = std::env::temp_dir().join(format!("ptx-emu-{}-{hash:016x}-{arch}.ptx", std::process::id()));
-    std::fs::write(&path, ptx).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+fn run(ptx: &str, arch: &str, kernel: &str, hash: u64) -> Report {
+    let alone = only_entry(ptx, kernel).ok_or_else(|| format!("the module has no entry {kernel}"))?;
+    let path = std::env::temp_dir().join(format!("ptx-emu-{}-{hash:016x}-{arch}-{kernel}.ptx", std::process::id()));
+    std::fs::write(&path, alone).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let output = Command::new(ptxas_program())
         .arg(format!("-arch={arch}"))
         .arg("-v")
@@ -74,9 +74,54 @@ fn run(ptx: &str, arch: &str, hash: u64) -> Report {
     let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let first = text.lines().find(|l| l.contains("error")).unwrap_or("").trim().to_string();
-        return Err(format!("ptxas -arch={arch} failed: {first}"));
+        return Err(format!("ptxas -arch={arch} failed on {kernel}: {first}"));
     }
-    Ok(parse(&text))
+    parse(&text).remove(kernel).ok_or_else(|| format!("ptxas reported no entry {kernel} for {arch}"))
+}
+
+/// The name a line declares an entry of (`.visible .entry name(`), if it does.
+fn entry_name(line: &str) -> Option<&str> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut tokens = code.split_whitespace();
+    tokens.find(|t| *t == ".entry")?;
+    tokens.next().map(|t| t.split('(').next().unwrap_or(t))
+}
+
+/// `ptx` with every entry but `kernel` left out (declaration and body, up to
+/// the brace that closes the body); globals and `.func`s stay. None when no
+/// entry is named `kernel`.
+fn only_entry(ptx: &str, kernel: &str) -> Option<String> {
+    let mut kept = String::with_capacity(ptx.len().min(1 << 22));
+    let mut found = false;
+    // Inside an entry left out: its brace depth, and whether its body opened.
+    let mut skipping: Option<(i64, bool)> = None;
+    for line in ptx.split_inclusive('\n') {
+        if skipping.is_none() {
+            match entry_name(line) {
+                Some(name) if name == kernel => found = true,
+                Some(_) => skipping = Some((0, false)),
+                None => {}
+            }
+        }
+        let Some((depth, opened)) = skipping.as_mut() else {
+            kept.push_str(line);
+            continue;
+        };
+        for c in line.split("//").next().unwrap_or("").chars() {
+            match c {
+                '{' => {
+                    *depth += 1;
+                    *opened = true;
+                }
+                '}' => *depth -= 1,
+                _ => {}
+            }
+        }
+        if *opened && *depth == 0 {
+            skipping = None;
+        }
+    }
+    found.then_some(kept)
 }
 
 /// Entries of `ptxas -v` output: "Compiling entry function 'k' for 'sm_80'"
@@ -123,6 +168,21 @@ mod tests {
         let e = parse(text);
         assert_eq!(e["a"], PtxasEntry { registers: 96, static_shared_bytes: 0 });
         assert_eq!(e["b"], PtxasEntry { registers: 40, static_shared_bytes: 4352 });
+    }
+
+    #[test]
+    fn one_entry_is_kept_with_the_module_around_it() {
+        let ptx = ".version 8.0\n.target sm_80\n.global .align 4 .u32 g;\n\
+            .func helper()\n{\n\tret;\n}\n\
+            // .globl\ta\n.visible .entry a(\n\t.param .u64 p\n)\n.maxntid 128, 1, 1\n{\n\t{ // inline { braces }\n\t.reg .pred q;\n\t}\n\tret;\n}\n\
+            .visible .entry b(\n\t.param .u64 p\n)\n{\n\tret;\n}\n";
+        let a = only_entry(ptx, "a").unwrap();
+        assert!(a.contains(".global .align 4 .u32 g;") && a.contains(".func helper()"), "{a}");
+        assert!(a.contains(".entry a(") && a.contains(".maxntid 128") && !a.contains(".entry b("), "{a}");
+        let b = only_entry(ptx, "b").unwrap();
+        assert!(b.contains(".entry b(") && !b.contains(".entry a(") && !b.contains(".reg .pred q"), "{b}");
+        assert!(b.ends_with("\tret;\n}\n") && b.contains(".func helper()\n{\n\tret;\n}\n"), "{b}");
+        assert_eq!(only_entry(ptx, "c"), None);
     }
 
     #[test]
