@@ -43,6 +43,13 @@
  * one accumulator element of the fragment per thread. The host launches 4, 8
  * or 16 (one, two or four warps per fragment). */
 #define LORA_DECODE_FINISH_WARPS 16
+/* The one-launch form on sm_90 (lora_decode_cluster_<T>, cuda/decode_sm90a.cu):
+ * the K splits of one column tile form a thread-block cluster of this many
+ * CTAs (gridDim.y), summed through distributed shared memory; a CTA's 8 warps
+ * take at most LORA_DECODE_CLUSTER_GROUPS groups of 32 columns (W0's
+ * col_groups, then ceil(slots * r_max / 32) of P's), up to 3 each. */
+#define LORA_DECODE_CLUSTER 8
+#define LORA_DECODE_CLUSTER_GROUPS 24
 /* The widest adapter slot the decode path takes (the finishing CTA keeps
  * P [16, r_max] in shared memory). */
 #define LORA_DECODE_MAX_RANK 256
@@ -71,7 +78,8 @@ typedef struct LoraDecodeParams {
     int32_t slots;         /* adapter slots: min(m, L) */
     int32_t k_splits;      /* gridDim.y of the split GEMM */
     int32_t k_per_split;   /* a multiple of LORA_DECODE_CHUNK */
-    int32_t col_groups;    /* 1, 2, 4 or 8: warp groups of 32 columns per split-GEMM CTA */
+    int32_t col_groups;    /* 1, 2, 4 or 8: warp groups of 32 columns per split-GEMM CTA (the
+                              cluster form: W0's groups, 1..=LORA_DECODE_CLUSTER_GROUPS) */
     int32_t w_tiles;       /* column tiles over W0: ceil(n / (col_groups * LORA_DECODE_COLS)) */
     int32_t slot_tiles;    /* column tiles per slot: ceil(r_max / (col_groups * LORA_DECODE_COLS)) */
 } LoraDecodeParams;

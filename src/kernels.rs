@@ -24,6 +24,10 @@ pub(crate) const OPTIM: KernelFamily = KernelFamily { name: "optim", ptx: crate:
 /// The Hopper fused forward (`cuda/forward_sm90a.cu`, sm_90a PTX): loaded
 /// only on compute capability 9.0 devices, where nothing else would run it.
 pub(crate) const FORWARD_SM90A: KernelFamily = KernelFamily { name: "forward_sm90a", ptx: crate::ptx::FORWARD_SM90A };
+/// The decode forward in one launch, its K splits in clusters
+/// (`cuda/decode_sm90a.cu`, sm_90a PTX), loaded likewise only on compute
+/// capability 9.0.
+pub(crate) const DECODE_SM90A: KernelFamily = KernelFamily { name: "decode_sm90a", ptx: crate::ptx::DECODE_SM90A };
 /// The Hopper dX of the backward (`cuda/backward_dx_sm90a.cu`, sm_90a PTX),
 /// loaded likewise only on compute capability 9.0.
 pub(crate) const BACKWARD_DX_SM90A: KernelFamily =

@@ -212,3 +212,122 @@ fn fused_p_cluster_tile_bf16() {
     // Rank 40: the third CTA's slice half full, the fourth's empty.
     fused_p_cluster_tile::<half::bf16>(&[(4096, 64, 1024, 40, false)]);
 }
+
+/// The decode path in one launch on a 9.0 device (`lora_decode_cluster_<T>`,
+/// cuda/decode_sm90a.cu: the 8 K splits of a column tile as one cluster,
+/// summed through distributed shared memory, P recomputed per column
+/// tile), with the Hopper path off (it is part of the mma.sync path there):
+/// one launch right after a marker, writing Y and P once and no partials
+/// (every distinct input byte read, no other byte written), P and Y against
+/// the reference, the same bits on a rerun. The cases: K ragged against
+/// the splits and stages (K = 4104) and short enough to leave splits empty
+/// (K = 72: 3 of the 8 hold a chunk), N ragged and one row, ranks 1 to 256
+/// (P's columns at the cluster form's limit), one adapter per row over 4
+/// slots (every row its own slot's P), and rows without one. Past that
+/// limit (16 slots of 72) the two launches remain; on a 8.0 device too.
+fn decode_in_one_cluster_launch<T: LoraDType>() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(dev) = device::device_as("90") else { return };
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            std::env::set_var(fused_lora::HOPPER_ENV, "1");
+        }
+    }
+    let _restore = Restore;
+    std::env::set_var(fused_lora::HOPPER_ENV, "0");
+    let stream = &dev.stream;
+    let suffix = T::DTYPE.kernel_suffix();
+    // (m, k, n, ranks, r_max, row adapters, bias)
+    type DecodeCase = (usize, usize, usize, &'static [usize], usize, &'static [i32], bool);
+    let cases: &[DecodeCase] = &[
+        (16, 4104, 1000, &[16], 16, &[0; 16], true),
+        (3, 72, 300, &[64], 64, &[0, 0, 0], false),
+        (1, 136, 77, &[1], 1, &[0], true),
+        (9, 520, 264, &[256], 256, &[0, 0, 0, 0, 0, 0, 0, 0, 0], false),
+        (12, 1032, 520, &[16, 3, 9, 12, 16], 16, &[2, 0, -1, 4, 4, 1, 0, 2, -1, 1, 4, 0], true),
+        (16, 264, 100, &[72; 18], 72, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], true),
+    ];
+    for (i, &(m, k, n, ranks, r_max, index, bias)) in cases.iter().enumerate() {
+        let what = format!("m={m} k={k} n={n} ranks={ranks:?} r_max={r_max} bias={bias}");
+        let seed = 1200 + 10 * i as u64;
+        let l = ranks.len();
+        let mut case = MultiCase::<T> {
+            m,
+            k,
+            n,
+            r_max,
+            x: random(seed, m * k),
+            w: random(seed + 1, n * k),
+            bias: bias.then(|| random(seed + 2, n)),
+            a: random(seed + 3, l * r_max * k),
+            b: random(seed + 4, l * n * r_max),
+            ranks: ranks.to_vec(),
+            scales: (0..l).map(|j| 0.375 * (j as f32 - 1.5)).collect(),
+            index: index.to_vec(),
+        };
+        forward_support::poison_padding(&mut case.a, &mut case.b, ranks, r_max, n, k);
+        // A marker launch (a one-row shrink: grid 1 x 1), then the forward.
+        let (mx, ma) = (forward_support::upload(stream, &case.x[..k]), forward_support::upload(stream, &case.x[..k]));
+        let mut mp = poisoned::<T>(stream, 1);
+        dev.kernels.shrink(stream, &mx.as_view(), &ma.as_view(), 1, &mut mp.as_view_mut()).expect("marker");
+        let (p, y) = case.run(&dev.kernels, stream, None).expect("forward_multi");
+        let slots = index.iter().filter(|&&a| a >= 0).collect::<std::collections::BTreeSet<_>>().len();
+        let one_launch = slots * r_max <= 256;
+        if device::is_emulator() {
+            let launches = device::recent_launch_counters(2).expect("counters");
+            let names: Vec<&str> = launches.iter().map(|c| c["kernel"].as_str().unwrap_or_default()).collect();
+            if one_launch {
+                assert!(names[0].starts_with("lora_rank_shrink"), "{what}: the marker right before: {names:?}");
+                assert_eq!(names[1], format!("lora_decode_cluster_{suffix}"), "{what}: one launch");
+                let json = &launches[1];
+                let elem = T::DTYPE.size_bytes() as u64;
+                assert_eq!(
+                    device::counter(json, "global_bytes_written"),
+                    ((m * n + m * r_max) as u64) * elem,
+                    "{what}"
+                );
+                let used: std::collections::BTreeSet<i32> = index.iter().copied().filter(|&a| a >= 0).collect();
+                let adapter_rows: usize = used.iter().map(|&a| ranks[a as usize]).sum();
+                let inputs = (m * k + n * k + adapter_rows * k + adapter_rows * n + if bias { n } else { 0 }) as u64;
+                // The row indices, and the used adapters' ranks and scales (4 bytes each).
+                let lists = (m + 2 * used.len()) as u64 * 4;
+                assert_eq!(
+                    device::counter(json, "global_bytes_read"),
+                    inputs * elem + lists,
+                    "{what}: distinct bytes read"
+                );
+                assert!(device::counter(json, "cluster_shared_bytes") > 0, "{what}: the splits summed on chip");
+            } else {
+                let two = [format!("lora_decode_gemm_{suffix}"), format!("lora_decode_finish_{suffix}")];
+                assert_eq!(names, two, "{what}: past the cluster form's P columns, two launches");
+            }
+        }
+        assert_close(&format!("P {what}"), &p, &case.p_reference());
+        assert_close(&format!("Y {what}"), &y, &case.y_reference(&p));
+        let (p_again, y_again) = case.run(&dev.kernels, stream, None).expect("forward_multi");
+        let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+        assert!(bits(&p_again) == bits(&p) && bits(&y_again) == bits(&y), "{what}: a rerun differs");
+    }
+
+    if device::is_emulator() {
+        // A fresh context's kernels on a device presenting 8.0: two launches.
+        let Some(dev) = device::device_as("80") else { return };
+        let (m, k, n) = (16, 4104, 1000);
+        let case = case::<T>(m, k, n, 16, true, 1300);
+        let (p, y, kernel) = run(&dev, &case);
+        assert_eq!(kernel.as_deref(), Some(format!("lora_decode_finish_{suffix}").as_str()), "CC 8.0");
+        assert_close("P on CC 8.0", &p, &case.p_reference());
+        assert_close("Y on CC 8.0", &y, &case.y_reference(&p));
+    }
+}
+
+#[test]
+fn decode_in_one_cluster_launch_f16() {
+    decode_in_one_cluster_launch::<half::f16>();
+}
+
+#[test]
+fn decode_in_one_cluster_launch_bf16() {
+    decode_in_one_cluster_launch::<half::bf16>();
+}

@@ -22,6 +22,7 @@ const MODULES: &[(&str, &str, &[&str])] = &[
     ("decode", ptx::DECODE, ANY_AMPERE_OR_LATER),
     ("forward_sm90a", ptx::FORWARD_SM90A, HOPPER_ONLY),
     ("backward_dx_sm90a", ptx::BACKWARD_DX_SM90A, HOPPER_ONLY),
+    ("decode_sm90a", ptx::DECODE_SM90A, HOPPER_ONLY),
 ];
 
 #[test]

@@ -10,11 +10,12 @@ use crate::dtype::LoraDType;
 use crate::error::{LoraError, Result};
 use crate::kernels::{KernelFamily, LoraKernels, FORWARD, FORWARD_SM90A};
 use crate::params::{
-    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK,
-    LORA_DECODE_ROWS, LORA_DECODE_STAGE_K, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N,
-    LORA_FWD_FUSED_P_CLUSTER, LORA_FWD_FUSED_P_MAX_RANK, LORA_FWD_FUSED_P_SHARED_BYTES, LORA_FWD_FUSED_P_THREADS,
-    LORA_FWD_FUSED_P_TILE_M, LORA_FWD_FUSED_P_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K,
-    LORA_FWD_TILE_M, LORA_FWD_TILE_N, LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
+    LoraAdapterMode_LORA_ADAPTER_SHRINK, LoraGemmParams, LoraReduceParams, LORA_DECODE_CHUNK, LORA_DECODE_CLUSTER,
+    LORA_DECODE_CLUSTER_GROUPS, LORA_DECODE_COLS, LORA_DECODE_MAX_RANK, LORA_DECODE_ROWS, LORA_DECODE_STAGE_K,
+    LORA_DECODE_WARPS, LORA_FWD_BIG_SHARED_BYTES, LORA_FWD_BIG_TILE_M, LORA_FWD_BIG_TILE_N, LORA_FWD_FUSED_P_CLUSTER,
+    LORA_FWD_FUSED_P_MAX_RANK, LORA_FWD_FUSED_P_SHARED_BYTES, LORA_FWD_FUSED_P_THREADS, LORA_FWD_FUSED_P_TILE_M,
+    LORA_FWD_FUSED_P_TILE_N, LORA_FWD_REDUCE_THREADS, LORA_FWD_THREADS, LORA_FWD_TILE_K, LORA_FWD_TILE_M,
+    LORA_FWD_TILE_N, LORA_FWD_WIDE_SHARED_BYTES, LORA_FWD_WIDE_TILE_M, LORA_FWD_WIDE_TILE_N,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers and floats, generated from
@@ -129,6 +130,56 @@ pub(crate) fn decode_layout(multiprocessors: usize, l2_bytes: usize, pr: &Decode
         }
     }
     best.map_or(DecodeLayout { groups: 1, splits: 1 }, |(_, layout)| layout)
+}
+
+/// The decode path's one-launch form on sm_90 (`lora_decode_cluster_<T>`,
+/// cuda/decode_sm90a.cu): W0's groups of 32 columns per column tile, or
+/// None where it does not serve the problem (P's columns, `slots × r_max`,
+/// past 256). Each column tile is a cluster of `LORA_DECODE_CLUSTER` K
+/// splits summed on chip and recomputes P, so what it moves beyond W0 is X
+/// and A once per column tile; the tile holds at most
+/// `LORA_DECODE_CLUSTER_GROUPS` groups of W0's and P's columns, at least
+/// one per warp. Among those widths, the one that reads X and A again the
+/// fewest bytes past L2 (the model's rule, as [`decode_layout`]); on a tie
+/// the one leaving the fewest SMs without a CTA, then the one of the fewest
+/// column tiles, the narrowest of those. Deterministic for a shape and
+/// device. On 132 SMs with 50 MB of L2, bf16, M = 16, r = 16: gate/up (W0
+/// 117 MB) 23 groups, 20 column tiles; down 22 groups, 6 tiles; q/o and k/v
+/// (W0 within L2) 7 groups, 19 and 5 tiles.
+pub(crate) fn decode_cluster_groups(multiprocessors: usize, l2_bytes: usize, pr: &DecodeProblem) -> Option<usize> {
+    let cols = LORA_DECODE_COLS as usize;
+    let warps = LORA_DECODE_WARPS as usize;
+    let most = LORA_DECODE_CLUSTER_GROUPS as usize;
+    let p_groups = (pr.slots * pr.r_max).div_ceil(cols);
+    if p_groups > warps {
+        return None;
+    }
+    let footprint = (pr.n * pr.k + pr.m * pr.k + pr.slots * pr.r_max * pr.k) * pr.elem_bytes;
+    let past_l2 = 1.0 - (l2_bytes as f64 / footprint as f64).min(1.0);
+    let reread = ((pr.m + pr.slots * pr.r_max) * pr.k * pr.elem_bytes) as f64;
+    let cluster = LORA_DECODE_CLUSTER as usize;
+    let mut best: Option<((f64, usize, usize), usize)> = None;
+    for groups in warps.saturating_sub(p_groups).max(1)..=most - p_groups {
+        let tiles = pr.n.div_ceil(groups * cols);
+        let key = ((tiles - 1) as f64 * reread * past_l2, multiprocessors.saturating_sub(tiles * cluster), tiles);
+        let better = best.map_or(true, |(b, _)| key.0 < b.0 || (key.0 == b.0 && (key.1, key.2) < (b.1, b.2)));
+        if better {
+            best = Some((key, groups));
+        }
+    }
+    best.map(|(_, groups)| groups)
+}
+
+/// The dynamic shared memory of `lora_decode_cluster_<T>` (as the kernel
+/// lays it out): X's two 512-column stages, or later the CTA's f32 sums of
+/// its W0 and P columns (16 rows, 8 floats of padding each), then P's
+/// rounded rows.
+pub(crate) fn decode_cluster_shared_bytes(w_groups: usize, slots: usize, r_max: usize, elem_bytes: usize) -> usize {
+    let (rows, cols, chunk) = (LORA_DECODE_ROWS as usize, LORA_DECODE_COLS as usize, LORA_DECODE_CHUNK as usize);
+    let x_stages = 2 * rows * (LORA_DECODE_STAGE_K as usize + 32) * elem_bytes;
+    let groups = w_groups + (slots * r_max).div_ceil(cols);
+    let sums = rows * (groups * cols + 8) * 4;
+    x_stages.max(sums) + rows * r_max.div_ceil(chunk) * chunk * elem_bytes
 }
 
 /// Warps per n8 fragment of the decode path's finishing CTA (1, 2 or 4: 4, 8
@@ -609,8 +660,8 @@ impl LoraKernels {
 #[cfg(test)]
 mod tests {
     use super::{
-        decode_layout, finish_copies, forward_tile, k_splits, takes_decode_path, DecodeLayout, DecodeProblem,
-        ForwardTile,
+        decode_cluster_groups, decode_layout, finish_copies, forward_tile, k_splits, takes_decode_path, DecodeLayout,
+        DecodeProblem, ForwardTile,
     };
 
     #[test]
@@ -651,6 +702,26 @@ mod tests {
         // Short K: one split per 512-long stage at most.
         assert_eq!(decode_layout(sms, l2, &llama(520, 100, 16)), layout(1, 2));
         assert_eq!(decode_layout(sms, l2, &llama(64, 8, 1)), layout(1, 1));
+    }
+
+    #[test]
+    fn decode_cluster_groups_by_shape() {
+        let (sms, l2) = (132, 50 << 20);
+        let llama = |k, n, r, slots| DecodeProblem { m: 16, n, k, r_max: r, slots, elem_bytes: 2 };
+        // W0 past L2: the fewest column tiles (X and A read by each), the narrowest of those.
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 14336, 16, 1)), Some(23));
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(14336, 4096, 16, 1)), Some(22));
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 14336, 64, 1)), Some(22));
+        // W0 within L2: a CTA on every SM where the columns allow (19 tiles
+        // of 7 groups: 152 CTAs), else the most CTAs; a group per warp at least.
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 4096, 16, 1)), Some(7));
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 1024, 16, 1)), Some(7));
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 4096, 256, 1)), Some(7));
+        // P's 8 groups (4 slots of 64) take every warp: W0's from 1 group.
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 1024, 64, 4)), Some(1));
+        // P's columns past 8 groups (256): the two launches.
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 4096, 72, 16)), None);
+        assert_eq!(decode_cluster_groups(sms, l2, &llama(4096, 4096, 257, 1)), None);
     }
 
     #[test]
