@@ -115,7 +115,11 @@ case "$what" in
         exec scripts/gpu-report.sh --dry "$repo_root/target/gpu-report-dry"
         ;;
     report)
-        exec cargo run --release --example perf_report -- "$@"
+        # Built for the workspace, as the test command builds its examples:
+        # `cargo run` would build the one package alone, whose dependency
+        # features differ, and compile cudarc and the crate again.
+        cargo build --release --workspace --example perf_report
+        exec "${CARGO_TARGET_DIR:-$repo_root/target}/release/examples/perf_report" "$@"
         ;;
     bench)
         exec cargo bench "$@"
