@@ -228,22 +228,8 @@ __device__ __forceinline__ void finish_body(const LoraDecodeParams& p, T* __rest
     const int b_row = c0 + g;
     const int adapter_g = __shfl_sync(~0u, rows.adapter, g);
     const int adapter_g8 = __shfl_sync(~0u, rows.adapter, g + 8);
-    const bool b_vector = p.r_max % 8 == 0 && p.b % 16 == 0;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int j = 0; j < rows.count; ++j) {
-        const int l = slot_adapter(rows, j);
-        const int rank = rank_of(p, l);
-        const bool live_g = g < p.m && adapter_g == l, live_g8 = g + 8 < p.m && adapter_g8 == l;
-        const T* b = reinterpret_cast<const T*>(p.b) + (static_cast<long long>(l) * p.n + b_row) * p.r_max;
-        for (int q0 = 0; q0 < rank; q0 += kChunk) {
-            const int q = q0 + 8 * t;
-            uint4 lo = make_uint4(0u, 0u, 0u, 0u), hi = lo, w = lo;
-            if (live_g) lo = *reinterpret_cast<const uint4*>(&p_rows[g * r_pad + q]);
-            if (live_g8) hi = *reinterpret_cast<const uint4*>(&p_rows[(g + 8) * r_pad + q]);
-            if (b_row < p.n) w = load8(b + q, rank - q, b_vector);
-            mma_chunk<T>(acc, lo, hi, w);
-        }
-    }
+    expand_fragment<T>(acc, p, rows, p_rows, r_pad, b_row, adapter_g, adapter_g8);
     const float scale_g = scale_of(p, adapter_g), scale_g8 = scale_of(p, adapter_g8);
     const T* bias = reinterpret_cast<const T*>(p.bias);
 #pragma unroll

@@ -108,6 +108,33 @@ template <typename T> __device__ __forceinline__ void mma_chunk(float (&d)[4], u
     Mma<T>::run(d, a1, w.z, w.w);
 }
 
+// s.P.B^T's sums for the n8 fragment whose B row (output column) for lane
+// (g, t) is `b_row`: one mma pass per adapter slot, the P rows (`p_rows`,
+// [16][r_pad], each row its own slot's) of other adapters' rows zero;
+// `adapter_g` and `adapter_g8` are rows g's and g + 8's adapters. Unscaled:
+// accumulator element e belongs to row g + 8 (e / 2).
+template <typename T>
+__device__ __forceinline__ void expand_fragment(float (&acc)[4], const LoraDecodeParams& p, const RowSlots& rows,
+                                                const T* p_rows, int r_pad, int b_row, int adapter_g, int adapter_g8) {
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const bool b_vector = p.r_max % 8 == 0 && p.b % 16 == 0;
+    for (int j = 0; j < rows.count; ++j) {
+        const int l = slot_adapter(rows, j);
+        const int rank = rank_of(p, l);
+        const bool live_g = g < p.m && adapter_g == l, live_g8 = g + 8 < p.m && adapter_g8 == l;
+        const T* b = reinterpret_cast<const T*>(p.b) + (static_cast<long long>(l) * p.n + b_row) * p.r_max;
+        for (int q0 = 0; q0 < rank; q0 += kChunk) {
+            const int q = q0 + 8 * t;
+            uint4 lo = make_uint4(0u, 0u, 0u, 0u), hi = lo, w = lo;
+            if (live_g) lo = *reinterpret_cast<const uint4*>(&p_rows[g * r_pad + q]);
+            if (live_g8) hi = *reinterpret_cast<const uint4*>(&p_rows[(g + 8) * r_pad + q]);
+            if (b_row < p.n) w = load8(b + q, rank - q, b_vector);
+            mma_chunk<T>(acc, lo, hi, w);
+        }
+    }
+}
+
 }  // namespace decode
 }  // namespace fused_lora
 

@@ -27,6 +27,7 @@
 //
 // Numerics: as decode.cu, up to the order of the f32 additions inside a
 // split (one warp's chain instead of a group's warps summed in warp order).
+#include "cluster.cuh"
 #include "decode.cuh"
 
 namespace fused_lora {
@@ -38,14 +39,6 @@ constexpr int kPasses = kMaxGroups / kWarps;  // groups per warp at most
 static_assert(kMaxGroups % kWarps == 0, "whole passes");
 constexpr int kXLd = kStageK + 32;  // X's staged row, padded as in decode.cu
 constexpr int kSumsPad = 8;         // floats past each row of the sums: fewer bank conflicts
-
-__device__ __forceinline__ int cluster_rank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return static_cast<int>(r);
-}
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
 
 // Element `index` of the f32 array at shared address `local` in the CTA of
 // cluster rank `rank` (the same layout in every CTA).
@@ -252,26 +245,11 @@ template <typename T> __device__ void cluster_gemm(const LoraDecodeParams& p) {
     const int adapter_g = __shfl_sync(~0u, rows.adapter, g);
     const int adapter_g8 = __shfl_sync(~0u, rows.adapter, g + 8);
     const float scale_g = scale_of(p, adapter_g), scale_g8 = scale_of(p, adapter_g8);
-    const bool b_vector = p.r_max % 8 == 0 && p.b % 16 == 0;
     const T* bias = reinterpret_cast<const T*>(p.bias);
     const int frags = (w_rows + 7) / 8;
     for (int frag = crank + kCluster * warp; frag < frags; frag += kCluster * kWarps) {
-        const int b_row = col0 + 8 * frag + g;
         float acc_p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int j = 0; j < rows.count; ++j) {
-            const int l = slot_adapter(rows, j);
-            const int rank = rank_of(p, l);
-            const bool live_g = g < p.m && adapter_g == l, live_g8 = g + 8 < p.m && adapter_g8 == l;
-            const T* b = reinterpret_cast<const T*>(p.b) + (static_cast<long long>(l) * p.n + b_row) * p.r_max;
-            for (int q0 = 0; q0 < rank; q0 += kChunk) {
-                const int q = q0 + 8 * t;
-                uint4 lo = make_uint4(0u, 0u, 0u, 0u), hi = lo, w = lo;
-                if (live_g) lo = *reinterpret_cast<const uint4*>(&p_rows[g * tile.r_pad + q]);
-                if (live_g8) hi = *reinterpret_cast<const uint4*>(&p_rows[(g + 8) * tile.r_pad + q]);
-                if (b_row < p.n) w = load8(b + q, rank - q, b_vector);
-                mma_chunk<T>(acc_p, lo, hi, w);
-            }
-        }
+        expand_fragment<T>(acc_p, p, rows, p_rows, tile.r_pad, col0 + 8 * frag + g, adapter_g, adapter_g8);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int row = g + 8 * (e / 2), tile_col = 8 * frag + 2 * t + e % 2, col = col0 + tile_col;

@@ -27,6 +27,7 @@
 // on another.
 #pragma once
 
+#include "cluster.cuh"
 #include "dtype.cuh"
 #include "forward_params.h"
 #include "tiles.cuh"
@@ -206,15 +207,6 @@ __device__ __forceinline__ void p_mma(float (&pacc)[1][2][4], const uint32_t (&x
     Mma<T>::run(pacc[0][1], x, a[2], a[3]);
 }
 
-// The CTA's rank in its cluster (sm_90).
-// Volatile: read where it is used, not held in a register across the K loop.
-__device__ __forceinline__ int cluster_rank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return static_cast<int>(r);
-}
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
 
 // kCluster = 1: the tile above. kCluster > 1 (sm_90, a cluster of the
 // kCluster column tiles of one row block, blockIdx.x the column tile): CTA
