@@ -93,16 +93,16 @@ case "$what" in
         # sm_90a kernel there launches what it did in the first pass, the same
         # PTX on the same grids: those are skipped here (by the launch logs
         # of every test at 9.0 and 8.0): f32 throughout, the backward's
-        # decode-sized split, the multi-adapter forward, the rank-side
-        # launches alone, dropout, the 64x64 and 128-row tile comparisons.
-        # (The forward's decode tests run: on 9.0 they take the one-launch
-        # decode kernel in clusters.) A new test runs in both passes
+        # decode-sized split, the rank-side launches alone, dropout, the
+        # 64x64 and 128-row tile comparisons. (The forward's tests with
+        # decode-sized cases run: on 9.0 those take the one-launch decode
+        # kernel in clusters.) A new test runs in both passes
         # unless a name here matches it. One cargo invocation, the first
         # pass's build.
         PTX_EMU_COMPUTE_CAPABILITY=90 cargo test --workspace --release \
             --test forward --test backward --test backward_few_sms -- \
-            --skip f32_kernels:: --skip ::f32 --skip deterministic --skip expand_ --skip decode_split \
-            --skip fused_multi --skip shrink --skip multi_bad_index --skip bad_index:: \
+            --skip f32_kernels:: --skip ::f32 --skip expand_ --skip decode_split \
+            --skip shrink --skip bad_index:: \
             --skip tile_same_bits --skip oracle_matches --skip accumulate:: --skip dropout \
             --skip grouped_ranks:: --skip many_rows:: --skip multi_adapter:: --skip recomputed_p \
             --skip small_dx_with_da_in_last_row --skip split_mode:: --skip wide_rank_tiles \
