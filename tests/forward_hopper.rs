@@ -220,8 +220,9 @@ fn fused_p_cluster_tile_bf16() {
 /// one launch right after a marker, writing Y and P once and no partials
 /// (every distinct input byte read, no other byte written), P and Y against
 /// the reference, the same bits on a rerun. The cases: K ragged against
-/// the splits and stages (K = 4104) and short enough to leave splits empty
-/// (K = 72: 3 of the 8 hold a chunk), N ragged and one row, ranks 1 to 256
+/// the splits (K = 1288: 192 per split, the seventh 136 long, the eighth
+/// empty) and short enough to leave more splits empty (K = 72: 3 of the 8
+/// hold a chunk), N ragged and one row, ranks 1 to 256
 /// (P's columns at the cluster form's limit), one adapter per row over 4
 /// slots (every row its own slot's P), and rows without one. Past that
 /// limit (16 slots of 72) the two launches remain; on a 8.0 device too.
@@ -241,7 +242,7 @@ fn decode_in_one_cluster_launch<T: LoraDType>() {
     // (m, k, n, ranks, r_max, row adapters, bias)
     type DecodeCase = (usize, usize, usize, &'static [usize], usize, &'static [i32], bool);
     let cases: &[DecodeCase] = &[
-        (16, 4104, 1000, &[16], 16, &[0; 16], true),
+        (16, 1288, 1000, &[16], 16, &[0; 16], true),
         (3, 72, 300, &[64], 64, &[0, 0, 0], false),
         (1, 136, 77, &[1], 1, &[0], true),
         (9, 520, 264, &[256], 256, &[0, 0, 0, 0, 0, 0, 0, 0, 0], false),
@@ -313,7 +314,7 @@ fn decode_in_one_cluster_launch<T: LoraDType>() {
     if device::is_emulator() {
         // A fresh context's kernels on a device presenting 8.0: two launches.
         let Some(dev) = device::device_as("80") else { return };
-        let (m, k, n) = (16, 4104, 1000);
+        let (m, k, n) = (16, 1288, 1000);
         let case = case::<T>(m, k, n, 16, true, 1300);
         let (p, y, kernel) = run(&dev, &case);
         assert_eq!(kernel.as_deref(), Some(format!("lora_decode_finish_{suffix}").as_str()), "CC 8.0");
