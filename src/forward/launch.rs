@@ -94,6 +94,16 @@ pub(crate) struct DecodeProblem {
     pub elem_bytes: usize,
 }
 
+impl DecodeProblem {
+    /// The share of re-read bytes the model charges to DRAM: the proportion
+    /// of the footprint (W0, X and every slot's A) past `l2_bytes` of L2
+    /// (docs/perf-model.md); 0 when it fits.
+    fn past_l2(&self, l2_bytes: usize) -> f64 {
+        let footprint = (self.n * self.k + self.m * self.k + self.slots * self.r_max * self.k) * self.elem_bytes;
+        1.0 - (l2_bytes as f64 / footprint as f64).min(1.0)
+    }
+}
+
 /// Picks the decode layout for a device of `multiprocessors` SMs and
 /// `l2_bytes` of L2: for each CTA width (1, 2, 4 or 8 groups of 32 columns),
 /// the K splits that give every SM a CTA (each split at least one 512-long
@@ -110,8 +120,7 @@ pub(crate) struct DecodeProblem {
 pub(crate) fn decode_layout(multiprocessors: usize, l2_bytes: usize, pr: &DecodeProblem) -> DecodeLayout {
     let stage = LORA_DECODE_STAGE_K as usize;
     let by_k = pr.k.div_ceil(stage).clamp(1, MAX_SPLITS);
-    let footprint = (pr.n * pr.k + pr.m * pr.k + pr.slots * pr.r_max * pr.k) * pr.elem_bytes;
-    let past_l2 = 1.0 - (l2_bytes as f64 / footprint as f64).min(1.0);
+    let past_l2 = pr.past_l2(l2_bytes);
     let x_bytes = (pr.m * pr.k * pr.elem_bytes) as f64;
     // (bytes beyond W0, CTAs short of one per SM, column tiles reading X)
     let mut best: Option<((f64, usize, usize), DecodeLayout)> = None;
@@ -154,8 +163,7 @@ pub(crate) fn decode_cluster_groups(multiprocessors: usize, l2_bytes: usize, pr:
     if p_groups > warps {
         return None;
     }
-    let footprint = (pr.n * pr.k + pr.m * pr.k + pr.slots * pr.r_max * pr.k) * pr.elem_bytes;
-    let past_l2 = 1.0 - (l2_bytes as f64 / footprint as f64).min(1.0);
+    let past_l2 = pr.past_l2(l2_bytes);
     let reread = ((pr.m + pr.slots * pr.r_max) * pr.k * pr.elem_bytes) as f64;
     let cluster = LORA_DECODE_CLUSTER as usize;
     let mut best: Option<((f64, usize, usize), usize)> = None;
