@@ -122,7 +122,9 @@ case "$what" in
         exec "${CARGO_TARGET_DIR:-$repo_root/target}/release/examples/perf_report" "$@"
         ;;
     bench)
-        exec cargo bench "$@"
+        # For the workspace, as the tests build (see `report`): the root
+        # package alone resolves cudarc's features otherwise and rebuilds it.
+        exec cargo bench --workspace "$@"
         ;;
     *)
         echo "usage: scripts/run.sh example|test|report|bench [args...]" >&2
